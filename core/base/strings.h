@@ -1,0 +1,88 @@
+// core/base/strings.h — small string helpers over std::string_view.
+//
+// Debian 12's Abseil is built with its own absl::string_view (ABSL_OPTION_USE_STD_STRING_VIEW
+// is 0), so absl::StrCat and friends do not accept std::string_view. These few helpers cover
+// what we need without conversions at every call. Pure functions, thread-safe.
+#pragma once
+
+#include <charconv>
+#include <concepts>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace relais::base {
+
+namespace internal {
+inline void AppendOne(std::string& out, std::string_view s) { out.append(s); }
+inline void AppendOne(std::string& out, const char* s) { out.append(s); }
+inline void AppendOne(std::string& out, const std::string& s) { out.append(s); }
+inline void AppendOne(std::string& out, char c) { out.push_back(c); }
+template <std::integral T>
+requires(!std::same_as<T, char> && !std::same_as<T, bool>) void AppendOne(std::string& out,
+                                                                          T value) {
+  char buf[24];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), value);
+  out.append(buf, static_cast<size_t>(end - buf));
+}
+}  // namespace internal
+
+template <typename... Args>
+void StrAppend(std::string* out, const Args&... args) {
+  (internal::AppendOne(*out, args), ...);
+}
+
+template <typename... Args>
+[[nodiscard]] std::string StrCat(const Args&... args) {
+  std::string out;
+  StrAppend(&out, args...);
+  return out;
+}
+
+[[nodiscard]] inline char AsciiLower(char c) {
+  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+}
+
+[[nodiscard]] inline bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) {
+    return false;
+  }
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (AsciiLower(a[i]) != AsciiLower(b[i])) {
+      return false;
+    }
+  }
+  return true;
+}
+
+[[nodiscard]] inline bool StartsWithIgnoreCase(std::string_view text, std::string_view prefix) {
+  return text.size() >= prefix.size() && EqualsIgnoreCase(text.substr(0, prefix.size()), prefix);
+}
+
+[[nodiscard]] inline bool EndsWithIgnoreCase(std::string_view text, std::string_view suffix) {
+  return text.size() >= suffix.size() &&
+         EqualsIgnoreCase(text.substr(text.size() - suffix.size()), suffix);
+}
+
+[[nodiscard]] inline std::string AsciiStrToLower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) {
+    c = AsciiLower(c);
+  }
+  return out;
+}
+
+[[nodiscard]] inline std::string StrJoin(const std::vector<std::string>& parts,
+                                         std::string_view separator) {
+  std::string out;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    if (i > 0) {
+      out.append(separator);
+    }
+    out.append(parts[i]);
+  }
+  return out;
+}
+
+}  // namespace relais::base

@@ -1,0 +1,403 @@
+#include "core/config/config.h"
+
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+
+#define TOML_EXCEPTIONS 0
+#define TOML_HEADER_ONLY 1
+#define TOML_ENABLE_FORMATTERS 0
+#include <toml++/toml.h>
+
+#include "absl/status/status.h"
+#include "core/base/strings.h"
+
+namespace relais::config {
+namespace {
+
+using base::StrAppend;
+using base::StrCat;
+
+enum class Type : uint8_t { kU32, kU64, kString, kStringList, kNetworkList };
+
+// One row per key: the single declaration of its name, type, bounds and meaning. The default
+// is whatever `Config{}` holds.
+struct Key {
+  std::string_view table;
+  std::string_view name;
+  Type type;
+  uint64_t min;
+  uint64_t max;
+  void* (*field)(Config&);
+  std::string_view doc;
+};
+
+#define RELAIS_FIELD(member) [](Config& c) -> void* { return &c.member; }
+constexpr uint64_t kU32Max = 0xFFFFFFFFu;
+constexpr uint64_t kU64Max = ~uint64_t{0};
+
+const Key kKeys[] = {
+    {"server", "hostname", Type::kString, 0, 253, RELAIS_FIELD(hostname),
+     "Name used in the greeting and Received headers; empty: the machine's host name."},
+    {"server", "threads", Type::kU32, 0, 256, RELAIS_FIELD(threads),
+     "Shards (pinned threads); 0: one per online CPU."},
+    {"server", "listen", Type::kStringList, 1, 64, RELAIS_FIELD(listen),
+     "Addresses to accept SMTP on, host:port ([v6]:port for IPv6)."},
+    {"limits", "command_line_bytes_max", Type::kU32, 512, 65536,
+     RELAIS_FIELD(command_line_bytes_max), "Longest command line, CRLF included (RFC 5321: 512)."},
+    {"limits", "text_line_bytes_max", Type::kU32, 1000, 1 << 20, RELAIS_FIELD(text_line_bytes_max),
+     "Longest message line, CRLF included (RFC 5321: 1000)."},
+    {"limits", "message_bytes_max", Type::kU64, 1024, 1ull << 32, RELAIS_FIELD(message_bytes_max),
+     "Largest message accepted; advertised as SIZE."},
+    {"limits", "recipients_max", Type::kU32, 1, 100000, RELAIS_FIELD(recipients_max),
+     "Recipients per message (RFC 5321 requires at least 100)."},
+    {"limits", "errors_max", Type::kU32, 1, 1000, RELAIS_FIELD(errors_max),
+     "Client errors before the session is closed with 421."},
+    {"limits", "connections_max", Type::kU32, 1, 10'000'000, RELAIS_FIELD(connections_max),
+     "Concurrent SMTP connections, all shards together."},
+    {"limits", "connections_per_ip_max", Type::kU32, 1, 10'000'000,
+     RELAIS_FIELD(connections_per_ip_max), "Concurrent SMTP connections from one client address."},
+    {"limits", "pipeline_bytes_max", Type::kU32, 4096, 1 << 26, RELAIS_FIELD(pipeline_bytes_max),
+     "Unprocessed input plus unsent replies held per session before reading pauses."},
+    {"timeouts", "command_timeout_ms", Type::kU32, 1000, 3'600'000,
+     RELAIS_FIELD(command_timeout_ms), "Wait for the next command (RFC 5321 4.5.3.2.7: 5 min)."},
+    {"timeouts", "data_timeout_ms", Type::kU32, 1000, 3'600'000, RELAIS_FIELD(data_timeout_ms),
+     "Wait for the next block of message data (RFC 5321 4.5.3.2.5: 3 min)."},
+    {"timeouts", "shutdown_grace_ms", Type::kU32, 0, 600'000, RELAIS_FIELD(shutdown_grace_ms),
+     "On SIGTERM, how long open transactions may finish before 421."},
+    {"relay", "local_domains", Type::kStringList, 0, 100000, RELAIS_FIELD(local_domains),
+     "Domains whose mail is ours to keep: exact, *.suffix or *."},
+    {"relay", "relay_domains", Type::kStringList, 0, 100000, RELAIS_FIELD(relay_domains),
+     "Domains we relay for, from any client: exact, *.suffix or *."},
+    {"relay", "networks", Type::kNetworkList, 0, 100000, RELAIS_FIELD(relay_networks),
+     "Client networks (CIDR) that may relay to any domain."},
+    {"spool", "path", Type::kString, 1, 4096, RELAIS_FIELD(spool_path),
+     "Directory of the spool segments."},
+    {"spool", "bytes_max", Type::kU64, 0, kU64Max, RELAIS_FIELD(spool_bytes_max),
+     "Cap on spool size per shard; 0: only the disk limits it."},
+    {"spool", "segment_bytes_max", Type::kU64, 1 << 16, 1ull << 34, RELAIS_FIELD(segment_bytes_max),
+     "Size at which a segment is closed and a new one started."},
+    {"spool", "body_memory_bytes_max", Type::kU64, 0, kU64Max, RELAIS_FIELD(body_memory_bytes_max),
+     "Message bodies kept in memory per shard; beyond it they are read back from disk."},
+};
+#undef RELAIS_FIELD
+
+const std::string_view kRouteKeys[] = {"domain", "type", "path", "hosts", "address"};
+
+std::string Where(std::string_view source, const toml::node& node) {
+  return StrCat(source, ":", static_cast<uint32_t>(node.source().begin.line));
+}
+
+absl::Status KeyError(std::string_view source, const toml::node& node, std::string_view key,
+                      std::string_view what) {
+  return absl::InvalidArgumentError(StrCat(Where(source, node), ": ", key, ": ", what));
+}
+
+bool ValidDomainPattern(std::string_view p) {
+  if (p == "*") {
+    return true;
+  }
+  if (p.starts_with("*.")) {
+    p.remove_prefix(2);
+  }
+  if (p.empty() || p.size() > 253 || p.front() == '.' || p.back() == '.') {
+    return false;
+  }
+  for (char c : p) {
+    const auto u = static_cast<unsigned char>(c);
+    if (!(((u >= 'a' && u <= 'z') || (u >= 'A' && u <= 'Z') || (u >= '0' && u <= '9')) ||
+          c == '-' || c == '.' || u >= 0x80)) {
+      return false;
+    }
+  }
+  return p.find("..") == std::string_view::npos;
+}
+
+absl::Status ApplyKey(const Key& key, const toml::node& node, std::string_view source,
+                      Config& config) {
+  const std::string name = StrCat(key.table, ".", key.name);
+  void* field = key.field(config);
+  switch (key.type) {
+    case Type::kU32:
+    case Type::kU64: {
+      auto v = node.value<int64_t>();
+      if (!node.is_integer() || !v) {
+        return KeyError(source, node, name, "expected an integer");
+      }
+      if (*v < 0 || static_cast<uint64_t>(*v) < key.min || static_cast<uint64_t>(*v) > key.max) {
+        return KeyError(source, node, name,
+                        StrCat(*v, " is out of range [", key.min, ", ", key.max, "]"));
+      }
+      if (key.type == Type::kU32) {
+        *static_cast<uint32_t*>(field) = static_cast<uint32_t>(*v);
+      } else {
+        *static_cast<uint64_t*>(field) = static_cast<uint64_t>(*v);
+      }
+      return absl::OkStatus();
+    }
+    case Type::kString: {
+      auto v = node.value<std::string>();
+      if (!node.is_string() || !v) {
+        return KeyError(source, node, name, "expected a string");
+      }
+      if (v->size() < key.min || v->size() > key.max) {
+        return KeyError(source, node, name,
+                        StrCat("length must be in [", key.min, ", ", key.max, "]"));
+      }
+      *static_cast<std::string*>(field) = *v;
+      return absl::OkStatus();
+    }
+    case Type::kStringList:
+    case Type::kNetworkList: {
+      const toml::array* array = node.as_array();
+      if (array == nullptr) {
+        return KeyError(source, node, name, "expected an array of strings");
+      }
+      if (array->size() < key.min || array->size() > key.max) {
+        return KeyError(source, node, name,
+                        StrCat("must have between ", key.min, " and ", key.max, " entries"));
+      }
+      std::vector<std::string> strings;
+      std::vector<mail::IpNetwork> networks;
+      for (const toml::node& element : *array) {
+        auto v = element.value<std::string>();
+        if (!element.is_string() || !v) {
+          return KeyError(source, element, name, "expected an array of strings");
+        }
+        if (key.type == Type::kNetworkList) {
+          auto net = mail::IpNetwork::Parse(*v);
+          if (!net) {
+            return KeyError(source, element, name, StrCat("'", *v, "' is not a CIDR network"));
+          }
+          networks.push_back(*net);
+        } else {
+          if (name.ends_with("_domains") && !ValidDomainPattern(*v)) {
+            return KeyError(source, element, name,
+                            StrCat("'", *v, "' is not a domain, *.domain or *"));
+          }
+          strings.push_back(base::AsciiStrToLower(*v));
+        }
+      }
+      if (key.type == Type::kNetworkList) {
+        *static_cast<std::vector<mail::IpNetwork>*>(field) = std::move(networks);
+      } else {
+        *static_cast<std::vector<std::string>*>(field) = std::move(strings);
+      }
+      return absl::OkStatus();
+    }
+  }
+  return absl::InternalError("unreachable");
+}
+
+absl::Status ParseRoute(const toml::table& table, std::string_view source, Route& route) {
+  for (const auto& [k, v] : table) {
+    bool known = false;
+    for (std::string_view rk : kRouteKeys) {
+      known |= (k.str() == rk);
+    }
+    if (!known) {
+      return KeyError(source, v, StrCat("routes.", k.str()), "unknown key");
+    }
+  }
+  auto str = [&](std::string_view k, std::string& out, bool required) -> absl::Status {
+    const toml::node* n = table.get(k);
+    if (n == nullptr) {
+      return required ? KeyError(source, table, StrCat("routes.", k), "is required")
+                      : absl::OkStatus();
+    }
+    auto v = n->value<std::string>();
+    if (!n->is_string() || !v || v->empty()) {
+      return KeyError(source, *n, StrCat("routes.", k), "expected a non-empty string");
+    }
+    out = *v;
+    return absl::OkStatus();
+  };
+  if (auto s = str("domain", route.domain, true); !s.ok()) {
+    return s;
+  }
+  route.domain = base::AsciiStrToLower(route.domain);
+  if (!ValidDomainPattern(route.domain)) {
+    return KeyError(source, *table.get("domain"), "routes.domain",
+                    StrCat("'", route.domain, "' is not a domain, *.domain or *"));
+  }
+  std::string type;
+  if (auto s = str("type", type, true); !s.ok()) {
+    return s;
+  }
+  const toml::node& type_node = *table.get("type");
+  if (type == "maildir") {
+    route.type = RouteType::kMaildir;
+    return str("path", route.path, true);
+  }
+  if (type == "lmtp") {
+    route.type = RouteType::kLmtp;
+    return str("address", route.address, true);
+  }
+  if (type == "reject") {
+    route.type = RouteType::kReject;
+    return absl::OkStatus();
+  }
+  if (type == "smarthost") {
+    route.type = RouteType::kSmarthost;
+    const toml::node* hosts = table.get("hosts");
+    const toml::array* array = hosts ? hosts->as_array() : nullptr;
+    if (array == nullptr || array->empty()) {
+      return KeyError(source, hosts ? *hosts : static_cast<const toml::node&>(table),
+                      "routes.hosts",
+                      "a smarthost route needs a non-empty array of host:port strings");
+    }
+    for (const toml::node& h : *array) {
+      auto v = h.value<std::string>();
+      if (!h.is_string() || !v || v->find(':') == std::string::npos) {
+        return KeyError(source, h, "routes.hosts", "expected host:port strings");
+      }
+      route.hosts.push_back(*v);
+    }
+    return absl::OkStatus();
+  }
+  return KeyError(source, type_node, "routes.type",
+                  StrCat("'", type, "' is not one of maildir, smarthost, lmtp, reject"));
+}
+
+std::string DefaultHostname() {
+  char buf[256] = {};
+  if (gethostname(buf, sizeof(buf) - 1) != 0 || buf[0] == '\0') {
+    return "localhost";
+  }
+  return buf;
+}
+
+}  // namespace
+
+bool DomainMatches(std::string_view pattern, std::string_view domain) {
+  if (pattern == "*") {
+    return true;
+  }
+  if (pattern.starts_with("*.")) {
+    const std::string_view suffix = pattern.substr(1);  // ".example.com"
+    return domain.size() > suffix.size() && base::EndsWithIgnoreCase(domain, suffix);
+  }
+  return base::EqualsIgnoreCase(pattern, domain);
+}
+
+absl::StatusOr<Config> Parse(std::string_view toml_text, std::string_view source) {
+  toml::parse_result parsed = toml::parse(toml_text, source);
+  if (!parsed) {
+    const toml::parse_error& e = parsed.error();
+    return absl::InvalidArgumentError(
+        StrCat(source, ":", static_cast<uint32_t>(e.source().begin.line), ":",
+               static_cast<uint32_t>(e.source().begin.column), ": ", e.description()));
+  }
+  const toml::table& root = parsed.table();
+  Config config;
+  for (const auto& [table_name, table_node] : root) {
+    if (table_name.str() == "routes") {
+      const toml::array* routes = table_node.as_array();
+      if (routes == nullptr || !routes->is_array_of_tables()) {
+        return KeyError(source, table_node, "routes", "expected [[routes]] tables");
+      }
+      config.routes.clear();
+      for (const toml::node& r : *routes) {
+        Route route;
+        if (auto s = ParseRoute(*r.as_table(), source, route); !s.ok()) {
+          return s;
+        }
+        config.routes.push_back(std::move(route));
+      }
+      continue;
+    }
+    const toml::table* table = table_node.as_table();
+    bool known_table = false;
+    for (const Key& k : kKeys) {
+      known_table |= (k.table == table_name.str());
+    }
+    if (table == nullptr || !known_table) {
+      return KeyError(source, table_node, table_name.str(),
+                      table == nullptr ? "expected a table" : "unknown table");
+    }
+    for (const auto& [key_name, value] : *table) {
+      const Key* key = nullptr;
+      for (const Key& k : kKeys) {
+        if (k.table == table_name.str() && k.name == key_name.str()) {
+          key = &k;
+        }
+      }
+      if (key == nullptr) {
+        return KeyError(source, value, StrCat(table_name.str(), ".", key_name.str()),
+                        "unknown key");
+      }
+      if (auto s = ApplyKey(*key, value, source, config); !s.ok()) {
+        return s;
+      }
+    }
+  }
+  if (config.hostname.empty()) {
+    config.hostname = DefaultHostname();
+  }
+  for (const std::string& l : config.listen) {
+    if (l.rfind(':') == std::string::npos) {
+      return absl::InvalidArgumentError(
+          StrCat(source, ": server.listen: '", l, "' is not host:port"));
+    }
+  }
+  return config;
+}
+
+absl::StatusOr<Config> LoadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::NotFoundError(StrCat(path, ": cannot open config file"));
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  return Parse(text.str(), path);
+}
+
+std::string DefaultToml() {
+  Config defaults;
+  std::string out = "# Relais built-in defaults. Every key is optional.\n";
+  std::string_view current;
+  for (const Key& k : kKeys) {
+    if (k.table != current) {
+      StrAppend(&out, "\n[", k.table, "]\n");
+      current = k.table;
+    }
+    StrAppend(&out, "# ", k.doc, "\n", k.name, " = ");
+    void* f = k.field(defaults);
+    switch (k.type) {
+      case Type::kU32:
+        StrAppend(&out, *static_cast<uint32_t*>(f));
+        break;
+      case Type::kU64:
+        StrAppend(&out, *static_cast<uint64_t*>(f));
+        break;
+      case Type::kString:
+        StrAppend(&out, "\"", *static_cast<std::string*>(f), "\"");
+        break;
+      case Type::kStringList: {
+        const auto& v = *static_cast<std::vector<std::string>*>(f);
+        StrAppend(&out, "[", v.empty() ? "" : "\"", base::StrJoin(v, "\", \""),
+                  v.empty() ? "" : "\"", "]");
+        break;
+      }
+      case Type::kNetworkList: {
+        const auto& v = *static_cast<std::vector<mail::IpNetwork>*>(f);
+        std::vector<std::string> s;
+        for (const auto& n : v) {
+          s.push_back(StrCat("\"", n.ToString(), "\""));
+        }
+        StrAppend(&out, "[", base::StrJoin(s, ", "), "]");
+        break;
+      }
+    }
+    out += "\n";
+  }
+  StrAppend(&out,
+            "\n# Recipient domain -> destination; the first matching route wins.\n"
+            "# type: maildir (path), smarthost (hosts), lmtp (address), reject.\n"
+            "[[routes]]\ndomain = \"*\"\ntype = \"maildir\"\npath = \"./var/mail\"\n");
+  return out;
+}
+
+}  // namespace relais::config

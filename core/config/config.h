@@ -1,0 +1,72 @@
+// core/config/config.h — the daemon's configuration: one TOML file, validated whole.
+//
+// Every key is declared once in config.cc (name, type, default, bounds, doc); the same table
+// parses, validates, rejects unknown keys and prints the defaults. Errors name the key and the
+// line. The result is a plain immutable value: modules receive the parts they need as option
+// structs and never read global config. Loaded on the startup thread, off the shards.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/mail/ip_network.h"
+
+namespace relais::config {
+
+enum class RouteType : uint8_t { kMaildir, kSmarthost, kLmtp, kReject };
+
+// Recipient domain → where its mail goes. Delivery itself is the scheduler's (issue #3);
+// here routes are parsed and validated so a bad file fails at start, not at first delivery.
+struct Route {
+  std::string domain;  // "example.com", "*.example.com" or "*".
+  RouteType type = RouteType::kMaildir;
+  std::string path;                // maildir: root directory.
+  std::vector<std::string> hosts;  // smarthost: host:port list, tried in order.
+  std::string address;             // lmtp: host:port or unix socket path.
+};
+
+struct Config {
+  // [server]
+  std::string hostname;  // Default: the machine's host name.
+  uint32_t threads = 0;  // 0: one shard per online CPU.
+  std::vector<std::string> listen = {"127.0.0.1:2525"};
+  // [limits]
+  uint32_t command_line_bytes_max = 512;    // RFC 5321 4.5.3.1.4, including CRLF.
+  uint32_t text_line_bytes_max = 1000;      // RFC 5321 4.5.3.1.6, including CRLF.
+  uint64_t message_bytes_max = 26'214'400;  // 25 MiB, advertised as SIZE.
+  uint32_t recipients_max = 1000;
+  uint32_t errors_max = 10;
+  uint32_t connections_max = 10'000;
+  uint32_t connections_per_ip_max = 100;
+  uint32_t pipeline_bytes_max = 262'144;  // Unanswered input plus unsent replies per session.
+  // [timeouts] RFC 5321 4.5.3.2.
+  uint32_t command_timeout_ms = 300'000;  // 4.5.3.2.7: server waits 5 min for a command.
+  uint32_t data_timeout_ms = 180'000;     // 4.5.3.2.5: 3 min per data block.
+  uint32_t shutdown_grace_ms = 10'000;    // SIGTERM: how long transactions may finish.
+  // [relay]
+  std::vector<std::string> local_domains = {"*"};
+  std::vector<std::string> relay_domains;
+  std::vector<mail::IpNetwork> relay_networks;
+  // [spool]
+  std::string spool_path = "./var/spool";
+  uint64_t spool_bytes_max = 0;  // 0: no cap beyond the disk itself.
+  uint64_t segment_bytes_max = 64ull << 20;
+  uint64_t body_memory_bytes_max = 256ull << 20;  // Per shard.
+  // [[routes]]
+  std::vector<Route> routes = {Route{"*", RouteType::kMaildir, "./var/mail", {}, {}}};
+};
+
+// Parses TOML text; `source` names the file in error messages.
+[[nodiscard]] absl::StatusOr<Config> Parse(std::string_view toml_text, std::string_view source);
+// Reads and parses a file.
+[[nodiscard]] absl::StatusOr<Config> LoadFile(const std::string& path);
+// The built-in default configuration, as TOML with a comment per key.
+[[nodiscard]] std::string DefaultToml();
+// Domain pattern matching shared by local/relay domains and routes: exact (case-insensitive),
+// "*.suffix" (any subdomain of suffix, not suffix itself) or "*" (anything).
+[[nodiscard]] bool DomainMatches(std::string_view pattern, std::string_view domain);
+
+}  // namespace relais::config

@@ -1,0 +1,98 @@
+#include "core/config/config.h"
+
+#include <gtest/gtest.h>
+
+namespace relais::config {
+namespace {
+
+TEST(ConfigTest, EmptyFileGivesDefaults) {
+  auto c = Parse("", "empty.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->listen, std::vector<std::string>{"127.0.0.1:2525"});
+  EXPECT_EQ(c->command_line_bytes_max, 512u);
+  EXPECT_EQ(c->recipients_max, 1000u);
+  EXPECT_EQ(c->local_domains, std::vector<std::string>{"*"});
+  EXPECT_TRUE(c->relay_networks.empty());
+  ASSERT_EQ(c->routes.size(), 1u);
+  EXPECT_EQ(c->routes[0].type, RouteType::kMaildir);
+  EXPECT_FALSE(c->hostname.empty());
+}
+
+TEST(ConfigTest, DefaultTomlParsesBackToDefaults) {
+  auto c = Parse(DefaultToml(), "default.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  Config d;
+  EXPECT_EQ(c->message_bytes_max, d.message_bytes_max);
+  EXPECT_EQ(c->spool_path, d.spool_path);
+  EXPECT_EQ(c->local_domains, d.local_domains);
+  EXPECT_EQ(c->routes.size(), 1u);
+}
+
+TEST(ConfigTest, ReadsEveryKindOfValue) {
+  auto c = Parse(R"(
+[server]
+hostname = "mx.example.net"
+threads = 2
+listen = ["127.0.0.1:2526", "[::1]:2526"]
+[limits]
+recipients_max = 50
+message_bytes_max = 1048576
+[relay]
+local_domains = ["Example.COM", "*.example.org"]
+networks = ["10.0.0.0/8", "::1"]
+[[routes]]
+domain = "example.com"
+type = "smarthost"
+hosts = ["127.0.0.1:25", "127.0.0.2:25"]
+[[routes]]
+domain = "*"
+type = "reject"
+)",
+                 "t.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->hostname, "mx.example.net");
+  EXPECT_EQ(c->threads, 2u);
+  EXPECT_EQ(c->listen.size(), 2u);
+  EXPECT_EQ(c->recipients_max, 50u);
+  EXPECT_EQ(c->message_bytes_max, 1048576u);
+  EXPECT_EQ(c->local_domains[0], "example.com");
+  EXPECT_EQ(c->relay_networks.size(), 2u);
+  ASSERT_EQ(c->routes.size(), 2u);
+  EXPECT_EQ(c->routes[0].hosts.size(), 2u);
+  EXPECT_EQ(c->routes[1].type, RouteType::kReject);
+}
+
+void ExpectError(std::string_view toml, std::string_view fragment) {
+  auto c = Parse(toml, "bad.toml");
+  ASSERT_FALSE(c.ok()) << toml;
+  EXPECT_NE(std::string(c.status().message()).find(fragment), std::string::npos)
+      << c.status().message() << " lacks " << fragment;
+}
+
+TEST(ConfigTest, ErrorsNameTheKeyAndLine) {
+  ExpectError("[limits]\nrecipients_maxx = 5\n", "bad.toml:2: limits.recipients_maxx: unknown key");
+  ExpectError("[limits]\n\nrecipients_max = 0\n",
+              "bad.toml:3: limits.recipients_max: 0 is out of range");
+  ExpectError("[limits]\nrecipients_max = \"many\"\n",
+              "limits.recipients_max: expected an integer");
+  ExpectError("[nope]\nx = 1\n", "nope: unknown table");
+  ExpectError("[relay]\nnetworks = [\"10.0.0.0/33\"]\n", "bad.toml:2: relay.networks");
+  ExpectError("[relay]\nlocal_domains = [\"bad domain\"]\n", "relay.local_domains");
+  ExpectError("[server]\nlisten = [\"nohostport\"]\n", "server.listen");
+  ExpectError("[[routes]]\ndomain = \"x.com\"\ntype = \"pigeon\"\n", "bad.toml:3: routes.type");
+  ExpectError("[[routes]]\ndomain = \"x.com\"\ntype = \"smarthost\"\n", "routes.hosts");
+  ExpectError("[[routes]]\ntype = \"reject\"\n", "routes.domain: is required");
+  ExpectError("[limits\n", "bad.toml:1:");
+}
+
+TEST(ConfigTest, DomainPatterns) {
+  EXPECT_TRUE(DomainMatches("*", "anything.example"));
+  EXPECT_TRUE(DomainMatches("example.com", "EXAMPLE.com"));
+  EXPECT_FALSE(DomainMatches("example.com", "sub.example.com"));
+  EXPECT_TRUE(DomainMatches("*.example.com", "sub.example.com"));
+  EXPECT_FALSE(DomainMatches("*.example.com", "example.com"));
+  EXPECT_FALSE(DomainMatches("*.example.com", "badexample.com"));
+}
+
+}  // namespace
+}  // namespace relais::config
