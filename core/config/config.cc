@@ -270,17 +270,6 @@ std::string DefaultHostname() {
 
 }  // namespace
 
-bool DomainMatches(std::string_view pattern, std::string_view domain) {
-  if (pattern == "*") {
-    return true;
-  }
-  if (pattern.starts_with("*.")) {
-    const std::string_view suffix = pattern.substr(1);  // ".example.com"
-    return domain.size() > suffix.size() && base::EndsWithIgnoreCase(domain, suffix);
-  }
-  return base::EqualsIgnoreCase(pattern, domain);
-}
-
 absl::StatusOr<Config> Parse(std::string_view toml_text, std::string_view source) {
   toml::parse_result parsed = toml::parse(toml_text, source);
   if (!parsed) {

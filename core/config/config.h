@@ -65,8 +65,4 @@ struct Config {
 [[nodiscard]] absl::StatusOr<Config> LoadFile(const std::string& path);
 // The built-in default configuration, as TOML with a comment per key.
 [[nodiscard]] std::string DefaultToml();
-// Domain pattern matching shared by local/relay domains and routes: exact (case-insensitive),
-// "*.suffix" (any subdomain of suffix, not suffix itself) or "*" (anything).
-[[nodiscard]] bool DomainMatches(std::string_view pattern, std::string_view domain);
-
 }  // namespace relais::config

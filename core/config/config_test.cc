@@ -85,14 +85,5 @@ TEST(ConfigTest, ErrorsNameTheKeyAndLine) {
   ExpectError("[limits\n", "bad.toml:1:");
 }
 
-TEST(ConfigTest, DomainPatterns) {
-  EXPECT_TRUE(DomainMatches("*", "anything.example"));
-  EXPECT_TRUE(DomainMatches("example.com", "EXAMPLE.com"));
-  EXPECT_FALSE(DomainMatches("example.com", "sub.example.com"));
-  EXPECT_TRUE(DomainMatches("*.example.com", "sub.example.com"));
-  EXPECT_FALSE(DomainMatches("*.example.com", "example.com"));
-  EXPECT_FALSE(DomainMatches("*.example.com", "badexample.com"));
-}
-
 }  // namespace
 }  // namespace relais::config

@@ -42,3 +42,20 @@ TEST(IpNetworkTest, RejectsMalformedNetworks) {
 
 }  // namespace
 }  // namespace relais::mail
+
+#include "core/mail/domain.h"
+
+namespace relais::mail {
+namespace {
+
+TEST(DomainPatternTest, ExactSuffixAndAny) {
+  EXPECT_TRUE(DomainMatches("*", "anything.example"));
+  EXPECT_TRUE(DomainMatches("example.com", "EXAMPLE.com"));
+  EXPECT_FALSE(DomainMatches("example.com", "sub.example.com"));
+  EXPECT_TRUE(DomainMatches("*.example.com", "sub.example.com"));
+  EXPECT_FALSE(DomainMatches("*.example.com", "example.com"));
+  EXPECT_FALSE(DomainMatches("*.example.com", "badexample.com"));
+}
+
+}  // namespace
+}  // namespace relais::mail

@@ -1,0 +1,72 @@
+// protocols/smtp/reply_table.h — every reply the SMTP server can send, in one table.
+//
+// Each internal reason maps to a reply code, an RFC 3463 enhanced status code and its text;
+// reply_table.cc is the only place where reply text is written. Pure; thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace relais::smtp {
+
+enum class Reply : uint8_t {
+  kGreeting,                      // 220, argument: host name.
+  kHeloOk,                        // 250, argument: host name.
+  kOk,                            // 250 2.0.0
+  kSenderOk,                      // 250 2.1.0
+  kRecipientOk,                   // 250 2.1.5
+  kStartData,                     // 354
+  kQueued,                        // 250 2.0.0, argument: message ID.
+  kChunkReceived,                 // 250 2.0.0, argument: octet count.
+  kResetOk,                       // 250 2.0.0
+  kVrfy,                          // 252 2.0.0
+  kHelp,                          // 214 2.0.0
+  kBye,                           // 221 2.0.0
+  kNeedHelo,                      // 503 5.5.1
+  kNestedMail,                    // 503 5.5.1
+  kNeedMail,                      // 503 5.5.1
+  kNeedRecipient,                 // 503 5.5.1
+  kNoValidRecipients,             // 554 5.5.1
+  kDataAfterBdat,                 // 503 5.5.1
+  kUnknownCommand,                // 500 5.5.2
+  kNotImplemented,                // 502 5.5.1
+  kSyntax,                        // 501 5.5.4, argument: what was expected.
+  kLineTooLong,                   // 500 5.5.2
+  kBareLineEnding,                // 500 5.5.2
+  kBadSenderSyntax,               // 501 5.1.7
+  kBadRecipientSyntax,            // 501 5.1.3
+  kUnknownParameter,              // 555 5.5.4
+  kNeedSmtpUtf8,                  // 553 5.6.7
+  kDeclaredSizeTooBig,            // 552 5.3.4
+  kMessageTooBig,                 // 552 5.3.4
+  kTooManyRecipients,             // 452 4.5.3
+  kRelayDenied,                   // 554 5.7.1
+  kBodyBareLineEnding,            // 554 5.6.0
+  kBodyLineTooLong,               // 554 5.6.0
+  kSpoolFailed,                   // 451 4.3.0
+  kSpoolFull,                     // 452 4.3.1
+  kTooManyErrors,                 // 421 4.7.0
+  kTimeout,                       // 421 4.4.2
+  kShuttingDown,                  // 421 4.3.2
+  kTooManyConnections,            // 421 4.7.0
+  kTooManyConnectionsFromClient,  // 421 4.7.0
+  kCount,
+};
+
+struct ReplyRow {
+  uint16_t code;
+  std::string_view enhanced;  // Empty for replies sent before EHLO could negotiate it.
+  std::string_view text;      // "%s" is replaced by the reply's argument.
+  bool closes;                // The session ends after this reply.
+};
+
+[[nodiscard]] const ReplyRow& Row(Reply reply);
+// Appends "code enhanced text\r\n". `argument` fills the row's "%s".
+void AppendReply(std::string& out, Reply reply, std::string_view argument = {});
+// The EHLO response: greeting line plus one line per extension (RFC 5321 4.1.1.1).
+void AppendEhloReply(std::string& out, std::string_view hostname, uint64_t message_bytes_max);
+[[nodiscard]] bool IsTransient(Reply reply);  // 4xx.
+[[nodiscard]] bool IsError(Reply reply);      // 4xx or 5xx.
+
+}  // namespace relais::smtp

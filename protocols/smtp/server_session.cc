@@ -1,0 +1,643 @@
+#include "protocols/smtp/server_session.h"
+
+#include <sys/socket.h>
+
+#include <charconv>
+#include <cstring>
+
+#include "core/base/check.h"
+#include "core/base/strings.h"
+#include "core/mail/domain.h"
+#include "protocols/smtp/address.h"
+#include "protocols/smtp/command.h"
+
+namespace relais::smtp {
+
+ServerSession::ServerSession(const SessionOptions& options, const mail::IpAddress& client)
+    : options_(options), client_(client) {}
+
+void ServerSession::Start() { Send(Reply::kGreeting, options_.hostname); }
+
+void ServerSession::Refuse(Reply reason) {
+  RELAIS_CHECK(Row(reason).closes) << "Refuse needs a closing reply";
+  Send(reason);
+}
+
+void ServerSession::Send(Reply reply, std::string_view argument) {
+  if (closing_) {
+    return;
+  }
+  AppendReply(output_, reply, argument);
+  if (Row(reply).closes) {
+    closing_ = true;
+    phase_ = Phase::kClosed;
+    return;
+  }
+  // RFC 5321 leaves the count to the server; every 5xx a client earns counts.
+  if (Row(reply).code >= 500 && ++errors_ >= options_.errors_max) {
+    Send(Reply::kTooManyErrors);
+  }
+}
+
+void ServerSession::Feed(std::string_view input) {
+  if (closing_) {
+    return;  // Nothing a client says after the final reply matters.
+  }
+  if (input_.empty()) {
+    const size_t used = Process(input);
+    input_.assign(input.substr(used));
+  } else {
+    input_.append(input);
+    const size_t used = Process(input_);
+    input_.erase(0, used);
+  }
+}
+
+size_t ServerSession::Process(std::string_view input) {
+  size_t pos = 0;
+  while (pos < input.size() && !closing_) {
+    size_t used = 0;
+    switch (phase_) {
+      case Phase::kCommand:
+        used = ProcessCommands(input.substr(pos));
+        break;
+      case Phase::kData:
+        used = ScanBody(input.substr(pos), /*dot_terminated=*/true);
+        if (data_ended_) {
+          FinishMessage();
+        }
+        break;
+      case Phase::kBdat:
+        used = ProcessBdat(input.substr(pos));
+        break;
+      case Phase::kAwaitCommit:
+      case Phase::kClosed:
+        return pos;
+    }
+    if (used == 0) {
+      break;  // An incomplete line: wait for more.
+    }
+    pos += used;
+  }
+  return pos;
+}
+
+size_t ServerSession::ProcessCommands(std::string_view input) {
+  const size_t crlf = input.find("\r\n");
+  if (discarding_long_line_) {
+    if (crlf == std::string_view::npos) {
+      // Keep a trailing CR: it may be half of the CRLF that ends the long line.
+      return input.back() == '\r' ? input.size() - 1 : input.size();
+    }
+    discarding_long_line_ = false;
+    Send(Reply::kLineTooLong);
+    return crlf + 2;
+  }
+  if (crlf == std::string_view::npos) {
+    // RFC 5321 4.5.3.1.4: a line that cannot fit in the limit even if CRLF came next is
+    // refused now, and its rest skipped, so that memory stays bounded.
+    if (input.size() >= options_.command_line_bytes_max) {
+      discarding_long_line_ = true;
+      return input.back() == '\r' ? input.size() - 1 : input.size();
+    }
+    return 0;
+  }
+  const std::string_view line = input.substr(0, crlf);
+  if (crlf + 2 > options_.command_line_bytes_max) {
+    Send(Reply::kLineTooLong);
+  } else if (line.find_first_of("\r\n") != std::string_view::npos) {
+    // A bare CR or LF is never a line end (SMTP smuggling); the whole line is refused.
+    Send(Reply::kBareLineEnding);
+  } else {
+    HandleLine(line);
+  }
+  return crlf + 2;
+}
+
+void ServerSession::HandleLine(std::string_view line) {
+  const Command cmd = ParseCommand(line);
+  if (shutting_down_ && !mail_given_ && cmd.verb != Verb::kQuit) {
+    Send(Reply::kShuttingDown);
+    return;
+  }
+  switch (cmd.verb) {
+    case Verb::kHelo:
+    case Verb::kEhlo:
+      HandleEhlo(cmd.argument, cmd.verb == Verb::kEhlo);
+      return;
+    case Verb::kMail:
+      if (!cmd.syntax_ok) {
+        Send(Reply::kSyntax, "MAIL FROM:<address> [parameters]");
+        return;
+      }
+      HandleMail(cmd.argument);
+      return;
+    case Verb::kRcpt:
+      if (!cmd.syntax_ok) {
+        Send(Reply::kSyntax, "RCPT TO:<address>");
+        return;
+      }
+      HandleRcpt(cmd.argument);
+      return;
+    case Verb::kData:
+      HandleData(cmd.argument);
+      return;
+    case Verb::kBdat:
+      HandleBdat(cmd.argument);
+      return;
+    case Verb::kRset:
+      if (!cmd.argument.empty()) {
+        Send(Reply::kSyntax, "RSET");
+        return;
+      }
+      ResetTransaction();
+      Send(Reply::kResetOk);
+      return;
+    case Verb::kNoop:
+      Send(Reply::kOk);
+      return;
+    case Verb::kQuit:
+      Send(Reply::kBye);
+      return;
+    case Verb::kVrfy:
+      if (cmd.argument.empty()) {
+        Send(Reply::kSyntax, "VRFY address");
+        return;
+      }
+      Send(Reply::kVrfy);
+      return;
+    case Verb::kHelp:
+      Send(Reply::kHelp);
+      return;
+    case Verb::kNotImplemented:
+      Send(Reply::kNotImplemented);
+      return;
+    case Verb::kUnknown:
+      Send(Reply::kUnknownCommand);
+      return;
+  }
+}
+
+void ServerSession::HandleEhlo(std::string_view argument, bool extended) {
+  const std::string_view name = argument.substr(0, argument.find(' '));
+  if (name.empty()) {
+    Send(Reply::kSyntax, extended ? "EHLO domain" : "HELO domain");
+    return;
+  }
+  // RFC 5321 4.1.4: EHLO/HELO resets any transaction in progress.
+  ResetTransaction();
+  greeted_ = true;
+  esmtp_ = extended;
+  helo_.assign(name);
+  if (extended) {
+    AppendEhloReply(output_, options_.hostname, options_.message_bytes_max);
+  } else {
+    Send(Reply::kHeloOk, options_.hostname);
+  }
+}
+
+void ServerSession::HandleMail(std::string_view argument) {
+  if (!greeted_) {
+    Send(Reply::kNeedHelo);
+    return;
+  }
+  if (mail_given_) {
+    Send(Reply::kNestedMail);
+    return;
+  }
+  // Parse with UTF-8 allowed first: whether it is allowed depends on a parameter after it.
+  const ParsedPath path = ParsePath(argument, PathKind::kReversePath, /*smtputf8=*/true);
+  if (path.error != PathError::kNone || (!path.rest.empty() && path.rest.front() != ' ')) {
+    Send(Reply::kBadSenderSyntax);
+    return;
+  }
+  bool smtputf8 = false;
+  bool size_seen = false;
+  bool body_seen = false;
+  mail::BodyType body_type = mail::BodyType::k7Bit;
+  std::string_view params = path.rest;
+  Parameter p;
+  bool malformed = false;
+  while (NextParameter(params, p, malformed)) {
+    if (!esmtp_) {
+      Send(Reply::kUnknownParameter);  // RFC 5321 4.1.1.11: parameters need EHLO.
+      return;
+    }
+    if (base::EqualsIgnoreCase(p.keyword, "SIZE") && p.has_value && !size_seen) {
+      // RFC 1870: SIZE=<decimal octets>.
+      uint64_t declared = 0;
+      auto [end, ec] = std::from_chars(p.value.data(), p.value.data() + p.value.size(), declared);
+      if (ec == std::errc::result_out_of_range) {
+        declared = UINT64_MAX;
+      } else if (ec != std::errc() || end != p.value.data() + p.value.size()) {
+        Send(Reply::kUnknownParameter);
+        return;
+      }
+      if (declared > options_.message_bytes_max) {
+        Send(Reply::kDeclaredSizeTooBig);
+        return;
+      }
+      size_seen = true;
+    } else if (base::EqualsIgnoreCase(p.keyword, "BODY") && p.has_value && !body_seen) {
+      if (base::EqualsIgnoreCase(p.value, "7BIT")) {
+        body_type = mail::BodyType::k7Bit;
+      } else if (base::EqualsIgnoreCase(p.value, "8BITMIME")) {
+        body_type = mail::BodyType::k8BitMime;
+      } else {
+        Send(Reply::kUnknownParameter);
+        return;
+      }
+      body_seen = true;
+    } else if (base::EqualsIgnoreCase(p.keyword, "SMTPUTF8") && !p.has_value && !smtputf8) {
+      smtputf8 = true;
+    } else {
+      Send(Reply::kUnknownParameter);
+      return;
+    }
+  }
+  if (malformed) {
+    Send(Reply::kUnknownParameter);
+    return;
+  }
+  if (!smtputf8 && !IsAscii(path.mailbox)) {
+    Send(Reply::kNeedSmtpUtf8);
+    return;
+  }
+  if (options_.spool_full != nullptr && *options_.spool_full) {
+    Send(Reply::kSpoolFull);
+    return;
+  }
+  mail_given_ = true;
+  mail::Envelope& env = transaction_.envelope;
+  env.sender.assign(path.mailbox);
+  env.body_type = body_type;
+  env.smtputf8 = smtputf8;
+  env.helo = helo_;
+  env.client_address = client_.ToString();
+  Send(Reply::kSenderOk);
+}
+
+bool ServerSession::RecipientAllowed(std::string_view domain) const {
+  if (domain.empty()) {
+    return true;  // <Postmaster>, which every SMTP server must accept (RFC 5321 4.5.1).
+  }
+  for (const std::string& pattern : options_.local_domains) {
+    if (mail::DomainMatches(pattern, domain)) {
+      return true;
+    }
+  }
+  for (const std::string& pattern : options_.relay_domains) {
+    if (mail::DomainMatches(pattern, domain)) {
+      return true;
+    }
+  }
+  for (const mail::IpNetwork& net : options_.relay_networks) {
+    if (net.Contains(client_)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+void ServerSession::HandleRcpt(std::string_view argument) {
+  if (!mail_given_) {
+    Send(Reply::kNeedMail);
+    return;
+  }
+  const ParsedPath path = ParsePath(argument, PathKind::kForwardPath, /*smtputf8=*/true);
+  if (path.error != PathError::kNone || (!path.rest.empty() && path.rest.front() != ' ')) {
+    Send(Reply::kBadRecipientSyntax);
+    return;
+  }
+  std::string_view params = path.rest;
+  Parameter p;
+  bool malformed = false;
+  if (NextParameter(params, p, malformed) || malformed) {
+    // TODO(#3): NOTIFY and ORCPT (RFC 3461) arrive with the DSN work.
+    Send(Reply::kUnknownParameter);
+    return;
+  }
+  mail::Envelope& env = transaction_.envelope;
+  if (!env.smtputf8 && !IsAscii(path.mailbox)) {
+    Send(Reply::kNeedSmtpUtf8);
+    return;
+  }
+  if (env.recipients.size() >= options_.recipients_max) {
+    Send(Reply::kTooManyRecipients);  // RFC 5321 4.5.3.1.10: 452, the client retries the rest.
+    return;
+  }
+  if (!RecipientAllowed(path.domain)) {
+    Send(Reply::kRelayDenied);
+    return;
+  }
+  env.recipients.push_back(mail::Recipient{std::string(path.mailbox)});
+  Send(Reply::kRecipientOk);
+}
+
+void ServerSession::BeginBody() {
+  line_state_ = LineState::kLineStart;
+  line_bytes_ = 0;
+  body_bytes_seen_ = 0;
+  body_too_big_ = body_bare_line_ending_ = body_line_too_long_ = data_ended_ = false;
+}
+
+void ServerSession::HandleData(std::string_view argument) {
+  if (!argument.empty()) {
+    Send(Reply::kSyntax, "DATA");
+    return;
+  }
+  if (!mail_given_) {
+    Send(Reply::kNeedMail);
+    return;
+  }
+  if (used_bdat_) {
+    Send(Reply::kDataAfterBdat);
+    return;
+  }
+  if (transaction_.envelope.recipients.empty()) {
+    Send(Reply::kNoValidRecipients);
+    return;
+  }
+  BeginBody();
+  phase_ = Phase::kData;
+  Send(Reply::kStartData);
+}
+
+void ServerSession::HandleBdat(std::string_view argument) {
+  // RFC 3030: "BDAT" SP chunk-size [ SP end-marker ]
+  const size_t space = argument.find(' ');
+  const std::string_view size_text = argument.substr(0, space);
+  const std::string_view marker =
+      space == std::string_view::npos ? std::string_view() : argument.substr(space + 1);
+  uint64_t size = 0;
+  auto [end, ec] = std::from_chars(size_text.data(), size_text.data() + size_text.size(), size);
+  if (size_text.empty() || ec != std::errc() || end != size_text.data() + size_text.size() ||
+      !(marker.empty() || base::EqualsIgnoreCase(marker, "LAST"))) {
+    // The chunk length is unknown, so what follows cannot be skipped; it will be read as
+    // commands and refused one line at a time.
+    Send(Reply::kSyntax, "BDAT octets [LAST]");
+    return;
+  }
+  bdat_remaining_ = size;
+  bdat_chunk_bytes_ = size;
+  bdat_last_ = !marker.empty();
+  bdat_discard_ = false;
+  if (!mail_given_) {
+    bdat_discard_ = true;
+    bdat_discard_reply_ = Reply::kNeedMail;
+  } else if (transaction_.envelope.recipients.empty()) {
+    bdat_discard_ = true;
+    bdat_discard_reply_ = Reply::kNeedRecipient;
+  } else if (!used_bdat_) {
+    used_bdat_ = true;
+    BeginBody();
+  }
+  phase_ = Phase::kBdat;
+  if (bdat_remaining_ == 0) {
+    EndBdatChunk(0);
+  }
+}
+
+size_t ServerSession::ProcessBdat(std::string_view input) {
+  const size_t n = static_cast<size_t>(std::min<uint64_t>(bdat_remaining_, input.size()));
+  if (!bdat_discard_) {
+    ScanBody(input.substr(0, n), /*dot_terminated=*/false);
+  }
+  bdat_remaining_ -= n;
+  if (bdat_remaining_ == 0) {
+    EndBdatChunk(bdat_chunk_bytes_);
+  }
+  return n;
+}
+
+void ServerSession::EndBdatChunk(uint64_t chunk_bytes) {
+  phase_ = Phase::kCommand;
+  if (bdat_discard_) {
+    Send(bdat_discard_reply_);
+    return;
+  }
+  if (body_too_big_) {
+    // RFC 3030 2: after a failed chunk the transaction is over; later chunks get 503.
+    ResetTransaction();
+    Send(Reply::kMessageTooBig);
+    return;
+  }
+  if (!bdat_last_) {
+    Send(Reply::kChunkReceived, base::StrCat(chunk_bytes));
+    return;
+  }
+  if (line_state_ == LineState::kCr) {
+    body_bare_line_ending_ = true;  // The message ends in a CR with no LF.
+  } else if (line_state_ == LineState::kInLine) {
+    AppendBody("\r\n");  // RFC 5322 messages end in CRLF; store them so.
+  }
+  FinishMessage();
+}
+
+void ServerSession::AppendBody(std::string_view bytes) {
+  body_bytes_seen_ += bytes.size();
+  if (body_bytes_seen_ > options_.message_bytes_max) {
+    if (!body_too_big_) {
+      body_too_big_ = true;
+      std::string().swap(transaction_.body);  // Keep reading to the end, holding nothing.
+    }
+    return;
+  }
+  transaction_.body.append(bytes);
+}
+
+size_t ServerSession::ScanBody(std::string_view in, bool dot_terminated) {
+  size_t i = 0;
+  while (i < in.size()) {
+    switch (line_state_) {
+      case LineState::kLineStart:
+        line_bytes_ = 0;
+        if (dot_terminated && in[i] == '.') {
+          line_state_ = LineState::kDotAtStart;
+          line_bytes_ = 1;
+          ++i;
+        } else {
+          line_state_ = LineState::kInLine;
+        }
+        break;
+      case LineState::kDotAtStart:
+        if (in[i] == '\r') {
+          line_state_ = LineState::kDotCr;
+          ++i;
+        } else {
+          line_state_ = LineState::kInLine;  // RFC 5321 4.5.2: drop the stuffed dot.
+        }
+        break;
+      case LineState::kDotCr:
+        if (in[i] == '\n') {
+          data_ended_ = true;  // CRLF "." CRLF: the only end of DATA.
+          return i + 1;
+        }
+        body_bare_line_ending_ = true;  // ".\r" without LF.
+        AppendBody("\r");
+        line_state_ = LineState::kInLine;
+        break;
+      case LineState::kInLine: {
+        const char* start = in.data() + i;
+        const size_t left = in.size() - i;
+        const auto* cr = static_cast<const char*>(std::memchr(start, '\r', left));
+        const size_t run = cr != nullptr ? static_cast<size_t>(cr - start) : left;
+        if (std::memchr(start, '\n', run) != nullptr) {
+          body_bare_line_ending_ = true;  // A bare LF is data, never a line end.
+        }
+        AppendBody(std::string_view(start, run));
+        line_bytes_ += run;
+        i += run;
+        if (cr != nullptr) {
+          line_state_ = LineState::kCr;
+          ++i;
+        }
+        break;
+      }
+      case LineState::kCr:
+        if (in[i] == '\n') {
+          line_bytes_ += 2;
+          if (line_bytes_ > options_.text_line_bytes_max) {
+            body_line_too_long_ = true;  // RFC 5321 4.5.3.1.6.
+          }
+          AppendBody("\r\n");
+          line_state_ = LineState::kLineStart;
+          ++i;
+        } else {
+          body_bare_line_ending_ = true;  // A bare CR.
+          AppendBody("\r");
+          ++line_bytes_;
+          line_state_ = LineState::kInLine;
+        }
+        break;
+    }
+  }
+  return i;
+}
+
+void ServerSession::FinishMessage() {
+  phase_ = Phase::kCommand;
+  Reply refusal = Reply::kOk;
+  if (body_too_big_) {
+    refusal = Reply::kMessageTooBig;
+  } else if (body_bare_line_ending_) {
+    refusal = Reply::kBodyBareLineEnding;
+  } else if (body_line_too_long_) {
+    refusal = Reply::kBodyLineTooLong;
+  }
+  if (refusal != Reply::kOk) {
+    ResetTransaction();
+    Send(refusal);
+    return;
+  }
+  phase_ = Phase::kAwaitCommit;
+  commit_requested_ = true;
+}
+
+bool ServerSession::TakeCommitRequest() {
+  const bool requested = commit_requested_;
+  commit_requested_ = false;
+  return requested;
+}
+
+void ServerSession::CompleteCommit(CommitOutcome outcome, const mail::MessageId& id) {
+  RELAIS_CHECK(phase_ == Phase::kAwaitCommit) << "no commit in flight";
+  phase_ = Phase::kCommand;
+  ResetTransaction();
+  switch (outcome) {
+    case CommitOutcome::kDurable:
+      ++messages_accepted_;
+      Send(Reply::kQueued, id.ToString());
+      break;
+    case CommitOutcome::kFailed:
+      Send(Reply::kSpoolFailed);
+      break;
+    case CommitOutcome::kNoSpace:
+      Send(Reply::kSpoolFull);
+      break;
+    case CommitOutcome::kShutdown:
+      Send(Reply::kShuttingDown);
+      break;
+  }
+  if (force_close_after_commit_) {
+    Send(Reply::kShuttingDown);
+  }
+  if (!input_.empty() && !closing_) {
+    const size_t used = Process(input_);
+    input_.erase(0, used);
+  }
+}
+
+void ServerSession::ResetTransaction() {
+  mail_given_ = false;
+  used_bdat_ = false;
+  transaction_.envelope = mail::Envelope();
+  std::string().swap(transaction_.body);
+  BeginBody();
+}
+
+std::string ServerSession::TraceHeader(const mail::MessageId& id,
+                                       std::string_view rfc5322_date) const {
+  const mail::Envelope& env = transaction_.envelope;
+  const std::string address = client_.ToString();
+  const std::string literal = client_.family == AF_INET6 ? base::StrCat("[IPv6:", address, "]")
+                                                         : base::StrCat("[", address, "]");
+  // RFC 5321 4.4 / RFC 3848 / RFC 6531 3.7.3 protocol names.
+  const std::string_view protocol = !esmtp_ ? "SMTP" : (env.smtputf8 ? "UTF8SMTP" : "ESMTP");
+  std::string out =
+      base::StrCat("Received: from ", helo_, " (", literal, ")\r\n\tby ", options_.hostname,
+                   " (Relais) with ", protocol, "\r\n\tid ", id.ToString());
+  if (env.recipients.size() == 1) {
+    base::StrAppend(&out, "\r\n\tfor <", env.recipients[0].address, ">");
+  }
+  base::StrAppend(&out, "; ", rfc5322_date, "\r\n");
+  return out;
+}
+
+void ServerSession::ConsumeOutput(size_t bytes) {
+  output_offset_ += bytes;
+  RELAIS_CHECK(output_offset_ <= output_.size());
+  if (output_offset_ == output_.size()) {
+    output_offset_ = 0;
+    if (output_.capacity() > 16384) {
+      std::string().swap(output_);  // An idle session holds no large buffer.
+    } else {
+      output_.clear();
+    }
+  }
+}
+
+bool ServerSession::WantsInput() const {
+  return !closing_ && input_.size() < options_.pipeline_bytes_max &&
+         output_.size() - output_offset_ < options_.pipeline_bytes_max;
+}
+
+uint32_t ServerSession::TimeoutMs() const {
+  return (phase_ == Phase::kData || phase_ == Phase::kBdat) ? options_.data_timeout_ms
+                                                            : options_.command_timeout_ms;
+}
+
+void ServerSession::OnTimeout() {
+  if (phase_ == Phase::kAwaitCommit) {
+    return;  // The spool answers first; the client is not at fault.
+  }
+  Send(Reply::kTimeout);
+}
+
+void ServerSession::BeginShutdown() {
+  shutting_down_ = true;
+  if (!in_transaction() && input_.empty()) {
+    Send(Reply::kShuttingDown);
+  }
+}
+
+void ServerSession::ForceShutdown() {
+  shutting_down_ = true;
+  if (phase_ == Phase::kAwaitCommit) {
+    force_close_after_commit_ = true;
+    return;
+  }
+  Send(Reply::kShuttingDown);
+}
+
+}  // namespace relais::smtp

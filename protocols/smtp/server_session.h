@@ -1,0 +1,174 @@
+// protocols/smtp/server_session.h — one inbound SMTP conversation as a sans-I/O state machine.
+//
+// Bytes go in with Feed(); replies come out through PendingOutput()/ConsumeOutput(). When a
+// message is complete the session pauses and TakeCommitRequest() returns true: the owner
+// stores transaction() in the spool and answers with CompleteCommit(). The session replies
+// 250 only for CommitOutcome::kDurable, so "250 OK" always means "on disk".
+//
+// Implements RFC 5321 with PIPELINING (RFC 2920), SIZE (RFC 1870), 8BITMIME (RFC 6152),
+// SMTPUTF8 (RFC 6531), ENHANCEDSTATUSCODES (RFC 2034/3463) and CHUNKING (RFC 3030).
+// Smuggling-safe: only CRLF.CRLF ends DATA, and a bare CR or LF in a command or in message
+// data is never taken as a line end; the command or message is refused with a 5xx.
+//
+// Owned by one shard; not thread-safe; never does I/O, reads no clock and allocates only per
+// command line or per message (body growth), never per byte.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/mail/envelope.h"
+#include "core/mail/ip_network.h"
+#include "core/mail/message_id.h"
+#include "protocols/smtp/reply_table.h"
+
+namespace relais::smtp {
+
+struct SessionOptions {
+  std::string hostname = "localhost";
+  uint32_t command_line_bytes_max = 512;  // Including CRLF.
+  uint32_t text_line_bytes_max = 1000;    // Including CRLF.
+  uint64_t message_bytes_max = 26'214'400;
+  uint32_t recipients_max = 1000;
+  uint32_t errors_max = 10;
+  uint32_t pipeline_bytes_max = 262'144;
+  uint32_t command_timeout_ms = 300'000;
+  uint32_t data_timeout_ms = 180'000;
+  std::vector<std::string> local_domains = {"*"};
+  std::vector<std::string> relay_domains;
+  std::vector<mail::IpNetwork> relay_networks;
+  // The shard's "spool cannot take more" flag, read at MAIL to refuse early with 452 4.3.1.
+  // Null: never full. Must outlive the session.
+  const bool* spool_full = nullptr;
+};
+
+enum class [[nodiscard]] CommitOutcome : uint8_t{
+    kDurable,   // Written and fdatasync'd: reply 250.
+    kFailed,    // I/O error: reply 451 4.3.0, nothing acknowledged.
+    kNoSpace,   // ENOSPC or spool cap: reply 452 4.3.1.
+    kShutdown,  // The shard is stopping and took nothing: reply 421 4.3.2.
+};
+
+// A completed message, ready for the spool. The body is the message as received: dot-unstuffed
+// for DATA, raw for BDAT, always ending in CRLF. The trace header is not part of it.
+struct Transaction {
+  mail::Envelope envelope;
+  std::string body;
+};
+
+class ServerSession {
+ public:
+  // `options` must outlive the session (the shard keeps one copy for all its sessions).
+  ServerSession(const SessionOptions& options, const mail::IpAddress& client);
+
+  // Queues the 220 greeting.
+  void Start();
+  // Refuses the connection before it starts (connection caps): queues `reason` (a 421 row)
+  // and closes.
+  void Refuse(Reply reason);
+
+  // Consumes all of `input` (what cannot be processed yet is kept, up to the pipeline bound
+  // plus one read's worth). `input` may die when this returns.
+  void Feed(std::string_view input);
+
+  // True once per completed message; then transaction() holds it until CompleteCommit.
+  [[nodiscard]] bool TakeCommitRequest();
+  [[nodiscard]] Transaction& transaction() { return transaction_; }
+  // Answers the commit request. Resumes processing input that arrived meanwhile.
+  void CompleteCommit(CommitOutcome outcome, const mail::MessageId& id);
+
+  // The Received: header for a message of this session (RFC 5321 4.4), CRLF-terminated.
+  [[nodiscard]] std::string TraceHeader(const mail::MessageId& id,
+                                        std::string_view rfc5322_date) const;
+
+  [[nodiscard]] std::string_view PendingOutput() const {
+    return std::string_view(output_).substr(output_offset_);
+  }
+  void ConsumeOutput(size_t bytes);
+
+  // False while the session cannot take more input: waiting for the spool, holding too much
+  // unprocessed input or unsent output, or closing. The owner stops reading meanwhile.
+  [[nodiscard]] bool WantsInput() const;
+  // True when the connection should be closed once PendingOutput() is empty.
+  [[nodiscard]] bool WantsClose() const { return closing_; }
+  [[nodiscard]] bool awaiting_commit() const { return phase_ == Phase::kAwaitCommit; }
+  // True between MAIL and the end of its transaction.
+  [[nodiscard]] bool in_transaction() const { return mail_given_ || phase_ != Phase::kCommand; }
+
+  // The timeout that applies now (RFC 5321 4.5.3.2), for the owner's timer.
+  [[nodiscard]] uint32_t TimeoutMs() const;
+  // The timer fired: reply 421 4.4.2 and close (unless a commit is in flight, which finishes
+  // first).
+  void OnTimeout();
+  // Graceful stop: an idle session is told 421 4.3.2 now; one in a transaction may finish it
+  // and is told 421 at its next command.
+  void BeginShutdown();
+  // The grace period is over: reply 421 4.3.2 and close as soon as no commit is in flight.
+  void ForceShutdown();
+
+  [[nodiscard]] uint64_t messages_accepted() const { return messages_accepted_; }
+
+ private:
+  enum class Phase : uint8_t { kCommand, kData, kBdat, kAwaitCommit, kClosed };
+  enum class LineState : uint8_t { kLineStart, kDotAtStart, kDotCr, kInLine, kCr };
+
+  size_t Process(std::string_view input);
+  size_t ProcessCommands(std::string_view input);
+  size_t ProcessData(std::string_view input);
+  size_t ProcessBdat(std::string_view input);
+  void HandleLine(std::string_view line);
+  void HandleEhlo(std::string_view argument, bool extended);
+  void HandleMail(std::string_view argument);
+  void HandleRcpt(std::string_view argument);
+  void HandleData(std::string_view argument);
+  void HandleBdat(std::string_view argument);
+  void FinishMessage();
+  void EndBdatChunk(uint64_t chunk_bytes);
+  void BeginBody();
+  void AppendBody(std::string_view bytes);
+  // Runs the body scanner over `input`; with `dot_terminated` (DATA) stops after CRLF.CRLF
+  // and sets data_ended_. Returns the bytes consumed.
+  size_t ScanBody(std::string_view input, bool dot_terminated);
+  void ResetTransaction();
+  void Send(Reply reply, std::string_view argument = {});
+  bool RecipientAllowed(std::string_view domain) const;
+
+  const SessionOptions& options_;
+  const mail::IpAddress client_;
+  Phase phase_ = Phase::kCommand;
+  std::string input_;  // Unprocessed input kept between Feed calls.
+  std::string output_;
+  size_t output_offset_ = 0;
+
+  bool greeted_ = false;     // EHLO or HELO seen.
+  bool esmtp_ = false;       // EHLO (not HELO).
+  bool mail_given_ = false;  // MAIL accepted in this transaction.
+  bool used_bdat_ = false;   // BDAT seen in this transaction.
+  bool closing_ = false;
+  bool shutting_down_ = false;
+  bool force_close_after_commit_ = false;
+  bool commit_requested_ = false;
+  bool discarding_long_line_ = false;  // An overlong command line is being skipped.
+  uint32_t errors_ = 0;
+  std::string helo_;
+  uint64_t messages_accepted_ = 0;
+
+  // Message data state.
+  Transaction transaction_;
+  LineState line_state_ = LineState::kLineStart;
+  uint64_t line_bytes_ = 0;
+  uint64_t body_bytes_seen_ = 0;
+  bool body_too_big_ = false;
+  bool body_bare_line_ending_ = false;
+  bool body_line_too_long_ = false;
+  bool data_ended_ = false;
+  uint64_t bdat_chunk_bytes_ = 0;
+  uint64_t bdat_remaining_ = 0;
+  bool bdat_last_ = false;
+  bool bdat_discard_ = false;  // The chunk is consumed and thrown away (no transaction).
+  Reply bdat_discard_reply_ = Reply::kNeedMail;
+};
+
+}  // namespace relais::smtp

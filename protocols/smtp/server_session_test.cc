@@ -1,0 +1,451 @@
+#include "protocols/smtp/server_session.h"
+
+#include <gtest/gtest.h>
+
+#include <regex>
+#include <string>
+#include <vector>
+
+namespace relais::smtp {
+namespace {
+
+// Drives a session the way the shard does: feed bytes, complete commits, collect output.
+class Harness {
+ public:
+  explicit Harness(SessionOptions options = {}, const char* client = "192.0.2.10")
+      : options_(std::move(options)), session_(options_, *mail::IpAddress::Parse(client)) {
+    session_.Start();
+    Drain();
+    greeting = TakeOutput();
+  }
+
+  // Feeds `input` in pieces of `chunk` bytes (0: whole), answering commits with `outcome`.
+  std::string Run(std::string_view input, size_t chunk = 0) {
+    const size_t step = chunk == 0 ? input.size() : chunk;
+    for (size_t i = 0; i < input.size(); i += step) {
+      session_.Feed(input.substr(i, step));
+      Settle();
+    }
+    return TakeOutput();
+  }
+
+  void Settle() {
+    while (session_.TakeCommitRequest()) {
+      committed.push_back(session_.transaction());
+      const auto id = mail::MessageId::Make(1, 0, committed.size());
+      session_.CompleteCommit(outcome, id);
+    }
+    Drain();
+  }
+
+  std::string TakeOutput() {
+    std::string out;
+    out.swap(output_);
+    return out;
+  }
+
+  ServerSession& session() { return session_; }
+  CommitOutcome outcome = CommitOutcome::kDurable;
+  std::string greeting;
+  std::vector<Transaction> committed;
+
+ private:
+  void Drain() {
+    const std::string_view pending = session_.PendingOutput();
+    output_.append(pending);
+    session_.ConsumeOutput(pending.size());
+  }
+
+  SessionOptions options_;
+  ServerSession session_;
+  std::string output_;
+};
+
+std::vector<std::string> Lines(const std::string& out) {
+  std::vector<std::string> lines;
+  size_t pos = 0;
+  while (pos < out.size()) {
+    const size_t end = out.find("\r\n", pos);
+    lines.push_back(out.substr(pos, end - pos));
+    pos = end + 2;
+  }
+  return lines;
+}
+
+// The reply codes in `out`, one per reply (continuation lines "250-" are skipped).
+std::vector<int> Codes(const std::string& out) {
+  std::vector<int> codes;
+  for (const std::string& line : Lines(out)) {
+    if (line.size() >= 4 && line[3] == ' ') {
+      codes.push_back(std::stoi(line.substr(0, 3)));
+    }
+  }
+  return codes;
+}
+
+constexpr char kEnvelope[] =
+    "EHLO client.example\r\n"
+    "MAIL FROM:<alice@sender.example>\r\n"
+    "RCPT TO:<bob@example.com>\r\n";
+
+TEST(ServerSessionTest, GreetsWithHostName) {
+  SessionOptions o;
+  o.hostname = "mx.test";
+  Harness h(o);
+  EXPECT_EQ(h.greeting, "220 mx.test ESMTP Relais\r\n");
+}
+
+TEST(ServerSessionTest, FullTransactionIsQueuedWithDotUnstuffing) {
+  Harness h;
+  const std::string out = h.Run(std::string(kEnvelope) +
+                                "DATA\r\n"
+                                "Subject: hi\r\n"
+                                "\r\n"
+                                "..leading dot\r\n"
+                                ".\r\n"
+                                "QUIT\r\n");
+  EXPECT_EQ(Codes(out), (std::vector<int>{250, 250, 250, 354, 250, 221}));
+  EXPECT_NE(out.find("250 2.0.0 OK: queued as "), std::string::npos);
+  ASSERT_EQ(h.committed.size(), 1u);
+  EXPECT_EQ(h.committed[0].body, "Subject: hi\r\n\r\n.leading dot\r\n");
+  EXPECT_EQ(h.committed[0].envelope.sender, "alice@sender.example");
+  ASSERT_EQ(h.committed[0].envelope.recipients.size(), 1u);
+  EXPECT_EQ(h.committed[0].envelope.recipients[0].address, "bob@example.com");
+  EXPECT_EQ(h.committed[0].envelope.helo, "client.example");
+  EXPECT_EQ(h.committed[0].envelope.client_address, "192.0.2.10");
+  EXPECT_TRUE(h.session().WantsClose());
+}
+
+TEST(ServerSessionTest, EhloAdvertisesExtensions) {
+  Harness h;
+  const std::string out = h.Run("EHLO c.example\r\n");
+  for (const char* ext : {"PIPELINING", "SIZE 26214400", "8BITMIME", "SMTPUTF8",
+                          "ENHANCEDSTATUSCODES", "250 CHUNKING"}) {
+    EXPECT_NE(out.find(ext), std::string::npos) << ext;
+  }
+}
+
+TEST(ServerSessionTest, EmptyMessageIsAccepted) {
+  Harness h;
+  EXPECT_EQ(Codes(h.Run(std::string(kEnvelope) + "DATA\r\n.\r\n")),
+            (std::vector<int>{250, 250, 250, 354, 250}));
+  ASSERT_EQ(h.committed.size(), 1u);
+  EXPECT_EQ(h.committed[0].body, "");
+}
+
+TEST(ServerSessionTest, PipelinedRepliesAreReadyTogether) {
+  Harness h;
+  h.Run("EHLO c.example\r\n");
+  h.session().Feed(
+      "MAIL FROM:<a@s.example>\r\nRCPT TO:<b@example.com>\r\nRCPT TO:<c@example.com>\r\n"
+      "DATA\r\n");
+  // All four replies are pending before the owner sends anything: one write.
+  EXPECT_EQ(Codes(std::string(h.session().PendingOutput())),
+            (std::vector<int>{250, 250, 250, 354}));
+}
+
+// A pipelined batch split at every byte offset gives the same replies and messages.
+TEST(ServerSessionTest, PipelinedBatchSplitAtEveryOffset) {
+  const std::string batch = std::string(kEnvelope) +
+                            "RCPT TO:<carol@example.com>\r\n"
+                            "DATA\r\n"
+                            "Line one\r\n"
+                            "..two\r\n"
+                            ".\r\n"
+                            "MAIL FROM:<>\r\n"
+                            "RCPT TO:<postmaster>\r\n"
+                            "BDAT 7\r\n"
+                            "Chunk\r\n"
+                            "BDAT 0 LAST\r\n"
+                            "RSET\r\n"
+                            "NOOP\r\n"
+                            "QUIT\r\n";
+  Harness whole;
+  const std::string expected = whole.Run(batch);
+  ASSERT_EQ(whole.committed.size(), 2u);
+  EXPECT_EQ(whole.committed[0].body, "Line one\r\n.two\r\n");
+  EXPECT_EQ(whole.committed[1].body, "Chunk\r\n");
+  EXPECT_EQ(whole.committed[1].envelope.sender, "");
+  for (size_t split = 1; split < batch.size(); ++split) {
+    Harness h;
+    std::string out = h.Run(batch.substr(0, split));
+    out += h.Run(batch.substr(split));
+    ASSERT_EQ(out, expected) << "split at " << split;
+    ASSERT_EQ(h.committed.size(), 2u) << "split at " << split;
+    EXPECT_EQ(h.committed[0].body, whole.committed[0].body);
+    EXPECT_EQ(h.committed[1].body, whole.committed[1].body);
+  }
+  for (size_t chunk : {1, 2, 3, 7, 13}) {
+    Harness h;
+    EXPECT_EQ(h.Run(batch, chunk), expected) << "chunk " << chunk;
+  }
+}
+
+// SMTP smuggling: none of these sequences may end DATA; whatever follows stays message data,
+// and the message is refused because it holds a bare CR or LF.
+TEST(ServerSessionTest, SmugglingSequencesNeverEndData) {
+  for (const std::string seq :
+       {"\n.\n", "\r.\r", "\r\n.\r", "\n.\r\n", "\r\n.\n", "\r.\r\n", "\n.\r", "\r\n.\r\r\n"}) {
+    const std::string smuggled =
+        "MAIL FROM:<evil@attacker.example>\r\n"
+        "RCPT TO:<victim@example.com>\r\n"
+        "DATA\r\n"
+        "From: ceo@example.com\r\n"
+        "\r\n"
+        "smuggled\r\n";
+    const std::string input = std::string(kEnvelope) + "DATA\r\nSubject: x\r\n\r\nbody" + seq +
+                              smuggled + ".\r\n" + "NOOP\r\n";
+    for (size_t chunk : {0, 1}) {
+      Harness h;
+      const std::string out = h.Run(input, chunk);
+      EXPECT_TRUE(h.committed.empty()) << "sequence " << testing::PrintToString(seq);
+      EXPECT_EQ(Codes(out), (std::vector<int>{250, 250, 250, 354, 554, 250}))
+          << testing::PrintToString(seq) << out;
+      EXPECT_NE(out.find("554 5.6.0"), std::string::npos);
+    }
+  }
+}
+
+TEST(ServerSessionTest, SmugglingInsideBdatNeverSplitsAMessage) {
+  const std::string payload = "body\n.\nMAIL FROM:<e@x.example>\r\nRCPT TO:<v@example.com>\r\n";
+  Harness h;
+  const std::string out = h.Run(std::string(kEnvelope) + "BDAT " + std::to_string(payload.size()) +
+                                " LAST\r\n" + payload + "NOOP\r\n");
+  EXPECT_TRUE(h.committed.empty());
+  EXPECT_EQ(Codes(out), (std::vector<int>{250, 250, 250, 554, 250}));
+}
+
+TEST(ServerSessionTest, BareLineEndingsInCommandsAreRefused) {
+  Harness h;
+  EXPECT_EQ(Codes(h.Run("NOOP\nNOOP\r\n")), (std::vector<int>{500}));
+  EXPECT_EQ(Codes(h.Run("NOOP\rNOOP\r\n")), (std::vector<int>{500}));
+  EXPECT_EQ(Codes(h.Run("NOOP\r\n")), (std::vector<int>{250}));
+}
+
+TEST(ServerSessionTest, OverlongCommandLineIsRefusedAndSessionGoesOn) {
+  Harness h;
+  EXPECT_EQ(Codes(h.Run("NOOP " + std::string(505, 'a') + "\r\n")), (std::vector<int>{250}));
+  const std::string out = h.Run("NOOP " + std::string(5000, 'a') + "\r\nNOOP\r\n", 100);
+  EXPECT_EQ(Codes(out), (std::vector<int>{500, 250}));
+  EXPECT_NE(out.find("500 5.5.2 Line too long"), std::string::npos);
+}
+
+TEST(ServerSessionTest, OverlongTextLineRefusesTheMessage) {
+  Harness h;
+  const std::string out =
+      h.Run(std::string(kEnvelope) + "DATA\r\n" + std::string(999, 'x') + "\r\n.\r\n" + "DATA\r\n");
+  EXPECT_EQ(Codes(out), (std::vector<int>{250, 250, 250, 354, 554, 503}));
+  EXPECT_TRUE(h.committed.empty());
+  Harness ok;
+  ok.Run(std::string(kEnvelope) + "DATA\r\n" + std::string(998, 'x') + "\r\n.\r\n");
+  EXPECT_EQ(ok.committed.size(), 1u);
+}
+
+TEST(ServerSessionTest, MessageSizeLimits) {
+  SessionOptions o;
+  o.message_bytes_max = 1024;
+  Harness h(o);
+  EXPECT_EQ(Codes(h.Run("EHLO c\r\nMAIL FROM:<a@b.example> SIZE=2000\r\n")),
+            (std::vector<int>{250, 552}));
+  std::string big;
+  for (int i = 0; i < 100; ++i) {
+    big += std::string(50, 'y') + "\r\n";
+  }
+  const std::string out = h.Run(
+      "MAIL FROM:<a@b.example> SIZE=1000\r\nRCPT TO:<c@example.com>\r\nDATA\r\n" + big + ".\r\n");
+  EXPECT_EQ(Codes(out), (std::vector<int>{250, 250, 354, 552}));
+  EXPECT_NE(out.find("552 5.3.4"), std::string::npos);
+  EXPECT_TRUE(h.committed.empty());
+  // BDAT past the limit fails the transaction; later chunks get 503.
+  const std::string chunk(800, 'z');
+  const std::string out2 =
+      h.Run("MAIL FROM:<a@b.example>\r\nRCPT TO:<c@example.com>\r\nBDAT 800\r\n" + chunk +
+            "BDAT 800\r\n" + chunk + "BDAT 800 LAST\r\n" + chunk);
+  EXPECT_EQ(Codes(out2), (std::vector<int>{250, 250, 250, 552, 503}));
+  EXPECT_TRUE(h.committed.empty());
+}
+
+TEST(ServerSessionTest, RecipientLimit) {
+  SessionOptions o;
+  o.recipients_max = 2;
+  Harness h(o);
+  const std::string out = h.Run(
+      "EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<1@example.com>\r\nRCPT TO:<2@example.com>\r\n"
+      "RCPT TO:<3@example.com>\r\n");
+  EXPECT_EQ(Codes(out), (std::vector<int>{250, 250, 250, 250, 452}));
+  EXPECT_NE(out.find("452 4.5.3"), std::string::npos);
+}
+
+TEST(ServerSessionTest, NoOpenRelay) {
+  SessionOptions o;
+  o.local_domains = {"example.com"};
+  o.relay_domains = {"*.relay.example"};
+  {
+    Harness h(o);
+    const std::string out = h.Run(
+        "EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<x@other.example>\r\n"
+        "RCPT TO:<x@EXAMPLE.com>\r\nRCPT TO:<x@a.relay.example>\r\nRCPT TO:<postmaster>\r\n"
+        "RCPT TO:<x@[192.0.2.1]>\r\n");
+    EXPECT_EQ(Codes(out), (std::vector<int>{250, 250, 554, 250, 250, 250, 554}));
+    EXPECT_NE(out.find("554 5.7.1 Relay access denied"), std::string::npos);
+  }
+  o.relay_networks = {*mail::IpNetwork::Parse("192.0.2.0/24")};
+  {
+    Harness h(o, "192.0.2.77");
+    EXPECT_EQ(Codes(h.Run("EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<x@other.example>\r\n")),
+              (std::vector<int>{250, 250, 250}));
+  }
+  {
+    Harness h(o, "198.51.100.1");
+    EXPECT_EQ(Codes(h.Run("EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<x@other.example>\r\n")),
+              (std::vector<int>{250, 250, 554}));
+  }
+}
+
+TEST(ServerSessionTest, CommandSequenceErrors) {
+  Harness h;
+  EXPECT_EQ(Codes(h.Run("MAIL FROM:<a@b.example>\r\n")), (std::vector<int>{503}));
+  EXPECT_EQ(Codes(h.Run("EHLO c\r\nRCPT TO:<a@example.com>\r\nDATA\r\n")),
+            (std::vector<int>{250, 503, 503}));
+  EXPECT_EQ(Codes(h.Run("MAIL FROM:<a@b.example>\r\nMAIL FROM:<a@b.example>\r\nDATA\r\n")),
+            (std::vector<int>{250, 503, 554}));
+  EXPECT_EQ(Codes(h.Run("RSET\r\nDATA\r\n")), (std::vector<int>{250, 503}));
+}
+
+TEST(ServerSessionTest, EveryReplyAfterEhloCarriesAnEnhancedCode) {
+  Harness h;
+  const std::string out = h.Run(
+      "EHLO c\r\nNOOP\r\nVRFY bob\r\nHELP\r\nFOO\r\nSTARTTLS\r\nMAIL FROM:<bad\r\n"
+      "MAIL FROM:<a@b.example> X=1\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<bad>\r\n"
+      "RCPT TO:<a@example.com> NOTIFY=NEVER\r\nRCPT TO:<a@example.com>\r\nDATA x\r\nRSET\r\n"
+      "QUIT\r\n");
+  const std::regex enhanced(R"(^[245]\d\d[ -][245]\.\d{1,3}\.\d{1,3} .+)");
+  size_t checked = 0;
+  for (const std::string& line : Lines(out)) {
+    if (line.starts_with("250-") || line == "250 CHUNKING") {
+      continue;  // EHLO keyword lines.
+    }
+    EXPECT_TRUE(std::regex_match(line, enhanced)) << line;
+    ++checked;
+  }
+  EXPECT_EQ(checked, 14u);  // One reply per command after EHLO.
+}
+
+TEST(ServerSessionTest, TooManyErrorsCloseTheSession) {
+  SessionOptions o;
+  o.errors_max = 3;
+  Harness h(o);
+  const std::string out = h.Run("FOO\r\nBAR\r\nBAZ\r\nNOOP\r\n");
+  EXPECT_EQ(Codes(out), (std::vector<int>{500, 500, 500, 421}));
+  EXPECT_TRUE(h.session().WantsClose());
+}
+
+TEST(ServerSessionTest, BdatChunksAssembleOneMessage) {
+  Harness h;
+  const std::string out =
+      h.Run(std::string(kEnvelope) + "BDAT 5\r\nHelloBDAT 9 LAST\r\n, world\r\nQUIT\r\n");
+  EXPECT_EQ(Codes(out), (std::vector<int>{250, 250, 250, 250, 250, 221}));
+  EXPECT_NE(out.find("250 2.0.0 5 octets received"), std::string::npos);
+  ASSERT_EQ(h.committed.size(), 1u);
+  EXPECT_EQ(h.committed[0].body, "Hello, world\r\n");
+}
+
+TEST(ServerSessionTest, BdatWithoutTransactionConsumesTheChunk) {
+  Harness h;
+  // The chunk's bytes are data even though they look like a command.
+  EXPECT_EQ(Codes(h.Run("EHLO c\r\nBDAT 6\r\nQUIT\r\nNOOP\r\n")),
+            (std::vector<int>{250, 503, 250}));
+  EXPECT_FALSE(h.session().WantsClose());
+  EXPECT_EQ(Codes(h.Run("BDAT x\r\n")), (std::vector<int>{501}));
+  EXPECT_EQ(Codes(h.Run(std::string("MAIL FROM:<a@b.example>\r\nRCPT TO:<c@example.com>\r\n") +
+                        "BDAT 3\r\nabcDATA\r\n")),
+            (std::vector<int>{250, 250, 250, 503}));
+}
+
+TEST(ServerSessionTest, MessageWithoutFinalCrlfInBdatGetsOne) {
+  Harness h;
+  h.Run(std::string(kEnvelope) + "BDAT 4 LAST\r\nabcd");
+  ASSERT_EQ(h.committed.size(), 1u);
+  EXPECT_EQ(h.committed[0].body, "abcd\r\n");
+}
+
+TEST(ServerSessionTest, CommitFailuresAreNeverAcknowledged) {
+  for (auto [outcome, code] :
+       {std::pair{CommitOutcome::kFailed, 451}, std::pair{CommitOutcome::kNoSpace, 452},
+        std::pair{CommitOutcome::kShutdown, 421}}) {
+    Harness h;
+    h.outcome = outcome;
+    const std::string out = h.Run(std::string(kEnvelope) + "DATA\r\nx\r\n.\r\n");
+    EXPECT_EQ(Codes(out), (std::vector<int>{250, 250, 250, 354, code}));
+    EXPECT_EQ(out.find("queued"), std::string::npos);
+  }
+}
+
+TEST(ServerSessionTest, InputDuringCommitWaitsForIt) {
+  Harness h;
+  h.session().Feed(std::string(kEnvelope) + "DATA\r\nx\r\n.\r\nNOOP\r\n");
+  ASSERT_TRUE(h.session().TakeCommitRequest());
+  EXPECT_TRUE(h.session().awaiting_commit());
+  // NOOP is held until the 250 for the message has been queued.
+  EXPECT_EQ(Codes(std::string(h.session().PendingOutput())),
+            (std::vector<int>{250, 250, 250, 354}));
+  h.session().CompleteCommit(CommitOutcome::kDurable, mail::MessageId::Make(1, 0, 1));
+  EXPECT_EQ(Codes(std::string(h.session().PendingOutput())),
+            (std::vector<int>{250, 250, 250, 354, 250, 250}));
+}
+
+TEST(ServerSessionTest, Smtputf8) {
+  Harness h;
+  EXPECT_EQ(Codes(h.Run("EHLO c\r\nMAIL FROM:<j\xC3\xB6rg@b.example>\r\n")),
+            (std::vector<int>{250, 553}));
+  const std::string out = h.Run(
+      "MAIL FROM:<j\xC3\xB6rg@b.example> SMTPUTF8 BODY=8BITMIME\r\n"
+      "RCPT TO:<\xC3\xBC@example.com>\r\n");
+  EXPECT_EQ(Codes(out), (std::vector<int>{250, 250}));
+}
+
+TEST(ServerSessionTest, HeloClientsCannotUseParameters) {
+  Harness h;
+  EXPECT_EQ(Codes(h.Run("HELO c\r\nMAIL FROM:<a@b.example> SIZE=10\r\n")),
+            (std::vector<int>{250, 555}));
+}
+
+TEST(ServerSessionTest, TimeoutClosesWith421) {
+  Harness h;
+  h.session().OnTimeout();
+  h.Settle();
+  EXPECT_EQ(h.TakeOutput(), "421 4.4.2 Timeout exceeded, closing connection\r\n");
+  EXPECT_TRUE(h.session().WantsClose());
+}
+
+TEST(ServerSessionTest, ShutdownLetsATransactionFinish) {
+  Harness h;
+  h.Run(std::string(kEnvelope));
+  h.session().BeginShutdown();
+  EXPECT_FALSE(h.session().WantsClose());
+  const std::string out = h.Run("DATA\r\nx\r\n.\r\nMAIL FROM:<a@b.example>\r\n");
+  EXPECT_EQ(Codes(out), (std::vector<int>{354, 250, 421}));
+  EXPECT_EQ(h.committed.size(), 1u);
+  EXPECT_TRUE(h.session().WantsClose());
+
+  Harness idle;
+  idle.session().BeginShutdown();
+  idle.Settle();
+  EXPECT_EQ(Codes(idle.TakeOutput()), (std::vector<int>{421}));
+}
+
+TEST(ServerSessionTest, TraceHeader) {
+  Harness h;
+  h.session().Feed(std::string(kEnvelope) + "DATA\r\nx\r\n.\r\n");
+  ASSERT_TRUE(h.session().TakeCommitRequest());
+  const std::string header =
+      h.session().TraceHeader(mail::MessageId::Make(1, 2, 3), "Thu, 26 Nov 2026 21:00:00 +0000");
+  EXPECT_EQ(header,
+            "Received: from client.example ([192.0.2.10])\r\n\tby localhost (Relais) with ESMTP"
+            "\r\n\tid " +
+                mail::MessageId::Make(1, 2, 3).ToString() +
+                "\r\n\tfor <bob@example.com>; Thu, 26 Nov 2026 21:00:00 +0000\r\n");
+}
+
+}  // namespace
+}  // namespace relais::smtp
