@@ -48,7 +48,7 @@ const Key kKeys[] = {
      RELAIS_FIELD(command_line_bytes_max), "Longest command line, CRLF included (RFC 5321: 512)."},
     {"limits", "text_line_bytes_max", Type::kU32, 1000, 1 << 20, RELAIS_FIELD(text_line_bytes_max),
      "Longest message line, CRLF included (RFC 5321: 1000)."},
-    {"limits", "message_bytes_max", Type::kU64, 1024, 1ull << 32, RELAIS_FIELD(message_bytes_max),
+    {"limits", "message_bytes_max", Type::kU64, 1024, 1ull << 30, RELAIS_FIELD(message_bytes_max),
      "Largest message accepted; advertised as SIZE."},
     {"limits", "recipients_max", Type::kU32, 1, 100000, RELAIS_FIELD(recipients_max),
      "Recipients per message (RFC 5321 requires at least 100)."},

@@ -1,0 +1,83 @@
+#include "queue/spool/record.h"
+
+#include <gtest/gtest.h>
+
+namespace relais::spool {
+namespace {
+
+MessageRecord Sample() {
+  MessageRecord r;
+  r.id = mail::MessageId::Make(123, 1, 7);
+  r.received_us = 456;
+  r.envelope.sender = "a@example.org";
+  r.envelope.recipients = {{"b@example.com"}, {"c@example.com"}};
+  r.envelope.helo = "client.example";
+  r.envelope.client_address = "192.0.2.1";
+  r.envelope.body_type = mail::BodyType::k8BitMime;
+  r.envelope.smtputf8 = true;
+  return r;
+}
+
+TEST(RecordTest, MessageRoundTrips) {
+  std::string out;
+  const size_t body_offset = EncodeMessage(Sample(), "Received: x\r\n", "Body\r\n", out);
+  DecodedRecord d;
+  ASSERT_EQ(DecodeRecord(out, d), DecodeStatus::kOk);
+  EXPECT_EQ(d.type, RecordType::kMessage);
+  EXPECT_EQ(d.size, out.size());
+  EXPECT_EQ(d.body_offset, body_offset);
+  EXPECT_EQ(d.message.id, Sample().id);
+  EXPECT_EQ(d.message.body, "Received: x\r\nBody\r\n");
+  EXPECT_EQ(d.message.envelope.recipients.size(), 2u);
+  EXPECT_EQ(d.message.envelope.recipients[1].address, "c@example.com");
+  EXPECT_EQ(d.message.envelope.helo, "client.example");
+  EXPECT_TRUE(d.message.envelope.smtputf8);
+  EXPECT_EQ(d.message.envelope.body_type, mail::BodyType::k8BitMime);
+}
+
+TEST(RecordTest, OutcomeRoundTrips) {
+  std::string out;
+  EncodeOutcome(OutcomeRecord{mail::MessageId::Make(1, 2, 3), 5, RecipientState::kFailed}, out);
+  DecodedRecord d;
+  ASSERT_EQ(DecodeRecord(out, d), DecodeStatus::kOk);
+  EXPECT_EQ(d.type, RecordType::kOutcome);
+  EXPECT_EQ(d.outcome.recipient_index, 5u);
+  EXPECT_EQ(d.outcome.state, RecipientState::kFailed);
+}
+
+TEST(RecordTest, EveryTruncationIsIncomplete) {
+  std::string out;
+  EncodeMessage(Sample(), "", "Body\r\n", out);
+  for (size_t n = 0; n < out.size(); ++n) {
+    DecodedRecord d;
+    EXPECT_EQ(DecodeRecord(std::string_view(out).substr(0, n), d), DecodeStatus::kIncomplete) << n;
+  }
+}
+
+TEST(RecordTest, EveryFlippedBitIsCaught) {
+  std::string clean;
+  EncodeMessage(Sample(), "", "Body\r\n", clean);
+  for (size_t byte = 0; byte < clean.size(); ++byte) {
+    for (int bit = 0; bit < 8; ++bit) {
+      std::string bad = clean;
+      bad[byte] = static_cast<char>(bad[byte] ^ (1 << bit));
+      DecodedRecord d;
+      EXPECT_NE(DecodeRecord(bad, d), DecodeStatus::kOk) << byte << ":" << bit;
+    }
+  }
+}
+
+TEST(RecordTest, SegmentHeaderRoundTripsAndRejectsDamage) {
+  std::string out;
+  EncodeSegmentHeader(SegmentHeader{3, 42, 99}, out);
+  ASSERT_EQ(out.size(), kSegmentHeaderBytes);
+  auto h = DecodeSegmentHeader(out);
+  ASSERT_TRUE(h.has_value());
+  EXPECT_EQ(h->shard, 3);
+  EXPECT_EQ(h->sequence, 42u);
+  out[20] ^= 1;
+  EXPECT_FALSE(DecodeSegmentHeader(out).has_value());
+}
+
+}  // namespace
+}  // namespace relais::spool
