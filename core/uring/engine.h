@@ -1,0 +1,116 @@
+// core/uring/engine.h — one shard's io_uring: submission, completion dispatch, the provided
+// receive-buffer ring, and the io::Io data plane for the spool.
+//
+// Every operation names a caller-owned completion: a uring::Completion (network, timers,
+// wake-ups) or an io::IoOp (spool writes). user_data carries the pointer, tagged in bit 0 so
+// the two kinds need no allocation or lookup. The caller keeps the object alive until its
+// callback has run (for multishot operations, until a CQE without IORING_CQE_F_MORE).
+// SQEs are queued during a loop turn and submitted together by Run (one io_uring_enter that
+// also waits), which is what batches a turn's writes into one syscall.
+//
+// Receives use a provided-buffer ring: a connection that waits for input holds no buffer; the
+// kernel picks one when bytes arrive, and the owner hands it back right after use.
+//
+// Owned by one shard thread; not thread-safe, except ring_fd(), which other shards use as the
+// target of IORING_OP_MSG_RING.
+#pragma once
+
+#include <liburing.h>
+
+#include <cstdint>
+#include <memory>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "core/io/posix_io.h"
+
+namespace relais::uring {
+
+class Completion {
+ public:
+  // `result` is the CQE's res (-errno on failure); `flags` its flags.
+  virtual void OnCqe(int32_t result, uint32_t flags) = 0;
+
+ protected:
+  ~Completion() = default;
+};
+
+struct EngineOptions {
+  uint32_t entries = 4096;        // Submission queue size; the CQ is twice that.
+  uint32_t buffer_count = 512;    // Provided receive buffers, a power of two.
+  uint32_t buffer_bytes = 16384;  // Size of each.
+};
+
+// Checks that io_uring works here with the features the engine needs. The error says what is
+// missing and how to fix it, in one line.
+[[nodiscard]] absl::Status Probe();
+
+class Engine;
+
+// io::Io whose data plane runs on the engine's ring; control-plane calls are PosixIo's.
+class UringIo final : public io::PosixIo {
+ public:
+  explicit UringIo(Engine& engine) : engine_(engine) {}
+  void Write(io::FileHandle file, uint64_t offset, std::string_view data, io::IoOp& op) override;
+  void Fdatasync(io::FileHandle file, io::IoOp& op) override;
+
+ private:
+  Engine& engine_;
+};
+
+class Engine {
+ public:
+  static constexpr uint16_t kBufferGroup = 0;
+
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Engine>> Create(const EngineOptions& options);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Operations. Each queues one SQE (submitting early only if the SQ is full).
+  void AcceptMultishot(int listen_fd, Completion& completion);
+  // Receives into a provided buffer; the CQE flags carry its id (BufferId()).
+  void Recv(int fd, Completion& completion);
+  void Send(int fd, std::string_view data, Completion& completion);
+  void Read(int fd, void* buffer, uint32_t bytes, Completion& completion);
+  void Close(int fd, Completion& completion);
+  // Cancels every operation whose completion is `target` (they complete with -ECANCELED).
+  void Cancel(Completion& target);
+  // Posts a CQE carrying `target` on the ring `ring_fd` (another shard's engine), which
+  // delivers it to target.OnCqe(result, 0) on that shard. `target` belongs to that shard.
+  void Wake(int ring_fd, Completion& target, int32_t result);
+  void Write(int fd, uint64_t offset, std::string_view data, io::IoOp& op);
+  void Fdatasync(int fd, io::IoOp& op);
+
+  // Submits what is queued, waits up to `timeout_ms` (-1: forever, 0: not at all) for at
+  // least one completion, and dispatches every completion available. Returns how many ran.
+  uint32_t Run(int64_t timeout_ms);
+
+  [[nodiscard]] static uint16_t BufferId(uint32_t cqe_flags) {
+    return static_cast<uint16_t>(cqe_flags >> IORING_CQE_BUFFER_SHIFT);
+  }
+  [[nodiscard]] static bool HasBuffer(uint32_t cqe_flags) {
+    return (cqe_flags & IORING_CQE_F_BUFFER) != 0;
+  }
+  [[nodiscard]] std::string_view Buffer(uint16_t buffer_id, uint32_t bytes) const;
+  // Returns a provided buffer to the kernel.
+  void ReturnBuffer(uint16_t buffer_id);
+
+  [[nodiscard]] int ring_fd() const { return ring_.ring_fd; }
+  [[nodiscard]] UringIo& io() { return io_; }
+
+ private:
+  explicit Engine(const EngineOptions& options);
+  io_uring_sqe* NextSqe();
+
+  const EngineOptions options_;
+  io_uring ring_{};
+  bool ring_ready_ = false;
+  io_uring_buf_ring* buffer_ring_ = nullptr;
+  size_t buffer_ring_bytes_ = 0;
+  char* buffers_ = nullptr;
+  uint32_t buffer_mask_ = 0;
+  UringIo io_{*this};
+};
+
+}  // namespace relais::uring
