@@ -1,0 +1,97 @@
+#include "tools/relaisd/listener.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "core/base/strings.h"
+
+namespace relais::relaisd {
+namespace {
+
+absl::Status SocketError(const std::string& address, const char* what) {
+  return absl::UnavailableError(
+      base::StrCat("listen ", address, ": ", what, ": ", std::strerror(errno)));
+}
+
+}  // namespace
+
+absl::StatusOr<Listeners> OpenListeners(const std::vector<std::string>& addresses,
+                                        uint32_t shards) {
+  Listeners out;
+  out.fds_by_shard.resize(shards);
+  for (const std::string& address : addresses) {
+    const size_t colon = address.rfind(':');
+    std::string host = address.substr(0, colon);
+    const std::string port = address.substr(colon + 1);
+    if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+      host = host.substr(1, host.size() - 2);
+    }
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    addrinfo* result = nullptr;
+    const int rc =
+        getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &result);
+    if (rc != 0 || result == nullptr) {
+      return absl::InvalidArgumentError(
+          base::StrCat("listen ", address, ": cannot resolve: ", gai_strerror(rc)));
+    }
+    sockaddr_storage bind_addr{};
+    std::memcpy(&bind_addr, result->ai_addr, result->ai_addrlen);
+    const socklen_t bind_len = result->ai_addrlen;
+    const int family = result->ai_family;
+    freeaddrinfo(result);
+    for (uint32_t shard = 0; shard < shards; ++shard) {
+      const int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+      if (fd < 0) {
+        return SocketError(address, "socket");
+      }
+      const int one = 1;
+      setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+      if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
+        close(fd);
+        return SocketError(address, "SO_REUSEPORT");
+      }
+      if (family == AF_INET6) {
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+      }
+      if (bind(fd, reinterpret_cast<sockaddr*>(&bind_addr), bind_len) != 0) {
+        close(fd);
+        return SocketError(address, "bind");
+      }
+      if (listen(fd, 4096) != 0) {
+        close(fd);
+        return SocketError(address, "listen");
+      }
+      if (shard == 0) {
+        // With port 0 the kernel chose a port: every other shard binds that one.
+        socklen_t len = sizeof(bind_addr);
+        getsockname(fd, reinterpret_cast<sockaddr*>(&bind_addr), &len);
+        char text[INET6_ADDRSTRLEN] = {};
+        uint16_t bound_port;
+        if (family == AF_INET6) {
+          const auto* a = reinterpret_cast<sockaddr_in6*>(&bind_addr);
+          inet_ntop(AF_INET6, &a->sin6_addr, text, sizeof(text));
+          bound_port = ntohs(a->sin6_port);
+          out.bound.push_back(base::StrCat("[", text, "]:", bound_port));
+        } else {
+          const auto* a = reinterpret_cast<sockaddr_in*>(&bind_addr);
+          inet_ntop(AF_INET, &a->sin_addr, text, sizeof(text));
+          bound_port = ntohs(a->sin_port);
+          out.bound.push_back(base::StrCat(text, ":", bound_port));
+        }
+      }
+      out.fds_by_shard[shard].push_back(fd);
+    }
+  }
+  return out;
+}
+
+}  // namespace relais::relaisd

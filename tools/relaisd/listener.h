@@ -1,0 +1,22 @@
+// tools/relaisd/listener.h — the listening sockets: one SO_REUSEPORT socket per shard per
+// configured address, so the kernel spreads connections over shards with no shared accept
+// queue. Port 0 binds an ephemeral port once and the other shards' sockets join it.
+// Startup thread only.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace relais::relaisd {
+
+struct Listeners {
+  std::vector<std::vector<int>> fds_by_shard;  // [shard][address]
+  std::vector<std::string> bound;              // "host:port" with the real port, per address.
+};
+
+[[nodiscard]] absl::StatusOr<Listeners> OpenListeners(const std::vector<std::string>& addresses,
+                                                      uint32_t shards);
+
+}  // namespace relais::relaisd

@@ -1,0 +1,187 @@
+// relaisd — the Relais daemon. Loads the config, checks io_uring, opens the listeners,
+// recovers each shard's spool, then runs one pinned thread per shard until SIGTERM/SIGINT.
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/base/strings.h"
+#include "core/config/config.h"
+#include "core/log/log.h"
+#include "core/uring/engine.h"
+#include "core/uring/mesh.h"
+#include "tools/relaisd/connection_limiter.h"
+#include "tools/relaisd/listener.h"
+#include "tools/relaisd/shard.h"
+
+namespace relais::relaisd {
+namespace {
+
+constexpr char kUsage[] =
+    "usage: relaisd [--config FILE] [--threads N] [--check-config] [--print-default-config]\n"
+    "  --config FILE           TOML configuration (default: built-in, see\n"
+    "                          --print-default-config)\n"
+    "  --threads N             shards to run (default: server.threads, 0 = one per CPU)\n"
+    "  --check-config          validate the configuration and exit\n"
+    "  --print-default-config  print the built-in configuration as TOML and exit\n";
+
+int Fail(std::string_view what) {
+  std::fprintf(stderr, "relaisd: %.*s\n", static_cast<int>(what.size()), what.data());
+  return 1;
+}
+
+std::vector<int> AllowedCpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  std::vector<int> cpus;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    for (int i = 0; i < CPU_SETSIZE; ++i) {
+      if (CPU_ISSET(i, &set)) {
+        cpus.push_back(i);
+      }
+    }
+  }
+  if (cpus.empty()) {
+    cpus.push_back(0);
+  }
+  return cpus;
+}
+
+int Main(int argc, char** argv) {
+  std::string config_path;
+  int64_t threads_flag = -1;
+  bool check_only = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (arg == "--config" && i + 1 < argc) {
+      config_path = argv[++i];
+    } else if (arg == "--threads" && i + 1 < argc) {
+      char* end = nullptr;
+      threads_flag = std::strtol(argv[++i], &end, 10);
+      if (*end != '\0' || threads_flag < 1 || threads_flag > 256) {
+        return Fail("--threads takes a number from 1 to 256");
+      }
+    } else if (arg == "--check-config") {
+      check_only = true;
+    } else if (arg == "--print-default-config") {
+      std::fputs(config::DefaultToml().c_str(), stdout);
+      return 0;
+    } else if (arg == "--help" || arg == "-h") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    } else {
+      std::fputs(kUsage, stderr);
+      return 2;
+    }
+  }
+  auto loaded =
+      config_path.empty() ? config::Parse("", "built-in defaults") : config::LoadFile(config_path);
+  if (!loaded.ok()) {
+    std::fprintf(stderr, "relaisd: %s\n", std::string(loaded.status().message()).c_str());
+    return 2;
+  }
+  const config::Config& config = *loaded;
+  if (check_only) {
+    std::printf("%s: configuration OK\n",
+                config_path.empty() ? "built-in defaults" : config_path.c_str());
+    return 0;
+  }
+  if (absl::Status s = uring::Probe(); !s.ok()) {
+    return Fail(base::StrCat(s.message()));
+  }
+  const std::vector<int> cpus = AllowedCpus();
+  const uint32_t shards = threads_flag > 0     ? static_cast<uint32_t>(threads_flag)
+                          : config.threads > 0 ? config.threads
+                                               : static_cast<uint32_t>(cpus.size());
+
+  // Signals are taken synchronously by shard 0 through a signalfd; every thread blocks them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  const int signal_fd = signalfd(-1, &signals, SFD_CLOEXEC);
+  if (signal_fd < 0) {
+    return Fail(base::StrCat("signalfd: ", std::strerror(errno)));
+  }
+
+  auto listeners = OpenListeners(config.listen, shards);
+  if (!listeners.ok()) {
+    return Fail(base::StrCat(listeners.status().message()));
+  }
+  ConnectionLimiter limiter(config.connections_max, config.connections_per_ip_max);
+  uring::Mesh mesh(shards, 10);
+
+  ShardOptions base;
+  base.count = shards;
+  base.shutdown_grace_ms = config.shutdown_grace_ms;
+  smtp::SessionOptions& so = base.session;
+  so.hostname = config.hostname;
+  so.command_line_bytes_max = config.command_line_bytes_max;
+  so.text_line_bytes_max = config.text_line_bytes_max;
+  so.message_bytes_max = config.message_bytes_max;
+  so.recipients_max = config.recipients_max;
+  so.errors_max = config.errors_max;
+  so.pipeline_bytes_max = config.pipeline_bytes_max;
+  so.command_timeout_ms = config.command_timeout_ms;
+  so.data_timeout_ms = config.data_timeout_ms;
+  so.local_domains = config.local_domains;
+  so.relay_domains = config.relay_domains;
+  so.relay_networks = config.relay_networks;
+  base.spool.path = config.spool_path;
+  base.spool.shard_count = static_cast<uint16_t>(shards);
+  base.spool.segment_bytes_max = config.segment_bytes_max;
+  base.spool.spool_bytes_max = config.spool_bytes_max;
+  base.spool.body_memory_bytes_max = config.body_memory_bytes_max;
+
+  std::vector<std::unique_ptr<Shard>> all;
+  for (uint32_t i = 0; i < shards; ++i) {
+    ShardOptions options = base;
+    options.index = i;
+    options.spool.shard = static_cast<uint16_t>(i);
+    auto shard = Shard::Create(options, listeners->fds_by_shard[i], limiter, mesh);
+    if (!shard.ok()) {
+      return Fail(base::StrCat("shard ", i, ": ", shard.status().message()));
+    }
+    all.push_back(std::move(*shard));
+  }
+  all[0]->WatchSignals(signal_fd);
+  for (const std::string& address : listeners->bound) {
+    log::Emit(log::Level::kInfo, -1, "listening", {{"address", address}});
+  }
+  log::Emit(log::Level::kInfo, -1, "ready",
+            {{"shards", shards}, {"hostname", config.hostname}, {"spool", config.spool_path}});
+
+  std::vector<std::thread> threads;
+  for (uint32_t i = 0; i < shards; ++i) {
+    threads.emplace_back([&, i] {
+      cpu_set_t set;
+      CPU_ZERO(&set);
+      CPU_SET(cpus[i % cpus.size()], &set);
+      pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+      const std::string name = base::StrCat("relais-shard-", i);
+      pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
+      all[i]->Run();
+    });
+  }
+  for (std::thread& t : threads) {
+    t.join();
+  }
+  log::Emit(log::Level::kInfo, -1, "stopped", {});
+  return 0;
+}
+
+}  // namespace
+}  // namespace relais::relaisd
+
+int main(int argc, char** argv) { return relais::relaisd::Main(argc, argv); }

@@ -1,0 +1,523 @@
+#include "tools/relaisd/shard.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "core/base/check.h"
+#include "core/base/strings.h"
+#include "core/log/log.h"
+
+namespace relais::relaisd {
+namespace {
+
+constexpr uint32_t kTimerTickMs = 100;
+constexpr uint64_t kHardStopExtraMs = 10'000;  // Past the grace period, stop regardless.
+constexpr uint64_t kAcceptRetryMs = 1000;
+
+std::optional<mail::IpAddress> PeerAddress(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
+    return std::nullopt;
+  }
+  mail::IpAddress a;
+  if (ss.ss_family == AF_INET) {
+    a.family = AF_INET;
+    std::memcpy(a.bytes.data(), &reinterpret_cast<sockaddr_in*>(&ss)->sin_addr, 4);
+    return a;
+  }
+  if (ss.ss_family == AF_INET6) {
+    const auto* sin6 = reinterpret_cast<sockaddr_in6*>(&ss);
+    a.family = AF_INET6;
+    std::memcpy(a.bytes.data(), &sin6->sin6_addr, 16);
+    // A v4 client on a dual-stack socket is a v4 client for relay rules and limits.
+    static constexpr uint8_t kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF};
+    if (std::memcmp(a.bytes.data(), kMapped, 12) == 0) {
+      std::memmove(a.bytes.data(), a.bytes.data() + 12, 4);
+      std::memset(a.bytes.data() + 4, 0, 12);
+      a.family = AF_INET;
+    }
+    return a;
+  }
+  return std::nullopt;
+}
+
+smtp::CommitOutcome ToCommitOutcome(spool::AppendOutcome outcome) {
+  switch (outcome) {
+    case spool::AppendOutcome::kDurable:
+      return smtp::CommitOutcome::kDurable;
+    case spool::AppendOutcome::kNoSpace:
+      return smtp::CommitOutcome::kNoSpace;
+    case spool::AppendOutcome::kFailed:
+      break;
+  }
+  return smtp::CommitOutcome::kFailed;
+}
+
+}  // namespace
+
+// One SMTP connection. Lives in a slot of its shard until its close completes; it is never
+// freed while an operation or an append names it.
+struct Shard::Connection final : timer::Timer, spool::AppendCompletion {
+  template <void (Shard::*Handler)(Connection&, int32_t, uint32_t)>
+  struct Op final : uring::Completion {
+    explicit Op(Connection* c) : connection(c) {}
+    void OnCqe(int32_t result, uint32_t flags) override {
+      (connection->shard->*Handler)(*connection, result, flags);
+    }
+    Connection* connection;
+  };
+
+  Connection(Shard* s, int socket, uint32_t index, const mail::IpAddress& peer)
+      : shard(s), fd(socket), slot(index), client(peer), session(s->session_options_, peer) {}
+
+  void OnTimer() override {
+    session.OnTimeout();
+    shard->MarkDirty(*this);
+  }
+  void OnAppendDone(spool::AppendOutcome outcome, const mail::MessageId& id) override {
+    shard->OnAppendDone(*this, outcome, id);
+  }
+
+  Shard* shard;
+  const int fd;
+  const uint32_t slot;
+  const mail::IpAddress client;
+  smtp::ServerSession session;
+  Op<&Shard::OnRecvThunk> recv_op{this};
+  Op<&Shard::OnSendThunk> send_op{this};
+  Op<&Shard::OnClosedThunk> close_op{this};
+  std::string send_buffer;
+  size_t send_offset = 0;
+  bool admitted = false;  // Counted by the limiter; released on close.
+  bool recv_armed = false;
+  bool send_in_flight = false;
+  bool commit_pending = false;
+  bool peer_gone = false;
+  bool close_started = false;    // No more input is read; closing once quiet.
+  bool close_submitted = false;  // The close SQE is queued; the slot waits for its CQE.
+  bool dirty = false;
+};
+
+class Shard::Acceptor final : public uring::Completion {
+ public:
+  Acceptor(Shard* shard, int fd) : shard_(shard), fd_(fd) {}
+  void Arm() {
+    armed_ = true;
+    shard_->engine_->AcceptMultishot(fd_, *this);
+  }
+  void OnCqe(int32_t result, uint32_t flags) override {
+    if ((flags & IORING_CQE_F_MORE) == 0) {
+      armed_ = false;  // The kernel dropped the multishot; re-armed unless stopping.
+    }
+    if (result >= 0) {
+      shard_->OnAccept(result);
+    } else if (result != -ECANCELED) {
+      log::Emit(log::Level::kWarning, static_cast<int>(shard_->options_.index), "accept_failed",
+                {{"error", std::strerror(-result)}});
+      shard_->accept_retry_ms_ = shard_->clock_.MonotonicMs() + kAcceptRetryMs;
+    }
+  }
+  [[nodiscard]] bool armed() const { return armed_; }
+  [[nodiscard]] int fd() const { return fd_; }
+
+ private:
+  Shard* shard_;
+  int fd_;
+  bool armed_ = false;
+};
+
+class Shard::SignalReader final : public uring::Completion {
+ public:
+  SignalReader(Shard* shard, int fd) : shard_(shard), fd_(fd) {}
+  void Arm() { shard_->engine_->Read(fd_, &info_, sizeof(info_), *this); }
+  void OnCqe(int32_t result, uint32_t /*flags*/) override {
+    if (result == static_cast<int32_t>(sizeof(info_)) &&
+        (info_.ssi_signo == SIGTERM || info_.ssi_signo == SIGINT)) {
+      log::Emit(log::Level::kInfo, static_cast<int>(shard_->options_.index), "stop_requested",
+                {{"signal", info_.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT"}});
+      for (uint32_t s = 0; s < shard_->options_.count; ++s) {
+        if (s == shard_->options_.index) {
+          continue;
+        }
+        uring::Handoff stop;
+        stop.kind = static_cast<uint16_t>(HandoffKind::kStop);
+        // A stop is sent once per shard at most; a full ring here means a shard is wedged,
+        // and its hard deadline is the remedy.
+        if (!shard_->port_.Send(s, std::move(stop))) {
+          log::Emit(log::Level::kError, static_cast<int>(shard_->options_.index),
+                    "stop_not_delivered", {{"to_shard", s}});
+        }
+      }
+      shard_->BeginStop();
+      return;
+    }
+    if (!shard_->stopping_) {
+      Arm();
+    }
+  }
+
+ private:
+  Shard* shard_;
+  int fd_;
+  signalfd_siginfo info_{};
+};
+
+Shard::Shard(const ShardOptions& options, std::vector<int> listen_fds, ConnectionLimiter& limiter,
+             uring::Mesh& mesh, std::unique_ptr<uring::Engine> engine)
+    : options_(options),
+      listen_fds_(std::move(listen_fds)),
+      limiter_(limiter),
+      engine_(std::move(engine)),
+      timers_(clock_.MonotonicMs(), kTimerTickMs),
+      port_(mesh, options.index, *engine_,
+            [this](uint32_t from, uring::Handoff&& h) { OnHandoff(from, std::move(h)); }),
+      session_options_(options.session) {}
+
+Shard::~Shard() {
+  for (auto& c : connections_) {
+    if (c != nullptr) {
+      timers_.Cancel(*c);
+    }
+  }
+}
+
+absl::StatusOr<std::unique_ptr<Shard>> Shard::Create(const ShardOptions& options,
+                                                     std::vector<int> listen_fds,
+                                                     ConnectionLimiter& limiter,
+                                                     uring::Mesh& mesh) {
+  auto engine = uring::Engine::Create(options.engine);
+  if (!engine.ok()) {
+    return engine.status();
+  }
+  std::unique_ptr<Shard> shard(
+      new Shard(options, std::move(listen_fds), limiter, mesh, std::move(*engine)));
+  auto spool = spool::Spool::Open(options.spool, shard->engine_->io(), shard->clock_);
+  if (!spool.ok()) {
+    return spool.status();
+  }
+  shard->spool_ = std::move(*spool);
+  auto report = shard->spool_->Recover();
+  if (!report.ok()) {
+    return report.status();
+  }
+  const int index = static_cast<int>(options.index);
+  log::Emit(log::Level::kInfo, index, "spool_recovered",
+            {{"path", options.spool.path},
+             {"segments", report->segments},
+             {"messages", report->messages_live},
+             {"torn_tails", report->torn_tails},
+             {"corrupt_records", report->corrupt_records},
+             {"unreadable_segments", report->unreadable_segments}});
+  for (const std::string& problem : report->problems) {
+    log::Emit(log::Level::kWarning, index, "spool_problem", {{"detail", problem}});
+  }
+  shard->session_options_.spool_full = shard->spool_->full_flag();
+  return shard;
+}
+
+void Shard::Run() {
+  for (int fd : listen_fds_) {
+    acceptors_.push_back(std::make_unique<Acceptor>(this, fd));
+    acceptors_.back()->Arm();
+  }
+  if (signal_fd_ >= 0) {
+    signal_reader_ = std::make_unique<SignalReader>(this, signal_fd_);
+    signal_reader_->Arm();
+  }
+  while (true) {
+    int64_t timeout_ms = 1000;
+    const int64_t next_tick = timers_.MsUntilNextTick(clock_.MonotonicMs());
+    if (next_tick >= 0 && next_tick < timeout_ms) {
+      timeout_ms = next_tick;
+    }
+    if (!dirty_.empty() || stopping_) {
+      timeout_ms = dirty_.empty() ? std::min<int64_t>(timeout_ms, 50) : 0;
+    }
+    engine_->Run(timeout_ms);
+    port_.Drain();  // Handoffs that raced with a wake-up already consumed.
+    const uint64_t now = clock_.MonotonicMs();
+    timers_.Advance(now);
+    if (!stopping_ && accept_retry_ms_ != 0 && now >= accept_retry_ms_) {
+      accept_retry_ms_ = 0;
+      for (auto& a : acceptors_) {
+        if (!a->armed()) {
+          a->Arm();
+        }
+      }
+    }
+    std::vector<Connection*> dirty;
+    dirty.swap(dirty_);
+    for (Connection* c : dirty) {
+      c->dirty = false;
+      Pump(*c);
+    }
+    // Everything appended this turn shares one write and one fdatasync.
+    spool_->Flush();
+    if (stopping_ && StopComplete()) {
+      break;
+    }
+  }
+  // Submit what the last turn queued (the stop handoffs' MSG_RING wake-ups among them).
+  engine_->Run(0);
+  log::Emit(log::Level::kInfo, static_cast<int>(options_.index), "shard_stopped",
+            {{"messages_accepted", counters_.messages_accepted},
+             {"connections_accepted", counters_.connections_accepted},
+             {"spool_batches", spool_->stats().batches}});
+}
+
+void Shard::OnAccept(int fd) {
+  const auto peer = PeerAddress(fd);
+  if (!peer || live_connections_ >= options_.connections_per_shard_hard_max) {
+    ::close(fd);
+    ++counters_.connections_refused;
+    return;
+  }
+  const int one = 1;
+  // Replies are small and already batched per turn; waiting for more bytes only adds latency.
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  uint32_t slot;
+  if (!free_slots_.empty()) {
+    slot = free_slots_.back();
+    free_slots_.pop_back();
+  } else {
+    slot = static_cast<uint32_t>(connections_.size());
+    connections_.emplace_back();
+  }
+  connections_[slot] = std::make_unique<Connection>(this, fd, slot, *peer);
+  Connection& c = *connections_[slot];
+  ++live_connections_;
+  ++counters_.connections_accepted;
+  if (stopping_) {
+    c.session.Refuse(smtp::Reply::kShuttingDown);
+  } else {
+    switch (limiter_.Acquire(*peer)) {
+      case ConnectionLimiter::Admission::kAdmitted:
+        c.admitted = true;
+        c.session.Start();
+        break;
+      case ConnectionLimiter::Admission::kTooMany:
+        ++counters_.connections_refused;
+        c.session.Refuse(smtp::Reply::kTooManyConnections);
+        break;
+      case ConnectionLimiter::Admission::kTooManyFromClient:
+        ++counters_.connections_refused;
+        c.session.Refuse(smtp::Reply::kTooManyConnectionsFromClient);
+        break;
+    }
+  }
+  timers_.Arm(c, clock_.MonotonicMs() + c.session.TimeoutMs());
+  MarkDirty(c);
+}
+
+void Shard::OnRecvThunk(Connection& c, int32_t result, uint32_t flags) { OnRecv(c, result, flags); }
+void Shard::OnSendThunk(Connection& c, int32_t result, uint32_t) { OnSend(c, result); }
+void Shard::OnClosedThunk(Connection& c, int32_t, uint32_t) { OnClosed(c); }
+
+void Shard::OnRecv(Connection& c, int32_t result, uint32_t flags) {
+  c.recv_armed = false;
+  if (result > 0 && uring::Engine::HasBuffer(flags)) {
+    const uint16_t buffer = uring::Engine::BufferId(flags);
+    if (!c.close_started) {
+      c.session.Feed(engine_->Buffer(buffer, static_cast<uint32_t>(result)));
+      // RFC 5321 4.5.3.2: the timeouts bound the wait for the client's next bytes.
+      timers_.Arm(c, clock_.MonotonicMs() + c.session.TimeoutMs());
+    }
+    engine_->ReturnBuffer(buffer);
+  } else if (result == -ENOBUFS) {
+    ++counters_.recv_no_buffer;  // Every buffer is in use this turn; the next Pump retries.
+  } else if (result != -ECANCELED) {
+    c.peer_gone = true;  // 0: the client closed; < 0: reset or another socket error.
+  }
+  MarkDirty(c);
+}
+
+void Shard::OnSend(Connection& c, int32_t result) {
+  if (result < 0) {
+    c.peer_gone = true;
+    c.send_in_flight = false;
+    c.send_buffer.clear();
+  } else {
+    c.send_offset += static_cast<size_t>(result);
+    if (c.send_offset < c.send_buffer.size() && result > 0) {
+      engine_->Send(c.fd, std::string_view(c.send_buffer).substr(c.send_offset), c.send_op);
+      return;
+    }
+    c.send_in_flight = false;
+    c.send_buffer.clear();
+    if (result == 0) {
+      c.peer_gone = true;
+    }
+  }
+  MarkDirty(c);
+}
+
+void Shard::OnAppendDone(Connection& c, spool::AppendOutcome outcome, const mail::MessageId& id) {
+  c.commit_pending = false;
+  if (outcome == spool::AppendOutcome::kDurable) {
+    ++counters_.messages_accepted;
+  } else {
+    ++counters_.commit_failures;
+  }
+  c.session.CompleteCommit(ToCommitOutcome(outcome), id);
+  if (!c.close_started) {
+    timers_.Arm(c, clock_.MonotonicMs() + c.session.TimeoutMs());
+  }
+  MarkDirty(c);
+}
+
+void Shard::MarkDirty(Connection& c) {
+  if (!c.dirty) {
+    c.dirty = true;
+    dirty_.push_back(&c);
+  }
+}
+
+void Shard::StoreMessages(Connection& c) {
+  while (!c.commit_pending && c.session.TakeCommitRequest()) {
+    const mail::MessageId id = spool_->NewMessageId();
+    const std::string trace = c.session.TraceHeader(id, Rfc5322Date());
+    smtp::Transaction& tx = c.session.transaction();
+    const spool::AppendStatus status =
+        spool_->Append(id, std::move(tx.envelope), trace, std::move(tx.body), c);
+    if (status == spool::AppendStatus::kStaged) {
+      c.commit_pending = true;  // The 250 waits for this turn's group commit.
+    } else {
+      ++counters_.commit_failures;
+      c.session.CompleteCommit(smtp::CommitOutcome::kNoSpace, id);
+    }
+  }
+}
+
+void Shard::Pump(Connection& c) {
+  if (c.close_started) {
+    BeginClose(c);
+    return;
+  }
+  StoreMessages(c);
+  if (!c.send_in_flight && !c.peer_gone) {
+    const std::string_view pending = c.session.PendingOutput();
+    if (!pending.empty()) {
+      // The session's buffer may grow while the send is in flight, so the bytes in flight
+      // live in the connection's own buffer.
+      c.send_buffer.assign(pending);
+      c.session.ConsumeOutput(pending.size());
+      c.send_offset = 0;
+      c.send_in_flight = true;
+      engine_->Send(c.fd, c.send_buffer, c.send_op);
+    }
+  }
+  const bool quiet = !c.send_in_flight && !c.commit_pending;
+  if ((c.peer_gone || c.session.WantsClose()) && quiet) {
+    BeginClose(c);
+    return;
+  }
+  if (!c.recv_armed && !c.peer_gone && !c.session.WantsClose() && c.session.WantsInput() &&
+      c.send_buffer.size() < session_options_.pipeline_bytes_max) {
+    c.recv_armed = true;
+    engine_->Recv(c.fd, c.recv_op);
+  }
+}
+
+void Shard::BeginClose(Connection& c) {
+  if (c.close_submitted) {
+    return;
+  }
+  if (!c.close_started) {
+    c.close_started = true;
+    timers_.Cancel(c);
+    if (c.recv_armed) {
+      engine_->Cancel(c.recv_op);  // Its completion marks the connection dirty again.
+    }
+  }
+  if (c.recv_armed || c.send_in_flight || c.commit_pending) {
+    return;  // Each of these completes later and brings us back through Pump.
+  }
+  c.close_submitted = true;
+  engine_->Close(c.fd, c.close_op);
+}
+
+void Shard::OnClosed(Connection& c) {
+  if (c.admitted) {
+    limiter_.Release(c.client);
+  }
+  const uint32_t slot = c.slot;
+  // A connection may still sit in the dirty list of this turn; drop it from there.
+  std::erase(dirty_, &c);
+  connections_[slot].reset();
+  free_slots_.push_back(slot);
+  --live_connections_;
+}
+
+void Shard::OnHandoff(uint32_t /*from*/, uring::Handoff&& handoff) {
+  if (handoff.kind == static_cast<uint16_t>(HandoffKind::kStop)) {
+    BeginStop();
+  }
+}
+
+void Shard::BeginStop() {
+  if (stopping_) {
+    return;
+  }
+  stopping_ = true;
+  stop_deadline_ms_ = clock_.MonotonicMs() + options_.shutdown_grace_ms;
+  for (auto& a : acceptors_) {
+    engine_->Cancel(*a);
+  }
+  for (auto& c : connections_) {
+    if (c != nullptr && !c->close_started) {
+      c->session.BeginShutdown();
+      MarkDirty(*c);
+    }
+  }
+  log::Emit(log::Level::kInfo, static_cast<int>(options_.index), "stopping",
+            {{"connections", live_connections_}, {"grace_ms", options_.shutdown_grace_ms}});
+}
+
+bool Shard::StopComplete() {
+  const uint64_t now = clock_.MonotonicMs();
+  if (!forced_ && now >= stop_deadline_ms_) {
+    forced_ = true;
+    for (auto& c : connections_) {
+      if (c != nullptr && !c->close_started) {
+        c->session.ForceShutdown();
+        MarkDirty(*c);
+      }
+    }
+  }
+  if (live_connections_ == 0 && spool_->idle()) {
+    return true;
+  }
+  if (now >= stop_deadline_ms_ + kHardStopExtraMs) {
+    // Peers that will not read their 421 must not hold the process. Nothing unacknowledged is
+    // lost by leaving: a message is only ever acknowledged after its batch is durable.
+    log::Emit(log::Level::kWarning, static_cast<int>(options_.index), "stop_forced",
+              {{"connections", live_connections_}, {"spool_idle", spool_->idle()}});
+    return spool_->idle();
+  }
+  return false;
+}
+
+std::string_view Shard::Rfc5322Date() {
+  const uint64_t now_us = clock_.UnixMicros();
+  const uint64_t second = now_us / 1'000'000;
+  if (second != date_second_ || date_.empty()) {
+    date_second_ = second;
+    const time_t t = static_cast<time_t>(second);
+    tm utc;
+    gmtime_r(&t, &utc);
+    char buf[64];
+    // RFC 5322 3.3 date-time, in UTC.
+    strftime(buf, sizeof(buf), "%a, %d %b %Y %H:%M:%S +0000", &utc);
+    date_ = buf;
+  }
+  return date_;
+}
+
+}  // namespace relais::relaisd

@@ -1,0 +1,122 @@
+// tools/relaisd/shard.h — one pinned thread and everything it owns: its io_uring engine, its
+// SO_REUSEPORT listeners, its SMTP sessions, its spool and its timers. The only place where
+// engine, protocols and spool meet.
+//
+// One loop turn: run completions (network, spool, mesh wake-ups), fire due timers, pump every
+// connection that changed (store finished messages, send replies, re-arm receives), then start
+// one group commit of everything appended this turn. Replies produced in a turn leave in one
+// send per connection; the SQEs of a turn are submitted together with the wait.
+//
+// Created on the startup thread (so errors reach main), then run on its own thread. Not
+// thread-safe: other shards reach it only through the mesh.
+#pragma once
+
+#include <sys/signalfd.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/base/clock.h"
+#include "core/timer/timer_wheel.h"
+#include "core/uring/engine.h"
+#include "core/uring/mesh.h"
+#include "protocols/smtp/server_session.h"
+#include "queue/spool/spool.h"
+#include "tools/relaisd/connection_limiter.h"
+
+namespace relais::relaisd {
+
+struct ShardOptions {
+  uint32_t index = 0;
+  uint32_t count = 1;
+  smtp::SessionOptions session;
+  spool::SpoolOptions spool;
+  uring::EngineOptions engine;
+  uint32_t shutdown_grace_ms = 10'000;
+  uint32_t connections_per_shard_hard_max = 1'000'000;  // Beyond this, refuse without a reply.
+};
+
+// Handoff kinds on the mesh.
+enum class HandoffKind : uint16_t { kStop = 1 };
+
+struct ShardCounters {
+  uint64_t connections_accepted = 0;
+  uint64_t connections_refused = 0;
+  uint64_t messages_accepted = 0;
+  uint64_t commit_failures = 0;
+  uint64_t recv_no_buffer = 0;
+};
+
+class Shard {
+ public:
+  // Opens the engine and the spool, and recovers the spool.
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Shard>> Create(const ShardOptions& options,
+                                                                     std::vector<int> listen_fds,
+                                                                     ConnectionLimiter& limiter,
+                                                                     uring::Mesh& mesh);
+  ~Shard();
+
+  // Shard 0 watches the process's signals; SIGTERM/SIGINT stop every shard gracefully.
+  void WatchSignals(int signal_fd) { signal_fd_ = signal_fd; }
+  // Runs the loop on the calling thread until a graceful stop completes.
+  void Run();
+
+  [[nodiscard]] const ShardCounters& counters() const { return counters_; }
+
+ private:
+  struct Connection;
+  class Acceptor;
+  class SignalReader;
+
+  Shard(const ShardOptions& options, std::vector<int> listen_fds, ConnectionLimiter& limiter,
+        uring::Mesh& mesh, std::unique_ptr<uring::Engine> engine);
+
+  void OnAccept(int fd);
+  void OnRecvThunk(Connection& c, int32_t result, uint32_t flags);
+  void OnSendThunk(Connection& c, int32_t result, uint32_t flags);
+  void OnClosedThunk(Connection& c, int32_t result, uint32_t flags);
+  void OnRecv(Connection& c, int32_t result, uint32_t flags);
+  void OnSend(Connection& c, int32_t result);
+  void OnClosed(Connection& c);
+  void OnAppendDone(Connection& c, spool::AppendOutcome outcome, const mail::MessageId& id);
+  void OnHandoff(uint32_t from, uring::Handoff&& handoff);
+  void MarkDirty(Connection& c);
+  void Pump(Connection& c);
+  void StoreMessages(Connection& c);
+  void BeginClose(Connection& c);
+  void BeginStop();
+  [[nodiscard]] bool StopComplete();
+  std::string_view Rfc5322Date();
+
+  const ShardOptions options_;
+  std::vector<int> listen_fds_;
+  ConnectionLimiter& limiter_;
+  std::unique_ptr<uring::Engine> engine_;
+  base::SystemClock clock_;
+  timer::TimerWheel timers_;
+  std::unique_ptr<spool::Spool> spool_;
+  uring::MeshPort port_;
+  smtp::SessionOptions session_options_;
+
+  std::vector<std::unique_ptr<Acceptor>> acceptors_;
+  std::unique_ptr<SignalReader> signal_reader_;
+  int signal_fd_ = -1;
+  std::vector<std::unique_ptr<Connection>> connections_;  // Slots; null when free.
+  std::vector<uint32_t> free_slots_;
+  uint32_t live_connections_ = 0;
+  std::vector<Connection*> dirty_;
+
+  bool stopping_ = false;
+  bool forced_ = false;
+  uint64_t stop_deadline_ms_ = 0;
+  uint64_t accept_retry_ms_ = 0;  // After EMFILE and the like, re-arm accepts at this time.
+  uint64_t date_second_ = 0;
+  std::string date_;
+  ShardCounters counters_;
+};
+
+}  // namespace relais::relaisd
