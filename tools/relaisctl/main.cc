@@ -1,0 +1,180 @@
+// relaisctl — operators' control tool. This version works offline on a spool directory:
+//   relaisctl spool ls   --spool DIR [--json [--body]]   every message not yet done
+//   relaisctl spool show --spool DIR ID                   one message: envelope and content
+// It opens the spool read-only (recovery without truncating or deleting anything), so it is
+// safe to run next to a live daemon; what it shows is what is durable on disk right now.
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "core/base/clock.h"
+#include "core/base/strings.h"
+#include "core/io/posix_io.h"
+#include "core/log/log.h"
+#include "queue/spool/spool.h"
+
+namespace relais::relaisctl {
+namespace {
+
+constexpr char kUsage[] =
+    "usage: relaisctl spool ls   --spool DIR [--json [--body]]\n"
+    "       relaisctl spool show --spool DIR MESSAGE_ID\n";
+
+std::string_view StateName(const spool::StoredMessage& m) {
+  size_t done = 0;
+  for (spool::RecipientState s : m.states) {
+    done += s != spool::RecipientState::kPending;
+  }
+  return done == 0 ? "queued" : "partial";
+}
+
+std::string_view RecipientStateName(spool::RecipientState s) {
+  switch (s) {
+    case spool::RecipientState::kPending:
+      return "pending";
+    case spool::RecipientState::kDelivered:
+      return "delivered";
+    case spool::RecipientState::kFailed:
+      return "failed";
+  }
+  return "?";
+}
+
+std::string Json(std::string_view s) {
+  std::string out = "\"";
+  log::AppendJsonEscaped(out, s);
+  out += "\"";
+  return out;
+}
+
+int Main(int argc, char** argv) {
+  std::vector<std::string_view> args(argv + 1, argv + argc);
+  if (args.size() < 2 || args[0] != "spool" || (args[1] != "ls" && args[1] != "show")) {
+    std::fputs(kUsage, stderr);
+    return 2;
+  }
+  const std::string_view command = args[1];
+  std::string dir;
+  std::string id_text;
+  bool json = false;
+  bool body = false;
+  for (size_t i = 2; i < args.size(); ++i) {
+    if (args[i] == "--spool" && i + 1 < args.size()) {
+      dir = args[++i];
+    } else if (args[i] == "--json") {
+      json = true;
+    } else if (args[i] == "--body") {
+      body = true;
+    } else if (command == "show" && id_text.empty() && !args[i].starts_with("--")) {
+      id_text = args[i];
+    } else {
+      std::fputs(kUsage, stderr);
+      return 2;
+    }
+  }
+  if (dir.empty() || (command == "show" && id_text.empty())) {
+    std::fputs(kUsage, stderr);
+    return 2;
+  }
+  io::PosixIo io;
+  base::SystemClock clock;
+  spool::SpoolOptions options;
+  options.path = dir;
+  options.read_only = true;
+  options.body_memory_bytes_max = 0;
+  auto opened = spool::Spool::Open(options, io, clock);
+  if (!opened.ok()) {
+    std::fprintf(stderr, "relaisctl: %s\n", base::StrCat(opened.status().message()).c_str());
+    return 1;
+  }
+  spool::Spool& spool = **opened;
+  auto report = spool.Recover();
+  if (!report.ok()) {
+    std::fprintf(stderr, "relaisctl: %s\n", base::StrCat(report.status().message()).c_str());
+    return 1;
+  }
+  for (const std::string& problem : report->problems) {
+    std::fprintf(stderr, "relaisctl: warning: %s\n", problem.c_str());
+  }
+  std::vector<const spool::StoredMessage*> messages;
+  spool.ForEach([&](const spool::StoredMessage& m) { messages.push_back(&m); });
+  std::sort(messages.begin(), messages.end(),
+            [](const auto* a, const auto* b) { return a->id < b->id; });
+
+  if (command == "show") {
+    const auto id = mail::MessageId::Parse(id_text);
+    const spool::StoredMessage* m = id ? spool.Find(*id) : nullptr;
+    if (m == nullptr) {
+      std::fprintf(stderr, "relaisctl: no message %s in %s\n", id_text.c_str(), dir.c_str());
+      return 1;
+    }
+    auto content = spool.ReadBody(*m);
+    if (!content.ok()) {
+      std::fprintf(stderr, "relaisctl: %s\n", base::StrCat(content.status().message()).c_str());
+      return 1;
+    }
+    std::printf("id: %s\nsender: <%s>\nclient: %s (helo %s)\n", m->id.ToString().c_str(),
+                m->envelope.sender.c_str(), m->envelope.client_address.c_str(),
+                m->envelope.helo.c_str());
+    for (size_t i = 0; i < m->envelope.recipients.size(); ++i) {
+      std::printf("recipient: <%s> %s\n", m->envelope.recipients[i].address.c_str(),
+                  std::string(RecipientStateName(m->states[i])).c_str());
+    }
+    std::printf("size: %llu\n\n", static_cast<unsigned long long>(m->body_size));
+    std::fwrite(content->data(), 1, content->size(), stdout);
+    return 0;
+  }
+
+  if (!json) {
+    std::printf("%-32s  %-7s  %9s  %-30s  %s\n", "ID", "STATE", "SIZE", "SENDER", "RECIPIENTS");
+  } else {
+    std::fputs("[", stdout);
+  }
+  bool first = true;
+  for (const spool::StoredMessage* m : messages) {
+    const mail::Envelope& env = m->envelope;
+    if (!json) {
+      std::string rcpts;
+      for (const auto& r : env.recipients) {
+        base::StrAppend(&rcpts, rcpts.empty() ? "" : ",", r.address);
+      }
+      std::printf("%-32s  %-7s  %9llu  %-30s  %s\n", m->id.ToString().c_str(),
+                  std::string(StateName(*m)).c_str(), static_cast<unsigned long long>(m->body_size),
+                  env.sender.empty() ? "<>" : env.sender.c_str(), rcpts.c_str());
+      continue;
+    }
+    std::string line = base::StrCat(first ? "\n" : ",\n", "{\"id\":", Json(m->id.ToString()),
+                                    ",\"state\":", Json(StateName(*m)), ",\"size\":", m->body_size,
+                                    ",\"sender\":", Json(env.sender),
+                                    ",\"received_us\":", m->received_us, ",\"recipients\":[");
+    for (size_t i = 0; i < env.recipients.size(); ++i) {
+      base::StrAppend(&line, i == 0 ? "" : ",", "{\"address\":", Json(env.recipients[i].address),
+                      ",\"state\":", Json(RecipientStateName(m->states[i])), "}");
+    }
+    line += "]";
+    if (body) {
+      auto content = spool.ReadBody(*m);
+      if (!content.ok()) {
+        std::fprintf(stderr, "relaisctl: %s\n", base::StrCat(content.status().message()).c_str());
+        return 1;
+      }
+      base::StrAppend(&line, ",\"body\":", Json(*content));
+    }
+    line += "}";
+    std::fputs(line.c_str(), stdout);
+    first = false;
+  }
+  if (json) {
+    std::fputs("\n]\n", stdout);
+  } else {
+    std::printf("%zu message(s)\n", messages.size());
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace relais::relaisctl
+
+int main(int argc, char** argv) { return relais::relaisctl::Main(argc, argv); }
