@@ -1,0 +1,157 @@
+"""Starts and stops a real relaisd for integration tests, on loopback only.
+
+Each Daemon gets its own temporary directory (config, spool), binds port 0 and reads the real
+port back from its "listening" log line, and is stopped by PID: only processes the test
+started are ever signalled. Every wait polls a condition with a deadline; nothing sleeps to
+synchronise.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+RELAISD = os.environ.get("RELAISD", "relaisd")
+RELAISCTL = os.environ.get("RELAISCTL", "relaisctl")
+
+
+def wait_for(condition, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Daemon:
+    def __init__(self, config="", threads=2, workdir=None):
+        self.workdir = workdir or tempfile.mkdtemp(prefix="relais-it-")
+        self.owns_workdir = workdir is None
+        self.config_text = config
+        self.threads = threads
+        self.proc = None
+        self.port = None
+        self.log_path = os.path.join(self.workdir, "relaisd.log")
+        self.log = None
+        self.log_offset = 0
+        self.sockets = []
+
+    @property
+    def spool(self):
+        return os.path.join(self.workdir, "spool")
+
+    def start(self):
+        config_path = os.path.join(self.workdir, "relais.toml")
+        with open(config_path, "w") as f:
+            f.write(self.config_text)
+            if "[server]" not in self.config_text:
+                f.write('\n[server]\nlisten = ["127.0.0.1:0"]\nhostname = "relais.test"\n')
+            if "[spool]" not in self.config_text:
+                f.write(f'\n[spool]\npath = "{self.spool}"\n')
+        if self.log is not None:
+            self.log.close()
+        self.log = open(self.log_path, "ab")
+        self.log_offset = self.log.tell()  # This run's lines start here.
+        self.proc = subprocess.Popen(
+            [RELAISD, "--config", config_path, "--threads", str(self.threads)],
+            stdout=self.log, stderr=self.log, cwd=self.workdir)
+        self.port = wait_for(self._listening_port, 20, "relaisd to listen")
+        return self
+
+    def _listening_port(self):
+        if self.proc.poll() is not None:
+            raise AssertionError(f"relaisd exited with {self.proc.returncode}: {self.read_log()}")
+        for event in self.events(self.log_offset):
+            if event.get("event") == "listening" and event.get("address", "").startswith("127."):
+                return int(event["address"].rsplit(":", 1)[1])
+        return None
+
+    def read_log(self, offset=0):
+        with open(self.log_path, "rb") as f:
+            f.seek(offset)
+            return f.read().decode("utf-8", "replace")
+
+    def events(self, offset=0):
+        out = []
+        for line in self.read_log(offset).splitlines():
+            line = line.strip()
+            if line.startswith("{"):
+                out.append(json.loads(line))
+        return out
+
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("relaisd did not stop in time")
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def cleanup(self):
+        for sock in self.sockets:
+            sock.close()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.log is not None:
+            self.log.close()
+        if self.owns_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def connect(self, timeout=10):
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+        self.sockets.append(sock)
+        return sock
+
+    def spool_messages(self, body=False):
+        args = [RELAISCTL, "spool", "ls", "--spool", self.spool, "--json"]
+        if body:
+            args.append("--body")
+        out = subprocess.run(args, check=True, capture_output=True, timeout=120)
+        return json.loads(out.stdout)
+
+
+class RawClient:
+    """A byte-exact SMTP client for what smtplib will not send (smuggling, bare LF, floods)."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buffer = b""
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def reply(self, timeout=10):
+        """Reads one (possibly multi-line) reply; returns (code, text)."""
+        self.sock.settimeout(timeout)
+        lines = []
+        while True:
+            while b"\r\n" not in self.buffer:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    raise ConnectionError(f"closed after {lines!r}; buffered {self.buffer!r}")
+                self.buffer += chunk
+            line, self.buffer = self.buffer.split(b"\r\n", 1)
+            lines.append(line.decode("utf-8", "replace"))
+            if len(line) < 4 or line[3:4] != b"-":
+                return int(line[:3]), "\n".join(lines)
+
+    def closed(self, timeout=10):
+        self.sock.settimeout(timeout)
+        try:
+            return self.sock.recv(1) == b""
+        except ConnectionResetError:
+            return True

@@ -1,0 +1,203 @@
+"""SMTP ingress against a real relaisd on loopback: python's smtplib, swaks, raw sockets."""
+
+import shutil
+import smtplib
+import subprocess
+import time
+import unittest
+
+from harness import RELAISD, Daemon, RawClient, wait_for
+
+
+class IngressTest(unittest.TestCase):
+    def start(self, config="", threads=2):
+        daemon = Daemon(config, threads=threads).start()
+        self.addCleanup(daemon.cleanup)
+        return daemon
+
+    def test_smtplib_messages_land_in_the_spool(self):
+        d = self.start()
+        with smtplib.SMTP("127.0.0.1", d.port, timeout=10) as s:
+            code, caps = s.ehlo("client.test")
+            self.assertEqual(code, 250)
+            for ext in (b"PIPELINING", b"SIZE", b"8BITMIME", b"SMTPUTF8", b"ENHANCEDSTATUSCODES",
+                        b"CHUNKING"):
+                self.assertIn(ext, caps)
+            s.sendmail("alice@sender.test", ["bob@example.com", "carol@example.com"],
+                       b"Subject: one\r\nX-Test-Id: first\r\n\r\n.leading dot\r\nbody\r\n")
+            s.sendmail("", ["postmaster@example.com"], b"Subject: bounce-like\r\n\r\nx\r\n")
+            s.sendmail("j\u00f6rg@sender.test", ["\u00fc@example.com"],
+                       "Subject: utf8\r\n\r\nh\u00e9llo\r\n".encode(),
+                       mail_options=["SMTPUTF8", "BODY=8BITMIME"])
+        messages = d.spool_messages(body=True)
+        self.assertEqual(len(messages), 3)
+        by_sender = {m["sender"]: m for m in messages}
+        first = by_sender["alice@sender.test"]
+        self.assertEqual([r["address"] for r in first["recipients"]],
+                         ["bob@example.com", "carol@example.com"])
+        self.assertTrue(first["body"].startswith("Received: from client.test ([127.0.0.1])"))
+        self.assertIn("X-Test-Id: first\r\n\r\n.leading dot\r\n", first["body"])
+        self.assertIn("", by_sender)  # The null sender.
+        self.assertIn("with UTF8SMTP", by_sender["j\u00f6rg@sender.test"]["body"])
+        self.assertEqual(d.stop(), 0)
+
+    @unittest.skipUnless(shutil.which("swaks"), "swaks is not installed")
+    def test_swaks_with_and_without_pipelining(self):
+        d = self.start()
+        for extra in ([], ["--pipeline"]):
+            out = subprocess.run(
+                ["swaks", "--server", f"127.0.0.1:{d.port}", "--to", "a@example.com",
+                 "--from", "b@sender.test", "--header", "X-Test-Id: swaks"] + extra,
+                capture_output=True, text=True, timeout=30)
+            self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+            self.assertIn("250 2.0.0 OK: queued as", out.stdout)
+        self.assertEqual(len(d.spool_messages()), 2)
+
+    def test_no_open_relay(self):
+        d = self.start('[relay]\nlocal_domains = ["example.com"]\n')
+        with smtplib.SMTP("127.0.0.1", d.port, timeout=10) as s:
+            s.ehlo()
+            s.mail("a@sender.test")
+            code, text = s.rcpt("victim@elsewhere.test")
+            self.assertEqual(code, 554)
+            self.assertTrue(text.startswith(b"5.7.1"))
+            self.assertEqual(s.rcpt("user@example.com")[0], 250)
+        trusted = self.start('[relay]\nlocal_domains = ["example.com"]\n'
+                             'networks = ["127.0.0.0/8"]\n')
+        with smtplib.SMTP("127.0.0.1", trusted.port, timeout=10) as s:
+            s.ehlo()
+            s.mail("a@sender.test")
+            self.assertEqual(s.rcpt("victim@elsewhere.test")[0], 250)
+
+    def test_smuggling_never_splits_a_message(self):
+        d = self.start()
+        for seq in (b"\n.\n", b"\r.\r", b"\r\n.\r", b"\n.\r\n", b"\r\n.\n"):
+            c = RawClient(d.connect())
+            self.assertEqual(c.reply()[0], 220)
+            c.send(b"EHLO t\r\nMAIL FROM:<a@sender.test>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n")
+            self.assertEqual([c.reply()[0] for _ in range(4)], [250, 250, 250, 354])
+            c.send(b"Subject: outer\r\n\r\nbody" + seq +
+                   b"MAIL FROM:<evil@attacker.test>\r\nRCPT TO:<victim@example.com>\r\n"
+                   b"DATA\r\nSubject: smuggled\r\n\r\nsmuggled\r\n.\r\n")
+            code, text = c.reply()
+            self.assertEqual(code, 554, f"{seq!r}: {text}")
+            self.assertIn("5.6.0", text)
+            c.send(b"QUIT\r\n")
+            self.assertEqual(c.reply()[0], 221)
+        self.assertEqual(d.spool_messages(), [])
+
+    def test_bare_lf_in_a_command_is_refused(self):
+        d = self.start()
+        c = RawClient(d.connect())
+        c.reply()
+        c.send(b"EHLO t\nNOOP\r\nNOOP\r\n")
+        code, text = c.reply()
+        self.assertEqual(code, 500)
+        self.assertIn("5.5.2", text)
+        self.assertEqual(c.reply()[0], 250)
+
+    def test_size_limits(self):
+        d = self.start("[limits]\nmessage_bytes_max = 2048\n")
+        with smtplib.SMTP("127.0.0.1", d.port, timeout=10) as s:
+            s.ehlo()
+            code, text = s.mail("a@sender.test", ["SIZE=100000"])
+            self.assertEqual((code, text[:5]), (552, b"5.3.4"))
+            s.mail("a@sender.test")
+            s.rcpt("b@example.com")
+            code, text = s.data(b"Subject: big\r\n\r\n" + b"x" * 70 + b"\r\n" * 200 +
+                                (b"y" * 900 + b"\r\n") * 10)
+            self.assertEqual((code, text[:5]), (552, b"5.3.4"))
+        self.assertEqual(d.spool_messages(), [])
+
+    def test_per_client_connection_cap(self):
+        d = self.start("[limits]\nconnections_per_ip_max = 3\n")
+        held = [RawClient(d.connect()) for _ in range(3)]
+        for c in held:
+            self.assertEqual(c.reply()[0], 220)
+        extra = RawClient(d.connect())
+        code, text = extra.reply()
+        self.assertEqual(code, 421)
+        self.assertIn("4.7.0", text)
+        self.assertTrue(extra.closed())
+        held[0].send(b"QUIT\r\n")
+        self.assertEqual(held[0].reply()[0], 221)
+        self.assertTrue(held[0].closed())
+
+        def admitted():
+            c = RawClient(d.connect())
+            code = c.reply()[0]
+            c.sock.close()
+            return code == 220
+        wait_for(admitted, 10, "a slot to free up")
+
+    def test_idle_session_times_out_with_421(self):
+        d = self.start("[timeouts]\ncommand_timeout_ms = 1000\n")
+        c = RawClient(d.connect())
+        self.assertEqual(c.reply()[0], 220)
+        start = time.monotonic()
+        code, text = c.reply(timeout=10)
+        self.assertEqual(code, 421)
+        self.assertIn("4.4.2", text)
+        self.assertLess(time.monotonic() - start, 5)
+        self.assertTrue(c.closed())
+
+    def test_graceful_stop_lets_a_transaction_finish(self):
+        d = self.start("[timeouts]\nshutdown_grace_ms = 10000\n")
+        busy = RawClient(d.connect())
+        idle = RawClient(d.connect())
+        busy.reply()
+        idle.reply()
+        busy.send(b"EHLO t\r\nMAIL FROM:<a@sender.test>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n")
+        self.assertEqual([busy.reply()[0] for _ in range(4)], [250, 250, 250, 354])
+        busy.send(b"Subject: in flight\r\n\r\nfirst half\r\n")
+        d.proc.send_signal(15)
+        code, text = idle.reply()
+        self.assertEqual(code, 421)
+        self.assertIn("4.3.2", text)
+        busy.send(b"second half\r\n.\r\n")
+        code, text = busy.reply()
+        self.assertEqual(code, 250, text)
+        busy.send(b"MAIL FROM:<a@sender.test>\r\n")
+        self.assertEqual(busy.reply()[0], 421)
+        self.assertEqual(d.proc.wait(timeout=20), 0)
+        [message] = d.spool_messages(body=True)
+        self.assertIn("first half\r\nsecond half\r\n", message["body"])
+
+
+class ConfigTest(unittest.TestCase):
+    def test_bad_config_names_key_and_line(self):
+        d = Daemon()
+        self.addCleanup(d.cleanup)
+        path = d.workdir + "/bad.toml"
+        with open(path, "w") as f:
+            f.write("[limits]\nrecipients_max = 10\nrecipient_max = 5\n")
+        out = subprocess.run([RELAISD, "--config", path, "--check-config"],
+                             capture_output=True, text=True, timeout=10)
+        self.assertEqual(out.returncode, 2)
+        self.assertIn("bad.toml:3: limits.recipient_max: unknown key", out.stderr)
+        with open(path, "w") as f:
+            f.write("[limits]\nrecipients_max = 10\n")
+        out = subprocess.run([RELAISD, "--config", path, "--check-config"],
+                             capture_output=True, text=True, timeout=10)
+        self.assertEqual(out.returncode, 0, out.stderr)
+
+    def test_port_in_use_is_a_clear_error(self):
+        first = Daemon().start()
+        self.addCleanup(first.cleanup)
+        second = Daemon(f'[server]\nlisten = ["127.0.0.1:{first.port}"]\n', threads=1)
+        self.addCleanup(second.cleanup)
+        # SO_REUSEPORT lets the same user share a port, so take one that is held without it.
+        import socket
+        holder = socket.socket()
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        self.addCleanup(holder.close)
+        second.config_text = f'[server]\nlisten = ["127.0.0.1:{holder.getsockname()[1]}"]\n'
+        with self.assertRaises(AssertionError) as ctx:
+            second.start()
+        self.assertIn("bind", str(ctx.exception))
+        self.assertEqual(second.proc.returncode, 1)
+
+
+if __name__ == "__main__":
+    unittest.main()
