@@ -20,9 +20,9 @@ uint64_t Tag(io::IoOp& op) { return reinterpret_cast<uint64_t>(&op) | kIoOpTag; 
 std::string HowToFix(int error) {
   if (error == EPERM || error == EACCES) {
     return "io_uring is blocked (EPERM): a seccomp profile forbids it, or sysctl "
-           "kernel.io_uring_disabled is 2 (or 1 without CAP_SYS_ADMIN). Run Docker with "
-           "--security-opt seccomp=docker/seccomp-relais.json, or set "
-           "`sysctl kernel.io_uring_disabled=0`";
+           "kernel.io_uring_disabled is 2 (or 1 without CAP_SYS_ADMIN); allow io_uring_setup, "
+           "io_uring_enter and io_uring_register in the seccomp profile (Docker: "
+           "--security-opt seccomp=PROFILE), or run `sysctl -w kernel.io_uring_disabled=0`";
   }
   if (error == ENOSYS) {
     return "io_uring is not available (ENOSYS): this kernel lacks it or a sandbox hides it; "

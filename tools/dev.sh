@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Relais developer entry point, for a fresh Debian 12 machine.
+#   tools/dev.sh deps    install the Debian packages Relais builds and tests with
+#   tools/dev.sh build   Release build in build/
+#   tools/dev.sh run     deps + build, then start relaisd with the built-in config (./var)
+#   tools/dev.sh test    deps + Release and ASan/UBSan builds, every test in both
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+JOBS=${JOBS:-$(nproc)}
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+BUILD_PACKAGES=(build-essential cmake ninja-build pkg-config liburing-dev android-libboringssl-dev
+  libmimalloc-dev libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev libc-ares-dev
+  libtomlplusplus-dev libpsl-dev)
+TEST_PACKAGES=(python3 swaks)
+
+deps() {
+  local missing=()
+  for p in "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "dev.sh: installing ${missing[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+      "${missing[@]}" >/dev/null
+  fi
+}
+
+build() {  # build DIR TYPE
+  local dir=$1 type=$2
+  cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE="$type" -DRELAIS_WERROR=ON >/dev/null
+  cmake --build "$dir" -j "$JOBS"
+}
+
+case "${1:-}" in
+  deps) deps ;;
+  build) deps; build build Release ;;
+  run)
+    deps
+    build build Release
+    mkdir -p var
+    echo "dev.sh: starting relaisd on 127.0.0.1:2525 (spool ./var/spool); Ctrl-C stops it"
+    exec ./build/tools/relaisd/relaisd
+    ;;
+  test)
+    deps
+    build build Release
+    ctest --test-dir build --output-on-failure -j "$JOBS"
+    # The same tests under AddressSanitizer and UndefinedBehaviorSanitizer.
+    build build-asan Asan
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+      ctest --test-dir build-asan --output-on-failure -j "$JOBS"
+    ;;
+  *)
+    sed -n '2,7p' "$0"
+    exit 2
+    ;;
+esac
