@@ -6,6 +6,9 @@ import subprocess
 import time
 import unittest
 
+import os
+import socket
+
 from harness import RELAISD, Daemon, RawClient, wait_for
 
 
@@ -181,23 +184,28 @@ class ConfigTest(unittest.TestCase):
                              capture_output=True, text=True, timeout=10)
         self.assertEqual(out.returncode, 0, out.stderr)
 
+    @unittest.skipUnless(os.environ.get("DENY_IO_URING"), "needs the deny_io_uring helper")
+    def test_blocked_io_uring_is_one_clear_line(self):
+        out = subprocess.run([os.environ["DENY_IO_URING"], RELAISD], capture_output=True,
+                             text=True, timeout=10)
+        self.assertEqual(out.returncode, 1)
+        lines = out.stderr.strip().splitlines()
+        self.assertEqual(len(lines), 1, out.stderr)
+        self.assertIn("io_uring is blocked (EPERM)", lines[0])
+        self.assertIn("kernel.io_uring_disabled", lines[0])
+
     def test_port_in_use_is_a_clear_error(self):
-        first = Daemon().start()
-        self.addCleanup(first.cleanup)
-        second = Daemon(f'[server]\nlisten = ["127.0.0.1:{first.port}"]\n', threads=1)
-        self.addCleanup(second.cleanup)
-        # SO_REUSEPORT lets the same user share a port, so take one that is held without it.
-        import socket
+        # SO_REUSEPORT lets sockets of one user share a port, so hold one without it.
         holder = socket.socket()
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         self.addCleanup(holder.close)
-        second.config_text = f'[server]\nlisten = ["127.0.0.1:{holder.getsockname()[1]}"]\n'
+        d = Daemon(f'[server]\nlisten = ["127.0.0.1:{holder.getsockname()[1]}"]\n', threads=1)
+        self.addCleanup(d.cleanup)
         with self.assertRaises(AssertionError) as ctx:
-            second.start()
+            d.start()
         self.assertIn("bind", str(ctx.exception))
-        self.assertEqual(second.proc.returncode, 1)
-
+        self.assertEqual(d.proc.returncode, 1)
 
 if __name__ == "__main__":
     unittest.main()

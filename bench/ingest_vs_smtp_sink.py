@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""Ingest benchmark: Postfix's smtp-source against relaisd and against smtp-sink, one run.
+
+smtp-sink accepts and discards every message without writing anything: it is the ceiling a
+receiving server could reach on this machine with this client. relaisd writes every message to
+its spool and fdatasyncs it before answering 250. For each target the script measures the wall
+time of smtp-source (accepted messages per second) and the CPU seconds the server used (user +
+system, from wait4 after it exits). Each configuration runs RUNS times, interleaved; the table
+reports medians and the ratio relaisd / smtp-sink.
+
+Usage: bench/ingest_vs_smtp_sink.py [--relaisd PATH] [--runs 3] [--messages 20000]
+       [--sessions 50] [--size 2048] [--threads N] [--reuse]
+Loopback only; every process it starts it stops by PID.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+SMTP_SOURCE = "/usr/sbin/smtp-source"
+SMTP_SINK = "/usr/sbin/smtp-sink"
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_listening(port, proc, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError("server did not start listening")
+
+
+def stop(proc):
+    proc.send_signal(signal.SIGTERM)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_source(args, port):
+    cmd = [SMTP_SOURCE, "-m", str(args.messages), "-s", str(args.sessions), "-l", str(args.size),
+           "-f", "bench@sender.test", "-t", "sink@example.com"]
+    if args.reuse:
+        cmd.append("-d")  # Keep each session open for the next message.
+    cmd.append(f"127.0.0.1:{port}")
+    start = time.monotonic()
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    elapsed = time.monotonic() - start
+    if out.returncode != 0:
+        raise RuntimeError(f"smtp-source failed: {out.stderr.strip()}")
+    return elapsed
+
+
+def bench_relaisd(args):
+    work = tempfile.mkdtemp(prefix="relais-bench-")
+    port = free_port()
+    config = os.path.join(work, "relais.toml")
+    with open(config, "w") as f:
+        f.write(f'[server]\nlisten = ["127.0.0.1:{port}"]\n'
+                f'[spool]\npath = "{work}/spool"\n'
+                '[limits]\nconnections_per_ip_max = 100000\n')
+    cmd = [args.relaisd, "--config", config]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_listening(port, proc)
+        elapsed = run_source(args, port)
+        cpu = stop(proc)
+        listing = subprocess.run([args.relaisctl, "spool", "ls", "--spool", f"{work}/spool",
+                                  "--json"], capture_output=True, check=True, timeout=300)
+        stored = len(json.loads(listing.stdout))
+        if stored != args.messages:
+            raise RuntimeError(f"relaisd stored {stored} of {args.messages} messages")
+        return elapsed, cpu
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def bench_sink(args):
+    port = free_port()
+    proc = subprocess.Popen([SMTP_SINK, "-u", "nobody", f"127.0.0.1:{port}", "1024"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_listening(port, proc)
+        elapsed = run_source(args, port)
+        return elapsed, stop(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def main():
+    here = os.path.dirname(os.path.abspath(__file__))
+    p = argparse.ArgumentParser()
+    p.add_argument("--relaisd", default=os.path.join(here, "../build/tools/relaisd/relaisd"))
+    p.add_argument("--relaisctl", default=os.path.join(here, "../build/tools/relaisctl/relaisctl"))
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--messages", type=int, default=20000)
+    p.add_argument("--sessions", type=int, default=50)
+    p.add_argument("--size", type=int, default=2048)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--reuse", action="store_true", help="smtp-source -d: reuse sessions")
+    args = p.parse_args()
+    for tool in (SMTP_SOURCE, SMTP_SINK):
+        if not os.path.exists(tool):
+            sys.exit(f"{tool} is missing: run bench/setup-postfix-tools.sh")
+    results = {"relaisd": [], "smtp-sink": []}
+    for run in range(args.runs):
+        for name, fn in (("relaisd", bench_relaisd), ("smtp-sink", bench_sink)):
+            elapsed, cpu = fn(args)
+            results[name].append((args.messages / elapsed, cpu))
+            print(f"run {run + 1} {name:9s}: {args.messages / elapsed:9.0f} msgs/s, "
+                  f"{cpu:6.2f} CPU s", file=sys.stderr)
+    med = {k: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v))
+           for k, v in results.items()}
+    mode = "one session per message" if not args.reuse else "sessions reused (-d)"
+    print(f"\n{args.messages} messages of {args.size} bytes, {args.sessions} sessions, "
+          f"{mode}, median of {args.runs}\n")
+    print("| server | accepted msgs/s | server CPU s | durable before 250 |")
+    print("| --- | ---: | ---: | --- |")
+    print(f"| relaisd | {med['relaisd'][0]:.0f} | {med['relaisd'][1]:.2f} | yes (fdatasync) |")
+    print(f"| smtp-sink (ceiling) | {med['smtp-sink'][0]:.0f} | {med['smtp-sink'][1]:.2f} | "
+          "no (discards) |")
+    print(f"\nrelaisd / smtp-sink throughput: {med['relaisd'][0] / med['smtp-sink'][0]:.0%}")
+
+
+if __name__ == "__main__":
+    main()
