@@ -144,6 +144,45 @@ class IngressTest(unittest.TestCase):
         self.assertLess(time.monotonic() - start, 5)
         self.assertTrue(c.closed())
 
+    def test_client_that_never_reads_is_throttled_then_closed(self):
+        d = self.start("[timeouts]\ncommand_timeout_ms = 1000\n", threads=1)
+
+        def rss_kib():
+            with open(f"/proc/{d.proc.pid}/status") as f:
+                return int(next(l for l in f if l.startswith("VmRSS:")).split()[1])
+        before = rss_kib()
+        sock = d.connect()
+        sock.setblocking(False)
+        chunk = b"NOOP\r\n" * 10000
+        sent = 0
+        reset = False
+        start = time.monotonic()
+        while time.monotonic() < start + 15:
+            try:
+                sent += sock.send(chunk)
+            except BlockingIOError:
+                time.sleep(0.01)  # The server stopped reading: back-pressure works.
+            except (ConnectionResetError, BrokenPipeError):
+                reset = True  # Closed with our unread flood still queued at the server.
+                break
+            if sent > (1 << 20):
+                grew_mib = (rss_kib() - before) / 1024
+                self.assertLess(grew_mib, 32, f"relaisd grew {grew_mib:.0f} MiB for one client")
+        self.assertGreater(sent, 1 << 20)
+        if not reset:
+            sock.setblocking(True)
+            sock.settimeout(15)
+            try:
+                while sock.recv(1 << 20):
+                    pass
+            except ConnectionResetError:
+                pass
+        # The command timeout (1 s) ends it, not the client.
+        self.assertLess(time.monotonic() - start, 15)
+        # The daemon is still healthy.
+        with smtplib.SMTP("127.0.0.1", d.port, timeout=10) as s:
+            self.assertEqual(s.noop()[0], 250)
+
     def test_graceful_stop_lets_a_transaction_finish(self):
         d = self.start("[timeouts]\nshutdown_grace_ms = 10000\n")
         busy = RawClient(d.connect())

@@ -19,6 +19,7 @@ namespace {
 constexpr uint32_t kTimerTickMs = 100;
 constexpr uint64_t kHardStopExtraMs = 10'000;  // Past the grace period, stop regardless.
 constexpr uint64_t kAcceptRetryMs = 1000;
+constexpr uint64_t kFinalReplyGraceMs = 10'000;  // For a client to take its 421.
 
 std::optional<mail::IpAddress> PeerAddress(int fd) {
   sockaddr_storage ss{};
@@ -77,10 +78,7 @@ struct Shard::Connection final : timer::Timer, spool::AppendCompletion {
   Connection(Shard* s, int socket, uint32_t index, const mail::IpAddress& peer)
       : shard(s), fd(socket), slot(index), client(peer), session(s->session_options_, peer) {}
 
-  void OnTimer() override {
-    session.OnTimeout();
-    shard->MarkDirty(*this);
-  }
+  void OnTimer() override { shard->OnTimeout(*this); }
   void OnAppendDone(spool::AppendOutcome outcome, const mail::MessageId& id) override {
     shard->OnAppendDone(*this, outcome, id);
   }
@@ -358,6 +356,21 @@ void Shard::OnSend(Connection& c, int32_t result) {
   MarkDirty(c);
 }
 
+void Shard::OnTimeout(Connection& c) {
+  if (c.send_in_flight || c.session.WantsClose()) {
+    // The client is not reading (a send is stuck on a full socket buffer) or has not taken
+    // its final reply in time: stop waiting for it.
+    c.peer_gone = true;
+    if (c.send_in_flight) {
+      engine_->Cancel(c.send_op);
+    }
+  } else {
+    c.session.OnTimeout();  // 421 4.4.2, then close once it is sent...
+    timers_.Arm(c, clock_.MonotonicMs() + kFinalReplyGraceMs);  // ...or after this much.
+  }
+  MarkDirty(c);
+}
+
 void Shard::OnAppendDone(Connection& c, spool::AppendOutcome outcome, const mail::MessageId& id) {
   c.commit_pending = false;
   if (outcome == spool::AppendOutcome::kDurable) {
@@ -431,7 +444,6 @@ void Shard::BeginClose(Connection& c) {
   }
   if (!c.close_started) {
     c.close_started = true;
-    timers_.Cancel(c);
     if (c.recv_armed) {
       engine_->Cancel(c.recv_op);  // Its completion marks the connection dirty again.
     }

@@ -82,6 +82,7 @@ class Shard {
   void OnRecv(Connection& c, int32_t result, uint32_t flags);
   void OnSend(Connection& c, int32_t result);
   void OnClosed(Connection& c);
+  void OnTimeout(Connection& c);
   void OnAppendDone(Connection& c, spool::AppendOutcome outcome, const mail::MessageId& id);
   void OnHandoff(uint32_t from, uring::Handoff&& handoff);
   void MarkDirty(Connection& c);
