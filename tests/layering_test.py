@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""Fails when an #include crosses a layer the wrong way (../shared/STYLE.md section 2).
+
+  core/uring -> core/io -> core/{buffer,ring,timer,log,metrics,config,mail} -> core/base
+  protocols/* -> core/{base,buffer,mail,metrics,log}   (never core/io, never liburing)
+  queue/*     -> core/* except core/uring
+  tools/*     -> anything
+Third-party libraries stay in their module: liburing in core/uring, BoringSSL in
+protocols/tls, c-ares in protocols/dns.
+"""
+
+import os
+import re
+import sys
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+INCLUDE = re.compile(r'^\s*#\s*include\s*[<"]([^">]+)[">]')
+
+CORE_LEAVES = {"buffer", "ring", "timer", "log", "metrics", "config", "mail"}
+
+
+def allowed(src_dir, target):
+    """src_dir like 'core/io'; target an include path from the repository root."""
+    parts = target.split("/")
+    if parts[0] not in ("core", "protocols", "queue", "tools", "tests", "bench"):
+        return True  # System or third-party header: checked separately.
+    tgt = "/".join(parts[:2])
+    if tgt == src_dir:
+        return True
+    top = src_dir.split("/")[0]
+    if top == "tools" or top == "tests" or top == "bench":
+        return parts[0] != "tests" or top == "tests"
+    if top == "core":
+        order = {"core/base": 0, **{f"core/{leaf}": 1 for leaf in CORE_LEAVES},
+                 "core/io": 2, "core/uring": 3}
+        if tgt not in order or src_dir not in order:
+            return False
+        return order[tgt] < order[src_dir] or (order[tgt] == 1 and order[src_dir] == 1 and
+                                                tgt in ("core/mail", "core/log"))
+    if top == "protocols":
+        return tgt in ("core/base", "core/buffer", "core/mail", "core/metrics", "core/log") or \
+            (parts[0] == "protocols")
+    if top == "queue":
+        return (parts[0] == "core" and tgt != "core/uring") or parts[0] == "queue"
+    return False
+
+
+THIRD_PARTY_HOME = {"liburing.h": "core/uring", "openssl/": "protocols/tls",
+                    "ares.h": "protocols/dns"}
+
+
+def main():
+    errors = []
+    for top in ("core", "protocols", "queue"):
+        for dirpath, _, files in os.walk(os.path.join(ROOT, top)):
+            src_dir = os.path.relpath(dirpath, ROOT)
+            for name in files:
+                if not name.endswith((".h", ".cc")) or name.endswith(("_test.cc", "_bench.cc")):
+                    continue
+                path = os.path.join(dirpath, name)
+                with open(path, encoding="utf-8") as f:
+                    for lineno, line in enumerate(f, 1):
+                        m = INCLUDE.match(line)
+                        if not m:
+                            continue
+                        target = m.group(1)
+                        for prefix, home in THIRD_PARTY_HOME.items():
+                            if target.startswith(prefix) and src_dir != home:
+                                errors.append(f"{src_dir}/{name}:{lineno}: {target} belongs "
+                                              f"in {home} only")
+                        if not allowed(src_dir, target):
+                            errors.append(f"{src_dir}/{name}:{lineno}: {src_dir} may not "
+                                          f"include {target}")
+    for e in errors:
+        print(e)
+    print(f"layering: {len(errors)} wrong edge(s)")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
