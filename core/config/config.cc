@@ -60,6 +60,8 @@ const Key kKeys[] = {
      RELAIS_FIELD(connections_per_ip_max), "Concurrent SMTP connections from one client address."},
     {"limits", "pipeline_bytes_max", Type::kU32, 4096, 1 << 26, RELAIS_FIELD(pipeline_bytes_max),
      "Unprocessed input plus unsent replies held per session before reading pauses."},
+    {"limits", "receive_bytes_max", Type::kU64, 1 << 20, kU64Max, RELAIS_FIELD(receive_bytes_max),
+     "Message bytes being received at once per shard; beyond it new data gets 452 4.3.1."},
     {"timeouts", "command_timeout_ms", Type::kU32, 1000, 3'600'000,
      RELAIS_FIELD(command_timeout_ms), "Wait for the next command (RFC 5321 4.5.3.2.7: 5 min)."},
     {"timeouts", "data_timeout_ms", Type::kU32, 1000, 3'600'000, RELAIS_FIELD(data_timeout_ms),

@@ -16,6 +16,15 @@ namespace relais::smtp {
 ServerSession::ServerSession(const SessionOptions& options, const mail::IpAddress& client)
     : options_(options), client_(client) {}
 
+ServerSession::~ServerSession() { ReleaseBudget(); }
+
+void ServerSession::ReleaseBudget() {
+  if (options_.receive_budget != nullptr) {
+    options_.receive_budget->bytes_used -= budget_charged_;
+  }
+  budget_charged_ = 0;
+}
+
 void ServerSession::Start() { Send(Reply::kGreeting, options_.hostname); }
 
 void ServerSession::Refuse(Reply reason) {
@@ -339,6 +348,7 @@ void ServerSession::BeginBody() {
   line_bytes_ = 0;
   body_bytes_seen_ = 0;
   body_too_big_ = body_bare_line_ending_ = body_line_too_long_ = data_ended_ = false;
+  body_over_budget_ = false;
 }
 
 void ServerSession::HandleData(std::string_view argument) {
@@ -436,14 +446,26 @@ void ServerSession::EndBdatChunk(uint64_t chunk_bytes) {
 
 void ServerSession::AppendBody(std::string_view bytes) {
   body_bytes_seen_ += bytes.size();
-  if (body_bytes_seen_ > options_.message_bytes_max) {
-    if (!body_too_big_) {
-      body_too_big_ = true;
-      std::string().swap(transaction_.body);  // Keep reading to the end, holding nothing.
-    }
+  if (body_too_big_ || body_over_budget_) {
     return;
   }
-  transaction_.body.append(bytes);
+  if (body_bytes_seen_ > options_.message_bytes_max) {
+    body_too_big_ = true;
+  } else if (ReceiveBudget* budget = options_.receive_budget;
+             budget != nullptr && budget->bytes_used + bytes.size() > budget->bytes_max) {
+    body_over_budget_ = true;
+    ++budget->refusals;
+  } else {
+    if (options_.receive_budget != nullptr) {
+      options_.receive_budget->bytes_used += bytes.size();
+      budget_charged_ += bytes.size();
+    }
+    transaction_.body.append(bytes);
+    return;
+  }
+  // Keep reading to the end of the message, holding nothing.
+  std::string().swap(transaction_.body);
+  ReleaseBudget();
 }
 
 size_t ServerSession::ScanBody(std::string_view in, bool dot_terminated) {
@@ -524,6 +546,8 @@ void ServerSession::FinishMessage() {
     refusal = Reply::kBodyBareLineEnding;
   } else if (body_line_too_long_) {
     refusal = Reply::kBodyLineTooLong;
+  } else if (body_over_budget_) {
+    refusal = Reply::kSpoolFull;  // 452 4.3.1: memory, not the client, is short.
   }
   if (refusal != Reply::kOk) {
     ResetTransaction();
@@ -573,6 +597,7 @@ void ServerSession::ResetTransaction() {
   used_bdat_ = false;
   transaction_.envelope = mail::Envelope();
   std::string().swap(transaction_.body);
+  ReleaseBudget();
   BeginBody();
 }
 

@@ -26,6 +26,16 @@
 
 namespace relais::smtp {
 
+// Message bytes that the sessions of one shard hold while receiving. A session charges what it
+// buffers and releases it when its transaction ends; a message that would pass the limit is
+// read to its end, dropped, and refused with 452 4.3.1. Owned by the shard, shared by its
+// sessions (one thread).
+struct ReceiveBudget {
+  uint64_t bytes_max = UINT64_MAX;
+  uint64_t bytes_used = 0;
+  uint64_t refusals = 0;
+};
+
 struct SessionOptions {
   std::string hostname = "localhost";
   uint32_t command_line_bytes_max = 512;  // Including CRLF.
@@ -42,6 +52,8 @@ struct SessionOptions {
   // The shard's "spool cannot take more" flag, read at MAIL to refuse early with 452 4.3.1.
   // Null: never full. Must outlive the session.
   const bool* spool_full = nullptr;
+  // The shard's receive budget; null: unbounded. Must outlive the session.
+  ReceiveBudget* receive_budget = nullptr;
 };
 
 enum class [[nodiscard]] CommitOutcome : uint8_t{
@@ -62,6 +74,9 @@ class ServerSession {
  public:
   // `options` must outlive the session (the shard keeps one copy for all its sessions).
   ServerSession(const SessionOptions& options, const mail::IpAddress& client);
+  ~ServerSession();
+  ServerSession(const ServerSession&) = delete;
+  ServerSession& operator=(const ServerSession&) = delete;
 
   // Queues the 220 greeting.
   void Start();
@@ -127,6 +142,7 @@ class ServerSession {
   void FinishMessage();
   void EndBdatChunk(uint64_t chunk_bytes);
   void BeginBody();
+  void ReleaseBudget();
   void AppendBody(std::string_view bytes);
   // Runs the body scanner over `input`; with `dot_terminated` (DATA) stops after CRLF.CRLF
   // and sets data_ended_. Returns the bytes consumed.
@@ -163,6 +179,8 @@ class ServerSession {
   bool body_too_big_ = false;
   bool body_bare_line_ending_ = false;
   bool body_line_too_long_ = false;
+  bool body_over_budget_ = false;
+  uint64_t budget_charged_ = 0;  // What this session holds of the shard's receive budget.
   bool data_ended_ = false;
   uint64_t bdat_chunk_bytes_ = 0;
   uint64_t bdat_remaining_ = 0;

@@ -285,6 +285,33 @@ TEST(ServerSessionTest, MessageSizeLimits) {
   EXPECT_TRUE(h.committed.empty());
 }
 
+TEST(ServerSessionTest, ReceiveBudgetIsSharedAndReleased) {
+  ReceiveBudget budget;
+  budget.bytes_max = 1000;
+  SessionOptions o;
+  o.receive_budget = &budget;
+  Harness first(o), second(o);
+  first.Run(std::string(kEnvelope) + "DATA\r\n" + std::string(700, 'a') + "\r\n");
+  EXPECT_EQ(budget.bytes_used, 702u);  // Held while the message is being received.
+  const std::string refused =
+      second.Run(std::string(kEnvelope) + "DATA\r\n" + std::string(400, 'b') + "\r\n.\r\n");
+  EXPECT_NE(refused.find("452 4.3.1"), std::string::npos) << refused;
+  EXPECT_TRUE(second.committed.empty());
+  EXPECT_EQ(budget.refusals, 1u);
+  first.Run(".\r\n");
+  ASSERT_EQ(first.committed.size(), 1u);
+  EXPECT_EQ(budget.bytes_used, 0u);  // Released when the transaction ended.
+  second.Run("MAIL FROM:<a@b.example>\r\nRCPT TO:<c@example.com>\r\nDATA\r\n" +
+             std::string(400, 'b') + "\r\n.\r\n");
+  EXPECT_EQ(second.committed.size(), 1u);
+  {
+    Harness dropped(o);
+    dropped.Run(std::string(kEnvelope) + "DATA\r\n" + std::string(300, 'c') + "\r\n");
+    EXPECT_EQ(budget.bytes_used, 302u);
+  }
+  EXPECT_EQ(budget.bytes_used, 0u);  // A session that dies mid-DATA gives its share back.
+}
+
 TEST(ServerSessionTest, RecipientLimit) {
   SessionOptions o;
   o.recipients_max = 2;

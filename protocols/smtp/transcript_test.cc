@@ -1,10 +1,10 @@
 // Replays protocols/smtp/testdata/*.smtp through ServerSession (format: testdata/README.md).
+#include <gtest/gtest.h>
+
 #include <filesystem>
 #include <fstream>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "protocols/smtp/server_session.h"
 

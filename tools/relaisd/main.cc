@@ -138,6 +138,7 @@ int Main(int argc, char** argv) {
   so.local_domains = config.local_domains;
   so.relay_domains = config.relay_domains;
   so.relay_networks = config.relay_networks;
+  base.receive_bytes_max = config.receive_bytes_max;
   base.spool.path = config.spool_path;
   base.spool.shard_count = static_cast<uint16_t>(shards);
   base.spool.segment_bytes_max = config.segment_bytes_max;

@@ -217,6 +217,8 @@ absl::StatusOr<std::unique_ptr<Shard>> Shard::Create(const ShardOptions& options
     log::Emit(log::Level::kWarning, index, "spool_problem", {{"detail", problem}});
   }
   shard->session_options_.spool_full = shard->spool_->full_flag();
+  shard->receive_budget_.bytes_max = options.receive_bytes_max;
+  shard->session_options_.receive_budget = &shard->receive_budget_;
   return shard;
 }
 

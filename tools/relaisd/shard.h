@@ -37,6 +37,7 @@ struct ShardOptions {
   spool::SpoolOptions spool;
   uring::EngineOptions engine;
   uint32_t shutdown_grace_ms = 10'000;
+  uint64_t receive_bytes_max = UINT64_MAX;
   uint32_t connections_per_shard_hard_max = 1'000'000;  // Beyond this, refuse without a reply.
 };
 
@@ -101,6 +102,7 @@ class Shard {
   timer::TimerWheel timers_;
   std::unique_ptr<spool::Spool> spool_;
   uring::MeshPort port_;
+  smtp::ReceiveBudget receive_budget_;
   smtp::SessionOptions session_options_;
 
   std::vector<std::unique_ptr<Acceptor>> acceptors_;
