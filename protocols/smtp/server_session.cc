@@ -189,7 +189,15 @@ void ServerSession::HandleLine(std::string_view line) {
 
 void ServerSession::HandleEhlo(std::string_view argument, bool extended) {
   const std::string_view name = argument.substr(0, argument.find(' '));
-  if (name.empty()) {
+  // The name goes into the Received: header. Odd but printable names are common and taken as
+  // they are (RFC 5321 4.1.4 says not to refuse a mismatch); control bytes and broken UTF-8
+  // are not.
+  bool printable = !name.empty() && IsValidUtf8(name);
+  for (char c : name) {
+    const auto u = static_cast<unsigned char>(c);
+    printable = printable && u > 0x20 && u != 0x7F;
+  }
+  if (!printable) {
     Send(Reply::kSyntax, extended ? "EHLO domain" : "HELO domain");
     return;
   }

@@ -458,6 +458,16 @@ TEST(ServerSessionTest, Smtputf8) {
   EXPECT_EQ(Codes(out), (std::vector<int>{250, 250}));
 }
 
+TEST(ServerSessionTest, HeloNameMustBePrintable) {
+  using namespace std::string_literals;
+  Harness h;
+  EXPECT_EQ(Codes(h.Run("EHLO bad\x1b[31mname\r\nHELO nul\0x\r\nEHLO \xC3\r\n"s)),
+            (std::vector<int>{501, 501, 501}));
+  EXPECT_EQ(
+      Codes(h.Run("EHLO [192.0.2.1]\r\nHELO under_score.example\r\nEHLO b\xC3\xBC.example\r\n")),
+      (std::vector<int>{250, 250, 250}));
+}
+
 TEST(ServerSessionTest, HeloClientsCannotUseParameters) {
   Harness h;
   EXPECT_EQ(Codes(h.Run("HELO c\r\nMAIL FROM:<a@b.example> SIZE=10\r\n")),
