@@ -24,15 +24,19 @@ std::optional<IpAddress> IpAddress::Parse(std::string_view text) {
   }
   if (inet_pton(AF_INET6, buf, out.bytes.data()) == 1) {
     out.family = AF_INET6;
-    static constexpr uint8_t kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF};
-    if (std::memcmp(out.bytes.data(), kMapped, 12) == 0) {
-      std::memmove(out.bytes.data(), out.bytes.data() + 12, 4);
-      std::memset(out.bytes.data() + 4, 0, 12);
-      out.family = AF_INET;
-    }
+    out.Unmap();
     return out;
   }
   return std::nullopt;
+}
+
+void IpAddress::Unmap() {
+  static constexpr uint8_t kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF};
+  if (family == AF_INET6 && std::memcmp(bytes.data(), kMapped, 12) == 0) {
+    std::memmove(bytes.data(), bytes.data() + 12, 4);
+    std::memset(bytes.data() + 4, 0, 12);
+    family = AF_INET;
+  }
 }
 
 std::string IpAddress::ToString() const {

@@ -15,6 +15,9 @@ struct IpAddress {
   std::array<uint8_t, 16> bytes{};  // IPv4 uses the first 4; IPv4-mapped IPv6 is unmapped.
 
   [[nodiscard]] static std::optional<IpAddress> Parse(std::string_view text);
+  // An IPv4 client seen through a dual-stack IPv6 socket (::ffff:a.b.c.d) becomes the IPv4
+  // address it is, so that relay rules and limits see one address per client.
+  void Unmap();
   [[nodiscard]] std::string ToString() const;
   bool operator==(const IpAddress&) const = default;
 };

@@ -37,13 +37,7 @@ std::optional<mail::IpAddress> PeerAddress(int fd) {
     const auto* sin6 = reinterpret_cast<sockaddr_in6*>(&ss);
     a.family = AF_INET6;
     std::memcpy(a.bytes.data(), &sin6->sin6_addr, 16);
-    // A v4 client on a dual-stack socket is a v4 client for relay rules and limits.
-    static constexpr uint8_t kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF};
-    if (std::memcmp(a.bytes.data(), kMapped, 12) == 0) {
-      std::memmove(a.bytes.data(), a.bytes.data() + 12, 4);
-      std::memset(a.bytes.data() + 4, 0, 12);
-      a.family = AF_INET;
-    }
+    a.Unmap();
     return a;
   }
   return std::nullopt;
