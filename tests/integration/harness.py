@@ -48,12 +48,16 @@ class Daemon:
 
     def start(self):
         config_path = os.path.join(self.workdir, "relais.toml")
+        text = self.config_text
+        # Every daemon spools inside its own work directory.
+        if "[spool]" in text:
+            text = text.replace("[spool]\n", f'[spool]\npath = "{self.spool}"\n', 1)
+        else:
+            text += f'\n[spool]\npath = "{self.spool}"\n'
+        if "[server]" not in text:
+            text += '\n[server]\nlisten = ["127.0.0.1:0"]\nhostname = "relais.test"\n'
         with open(config_path, "w") as f:
-            f.write(self.config_text)
-            if "[server]" not in self.config_text:
-                f.write('\n[server]\nlisten = ["127.0.0.1:0"]\nhostname = "relais.test"\n')
-            if "[spool]" not in self.config_text:
-                f.write(f'\n[spool]\npath = "{self.spool}"\n')
+            f.write(text)
         if self.log is not None:
             self.log.close()
         self.log = open(self.log_path, "ab")

@@ -56,6 +56,45 @@ class IngressTest(unittest.TestCase):
             self.assertIn("250 2.0.0 OK: queued as", out.stdout)
         self.assertEqual(len(d.spool_messages()), 2)
 
+    @unittest.skipUnless(shutil.which("swaks"), "swaks is not installed")
+    def test_readme_flow_swaks_then_kill9_then_restart(self):
+        d = self.start()
+        out = subprocess.run(["swaks", "--server", f"127.0.0.1:{d.port}", "--to", "a@example.com",
+                              "--header", "X-Test-Id: readme"],
+                             capture_output=True, text=True, timeout=30)
+        self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+        queued = out.stdout.split("queued as ")[1].split()[0]
+        d.kill9()
+        d.start()  # Recovery runs on the same spool.
+        self.assertEqual(d.stop(), 0)
+        [message] = d.spool_messages(body=True)
+        self.assertEqual(message["id"], queued)
+        self.assertIn("X-Test-Id: readme", message["body"])
+
+    def test_spool_cap_refuses_new_mail_and_keeps_the_rest(self):
+        d = self.start("[spool]\nbytes_max = 65536\n[timeouts]\ncommand_timeout_ms = 5000\n",
+                       threads=1)
+        accepted = 0
+        refused = None
+        with smtplib.SMTP("127.0.0.1", d.port, timeout=10) as s:
+            s.ehlo()
+            for i in range(100):
+                code, text = s.mail("a@sender.test")
+                if code != 250:
+                    refused = (code, text)
+                    break
+                s.rcpt("b@example.com")
+                code, text = s.data(b"Subject: fill\r\n\r\n" + (b"x" * 98 + b"\r\n") * 20)
+                if code != 250:
+                    refused = (code, text)
+                    break
+                accepted += 1
+        self.assertIsNotNone(refused, "the cap never refused")
+        self.assertEqual(refused[0], 452)
+        self.assertTrue(refused[1].startswith(b"4.3.1"), refused)
+        self.assertGreater(accepted, 10)
+        self.assertEqual(len(d.spool_messages()), accepted)
+
     def test_no_open_relay(self):
         d = self.start('[relay]\nlocal_domains = ["example.com"]\n')
         with smtplib.SMTP("127.0.0.1", d.port, timeout=10) as s:
