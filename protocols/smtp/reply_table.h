@@ -42,6 +42,9 @@ enum class Reply : uint8_t {
   kMessageTooBig,                 // 552 5.3.4
   kTooManyRecipients,             // 452 4.5.3
   kRelayDenied,                   // 554 5.7.1
+  kNoRoute,                       // 550 5.1.2
+  kRecipientRejected,             // 550 5.7.1
+  kUnsafeMailbox,                 // 550 5.1.3
   kBodyBareLineEnding,            // 554 5.6.0
   kBodyLineTooLong,               // 554 5.6.0
   kSpoolFailed,                   // 451 4.3.0

@@ -347,6 +347,13 @@ void ServerSession::HandleRcpt(std::string_view argument) {
     Send(Reply::kRelayDenied);
     return;
   }
+  if (options_.recipient_policy != nullptr) {
+    if (const Reply verdict = options_.recipient_policy->Check(path.local_part, path.domain);
+        verdict != Reply::kRecipientOk) {
+      Send(verdict);
+      return;
+    }
+  }
   env.recipients.push_back(mail::Recipient{std::string(path.mailbox)});
   Send(Reply::kRecipientOk);
 }

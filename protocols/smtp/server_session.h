@@ -36,6 +36,17 @@ struct ReceiveBudget {
   uint64_t refusals = 0;
 };
 
+// Decides at RCPT time whether a recipient can be taken at all (routing, mailbox names), so
+// that nothing is accepted that could only be lost later. Returns Reply::kRecipientOk or the
+// refusal to send. Implemented by the shard; must not block. Thread-compatible (const).
+class RecipientPolicy {
+ public:
+  [[nodiscard]] virtual Reply Check(std::string_view local_part, std::string_view domain) const = 0;
+
+ protected:
+  ~RecipientPolicy() = default;
+};
+
 struct SessionOptions {
   std::string hostname = "localhost";
   uint32_t command_line_bytes_max = 512;  // Including CRLF.
@@ -54,6 +65,8 @@ struct SessionOptions {
   const bool* spool_full = nullptr;
   // The shard's receive budget; null: unbounded. Must outlive the session.
   ReceiveBudget* receive_budget = nullptr;
+  // Null: every recipient that passes the relay rules is taken. Must outlive the session.
+  const RecipientPolicy* recipient_policy = nullptr;
 };
 
 enum class [[nodiscard]] CommitOutcome : uint8_t{

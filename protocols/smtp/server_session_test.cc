@@ -349,6 +349,27 @@ TEST(ServerSessionTest, NoOpenRelay) {
   }
 }
 
+TEST(ServerSessionTest, RecipientPolicyRefusesAtRcpt) {
+  struct Policy final : RecipientPolicy {
+    Reply Check(std::string_view local, std::string_view domain) const override {
+      if (domain == "nowhere.example") {
+        return Reply::kNoRoute;
+      }
+      // The local part arrives as written, quotes included.
+      return local == "\"a/b\"" ? Reply::kUnsafeMailbox : Reply::kRecipientOk;
+    }
+  } policy;
+  SessionOptions o;
+  o.recipient_policy = &policy;
+  Harness h(o);
+  const std::string out = h.Run(
+      "EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<x@nowhere.example>\r\n"
+      "RCPT TO:<\"a/b\"@example.com>\r\nRCPT TO:<x@example.com>\r\n");
+  EXPECT_EQ(Codes(out), (std::vector<int>{250, 250, 550, 550, 250}));
+  EXPECT_NE(out.find("550 5.1.2"), std::string::npos);
+  EXPECT_NE(out.find("550 5.1.3"), std::string::npos);
+}
+
 TEST(ServerSessionTest, CommandSequenceErrors) {
   Harness h;
   EXPECT_EQ(Codes(h.Run("MAIL FROM:<a@b.example>\r\n")), (std::vector<int>{503}));

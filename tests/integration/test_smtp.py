@@ -111,6 +111,20 @@ class IngressTest(unittest.TestCase):
             s.mail("a@sender.test")
             self.assertEqual(s.rcpt("victim@elsewhere.test")[0], 250)
 
+    def test_recipients_without_a_route_are_refused_at_rcpt(self):
+        d = self.start('[[routes]]\ndomain = "example.com"\ntype = "maildir"\npath = "mail"\n'
+                       '[[routes]]\ndomain = "blocked.example"\ntype = "reject"\n')
+        with smtplib.SMTP("127.0.0.1", d.port, timeout=10) as s:
+            s.ehlo()
+            s.mail("a@sender.test")
+            self.assertEqual(s.rcpt("bob@example.com")[0], 250)
+            code, text = s.rcpt("bob@unrouted.example")
+            self.assertEqual((code, text[:5]), (550, b"5.1.2"))
+            code, text = s.rcpt("bob@blocked.example")
+            self.assertEqual((code, text[:5]), (550, b"5.7.1"))
+            code, text = s.rcpt('"../../etc"@example.com')
+            self.assertEqual((code, text[:5]), (550, b"5.1.3"))
+
     def test_smuggling_never_splits_a_message(self):
         d = self.start()
         for seq in (b"\n.\n", b"\r.\r", b"\r\n.\r", b"\n.\r\n", b"\r\n.\n"):

@@ -21,6 +21,7 @@
 #include "core/uring/mesh.h"
 #include "tools/relaisd/connection_limiter.h"
 #include "tools/relaisd/listener.h"
+#include "tools/relaisd/recipient_policy.h"
 #include "tools/relaisd/shard.h"
 
 namespace relais::relaisd {
@@ -120,6 +121,8 @@ int Main(int argc, char** argv) {
     return Fail(base::StrCat(listeners.status().message()));
   }
   ConnectionLimiter limiter(config.connections_max, config.connections_per_ip_max);
+  const routing::Router router(config.routes, config.hostname);
+  const RouterPolicy policy(router);
   uring::Mesh mesh(shards, 10);
 
   ShardOptions base;
@@ -138,6 +141,7 @@ int Main(int argc, char** argv) {
   so.local_domains = config.local_domains;
   so.relay_domains = config.relay_domains;
   so.relay_networks = config.relay_networks;
+  so.recipient_policy = &policy;
   base.receive_bytes_max = config.receive_bytes_max;
   base.spool.path = config.spool_path;
   base.spool.shard_count = static_cast<uint16_t>(shards);
