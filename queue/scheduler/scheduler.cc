@@ -1,0 +1,154 @@
+#include "queue/scheduler/scheduler.h"
+
+#include <algorithm>
+
+#include "core/base/check.h"
+
+namespace relais::scheduler {
+
+Scheduler::Scheduler(const SchedulerOptions& options, spool::Spool& spool, const base::Clock& clock,
+                     base::Random& random)
+    : options_(options), spool_(spool), clock_(clock), random_(random) {}
+
+void Scheduler::LoadFromSpool() {
+  spool_.ForEach([this](const spool::StoredMessage& m) { Enqueue(m.id); });
+}
+
+void Scheduler::Enqueue(const mail::MessageId& id) {
+  auto [it, inserted] = entries_.try_emplace(id);
+  if (inserted) {
+    it->second.id = id;
+    ready_.push_back(id);
+  }
+}
+
+uint64_t Scheduler::BackoffMs(uint32_t attempt) const {
+  uint64_t delay = options_.retry_first_ms;
+  for (uint32_t i = 1; i < attempt && delay < options_.retry_max_ms; ++i) {
+    delay *= 2;
+  }
+  return std::min(delay, options_.retry_max_ms);
+}
+
+std::optional<Attempt> Scheduler::Next() {
+  const uint64_t now = clock_.MonotonicMs();
+  while (!deferred_.empty() && deferred_.begin()->first <= now) {
+    const mail::MessageId id = deferred_.begin()->second;
+    deferred_.erase(deferred_.begin());
+    MakeReady(id);
+  }
+  while (in_flight_ < options_.attempts_in_flight_max && !ready_.empty()) {
+    const mail::MessageId id = ready_.front();
+    ready_.pop_front();
+    auto entry = entries_.find(id);
+    if (entry == entries_.end() || entry->second.in_flight) {
+      continue;
+    }
+    const spool::StoredMessage* message = spool_.Find(id);
+    if (message == nullptr) {
+      entries_.erase(entry);  // Retired meanwhile.
+      continue;
+    }
+    Attempt attempt{id, {}};
+    for (uint32_t i = 0; i < message->states.size(); ++i) {
+      if (message->states[i] == spool::RecipientState::kPending) {
+        attempt.recipients.push_back(i);
+      }
+    }
+    const uint64_t age_us =
+        clock_.UnixMicros() - std::min(message->received_us, clock_.UnixMicros());
+    if (age_us / 1000 > options_.lifetime_ms) {
+      // The queue lifetime is over: what is still pending fails for good.
+      // TODO(#3): a DSN bounce to the sender for each expired recipient.
+      for (uint32_t r : attempt.recipients) {
+        spool_.RecordOutcome(id, r, spool::RecipientState::kFailed);
+      }
+      ++stats_.expired;
+      entries_.erase(entry);
+      continue;
+    }
+    if (attempt.recipients.empty()) {
+      entries_.erase(entry);
+      continue;
+    }
+    entry->second.in_flight = true;
+    ++entry->second.attempts;
+    entry->second.next_attempt_ms = 0;
+    ++in_flight_;
+    ++stats_.attempts_started;
+    return attempt;
+  }
+  return std::nullopt;
+}
+
+void Scheduler::Finish(const Attempt& attempt, const std::vector<RecipientResult>& results) {
+  RELAIS_CHECK(results.size() == attempt.recipients.size())
+      << results.size() << " results for " << attempt.recipients.size() << " recipients";
+  auto entry = entries_.find(attempt.id);
+  RELAIS_CHECK(entry != entries_.end() && entry->second.in_flight) << "no such attempt";
+  entry->second.in_flight = false;
+  --in_flight_;
+  bool deferred = false;
+  for (size_t i = 0; i < results.size(); ++i) {
+    switch (results[i].outcome) {
+      case Outcome::kDelivered:
+        ++stats_.delivered;
+        spool_.RecordOutcome(attempt.id, attempt.recipients[i], spool::RecipientState::kDelivered);
+        break;
+      case Outcome::kFailed:
+        // TODO(#3): a DSN bounce to the sender.
+        ++stats_.failed;
+        spool_.RecordOutcome(attempt.id, attempt.recipients[i], spool::RecipientState::kFailed);
+        break;
+      case Outcome::kDeferred:
+        ++stats_.deferred;
+        deferred = true;
+        entry->second.last_reply = results[i].reply;
+        break;
+    }
+  }
+  if (!deferred || spool_.Find(attempt.id) == nullptr) {
+    entries_.erase(entry);  // Every recipient is final; the spool has retired the message.
+    return;
+  }
+  uint64_t delay = BackoffMs(entry->second.attempts);
+  if (options_.jitter_percent > 0) {
+    // Spread retries so that a destination that comes back is not hit by all at once.
+    const uint64_t spread = delay * options_.jitter_percent / 100;
+    delay = delay - spread + random_.Below(2 * spread + 1);
+  }
+  const uint64_t due = clock_.MonotonicMs() + delay;
+  entry->second.next_attempt_ms = due;
+  deferred_.emplace(due, attempt.id);
+}
+
+void Scheduler::MakeReady(const mail::MessageId& id) {
+  auto entry = entries_.find(id);
+  if (entry != entries_.end()) {
+    entry->second.next_attempt_ms = 0;
+    ready_.push_back(id);
+  }
+}
+
+void Scheduler::FlushAll() {
+  for (const auto& [due, id] : deferred_) {
+    MakeReady(id);
+  }
+  deferred_.clear();
+}
+
+int64_t Scheduler::MsUntilNextDue() const {
+  if (deferred_.empty()) {
+    return -1;
+  }
+  const uint64_t now = clock_.MonotonicMs();
+  const uint64_t due = deferred_.begin()->first;
+  return due > now ? static_cast<int64_t>(due - now) : 0;
+}
+
+const QueueEntry* Scheduler::Entry(const mail::MessageId& id) const {
+  auto it = entries_.find(id);
+  return it == entries_.end() ? nullptr : &it->second;
+}
+
+}  // namespace relais::scheduler

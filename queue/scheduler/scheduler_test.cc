@@ -1,0 +1,203 @@
+#include "queue/scheduler/scheduler.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <filesystem>
+
+#include "core/io/posix_io.h"
+
+namespace relais::scheduler {
+namespace {
+
+constexpr uint64_t kMinute = 60 * 1000;
+
+class Done final : public spool::AppendCompletion {
+ public:
+  void OnAppendDone(spool::AppendOutcome outcome, const mail::MessageId&) override {
+    ASSERT_EQ(outcome, spool::AppendOutcome::kDurable);
+  }
+};
+
+class SchedulerTest : public testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/relais-scheduler-test-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    OpenSpool();
+  }
+  void TearDown() override {
+    scheduler_.reset();
+    spool_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  void OpenSpool() {
+    scheduler_.reset();
+    spool_.reset();
+    spool::SpoolOptions o;
+    o.path = dir_;
+    auto s = spool::Spool::Open(o, io_, clock_);
+    ASSERT_TRUE(s.ok());
+    spool_ = std::move(*s);
+    ASSERT_TRUE(spool_->Recover().ok());
+    options_.jitter_percent = 0;
+    scheduler_ = std::make_unique<Scheduler>(options_, *spool_, clock_, random_);
+  }
+  mail::MessageId Add(int recipients) {
+    mail::Envelope e;
+    e.sender = "a@sender.example";
+    for (int i = 0; i < recipients; ++i) {
+      e.recipients.push_back({"r" + std::to_string(i) + "@example.com"});
+    }
+    const auto id = spool_->NewMessageId();
+    EXPECT_EQ(spool_->Append(id, std::move(e), "", "Subject: x\r\n\r\nbody\r\n", done_),
+              spool::AppendStatus::kStaged);
+    Sync();
+    scheduler_->Enqueue(id);
+    return id;
+  }
+  void Sync() {
+    spool_->Flush();
+    while (io_.RunCompletions() > 0) {
+    }
+  }
+  static std::vector<RecipientResult> All(size_t n, Outcome o, std::string reply = "") {
+    return std::vector<RecipientResult>(n, RecipientResult{o, reply});
+  }
+
+  std::string dir_;
+  io::PosixIo io_;
+  base::FakeClock clock_;
+  base::Random random_{42};
+  Done done_;
+  SchedulerOptions options_;
+  std::unique_ptr<spool::Spool> spool_;
+  std::unique_ptr<Scheduler> scheduler_;
+};
+
+TEST_F(SchedulerTest, NewMessageIsReadyAndDeliveryRetiresIt) {
+  const auto id = Add(2);
+  auto attempt = scheduler_->Next();
+  ASSERT_TRUE(attempt.has_value());
+  EXPECT_EQ(attempt->id, id);
+  EXPECT_EQ(attempt->recipients, (std::vector<uint32_t>{0, 1}));
+  EXPECT_FALSE(scheduler_->Next().has_value());  // Nothing else, and this one is in flight.
+  scheduler_->Finish(*attempt, All(2, Outcome::kDelivered));
+  Sync();
+  EXPECT_EQ(spool_->Find(id), nullptr);
+  EXPECT_EQ(scheduler_->Entry(id), nullptr);
+  EXPECT_EQ(scheduler_->stats().delivered, 2u);
+}
+
+TEST_F(SchedulerTest, BackoffDoublesUpToTheCap) {
+  EXPECT_EQ(scheduler_->BackoffMs(1), 5 * kMinute);
+  EXPECT_EQ(scheduler_->BackoffMs(2), 10 * kMinute);
+  EXPECT_EQ(scheduler_->BackoffMs(4), 40 * kMinute);
+  EXPECT_EQ(scheduler_->BackoffMs(5), 60 * kMinute);
+  EXPECT_EQ(scheduler_->BackoffMs(50), 60 * kMinute);
+}
+
+TEST_F(SchedulerTest, DeferredMessageWaitsForItsRetryTime) {
+  const auto id = Add(1);
+  auto attempt = scheduler_->Next();
+  scheduler_->Finish(*attempt, All(1, Outcome::kDeferred, "451 4.3.0 try later"));
+  EXPECT_EQ(scheduler_->deferred(), 1u);
+  EXPECT_EQ(scheduler_->Entry(id)->last_reply, "451 4.3.0 try later");
+  EXPECT_EQ(scheduler_->MsUntilNextDue(), static_cast<int64_t>(5 * kMinute));
+  clock_.AdvanceMs(5 * kMinute - 1);
+  EXPECT_FALSE(scheduler_->Next().has_value());
+  clock_.AdvanceMs(1);
+  attempt = scheduler_->Next();
+  ASSERT_TRUE(attempt.has_value());
+  scheduler_->Finish(*attempt, All(1, Outcome::kDeferred, "451 again"));
+  EXPECT_EQ(scheduler_->MsUntilNextDue(), static_cast<int64_t>(10 * kMinute));
+  EXPECT_EQ(scheduler_->Entry(id)->attempts, 2u);
+}
+
+TEST_F(SchedulerTest, OnlyPendingRecipientsAreRetried) {
+  const auto id = Add(3);
+  auto attempt = scheduler_->Next();
+  scheduler_->Finish(
+      *attempt,
+      {{Outcome::kDelivered, "250"}, {Outcome::kDeferred, "451"}, {Outcome::kFailed, "550"}});
+  Sync();
+  ASSERT_NE(spool_->Find(id), nullptr);
+  clock_.AdvanceMs(5 * kMinute);
+  attempt = scheduler_->Next();
+  ASSERT_TRUE(attempt.has_value());
+  EXPECT_EQ(attempt->recipients, std::vector<uint32_t>{1});
+  scheduler_->Finish(*attempt, All(1, Outcome::kDelivered));
+  Sync();
+  EXPECT_EQ(spool_->Find(id), nullptr);
+}
+
+TEST_F(SchedulerTest, InFlightCapHoldsBackTheRest) {
+  options_.attempts_in_flight_max = 2;
+  OpenSpool();
+  for (int i = 0; i < 5; ++i) {
+    Add(1);
+  }
+  auto a = scheduler_->Next();
+  auto b = scheduler_->Next();
+  ASSERT_TRUE(a && b);
+  EXPECT_FALSE(scheduler_->Next().has_value());
+  scheduler_->Finish(*a, All(1, Outcome::kDelivered));
+  EXPECT_TRUE(scheduler_->Next().has_value());
+  EXPECT_EQ(scheduler_->in_flight(), 2u);
+}
+
+TEST_F(SchedulerTest, LifetimeExpiryFailsWhatIsPending) {
+  const auto id = Add(2);
+  auto attempt = scheduler_->Next();
+  scheduler_->Finish(*attempt, All(2, Outcome::kDeferred, "451"));
+  clock_.AdvanceMs(options_.lifetime_ms + 1);
+  EXPECT_FALSE(scheduler_->Next().has_value());
+  Sync();
+  EXPECT_EQ(spool_->Find(id), nullptr);
+  EXPECT_EQ(scheduler_->stats().expired, 1u);
+}
+
+TEST_F(SchedulerTest, RestartResumesPendingRecipientsOnly) {
+  const auto id = Add(2);
+  auto attempt = scheduler_->Next();
+  scheduler_->Finish(*attempt, {{Outcome::kDelivered, "250"}, {Outcome::kDeferred, "451"}});
+  Sync();
+  OpenSpool();  // Restart: a new spool recovers, a new scheduler loads it.
+  scheduler_->LoadFromSpool();
+  attempt = scheduler_->Next();
+  ASSERT_TRUE(attempt.has_value());
+  EXPECT_EQ(attempt->id, id);
+  EXPECT_EQ(attempt->recipients, std::vector<uint32_t>{1});
+}
+
+TEST_F(SchedulerTest, FlushMakesDeferredReadyNow) {
+  Add(1);
+  auto attempt = scheduler_->Next();
+  scheduler_->Finish(*attempt, All(1, Outcome::kDeferred));
+  EXPECT_FALSE(scheduler_->Next().has_value());
+  scheduler_->FlushAll();
+  EXPECT_TRUE(scheduler_->Next().has_value());
+}
+
+TEST_F(SchedulerTest, JitterStaysWithinItsBand) {
+  options_.jitter_percent = 10;
+  OpenSpool();
+  for (int i = 0; i < 50; ++i) {
+    Add(1);
+    auto attempt = scheduler_->Next();
+    scheduler_->Finish(*attempt, All(1, Outcome::kDeferred));
+  }
+  // All 50 are deferred by 5 min +- 10%.
+  EXPECT_GE(scheduler_->MsUntilNextDue(), static_cast<int64_t>(5 * kMinute * 9 / 10));
+  clock_.AdvanceMs(5 * kMinute * 11 / 10);
+  int ready = 0;
+  while (auto a = scheduler_->Next()) {
+    ++ready;
+    scheduler_->Finish(*a, All(1, Outcome::kDelivered));
+  }
+  EXPECT_EQ(ready, 50);
+}
+
+}  // namespace
+}  // namespace relais::scheduler
