@@ -56,6 +56,7 @@ class Io {
   [[nodiscard]] virtual absl::Status MakeDirs(const std::string& path) = 0;
   [[nodiscard]] virtual absl::Status SyncDir(const std::string& path) = 0;
   [[nodiscard]] virtual absl::Status Unlink(const std::string& path) = 0;
+  [[nodiscard]] virtual absl::Status Rename(const std::string& from, const std::string& to) = 0;
   [[nodiscard]] virtual absl::StatusOr<uint64_t> Size(FileHandle file) = 0;
   [[nodiscard]] virtual absl::Status Truncate(FileHandle file, uint64_t size) = 0;
   // Reads up to out.size() bytes; fewer only at end of file.

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 #include "core/base/strings.h"
@@ -115,6 +116,11 @@ absl::Status PosixIo::SyncDir(const std::string& path) {
 
 absl::Status PosixIo::Unlink(const std::string& path) {
   return ::unlink(path.c_str()) == 0 ? absl::OkStatus() : ErrnoStatus(errno, path, "unlink");
+}
+
+absl::Status PosixIo::Rename(const std::string& from, const std::string& to) {
+  return ::rename(from.c_str(), to.c_str()) == 0 ? absl::OkStatus()
+                                                 : ErrnoStatus(errno, to, "rename");
 }
 
 absl::StatusOr<uint64_t> PosixIo::Size(FileHandle file) {

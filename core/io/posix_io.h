@@ -21,6 +21,7 @@ class PosixIo : public Io {
   [[nodiscard]] absl::Status MakeDirs(const std::string& path) override;
   [[nodiscard]] absl::Status SyncDir(const std::string& path) override;
   [[nodiscard]] absl::Status Unlink(const std::string& path) override;
+  [[nodiscard]] absl::Status Rename(const std::string& from, const std::string& to) override;
   [[nodiscard]] absl::StatusOr<uint64_t> Size(FileHandle file) override;
   [[nodiscard]] absl::Status Truncate(FileHandle file, uint64_t size) override;
   [[nodiscard]] absl::StatusOr<size_t> ReadAt(FileHandle file, uint64_t offset,
