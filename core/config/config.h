@@ -56,6 +56,11 @@ struct Config {
   uint64_t spool_bytes_max = 0;  // 0: no cap beyond the disk itself.
   uint64_t segment_bytes_max = 64ull << 20;
   uint64_t body_memory_bytes_max = 256ull << 20;  // Per shard.
+  // [queue]
+  uint64_t retry_first_ms = 5 * 60 * 1000;
+  uint64_t retry_max_ms = 60 * 60 * 1000;
+  uint64_t lifetime_ms = 5ull * 24 * 3600 * 1000;
+  uint32_t attempts_in_flight_max = 64;  // Per shard.
   // [[routes]]
   std::vector<Route> routes = {Route{"*", RouteType::kMaildir, "./var/mail", {}, {}}};
 };

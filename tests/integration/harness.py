@@ -128,6 +128,45 @@ class Daemon:
         return json.loads(out.stdout)
 
 
+    @property
+    def mail_root(self):
+        return os.path.join(self.workdir, "var", "mail")  # The default route's ./var/mail.
+
+    def maildir_messages(self):
+        """Every delivered file under the mail root, as {"id", "body", "path"}."""
+        out = []
+        for dirpath, _, files in os.walk(self.mail_root):
+            if os.path.basename(dirpath) != "new":
+                continue
+            for name in files:
+                path = os.path.join(dirpath, name)
+                with open(path, "rb") as f:
+                    body = f.read().decode("utf-8", "replace")
+                out.append({"id": queue_id(body), "body": body, "path": path})
+        return out
+
+    def all_messages(self):
+        """Every accepted message, wherever it is now: still spooled or delivered.
+
+        Bodies use LF line endings (as Maildir stores them) so tests can check either."""
+        out = [{"id": m["id"], "body": m["body"].replace("\r\n", "\n"), "where": "spool",
+                "recipients": [r["address"] for r in m["recipients"]], "sender": m["sender"]}
+               for m in self.spool_messages(body=True)]
+        for m in self.maildir_messages():
+            m["where"] = "maildir"
+            out.append(m)
+        return out
+
+
+def queue_id(body):
+    """The queue ID from the Received: header Relais wrote ("\tid <ID>")."""
+    for line in body.splitlines():
+        line = line.strip()
+        if line.startswith("id "):
+            return line.split()[1].rstrip(";")
+    return None
+
+
 class RawClient:
     """A byte-exact SMTP client for what smtplib will not send (smuggling, bare LF, floods)."""
 

@@ -18,7 +18,7 @@ class IngressTest(unittest.TestCase):
         self.addCleanup(daemon.cleanup)
         return daemon
 
-    def test_smtplib_messages_land_in_the_spool(self):
+    def test_smtplib_messages_are_stored_then_delivered(self):
         d = self.start()
         with smtplib.SMTP("127.0.0.1", d.port, timeout=10) as s:
             code, caps = s.ehlo("client.test")
@@ -32,17 +32,21 @@ class IngressTest(unittest.TestCase):
             s.sendmail("j\u00f6rg@sender.test", ["\u00fc@example.com"],
                        "Subject: utf8\r\n\r\nh\u00e9llo\r\n".encode(),
                        mail_options=["SMTPUTF8", "BODY=8BITMIME"])
-        messages = d.spool_messages(body=True)
-        self.assertEqual(len(messages), 3)
-        by_sender = {m["sender"]: m for m in messages}
-        first = by_sender["alice@sender.test"]
-        self.assertEqual([r["address"] for r in first["recipients"]],
-                         ["bob@example.com", "carol@example.com"])
-        self.assertTrue(first["body"].startswith("Received: from client.test ([127.0.0.1])"))
-        self.assertIn("X-Test-Id: first\r\n\r\n.leading dot\r\n", first["body"])
-        self.assertIn("", by_sender)  # The null sender.
-        self.assertIn("with UTF8SMTP", by_sender["j\u00f6rg@sender.test"]["body"])
+        # Four recipients, each delivered into its own Maildir.
+        wait_for(lambda: len(d.maildir_messages()) == 4, 20, "four Maildir deliveries")
+        by_path = {os.path.relpath(m["path"], d.mail_root).split("/new/")[0]: m["body"]
+                   for m in d.maildir_messages()}
+        self.assertEqual(sorted(by_path), ["example.com/bob", "example.com/carol",
+                                           "example.com/postmaster", "example.com/\u00fc"])
+        bob = by_path["example.com/bob"]
+        self.assertTrue(bob.startswith("Return-Path: <alice@sender.test>\n"
+                                       "Delivered-To: bob@example.com\n"
+                                       "Received: from client.test ([127.0.0.1])\n"), bob)
+        self.assertIn("X-Test-Id: first\n\n.leading dot\nbody\n", bob)
+        self.assertIn("Return-Path: <>\n", by_path["example.com/postmaster"])
+        self.assertIn("with UTF8SMTP", by_path["example.com/\u00fc"])
         self.assertEqual(d.stop(), 0)
+        self.assertEqual(d.spool_messages(), [])  # Delivered messages leave the spool.
 
     @unittest.skipUnless(shutil.which("swaks"), "swaks is not installed")
     def test_swaks_with_and_without_pipelining(self):
@@ -54,7 +58,7 @@ class IngressTest(unittest.TestCase):
                 capture_output=True, text=True, timeout=30)
             self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
             self.assertIn("250 2.0.0 OK: queued as", out.stdout)
-        self.assertEqual(len(d.spool_messages()), 2)
+        wait_for(lambda: len(d.maildir_messages()) == 2, 20, "two Maildir deliveries")
 
     @unittest.skipUnless(shutil.which("swaks"), "swaks is not installed")
     def test_readme_flow_swaks_then_kill9_then_restart(self):
@@ -65,11 +69,13 @@ class IngressTest(unittest.TestCase):
         self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
         queued = out.stdout.split("queued as ")[1].split()[0]
         d.kill9()
-        d.start()  # Recovery runs on the same spool.
+        d.start()  # Recovery runs on the same spool; whatever was pending is delivered.
+        wait_for(lambda: any(m["id"] == queued for m in d.maildir_messages()), 20,
+                 "the message in the Maildir")
         self.assertEqual(d.stop(), 0)
-        [message] = d.spool_messages(body=True)
-        self.assertEqual(message["id"], queued)
-        self.assertIn("X-Test-Id: readme", message["body"])
+        found = [m for m in d.all_messages() if m["id"] == queued]
+        self.assertGreaterEqual(len(found), 1)
+        self.assertIn("X-Test-Id: readme", found[0]["body"])
 
     def test_spool_cap_refuses_new_mail_and_keeps_the_rest(self):
         d = self.start("[spool]\nbytes_max = 65536\n[timeouts]\ncommand_timeout_ms = 5000\n",
@@ -93,7 +99,8 @@ class IngressTest(unittest.TestCase):
         self.assertEqual(refused[0], 452)
         self.assertTrue(refused[1].startswith(b"4.3.1"), refused)
         self.assertGreater(accepted, 10)
-        self.assertEqual(len(d.spool_messages()), accepted)
+        self.assertEqual(d.stop(), 0)
+        self.assertEqual(len({m["id"] for m in d.all_messages()}), accepted)
 
     def test_no_open_relay(self):
         d = self.start('[relay]\nlocal_domains = ["example.com"]\n')
@@ -140,7 +147,8 @@ class IngressTest(unittest.TestCase):
             self.assertIn("5.6.0", text)
             c.send(b"QUIT\r\n")
             self.assertEqual(c.reply()[0], 221)
-        self.assertEqual(d.spool_messages(), [])
+        self.assertEqual(d.stop(), 0)
+        self.assertEqual(d.all_messages(), [])
 
     def test_bare_lf_in_a_command_is_refused(self):
         d = self.start()
@@ -163,7 +171,8 @@ class IngressTest(unittest.TestCase):
             code, text = s.data(b"Subject: big\r\n\r\n" + b"x" * 70 + b"\r\n" * 200 +
                                 (b"y" * 900 + b"\r\n") * 10)
             self.assertEqual((code, text[:5]), (552, b"5.3.4"))
-        self.assertEqual(d.spool_messages(), [])
+        self.assertEqual(d.stop(), 0)
+        self.assertEqual(d.all_messages(), [])
 
     def test_per_client_connection_cap(self):
         d = self.start("[limits]\nconnections_per_ip_max = 3\n")
@@ -255,8 +264,8 @@ class IngressTest(unittest.TestCase):
         busy.send(b"MAIL FROM:<a@sender.test>\r\n")
         self.assertEqual(busy.reply()[0], 421)
         self.assertEqual(d.proc.wait(timeout=20), 0)
-        [message] = d.spool_messages(body=True)
-        self.assertIn("first half\r\nsecond half\r\n", message["body"])
+        [message] = d.all_messages()
+        self.assertIn("first half\nsecond half\n", message["body"])
 
 
 class ConfigTest(unittest.TestCase):

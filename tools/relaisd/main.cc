@@ -143,6 +143,11 @@ int Main(int argc, char** argv) {
   so.relay_networks = config.relay_networks;
   so.recipient_policy = &policy;
   base.receive_bytes_max = config.receive_bytes_max;
+  base.router = &router;
+  base.scheduler.retry_first_ms = config.retry_first_ms;
+  base.scheduler.retry_max_ms = config.retry_max_ms;
+  base.scheduler.lifetime_ms = config.lifetime_ms;
+  base.scheduler.attempts_in_flight_max = config.attempts_in_flight_max;
   base.spool.path = config.spool_path;
   base.spool.shard_count = static_cast<uint16_t>(shards);
   base.spool.segment_bytes_max = config.segment_bytes_max;

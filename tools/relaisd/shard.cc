@@ -125,6 +125,21 @@ class Shard::Acceptor final : public uring::Completion {
   bool armed_ = false;
 };
 
+// Reads the delivery worker's eventfd through io_uring: each completion means results wait.
+class Shard::DeliveryReader final : public uring::Completion {
+ public:
+  explicit DeliveryReader(Shard* shard) : shard_(shard) {}
+  void Arm() { shard_->engine_->Read(shard_->worker_->done_fd(), &count_, sizeof(count_), *this); }
+  void OnCqe(int32_t /*result*/, uint32_t /*flags*/) override {
+    shard_->OnDeliveriesDone();
+    Arm();
+  }
+
+ private:
+  Shard* shard_;
+  uint64_t count_ = 0;
+};
+
 class Shard::SignalReader final : public uring::Completion {
  public:
   SignalReader(Shard* shard, int fd) : shard_(shard), fd_(fd) {}
@@ -170,7 +185,8 @@ Shard::Shard(const ShardOptions& options, std::vector<int> listen_fds, Connectio
       timers_(clock_.MonotonicMs(), kTimerTickMs),
       port_(mesh, options.index, *engine_,
             [this](uint32_t from, uring::Handoff&& h) { OnHandoff(from, std::move(h)); }),
-      session_options_(options.session) {}
+      session_options_(options.session),
+      random_(clock_.UnixMicros() ^ (uint64_t{options.index} << 56)) {}
 
 Shard::~Shard() {
   for (auto& c : connections_) {
@@ -211,6 +227,12 @@ absl::StatusOr<std::unique_ptr<Shard>> Shard::Create(const ShardOptions& options
     log::Emit(log::Level::kWarning, index, "spool_problem", {{"detail", problem}});
   }
   shard->session_options_.spool_full = shard->spool_->full_flag();
+  RELAIS_CHECK(options.router != nullptr);
+  shard->scheduler_ = std::make_unique<scheduler::Scheduler>(options.scheduler, *shard->spool_,
+                                                             shard->clock_, shard->random_);
+  shard->scheduler_->LoadFromSpool();
+  // 1024 slots each way: more than attempts_in_flight_max allows (at most 512).
+  shard->worker_ = std::make_unique<DeliveryWorker>(options.index, 10);
   shard->receive_budget_.bytes_max = options.receive_bytes_max;
   shard->session_options_.receive_budget = &shard->receive_budget_;
   return shard;
@@ -225,11 +247,17 @@ void Shard::Run() {
     signal_reader_ = std::make_unique<SignalReader>(this, signal_fd_);
     signal_reader_->Arm();
   }
+  delivery_reader_ = std::make_unique<DeliveryReader>(this);
+  delivery_reader_->Arm();
   while (true) {
     int64_t timeout_ms = 1000;
     const int64_t next_tick = timers_.MsUntilNextTick(clock_.MonotonicMs());
     if (next_tick >= 0 && next_tick < timeout_ms) {
       timeout_ms = next_tick;
+    }
+    const int64_t next_retry = scheduler_->MsUntilNextDue();
+    if (next_retry >= 0 && next_retry < timeout_ms) {
+      timeout_ms = next_retry;
     }
     if (!dirty_.empty() || stopping_) {
       timeout_ms = dirty_.empty() ? std::min<int64_t>(timeout_ms, 50) : 0;
@@ -252,7 +280,9 @@ void Shard::Run() {
       c->dirty = false;
       Pump(*c);
     }
-    // Everything appended this turn shares one write and one fdatasync.
+    StartDeliveries();
+    // Everything appended this turn (messages and delivery outcomes) shares one write and one
+    // fdatasync.
     spool_->Flush();
     if (stopping_ && StopComplete()) {
       break;
@@ -371,6 +401,7 @@ void Shard::OnAppendDone(Connection& c, spool::AppendOutcome outcome, const mail
   c.commit_pending = false;
   if (outcome == spool::AppendOutcome::kDurable) {
     ++counters_.messages_accepted;
+    scheduler_->Enqueue(id);  // Only a durable message is ever delivered.
   } else {
     ++counters_.commit_failures;
   }
@@ -499,7 +530,7 @@ bool Shard::StopComplete() {
       }
     }
   }
-  if (live_connections_ == 0 && spool_->idle()) {
+  if (live_connections_ == 0 && attempts_.empty() && spool_->idle()) {
     return true;
   }
   if (now >= stop_deadline_ms_ + kHardStopExtraMs) {
@@ -510,6 +541,73 @@ bool Shard::StopComplete() {
     return spool_->idle();
   }
   return false;
+}
+
+void Shard::StartDeliveries() {
+  if (stopping_) {
+    return;  // Attempts in flight finish; new ones wait for the next start.
+  }
+  const uint64_t now_us = clock_.UnixMicros();
+  const routing::Router& router = *options_.router;
+  while (auto attempt = scheduler_->Next()) {
+    const spool::StoredMessage* message = spool_->Find(attempt->id);
+    RELAIS_CHECK(message != nullptr) << "scheduler handed out a retired message";
+    auto job = std::make_unique<DeliveryJob>();
+    job->token = next_token_++;
+    job->message_id = attempt->id.ToString();
+    // TODO(#3): read bodies that are not in memory on the worker, not here.
+    auto content = spool_->ReadBody(*message);
+    for (uint32_t index : attempt->recipients) {
+      DeliveryJob::Item item;
+      const std::string& address = message->envelope.recipients[index].address;
+      std::string_view local, domain;
+      router.Split(address, local, domain);
+      const config::Route* route = router.Find(domain);
+      item.resolved = true;
+      item.result.outcome = scheduler::Outcome::kDeferred;
+      if (!content.ok()) {
+        item.result.reply = base::StrCat("451 4.3.0 spool: ", content.status().message());
+      } else if (route == nullptr) {
+        // The configuration changed since the message was accepted; it may change back.
+        item.result.reply = "451 4.4.0 no route for the recipient domain";
+      } else if (route->type == config::RouteType::kReject) {
+        item.result.outcome = scheduler::Outcome::kFailed;
+        item.result.reply = "550 5.7.1 recipient rejected by route";
+      } else if (route->type != config::RouteType::kMaildir) {
+        // TODO(#3): the SMTP and LMTP clients.
+        item.result.reply = "451 4.4.0 this route's transport is not available yet";
+      } else if (!routing::SafeLocalPart(local)) {
+        item.result.outcome = scheduler::Outcome::kFailed;
+        item.result.reply = "550 5.1.3 mailbox name not allowed";
+      } else {
+        item.resolved = false;
+        item.maildir.directory = router.MaildirFor(*route, local, domain);
+        item.maildir.return_path = message->envelope.sender;
+        item.maildir.delivered_to = address;
+        // Unique across shards (shard in the sequence) and restarts (time and pid).
+        item.maildir.unique_name = maildir::UniqueName(
+            now_us, static_cast<uint32_t>(getpid()), (uint64_t{options_.index} << 40) | job->token,
+            options_.session.hostname);
+      }
+      job->items.push_back(std::move(item));
+    }
+    if (content.ok()) {
+      job->content = std::move(*content);
+    }
+    attempts_.emplace(job->token, std::move(*attempt));
+    ++counters_.delivery_attempts;
+    RELAIS_CHECK(worker_->Submit(job)) << "delivery ring full";
+  }
+  worker_->Kick();
+}
+
+void Shard::OnDeliveriesDone() {
+  while (auto done = worker_->TakeDone()) {
+    auto it = attempts_.find(done->token);
+    RELAIS_CHECK(it != attempts_.end()) << "unknown delivery token";
+    scheduler_->Finish(it->second, done->results);
+    attempts_.erase(it);
+  }
 }
 
 std::string_view Shard::Rfc5322Date() {

@@ -17,16 +17,21 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "core/base/clock.h"
+#include "core/base/random.h"
 #include "core/timer/timer_wheel.h"
 #include "core/uring/engine.h"
 #include "core/uring/mesh.h"
 #include "protocols/smtp/server_session.h"
+#include "queue/routing/router.h"
+#include "queue/scheduler/scheduler.h"
 #include "queue/spool/spool.h"
 #include "tools/relaisd/connection_limiter.h"
+#include "tools/relaisd/delivery_worker.h"
 
 namespace relais::relaisd {
 
@@ -38,6 +43,8 @@ struct ShardOptions {
   uring::EngineOptions engine;
   uint32_t shutdown_grace_ms = 10'000;
   uint64_t receive_bytes_max = UINT64_MAX;
+  scheduler::SchedulerOptions scheduler;
+  const routing::Router* router = nullptr;              // Required; shared read-only by all shards.
   uint32_t connections_per_shard_hard_max = 1'000'000;  // Beyond this, refuse without a reply.
 };
 
@@ -50,6 +57,7 @@ struct ShardCounters {
   uint64_t messages_accepted = 0;
   uint64_t commit_failures = 0;
   uint64_t recv_no_buffer = 0;
+  uint64_t delivery_attempts = 0;
 };
 
 class Shard {
@@ -72,6 +80,7 @@ class Shard {
   struct Connection;
   class Acceptor;
   class SignalReader;
+  class DeliveryReader;
 
   Shard(const ShardOptions& options, std::vector<int> listen_fds, ConnectionLimiter& limiter,
         uring::Mesh& mesh, std::unique_ptr<uring::Engine> engine);
@@ -90,6 +99,8 @@ class Shard {
   void Pump(Connection& c);
   void StoreMessages(Connection& c);
   void BeginClose(Connection& c);
+  void StartDeliveries();
+  void OnDeliveriesDone();
   void BeginStop();
   [[nodiscard]] bool StopComplete();
   std::string_view Rfc5322Date();
@@ -107,6 +118,12 @@ class Shard {
 
   std::vector<std::unique_ptr<Acceptor>> acceptors_;
   std::unique_ptr<SignalReader> signal_reader_;
+  base::Random random_;
+  std::unique_ptr<scheduler::Scheduler> scheduler_;
+  std::unique_ptr<DeliveryWorker> worker_;  // Destroyed (joined) before the engine.
+  std::unique_ptr<DeliveryReader> delivery_reader_;
+  std::unordered_map<uint64_t, scheduler::Attempt> attempts_;  // By job token.
+  uint64_t next_token_ = 1;
   int signal_fd_ = -1;
   std::vector<std::unique_ptr<Connection>> connections_;  // Slots; null when free.
   std::vector<uint32_t> free_slots_;

@@ -1,0 +1,117 @@
+#include "tools/relaisd/delivery_worker.h"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <chrono>
+
+#include "core/base/check.h"
+#include "core/base/clock.h"
+#include "core/io/posix_io.h"
+#include "core/log/log.h"
+
+namespace relais::relaisd {
+namespace {
+
+void Signal(int fd) {
+  const uint64_t one = 1;
+  const ssize_t n = ::write(fd, &one, sizeof(one));
+  RELAIS_CHECK(n == sizeof(one) || errno == EAGAIN) << "eventfd write: " << errno;
+}
+
+std::string_view OutcomeName(scheduler::Outcome o) {
+  switch (o) {
+    case scheduler::Outcome::kDelivered:
+      return "delivered";
+    case scheduler::Outcome::kDeferred:
+      return "deferred";
+    case scheduler::Outcome::kFailed:
+      return "failed";
+  }
+  return "?";
+}
+
+}  // namespace
+
+DeliveryWorker::DeliveryWorker(uint32_t shard, uint32_t capacity_log2)
+    : shard_(shard), jobs_(capacity_log2), done_(capacity_log2) {
+  wake_fd_ = eventfd(0, EFD_CLOEXEC);
+  done_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  RELAIS_CHECK(wake_fd_ >= 0 && done_fd_ >= 0) << "eventfd: " << errno;
+  thread_ = std::thread([this] { Loop(); });
+}
+
+DeliveryWorker::~DeliveryWorker() {
+  stop_.store(true, std::memory_order_release);
+  Signal(wake_fd_);
+  thread_.join();
+  ::close(wake_fd_);
+  ::close(done_fd_);
+}
+
+bool DeliveryWorker::Submit(std::unique_ptr<DeliveryJob>& job) {
+  if (!jobs_.TryPush(std::move(job))) {
+    return false;
+  }
+  kick_pending_ = true;
+  return true;
+}
+
+void DeliveryWorker::Kick() {
+  if (kick_pending_) {
+    kick_pending_ = false;
+    Signal(wake_fd_);
+  }
+}
+
+std::unique_ptr<DeliveryDone> DeliveryWorker::TakeDone() {
+  auto done = done_.TryPop();
+  return done ? std::move(*done) : nullptr;
+}
+
+void DeliveryWorker::Loop() {
+  io::PosixIo io;
+  base::SystemClock clock;
+  const std::string name = "relais-deliv-" + std::to_string(shard_);
+  pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
+  while (true) {
+    uint64_t count;
+    // Blocks until the shard has work for us or we are told to stop.
+    const ssize_t n = ::read(wake_fd_, &count, sizeof(count));
+    (void)n;
+    while (auto job = jobs_.TryPop()) {
+      auto done = std::make_unique<DeliveryDone>();
+      done->token = (*job)->token;
+      for (DeliveryJob::Item& item : (*job)->items) {
+        if (item.resolved) {
+          done->results.push_back(item.result);
+        } else {
+          const uint64_t start_us = clock.UnixMicros();
+          const maildir::Result r = maildir::Deliver(io, item.maildir, (*job)->content);
+          scheduler::RecipientResult result;
+          result.outcome = r.status == maildir::Status::kDelivered ? scheduler::Outcome::kDelivered
+                           : r.status == maildir::Status::kTemporary ? scheduler::Outcome::kDeferred
+                                                                     : scheduler::Outcome::kFailed;
+          result.reply = r.reply;
+          done->results.push_back(result);
+          log::Emit(log::Level::kInfo, static_cast<int>(shard_), "delivery_attempt",
+                    {{"id", (*job)->message_id},
+                     {"recipient", item.maildir.delivered_to},
+                     {"route", "maildir"},
+                     {"outcome", OutcomeName(result.outcome)},
+                     {"reply", result.reply},
+                     {"duration_us", clock.UnixMicros() - start_us}});
+        }
+      }
+      // The results ring is as large as the jobs ring and the shard keeps fewer attempts in
+      // flight than either holds, so it cannot be full.
+      RELAIS_CHECK(done_.TryPush(std::move(done))) << "delivery results ring full";
+      Signal(done_fd_);
+    }
+    if (stop_.load(std::memory_order_acquire)) {
+      return;
+    }
+  }
+}
+
+}  // namespace relais::relaisd

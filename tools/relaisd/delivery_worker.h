@@ -1,0 +1,69 @@
+// tools/relaisd/delivery_worker.h — the helper thread that runs one shard's blocking
+// deliveries (Maildir: mkdir, write, fsync, rename, directory fsync), so the shard never
+// blocks on the file system.
+//
+// The shard hands over jobs through one SPSC ring and takes results back through another;
+// each side wakes the other with an eventfd (the shard reads its eventfd through io_uring).
+// One worker per shard, so both rings keep a single producer and a single consumer. The
+// worker also writes the per-attempt JSON log line: it is allowed to block.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/ring/spsc_ring.h"
+#include "queue/maildir/maildir.h"
+#include "queue/scheduler/scheduler.h"
+
+namespace relais::relaisd {
+
+struct DeliveryJob {
+  struct Item {
+    bool resolved = false;  // Decided on the shard (no transport): `result` is final.
+    maildir::Delivery maildir;
+    scheduler::RecipientResult result;
+  };
+  uint64_t token = 0;  // The shard's handle on the attempt.
+  std::string message_id;
+  std::string content;      // As stored: trace header, then the message.
+  std::vector<Item> items;  // One per recipient of the attempt, in order.
+};
+
+struct DeliveryDone {
+  uint64_t token = 0;
+  std::vector<scheduler::RecipientResult> results;  // One per item.
+};
+
+class DeliveryWorker {
+ public:
+  DeliveryWorker(uint32_t shard, uint32_t capacity_log2);
+  ~DeliveryWorker();  // Finishes the job in hand, then joins.
+  DeliveryWorker(const DeliveryWorker&) = delete;
+  DeliveryWorker& operator=(const DeliveryWorker&) = delete;
+
+  // Shard side. Submit returns false when the ring is full (the caller keeps the job).
+  [[nodiscard]] bool Submit(std::unique_ptr<DeliveryJob>& job);
+  // Wakes the worker for everything submitted since the last call.
+  void Kick();
+  [[nodiscard]] std::unique_ptr<DeliveryDone> TakeDone();
+  // Readable (8 bytes) when results are waiting.
+  [[nodiscard]] int done_fd() const { return done_fd_; }
+
+ private:
+  void Loop();
+
+  const uint32_t shard_;
+  ring::SpscRing<std::unique_ptr<DeliveryJob>> jobs_;
+  ring::SpscRing<std::unique_ptr<DeliveryDone>> done_;
+  int wake_fd_ = -1;
+  int done_fd_ = -1;
+  bool kick_pending_ = false;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+}  // namespace relais::relaisd
