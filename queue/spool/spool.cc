@@ -129,6 +129,10 @@ absl::Status Spool::RecoverSegment(const SegmentKey& key, const std::string& pat
   auto file =
       io_.Open(path, options_.read_only ? io::OpenMode::kReadOnly : io::OpenMode::kReadWrite);
   if (!file.ok()) {
+    if (options_.read_only && absl::IsNotFound(file.status())) {
+      // A live daemon reclaimed it after we listed the directory: all its messages were done.
+      return absl::OkStatus();
+    }
     return file.status();
   }
   auto size = io_.Size(*file);

@@ -432,6 +432,32 @@ TEST_F(SpoolTest, ReadOnlyRecoveryChangesNothing) {
   EXPECT_EQ(SegmentFiles().size(), files);
 }
 
+// relaisctl reads next to a live daemon, which may delete a segment between our directory
+// listing and our open: that segment's messages were all done, so it is simply not there.
+TEST_F(SpoolTest, ReadOnlyRecoverySkipsASegmentDeletedUnderIt) {
+  class VanishingIo : public FaultyIo {
+   public:
+    absl::StatusOr<io::FileHandle> Open(const std::string& path, io::OpenMode mode) override {
+      if (mode == io::OpenMode::kReadOnly && path.ends_with("seg-0000000000000001.rls")) {
+        return io::ErrnoStatus(ENOENT, path, "open");
+      }
+      return FaultyIo::Open(path, mode);
+    }
+  };
+  FaultyIo io;
+  {
+    options_.segment_bytes_max = 1 << 16;
+    auto spool = OpenSpool(io);
+    AppendBatch(*spool, io, 0, 20, 2048);   // Segment 1.
+    AppendBatch(*spool, io, 20, 20, 2048);  // Does not fit: segment 2.
+  }
+  VanishingIo vanishing;
+  options_.read_only = true;
+  RecoveryReport report;
+  auto spool = OpenSpool(vanishing, &report);
+  EXPECT_EQ(report.messages_live, 20u);  // Segment 2's, and no error for segment 1.
+}
+
 TEST_F(SpoolTest, AdoptsDirectoriesOfRemovedShards) {
   FaultyIo io;
   options_.shard_count = 3;
