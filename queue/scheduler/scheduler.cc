@@ -41,7 +41,7 @@ std::optional<Attempt> Scheduler::Next() {
     const mail::MessageId id = ready_.front();
     ready_.pop_front();
     auto entry = entries_.find(id);
-    if (entry == entries_.end() || entry->second.in_flight) {
+    if (entry == entries_.end() || entry->second.in_flight || entry->second.held) {
       continue;
     }
     const spool::StoredMessage* message = spool_.Find(id);
@@ -119,15 +119,61 @@ void Scheduler::Finish(const Attempt& attempt, const std::vector<RecipientResult
   }
   const uint64_t due = clock_.MonotonicMs() + delay;
   entry->second.next_attempt_ms = due;
-  deferred_.emplace(due, attempt.id);
+  if (!entry->second.held) {
+    deferred_.emplace(due, attempt.id);
+  }
 }
 
 void Scheduler::MakeReady(const mail::MessageId& id) {
   auto entry = entries_.find(id);
-  if (entry != entries_.end()) {
+  if (entry != entries_.end() && !entry->second.held) {
     entry->second.next_attempt_ms = 0;
     ready_.push_back(id);
   }
+}
+
+bool Scheduler::Flush(const mail::MessageId& id) {
+  auto entry = entries_.find(id);
+  if (entry == entries_.end()) {
+    return false;
+  }
+  if (entry->second.next_attempt_ms != 0) {
+    deferred_.erase({entry->second.next_attempt_ms, id});
+    MakeReady(id);
+  }
+  return true;
+}
+
+bool Scheduler::Hold(const mail::MessageId& id) {
+  auto entry = entries_.find(id);
+  if (entry == entries_.end()) {
+    return false;
+  }
+  entry->second.held = true;
+  deferred_.erase({entry->second.next_attempt_ms, id});  // Ready copies are skipped by Next.
+  return true;
+}
+
+bool Scheduler::Release(const mail::MessageId& id) {
+  auto entry = entries_.find(id);
+  if (entry == entries_.end()) {
+    return false;
+  }
+  if (entry->second.held) {
+    entry->second.held = false;
+    MakeReady(id);
+  }
+  return true;
+}
+
+bool Scheduler::Forget(const mail::MessageId& id) {
+  auto entry = entries_.find(id);
+  if (entry == entries_.end() || entry->second.in_flight) {
+    return false;
+  }
+  deferred_.erase({entry->second.next_attempt_ms, id});
+  entries_.erase(entry);
+  return true;
 }
 
 void Scheduler::FlushAll() {

@@ -53,6 +53,7 @@ struct QueueEntry {  // What an operator sees of one message.
   mail::MessageId id;
   uint32_t attempts = 0;
   bool in_flight = false;
+  bool held = false;             // An operator put it on hold: no attempt until released.
   uint64_t next_attempt_ms = 0;  // Monotonic; 0 when ready now.
   std::string last_reply;
 };
@@ -80,6 +81,18 @@ class Scheduler {
   void Finish(const Attempt& attempt, const std::vector<RecipientResult>& results);
   // Makes every deferred message ready now (relaisctl queue flush).
   void FlushAll();
+  // Operator controls for one message; false when the scheduler does not know it (or, for
+  // Forget, when an attempt is in flight).
+  bool Flush(const mail::MessageId& id);
+  bool Hold(const mail::MessageId& id);
+  bool Release(const mail::MessageId& id);
+  bool Forget(const mail::MessageId& id);  // The caller has made every recipient final.
+  template <typename Fn>
+  void ForEachEntry(Fn&& fn) const {
+    for (const auto& [id, entry] : entries_) {
+      fn(entry);
+    }
+  }
 
   // Milliseconds until the next deferred message is due; -1 when none is waiting.
   [[nodiscard]] int64_t MsUntilNextDue() const;

@@ -5,6 +5,7 @@
 
 #include <filesystem>
 
+#include "core/base/strings.h"
 #include "core/io/posix_io.h"
 
 namespace relais::scheduler {
@@ -48,7 +49,7 @@ class SchedulerTest : public testing::Test {
     mail::Envelope e;
     e.sender = "a@sender.example";
     for (int i = 0; i < recipients; ++i) {
-      e.recipients.push_back({"r" + std::to_string(i) + "@example.com"});
+      e.recipients.push_back({base::StrCat("r", i, "@example.com")});
     }
     const auto id = spool_->NewMessageId();
     EXPECT_EQ(spool_->Append(id, std::move(e), "", "Subject: x\r\n\r\nbody\r\n", done_),
@@ -178,6 +179,29 @@ TEST_F(SchedulerTest, FlushMakesDeferredReadyNow) {
   EXPECT_FALSE(scheduler_->Next().has_value());
   scheduler_->FlushAll();
   EXPECT_TRUE(scheduler_->Next().has_value());
+}
+
+TEST_F(SchedulerTest, HoldReleaseFlushAndForget) {
+  const auto held = Add(1);
+  const auto other = Add(1);
+  EXPECT_TRUE(scheduler_->Hold(held));
+  auto attempt = scheduler_->Next();
+  ASSERT_TRUE(attempt.has_value());
+  EXPECT_EQ(attempt->id, other);  // The held one is skipped.
+  EXPECT_FALSE(scheduler_->Next().has_value());
+  scheduler_->Finish(*attempt, All(1, Outcome::kDeferred));
+  EXPECT_TRUE(scheduler_->Flush(other));
+  EXPECT_TRUE(scheduler_->Release(held));
+  std::vector<mail::MessageId> seen;
+  while (auto a = scheduler_->Next()) {
+    seen.push_back(a->id);
+    scheduler_->Finish(*a, All(1, Outcome::kDeferred));
+  }
+  EXPECT_EQ(seen.size(), 2u);
+  EXPECT_FALSE(scheduler_->Forget(mail::MessageId::Make(9, 9, 9)));
+  EXPECT_TRUE(scheduler_->Forget(held));
+  EXPECT_EQ(scheduler_->Entry(held), nullptr);
+  EXPECT_EQ(scheduler_->deferred(), 1u);
 }
 
 TEST_F(SchedulerTest, JitterStaysWithinItsBand) {
