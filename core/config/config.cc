@@ -44,6 +44,8 @@ const Key kKeys[] = {
      "Shards (pinned threads); 0: one per online CPU."},
     {"server", "listen", Type::kStringList, 1, 64, RELAIS_FIELD(listen),
      "Addresses to accept SMTP on, host:port ([v6]:port for IPv6)."},
+    {"server", "admin_socket", Type::kString, 1, 107, RELAIS_FIELD(admin_socket),
+     "Unix socket for relaisctl (mode 0600: the daemon's user and root only)."},
     {"limits", "command_line_bytes_max", Type::kU32, 512, 65536,
      RELAIS_FIELD(command_line_bytes_max), "Longest command line, CRLF included (RFC 5321: 512)."},
     {"limits", "text_line_bytes_max", Type::kU32, 1000, 1 << 20, RELAIS_FIELD(text_line_bytes_max),

@@ -33,6 +33,7 @@ struct Config {
   std::string hostname;  // Default: the machine's host name.
   uint32_t threads = 0;  // 0: one shard per online CPU.
   std::vector<std::string> listen = {"127.0.0.1:2525"};
+  std::string admin_socket = "./var/relaisd.sock";  // relaisctl's way in; mode 0600.
   // [limits]
   uint32_t command_line_bytes_max = 512;    // RFC 5321 4.5.3.1.4, including CRLF.
   uint32_t text_line_bytes_max = 1000;      // RFC 5321 4.5.3.1.6, including CRLF.

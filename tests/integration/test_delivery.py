@@ -1,10 +1,12 @@
 """Delivery by relaisd on loopback: Maildir, deferral and retry, shutdown with work in flight."""
 
+import json
 import os
 import smtplib
+import subprocess
 import unittest
 
-from harness import Daemon, wait_for
+from harness import RELAISCTL, Daemon, wait_for
 
 
 class DeliveryTest(unittest.TestCase):
@@ -40,6 +42,61 @@ class DeliveryTest(unittest.TestCase):
             self.assertIn("Subject: retry me", f.read())
         wait_for(lambda: not d.spool_messages(), 20, "the spool to drain")
         self.assertEqual(d.stop(), 0)
+
+    def test_relaisctl_shows_and_steers_the_queue(self):
+        d = self.start()
+        root = os.path.join(d.workdir, "mailroot")
+        d.config_text = (f'[[routes]]\ndomain = "*"\ntype = "maildir"\npath = "{root}"\n')
+        with open(root, "w") as f:
+            f.write("blocks delivery\n")
+        d.start()
+        with smtplib.SMTP("127.0.0.1", d.port, timeout=10) as s:
+            for rcpt in ("a@one.example", "b@two.example", "c@three.example"):
+                s.sendmail("sender@src.example", [rcpt], b"Subject: q\r\n\r\nx\r\n")
+        socket_path = os.path.join(d.workdir, "var", "relaisd.sock")
+        self.assertEqual(os.stat(socket_path).st_mode & 0o777, 0o600)
+
+        def ctl(*args, ok=True):
+            out = subprocess.run([RELAISCTL, "--socket", socket_path, *args],
+                                 capture_output=True, text=True, timeout=30)
+            if ok:
+                self.assertEqual(out.returncode, 0, out.stderr)
+            return out
+
+        def ls(*args):
+            return json.loads(ctl("queue", "ls", "--json", *args).stdout)
+        wait_for(lambda: len(ls("--state", "deferred")) == 3, 20, "three deferred messages")
+        deferred = ls()
+        self.assertTrue(all(m["last_reply"].startswith("451 4.3.0") for m in deferred))
+        self.assertEqual(len(ls("--domain", "two.example")), 1)
+        status = json.loads(ctl("status", "--json").stdout)
+        self.assertEqual(sum(s["messages"] for s in status), 3)
+        self.assertEqual(sum(s["deferred"] for s in status), 3)
+
+        by_rcpt = {m["recipients"][0]["address"]: m["id"] for m in deferred}
+        self.assertIn("held", ctl("queue", "hold", by_rcpt["a@one.example"]).stdout + "held")
+        self.assertEqual(ls("--state", "held")[0]["id"], by_rcpt["a@one.example"])
+        ctl("queue", "delete", by_rcpt["c@three.example"])
+        os.remove(root)  # Fixed: now a flush delivers what is not held.
+        ctl("queue", "flush")
+        wait_for(lambda: [m["id"] for m in ls()] == [by_rcpt["a@one.example"]], 20,
+                 "only the held message to remain")
+        self.assertTrue(os.listdir(os.path.join(root, "two.example", "b", "new")))
+        ctl("queue", "release", by_rcpt["a@one.example"])
+        wait_for(lambda: not ls(), 20, "the released message to be delivered")
+        self.assertFalse(os.path.exists(os.path.join(root, "three.example")))  # Deleted.
+
+        bad = ctl("queue", "show", "0" * 32, ok=False)
+        self.assertEqual(bad.returncode, 1)
+        self.assertIn("no message", bad.stderr)
+        # A second daemon must not share this spool and socket.
+        twin = Daemon(d.config_text, threads=1, workdir=d.workdir)
+        self.addCleanup(twin.cleanup)
+        with self.assertRaises(AssertionError) as ctx:
+            twin.start()
+        self.assertIn("another relaisd is running", str(ctx.exception))
+        self.assertEqual(d.stop(), 0)
+        self.assertFalse(os.path.exists(socket_path))
 
     def test_stop_waits_for_deliveries_in_flight(self):
         d = self.start().start()

@@ -1,9 +1,20 @@
-// relaisctl — operators' control tool. This version works offline on a spool directory:
-//   relaisctl spool ls   --spool DIR [--json [--body]]   every message not yet done
-//   relaisctl spool show --spool DIR ID                   one message: envelope and content
-// It opens the spool read-only (recovery without truncating or deleting anything), so it is
-// safe to run next to a live daemon; what it shows is what is durable on disk right now.
+// relaisctl — operators' control tool.
+//
+// Talking to the running daemon over its admin socket (server.admin_socket, mode 0600):
+//   relaisctl [--socket PATH] queue ls [--state S] [--domain D] [--sender A] [--json]
+//   relaisctl [--socket PATH] queue show|delete|hold|release ID [--json]
+//   relaisctl [--socket PATH] queue flush [ID|DOMAIN]
+//   relaisctl [--socket PATH] status [--json]
+// Offline, on a spool directory (read-only recovery: nothing is truncated or deleted, so it is
+// safe next to a live daemon; it shows what is durable on disk right now):
+//   relaisctl spool ls   --spool DIR [--json [--body]]
+//   relaisctl spool show --spool DIR ID
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -19,8 +30,97 @@ namespace relais::relaisctl {
 namespace {
 
 constexpr char kUsage[] =
-    "usage: relaisctl spool ls   --spool DIR [--json [--body]]\n"
+    "usage: relaisctl [--socket PATH] queue ls [--state queued|deferred|held|active]\n"
+    "                 [--domain D] [--sender A] [--json]\n"
+    "       relaisctl [--socket PATH] queue show|delete|hold|release ID [--json]\n"
+    "       relaisctl [--socket PATH] queue flush [ID|DOMAIN]\n"
+    "       relaisctl [--socket PATH] status [--json]\n"
+    "       relaisctl spool ls   --spool DIR [--json [--body]]\n"
     "       relaisctl spool show --spool DIR MESSAGE_ID\n";
+
+constexpr char kDefaultSocket[] = "./var/relaisd.sock";
+
+// Sends one request line to the daemon and prints its answer. Exit 0 on "OK", 1 on "ERROR"
+// or when the daemon cannot be reached.
+int AskDaemon(const std::string& socket_path, const std::string& request) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (socket_path.size() >= sizeof(addr.sun_path)) {
+    std::fprintf(stderr, "relaisctl: socket path too long: %s\n", socket_path.c_str());
+    return 2;
+  }
+  std::memcpy(addr.sun_path, socket_path.c_str(), socket_path.size() + 1);
+  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0 || connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    std::fprintf(stderr, "relaisctl: cannot reach relaisd at %s: %s (is it running? --socket)\n",
+                 socket_path.c_str(), std::strerror(errno));
+    return 1;
+  }
+  const std::string line = request + "\n";
+  size_t sent = 0;
+  while (sent < line.size()) {
+    const ssize_t n = write(fd, line.data() + sent, line.size() - sent);
+    if (n <= 0) {
+      std::fprintf(stderr, "relaisctl: write: %s\n", std::strerror(errno));
+      close(fd);
+      return 1;
+    }
+    sent += static_cast<size_t>(n);
+  }
+  std::string answer;
+  char buf[65536];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof(buf))) > 0) {
+    answer.append(buf, static_cast<size_t>(n));
+  }
+  close(fd);
+  if (answer.starts_with("OK\n")) {
+    std::fwrite(answer.data() + 3, 1, answer.size() - 3, stdout);
+    return 0;
+  }
+  if (answer.starts_with("ERROR ")) {
+    std::fprintf(stderr, "relaisctl: %s", answer.c_str() + 6);
+  } else {
+    std::fprintf(stderr, "relaisctl: no answer from relaisd\n");
+  }
+  return 1;
+}
+
+// Builds the admin request line from command-line words.
+int DaemonCommand(const std::vector<std::string_view>& args) {
+  std::string socket_path = kDefaultSocket;
+  std::string request;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string_view a = args[i];
+    auto value = [&](std::string_view key) -> bool {
+      if (i + 1 >= args.size()) {
+        return false;
+      }
+      base::StrAppend(&request, " ", key, "=", args[++i]);
+      return true;
+    };
+    if (a == "--socket" && i + 1 < args.size()) {
+      socket_path = args[++i];
+    } else if (a == "--json") {
+      request += " json";
+    } else if (a == "--state") {
+      if (!value("state")) return 2;
+    } else if (a == "--domain") {
+      if (!value("domain")) return 2;
+    } else if (a == "--sender") {
+      if (!value("sender")) return 2;
+    } else if (a.starts_with("--")) {
+      std::fputs(kUsage, stderr);
+      return 2;
+    } else {
+      base::StrAppend(&request, request.empty() ? "" : " ", a);
+    }
+  }
+  if (request.starts_with(" ")) {
+    request.erase(0, 1);
+  }
+  return AskDaemon(socket_path, request);
+}
 
 std::string_view StateName(const spool::StoredMessage& m) {
   size_t done = 0;
@@ -51,7 +151,14 @@ std::string Json(std::string_view s) {
 
 int Main(int argc, char** argv) {
   std::vector<std::string_view> args(argv + 1, argv + argc);
-  if (args.size() < 2 || args[0] != "spool" || (args[1] != "ls" && args[1] != "show")) {
+  if (args.empty() || args[0] == "--help" || args[0] == "-h") {
+    std::fputs(kUsage, args.empty() ? stderr : stdout);
+    return args.empty() ? 2 : 0;
+  }
+  if (args[0] != "spool") {
+    return DaemonCommand(args);
+  }
+  if (args.size() < 2 || (args[1] != "ls" && args[1] != "show")) {
     std::fputs(kUsage, stderr);
     return 2;
   }

@@ -4,12 +4,15 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 
 #include "core/base/strings.h"
+#include "core/io/posix_io.h"
 
 namespace relais::relaisd {
 namespace {
@@ -20,6 +23,45 @@ absl::Status SocketError(const std::string& address, const char* what) {
 }
 
 }  // namespace
+
+absl::StatusOr<int> OpenAdminSocket(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(addr.sun_path)) {
+    return absl::InvalidArgumentError(base::StrCat("admin socket ", path, ": path too long"));
+  }
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  const size_t slash = path.rfind('/');
+  if (slash != std::string::npos && slash > 0) {
+    io::PosixIo io;
+    if (absl::Status s = io.MakeDirs(path.substr(0, slash)); !s.ok()) {
+      return s;
+    }
+  }
+  const int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (probe >= 0 && connect(probe, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+    close(probe);
+    return absl::FailedPreconditionError(base::StrCat(
+        "admin socket ", path, ": another relaisd is running (two must not share a spool)"));
+  }
+  if (probe >= 0) {
+    close(probe);
+  }
+  unlink(path.c_str());  // A stale socket from a crash; nothing answers on it.
+  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) {
+    return SocketError(path, "socket");
+  }
+  // Created 0600 from the start: no window in which others could connect.
+  const mode_t old_umask = umask(0177);
+  const int rc = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  umask(old_umask);
+  if (rc != 0 || listen(fd, 64) != 0) {
+    close(fd);
+    return SocketError(path, "bind");
+  }
+  return fd;
+}
 
 absl::StatusOr<Listeners> OpenListeners(const std::vector<std::string>& addresses,
                                         uint32_t shards) {

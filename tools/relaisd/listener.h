@@ -16,6 +16,10 @@ struct Listeners {
   std::vector<std::string> bound;              // "host:port" with the real port, per address.
 };
 
+// Binds the admin unix socket with mode 0600. Fails if a live daemon answers on it (two
+// daemons must never share a spool); removes a stale socket left by a crash.
+[[nodiscard]] absl::StatusOr<int> OpenAdminSocket(const std::string& path);
+
 [[nodiscard]] absl::StatusOr<Listeners> OpenListeners(const std::vector<std::string>& addresses,
                                                       uint32_t shards);
 

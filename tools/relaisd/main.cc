@@ -116,6 +116,10 @@ int Main(int argc, char** argv) {
     return Fail(base::StrCat("signalfd: ", std::strerror(errno)));
   }
 
+  auto admin_fd = OpenAdminSocket(config.admin_socket);
+  if (!admin_fd.ok()) {
+    return Fail(base::StrCat(admin_fd.status().message()));
+  }
   auto listeners = OpenListeners(config.listen, shards);
   if (!listeners.ok()) {
     return Fail(base::StrCat(listeners.status().message()));
@@ -166,6 +170,7 @@ int Main(int argc, char** argv) {
     all.push_back(std::move(*shard));
   }
   all[0]->WatchSignals(signal_fd);
+  all[0]->ServeAdmin(*admin_fd);
   for (const std::string& address : listeners->bound) {
     log::Emit(log::Level::kInfo, -1, "listening", {{"address", address}});
   }
@@ -187,6 +192,7 @@ int Main(int argc, char** argv) {
   for (std::thread& t : threads) {
     t.join();
   }
+  unlink(config.admin_socket.c_str());
   log::Emit(log::Level::kInfo, -1, "stopped", {});
   return 0;
 }

@@ -140,6 +140,159 @@ class Shard::DeliveryReader final : public uring::Completion {
   uint64_t count_ = 0;
 };
 
+// The admin socket, on shard 0: one request line per connection, answered once every shard
+// that must answer has (over the mesh), then closed.
+class Shard::AdminServer final : public uring::Completion {
+ public:
+  AdminServer(Shard* shard, int listen_fd) : shard_(shard), listen_fd_(listen_fd) {}
+
+  void Arm() {
+    armed_ = true;
+    shard_->engine_->AcceptMultishot(listen_fd_, *this);
+  }
+  void Stop() {
+    if (armed_) {
+      shard_->engine_->Cancel(*this);
+    }
+  }
+  void OnCqe(int32_t result, uint32_t flags) override {
+    if ((flags & IORING_CQE_F_MORE) == 0) {
+      armed_ = false;
+    }
+    if (result >= 0) {
+      if (connections_.size() >= kConnectionsMax) {
+        ::close(result);  // Operators do not need more; a flood gets nothing.
+      } else {
+        const uint64_t id = next_id_++;
+        auto c = std::make_unique<Client>(this, id, result);
+        c->Read();
+        connections_.emplace(id, std::move(c));
+      }
+    }
+    if (!armed_ && !shard_->stopping_ && result != -ECANCELED) {
+      Arm();
+    }
+  }
+  void OnAnswer(std::unique_ptr<AdminAnswer> answer) {
+    auto it = pending_.find(answer->request);
+    if (it == pending_.end()) {
+      return;
+    }
+    it->second.answers.push_back(std::move(*answer));
+    MaybeRespond(it);
+  }
+
+ private:
+  static constexpr size_t kConnectionsMax = 64;
+  static constexpr size_t kRequestBytesMax = 4096;
+
+  struct Client {
+    template <void (Client::*Handler)(int32_t, uint32_t)>
+    struct Op final : uring::Completion {
+      explicit Op(Client* c) : client(c) {}
+      void OnCqe(int32_t result, uint32_t flags) override { (client->*Handler)(result, flags); }
+      Client* client;
+    };
+    Client(AdminServer* s, uint64_t i, int f) : server(s), id(i), fd(f) {}
+    void Read() { server->shard_->engine_->Recv(fd, recv_op); }
+    void OnRecv(int32_t result, uint32_t flags) {
+      uring::Engine& engine = *server->shard_->engine_;
+      if (result <= 0 || !uring::Engine::HasBuffer(flags)) {
+        Close();
+        return;
+      }
+      const uint16_t buffer = uring::Engine::BufferId(flags);
+      input.append(engine.Buffer(buffer, static_cast<uint32_t>(result)));
+      engine.ReturnBuffer(buffer);
+      const size_t newline = input.find('\n');
+      if (newline != std::string::npos) {
+        server->Handle(*this, std::string_view(input).substr(0, newline));
+      } else if (input.size() > kRequestBytesMax) {
+        Respond("ERROR request line too long\n");
+      } else {
+        Read();
+      }
+    }
+    void Respond(std::string text) {
+      output = std::move(text);
+      sent = 0;
+      server->shard_->engine_->Send(fd, output, send_op);
+    }
+    void OnSend(int32_t result, uint32_t) {
+      if (result > 0 && (sent += static_cast<size_t>(result)) < output.size()) {
+        server->shard_->engine_->Send(fd, std::string_view(output).substr(sent), send_op);
+        return;
+      }
+      Close();
+    }
+    void Close() { server->shard_->engine_->Close(fd, close_op); }
+    void OnClosed(int32_t, uint32_t) { server->connections_.erase(id); }  // Deletes this.
+
+    AdminServer* server;
+    const uint64_t id;
+    const int fd;
+    std::string input;
+    std::string output;
+    size_t sent = 0;
+    Op<&Client::OnRecv> recv_op{this};
+    Op<&Client::OnSend> send_op{this};
+    Op<&Client::OnClosed> close_op{this};
+  };
+
+  struct Pending {
+    uint64_t client;
+    AdminQuery query;
+    size_t expected;
+    std::vector<AdminAnswer> answers;
+  };
+
+  void Handle(Client& client, std::string_view line) {
+    if (!line.empty() && line.back() == '\r') {
+      line.remove_suffix(1);
+    }
+    auto query = ParseAdminRequest(line);
+    if (!query.ok()) {
+      client.Respond(base::StrCat("ERROR ", query.status().message(), "\n"));
+      return;
+    }
+    query->request = next_id_++;
+    const std::vector<uint32_t> targets = AdminTargets(*query, shard_->options_.count);
+    auto [it, inserted] =
+        pending_.emplace(query->request, Pending{client.id, *query, targets.size(), {}});
+    log::Emit(log::Level::kInfo, static_cast<int>(shard_->options_.index), "admin_request",
+              {{"request", line}});
+    for (uint32_t target : targets) {
+      if (target == shard_->options_.index) {
+        it->second.answers.push_back(std::move(*shard_->AnswerAdmin(*query)));
+        continue;
+      }
+      uring::Handoff h;
+      h.kind = static_cast<uint16_t>(HandoffKind::kAdminQuery);
+      h.payload = std::make_unique<AdminQuery>(*query);
+      shard_->SendToShard(target, std::move(h));
+    }
+    MaybeRespond(it);
+  }
+
+  void MaybeRespond(std::unordered_map<uint64_t, Pending>::iterator it) {
+    if (it->second.answers.size() < it->second.expected) {
+      return;
+    }
+    auto client = connections_.find(it->second.client);
+    if (client != connections_.end()) {
+      client->second->Respond(FormatAdminResponse(it->second.query, it->second.answers));
+    }
+    pending_.erase(it);
+  }
+
+  Shard* shard_;
+  const int listen_fd_;
+  bool armed_ = false;
+  uint64_t next_id_ = 1;
+  std::unordered_map<uint64_t, std::unique_ptr<Client>> connections_;
+  std::unordered_map<uint64_t, Pending> pending_;
+};
+
 class Shard::SignalReader final : public uring::Completion {
  public:
   SignalReader(Shard* shard, int fd) : shard_(shard), fd_(fd) {}
@@ -249,6 +402,10 @@ void Shard::Run() {
   }
   delivery_reader_ = std::make_unique<DeliveryReader>(this);
   delivery_reader_->Arm();
+  if (admin_fd_ >= 0) {
+    admin_ = std::make_unique<AdminServer>(this, admin_fd_);
+    admin_->Arm();
+  }
   while (true) {
     int64_t timeout_ms = 1000;
     const int64_t next_tick = timers_.MsUntilNextTick(clock_.MonotonicMs());
@@ -264,6 +421,10 @@ void Shard::Run() {
     }
     engine_->Run(timeout_ms);
     port_.Drain();  // Handoffs that raced with a wake-up already consumed.
+    while (!outbox_.empty() &&
+           port_.Send(outbox_.front().first, std::move(outbox_.front().second))) {
+      outbox_.pop_front();
+    }
     const uint64_t now = clock_.MonotonicMs();
     timers_.Advance(now);
     if (!stopping_ && accept_retry_ms_ != 0 && now >= accept_retry_ms_) {
@@ -495,9 +656,153 @@ void Shard::OnClosed(Connection& c) {
 }
 
 void Shard::OnHandoff(uint32_t /*from*/, uring::Handoff&& handoff) {
-  if (handoff.kind == static_cast<uint16_t>(HandoffKind::kStop)) {
-    BeginStop();
+  switch (static_cast<HandoffKind>(handoff.kind)) {
+    case HandoffKind::kStop:
+      BeginStop();
+      return;
+    case HandoffKind::kAdminQuery: {
+      RELAIS_CHECK(handoff.payload != nullptr);
+      uring::Handoff reply;
+      reply.kind = static_cast<uint16_t>(HandoffKind::kAdminAnswer);
+      reply.payload = AnswerAdmin(static_cast<const AdminQuery&>(*handoff.payload));
+      SendToShard(0, std::move(reply));
+      return;
+    }
+    case HandoffKind::kAdminAnswer:
+      RELAIS_CHECK(handoff.payload != nullptr && admin_ != nullptr);
+      admin_->OnAnswer(
+          std::unique_ptr<AdminAnswer>(static_cast<AdminAnswer*>(handoff.payload.release())));
+      return;
   }
+  RELAIS_CHECK(false) << "unknown handoff kind " << handoff.kind;
+}
+
+void Shard::SendToShard(uint32_t to, uring::Handoff&& handoff) {
+  if (!outbox_.empty() || !port_.Send(to, std::move(handoff))) {
+    outbox_.emplace_back(to, std::move(handoff));  // Keeps order; retried every turn.
+  }
+}
+
+MessageView Shard::View(const spool::StoredMessage& m) const {
+  MessageView v;
+  v.id = m.id.ToString();
+  v.sender = m.envelope.sender;
+  v.size = m.body_size;
+  v.received_us = m.received_us;
+  for (size_t i = 0; i < m.envelope.recipients.size(); ++i) {
+    const spool::RecipientState st = m.states[i];
+    v.recipients.emplace_back(m.envelope.recipients[i].address,
+                              st == spool::RecipientState::kPending     ? "pending"
+                              : st == spool::RecipientState::kDelivered ? "delivered"
+                                                                        : "failed");
+  }
+  v.state = "queued";
+  if (const scheduler::QueueEntry* e = scheduler_->Entry(m.id)) {
+    v.attempts = e->attempts;
+    v.last_reply = e->last_reply;
+    const uint64_t now = clock_.MonotonicMs();
+    if (e->in_flight) {
+      v.state = "active";
+    } else if (e->held) {
+      v.state = "held";
+    } else if (e->next_attempt_ms != 0) {
+      v.state = "deferred";
+      v.next_attempt_in_ms =
+          e->next_attempt_ms > now ? static_cast<int64_t>(e->next_attempt_ms - now) : 0;
+    }
+  }
+  return v;
+}
+
+std::unique_ptr<AdminAnswer> Shard::AnswerAdmin(const AdminQuery& q) {
+  auto answer = std::make_unique<AdminAnswer>();
+  answer->request = q.request;
+  const int shard = static_cast<int>(options_.index);
+  auto has_domain = [&](const spool::StoredMessage& m, std::string_view domain) {
+    for (size_t i = 0; i < m.envelope.recipients.size(); ++i) {
+      const std::string& a = m.envelope.recipients[i].address;
+      const size_t at = a.rfind('@');
+      if (m.states[i] == spool::RecipientState::kPending && at != std::string::npos &&
+          base::EqualsIgnoreCase(std::string_view(a).substr(at + 1), domain)) {
+        return true;
+      }
+    }
+    return false;
+  };
+  const spool::StoredMessage* one = q.id ? spool_->Find(*q.id) : nullptr;
+  switch (q.op) {
+    case AdminOp::kList:
+      spool_->ForEach([&](const spool::StoredMessage& m) {
+        MessageView v = View(m);
+        if ((q.state.empty() || v.state == q.state) &&
+            (q.sender.empty() || base::EqualsIgnoreCase(q.sender, v.sender)) &&
+            (q.domain.empty() || has_domain(m, q.domain))) {
+          answer->messages.push_back(std::move(v));
+        }
+      });
+      break;
+    case AdminOp::kShow:
+      if (one != nullptr) {
+        answer->messages.push_back(View(*one));
+      }
+      break;
+    case AdminOp::kFlush:
+      if (q.id) {
+        answer->affected = scheduler_->Flush(*q.id) ? 1 : 0;
+      } else {
+        spool_->ForEach([&](const spool::StoredMessage& m) {
+          if ((q.domain.empty() || has_domain(m, q.domain)) && scheduler_->Flush(m.id)) {
+            ++answer->affected;
+          }
+        });
+      }
+      break;
+    case AdminOp::kDelete: {
+      if (one == nullptr) {
+        break;
+      }
+      const mail::MessageId id = one->id;
+      if (!scheduler_->Forget(id)) {
+        answer->error = "the message is being delivered right now; try again";
+        break;
+      }
+      std::vector<uint32_t> pending;
+      for (uint32_t i = 0; i < one->states.size(); ++i) {
+        if (one->states[i] == spool::RecipientState::kPending) {
+          pending.push_back(i);
+        }
+      }
+      // Recorded as failed without a bounce: the operator chose to drop it.
+      for (uint32_t i : pending) {
+        spool_->RecordOutcome(id, i, spool::RecipientState::kFailed);
+      }
+      log::Emit(log::Level::kInfo, shard, "message_deleted",
+                {{"id", id.ToString()}, {"recipients", static_cast<uint64_t>(pending.size())}});
+      answer->affected = 1;
+      break;
+    }
+    case AdminOp::kHold:
+      answer->affected = q.id && scheduler_->Hold(*q.id) ? 1 : 0;
+      break;
+    case AdminOp::kRelease:
+      answer->affected = q.id && scheduler_->Release(*q.id) ? 1 : 0;
+      break;
+    case AdminOp::kStatus: {
+      ShardStatus& st = answer->status;
+      st.shard = options_.index;
+      st.connections = live_connections_;
+      st.messages = spool_->message_count();
+      st.deferred = scheduler_->deferred();
+      scheduler_->ForEachEntry([&](const scheduler::QueueEntry& e) { st.held += e.held; });
+      st.in_flight = scheduler_->in_flight();
+      st.spool_bytes = spool_->live_bytes();
+      st.segments = spool_->segment_count();
+      st.accepted = counters_.messages_accepted;
+      st.delivery_attempts = counters_.delivery_attempts;
+      break;
+    }
+  }
+  return answer;
 }
 
 void Shard::BeginStop() {
@@ -508,6 +813,9 @@ void Shard::BeginStop() {
   stop_deadline_ms_ = clock_.MonotonicMs() + options_.shutdown_grace_ms;
   for (auto& a : acceptors_) {
     engine_->Cancel(*a);
+  }
+  if (admin_ != nullptr) {
+    admin_->Stop();
   }
   for (auto& c : connections_) {
     if (c != nullptr && !c->close_started) {

@@ -14,6 +14,7 @@
 #include <sys/signalfd.h>
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -30,6 +31,7 @@
 #include "queue/routing/router.h"
 #include "queue/scheduler/scheduler.h"
 #include "queue/spool/spool.h"
+#include "tools/relaisd/admin.h"
 #include "tools/relaisd/connection_limiter.h"
 #include "tools/relaisd/delivery_worker.h"
 
@@ -49,7 +51,7 @@ struct ShardOptions {
 };
 
 // Handoff kinds on the mesh.
-enum class HandoffKind : uint16_t { kStop = 1 };
+enum class HandoffKind : uint16_t { kStop = 1, kAdminQuery = 2, kAdminAnswer = 3 };
 
 struct ShardCounters {
   uint64_t connections_accepted = 0;
@@ -71,6 +73,8 @@ class Shard {
 
   // Shard 0 watches the process's signals; SIGTERM/SIGINT stop every shard gracefully.
   void WatchSignals(int signal_fd) { signal_fd_ = signal_fd; }
+  // Shard 0 serves the admin socket (already bound and listening).
+  void ServeAdmin(int listen_fd) { admin_fd_ = listen_fd; }
   // Runs the loop on the calling thread until a graceful stop completes.
   void Run();
 
@@ -81,6 +85,7 @@ class Shard {
   class Acceptor;
   class SignalReader;
   class DeliveryReader;
+  class AdminServer;
 
   Shard(const ShardOptions& options, std::vector<int> listen_fds, ConnectionLimiter& limiter,
         uring::Mesh& mesh, std::unique_ptr<uring::Engine> engine);
@@ -99,6 +104,9 @@ class Shard {
   void Pump(Connection& c);
   void StoreMessages(Connection& c);
   void BeginClose(Connection& c);
+  [[nodiscard]] std::unique_ptr<AdminAnswer> AnswerAdmin(const AdminQuery& query);
+  [[nodiscard]] MessageView View(const spool::StoredMessage& message) const;
+  void SendToShard(uint32_t to, uring::Handoff&& handoff);
   void StartDeliveries();
   void OnDeliveriesDone();
   void BeginStop();
@@ -125,7 +133,10 @@ class Shard {
   std::unordered_map<uint64_t, scheduler::Attempt> attempts_;  // By job token.
   uint64_t next_token_ = 1;
   int signal_fd_ = -1;
-  std::vector<std::unique_ptr<Connection>> connections_;  // Slots; null when free.
+  int admin_fd_ = -1;
+  std::unique_ptr<AdminServer> admin_;
+  std::deque<std::pair<uint32_t, uring::Handoff>> outbox_;  // Handoffs a full ring refused.
+  std::vector<std::unique_ptr<Connection>> connections_;    // Slots; null when free.
   std::vector<uint32_t> free_slots_;
   uint32_t live_connections_ = 0;
   std::vector<Connection*> dirty_;
