@@ -3,7 +3,8 @@
 #   tools/dev.sh deps    install the Debian packages Relais builds and tests with
 #   tools/dev.sh build   Release build in build/
 #   tools/dev.sh run     deps + build, then start relaisd with the built-in config (./var)
-#   tools/dev.sh test    deps + Release and ASan/UBSan builds, every test in both
+#   tools/dev.sh test    deps + Release and ASan/UBSan builds, every test in both, then each
+#                        libFuzzer target for RELAIS_FUZZ_SECONDS (default 15) under clang
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,7 +15,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 BUILD_PACKAGES=(build-essential cmake ninja-build pkg-config liburing-dev android-libboringssl-dev
   libmimalloc-dev libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev libc-ares-dev
   libtomlplusplus-dev libpsl-dev)
-TEST_PACKAGES=(python3 swaks)
+TEST_PACKAGES=(python3 swaks clang libclang-rt-14-dev)
 
 deps() {
   local missing=()
@@ -53,9 +54,16 @@ case "${1:-}" in
     build build-asan Asan
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
       ctest --test-dir build-asan --output-on-failure -j "$JOBS"
+    # Every parser of outside bytes, fuzzed for a bounded time (long runs: set
+    # RELAIS_FUZZ_SECONDS=3600). Any crash fails the run and leaves its input in build-fuzz/.
+    CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+      -DRELAIS_FUZZ=ON -DRELAIS_FUZZ_SECONDS="${RELAIS_FUZZ_SECONDS:-15}" -DRELAIS_WERROR=ON \
+      >/dev/null
+    cmake --build build-fuzz -j "$JOBS" --target relais_fuzzers
+    ctest --test-dir build-fuzz -L '^fuzz$' --output-on-failure
     ;;
   *)
-    sed -n '2,7p' "$0"
+    sed -n '2,8p' "$0"
     exit 2
     ;;
 esac

@@ -34,7 +34,6 @@ struct Key {
 };
 
 #define RELAIS_FIELD(member) [](Config& c) -> void* { return &c.member; }
-constexpr uint64_t kU32Max = 0xFFFFFFFFu;
 constexpr uint64_t kU64Max = ~uint64_t{0};
 
 const Key kKeys[] = {

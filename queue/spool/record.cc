@@ -176,9 +176,9 @@ DecodeStatus DecodeRecord(std::string_view bytes, DecodedRecord& out) {
     uint32_t recipients;
     uint64_t body_size;
     if (!r.Get(m.id.hi) || !r.Get(m.id.lo) || !r.Get(m.received_us) || !r.Get(body_type) ||
-        !r.Get(flags) || body_type > 2 || !r.GetString16(env.sender) || !r.GetString16(env.helo) ||
-        !r.GetString16(env.client_address) || !r.Get(recipients) || recipients == 0 ||
-        recipients > length / 2) {
+        !r.Get(flags) || body_type > 2 || (flags & ~1u) != 0 || !r.GetString16(env.sender) ||
+        !r.GetString16(env.helo) || !r.GetString16(env.client_address) || !r.Get(recipients) ||
+        recipients == 0 || recipients > length / 2) {
       return DecodeStatus::kBadPayload;
     }
     env.body_type = static_cast<mail::BodyType>(body_type);
