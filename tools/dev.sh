@@ -3,8 +3,9 @@
 #   tools/dev.sh deps    install the Debian packages Relais builds and tests with
 #   tools/dev.sh build   Release build in build/
 #   tools/dev.sh run     deps + build, then start relaisd with the built-in config (./var)
-#   tools/dev.sh test    deps + Release and ASan/UBSan builds, every test in both, then each
-#                        libFuzzer target for RELAIS_FUZZ_SECONDS (default 15) under clang
+#   tools/dev.sh test    deps + Release and ASan/UBSan builds, every test in both; the ring and
+#                        engine tests under TSan; each libFuzzer target for RELAIS_FUZZ_SECONDS
+#                        (default 15) under clang
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,6 +55,10 @@ case "${1:-}" in
     build build-asan Asan
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
       ctest --test-dir build-asan --output-on-failure -j "$JOBS"
+    # What crosses threads (SPSC rings, the MSG_RING mesh, the engine) under ThreadSanitizer.
+    cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=Tsan -DRELAIS_WERROR=ON >/dev/null
+    cmake --build build-tsan -j "$JOBS" --target relais_ring_test relais_uring_test
+    TSAN_OPTIONS=halt_on_error=1 ctest --test-dir build-tsan -L tsan --output-on-failure
     # Every parser of outside bytes, fuzzed for a bounded time (long runs: set
     # RELAIS_FUZZ_SECONDS=3600). Any crash fails the run and leaves its input in build-fuzz/.
     CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
@@ -63,7 +68,7 @@ case "${1:-}" in
     ctest --test-dir build-fuzz -L '^fuzz$' --output-on-failure
     ;;
   *)
-    sed -n '2,8p' "$0"
+    sed -n '2,9p' "$0"
     exit 2
     ;;
 esac
