@@ -481,29 +481,40 @@ const StoredMessage* Spool::Find(const mail::MessageId& id) const {
   return it == index_.end() ? nullptr : it->second.get();
 }
 
-absl::StatusOr<std::string> Spool::ReadBody(const StoredMessage& message) {
-  if (message.body_in_memory) {
-    return message.body;
-  }
-  auto segment = segments_.find(message.segment);
-  if (segment == segments_.end()) {
-    return absl::NotFoundError(base::StrCat("message ", message.id.ToString(), ": no segment"));
-  }
+absl::StatusOr<std::string> ReadBodyAt(io::Io& io, const BodyLocation& location) {
   // Read the whole record back and check its CRC again before trusting the body.
-  std::string bytes(message.record_size, '\0');
-  auto read = io_.ReadAt(segment->second.file, message.record_offset,
-                         std::span<char>(bytes.data(), bytes.size()));
+  std::string bytes(location.record_size, '\0');
+  auto read =
+      io.ReadAt(location.file, location.record_offset, std::span<char>(bytes.data(), bytes.size()));
   if (!read.ok()) {
     return read.status();
   }
   DecodedRecord record;
   if (*read != bytes.size() || DecodeRecord(bytes, record) != DecodeStatus::kOk ||
-      record.type != RecordType::kMessage || record.message.id != message.id) {
-    return absl::DataLossError(base::StrCat(segment->second.path, ":", message.record_offset,
-                                            ": record of message ", message.id.ToString(),
-                                            " fails its checksum"));
+      record.type != RecordType::kMessage || record.message.id != location.id) {
+    return absl::DataLossError(base::StrCat("record of message ", location.id.ToString(), " at ",
+                                            location.record_offset, " fails its checksum"));
   }
   return std::string(record.message.body);
+}
+
+std::optional<BodyLocation> Spool::Locate(const StoredMessage& message) const {
+  auto segment = segments_.find(message.segment);
+  if (segment == segments_.end()) {
+    return std::nullopt;
+  }
+  return BodyLocation{segment->second.file, message.record_offset, message.record_size, message.id};
+}
+
+absl::StatusOr<std::string> Spool::ReadBody(const StoredMessage& message) {
+  if (message.body_in_memory) {
+    return message.body;
+  }
+  const auto location = Locate(message);
+  if (!location) {
+    return absl::NotFoundError(base::StrCat("message ", message.id.ToString(), ": no segment"));
+  }
+  return ReadBodyAt(io_, *location);
 }
 
 void Spool::ForEach(const std::function<void(const StoredMessage&)>& fn) const {

@@ -21,6 +21,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -96,6 +97,19 @@ struct SpoolStats {
   uint64_t segments_deleted = 0;
 };
 
+// Where a message's record lies, for reading its body off the shard (delivery workers). The
+// file stays open while the message is live, and a message with a delivery in flight is live.
+struct BodyLocation {
+  io::FileHandle file;
+  uint64_t record_offset = 0;
+  uint64_t record_size = 0;
+  mail::MessageId id;
+};
+
+// Reads a message record back and checks its CRC before returning the body. Blocking; safe on
+// any thread (pread on a file that stays open).
+[[nodiscard]] absl::StatusOr<std::string> ReadBodyAt(io::Io& io, const BodyLocation& location);
+
 class Spool {
  public:
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<Spool>> Open(const SpoolOptions& options,
@@ -129,6 +143,11 @@ class Spool {
 
   [[nodiscard]] const StoredMessage* Find(const mail::MessageId& id) const;
   [[nodiscard]] absl::StatusOr<std::string> ReadBody(const StoredMessage& message);
+  // The body if it is held in memory, else null; then Locate says where to read it.
+  [[nodiscard]] const std::string* BodyInMemory(const StoredMessage& message) const {
+    return message.body_in_memory ? &message.body : nullptr;
+  }
+  [[nodiscard]] std::optional<BodyLocation> Locate(const StoredMessage& message) const;
   void ForEach(const std::function<void(const StoredMessage&)>& fn) const;
   [[nodiscard]] size_t message_count() const { return index_.size(); }
   [[nodiscard]] uint64_t live_bytes() const { return live_bytes_; }

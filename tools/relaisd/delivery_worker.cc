@@ -7,6 +7,7 @@
 
 #include "core/base/check.h"
 #include "core/base/clock.h"
+#include "core/base/strings.h"
 #include "core/io/posix_io.h"
 #include "core/log/log.h"
 
@@ -82,7 +83,21 @@ void DeliveryWorker::Loop() {
     while (auto job = jobs_.TryPop()) {
       auto done = std::make_unique<DeliveryDone>();
       done->token = (*job)->token;
+      std::string read_error;
+      if ((*job)->location) {
+        // A body beyond the shard's memory budget: read it here, where blocking is allowed.
+        auto body = spool::ReadBodyAt(io, *(*job)->location);
+        if (body.ok()) {
+          (*job)->content = std::move(*body);
+        } else {
+          read_error = base::StrCat("451 4.3.0 spool: ", body.status().message());
+        }
+      }
       for (DeliveryJob::Item& item : (*job)->items) {
+        if (!item.resolved && !read_error.empty()) {
+          item.resolved = true;
+          item.result = {scheduler::Outcome::kDeferred, read_error};
+        }
         if (item.resolved) {
           done->results.push_back(item.result);
         } else {

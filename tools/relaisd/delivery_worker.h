@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -18,6 +19,7 @@
 #include "core/ring/spsc_ring.h"
 #include "queue/maildir/maildir.h"
 #include "queue/scheduler/scheduler.h"
+#include "queue/spool/spool.h"
 
 namespace relais::relaisd {
 
@@ -29,8 +31,9 @@ struct DeliveryJob {
   };
   uint64_t token = 0;  // The shard's handle on the attempt.
   std::string message_id;
-  std::string content;      // As stored: trace header, then the message.
-  std::vector<Item> items;  // One per recipient of the attempt, in order.
+  std::string content;  // As stored: trace header, then the message. Empty when...
+  std::optional<spool::BodyLocation> location;  // ...the worker must read it from here.
+  std::vector<Item> items;                      // One per recipient of the attempt, in order.
 };
 
 struct DeliveryDone {

@@ -863,8 +863,11 @@ void Shard::StartDeliveries() {
     auto job = std::make_unique<DeliveryJob>();
     job->token = next_token_++;
     job->message_id = attempt->id.ToString();
-    // TODO(#3): read bodies that are not in memory on the worker, not here.
-    auto content = spool_->ReadBody(*message);
+    // The body goes along if it is in memory; otherwise the worker reads it from the segment,
+    // so that the shard never waits on the disk.
+    const std::string* in_memory = spool_->BodyInMemory(*message);
+    const std::optional<spool::BodyLocation> location =
+        in_memory != nullptr ? std::nullopt : spool_->Locate(*message);
     for (uint32_t index : attempt->recipients) {
       DeliveryJob::Item item;
       const std::string& address = message->envelope.recipients[index].address;
@@ -873,8 +876,8 @@ void Shard::StartDeliveries() {
       const config::Route* route = router.Find(domain);
       item.resolved = true;
       item.result.outcome = scheduler::Outcome::kDeferred;
-      if (!content.ok()) {
-        item.result.reply = base::StrCat("451 4.3.0 spool: ", content.status().message());
+      if (in_memory == nullptr && !location) {
+        item.result.reply = "451 4.3.0 spool: the message's segment is gone";
       } else if (route == nullptr) {
         // The configuration changed since the message was accepted; it may change back.
         item.result.reply = "451 4.4.0 no route for the recipient domain";
@@ -899,8 +902,10 @@ void Shard::StartDeliveries() {
       }
       job->items.push_back(std::move(item));
     }
-    if (content.ok()) {
-      job->content = std::move(*content);
+    if (in_memory != nullptr) {
+      job->content = *in_memory;
+    } else {
+      job->location = location;
     }
     attempts_.emplace(job->token, std::move(*attempt));
     ++counters_.delivery_attempts;
