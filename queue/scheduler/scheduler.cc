@@ -11,7 +11,26 @@ Scheduler::Scheduler(const SchedulerOptions& options, spool::Spool& spool, const
     : options_(options), spool_(spool), clock_(clock), random_(random) {}
 
 void Scheduler::LoadFromSpool() {
-  spool_.ForEach([this](const spool::StoredMessage& m) { Enqueue(m.id); });
+  const uint64_t now_us = clock_.UnixMicros();
+  const uint64_t now_ms = clock_.MonotonicMs();
+  spool_.ForEach([&](const spool::StoredMessage& m) {
+    auto [it, inserted] = entries_.try_emplace(m.id);
+    if (!inserted) {
+      return;
+    }
+    QueueEntry& entry = it->second;
+    entry.id = m.id;
+    entry.attempts = m.attempts;
+    entry.last_reply = m.last_reply;
+    if (m.next_attempt_us > now_us) {
+      // Resume the schedule recorded before the restart (wall clock there, monotonic here).
+      const uint64_t due = now_ms + (m.next_attempt_us - now_us) / 1000;
+      entry.next_attempt_ms = due;
+      deferred_.emplace(due, m.id);
+    } else {
+      ready_.push_back(m.id);
+    }
+  });
 }
 
 void Scheduler::Enqueue(const mail::MessageId& id) {
@@ -119,6 +138,8 @@ void Scheduler::Finish(const Attempt& attempt, const std::vector<RecipientResult
   }
   const uint64_t due = clock_.MonotonicMs() + delay;
   entry->second.next_attempt_ms = due;
+  spool_.RecordDeferral(attempt.id, clock_.UnixMicros() + delay * 1000, entry->second.attempts,
+                        entry->second.last_reply);
   if (!entry->second.held) {
     deferred_.emplace(due, attempt.id);
   }

@@ -8,9 +8,9 @@
 // spool (group-committed with everything else), which retires a message once all its
 // recipients are final. Past the queue lifetime, what is still pending fails.
 //
-// Deferral times live in memory: after a restart every pending recipient is tried again at
-// once, then backs off anew. Owned by one shard; not thread-safe; reads time only from the
-// injected Clock.
+// Deferrals are recorded in the spool as well (next attempt in wall-clock time, attempts, last
+// reply), so a restart resumes the schedule where it was. Owned by one shard; not thread-safe;
+// reads time only from the injected Clock.
 #pragma once
 
 #include <cstdint>

@@ -159,17 +159,38 @@ TEST_F(SchedulerTest, LifetimeExpiryFailsWhatIsPending) {
   EXPECT_EQ(scheduler_->stats().expired, 1u);
 }
 
-TEST_F(SchedulerTest, RestartResumesPendingRecipientsOnly) {
+TEST_F(SchedulerTest, RestartResumesTheRetryScheduleForPendingRecipientsOnly) {
   const auto id = Add(2);
   auto attempt = scheduler_->Next();
-  scheduler_->Finish(*attempt, {{Outcome::kDelivered, "250"}, {Outcome::kDeferred, "451"}});
+  scheduler_->Finish(*attempt, {{Outcome::kDelivered, "250"}, {Outcome::kDeferred, "451 busy"}});
   Sync();
+  clock_.AdvanceMs(2 * kMinute);
   OpenSpool();  // Restart: a new spool recovers, a new scheduler loads it.
   scheduler_->LoadFromSpool();
+  const QueueEntry* entry = scheduler_->Entry(id);
+  ASSERT_NE(entry, nullptr);
+  EXPECT_EQ(entry->attempts, 1u);
+  EXPECT_EQ(entry->last_reply, "451 busy");
+  EXPECT_EQ(scheduler_->MsUntilNextDue(), static_cast<int64_t>(3 * kMinute));  // 5 - 2.
+  EXPECT_FALSE(scheduler_->Next().has_value());
+  clock_.AdvanceMs(3 * kMinute);
   attempt = scheduler_->Next();
   ASSERT_TRUE(attempt.has_value());
   EXPECT_EQ(attempt->id, id);
   EXPECT_EQ(attempt->recipients, std::vector<uint32_t>{1});
+  scheduler_->Finish(*attempt, All(1, Outcome::kDeferred, "451 still busy"));
+  EXPECT_EQ(scheduler_->MsUntilNextDue(), static_cast<int64_t>(10 * kMinute));  // Second retry.
+}
+
+TEST_F(SchedulerTest, OverdueDeferralIsReadyAfterRestart) {
+  Add(1);
+  auto attempt = scheduler_->Next();
+  scheduler_->Finish(*attempt, All(1, Outcome::kDeferred, "451"));
+  Sync();
+  clock_.AdvanceMs(60 * kMinute);  // Down for an hour.
+  OpenSpool();
+  scheduler_->LoadFromSpool();
+  EXPECT_TRUE(scheduler_->Next().has_value());
 }
 
 TEST_F(SchedulerTest, FlushMakesDeferredReadyNow) {

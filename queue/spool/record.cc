@@ -150,6 +150,16 @@ void EncodeOutcome(const OutcomeRecord& record, std::string& out) {
   FinishRecord(start, out);
 }
 
+void EncodeDeferral(const DeferralRecord& record, std::string& out) {
+  const size_t start = BeginRecord(RecordType::kDeferral, out);
+  Put<uint64_t>(out, record.id.hi);
+  Put<uint64_t>(out, record.id.lo);
+  Put<uint64_t>(out, record.next_attempt_us);
+  Put<uint32_t>(out, record.attempts);
+  PutBytes16(out, std::string_view(record.last_reply).substr(0, 1000));
+  FinishRecord(start, out);
+}
+
 DecodeStatus DecodeRecord(std::string_view bytes, DecodedRecord& out) {
   Reader header(bytes);
   uint32_t length, crc;
@@ -207,6 +217,15 @@ DecodeStatus DecodeRecord(std::string_view bytes, DecodedRecord& out) {
       return DecodeStatus::kBadPayload;
     }
     o.state = static_cast<RecipientState>(state);
+    return DecodeStatus::kOk;
+  }
+  if (type == static_cast<uint8_t>(RecordType::kDeferral)) {
+    out.type = RecordType::kDeferral;
+    DeferralRecord& d = out.deferral;
+    if (!r.Get(d.id.hi) || !r.Get(d.id.lo) || !r.Get(d.next_attempt_us) || !r.Get(d.attempts) ||
+        !r.GetString16(d.last_reply) || d.last_reply.size() > 1000 || !r.done()) {
+      return DecodeStatus::kBadPayload;
+    }
     return DecodeStatus::kOk;
   }
   return DecodeStatus::kBadPayload;

@@ -24,7 +24,7 @@ inline constexpr size_t kSegmentHeaderBytes = 40;
 inline constexpr size_t kRecordHeaderBytes = 9;
 inline constexpr uint32_t kRecordPayloadMax = (1u << 30) + (1u << 24);  // Body cap + envelope.
 
-enum class RecordType : uint8_t { kMessage = 1, kOutcome = 2 };
+enum class RecordType : uint8_t { kMessage = 1, kOutcome = 2, kDeferral = 3 };
 
 enum class RecipientState : uint8_t { kPending = 0, kDelivered = 1, kFailed = 2 };
 
@@ -41,6 +41,15 @@ struct MessageRecord {
   std::string_view body;  // Trace header included. Decoding: a view into the input.
 };
 
+// A message's pending recipients were deferred: when to try again (wall clock, so that it
+// means the same after a restart), how many attempts so far, and what the destination said.
+struct DeferralRecord {
+  mail::MessageId id;
+  uint64_t next_attempt_us = 0;
+  uint32_t attempts = 0;
+  std::string last_reply;  // At most 1000 bytes are kept.
+};
+
 struct OutcomeRecord {
   mail::MessageId id;
   uint32_t recipient_index = 0;
@@ -55,6 +64,7 @@ void EncodeSegmentHeader(const SegmentHeader& header, std::string& out);
 size_t EncodeMessage(const MessageRecord& record, std::string_view trace, std::string_view body,
                      std::string& out);
 void EncodeOutcome(const OutcomeRecord& record, std::string& out);
+void EncodeDeferral(const DeferralRecord& record, std::string& out);
 
 enum class DecodeStatus : uint8_t {
   kOk,
@@ -65,10 +75,11 @@ enum class DecodeStatus : uint8_t {
 
 struct DecodedRecord {
   RecordType type = RecordType::kMessage;
-  size_t size = 0;         // Header plus payload.
-  size_t body_offset = 0;  // kMessage: where the body starts, relative to the record.
-  MessageRecord message;   // Valid for kMessage.
-  OutcomeRecord outcome;   // Valid for kOutcome.
+  size_t size = 0;          // Header plus payload.
+  size_t body_offset = 0;   // kMessage: where the body starts, relative to the record.
+  MessageRecord message;    // Valid for kMessage.
+  OutcomeRecord outcome;    // Valid for kOutcome.
+  DeferralRecord deferral;  // Valid for kDeferral.
 };
 
 // Decodes the record at the start of `bytes`. Views in `out` point into `bytes`.

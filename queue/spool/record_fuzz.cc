@@ -28,10 +28,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     Check(record.size > 0 && record.size <= bytes.size() - pos);
     std::string again;
-    if (record.type == RecordType::kMessage) {
-      EncodeMessage(record.message, "", record.message.body, again);
-    } else {
-      EncodeOutcome(record.outcome, again);
+    switch (record.type) {
+      case RecordType::kMessage:
+        EncodeMessage(record.message, "", record.message.body, again);
+        break;
+      case RecordType::kOutcome:
+        EncodeOutcome(record.outcome, again);
+        break;
+      case RecordType::kDeferral:
+        EncodeDeferral(record.deferral, again);
+        break;
     }
     Check(again == bytes.substr(pos, record.size));
     pos += record.size;

@@ -45,6 +45,20 @@ TEST(RecordTest, OutcomeRoundTrips) {
   EXPECT_EQ(d.outcome.state, RecipientState::kFailed);
 }
 
+TEST(RecordTest, DeferralRoundTripsAndCapsTheReply) {
+  std::string out;
+  EncodeDeferral(DeferralRecord{mail::MessageId::Make(1, 2, 3), 1764000000000000, 4,
+                                "451 4.3.0 " + std::string(2000, 'x')},
+                 out);
+  DecodedRecord d;
+  ASSERT_EQ(DecodeRecord(out, d), DecodeStatus::kOk);
+  EXPECT_EQ(d.type, RecordType::kDeferral);
+  EXPECT_EQ(d.deferral.next_attempt_us, 1764000000000000u);
+  EXPECT_EQ(d.deferral.attempts, 4u);
+  EXPECT_EQ(d.deferral.last_reply.size(), 1000u);
+  EXPECT_TRUE(d.deferral.last_reply.starts_with("451 4.3.0 x"));
+}
+
 TEST(RecordTest, EveryTruncationIsIncomplete) {
   std::string out;
   EncodeMessage(Sample(), "", "Body\r\n", out);

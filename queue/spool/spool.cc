@@ -181,6 +181,13 @@ absl::Status Spool::RecoverSegment(const SegmentKey& key, const std::string& pat
           ++segment.live_messages;
           index_.emplace(m->id, std::move(m));
         }
+      } else if (record.type == RecordType::kDeferral) {
+        auto it = index_.find(record.deferral.id);
+        if (it != index_.end()) {
+          it->second->next_attempt_us = record.deferral.next_attempt_us;
+          it->second->attempts = record.deferral.attempts;
+          it->second->last_reply = std::move(record.deferral.last_reply);
+        }
       } else {
         auto it = index_.find(record.outcome.id);
         if (it != index_.end() && record.outcome.recipient_index < it->second->states.size()) {
@@ -321,6 +328,19 @@ void Spool::RecordOutcome(const mail::MessageId& id, uint32_t recipient_index,
   if (AllFinal(*it->second)) {
     Retire(id);
   }
+}
+
+void Spool::RecordDeferral(const mail::MessageId& id, uint64_t next_attempt_us, uint32_t attempts,
+                           std::string_view last_reply) {
+  auto it = index_.find(id);
+  if (it == index_.end()) {
+    return;
+  }
+  StoredMessage& m = *it->second;
+  m.next_attempt_us = next_attempt_us;
+  m.attempts = attempts;
+  m.last_reply.assign(last_reply.substr(0, 1000));
+  EncodeDeferral(DeferralRecord{id, next_attempt_us, attempts, m.last_reply}, staged_);
 }
 
 void Spool::Flush() {

@@ -76,6 +76,10 @@ struct StoredMessage {
   uint64_t body_size = 0;
   std::string body;  // Held while the memory budget allows; else empty and read back.
   bool body_in_memory = false;
+  // The last deferral, as recorded (next_attempt_us == 0: none).
+  uint64_t next_attempt_us = 0;
+  uint32_t attempts = 0;
+  std::string last_reply;
 };
 
 struct RecoveryReport {
@@ -131,6 +135,9 @@ class Spool {
                                     AppendCompletion& done);
   // Stages an outcome for one recipient; a message whose recipients are all final is done.
   void RecordOutcome(const mail::MessageId& id, uint32_t recipient_index, RecipientState state);
+  // Stages a deferral, so that a restart resumes the retry schedule instead of retrying at once.
+  void RecordDeferral(const mail::MessageId& id, uint64_t next_attempt_us, uint32_t attempts,
+                      std::string_view last_reply);
   // Starts a group commit of everything staged, unless one is in flight (then the staged
   // records go as soon as it completes). Call once per loop turn.
   void Flush();
