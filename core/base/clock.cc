@@ -4,6 +4,15 @@
 
 namespace relais::base {
 
+std::string Rfc5322Date(uint64_t unix_micros) {
+  const time_t t = static_cast<time_t>(unix_micros / 1'000'000);
+  tm utc;
+  gmtime_r(&t, &utc);
+  char buf[64];
+  strftime(buf, sizeof(buf), "%a, %d %b %Y %H:%M:%S +0000", &utc);
+  return buf;
+}
+
 uint64_t SystemClock::MonotonicMs() const {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 namespace relais::base {
 
@@ -16,6 +17,9 @@ class Clock {
   // Wall-clock microseconds since the Unix epoch, for trace headers and message IDs.
   [[nodiscard]] virtual uint64_t UnixMicros() const = 0;
 };
+
+// "Thu, 26 Nov 2026 21:00:00 +0000" (RFC 5322 3.3, in UTC).
+[[nodiscard]] std::string Rfc5322Date(uint64_t unix_micros);
 
 class SystemClock final : public Clock {
  public:

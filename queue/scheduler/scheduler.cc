@@ -77,14 +77,10 @@ std::optional<Attempt> Scheduler::Next() {
     const uint64_t age_us =
         clock_.UnixMicros() - std::min(message->received_us, clock_.UnixMicros());
     if (age_us / 1000 > options_.lifetime_ms) {
-      // The queue lifetime is over: what is still pending fails for good.
-      // TODO(#3): a DSN bounce to the sender for each expired recipient.
-      for (uint32_t r : attempt.recipients) {
-        spool_.RecordOutcome(id, r, spool::RecipientState::kFailed);
-      }
+      // The queue lifetime is over: the caller fails what is still pending, with a bounce.
+      attempt.expired = true;
+      attempt.last_reply = entry->second.last_reply;
       ++stats_.expired;
-      entries_.erase(entry);
-      continue;
     }
     if (attempt.recipients.empty()) {
       entries_.erase(entry);
@@ -115,8 +111,7 @@ void Scheduler::Finish(const Attempt& attempt, const std::vector<RecipientResult
         spool_.RecordOutcome(attempt.id, attempt.recipients[i], spool::RecipientState::kDelivered);
         break;
       case Outcome::kFailed:
-        // TODO(#3): a DSN bounce to the sender.
-        ++stats_.failed;
+        ++stats_.failed;  // The caller has queued the bounce.
         spool_.RecordOutcome(attempt.id, attempt.recipients[i], spool::RecipientState::kFailed);
         break;
       case Outcome::kDeferred:

@@ -6,7 +6,8 @@
 // message; its outcome per recipient is delivered, deferred (temporary failure: retried with
 // exponential backoff and jitter) or failed (permanent). Final outcomes are recorded in the
 // spool (group-committed with everything else), which retires a message once all its
-// recipients are final. Past the queue lifetime, what is still pending fails.
+// recipients are final. Past the queue lifetime, Next hands out an attempt marked expired:
+// the caller fails its recipients (and bounces them) instead of delivering.
 //
 // Deferrals are recorded in the spool as well (next attempt in wall-clock time, attempts, last
 // reply), so a restart resumes the schedule where it was. Owned by one shard; not thread-safe;
@@ -47,6 +48,9 @@ struct RecipientResult {
 struct Attempt {
   mail::MessageId id;
   std::vector<uint32_t> recipients;  // Indices into the message's envelope.
+  // The queue lifetime is over: do not deliver, report every recipient failed (and bounce).
+  bool expired = false;
+  std::string last_reply;  // For an expired attempt: what the destination said last.
 };
 
 struct QueueEntry {  // What an operator sees of one message.

@@ -153,7 +153,12 @@ TEST_F(SchedulerTest, LifetimeExpiryFailsWhatIsPending) {
   auto attempt = scheduler_->Next();
   scheduler_->Finish(*attempt, All(2, Outcome::kDeferred, "451"));
   clock_.AdvanceMs(options_.lifetime_ms + 1);
-  EXPECT_FALSE(scheduler_->Next().has_value());
+  attempt = scheduler_->Next();
+  ASSERT_TRUE(attempt.has_value());
+  EXPECT_TRUE(attempt->expired);
+  EXPECT_EQ(attempt->recipients, (std::vector<uint32_t>{0, 1}));
+  EXPECT_EQ(attempt->last_reply, "451");
+  scheduler_->Finish(*attempt, All(2, Outcome::kFailed, "550 5.4.7 expired"));
   Sync();
   EXPECT_EQ(spool_->Find(id), nullptr);
   EXPECT_EQ(scheduler_->stats().expired, 1u);

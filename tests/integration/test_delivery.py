@@ -113,6 +113,47 @@ class DeliveryTest(unittest.TestCase):
             self.assertTrue(m["body"].endswith(bodies[test_id].split("\n\n", 1)[1]), test_id)
         self.assertEqual(d.stop(), 0)
 
+    def test_permanent_failure_bounces_to_the_sender_but_never_to_null(self):
+        d = self.start()
+        root = os.path.join(d.workdir, "mailroot")
+        routes = f'[[routes]]\ndomain = "*"\ntype = "maildir"\npath = "{root}"\n'
+        d.config_text = '[queue]\nretry_first_ms = 300\nretry_max_ms = 300\n' + routes
+        with open(root, "w") as f:
+            f.write("blocks delivery in the first run\n")
+        d.start()
+        with smtplib.SMTP("127.0.0.1", d.port, timeout=10) as s:
+            s.sendmail("alice@sender.test", ["bob@example.com"],
+                       b"Subject: will bounce\r\nX-Test-Id: bounce\r\n\r\nbody\r\n")
+            s.sendmail("", ["carol@example.com"], b"Subject: null sender\r\n\r\nbody\r\n")
+        wait_for(lambda: len(d.spool_messages()) == 2, 10, "both messages spooled")
+        self.assertEqual(d.stop(), 0)
+        # Second run: example.com is now refused by route; the sender's domain still delivers.
+        os.remove(root)
+        d.config_text = ('[queue]\nretry_first_ms = 300\nretry_max_ms = 300\n'
+                         '[[routes]]\ndomain = "example.com"\ntype = "reject"\n' + routes)
+        d.start()
+        alice_new = os.path.join(root, "sender.test", "alice", "new")
+        wait_for(lambda: os.path.isdir(alice_new) and os.listdir(alice_new), 20, "the bounce")
+        wait_for(lambda: not d.spool_messages(), 20, "the spool to drain")
+        [name] = os.listdir(alice_new)
+        with open(os.path.join(alice_new, name)) as f:
+            bounce = f.read()
+        self.assertTrue(bounce.startswith("Return-Path: <>\nDelivered-To: alice@sender.test\n"))
+        for needle in ("Content-Type: multipart/report; report-type=delivery-status",
+                       "Final-Recipient: rfc822; bob@example.com", "Action: failed",
+                       "Status: 5.7.1", "Subject: will bounce", "X-Test-Id: bounce"):
+            self.assertIn(needle, bounce)
+        self.assertNotIn("\nbody\n", bounce)  # Headers only.
+        self.assertFalse(os.path.exists(os.path.join(root, "example.com")))
+        # The message from <> failed too, and nobody was told: there is no one to tell.
+        self.assertEqual(len(os.listdir(os.path.join(root, "sender.test"))), 1)
+        events = d.events(d.log_offset)
+        self.assertEqual(len([e for e in events if e.get("event") == "bounce_queued"]), 1)
+        [carol] = [e for e in events if e.get("event") == "delivery_attempt"
+                   and e.get("recipient") == "carol@example.com"]
+        self.assertEqual((carol["outcome"], carol["route"]), ("failed", "reject"))
+        self.assertEqual(d.stop(), 0)
+
     def test_stop_waits_for_deliveries_in_flight(self):
         d = self.start().start()
         with smtplib.SMTP("127.0.0.1", d.port, timeout=10) as s:

@@ -10,6 +10,7 @@
 #include "core/base/strings.h"
 #include "core/io/posix_io.h"
 #include "core/log/log.h"
+#include "queue/bounce/dsn.h"
 
 namespace relais::relaisd {
 namespace {
@@ -98,24 +99,42 @@ void DeliveryWorker::Loop() {
           item.resolved = true;
           item.result = {scheduler::Outcome::kDeferred, read_error};
         }
-        if (item.resolved) {
-          done->results.push_back(item.result);
-        } else {
-          const uint64_t start_us = clock.UnixMicros();
+        const uint64_t start_us = clock.UnixMicros();
+        scheduler::RecipientResult result = item.result;
+        if (!item.resolved) {
           const maildir::Result r = maildir::Deliver(io, item.maildir, (*job)->content);
-          scheduler::RecipientResult result;
           result.outcome = r.status == maildir::Status::kDelivered ? scheduler::Outcome::kDelivered
                            : r.status == maildir::Status::kTemporary ? scheduler::Outcome::kDeferred
                                                                      : scheduler::Outcome::kFailed;
           result.reply = r.reply;
-          done->results.push_back(result);
-          log::Emit(log::Level::kInfo, static_cast<int>(shard_), "delivery_attempt",
-                    {{"id", (*job)->message_id},
-                     {"recipient", item.maildir.delivered_to},
-                     {"route", "maildir"},
-                     {"outcome", OutcomeName(result.outcome)},
-                     {"reply", result.reply},
-                     {"duration_us", clock.UnixMicros() - start_us}});
+        }
+        // One line per recipient and attempt, whoever decided it.
+        log::Emit(log::Level::kInfo, static_cast<int>(shard_), "delivery_attempt",
+                  {{"id", (*job)->message_id},
+                   {"recipient", item.address},
+                   {"route", item.route},
+                   {"outcome", OutcomeName(result.outcome)},
+                   {"reply", result.reply},
+                   {"duration_us", clock.UnixMicros() - start_us}});
+        done->results.push_back(std::move(result));
+      }
+      if (!(*job)->sender.empty() && read_error.empty()) {
+        bounce::BounceInput in;
+        for (size_t i = 0; i < done->results.size(); ++i) {
+          if (done->results[i].outcome == scheduler::Outcome::kFailed) {
+            const DeliveryJob::Item& item = (*job)->items[i];
+            in.recipients.push_back({item.address, done->results[i].reply});
+          }
+        }
+        if (!in.recipients.empty()) {
+          in.reporting_mta = (*job)->reporting_mta;
+          in.original_id = (*job)->message_id;
+          in.sender = (*job)->sender;
+          in.arrival_date = base::Rfc5322Date((*job)->received_us);
+          in.date = base::Rfc5322Date(clock.UnixMicros());
+          in.boundary_seed = (*job)->message_id;
+          in.original = (*job)->content;
+          done->bounce = bounce::BuildBounce(in);
         }
       }
       // The results ring is as large as the jobs ring and the shard keeps fewer attempts in

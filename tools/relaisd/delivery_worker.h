@@ -25,7 +25,9 @@ namespace relais::relaisd {
 
 struct DeliveryJob {
   struct Item {
-    bool resolved = false;  // Decided on the shard (no transport): `result` is final.
+    bool resolved = false;               // Decided on the shard (no transport): `result` is final.
+    std::string address;                 // The recipient.
+    std::string_view route = "maildir";  // For the log: maildir, reject, smarthost, lmtp, ...
     maildir::Delivery maildir;
     scheduler::RecipientResult result;
   };
@@ -34,11 +36,16 @@ struct DeliveryJob {
   std::string content;  // As stored: trace header, then the message. Empty when...
   std::optional<spool::BodyLocation> location;  // ...the worker must read it from here.
   std::vector<Item> items;                      // One per recipient of the attempt, in order.
+  // For the bounce when a recipient fails for good; empty sender: never bounce (RFC 5321 6.1).
+  std::string sender;
+  std::string reporting_mta;
+  uint64_t received_us = 0;
 };
 
 struct DeliveryDone {
   uint64_t token = 0;
   std::vector<scheduler::RecipientResult> results;  // One per item.
+  std::string bounce;  // An RFC 3464 report to the sender when some recipient failed.
 };
 
 class DeliveryWorker {

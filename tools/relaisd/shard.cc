@@ -871,12 +871,23 @@ void Shard::StartDeliveries() {
     for (uint32_t index : attempt->recipients) {
       DeliveryJob::Item item;
       const std::string& address = message->envelope.recipients[index].address;
+      item.address = address;
       std::string_view local, domain;
       router.Split(address, local, domain);
       const config::Route* route = router.Find(domain);
       item.resolved = true;
       item.result.outcome = scheduler::Outcome::kDeferred;
-      if (in_memory == nullptr && !location) {
+      item.route = route == nullptr                               ? "none"
+                   : route->type == config::RouteType::kMaildir   ? "maildir"
+                   : route->type == config::RouteType::kReject    ? "reject"
+                   : route->type == config::RouteType::kSmarthost ? "smarthost"
+                                                                  : "lmtp";
+      if (attempt->expired) {
+        item.result.outcome = scheduler::Outcome::kFailed;
+        item.result.reply = base::StrCat(
+            "550 5.4.7 delivery time expired",
+            attempt->last_reply.empty() ? "" : base::StrCat("; last reply: ", attempt->last_reply));
+      } else if (in_memory == nullptr && !location) {
         item.result.reply = "451 4.3.0 spool: the message's segment is gone";
       } else if (route == nullptr) {
         // The configuration changed since the message was accepted; it may change back.
@@ -907,6 +918,9 @@ void Shard::StartDeliveries() {
     } else {
       job->location = location;
     }
+    job->sender = message->envelope.sender;
+    job->reporting_mta = options_.session.hostname;
+    job->received_us = message->received_us;
     attempts_.emplace(job->token, std::move(*attempt));
     ++counters_.delivery_attempts;
     RELAIS_CHECK(worker_->Submit(job)) << "delivery ring full";
@@ -914,27 +928,80 @@ void Shard::StartDeliveries() {
   worker_->Kick();
 }
 
+// A bounce, spooled like any message; once durable it is queued for delivery. Deletes itself.
+class BounceCompletion final : public spool::AppendCompletion {
+ public:
+  BounceCompletion(scheduler::Scheduler& scheduler, uint32_t shard, std::string original)
+      : scheduler_(scheduler), shard_(shard), original_(std::move(original)) {}
+  void OnAppendDone(spool::AppendOutcome outcome, const mail::MessageId& id) override {
+    if (outcome == spool::AppendOutcome::kDurable) {
+      scheduler_.Enqueue(id);
+      log::Emit(log::Level::kInfo, static_cast<int>(shard_), "bounce_queued",
+                {{"id", id.ToString()}, {"original", original_}});
+    } else {
+      // The failed outcomes went in the same batch and are lost with it: after a restart the
+      // message is tried again, fails again and bounces then.
+      log::Emit(log::Level::kError, static_cast<int>(shard_), "bounce_not_stored",
+                {{"original", original_}});
+    }
+    delete this;
+  }
+
+ private:
+  scheduler::Scheduler& scheduler_;
+  const uint32_t shard_;
+  const std::string original_;
+};
+
 void Shard::OnDeliveriesDone() {
   while (auto done = worker_->TakeDone()) {
     auto it = attempts_.find(done->token);
     RELAIS_CHECK(it != attempts_.end()) << "unknown delivery token";
+    if (!done->bounce.empty() && !QueueBounce(it->second.id, std::move(done->bounce))) {
+      // Without a bounce a failure would go unreported: keep those recipients for later.
+      for (scheduler::RecipientResult& r : done->results) {
+        if (r.outcome == scheduler::Outcome::kFailed) {
+          r.outcome = scheduler::Outcome::kDeferred;
+          r.reply = base::StrCat("451 4.3.1 bounce could not be queued; was: ", r.reply);
+        }
+      }
+    }
     scheduler_->Finish(it->second, done->results);
     attempts_.erase(it);
   }
 }
 
+bool Shard::QueueBounce(const mail::MessageId& original, std::string&& report) {
+  const spool::StoredMessage* message = spool_->Find(original);
+  RELAIS_CHECK(message != nullptr);
+  const std::string& sender = message->envelope.sender;
+  std::string_view local, domain;
+  options_.router->Split(sender, local, domain);
+  if (options_.router->Check(local, domain) != routing::Verdict::kAccept) {
+    // Nowhere to deliver it (the sender's domain has no usable route): say so and go on,
+    // rather than keep a failed message forever.
+    log::Emit(log::Level::kWarning, static_cast<int>(options_.index), "bounce_undeliverable",
+              {{"original", original.ToString()}, {"sender", sender}});
+    return true;
+  }
+  mail::Envelope envelope;  // From <>, so that a bounce never bounces (RFC 5321 6.1).
+  envelope.recipients.push_back({sender});
+  envelope.helo = options_.session.hostname;
+  auto* done = new BounceCompletion(*scheduler_, options_.index, original.ToString());
+  // Staged before the failed outcomes that Finish records next: both go in one group commit.
+  if (spool_->Append(spool_->NewMessageId(), std::move(envelope), "", std::move(report), *done) !=
+      spool::AppendStatus::kStaged) {
+    delete done;
+    return false;
+  }
+  return true;
+}
+
 std::string_view Shard::Rfc5322Date() {
   const uint64_t now_us = clock_.UnixMicros();
-  const uint64_t second = now_us / 1'000'000;
-  if (second != date_second_ || date_.empty()) {
-    date_second_ = second;
-    const time_t t = static_cast<time_t>(second);
-    tm utc;
-    gmtime_r(&t, &utc);
-    char buf[64];
-    // RFC 5322 3.3 date-time, in UTC.
-    strftime(buf, sizeof(buf), "%a, %d %b %Y %H:%M:%S +0000", &utc);
-    date_ = buf;
+  if (now_us / 1'000'000 != date_second_ || date_.empty()) {
+    date_second_ = now_us / 1'000'000;  // One formatting per second, not per message.
+    date_ = base::Rfc5322Date(now_us);
   }
   return date_;
 }

@@ -109,6 +109,8 @@ class Shard {
   void SendToShard(uint32_t to, uring::Handoff&& handoff);
   void StartDeliveries();
   void OnDeliveriesDone();
+  // Spools a bounce to the original's sender. False when the spool refused it.
+  [[nodiscard]] bool QueueBounce(const mail::MessageId& original, std::string&& report);
   void BeginStop();
   [[nodiscard]] bool StopComplete();
   std::string_view Rfc5322Date();
