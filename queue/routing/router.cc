@@ -51,9 +51,26 @@ std::string Router::MaildirFor(const config::Route& route, std::string_view loca
   if (local_part.size() >= 2 && local_part.front() == '"' && local_part.back() == '"') {
     local_part = local_part.substr(1, local_part.size() - 2);
   }
-  return base::StrCat(route.path, "/",
-                      base::AsciiStrToLower(domain.empty() ? default_domain_ : domain), "/",
-                      base::AsciiStrToLower(local_part));
+  const std::string d = base::AsciiStrToLower(domain.empty() ? default_domain_ : domain);
+  const std::string l = base::AsciiStrToLower(local_part);
+  const std::string& path = route.path;
+  if (path.find("{domain}") == std::string::npos && path.find("{local}") == std::string::npos) {
+    return base::StrCat(path, "/", d, "/", l);
+  }
+  // A template such as "/srv/mail/{domain}/users/{local}".
+  std::string out;
+  for (size_t i = 0; i < path.size();) {
+    if (path.compare(i, 8, "{domain}") == 0) {
+      out += d;
+      i += 8;
+    } else if (path.compare(i, 7, "{local}") == 0) {
+      out += l;
+      i += 7;
+    } else {
+      out += path[i++];
+    }
+  }
+  return out;
 }
 
 bool SafeLocalPart(std::string_view local_part) {

@@ -31,8 +31,9 @@ class Router {
   [[nodiscard]] const config::Route* Find(std::string_view domain) const;
   [[nodiscard]] Verdict Check(std::string_view local_part, std::string_view domain) const;
 
-  // Maildir directory for a recipient of a maildir route: <path>/<domain>/<local part>, both
-  // lowercased. `local_part` must have passed Check.
+  // Maildir directory for a recipient of a maildir route: the route's path with {domain} and
+  // {local} replaced, or <path>/<domain>/<local part> when it has neither; both lowercased.
+  // `local_part` must have passed Check.
   [[nodiscard]] std::string MaildirFor(const config::Route& route, std::string_view local_part,
                                        std::string_view domain) const;
   [[nodiscard]] const std::string& default_domain() const { return default_domain_; }

@@ -52,6 +52,8 @@ TEST(RouterTest, MaildirPathIsLowercasedUnderTheRoot) {
   const Route* route = r.Find("example.com");
   EXPECT_EQ(r.MaildirFor(*route, "Bob", "Example.COM"), "/var/mail/example.com/bob");
   EXPECT_EQ(r.MaildirFor(*route, "\"john doe\"", "example.com"), "/var/mail/example.com/john doe");
+  const Route templated{"*", RouteType::kMaildir, "/srv/{domain}/users/{local}/Maildir", {}, {}};
+  EXPECT_EQ(r.MaildirFor(templated, "Bob", "Example.COM"), "/srv/example.com/users/bob/Maildir");
   std::string_view local, domain;
   r.Split("a@b@example.com", local, domain);
   EXPECT_EQ(local, "a@b");

@@ -76,10 +76,12 @@ std::optional<Attempt> Scheduler::Next() {
     }
     const uint64_t age_us =
         clock_.UnixMicros() - std::min(message->received_us, clock_.UnixMicros());
-    if (age_us / 1000 > options_.lifetime_ms) {
+    attempt.last_reply = entry->second.last_reply;
+    if (entry->second.returning) {
+      attempt.give = Attempt::Give::kReturned;
+    } else if (age_us / 1000 > options_.lifetime_ms) {
       // The queue lifetime is over: the caller fails what is still pending, with a bounce.
-      attempt.expired = true;
-      attempt.last_reply = entry->second.last_reply;
+      attempt.give = Attempt::Give::kExpired;
       ++stats_.expired;
     }
     if (attempt.recipients.empty()) {
@@ -180,6 +182,16 @@ bool Scheduler::Release(const mail::MessageId& id) {
     MakeReady(id);
   }
   return true;
+}
+
+bool Scheduler::Return(const mail::MessageId& id) {
+  auto entry = entries_.find(id);
+  if (entry == entries_.end()) {
+    return false;
+  }
+  entry->second.returning = true;
+  entry->second.held = false;
+  return Flush(id);
 }
 
 bool Scheduler::Forget(const mail::MessageId& id) {

@@ -48,9 +48,10 @@ struct RecipientResult {
 struct Attempt {
   mail::MessageId id;
   std::vector<uint32_t> recipients;  // Indices into the message's envelope.
-  // The queue lifetime is over: do not deliver, report every recipient failed (and bounce).
-  bool expired = false;
-  std::string last_reply;  // For an expired attempt: what the destination said last.
+  // Do not deliver: report every recipient failed (and bounce). kExpired: the queue lifetime
+  // is over; kReturned: an operator asked for it (relaisctl queue bounce).
+  enum class Give : uint8_t { kDeliver, kExpired, kReturned } give = Give::kDeliver;
+  std::string last_reply;  // What the destination said last, for the bounce.
 };
 
 struct QueueEntry {  // What an operator sees of one message.
@@ -58,6 +59,7 @@ struct QueueEntry {  // What an operator sees of one message.
   uint32_t attempts = 0;
   bool in_flight = false;
   bool held = false;             // An operator put it on hold: no attempt until released.
+  bool returning = false;        // An operator asked to bounce it: the next attempt gives it up.
   uint64_t next_attempt_ms = 0;  // Monotonic; 0 when ready now.
   std::string last_reply;
 };
@@ -91,6 +93,8 @@ class Scheduler {
   bool Hold(const mail::MessageId& id);
   bool Release(const mail::MessageId& id);
   bool Forget(const mail::MessageId& id);  // The caller has made every recipient final.
+  // The next attempt (right away) fails every pending recipient and bounces the message.
+  bool Return(const mail::MessageId& id);
   template <typename Fn>
   void ForEachEntry(Fn&& fn) const {
     for (const auto& [id, entry] : entries_) {

@@ -155,7 +155,7 @@ TEST_F(SchedulerTest, LifetimeExpiryFailsWhatIsPending) {
   clock_.AdvanceMs(options_.lifetime_ms + 1);
   attempt = scheduler_->Next();
   ASSERT_TRUE(attempt.has_value());
-  EXPECT_TRUE(attempt->expired);
+  EXPECT_EQ(attempt->give, Attempt::Give::kExpired);
   EXPECT_EQ(attempt->recipients, (std::vector<uint32_t>{0, 1}));
   EXPECT_EQ(attempt->last_reply, "451");
   scheduler_->Finish(*attempt, All(2, Outcome::kFailed, "550 5.4.7 expired"));
@@ -228,6 +228,17 @@ TEST_F(SchedulerTest, HoldReleaseFlushAndForget) {
   EXPECT_TRUE(scheduler_->Forget(held));
   EXPECT_EQ(scheduler_->Entry(held), nullptr);
   EXPECT_EQ(scheduler_->deferred(), 1u);
+}
+
+TEST_F(SchedulerTest, ReturnGivesTheMessageUpAtOnce) {
+  const auto id = Add(1);
+  auto attempt = scheduler_->Next();
+  scheduler_->Finish(*attempt, All(1, Outcome::kDeferred, "451 later"));
+  EXPECT_TRUE(scheduler_->Return(id));
+  attempt = scheduler_->Next();
+  ASSERT_TRUE(attempt.has_value());
+  EXPECT_EQ(attempt->give, Attempt::Give::kReturned);
+  EXPECT_EQ(attempt->last_reply, "451 later");
 }
 
 TEST_F(SchedulerTest, JitterStaysWithinItsBand) {

@@ -154,6 +154,39 @@ class DeliveryTest(unittest.TestCase):
         self.assertEqual((carol["outcome"], carol["route"]), ("failed", "reject"))
         self.assertEqual(d.stop(), 0)
 
+    def test_operator_bounce_returns_a_stuck_message(self):
+        d = self.start()
+        blocked = os.path.join(d.workdir, "blocked")
+        good = os.path.join(d.workdir, "good")
+        d.config_text = (f'[[routes]]\ndomain = "example.com"\ntype = "maildir"\n'
+                         f'path = "{blocked}"\n'
+                         f'[[routes]]\ndomain = "*"\ntype = "maildir"\npath = "{good}/{{domain}}/{{local}}"\n')
+        with open(blocked, "w") as f:
+            f.write("never writable\n")
+        d.start()
+        with smtplib.SMTP("127.0.0.1", d.port, timeout=10) as s:
+            s.sendmail("alice@src.example", ["bob@example.com"], b"Subject: stuck\r\n\r\nx\r\n")
+        socket_path = os.path.join(d.workdir, "var", "relaisd.sock")
+
+        def ls():
+            out = subprocess.run([RELAISCTL, "--socket", socket_path, "queue", "ls", "--json"],
+                                 capture_output=True, text=True, timeout=30, check=True)
+            return json.loads(out.stdout)
+        [stuck] = wait_for(lambda: [m for m in ls() if m["state"] == "deferred"], 20, "deferral")
+        out = subprocess.run([RELAISCTL, "--socket", socket_path, "queue", "bounce", stuck["id"]],
+                             capture_output=True, text=True, timeout=30)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        alice = os.path.join(good, "src.example", "alice", "new")  # Through the template.
+        wait_for(lambda: os.path.isdir(alice) and os.listdir(alice), 20, "the bounce")
+        wait_for(lambda: not ls(), 20, "the queue to empty")
+        [name] = os.listdir(alice)
+        with open(os.path.join(alice, name)) as f:
+            report = f.read()
+        self.assertIn("Final-Recipient: rfc822; bob@example.com", report)
+        self.assertIn("returned to sender by the postmaster", report)
+        self.assertIn("last reply: 451 4.3.0", report)
+        self.assertEqual(d.stop(), 0)
+
     def test_stop_waits_for_deliveries_in_flight(self):
         d = self.start().start()
         with smtplib.SMTP("127.0.0.1", d.port, timeout=10) as s:

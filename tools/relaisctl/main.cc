@@ -2,7 +2,7 @@
 //
 // Talking to the running daemon over its admin socket (server.admin_socket, mode 0600):
 //   relaisctl [--socket PATH] queue ls [--state S] [--domain D] [--sender A] [--json]
-//   relaisctl [--socket PATH] queue show|delete|hold|release ID [--json]
+//   relaisctl [--socket PATH] queue show|delete|bounce|hold|release ID [--json]
 //   relaisctl [--socket PATH] queue flush [ID|DOMAIN]
 //   relaisctl [--socket PATH] status [--json]
 // Offline, on a spool directory (read-only recovery: nothing is truncated or deleted, so it is
@@ -32,7 +32,7 @@ namespace {
 constexpr char kUsage[] =
     "usage: relaisctl [--socket PATH] queue ls [--state queued|deferred|held|active]\n"
     "                 [--domain D] [--sender A] [--json]\n"
-    "       relaisctl [--socket PATH] queue show|delete|hold|release ID [--json]\n"
+    "       relaisctl [--socket PATH] queue show|delete|bounce|hold|release ID [--json]\n"
     "       relaisctl [--socket PATH] queue flush [ID|DOMAIN]\n"
     "       relaisctl [--socket PATH] status [--json]\n"
     "       relaisctl spool ls   --spool DIR [--json [--body]]\n"

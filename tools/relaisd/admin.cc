@@ -71,6 +71,8 @@ absl::StatusOr<AdminQuery> ParseAdminRequest(std::string_view line) {
       q.op = AdminOp::kFlush;
     } else if (verb == "delete") {
       q.op = AdminOp::kDelete;
+    } else if (verb == "bounce") {
+      q.op = AdminOp::kBounce;
     } else if (verb == "hold") {
       q.op = AdminOp::kHold;
     } else if (verb == "release") {
@@ -109,7 +111,8 @@ absl::StatusOr<AdminQuery> ParseAdminRequest(std::string_view line) {
     }
   }
   const bool needs_id = q.op == AdminOp::kShow || q.op == AdminOp::kDelete ||
-                        q.op == AdminOp::kHold || q.op == AdminOp::kRelease;
+                        q.op == AdminOp::kBounce || q.op == AdminOp::kHold ||
+                        q.op == AdminOp::kRelease;
   if (needs_id && !q.id) {
     return absl::InvalidArgumentError("this command needs a message ID");
   }
@@ -191,6 +194,7 @@ std::string FormatAdminResponse(const AdminQuery& query, const std::vector<Admin
     }
     case AdminOp::kFlush:
     case AdminOp::kDelete:
+    case AdminOp::kBounce:
     case AdminOp::kHold:
     case AdminOp::kRelease: {
       uint32_t affected = 0;

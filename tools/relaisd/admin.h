@@ -3,7 +3,8 @@
 // relaisctl connects to a unix socket (mode 0600, so only the daemon's user and root get in),
 // writes one request line and reads the answer until the daemon closes:
 //   request:  "queue ls [state=S] [domain=D] [sender=S] [json]" | "queue show ID [json]" |
-//             "queue flush [ID|DOMAIN]" | "queue delete ID" | "queue hold ID" |
+//             "queue flush [ID|DOMAIN]" | "queue delete ID" | "queue bounce ID" |
+//             "queue hold ID" |
 //             "queue release ID" | "status [json]"
 //   answer:   "OK\n" then the text (or JSON) | "ERROR <why>\n"
 // Shard 0 serves the socket. A request for one message goes to the shard that owns it (the
@@ -23,7 +24,7 @@
 
 namespace relais::relaisd {
 
-enum class AdminOp : uint8_t { kList, kShow, kFlush, kDelete, kHold, kRelease, kStatus };
+enum class AdminOp : uint8_t { kList, kShow, kFlush, kDelete, kBounce, kHold, kRelease, kStatus };
 
 struct AdminQuery final : uring::HandoffPayload {
   AdminOp op = AdminOp::kStatus;

@@ -24,6 +24,9 @@ TEST(AdminTest, ParsesRequests) {
   EXPECT_EQ(q->domain, "example.org");
   EXPECT_FALSE(q->id.has_value());
   EXPECT_TRUE(ParseAdminRequest("status").ok());
+  q = ParseAdminRequest(base::StrCat("queue bounce ", id.ToString()));
+  ASSERT_TRUE(q.ok());
+  EXPECT_EQ(q->op, AdminOp::kBounce);
 }
 
 TEST(AdminTest, RefusesMalformedRequestsWithAReason) {

@@ -781,6 +781,9 @@ std::unique_ptr<AdminAnswer> Shard::AnswerAdmin(const AdminQuery& q) {
       answer->affected = 1;
       break;
     }
+    case AdminOp::kBounce:
+      answer->affected = q.id && scheduler_->Return(*q.id) ? 1 : 0;
+      break;
     case AdminOp::kHold:
       answer->affected = q.id && scheduler_->Hold(*q.id) ? 1 : 0;
       break;
@@ -882,11 +885,15 @@ void Shard::StartDeliveries() {
                    : route->type == config::RouteType::kReject    ? "reject"
                    : route->type == config::RouteType::kSmarthost ? "smarthost"
                                                                   : "lmtp";
-      if (attempt->expired) {
+      const std::string last = attempt->last_reply.empty()
+                                   ? std::string()
+                                   : base::StrCat("; last reply: ", attempt->last_reply);
+      if (attempt->give == scheduler::Attempt::Give::kExpired) {
         item.result.outcome = scheduler::Outcome::kFailed;
-        item.result.reply = base::StrCat(
-            "550 5.4.7 delivery time expired",
-            attempt->last_reply.empty() ? "" : base::StrCat("; last reply: ", attempt->last_reply));
+        item.result.reply = base::StrCat("550 5.4.7 delivery time expired", last);
+      } else if (attempt->give == scheduler::Attempt::Give::kReturned) {
+        item.result.outcome = scheduler::Outcome::kFailed;
+        item.result.reply = base::StrCat("550 5.0.0 returned to sender by the postmaster", last);
       } else if (in_memory == nullptr && !location) {
         item.result.reply = "451 4.3.0 spool: the message's segment is gone";
       } else if (route == nullptr) {
