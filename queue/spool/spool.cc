@@ -306,8 +306,9 @@ AppendStatus Spool::Append(const mail::MessageId& id, mail::Envelope&& envelope,
   EncodeMessage(record, trace, body, staged_);
   std::swap(record.envelope, message->envelope);
   if (body_memory_bytes_ + stored_size <= options_.body_memory_bytes_max) {
-    message->body.reserve(stored_size);
-    message->body.append(trace).append(body);
+    // Kept as received, trace header apart: the body is moved, not copied.
+    message->trace.assign(trace);
+    message->body = std::move(body);
     message->body_in_memory = true;
     body_memory_bytes_ += stored_size;
   }
@@ -528,7 +529,7 @@ std::optional<BodyLocation> Spool::Locate(const StoredMessage& message) const {
 
 absl::StatusOr<std::string> Spool::ReadBody(const StoredMessage& message) {
   if (message.body_in_memory) {
-    return message.body;
+    return base::StrCat(message.trace, message.body);
   }
   const auto location = Locate(message);
   if (!location) {

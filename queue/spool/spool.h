@@ -74,7 +74,10 @@ struct StoredMessage {
   uint64_t record_offset = 0;  // In that segment.
   uint64_t record_size = 0;
   uint64_t body_size = 0;
-  std::string body;  // Held while the memory budget allows; else empty and read back.
+  // Held while the memory budget allows (else both are empty and the body is read back from
+  // the segment). The stored body is trace + body.
+  std::string trace;
+  std::string body;
   bool body_in_memory = false;
   // The last deferral, as recorded (next_attempt_us == 0: none).
   uint64_t next_attempt_us = 0;
@@ -150,9 +153,10 @@ class Spool {
 
   [[nodiscard]] const StoredMessage* Find(const mail::MessageId& id) const;
   [[nodiscard]] absl::StatusOr<std::string> ReadBody(const StoredMessage& message);
-  // The body if it is held in memory, else null; then Locate says where to read it.
-  [[nodiscard]] const std::string* BodyInMemory(const StoredMessage& message) const {
-    return message.body_in_memory ? &message.body : nullptr;
+  // True when the body is held in memory (message.trace + message.body); else Locate says
+  // where to read it.
+  [[nodiscard]] bool BodyInMemory(const StoredMessage& message) const {
+    return message.body_in_memory;
   }
   [[nodiscard]] std::optional<BodyLocation> Locate(const StoredMessage& message) const;
   void ForEach(const std::function<void(const StoredMessage&)>& fn) const;

@@ -868,9 +868,9 @@ void Shard::StartDeliveries() {
     job->message_id = attempt->id.ToString();
     // The body goes along if it is in memory; otherwise the worker reads it from the segment,
     // so that the shard never waits on the disk.
-    const std::string* in_memory = spool_->BodyInMemory(*message);
+    const bool in_memory = spool_->BodyInMemory(*message);
     const std::optional<spool::BodyLocation> location =
-        in_memory != nullptr ? std::nullopt : spool_->Locate(*message);
+        in_memory ? std::nullopt : spool_->Locate(*message);
     for (uint32_t index : attempt->recipients) {
       DeliveryJob::Item item;
       const std::string& address = message->envelope.recipients[index].address;
@@ -894,7 +894,7 @@ void Shard::StartDeliveries() {
       } else if (attempt->give == scheduler::Attempt::Give::kReturned) {
         item.result.outcome = scheduler::Outcome::kFailed;
         item.result.reply = base::StrCat("550 5.0.0 returned to sender by the postmaster", last);
-      } else if (in_memory == nullptr && !location) {
+      } else if (!in_memory && !location) {
         item.result.reply = "451 4.3.0 spool: the message's segment is gone";
       } else if (route == nullptr) {
         // The configuration changed since the message was accepted; it may change back.
@@ -920,8 +920,9 @@ void Shard::StartDeliveries() {
       }
       job->items.push_back(std::move(item));
     }
-    if (in_memory != nullptr) {
-      job->content = *in_memory;
+    if (in_memory) {
+      // The worker runs on another thread: it gets its own copy.
+      job->content = base::StrCat(message->trace, message->body);
     } else {
       job->location = location;
     }
