@@ -118,6 +118,14 @@ void DeliveryWorker::Loop() {
                    {"duration_us", clock.UnixMicros() - start_us}});
         done->results.push_back(std::move(result));
       }
+      if (!(*job)->sender.empty() && !read_error.empty()) {
+        // No message, no bounce: a failure now would go unreported, so it waits for a retry.
+        for (scheduler::RecipientResult& r : done->results) {
+          if (r.outcome == scheduler::Outcome::kFailed) {
+            r = {scheduler::Outcome::kDeferred, base::StrCat(read_error, "; was: ", r.reply)};
+          }
+        }
+      }
       if (!(*job)->sender.empty() && read_error.empty()) {
         bounce::BounceInput in;
         for (size_t i = 0; i < done->results.size(); ++i) {
