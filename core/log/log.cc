@@ -91,11 +91,21 @@ std::string Format(uint64_t unix_micros, Level level, int shard, std::string_vie
   return out;
 }
 
-void Emit(Level level, int shard, std::string_view event, std::initializer_list<Field> fields) {
-  const std::string line = Format(base::SystemClock().UnixMicros(), level, shard, event, fields);
-  // One write per line: lines from different threads never interleave.
-  const ssize_t ignored = ::write(g_fd.load(std::memory_order_relaxed), line.data(), line.size());
+std::string JsonString(std::string_view text) {
+  std::string out = "\"";
+  AppendJsonEscaped(out, text);
+  out += "\"";
+  return out;
+}
+
+void EmitLines(std::string_view lines) {
+  // One write per batch: lines from different threads never interleave.
+  const ssize_t ignored = ::write(g_fd.load(std::memory_order_relaxed), lines.data(), lines.size());
   (void)ignored;
+}
+
+void Emit(Level level, int shard, std::string_view event, std::initializer_list<Field> fields) {
+  EmitLines(Format(base::SystemClock().UnixMicros(), level, shard, event, fields));
 }
 
 void SetFd(int fd) { g_fd.store(fd, std::memory_order_relaxed); }

@@ -36,6 +36,10 @@ struct Field {
 void Emit(Level level, int shard, std::string_view event, std::initializer_list<Field> fields);
 // Appends `text` to `out` as the inside of a JSON string.
 void AppendJsonEscaped(std::string& out, std::string_view text);
+// `text` as a quoted JSON string.
+[[nodiscard]] std::string JsonString(std::string_view text);
+// Writes already formatted lines (several Format results) with one write(2).
+void EmitLines(std::string_view lines);
 // Where Emit writes; 2 (stderr) by default.
 void SetFd(int fd);
 

@@ -21,6 +21,8 @@ TEST(LogTest, EscapesControlCharactersAndQuotes) {
   EXPECT_EQ(out, "a\\\"b\\\\c\\r\\n\\u0001\\u007f\xC3\xA9");
 }
 
+TEST(LogTest, QuotesJsonStrings) { EXPECT_EQ(JsonString("a\"b"), "\"a\\\"b\""); }
+
 TEST(LogTest, OmitsShardOutsideShards) {
   const std::string line = Format(0, Level::kInfo, -1, "start", {});
   EXPECT_EQ(line.find("shard"), std::string::npos);

@@ -28,6 +28,13 @@ enum class RecordType : uint8_t { kMessage = 1, kOutcome = 2, kDeferral = 3 };
 
 enum class RecipientState : uint8_t { kPending = 0, kDelivered = 1, kFailed = 2 };
 
+// "pending", "delivered" or "failed": the words relaisctl and the admin socket show.
+[[nodiscard]] constexpr std::string_view RecipientStateName(RecipientState state) {
+  return state == RecipientState::kPending     ? "pending"
+         : state == RecipientState::kDelivered ? "delivered"
+                                               : "failed";
+}
+
 struct SegmentHeader {
   uint16_t shard = 0;
   uint64_t sequence = 0;

@@ -130,24 +130,9 @@ std::string_view StateName(const spool::StoredMessage& m) {
   return done == 0 ? "queued" : "partial";
 }
 
-std::string_view RecipientStateName(spool::RecipientState s) {
-  switch (s) {
-    case spool::RecipientState::kPending:
-      return "pending";
-    case spool::RecipientState::kDelivered:
-      return "delivered";
-    case spool::RecipientState::kFailed:
-      return "failed";
-  }
-  return "?";
-}
+using spool::RecipientStateName;
 
-std::string Json(std::string_view s) {
-  std::string out = "\"";
-  log::AppendJsonEscaped(out, s);
-  out += "\"";
-  return out;
-}
+std::string Json(std::string_view s) { return log::JsonString(s); }
 
 int Main(int argc, char** argv) {
   std::vector<std::string_view> args(argv + 1, argv + argc);

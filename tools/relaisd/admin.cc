@@ -12,12 +12,7 @@ namespace {
 using base::StrAppend;
 using base::StrCat;
 
-std::string Json(std::string_view s) {
-  std::string out = "\"";
-  log::AppendJsonEscaped(out, s);
-  out += "\"";
-  return out;
-}
+std::string Json(std::string_view s) { return log::JsonString(s); }
 
 std::string MessageJson(const MessageView& m) {
   std::string out =

@@ -81,6 +81,7 @@ void DeliveryWorker::Loop() {
     // Blocks until the shard has work for us or we are told to stop.
     const ssize_t n = ::read(wake_fd_, &count, sizeof(count));
     (void)n;
+    std::string log_lines;  // The batch's log lines, written once at its end.
     while (auto job = jobs_.TryPop()) {
       auto done = std::make_unique<DeliveryDone>();
       done->token = (*job)->token;
@@ -108,14 +109,16 @@ void DeliveryWorker::Loop() {
                                                                      : scheduler::Outcome::kFailed;
           result.reply = r.reply;
         }
-        // One line per recipient and attempt, whoever decided it.
-        log::Emit(log::Level::kInfo, static_cast<int>(shard_), "delivery_attempt",
-                  {{"id", (*job)->message_id},
-                   {"recipient", item.address},
-                   {"route", item.route},
-                   {"outcome", OutcomeName(result.outcome)},
-                   {"reply", result.reply},
-                   {"duration_us", clock.UnixMicros() - start_us}});
+        // One line per recipient and attempt, whoever decided it; written with the batch.
+        const uint64_t now_us = clock.UnixMicros();
+        log_lines +=
+            log::Format(now_us, log::Level::kInfo, static_cast<int>(shard_), "delivery_attempt",
+                        {{"id", (*job)->message_id},
+                         {"recipient", item.address},
+                         {"route", item.route},
+                         {"outcome", OutcomeName(result.outcome)},
+                         {"reply", result.reply},
+                         {"duration_us", now_us - start_us}});
         done->results.push_back(std::move(result));
       }
       if (!(*job)->sender.empty() && !read_error.empty()) {
@@ -149,6 +152,9 @@ void DeliveryWorker::Loop() {
       // flight than either holds, so it cannot be full.
       RELAIS_CHECK(done_.TryPush(std::move(done))) << "delivery results ring full";
       Signal(done_fd_);
+    }
+    if (!log_lines.empty()) {
+      log::EmitLines(log_lines);
     }
     if (stop_.load(std::memory_order_acquire)) {
       return;

@@ -690,11 +690,8 @@ MessageView Shard::View(const spool::StoredMessage& m) const {
   v.size = m.body_size;
   v.received_us = m.received_us;
   for (size_t i = 0; i < m.envelope.recipients.size(); ++i) {
-    const spool::RecipientState st = m.states[i];
     v.recipients.emplace_back(m.envelope.recipients[i].address,
-                              st == spool::RecipientState::kPending     ? "pending"
-                              : st == spool::RecipientState::kDelivered ? "delivered"
-                                                                        : "failed");
+                              spool::RecipientStateName(m.states[i]));
   }
   v.state = "queued";
   if (const scheduler::QueueEntry* e = scheduler_->Entry(m.id)) {
@@ -871,6 +868,9 @@ void Shard::StartDeliveries() {
     const bool in_memory = spool_->BodyInMemory(*message);
     const std::optional<spool::BodyLocation> location =
         in_memory ? std::nullopt : spool_->Locate(*message);
+    const std::string last = attempt->last_reply.empty()
+                                 ? std::string()
+                                 : base::StrCat("; last reply: ", attempt->last_reply);
     for (uint32_t index : attempt->recipients) {
       DeliveryJob::Item item;
       const std::string& address = message->envelope.recipients[index].address;
@@ -885,9 +885,6 @@ void Shard::StartDeliveries() {
                    : route->type == config::RouteType::kReject    ? "reject"
                    : route->type == config::RouteType::kSmarthost ? "smarthost"
                                                                   : "lmtp";
-      const std::string last = attempt->last_reply.empty()
-                                   ? std::string()
-                                   : base::StrCat("; last reply: ", attempt->last_reply);
       if (attempt->give == scheduler::Attempt::Give::kExpired) {
         item.result.outcome = scheduler::Outcome::kFailed;
         item.result.reply = base::StrCat("550 5.4.7 delivery time expired", last);
