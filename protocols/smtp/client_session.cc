@@ -1,0 +1,642 @@
+// protocols/smtp/client_session.cc — see client_session.h.
+#include "protocols/smtp/client_session.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "core/base/check.h"
+#include "core/base/strings.h"
+
+namespace relais::smtp {
+namespace {
+
+using base::StrAppend;
+using base::StrCat;
+
+constexpr size_t kReplyLineBytesMax = 4096;
+constexpr uint32_t kReplyLinesMax = 64;
+constexpr size_t kReplyTextBytesMax = 400;  // Of the server's text kept in a result.
+// Content below this size is copied into the command buffer so the whole transaction leaves in
+// one send; larger content is sent from the caller's memory without a copy.
+constexpr size_t kBorrowBytesMin = 16 * 1024;
+constexpr uint32_t kIgnoreReply = UINT32_MAX;  // An end-of-data reply that decides nothing.
+
+bool IsDigit(char c) { return c >= '0' && c <= '9'; }
+
+// Length of an RFC 3463 enhanced status code of class `cls` at the start of `text`, or 0.
+size_t EnhancedLength(std::string_view text, char cls) {
+  if (text.size() < 5 || text[0] != cls || text[1] != '.') {
+    return 0;
+  }
+  size_t i = 2;
+  for (int part = 0; part < 2; ++part) {
+    size_t digits = 0;
+    while (i < text.size() && IsDigit(text[i]) && digits < 3) {
+      ++i;
+      ++digits;
+    }
+    if (digits == 0) {
+      return 0;
+    }
+    if (part == 0) {
+      if (i >= text.size() || text[i] != '.') {
+        return 0;
+      }
+      ++i;
+    }
+  }
+  return i == text.size() || text[i] == ' ' ? i : 0;
+}
+
+RecipientStatus Classify(uint16_t code) {
+  switch (code / 100) {
+    case 2:
+      return RecipientStatus::kDelivered;
+    case 5:
+      return RecipientStatus::kFailed;
+    default:
+      return RecipientStatus::kDeferred;
+  }
+}
+
+bool HasEightBit(std::string_view content) {
+  return std::any_of(content.begin(), content.end(),
+                     [](char c) { return static_cast<unsigned char>(c) >= 0x80; });
+}
+
+}  // namespace
+
+ClientSession::ClientSession(ClientOptions options) : options_(std::move(options)) {
+  expected_.push_back({Step::kGreeting, 0});
+}
+
+// ---- Output ----
+
+void ClientSession::Append(std::string_view text) {
+  if (text.empty()) {
+    return;
+  }
+  const bool can_merge =
+      !pieces_.empty() && !pieces_.back().is_borrowed && !(pieces_.size() == 1 && front_shown_);
+  if (can_merge) {
+    pieces_.back().owned.append(text);
+  } else {
+    pieces_.push_back(Piece{false, std::string(text), {}});
+  }
+}
+
+void ClientSession::AppendBorrowed(std::string_view text) {
+  if (text.size() < kBorrowBytesMin) {
+    Append(text);
+  } else {
+    pieces_.push_back(Piece{true, {}, text});
+  }
+}
+
+std::string_view ClientSession::PendingOutput() const {
+  if (pieces_.empty()) {
+    return {};
+  }
+  front_shown_ = true;
+  return pieces_.front().view().substr(piece_offset_);
+}
+
+void ClientSession::ConsumeOutput(size_t bytes) {
+  while (bytes > 0 && !pieces_.empty()) {
+    const size_t left = pieces_.front().view().size() - piece_offset_;
+    if (bytes < left) {
+      piece_offset_ += bytes;
+      return;
+    }
+    bytes -= left;
+    pieces_.pop_front();
+    piece_offset_ = 0;
+    front_shown_ = false;
+  }
+}
+
+void ClientSession::Send(std::string_view command_line, Step step, uint32_t index) {
+  Append(command_line);
+  Append("\r\n");
+  expected_.push_back({step, index});
+}
+
+// ---- Input ----
+
+void ClientSession::Feed(std::string_view bytes) {
+  while (!bytes.empty() && phase_ != Phase::kClosed) {
+    const size_t newline = bytes.find('\n');
+    const std::string_view part = bytes.substr(0, newline);
+    if (line_.size() + part.size() > kReplyLineBytesMax) {
+      Fail(StrCat("451 4.5.0 protocol error: reply line over ", kReplyLineBytesMax, " bytes from ",
+                  options_.peer_name));
+      return;
+    }
+    line_.append(part);
+    if (newline == std::string_view::npos) {
+      return;
+    }
+    bytes.remove_prefix(newline + 1);
+    if (!line_.empty() && line_.back() == '\r') {
+      line_.pop_back();
+    }
+    const std::string line = std::move(line_);
+    line_.clear();
+
+    const bool well_formed = line.size() >= 3 && line[0] >= '2' && line[0] <= '5' &&
+                             IsDigit(line[1]) && IsDigit(line[2]) &&
+                             (line.size() == 3 || line[3] == ' ' || line[3] == '-');
+    if (!well_formed || ++reply_lines_ > kReplyLinesMax) {
+      Fail(StrCat("451 4.5.0 protocol error: ",
+                  well_formed ? "reply of too many lines" : "malformed reply line", " from ",
+                  options_.peer_name));
+      return;
+    }
+    const std::string_view text = line.size() > 4 ? std::string_view(line).substr(4) : "";
+    if (reply_lines_ == 1) {
+      reply_text_.clear();
+      ehlo_lines_.clear();
+    } else if (!expected_.empty() && expected_.front().step == Step::kEhlo) {
+      ehlo_lines_.emplace_back(text.substr(0, 200));
+    }
+    if (reply_text_.size() < kReplyTextBytesMax) {
+      std::string_view more = text;
+      if (reply_lines_ > 1) {
+        // Continuation lines repeat the enhanced status code (RFC 2034): keep it once.
+        const size_t enhanced = EnhancedLength(more, line[0]);
+        more.remove_prefix(enhanced == 0 ? 0 : std::min(more.size(), enhanced + 1));
+      }
+      if (!reply_text_.empty()) {
+        reply_text_.push_back(' ');
+      }
+      reply_text_.append(more.substr(0, kReplyTextBytesMax - reply_text_.size()));
+    }
+    if (line.size() > 3 && line[3] == '-') {
+      continue;
+    }
+    reply_lines_ = 0;
+    const auto code =
+        static_cast<uint16_t>((line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0'));
+    OnReply(code, reply_text_);
+  }
+}
+
+void ClientSession::OnReply(uint16_t code, std::string_view text) {
+  if (expected_.empty()) {
+    // Unsolicited: typically 421 from a server closing an idle connection.
+    Fail(code == 421
+             ? Describe(code, text, Step::kQuit)
+             : StrCat("451 4.5.0 protocol error: unexpected reply from ", options_.peer_name));
+    return;
+  }
+  const Expect expect = expected_.front();
+  expected_.pop_front();
+  switch (expect.step) {
+    case Step::kGreeting:
+      if (code / 100 == 2) {
+        phase_ = Phase::kHello;
+        Send(StrCat(options_.lmtp ? "LHLO " : "EHLO ", options_.helo_name), Step::kEhlo);
+      } else {
+        Fail(Describe(code, text, expect.step));
+      }
+      return;
+    case Step::kEhlo:
+      OnEhloReply(code);
+      return;
+    case Step::kHelo:
+      if (code / 100 == 2) {
+        phase_ = Phase::kReady;
+      } else {
+        Fail(Describe(code, text, expect.step));
+      }
+      return;
+    case Step::kQuit:
+      phase_ = Phase::kClosed;
+      return;
+    default:
+      break;
+  }
+  if (code == 421) {
+    // The server is closing the connection: nothing more will be answered on it.
+    if (expect.step != Step::kRset) {
+      untouched_ = false;
+    }
+    Fail(Describe(code, text, expect.step));
+    return;
+  }
+  OnTransactionReply(expect.step, expect.index, code, text);
+}
+
+void ClientSession::OnEhloReply(uint16_t code) {
+  if (code / 100 == 2) {
+    extensions_ = ServerExtensions{};
+    extensions_.esmtp = true;
+    for (const std::string& line : ehlo_lines_) {
+      const std::string_view l(line);
+      const size_t space = l.find(' ');
+      const std::string_view keyword = l.substr(0, space);
+      const std::string_view value = space == std::string_view::npos ? "" : l.substr(space + 1);
+      auto is = [&](std::string_view name) { return base::EqualsIgnoreCase(keyword, name); };
+      if (is("PIPELINING")) {
+        extensions_.pipelining = true;
+      } else if (is("SIZE")) {
+        extensions_.size = true;
+        uint64_t n = 0;
+        bool digits = !value.empty() && value.size() <= 19;
+        for (char c : value) {
+          digits = digits && IsDigit(c);
+          n = n * 10 + static_cast<uint64_t>(c - '0');
+        }
+        extensions_.size_max = digits ? n : 0;
+      } else if (is("8BITMIME")) {
+        extensions_.eightbitmime = true;
+      } else if (is("SMTPUTF8")) {
+        extensions_.smtputf8 = true;
+      } else if (is("CHUNKING")) {
+        extensions_.chunking = true;
+      } else if (is("BINARYMIME")) {
+        extensions_.binarymime = true;
+      } else if (is("DSN")) {
+        extensions_.dsn = true;
+      } else if (is("ENHANCEDSTATUSCODES")) {
+        extensions_.enhanced_status_codes = true;
+      } else if (is("STARTTLS")) {
+        extensions_.starttls = true;
+      }
+    }
+    phase_ = Phase::kReady;
+  } else if (code / 100 == 5 && !options_.lmtp) {
+    Send(StrCat("HELO ", options_.helo_name), Step::kHelo);  // RFC 5321 3.2.
+  } else {
+    Fail(Describe(code, reply_text_, Step::kEhlo));
+  }
+}
+
+// ---- Transactions ----
+
+bool ClientSession::Precheck() {
+  const std::string_view content = message_.content;
+  std::string refusal;
+  const bool eight_bit =
+      message_.body_type != mail::BodyType::k7Bit || HasEightBit(message_.content);
+  if (extensions_.size && extensions_.size_max != 0 && content.size() > extensions_.size_max) {
+    refusal = StrCat("552 5.3.4 message of ", content.size(), " bytes exceeds the limit of ",
+                     extensions_.size_max, " bytes at ", options_.peer_name);
+  } else if (message_.body_type == mail::BodyType::kBinaryMime &&
+             !(extensions_.binarymime && extensions_.chunking && options_.use_chunking)) {
+    refusal =
+        StrCat("554 5.6.3 binary message, and ", options_.peer_name, " does not offer BINARYMIME");
+  } else if (eight_bit && !extensions_.eightbitmime) {
+    refusal =
+        StrCat("554 5.6.3 8-bit message, and ", options_.peer_name, " does not offer 8BITMIME");
+  } else if (message_.smtputf8 && !extensions_.smtputf8) {
+    refusal =
+        StrCat("553 5.6.7 message needs SMTPUTF8, and ", options_.peer_name, " does not offer it");
+  }
+  if (refusal.empty()) {
+    return true;
+  }
+  for (RecipientReply& r : results_) {
+    r = {RecipientStatus::kFailed, refusal};
+  }
+  return false;
+}
+
+void ClientSession::Begin(const OutgoingMessage& message) {
+  RELAIS_CHECK(ready() && !done_) << "Begin needs an idle session";
+  message_ = message;
+  results_.assign(message.recipients.size(), RecipientReply{});
+  accepted_.clear();
+  settled_after_data_ = 0;
+  mail_ok_ = false;
+  mail_answered_ = false;
+  untouched_ = true;
+  ++transactions_;
+  if (!Precheck()) {
+    untouched_ = false;
+    done_ = true;  // Nothing sent; the connection stays ready.
+    return;
+  }
+  phase_ = Phase::kTransaction;
+  if (transactions_ > 1 || need_rset_) {
+    planned_.push_back({Step::kRset, 0});  // Also proves a cached connection still works.
+    need_rset_ = false;
+  }
+  planned_.push_back({Step::kMail, 0});
+  for (uint32_t i = 0; i < message.recipients.size(); ++i) {
+    planned_.push_back({Step::kRcpt, i});
+  }
+  const bool chunking = extensions_.chunking && options_.use_chunking;
+  planned_.push_back({chunking ? Step::kBdat : Step::kData, 0});
+  SendNext();
+}
+
+void ClientSession::SendNext() {
+  const bool pipelining = extensions_.pipelining && options_.use_pipelining;
+  while (!planned_.empty() && phase_ == Phase::kTransaction) {
+    if (!pipelining && !expected_.empty()) {
+      break;  // One command at a time.
+    }
+    const Expect next = planned_.front();
+    planned_.pop_front();
+    // Without PIPELINING, every earlier reply is in: skip what can no longer matter.
+    const bool skip = !pipelining && mail_answered_ &&
+                      (!mail_ok_ || ((next.step == Step::kData || next.step == Step::kBdat) &&
+                                     accepted_.empty()));
+    if (skip) {
+      need_rset_ = true;
+      continue;
+    }
+    switch (next.step) {
+      case Step::kRset:
+        Send("RSET", Step::kRset);
+        break;
+      case Step::kMail: {
+        std::string line = StrCat("MAIL FROM:<", message_.sender, ">");
+        if (extensions_.size) {
+          StrAppend(&line, " SIZE=", message_.content.size());
+        }
+        if (message_.body_type == mail::BodyType::kBinaryMime) {
+          line.append(" BODY=BINARYMIME");
+        } else if (extensions_.eightbitmime &&
+                   (message_.body_type != mail::BodyType::k7Bit || HasEightBit(message_.content))) {
+          line.append(" BODY=8BITMIME");
+        }
+        if (message_.smtputf8) {
+          line.append(" SMTPUTF8");
+        }
+        if (extensions_.dsn && !message_.ret.empty()) {
+          StrAppend(&line, " RET=", message_.ret);
+        }
+        if (extensions_.dsn && !message_.envid.empty()) {
+          StrAppend(&line, " ENVID=", message_.envid);
+        }
+        Send(line, Step::kMail);
+        break;
+      }
+      case Step::kRcpt: {
+        const OutgoingRecipient& r = message_.recipients[next.index];
+        std::string line = StrCat("RCPT TO:<", r.address, ">");
+        if (extensions_.dsn && !r.notify.empty()) {
+          StrAppend(&line, " NOTIFY=", r.notify);
+        }
+        if (extensions_.dsn && !r.orcpt.empty()) {
+          StrAppend(&line, " ORCPT=", r.orcpt);
+        }
+        Send(line, Step::kRcpt, next.index);
+        break;
+      }
+      case Step::kData:
+        Send("DATA", Step::kData);
+        return;  // The body waits for 354.
+      case Step::kBdat:
+        Append(StrCat("BDAT ", message_.content.size(), " LAST\r\n"));
+        AppendBorrowed(message_.content);
+        expected_.push_back({Step::kBdat, 0});
+        break;
+      default:
+        RELAIS_CHECK(false) << "not a planned step";
+    }
+  }
+  FinishIfIdle();
+}
+
+void ClientSession::SendBody() {
+  // RFC 5321 4.5.2: a line that starts with '.' gets one more.
+  const std::string_view content = message_.content;
+  size_t start = 0;
+  size_t dot = content.starts_with('.') ? 0 : content.find("\n.");
+  while (dot != std::string_view::npos) {
+    const size_t at = content[dot] == '.' ? dot : dot + 1;  // Position of the '.'.
+    AppendBorrowed(content.substr(start, at - start));
+    Append(".");
+    start = at;
+    dot = content.find("\n.", at);
+  }
+  AppendBorrowed(content.substr(start));
+  Append(".\r\n");
+  expected_.push_back({Step::kEndOfData, 0});
+}
+
+void ClientSession::SettleAccepted(uint16_t code, const std::string& reply) {
+  for (uint32_t i : accepted_) {
+    results_[i] = {Classify(code), reply};
+  }
+}
+
+void ClientSession::OnTransactionReply(Step step, uint32_t index, uint16_t code,
+                                       std::string_view text) {
+  if (step != Step::kRset) {
+    untouched_ = false;
+  }
+  switch (step) {
+    case Step::kRset:
+      if (code / 100 != 2) {
+        Fail(Describe(code, text, step));
+        return;
+      }
+      break;
+    case Step::kMail:
+      mail_answered_ = true;
+      mail_ok_ = code / 100 == 2;
+      if (!mail_ok_) {
+        const std::string reply = Describe(code, text, step);
+        for (RecipientReply& r : results_) {
+          r = {Classify(code), reply};
+        }
+        need_rset_ = true;
+      }
+      break;
+    case Step::kRcpt:
+      if (!mail_ok_) {
+        break;  // Settled by the MAIL reply.
+      }
+      if (code / 100 == 2) {
+        accepted_.push_back(index);
+      } else {
+        results_[index] = {Classify(code), Describe(code, text, step)};
+      }
+      break;
+    case Step::kData:
+      if (code == 354) {
+        if (!mail_ok_ || accepted_.empty()) {
+          // A server that should have refused DATA: end an empty message it cannot deliver.
+          Append(".\r\n");
+          expected_.push_back({Step::kEndOfData, kIgnoreReply});
+          need_rset_ = true;
+        } else {
+          SendBody();
+        }
+      } else if (code / 100 == 2 || code / 100 == 3) {
+        Fail(StrCat("451 4.5.0 protocol error: ", code, " in reply to DATA from ",
+                    options_.peer_name));
+        return;
+      } else {
+        SettleAccepted(code, Describe(code, text, step));
+        need_rset_ = true;
+      }
+      break;
+    case Step::kEndOfData:
+    case Step::kBdat:
+      if (index == kIgnoreReply || !mail_ok_ || accepted_.empty()) {
+        need_rset_ = true;  // The refusal of a message without recipients: nothing to settle.
+        break;
+      }
+      if (code / 100 == 3) {
+        Fail(StrCat("451 4.5.0 protocol error: ", code, " in reply to the message data from ",
+                    options_.peer_name));
+        return;
+      }
+      if (options_.lmtp) {
+        // RFC 2033 4.2: one reply per accepted recipient, in RCPT order.
+        const uint32_t r = accepted_[settled_after_data_++];
+        results_[r] = {Classify(code), Describe(code, text, step)};
+        if (settled_after_data_ < accepted_.size()) {
+          expected_.push_front({step, 0});
+        }
+      } else {
+        SettleAccepted(code, Describe(code, text, step));
+      }
+      if (code / 100 != 2) {
+        need_rset_ = true;
+      }
+      break;
+    default:
+      RELAIS_CHECK(false) << "not a transaction step";
+  }
+  SendNext();
+}
+
+void ClientSession::FinishIfIdle() {
+  if (phase_ != Phase::kTransaction || !expected_.empty() || !planned_.empty()) {
+    return;
+  }
+  for (RecipientReply& r : results_) {
+    if (r.status == RecipientStatus::kPending) {
+      // Only reachable if a server answers out of turn; never count such a recipient as sent.
+      r = {RecipientStatus::kDeferred,
+           StrCat("451 4.5.0 no reply for this recipient from ", options_.peer_name)};
+    }
+  }
+  phase_ = Phase::kReady;
+  done_ = true;
+}
+
+std::vector<RecipientReply> ClientSession::TakeResults() {
+  RELAIS_CHECK(done_) << "TakeResults before the transaction is done";
+  done_ = false;
+  return std::move(results_);
+}
+
+// ---- Endings ----
+
+void ClientSession::FailTransaction(std::string_view reason) {
+  for (RecipientReply& r : results_) {
+    if (r.status == RecipientStatus::kPending) {
+      r = {RecipientStatus::kDeferred, std::string(reason)};
+    }
+  }
+  done_ = true;
+}
+
+void ClientSession::Fail(std::string reason) {
+  if (phase_ == Phase::kTransaction) {
+    FailTransaction(reason);
+  }
+  error_ = std::move(reason);
+  phase_ = Phase::kClosed;
+  expected_.clear();
+  planned_.clear();
+}
+
+void ClientSession::Quit() {
+  if (phase_ == Phase::kReady) {
+    Send("QUIT", Step::kQuit);
+    phase_ = Phase::kQuitting;
+  } else if (phase_ != Phase::kQuitting && phase_ != Phase::kClosed) {
+    Fail(StrCat("451 4.4.2 connection to ", options_.peer_name, " given up"));
+  }
+}
+
+void ClientSession::OnConnectionLost(std::string_view why) {
+  if (phase_ == Phase::kClosed) {
+    return;
+  }
+  if (phase_ == Phase::kQuitting) {
+    phase_ = Phase::kClosed;
+    return;
+  }
+  const Step step = expected_.empty() ? Step::kQuit : expected_.front().step;
+  std::string reason = StrCat("451 4.4.2 connection to ", options_.peer_name, " lost (", why, ")");
+  if (!expected_.empty()) {
+    StrAppend(&reason, " while waiting for the reply to ", StepName(step));
+  }
+  Fail(std::move(reason));
+}
+
+uint32_t ClientSession::TimeoutMs() const {
+  if (expected_.empty()) {
+    return 0;
+  }
+  switch (expected_.front().step) {
+    case Step::kData:
+      return options_.data_init_timeout_ms;
+    case Step::kEndOfData:
+    case Step::kBdat:
+      return options_.data_end_timeout_ms;
+    default:
+      return options_.reply_timeout_ms;
+  }
+}
+
+std::string_view ClientSession::StepName(Step step) const {
+  switch (step) {
+    case Step::kGreeting:
+      return "the greeting";
+    case Step::kEhlo:
+      return options_.lmtp ? "LHLO" : "EHLO";
+    case Step::kHelo:
+      return "HELO";
+    case Step::kRset:
+      return "RSET";
+    case Step::kMail:
+      return "MAIL FROM";
+    case Step::kRcpt:
+      return "RCPT TO";
+    case Step::kData:
+      return "DATA";
+    case Step::kEndOfData:
+      return "end of data";
+    case Step::kBdat:
+      return "BDAT";
+    case Step::kQuit:
+      return "QUIT";
+  }
+  return "?";
+}
+
+std::string ClientSession::Describe(uint16_t code, std::string_view text, Step step) const {
+  const char cls = static_cast<char>('0' + code / 100);
+  std::string out = StrCat(code, ' ');
+  const size_t enhanced = EnhancedLength(text, cls);
+  if (enhanced != 0) {
+    out.append(text.substr(0, enhanced));
+    text.remove_prefix(std::min(text.size(), enhanced + 1));
+  } else {
+    StrAppend(&out, cls, ".0.0");
+  }
+  if (!text.empty()) {
+    out.push_back(' ');
+    for (char c : text.substr(0, kReplyTextBytesMax)) {
+      out.push_back(c >= 0x20 && c < 0x7f ? c : '?');  // Safe in logs and in a bounce.
+    }
+  }
+  StrAppend(&out, " (in reply to ", StepName(step));
+  if (!options_.peer_name.empty()) {
+    StrAppend(&out, " at ", options_.peer_name);
+  }
+  out.push_back(')');
+  return out;
+}
+
+}  // namespace relais::smtp

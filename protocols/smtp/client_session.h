@@ -1,0 +1,200 @@
+// protocols/smtp/client_session.h — one outbound SMTP (RFC 5321) or LMTP (RFC 2033)
+// conversation as a sans-I/O state machine.
+//
+// The owner connects, feeds the server's bytes in with Feed() and sends what
+// PendingOutput()/ConsumeOutput() hold. Once ready(), Begin() starts a transaction for one
+// message and several recipients; when transaction_done(), TakeResults() gives one result per
+// recipient: delivered, deferred (4xx, or the connection failed before the server took
+// responsibility) or failed (5xx). The session is then ready() again, so the owner can reuse
+// the connection for the next message; a reused connection starts with RSET, which also shows
+// a stale connection before a message is sent on it (transaction_untouched()).
+//
+// Extensions: PIPELINING (RFC 2920: the envelope, and with CHUNKING the whole message, in one
+// write), SIZE (RFC 1870: checked before sending), 8BITMIME (RFC 6152) and SMTPUTF8 (RFC 6531:
+// a message that needs them is failed with 5.6.3 / 5.6.7 when the server lacks them, never
+// sent mangled), CHUNKING (RFC 3030: BDAT ... LAST), DSN (RFC 3461: parameters passed on when
+// offered), ENHANCEDSTATUSCODES (RFC 2034). EHLO falls back to HELO on a 5xx (SMTP only).
+//
+// A reply is 3 digits, then '-' (more lines follow) or ' ' or the line end; lines end in CRLF
+// (a bare LF is tolerated, as most clients do). Anything else, a reply line over 4 KiB or a
+// reply over 64 lines, is a protocol error: the session fails and what is pending is deferred.
+//
+// Owned by one shard; not thread-safe; never does I/O and reads no clock (TimeoutMs() tells the
+// owner how long the current wait may last, per RFC 5321 4.5.3.2).
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/mail/envelope.h"
+
+namespace relais::smtp {
+
+struct ClientOptions {
+  std::string helo_name = "localhost";  // Our host name, for EHLO/LHLO/HELO.
+  std::string peer_name;                // "127.0.0.1:25", named in result texts.
+  bool lmtp = false;                    // LHLO and one reply per recipient after the data.
+  bool use_pipelining = true;           // When offered.
+  bool use_chunking = true;             // BDAT when offered.
+  // RFC 5321 4.5.3.2 minimums: greeting, EHLO, MAIL, RCPT, RSET (5 min); DATA initiation
+  // (2 min); DATA termination (10 min). Sending a block of data is the owner's (3 min).
+  uint32_t reply_timeout_ms = 300'000;
+  uint32_t data_init_timeout_ms = 120'000;
+  uint32_t data_end_timeout_ms = 600'000;
+};
+
+// What the server offered in its EHLO/LHLO reply.
+struct ServerExtensions {
+  bool esmtp = false;  // EHLO/LHLO succeeded (not HELO).
+  bool pipelining = false;
+  bool size = false;
+  uint64_t size_max = 0;  // 0: no limit stated.
+  bool eightbitmime = false;
+  bool smtputf8 = false;
+  bool chunking = false;
+  bool binarymime = false;
+  bool dsn = false;
+  bool enhanced_status_codes = false;
+  bool starttls = false;
+};
+
+struct OutgoingRecipient {
+  std::string_view address;  // Without angle brackets.
+  std::string_view notify;   // RFC 3461 NOTIFY value ("SUCCESS,DELAY"); empty: none given.
+  std::string_view orcpt;    // RFC 3461 ORCPT value, already xtext ("rfc822;a@b"); may be empty.
+};
+
+// One message to send. Every view must stay valid until the transaction is done.
+struct OutgoingMessage {
+  std::string_view sender;  // Empty: the null reverse-path <>.
+  std::vector<OutgoingRecipient> recipients;
+  std::string_view content;  // The message, CRLF lines, ending in CRLF, not dot-stuffed.
+  mail::BodyType body_type = mail::BodyType::k7Bit;
+  bool smtputf8 = false;
+  std::string_view envid;  // RFC 3461 ENVID, xtext; empty: none.
+  std::string_view ret;    // RFC 3461 RET: "FULL", "HDRS" or empty.
+};
+
+enum class RecipientStatus : uint8_t { kPending, kDelivered, kDeferred, kFailed };
+
+struct RecipientReply {
+  RecipientStatus status = RecipientStatus::kPending;
+  // "250 2.0.0 text (in reply to end of data, at host:port)"; always starts with the code and
+  // an enhanced status code (synthesized as X.0.0 when the server gave none).
+  std::string reply;
+};
+
+class ClientSession {
+ public:
+  explicit ClientSession(ClientOptions options);
+
+  // Bytes from the server.
+  void Feed(std::string_view bytes);
+  // Bytes for the server, in order. A view stays valid until ConsumeOutput covers it.
+  [[nodiscard]] std::string_view PendingOutput() const;
+  void ConsumeOutput(size_t bytes);
+  [[nodiscard]] bool HasOutput() const { return !pieces_.empty(); }
+
+  // True when the greeting and EHLO are done and no transaction is open: Begin may be called.
+  [[nodiscard]] bool ready() const { return phase_ == Phase::kReady; }
+  // True when the connection is of no further use (failure, 421, or after QUIT). error() says
+  // why, e.g. "421 4.3.2 shutting down (in reply to RCPT TO, at host:port)".
+  [[nodiscard]] bool closed() const { return phase_ == Phase::kClosed; }
+  [[nodiscard]] const std::string& error() const { return error_; }
+  [[nodiscard]] const ServerExtensions& extensions() const { return extensions_; }
+  // Messages started on this connection.
+  [[nodiscard]] uint32_t transactions() const { return transactions_; }
+
+  // Starts sending `message`. Requires ready().
+  void Begin(const OutgoingMessage& message);
+  [[nodiscard]] bool transaction_done() const { return done_; }
+  // True when the transaction failed before the server answered anything but RSET: the message
+  // may be sent again on another connection at no risk (a cached connection had gone stale).
+  [[nodiscard]] bool transaction_untouched() const { return done_ && untouched_; }
+  // One result per recipient of the message, in order. Clears transaction_done().
+  [[nodiscard]] std::vector<RecipientReply> TakeResults();
+
+  // Says goodbye; the owner may close once the output is sent.
+  void Quit();
+  // The connection failed (peer closed, reset, timeout; `why` says which). What was not final
+  // is deferred and the session is closed.
+  void OnConnectionLost(std::string_view why);
+  // How long the current wait for a reply may last; 0 when nothing is awaited.
+  [[nodiscard]] uint32_t TimeoutMs() const;
+
+ private:
+  enum class Phase : uint8_t { kGreeting, kHello, kReady, kTransaction, kQuitting, kClosed };
+  enum class Step : uint8_t {
+    kGreeting,
+    kEhlo,
+    kHelo,
+    kRset,
+    kMail,
+    kRcpt,
+    kData,
+    kEndOfData,
+    kBdat,
+    kQuit
+  };
+  struct Expect {
+    Step step;
+    uint32_t index;  // Recipient index for kRcpt.
+  };
+  struct Piece {
+    bool is_borrowed = false;
+    std::string owned;
+    std::string_view borrowed;  // The caller's bytes (large message content), not copied.
+    [[nodiscard]] std::string_view view() const { return is_borrowed ? borrowed : owned; }
+  };
+
+  void Append(std::string_view text);
+  void AppendBorrowed(std::string_view text);
+  void Send(std::string_view command_line, Step step, uint32_t index = 0);
+  void OnReply(uint16_t code, std::string_view text);
+  void OnEhloReply(uint16_t code);
+  void OnTransactionReply(Step step, uint32_t index, uint16_t code, std::string_view text);
+  void SendNext();
+  void SendBody();
+  void FinishIfIdle();
+  void Fail(std::string reason);
+  void FailTransaction(std::string_view reason);
+  void SettleAccepted(uint16_t code, const std::string& reply);
+  [[nodiscard]] std::string Describe(uint16_t code, std::string_view text, Step step) const;
+  [[nodiscard]] std::string_view StepName(Step step) const;
+  [[nodiscard]] bool Precheck();
+
+  const ClientOptions options_;
+  Phase phase_ = Phase::kGreeting;
+  ServerExtensions extensions_;
+  std::string error_;
+  std::deque<Piece> pieces_;
+  size_t piece_offset_ = 0;
+  // Set once PendingOutput has shown the front piece: it is not appended to any more, so the
+  // owner's view of it stays valid while the send is in flight.
+  mutable bool front_shown_ = false;
+
+  // Reply assembly.
+  std::string line_;
+  std::string reply_text_;  // Text of all lines so far, joined by ' '.
+  std::vector<std::string> ehlo_lines_;
+  uint32_t reply_lines_ = 0;
+  std::deque<Expect> expected_;
+
+  // The transaction in hand.
+  OutgoingMessage message_;
+  std::vector<RecipientReply> results_;
+  std::vector<uint32_t> accepted_;   // Recipients whose RCPT got 2xx, in order.
+  uint32_t settled_after_data_ = 0;  // LMTP: replies seen after the data.
+  std::deque<Expect> planned_;       // Commands not yet sent (without PIPELINING).
+  bool mail_ok_ = false;
+  bool mail_answered_ = false;
+  bool need_rset_ = false;
+  bool done_ = false;
+  bool untouched_ = false;
+  uint32_t transactions_ = 0;
+};
+
+}  // namespace relais::smtp

@@ -1,0 +1,92 @@
+// Fuzzes the outbound client with whatever a hostile server could answer: the input is the
+// server's bytes, fed in pieces whose sizes come from the input. The first byte picks SMTP or
+// LMTP and a second transaction may start on the same connection. Checks the promises the
+// delivery code relies on: every result starts with a reply code whose class matches its
+// status, a connection that is not closed is usable, and output is whole command lines.
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+#include <string_view>
+
+#include "protocols/smtp/client_session.h"
+
+namespace {
+
+void Check(bool ok) {
+  if (!ok) {
+    std::abort();
+  }
+}
+
+void CheckResults(relais::smtp::ClientSession& s) {
+  using relais::smtp::RecipientStatus;
+  for (const relais::smtp::RecipientReply& r : s.TakeResults()) {
+    Check(r.reply.size() >= 9);
+    const char cls = r.reply[0];
+    switch (r.status) {
+      case RecipientStatus::kDelivered:
+        Check(cls == '2');
+        break;
+      case RecipientStatus::kDeferred:
+        Check(cls == '4');
+        break;
+      case RecipientStatus::kFailed:
+        Check(cls == '5');
+        break;
+      case RecipientStatus::kPending:
+        Check(false);
+    }
+    Check(r.reply.find_first_of("\r\n") == std::string::npos);
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  using namespace relais;
+  if (size < 1) {
+    return 0;
+  }
+  smtp::ClientOptions options;
+  options.helo_name = "fuzz.test";
+  options.peer_name = "192.0.2.1:25";
+  options.lmtp = (data[0] & 1) != 0;
+  options.use_pipelining = (data[0] & 2) == 0;
+  options.use_chunking = (data[0] & 4) == 0;
+  std::string_view input(reinterpret_cast<const char*>(data) + 1, size - 1);
+
+  const std::string content = "Subject: x\r\n\r\n.dot\r\nbody \xc3\xa9\r\n";
+  smtp::OutgoingMessage message;
+  message.sender = "a@example.org";
+  message.recipients = {{"b@example.net", "SUCCESS", ""}, {"c@example.net", "", ""}};
+  message.content = content;
+
+  smtp::ClientSession s(options);
+  uint32_t begun = 0;
+  while (!input.empty() && !s.closed()) {
+    const size_t piece = 1 + static_cast<uint8_t>(input[0]) % 64;
+    input.remove_prefix(1);
+    const std::string_view bytes = input.substr(0, piece);
+    input.remove_prefix(bytes.size());
+    s.Feed(bytes);
+    while (s.HasOutput()) {
+      s.ConsumeOutput(s.PendingOutput().size());
+    }
+    if (s.transaction_done()) {
+      CheckResults(s);
+    }
+    if (s.ready() && begun < 2) {
+      ++begun;
+      s.Begin(message);
+      if (s.transaction_done()) {
+        CheckResults(s);
+      }
+    }
+  }
+  s.OnConnectionLost("fuzz input ended");
+  if (s.transaction_done()) {
+    CheckResults(s);
+  }
+  Check(s.closed());
+  return 0;
+}

@@ -1,0 +1,447 @@
+// protocols/smtp/client_session_test.cc — the outbound SMTP/LMTP client, driven by scripted
+// server replies.
+#include "protocols/smtp/client_session.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+namespace relais::smtp {
+namespace {
+
+constexpr std::string_view kEhloAll =
+    "250-sink.example\r\n250-PIPELINING\r\n250-SIZE 100000\r\n250-8BITMIME\r\n"
+    "250-SMTPUTF8\r\n250-ENHANCEDSTATUSCODES\r\n250-DSN\r\n250 CHUNKING\r\n";
+
+std::string Drain(ClientSession& s) {
+  std::string out;
+  while (s.HasOutput()) {
+    const std::string_view v = s.PendingOutput();
+    out.append(v);
+    s.ConsumeOutput(v.size());
+  }
+  return out;
+}
+
+ClientOptions Options(bool lmtp = false) {
+  ClientOptions o;
+  o.helo_name = "relay.example";
+  o.peer_name = "192.0.2.1:25";
+  o.lmtp = lmtp;
+  return o;
+}
+
+// Greets and negotiates with `ehlo` as the server's EHLO reply.
+void Open(ClientSession& s, std::string_view ehlo) {
+  s.Feed("220 sink.example ESMTP\r\n");
+  EXPECT_EQ(Drain(s), "EHLO relay.example\r\n");
+  s.Feed(ehlo);
+  ASSERT_TRUE(s.ready());
+}
+
+struct Message {
+  std::vector<std::string> rcpts;
+  std::string content = "Subject: t\r\n\r\nhello\r\n";
+  OutgoingMessage Out() const {
+    OutgoingMessage m;
+    m.sender = "a@x.example";
+    for (const std::string& r : rcpts) {
+      m.recipients.push_back({r, "", ""});
+    }
+    m.content = content;
+    return m;
+  }
+};
+
+TEST(ClientSession, ParsesExtensions) {
+  ClientSession s(Options());
+  EXPECT_EQ(s.TimeoutMs(), 300'000u);
+  Open(s, kEhloAll);
+  const ServerExtensions& e = s.extensions();
+  EXPECT_TRUE(e.esmtp && e.pipelining && e.size && e.eightbitmime && e.smtputf8 &&
+              e.enhanced_status_codes && e.dsn && e.chunking);
+  EXPECT_EQ(e.size_max, 100000u);
+  EXPECT_FALSE(e.starttls);
+  EXPECT_EQ(s.TimeoutMs(), 0u);
+}
+
+TEST(ClientSession, PipelinedDataTransactionWithPerRecipientReplies) {
+  ClientSession s(Options());
+  Open(s, "250-sink\r\n250-PIPELINING\r\n250 8BITMIME\r\n");
+  Message m{{"b@y.example", "c@y.example"}, ".leading dot\r\nmiddle\r\n.\r\n..two\r\n"};
+  const OutgoingMessage out = m.Out();
+  s.Begin(out);
+  // The envelope and DATA leave in one write.
+  EXPECT_EQ(s.PendingOutput(),
+            "MAIL FROM:<a@x.example>\r\nRCPT TO:<b@y.example>\r\nRCPT TO:<c@y.example>\r\n"
+            "DATA\r\n");
+  Drain(s);
+  EXPECT_EQ(s.TimeoutMs(), 300'000u);
+  s.Feed("250 ok\r\n250 ok\r\n550 no such user\r\n");
+  EXPECT_EQ(s.TimeoutMs(), 120'000u);  // Waiting for 354.
+  s.Feed("354 go\r\n");
+  EXPECT_EQ(Drain(s), "..leading dot\r\nmiddle\r\n..\r\n...two\r\n.\r\n");
+  EXPECT_EQ(s.TimeoutMs(), 600'000u);
+  EXPECT_FALSE(s.transaction_done());
+  s.Feed("250 2.0.0 queued as X\r\n");
+  ASSERT_TRUE(s.transaction_done());
+  EXPECT_FALSE(s.transaction_untouched());
+  const auto results = s.TakeResults();
+  ASSERT_EQ(results.size(), 2u);
+  EXPECT_EQ(results[0].status, RecipientStatus::kDelivered);
+  EXPECT_EQ(results[0].reply, "250 2.0.0 queued as X (in reply to end of data at 192.0.2.1:25)");
+  EXPECT_EQ(results[1].status, RecipientStatus::kFailed);
+  EXPECT_EQ(results[1].reply, "550 5.0.0 no such user (in reply to RCPT TO at 192.0.2.1:25)");
+  EXPECT_TRUE(s.ready());
+
+  // The next message on this connection starts with RSET, pipelined with the rest.
+  s.Begin(out);
+  EXPECT_TRUE(Drain(s).starts_with("RSET\r\nMAIL FROM:<a@x.example>\r\n"));
+}
+
+TEST(ClientSession, ChunkingSendsTheWholeTransactionInOneWrite) {
+  ClientSession s(Options());
+  Open(s, kEhloAll);
+  Message m{{"b@y.example"}, "Subject: \xc3\xa9\r\n\r\n.x\r\n"};
+  s.Begin(m.Out());
+  EXPECT_EQ(s.PendingOutput(),
+            "MAIL FROM:<a@x.example> SIZE=19 BODY=8BITMIME\r\nRCPT TO:<b@y.example>\r\n"
+            "BDAT 19 LAST\r\nSubject: \xc3\xa9\r\n\r\n.x\r\n");  // BDAT: no dot-stuffing.
+  Drain(s);
+  s.Feed("250 2.1.0 ok\r\n250 2.1.5 ok\r\n250 2.0.0 done\r\n");
+  ASSERT_TRUE(s.transaction_done());
+  EXPECT_EQ(s.TakeResults()[0].status, RecipientStatus::kDelivered);
+}
+
+TEST(ClientSession, WithoutPipeliningOneCommandAtATimeAndMailRefusalSettlesAll) {
+  ClientSession s(Options());
+  Open(s, "250 sink\r\n");
+  Message m{{"b@y.example", "c@y.example"}};
+  s.Begin(m.Out());
+  EXPECT_EQ(Drain(s), "MAIL FROM:<a@x.example>\r\n");
+  s.Feed("451 4.3.0 try later\r\n");
+  EXPECT_EQ(Drain(s), "");  // No RCPT after a refused MAIL.
+  ASSERT_TRUE(s.transaction_done());
+  for (const RecipientReply& r : s.TakeResults()) {
+    EXPECT_EQ(r.status, RecipientStatus::kDeferred);
+    EXPECT_TRUE(r.reply.starts_with("451 4.3.0 try later")) << r.reply;
+  }
+  // Next transaction: RSET first, and its reply is awaited before MAIL.
+  s.Begin(m.Out());
+  EXPECT_EQ(Drain(s), "RSET\r\n");
+  s.Feed("250 ok\r\n");
+  EXPECT_EQ(Drain(s), "MAIL FROM:<a@x.example>\r\n");
+  s.Feed("250 ok\r\n");
+  EXPECT_EQ(Drain(s), "RCPT TO:<b@y.example>\r\n");
+  s.Feed("550 5.1.1 unknown\r\n");
+  EXPECT_EQ(Drain(s), "RCPT TO:<c@y.example>\r\n");
+  s.Feed("550 5.1.1 unknown\r\n");
+  EXPECT_EQ(Drain(s), "");  // Nobody accepted: no DATA.
+  ASSERT_TRUE(s.transaction_done());
+  for (const RecipientReply& r : s.TakeResults()) {
+    EXPECT_EQ(r.status, RecipientStatus::kFailed);
+  }
+}
+
+TEST(ClientSession, HeloFallbackAndEightBitRefusedWithoutSending) {
+  ClientSession s(Options());
+  s.Feed("220 old\r\n");
+  EXPECT_EQ(Drain(s), "EHLO relay.example\r\n");
+  s.Feed("502 5.5.1 what?\r\n");
+  EXPECT_EQ(Drain(s), "HELO relay.example\r\n");
+  s.Feed("250 old\r\n");
+  ASSERT_TRUE(s.ready());
+  EXPECT_FALSE(s.extensions().esmtp);
+  Message m{{"b@y.example"}, "Subject: caf\xc3\xa9\r\n\r\nx\r\n"};
+  s.Begin(m.Out());
+  EXPECT_EQ(Drain(s), "");
+  ASSERT_TRUE(s.transaction_done());
+  const auto r = s.TakeResults();
+  EXPECT_EQ(r[0].status, RecipientStatus::kFailed);
+  EXPECT_TRUE(r[0].reply.starts_with("554 5.6.3 ")) << r[0].reply;
+  EXPECT_TRUE(s.ready());
+
+  OutgoingMessage declared = m.Out();
+  m.content = "plain\r\n";
+  declared.content = m.content;
+  declared.body_type = mail::BodyType::k8BitMime;  // Declared, though the bytes are 7-bit.
+  s.Begin(declared);
+  EXPECT_TRUE(s.TakeResults()[0].reply.starts_with("554 5.6.3 "));
+}
+
+TEST(ClientSession, SizeAndSmtpUtf8AreCheckedBeforeSending) {
+  ClientSession s(Options());
+  Open(s, "250-sink\r\n250-SIZE 10\r\n250 8BITMIME\r\n");
+  Message m{{"b@y.example"}};
+  s.Begin(m.Out());
+  EXPECT_EQ(Drain(s), "");
+  auto r = s.TakeResults();
+  EXPECT_EQ(r[0].status, RecipientStatus::kFailed);
+  EXPECT_TRUE(r[0].reply.starts_with("552 5.3.4 ")) << r[0].reply;
+
+  m.content = "x\r\n";
+  OutgoingMessage utf8 = m.Out();
+  utf8.smtputf8 = true;
+  s.Begin(utf8);
+  r = s.TakeResults();
+  EXPECT_EQ(r[0].status, RecipientStatus::kFailed);
+  EXPECT_TRUE(r[0].reply.starts_with("553 5.6.7 ")) << r[0].reply;
+}
+
+TEST(ClientSession, LmtpGivesOneReplyPerAcceptedRecipient) {
+  ClientSession s(Options(/*lmtp=*/true));
+  s.Feed("220 lmtp\r\n");
+  EXPECT_EQ(Drain(s), "LHLO relay.example\r\n");
+  s.Feed("250-lmtp\r\n250-PIPELINING\r\n250 ENHANCEDSTATUSCODES\r\n");
+  ASSERT_TRUE(s.ready());
+  Message m{{"a@l.example", "b@l.example", "c@l.example"}};
+  s.Begin(m.Out());
+  Drain(s);
+  s.Feed("250 ok\r\n250 ok\r\n550 5.1.1 no\r\n250 ok\r\n354 go\r\n");
+  EXPECT_TRUE(Drain(s).ends_with("\r\n.\r\n"));
+  s.Feed("250 2.0.0 a delivered\r\n");
+  EXPECT_FALSE(s.transaction_done());
+  s.Feed("452 4.2.2 c over quota\r\n");
+  ASSERT_TRUE(s.transaction_done());
+  const auto r = s.TakeResults();
+  EXPECT_EQ(r[0].status, RecipientStatus::kDelivered);
+  EXPECT_EQ(r[1].status, RecipientStatus::kFailed);
+  EXPECT_EQ(r[2].status, RecipientStatus::kDeferred);
+  EXPECT_TRUE(r[2].reply.starts_with("452 4.2.2 c over quota")) << r[2].reply;
+}
+
+TEST(ClientSession, LmtpHangupAfterSomeRepliesDefersOnlyTheRest) {
+  ClientSession s(Options(/*lmtp=*/true));
+  s.Feed("220 lmtp\r\n250-lmtp\r\n250 PIPELINING\r\n");
+  Drain(s);
+  Message m{{"a@l.example", "b@l.example"}};
+  s.Begin(m.Out());
+  s.Feed("250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n250 a ok\r\n");
+  s.OnConnectionLost("connection reset");
+  ASSERT_TRUE(s.transaction_done());
+  const auto r = s.TakeResults();
+  EXPECT_EQ(r[0].status, RecipientStatus::kDelivered);
+  EXPECT_EQ(r[1].status, RecipientStatus::kDeferred);
+  EXPECT_TRUE(s.closed());
+}
+
+TEST(ClientSession, HangupMidDataIsNeverCountedAsSent) {
+  ClientSession s(Options());
+  Open(s, "250-sink\r\n250 PIPELINING\r\n");
+  Message m{{"b@y.example"}};
+  s.Begin(m.Out());
+  Drain(s);
+  s.Feed("250 ok\r\n250 ok\r\n354 go\r\n");
+  Drain(s);                                          // The body and the final dot went out...
+  s.OnConnectionLost("peer closed the connection");  // ...but no reply came.
+  ASSERT_TRUE(s.transaction_done());
+  EXPECT_FALSE(s.transaction_untouched());
+  const auto r = s.TakeResults();
+  EXPECT_EQ(r[0].status, RecipientStatus::kDeferred);
+  EXPECT_EQ(r[0].reply,
+            "451 4.4.2 connection to 192.0.2.1:25 lost (peer closed the connection) while "
+            "waiting for the reply to end of data");
+  EXPECT_TRUE(s.closed());
+}
+
+TEST(ClientSession, Reply421ClosesAndDefersEverythingPending) {
+  ClientSession s(Options());
+  Open(s, "250-sink\r\n250 PIPELINING\r\n");
+  Message m{{"b@y.example", "c@y.example"}};
+  s.Begin(m.Out());
+  Drain(s);
+  s.Feed("250 ok\r\n550 5.1.1 no\r\n421 4.3.2 shutting down\r\n");
+  ASSERT_TRUE(s.transaction_done());
+  const auto r = s.TakeResults();
+  EXPECT_EQ(r[0].status, RecipientStatus::kFailed);
+  EXPECT_EQ(r[1].status, RecipientStatus::kDeferred);
+  EXPECT_TRUE(r[1].reply.starts_with("421 4.3.2 shutting down")) << r[1].reply;
+  EXPECT_TRUE(s.closed());
+}
+
+TEST(ClientSession, StaleCachedConnectionLeavesTheTransactionUntouched) {
+  ClientSession s(Options());
+  Open(s, "250-sink\r\n250 PIPELINING\r\n");
+  Message m{{"b@y.example"}};
+  s.Begin(m.Out());
+  s.Feed("250 ok\r\n250 ok\r\n354 go\r\n250 ok\r\n");
+  ASSERT_TRUE(s.transaction_done());
+  static_cast<void>(s.TakeResults());
+  s.Begin(m.Out());
+  Drain(s);
+  s.OnConnectionLost("connection reset");  // Before even RSET was answered.
+  EXPECT_TRUE(s.transaction_untouched());
+  EXPECT_EQ(s.TakeResults()[0].status, RecipientStatus::kDeferred);
+}
+
+TEST(ClientSession, IdleConnectionClosedByServer) {
+  ClientSession s(Options());
+  Open(s, "250 sink\r\n");
+  s.Feed("421 4.4.2 idle too long\r\n");
+  EXPECT_TRUE(s.closed());
+  EXPECT_TRUE(s.error().starts_with("421 4.4.2 idle too long")) << s.error();
+}
+
+TEST(ClientSession, GreetingRefusalAndMalformedRepliesClose) {
+  {
+    ClientSession s(Options());
+    s.Feed("554 5.3.2 no service\r\n");
+    EXPECT_TRUE(s.closed());
+    EXPECT_TRUE(s.error().starts_with("554 5.3.2 no service")) << s.error();
+  }
+  for (std::string_view bad : {"hello\r\n", "25\r\n", "250x\r\n", "150 ok\r\n", "6000 x\r\n"}) {
+    ClientSession s(Options());
+    s.Feed(bad);
+    EXPECT_TRUE(s.closed()) << bad;
+    EXPECT_TRUE(s.error().starts_with("451 4.5.0 protocol error")) << bad;
+  }
+  ClientSession s(Options());
+  s.Feed(std::string(5000, '2'));  // No line end in sight.
+  EXPECT_TRUE(s.closed());
+}
+
+TEST(ClientSession, ReplyLinesArriveInPieces) {
+  ClientSession s(Options());
+  for (char c : std::string_view("220 hi\r\n")) {
+    s.Feed(std::string_view(&c, 1));
+  }
+  EXPECT_EQ(Drain(s), "EHLO relay.example\r\n");
+  s.Feed("250-a\n250-PIPEL");  // A bare LF is tolerated.
+  s.Feed("INING\r\n250 b\r\n");
+  EXPECT_TRUE(s.ready());
+  EXPECT_TRUE(s.extensions().pipelining);
+}
+
+TEST(ClientSession, DsnParametersOnlyWhenOffered) {
+  Message m{{"b@y.example"}};
+  OutgoingMessage out = m.Out();
+  out.recipients[0].notify = "SUCCESS,FAILURE";
+  out.recipients[0].orcpt = "rfc822;b@y.example";
+  out.envid = "QQ123";
+  out.ret = "HDRS";
+  {
+    ClientSession s(Options());
+    Open(s, "250-sink\r\n250-PIPELINING\r\n250 DSN\r\n");
+    s.Begin(out);
+    EXPECT_EQ(Drain(s),
+              "MAIL FROM:<a@x.example> RET=HDRS ENVID=QQ123\r\n"
+              "RCPT TO:<b@y.example> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b@y.example\r\nDATA\r\n");
+  }
+  ClientSession s(Options());
+  Open(s, "250-sink\r\n250 PIPELINING\r\n");
+  s.Begin(out);
+  EXPECT_EQ(Drain(s), "MAIL FROM:<a@x.example>\r\nRCPT TO:<b@y.example>\r\nDATA\r\n");
+}
+
+TEST(ClientSession, LargeContentIsSentWithoutACopyAndViewsStayValid) {
+  ClientSession s(Options());
+  Open(s, "250-sink\r\n250-PIPELINING\r\n250 CHUNKING\r\n");
+  Message m{{"b@y.example"}, std::string(100'000, 'x') + "\r\n"};
+  const OutgoingMessage out = m.Out();
+  s.Begin(out);
+  const std::string_view envelope = s.PendingOutput();
+  EXPECT_TRUE(envelope.ends_with("BDAT 100002 LAST\r\n"));
+  const std::string copy(envelope);
+  s.Feed("250 ok\r\n");  // A reply while the envelope is "in flight" must not move it.
+  EXPECT_EQ(envelope, copy);
+  s.ConsumeOutput(envelope.size());
+  EXPECT_EQ(s.PendingOutput().data(), m.content.data());  // The caller's bytes, not a copy.
+  s.ConsumeOutput(50'000);
+  EXPECT_EQ(s.PendingOutput().size(), 50'002u);
+  s.ConsumeOutput(50'002);
+  EXPECT_FALSE(s.HasOutput());
+  s.Feed("250 ok\r\n250 ok\r\n");
+  EXPECT_EQ(s.TakeResults()[0].status, RecipientStatus::kDelivered);
+}
+
+TEST(ClientSession, AllRecipientsRefusedThenDataRefused) {
+  ClientSession s(Options());
+  Open(s, "250-sink\r\n250 PIPELINING\r\n");
+  Message m{{"b@y.example"}};
+  s.Begin(m.Out());
+  Drain(s);
+  s.Feed("250 ok\r\n550 5.1.1 no\r\n554 5.5.1 no valid recipients\r\n");
+  ASSERT_TRUE(s.transaction_done());
+  const auto r = s.TakeResults();
+  EXPECT_EQ(r[0].status, RecipientStatus::kFailed);
+  EXPECT_TRUE(r[0].reply.starts_with("550 5.1.1 no")) << r[0].reply;
+  EXPECT_TRUE(s.ready());
+}
+
+// The server side of one pipelined transaction: the greeting and EHLO reply, then every reply
+// of the transaction in one batch.
+constexpr std::string_view kGreeting =
+    "220 sink ESMTP\r\n250-sink\r\n250-PIPELINING\r\n250 ENHANCEDSTATUSCODES\r\n";
+constexpr std::string_view kBatch =
+    "250 2.1.0 ok\r\n250 2.1.5 ok\r\n450 4.2.0 busy\r\n550 5.1.1 unknown\r\n"
+    "354 go ahead\r\n"
+    "250-2.0.0 queued\r\n250 2.0.0 as ABC\r\n";
+
+// Opens a session, begins a 3-recipient transaction, feeds `pieces`; when the replies run out
+// before the end, the connection is lost. Returns the results.
+std::vector<RecipientReply> Replay(const std::vector<std::string_view>& pieces) {
+  ClientSession s(Options());
+  s.Feed(kGreeting);
+  Drain(s);
+  EXPECT_TRUE(s.ready());
+  Message m{{"a@y.example", "b@y.example", "c@y.example"}};
+  const OutgoingMessage out = m.Out();
+  s.Begin(out);
+  Drain(s);
+  for (std::string_view piece : pieces) {
+    s.Feed(piece);
+    Drain(s);
+  }
+  if (!s.transaction_done()) {
+    s.OnConnectionLost("cut");
+  }
+  EXPECT_TRUE(s.transaction_done());
+  return s.TakeResults();
+}
+
+TEST(ClientSession, RepliesSplitAtEveryByteBoundary) {
+  for (size_t cut = 0; cut <= kBatch.size(); ++cut) {
+    const auto r = Replay({kBatch.substr(0, cut), kBatch.substr(cut)});
+    ASSERT_EQ(r.size(), 3u);
+    EXPECT_EQ(r[0].status, RecipientStatus::kDelivered) << "cut at " << cut;
+    EXPECT_EQ(r[0].reply, "250 2.0.0 queued as ABC (in reply to end of data at 192.0.2.1:25)");
+    EXPECT_EQ(r[1].status, RecipientStatus::kDeferred) << cut;
+    EXPECT_EQ(r[2].status, RecipientStatus::kFailed) << cut;
+  }
+}
+
+TEST(ClientSession, DisconnectAtEveryStepNeverCountsASend) {
+  // The server's replies end at every possible point: only the full final reply delivers, and
+  // a recipient refused before the cut keeps its refusal.
+  for (size_t end = 0; end < kBatch.size(); ++end) {
+    const auto r = Replay({kBatch.substr(0, end)});
+    ASSERT_EQ(r.size(), 3u);
+    EXPECT_EQ(r[0].status, RecipientStatus::kDeferred) << "ended at " << end;
+    EXPECT_NE(r[1].status, RecipientStatus::kDelivered) << "ended at " << end;
+    const bool refusal_seen = end >= kBatch.find("354");
+    EXPECT_EQ(r[2].status, refusal_seen ? RecipientStatus::kFailed : RecipientStatus::kDeferred)
+        << "ended at " << end;
+  }
+  // And before the session was even ready.
+  for (size_t end = 0; end < kGreeting.size(); ++end) {
+    ClientSession s(Options());
+    s.Feed(kGreeting.substr(0, end));
+    s.OnConnectionLost("cut");
+    EXPECT_TRUE(s.closed());
+    EXPECT_FALSE(s.ready());
+  }
+}
+
+TEST(ClientSession, QuitAfterReady) {
+  ClientSession s(Options());
+  Open(s, "250 sink\r\n");
+  s.Quit();
+  EXPECT_EQ(Drain(s), "QUIT\r\n");
+  s.Feed("221 bye\r\n");
+  EXPECT_TRUE(s.closed());
+  EXPECT_TRUE(s.error().empty());
+}
+
+}  // namespace
+}  // namespace relais::smtp
