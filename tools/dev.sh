@@ -49,6 +49,8 @@ case "${1:-}" in
     ;;
   test)
     deps
+    # Postfix's smtp-sink is the next hop of the relay tests (the daemon is never started).
+    bench/setup-postfix-tools.sh
     build build Release
     ctest --test-dir build --output-on-failure -j "$JOBS"
     # The same tests under AddressSanitizer and UndefinedBehaviorSanitizer.

@@ -62,6 +62,16 @@ struct Config {
   uint64_t retry_max_ms = 60 * 60 * 1000;
   uint64_t lifetime_ms = 5ull * 24 * 3600 * 1000;
   uint32_t attempts_in_flight_max = 64;  // Per shard.
+  // [delivery] Outbound SMTP and LMTP (RFC 5321 4.5.3.2 timeouts).
+  uint32_t connect_timeout_ms = 30'000;
+  uint32_t reply_timeout_ms = 300'000;       // Greeting, EHLO, MAIL, RCPT, RSET: 5 min.
+  uint32_t data_init_timeout_ms = 120'000;   // DATA: 2 min.
+  uint32_t data_block_timeout_ms = 180'000;  // Each send of message data: 3 min.
+  uint32_t data_end_timeout_ms = 600'000;    // The reply to the end of data: 10 min.
+  uint32_t idle_timeout_ms = 5'000;          // A cached connection waiting for the next message.
+  uint32_t connections_per_destination_max = 20;  // All shards together.
+  uint32_t messages_per_connection_max = 100;
+  uint32_t recipients_per_transaction_max = 100;
   // [[routes]]
   std::vector<Route> routes = {Route{"*", RouteType::kMaildir, "./var/mail", {}, {}}};
 };

@@ -178,6 +178,12 @@ void Engine::Send(int fd, std::string_view data, Completion& completion) {
   io_uring_sqe_set_data64(sqe, Tag(completion));
 }
 
+void Engine::Connect(int fd, const sockaddr* address, socklen_t length, Completion& completion) {
+  io_uring_sqe* sqe = NextSqe();
+  io_uring_prep_connect(sqe, fd, address, length);
+  io_uring_sqe_set_data64(sqe, Tag(completion));
+}
+
 void Engine::Read(int fd, void* buffer, uint32_t bytes, Completion& completion) {
   io_uring_sqe* sqe = NextSqe();
   io_uring_prep_read(sqe, fd, buffer, bytes, 0);

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <liburing.h>
+#include <sys/socket.h>
 
 #include <cstdint>
 #include <memory>
@@ -72,6 +73,8 @@ class Engine {
   // Receives into a provided buffer; the CQE flags carry its id (BufferId()).
   void Recv(int fd, Completion& completion);
   void Send(int fd, std::string_view data, Completion& completion);
+  // Connects a non-blocking socket; `address` must stay valid until the completion runs.
+  void Connect(int fd, const sockaddr* address, socklen_t length, Completion& completion);
   void Read(int fd, void* buffer, uint32_t bytes, Completion& completion);
   void Close(int fd, Completion& completion);
   // Cancels every operation whose completion is `target` (they complete with -ECANCELED).

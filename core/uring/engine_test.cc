@@ -78,6 +78,38 @@ TEST(EngineTest, RecvUsesProvidedBuffersAndSendWrites) {
   close(fds[1]);
 }
 
+TEST(EngineTest, ConnectReachesAListenerAndReportsRefusal) {
+  auto engine = MakeEngine();
+  const int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(listener, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  ASSERT_EQ(listen(listener, 4), 0);
+  socklen_t length = sizeof(address);
+  ASSERT_EQ(getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length), 0);
+
+  const int client = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  Recorder connected;
+  engine->Connect(client, reinterpret_cast<const sockaddr*>(&address), sizeof(address), connected);
+  RunUntil(*engine, [&] { return connected.calls == 1; });
+  EXPECT_EQ(connected.result, 0);
+  const int server = accept(listener, nullptr, nullptr);
+  EXPECT_GE(server, 0);
+  close(server);
+  close(client);
+
+  // Nobody listens on the port any more: the completion carries the error.
+  close(listener);
+  const int again = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  Recorder refused;
+  engine->Connect(again, reinterpret_cast<const sockaddr*>(&address), sizeof(address), refused);
+  RunUntil(*engine, [&] { return refused.calls == 1; });
+  EXPECT_EQ(refused.result, -ECONNREFUSED);
+  close(again);
+}
+
 // More receives than buffers: each returned buffer is reused, none leaks.
 TEST(EngineTest, BuffersAreRecycled) {
   auto engine = MakeEngine(2, 16);

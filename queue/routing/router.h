@@ -37,6 +37,11 @@ class Router {
   [[nodiscard]] std::string MaildirFor(const config::Route& route, std::string_view local_part,
                                        std::string_view domain) const;
   [[nodiscard]] const std::string& default_domain() const { return default_domain_; }
+  [[nodiscard]] const std::vector<config::Route>& routes() const { return routes_; }
+  // Position of `route` (which Find returned) in routes().
+  [[nodiscard]] size_t IndexOf(const config::Route& route) const {
+    return static_cast<size_t>(&route - routes_.data());
+  }
 
   // Splits "local@domain" at the last '@'; a bare local part gets the default domain.
   void Split(std::string_view address, std::string_view& local_part,

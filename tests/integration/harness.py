@@ -198,3 +198,76 @@ class RawClient:
             return self.sock.recv(1) == b""
         except ConnectionResetError:
             return True
+
+
+SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+
+
+def free_port():
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Sink:
+    """Postfix's smtp-sink as a next hop (SMTP, or LMTP with lmtp=True) on loopback, dumping
+    every message it accepts into its own directory. `args` are extra smtp-sink options, e.g.
+    ["-f", "RCPT"] to refuse every recipient with a 5xx. `address` is "127.0.0.1:PORT" or
+    "unix:/path"; by default a free loopback port."""
+
+    def __init__(self, args=(), lmtp=False, address=None):
+        # smtp-sink drops root privileges to nobody, who must be able to write the dumps.
+        self.dir = tempfile.mkdtemp(prefix="relais-sink-")
+        os.chmod(self.dir, 0o777)
+        self.port = None
+        if address is None:
+            self.port = free_port()
+            address = f"127.0.0.1:{self.port}"
+        elif not address.startswith("unix:"):
+            self.port = int(address.rsplit(":", 1)[1])
+        self.address = address
+        cmd = [SMTP_SINK]
+        if os.geteuid() == 0:
+            cmd += ["-u", "nobody"]
+        if lmtp:
+            cmd.append("-L")
+        cmd += ["-d", os.path.join(self.dir, "msg."), *args, address, "100"]
+        self.log = open(os.path.join(tempfile.gettempdir(), f"sink-{os.getpid()}.log"), "ab")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log)
+        if address.startswith("unix:"):
+            wait_for(lambda: os.path.exists(address[5:]), 10, "smtp-sink to listen")
+        else:
+            wait_for(self._accepts, 10, "smtp-sink to listen")
+
+    def _accepts(self):
+        if self.proc.poll() is not None:
+            raise AssertionError(f"smtp-sink exited with {self.proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                s.recv(100)  # The greeting, so the probe is a whole (if empty) session.
+            return True
+        except OSError:
+            return False
+
+    def messages(self):
+        """Every dumped message, as text (the dump's X- lines, then the message)."""
+        out = []
+        for name in sorted(os.listdir(self.dir)):
+            if not name.startswith("msg."):
+                continue
+            with open(os.path.join(self.dir, name), "rb") as f:
+                text = f.read().decode("utf-8", "replace")
+            if text:  # A transaction without a message (every RCPT refused) leaves an empty dump.
+                out.append(text)
+        return out
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        self.log.close()
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)

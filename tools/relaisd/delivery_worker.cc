@@ -95,11 +95,26 @@ void DeliveryWorker::Loop() {
           read_error = base::StrCat("451 4.3.0 spool: ", body.status().message());
         }
       }
+      if ((*job)->load_only) {
+        for (DeliveryJob::Item& item : (*job)->items) {
+          if (!item.resolved && !read_error.empty()) {
+            item.resolved = true;
+            item.result = {scheduler::Outcome::kDeferred, read_error};
+          }
+        }
+        (*job)->load_only = false;
+        (*job)->location.reset();
+        done->loaded = std::move(*job);
+        RELAIS_CHECK(done_.TryPush(std::move(done))) << "delivery results ring full";
+        Signal(done_fd_);
+        continue;
+      }
       for (DeliveryJob::Item& item : (*job)->items) {
         if (!item.resolved && !read_error.empty()) {
           item.resolved = true;
           item.result = {scheduler::Outcome::kDeferred, read_error};
         }
+        RELAIS_CHECK(item.resolved || item.destination < 0) << "a network item reached the worker";
         const uint64_t start_us = clock.UnixMicros();
         scheduler::RecipientResult result = item.result;
         if (!item.resolved) {
@@ -111,14 +126,15 @@ void DeliveryWorker::Loop() {
         }
         // One line per recipient and attempt, whoever decided it; written with the batch.
         const uint64_t now_us = clock.UnixMicros();
-        log_lines +=
-            log::Format(now_us, log::Level::kInfo, static_cast<int>(shard_), "delivery_attempt",
-                        {{"id", (*job)->message_id},
-                         {"recipient", item.address},
-                         {"route", item.route},
-                         {"outcome", OutcomeName(result.outcome)},
-                         {"reply", result.reply},
-                         {"duration_us", now_us - start_us}});
+        log_lines += log::Format(
+            now_us, log::Level::kInfo, static_cast<int>(shard_), "delivery_attempt",
+            {{"id", (*job)->message_id},
+             {"recipient", item.address},
+             {"route", item.route},
+             {"next_hop", item.next_hop},
+             {"outcome", OutcomeName(result.outcome)},
+             {"reply", result.reply},
+             {"duration_us", item.duration_us != 0 ? item.duration_us : now_us - start_us}});
         done->results.push_back(std::move(result));
       }
       if (!(*job)->sender.empty() && !read_error.empty()) {

@@ -28,8 +28,11 @@ struct DeliveryJob {
     bool resolved = false;               // Decided on the shard (no transport): `result` is final.
     std::string address;                 // The recipient.
     std::string_view route = "maildir";  // For the log: maildir, reject, smarthost, lmtp, ...
+    int32_t destination = -1;  // Route index of a smarthost/lmtp recipient (sent by the shard).
     maildir::Delivery maildir;
     scheduler::RecipientResult result;
+    std::string next_hop;      // For the log: the endpoint that answered, if any.
+    uint64_t duration_us = 0;  // For the log, when the shard delivered it.
   };
   uint64_t token = 0;  // The shard's handle on the attempt.
   std::string message_id;
@@ -40,12 +43,19 @@ struct DeliveryJob {
   std::string sender;
   std::string reporting_mta;
   uint64_t received_us = 0;
+  mail::BodyType body_type = mail::BodyType::k7Bit;
+  bool smtputf8 = false;
+  // Only read the body from `location` into `content` and hand the job back (DeliveryDone::
+  // loaded): the shard sends it over the network next. A read failure resolves the pending
+  // items as deferred.
+  bool load_only = false;
 };
 
 struct DeliveryDone {
   uint64_t token = 0;
   std::vector<scheduler::RecipientResult> results;  // One per item.
   std::string bounce;  // An RFC 3464 report to the sender when some recipient failed.
+  std::unique_ptr<DeliveryJob> loaded;  // A load_only job, back with its content.
 };
 
 class DeliveryWorker {

@@ -13,6 +13,7 @@
 
 #include "core/base/strings.h"
 #include "core/io/posix_io.h"
+#include "tools/relaisd/net_address.h"
 
 namespace relais::relaisd {
 namespace {
@@ -68,11 +69,10 @@ absl::StatusOr<Listeners> OpenListeners(const std::vector<std::string>& addresse
   Listeners out;
   out.fds_by_shard.resize(shards);
   for (const std::string& address : addresses) {
-    const size_t colon = address.rfind(':');
-    std::string host = address.substr(0, colon);
-    const std::string port = address.substr(colon + 1);
-    if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-      host = host.substr(1, host.size() - 2);
+    std::string host, port;
+    if (!SplitHostPort(address, host, port, /*allow_port_zero=*/true)) {
+      return absl::InvalidArgumentError(
+          base::StrCat("listen ", address, ": expected host:port or [v6]:port"));
     }
     addrinfo hints{};
     hints.ai_family = AF_UNSPEC;
@@ -116,19 +116,7 @@ absl::StatusOr<Listeners> OpenListeners(const std::vector<std::string>& addresse
         // With port 0 the kernel chose a port: every other shard binds that one.
         socklen_t len = sizeof(bind_addr);
         getsockname(fd, reinterpret_cast<sockaddr*>(&bind_addr), &len);
-        char text[INET6_ADDRSTRLEN] = {};
-        uint16_t bound_port;
-        if (family == AF_INET6) {
-          const auto* a = reinterpret_cast<sockaddr_in6*>(&bind_addr);
-          inet_ntop(AF_INET6, &a->sin6_addr, text, sizeof(text));
-          bound_port = ntohs(a->sin6_port);
-          out.bound.push_back(base::StrCat("[", text, "]:", bound_port));
-        } else {
-          const auto* a = reinterpret_cast<sockaddr_in*>(&bind_addr);
-          inet_ntop(AF_INET, &a->sin_addr, text, sizeof(text));
-          bound_port = ntohs(a->sin_port);
-          out.bound.push_back(base::StrCat(text, ":", bound_port));
-        }
+        out.bound.push_back(SocketAddressText(bind_addr));
       }
       out.fds_by_shard[shard].push_back(fd);
     }

@@ -6,6 +6,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -20,6 +21,7 @@
 #include "core/uring/engine.h"
 #include "core/uring/mesh.h"
 #include "tools/relaisd/connection_limiter.h"
+#include "tools/relaisd/egress.h"
 #include "tools/relaisd/listener.h"
 #include "tools/relaisd/recipient_policy.h"
 #include "tools/relaisd/shard.h"
@@ -127,6 +129,10 @@ int Main(int argc, char** argv) {
   ConnectionLimiter limiter(config.connections_max, config.connections_per_ip_max);
   const routing::Router router(config.routes, config.hostname);
   const RouterPolicy policy(router);
+  const auto destinations = ResolveDestinations(router.routes());
+  if (!destinations.ok()) {
+    return Fail(base::StrCat(destinations.status().message()));
+  }
   uring::Mesh mesh(shards, 10);
 
   ShardOptions base;
@@ -148,6 +154,18 @@ int Main(int argc, char** argv) {
   so.recipient_policy = &policy;
   base.receive_bytes_max = config.receive_bytes_max;
   base.router = &router;
+  base.destinations = &*destinations;
+  base.recipients_per_transaction_max = config.recipients_per_transaction_max;
+  EgressOptions& eo = base.egress;
+  eo.connect_timeout_ms = config.connect_timeout_ms;
+  eo.reply_timeout_ms = config.reply_timeout_ms;
+  eo.data_init_timeout_ms = config.data_init_timeout_ms;
+  eo.data_block_timeout_ms = config.data_block_timeout_ms;
+  eo.data_end_timeout_ms = config.data_end_timeout_ms;
+  eo.idle_timeout_ms = config.idle_timeout_ms;
+  // The cap is for all shards together; each shard keeps at least one connection.
+  eo.connections_max = std::max<uint32_t>(1, config.connections_per_destination_max / shards);
+  eo.messages_per_connection_max = config.messages_per_connection_max;
   base.scheduler.retry_first_ms = config.retry_first_ms;
   base.scheduler.retry_max_ms = config.retry_max_ms;
   base.scheduler.lifetime_ms = config.lifetime_ms;

@@ -6,6 +6,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -386,6 +387,13 @@ absl::StatusOr<std::unique_ptr<Shard>> Shard::Create(const ShardOptions& options
   shard->scheduler_->LoadFromSpool();
   // 1024 slots each way: more than attempts_in_flight_max allows (at most 512).
   shard->worker_ = std::make_unique<DeliveryWorker>(options.index, 10);
+  RELAIS_CHECK(options.destinations != nullptr);
+  EgressOptions egress = options.egress;
+  egress.shard = options.index;
+  egress.helo_name = options.session.hostname;
+  shard->egress_ = std::make_unique<Egress>(*shard->engine_, shard->timers_, shard->clock_,
+                                            std::move(egress),
+                                            static_cast<EgressListener&>(*shard));
   shard->receive_budget_.bytes_max = options.receive_bytes_max;
   shard->session_options_.receive_budget = &shard->receive_budget_;
   return shard;
@@ -416,8 +424,8 @@ void Shard::Run() {
     if (next_retry >= 0 && next_retry < timeout_ms) {
       timeout_ms = next_retry;
     }
-    if (!dirty_.empty() || stopping_) {
-      timeout_ms = dirty_.empty() ? std::min<int64_t>(timeout_ms, 50) : 0;
+    if (!dirty_.empty() || stopping_ || egress_->busy()) {
+      timeout_ms = dirty_.empty() && !egress_->busy() ? std::min<int64_t>(timeout_ms, 50) : 0;
     }
     engine_->Run(timeout_ms);
     port_.Drain();  // Handoffs that raced with a wake-up already consumed.
@@ -442,6 +450,8 @@ void Shard::Run() {
       Pump(*c);
     }
     StartDeliveries();
+    egress_->Pump();
+    worker_->Kick();
     // Everything appended this turn (messages and delivery outcomes) shares one write and one
     // fdatasync.
     spool_->Flush();
@@ -817,6 +827,7 @@ void Shard::BeginStop() {
   if (admin_ != nullptr) {
     admin_->Stop();
   }
+  egress_->Stop();
   for (auto& c : connections_) {
     if (c != nullptr && !c->close_started) {
       c->session.BeginShutdown();
@@ -838,7 +849,7 @@ bool Shard::StopComplete() {
       }
     }
   }
-  if (live_connections_ == 0 && attempts_.empty() && spool_->idle()) {
+  if (live_connections_ == 0 && attempts_.empty() && egress_->idle() && spool_->idle()) {
     return true;
   }
   if (now >= stop_deadline_ms_ + kHardStopExtraMs) {
@@ -871,6 +882,7 @@ void Shard::StartDeliveries() {
     const std::string last = attempt->last_reply.empty()
                                  ? std::string()
                                  : base::StrCat("; last reply: ", attempt->last_reply);
+    bool network = false;  // Some recipient goes over SMTP or LMTP.
     for (uint32_t index : attempt->recipients) {
       DeliveryJob::Item item;
       const std::string& address = message->envelope.recipients[index].address;
@@ -899,9 +911,11 @@ void Shard::StartDeliveries() {
       } else if (route->type == config::RouteType::kReject) {
         item.result.outcome = scheduler::Outcome::kFailed;
         item.result.reply = "550 5.7.1 recipient rejected by route";
-      } else if (route->type != config::RouteType::kMaildir) {
-        // TODO(#3): the SMTP and LMTP clients.
-        item.result.reply = "451 4.4.0 this route's transport is not available yet";
+      } else if (route->type == config::RouteType::kSmarthost ||
+                 route->type == config::RouteType::kLmtp) {
+        item.resolved = false;
+        item.destination = static_cast<int32_t>(router.IndexOf(*route));
+        network = true;
       } else if (!routing::SafeLocalPart(local)) {
         item.result.outcome = scheduler::Outcome::kFailed;
         item.result.reply = "550 5.1.3 mailbox name not allowed";
@@ -926,11 +940,101 @@ void Shard::StartDeliveries() {
     job->sender = message->envelope.sender;
     job->reporting_mta = options_.session.hostname;
     job->received_us = message->received_us;
+    job->body_type = message->envelope.body_type;
+    job->smtputf8 = message->envelope.smtputf8;
     attempts_.emplace(job->token, std::move(*attempt));
     ++counters_.delivery_attempts;
-    RELAIS_CHECK(worker_->Submit(job)) << "delivery ring full";
+    if (network && !in_memory) {
+      job->load_only = true;  // The worker reads the body; StartEgress follows.
+      SubmitToWorker(std::move(job));
+    } else if (network) {
+      StartEgress(std::move(job));
+    } else {
+      SubmitToWorker(std::move(job));
+    }
   }
   worker_->Kick();
+}
+
+void Shard::SubmitToWorker(std::unique_ptr<DeliveryJob> job) {
+  // The rings hold more jobs than attempts_in_flight_max allows (at most 512).
+  RELAIS_CHECK(worker_->Submit(job)) << "delivery ring full";
+}
+
+void Shard::StartEgress(std::unique_ptr<DeliveryJob> job) {
+  // One task per destination and per recipients_per_transaction_max recipients.
+  std::vector<std::pair<int32_t, std::vector<uint32_t>>> parts;
+  for (uint32_t i = 0; i < job->items.size(); ++i) {
+    const DeliveryJob::Item& item = job->items[i];
+    if (item.resolved || item.destination < 0) {
+      continue;
+    }
+    auto it = std::find_if(parts.begin(), parts.end(), [&](const auto& p) {
+      return p.first == item.destination &&
+             p.second.size() < options_.recipients_per_transaction_max;
+    });
+    if (it == parts.end()) {
+      parts.push_back({item.destination, {}});
+      it = parts.end() - 1;
+    }
+    it->second.push_back(i);
+  }
+  if (parts.empty()) {
+    SubmitToWorker(std::move(job));  // The body could not be read: all resolved already.
+    return;
+  }
+  DeliveryJob& j = *job;
+  const uint64_t token = j.token;
+  EgressJob& entry = egress_jobs_[token];
+  entry.job = std::move(job);
+  entry.parts_pending = static_cast<uint32_t>(parts.size());
+  entry.started_us = clock_.UnixMicros();
+  for (auto& [destination, items] : parts) {
+    EgressTask task;
+    task.id = next_part_++;
+    smtp::OutgoingMessage& m = task.message;
+    m.sender = j.sender;
+    m.content = j.content;
+    m.body_type = j.body_type;
+    m.smtputf8 = j.smtputf8;
+    for (uint32_t i : items) {
+      m.recipients.push_back({j.items[i].address, "", ""});
+    }
+    egress_parts_.emplace(task.id, EgressPart{token, std::move(items)});
+    const std::optional<Destination>& d =
+        (*options_.destinations)[static_cast<size_t>(destination)];
+    RELAIS_CHECK(d.has_value()) << "a network route without a destination";
+    egress_->Submit(*d, std::move(task));
+  }
+}
+
+void Shard::OnEgressDone(uint64_t id, std::vector<smtp::RecipientReply>&& results,
+                         std::string_view next_hop) {
+  auto part = egress_parts_.find(id);
+  RELAIS_CHECK(part != egress_parts_.end()) << "unknown egress task";
+  auto entry = egress_jobs_.find(part->second.token);
+  RELAIS_CHECK(entry != egress_jobs_.end());
+  DeliveryJob& job = *entry->second.job;
+  const uint64_t duration_us =
+      std::max<uint64_t>(1, clock_.UnixMicros() - entry->second.started_us);
+  RELAIS_CHECK(results.size() == part->second.items.size());
+  for (size_t k = 0; k < results.size(); ++k) {
+    DeliveryJob::Item& item = job.items[part->second.items[k]];
+    item.resolved = true;
+    item.result.outcome =
+        results[k].status == smtp::RecipientStatus::kDelivered ? scheduler::Outcome::kDelivered
+        : results[k].status == smtp::RecipientStatus::kFailed  ? scheduler::Outcome::kFailed
+                                                               : scheduler::Outcome::kDeferred;
+    item.result.reply = std::move(results[k].reply);
+    item.next_hop = next_hop;
+    item.duration_us = duration_us;
+  }
+  egress_parts_.erase(part);
+  if (--entry->second.parts_pending == 0) {
+    // On to the worker: Maildir recipients, the bounce and the log lines.
+    SubmitToWorker(std::move(entry->second.job));
+    egress_jobs_.erase(entry);
+  }
 }
 
 // A bounce, spooled like any message; once durable it is queued for delivery. Deletes itself.
@@ -960,6 +1064,10 @@ class BounceCompletion final : public spool::AppendCompletion {
 
 void Shard::OnDeliveriesDone() {
   while (auto done = worker_->TakeDone()) {
+    if (done->loaded != nullptr) {
+      StartEgress(std::move(done->loaded));  // Its body is in memory now.
+      continue;
+    }
     auto it = attempts_.find(done->token);
     RELAIS_CHECK(it != attempts_.end()) << "unknown delivery token";
     if (!done->bounce.empty() && !QueueBounce(it->second.id, std::move(done->bounce))) {

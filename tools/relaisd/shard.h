@@ -34,6 +34,7 @@
 #include "tools/relaisd/admin.h"
 #include "tools/relaisd/connection_limiter.h"
 #include "tools/relaisd/delivery_worker.h"
+#include "tools/relaisd/egress.h"
 
 namespace relais::relaisd {
 
@@ -46,7 +47,11 @@ struct ShardOptions {
   uint32_t shutdown_grace_ms = 10'000;
   uint64_t receive_bytes_max = UINT64_MAX;
   scheduler::SchedulerOptions scheduler;
-  const routing::Router* router = nullptr;              // Required; shared read-only by all shards.
+  const routing::Router* router = nullptr;  // Required; shared read-only by all shards.
+  // Next hops of the router's smarthost and lmtp routes, by route index. Required.
+  const std::vector<std::optional<Destination>>* destinations = nullptr;
+  EgressOptions egress;  // shard and helo_name are filled in by the shard.
+  uint32_t recipients_per_transaction_max = 100;
   uint32_t connections_per_shard_hard_max = 1'000'000;  // Beyond this, refuse without a reply.
 };
 
@@ -62,7 +67,7 @@ struct ShardCounters {
   uint64_t delivery_attempts = 0;
 };
 
-class Shard {
+class Shard final : EgressListener {
  public:
   // Opens the engine and the spool, and recovers the spool.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<Shard>> Create(const ShardOptions& options,
@@ -109,6 +114,12 @@ class Shard {
   void SendToShard(uint32_t to, uring::Handoff&& handoff);
   void StartDeliveries();
   void OnDeliveriesDone();
+  // Sends a job's smarthost and lmtp recipients (its body in memory); the job goes on to the
+  // worker (Maildir recipients, bounce, log lines) once every part has its results.
+  void StartEgress(std::unique_ptr<DeliveryJob> job);
+  void OnEgressDone(uint64_t id, std::vector<smtp::RecipientReply>&& results,
+                    std::string_view next_hop) override;
+  void SubmitToWorker(std::unique_ptr<DeliveryJob> job);
   // Spools a bounce to the original's sender. False when the spool refused it.
   [[nodiscard]] bool QueueBounce(const mail::MessageId& original, std::string&& report);
   void BeginStop();
@@ -133,6 +144,19 @@ class Shard {
   std::unique_ptr<DeliveryWorker> worker_;  // Destroyed (joined) before the engine.
   std::unique_ptr<DeliveryReader> delivery_reader_;
   std::unordered_map<uint64_t, scheduler::Attempt> attempts_;  // By job token.
+  std::unique_ptr<Egress> egress_;                             // Before the worker's results.
+  struct EgressJob {
+    std::unique_ptr<DeliveryJob> job;
+    uint32_t parts_pending = 0;
+    uint64_t started_us = 0;
+  };
+  struct EgressPart {
+    uint64_t token = 0;           // Its job.
+    std::vector<uint32_t> items;  // Indices into the job's items, in the task's order.
+  };
+  std::unordered_map<uint64_t, EgressJob> egress_jobs_;    // By job token.
+  std::unordered_map<uint64_t, EgressPart> egress_parts_;  // By task id.
+  uint64_t next_part_ = 1;
   uint64_t next_token_ = 1;
   int signal_fd_ = -1;
   int admin_fd_ = -1;
