@@ -17,58 +17,20 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-SMTP_SOURCE = "/usr/sbin/smtp-source"
-SMTP_SINK = "/usr/sbin/smtp-sink"
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_listening(port, proc, timeout=20):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.02)
-    raise RuntimeError("server did not start listening")
-
-
-def stop(proc):
-    proc.send_signal(signal.SIGTERM)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return usage.ru_utime + usage.ru_stime
+from benchlib import (SMTP_SINK, free_port, require_postfix_tools, run, smtp_source_command,
+                      stop, wait_listening)
 
 
 def run_source(args, port):
-    cmd = [SMTP_SOURCE, "-m", str(args.messages), "-s", str(args.sessions), "-l", str(args.size),
-           "-f", "bench@sender.test", "-t", "sink@example.com"]
-    if args.reuse:
-        cmd.append("-d")  # Keep each session open for the next message.
-    cmd.append(f"127.0.0.1:{port}")
     start = time.monotonic()
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    elapsed = time.monotonic() - start
-    if out.returncode != 0:
-        raise RuntimeError(f"smtp-source failed: {out.stderr.strip()}")
-    return elapsed
+    run(smtp_source_command(args, port, args.reuse))
+    return time.monotonic() - start
 
 
 def bench_relaisd(args):
@@ -128,9 +90,7 @@ def main():
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--reuse", action="store_true", help="smtp-source -d: reuse sessions")
     args = p.parse_args()
-    for tool in (SMTP_SOURCE, SMTP_SINK):
-        if not os.path.exists(tool):
-            sys.exit(f"{tool} is missing: run bench/setup-postfix-tools.sh")
+    require_postfix_tools()
     results = {"relaisd": [], "smtp-sink": []}
     for run in range(args.runs):
         for name, fn in (("relaisd", bench_relaisd), ("smtp-sink", bench_sink)):

@@ -1,0 +1,97 @@
+"""Helpers shared by the bench scripts: ports, readiness, stopping by PID, Postfix tools."""
+
+import os
+import signal
+import socket
+import subprocess
+import time
+
+SMTP_SOURCE = "/usr/sbin/smtp-source"
+SMTP_SINK = "/usr/sbin/smtp-sink"
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_listening(port, proc=None, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def stop(proc):
+    """SIGTERM, then the CPU seconds (user + system) the process and its reaped children used."""
+    proc.send_signal(signal.SIGTERM)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return usage.ru_utime + usage.ru_stime
+
+
+def smtp_source_command(args, port, reuse=False):
+    cmd = [SMTP_SOURCE, "-m", str(args.messages), "-s", str(args.sessions), "-l", str(args.size),
+           "-f", "bench@sender.test", "-t", "sink@example.com"]
+    if reuse:
+        cmd.append("-d")  # Keep each session open for the next message.
+    cmd.append(f"127.0.0.1:{port}")
+    return cmd
+
+
+def machine_cpu_seconds():
+    """User + system CPU seconds of the whole machine so far (from /proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()[1:]
+    ticks = os.sysconf("SC_CLK_TCK")
+    user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in fields[:7])
+    return (user + nice + system + irq + softirq) / ticks
+
+
+def require_postfix_tools():
+    for tool in (SMTP_SOURCE, SMTP_SINK):
+        if not os.path.exists(tool):
+            raise SystemExit(f"{tool} is missing: run bench/setup-postfix-tools.sh")
+
+
+def run(cmd, timeout=900):
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed: {out.stderr.strip()}")
+    return out
+
+
+def process_tree_cpu_seconds(root_pid):
+    """CPU seconds (user + system) of `root_pid` and every live descendant, each including the
+    children it already reaped (cutime/cstime), read from /proc. For servers like Postfix whose
+    master forks and reaps worker processes all the time."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    parent, times = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue  # Gone meanwhile.
+        fields = stat[stat.rindex(")") + 2:].split()
+        parent[int(entry)] = int(fields[1])
+        times[int(entry)] = sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+
+    def in_tree(pid):
+        while pid > 1:
+            if pid == root_pid:
+                return True
+            pid = parent.get(pid, 0)
+        return False
+    return sum(t for pid, t in times.items() if in_tree(pid)) / ticks
