@@ -83,6 +83,10 @@ const Key kKeys[] = {
      "How long a message is retried before what is pending fails."},
     {"queue", "attempts_in_flight_max", Type::kU32, 1, 512, RELAIS_FIELD(attempts_in_flight_max),
      "Delivery attempts running at once, per shard."},
+    {"queue", "delay_warning_ms", Type::kU64, 0, 60ull * 24 * 3600 * 1000,
+     RELAIS_FIELD(delay_warning_ms),
+     "After this long in the queue, senders who asked (NOTIFY=DELAY) get one delay report; 0: "
+     "never."},
     {"delivery", "connect_timeout_ms", Type::kU32, 100, 3'600'000, RELAIS_FIELD(connect_timeout_ms),
      "Wait for a TCP or unix-socket connection to a next hop."},
     {"delivery", "reply_timeout_ms", Type::kU32, 100, 3'600'000, RELAIS_FIELD(reply_timeout_ms),

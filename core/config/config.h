@@ -61,7 +61,8 @@ struct Config {
   uint64_t retry_first_ms = 5 * 60 * 1000;
   uint64_t retry_max_ms = 60 * 60 * 1000;
   uint64_t lifetime_ms = 5ull * 24 * 3600 * 1000;
-  uint32_t attempts_in_flight_max = 64;  // Per shard.
+  uint32_t attempts_in_flight_max = 64;            // Per shard.
+  uint64_t delay_warning_ms = 4ull * 3600 * 1000;  // RFC 3461 NOTIFY=DELAY reports; 0: never.
   // [delivery] Outbound SMTP and LMTP (RFC 5321 4.5.3.2 timeouts).
   uint32_t connect_timeout_ms = 30'000;
   uint32_t reply_timeout_ms = 300'000;       // Greeting, EHLO, MAIL, RCPT, RSET: 5 min.

@@ -525,6 +525,9 @@ void ClientSession::FinishIfIdle() {
 std::vector<RecipientReply> ClientSession::TakeResults() {
   RELAIS_CHECK(done_) << "TakeResults before the transaction is done";
   done_ = false;
+  for (RecipientReply& r : results_) {
+    r.dsn_passed_on = r.status == RecipientStatus::kDelivered && extensions_.dsn;
+  }
   return std::move(results_);
 }
 

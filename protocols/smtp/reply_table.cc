@@ -45,6 +45,7 @@ constexpr Entry kEntries[] = {
     {R::kBadSenderSyntax, {501, "5.1.7", "Bad sender address syntax", false}},
     {R::kBadRecipientSyntax, {501, "5.1.3", "Bad recipient address syntax", false}},
     {R::kUnknownParameter, {555, "5.5.4", "Unsupported or malformed parameter", false}},
+    {R::kBadDsnParameter, {501, "5.5.4", "Invalid DSN parameter: %s", false}},
     {R::kNeedSmtpUtf8, {553, "5.6.7", "Non-ASCII address needs SMTPUTF8", false}},
     {R::kDeclaredSizeTooBig, {552, "5.3.4", "Declared message size exceeds the limit", false}},
     {R::kMessageTooBig, {552, "5.3.4", "Message size exceeds the limit", false}},
@@ -112,6 +113,7 @@ void AppendEhloReply(std::string& out, std::string_view hostname, uint64_t messa
       "250-8BITMIME\r\n"
       "250-SMTPUTF8\r\n"
       "250-ENHANCEDSTATUSCODES\r\n"
+      "250-DSN\r\n"
       "250 CHUNKING\r\n");
 }
 

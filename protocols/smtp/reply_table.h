@@ -37,6 +37,7 @@ enum class Reply : uint8_t {
   kBadSenderSyntax,               // 501 5.1.7
   kBadRecipientSyntax,            // 501 5.1.3
   kUnknownParameter,              // 555 5.5.4
+  kBadDsnParameter,               // 501 5.5.4, argument: the parameter (RFC 3461).
   kNeedSmtpUtf8,                  // 553 5.6.7
   kDeclaredSizeTooBig,            // 552 5.3.4
   kMessageTooBig,                 // 552 5.3.4

@@ -2,6 +2,7 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstring>
 
@@ -232,6 +233,9 @@ void ServerSession::HandleMail(std::string_view argument) {
   bool size_seen = false;
   bool body_seen = false;
   mail::BodyType body_type = mail::BodyType::k7Bit;
+  mail::DsnReturn dsn_return = mail::DsnReturn::kUnspecified;
+  bool envid_seen = false;
+  std::string_view envid;
   std::string_view params = path.rest;
   Parameter p;
   bool malformed = false;
@@ -267,6 +271,25 @@ void ServerSession::HandleMail(std::string_view argument) {
       body_seen = true;
     } else if (base::EqualsIgnoreCase(p.keyword, "SMTPUTF8") && !p.has_value && !smtputf8) {
       smtputf8 = true;
+    } else if (base::EqualsIgnoreCase(p.keyword, "RET") &&
+               dsn_return == mail::DsnReturn::kUnspecified) {
+      // RFC 3461 4.3.
+      if (base::EqualsIgnoreCase(p.value, "FULL")) {
+        dsn_return = mail::DsnReturn::kFull;
+      } else if (base::EqualsIgnoreCase(p.value, "HDRS")) {
+        dsn_return = mail::DsnReturn::kHeaders;
+      } else {
+        Send(Reply::kBadDsnParameter, "RET must be FULL or HDRS");
+        return;
+      }
+    } else if (base::EqualsIgnoreCase(p.keyword, "ENVID") && !envid_seen) {
+      // RFC 3461 4.4: xtext, at most 100 characters.
+      if (!p.has_value || p.value.empty() || p.value.size() > 100 || !mail::XtextValid(p.value)) {
+        Send(Reply::kBadDsnParameter, "ENVID must be 1 to 100 characters of xtext");
+        return;
+      }
+      envid = p.value;
+      envid_seen = true;
     } else {
       Send(Reply::kUnknownParameter);
       return;
@@ -289,6 +312,8 @@ void ServerSession::HandleMail(std::string_view argument) {
   env.sender.assign(path.mailbox);
   env.body_type = body_type;
   env.smtputf8 = smtputf8;
+  env.dsn_return = dsn_return;
+  env.envid.assign(envid);
   env.helo = helo_;
   env.client_address = client_.ToString();
   Send(Reply::kSenderOk);
@@ -329,8 +354,61 @@ void ServerSession::HandleRcpt(std::string_view argument) {
   std::string_view params = path.rest;
   Parameter p;
   bool malformed = false;
-  if (NextParameter(params, p, malformed) || malformed) {
-    // TODO(#3): NOTIFY and ORCPT (RFC 3461) arrive with the DSN work.
+  uint8_t notify = 0;
+  bool orcpt_seen = false;
+  std::string_view orcpt;
+  while (NextParameter(params, p, malformed)) {
+    if (!esmtp_) {
+      Send(Reply::kUnknownParameter);
+      return;
+    }
+    if (base::EqualsIgnoreCase(p.keyword, "NOTIFY") && notify == 0) {
+      // RFC 3461 4.1: NEVER, or a list of SUCCESS, FAILURE and DELAY.
+      std::string_view list = p.value;
+      while (p.has_value && !list.empty()) {
+        const size_t comma = list.find(',');
+        const std::string_view word = list.substr(0, comma);
+        const uint8_t bit = base::EqualsIgnoreCase(word, "NEVER")     ? mail::kNotifyNever
+                            : base::EqualsIgnoreCase(word, "SUCCESS") ? mail::kNotifySuccess
+                            : base::EqualsIgnoreCase(word, "FAILURE") ? mail::kNotifyFailure
+                            : base::EqualsIgnoreCase(word, "DELAY")   ? mail::kNotifyDelay
+                                                                      : 0;
+        if (bit == 0 || (notify & bit) != 0) {
+          notify = 0;
+          break;
+        }
+        notify |= bit;
+        list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
+        if (comma != std::string_view::npos && list.empty()) {
+          notify = 0;  // A trailing comma.
+        }
+      }
+      if (notify == 0 || ((notify & mail::kNotifyNever) != 0 && notify != mail::kNotifyNever)) {
+        Send(Reply::kBadDsnParameter, "NOTIFY must be NEVER or a list of SUCCESS, FAILURE, DELAY");
+        return;
+      }
+    } else if (base::EqualsIgnoreCase(p.keyword, "ORCPT") && !orcpt_seen) {
+      // RFC 3461 4.2: addr-type ";" xtext, where addr-type is an atom.
+      const size_t semi = p.value.find(';');
+      const bool ok =
+          p.has_value && semi != std::string_view::npos && semi > 0 && semi + 1 < p.value.size() &&
+          p.value.size() <= 500 && mail::XtextValid(p.value.substr(semi + 1)) &&
+          std::all_of(p.value.begin(), p.value.begin() + static_cast<long>(semi), [](char c) {
+            return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                   c == '-';
+          });
+      if (!ok) {
+        Send(Reply::kBadDsnParameter, "ORCPT must be addr-type;xtext");
+        return;
+      }
+      orcpt = p.value;
+      orcpt_seen = true;
+    } else {
+      Send(Reply::kUnknownParameter);
+      return;
+    }
+  }
+  if (malformed) {
     Send(Reply::kUnknownParameter);
     return;
   }
@@ -354,7 +432,7 @@ void ServerSession::HandleRcpt(std::string_view argument) {
       return;
     }
   }
-  env.recipients.push_back(mail::Recipient{std::string(path.mailbox)});
+  env.recipients.push_back(mail::Recipient{std::string(path.mailbox), notify, std::string(orcpt)});
   Send(Reply::kRecipientOk);
 }
 

@@ -140,7 +140,7 @@ TEST(ServerSessionTest, EhloAdvertisesExtensions) {
   Harness h;
   const std::string out = h.Run("EHLO c.example\r\n");
   for (const char* ext : {"PIPELINING", "SIZE 26214400", "8BITMIME", "SMTPUTF8",
-                          "ENHANCEDSTATUSCODES", "250 CHUNKING"}) {
+                          "ENHANCEDSTATUSCODES", "DSN", "250 CHUNKING"}) {
     EXPECT_NE(out.find(ext), std::string::npos) << ext;
   }
 }
@@ -477,6 +477,48 @@ TEST(ServerSessionTest, Smtputf8) {
       "MAIL FROM:<j\xC3\xB6rg@b.example> SMTPUTF8 BODY=8BITMIME\r\n"
       "RCPT TO:<\xC3\xBC@example.com>\r\n");
   EXPECT_EQ(Codes(out), (std::vector<int>{250, 250}));
+}
+
+TEST(ServerSessionTest, DsnParametersAreCheckedAndKept) {
+  Harness h;
+  EXPECT_EQ(Codes(h.Run("EHLO c\r\n")), (std::vector<int>{250}));
+  const std::string out = h.Run(
+      "MAIL FROM:<a@b.example> RET=FULL ENVID=QQ+2B1\r\n"
+      "RCPT TO:<x@example.com> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;X+2B1@example.com\r\n"
+      "RCPT TO:<y@example.com> NOTIFY=NEVER\r\n"
+      "RCPT TO:<z@example.com>\r\n"
+      "DATA\r\n.\r\n");
+  EXPECT_EQ(Codes(out), (std::vector<int>{250, 250, 250, 250, 354, 250}));
+  ASSERT_EQ(h.committed.size(), 1u);
+  const mail::Envelope& env = h.committed[0].envelope;
+  EXPECT_EQ(env.dsn_return, mail::DsnReturn::kFull);
+  EXPECT_EQ(env.envid, "QQ+2B1");
+  EXPECT_EQ(env.recipients[0].notify, mail::kNotifySuccess | mail::kNotifyDelay);
+  EXPECT_EQ(env.recipients[0].orcpt, "rfc822;X+2B1@example.com");
+  EXPECT_EQ(env.recipients[1].notify, mail::kNotifyNever);
+  EXPECT_EQ(env.recipients[2].notify, 0);
+  EXPECT_EQ(env.recipients[2].orcpt, "");
+
+  // Each bad value gets 501 5.5.4 naming the parameter (555 when it is not even a valid
+  // esmtp-value, as '=' or a control byte); the transaction goes on.
+  Harness bad;
+  const std::string refused = bad.Run(
+      "EHLO c\r\n"
+      "MAIL FROM:<a@b.example> RET=BODY\r\n"
+      "MAIL FROM:<a@b.example> ENVID=has=equals\r\n"
+      "MAIL FROM:<a@b.example>\r\n"
+      "RCPT TO:<x@example.com> NOTIFY=NEVER,SUCCESS\r\n"
+      "RCPT TO:<x@example.com> NOTIFY=SOMETIMES\r\n"
+      "RCPT TO:<x@example.com> NOTIFY=SUCCESS,\r\n"
+      "RCPT TO:<x@example.com> NOTIFY=SUCCESS,SUCCESS\r\n"
+      "RCPT TO:<x@example.com> ORCPT=no-semicolon\r\n"
+      "RCPT TO:<x@example.com> ORCPT=rfc822;bad\x01\r\n"
+      "RCPT TO:<x@example.com> NOTIFY=FAILURE NOTIFY=FAILURE\r\n"
+      "RCPT TO:<x@example.com> NOTIFY=failure\r\n");
+  EXPECT_EQ(Codes(refused),
+            (std::vector<int>{250, 501, 555, 250, 501, 501, 501, 501, 501, 555, 555, 250}));
+  EXPECT_NE(refused.find("501 5.5.4 Invalid DSN parameter: RET must be FULL or HDRS\r\n"),
+            std::string::npos);
 }
 
 TEST(ServerSessionTest, HeloNameMustBePrintable) {

@@ -1,7 +1,8 @@
-// queue/bounce/dsn.h — the delivery status notification (bounce) for recipients that failed
-// for good: RFC 3464 multipart/report with a human-readable part, a message/delivery-status
-// part (RFC 3464 2.2, 2.3) and the original message's header section (text/rfc822-headers,
-// RFC 6522). Pure: no I/O, no clock (the date comes in).
+// queue/bounce/dsn.h — delivery status notifications: the bounce for recipients that failed
+// for good, and the delay and success reports that RFC 3461 NOTIFY asks for. An RFC 3464
+// multipart/report with a human-readable part, a message/delivery-status part (RFC 3464 2.2,
+// 2.3) and the original's header section (text/rfc822-headers, RFC 6522), or the whole
+// original (message/rfc822) for a failure with RET=FULL. Pure: no I/O, no clock.
 #pragma once
 
 #include <cstdint>
@@ -11,24 +12,33 @@
 
 namespace relais::bounce {
 
-struct FailedRecipient {
+// RFC 3464 2.3.3 Action.
+enum class Action : uint8_t { kFailed, kDelayed, kDelivered, kRelayed };
+
+struct ReportRecipient {
   std::string address;
-  std::string reply;  // "550 5.7.1 ..." as the destination (or Relais) said it.
+  std::string reply;  // "550 5.7.1 ..." as the destination (or Relais) said it; may be empty
+                      // for a delivery.
+  Action action = Action::kFailed;
+  std::string orcpt;  // RFC 3461 ORCPT as received ("rfc822;" xtext); empty: none.
 };
 
-struct BounceInput {
+struct ReportInput {
   std::string reporting_mta;  // Our host name.
-  std::string original_id;    // Queue ID of the failed message.
-  std::string sender;         // Who gets the bounce; never empty (no bounce to <>).
+  std::string original_id;    // Queue ID of the message reported on.
+  std::string sender;         // Who gets the report; never empty (no report to <>).
   std::string arrival_date;   // RFC 5322 date the message arrived.
   std::string date;           // RFC 5322 date now.
   std::string boundary_seed;  // Makes the MIME boundary unique (e.g. the queue ID).
-  std::vector<FailedRecipient> recipients;
-  std::string_view original;  // The stored message (CRLF); only its header section is used.
+  std::string envid;          // RFC 3461 ENVID as received (xtext); empty: none.
+  bool return_full = false;   // RFC 3461 RET=FULL: a failure report returns the whole message.
+  std::vector<ReportRecipient> recipients;
+  std::string_view original;  // The stored message (CRLF).
 };
 
-// The whole bounce message, CRLF line endings, ready to spool.
-[[nodiscard]] std::string BuildBounce(const BounceInput& input);
+// The whole report, CRLF line endings, ready to spool: a failure report ("bounce") when any
+// recipient failed, else a delay or success report.
+[[nodiscard]] std::string BuildReport(const ReportInput& input);
 
 // "5.7.1" from "550 5.7.1 text"; "5.0.0" (or "4.0.0") when the reply has none.
 [[nodiscard]] std::string StatusOf(std::string_view reply);

@@ -5,8 +5,8 @@
 namespace relais::bounce {
 namespace {
 
-BounceInput Sample() {
-  BounceInput in;
+ReportInput Sample() {
+  ReportInput in;
   in.reporting_mta = "mx.example.net";
   in.original_id = "0123";
   in.sender = "alice@sender.example";
@@ -14,13 +14,13 @@ BounceInput Sample() {
   in.date = "Thu, 26 Nov 2026 22:00:00 +0000";
   in.boundary_seed = "0123";
   in.recipients = {{"bob@example.com", "550 5.7.1 recipient rejected by route"},
-                   {"carol@example.com", "451 4.4.7 delivery time expired"}};
+                   {"carol@example.com", "451 4.4.7 delivery time expired"}};  // Failed.
   in.original = "Received: x\r\nSubject: hi\r\n\r\nsecret body\r\n";
   return in;
 }
 
 TEST(DsnTest, IsAThreePartReport) {
-  const std::string b = BuildBounce(Sample());
+  const std::string b = BuildReport(Sample());
   EXPECT_TRUE(b.starts_with("From: Mail Delivery System <MAILER-DAEMON@mx.example.net>\r\n"));
   EXPECT_NE(b.find("To: <alice@sender.example>\r\n"), std::string::npos);
   EXPECT_NE(b.find("Auto-Submitted: auto-replied\r\n"), std::string::npos);
@@ -50,6 +50,38 @@ TEST(DsnTest, IsAThreePartReport) {
       EXPECT_EQ(b[i - 1], '\r') << i;
     }
   }
+}
+
+TEST(DsnTest, FullReturnAndDsnFields) {
+  ReportInput in = Sample();
+  in.return_full = true;
+  in.envid = "QQ+2B1";
+  in.recipients[0].orcpt = "rfc822;Bob+2Bx@example.com";
+  const std::string b = BuildReport(in);
+  EXPECT_NE(b.find("Content-Type: message/rfc822\r\n\r\nReceived: x\r\nSubject: hi\r\n\r\n"
+                   "secret body\r\n"),
+            std::string::npos);
+  EXPECT_NE(b.find("Original-Envelope-Id: QQ+1\r\n"), std::string::npos);
+  EXPECT_NE(b.find("Original-Recipient: rfc822; Bob+x@example.com\r\nFinal-Recipient: rfc822; "
+                   "bob@example.com\r\n"),
+            std::string::npos);
+}
+
+TEST(DsnTest, DelayAndSuccessReports) {
+  ReportInput in = Sample();
+  in.recipients = {{"bob@example.com", "451 4.4.1 no next hop", Action::kDelayed, ""}};
+  in.return_full = true;  // Only failure reports return the body.
+  std::string b = BuildReport(in);
+  EXPECT_NE(b.find("Subject: Delayed Mail (still being retried)\r\n"), std::string::npos);
+  EXPECT_NE(b.find("Action: delayed\r\nStatus: 4.4.1\r\n"), std::string::npos);
+  EXPECT_EQ(b.find("secret body"), std::string::npos);
+
+  in.recipients = {{"bob@example.com", "250 2.0.0 ok", Action::kDelivered, ""},
+                   {"carol@example.com", "250 2.0.0 ok", Action::kRelayed, ""}};
+  b = BuildReport(in);
+  EXPECT_NE(b.find("Subject: Successful Mail Delivery Report\r\n"), std::string::npos);
+  EXPECT_NE(b.find("Action: delivered\r\nStatus: 2.0.0\r\n"), std::string::npos);
+  EXPECT_NE(b.find("Action: relayed\r\nStatus: 2.0.0\r\n"), std::string::npos);
 }
 
 TEST(DsnTest, StatusComesFromTheReply) {

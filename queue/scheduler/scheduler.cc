@@ -225,4 +225,15 @@ const QueueEntry* Scheduler::Entry(const mail::MessageId& id) const {
   return it == entries_.end() ? nullptr : &it->second;
 }
 
+bool Scheduler::DelayReported(const mail::MessageId& id) const {
+  auto it = entries_.find(id);
+  return it == entries_.end() || it->second.delay_reported;
+}
+
+void Scheduler::MarkDelayReported(const mail::MessageId& id) {
+  if (auto it = entries_.find(id); it != entries_.end()) {
+    it->second.delay_reported = true;
+  }
+}
+
 }  // namespace relais::scheduler

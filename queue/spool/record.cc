@@ -1,5 +1,6 @@
 #include "queue/spool/record.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "core/base/check.h"
@@ -125,13 +126,27 @@ size_t EncodeMessage(const MessageRecord& record, std::string_view trace, std::s
   Put<uint64_t>(out, record.id.lo);
   Put<uint64_t>(out, record.received_us);
   Put<uint8_t>(out, static_cast<uint8_t>(env.body_type));
-  Put<uint8_t>(out, env.smtputf8 ? 1 : 0);
+  // Flag bit 1: RFC 3461 fields follow the recipients. Messages without any stay as short as
+  // before the DSN extension, and old records read as they always did.
+  const bool dsn =
+      env.dsn_return != mail::DsnReturn::kUnspecified || !env.envid.empty() ||
+      std::any_of(env.recipients.begin(), env.recipients.end(),
+                  [](const mail::Recipient& r) { return r.notify != 0 || !r.orcpt.empty(); });
+  Put<uint8_t>(out, static_cast<uint8_t>((env.smtputf8 ? 1 : 0) | (dsn ? 2 : 0)));
   PutBytes16(out, env.sender);
   PutBytes16(out, env.helo);
   PutBytes16(out, env.client_address);
   Put<uint32_t>(out, static_cast<uint32_t>(env.recipients.size()));
   for (const mail::Recipient& r : env.recipients) {
     PutBytes16(out, r.address);
+  }
+  if (dsn) {
+    Put<uint8_t>(out, static_cast<uint8_t>(env.dsn_return));
+    PutBytes16(out, env.envid);
+    for (const mail::Recipient& r : env.recipients) {
+      Put<uint8_t>(out, r.notify);
+      PutBytes16(out, r.orcpt);
+    }
   }
   Put<uint64_t>(out, trace.size() + body.size());
   const size_t body_offset = out.size() - start;
@@ -186,7 +201,7 @@ DecodeStatus DecodeRecord(std::string_view bytes, DecodedRecord& out) {
     uint32_t recipients;
     uint64_t body_size;
     if (!r.Get(m.id.hi) || !r.Get(m.id.lo) || !r.Get(m.received_us) || !r.Get(body_type) ||
-        !r.Get(flags) || body_type > 2 || (flags & ~1u) != 0 || !r.GetString16(env.sender) ||
+        !r.Get(flags) || body_type > 2 || (flags & ~3u) != 0 || !r.GetString16(env.sender) ||
         !r.GetString16(env.helo) || !r.GetString16(env.client_address) || !r.Get(recipients) ||
         recipients == 0 || recipients > length / 2) {
       return DecodeStatus::kBadPayload;
@@ -197,6 +212,18 @@ DecodeStatus DecodeRecord(std::string_view bytes, DecodedRecord& out) {
     for (mail::Recipient& rcpt : env.recipients) {
       if (!r.GetString16(rcpt.address)) {
         return DecodeStatus::kBadPayload;
+      }
+    }
+    if ((flags & 2) != 0) {
+      uint8_t ret;
+      if (!r.Get(ret) || ret > 2 || !r.GetString16(env.envid)) {
+        return DecodeStatus::kBadPayload;
+      }
+      env.dsn_return = static_cast<mail::DsnReturn>(ret);
+      for (mail::Recipient& rcpt : env.recipients) {
+        if (!r.Get(rcpt.notify) || rcpt.notify > 15 || !r.GetString16(rcpt.orcpt)) {
+          return DecodeStatus::kBadPayload;
+        }
       }
     }
     if (!r.Get(body_size)) {

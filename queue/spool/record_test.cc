@@ -35,6 +35,32 @@ TEST(RecordTest, MessageRoundTrips) {
   EXPECT_EQ(d.message.envelope.body_type, mail::BodyType::k8BitMime);
 }
 
+TEST(RecordTest, DsnFieldsRoundTripAndStayOptional) {
+  MessageRecord r = Sample();
+  std::string plain;
+  EncodeMessage(r, "", "x\r\n", plain);
+  r.envelope.dsn_return = mail::DsnReturn::kHeaders;
+  r.envelope.envid = "ENV+2B1";
+  r.envelope.recipients[1].notify = mail::kNotifySuccess | mail::kNotifyFailure;
+  r.envelope.recipients[1].orcpt = "rfc822;c@example.com";
+  std::string out;
+  EncodeMessage(r, "", "x\r\n", out);
+  EXPECT_GT(out.size(), plain.size());  // Without DSN fields a record is as short as before.
+  DecodedRecord d;
+  ASSERT_EQ(DecodeRecord(out, d), DecodeStatus::kOk);
+  const mail::Envelope& env = d.message.envelope;
+  EXPECT_EQ(env.dsn_return, mail::DsnReturn::kHeaders);
+  EXPECT_EQ(env.envid, "ENV+2B1");
+  EXPECT_EQ(env.recipients[0].notify, 0);
+  EXPECT_EQ(env.recipients[1].notify, mail::kNotifySuccess | mail::kNotifyFailure);
+  EXPECT_EQ(env.recipients[1].orcpt, "rfc822;c@example.com");
+  EXPECT_EQ(d.message.body, "x\r\n");
+  DecodedRecord p;
+  ASSERT_EQ(DecodeRecord(plain, p), DecodeStatus::kOk);
+  EXPECT_EQ(p.message.envelope.dsn_return, mail::DsnReturn::kUnspecified);
+  EXPECT_EQ(p.message.envelope.recipients[1].notify, 0);
+}
+
 TEST(RecordTest, OutcomeRoundTrips) {
   std::string out;
   EncodeOutcome(OutcomeRecord{mail::MessageId::Make(1, 2, 3), 5, RecipientState::kFailed}, out);

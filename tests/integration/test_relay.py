@@ -180,5 +180,116 @@ class RelayTest(unittest.TestCase):
         self.assertEqual(d.stop(), 0)
 
 
+class DsnTest(unittest.TestCase):
+    """RFC 3461 on ingress: NOTIFY, RET, ENVID and ORCPT honoured and passed on."""
+
+    def setUp(self):
+        self.d = Daemon("")
+        self.addCleanup(self.d.cleanup)
+        self.root = os.path.join(self.d.workdir, "mailroot")
+
+    def sink(self, *args, **kwargs):
+        s = Sink(*args, **kwargs)
+        self.addCleanup(s.cleanup)
+        return s
+
+    def start(self, hosts, extra=""):
+        self.d.config_text = smarthost_config(hosts, FAST_RETRY + extra, local_root=self.root)
+        self.d.start()
+
+    def send(self, rcpt, subject, mail_options=(), rcpt_options=()):
+        with smtplib.SMTP("127.0.0.1", self.d.port, timeout=10) as s:
+            s.ehlo("client.test")
+            self.assertIn("dsn", s.esmtp_features)
+            s.sendmail("alice@local.test", [rcpt], f"Subject: {subject}\r\n\r\nsecret body\r\n",
+                       mail_options=list(mail_options), rcpt_options=list(rcpt_options))
+
+    def reports(self, count, timeout=20):
+        inbox = os.path.join(self.root, "local.test", "alice", "new")
+
+        def read():
+            if not os.path.isdir(inbox):
+                return []
+            out = []
+            for name in sorted(os.listdir(inbox)):
+                with open(os.path.join(inbox, name)) as f:
+                    out.append(f.read())
+            return out
+        if count == 0:
+            return read()
+        return wait_for(lambda: len(read()) >= count and read(), timeout, f"{count} report(s)")
+
+    def test_success_report_for_local_delivery_and_passing_on(self):
+        sink = self.sink()  # smtp-sink offers DSN: the parameters go on, it reports from there.
+        self.start([f"127.0.0.1:{sink.port}"])
+        self.send("bob@local.test", "local", rcpt_options=["NOTIFY=SUCCESS",
+                                                          "ORCPT=rfc822;Bob+2Bx@local.test"])
+        [report] = self.reports(1)
+        self.assertIn("Subject: Successful Mail Delivery Report", report)
+        self.assertIn("Original-Recipient: rfc822; Bob+x@local.test", report)
+        self.assertIn("Action: delivered", report)
+        self.send("carol@remote.test", "relayed", mail_options=["RET=HDRS", "ENVID=E+2B1"],
+                  rcpt_options=["NOTIFY=SUCCESS,FAILURE"])
+        [relayed] = wait_for(sink.messages, 20, "the relayed message")
+        self.assertIn("X-Mail-Args: <alice@local.test> RET=HDRS ENVID=E+2B1", relayed)
+        self.assertIn("X-Rcpt-Args: <carol@remote.test> NOTIFY=SUCCESS,FAILURE", relayed)
+        wait_for(lambda: not self.d.spool_messages(), 20, "the spool to drain")
+        self.assertEqual(len(self.reports(0)), 1)  # The next hop took over; no second report.
+        self.assertEqual(self.d.stop(), 0)
+
+    def test_relayed_report_when_the_next_hop_lacks_dsn(self):
+        sink = self.sink(["-N"])
+        self.start([f"127.0.0.1:{sink.port}"])
+        self.send("carol@remote.test", "relayed", rcpt_options=["NOTIFY=SUCCESS"])
+        [report] = self.reports(1)
+        self.assertIn("Action: relayed", report)
+        self.assertNotIn("NOTIFY", wait_for(sink.messages, 20, "the message")[0])
+        self.assertEqual(self.d.stop(), 0)
+
+    def test_never_suppresses_the_bounce_and_ret_full_returns_the_body(self):
+        sink = self.sink(["-f", "RCPT"])
+        self.start([f"127.0.0.1:{sink.port}"])
+        self.send("quiet@remote.test", "never", rcpt_options=["NOTIFY=NEVER"])
+        self.send("loud@remote.test", "full", mail_options=["RET=FULL", "ENVID=QQ1"])
+        [bounce] = self.reports(1)
+        self.assertIn("Final-Recipient: rfc822; loud@remote.test", bounce)
+        self.assertIn("Original-Envelope-Id: QQ1", bounce)
+        self.assertIn("Content-Type: message/rfc822", bounce)
+        self.assertIn("secret body", bounce)
+        wait_for(lambda: not self.d.spool_messages(), 20, "the spool to drain")
+        self.assertEqual(len(self.reports(0)), 1)  # Nothing for NOTIFY=NEVER.
+        failed = [e for e in self.d.events(self.d.log_offset)
+                  if e.get("event") == "delivery_attempt" and e.get("outcome") == "failed"]
+        self.assertEqual(sorted(e["recipient"] for e in failed),
+                         ["loud@remote.test", "quiet@remote.test"])
+        self.assertEqual(self.d.stop(), 0)
+
+    def test_delay_report_once_when_asked(self):
+        self.start([f"127.0.0.1:{free_port()}"], "delay_warning_ms = 500\n")
+        self.send("late@remote.test", "slow", rcpt_options=["NOTIFY=DELAY,FAILURE"])
+        self.send("other@remote.test", "slow too")  # NOTIFY not given: failures only.
+        [report] = self.reports(1)
+        self.assertIn("Subject: Delayed Mail (still being retried)", report)
+        self.assertIn("Final-Recipient: rfc822; late@remote.test", report)
+        self.assertIn("Action: delayed", report)
+        self.assertIn("Status: 4.4.1", report)
+        self.assertNotIn("other@remote.test", report)
+        wait_for(lambda: len([e for e in self.d.events(self.d.log_offset)
+                              if e.get("event") == "delivery_attempt"]) >= 6, 20, "more retries")
+        self.assertEqual(len(self.reports(0)), 1)  # Once, not at every retry.
+        self.assertEqual(self.d.stop(), 0)
+
+    def test_bad_dsn_parameters_get_501(self):
+        self.start([f"127.0.0.1:{free_port()}"])
+        with smtplib.SMTP("127.0.0.1", self.d.port, timeout=10) as s:
+            s.ehlo("client.test")
+            code, text = s.docmd("MAIL FROM:<alice@local.test> RET=SOME")
+            self.assertEqual((code, text), (501, b"5.5.4 Invalid DSN parameter: RET must be FULL or HDRS"))
+            self.assertEqual(s.docmd("MAIL FROM:<alice@local.test>")[0], 250)
+            self.assertEqual(s.docmd("RCPT TO:<b@remote.test> NOTIFY=NEVER,DELAY")[0], 501)
+            self.assertEqual(s.docmd("RCPT TO:<b@remote.test> ORCPT=rfc822")[0], 501)
+        self.assertEqual(self.d.stop(), 0)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -210,9 +210,24 @@ int Main(int argc, char** argv) {
     std::printf("id: %s\nsender: <%s>\nclient: %s (helo %s)\n", m->id.ToString().c_str(),
                 m->envelope.sender.c_str(), m->envelope.client_address.c_str(),
                 m->envelope.helo.c_str());
+    if (!m->envelope.envid.empty() || m->envelope.dsn_return != mail::DsnReturn::kUnspecified) {
+      std::printf("dsn: ret %s envid %s\n",
+                  m->envelope.dsn_return == mail::DsnReturn::kFull      ? "FULL"
+                  : m->envelope.dsn_return == mail::DsnReturn::kHeaders ? "HDRS"
+                                                                        : "-",
+                  m->envelope.envid.empty() ? "-" : m->envelope.envid.c_str());
+    }
     for (size_t i = 0; i < m->envelope.recipients.size(); ++i) {
-      std::printf("recipient: <%s> %s\n", m->envelope.recipients[i].address.c_str(),
+      const mail::Recipient& r = m->envelope.recipients[i];
+      std::printf("recipient: <%s> %s", r.address.c_str(),
                   std::string(RecipientStateName(m->states[i])).c_str());
+      if (r.notify != 0) {
+        std::printf(" notify=%s", mail::NotifyText(r.notify).c_str());
+      }
+      if (!r.orcpt.empty()) {
+        std::printf(" orcpt=%s", r.orcpt.c_str());
+      }
+      std::printf("\n");
     }
     std::printf("size: %llu\n\n", static_cast<unsigned long long>(m->body_size));
     std::fwrite(content->data(), 1, content->size(), stdout);
@@ -242,8 +257,16 @@ int Main(int argc, char** argv) {
                                     ",\"sender\":", Json(env.sender),
                                     ",\"received_us\":", m->received_us, ",\"recipients\":[");
     for (size_t i = 0; i < env.recipients.size(); ++i) {
-      base::StrAppend(&line, i == 0 ? "" : ",", "{\"address\":", Json(env.recipients[i].address),
-                      ",\"state\":", Json(RecipientStateName(m->states[i])), "}");
+      const mail::Recipient& r = env.recipients[i];
+      base::StrAppend(&line, i == 0 ? "" : ",", "{\"address\":", Json(r.address),
+                      ",\"state\":", Json(RecipientStateName(m->states[i])));
+      if (r.notify != 0) {
+        base::StrAppend(&line, ",\"notify\":", Json(mail::NotifyText(r.notify)));
+      }
+      if (!r.orcpt.empty()) {
+        base::StrAppend(&line, ",\"orcpt\":", Json(r.orcpt));
+      }
+      line += "}";
     }
     line += "]";
     if (body) {

@@ -146,11 +146,28 @@ void DeliveryWorker::Loop() {
         }
       }
       if (!(*job)->sender.empty() && read_error.empty()) {
-        bounce::BounceInput in;
+        bounce::ReportInput in;
         for (size_t i = 0; i < done->results.size(); ++i) {
-          if (done->results[i].outcome == scheduler::Outcome::kFailed) {
-            const DeliveryJob::Item& item = (*job)->items[i];
-            in.recipients.push_back({item.address, done->results[i].reply});
+          const DeliveryJob::Item& item = (*job)->items[i];
+          const scheduler::RecipientResult& result = done->results[i];
+          const uint8_t notify = item.notify == 0 ? mail::kNotifyFailure : item.notify;
+          std::optional<bounce::Action> action;
+          if (result.outcome == scheduler::Outcome::kFailed &&
+              (notify & mail::kNotifyFailure) != 0) {
+            action = bounce::Action::kFailed;
+          } else if (result.outcome == scheduler::Outcome::kDeferred &&
+                     (notify & mail::kNotifyDelay) != 0 && (*job)->report_delay) {
+            action = bounce::Action::kDelayed;
+            done->delay_reported = true;
+          } else if (result.outcome == scheduler::Outcome::kDelivered &&
+                     (notify & mail::kNotifySuccess) != 0 && !item.dsn_passed_on) {
+            // RFC 3461 4.4 and 6.2: final delivery (Maildir, LMTP) reports "delivered"; a
+            // next hop without DSN means we can say no more than "relayed".
+            action =
+                item.route == "smarthost" ? bounce::Action::kRelayed : bounce::Action::kDelivered;
+          }
+          if (action) {
+            in.recipients.push_back({item.address, result.reply, *action, item.orcpt});
           }
         }
         if (!in.recipients.empty()) {
@@ -160,8 +177,10 @@ void DeliveryWorker::Loop() {
           in.arrival_date = base::Rfc5322Date((*job)->received_us);
           in.date = base::Rfc5322Date(clock.UnixMicros());
           in.boundary_seed = (*job)->message_id;
+          in.envid = (*job)->envid;
+          in.return_full = (*job)->dsn_return == mail::DsnReturn::kFull;
           in.original = (*job)->content;
-          done->bounce = bounce::BuildBounce(in);
+          done->bounce = bounce::BuildReport(in);
         }
       }
       // The results ring is as large as the jobs ring and the shard keeps fewer attempts in

@@ -33,6 +33,12 @@ struct DeliveryJob {
     scheduler::RecipientResult result;
     std::string next_hop;      // For the log: the endpoint that answered, if any.
     uint64_t duration_us = 0;  // For the log, when the shard delivered it.
+    // RFC 3461: what the sender asked to be told (mail::kNotify* bits; 0: failures only),
+    // ORCPT as received, and whether a next hop took over reporting (it offered DSN).
+    uint8_t notify = 0;
+    std::string orcpt;
+    std::string notify_text;  // NOTIFY as passed on to a next hop; empty: none.
+    bool dsn_passed_on = false;
   };
   uint64_t token = 0;  // The shard's handle on the attempt.
   std::string message_id;
@@ -45,6 +51,11 @@ struct DeliveryJob {
   uint64_t received_us = 0;
   mail::BodyType body_type = mail::BodyType::k7Bit;
   bool smtputf8 = false;
+  mail::DsnReturn dsn_return = mail::DsnReturn::kUnspecified;
+  std::string envid;
+  // The message has waited past delay_warning_ms and no delay report went out yet: deferred
+  // recipients that asked for NOTIFY=DELAY are reported.
+  bool report_delay = false;
   // Only read the body from `location` into `content` and hand the job back (DeliveryDone::
   // loaded): the shard sends it over the network next. A read failure resolves the pending
   // items as deferred.
@@ -54,7 +65,10 @@ struct DeliveryJob {
 struct DeliveryDone {
   uint64_t token = 0;
   std::vector<scheduler::RecipientResult> results;  // One per item.
-  std::string bounce;  // An RFC 3464 report to the sender when some recipient failed.
+  // An RFC 3464 report to the sender: failures (unless NOTIFY said otherwise), and the
+  // successes and delays that NOTIFY asked for.
+  std::string bounce;
+  bool delay_reported = false;          // The report covers a delay (report_delay was acted on).
   std::unique_ptr<DeliveryJob> loaded;  // A load_only job, back with its content.
 };
 

@@ -156,6 +156,7 @@ int Main(int argc, char** argv) {
   base.router = &router;
   base.destinations = &*destinations;
   base.recipients_per_transaction_max = config.recipients_per_transaction_max;
+  base.delay_warning_ms = config.delay_warning_ms;
   EgressOptions& eo = base.egress;
   eo.connect_timeout_ms = config.connect_timeout_ms;
   eo.reply_timeout_ms = config.reply_timeout_ms;

@@ -391,9 +391,9 @@ absl::StatusOr<std::unique_ptr<Shard>> Shard::Create(const ShardOptions& options
   EgressOptions egress = options.egress;
   egress.shard = options.index;
   egress.helo_name = options.session.hostname;
-  shard->egress_ = std::make_unique<Egress>(*shard->engine_, shard->timers_, shard->clock_,
-                                            std::move(egress),
-                                            static_cast<EgressListener&>(*shard));
+  shard->egress_ =
+      std::make_unique<Egress>(*shard->engine_, shard->timers_, shard->clock_, std::move(egress),
+                               static_cast<EgressListener&>(*shard));
   shard->receive_budget_.bytes_max = options.receive_bytes_max;
   shard->session_options_.receive_budget = &shard->receive_budget_;
   return shard;
@@ -885,8 +885,12 @@ void Shard::StartDeliveries() {
     bool network = false;  // Some recipient goes over SMTP or LMTP.
     for (uint32_t index : attempt->recipients) {
       DeliveryJob::Item item;
-      const std::string& address = message->envelope.recipients[index].address;
+      const mail::Recipient& recipient = message->envelope.recipients[index];
+      const std::string& address = recipient.address;
       item.address = address;
+      item.notify = recipient.notify;
+      item.orcpt = recipient.orcpt;
+      item.notify_text = mail::NotifyText(recipient.notify);
       std::string_view local, domain;
       router.Split(address, local, domain);
       const config::Route* route = router.Find(domain);
@@ -942,6 +946,11 @@ void Shard::StartDeliveries() {
     job->received_us = message->received_us;
     job->body_type = message->envelope.body_type;
     job->smtputf8 = message->envelope.smtputf8;
+    job->dsn_return = message->envelope.dsn_return;
+    job->envid = message->envelope.envid;
+    job->report_delay = options_.delay_warning_ms != 0 &&
+                        now_us >= message->received_us + options_.delay_warning_ms * 1000 &&
+                        !scheduler_->DelayReported(attempt->id);
     attempts_.emplace(job->token, std::move(*attempt));
     ++counters_.delivery_attempts;
     if (network && !in_memory) {
@@ -997,8 +1006,12 @@ void Shard::StartEgress(std::unique_ptr<DeliveryJob> job) {
     m.content = j.content;
     m.body_type = j.body_type;
     m.smtputf8 = j.smtputf8;
+    m.envid = j.envid;  // RFC 3461 parameters go on to a next hop that offers DSN.
+    m.ret = j.dsn_return == mail::DsnReturn::kFull      ? "FULL"
+            : j.dsn_return == mail::DsnReturn::kHeaders ? "HDRS"
+                                                        : "";
     for (uint32_t i : items) {
-      m.recipients.push_back({j.items[i].address, "", ""});
+      m.recipients.push_back({j.items[i].address, j.items[i].notify_text, j.items[i].orcpt});
     }
     egress_parts_.emplace(task.id, EgressPart{token, std::move(items)});
     const std::optional<Destination>& d =
@@ -1028,6 +1041,7 @@ void Shard::OnEgressDone(uint64_t id, std::vector<smtp::RecipientReply>&& result
     item.result.reply = std::move(results[k].reply);
     item.next_hop = next_hop;
     item.duration_us = duration_us;
+    item.dsn_passed_on = results[k].dsn_passed_on;
   }
   egress_parts_.erase(part);
   if (--entry->second.parts_pending == 0) {
@@ -1070,6 +1084,9 @@ void Shard::OnDeliveriesDone() {
     }
     auto it = attempts_.find(done->token);
     RELAIS_CHECK(it != attempts_.end()) << "unknown delivery token";
+    if (done->delay_reported) {
+      scheduler_->MarkDelayReported(it->second.id);
+    }
     if (!done->bounce.empty() && !QueueBounce(it->second.id, std::move(done->bounce))) {
       // Without a bounce a failure would go unreported: keep those recipients for later.
       for (scheduler::RecipientResult& r : done->results) {

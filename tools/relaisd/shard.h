@@ -52,6 +52,7 @@ struct ShardOptions {
   const std::vector<std::optional<Destination>>* destinations = nullptr;
   EgressOptions egress;  // shard and helo_name are filled in by the shard.
   uint32_t recipients_per_transaction_max = 100;
+  uint64_t delay_warning_ms = 0;                        // 0: no delay reports.
   uint32_t connections_per_shard_hard_max = 1'000'000;  // Beyond this, refuse without a reply.
 };
 
