@@ -94,6 +94,13 @@ class DeliveryTest(unittest.TestCase):
         self.addCleanup(twin.cleanup)
         with self.assertRaises(AssertionError) as ctx:
             twin.start()
+        self.assertIn(f"spool {d.spool} is in use by another relaisd", str(ctx.exception))
+        # Nor its admin socket, even with a spool of its own.
+        other = Daemon(d.config_text + '\n[server]\nlisten = ["127.0.0.1:0"]\n'
+                       f'admin_socket = "{socket_path}"\n', threads=1)
+        self.addCleanup(other.cleanup)
+        with self.assertRaises(AssertionError) as ctx:
+            other.start()
         self.assertIn("another relaisd is running", str(ctx.exception))
         self.assertEqual(d.stop(), 0)
         self.assertFalse(os.path.exists(socket_path))

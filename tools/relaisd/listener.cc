@@ -39,14 +39,24 @@ absl::StatusOr<int> OpenAdminSocket(const std::string& path) {
       return s;
     }
   }
-  const int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (probe >= 0 && connect(probe, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+  // Someone accepting on the path is another daemon, unless that stops within a moment: a
+  // process killed with its accept still armed in io_uring keeps the socket listening until
+  // the kernel has torn its ring down, shortly after the process is gone.
+  for (int tries = 0;; ++tries) {
+    const int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (probe < 0) {
+      return SocketError(path, "socket");
+    }
+    const bool answered = connect(probe, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
     close(probe);
-    return absl::FailedPreconditionError(base::StrCat(
-        "admin socket ", path, ": another relaisd is running (two must not share a spool)"));
-  }
-  if (probe >= 0) {
-    close(probe);
+    if (!answered) {
+      break;
+    }
+    if (tries == 40) {
+      return absl::FailedPreconditionError(base::StrCat(
+          "admin socket ", path, ": another relaisd is running (two must not share a spool)"));
+    }
+    usleep(50'000);
   }
   unlink(path.c_str());  // A stale socket from a crash; nothing answers on it.
   const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);

@@ -1,8 +1,10 @@
 // relaisd — the Relais daemon. Loads the config, checks io_uring, opens the listeners,
 // recovers each shard's spool, then runs one pinned thread per shard until SIGTERM/SIGINT.
+#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -17,6 +19,7 @@
 
 #include "core/base/strings.h"
 #include "core/config/config.h"
+#include "core/io/posix_io.h"
 #include "core/log/log.h"
 #include "core/uring/engine.h"
 #include "core/uring/mesh.h"
@@ -28,6 +31,29 @@
 
 namespace relais::relaisd {
 namespace {
+
+// One daemon per spool. The lock is held for the life of the process (the descriptor is never
+// closed) and the kernel drops it the moment the process ends, kill -9 included.
+absl::Status LockSpool(const std::string& spool_path) {
+  io::PosixIo io;
+  if (absl::Status s = io.MakeDirs(spool_path); !s.ok()) {
+    return s;
+  }
+  const std::string path = spool_path + "/relaisd.lock";
+  const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return absl::UnavailableError(base::StrCat("spool lock ", path, ": ", std::strerror(errno)));
+  }
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int error = errno;
+    close(fd);
+    return absl::FailedPreconditionError(
+        error == EWOULDBLOCK
+            ? base::StrCat("spool ", spool_path, " is in use by another relaisd")
+            : base::StrCat("spool lock ", path, ": ", std::strerror(error)));
+  }
+  return absl::OkStatus();
+}
 
 constexpr char kUsage[] =
     "usage: relaisd [--config FILE] [--threads N] [--check-config] [--print-default-config]\n"
@@ -118,6 +144,9 @@ int Main(int argc, char** argv) {
     return Fail(base::StrCat("signalfd: ", std::strerror(errno)));
   }
 
+  if (absl::Status s = LockSpool(config.spool_path); !s.ok()) {
+    return Fail(base::StrCat(s.message()));
+  }
   auto admin_fd = OpenAdminSocket(config.admin_socket);
   if (!admin_fd.ok()) {
     return Fail(base::StrCat(admin_fd.status().message()));
