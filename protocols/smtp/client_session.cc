@@ -310,8 +310,10 @@ void ClientSession::Begin(const OutgoingMessage& message) {
   settled_after_data_ = 0;
   mail_ok_ = false;
   mail_answered_ = false;
-  untouched_ = true;
   ++transactions_;
+  // Only a reused connection can be stale; a fresh one that fails is the next hop's fault,
+  // and sending the message again at once would only repeat that.
+  untouched_ = transactions_ > 1;
   if (!Precheck()) {
     untouched_ = false;
     done_ = true;  // Nothing sent; the connection stays ready.

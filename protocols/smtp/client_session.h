@@ -114,8 +114,9 @@ class ClientSession {
   // Starts sending `message`. Requires ready().
   void Begin(const OutgoingMessage& message);
   [[nodiscard]] bool transaction_done() const { return done_; }
-  // True when the transaction failed before the server answered anything but RSET: the message
-  // may be sent again on another connection at no risk (a cached connection had gone stale).
+  // True when the transaction on a reused connection failed before the server answered
+  // anything but RSET: the message may be sent again on a fresh connection at no risk (the
+  // cached one had gone stale).
   [[nodiscard]] bool transaction_untouched() const { return done_ && untouched_; }
   // One result per recipient of the message, in order. Clears transaction_done().
   [[nodiscard]] std::vector<RecipientReply> TakeResults();

@@ -275,6 +275,18 @@ TEST(ClientSession, StaleCachedConnectionLeavesTheTransactionUntouched) {
   EXPECT_EQ(s.TakeResults()[0].status, RecipientStatus::kDeferred);
 }
 
+TEST(ClientSession, FreshConnectionLostBeforeAnyReplyIsAnOrdinaryDeferral) {
+  ClientSession s(Options());
+  Open(s, "250-sink\r\n250 PIPELINING\r\n");
+  Message m{{"b@y.example"}};
+  s.Begin(m.Out());
+  Drain(s);
+  s.OnConnectionLost("connection reset");
+  ASSERT_TRUE(s.transaction_done());
+  EXPECT_FALSE(s.transaction_untouched());  // Not retried at once: the scheduler backs off.
+  EXPECT_EQ(s.TakeResults()[0].status, RecipientStatus::kDeferred);
+}
+
 TEST(ClientSession, IdleConnectionClosedByServer) {
   ClientSession s(Options());
   Open(s, "250 sink\r\n");
