@@ -19,6 +19,12 @@ uint64_t SystemClock::MonotonicMs() const {
   return static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1'000'000;
 }
 
+uint64_t SystemClock::MonotonicMicros() const {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000 + static_cast<uint64_t>(ts.tv_nsec) / 1000;
+}
+
 uint64_t SystemClock::UnixMicros() const {
   timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);

@@ -14,6 +14,8 @@ class Clock {
   virtual ~Clock() = default;
   // Monotonic milliseconds, for timeouts and durations.
   [[nodiscard]] virtual uint64_t MonotonicMs() const = 0;
+  // Monotonic microseconds, for latencies worth measuring below a millisecond.
+  [[nodiscard]] virtual uint64_t MonotonicMicros() const = 0;
   // Wall-clock microseconds since the Unix epoch, for trace headers and message IDs.
   [[nodiscard]] virtual uint64_t UnixMicros() const = 0;
 };
@@ -24,12 +26,14 @@ class Clock {
 class SystemClock final : public Clock {
  public:
   [[nodiscard]] uint64_t MonotonicMs() const override;
+  [[nodiscard]] uint64_t MonotonicMicros() const override;
   [[nodiscard]] uint64_t UnixMicros() const override;
 };
 
 class FakeClock final : public Clock {
  public:
   [[nodiscard]] uint64_t MonotonicMs() const override { return monotonic_ms_; }
+  [[nodiscard]] uint64_t MonotonicMicros() const override { return monotonic_ms_ * 1000; }
   [[nodiscard]] uint64_t UnixMicros() const override { return unix_micros_; }
   void AdvanceMs(uint64_t ms) {
     monotonic_ms_ += ms;
