@@ -49,8 +49,9 @@ case "${1:-}" in
     ;;
   test)
     deps
-    # Postfix's smtp-sink is the next hop of the relay tests (the daemon is never started).
-    bench/setup-postfix-tools.sh
+    # Peers of the integration tests, never started as services: Postfix's smtp-sink (next hop
+    # of the relay tests), Prometheus (promtool and a real scraper of the metrics test).
+    tools/apt-install-no-start.sh postfix prometheus
     build build Release
     ctest --test-dir build --output-on-failure -j "$JOBS"
     # The same tests under AddressSanitizer and UndefinedBehaviorSanitizer.

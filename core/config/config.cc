@@ -87,6 +87,9 @@ const Key kKeys[] = {
      RELAIS_FIELD(delay_warning_ms),
      "After this long in the queue, senders who asked (NOTIFY=DELAY) get one delay report; 0: "
      "never."},
+    {"metrics", "listen", Type::kString, 0, 300, RELAIS_FIELD(metrics_listen),
+     "host:port of the HTTP endpoint for Prometheus (/metrics, /healthz, /readyz); empty: "
+     "none."},
     {"delivery", "connect_timeout_ms", Type::kU32, 100, 3'600'000, RELAIS_FIELD(connect_timeout_ms),
      "Wait for a TCP or unix-socket connection to a next hop."},
     {"delivery", "reply_timeout_ms", Type::kU32, 100, 3'600'000, RELAIS_FIELD(reply_timeout_ms),

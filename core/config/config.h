@@ -63,6 +63,8 @@ struct Config {
   uint64_t lifetime_ms = 5ull * 24 * 3600 * 1000;
   uint32_t attempts_in_flight_max = 64;            // Per shard.
   uint64_t delay_warning_ms = 4ull * 3600 * 1000;  // RFC 3461 NOTIFY=DELAY reports; 0: never.
+  // [metrics]
+  std::string metrics_listen = "127.0.0.1:9025";  // Prometheus endpoint; empty: none.
   // [delivery] Outbound SMTP and LMTP (RFC 5321 4.5.3.2 timeouts).
   uint32_t connect_timeout_ms = 30'000;
   uint32_t reply_timeout_ms = 300'000;       // Greeting, EHLO, MAIL, RCPT, RSET: 5 min.

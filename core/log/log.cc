@@ -110,4 +110,6 @@ void Emit(Level level, int shard, std::string_view event, std::initializer_list<
 
 void SetFd(int fd) { g_fd.store(fd, std::memory_order_relaxed); }
 
+int Fd() { return g_fd.load(std::memory_order_relaxed); }
+
 }  // namespace relais::log

@@ -3,8 +3,8 @@
 //
 // Format() is pure. Emit() writes a whole line with one write(2) to the log fd (stderr by
 // default), so lines from different threads never interleave. Used for lifecycle events
-// (start, recovery, listening, shutdown, degraded modes); per-message logs go through a
-// per-shard buffer (issue #4).
+// (start, recovery, listening, shutdown, degraded modes); per-message lines go through each
+// shard's buffer (tools/relaisd/shard_log), written by its io_uring.
 #pragma once
 
 #include <cstdint>
@@ -42,5 +42,6 @@ void AppendJsonEscaped(std::string& out, std::string_view text);
 void EmitLines(std::string_view lines);
 // Where Emit writes; 2 (stderr) by default.
 void SetFd(int fd);
+[[nodiscard]] int Fd();
 
 }  // namespace relais::log

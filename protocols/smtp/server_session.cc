@@ -38,6 +38,9 @@ void ServerSession::Send(Reply reply, std::string_view argument) {
     return;
   }
   AppendReply(output_, reply, argument);
+  if (options_.replies_by_class != nullptr) {
+    options_.replies_by_class[Row(reply).code / 100].Add();
+  }
   if (Row(reply).closes) {
     closing_ = true;
     phase_ = Phase::kClosed;
@@ -209,6 +212,9 @@ void ServerSession::HandleEhlo(std::string_view argument, bool extended) {
   helo_.assign(name);
   if (extended) {
     AppendEhloReply(output_, options_.hostname, options_.message_bytes_max);
+    if (options_.replies_by_class != nullptr) {
+      options_.replies_by_class[2].Add();
+    }
   } else {
     Send(Reply::kHeloOk, options_.hostname);
   }

@@ -22,6 +22,7 @@
 #include "core/mail/envelope.h"
 #include "core/mail/ip_network.h"
 #include "core/mail/message_id.h"
+#include "core/metrics/metrics.h"
 #include "protocols/smtp/reply_table.h"
 
 namespace relais::smtp {
@@ -67,6 +68,9 @@ struct SessionOptions {
   ReceiveBudget* receive_budget = nullptr;
   // Null: every recipient that passes the relay rules is taken. Must outlive the session.
   const RecipientPolicy* recipient_policy = nullptr;
+  // Replies sent, by class: element code / 100 (2 to 5) is incremented. Null: not counted.
+  // Six counters owned by the shard; must outlive the session.
+  metrics::Counter* replies_by_class = nullptr;
 };
 
 enum class [[nodiscard]] CommitOutcome : uint8_t{
@@ -137,6 +141,9 @@ class ServerSession {
   void ForceShutdown();
 
   [[nodiscard]] uint64_t messages_accepted() const { return messages_accepted_; }
+  // The client's EHLO/HELO name (empty before it gave one) and the errors it earned (5xx).
+  [[nodiscard]] const std::string& helo() const { return helo_; }
+  [[nodiscard]] uint32_t errors() const { return errors_; }
 
  private:
   enum class Phase : uint8_t { kCommand, kData, kBdat, kAwaitCommit, kClosed };

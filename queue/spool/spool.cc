@@ -375,6 +375,7 @@ void Spool::Flush() {
   flight_written_ = 0;
   in_flight_ = true;
   syncing_ = false;
+  flight_started_us_ = clock_.MonotonicMicros();
   io_.Write(current->second.file, flight_offset_, flight_, batch_op_);
 }
 
@@ -415,6 +416,9 @@ void Spool::OnBatchIo(int32_t result) {
   live_bytes_ += flight_.size();
   ++stats_.batches;
   stats_.bytes_written += flight_.size();
+  if (options_.batch_seconds != nullptr) {
+    options_.batch_seconds->ObserveMicros(clock_.MonotonicMicros() - flight_started_us_);
+  }
   for (Waiter& w : flight_waiters_) {
     w.message->segment = current_key_;
     w.message->record_offset = flight_offset_ + w.record_offset;

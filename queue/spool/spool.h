@@ -32,6 +32,7 @@
 #include "core/io/io.h"
 #include "core/mail/envelope.h"
 #include "core/mail/message_id.h"
+#include "core/metrics/metrics.h"
 #include "queue/spool/record.h"
 
 namespace relais::spool {
@@ -45,6 +46,8 @@ struct SpoolOptions {
   uint64_t body_memory_bytes_max = 256ull << 20;
   uint32_t no_space_backoff_ms = 5000;  // After ENOSPC, refuse new mail this long.
   bool read_only = false;               // Tools: recover and list, never write or truncate.
+  // Observes each batch's write-plus-fdatasync time when set (the shard's metrics).
+  metrics::Histogram* batch_seconds = nullptr;
 };
 
 enum class [[nodiscard]] AppendOutcome : uint8_t{kDurable, kFailed, kNoSpace};
@@ -218,8 +221,9 @@ class Spool {
   std::vector<Waiter> staged_waiters_;
   std::string flight_;
   std::vector<Waiter> flight_waiters_;
-  uint64_t flight_offset_ = 0;   // Where in the current segment the batch goes.
-  uint64_t flight_written_ = 0;  // Bytes written so far (short writes continue).
+  uint64_t flight_offset_ = 0;      // Where in the current segment the batch goes.
+  uint64_t flight_started_us_ = 0;  // When the batch's write was submitted.
+  uint64_t flight_written_ = 0;     // Bytes written so far (short writes continue).
   bool in_flight_ = false;
   bool syncing_ = false;
   BatchOp batch_op_{this};

@@ -56,6 +56,8 @@ class Daemon:
             text += f'\n[spool]\npath = "{self.spool}"\n'
         if "[server]" not in text:
             text += '\n[server]\nlisten = ["127.0.0.1:0"]\nhostname = "relais.test"\n'
+        if "[metrics]" not in text:
+            text += '\n[metrics]\nlisten = "127.0.0.1:0"\n'  # Never the shared default port.
         with open(config_path, "w") as f:
             f.write(text)
         if self.log is not None:
@@ -67,6 +69,13 @@ class Daemon:
             stdout=self.log, stderr=self.log, cwd=self.workdir)
         self.port = wait_for(self._listening_port, 20, "relaisd to listen")
         return self
+
+    @property
+    def metrics_port(self):
+        for event in self.events(self.log_offset):
+            if event.get("event") == "metrics_listening":
+                return int(event["address"].rsplit(":", 1)[1])
+        return None
 
     def _listening_port(self):
         if self.proc.poll() is not None:

@@ -136,6 +136,7 @@ void DeliveryWorker::Loop() {
              {"reply", result.reply},
              {"duration_us", item.duration_us != 0 ? item.duration_us : now_us - start_us}});
         done->results.push_back(std::move(result));
+        done->routes.push_back(item.route);
       }
       if (!(*job)->sender.empty() && !read_error.empty()) {
         // No message, no bounce: a failure now would go unreported, so it waits for a retry.

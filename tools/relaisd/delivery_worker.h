@@ -65,6 +65,7 @@ struct DeliveryJob {
 struct DeliveryDone {
   uint64_t token = 0;
   std::vector<scheduler::RecipientResult> results;  // One per item.
+  std::vector<std::string_view> routes;             // One per item: its route type.
   // An RFC 3464 report to the sender: failures (unless NOTIFY said otherwise), and the
   // successes and delays that NOTIFY asked for.
   std::string bounce;

@@ -9,10 +9,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -48,9 +50,8 @@ absl::Status LockSpool(const std::string& spool_path) {
     const int error = errno;
     close(fd);
     return absl::FailedPreconditionError(
-        error == EWOULDBLOCK
-            ? base::StrCat("spool ", spool_path, " is in use by another relaisd")
-            : base::StrCat("spool lock ", path, ": ", std::strerror(error)));
+        error == EWOULDBLOCK ? base::StrCat("spool ", spool_path, " is in use by another relaisd")
+                             : base::StrCat("spool lock ", path, ": ", std::strerror(error)));
   }
   return absl::OkStatus();
 }
@@ -86,6 +87,7 @@ std::vector<int> AllowedCpus() {
 }
 
 int Main(int argc, char** argv) {
+  log::SetFd(STDOUT_FILENO);  // JSON events on stdout; usage and fatal errors on stderr.
   std::string config_path;
   int64_t threads_flag = -1;
   bool check_only = false;
@@ -155,6 +157,21 @@ int Main(int argc, char** argv) {
   if (!listeners.ok()) {
     return Fail(base::StrCat(listeners.status().message()));
   }
+  std::optional<Listeners> metrics_listener;
+  if (!config.metrics_listen.empty()) {
+    auto opened = OpenListeners({config.metrics_listen}, 1);
+    if (!opened.ok()) {
+      return Fail(base::StrCat("metrics: ", opened.status().message()));
+    }
+    metrics_listener = std::move(*opened);
+  }
+  // One metrics block per shard, each on cache lines of its own; read by the endpoint.
+  std::vector<std::unique_ptr<ShardMetrics>> metrics_blocks;
+  std::vector<const ShardMetrics*> all_metrics;
+  for (uint32_t i = 0; i < shards; ++i) {
+    metrics_blocks.push_back(std::make_unique<ShardMetrics>());
+    all_metrics.push_back(metrics_blocks.back().get());
+  }
   ConnectionLimiter limiter(config.connections_max, config.connections_per_ip_max);
   const routing::Router router(config.routes, config.hostname);
   const RouterPolicy policy(router);
@@ -206,11 +223,15 @@ int Main(int argc, char** argv) {
   base.spool.spool_bytes_max = config.spool_bytes_max;
   base.spool.body_memory_bytes_max = config.body_memory_bytes_max;
 
+  std::atomic<uint32_t> shards_running{shards};
+  base.shards_running = &shards_running;
   std::vector<std::unique_ptr<Shard>> all;
   for (uint32_t i = 0; i < shards; ++i) {
     ShardOptions options = base;
     options.index = i;
     options.spool.shard = static_cast<uint16_t>(i);
+    options.metrics = metrics_blocks[i].get();
+    options.all_metrics = &all_metrics;
     auto shard = Shard::Create(options, listeners->fds_by_shard[i], limiter, mesh);
     if (!shard.ok()) {
       return Fail(base::StrCat("shard ", i, ": ", shard.status().message()));
@@ -219,6 +240,12 @@ int Main(int argc, char** argv) {
   }
   all[0]->WatchSignals(signal_fd);
   all[0]->ServeAdmin(*admin_fd);
+  if (metrics_listener) {
+    // OpenListeners made one SO_REUSEPORT socket per shard asked for: here, one.
+    all[0]->ServeMetrics(metrics_listener->fds_by_shard[0][0]);
+    log::Emit(log::Level::kInfo, -1, "metrics_listening",
+              {{"address", metrics_listener->bound[0]}});
+  }
   for (const std::string& address : listeners->bound) {
     log::Emit(log::Level::kInfo, -1, "listening", {{"address", address}});
   }

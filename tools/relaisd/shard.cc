@@ -96,6 +96,9 @@ struct Shard::Connection final : timer::Timer, spool::AppendCompletion {
   bool close_started = false;    // No more input is read; closing once quiet.
   bool close_submitted = false;  // The close SQE is queued; the slot waits for its CQE.
   bool dirty = false;
+  uint64_t commit_bytes = 0;       // Of the message in the spool's batch, for the metrics.
+  uint64_t commit_started_us = 0;  // When it was handed to the spool (monotonic).
+  uint64_t opened_ms = 0;          // Accepted at (monotonic).
 };
 
 class Shard::Acceptor final : public uring::Completion {
@@ -141,39 +144,17 @@ class Shard::DeliveryReader final : public uring::Completion {
   uint64_t count_ = 0;
 };
 
-// The admin socket, on shard 0: one request line per connection, answered once every shard
-// that must answer has (over the mesh), then closed.
-class Shard::AdminServer final : public uring::Completion {
+// relaisctl's way in: one request line per connection, answered once every shard it names has
+// answered over the mesh.
+class Shard::AdminServer final : public RequestHandler {
  public:
-  AdminServer(Shard* shard, int listen_fd) : shard_(shard), listen_fd_(listen_fd) {}
+  AdminServer(Shard* shard, int listen_fd)
+      : shard_(shard),
+        server_(*shard->engine_, shard->timers_, shard->clock_, listen_fd,
+                RequestServerOptions{64, 4096, 30'000}, *this) {}
 
-  void Arm() {
-    armed_ = true;
-    shard_->engine_->AcceptMultishot(listen_fd_, *this);
-  }
-  void Stop() {
-    if (armed_) {
-      shard_->engine_->Cancel(*this);
-    }
-  }
-  void OnCqe(int32_t result, uint32_t flags) override {
-    if ((flags & IORING_CQE_F_MORE) == 0) {
-      armed_ = false;
-    }
-    if (result >= 0) {
-      if (connections_.size() >= kConnectionsMax) {
-        ::close(result);  // Operators do not need more; a flood gets nothing.
-      } else {
-        const uint64_t id = next_id_++;
-        auto c = std::make_unique<Client>(this, id, result);
-        c->Read();
-        connections_.emplace(id, std::move(c));
-      }
-    }
-    if (!armed_ && !shard_->stopping_ && result != -ECANCELED) {
-      Arm();
-    }
-  }
+  void Arm() { server_.Arm(); }
+  void Stop() { server_.Stop(); }
   void OnAnswer(std::unique_ptr<AdminAnswer> answer) {
     auto it = pending_.find(answer->request);
     if (it == pending_.end()) {
@@ -183,83 +164,26 @@ class Shard::AdminServer final : public uring::Completion {
     MaybeRespond(it);
   }
 
- private:
-  static constexpr size_t kConnectionsMax = 64;
-  static constexpr size_t kRequestBytesMax = 4096;
+  size_t RequestEnd(std::string_view input) override {
+    const size_t newline = input.find('\n');
+    return newline == std::string_view::npos ? kNeedMore : newline + 1;
+  }
+  std::string TooLarge() override { return "ERROR request line too long\n"; }
 
-  struct Client {
-    template <void (Client::*Handler)(int32_t, uint32_t)>
-    struct Op final : uring::Completion {
-      explicit Op(Client* c) : client(c) {}
-      void OnCqe(int32_t result, uint32_t flags) override { (client->*Handler)(result, flags); }
-      Client* client;
-    };
-    Client(AdminServer* s, uint64_t i, int f) : server(s), id(i), fd(f) {}
-    void Read() { server->shard_->engine_->Recv(fd, recv_op); }
-    void OnRecv(int32_t result, uint32_t flags) {
-      uring::Engine& engine = *server->shard_->engine_;
-      if (result <= 0 || !uring::Engine::HasBuffer(flags)) {
-        Close();
-        return;
-      }
-      const uint16_t buffer = uring::Engine::BufferId(flags);
-      input.append(engine.Buffer(buffer, static_cast<uint32_t>(result)));
-      engine.ReturnBuffer(buffer);
-      const size_t newline = input.find('\n');
-      if (newline != std::string::npos) {
-        server->Handle(*this, std::string_view(input).substr(0, newline));
-      } else if (input.size() > kRequestBytesMax) {
-        Respond("ERROR request line too long\n");
-      } else {
-        Read();
-      }
-    }
-    void Respond(std::string text) {
-      output = std::move(text);
-      sent = 0;
-      server->shard_->engine_->Send(fd, output, send_op);
-    }
-    void OnSend(int32_t result, uint32_t) {
-      if (result > 0 && (sent += static_cast<size_t>(result)) < output.size()) {
-        server->shard_->engine_->Send(fd, std::string_view(output).substr(sent), send_op);
-        return;
-      }
-      Close();
-    }
-    void Close() { server->shard_->engine_->Close(fd, close_op); }
-    void OnClosed(int32_t, uint32_t) { server->connections_.erase(id); }  // Deletes this.
-
-    AdminServer* server;
-    const uint64_t id;
-    const int fd;
-    std::string input;
-    std::string output;
-    size_t sent = 0;
-    Op<&Client::OnRecv> recv_op{this};
-    Op<&Client::OnSend> send_op{this};
-    Op<&Client::OnClosed> close_op{this};
-  };
-
-  struct Pending {
-    uint64_t client;
-    AdminQuery query;
-    size_t expected;
-    std::vector<AdminAnswer> answers;
-  };
-
-  void Handle(Client& client, std::string_view line) {
+  void OnRequest(RequestServer& server, uint64_t client, std::string_view line) override {
+    line.remove_suffix(1);  // The '\n'.
     if (!line.empty() && line.back() == '\r') {
       line.remove_suffix(1);
     }
     auto query = ParseAdminRequest(line);
     if (!query.ok()) {
-      client.Respond(base::StrCat("ERROR ", query.status().message(), "\n"));
+      server.Respond(client, base::StrCat("ERROR ", query.status().message(), "\n"));
       return;
     }
     query->request = next_id_++;
     const std::vector<uint32_t> targets = AdminTargets(*query, shard_->options_.count);
     auto [it, inserted] =
-        pending_.emplace(query->request, Pending{client.id, *query, targets.size(), {}});
+        pending_.emplace(query->request, Pending{client, *query, targets.size(), {}});
     log::Emit(log::Level::kInfo, static_cast<int>(shard_->options_.index), "admin_request",
               {{"request", line}});
     for (uint32_t target : targets) {
@@ -275,22 +199,25 @@ class Shard::AdminServer final : public uring::Completion {
     MaybeRespond(it);
   }
 
+ private:
+  struct Pending {
+    uint64_t client;
+    AdminQuery query;
+    size_t expected;
+    std::vector<AdminAnswer> answers;
+  };
+
   void MaybeRespond(std::unordered_map<uint64_t, Pending>::iterator it) {
     if (it->second.answers.size() < it->second.expected) {
       return;
     }
-    auto client = connections_.find(it->second.client);
-    if (client != connections_.end()) {
-      client->second->Respond(FormatAdminResponse(it->second.query, it->second.answers));
-    }
+    server_.Respond(it->second.client, FormatAdminResponse(it->second.query, it->second.answers));
     pending_.erase(it);
   }
 
   Shard* shard_;
-  const int listen_fd_;
-  bool armed_ = false;
+  RequestServer server_;
   uint64_t next_id_ = 1;
-  std::unordered_map<uint64_t, std::unique_ptr<Client>> connections_;
   std::unordered_map<uint64_t, Pending> pending_;
 };
 
@@ -340,7 +267,10 @@ Shard::Shard(const ShardOptions& options, std::vector<int> listen_fds, Connectio
       port_(mesh, options.index, *engine_,
             [this](uint32_t from, uring::Handoff&& h) { OnHandoff(from, std::move(h)); }),
       session_options_(options.session),
-      random_(clock_.UnixMicros() ^ (uint64_t{options.index} << 56)) {}
+      random_(clock_.UnixMicros() ^ (uint64_t{options.index} << 56)),
+      metrics_(*options.metrics) {
+  session_options_.replies_by_class = metrics_.replies_by_class.data();
+}
 
 Shard::~Shard() {
   for (auto& c : connections_) {
@@ -354,13 +284,19 @@ absl::StatusOr<std::unique_ptr<Shard>> Shard::Create(const ShardOptions& options
                                                      std::vector<int> listen_fds,
                                                      ConnectionLimiter& limiter,
                                                      uring::Mesh& mesh) {
+  RELAIS_CHECK(options.router != nullptr && options.destinations != nullptr &&
+               options.shards_running != nullptr && options.metrics != nullptr);
   auto engine = uring::Engine::Create(options.engine);
   if (!engine.ok()) {
     return engine.status();
   }
   std::unique_ptr<Shard> shard(
       new Shard(options, std::move(listen_fds), limiter, mesh, std::move(*engine)));
-  auto spool = spool::Spool::Open(options.spool, shard->engine_->io(), shard->clock_);
+  shard->log_ = std::make_unique<ShardLog>(*shard->engine_, shard->clock_,
+                                           static_cast<int>(options.index), log::Fd());
+  spool::SpoolOptions spool_options = options.spool;
+  spool_options.batch_seconds = &options.metrics->spool_batch_seconds;
+  auto spool = spool::Spool::Open(spool_options, shard->engine_->io(), shard->clock_);
   if (!spool.ok()) {
     return spool.status();
   }
@@ -381,13 +317,11 @@ absl::StatusOr<std::unique_ptr<Shard>> Shard::Create(const ShardOptions& options
     log::Emit(log::Level::kWarning, index, "spool_problem", {{"detail", problem}});
   }
   shard->session_options_.spool_full = shard->spool_->full_flag();
-  RELAIS_CHECK(options.router != nullptr);
   shard->scheduler_ = std::make_unique<scheduler::Scheduler>(options.scheduler, *shard->spool_,
                                                              shard->clock_, shard->random_);
   shard->scheduler_->LoadFromSpool();
   // 1024 slots each way: more than attempts_in_flight_max allows (at most 512).
   shard->worker_ = std::make_unique<DeliveryWorker>(options.index, 10);
-  RELAIS_CHECK(options.destinations != nullptr);
   EgressOptions egress = options.egress;
   egress.shard = options.index;
   egress.helo_name = options.session.hostname;
@@ -413,6 +347,14 @@ void Shard::Run() {
   if (admin_fd_ >= 0) {
     admin_ = std::make_unique<AdminServer>(this, admin_fd_);
     admin_->Arm();
+  }
+  if (metrics_fd_ >= 0) {
+    RELAIS_CHECK(options_.all_metrics != nullptr);
+    metrics_endpoint_ = std::make_unique<MetricsEndpoint>(*options_.all_metrics, stopping_);
+    metrics_server_ =
+        std::make_unique<RequestServer>(*engine_, timers_, clock_, metrics_fd_,
+                                        RequestServerOptions{64, 8192, 10'000}, *metrics_endpoint_);
+    metrics_server_->Arm();
   }
   while (true) {
     int64_t timeout_ms = 1000;
@@ -452,18 +394,21 @@ void Shard::Run() {
     StartDeliveries();
     egress_->Pump();
     worker_->Kick();
+    PublishMetrics();
     // Everything appended this turn (messages and delivery outcomes) shares one write and one
     // fdatasync.
     spool_->Flush();
+    log_->Flush();
     if (stopping_ && StopComplete()) {
       break;
     }
   }
   // Submit what the last turn queued (the stop handoffs' MSG_RING wake-ups among them).
   engine_->Run(0);
+  options_.shards_running->fetch_sub(1, std::memory_order_release);
   log::Emit(log::Level::kInfo, static_cast<int>(options_.index), "shard_stopped",
-            {{"messages_accepted", counters_.messages_accepted},
-             {"connections_accepted", counters_.connections_accepted},
+            {{"messages_accepted", metrics_.messages_accepted.value()},
+             {"connections_accepted", metrics_.connections_accepted.value()},
              {"spool_batches", spool_->stats().batches}});
 }
 
@@ -471,7 +416,7 @@ void Shard::OnAccept(int fd) {
   const auto peer = PeerAddress(fd);
   if (!peer || live_connections_ >= options_.connections_per_shard_hard_max) {
     ::close(fd);
-    ++counters_.connections_refused;
+    metrics_.refused_unserved.Add();
     return;
   }
   const int one = 1;
@@ -487,9 +432,11 @@ void Shard::OnAccept(int fd) {
   }
   connections_[slot] = std::make_unique<Connection>(this, fd, slot, *peer);
   Connection& c = *connections_[slot];
+  c.opened_ms = clock_.MonotonicMs();
   ++live_connections_;
-  ++counters_.connections_accepted;
+  metrics_.connections_accepted.Add();
   if (stopping_) {
+    metrics_.refused_stopping.Add();
     c.session.Refuse(smtp::Reply::kShuttingDown);
   } else {
     switch (limiter_.Acquire(*peer)) {
@@ -498,11 +445,11 @@ void Shard::OnAccept(int fd) {
         c.session.Start();
         break;
       case ConnectionLimiter::Admission::kTooMany:
-        ++counters_.connections_refused;
+        metrics_.refused_global.Add();
         c.session.Refuse(smtp::Reply::kTooManyConnections);
         break;
       case ConnectionLimiter::Admission::kTooManyFromClient:
-        ++counters_.connections_refused;
+        metrics_.refused_per_ip.Add();
         c.session.Refuse(smtp::Reply::kTooManyConnectionsFromClient);
         break;
     }
@@ -526,7 +473,7 @@ void Shard::OnRecv(Connection& c, int32_t result, uint32_t flags) {
     }
     engine_->ReturnBuffer(buffer);
   } else if (result == -ENOBUFS) {
-    ++counters_.recv_no_buffer;  // Every buffer is in use this turn; the next Pump retries.
+    metrics_.recv_no_buffer.Add();  // Every buffer is in use this turn; the next Pump retries.
   } else if (result != -ECANCELED) {
     c.peer_gone = true;  // 0: the client closed; < 0: reset or another socket error.
   }
@@ -571,10 +518,22 @@ void Shard::OnTimeout(Connection& c) {
 void Shard::OnAppendDone(Connection& c, spool::AppendOutcome outcome, const mail::MessageId& id) {
   c.commit_pending = false;
   if (outcome == spool::AppendOutcome::kDurable) {
-    ++counters_.messages_accepted;
+    metrics_.messages_accepted.Add();
+    metrics_.message_bytes_accepted.Add(c.commit_bytes);
+    const uint64_t durable_us = clock_.MonotonicMicros() - c.commit_started_us;
+    metrics_.time_to_durable.ObserveMicros(durable_us);
+    if (const spool::StoredMessage* m = spool_->Find(id); m != nullptr) {
+      log_->Info("message_accepted", {{"id", id.ToString()},
+                                      {"client", m->envelope.client_address},
+                                      {"helo", m->envelope.helo},
+                                      {"sender", m->envelope.sender},
+                                      {"recipients", uint64_t{m->envelope.recipients.size()}},
+                                      {"size", c.commit_bytes},
+                                      {"durable_us", durable_us}});
+    }
     scheduler_->Enqueue(id);  // Only a durable message is ever delivered.
   } else {
-    ++counters_.commit_failures;
+    metrics_.commit_failures.Add();
   }
   c.session.CompleteCommit(ToCommitOutcome(outcome), id);
   if (!c.close_started) {
@@ -595,12 +554,14 @@ void Shard::StoreMessages(Connection& c) {
     const mail::MessageId id = spool_->NewMessageId();
     const std::string trace = c.session.TraceHeader(id, Rfc5322Date());
     smtp::Transaction& tx = c.session.transaction();
+    c.commit_bytes = tx.body.size();
+    c.commit_started_us = clock_.MonotonicMicros();
     const spool::AppendStatus status =
         spool_->Append(id, std::move(tx.envelope), trace, std::move(tx.body), c);
     if (status == spool::AppendStatus::kStaged) {
       c.commit_pending = true;  // The 250 waits for this turn's group commit.
     } else {
-      ++counters_.commit_failures;
+      metrics_.commit_failures.Add();
       c.session.CompleteCommit(smtp::CommitOutcome::kNoSpace, id);
     }
   }
@@ -657,6 +618,11 @@ void Shard::OnClosed(Connection& c) {
   if (c.admitted) {
     limiter_.Release(c.client);
   }
+  log_->Info("session_end", {{"client", c.client.ToString()},
+                             {"helo", c.session.helo()},
+                             {"messages", c.session.messages_accepted()},
+                             {"errors", c.session.errors()},
+                             {"duration_ms", clock_.MonotonicMs() - c.opened_ms}});
   const uint32_t slot = c.slot;
   // A connection may still sit in the dirty list of this turn; drop it from there.
   std::erase(dirty_, &c);
@@ -807,8 +773,8 @@ std::unique_ptr<AdminAnswer> Shard::AnswerAdmin(const AdminQuery& q) {
       st.in_flight = scheduler_->in_flight();
       st.spool_bytes = spool_->live_bytes();
       st.segments = spool_->segment_count();
-      st.accepted = counters_.messages_accepted;
-      st.delivery_attempts = counters_.delivery_attempts;
+      st.accepted = metrics_.messages_accepted.value();
+      st.delivery_attempts = delivery_attempts_;
       break;
     }
   }
@@ -849,7 +815,11 @@ bool Shard::StopComplete() {
       }
     }
   }
-  if (live_connections_ == 0 && attempts_.empty() && egress_->idle() && spool_->idle()) {
+  // Shard 0 answers relaisctl and Prometheus while the others drain, so it goes last.
+  const bool others_done =
+      options_.index != 0 || options_.shards_running->load(std::memory_order_acquire) == 1;
+  if (live_connections_ == 0 && attempts_.empty() && egress_->idle() && spool_->idle() &&
+      log_->idle() && others_done) {
     return true;
   }
   if (now >= stop_deadline_ms_ + kHardStopExtraMs) {
@@ -952,7 +922,7 @@ void Shard::StartDeliveries() {
                         now_us >= message->received_us + options_.delay_warning_ms * 1000 &&
                         !scheduler_->DelayReported(attempt->id);
     attempts_.emplace(job->token, std::move(*attempt));
-    ++counters_.delivery_attempts;
+    ++delivery_attempts_;
     if (network && !in_memory) {
       job->load_only = true;  // The worker reads the body; StartEgress follows.
       SubmitToWorker(std::move(job));
@@ -1096,6 +1066,16 @@ void Shard::OnDeliveriesDone() {
         }
       }
     }
+    const spool::StoredMessage* message = spool_->Find(it->second.id);
+    const uint64_t now_us = clock_.UnixMicros();
+    for (size_t i = 0; i < done->results.size(); ++i) {
+      const auto outcome = static_cast<size_t>(done->results[i].outcome);
+      metrics_.attempts[RouteIndex(done->routes[i])][outcome].Add();
+      if (done->results[i].outcome == scheduler::Outcome::kDelivered && message != nullptr &&
+          now_us > message->received_us) {
+        metrics_.time_to_delivered.ObserveMicros(now_us - message->received_us);
+      }
+    }
     scheduler_->Finish(it->second, done->results);
     attempts_.erase(it);
   }
@@ -1124,7 +1104,28 @@ bool Shard::QueueBounce(const mail::MessageId& original, std::string&& report) {
     delete done;
     return false;
   }
+  metrics_.bounces.Add();
   return true;
+}
+
+void Shard::PublishMetrics() {
+  metrics_.connections_active.Set(live_connections_);
+  const spool::SpoolStats& st = spool_->stats();
+  metrics_.spool_appends.Mirror(st.appends);
+  metrics_.spool_batches.Mirror(st.batches);
+  metrics_.spool_batch_failures.Mirror(st.batch_failures);
+  metrics_.spool_bytes_written.Mirror(st.bytes_written);
+  metrics_.spool_bytes.Set(static_cast<int64_t>(spool_->live_bytes()));
+  metrics_.spool_segments.Set(static_cast<int64_t>(spool_->segment_count()));
+  metrics_.queue_messages.Set(static_cast<int64_t>(spool_->message_count()));
+  metrics_.queue_ready.Set(static_cast<int64_t>(scheduler_->ready()));
+  metrics_.queue_deferred.Set(static_cast<int64_t>(scheduler_->deferred()));
+  metrics_.queue_in_flight.Set(scheduler_->in_flight());
+  const EgressCounters& e = egress_->counters();
+  metrics_.egress_connections_opened.Mirror(e.connections_opened);
+  metrics_.egress_connect_failures.Mirror(e.connect_failures);
+  metrics_.egress_connections.Set(egress_->connections());
+  metrics_.log_lines_dropped.Mirror(log_->dropped());
 }
 
 std::string_view Shard::Rfc5322Date() {

@@ -13,6 +13,7 @@
 
 #include <sys/signalfd.h>
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -35,6 +36,10 @@
 #include "tools/relaisd/connection_limiter.h"
 #include "tools/relaisd/delivery_worker.h"
 #include "tools/relaisd/egress.h"
+#include "tools/relaisd/metrics_endpoint.h"
+#include "tools/relaisd/request_server.h"
+#include "tools/relaisd/shard_log.h"
+#include "tools/relaisd/shard_metrics.h"
 
 namespace relais::relaisd {
 
@@ -50,7 +55,13 @@ struct ShardOptions {
   const routing::Router* router = nullptr;  // Required; shared read-only by all shards.
   // Next hops of the router's smarthost and lmtp routes, by route index. Required.
   const std::vector<std::optional<Destination>>* destinations = nullptr;
-  EgressOptions egress;  // shard and helo_name are filled in by the shard.
+  EgressOptions egress;             // shard and helo_name are filled in by the shard.
+  ShardMetrics* metrics = nullptr;  // Required: this shard's block (it is the only writer).
+  // Shards whose loop still runs; each decrements it when it ends. Shard 0, which serves the
+  // admin socket and the metrics endpoint, stops last. Required; must outlive the shards.
+  std::atomic<uint32_t>* shards_running = nullptr;
+  // Every shard's block, for the metrics endpoint (shard 0). Must outlive the shards.
+  const std::vector<const ShardMetrics*>* all_metrics = nullptr;
   uint32_t recipients_per_transaction_max = 100;
   uint64_t delay_warning_ms = 0;                        // 0: no delay reports.
   uint32_t connections_per_shard_hard_max = 1'000'000;  // Beyond this, refuse without a reply.
@@ -58,15 +69,6 @@ struct ShardOptions {
 
 // Handoff kinds on the mesh.
 enum class HandoffKind : uint16_t { kStop = 1, kAdminQuery = 2, kAdminAnswer = 3 };
-
-struct ShardCounters {
-  uint64_t connections_accepted = 0;
-  uint64_t connections_refused = 0;
-  uint64_t messages_accepted = 0;
-  uint64_t commit_failures = 0;
-  uint64_t recv_no_buffer = 0;
-  uint64_t delivery_attempts = 0;
-};
 
 class Shard final : EgressListener {
  public:
@@ -81,10 +83,10 @@ class Shard final : EgressListener {
   void WatchSignals(int signal_fd) { signal_fd_ = signal_fd; }
   // Shard 0 serves the admin socket (already bound and listening).
   void ServeAdmin(int listen_fd) { admin_fd_ = listen_fd; }
+  // Shard 0 serves the metrics endpoint (already bound and listening).
+  void ServeMetrics(int listen_fd) { metrics_fd_ = listen_fd; }
   // Runs the loop on the calling thread until a graceful stop completes.
   void Run();
-
-  [[nodiscard]] const ShardCounters& counters() const { return counters_; }
 
  private:
   struct Connection;
@@ -105,6 +107,8 @@ class Shard final : EgressListener {
   void OnClosed(Connection& c);
   void OnTimeout(Connection& c);
   void OnAppendDone(Connection& c, spool::AppendOutcome outcome, const mail::MessageId& id);
+  // Gauges and mirrored totals, once per loop turn.
+  void PublishMetrics();
   void OnHandoff(uint32_t from, uring::Handoff&& handoff);
   void MarkDirty(Connection& c);
   void Pump(Connection& c);
@@ -174,7 +178,12 @@ class Shard final : EgressListener {
   uint64_t accept_retry_ms_ = 0;  // After EMFILE and the like, re-arm accepts at this time.
   uint64_t date_second_ = 0;
   std::string date_;
-  ShardCounters counters_;
+  ShardMetrics& metrics_;
+  std::unique_ptr<ShardLog> log_;  // Reception and session lines, written by the engine.
+  std::unique_ptr<MetricsEndpoint> metrics_endpoint_;
+  std::unique_ptr<RequestServer> metrics_server_;  // Before metrics_endpoint_ dies.
+  int metrics_fd_ = -1;
+  uint64_t delivery_attempts_ = 0;
 };
 
 }  // namespace relais::relaisd

@@ -1,0 +1,195 @@
+// tools/relaisd/metrics_endpoint.cc — see metrics_endpoint.h.
+#include "tools/relaisd/metrics_endpoint.h"
+
+#include "core/base/strings.h"
+#include "protocols/http/request.h"
+
+namespace relais::relaisd {
+namespace {
+
+using metrics::Counter;
+using metrics::Gauge;
+using metrics::Histogram;
+using metrics::TextWriter;
+using Shards = std::vector<const ShardMetrics*>;
+
+uint64_t Sum(const Shards& shards, const Counter ShardMetrics::*field) {
+  uint64_t total = 0;
+  for (const ShardMetrics* s : shards) {
+    total += (s->*field).value();
+  }
+  return total;
+}
+
+void Total(TextWriter& w, const Shards& shards, std::string_view name, std::string_view help,
+           const Counter ShardMetrics::*field) {
+  w.Family(name, "counter", help);
+  w.Sample(name, {}, Sum(shards, field));
+}
+
+void PerCore(TextWriter& w, const Shards& shards, std::string_view name, std::string_view help,
+             const Gauge ShardMetrics::*field) {
+  w.Family(name, "gauge", help);
+  for (size_t i = 0; i < shards.size(); ++i) {
+    const std::string core = base::StrCat(i);
+    w.SampleSigned(name, {{"core", core}}, (shards[i]->*field).value());
+  }
+}
+
+void Summed(TextWriter& w, const Shards& shards, std::string_view name, std::string_view help,
+            const Histogram ShardMetrics::*field) {
+  w.Family(name, "histogram", help);
+  std::vector<const Histogram*> parts;
+  for (const ShardMetrics* s : shards) {
+    parts.push_back(&(s->*field));
+  }
+  w.Histograms(name, {}, parts);
+}
+
+}  // namespace
+
+std::string RenderMetrics(const Shards& shards) {
+  TextWriter w;
+  // Connections.
+  Total(w, shards, "relais_connections_accepted_total", "SMTP connections accepted.",
+        &ShardMetrics::connections_accepted);
+  w.Family("relais_connections_refused_total", "counter",
+           "SMTP connections refused, by reason (those with a reason got a 421).");
+  w.Sample("relais_connections_refused_total", {{"reason", "connections_max"}},
+           Sum(shards, &ShardMetrics::refused_global));
+  w.Sample("relais_connections_refused_total", {{"reason", "connections_per_ip_max"}},
+           Sum(shards, &ShardMetrics::refused_per_ip));
+  w.Sample("relais_connections_refused_total", {{"reason", "shutting_down"}},
+           Sum(shards, &ShardMetrics::refused_stopping));
+  w.Sample("relais_connections_refused_total", {{"reason", "unserved"}},
+           Sum(shards, &ShardMetrics::refused_unserved));
+  PerCore(w, shards, "relais_connections_active", "SMTP connections open.",
+          &ShardMetrics::connections_active);
+  Total(w, shards, "relais_receive_no_buffer_total",
+        "Receives that found every provided buffer in use (retried next turn).",
+        &ShardMetrics::recv_no_buffer);
+  // SMTP.
+  w.Family("relais_smtp_replies_total", "counter", "SMTP replies sent, by class.");
+  for (size_t cls = 2; cls <= 5; ++cls) {
+    uint64_t total = 0;
+    for (const ShardMetrics* s : shards) {
+      total += s->replies_by_class[cls].value();
+    }
+    const std::string label = base::StrCat(cls, "xx");
+    w.Sample("relais_smtp_replies_total", {{"class", label}}, total);
+  }
+  Total(w, shards, "relais_messages_accepted_total", "Messages accepted (answered 250).",
+        &ShardMetrics::messages_accepted);
+  Total(w, shards, "relais_accepted_message_bytes_total", "Bytes of the messages accepted.",
+        &ShardMetrics::message_bytes_accepted);
+  Total(w, shards, "relais_commit_failures_total",
+        "Messages answered 451 or 452 because their spool batch failed.",
+        &ShardMetrics::commit_failures);
+  Summed(w, shards, "relais_message_durable_seconds",
+         "From the end of a message's data to its 250 (on disk).", &ShardMetrics::time_to_durable);
+  // Spool.
+  Total(w, shards, "relais_spool_appends_total", "Records appended to the spool.",
+        &ShardMetrics::spool_appends);
+  Total(w, shards, "relais_spool_fsyncs_total",
+        "Spool batches made durable (one write and one fdatasync each).",
+        &ShardMetrics::spool_batches);
+  Total(w, shards, "relais_spool_fsync_failures_total", "Spool batches whose write or sync failed.",
+        &ShardMetrics::spool_batch_failures);
+  Total(w, shards, "relais_spool_written_bytes_total", "Bytes written to spool segments.",
+        &ShardMetrics::spool_bytes_written);
+  Summed(w, shards, "relais_spool_fsync_seconds", "Write plus fdatasync time of a spool batch.",
+         &ShardMetrics::spool_batch_seconds);
+  PerCore(w, shards, "relais_spool_bytes", "Bytes of live spool segments.",
+          &ShardMetrics::spool_bytes);
+  PerCore(w, shards, "relais_spool_segments", "Spool segments on disk.",
+          &ShardMetrics::spool_segments);
+  // Queue.
+  w.Family("relais_queue_messages", "gauge", "Messages in the delivery queue, by state.");
+  for (size_t i = 0; i < shards.size(); ++i) {
+    const std::string core = base::StrCat(i);
+    w.SampleSigned("relais_queue_messages", {{"core", core}, {"state", "ready"}},
+                   shards[i]->queue_ready.value());
+    w.SampleSigned("relais_queue_messages", {{"core", core}, {"state", "deferred"}},
+                   shards[i]->queue_deferred.value());
+    w.SampleSigned("relais_queue_messages", {{"core", core}, {"state", "in_flight"}},
+                   shards[i]->queue_in_flight.value());
+  }
+  PerCore(w, shards, "relais_spool_messages", "Messages held in the spool.",
+          &ShardMetrics::queue_messages);
+  // Delivery.
+  w.Family("relais_delivery_attempts_total", "counter",
+           "Recipient delivery attempts, by route type and outcome.");
+  for (size_t r = 0; r < kRouteNames.size(); ++r) {
+    for (size_t o = 0; o < kOutcomeNames.size(); ++o) {
+      uint64_t total = 0;
+      for (const ShardMetrics* s : shards) {
+        total += s->attempts[r][o].value();
+      }
+      w.Sample("relais_delivery_attempts_total",
+               {{"route", kRouteNames[r]}, {"outcome", kOutcomeNames[o]}}, total);
+    }
+  }
+  Total(w, shards, "relais_bounces_total", "Delivery status reports queued to senders.",
+        &ShardMetrics::bounces);
+  Summed(w, shards, "relais_delivery_seconds",
+         "From a message's reception to a recipient's delivery, retries included.",
+         &ShardMetrics::time_to_delivered);
+  Total(w, shards, "relais_egress_connections_opened_total",
+        "Outbound SMTP/LMTP connections opened.", &ShardMetrics::egress_connections_opened);
+  Total(w, shards, "relais_egress_connect_failures_total",
+        "Outbound connections that failed before the greeting and EHLO were done.",
+        &ShardMetrics::egress_connect_failures);
+  PerCore(w, shards, "relais_egress_connections", "Outbound connections open.",
+          &ShardMetrics::egress_connections);
+  Total(w, shards, "relais_log_lines_dropped_total",
+        "Log lines dropped because the log reader fell behind.", &ShardMetrics::log_lines_dropped);
+  return w.Take();
+}
+
+size_t MetricsEndpoint::RequestEnd(std::string_view input) {
+  http::Request request;
+  size_t head_bytes = 0;
+  switch (http::ParseRequestHead(input, request, head_bytes)) {
+    case http::ParseStatus::kIncomplete:
+      return kNeedMore;
+    case http::ParseStatus::kOk:
+      return head_bytes;
+    case http::ParseStatus::kBad:
+      // Too long (the server answers 431 via TooLarge) or malformed (OnRequest answers 400).
+      return input.size() > http::kHeadBytesMax ? kNeedMore : input.size();
+  }
+  return input.size();
+}
+
+std::string MetricsEndpoint::TooLarge() {
+  return http::Response(431, "Request Header Fields Too Large", "text/plain", "too large\n");
+}
+
+void MetricsEndpoint::OnRequest(RequestServer& server, uint64_t client, std::string_view input) {
+  http::Request request;
+  size_t head_bytes = 0;
+  if (http::ParseRequestHead(input, request, head_bytes) != http::ParseStatus::kOk) {
+    server.Respond(client, http::Response(400, "Bad Request", "text/plain", "bad request\n"));
+    return;
+  }
+  const bool head = request.method == "HEAD";
+  if (request.method != "GET" && !head) {
+    server.Respond(client,
+                   http::Response(405, "Method Not Allowed", "text/plain", "GET or HEAD\n", head));
+    return;
+  }
+  if (request.path == "/metrics") {
+    server.Respond(client, http::Response(200, "OK", "text/plain; version=0.0.4; charset=utf-8",
+                                          RenderMetrics(shards_), head));
+  } else if (request.path == "/healthz") {
+    server.Respond(client, http::Response(200, "OK", "text/plain", "ok\n", head));
+  } else if (request.path == "/readyz") {
+    server.Respond(client, stopping_ ? http::Response(503, "Service Unavailable", "text/plain",
+                                                      "stopping\n", head)
+                                     : http::Response(200, "OK", "text/plain", "ready\n", head));
+  } else {
+    server.Respond(client, http::Response(404, "Not Found", "text/plain", "not found\n", head));
+  }
+}
+
+}  // namespace relais::relaisd

@@ -1,0 +1,44 @@
+// tools/relaisd/metrics_endpoint_test.cc — rendering every shard's metrics, and the HTTP
+// routes. (promtool checks the full output in tests/integration/test_metrics.py.)
+#include "tools/relaisd/metrics_endpoint.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+namespace relais::relaisd {
+namespace {
+
+TEST(MetricsEndpoint, SumsCountersAndLabelsGaugesByCore) {
+  ShardMetrics a, b;
+  a.messages_accepted.Add(2);
+  b.messages_accepted.Add(3);
+  a.connections_active.Set(4);
+  b.connections_active.Set(1);
+  b.attempts[RouteIndex("smarthost")][2].Add();
+  a.replies_by_class[5].Add(7);
+  const std::string text = RenderMetrics({&a, &b});
+  EXPECT_NE(text.find("\nrelais_messages_accepted_total 5\n"), std::string::npos);
+  EXPECT_NE(text.find("relais_connections_active{core=\"0\"} 4\n"
+                      "relais_connections_active{core=\"1\"} 1\n"),
+            std::string::npos);
+  EXPECT_NE(text.find("relais_delivery_attempts_total{route=\"smarthost\",outcome=\"failed\"} 1\n"),
+            std::string::npos);
+  EXPECT_NE(text.find("relais_smtp_replies_total{class=\"5xx\"} 7\n"), std::string::npos);
+  EXPECT_EQ(RouteIndex("something else"), RouteIndex("none"));
+}
+
+TEST(MetricsEndpoint, Routes) {
+  ShardMetrics a;
+  const std::vector<const ShardMetrics*> shards = {&a};
+  bool stopping = false;
+  MetricsEndpoint endpoint(shards, stopping);
+  EXPECT_EQ(endpoint.RequestEnd("GET /metrics HTTP/1.1\r\n"), RequestHandler::kNeedMore);
+  EXPECT_EQ(endpoint.RequestEnd("GET /metrics HTTP/1.1\r\n\r\n"), 25u);
+  EXPECT_EQ(endpoint.RequestEnd("BAD\r\n\r\n"), 7u);  // Complete, to be answered 400.
+  EXPECT_EQ(endpoint.RequestEnd(std::string(9000, 'x')), RequestHandler::kNeedMore);
+}
+
+}  // namespace
+}  // namespace relais::relaisd

@@ -1,0 +1,129 @@
+// tools/relaisd/request_server_test.cc — the one-request server on a real io_uring: answers,
+// limits on size, clients and time.
+#include "tools/relaisd/request_server.h"
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <functional>
+#include <string>
+
+#include "core/base/clock.h"
+
+namespace relais::relaisd {
+namespace {
+
+class LineHandler final : public RequestHandler {
+ public:
+  size_t RequestEnd(std::string_view input) override {
+    const size_t n = input.find('\n');
+    return n == std::string_view::npos ? kNeedMore : n + 1;
+  }
+  void OnRequest(RequestServer& server, uint64_t client, std::string_view request) override {
+    server.Respond(client, "echo " + std::string(request));
+  }
+  std::string TooLarge() override { return "too large\n"; }
+};
+
+class Fixture : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    engine_ = *uring::Engine::Create(uring::EngineOptions{256, 16, 4096});
+    listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+    ASSERT_EQ(::listen(listen_fd_, 16), 0);
+    socklen_t len = sizeof(a);
+    ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len);
+    address_ = a;
+    server_ = std::make_unique<RequestServer>(*engine_, timers_, clock_, listen_fd_,
+                                              RequestServerOptions{2, 64, 200}, handler_);
+    server_->Arm();
+  }
+  void TearDown() override {
+    server_.reset();
+    ::close(listen_fd_);
+  }
+  int Connect() {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&address_), sizeof(address_)), 0);
+    timeval tv{0, 10'000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    return fd;
+  }
+  // Runs the loop until the peer of `fd` closes; returns what it sent.
+  std::string ReadAll(int fd) {
+    std::string out;
+    const uint64_t deadline = clock_.MonotonicMs() + 5000;
+    while (clock_.MonotonicMs() < deadline) {
+      engine_->Run(5);
+      timers_.Advance(clock_.MonotonicMs());
+      char buf[256];
+      const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+      if (n == 0) {
+        return out;
+      }
+      if (n > 0) {
+        out.append(buf, static_cast<size_t>(n));
+      }
+    }
+    ADD_FAILURE() << "the server did not close";
+    return out;
+  }
+
+  base::SystemClock clock_;
+  timer::TimerWheel timers_{clock_.MonotonicMs(), 5};
+  std::unique_ptr<uring::Engine> engine_;
+  LineHandler handler_;
+  int listen_fd_ = -1;
+  sockaddr_in address_{};
+  std::unique_ptr<RequestServer> server_;
+};
+
+TEST_F(Fixture, AnswersOneRequestAndCloses) {
+  const int fd = Connect();
+  ASSERT_EQ(::send(fd, "hel", 3, 0), 3);
+  engine_->Run(5);
+  ASSERT_EQ(::send(fd, "lo\nignored\n", 11, 0), 11);
+  EXPECT_EQ(ReadAll(fd), "echo hello\n");
+  ::close(fd);
+}
+
+TEST_F(Fixture, OversizedRequestGetsTooLarge) {
+  const int fd = Connect();
+  const std::string big(100, 'x');
+  ASSERT_EQ(::send(fd, big.data(), big.size(), 0), 100);
+  EXPECT_EQ(ReadAll(fd), "too large\n");
+  ::close(fd);
+}
+
+TEST_F(Fixture, SilentClientIsClosedAfterTheTimeout) {
+  const int fd = Connect();
+  const uint64_t start = clock_.MonotonicMs();
+  EXPECT_EQ(ReadAll(fd), "");
+  EXPECT_GE(clock_.MonotonicMs() - start, 150u);  // Not before its time (200 ms, 5 ms ticks).
+  ::close(fd);
+}
+
+TEST_F(Fixture, ClientsBeyondTheCapAreClosedAtOnce) {
+  const int a = Connect();
+  const int b = Connect();
+  for (int i = 0; i < 10; ++i) {
+    engine_->Run(5);  // Both accepted and waiting.
+  }
+  const int c = Connect();
+  EXPECT_EQ(ReadAll(c), "");  // Closed without a word.
+  ASSERT_EQ(::send(a, "x\n", 2, 0), 2);
+  EXPECT_EQ(ReadAll(a), "echo x\n");  // The others are still served.
+  ::close(a);
+  ::close(b);
+  ::close(c);
+}
+
+}  // namespace
+}  // namespace relais::relaisd

@@ -1,0 +1,71 @@
+// tools/relaisd/shard_metrics.h — what one shard counts, for Prometheus (and for its own log
+// lines and relaisctl status).
+//
+// One block per shard, on cache lines of its own; the shard is the only writer. The metrics
+// endpoint (tools/relaisd/metrics_endpoint) reads every block, sums where a core label would
+// not help, and writes the text exposition format. Label values come from fixed sets (reply
+// class, refusal reason, route type, outcome, queue state): no per-recipient or per-client
+// series.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string_view>
+
+#include "core/metrics/metrics.h"
+
+namespace relais::relaisd {
+
+// Route types and delivery outcomes, the label values of relais_delivery_attempts_total.
+inline constexpr std::array<std::string_view, 5> kRouteNames = {"maildir", "smarthost", "lmtp",
+                                                                "reject", "none"};
+inline constexpr std::array<std::string_view, 3> kOutcomeNames = {"delivered", "deferred",
+                                                                  "failed"};
+[[nodiscard]] inline size_t RouteIndex(std::string_view route) {
+  for (size_t i = 0; i < kRouteNames.size(); ++i) {
+    if (kRouteNames[i] == route) {
+      return i;
+    }
+  }
+  return kRouteNames.size() - 1;
+}
+
+struct alignas(64) ShardMetrics {
+  // Connections.
+  metrics::Counter connections_accepted;
+  metrics::Counter refused_global;    // connections_max: 421 4.7.0
+  metrics::Counter refused_per_ip;    // connections_per_ip_max: 421 4.7.0
+  metrics::Counter refused_stopping;  // 421 4.3.2 while shutting down
+  metrics::Counter refused_unserved;  // Closed without a reply (shard hard cap, no peer address)
+  metrics::Gauge connections_active;
+  metrics::Counter recv_no_buffer;  // A receive found every provided buffer in use.
+  // SMTP.
+  std::array<metrics::Counter, 6> replies_by_class;  // Index: code / 100.
+  metrics::Counter messages_accepted;
+  metrics::Counter message_bytes_accepted;
+  metrics::Counter commit_failures;  // Batches answered 451/452 instead of 250.
+  metrics::Histogram time_to_durable{metrics::kLatencyBoundsUs};  // End of data to 250.
+  // Spool.
+  metrics::Counter spool_appends;
+  metrics::Counter spool_batches;  // One write and one fdatasync each.
+  metrics::Counter spool_batch_failures;
+  metrics::Counter spool_bytes_written;
+  metrics::Histogram spool_batch_seconds{metrics::kLatencyBoundsUs};
+  metrics::Gauge spool_bytes;
+  metrics::Gauge spool_segments;
+  // Queue.
+  metrics::Gauge queue_messages;
+  metrics::Gauge queue_ready;
+  metrics::Gauge queue_deferred;
+  metrics::Gauge queue_in_flight;
+  // Delivery.
+  std::array<std::array<metrics::Counter, kOutcomeNames.size()>, kRouteNames.size()> attempts;
+  metrics::Counter bounces;
+  metrics::Histogram time_to_delivered{metrics::kDelayBoundsUs};  // Reception to delivery.
+  metrics::Counter egress_connections_opened;
+  metrics::Counter egress_connect_failures;
+  metrics::Gauge egress_connections;
+  metrics::Counter log_lines_dropped;  // The log reader fell behind (or stdout failed).
+};
+
+}  // namespace relais::relaisd
