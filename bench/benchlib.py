@@ -1,9 +1,12 @@
 """Helpers shared by the bench scripts: ports, readiness, stopping by PID, Postfix tools."""
 
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 
 SMTP_SOURCE = "/usr/sbin/smtp-source"
@@ -95,3 +98,31 @@ def process_tree_cpu_seconds(root_pid):
             pid = parent.get(pid, 0)
         return False
     return sum(t for pid, t in times.items() if in_tree(pid)) / ticks
+
+
+@contextlib.contextmanager
+def relaisd(path, threads, next_hop):
+    """A relaisd of its own (spool, admin socket, no metrics port) that routes every domain to
+    the smarthost `next_hop` ("host:port"). Yields (process, SMTP port, work directory); kills
+    it and removes the directory afterwards if the caller did not stop it."""
+    work = tempfile.mkdtemp(prefix="relais-bench-")
+    port = free_port()
+    config = os.path.join(work, "relais.toml")
+    with open(config, "w") as f:
+        f.write(f'[server]\nlisten = ["127.0.0.1:{port}"]\nadmin_socket = "{work}/relaisd.sock"\n'
+                f'[spool]\npath = "{work}/spool"\n'
+                '[metrics]\nlisten = ""\n'
+                '[limits]\nconnections_per_ip_max = 100000\n'
+                f'[[routes]]\ndomain = "*"\ntype = "smarthost"\nhosts = ["{next_hop}"]\n')
+    cmd = [path, "--config", config]
+    if threads:
+        cmd += ["--threads", str(threads)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_listening(port, proc)
+        yield proc, port, work
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(work, ignore_errors=True)

@@ -31,7 +31,8 @@ import tempfile
 import time
 
 from benchlib import (SMTP_SINK, free_port, machine_cpu_seconds, process_tree_cpu_seconds,
-                      require_postfix_tools, smtp_source_command, stop, wait_listening)
+                      relaisd, require_postfix_tools, smtp_source_command, stop,
+                      wait_listening)
 
 
 class Sink:
@@ -80,29 +81,10 @@ def measure(args, relay_port, sink, relay_proc):
 
 
 def bench_relaisd(args, sink):
-    work = tempfile.mkdtemp(prefix="relais-bench-")
-    port = free_port()
-    config = os.path.join(work, "relais.toml")
-    with open(config, "w") as f:
-        f.write(f'[server]\nlisten = ["127.0.0.1:{port}"]\nadmin_socket = "{work}/relaisd.sock"\n'
-                f'[spool]\npath = "{work}/spool"\n'
-                '[limits]\nconnections_per_ip_max = 100000\n'
-                '[relay]\nnetworks = ["127.0.0.0/8"]\n'
-                f'[[routes]]\ndomain = "*"\ntype = "smarthost"\nhosts = ["127.0.0.1:{sink.port}"]\n')
-    cmd = [args.relaisd, "--config", config]
-    if args.threads:
-        cmd += ["--threads", str(args.threads)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_listening(port, proc)
+    with relaisd(args.relaisd, args.threads, f"127.0.0.1:{sink.port}") as (proc, port, _):
         elapsed, relay, machine = measure(args, port, sink, proc)
         stop(proc)
         return elapsed, relay, machine
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def postfix_instance(base, port, sink_port):
