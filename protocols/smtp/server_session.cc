@@ -103,6 +103,7 @@ size_t ServerSession::ProcessCommands(std::string_view input) {
       return input.back() == '\r' ? input.size() - 1 : input.size();
     }
     discarding_long_line_ = false;
+    ++command_lines_;
     Send(Reply::kLineTooLong);
     return crlf + 2;
   }
@@ -116,6 +117,7 @@ size_t ServerSession::ProcessCommands(std::string_view input) {
     return 0;
   }
   const std::string_view line = input.substr(0, crlf);
+  ++command_lines_;
   if (crlf + 2 > options_.command_line_bytes_max) {
     Send(Reply::kLineTooLong);
   } else if (line.find_first_of("\r\n") != std::string_view::npos) {

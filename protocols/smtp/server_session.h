@@ -144,6 +144,14 @@ class ServerSession {
   // The client's EHLO/HELO name (empty before it gave one) and the errors it earned (5xx).
   [[nodiscard]] const std::string& helo() const { return helo_; }
   [[nodiscard]] uint32_t errors() const { return errors_; }
+  // Complete command lines read so far, and whether message data is being read. The owner
+  // restarts the timeout for message data on every block (RFC 5321 4.5.3.2.5) but for
+  // commands only when a line completes: a client that trickles a byte at a time (slowloris)
+  // gets command_timeout_ms per command line, not per byte.
+  [[nodiscard]] uint64_t command_lines() const { return command_lines_; }
+  [[nodiscard]] bool ReceivingData() const {
+    return phase_ == Phase::kData || phase_ == Phase::kBdat;
+  }
 
  private:
   enum class Phase : uint8_t { kCommand, kData, kBdat, kAwaitCommit, kClosed };
@@ -188,6 +196,7 @@ class ServerSession {
   bool commit_requested_ = false;
   bool discarding_long_line_ = false;  // An overlong command line is being skipped.
   uint32_t errors_ = 0;
+  uint64_t command_lines_ = 0;
   std::string helo_;
   uint64_t messages_accepted_ = 0;
 

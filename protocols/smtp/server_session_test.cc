@@ -521,6 +521,21 @@ TEST(ServerSessionTest, DsnParametersAreCheckedAndKept) {
             std::string::npos);
 }
 
+TEST(ServerSessionTest, CountsCompleteCommandLinesForTheTimeout) {
+  Harness h;
+  EXPECT_EQ(h.session().command_lines(), 0u);
+  h.Run("EHL");
+  EXPECT_EQ(h.session().command_lines(), 0u);  // A partial line is no progress.
+  h.Run("O c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@example.com>\r\nDATA\r\n");
+  EXPECT_EQ(h.session().command_lines(), 4u);
+  EXPECT_TRUE(h.session().ReceivingData());
+  h.Run("x\r\n.\r\n");
+  EXPECT_FALSE(h.session().ReceivingData());
+  h.Run(std::string(600, 'A'));  // Over the line limit: skipped...
+  h.Run("\r\n");                // ...and counted once it ends.
+  EXPECT_EQ(h.session().command_lines(), 5u);
+}
+
 TEST(ServerSessionTest, HeloNameMustBePrintable) {
   using namespace std::string_literals;
   Harness h;

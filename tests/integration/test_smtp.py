@@ -206,6 +206,52 @@ class IngressTest(unittest.TestCase):
         self.assertLess(time.monotonic() - start, 5)
         self.assertTrue(c.closed())
 
+    def test_slowloris_clients_are_cut_off_while_others_are_served(self):
+        # 200 clients send one byte at a time, never finishing a command line; each byte
+        # would have restarted a per-read timeout. The command timeout runs per line instead.
+        d = self.start("[timeouts]\ncommand_timeout_ms = 1500\n"
+                       "[limits]\nconnections_per_ip_max = 1000\n")
+        slow = []
+        for _ in range(200):
+            sock = d.connect()
+            slow.append(sock)
+        for sock in slow:
+            sock.settimeout(5)
+            assert sock.recv(100).startswith(b"220")
+        start = time.monotonic()
+        cut = set()
+        served = None
+        while time.monotonic() - start < 8 and len(cut) < len(slow):
+            for i, sock in enumerate(slow):
+                if i in cut:
+                    continue
+                try:
+                    sock.send(b"N")  # A byte of "NOOP" that never ends.
+                except OSError:
+                    cut.add(i)
+            if served is None and time.monotonic() - start > 0.5:
+                t = time.monotonic()
+                with smtplib.SMTP("127.0.0.1", d.port, timeout=5) as s:
+                    s.sendmail("a@sender.test", ["b@example.com"], b"Subject: x\r\n\r\ny\r\n")
+                served = time.monotonic() - t
+            for i, sock in enumerate(slow):
+                if i not in cut:
+                    sock.setblocking(False)
+                    try:
+                        data = sock.recv(100)
+                        if data.startswith(b"421") or data == b"":
+                            cut.add(i)
+                    except BlockingIOError:
+                        pass
+                    except OSError:
+                        cut.add(i)
+            time.sleep(0.25)
+        elapsed = time.monotonic() - start
+        self.assertEqual(len(cut), len(slow), "every slow client is cut off")
+        self.assertLess(elapsed, 6)  # Within the command timeout (1.5 s) plus slack.
+        self.assertIsNotNone(served)
+        self.assertLess(served, 2)  # Meanwhile a normal client was served promptly.
+
     def test_client_that_never_reads_is_throttled_then_closed(self):
         d = self.start("[timeouts]\ncommand_timeout_ms = 1000\n", threads=1)
 

@@ -467,9 +467,16 @@ void Shard::OnRecv(Connection& c, int32_t result, uint32_t flags) {
   if (result > 0 && uring::Engine::HasBuffer(flags)) {
     const uint16_t buffer = uring::Engine::BufferId(flags);
     if (!c.close_started) {
+      const uint64_t lines_before = c.session.command_lines();
+      const bool data_before = c.session.ReceivingData();
       c.session.Feed(engine_->Buffer(buffer, static_cast<uint32_t>(result)));
-      // RFC 5321 4.5.3.2: the timeouts bound the wait for the client's next bytes.
-      timers_.Arm(c, clock_.MonotonicMs() + c.session.TimeoutMs());
+      // RFC 5321 4.5.3.2: each block of message data restarts the data timeout; a command
+      // restarts the command timeout only once its line is complete, so a client trickling
+      // one byte at a time cannot hold the connection past command_timeout_ms per command.
+      if (data_before || c.session.ReceivingData() ||
+          c.session.command_lines() != lines_before) {
+        timers_.Arm(c, clock_.MonotonicMs() + c.session.TimeoutMs());
+      }
     }
     engine_->ReturnBuffer(buffer);
   } else if (result == -ENOBUFS) {
