@@ -87,6 +87,9 @@ const Key kKeys[] = {
      RELAIS_FIELD(delay_warning_ms),
      "After this long in the queue, senders who asked (NOTIFY=DELAY) get one delay report; 0: "
      "never."},
+    {"log", "file", Type::kString, 0, 4096, RELAIS_FIELD(log_file),
+     "File for the JSON log lines (appended; reopened on SIGUSR1 for logrotate); empty: "
+     "stdout."},
     {"metrics", "listen", Type::kString, 0, 300, RELAIS_FIELD(metrics_listen),
      "host:port of the HTTP endpoint for Prometheus (/metrics, /healthz, /readyz); empty: "
      "none."},

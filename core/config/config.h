@@ -63,6 +63,8 @@ struct Config {
   uint64_t lifetime_ms = 5ull * 24 * 3600 * 1000;
   uint32_t attempts_in_flight_max = 64;            // Per shard.
   uint64_t delay_warning_ms = 4ull * 3600 * 1000;  // RFC 3461 NOTIFY=DELAY reports; 0: never.
+  // [log]
+  std::string log_file;  // Empty: JSON lines on stdout. Reopened on SIGUSR1.
   // [metrics]
   std::string metrics_listen = "127.0.0.1:9025";  // Prometheus endpoint; empty: none.
   // [delivery] Outbound SMTP and LMTP (RFC 5321 4.5.3.2 timeouts).

@@ -1,10 +1,13 @@
 #include "core/log/log.h"
 
+#include <fcntl.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 
 #include "core/base/clock.h"
 #include "core/base/strings.h"
@@ -111,5 +114,23 @@ void Emit(Level level, int shard, std::string_view event, std::initializer_list<
 void SetFd(int fd) { g_fd.store(fd, std::memory_order_relaxed); }
 
 int Fd() { return g_fd.load(std::memory_order_relaxed); }
+
+std::string OpenFile(const std::string& path) {
+  static int file_fd = -1;  // Startup thread first, then shard 0's signal handling only.
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+  if (fd < 0) {
+    return base::StrCat("log file ", path, ": ", std::strerror(errno));
+  }
+  if (file_fd < 0) {
+    file_fd = fd;
+    SetFd(fd);
+    return "";
+  }
+  // Onto the same number: a writer that read Fd() a moment ago writes to the new file.
+  const int rc = ::dup2(fd, file_fd);
+  const int error = errno;
+  ::close(fd);
+  return rc < 0 ? base::StrCat("log file ", path, ": dup2: ", std::strerror(error)) : "";
+}
 
 }  // namespace relais::log

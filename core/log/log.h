@@ -43,5 +43,9 @@ void EmitLines(std::string_view lines);
 // Where Emit writes; 2 (stderr) by default.
 void SetFd(int fd);
 [[nodiscard]] int Fd();
+// Sends lines to `path` (appended, created mode 0640) instead. Called again for the same
+// path, it reopens it onto the same descriptor (logrotate's SIGUSR1), so writers that hold
+// the descriptor number go on into the new file. Returns an error text, empty on success.
+[[nodiscard]] std::string OpenFile(const std::string& path);
 
 }  // namespace relais::log

@@ -37,6 +37,11 @@ def raw(port, request):
     return out.decode()
 
 
+def read_text(path):
+    with open(path) as f:
+        return f.read()
+
+
 def samples(text):
     """{'name{labels}': value} of every sample line."""
     out = {}
@@ -138,6 +143,24 @@ class MetricsTest(unittest.TestCase):
         self.assertGreaterEqual(session["duration_ms"], 0)
         self.assertEqual(samples(get(d.metrics_port, "/metrics")[1])[
             "relais_log_lines_dropped_total"], 0)
+        self.assertEqual(d.stop(), 0)
+
+    def test_log_file_is_reopened_on_sigusr1(self):
+        d = Daemon("")
+        self.addCleanup(d.cleanup)
+        path = os.path.join(d.workdir, "relais.jsonl")
+        d.config_text = f'[log]\nfile = "{path}"\n'
+        d.log_path = path  # The harness reads the daemon's events where it writes them.
+        port = d.start().port
+        send(port, 1)
+        wait_for(lambda: "message_accepted" in read_text(path), 10, "the first line")
+        os.rename(path, path + ".1")  # What logrotate does...
+        d.proc.send_signal(signal.SIGUSR1)  # ...and then this.
+        wait_for(lambda: os.path.exists(path), 10, "the file to be opened again")
+        send(port, 1)
+        wait_for(lambda: "message_accepted" in read_text(path), 10, "a line in the new file")
+        self.assertEqual(read_text(path + ".1").count("message_accepted"), 1)
+        self.assertIn("log_reopened", read_text(path))
         self.assertEqual(d.stop(), 0)
 
     def test_prometheus_scrapes_it(self):

@@ -134,11 +134,18 @@ int Main(int argc, char** argv) {
                           : config.threads > 0 ? config.threads
                                                : static_cast<uint32_t>(cpus.size());
 
+  if (!config.log_file.empty()) {
+    if (const std::string error = log::OpenFile(config.log_file); !error.empty()) {
+      return Fail(error);
+    }
+  }
+
   // Signals are taken synchronously by shard 0 through a signalfd; every thread blocks them.
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGUSR1);  // Reopen the log file.
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
   const int signal_fd = signalfd(-1, &signals, SFD_CLOEXEC);
@@ -203,6 +210,7 @@ int Main(int argc, char** argv) {
   base.destinations = &*destinations;
   base.recipients_per_transaction_max = config.recipients_per_transaction_max;
   base.delay_warning_ms = config.delay_warning_ms;
+  base.log_file = config.log_file;
   EgressOptions& eo = base.egress;
   eo.connect_timeout_ms = config.connect_timeout_ms;
   eo.reply_timeout_ms = config.reply_timeout_ms;

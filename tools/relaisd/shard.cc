@@ -226,6 +226,17 @@ class Shard::SignalReader final : public uring::Completion {
   SignalReader(Shard* shard, int fd) : shard_(shard), fd_(fd) {}
   void Arm() { shard_->engine_->Read(fd_, &info_, sizeof(info_), *this); }
   void OnCqe(int32_t result, uint32_t /*flags*/) override {
+    if (result == static_cast<int32_t>(sizeof(info_)) && info_.ssi_signo == SIGUSR1) {
+      // logrotate moved the file: open the path again. One open(2) on this core, on an
+      // operator's signal, is cheaper than a hop to a helper thread and back.
+      const std::string& path = shard_->options_.log_file;
+      const std::string error = path.empty() ? "" : log::OpenFile(path);
+      log::Emit(error.empty() ? log::Level::kInfo : log::Level::kError,
+                static_cast<int>(shard_->options_.index), "log_reopened",
+                {{"file", path}, {"error", error}});
+      Arm();
+      return;
+    }
     if (result == static_cast<int32_t>(sizeof(info_)) &&
         (info_.ssi_signo == SIGTERM || info_.ssi_signo == SIGINT)) {
       log::Emit(log::Level::kInfo, static_cast<int>(shard_->options_.index), "stop_requested",

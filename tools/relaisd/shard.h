@@ -63,7 +63,8 @@ struct ShardOptions {
   // Every shard's block, for the metrics endpoint (shard 0). Must outlive the shards.
   const std::vector<const ShardMetrics*>* all_metrics = nullptr;
   uint32_t recipients_per_transaction_max = 100;
-  uint64_t delay_warning_ms = 0;                        // 0: no delay reports.
+  uint64_t delay_warning_ms = 0;  // 0: no delay reports.
+  std::string log_file;           // Reopened by shard 0 on SIGUSR1; empty: stdout.
   uint32_t connections_per_shard_hard_max = 1'000'000;  // Beyond this, refuse without a reply.
 };
 
