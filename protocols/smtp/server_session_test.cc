@@ -532,7 +532,7 @@ TEST(ServerSessionTest, CountsCompleteCommandLinesForTheTimeout) {
   h.Run("x\r\n.\r\n");
   EXPECT_FALSE(h.session().ReceivingData());
   h.Run(std::string(600, 'A'));  // Over the line limit: skipped...
-  h.Run("\r\n");                // ...and counted once it ends.
+  h.Run("\r\n");                 // ...and counted once it ends.
   EXPECT_EQ(h.session().command_lines(), 5u);
 }
 

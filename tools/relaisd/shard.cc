@@ -484,8 +484,7 @@ void Shard::OnRecv(Connection& c, int32_t result, uint32_t flags) {
       // RFC 5321 4.5.3.2: each block of message data restarts the data timeout; a command
       // restarts the command timeout only once its line is complete, so a client trickling
       // one byte at a time cannot hold the connection past command_timeout_ms per command.
-      if (data_before || c.session.ReceivingData() ||
-          c.session.command_lines() != lines_before) {
+      if (data_before || c.session.ReceivingData() || c.session.command_lines() != lines_before) {
         timers_.Arm(c, clock_.MonotonicMs() + c.session.TimeoutMs());
       }
     }
