@@ -123,7 +123,6 @@ struct Egress::Link final : timer::Timer {
   Op<&Egress::OnSend> send_op{this};
   Op<&Egress::OnClosed> close_op{this};
   std::optional<EgressTask> task;
-  uint64_t task_started_ms = 0;
   bool connecting = false;
   bool recv_armed = false;
   bool send_in_flight = false;
@@ -394,7 +393,6 @@ void Egress::Process(Link& link) {
           link.session.transactions() < options_.messages_per_connection_max) {
         link.task = std::move(pool.queue.front());
         pool.queue.pop_front();
-        link.task_started_ms = clock_.MonotonicMs();
         link.session.Begin(link.task->message);
         if (link.session.transaction_done()) {
           MarkDirty(link);  // Refused before sending (size, 8BITMIME...): results next pass.

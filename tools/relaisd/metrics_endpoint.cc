@@ -139,6 +139,9 @@ std::string RenderMetrics(const Shards& shards) {
   Total(w, shards, "relais_egress_connect_failures_total",
         "Outbound connections that failed before the greeting and EHLO were done.",
         &ShardMetrics::egress_connect_failures);
+  Total(w, shards, "relais_egress_tasks_retried_total",
+        "Messages sent again on a fresh connection after a cached one was found stale.",
+        &ShardMetrics::egress_tasks_retried);
   PerCore(w, shards, "relais_egress_connections", "Outbound connections open.",
           &ShardMetrics::egress_connections);
   Total(w, shards, "relais_log_lines_dropped_total",

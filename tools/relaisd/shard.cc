@@ -1141,6 +1141,7 @@ void Shard::PublishMetrics() {
   const EgressCounters& e = egress_->counters();
   metrics_.egress_connections_opened.Mirror(e.connections_opened);
   metrics_.egress_connect_failures.Mirror(e.connect_failures);
+  metrics_.egress_tasks_retried.Mirror(e.tasks_retried);
   metrics_.egress_connections.Set(egress_->connections());
   metrics_.log_lines_dropped.Mirror(log_->dropped());
 }

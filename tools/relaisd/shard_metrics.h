@@ -64,6 +64,7 @@ struct alignas(64) ShardMetrics {
   metrics::Histogram time_to_delivered{metrics::kDelayBoundsUs};  // Reception to delivery.
   metrics::Counter egress_connections_opened;
   metrics::Counter egress_connect_failures;
+  metrics::Counter egress_tasks_retried;  // Sent again on a fresh connection (stale cache).
   metrics::Gauge egress_connections;
   metrics::Counter log_lines_dropped;  // The log reader fell behind (or stdout failed).
 };
