@@ -22,6 +22,7 @@ void Scheduler::LoadFromSpool() {
     entry.id = m.id;
     entry.attempts = m.attempts;
     entry.last_reply = m.last_reply;
+    entry.delay_reported = m.delay_reported;
     if (m.next_attempt_us > now_us) {
       // Resume the schedule recorded before the restart (wall clock there, monotonic here).
       const uint64_t due = now_ms + (m.next_attempt_us - now_us) / 1000;
@@ -136,7 +137,7 @@ void Scheduler::Finish(const Attempt& attempt, const std::vector<RecipientResult
   const uint64_t due = clock_.MonotonicMs() + delay;
   entry->second.next_attempt_ms = due;
   spool_.RecordDeferral(attempt.id, clock_.UnixMicros() + delay * 1000, entry->second.attempts,
-                        entry->second.last_reply);
+                        entry->second.last_reply, entry->second.delay_reported);
   if (!entry->second.held) {
     deferred_.emplace(due, attempt.id);
   }

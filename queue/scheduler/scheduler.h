@@ -60,7 +60,7 @@ struct QueueEntry {  // What an operator sees of one message.
   bool in_flight = false;
   bool held = false;             // An operator put it on hold: no attempt until released.
   bool returning = false;        // An operator asked to bounce it: the next attempt gives it up.
-  bool delay_reported = false;   // An RFC 3461 delay report went out (kept in memory only).
+  bool delay_reported = false;   // An RFC 3461 delay report went out (kept with the deferral).
   uint64_t next_attempt_ms = 0;  // Monotonic; 0 when ready now.
   std::string last_reply;
 };
@@ -96,8 +96,8 @@ class Scheduler {
   bool Forget(const mail::MessageId& id);  // The caller has made every recipient final.
   // The next attempt (right away) fails every pending recipient and bounces the message.
   bool Return(const mail::MessageId& id);
-  // Whether a delay report is due for `id`; MarkDelayReported records that one went out. In
-  // memory only: after a restart a long-deferred message may warn its sender once more.
+  // Whether a delay report went out for `id`; MarkDelayReported records that one did. It is
+  // persisted with the message's next deferral record, so a restart does not warn again.
   [[nodiscard]] bool DelayReported(const mail::MessageId& id) const;
   void MarkDelayReported(const mail::MessageId& id);
   template <typename Fn>

@@ -187,6 +187,18 @@ TEST_F(SchedulerTest, RestartResumesTheRetryScheduleForPendingRecipientsOnly) {
   EXPECT_EQ(scheduler_->MsUntilNextDue(), static_cast<int64_t>(10 * kMinute));  // Second retry.
 }
 
+TEST_F(SchedulerTest, DelayReportSurvivesARestart) {
+  const auto id = Add(1);
+  EXPECT_FALSE(scheduler_->DelayReported(id));
+  auto attempt = scheduler_->Next();
+  scheduler_->MarkDelayReported(id);  // The shard does this before Finish, in the same turn.
+  scheduler_->Finish(*attempt, All(1, Outcome::kDeferred, "451"));
+  Sync();
+  OpenSpool();
+  scheduler_->LoadFromSpool();
+  EXPECT_TRUE(scheduler_->DelayReported(id));
+}
+
 TEST_F(SchedulerTest, OverdueDeferralIsReadyAfterRestart) {
   Add(1);
   auto attempt = scheduler_->Next();

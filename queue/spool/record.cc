@@ -172,6 +172,9 @@ void EncodeDeferral(const DeferralRecord& record, std::string& out) {
   Put<uint64_t>(out, record.next_attempt_us);
   Put<uint32_t>(out, record.attempts);
   PutBytes16(out, std::string_view(record.last_reply).substr(0, 1000));
+  if (record.delay_reported) {
+    Put<uint8_t>(out, 1);  // Flags, only when set: other deferrals keep their old length.
+  }
   FinishRecord(start, out);
 }
 
@@ -250,8 +253,15 @@ DecodeStatus DecodeRecord(std::string_view bytes, DecodedRecord& out) {
     out.type = RecordType::kDeferral;
     DeferralRecord& d = out.deferral;
     if (!r.Get(d.id.hi) || !r.Get(d.id.lo) || !r.Get(d.next_attempt_us) || !r.Get(d.attempts) ||
-        !r.GetString16(d.last_reply) || d.last_reply.size() > 1000 || !r.done()) {
+        !r.GetString16(d.last_reply) || d.last_reply.size() > 1000) {
       return DecodeStatus::kBadPayload;
+    }
+    if (!r.done()) {
+      uint8_t flags;
+      if (!r.Get(flags) || flags != 1 || !r.done()) {
+        return DecodeStatus::kBadPayload;
+      }
+      d.delay_reported = true;
     }
     return DecodeStatus::kOk;
   }

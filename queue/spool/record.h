@@ -54,7 +54,8 @@ struct DeferralRecord {
   mail::MessageId id;
   uint64_t next_attempt_us = 0;
   uint32_t attempts = 0;
-  std::string last_reply;  // At most 1000 bytes are kept.
+  std::string last_reply;       // At most 1000 bytes are kept.
+  bool delay_reported = false;  // An RFC 3461 delay report went to the sender.
 };
 
 struct OutcomeRecord {

@@ -83,6 +83,15 @@ TEST(RecordTest, DeferralRoundTripsAndCapsTheReply) {
   EXPECT_EQ(d.deferral.attempts, 4u);
   EXPECT_EQ(d.deferral.last_reply.size(), 1000u);
   EXPECT_TRUE(d.deferral.last_reply.starts_with("451 4.3.0 x"));
+  EXPECT_FALSE(d.deferral.delay_reported);
+
+  std::string flagged;
+  EncodeDeferral(DeferralRecord{mail::MessageId::Make(1, 2, 3), 5, 1, "451", true}, flagged);
+  ASSERT_EQ(DecodeRecord(flagged, d), DecodeStatus::kOk);
+  EXPECT_TRUE(d.deferral.delay_reported);
+  std::string plain;
+  EncodeDeferral(DeferralRecord{mail::MessageId::Make(1, 2, 3), 5, 1, "451", false}, plain);
+  EXPECT_EQ(flagged.size(), plain.size() + 1);  // Unflagged records keep the old length.
 }
 
 TEST(RecordTest, EveryTruncationIsIncomplete) {

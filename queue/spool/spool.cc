@@ -187,6 +187,7 @@ absl::Status Spool::RecoverSegment(const SegmentKey& key, const std::string& pat
           it->second->next_attempt_us = record.deferral.next_attempt_us;
           it->second->attempts = record.deferral.attempts;
           it->second->last_reply = std::move(record.deferral.last_reply);
+          it->second->delay_reported = record.deferral.delay_reported;
         }
       } else {
         auto it = index_.find(record.outcome.id);
@@ -332,7 +333,7 @@ void Spool::RecordOutcome(const mail::MessageId& id, uint32_t recipient_index,
 }
 
 void Spool::RecordDeferral(const mail::MessageId& id, uint64_t next_attempt_us, uint32_t attempts,
-                           std::string_view last_reply) {
+                           std::string_view last_reply, bool delay_reported) {
   auto it = index_.find(id);
   if (it == index_.end()) {
     return;
@@ -341,7 +342,9 @@ void Spool::RecordDeferral(const mail::MessageId& id, uint64_t next_attempt_us, 
   m.next_attempt_us = next_attempt_us;
   m.attempts = attempts;
   m.last_reply.assign(last_reply.substr(0, 1000));
-  EncodeDeferral(DeferralRecord{id, next_attempt_us, attempts, m.last_reply}, staged_);
+  m.delay_reported = delay_reported;
+  EncodeDeferral(DeferralRecord{id, next_attempt_us, attempts, m.last_reply, delay_reported},
+                 staged_);
 }
 
 void Spool::Flush() {

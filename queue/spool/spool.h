@@ -86,6 +86,7 @@ struct StoredMessage {
   uint64_t next_attempt_us = 0;
   uint32_t attempts = 0;
   std::string last_reply;
+  bool delay_reported = false;
 };
 
 struct RecoveryReport {
@@ -143,7 +144,7 @@ class Spool {
   void RecordOutcome(const mail::MessageId& id, uint32_t recipient_index, RecipientState state);
   // Stages a deferral, so that a restart resumes the retry schedule instead of retrying at once.
   void RecordDeferral(const mail::MessageId& id, uint64_t next_attempt_us, uint32_t attempts,
-                      std::string_view last_reply);
+                      std::string_view last_reply, bool delay_reported = false);
   // Starts a group commit of everything staged, unless one is in flight (then the staged
   // records go as soon as it completes). Call once per loop turn.
   void Flush();
