@@ -5,6 +5,7 @@ import smtplib
 import subprocess
 import time
 import unittest
+import urllib.request
 
 import os
 import socket
@@ -194,6 +195,35 @@ class IngressTest(unittest.TestCase):
             c.sock.close()
             return code == 220
         wait_for(admitted, 10, "a slot to free up")
+
+    def test_connection_flood_past_the_global_cap(self):
+        # 40 connections against a cap of 10, from several loopback addresses so that the
+        # per-client cap is not what stops them: 10 are served, every other one gets 421 and is
+        # closed, and the metrics say why.
+        d = self.start("[limits]\nconnections_max = 10\nconnections_per_ip_max = 100\n")
+        greetings = []
+        for i in range(40):
+            sock = socket.socket()
+            sock.bind((f"127.0.0.{2 + i % 4}", 0))
+            sock.settimeout(10)
+            sock.connect(("127.0.0.1", d.port))
+            d.sockets.append(sock)
+            c = RawClient(sock)
+            code, text = c.reply()
+            greetings.append((code, text, c))
+        served = [g for g in greetings if g[0] == 220]
+        refused = [g for g in greetings if g[0] == 421]
+        self.assertEqual(len(served), 10)
+        self.assertEqual(len(refused), 30)
+        for _, text, c in refused:
+            self.assertIn("4.7.0", text)
+            self.assertTrue(c.closed())
+        # The ones let in still work.
+        served[0][2].send(b"EHLO c\r\n")
+        self.assertEqual(served[0][2].reply()[0], 250)
+        with urllib.request.urlopen(f"http://127.0.0.1:{d.metrics_port}/metrics", timeout=5) as r:
+            metrics = r.read().decode()
+        self.assertIn('relais_connections_refused_total{reason="connections_max"} 30\n', metrics)
 
     def test_idle_session_times_out_with_421(self):
         d = self.start("[timeouts]\ncommand_timeout_ms = 1000\n")
