@@ -65,7 +65,14 @@ void AppendJsonEscaped(std::string& out, std::string_view text) {
 
 std::string Format(uint64_t unix_micros, Level level, int shard, std::string_view event,
                    std::initializer_list<Field> fields) {
-  std::string out = "{\"ts\":\"";
+  std::string out;
+  AppendFormatted(out, unix_micros, level, shard, event, fields);
+  return out;
+}
+
+void AppendFormatted(std::string& out, uint64_t unix_micros, Level level, int shard,
+                     std::string_view event, std::initializer_list<Field> fields) {
+  out.append("{\"ts\":\"");
   AppendTimestamp(out, unix_micros);
   base::StrAppend(&out, "\",\"level\":\"", kLevels[static_cast<int>(level)], "\"");
   if (shard >= 0) {
@@ -91,7 +98,6 @@ std::string Format(uint64_t unix_micros, Level level, int shard, std::string_vie
     }
   }
   out.append("}\n");
-  return out;
 }
 
 std::string JsonString(std::string_view text) {

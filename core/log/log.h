@@ -33,6 +33,9 @@ struct Field {
 // `shard` < 0: not a shard thread (startup, main).
 [[nodiscard]] std::string Format(uint64_t unix_micros, Level level, int shard,
                                  std::string_view event, std::initializer_list<Field> fields);
+// The same line appended to `out`: batched per-message lines need no string of their own.
+void AppendFormatted(std::string& out, uint64_t unix_micros, Level level, int shard,
+                     std::string_view event, std::initializer_list<Field> fields);
 void Emit(Level level, int shard, std::string_view event, std::initializer_list<Field> fields);
 // Appends `text` to `out` as the inside of a JSON string.
 void AppendJsonEscaped(std::string& out, std::string_view text);

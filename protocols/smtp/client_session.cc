@@ -277,8 +277,7 @@ void ClientSession::OnEhloReply(uint16_t code) {
 bool ClientSession::Precheck() {
   const std::string_view content = message_.content;
   std::string refusal;
-  const bool eight_bit =
-      message_.body_type != mail::BodyType::k7Bit || HasEightBit(message_.content);
+  const bool eight_bit = eight_bit_;
   if (extensions_.size && extensions_.size_max != 0 && content.size() > extensions_.size_max) {
     refusal = StrCat("552 5.3.4 message of ", content.size(), " bytes exceeds the limit of ",
                      extensions_.size_max, " bytes at ", options_.peer_name);
@@ -305,6 +304,8 @@ bool ClientSession::Precheck() {
 void ClientSession::Begin(const OutgoingMessage& message) {
   RELAIS_CHECK(ready() && !done_) << "Begin needs an idle session";
   message_ = message;
+  // One scan of the content per message, used by the 8BITMIME check and by MAIL's BODY=.
+  eight_bit_ = message.body_type != mail::BodyType::k7Bit || HasEightBit(message.content);
   results_.assign(message.recipients.size(), RecipientReply{});
   accepted_.clear();
   settled_after_data_ = 0;
@@ -360,8 +361,7 @@ void ClientSession::SendNext() {
         }
         if (message_.body_type == mail::BodyType::kBinaryMime) {
           line.append(" BODY=BINARYMIME");
-        } else if (extensions_.eightbitmime &&
-                   (message_.body_type != mail::BodyType::k7Bit || HasEightBit(message_.content))) {
+        } else if (extensions_.eightbitmime && eight_bit_) {
           line.append(" BODY=8BITMIME");
         }
         if (message_.smtputf8) {

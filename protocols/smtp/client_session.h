@@ -193,6 +193,7 @@ class ClientSession {
   std::vector<uint32_t> accepted_;   // Recipients whose RCPT got 2xx, in order.
   uint32_t settled_after_data_ = 0;  // LMTP: replies seen after the data.
   std::deque<Expect> planned_;       // Commands not yet sent (without PIPELINING).
+  bool eight_bit_ = false;           // The message declares or contains 8-bit bytes.
   bool mail_ok_ = false;
   bool mail_answered_ = false;
   bool need_rset_ = false;

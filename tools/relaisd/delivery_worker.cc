@@ -126,8 +126,8 @@ void DeliveryWorker::Loop() {
         }
         // One line per recipient and attempt, whoever decided it; written with the batch.
         const uint64_t now_us = clock.UnixMicros();
-        log_lines += log::Format(
-            now_us, log::Level::kInfo, static_cast<int>(shard_), "delivery_attempt",
+        log::AppendFormatted(
+            log_lines, now_us, log::Level::kInfo, static_cast<int>(shard_), "delivery_attempt",
             {{"id", (*job)->message_id},
              {"recipient", item.address},
              {"route", item.route},

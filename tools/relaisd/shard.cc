@@ -877,7 +877,6 @@ void Shard::StartDeliveries() {
       item.address = address;
       item.notify = recipient.notify;
       item.orcpt = recipient.orcpt;
-      item.notify_text = mail::NotifyText(recipient.notify);
       std::string_view local, domain;
       router.Split(address, local, domain);
       const config::Route* route = router.Find(domain);
@@ -906,6 +905,7 @@ void Shard::StartDeliveries() {
                  route->type == config::RouteType::kLmtp) {
         item.resolved = false;
         item.destination = static_cast<int32_t>(router.IndexOf(*route));
+        item.notify_text = mail::NotifyText(recipient.notify);  // Passed on to the next hop.
         network = true;
       } else if (!routing::SafeLocalPart(local)) {
         item.result.outcome = scheduler::Outcome::kFailed;

@@ -11,7 +11,7 @@ void ShardLog::Info(std::string_view event, std::initializer_list<log::Field> fi
     ++dropped_;
     return;
   }
-  buffer_ += log::Format(clock_.UnixMicros(), log::Level::kInfo, shard_, event, fields);
+  log::AppendFormatted(buffer_, clock_.UnixMicros(), log::Level::kInfo, shard_, event, fields);
 }
 
 void ShardLog::Flush() {
