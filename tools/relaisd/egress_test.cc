@@ -3,8 +3,10 @@
 #include "tools/relaisd/egress.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -88,7 +90,11 @@ class FakeServer {
     while (true) {
       const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
       if (fd < 0) {
-        return;
+        if (errno == EMFILE || errno == ENFILE || errno == EINTR) {
+          usleep(1000);  // A test that uses up descriptors: wait for them to come back.
+          continue;
+        }
+        return;  // The listener was shut down.
       }
       ++connections_;
       Serve(fd);
@@ -318,6 +324,37 @@ TEST(Egress, SilentServerTimesOut) {
   EXPECT_EQ(h.results_[1][0].status, smtp::RecipientStatus::kDeferred);
   EXPECT_NE(h.results_[1][0].reply.find("no reply within 200 ms"), std::string::npos)
       << h.results_[1][0].reply;
+}
+
+TEST(Egress, NoSocketToBeHadDefersInsteadOfLosing) {
+  FakeServer server({});
+  Destination d{"smarthost", false, {Loopback(server.port())}};
+  Harness h;
+  // Use up every descriptor this process may open: socket() then fails with EMFILE.
+  rlimit old{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &old), 0);
+  rlimit low = old;
+  low.rlim_cur = 256;
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+  std::vector<int> hogs;
+  for (int fd; (fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) {
+    hogs.push_back(fd);
+  }
+  h.Send(d, 1, {"b@y.test"});
+  const bool done = h.RunUntilResults(1);
+  for (int fd : hogs) {
+    ::close(fd);
+  }
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &old), 0);
+  ASSERT_TRUE(done);
+  EXPECT_EQ(h.results_[1][0].status, smtp::RecipientStatus::kDeferred);
+  EXPECT_NE(h.results_[1][0].reply.find("Too many open files"), std::string::npos)
+      << h.results_[1][0].reply;
+  ASSERT_TRUE(h.RunUntil([&] { return h.egress().idle(); }));
+  // With descriptors back, the same destination works.
+  h.Send(d, 2, {"b@y.test"});
+  ASSERT_TRUE(h.RunUntilResults(2));
+  EXPECT_EQ(h.results_[2][0].status, smtp::RecipientStatus::kDelivered);
 }
 
 TEST(Egress, StopDefersWhatIsQueued) {
