@@ -311,17 +311,18 @@ void ClientSession::Begin(const OutgoingMessage& message) {
   settled_after_data_ = 0;
   mail_ok_ = false;
   mail_answered_ = false;
+  data_end_queued_ = false;
   ++transactions_;
   // Only a reused connection can be stale; a fresh one that fails is the next hop's fault,
   // and sending the message again at once would only repeat that.
-  untouched_ = transactions_ > 1;
+  untouched_ = transactions_ > 1 && options_.reset_before_reuse;
   if (!Precheck()) {
     untouched_ = false;
     done_ = true;  // Nothing sent; the connection stays ready.
     return;
   }
   phase_ = Phase::kTransaction;
-  if (transactions_ > 1 || need_rset_) {
+  if ((transactions_ > 1 && options_.reset_before_reuse) || need_rset_) {
     planned_.push_back({Step::kRset, 0});  // Also proves a cached connection still works.
     need_rset_ = false;
   }
@@ -395,6 +396,7 @@ void ClientSession::SendNext() {
         Append(StrCat("BDAT ", message_.content.size(), " LAST\r\n"));
         AppendBorrowed(message_.content);
         expected_.push_back({Step::kBdat, 0});
+        data_end_queued_ = true;
         break;
       default:
         RELAIS_CHECK(false) << "not a planned step";
@@ -418,6 +420,7 @@ void ClientSession::SendBody() {
   AppendBorrowed(content.substr(start));
   Append(".\r\n");
   expected_.push_back({Step::kEndOfData, 0});
+  data_end_queued_ = true;
 }
 
 void ClientSession::SettleAccepted(uint16_t code, const std::string& reply) {

@@ -39,6 +39,10 @@ struct ClientOptions {
   bool lmtp = false;                    // LHLO and one reply per recipient after the data.
   bool use_pipelining = true;           // When offered.
   bool use_chunking = true;             // BDAT when offered.
+  // RSET before each message on a reused connection, which shows a stale cached connection
+  // before a message is risked on it. A load generator, which wants the bare transaction,
+  // turns it off (a failed transaction is still followed by RSET).
+  bool reset_before_reuse = true;
   // RFC 5321 4.5.3.2 minimums: greeting, EHLO, MAIL, RCPT, RSET (5 min); DATA initiation
   // (2 min); DATA termination (10 min). Sending a block of data is the owner's (3 min).
   uint32_t reply_timeout_ms = 300'000;
@@ -114,6 +118,10 @@ class ClientSession {
   // Starts sending `message`. Requires ready().
   void Begin(const OutgoingMessage& message);
   [[nodiscard]] bool transaction_done() const { return done_; }
+  // True once the end of the message (".", or BDAT ... LAST with its data) is in the output
+  // and its reply is awaited: from the moment that output is sent, the wait is the server's
+  // end-of-data latency.
+  [[nodiscard]] bool data_end_queued() const { return data_end_queued_ && !done_; }
   // True when the transaction on a reused connection failed before the server answered
   // anything but RSET: the message may be sent again on a fresh connection at no risk (the
   // cached one had gone stale).
@@ -198,6 +206,7 @@ class ClientSession {
   bool mail_answered_ = false;
   bool need_rset_ = false;
   bool done_ = false;
+  bool data_end_queued_ = false;
   bool untouched_ = false;
   uint32_t transactions_ = 0;
 };

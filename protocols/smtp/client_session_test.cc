@@ -445,6 +445,48 @@ TEST(ClientSession, DisconnectAtEveryStepNeverCountsASend) {
   }
 }
 
+TEST(ClientSession, WithoutResetBeforeReuseTheNextMailGoesStraightOut) {
+  ClientOptions o = Options();
+  o.reset_before_reuse = false;
+  ClientSession s(o);
+  Open(s, "250-sink\r\n250-PIPELINING\r\n250 CHUNKING\r\n");
+  Message m{{"b@y.example"}};
+  const OutgoingMessage out = m.Out();
+  for (int i = 0; i < 2; ++i) {
+    s.Begin(out);
+    EXPECT_TRUE(s.data_end_queued());
+    EXPECT_TRUE(Drain(s).starts_with("MAIL FROM:<a@x.example>\r\n")) << i;
+    s.Feed("250 2.1.0 ok\r\n250 2.1.5 ok\r\n250 2.0.0 queued\r\n");
+    ASSERT_TRUE(s.transaction_done());
+    EXPECT_FALSE(s.data_end_queued());
+    EXPECT_FALSE(s.transaction_untouched());
+    EXPECT_EQ(s.TakeResults()[0].status, RecipientStatus::kDelivered);
+  }
+  // A refused transaction is still cleared with RSET before the next one.
+  s.Begin(out);
+  Drain(s);
+  s.Feed("451 4.3.0 try later\r\n554 5.5.1 no valid recipients\r\n554 5.5.1 no\r\n");
+  ASSERT_TRUE(s.transaction_done());
+  (void)s.TakeResults();
+  s.Begin(out);
+  EXPECT_TRUE(Drain(s).starts_with("RSET\r\nMAIL FROM:"));
+}
+
+TEST(ClientSession, DataEndIsQueuedOnlyAfterThe354) {
+  ClientSession s(Options());
+  Open(s, "250-sink\r\n250 PIPELINING\r\n");
+  Message m{{"b@y.example"}};
+  const OutgoingMessage out = m.Out();
+  s.Begin(out);
+  Drain(s);
+  EXPECT_FALSE(s.data_end_queued());
+  s.Feed("250 ok\r\n250 ok\r\n354 go\r\n");
+  EXPECT_TRUE(s.data_end_queued());
+  EXPECT_TRUE(Drain(s).ends_with("\r\n.\r\n"));
+  s.Feed("250 queued\r\n");
+  EXPECT_FALSE(s.data_end_queued());
+}
+
 TEST(ClientSession, QuitAfterReady) {
   ClientSession s(Options());
   Open(s, "250 sink\r\n");
