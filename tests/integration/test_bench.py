@@ -1,0 +1,234 @@
+"""relais-bench end to end on loopback: send against its own sink and through relaisd, loss and
+drop accounting, LMTP and BDAT, runs that cannot succeed, and the report.
+
+Every count asserted here comes from two independent sides: what `send` saw acknowledged and
+what the sink counted by tracking header (XSTAT), compared message by message."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import unittest
+import urllib.request
+
+from harness import Daemon, wait_for
+
+BENCH = os.environ.get("RELAIS_BENCH", "relais-bench")
+
+
+class BenchSink:
+    """`relais-bench sink` on a free loopback port, stopped by PID."""
+
+    def __init__(self, *args):
+        self.dir = tempfile.mkdtemp(prefix="relais-bench-sink-")
+        self.json_path = os.path.join(self.dir, "sink.json")
+        self.out_path = os.path.join(self.dir, "sink.out")
+        self.out = open(self.out_path, "wb")
+        self.proc = subprocess.Popen(
+            [BENCH, "sink", "--listen", "127.0.0.1:0", "--json", self.json_path, *args],
+            stdout=self.out, stderr=subprocess.STDOUT)
+        self.address = wait_for(self._address, 10, "the sink to listen")
+
+    def _address(self):
+        if self.proc.poll() is not None:
+            raise AssertionError(f"sink exited with {self.proc.returncode}: {self.text()}")
+        m = re.search(r"listening on (127\.0\.0\.1:\d+)", self.text())
+        return m.group(1) if m else None
+
+    def text(self):
+        with open(self.out_path, "rb") as f:
+            return f.read().decode()
+
+    def stop(self):
+        """Stops the sink and returns its summary."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=10)
+        self.out.close()
+        with open(self.json_path) as f:
+            return json.load(f)
+
+    def cleanup(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if not self.out.closed:
+            self.out.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class BenchTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="relais-bench-test-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+
+    def sink(self, *args):
+        s = BenchSink(*args)
+        self.addCleanup(s.cleanup)
+        return s
+
+    def send(self, target, *args, expect_status=0, timeout=120):
+        path = os.path.join(self.tmp, f"send-{len(os.listdir(self.tmp))}.json")
+        r = subprocess.run([BENCH, "send", "--target", target, "--json", path, "--quiet", *args],
+                           capture_output=True, text=True, timeout=timeout)
+        self.assertEqual(r.returncode, expect_status, r.stdout + r.stderr)
+        if not os.path.exists(path):
+            return None, r
+        with open(path) as f:
+            return json.load(f), r
+
+    def assert_complete_accounting(self, report, messages):
+        s, c = report["summary"], report["check"]
+        self.assertEqual(s["attempted"], messages)
+        self.assertEqual(s["accepted"] + s["partial"] + s["refused"] + s["connection_lost"],
+                         messages)
+        self.assertEqual(c["lost"], 0, c.get("lost_seqs"))
+        self.assertEqual(c["duplicates"], 0)
+        self.assertEqual(c["delivered"], c["acknowledged"])
+
+    def test_send_to_sink_loses_nothing(self):
+        sink = self.sink()
+        report, _ = self.send(sink.address, "--connections", "20", "--messages", "3000",
+                              "--sink", sink.address)
+        self.assert_complete_accounting(report, 3000)
+        s = report["summary"]
+        self.assertEqual(s["accepted"], 3000)
+        self.assertEqual(s["replies"], {"250": 3000})
+        self.assertEqual(report["check"]["acknowledged"], 3000)
+        for phase in ("connect", "ehlo", "data_end"):
+            lat = s["latency_us"][phase]
+            self.assertGreater(lat["count"], 0, phase)
+            self.assertTrue(lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p999"] <= lat["max"])
+        self.assertEqual(s["latency_us"]["data_end"]["count"], 3000)
+        self.assertGreater(s["messages_per_second"], 0)
+        self.assertTrue(report["series"])
+        self.assertEqual(sum(p["accepted"] for p in report["series"]), 3000)
+        summary = sink.stop()
+        self.assertEqual(summary["messages"], 3000)
+        self.assertEqual(summary["runs"][report["run_id"]]["messages"], 3000)
+
+    def test_drops_mid_data_are_reported_exactly(self):
+        sink = self.sink("--reply", "BODY:drop:0.05", "--seed", "7")
+        report, _ = self.send(sink.address, "--connections", "10", "--messages", "2000",
+                              "--sink", sink.address)
+        self.assert_complete_accounting(report, 2000)
+        c, s = report["check"], report["summary"]
+        self.assertGreater(c["dropped_by_sink"], 20)  # About 100 expected at 5%.
+        self.assertEqual(c["dropped_by_sink"], s["connection_lost"])
+        self.assertTrue(c["drops_match"])
+        self.assertEqual(c["dropped_seqs"], c["connection_lost_seqs"])
+        self.assertEqual(s["accepted"], 2000 - s["connection_lost"])
+
+    def test_lmtp_partial_and_bdat(self):
+        sink = self.sink("--lmtp", "--reply", "EOD:452:0.1", "--seed", "3")
+        report, _ = self.send(sink.address, "--lmtp", "--rcpts", "3", "--messages", "500",
+                              "--connections", "5", "--sink", sink.address)
+        self.assert_complete_accounting(report, 500)
+        s = report["summary"]
+        self.assertGreater(s["partial"], 0)
+        self.assertEqual(s["replies"]["250"] + s["replies"]["452"], 1500)
+        # Each acknowledged recipient arrived: the sink saw exactly the 250s.
+        self.assertEqual(sink.stop()["runs"][report["run_id"]]["deliveries"], s["replies"]["250"])
+
+        smtp_sink = self.sink()
+        report, _ = self.send(smtp_sink.address, "--bdat", "--pipelining", "off", "--messages",
+                              "300", "--size", "1k:1,64k:1", "--sink", smtp_sink.address)
+        self.assert_complete_accounting(report, 300)
+        self.assertEqual(report["summary"]["accepted"], 300)
+
+    def test_open_loop_rate_is_kept(self):
+        sink = self.sink()
+        report, _ = self.send(sink.address, "--rate", "400", "--messages", "400",
+                              "--connections", "4", "--sink", sink.address)
+        self.assert_complete_accounting(report, 400)
+        # 400 messages at 400/s take about a second, not the fraction closed loop would take.
+        self.assertGreater(report["summary"]["seconds"], 0.9)
+        self.assertEqual(report["summary"]["latency_us"]["start_lag"]["count"], 400)
+
+    def test_through_relaisd_loses_nothing_and_metrics_count_it(self):
+        sink = self.sink()
+        d = Daemon(f'[[routes]]\ndomain = "*"\ntype = "smarthost"\nhosts = ["{sink.address}"]\n')
+        self.addCleanup(d.cleanup)
+        d.start()
+        report, _ = self.send(f"127.0.0.1:{d.port}", "--connections", "20", "--messages", "2000",
+                              "--sink", sink.address, "--verify-timeout", "60s")
+        self.assert_complete_accounting(report, 2000)
+        self.assertEqual(report["check"]["acknowledged"], 2000)
+        with urllib.request.urlopen(f"http://127.0.0.1:{d.metrics_port}/metrics",
+                                    timeout=10) as r:
+            text = r.read().decode()
+        accepted = sum(float(line.split()[-1]) for line in text.splitlines()
+                       if line.startswith("relais_messages_accepted_total"))
+        self.assertEqual(accepted, 2000)
+
+    def test_runs_that_cannot_succeed_end_with_a_reason(self):
+        with socket_closed_port() as port:
+            report, r = self.send(f"127.0.0.1:{port}", "--messages", "10", expect_status=1,
+                                  timeout=60)
+        self.assertIn("cannot connect", r.stderr)
+        sink = self.sink("--reply", "CONNECT:421:1")
+        _, r = self.send(sink.address, "--messages", "10", expect_status=1, timeout=60)
+        self.assertIn("every session failed", r.stderr)
+        self.assertIn("421", r.stderr)
+
+    def test_bad_usage_names_the_problem(self):
+        for args, needle in [(["send"], "--target is required"),
+                             (["send", "--target", "127.0.0.1:1", "--size", "2x"], "bad size"),
+                             (["send", "--target", "127.0.0.1:1", "--pipelining", "maybe"],
+                              "--pipelining"),
+                             (["sink", "--reply", "BODY:451:1"], "BODY only takes 'drop'"),
+                             (["sink", "--reply", "RCPT:451:0.7", "--reply", "RCPT:550:0.7"],
+                              "more than 1"),
+                             (["sink", "--delay", "EOD:9-1"], "--delay"),
+                             (["frobnicate"], "unknown command")]:
+            r = subprocess.run([BENCH, *args], capture_output=True, text=True, timeout=10)
+            self.assertEqual(r.returncode, 2, args)
+            self.assertIn(needle, r.stderr, args)
+
+    def test_report_makes_a_table_and_a_plot(self):
+        sink = self.sink()
+        a, _ = self.send(sink.address, "--messages", "500", "--connections", "5")
+        b, _ = self.send(sink.address, "--messages", "500", "--connections", "10", "--bdat")
+        files = sorted(os.path.join(self.tmp, f) for f in os.listdir(self.tmp))
+        png = os.path.join(self.tmp, "runs.png")
+        md = os.path.join(self.tmp, "runs.md")
+        r = subprocess.run([BENCH, "report", "--png", png, "--markdown", md, *files],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        with open(png, "rb") as f:
+            self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+        rows = [line for line in r.stdout.splitlines() if line.startswith("| send-")]
+        self.assertEqual(len(rows), 2)
+        for row, report in zip(rows, (a, b)):
+            cells = [c.strip() for c in row.strip("|").split("|")]
+            self.assertEqual(int(cells[4]), report["summary"]["accepted"])
+            self.assertAlmostEqual(float(cells[5]), report["summary"]["messages_per_second"],
+                                   delta=0.1)
+        with open(md) as f:
+            self.assertEqual(f.read(), r.stdout)
+        bad = os.path.join(self.tmp, "bad.json")
+        with open(bad, "w") as f:
+            f.write('{"tool": "something else"}')
+        r = subprocess.run([BENCH, "report", bad], capture_output=True, text=True, timeout=10)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("not the --json output of relais-bench send", r.stderr)
+
+
+class socket_closed_port:
+    """A loopback port that refuses connections while the context lasts (bound, not listening)."""
+
+    def __enter__(self):
+        import socket
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        return self.sock.getsockname()[1]
+
+    def __exit__(self, *exc):
+        self.sock.close()
+
+
+if __name__ == "__main__":
+    unittest.main()
