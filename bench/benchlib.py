@@ -101,17 +101,17 @@ def process_tree_cpu_seconds(root_pid):
 
 
 @contextlib.contextmanager
-def relaisd(path, threads, next_hop):
-    """A relaisd of its own (spool, admin socket, no metrics port) that routes every domain to
-    the smarthost `next_hop` ("host:port"). Yields (process, SMTP port, work directory); kills
-    it and removes the directory afterwards if the caller did not stop it."""
+def relaisd(path, threads, next_hop, metrics_port=None):
+    """A relaisd of its own (spool, admin socket, metrics on `metrics_port` or none) that routes
+    every domain to the smarthost `next_hop` ("host:port"). Yields (process, SMTP port, work
+    directory); kills it and removes the directory afterwards if the caller did not stop it."""
     work = tempfile.mkdtemp(prefix="relais-bench-")
     port = free_port()
     config = os.path.join(work, "relais.toml")
     with open(config, "w") as f:
         f.write(f'[server]\nlisten = ["127.0.0.1:{port}"]\nadmin_socket = "{work}/relaisd.sock"\n'
                 f'[spool]\npath = "{work}/spool"\n'
-                '[metrics]\nlisten = ""\n'
+                f'[metrics]\nlisten = "{f"127.0.0.1:{metrics_port}" if metrics_port else ""}"\n'
                 '[limits]\nconnections_per_ip_max = 100000\n'
                 f'[[routes]]\ndomain = "*"\ntype = "smarthost"\nhosts = ["{next_hop}"]\n')
     cmd = [path, "--config", config]

@@ -16,7 +16,9 @@ process tree from /proc, children it reaped included) and the whole machine's (s
 sink together).
 
 Usage: bench/relay_vs_postfix.py [--runs 3] [--messages 20000] [--sessions 50] [--size 2048]
-       [--reuse] [--relaisd PATH] [--threads N]
+       [--reuse] [--relaisd PATH] [--threads N] [--client smtp-source|relais-bench [--bench PATH]]
+--client relais-bench drives the relays with relais-bench send instead of smtp-source (--bind
+none: every connection from 127.0.0.1, as smtp-source's are).
 Needs root for Postfix (it drops to the postfix user). Loopback only.
 """
 
@@ -56,6 +58,17 @@ class Sink:
         self.out.close()
 
 
+def client_command(args, relay_port):
+    if args.client == "smtp-source":
+        return smtp_source_command(args, relay_port, args.reuse)
+    cmd = [args.bench, "send", "--target", f"127.0.0.1:{relay_port}", "--connections",
+           str(args.sessions), "--messages", str(args.messages), "--size", str(args.size),
+           "--bind", "none", "--quiet"]
+    if not args.reuse:
+        cmd += ["--messages-per-connection", "1"]
+    return cmd
+
+
 def measure(args, relay_port, sink, relay_proc):
     """Runs smtp-source against the relay; returns (seconds until the sink has everything, CPU
     seconds of the relay's process tree, CPU seconds of the whole machine), over that time."""
@@ -63,8 +76,8 @@ def measure(args, relay_port, sink, relay_proc):
     cpu0 = machine_cpu_seconds()
     relay_cpu0 = process_tree_cpu_seconds(relay_proc.pid)
     start = time.monotonic()
-    source = subprocess.Popen(smtp_source_command(args, relay_port, args.reuse),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    source = subprocess.Popen(client_command(args, relay_port), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
     deadline = start + 900
     while sink.count() - base < args.messages:
         if time.monotonic() > deadline:
@@ -76,7 +89,7 @@ def measure(args, relay_port, sink, relay_proc):
     machine = machine_cpu_seconds() - cpu0
     relay = process_tree_cpu_seconds(relay_proc.pid) - relay_cpu0
     if source.wait(timeout=60) != 0:
-        raise RuntimeError(f"smtp-source failed: {source.stderr.read().decode().strip()}")
+        raise RuntimeError(f"{args.client} failed: {source.stderr.read().decode().strip()}")
     return elapsed, relay, machine
 
 
@@ -164,6 +177,8 @@ def main():
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--reuse", action="store_true", help="smtp-source -d: reuse sessions")
     p.add_argument("--only", choices=("relaisd", "postfix"))
+    p.add_argument("--client", choices=("smtp-source", "relais-bench"), default="smtp-source")
+    p.add_argument("--bench", default=os.path.join(here, "../build/tools/relais-bench/relais-bench"))
     args = p.parse_args()
     require_postfix_tools()
     if os.geteuid() != 0:
@@ -183,9 +198,9 @@ def main():
         sink.close()
     med = {k: tuple(statistics.median(r[i] for r in v) for i in range(3))
            for k, v in results.items() if v}
-    mode = "one session per message" if not args.reuse else "sessions reused (-d)"
+    mode = "one session per message" if not args.reuse else "sessions reused"
     print(f"\n{args.messages} messages of {args.size} bytes, {args.sessions} sessions, {mode}, "
-          f"median of {args.runs}\n")
+          f"client {args.client}, median of {args.runs}\n")
     print("| relay | relayed msgs/s | relay CPU s | machine CPU s | relay CPU ms/msg |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for name, (rate, cpu, machine) in med.items():
