@@ -8,6 +8,7 @@ synchronise.
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -17,6 +18,7 @@ import time
 
 RELAISD = os.environ.get("RELAISD", "relaisd")
 RELAISCTL = os.environ.get("RELAISCTL", "relaisctl")
+RELAIS_BENCH = os.environ.get("RELAIS_BENCH", "relais-bench")
 
 
 def wait_for(condition, timeout, what):
@@ -46,7 +48,9 @@ class Daemon:
     def spool(self):
         return os.path.join(self.workdir, "spool")
 
-    def start(self):
+    def start(self, wait=True):
+        """Starts relaisd; with wait=False returns at once (the crash loop kills it while it
+        recovers)."""
         config_path = os.path.join(self.workdir, "relais.toml")
         text = self.config_text
         # Every daemon spools inside its own work directory.
@@ -67,7 +71,8 @@ class Daemon:
         self.proc = subprocess.Popen(
             [RELAISD, "--config", config_path, "--threads", str(self.threads)],
             stdout=self.log, stderr=self.log, cwd=self.workdir)
-        self.port = wait_for(self._listening_port, 20, "relaisd to listen")
+        if wait:
+            self.port = wait_for(self._listening_port, 20, "relaisd to listen")
         return self
 
     @property
@@ -279,4 +284,46 @@ class Sink:
 
     def cleanup(self):
         self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class BenchSink:
+    """`relais-bench sink` on a free loopback port, stopped by PID. `args` are extra sink flags
+    (--reply, --delay, --lmtp...)."""
+
+    def __init__(self, *args):
+        self.dir = tempfile.mkdtemp(prefix="relais-bench-sink-")
+        self.json_path = os.path.join(self.dir, "sink.json")
+        self.out_path = os.path.join(self.dir, "sink.out")
+        self.out = open(self.out_path, "wb")
+        self.proc = subprocess.Popen(
+            [RELAIS_BENCH, "sink", "--listen", "127.0.0.1:0", "--json", self.json_path, *args],
+            stdout=self.out, stderr=subprocess.STDOUT)
+        self.address = wait_for(self._address, 10, "the sink to listen")
+
+    def _address(self):
+        if self.proc.poll() is not None:
+            raise AssertionError(f"sink exited with {self.proc.returncode}: {self.text()}")
+        m = re.search(r"listening on (127\.0\.0\.1:\d+)", self.text())
+        return m.group(1) if m else None
+
+    def text(self):
+        with open(self.out_path, "rb") as f:
+            return f.read().decode()
+
+    def stop(self):
+        """Stops the sink and returns its summary."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=10)
+        self.out.close()
+        with open(self.json_path) as f:
+            return json.load(f)
+
+    def cleanup(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if not self.out.closed:
+            self.out.close()
         shutil.rmtree(self.dir, ignore_errors=True)

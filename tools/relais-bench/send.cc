@@ -55,7 +55,8 @@ constexpr const char* kSendUsage =
     "           [--rate R] [--pipelining on|off] [--bdat] [--bind CIDR|none]\n"
     "           [--messages-per-connection K] [--from ADDR] [--to-domain D] [--helo NAME]\n"
     "           [--timeout T] [--run-id ID] [--sink HOST:PORT] [--verify-timeout T]\n"
-    "           [--json FILE] [--seed N] [--progress] [--quiet]\n"
+    "           [--json FILE] [--seed N] [--progress] [--quiet] [--hold T]\n"
+    "  --hold T opens the connections, says EHLO and keeps them idle for T (no messages).\n"
     "  Defaults: 10 connections, 1000 messages (or until --duration), 2k, 1 recipient, closed\n"
     "  loop, pipelining on, DATA (not BDAT), sources spread over 127.0.0.0/8 for a loopback\n"
     "  target. Exit status: 0 done, 1 the run failed, 2 bad usage, 3 messages were lost.\n";
@@ -70,6 +71,7 @@ struct SendOptions {
   uint32_t connections = 10;
   uint64_t messages = 0;     // 0: until the duration ends.
   uint64_t duration_ms = 0;  // 0: until the messages are sent.
+  uint64_t hold_ms = 0;      // Idle mode: connect, EHLO, hold this long, QUIT; no messages.
   std::string size_text = "2k";
   std::vector<std::pair<uint64_t, uint32_t>> sizes = {{2048, 1}};  // (bytes, weight)
   uint32_t rcpts = 1;
@@ -183,6 +185,7 @@ class Sender {
     engine_ = std::move(*engine);
     acked_.reserve(options_.messages == 0 ? 1024 : options_.messages);
     start_us_ = clock_.MonotonicMicros();
+    last_ready_ms_ = clock_.MonotonicMs();
     next_second_us_ = start_us_ + 1'000'000;
     for (uint32_t i = 0; i < options_.connections; ++i) {
       links_.push_back(std::make_unique<Link>(this, i));
@@ -223,6 +226,11 @@ class Sender {
       Tick(false);
       if (connections_ok_ == 0 && connect_failures_ >= 3ull * links_.size() && !stop_) {
         fatal_ = StrCat("cannot connect to ", options_.target, ": ", last_connect_error_);
+        stop_ = true;
+      } else if (clock_.MonotonicMs() - last_ready_ms_ > options_.timeout_ms && !stop_ &&
+                 (options_.hold_ms == 0 || sessions_ready_ == 0)) {
+        fatal_ = StrCat("no session became ready for ", options_.timeout_ms, " ms; last: ",
+                        last_unready_error_.empty() ? last_connect_error_ : last_unready_error_);
         stop_ = true;
       }
     }
@@ -477,6 +485,7 @@ class Sender {
     const std::vector<smtp::RecipientReply> results = l.session->TakeResults();
     const uint64_t now_us = clock_.MonotonicMicros();
     --in_flight_;
+    last_ready_ms_ = now_us / 1000;  // Progress: the server is answering.
     l.in_message = false;
     ++l.messages_on_connection;
     ++completed_;
@@ -533,7 +542,8 @@ class Sender {
     }
     if (s.ready() && !l.was_ready) {
       l.was_ready = true;
-      unready_closes_ = 0;
+      ++sessions_ready_;
+      last_ready_ms_ = clock_.MonotonicMs();
       if (l.ehlo_sent_us != 0) {
         lat_.ehlo.Record(clock_.MonotonicMicros() - l.ehlo_sent_us);
       }
@@ -542,18 +552,19 @@ class Sender {
       if (!l.was_ready) {
         ++errors_[l.lost_reason.empty() ? StrCat("refused: ", s.error())
                                         : StrCat("connection lost before ready: ", l.lost_reason)];
-        // A server that refuses every session would keep the run going for ever.
-        if (++unready_closes_ >= 3ull * links_.size() + 10 && !stop_) {
-          fatal_ = StrCat("every session failed before it was ready; last: ",
-                          l.lost_reason.empty() ? s.error() : l.lost_reason);
-          stop_ = true;
-        }
+        last_unready_error_ = l.lost_reason.empty() ? s.error() : l.lost_reason;
       }
       l.closing = true;
       BeginClose(l);
       return;
     }
-    if (s.ready() && !l.in_message && !l.waiting) {
+    if (s.ready() && !l.in_message && !l.waiting && options_.hold_ms != 0) {
+      if (!HasWork()) {
+        s.Quit();  // The hold is over.
+        l.retired = true;
+        ++retired_;
+      }
+    } else if (s.ready() && !l.in_message && !l.waiting) {
       const bool capped = options_.messages_per_connection != 0 &&
                           l.messages_on_connection >= options_.messages_per_connection;
       if (capped || !NextMessage(l)) {
@@ -680,7 +691,12 @@ class Sender {
   uint64_t bytes_accepted_ = 0;
   uint64_t connections_ok_ = 0;
   uint64_t connect_failures_ = 0;
-  uint64_t unready_closes_ = 0;  // Sessions closed before ready since one last was ready.
+  uint64_t sessions_ready_ = 0;
+  // When a session last became ready or a transaction ended: a server that refuses or fails
+  // every session for --timeout ends the run (it would otherwise go on for ever), while one
+  // that restarts (the crash loop) is waited for.
+  uint64_t last_ready_ms_ = 0;
+  std::string last_unready_error_;
   std::string last_connect_error_;
   std::map<std::string, uint64_t> replies_;
   std::map<std::string, uint64_t> errors_;
@@ -834,6 +850,7 @@ json Sender::Report(const std::optional<RunAccount>& account, const absl::Status
       {"messages_per_second", seconds > 0 ? static_cast<double>(accepted_) / seconds : 0.0},
       {"bytes_per_second", seconds > 0 ? static_cast<double>(bytes_accepted_) / seconds : 0.0},
       {"connections_opened", connections_ok_},
+      {"sessions_ready", sessions_ready_},
       {"replies", replies},
       {"errors", errors},
       {"latency_us", latency}};
@@ -1022,19 +1039,25 @@ absl::Status ParseSendOptions(const Flags& f, SendOptions& o) {
     return absl::OkStatus();
   };
   uint64_t connections = o.connections, rcpts = o.rcpts;
-  for (absl::Status s :
-       {count("connections", connections, 1, 1'000'000), count("messages", o.messages, 1, kSeqMax),
-        count("rcpts", rcpts, 1, 1000),
-        count("messages-per-connection", o.messages_per_connection, 0, UINT64_MAX),
-        count("seed", o.seed, 0, UINT64_MAX), duration("duration", o.duration_ms),
-        duration("timeout", o.timeout_ms), duration("verify-timeout", o.verify_timeout_ms)}) {
+  for (absl::Status s : {count("connections", connections, 1, 1'000'000),
+                         count("messages", o.messages, 1, kSeqMax), count("rcpts", rcpts, 1, 1000),
+                         count("messages-per-connection", o.messages_per_connection, 0, UINT64_MAX),
+                         count("seed", o.seed, 0, UINT64_MAX), duration("duration", o.duration_ms),
+                         duration("hold", o.hold_ms), duration("timeout", o.timeout_ms),
+                         duration("verify-timeout", o.verify_timeout_ms)}) {
     if (!s.ok()) {
       return s;
     }
   }
   o.connections = static_cast<uint32_t>(connections);
   o.rcpts = static_cast<uint32_t>(rcpts);
-  if (o.messages == 0 && o.duration_ms == 0) {
+  if (o.hold_ms != 0) {
+    if (f.Has("messages") || f.Has("duration") || f.Has("rate")) {
+      return absl::InvalidArgumentError(
+          "--hold sends no message: drop --messages, --duration and --rate");
+    }
+    o.duration_ms = o.hold_ms;
+  } else if (o.messages == 0 && o.duration_ms == 0) {
     o.messages = 1000;
   }
   if (o.timeout_ms == 0) {
@@ -1133,9 +1156,10 @@ absl::Status ParseSendOptions(const Flags& f, SendOptions& o) {
 int RunSend(const std::vector<std::string>& args) {
   absl::StatusOr<Flags> flags =
       Flags::Parse(args, {"lmtp", "bdat", "progress", "quiet", "help"},
-                   {"target", "connections", "messages", "duration", "size", "rcpts", "rate",
-                    "pipelining", "bind", "messages-per-connection", "from", "to-domain", "helo",
-                    "timeout", "run-id", "sink", "verify-timeout", "json", "seed"});
+                   {"target", "connections",    "messages",   "duration", "size",
+                    "rcpts",  "rate",           "pipelining", "bind",     "messages-per-connection",
+                    "from",   "to-domain",      "helo",       "timeout",  "run-id",
+                    "sink",   "verify-timeout", "json",       "seed",     "hold"});
   if (!flags.ok()) {
     return Usage(flags.status());
   }
@@ -1149,8 +1173,15 @@ int RunSend(const std::vector<std::string>& args) {
   }
   // Every connection is a file descriptor: take what the hard limit allows.
   rlimit limit{};
-  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
-    limit.rlim_cur = limit.rlim_max;
+  const rlim_t wanted = static_cast<rlim_t>(options.connections) + 1024;
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < wanted) {
+    if (limit.rlim_max < wanted) {
+      rlimit raised{wanted, wanted};  // Allowed with CAP_SYS_RESOURCE, up to fs.nr_open.
+      if (setrlimit(RLIMIT_NOFILE, &raised) == 0) {
+        limit = raised;
+      }
+    }
+    limit.rlim_cur = std::min(wanted, limit.rlim_max);
     setrlimit(RLIMIT_NOFILE, &limit);
   }
   InstallStopHandlers();

@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""Crash loop: relais-bench send -> relaisd -> relais-bench sink while relaisd is killed with
+SIGKILL at random moments and restarted, KILLS times.
+
+The moments are drawn from a seeded generator: mostly while mail flows (during DATA, group
+commit and delivery, which all run at once under load), and one kill in four within 50 ms of a
+restart, while the daemon recovers its spool. send runs open-loop at a rate that spreads its
+messages over the whole loop, so every kill lands on traffic. After the last restart the daemon
+keeps running; send then asks the sink (XSTAT) until every message it saw acknowledged with 250
+has arrived, or --verify-timeout passes. Lost (acknowledged, never delivered) must be 0;
+duplicates (a kill between a delivery and its record) are expected and reported.
+
+Usage (long mode, see docs/reliability.md):
+    RELAISD=build/tools/relaisd/relaisd RELAIS_BENCH=build/tools/relais-bench/relais-bench \\
+        python3 tests/integration/crash_loop.py --kills 200 --messages 40000 --seed 1
+Exit status 0 when nothing was lost. Loopback only; processes are stopped by PID.
+"""
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import RELAIS_BENCH, BenchSink, Daemon, free_port  # noqa: E402
+
+FAST_RETRY = "[queue]\nretry_first_ms = 200\nretry_max_ms = 1000\n"
+
+
+def crash_loop(kills, messages, connections=20, seed=1, log=print):
+    rng = random.Random(seed)
+    sink = BenchSink()
+    port = free_port()
+    config = (FAST_RETRY + f'[server]\nlisten = ["127.0.0.1:{port}"]\nhostname = "relais.test"\n'
+              f'[[routes]]\ndomain = "*"\ntype = "smarthost"\nhosts = ["{sink.address}"]\n')
+    daemon = Daemon(config, threads=2)
+    work = tempfile.mkdtemp(prefix="relais-crash-loop-")
+    report_path = os.path.join(work, "send.json")
+    sender = None
+    try:
+        daemon.start()
+        # Spread the messages over the loop: about 0.45 s of traffic per kill.
+        rate = max(50.0, messages / (kills * 0.45))
+        sender = subprocess.Popen(
+            [RELAIS_BENCH, "send", "--target", f"127.0.0.1:{port}", "--connections",
+             str(connections), "--messages", str(messages), "--rate", f"{rate:.1f}",
+             "--sink", sink.address, "--verify-timeout", "300s", "--timeout", "60s",
+             "--json", report_path, "--quiet", "--seed", str(seed)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        during_recovery = 0
+        for k in range(kills):
+            if rng.random() < 0.25:
+                time.sleep(rng.uniform(0, 0.05))  # Still recovering (or just listening).
+                during_recovery += 1
+            else:
+                time.sleep(rng.uniform(0.1, 0.8))
+            daemon.kill9()
+            daemon.start(wait=rng.random() >= 0.25)
+        if daemon.proc.poll() is not None or daemon.port is None:
+            daemon.start()
+        daemon.port = port
+        _, err = sender.communicate(timeout=900)
+        if sender.returncode not in (0, 3):
+            raise RuntimeError(f"relais-bench send failed ({sender.returncode}): {err.decode()}")
+        with open(report_path) as f:
+            report = json.load(f)
+        check = report["check"]
+        result = {"kills": kills, "kills_during_recovery": during_recovery,
+                  "attempted": report["summary"]["attempted"],
+                  "acknowledged": check["acknowledged"], "delivered": check["delivered"],
+                  "lost": check["lost"], "lost_seqs": check["lost_seqs"],
+                  "duplicated": check["duplicates"],
+                  "received_unacknowledged": check["received_unacknowledged"]}
+        log(f"crash loop: {kills} kills ({during_recovery} during recovery), "
+            f"{result['attempted']} messages tried, {result['acknowledged']} acknowledged, "
+            f"{result['delivered']} delivered, {result['lost']} lost, "
+            f"{result['duplicated']} duplicated, {result['received_unacknowledged']} "
+            f"delivered without acknowledgement")
+        return result
+    finally:
+        if sender is not None and sender.poll() is None:
+            sender.kill()
+            sender.wait()
+        daemon.cleanup()
+        sink.cleanup()
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--kills", type=int, default=200)
+    p.add_argument("--messages", type=int, default=40000)
+    p.add_argument("--connections", type=int, default=20)
+    p.add_argument("--seed", type=int, default=1)
+    args = p.parse_args()
+    result = crash_loop(args.kills, args.messages, args.connections, args.seed)
+    print(json.dumps(result))
+    sys.exit(0 if result["lost"] == 0 else 1)
+
+
+if __name__ == "__main__":
+    main()
