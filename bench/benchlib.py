@@ -126,3 +126,12 @@ def relaisd(path, threads, next_hop, metrics_port=None):
             proc.kill()
             proc.wait()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def rss_kib(pid):
+    """Resident set size of `pid` in KiB (VmRSS)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")

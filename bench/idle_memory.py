@@ -24,15 +24,7 @@ import tempfile
 import time
 import urllib.request
 
-from benchlib import free_port, wait_listening
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
+from benchlib import free_port, rss_kib, wait_listening
 
 
 def active_sessions(metrics_port):
