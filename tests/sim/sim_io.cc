@@ -234,7 +234,7 @@ void SimIo::Fdatasync(io::FileHandle file, io::IoOp& op) {
     // The unsynced writes stay in limbo: a power cut may keep or drop each of them.
     ++sync_errors_;
     inode->poisoned = true;
-    Complete(op, -EIO);
+    Complete(op, Chance(0.5) ? -EIO : -ENOSPC);
     return;
   }
   inode->durable = inode->visible;

@@ -11,8 +11,8 @@
 // Then the program starts over on what is left.
 //
 // Faults (seeded): a Write may fail with EIO or ENOSPC (nothing of it applied) or be short;
-// an Fdatasync may fail with EIO, after which the file's unsynced writes are in limbo (they
-// may or may not survive a power cut, as dirty pages after a failed writeback on Linux) and
+// an Fdatasync may fail with EIO or ENOSPC, after which the file's unsynced writes are in limbo
+// (they may or may not survive a power cut, as dirty pages after a failed writeback on Linux) and
 // the file is poisoned: any later write to it is recorded as a violation, because the program
 // must not trust that file again (no retry-fsync-and-hope).
 //
@@ -35,7 +35,7 @@ namespace relais::sim {
 struct SimFaults {
   double write_error = 0;  // Probability that a Write fails (EIO or ENOSPC, half each).
   double short_write = 0;  // Probability that a Write transfers only part of its bytes.
-  double sync_error = 0;   // Probability that an Fdatasync fails with EIO.
+  double sync_error = 0;   // Probability that an Fdatasync fails (EIO or ENOSPC, half each).
 };
 
 class SimIo final : public io::Io {

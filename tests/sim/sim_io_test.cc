@@ -63,7 +63,7 @@ TEST(SimIo, FailedSyncPoisonsTheFile) {
   io.Write(*a, 0, "x", w);
   io.Fdatasync(*a, s);
   io.RunCompletions();
-  EXPECT_EQ(s.result, -EIO);
+  EXPECT_TRUE(s.result == -EIO || s.result == -ENOSPC) << s.result;
   EXPECT_TRUE(io.violations().empty());
   io.Write(*a, 1, "y", w2);
   EXPECT_EQ(io.violations().size(), 1u);
