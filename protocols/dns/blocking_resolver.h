@@ -1,0 +1,47 @@
+// protocols/dns/blocking_resolver.h — c-ares, one question at a time, waiting for the answer.
+//
+// For command-line tools (relais-auth), which answer one question and exit; the daemon's
+// shards need a resolver on their own io_uring instead (not built yet). Answers keep NXDOMAIN,
+// no data and temporary failure apart (answer.h). Servers: "host:port" / "[v6]:port" entries, or
+// the system's /etc/resolv.conf when none are given. Not thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "protocols/dns/answer.h"
+
+namespace relais::dns {
+
+struct BlockingResolverOptions {
+  std::vector<std::string> servers;  // Empty: /etc/resolv.conf.
+  uint32_t timeout_ms = 3000;        // Per try.
+  uint32_t tries = 2;
+};
+
+class BlockingResolver {
+ public:
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<BlockingResolver>> Create(
+      const BlockingResolverOptions& options);
+  ~BlockingResolver();
+  BlockingResolver(const BlockingResolver&) = delete;
+  BlockingResolver& operator=(const BlockingResolver&) = delete;
+
+  [[nodiscard]] Answer Resolve(const Question& question);
+  // Questions sent so far.
+  [[nodiscard]] uint32_t queries() const { return queries_; }
+
+ private:
+  BlockingResolver() = default;
+  void* channel_ = nullptr;  // ares_channel
+  uint32_t queries_ = 0;
+};
+
+// Fills `answer` from a DNS reply buffer of type `type` (c-ares status ARES_SUCCESS). Exposed
+// for tests.
+[[nodiscard]] Answer ParseReply(RecordType type, const unsigned char* reply, int length);
+
+}  // namespace relais::dns
