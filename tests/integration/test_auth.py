@@ -26,10 +26,14 @@ RECORDS = [
     "--txt-record=two.test,v=spf1 -all",
     "--txt-record=two.test,v=spf1 +all",
     "--txt-record=voids.test,v=spf1 a:n1.test a:n2.test a:n3.test +all",
+    "--txt-record=_dmarc.example.test,v=DMARC1; p=reject; sp=none; pct=50; rua=mailto:a@example.test",
+    "--txt-record=_dmarc.strict.test,v=DMARC1; p=quarantine; aspf=s",
 ]
 
 
-class AuthSpfTest(unittest.TestCase):
+class ZoneTest(unittest.TestCase):
+    """Starts dnsmasq with RECORDS for the class's tests and stops it after them."""
+
     @classmethod
     def setUpClass(cls):
         cls.port = free_port()
@@ -59,6 +63,8 @@ class AuthSpfTest(unittest.TestCase):
         assert r.returncode == status, (r.returncode, r.stdout, r.stderr)
         return r.stdout.splitlines() or [""]
 
+
+class AuthSpfTest(ZoneTest):
     def test_results(self):
         self.assertEqual(self.spf("192.0.2.77", "pass.test")[0], "pass pass.test")
         self.assertEqual(self.spf("198.51.100.1", "pass.test")[0], "fail pass.test")
@@ -103,10 +109,51 @@ class AuthSpfTest(unittest.TestCase):
                               "not an IP address"),
                              (["spf", "--ip", "192.0.2.1", "--helo", "h", "--sender", "a@b",
                                "--dns", "nonsense"], "DNS servers"),
-                             (["dkim", "verify"], "not built yet")]:
+                             (["dkim", "verify"], "not built yet"),
+                             (["dmarc", "--from-domain", "x.test", "--spf", "maybe:x.test"],
+                              "expected RESULT:DOMAIN"),
+                             (["dmarc", "--spf", "pass:x.test"], "--from-domain is required")]:
             r = subprocess.run([RELAIS_AUTH, *args], capture_output=True, text=True, timeout=10)
             self.assertEqual(r.returncode, 2, args)
             self.assertIn(needle, r.stderr, args)
+
+
+class AuthDmarcTest(ZoneTest):
+    """relais-auth dmarc against the same zone."""
+
+    @classmethod
+    def dmarc(cls, domain, *extra):
+        r = subprocess.run([RELAIS_AUTH, "dmarc", "--from-domain", domain,
+                            "--dns", f"127.0.0.1:{cls.port}", "--timeout", "1000", *extra],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        return r.stdout.splitlines()[0]
+
+    def test_results_policies_and_dispositions(self):
+        self.assertEqual(self.dmarc("example.test", "--spf", "pass:bounce.example.test"),
+                         "pass policy=reject disposition=none")
+        self.assertEqual(self.dmarc("example.test", "--spf", "pass:other.test", "--dkim",
+                                    "fail:example.test", "--dkim", "pass:mail.example.test"),
+                         "pass policy=reject disposition=none")
+        # pct=50: a draw under 50 gets the policy, the others the next weaker one.
+        self.assertEqual(self.dmarc("example.test", "--spf", "fail:example.test", "--sample",
+                                    "10"), "fail policy=reject disposition=reject")
+        self.assertEqual(self.dmarc("example.test", "--spf", "fail:example.test", "--sample",
+                                    "70"), "fail policy=reject disposition=quarantine")
+        # A subdomain without its own record: the organizational record's sp=.
+        self.assertEqual(self.dmarc("news.example.test", "--sample", "0"),
+                         "fail policy=none disposition=none")
+        self.assertEqual(self.dmarc("strict.test", "--spf", "pass:mail.strict.test"),
+                         "fail policy=quarantine disposition=quarantine")
+        self.assertEqual(self.dmarc("nodmarc.test"), "none disposition=none")
+
+    def test_json(self):
+        out = json.loads(self.dmarc("example.test", "--dkim", "pass:example.test", "--json"))
+        self.assertEqual(out["result"], "pass")
+        self.assertEqual(out["policy"], "reject")
+        self.assertEqual(out["record_domain"], "example.test")
+        self.assertTrue(out["dkim_aligned"])
+        self.assertEqual(out["pct"], 50)
 
 
 if __name__ == "__main__":

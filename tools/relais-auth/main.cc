@@ -2,30 +2,39 @@
 // the same code as the daemon (protocols/spf, protocols/dns).
 //
 //   relais-auth spf --ip IP --helo NAME --sender ADDR [--dns HOST:PORT] [--timeout T] [--json]
+//   relais-auth dmarc --from-domain D [--spf RESULT:DOMAIN] [--dkim RESULT:DOMAIN]...
 //
 // Prints the result on stdout (the first word of the first line is the result), diagnostics
 // on stderr; exits 0 whenever it produced a result, 2 on bad usage.
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 #include <ctime>
 #include <map>
+#include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
 #include "core/base/strings.h"
 #include "core/log/log.h"
+#include "protocols/dmarc/dmarc.h"
 #include "protocols/dns/blocking_resolver.h"
 #include "protocols/spf/spf.h"
 
 namespace relais {
 namespace {
 
+using base::StrAppend;
 using base::StrCat;
 
 constexpr const char* kUsage =
-    "usage: relais-auth spf --ip IP --helo NAME --sender ADDR [--dns HOST:PORT] [--timeout MS]\n"
-    "                       [--helo-identity] [--json]\n"
-    "  --sender '' is the null sender (postmaster@NAME is checked); --dns uses only that server\n"
+    "usage: relais-auth spf --ip IP --helo NAME --sender ADDR [--helo-identity]\n"
+    "       relais-auth dmarc --from-domain D [--spf RESULT:DOMAIN] [--dkim RESULT:DOMAIN]...\n"
+    "                         [--sample 0..99]\n"
+    "  common: [--dns HOST:PORT] [--timeout MS] [--json]\n"
+    "  spf: --sender '' is the null sender (postmaster@NAME is checked). dmarc: --dkim once per\n"
+    "  signature; --sample fixes the pct= draw (default: random). --dns uses only that server\n"
     "  (default: /etc/resolv.conf). Exit status 0 when a result was produced, 2 on bad usage.\n";
 
 int Usage(const std::string& problem) {
@@ -33,12 +42,17 @@ int Usage(const std::string& problem) {
   return 2;
 }
 
-// --name value pairs; switches have no value.
+// --name value pairs; switches have no value; `repeated` may be given more than once (their
+// values are joined by newlines).
 bool ParseFlags(int argc, char** argv, int first, std::map<std::string, std::string>& out,
                 std::string& problem) {
   static const std::vector<std::string> kSwitches = {"json", "helo-identity"};
-  static const std::vector<std::string> kValues = {"ip",  "helo",    "sender",
-                                                   "dns", "timeout", "receiver"};
+  static const std::vector<std::string> kValues = {
+      "ip", "helo", "sender", "dns", "timeout", "receiver", "from-domain", "spf", "sample"};
+  static const std::vector<std::string> kRepeated = {"dkim"};
+  auto known = [](const std::vector<std::string>& names, const std::string& name) {
+    return std::find(names.begin(), names.end(), name) != names.end();
+  };
   for (int i = first; i < argc; ++i) {
     std::string arg = argv[i];
     if (!arg.starts_with("--")) {
@@ -52,11 +66,11 @@ bool ParseFlags(int argc, char** argv, int first, std::map<std::string, std::str
       value = name.substr(eq + 1);
       name = name.substr(0, eq);
     }
-    if (std::find(kSwitches.begin(), kSwitches.end(), name) != kSwitches.end()) {
+    if (known(kSwitches, name)) {
       out[name] = "1";
       continue;
     }
-    if (std::find(kValues.begin(), kValues.end(), name) == kValues.end()) {
+    if (!known(kValues, name) && !known(kRepeated, name)) {
       problem = StrCat("unknown flag --", name);
       return false;
     }
@@ -67,9 +81,42 @@ bool ParseFlags(int argc, char** argv, int first, std::map<std::string, std::str
       }
       value = argv[++i];
     }
-    out[name] = value;
+    if (known(kRepeated, name) && out.contains(name)) {
+      out[name] += "\n" + value;
+    } else if (out.contains(name)) {
+      problem = StrCat("--", name, " given twice");
+      return false;
+    } else {
+      out[name] = value;
+    }
   }
   return true;
+}
+
+// The resolver the flags ask for (--dns, --timeout); nullptr after printing the usage error.
+std::unique_ptr<dns::BlockingResolver> MakeResolver(std::map<std::string, std::string>& flags,
+                                                    int& status) {
+  dns::BlockingResolverOptions options;
+  if (flags.contains("dns")) {
+    options.servers = {flags["dns"]};
+  }
+  if (flags.contains("timeout")) {
+    const std::string& t = flags["timeout"];
+    uint32_t ms = 0;
+    const auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), ms);
+    if (ec != std::errc() || end != t.data() + t.size() || ms == 0) {
+      status = Usage(StrCat("--timeout '", t, "': expected milliseconds"));
+      return nullptr;
+    }
+    options.timeout_ms = ms;
+  }
+  absl::StatusOr<std::unique_ptr<dns::BlockingResolver>> resolver =
+      dns::BlockingResolver::Create(options);
+  if (!resolver.ok()) {
+    status = Usage(std::string(resolver.status().message()));
+    return nullptr;
+  }
+  return std::move(*resolver);
 }
 
 int Spf(int argc, char** argv) {
@@ -97,28 +144,15 @@ int Spf(int argc, char** argv) {
   if (request.helo.empty() && (request.sender.empty() || request.helo_identity)) {
     return Usage("--helo is empty, and the check needs it (null sender or HELO identity)");
   }
-  dns::BlockingResolverOptions options;
-  if (flags.contains("dns")) {
-    options.servers = {flags["dns"]};
-  }
-  if (flags.contains("timeout")) {
-    const std::string& t = flags["timeout"];
-    uint32_t ms = 0;
-    const auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), ms);
-    if (ec != std::errc() || end != t.data() + t.size() || ms == 0) {
-      return Usage(StrCat("--timeout '", t, "': expected milliseconds"));
-    }
-    options.timeout_ms = ms;
-  }
-  absl::StatusOr<std::unique_ptr<dns::BlockingResolver>> resolver =
-      dns::BlockingResolver::Create(options);
-  if (!resolver.ok()) {
-    return Usage(std::string(resolver.status().message()));
+  int status = 0;
+  std::unique_ptr<dns::BlockingResolver> resolver = MakeResolver(flags, status);
+  if (resolver == nullptr) {
+    return status;
   }
   spf::Evaluation evaluation(request);
   while (!evaluation.Run()) {
     const dns::Question& q = evaluation.needed();
-    evaluation.Provide(q, (*resolver)->Resolve(q));
+    evaluation.Provide(q, resolver->Resolve(q));
   }
   const spf::Outcome& o = evaluation.outcome();
   if (flags.contains("json")) {
@@ -127,7 +161,7 @@ int Spf(int argc, char** argv) {
         "\"dns_terms\":%u,\"void_lookups\":%u,\"dns_queries\":%u}\n",
         log::JsonString(spf::ResultName(o.result)).c_str(), log::JsonString(o.domain).c_str(),
         log::JsonString(o.mechanism).c_str(), log::JsonString(o.explanation).c_str(),
-        log::JsonString(o.problem).c_str(), o.dns_terms, o.void_lookups, (*resolver)->queries());
+        log::JsonString(o.problem).c_str(), o.dns_terms, o.void_lookups, resolver->queries());
     return 0;
   }
   std::printf("%s %s\n", std::string(spf::ResultName(o.result)).c_str(), o.domain.c_str());
@@ -141,7 +175,112 @@ int Spf(int argc, char** argv) {
     std::printf("problem: %s\n", o.problem.c_str());
   }
   std::printf("dns: %u of 10 lookup terms, %u of 2 void lookups, %u queries\n", o.dns_terms,
-              o.void_lookups, (*resolver)->queries());
+              o.void_lookups, resolver->queries());
+  return 0;
+}
+
+// "pass:example.com" -> an identifier; false when malformed.
+bool ParseIdentifier(const std::string& text, dmarc::Identifier& out) {
+  const size_t colon = text.find(':');
+  if (colon == std::string::npos || colon + 1 >= text.size()) {
+    return false;
+  }
+  const std::string result = base::AsciiStrToLower(text.substr(0, colon));
+  static const std::vector<std::string> kWords = {"pass", "fail",      "softfail",  "neutral",
+                                                  "none", "temperror", "permerror", "policy"};
+  if (std::find(kWords.begin(), kWords.end(), result) == kWords.end()) {
+    return false;
+  }
+  out.pass = result == "pass";
+  out.domain = text.substr(colon + 1);
+  return true;
+}
+
+int Dmarc(int argc, char** argv) {
+  std::map<std::string, std::string> flags;
+  std::string problem;
+  if (!ParseFlags(argc, argv, 2, flags, problem)) {
+    return Usage(problem);
+  }
+  if (!flags.contains("from-domain") || flags["from-domain"].empty()) {
+    return Usage("--from-domain is required");
+  }
+  dmarc::Request request;
+  request.from_domain = flags["from-domain"];
+  if (flags.contains("spf")) {
+    dmarc::Identifier spf;
+    if (!ParseIdentifier(flags["spf"], spf)) {
+      return Usage(
+          StrCat("--spf '", flags["spf"], "': expected RESULT:DOMAIN, e.g. pass:example.com"));
+    }
+    request.spf = spf;
+  }
+  if (flags.contains("dkim")) {
+    std::string_view rest = flags["dkim"];
+    while (!rest.empty()) {
+      const size_t nl = rest.find('\n');
+      const std::string item(rest.substr(0, nl));
+      rest = nl == std::string_view::npos ? "" : rest.substr(nl + 1);
+      dmarc::Identifier d;
+      if (!ParseIdentifier(item, d)) {
+        return Usage(StrCat("--dkim '", item, "': expected RESULT:DOMAIN, e.g. pass:example.com"));
+      }
+      request.dkim.push_back(d);
+    }
+  }
+  if (flags.contains("sample")) {
+    const std::string& t = flags["sample"];
+    uint32_t n = 0;
+    const auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), n);
+    if (ec != std::errc() || end != t.data() + t.size() || n > 99) {
+      return Usage(StrCat("--sample '", t, "': expected 0..99"));
+    }
+    request.sample = static_cast<uint8_t>(n);
+  } else {
+    std::random_device random;
+    request.sample = static_cast<uint8_t>(random() % 100);
+  }
+  int status = 0;
+  std::unique_ptr<dns::BlockingResolver> resolver = MakeResolver(flags, status);
+  if (resolver == nullptr) {
+    return status;
+  }
+  dmarc::Evaluation evaluation(request);
+  while (!evaluation.Run()) {
+    const dns::Question& q = evaluation.needed();
+    evaluation.Provide(q, resolver->Resolve(q));
+  }
+  const dmarc::Outcome& o = evaluation.outcome();
+  const std::string result(dmarc::ResultName(o.result));
+  const std::string disposition(dmarc::PolicyName(o.disposition));
+  if (flags.contains("json")) {
+    std::printf(
+        "{\"result\":%s,\"policy\":%s,\"disposition\":%s,\"record_domain\":%s,"
+        "\"spf_aligned\":%s,\"dkim_aligned\":%s,\"pct\":%u,\"sample\":%u,"
+        "\"problem\":%s}\n",
+        log::JsonString(result).c_str(),
+        o.policy ? log::JsonString(dmarc::PolicyName(*o.policy)).c_str() : "null",
+        log::JsonString(disposition).c_str(), log::JsonString(o.record_domain).c_str(),
+        o.spf_aligned ? "true" : "false", o.dkim_aligned ? "true" : "false",
+        o.record ? o.record->pct : 100u, request.sample, log::JsonString(o.problem).c_str());
+    return 0;
+  }
+  std::string line = result;
+  if (o.policy) {
+    StrAppend(&line, " policy=", dmarc::PolicyName(*o.policy));
+  }
+  StrAppend(&line, " disposition=", disposition);
+  std::printf("%s\n", line.c_str());
+  if (o.record) {
+    std::printf("record: _dmarc.%s (pct=%u, adkim=%s, aspf=%s)\n", o.record_domain.c_str(),
+                o.record->pct, o.record->adkim == dmarc::Alignment::kStrict ? "s" : "r",
+                o.record->aspf == dmarc::Alignment::kStrict ? "s" : "r");
+    std::printf("aligned: spf %s, dkim %s\n", o.spf_aligned ? "yes" : "no",
+                o.dkim_aligned ? "yes" : "no");
+  }
+  if (!o.problem.empty()) {
+    std::fprintf(stderr, "relais-auth: %s\n", o.problem.c_str());
+  }
   return 0;
 }
 
@@ -157,11 +296,14 @@ int main(int argc, char** argv) {
   if (command == "spf") {
     return relais::Spf(argc, argv);
   }
+  if (command == "dmarc") {
+    return relais::Dmarc(argc, argv);
+  }
   if (command == "--help" || command == "help") {
     std::fputs(relais::kUsage, stdout);
     return 0;
   }
-  std::fprintf(stderr, "relais-auth: unknown command '%s' (dkim and dmarc are not built yet)\n%s",
+  std::fprintf(stderr, "relais-auth: unknown command '%s' (dkim is not built yet)\n%s",
                command.c_str(), relais::kUsage);
   return 2;
 }
