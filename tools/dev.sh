@@ -16,7 +16,8 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 BUILD_PACKAGES=(build-essential cmake ninja-build pkg-config liburing-dev android-libboringssl-dev
   libmimalloc-dev libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev libc-ares-dev
   libtomlplusplus-dev libpsl-dev publicsuffix nlohmann-json3-dev)
-TEST_PACKAGES=(python3 swaks clang libclang-rt-14-dev gnuplot-nox dnsmasq-base)
+TEST_PACKAGES=(python3 swaks clang libclang-rt-14-dev gnuplot-nox dnsmasq-base python3-dkim
+  python3-nacl)
 
 deps() {
   local missing=()

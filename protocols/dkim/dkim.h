@@ -1,0 +1,119 @@
+// protocols/dkim/dkim.h — DKIM signatures (RFC 6376) with rsa-sha256 and ed25519-sha256
+// (RFC 8463), under RFC 8301's rules (rsa-sha1 and RSA keys under 1024 bits fail).
+//
+// Verification is sans-I/O like spf::Evaluation: Run() verifies every DKIM-Signature field of
+// the message (topmost first) as far as the key records it has allow, and names the next
+// TXT question (SELECTOR._domainkey.DOMAIN) until every signature has a result. The body hash
+// is BodyHasher, which takes the body in pieces as it arrives (no second pass). Messages are
+// CRLF text; Normalize() turns a file with bare LF line ends into that.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "protocols/dns/answer.h"
+#include "protocols/tls/crypto.h"
+
+namespace relais::dkim {
+
+enum class Canonicalization : uint8_t { kSimple, kRelaxed };
+enum class Algorithm : uint8_t { kRsaSha256, kEd25519Sha256, kRsaSha1 };
+
+// RFC 8601 result words.
+enum class Result : uint8_t { kPass, kFail, kNeutral, kPolicy, kTempError, kPermError };
+[[nodiscard]] std::string_view ResultName(Result result);
+
+// Bare LF (and a lone CR) line ends become CRLF; CRLF stays.
+[[nodiscard]] std::string Normalize(std::string_view message);
+
+struct HeaderField {
+  std::string_view name;  // As written.
+  std::string_view raw;   // The whole field: name, colon, value with its folds, final CRLF.
+};
+
+// Splits a CRLF message into its header fields and the offset where the body starts (after
+// the empty line; the message's end when there is none).
+[[nodiscard]] std::vector<HeaderField> SplitHeader(std::string_view message, size_t& body_offset);
+
+// 3.4.1 / 3.4.2: one header field, canonicalized, with its CRLF.
+[[nodiscard]] std::string CanonicalHeader(std::string_view raw, Canonicalization c);
+
+// 3.4.3 / 3.4.4 and 3.7: the body hash, fed in pieces of any size. `limit` is l=.
+class BodyHasher {
+ public:
+  explicit BodyHasher(Canonicalization c, std::optional<uint64_t> limit = std::nullopt);
+  void Update(std::string_view bytes);
+  [[nodiscard]] tls::Sha256Digest Finish();
+  // Canonical body bytes seen (before l= cuts them).
+  [[nodiscard]] uint64_t canonical_bytes() const { return canonical_bytes_; }
+
+ private:
+  void Line(std::string_view line);  // One complete line, without its CRLF.
+  void Emit(std::string_view bytes);
+
+  const Canonicalization canonicalization_;
+  const std::optional<uint64_t> limit_;
+  tls::Sha256Stream sha_;
+  std::string line_;          // The current, unfinished line.
+  bool cr_ = false;           // line_ ends in a CR that may start a CRLF.
+  uint64_t blank_lines_ = 0;  // Empty lines held back: only trailing ones are dropped.
+  bool any_ = false;          // Something was emitted.
+  uint64_t canonical_bytes_ = 0;
+  uint64_t hashed_ = 0;
+};
+
+struct SignatureResult {
+  Result result = Result::kNeutral;
+  std::string domain;    // d=
+  std::string selector;  // s=
+  std::string reason;    // Why, for everything but pass ("body hash mismatch").
+  bool testing = false;  // The key says t=y.
+};
+
+class Verification {
+ public:
+  // `message` is CRLF text and must outlive the verification. `now_unix_seconds` checks x=.
+  Verification(std::string_view message, uint64_t now_unix_seconds);
+  [[nodiscard]] bool Run();
+  [[nodiscard]] const dns::Question& needed() const { return needed_; }
+  void Provide(const dns::Question& question, dns::Answer answer);
+  // One per DKIM-Signature field, topmost first; empty when the message has none.
+  [[nodiscard]] const std::vector<SignatureResult>& results() const { return results_; }
+
+ private:
+  SignatureResult VerifyOne(const HeaderField& signature, bool& need);
+
+  std::string_view message_;
+  uint64_t now_;
+  std::vector<HeaderField> header_;
+  size_t body_offset_ = 0;
+  std::map<std::string, dns::Answer> answers_;
+  dns::Question needed_;
+  std::vector<SignatureResult> results_;
+};
+
+struct SignOptions {
+  std::string domain;
+  std::string selector;
+  Canonicalization header_canonicalization = Canonicalization::kRelaxed;
+  Canonicalization body_canonicalization = Canonicalization::kRelaxed;
+  // Header fields to sign, lower or mixed case; From is always signed, and signed once more
+  // than it appears (oversigning: a From added later breaks the signature).
+  std::vector<std::string> headers = {
+      "from",        "to",        "cc",           "subject",      "date",
+      "message-id",  "reply-to",  "mime-version", "content-type", "content-transfer-encoding",
+      "in-reply-to", "references"};
+  uint64_t timestamp = 0;  // t=; 0: not given.
+};
+
+// The DKIM-Signature field (folded, ending in CRLF) to put on top of `message` (CRLF text).
+// Errors: no From field, or a key that cannot sign.
+[[nodiscard]] absl::StatusOr<std::string> Sign(std::string_view message, const SignOptions& options,
+                                               const tls::PrivateKey& key);
+
+}  // namespace relais::dkim

@@ -1,0 +1,264 @@
+// protocols/dkim/dkim_test.cc — canonicalization, signing and verifying, and the failures.
+#include "protocols/dkim/dkim.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <string>
+
+#include "core/base/strings.h"
+
+namespace relais::dkim {
+namespace {
+
+// Test keys, made with `openssl genpkey` for these tests only.
+constexpr std::string_view kRsa1024Pem =
+    "-----BEGIN PRIVATE KEY-----\n"
+    "MIICdQIBADANBgkqhkiG9w0BAQEFAASCAl8wggJbAgEAAoGBAJVrk1FtyLrO0cyB\n"
+    "np93xEub5q+xk+ZU/nkwy5p9mCm1Hz3c2Jd7uKGvAhjw22xtD+2RpauHekKxFA6B\n"
+    "G1ygwwdNaB4n54Whc2A6VMMytw98IdLlPLhP7Lg/DF/oZAwL1f+Lo+mHJfaJht4f\n"
+    "w/hq5wxnCtY3L99HS49gVCB0HUB1AgMBAAECgYBw8PRUq3f7hBLe0ucUQJIWWIwh\n"
+    "J0fU5U/ISRLM/rwCYo5v0zvAHNttEvyx33Tr2vAcMWgZZHkMag7v+7Sz6iwfdDz+\n"
+    "tPOXZs2zbBt0NFnXAkggW7WsjNEePXRYwYTUAxBtapZ1jPbbrCgYCLBG12u4Aizj\n"
+    "86wR1neKZnetA5rHgQJBAMUEGxoDkgrqlWF120pJymrOau+xE0jSUZm9qviZV29X\n"
+    "Cmm6py8zYhBxL6V5sbvDo9hybHIJ50lpImeoc9CZJGECQQDCJ5WhYSQWF4r34jeF\n"
+    "DHv/BUPLnQSC+8VSsj5lquUGOltiMIiSjyxJ+conFgllGxyfAPqXVc4OlxbhSnRG\n"
+    "05SVAkA+v30GPwbflTE4ljneojvm4pFqf+JdeiblKWRvwx725ij53anrvZjJFdOQ\n"
+    "B39VBw2DHYZul7rjRangi+U/FddhAkAc1AnYq3bTPO2qftFllQP4SszVN9xKop2a\n"
+    "+NJhAC3/bbzR6Iju0gludoN4qEH+3Da0uU18GQZ+jhqcmxSGy7W9AkBUbmTkduMw\n"
+    "XsXsvHMlDCeyWg9m1+eUpqyDOcLLS21Rztm14iX4azxLd01FG7SQ9OWLgtoeaFZ3\n"
+    "MRinKzT70TeE\n"
+    "-----END PRIVATE KEY-----\n";
+
+constexpr std::string_view kRsa512Pem =
+    "-----BEGIN PRIVATE KEY-----\n"
+    "MIIBVQIBADANBgkqhkiG9w0BAQEFAASCAT8wggE7AgEAAkEAzxVTG4ITR8afP87j\n"
+    "ns4hTzYWJOET8v/IUVsyJ46MslyGTzl7qzU1jI1Q3+2Wddcyi8mirFQbOlzGsA4n\n"
+    "zpM+twIDAQABAkAo2lsf5SRql4uZKfaLwLyfhNsPgXvPB5j8O9KELUIieXVB7leo\n"
+    "Md5W7nvBQa/9T5gL7b56rJk9AXrLj9nMigTZAiEA+PekdzJW33x7gc/kBCfv96Rb\n"
+    "e/BFCxhPQSkHgm0kNVMCIQDU7s5ZEZ5ZsLG+RupccnaO92TCAF5syYLDlMtWJrqg\n"
+    "jQIhAK19vJEHdjw0fch++xDeV72FPe8HBsXtgcURd1cvAQ1bAiEAwFjMe/cHZRvR\n"
+    "JAIpeMNJR9JA6WKt6XWKsyQ5HiS0F40CIELH8Vn2Ktgk14BVj7uhoyJGuSsvd0oZ\n"
+    "il3gk9VRpdX1\n"
+    "-----END PRIVATE KEY-----\n";
+
+constexpr std::string_view kEd25519Pem =
+    "-----BEGIN PRIVATE KEY-----\n"
+    "MC4CAQAwBQYDK2VwBCIEIKWxAEbTXJnb0NwXdMuxOs7j1bxeV/a1BTH3fFrHgbM+\n"
+    "-----END PRIVATE KEY-----\n";
+
+constexpr std::string_view kMessage =
+    "Received: from a by b; Thu, 26 Nov 2026 10:00:00 +0000\r\n"
+    "From: Joe SixPack <joe@football.example.com>\r\n"
+    "To: Suzie Q <suzie@shopping.example.net>\r\n"
+    "Subject: Is dinner ready?\r\n"
+    "Date: Fri, 11 Jul 2003 21:00:37 -0700 (PDT)\r\n"
+    "Message-ID: <20030712040037.46341.5F8J@football.example.com>\r\n"
+    "\r\n"
+    "Hi.\r\n"
+    "\r\n"
+    "We lost the game. Are you hungry yet?\r\n"
+    "\r\n"
+    "Joe.\r\n";
+
+std::string Hex(const tls::Sha256Digest& d) {
+  return tls::Base64Encode(std::string_view(reinterpret_cast<const char*>(d.data()), d.size()));
+}
+
+std::string BodyHash(std::string_view body, Canonicalization c, std::optional<uint64_t> l = {}) {
+  BodyHasher h(c, l);
+  h.Update(body);
+  return Hex(h.Finish());
+}
+
+TEST(Dkim, BodyCanonicalizationPerRfcExamples) {
+  // RFC 6376 3.4.5: " C \r\nD \t E\r\n\r\n\r\n" -> relaxed " C\r\nD E\r\n", simple keeps
+  // the lines and drops the trailing empty ones.
+  const std::string body = " C \r\nD \t E\r\n\r\n\r\n";
+  EXPECT_EQ(BodyHash(body, Canonicalization::kRelaxed), Hex(tls::Sha256(" C\r\nD E\r\n")));
+  EXPECT_EQ(BodyHash(body, Canonicalization::kSimple), Hex(tls::Sha256(" C \r\nD \t E\r\n")));
+  // Empty bodies: simple is one CRLF, relaxed is nothing (RFC 6376 errata 1384).
+  EXPECT_EQ(BodyHash("", Canonicalization::kSimple), Hex(tls::Sha256("\r\n")));
+  EXPECT_EQ(BodyHash("\r\n\r\n", Canonicalization::kSimple), Hex(tls::Sha256("\r\n")));
+  EXPECT_EQ(BodyHash("", Canonicalization::kRelaxed), Hex(tls::Sha256("")));
+  EXPECT_EQ(BodyHash(" \r\n\t\r\n", Canonicalization::kRelaxed), Hex(tls::Sha256("")));
+  // No final CRLF: one is added. l= cuts the canonical body.
+  EXPECT_EQ(BodyHash("abc", Canonicalization::kSimple), Hex(tls::Sha256("abc\r\n")));
+  EXPECT_EQ(BodyHash("abc\r\ndef\r\n", Canonicalization::kSimple, 4), Hex(tls::Sha256("abc\r")));
+  // Fed in pieces, split anywhere (here between CR and LF), the hash is the same.
+  const std::string whole = BodyHash(kMessage, Canonicalization::kRelaxed);
+  for (size_t cut = 0; cut <= kMessage.size(); cut += 7) {
+    BodyHasher h(Canonicalization::kRelaxed);
+    h.Update(kMessage.substr(0, cut));
+    h.Update(kMessage.substr(cut));
+    EXPECT_EQ(Hex(h.Finish()), whole) << cut;
+  }
+}
+
+TEST(Dkim, HeaderCanonicalization) {
+  EXPECT_EQ(CanonicalHeader("A: X\r\n", Canonicalization::kRelaxed), "a:X\r\n");
+  EXPECT_EQ(CanonicalHeader("B : Y\t\r\n\tZ  \r\n", Canonicalization::kRelaxed), "b:Y Z\r\n");
+  EXPECT_EQ(CanonicalHeader("B : Y\t\r\n\tZ  \r\n", Canonicalization::kSimple),
+            "B : Y\t\r\n\tZ  \r\n");
+  size_t body = 0;
+  const std::vector<HeaderField> h = SplitHeader("A: 1\r\nB: 2\r\n 3\r\n\r\nbody", body);
+  ASSERT_EQ(h.size(), 2u);
+  EXPECT_EQ(h[1].name, "B");
+  EXPECT_EQ(h[1].raw, "B: 2\r\n 3\r\n");
+  EXPECT_EQ(body, 18u);
+  EXPECT_EQ(Normalize("a\nb\r\nc\rd"), "a\r\nb\r\nc\r\nd");
+}
+
+struct Keyring {
+  std::map<std::string, dns::Answer> zone;
+  void Publish(const std::string& name, const std::string& record) {
+    dns::Answer a{dns::AnswerStatus::kOk};
+    a.texts = {record};
+    zone[name] = a;
+  }
+  std::string Record(const tls::PrivateKey& key, std::string_view extra = "") {
+    return base::StrCat("v=DKIM1; k=", key.type() == tls::KeyType::kRsa ? "rsa" : "ed25519", extra,
+                        "; p=", tls::Base64Encode(key.PublicKeyBytes()));
+  }
+  std::vector<SignatureResult> Verify(std::string_view message, uint64_t now = 1764000000) {
+    Verification v(message, now);
+    int rounds = 0;
+    while (!v.Run() && ++rounds < 20) {
+      const auto it = zone.find(v.needed().name);
+      v.Provide(v.needed(),
+                it != zone.end() ? it->second : dns::Answer{dns::AnswerStatus::kNxDomain});
+    }
+    return v.results();
+  }
+};
+
+tls::PrivateKey Key(std::string_view pem) { return std::move(*tls::PrivateKey::FromPem(pem)); }
+
+std::string Signed(std::string_view message, const tls::PrivateKey& key, SignOptions o = {}) {
+  if (o.domain.empty()) {
+    o.domain = "football.example.com";
+    o.selector = "brisbane";
+  }
+  absl::StatusOr<std::string> field = Sign(message, o, key);
+  EXPECT_TRUE(field.ok()) << field.status();
+  return *field + std::string(message);
+}
+
+TEST(Dkim, SignThenVerifyEveryAlgorithmAndCanonicalization) {
+  for (std::string_view pem : {kRsa1024Pem, kEd25519Pem}) {
+    const tls::PrivateKey key = Key(pem);
+    for (Canonicalization hc : {Canonicalization::kSimple, Canonicalization::kRelaxed}) {
+      for (Canonicalization bc : {Canonicalization::kSimple, Canonicalization::kRelaxed}) {
+        Keyring ring;
+        ring.Publish("brisbane._domainkey.football.example.com", ring.Record(key));
+        SignOptions o;
+        o.domain = "football.example.com";
+        o.selector = "brisbane";
+        o.header_canonicalization = hc;
+        o.body_canonicalization = bc;
+        o.timestamp = 1764000000;
+        const std::string message = Signed(kMessage, key, o);
+        const std::vector<SignatureResult> r = ring.Verify(message);
+        ASSERT_EQ(r.size(), 1u);
+        EXPECT_EQ(r[0].result, Result::kPass) << r[0].reason;
+        EXPECT_EQ(r[0].domain, "football.example.com");
+        EXPECT_EQ(r[0].selector, "brisbane");
+      }
+    }
+  }
+}
+
+TEST(Dkim, TamperingFails) {
+  const tls::PrivateKey key = Key(kEd25519Pem);
+  Keyring ring;
+  ring.Publish("brisbane._domainkey.football.example.com", ring.Record(key));
+  const std::string good = Signed(kMessage, key);
+  std::string body = good;
+  body.replace(body.find("hungry"), 6, "thirst");
+  EXPECT_EQ(ring.Verify(body)[0].reason, "body hash mismatch");
+  std::string subject = good;
+  subject.replace(subject.find("dinner"), 6, "lunch!");
+  EXPECT_EQ(ring.Verify(subject)[0].reason, "signature does not verify");
+  // Oversigned From: a second From added on top breaks it.
+  EXPECT_EQ(ring.Verify("From: evil@example.org\r\n" + good)[0].result, Result::kFail);
+  // Relaxed survives whitespace changes in the header and at line ends of the body.
+  std::string spaced = good;
+  spaced.replace(spaced.find("Subject: Is"), 11, "Subject:   Is");
+  spaced.replace(spaced.find("yet?\r\n"), 6, "yet?  \r\n");
+  EXPECT_EQ(ring.Verify(spaced)[0].result, Result::kPass) << ring.Verify(spaced)[0].reason;
+}
+
+TEST(Dkim, KeyProblemsAndPolicy) {
+  const tls::PrivateKey ed = Key(kEd25519Pem);
+  const tls::PrivateKey rsa = Key(kRsa1024Pem);
+  const std::string signed_ed = Signed(kMessage, ed);
+  Keyring ring;
+  // No key, revoked key, key of the wrong type, temporary failure.
+  EXPECT_EQ(ring.Verify(signed_ed)[0].result, Result::kPermError);
+  ring.Publish("brisbane._domainkey.football.example.com", "v=DKIM1; k=ed25519; p=");
+  EXPECT_EQ(ring.Verify(signed_ed)[0].reason, "key revoked (empty p=)");
+  ring.Publish("brisbane._domainkey.football.example.com", ring.Record(rsa));
+  EXPECT_EQ(ring.Verify(signed_ed)[0].result, Result::kPermError);
+  ring.zone["brisbane._domainkey.football.example.com"] =
+      dns::Answer{dns::AnswerStatus::kTemporary};
+  EXPECT_EQ(ring.Verify(signed_ed)[0].result, Result::kTempError);
+  ring.Publish("brisbane._domainkey.football.example.com", ring.Record(ed, "; s=other"));
+  EXPECT_EQ(ring.Verify(signed_ed)[0].result, Result::kPermError);
+  ring.Publish("brisbane._domainkey.football.example.com", ring.Record(ed, "; t=y"));
+  EXPECT_TRUE(ring.Verify(signed_ed)[0].testing);
+  // RSA keys under 1024 bits cannot sign here, and fail when someone else signed with one.
+  const tls::PrivateKey small = Key(kRsa512Pem);
+  SignOptions o;
+  o.domain = "football.example.com";
+  o.selector = "brisbane";
+  EXPECT_FALSE(Sign(kMessage, o, small).ok());
+  // No From: no signature.
+  EXPECT_FALSE(Sign("Subject: x\r\n\r\nbody\r\n", o, ed).ok());
+}
+
+TEST(Dkim, SignatureTagProblems) {
+  Keyring ring;
+  auto verify_header = [&](const std::string& sig) {
+    return ring.Verify("DKIM-Signature: " + sig + "\r\n" + std::string(kMessage))[0];
+  };
+  EXPECT_EQ(verify_header("v=1; a=rsa-sha1; d=x.example; s=s; h=from; bh=YQ==; b=YQ==").result,
+            Result::kFail);
+  EXPECT_EQ(verify_header("v=1; a=rsa-sha256; d=x.example; s=s; h=to; bh=YQ==; b=YQ==").result,
+            Result::kNeutral);
+  EXPECT_EQ(verify_header("v=2; a=rsa-sha256; d=x.example; s=s; h=from; bh=YQ==; b=YQ==").result,
+            Result::kNeutral);
+  EXPECT_EQ(verify_header("v=1; a=rsa-sha256; d=x.example; h=from; bh=YQ==; b=YQ==").reason,
+            "signature lacks s=");
+  EXPECT_EQ(verify_header("v=1; v=1; a=rsa-sha256").result, Result::kNeutral);
+  EXPECT_EQ(verify_header("v=1; a=rsa-sha256; d=x.example; s=s; h=from; i=@y.example; bh=YQ==; "
+                          "b=YQ==")
+                .reason,
+            "i= is not within d=");
+  EXPECT_EQ(
+      verify_header("v=1; a=rsa-sha256; d=x.example; s=s; h=from; x=100; bh=YQ==; b=YQ==").reason,
+      "signature expired (x=)");
+  // No signature at all: no results.
+  EXPECT_TRUE(ring.Verify(kMessage).empty());
+}
+
+TEST(Dkim, SeveralSignaturesTopmostFirst) {
+  const tls::PrivateKey ed = Key(kEd25519Pem);
+  const tls::PrivateKey rsa = Key(kRsa1024Pem);
+  Keyring ring;
+  ring.Publish("brisbane._domainkey.football.example.com", ring.Record(ed));
+  SignOptions second;
+  second.domain = "example.net";
+  second.selector = "rsa";
+  ring.Publish("rsa._domainkey.example.net", ring.Record(rsa));
+  const std::string once = Signed(kMessage, ed);
+  const std::string twice = Signed(once, rsa, second);
+  const std::vector<SignatureResult> r = ring.Verify(twice);
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(r[0].domain, "example.net");
+  EXPECT_EQ(r[0].result, Result::kPass) << r[0].reason;
+  EXPECT_EQ(r[1].domain, "football.example.com");
+  EXPECT_EQ(r[1].result, Result::kPass) << r[1].reason;
+}
+
+}  // namespace
+}  // namespace relais::dkim
