@@ -134,6 +134,16 @@ std::unique_ptr<dns::BlockingResolver> MakeResolver(std::map<std::string, std::s
   return std::move(*resolver);
 }
 
+// Answers an evaluation's DNS questions (SPF, DKIM, DMARC all ask the same way) until it is
+// done.
+template <typename Evaluation>
+void Resolve(Evaluation& evaluation, dns::BlockingResolver& resolver) {
+  while (!evaluation.Run()) {
+    const dns::Question& q = evaluation.needed();
+    evaluation.Provide(q, resolver.Resolve(q));
+  }
+}
+
 int Spf(int argc, char** argv) {
   std::map<std::string, std::string> flags;
   std::string problem;
@@ -165,10 +175,7 @@ int Spf(int argc, char** argv) {
     return status;
   }
   spf::Evaluation evaluation(request);
-  while (!evaluation.Run()) {
-    const dns::Question& q = evaluation.needed();
-    evaluation.Provide(q, resolver->Resolve(q));
-  }
+  Resolve(evaluation, *resolver);
   const spf::Outcome& o = evaluation.outcome();
   if (flags.contains("json")) {
     std::printf(
@@ -261,10 +268,7 @@ int Dmarc(int argc, char** argv) {
     return status;
   }
   dmarc::Evaluation evaluation(request);
-  while (!evaluation.Run()) {
-    const dns::Question& q = evaluation.needed();
-    evaluation.Provide(q, resolver->Resolve(q));
-  }
+  Resolve(evaluation, *resolver);
   const dmarc::Outcome& o = evaluation.outcome();
   const std::string result(dmarc::ResultName(o.result));
   const std::string disposition(dmarc::PolicyName(o.disposition));
@@ -350,10 +354,7 @@ int DkimVerify(std::map<std::string, std::string>& flags) {
   }
   const std::string message = dkim::Normalize(*raw);
   dkim::Verification verification(message, static_cast<uint64_t>(std::time(nullptr)));
-  while (!verification.Run()) {
-    const dns::Question& q = verification.needed();
-    verification.Provide(q, resolver->Resolve(q));
-  }
+  Resolve(verification, *resolver);
   const std::vector<dkim::SignatureResult>& results = verification.results();
   if (flags.contains("json")) {
     std::string out = "{\"signatures\":[";
