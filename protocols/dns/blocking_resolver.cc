@@ -8,9 +8,11 @@
 #include <sys/select.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "core/base/strings.h"
+#include "protocols/dns/resolver.h"
 
 namespace relais::dns {
 
@@ -24,7 +26,9 @@ struct Pending {
   Answer answer;
 };
 
-AnswerStatus StatusOf(int ares_status) {
+}  // namespace
+
+AnswerStatus StatusOfAresCode(int ares_status) {
   switch (ares_status) {
     case ARES_SUCCESS:
       return AnswerStatus::kOk;
@@ -37,17 +41,109 @@ AnswerStatus StatusOf(int ares_status) {
   }
 }
 
+namespace {
+
 void OnReply(void* arg, int status, int /*timeouts*/, unsigned char* reply, int length) {
   auto* pending = static_cast<Pending*>(arg);
   pending->done = true;
   if (status != ARES_SUCCESS) {
-    pending->answer.status = StatusOf(status);
+    pending->answer.status = StatusOfAresCode(status);
     return;
   }
   pending->answer = ParseReply(pending->type, reply, length);
 }
 
 }  // namespace
+
+namespace {
+
+// Steps over a (possibly compressed) name at `offset`.
+bool SkipName(const unsigned char* p, int length, int& offset) {
+  while (offset < length) {
+    const unsigned char c = p[offset];
+    if (c == 0) {
+      ++offset;
+      return true;
+    }
+    if ((c & 0xC0) == 0xC0) {
+      offset += 2;  // A pointer ends the name.
+      return offset <= length;
+    }
+    if ((c & 0xC0) != 0) {
+      return false;
+    }
+    offset += 1 + c;
+  }
+  return false;
+}
+
+uint16_t U16(const unsigned char* p) { return static_cast<uint16_t>(p[0] << 8 | p[1]); }
+uint32_t U32(const unsigned char* p) {
+  return static_cast<uint32_t>(p[0]) << 24 | static_cast<uint32_t>(p[1]) << 16 |
+         static_cast<uint32_t>(p[2]) << 8 | p[3];
+}
+
+struct ResourceRecord {
+  uint16_t type;
+  uint32_t ttl;
+  int rdata;  // Offset of the data.
+  uint16_t rdlength;
+};
+
+// Calls `fn` for every record of the section after `skip` records (answer: skip 0; authority:
+// skip the answer count). False when the reply cannot be read.
+template <typename Fn>
+bool ForEachRecord(const unsigned char* p, int length, bool authority, Fn fn) {
+  if (p == nullptr || length < 12) {
+    return false;
+  }
+  const int questions = U16(p + 4);
+  const int answers = U16(p + 6);
+  const int authorities = U16(p + 8);
+  int offset = 12;
+  for (int i = 0; i < questions; ++i) {
+    if (!SkipName(p, length, offset) || (offset += 4) > length) {
+      return false;
+    }
+  }
+  const int first = authority ? answers : 0;
+  const int last = authority ? answers + authorities : answers;
+  for (int i = 0; i < last; ++i) {
+    if (!SkipName(p, length, offset) || offset + 10 > length) {
+      return false;
+    }
+    const ResourceRecord rr{U16(p + offset), U32(p + offset + 4), offset + 10, U16(p + offset + 8)};
+    offset += 10 + rr.rdlength;
+    if (offset > length) {
+      return false;
+    }
+    if (i >= first) {
+      fn(rr);
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+std::optional<uint32_t> AnswerTtl(const unsigned char* reply, int length) {
+  std::optional<uint32_t> ttl;
+  const bool ok = ForEachRecord(reply, length, false, [&](const ResourceRecord& rr) {
+    ttl = std::min(ttl.value_or(UINT32_MAX), rr.ttl & 0x7FFFFFFF);
+  });
+  return ok ? ttl : std::nullopt;
+}
+
+std::optional<uint32_t> NegativeTtl(const unsigned char* reply, int length) {
+  std::optional<uint32_t> ttl;
+  ForEachRecord(reply, length, true, [&](const ResourceRecord& rr) {
+    if (rr.type == 6 && rr.rdlength >= 20) {  // SOA: its MINIMUM is the last 4 bytes.
+      const uint32_t minimum = U32(reply + rr.rdata + rr.rdlength - 4);
+      ttl = std::min(rr.ttl & 0x7FFFFFFF, minimum & 0x7FFFFFFF);
+    }
+  });
+  return ttl;
+}
 
 Answer ParseReply(RecordType type, const unsigned char* reply, int length) {
   Answer answer;
@@ -63,7 +159,6 @@ Answer ParseReply(RecordType type, const unsigned char* reply, int length) {
         a.family = AF_INET;
         std::memcpy(a.bytes.data(), &ttls[i].ipaddr, 4);
         answer.addresses.push_back(a);
-        answer.ttl_seconds = static_cast<uint32_t>(ttls[i].ttl);
       }
       break;
     }
@@ -76,7 +171,6 @@ Answer ParseReply(RecordType type, const unsigned char* reply, int length) {
         a.family = AF_INET6;
         std::memcpy(a.bytes.data(), &ttls[i].ip6addr, 16);
         answer.addresses.push_back(a);
-        answer.ttl_seconds = static_cast<uint32_t>(ttls[i].ttl);
       }
       break;
     }
@@ -124,6 +218,7 @@ Answer ParseReply(RecordType type, const unsigned char* reply, int length) {
     case RecordType::kCname:
       break;
   }
+  answer.ttl_seconds = AnswerTtl(reply, length).value_or(0);
   if (rc != ARES_SUCCESS) {
     answer = Answer{};
     answer.status = rc == ARES_ENODATA ? AnswerStatus::kNoData : AnswerStatus::kTemporary;

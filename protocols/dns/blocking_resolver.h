@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -40,8 +41,13 @@ class BlockingResolver {
   uint32_t queries_ = 0;
 };
 
-// Fills `answer` from a DNS reply buffer of type `type` (c-ares status ARES_SUCCESS). Exposed
-// for tests.
+// Shared with resolver.cc. An answer from a DNS reply of type `type` that c-ares accepted
+// (ARES_SUCCESS), with the lowest TTL of its answer records.
 [[nodiscard]] Answer ParseReply(RecordType type, const unsigned char* reply, int length);
+// What a c-ares status means for SPF and DMARC: ENODATA no data, ENOTFOUND no such name, the
+// rest temporary.
+[[nodiscard]] AnswerStatus StatusOfAresCode(int ares_status);
+// The lowest TTL of the answer section's records; nullopt when unreadable or empty.
+[[nodiscard]] std::optional<uint32_t> AnswerTtl(const unsigned char* reply, int length);
 
 }  // namespace relais::dns
