@@ -560,6 +560,11 @@ absl::StatusOr<std::string> Sign(std::string_view message, const SignOptions& op
   if (count("from") == 0) {
     return absl::InvalidArgumentError("the message has no From: field");
   }
+  if (!message.empty() && IsWsp(message.front())) {
+    // Its first line would fold into the field put on top of it (found by the fuzzer).
+    return absl::InvalidArgumentError(
+        "the message starts with a folded line, not with a header field");
+  }
   if (key.type() == tls::KeyType::kRsa && key.bits() < 1024) {
     return absl::InvalidArgumentError(
         StrCat("an RSA key of ", key.bits(), " bits is too small (RFC 8301: at least 1024)"));

@@ -212,8 +212,9 @@ TEST(Dkim, KeyProblemsAndPolicy) {
   o.domain = "football.example.com";
   o.selector = "brisbane";
   EXPECT_FALSE(Sign(kMessage, o, small).ok());
-  // No From: no signature.
+  // No From: no signature. A first line that is a fold would join the new field.
   EXPECT_FALSE(Sign("Subject: x\r\n\r\nbody\r\n", o, ed).ok());
+  EXPECT_FALSE(Sign(" From: a@example\r\nTo: b\r\n", o, ed).ok());
 }
 
 TEST(Dkim, SignatureTagProblems) {
