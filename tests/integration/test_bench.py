@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 import unittest
 import urllib.request
 
@@ -102,6 +103,16 @@ class BenchTest(unittest.TestCase):
         # 400 messages at 400/s take about a second, not the fraction closed loop would take.
         self.assertGreater(report["summary"]["seconds"], 0.9)
         self.assertEqual(report["summary"]["latency_us"]["start_lag"]["count"], 400)
+
+    def test_hold_keeps_idle_sessions_then_quits(self):
+        sink = self.sink()
+        start = time.monotonic()
+        report, _ = self.send(sink.address, "--connections", "30", "--hold", "1s", timeout=60)
+        self.assertLess(time.monotonic() - start, 20)
+        s = report["summary"]
+        self.assertEqual(s["sessions_ready"], 30)
+        self.assertEqual(s["attempted"], 0)
+        self.assertEqual(s["latency_us"]["ehlo"]["count"], 30)
 
     def test_through_relaisd_loses_nothing_and_metrics_count_it(self):
         sink = self.sink()

@@ -224,6 +224,12 @@ class Sender {
         }
       }
       Tick(false);
+      if (options_.hold_ms != 0 && !hold_over_ && !HasWork()) {
+        hold_over_ = true;  // Idle connections hear of it only this way: wake them all.
+        for (auto& l : links_) {
+          MarkDirty(*l);
+        }
+      }
       if (connections_ok_ == 0 && connect_failures_ >= 3ull * links_.size() && !stop_) {
         fatal_ = StrCat("cannot connect to ", options_.target, ": ", last_connect_error_);
         stop_ = true;
@@ -676,6 +682,7 @@ class Sender {
   std::string filler_;
   uint64_t size_weight_total_ = 1;
   bool stop_ = false;
+  bool hold_over_ = false;
   std::string fatal_;
   size_t retired_ = 0;
   uint64_t start_us_ = 0;
