@@ -119,6 +119,18 @@ class Sink final : public SinkHandler, public uring::Completion {
         random_(seed),
         timers_(clock_.MonotonicMs(), 1) {}
 
+  // Stopped with connections still open: the engine goes first (no completion can name a
+  // connection after it), then the connections.
+  ~Sink() {
+    engine_.reset();
+    for (Conn* c : conns_) {
+      if (!c->close_submitted) {
+        ::close(c->fd);
+      }
+      delete c;
+    }
+  }
+
   absl::Status Open(const std::string& listen, std::string& bound) {
     absl::StatusOr<std::unique_ptr<uring::Engine>> engine = uring::Engine::Create({});
     if (!engine.ok()) {
