@@ -206,6 +206,31 @@ TEST(Dkim, KeyProblemsAndPolicy) {
   EXPECT_EQ(ring.Verify(signed_ed)[0].result, Result::kPermError);
   ring.Publish("brisbane._domainkey.football.example.com", ring.Record(ed, "; t=y"));
   EXPECT_TRUE(ring.Verify(signed_ed)[0].testing);
+  ring.Publish("brisbane._domainkey.football.example.com", ring.Record(ed, "; h=sha1"));
+  EXPECT_EQ(ring.Verify(signed_ed)[0].reason, "key does not allow sha256 (h=)");
+  ring.Publish("brisbane._domainkey.football.example.com", ring.Record(ed, "; h=sha1:sha256"));
+  EXPECT_EQ(ring.Verify(signed_ed)[0].result, Result::kPass);
+  ring.Publish("brisbane._domainkey.football.example.com", "v=DKIM2; k=ed25519; p=AAAA");
+  EXPECT_EQ(ring.Verify(signed_ed)[0].result, Result::kPermError);
+  // t=s: an i= in a subdomain of d= is not accepted; in d= itself it is.
+  ring.Publish("brisbane._domainkey.football.example.com", ring.Record(ed, "; t=s"));
+  EXPECT_EQ(ring.Verify(signed_ed)[0].result, Result::kPass);
+  const std::string with_i = [&] {
+    absl::StatusOr<std::string> f = Sign(
+        kMessage,
+        [] {
+          SignOptions o;
+          o.domain = "football.example.com";
+          o.selector = "brisbane";
+          return o;
+        }(),
+        ed);
+    std::string field = *f;
+    // An i= in a subdomain, added after signing: the key's t=s refuses it before any crypto.
+    field.insert(field.find("; s="), "; i=@sub.football.example.com");
+    return field + std::string(kMessage);
+  }();
+  EXPECT_EQ(ring.Verify(with_i)[0].reason, "key requires i= in d= itself (t=s)");
   // RSA keys under 1024 bits cannot sign here, and fail when someone else signed with one.
   const tls::PrivateKey small = Key(kRsa512Pem);
   SignOptions o;
