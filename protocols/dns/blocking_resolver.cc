@@ -228,32 +228,49 @@ Answer ParseReply(RecordType type, const unsigned char* reply, int length) {
   return answer;
 }
 
-absl::StatusOr<std::unique_ptr<BlockingResolver>> BlockingResolver::Create(
-    const BlockingResolverOptions& options) {
+absl::StatusOr<void*> OpenAresChannel(const std::vector<std::string>& servers, uint32_t timeout_ms,
+                                      uint32_t tries, void (*socket_state)(void*, int, int, int),
+                                      void* data) {
   static const int library = ares_library_init(ARES_LIB_INIT_ALL);
   if (library != ARES_SUCCESS) {
     return absl::InternalError(StrCat("c-ares: ", ares_strerror(library)));
   }
   ares_options o{};
-  o.timeout = static_cast<int>(options.timeout_ms);
-  o.tries = static_cast<int>(options.tries);
+  o.timeout = static_cast<int>(timeout_ms);
+  o.tries = static_cast<int>(tries);
   o.flags = ARES_FLAG_NOSEARCH | ARES_FLAG_NOALIASES;
+  int mask = ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES | ARES_OPT_FLAGS;
+  if (socket_state != nullptr) {
+    o.sock_state_cb = socket_state;
+    o.sock_state_cb_data = data;
+    mask |= ARES_OPT_SOCK_STATE_CB;
+  }
   ares_channel channel = nullptr;
-  const int rc =
-      ares_init_options(&channel, &o, ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES | ARES_OPT_FLAGS);
+  const int rc = ares_init_options(&channel, &o, mask);
   if (rc != ARES_SUCCESS) {
     return absl::UnavailableError(StrCat("c-ares: ", ares_strerror(rc)));
   }
-  std::unique_ptr<BlockingResolver> resolver(new BlockingResolver());
-  resolver->channel_ = channel;
-  if (!options.servers.empty()) {
-    const std::string csv = base::StrJoin(options.servers, ",");
+  if (!servers.empty()) {
+    const std::string csv = base::StrJoin(servers, ",");
     const int s = ares_set_servers_ports_csv(channel, csv.c_str());
     if (s != ARES_SUCCESS) {
+      ares_destroy(channel);
       return absl::InvalidArgumentError(
           StrCat("DNS servers '", csv, "': ", ares_strerror(s), " (expected host:port)"));
     }
   }
+  return static_cast<void*>(channel);
+}
+
+absl::StatusOr<std::unique_ptr<BlockingResolver>> BlockingResolver::Create(
+    const BlockingResolverOptions& options) {
+  absl::StatusOr<void*> channel =
+      OpenAresChannel(options.servers, options.timeout_ms, options.tries, nullptr, nullptr);
+  if (!channel.ok()) {
+    return channel.status();
+  }
+  std::unique_ptr<BlockingResolver> resolver(new BlockingResolver());
+  resolver->channel_ = *channel;
   return resolver;
 }
 

@@ -47,6 +47,13 @@ class BlockingResolver {
 // What a c-ares status means for SPF and DMARC: ENODATA no data, ENOTFOUND no such name, the
 // rest temporary.
 [[nodiscard]] AnswerStatus StatusOfAresCode(int ares_status);
+// A c-ares channel (returned as ares_channel) for both resolvers: `servers` ("host:port") or
+// /etc/resolv.conf, per-try timeout and tries, no search list; with `socket_state` set, c-ares
+// reports the sockets to watch through it (socket_state(data, fd, readable, writable)).
+[[nodiscard]] absl::StatusOr<void*> OpenAresChannel(const std::vector<std::string>& servers,
+                                                    uint32_t timeout_ms, uint32_t tries,
+                                                    void (*socket_state)(void*, int, int, int),
+                                                    void* data);
 // The lowest TTL of the answer section's records; nullopt when unreadable or empty.
 [[nodiscard]] std::optional<uint32_t> AnswerTtl(const unsigned char* reply, int length);
 

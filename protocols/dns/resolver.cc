@@ -23,7 +23,7 @@ std::string KeyOf(const Question& q) {
   return StrCat(name, "/", static_cast<uint16_t>(q.type));
 }
 
-void OnSocketState(void* data, ares_socket_t fd, int readable, int writable) {
+void OnSocketState(void* data, int fd, int readable, int writable) {
   static_cast<SocketWatcher*>(data)->Watch(fd, readable != 0, writable != 0);
 }
 
@@ -41,32 +41,13 @@ Resolver::Resolver(const ResolverOptions& options, const base::Clock& clock)
 absl::StatusOr<std::unique_ptr<Resolver>> Resolver::Create(const ResolverOptions& options,
                                                            SocketWatcher& watcher,
                                                            const base::Clock& clock) {
-  static const int library = ares_library_init(ARES_LIB_INIT_ALL);
-  if (library != ARES_SUCCESS) {
-    return absl::InternalError(StrCat("c-ares: ", ares_strerror(library)));
+  absl::StatusOr<void*> channel =
+      OpenAresChannel(options.servers, options.timeout_ms, options.tries, OnSocketState, &watcher);
+  if (!channel.ok()) {
+    return channel.status();
   }
   std::unique_ptr<Resolver> resolver(new Resolver(options, clock));
-  ares_options o{};
-  o.timeout = static_cast<int>(options.timeout_ms);
-  o.tries = static_cast<int>(options.tries);
-  o.flags = ARES_FLAG_NOSEARCH | ARES_FLAG_NOALIASES;
-  o.sock_state_cb = OnSocketState;
-  o.sock_state_cb_data = &watcher;
-  ares_channel channel = nullptr;
-  const int rc = ares_init_options(
-      &channel, &o, ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES | ARES_OPT_FLAGS | ARES_OPT_SOCK_STATE_CB);
-  if (rc != ARES_SUCCESS) {
-    return absl::UnavailableError(StrCat("c-ares: ", ares_strerror(rc)));
-  }
-  resolver->channel_ = channel;
-  if (!options.servers.empty()) {
-    const std::string csv = base::StrJoin(options.servers, ",");
-    const int s = ares_set_servers_ports_csv(channel, csv.c_str());
-    if (s != ARES_SUCCESS) {
-      return absl::InvalidArgumentError(
-          StrCat("DNS servers '", csv, "': ", ares_strerror(s), " (expected host:port)"));
-    }
-  }
+  resolver->channel_ = *channel;
   return resolver;
 }
 
