@@ -312,6 +312,104 @@ tls::Sha256Digest BodyHasher::Finish() {
   return sha_.Finish();
 }
 
+BodyHashes::BodyHashes(size_t header_bytes_max) : header_bytes_max_(header_bytes_max) {}
+BodyHashes::~BodyHashes() = default;
+
+void BodyHashes::Update(std::string_view bytes) {
+  if (given_up_ || finished_ || bytes.empty()) {
+    return;
+  }
+  if (in_body_) {
+    for (Slot& slot : slots_) {
+      slot.hasher->Update(bytes);
+    }
+    return;
+  }
+  const size_t searched = header_.size() >= 3 ? header_.size() - 3 : 0;
+  header_.append(bytes);
+  size_t header_end = std::string::npos;
+  if (header_.starts_with("\r\n")) {
+    header_end = 2;  // No header at all.
+  } else if (const size_t blank = header_.find("\r\n\r\n", searched); blank != std::string::npos) {
+    header_end = blank + 4;
+  }
+  if (header_end != std::string::npos) {
+    StartBody(header_end);
+  } else if (header_.size() > header_bytes_max_) {
+    given_up_ = true;
+    std::string().swap(header_);
+  }
+}
+
+void BodyHashes::StartBody(size_t header_end) {
+  in_body_ = true;
+  size_t body_offset = 0;
+  for (const HeaderField& field :
+       SplitHeader(std::string_view(header_).substr(0, header_end), body_offset)) {
+    if (!EqualsIgnoreCase(TrimFws(field.name), "DKIM-Signature")) {
+      continue;
+    }
+    const std::optional<std::map<std::string, std::string>> tags =
+        ParseTags(field.raw.substr(field.raw.find(':') + 1));
+    if (!tags) {
+      continue;  // Verification calls it neutral; no hash needed.
+    }
+    Canonicalization c = Canonicalization::kSimple;
+    if (const auto it = tags->find("c"); it != tags->end()) {
+      const std::string v = AsciiStrToLower(it->second);
+      const size_t slash = v.find('/');
+      c = slash != std::string::npos && v.substr(slash + 1) == "relaxed"
+              ? Canonicalization::kRelaxed
+              : Canonicalization::kSimple;
+    }
+    std::optional<uint64_t> limit;
+    if (const auto it = tags->find("l"); it != tags->end()) {
+      uint64_t n = 0;
+      if (!Number(it->second, n)) {
+        continue;
+      }
+      limit = n;
+    }
+    if (std::none_of(slots_.begin(), slots_.end(),
+                     [&](const Slot& s) { return s.canonicalization == c && s.limit == limit; })) {
+      slots_.push_back({c, limit, std::make_unique<BodyHasher>(c, limit), {}});
+    }
+  }
+  const std::string_view body = std::string_view(header_).substr(header_end);
+  for (Slot& slot : slots_) {
+    slot.hasher->Update(body);
+  }
+  std::string().swap(header_);
+}
+
+void BodyHashes::Finish() {
+  if (finished_ || given_up_) {
+    finished_ = true;
+    return;
+  }
+  if (!in_body_) {
+    StartBody(header_.size());  // A message that is all header has an empty body.
+  }
+  for (Slot& slot : slots_) {
+    slot.hash.digest = slot.hasher->Finish();
+    slot.hash.canonical_bytes = slot.hasher->canonical_bytes();
+    slot.hasher.reset();
+  }
+  finished_ = true;
+}
+
+const BodyHashes::Hash* BodyHashes::Find(Canonicalization c, std::optional<uint64_t> limit) const {
+  if (!finished_) {
+    return nullptr;
+  }
+  for (const Slot& slot : slots_) {
+    if (slot.canonicalization == c && slot.limit == limit) {
+      return &slot.hash;
+    }
+  }
+  return nullptr;
+}
+
 Verification::Verification(std::string_view message, uint64_t now_unix_seconds)
     : message_(message), now_(now_unix_seconds) {
   header_ = SplitHeader(message_, body_offset_);
@@ -322,9 +420,14 @@ void Verification::Provide(const dns::Question& question, dns::Answer answer) {
 }
 
 bool Verification::Run() {
-  results_.clear();
+  // Answers never change within a verification, so a signature decided in an earlier Run
+  // keeps its result: only the undecided ones are looked at again.
+  size_t index = 0;
   for (const HeaderField& field : header_) {
     if (!EqualsIgnoreCase(TrimFws(field.name), "DKIM-Signature")) {
+      continue;
+    }
+    if (index++ < results_.size()) {
       continue;
     }
     bool need = false;
@@ -520,11 +623,18 @@ SignatureResult Verification::VerifyOne(const HeaderField& signature, bool& need
                   StrCat("RSA key of ", key->bits(), " bits (under 1024, RFC 8301)"));
   }
 
-  // The body hash (3.7).
-  BodyHasher hasher(bc, limit);
-  hasher.Update(message_.substr(body_offset_));
-  const tls::Sha256Digest digest = hasher.Finish();
-  if (limit && *limit > hasher.canonical_bytes()) {
+  // The body hash (3.7): computed as the message arrived, or here.
+  BodyHashes::Hash computed;
+  const BodyHashes::Hash* hash = body_hashes_ == nullptr ? nullptr : body_hashes_->Find(bc, limit);
+  if (hash == nullptr) {
+    BodyHasher hasher(bc, limit);
+    hasher.Update(message_.substr(body_offset_));
+    computed.digest = hasher.Finish();
+    computed.canonical_bytes = hasher.canonical_bytes();
+    hash = &computed;
+  }
+  const tls::Sha256Digest& digest = hash->digest;
+  if (limit && *limit > hash->canonical_bytes) {
     return result(Result::kFail, "l= is longer than the body");
   }
   if (std::string_view(reinterpret_cast<const char*>(digest.data()), digest.size()) != *body_hash) {

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -67,6 +68,49 @@ class BodyHasher {
   uint64_t hashed_ = 0;
 };
 
+// Every body hash the DKIM-Signature fields of a message ask for, computed while the message
+// streams in (the SMTP session feeds it DATA as it arrives), so that verification makes no
+// second pass over the body. Update() takes the message from its first byte, in pieces of any
+// size; at the end of the header it reads each signature's c= and l= and starts one BodyHasher
+// per distinct pair. A header longer than `header_bytes_max` is not followed (nothing is
+// kept): Verification then hashes the body itself.
+class BodyHashes {
+ public:
+  struct Hash {
+    tls::Sha256Digest digest{};
+    uint64_t canonical_bytes = 0;
+  };
+
+  explicit BodyHashes(size_t header_bytes_max = 256 * 1024);
+  ~BodyHashes();
+  BodyHashes(const BodyHashes&) = delete;
+  BodyHashes& operator=(const BodyHashes&) = delete;
+
+  void Update(std::string_view bytes);
+  // The message is complete; Find() answers from now on.
+  void Finish();
+  // The hash for body canonicalization `c` and l= `limit`; nullptr when it was not computed.
+  [[nodiscard]] const Hash* Find(Canonicalization c, std::optional<uint64_t> limit) const;
+  // Distinct (c=, l=) pairs being hashed (for tests).
+  [[nodiscard]] size_t hashers() const { return slots_.size(); }
+
+ private:
+  struct Slot {
+    Canonicalization canonicalization;
+    std::optional<uint64_t> limit;
+    std::unique_ptr<BodyHasher> hasher;  // Null once finished.
+    Hash hash;
+  };
+  void StartBody(size_t header_end);
+
+  const size_t header_bytes_max_;
+  std::string header_;  // The header as it arrives, until its end is seen.
+  bool in_body_ = false;
+  bool given_up_ = false;
+  bool finished_ = false;
+  std::vector<Slot> slots_;
+};
+
 struct SignatureResult {
   Result result = Result::kNeutral;
   std::string domain;    // d=
@@ -84,6 +128,9 @@ class Verification {
   void Provide(const dns::Question& question, dns::Answer answer);
   // One per DKIM-Signature field, topmost first; empty when the message has none.
   [[nodiscard]] const std::vector<SignatureResult>& results() const { return results_; }
+  // Body hashes computed as the message arrived (finished, outliving the verification);
+  // signatures whose hash is not there hash the body here.
+  void UseBodyHashes(const BodyHashes* hashes) { body_hashes_ = hashes; }
 
  private:
   SignatureResult VerifyOne(const HeaderField& signature, bool& need);
@@ -94,7 +141,8 @@ class Verification {
   size_t body_offset_ = 0;
   std::map<std::string, dns::Answer> answers_;
   dns::Question needed_;
-  std::vector<SignatureResult> results_;
+  std::vector<SignatureResult> results_;  // Final results of the signatures decided so far.
+  const BodyHashes* body_hashes_ = nullptr;
 };
 
 struct SignOptions {

@@ -120,8 +120,10 @@ struct Keyring {
     return base::StrCat("v=DKIM1; k=", key.type() == tls::KeyType::kRsa ? "rsa" : "ed25519", extra,
                         "; p=", tls::Base64Encode(key.PublicKeyBytes()));
   }
-  std::vector<SignatureResult> Verify(std::string_view message, uint64_t now = 1764000000) {
+  std::vector<SignatureResult> Verify(std::string_view message, uint64_t now = 1764000000,
+                                      const BodyHashes* hashes = nullptr) {
     Verification v(message, now);
+    v.UseBodyHashes(hashes);
     int rounds = 0;
     while (!v.Run() && ++rounds < 20) {
       const auto it = zone.find(v.needed().name);
@@ -284,6 +286,67 @@ TEST(Dkim, SeveralSignaturesTopmostFirst) {
   EXPECT_EQ(r[0].result, Result::kPass) << r[0].reason;
   EXPECT_EQ(r[1].domain, "football.example.com");
   EXPECT_EQ(r[1].result, Result::kPass) << r[1].reason;
+}
+
+// The body hashes computed while the message streams in, in pieces of every size, give the
+// results hashing the whole message gives: for several signatures with different c= and l=,
+// a tampered body, and a message that is all header.
+TEST(Dkim, BodyHashesStreamedMatchWholeMessage) {
+  const tls::PrivateKey ed = Key(kEd25519Pem);
+  const tls::PrivateKey rsa = Key(kRsa1024Pem);
+  Keyring ring;
+  ring.Publish("brisbane._domainkey.football.example.com", ring.Record(ed));
+  ring.Publish("rsa._domainkey.example.net", ring.Record(rsa));
+  SignOptions second;
+  second.domain = "example.net";
+  second.selector = "rsa";
+  second.body_canonicalization = Canonicalization::kSimple;
+  SignOptions first;
+  first.domain = "football.example.com";
+  first.selector = "brisbane";
+  const std::string twice = Signed(Signed(kMessage, ed, first), rsa, second);
+  std::string tampered = twice;
+  tampered.replace(tampered.find("hungry"), 6, "HUNGRY");
+  const std::string header_only = Signed("From: a@football.example.com\r\nSubject: x\r\n", ed);
+  for (const std::string& message : {twice, tampered, header_only}) {
+    const std::vector<SignatureResult> whole = ring.Verify(message);
+    for (size_t piece : {size_t{1}, size_t{2}, size_t{3}, size_t{7}, size_t{64}, message.size()}) {
+      BodyHashes hashes;
+      for (size_t at = 0; at < message.size(); at += piece) {
+        hashes.Update(std::string_view(message).substr(at, piece));
+      }
+      hashes.Finish();
+      EXPECT_EQ(hashes.hashers(), message == header_only ? 1u : 2u);
+      const std::vector<SignatureResult> streamed = ring.Verify(message, 1764000000, &hashes);
+      ASSERT_EQ(streamed.size(), whole.size());
+      for (size_t i = 0; i < whole.size(); ++i) {
+        EXPECT_EQ(streamed[i].result, whole[i].result) << "piece " << piece << " sig " << i;
+        EXPECT_EQ(streamed[i].reason, whole[i].reason);
+      }
+    }
+  }
+  EXPECT_EQ(ring.Verify(twice)[0].result, Result::kPass);
+  EXPECT_EQ(ring.Verify(tampered)[0].result, Result::kFail);
+  EXPECT_EQ(ring.Verify(tampered)[0].reason, "body hash mismatch");
+}
+
+// A header over the bound is not followed: nothing is hashed, and verification hashes the body
+// itself, with the same result.
+TEST(Dkim, BodyHashesGiveUpOnHugeHeader) {
+  const tls::PrivateKey ed = Key(kEd25519Pem);
+  Keyring ring;
+  ring.Publish("brisbane._domainkey.football.example.com", ring.Record(ed));
+  const std::string message = Signed(kMessage, ed);
+  BodyHashes hashes(/*header_bytes_max=*/64);
+  for (size_t at = 0; at < message.size(); at += 16) {
+    hashes.Update(std::string_view(message).substr(at, 16));
+  }
+  hashes.Finish();
+  EXPECT_EQ(hashes.hashers(), 0u);
+  EXPECT_EQ(hashes.Find(Canonicalization::kRelaxed, std::nullopt), nullptr);
+  const std::vector<SignatureResult> r = ring.Verify(message, 1764000000, &hashes);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].result, Result::kPass) << r[0].reason;
 }
 
 }  // namespace
