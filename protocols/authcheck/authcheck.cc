@@ -1,0 +1,268 @@
+#include "protocols/authcheck/authcheck.h"
+
+#include "core/base/strings.h"
+#include "protocols/authres/authres.h"
+
+namespace relais::authcheck {
+
+using base::AsciiStrToLower;
+using base::EqualsIgnoreCase;
+using base::StrCat;
+
+std::optional<Mode> ParseMode(std::string_view word) {
+  if (word == "off") {
+    return Mode::kOff;
+  }
+  if (word == "tag") {
+    return Mode::kTag;
+  }
+  if (word == "reject") {
+    return Mode::kReject;
+  }
+  return std::nullopt;
+}
+
+Judgement JudgeSender(const spf::Outcome& spf, const Policy& policy) {
+  if (policy.spf != Mode::kReject) {
+    return {};
+  }
+  if (spf.result == spf::Result::kFail) {
+    return {Verdict::kReject, spf.explanation.empty()
+                                  ? StrCat("SPF of ", spf.domain, " does not permit this host")
+                                  : spf.explanation};
+  }
+  if (spf.result == spf::Result::kTempError && policy.defer_temperror) {
+    return {Verdict::kDefer, StrCat("SPF of ", spf.domain, ": ", spf.problem)};
+  }
+  return {};
+}
+
+namespace {
+
+bool IsWsp(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
+
+// The value of every From field (unfolded line ends kept: they are whitespace here).
+std::vector<std::string_view> FromValues(std::string_view message) {
+  std::vector<std::string_view> out;
+  size_t body_offset = 0;
+  for (const dkim::HeaderField& field : dkim::SplitHeader(message, body_offset)) {
+    std::string_view name = field.name;
+    while (!name.empty() && IsWsp(name.back())) {
+      name.remove_suffix(1);
+    }
+    if (EqualsIgnoreCase(name, "From")) {
+      out.push_back(field.raw.substr(field.raw.find(':') + 1));
+    }
+  }
+  return out;
+}
+
+// The domain of one mailbox ("Name <a@b>", "a@b", "\"x@y\"@b"), quoted strings and comments
+// already reduced; empty when it has none.
+std::string MailboxDomain(std::string_view mailbox) {
+  const size_t open = mailbox.rfind('<');
+  if (open != std::string_view::npos) {
+    const size_t close = mailbox.find('>', open);
+    mailbox = mailbox.substr(open + 1, close == std::string_view::npos ? close : close - open - 1);
+  }
+  const size_t at = mailbox.rfind('@');
+  if (at == std::string_view::npos) {
+    return {};
+  }
+  std::string_view domain = mailbox.substr(at + 1);
+  while (!domain.empty() && IsWsp(domain.front())) {
+    domain.remove_prefix(1);
+  }
+  while (!domain.empty() && (IsWsp(domain.back()) || domain.back() == '.')) {
+    domain.remove_suffix(1);
+  }
+  return AsciiStrToLower(domain);
+}
+
+}  // namespace
+
+std::vector<std::string> FromDomains(std::string_view message) {
+  std::vector<std::string> domains;
+  for (std::string_view value : FromValues(message)) {
+    // One pass: comments dropped, quoted strings kept only as a placeholder (an '@' inside
+    // one is not the domain's), split at top-level commas, group names (":") and ends (";").
+    std::string mailbox;
+    int comment_depth = 0;
+    bool quoted = false;
+    bool angle = false;
+    auto flush = [&] {
+      if (std::string d = MailboxDomain(mailbox); !d.empty()) {
+        domains.push_back(std::move(d));
+      }
+      mailbox.clear();
+    };
+    for (size_t i = 0; i < value.size(); ++i) {
+      const char c = value[i];
+      if (c == '\\' && (quoted || comment_depth > 0)) {
+        ++i;  // A quoted pair.
+        continue;
+      }
+      if (comment_depth > 0) {
+        comment_depth += c == '(' ? 1 : (c == ')' ? -1 : 0);
+        continue;
+      }
+      if (quoted) {
+        quoted = c != '"';
+        continue;
+      }
+      switch (c) {
+        case '(':
+          comment_depth = 1;
+          break;
+        case '"':
+          quoted = true;
+          mailbox.push_back('q');
+          break;
+        case '<':
+          angle = true;
+          mailbox.push_back(c);
+          break;
+        case '>':
+          angle = false;
+          mailbox.push_back(c);
+          break;
+        case ',':
+        case ';':
+          if (angle) {
+            mailbox.push_back(c);
+          } else {
+            flush();
+          }
+          break;
+        case ':':
+          if (angle) {
+            mailbox.push_back(c);  // A source route or an IPv6 literal.
+          } else {
+            mailbox.clear();  // The display name of a group.
+          }
+          break;
+        default:
+          mailbox.push_back(c);
+      }
+    }
+    flush();
+  }
+  return domains;
+}
+
+MessageCheck::MessageCheck(const Policy& policy, MessageRequest request, std::string_view message)
+    : policy_(policy), request_(std::move(request)), dkim_(message, request_.now_unix_seconds) {
+  if (policy_.dmarc != Mode::kOff) {
+    std::optional<std::string> author = dmarc::AuthorDomain(FromDomains(message), from_problem_);
+    if (author) {
+      from_domain_ = std::move(*author);
+    }
+  }
+}
+
+void MessageCheck::Provide(const dns::Question& question, dns::Answer answer) {
+  if (!dkim_done_) {
+    dkim_.Provide(question, std::move(answer));
+  } else if (dmarc_) {
+    dmarc_->Provide(question, std::move(answer));
+  }
+}
+
+bool MessageCheck::Run() {
+  const bool dmarc_on = policy_.dmarc != Mode::kOff;
+  if (!dkim_done_) {
+    if ((policy_.dkim != Mode::kOff || dmarc_on) && !dkim_.Run()) {
+      needed_ = dkim_.needed();
+      return false;
+    }
+    dkim_done_ = true;
+  }
+  if (dmarc_on && !from_domain_.empty()) {
+    if (!dmarc_) {
+      dmarc::Request r;
+      r.from_domain = from_domain_;
+      if (request_.spf) {
+        r.spf = dmarc::Identifier{request_.spf->result == spf::Result::kPass,
+                                  AsciiStrToLower(request_.spf->domain)};
+      }
+      for (const dkim::SignatureResult& s : dkim_.results()) {
+        r.dkim.push_back({s.result == dkim::Result::kPass, s.domain});
+      }
+      r.sample = request_.dmarc_sample;
+      dmarc_.emplace(std::move(r));
+    }
+    if (!dmarc_->Run()) {
+      needed_ = dmarc_->needed();
+      return false;
+    }
+  }
+  Judge();
+  return true;
+}
+
+void MessageCheck::Judge() {
+  judgement_ = {};
+  if (policy_.dmarc != Mode::kReject) {
+    return;
+  }
+  if (!from_problem_.empty()) {
+    judgement_ = {Verdict::kReject, StrCat("Message rejected: ", from_problem_)};
+    return;
+  }
+  if (!dmarc_) {
+    return;
+  }
+  const dmarc::Outcome& o = dmarc_->outcome();
+  if (o.result == dmarc::Result::kFail && o.disposition == dmarc::Policy::kReject) {
+    judgement_ = {Verdict::kReject,
+                  StrCat("Message rejected by the DMARC policy of ", from_domain_)};
+  } else if (o.result == dmarc::Result::kTempError && policy_.defer_temperror) {
+    judgement_ = {Verdict::kDefer,
+                  StrCat("DMARC policy of ", from_domain_, " could not be looked up")};
+  }
+}
+
+std::string MessageCheck::Header() const {
+  std::vector<authres::MethodResult> results;
+  if (request_.spf) {
+    authres::MethodResult r{"spf", std::string(spf::ResultName(request_.spf->result)), {}, {}};
+    if (request_.sender.empty()) {
+      r.properties.emplace_back("smtp.helo", request_.helo);
+    } else {
+      r.properties.emplace_back("smtp.mailfrom", request_.sender);
+    }
+    r.reason = request_.spf->problem;
+    results.push_back(std::move(r));
+  }
+  if (policy_.dkim != Mode::kOff) {
+    if (dkim_.results().empty()) {
+      results.push_back({"dkim", "none", {}, {}});
+    }
+    for (const dkim::SignatureResult& s : dkim_.results()) {
+      authres::MethodResult r{"dkim", std::string(dkim::ResultName(s.result)), s.reason, {}};
+      if (!s.domain.empty()) {
+        r.properties.emplace_back("header.d", s.domain);
+      }
+      if (!s.selector.empty()) {
+        r.properties.emplace_back("header.s", s.selector);
+      }
+      results.push_back(std::move(r));
+    }
+  }
+  if (policy_.dmarc != Mode::kOff) {
+    if (!from_problem_.empty()) {
+      results.push_back({"dmarc", "permerror", from_problem_, {}});
+    } else if (dmarc_) {
+      const dmarc::Outcome& o = dmarc_->outcome();
+      authres::MethodResult r{"dmarc", std::string(dmarc::ResultName(o.result)), o.problem, {}};
+      r.properties.emplace_back("header.from", from_domain_);
+      if (o.policy) {
+        r.properties.emplace_back("policy.dmarc", std::string(dmarc::PolicyName(*o.policy)));
+      }
+      results.push_back(std::move(r));
+    }
+  }
+  return authres::Header(policy_.authserv_id, results);
+}
+
+}  // namespace relais::authcheck
