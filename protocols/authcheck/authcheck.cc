@@ -231,7 +231,10 @@ std::string MessageCheck::Header() const {
     } else {
       r.properties.emplace_back("smtp.mailfrom", request_.sender);
     }
-    r.reason = request_.spf->problem;
+    if (request_.spf->result == spf::Result::kTempError ||
+        request_.spf->result == spf::Result::kPermError) {
+      r.reason = request_.spf->problem;
+    }
     results.push_back(std::move(r));
   }
   if (policy_.dkim != Mode::kOff) {

@@ -280,3 +280,71 @@ class AuthDkimTest(ZoneTest):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class AuthCheckTest(ZoneTest):
+    """relais-auth check: SPF, DKIM and DMARC together, as relaisd runs them."""
+    records = DKIM_RECORDS + [
+        "--txt-record=example.test,v=spf1 ip4:192.0.2.0/24 -all",
+        "--txt-record=_dmarc.example.test,v=DMARC1; p=reject; pct=50",
+    ]
+
+    def check(self, ip, sender, *extra, message=MESSAGE):
+        r = subprocess.run([RELAIS_AUTH, "check", "--ip", ip, "--helo", "client.test",
+                            "--sender", sender, "--authserv-id", "relay.test", "--dns",
+                            f"127.0.0.1:{self.port}", "--timeout", "1000", *extra],
+                           input=message.encode(), capture_output=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr.decode())
+        return r.stdout.decode()
+
+    def signed(self):
+        r = subprocess.run([RELAIS_AUTH, "dkim", "sign", "--domain", "example.test", "--selector",
+                            "ed", "--key", os.path.join(KEYS, "ed25519.pem")],
+                           input=MESSAGE.encode(), capture_output=True, timeout=30, check=True)
+        return r.stdout.decode()
+
+    def test_signed_and_aligned_passes(self):
+        out = self.check("192.0.2.1", "joe@example.test", message=self.signed())
+        self.assertEqual(out, "Authentication-Results: relay.test;\n"
+                              "\tspf=pass smtp.mailfrom=joe@example.test;\n"
+                              "\tdkim=pass header.d=example.test header.s=ed;\n"
+                              "\tdmarc=pass header.from=example.test policy.dmarc=reject\n"
+                              "disposition=none\nverdict: accept\n")
+
+    def test_spf_fail_refused_at_mail_from_under_reject_policy(self):
+        out = self.check("198.51.100.1", "joe@example.test", "--spf-policy", "reject",
+                         "--sample", "0")
+        self.assertIn("\tspf=fail smtp.mailfrom=joe@example.test;\n", out)
+        self.assertIn("\tdmarc=fail header.from=example.test policy.dmarc=reject\n", out)
+        self.assertTrue(out.endswith(
+            "disposition=reject\nverdict: reject SPF of example.test does not permit this "
+            "host\n"), out)
+
+    def test_dmarc_reject_and_pct_sample(self):
+        # SPF passes for another domain and there is no signature: DMARC fails for example.test.
+        out = self.check("192.0.2.1", "joe@other.test", "--dmarc-policy", "reject", "--sample",
+                         "0")
+        self.assertIn("\tspf=none smtp.mailfrom=joe@other.test;\n\tdkim=none;\n", out)
+        self.assertTrue(out.endswith("disposition=reject\nverdict: reject Message rejected by "
+                                     "the DMARC policy of example.test\n"), out)
+        # Outside the pct=50 sample the disposition is quarantine: tagged, accepted.
+        out = self.check("192.0.2.1", "joe@other.test", "--dmarc-policy", "reject", "--sample",
+                         "70")
+        self.assertTrue(out.endswith("disposition=quarantine\nverdict: accept\n"), out)
+        # The default policy tags and never refuses.
+        out = self.check("192.0.2.1", "joe@other.test", "--sample", "0")
+        self.assertTrue(out.endswith("disposition=reject\nverdict: accept\n"), out)
+
+    def test_json_and_bad_usage(self):
+        r = subprocess.run([RELAIS_AUTH, "check", "--ip", "192.0.2.1", "--helo", "client.test",
+                            "--sender", "joe@example.test", "--json", "--dns",
+                            f"127.0.0.1:{self.port}"], input=self.signed().encode(),
+                           capture_output=True, timeout=30)
+        out = json.loads(r.stdout)
+        self.assertEqual(out["verdict"], "accept")
+        self.assertIn("dmarc=pass", out["authentication_results"])
+        r = subprocess.run([RELAIS_AUTH, "check", "--ip", "192.0.2.1", "--helo", "c.test",
+                            "--sender", "a@b.test", "--dmarc-policy", "always"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--dmarc-policy must be off, tag or reject", r.stderr)

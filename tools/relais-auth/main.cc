@@ -5,6 +5,7 @@
 //   relais-auth dmarc --from-domain D [--spf RESULT:DOMAIN] [--dkim RESULT:DOMAIN]...
 //
 //   relais-auth dkim verify|sign|record ...
+//   relais-auth check --ip IP --helo NAME --sender ADDR [FILE]   (all three, as relaisd does)
 //
 // Prints the result on stdout (the first word of the first line is the result), diagnostics
 // on stderr; exits 0 whenever it produced a result, 2 on bad usage.
@@ -22,6 +23,7 @@
 
 #include "core/base/strings.h"
 #include "core/log/log.h"
+#include "protocols/authcheck/authcheck.h"
 #include "protocols/dkim/dkim.h"
 #include "protocols/dmarc/dmarc.h"
 #include "protocols/dns/blocking_resolver.h"
@@ -42,6 +44,9 @@ constexpr const char* kUsage =
     "                         [--algorithm rsa-sha256|ed25519-sha256]\n"
     "                         [--canonicalization relaxed/relaxed] [--headers from:to:...] [FILE]\n"
     "       relais-auth dkim record --key KEY.pem     (the TXT record that publishes the key)\n"
+    "       relais-auth check --ip IP --helo NAME --sender ADDR [--authserv-id ID]\n"
+    "                         [--spf-policy|--dkim-policy|--dmarc-policy off|tag|reject]\n"
+    "                         [--defer-temperror] [--sample 0..99] [FILE]\n"
     "  common: [--dns HOST:PORT] [--timeout MS] [--json]\n"
     "  spf: --sender '' is the null sender (postmaster@NAME is checked). dmarc: --dkim once per\n"
     "  signature; --sample fixes the pct= draw (default: random). --dns uses only that server\n"
@@ -56,10 +61,17 @@ int Usage(const std::string& problem) {
 // values are joined by newlines).
 bool ParseFlags(int argc, char** argv, int first, std::map<std::string, std::string>& out,
                 std::string& problem) {
-  static const std::vector<std::string> kSwitches = {"json", "helo-identity"};
-  static const std::vector<std::string> kValues = {
-      "ip",     "helo",   "sender",   "dns", "timeout",   "receiver",         "from-domain", "spf",
-      "sample", "domain", "selector", "key", "algorithm", "canonicalization", "headers"};
+  static const std::vector<std::string> kSwitches = {"json", "helo-identity", "defer-temperror"};
+  static const std::vector<std::string> kValues = {"ip",          "helo",
+                                                   "sender",      "dns",
+                                                   "timeout",     "receiver",
+                                                   "from-domain", "spf",
+                                                   "sample",      "domain",
+                                                   "selector",    "key",
+                                                   "algorithm",   "canonicalization",
+                                                   "headers",     "authserv-id",
+                                                   "spf-policy",  "dkim-policy",
+                                                   "dmarc-policy"};
   static const std::vector<std::string> kRepeated = {"dkim"};
   auto known = [](const std::vector<std::string>& names, const std::string& name) {
     return std::find(names.begin(), names.end(), name) != names.end();
@@ -144,21 +156,19 @@ void Resolve(Evaluation& evaluation, dns::BlockingResolver& resolver) {
   }
 }
 
-int Spf(int argc, char** argv) {
-  std::map<std::string, std::string> flags;
-  std::string problem;
-  if (!ParseFlags(argc, argv, 2, flags, problem)) {
-    return Usage(problem);
-  }
+// The SPF request --ip, --helo and --sender describe; nullopt after printing the usage error.
+std::optional<spf::Request> SpfRequest(std::map<std::string, std::string>& flags) {
   for (const char* required : {"ip", "helo", "sender"}) {
     if (!flags.contains(required)) {
-      return Usage(StrCat("--", required, " is required"));
+      Usage(StrCat("--", required, " is required"));
+      return std::nullopt;
     }
   }
   spf::Request request;
   const std::optional<mail::IpAddress> ip = mail::IpAddress::Parse(flags["ip"]);
   if (!ip) {
-    return Usage(StrCat("--ip '", flags["ip"], "' is not an IP address"));
+    Usage(StrCat("--ip '", flags["ip"], "' is not an IP address"));
+    return std::nullopt;
   }
   request.ip = *ip;
   request.helo = flags["helo"];
@@ -167,14 +177,28 @@ int Spf(int argc, char** argv) {
   request.receiver = flags.contains("receiver") ? flags["receiver"] : "relais-auth";
   request.now_unix_seconds = static_cast<uint64_t>(std::time(nullptr));
   if (request.helo.empty() && (request.sender.empty() || request.helo_identity)) {
-    return Usage("--helo is empty, and the check needs it (null sender or HELO identity)");
+    Usage("--helo is empty, and the check needs it (null sender or HELO identity)");
+    return std::nullopt;
+  }
+  return request;
+}
+
+int Spf(int argc, char** argv) {
+  std::map<std::string, std::string> flags;
+  std::string problem;
+  if (!ParseFlags(argc, argv, 2, flags, problem)) {
+    return Usage(problem);
+  }
+  const std::optional<spf::Request> request = SpfRequest(flags);
+  if (!request) {
+    return 2;
   }
   int status = 0;
   std::unique_ptr<dns::BlockingResolver> resolver = MakeResolver(flags, status);
   if (resolver == nullptr) {
     return status;
   }
-  spf::Evaluation evaluation(request);
+  spf::Evaluation evaluation(*request);
   Resolve(evaluation, *resolver);
   const spf::Outcome& o = evaluation.outcome();
   if (flags.contains("json")) {
@@ -199,6 +223,23 @@ int Spf(int argc, char** argv) {
   std::printf("dns: %u of 10 lookup terms, %u of 2 void lookups, %u queries\n", o.dns_terms,
               o.void_lookups, resolver->queries());
   return 0;
+}
+
+// The DMARC pct= draw: --sample, or random. False when --sample is not 0..99.
+bool ParseSample(std::map<std::string, std::string>& flags, uint8_t& sample) {
+  if (!flags.contains("sample")) {
+    std::random_device random;
+    sample = static_cast<uint8_t>(random() % 100);
+    return true;
+  }
+  const std::string& t = flags["sample"];
+  uint32_t n = 0;
+  const auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), n);
+  if (ec != std::errc() || end != t.data() + t.size() || n > 99) {
+    return false;
+  }
+  sample = static_cast<uint8_t>(n);
+  return true;
 }
 
 // "pass:example.com" -> an identifier; false when malformed.
@@ -250,17 +291,8 @@ int Dmarc(int argc, char** argv) {
       request.dkim.push_back(d);
     }
   }
-  if (flags.contains("sample")) {
-    const std::string& t = flags["sample"];
-    uint32_t n = 0;
-    const auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), n);
-    if (ec != std::errc() || end != t.data() + t.size() || n > 99) {
-      return Usage(StrCat("--sample '", t, "': expected 0..99"));
-    }
-    request.sample = static_cast<uint8_t>(n);
-  } else {
-    std::random_device random;
-    request.sample = static_cast<uint8_t>(random() % 100);
+  if (!ParseSample(flags, request.sample)) {
+    return Usage(StrCat("--sample '", flags["sample"], "': expected 0..99"));
   }
   int status = 0;
   std::unique_ptr<dns::BlockingResolver> resolver = MakeResolver(flags, status);
@@ -462,6 +494,86 @@ int DkimSign(std::map<std::string, std::string>& flags) {
   return 0;
 }
 
+// SPF, then DKIM and DMARC over the message, exactly as relaisd runs them (protocols/authcheck).
+int Check(int argc, char** argv) {
+  std::map<std::string, std::string> flags;
+  std::string problem;
+  if (!ParseFlags(argc, argv, 2, flags, problem)) {
+    return Usage(problem);
+  }
+  std::optional<spf::Request> request = SpfRequest(flags);
+  if (!request) {
+    return 2;
+  }
+  request->helo_identity = false;
+  authcheck::Policy policy;
+  policy.authserv_id = flags.contains("authserv-id") ? flags["authserv-id"] : "relais-auth";
+  for (const auto& [flag, mode] :
+       {std::pair{"spf-policy", &policy.spf}, std::pair{"dkim-policy", &policy.dkim},
+        std::pair{"dmarc-policy", &policy.dmarc}}) {
+    if (flags.contains(flag)) {
+      const std::optional<authcheck::Mode> m = authcheck::ParseMode(flags[flag]);
+      if (!m) {
+        return Usage(StrCat("--", flag, " must be off, tag or reject"));
+      }
+      *mode = *m;
+    }
+  }
+  policy.defer_temperror = flags.contains("defer-temperror");
+  authcheck::MessageRequest message_request;
+  if (!ParseSample(flags, message_request.dmarc_sample)) {
+    return Usage(StrCat("--sample '", flags["sample"], "': expected 0..99"));
+  }
+  const std::optional<std::string> raw = ReadMessage(flags);
+  if (!raw) {
+    return 2;
+  }
+  int status = 0;
+  std::unique_ptr<dns::BlockingResolver> resolver = MakeResolver(flags, status);
+  if (resolver == nullptr) {
+    return status;
+  }
+  authcheck::Judgement verdict;
+  if (policy.spf != authcheck::Mode::kOff) {
+    spf::Evaluation spf_evaluation(*request);
+    Resolve(spf_evaluation, *resolver);
+    message_request.spf = spf_evaluation.outcome();
+    verdict = authcheck::JudgeSender(*message_request.spf, policy);
+  }
+  message_request.sender = request->sender;
+  message_request.helo = request->helo;
+  message_request.now_unix_seconds = request->now_unix_seconds;
+  const std::string message = dkim::Normalize(*raw);
+  authcheck::MessageCheck check(policy, message_request, message);
+  // The daemon would refuse at MAIL FROM already; the message is checked anyway, to show it.
+  Resolve(check, *resolver);
+  if (verdict.verdict == authcheck::Verdict::kAccept) {
+    verdict = check.judgement();
+  }
+  const dmarc::Outcome* dmarc = check.dmarc_outcome();
+  const std::string disposition(
+      dmarc::PolicyName(dmarc != nullptr ? dmarc->disposition : dmarc::Policy::kNone));
+  static constexpr const char* kVerdicts[] = {"accept", "reject", "defer"};
+  const char* verdict_word = kVerdicts[static_cast<int>(verdict.verdict)];
+  const std::string header = check.Header();
+  if (flags.contains("json")) {
+    std::printf("{\"authentication_results\":%s,\"disposition\":%s,\"verdict\":%s,\"text\":%s}\n",
+                log::JsonString(header).c_str(), log::JsonString(disposition).c_str(),
+                log::JsonString(verdict_word).c_str(), log::JsonString(verdict.text).c_str());
+    return 0;
+  }
+  std::string shown;
+  for (char c : header) {
+    if (c != '\r') {
+      shown.push_back(c);
+    }
+  }
+  std::printf("%sdisposition=%s\n", shown.c_str(), disposition.c_str());
+  std::printf("verdict: %s%s%s\n", verdict_word, verdict.text.empty() ? "" : " ",
+              verdict.text.c_str());
+  return 0;
+}
+
 int Dkim(int argc, char** argv) {
   if (argc < 3) {
     return Usage("dkim needs a command: verify, sign or record");
@@ -510,6 +622,9 @@ int main(int argc, char** argv) {
   }
   if (command == "dkim") {
     return relais::Dkim(argc, argv);
+  }
+  if (command == "check") {
+    return relais::Check(argc, argv);
   }
   if (command == "--help" || command == "help") {
     std::fputs(relais::kUsage, stdout);
