@@ -196,6 +196,12 @@ void Engine::Close(int fd, Completion& completion) {
   io_uring_sqe_set_data64(sqe, Tag(completion));
 }
 
+void Engine::PollOnce(int fd, uint32_t events, Completion& completion) {
+  io_uring_sqe* sqe = NextSqe();
+  io_uring_prep_poll_add(sqe, fd, events);
+  io_uring_sqe_set_data64(sqe, Tag(completion));
+}
+
 void Engine::Cancel(Completion& target) {
   io_uring_sqe* sqe = NextSqe();
   io_uring_prep_cancel64(sqe, Tag(target), IORING_ASYNC_CANCEL_ALL);

@@ -77,6 +77,10 @@ class Engine {
   void Connect(int fd, const sockaddr* address, socklen_t length, Completion& completion);
   void Read(int fd, void* buffer, uint32_t bytes, Completion& completion);
   void Close(int fd, Completion& completion);
+  // Completes once `fd` is ready for `events` (POLLIN, POLLOUT); the result is the ready mask
+  // (with POLLERR / POLLHUP when those happened). For sockets a library reads and writes itself
+  // (c-ares).
+  void PollOnce(int fd, uint32_t events, Completion& completion);
   // Cancels every operation whose completion is `target` (they complete with -ECANCELED).
   void Cancel(Completion& target);
   // Posts a CQE carrying `target` on the ring `ring_fd` (another shard's engine), which

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -137,6 +138,34 @@ TEST(EngineTest, CancelEndsAPendingRecv) {
   engine->Cancel(recv);
   RunUntil(*engine, [&] { return recv.calls == 1; });
   EXPECT_EQ(recv.result, -ECANCELED);
+  close(fds[0]);
+  close(fds[1]);
+}
+
+// A poll waits for readiness without taking the bytes: they stay for whoever reads them.
+TEST(EngineTest, PollOnceReportsReadinessAndCanBeCancelled) {
+  auto engine = MakeEngine();
+  int fds[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK, 0, fds), 0);
+  Recorder writable;
+  engine->PollOnce(fds[0], POLLOUT, writable);
+  RunUntil(*engine, [&] { return writable.calls == 1; });
+  EXPECT_TRUE(writable.result & POLLOUT);
+  Recorder readable;
+  engine->PollOnce(fds[0], POLLIN, readable);
+  engine->Run(0);
+  EXPECT_EQ(readable.calls, 0);
+  ASSERT_EQ(write(fds[1], "x", 1), 1);
+  RunUntil(*engine, [&] { return readable.calls == 1; });
+  EXPECT_TRUE(readable.result & POLLIN);
+  char byte = 0;
+  EXPECT_EQ(read(fds[0], &byte, 1), 1);  // Still there.
+  Recorder cancelled;
+  engine->PollOnce(fds[0], POLLIN, cancelled);
+  engine->Run(0);
+  engine->Cancel(cancelled);
+  RunUntil(*engine, [&] { return cancelled.calls == 1; });
+  EXPECT_EQ(cancelled.result, -ECANCELED);
   close(fds[0]);
   close(fds[1]);
 }
