@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -19,7 +20,7 @@ namespace {
 using base::StrAppend;
 using base::StrCat;
 
-enum class Type : uint8_t { kU32, kU64, kString, kStringList, kNetworkList };
+enum class Type : uint8_t { kU32, kU64, kString, kStringList, kNetworkList, kChoice };
 
 // One row per key: the single declaration of its name, type, bounds and meaning. The default
 // is whatever `Config{}` holds.
@@ -31,6 +32,7 @@ struct Key {
   uint64_t max;
   void* (*field)(Config&);
   std::string_view doc;
+  std::string_view choices = {};  // kChoice: the words allowed, separated by '|'.
 };
 
 #define RELAIS_FIELD(member) [](Config& c) -> void* { return &c.member; }
@@ -117,6 +119,35 @@ const Key kKeys[] = {
     {"delivery", "recipients_per_transaction_max", Type::kU32, 1, 100000,
      RELAIS_FIELD(recipients_per_transaction_max),
      "Recipients per outbound transaction; more are sent in further transactions."},
+    {"auth", "spf", Type::kChoice, 0, 0, RELAIS_FIELD(auth_spf),
+     "SPF of MAIL FROM (or HELO for the null sender): off, tag (recorded in "
+     "Authentication-Results) or reject (a fail gets 550 5.7.23).",
+     "off|tag|reject"},
+    {"auth", "dkim", Type::kChoice, 0, 0, RELAIS_FIELD(auth_dkim),
+     "DKIM signatures verified at the end of data: off or tag. DMARC verifies them either way.",
+     "off|tag"},
+    {"auth", "dmarc", Type::kChoice, 0, 0, RELAIS_FIELD(auth_dmarc),
+     "DMARC at the end of data: off, tag, or reject (550 5.7.1 when the author domain's policy, "
+     "after pct=, is reject, or the message has no single author domain; quarantine is tagged).",
+     "off|tag|reject"},
+    {"auth", "temperror", Type::kChoice, 0, 0, RELAIS_FIELD(auth_temperror),
+     "A DNS failure while a reject policy decides: accept (recorded as temperror) or defer "
+     "(451 4.7.24 for SPF, 451 4.7.1 for DMARC).",
+     "accept|defer"},
+    {"auth", "authserv_id", Type::kString, 0, 253, RELAIS_FIELD(authserv_id),
+     "Our Authentication-Results identity; fields claiming it are removed from incoming mail. "
+     "Empty: server.hostname."},
+    {"auth", "skip_networks", Type::kNetworkList, 0, 100000, RELAIS_FIELD(auth_skip_networks),
+     "Clients (CIDR) whose mail is not checked (local submitters); relay.networks are skipped "
+     "too."},
+    {"dns", "servers", Type::kStringList, 0, 16, RELAIS_FIELD(dns_servers),
+     "DNS servers, host:port; empty: those of /etc/resolv.conf."},
+    {"dns", "timeout_ms", Type::kU32, 10, 60'000, RELAIS_FIELD(dns_timeout_ms),
+     "Wait for a DNS server's answer, per try."},
+    {"dns", "tries", Type::kU32, 1, 10, RELAIS_FIELD(dns_tries),
+     "Tries per server before a lookup fails temporarily."},
+    {"dns", "cache_entries_max", Type::kU32, 0, 10'000'000, RELAIS_FIELD(dns_cache_entries_max),
+     "DNS answers cached per shard (TTLs honoured, negative answers per RFC 2308)."},
     {"spool", "path", Type::kString, 1, 4096, RELAIS_FIELD(spool_path),
      "Directory of the spool segments."},
     {"spool", "bytes_max", Type::kU64, 0, kU64Max, RELAIS_FIELD(spool_bytes_max),
@@ -192,6 +223,24 @@ absl::Status ApplyKey(const Key& key, const toml::node& node, std::string_view s
       }
       *static_cast<std::string*>(field) = *v;
       return absl::OkStatus();
+    }
+    case Type::kChoice: {
+      auto v = node.value<std::string>();
+      if (!node.is_string() || !v) {
+        return KeyError(source, node, name, "expected a string");
+      }
+      std::string_view rest = key.choices;
+      while (!rest.empty()) {
+        const size_t bar = rest.find('|');
+        if (rest.substr(0, bar) == *v) {
+          *static_cast<std::string*>(field) = *v;
+          return absl::OkStatus();
+        }
+        rest = bar == std::string_view::npos ? "" : rest.substr(bar + 1);
+      }
+      std::string allowed(key.choices);
+      std::replace(allowed.begin(), allowed.end(), '|', ',');
+      return KeyError(source, node, name, StrCat("'", *v, "' is not one of ", allowed));
     }
     case Type::kStringList:
     case Type::kNetworkList: {
@@ -369,6 +418,15 @@ absl::StatusOr<Config> Parse(std::string_view toml_text, std::string_view source
   if (config.hostname.empty()) {
     config.hostname = DefaultHostname();
   }
+  if (config.authserv_id.empty()) {
+    config.authserv_id = config.hostname;
+  }
+  for (const std::string& server : config.dns_servers) {
+    if (server.rfind(':') == std::string::npos) {
+      return absl::InvalidArgumentError(
+          StrCat(source, ": dns.servers: '", server, "' is not host:port"));
+    }
+  }
   for (const std::string& l : config.listen) {
     if (l.rfind(':') == std::string::npos) {
       return absl::InvalidArgumentError(
@@ -407,6 +465,7 @@ std::string DefaultToml() {
         StrAppend(&out, *static_cast<uint64_t*>(f));
         break;
       case Type::kString:
+      case Type::kChoice:
         StrAppend(&out, "\"", *static_cast<std::string*>(f), "\"");
         break;
       case Type::kStringList: {

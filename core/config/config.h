@@ -77,6 +77,19 @@ struct Config {
   uint32_t connections_per_destination_max = 20;  // All shards together.
   uint32_t messages_per_connection_max = 100;
   uint32_t recipients_per_transaction_max = 100;
+  // [auth] Inline sender authentication: SPF at MAIL FROM, DKIM and DMARC at the end of data.
+  std::string auth_spf = "tag";           // off | tag | reject
+  std::string auth_dkim = "tag";          // off | tag
+  std::string auth_dmarc = "tag";         // off | tag | reject
+  std::string auth_temperror = "accept";  // accept | defer
+  std::string authserv_id;                // Default: hostname.
+  std::vector<mail::IpNetwork> auth_skip_networks = {*mail::IpNetwork::Parse("127.0.0.0/8"),
+                                                     *mail::IpNetwork::Parse("::1/128")};
+  // [dns]
+  std::vector<std::string> dns_servers;  // host:port; empty: /etc/resolv.conf.
+  uint32_t dns_timeout_ms = 2000;
+  uint32_t dns_tries = 2;
+  uint32_t dns_cache_entries_max = 10'000;  // Per shard.
   // [[routes]]
   std::vector<Route> routes = {Route{"*", RouteType::kMaildir, "./var/mail", {}, {}}};
 };

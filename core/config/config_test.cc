@@ -83,6 +83,50 @@ TEST(ConfigTest, ErrorsNameTheKeyAndLine) {
   ExpectError("[[routes]]\ndomain = \"x.com\"\ntype = \"smarthost\"\n", "routes.hosts");
   ExpectError("[[routes]]\ntype = \"reject\"\n", "routes.domain: is required");
   ExpectError("[limits\n", "bad.toml:1:");
+  ExpectError("[auth]\nspf = \"always\"\n",
+              "bad.toml:2: auth.spf: 'always' is not one of off,tag,reject");
+  ExpectError("[auth]\ndkim = \"reject\"\n", "auth.dkim: 'reject' is not one of off,tag");
+  ExpectError("[auth]\ntemperror = 1\n", "auth.temperror: expected a string");
+  ExpectError("[dns]\nservers = [\"127.0.0.1\"]\n", "dns.servers: '127.0.0.1' is not host:port");
+  ExpectError("[dns]\ntries = 0\n", "dns.tries: 0 is out of range");
+}
+
+TEST(ConfigTest, AuthAndDns) {
+  auto d = Parse("[server]\nhostname = \"mx.example.net\"\n", "d.toml");
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->auth_spf, "tag");
+  EXPECT_EQ(d->auth_dmarc, "tag");
+  EXPECT_EQ(d->auth_temperror, "accept");
+  EXPECT_EQ(d->authserv_id, "mx.example.net");  // Defaults to the host name.
+  ASSERT_EQ(d->auth_skip_networks.size(), 2u);
+  EXPECT_EQ(d->auth_skip_networks[0].ToString(), "127.0.0.0/8");
+  EXPECT_TRUE(d->dns_servers.empty());
+  auto c = Parse(R"(
+[auth]
+spf = "reject"
+dkim = "off"
+dmarc = "reject"
+temperror = "defer"
+authserv_id = "auth.example.net"
+skip_networks = []
+[dns]
+servers = ["127.0.0.1:5353", "[::1]:53"]
+timeout_ms = 500
+tries = 3
+cache_entries_max = 0
+)",
+                 "t.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->auth_spf, "reject");
+  EXPECT_EQ(c->auth_dkim, "off");
+  EXPECT_EQ(c->auth_dmarc, "reject");
+  EXPECT_EQ(c->auth_temperror, "defer");
+  EXPECT_EQ(c->authserv_id, "auth.example.net");
+  EXPECT_TRUE(c->auth_skip_networks.empty());
+  EXPECT_EQ(c->dns_servers.size(), 2u);
+  EXPECT_EQ(c->dns_timeout_ms, 500u);
+  EXPECT_EQ(c->dns_tries, 3u);
+  EXPECT_EQ(c->dns_cache_entries_max, 0u);
 }
 
 }  // namespace
