@@ -57,6 +57,10 @@ constexpr Entry kEntries[] = {
     {R::kBodyBareLineEnding,
      {554, "5.6.0", "Message rejected: bare CR or LF in message data", false}},
     {R::kBodyLineTooLong, {554, "5.6.0", "Message rejected: a line exceeds the limit", false}},
+    {R::kSpfFail, {550, "5.7.23", "SPF validation failed: %s", false}},
+    {R::kSpfTempError, {451, "4.7.24", "SPF validation error: %s; try again later", false}},
+    {R::kPolicyRejected, {550, "5.7.1", "%s", false}},
+    {R::kPolicyDeferred, {451, "4.7.1", "%s; try again later", false}},
     {R::kSpoolFailed,
      {451, "4.3.0", "Temporary failure storing the message, try again later", false}},
     {R::kSpoolFull, {452, "4.3.1", "Insufficient system storage", false}},
@@ -101,7 +105,14 @@ void AppendReply(std::string& out, Reply reply, std::string_view argument) {
   if (hole == std::string_view::npos) {
     out.append(row.text);
   } else {
-    base::StrAppend(&out, row.text.substr(0, hole), argument, row.text.substr(hole + 2));
+    out.append(row.text.substr(0, hole));
+    // Arguments may carry text from outside (an SPF explanation from DNS): a reply is one line
+    // of printable ASCII whatever they hold, at most kArgumentBytesMax of it.
+    constexpr size_t kArgumentBytesMax = 400;
+    for (char c : argument.substr(0, kArgumentBytesMax)) {
+      out.push_back(c >= 0x20 && c < 0x7F ? c : '?');
+    }
+    out.append(row.text.substr(hole + 2));
   }
   out.append("\r\n");
 }

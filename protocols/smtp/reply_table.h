@@ -48,6 +48,10 @@ enum class Reply : uint8_t {
   kUnsafeMailbox,                 // 550 5.1.3
   kBodyBareLineEnding,            // 554 5.6.0
   kBodyLineTooLong,               // 554 5.6.0
+  kSpfFail,                       // 550 5.7.23, argument: why (RFC 7372).
+  kSpfTempError,                  // 451 4.7.24, argument: why.
+  kPolicyRejected,                // 550 5.7.1, argument: why (DMARC).
+  kPolicyDeferred,                // 451 4.7.1, argument: why (DMARC).
   kSpoolFailed,                   // 451 4.3.0
   kSpoolFull,                     // 452 4.3.1
   kTooManyErrors,                 // 421 4.7.0

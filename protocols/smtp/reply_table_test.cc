@@ -39,5 +39,15 @@ TEST(ReplyTableTest, FormatsWithArgument) {
             "554 5.7.1 Relay access denied\r\n");
 }
 
+// An argument from outside (an SPF explanation from DNS) cannot add a line or a reply.
+TEST(ReplyTableTest, ArgumentsStayOnOneLine) {
+  std::string out;
+  AppendReply(out, Reply::kSpfFail, "bad\r\n250 2.0.0 OK\x01\xC3\xA9");
+  EXPECT_EQ(out, "550 5.7.23 SPF validation failed: bad??250 2.0.0 OK???\r\n");
+  out.clear();
+  AppendReply(out, Reply::kPolicyRejected, std::string(1000, 'x'));
+  EXPECT_EQ(out.size(), std::string("550 5.7.1 \r\n").size() + 400);
+}
+
 }  // namespace
 }  // namespace relais::smtp

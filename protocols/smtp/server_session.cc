@@ -83,6 +83,7 @@ size_t ServerSession::Process(std::string_view input) {
       case Phase::kBdat:
         used = ProcessBdat(input.substr(pos));
         break;
+      case Phase::kAwaitSender:
       case Phase::kAwaitCommit:
       case Phase::kClosed:
         return pos;
@@ -324,7 +325,47 @@ void ServerSession::HandleMail(std::string_view argument) {
   env.envid.assign(envid);
   env.helo = helo_;
   env.client_address = client_.ToString();
+  if (sender_check_required_) {
+    phase_ = Phase::kAwaitSender;  // The owner checks the sender before MAIL is answered.
+    sender_check_requested_ = true;
+    return;
+  }
   Send(Reply::kSenderOk);
+}
+
+bool ServerSession::TakeSenderCheck() {
+  const bool requested = sender_check_requested_;
+  sender_check_requested_ = false;
+  return requested;
+}
+
+void ServerSession::CompleteSenderCheck(Reply reply, std::string_view argument) {
+  RELAIS_CHECK(phase_ == Phase::kAwaitSender) << "no sender check in flight";
+  phase_ = Phase::kCommand;
+  if (reply != Reply::kSenderOk) {
+    ResetTransaction();
+  }
+  Send(reply, argument);
+  Resume();
+}
+
+void ServerSession::RefuseMessage(Reply reply, std::string_view argument) {
+  RELAIS_CHECK(phase_ == Phase::kAwaitCommit) << "no commit in flight";
+  RELAIS_CHECK(IsError(reply));
+  phase_ = Phase::kCommand;
+  ResetTransaction();
+  Send(reply, argument);
+  Resume();
+}
+
+void ServerSession::Resume() {
+  if (force_close_after_commit_) {
+    Send(Reply::kShuttingDown);
+  }
+  if (!input_.empty() && !closing_) {
+    const size_t used = Process(input_);
+    input_.erase(0, used);
+  }
 }
 
 bool ServerSession::RecipientAllowed(std::string_view domain) const {
@@ -470,6 +511,9 @@ void ServerSession::HandleData(std::string_view argument) {
     return;
   }
   BeginBody();
+  if (body_observer_ != nullptr) {
+    body_observer_->OnBodyStart();
+  }
   phase_ = Phase::kData;
   Send(Reply::kStartData);
 }
@@ -502,6 +546,9 @@ void ServerSession::HandleBdat(std::string_view argument) {
   } else if (!used_bdat_) {
     used_bdat_ = true;
     BeginBody();
+    if (body_observer_ != nullptr) {
+      body_observer_->OnBodyStart();
+    }
   }
   phase_ = Phase::kBdat;
   if (bdat_remaining_ == 0) {
@@ -562,6 +609,9 @@ void ServerSession::AppendBody(std::string_view bytes) {
       budget_charged_ += bytes.size();
     }
     transaction_.body.append(bytes);
+    if (body_observer_ != nullptr) {
+      body_observer_->OnBodyBytes(bytes);
+    }
     return;
   }
   // Keep reading to the end of the message, holding nothing.
@@ -684,13 +734,7 @@ void ServerSession::CompleteCommit(CommitOutcome outcome, const mail::MessageId&
       Send(Reply::kShuttingDown);
       break;
   }
-  if (force_close_after_commit_) {
-    Send(Reply::kShuttingDown);
-  }
-  if (!input_.empty() && !closing_) {
-    const size_t used = Process(input_);
-    input_.erase(0, used);
-  }
+  Resume();
 }
 
 void ServerSession::ResetTransaction() {
@@ -744,8 +788,8 @@ uint32_t ServerSession::TimeoutMs() const {
 }
 
 void ServerSession::OnTimeout() {
-  if (phase_ == Phase::kAwaitCommit) {
-    return;  // The spool answers first; the client is not at fault.
+  if (phase_ == Phase::kAwaitCommit || phase_ == Phase::kAwaitSender) {
+    return;  // The owner answers first; the client is not at fault.
   }
   Send(Reply::kTimeout);
 }
@@ -759,7 +803,7 @@ void ServerSession::BeginShutdown() {
 
 void ServerSession::ForceShutdown() {
   shutting_down_ = true;
-  if (phase_ == Phase::kAwaitCommit) {
+  if (phase_ == Phase::kAwaitCommit || phase_ == Phase::kAwaitSender) {
     force_close_after_commit_ = true;
     return;
   }

@@ -48,6 +48,19 @@ class RecipientPolicy {
   ~RecipientPolicy() = default;
 };
 
+// Sees the message bytes of a transaction as they arrive (dot-unstuffed for DATA, as sent for
+// BDAT): the owner hashes DKIM bodies on the stream this way. Set per session by the owner;
+// must outlive the session.
+class BodyObserver {
+ public:
+  // A transaction's message starts (DATA, or the first BDAT chunk).
+  virtual void OnBodyStart() = 0;
+  virtual void OnBodyBytes(std::string_view bytes) = 0;
+
+ protected:
+  ~BodyObserver() = default;
+};
+
 struct SessionOptions {
   std::string hostname = "localhost";
   uint32_t command_line_bytes_max = 512;  // Including CRLF.
@@ -129,6 +142,19 @@ class ServerSession {
   // True between MAIL and the end of its transaction.
   [[nodiscard]] bool in_transaction() const { return mail_given_ || phase_ != Phase::kCommand; }
 
+  // Inline sender checks. With a sender check required, a valid MAIL is not answered at once:
+  // TakeSenderCheck() returns true once, transaction().envelope holds the sender and the
+  // owner answers with CompleteSenderCheck(): Reply::kSenderOk, or the refusal to send (the
+  // transaction is then over). Input that arrives meanwhile waits, as during a commit.
+  void RequireSenderCheck() { sender_check_required_ = true; }
+  [[nodiscard]] bool TakeSenderCheck();
+  void CompleteSenderCheck(Reply reply, std::string_view argument = {});
+  [[nodiscard]] bool awaiting_sender_check() const { return phase_ == Phase::kAwaitSender; }
+  void SetBodyObserver(BodyObserver* observer) { body_observer_ = observer; }
+  // Instead of CompleteCommit: the message is refused (a policy verdict at the end of data);
+  // `reply` is a 4xx or 5xx row.
+  void RefuseMessage(Reply reply, std::string_view argument = {});
+
   // The timeout that applies now (RFC 5321 4.5.3.2), for the owner's timer.
   [[nodiscard]] uint32_t TimeoutMs() const;
   // The timer fired: reply 421 4.4.2 and close (unless a commit is in flight, which finishes
@@ -154,7 +180,7 @@ class ServerSession {
   }
 
  private:
-  enum class Phase : uint8_t { kCommand, kData, kBdat, kAwaitCommit, kClosed };
+  enum class Phase : uint8_t { kCommand, kData, kBdat, kAwaitSender, kAwaitCommit, kClosed };
   enum class LineState : uint8_t { kLineStart, kDotAtStart, kDotCr, kInLine, kCr };
 
   size_t Process(std::string_view input);
@@ -176,6 +202,9 @@ class ServerSession {
   // and sets data_ended_. Returns the bytes consumed.
   size_t ScanBody(std::string_view input, bool dot_terminated);
   void ResetTransaction();
+  // After the owner answered (sender check, commit): the forced close, if one waits, and the
+  // input that arrived meanwhile.
+  void Resume();
   void Send(Reply reply, std::string_view argument = {});
   bool RecipientAllowed(std::string_view domain) const;
 
@@ -194,6 +223,9 @@ class ServerSession {
   bool shutting_down_ = false;
   bool force_close_after_commit_ = false;
   bool commit_requested_ = false;
+  bool sender_check_required_ = false;
+  bool sender_check_requested_ = false;
+  BodyObserver* body_observer_ = nullptr;
   bool discarding_long_line_ = false;  // An overlong command line is being skipped.
   uint32_t errors_ = 0;
   uint64_t command_lines_ = 0;

@@ -469,6 +469,77 @@ TEST(ServerSessionTest, InputDuringCommitWaitsForIt) {
             (std::vector<int>{250, 250, 250, 354, 250, 250}));
 }
 
+// With a sender check required, MAIL waits for the owner's verdict; pipelined commands wait
+// behind it, and a refusal ends the transaction (its RCPTs then get 503).
+TEST(ServerSessionTest, SenderCheckHoldsMailUntilAnswered) {
+  for (bool accept : {true, false}) {
+    SessionOptions o;
+    ServerSession s(o, *mail::IpAddress::Parse("192.0.2.10"));
+    s.RequireSenderCheck();
+    s.Start();
+    s.Feed("EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@example.com>\r\nDATA\r\n");
+    ASSERT_TRUE(s.TakeSenderCheck());
+    EXPECT_FALSE(s.TakeSenderCheck());  // Once.
+    EXPECT_TRUE(s.awaiting_sender_check());
+    EXPECT_EQ(s.transaction().envelope.sender, "a@b.example");
+    EXPECT_EQ(Codes(std::string(s.PendingOutput())), (std::vector<int>{220, 250}));
+    s.OnTimeout();  // The owner's check is not the client's delay.
+    s.Feed("x\r\n.\r\n");
+    if (accept) {
+      s.CompleteSenderCheck(Reply::kSenderOk);
+      EXPECT_EQ(Codes(std::string(s.PendingOutput())), (std::vector<int>{220, 250, 250, 250, 354}));
+      EXPECT_TRUE(s.TakeCommitRequest());
+    } else {
+      s.CompleteSenderCheck(Reply::kSpfFail, "not allowed");
+      const std::string out(s.PendingOutput());
+      EXPECT_EQ(Codes(out), (std::vector<int>{220, 250, 550, 503, 503, 500, 500}));
+      EXPECT_NE(out.find("550 5.7.23 SPF validation failed: not allowed\r\n"), std::string::npos);
+      EXPECT_FALSE(s.in_transaction());
+    }
+  }
+}
+
+// A policy refusal at the end of data answers the message instead of the commit.
+TEST(ServerSessionTest, RefuseMessageInsteadOfCommit) {
+  Harness h;
+  h.session().Feed(std::string(kEnvelope) + "DATA\r\nx\r\n.\r\nNOOP\r\n");
+  ASSERT_TRUE(h.session().TakeCommitRequest());
+  h.session().RefuseMessage(Reply::kPolicyRejected, "Rejected by DMARC");
+  const std::string out(h.session().PendingOutput());
+  EXPECT_EQ(Codes(out), (std::vector<int>{250, 250, 250, 354, 550, 250}));
+  EXPECT_NE(out.find("550 5.7.1 Rejected by DMARC\r\n"), std::string::npos);
+  EXPECT_FALSE(h.session().in_transaction());
+}
+
+// The observer sees exactly the stored message bytes, for DATA and BDAT alike.
+TEST(ServerSessionTest, BodyObserverSeesTheMessageAsStored) {
+  struct Recorder final : BodyObserver {
+    void OnBodyStart() override {
+      ++starts;
+      bytes.clear();
+    }
+    void OnBodyBytes(std::string_view b) override { bytes.append(b); }
+    int starts = 0;
+    std::string bytes;
+  } recorder;
+  for (size_t chunk : {size_t{0}, size_t{1}, size_t{5}}) {
+    Harness h;
+    h.session().SetBodyObserver(&recorder);
+    recorder.starts = 0;
+    h.Run(std::string(kEnvelope) + "DATA\r\nSubject: a\r\n\r\n..dot\r\nx\r\n.\r\n", chunk);
+    ASSERT_EQ(h.committed.size(), 1u);
+    EXPECT_EQ(recorder.bytes, h.committed[0].body);
+    EXPECT_EQ(recorder.bytes, "Subject: a\r\n\r\n.dot\r\nx\r\n");
+    h.Run(
+        "MAIL FROM:<a@b.example>\r\nRCPT TO:<c@example.com>\r\nBDAT 5\r\nab\r\nyBDAT 3 "
+        "LAST\r\nz\r\n",
+        chunk);
+    ASSERT_EQ(h.committed.size(), 2u);
+    EXPECT_EQ(recorder.bytes, h.committed[1].body);
+    EXPECT_EQ(recorder.starts, 2);
+  }
+}
+
 TEST(ServerSessionTest, Smtputf8) {
   Harness h;
   EXPECT_EQ(Codes(h.Run("EHLO c\r\nMAIL FROM:<j\xC3\xB6rg@b.example>\r\n")),
