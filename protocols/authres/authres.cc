@@ -1,6 +1,9 @@
 // protocols/authres/authres.cc — see authres.h.
 #include "protocols/authres/authres.h"
 
+#include <utility>
+#include <vector>
+
 #include "core/base/strings.h"
 
 namespace relais::authres {
@@ -112,24 +115,24 @@ std::string AuthservId(std::string_view value) {
   return id;
 }
 
-std::string RemoveForged(std::string_view message, std::string_view authserv_id, int& removed) {
-  removed = 0;
-  std::string out;
-  out.reserve(message.size());
+int RemoveForged(std::string& message, std::string_view authserv_id) {
+  // The fields to drop, found first: most messages have none, and are then not copied.
+  std::vector<std::pair<size_t, size_t>> drop;  // Offset, length.
+  const std::string_view m = message;
   size_t pos = 0;
-  while (pos < message.size()) {
-    if (message.substr(pos).starts_with("\r\n")) {
-      break;  // The body: copied as it is.
+  while (pos < m.size()) {
+    if (m.substr(pos).starts_with("\r\n")) {
+      break;  // The body.
     }
     size_t end = pos;
     while (true) {  // The field and its continuation lines.
-      const size_t eol = message.find("\r\n", end);
-      end = eol == std::string_view::npos ? message.size() : eol + 2;
-      if (end >= message.size() || (message[end] != ' ' && message[end] != '\t')) {
+      const size_t eol = m.find("\r\n", end);
+      end = eol == std::string_view::npos ? m.size() : eol + 2;
+      if (end >= m.size() || (m[end] != ' ' && m[end] != '\t')) {
         break;
       }
     }
-    const std::string_view field = message.substr(pos, end - pos);
+    const std::string_view field = m.substr(pos, end - pos);
     const size_t colon = field.find(':');
     std::string_view name = colon == std::string_view::npos ? "" : field.substr(0, colon);
     while (!name.empty() && (name.back() == ' ' || name.back() == '\t')) {
@@ -137,14 +140,14 @@ std::string RemoveForged(std::string_view message, std::string_view authserv_id,
     }
     if (EqualsIgnoreCase(name, "Authentication-Results") &&
         EqualsIgnoreCase(AuthservId(field.substr(colon + 1)), authserv_id)) {
-      ++removed;
-    } else {
-      out.append(field);
+      drop.emplace_back(pos, end - pos);
     }
     pos = end;
   }
-  out.append(message.substr(pos));
-  return out;
+  for (auto it = drop.rbegin(); it != drop.rend(); ++it) {
+    message.erase(it->first, it->second);
+  }
+  return static_cast<int>(drop.size());
 }
 
 }  // namespace relais::authres

@@ -2,7 +2,7 @@
 // ours, and removing fields that claim to be ours before a message is accepted (a sender could
 // otherwise forge our verdicts, RFC 8601 5).
 //
-// Pure functions over text; the shard calls them when it stores a message (not wired yet).
+// Pure functions over text; the shard calls them when it stores a message.
 #pragma once
 
 #include <string>
@@ -29,9 +29,9 @@ struct MethodResult {
 // and whitespace skipped; empty when there is none.
 [[nodiscard]] std::string AuthservId(std::string_view value);
 
-// `message` (CRLF text) without the Authentication-Results fields of its header whose
-// authserv-id is `authserv_id` (compared without case); `removed` counts them.
-[[nodiscard]] std::string RemoveForged(std::string_view message, std::string_view authserv_id,
-                                       int& removed);
+// Removes from `message` (CRLF text) the Authentication-Results fields of its header whose
+// authserv-id is `authserv_id` (compared without case), in place; returns how many. A message
+// without any is left untouched (not copied).
+int RemoveForged(std::string& message, std::string_view authserv_id);
 
 }  // namespace relais::authres
