@@ -73,6 +73,15 @@ std::optional<Answer> Resolver::Cached(const Question& question) {
   return a;
 }
 
+std::optional<Answer> Resolver::FromCache(const Question& question) {
+  std::optional<Answer> hit = Cached(question);
+  if (hit) {
+    ++stats_.lookups;
+    ++stats_.cache_hits;
+  }
+  return hit;
+}
+
 void Resolver::Resolve(const Question& question, Callback done) {
   ++stats_.lookups;
   if (std::optional<Answer> hit = Cached(question)) {

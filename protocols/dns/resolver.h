@@ -67,8 +67,12 @@ class Resolver {
   Resolver(const Resolver&) = delete;
   Resolver& operator=(const Resolver&) = delete;
 
-  // The cached answer, if there is a live one.
+  // The cached answer, if there is a live one (a peek: not counted in stats).
   [[nodiscard]] std::optional<Answer> Cached(const Question& question);
+  // A lookup that the cache answers, counted as a lookup and a cache hit; nullopt (and not
+  // counted) when the cache cannot: then Resolve() it. Lets an owner answer from the cache
+  // without the callback running inside Resolve().
+  [[nodiscard]] std::optional<Answer> FromCache(const Question& question);
   // Answers `question`: at once (before returning) from the cache, else later, from
   // OnReadable/OnTimer, once the servers answered or gave up.
   void Resolve(const Question& question, Callback done);

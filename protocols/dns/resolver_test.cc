@@ -191,8 +191,12 @@ TEST_F(ResolverTest, CachesForTheTtlAndSharesQueriesInFlight) {
   bool at_once = false;
   resolver_->Resolve({"t.test", RecordType::kTxt}, [&](const Answer&) { at_once = true; });
   EXPECT_TRUE(at_once);
+  const uint64_t hits = resolver_->stats().cache_hits;
+  ASSERT_TRUE(resolver_->FromCache({"t.test", RecordType::kTxt}));
+  EXPECT_EQ(resolver_->stats().cache_hits, hits + 1);
   ASSERT_TRUE(resolver_->Cached({"t.test", RecordType::kTxt}));
-  clock_.AdvanceMs(61'000);  // Past the 60 s TTL.
+  EXPECT_EQ(resolver_->stats().cache_hits, hits + 1);  // A peek is not a lookup.
+  clock_.AdvanceMs(61'000);                            // Past the 60 s TTL.
   EXPECT_FALSE(resolver_->Cached({"t.test", RecordType::kTxt}));
   // NXDOMAIN is cached too (no SOA from dnsmasq here: the default negative TTL).
   Ask({"gone.test", RecordType::kA});

@@ -1,14 +1,19 @@
-"""relais-auth spf against a real DNS server: dnsmasq on a loopback port, authoritative for
-.test (unknown names there are NXDOMAIN), started and stopped by the test."""
+"""Sender authentication against a real DNS server: dnsmasq on a loopback port, authoritative
+for .test (unknown names there are NXDOMAIN), started and stopped by the tests. relais-auth's
+spf, dmarc, dkim and check commands (DKIM cross-checked with dkimpy), and relaisd checking
+SPF, DKIM and DMARC inline on its shards' own resolvers."""
 
 import json
 import os
+import re
 import shutil
+import smtplib
 import subprocess
 import time
 import unittest
+import urllib.request
 
-from harness import free_port
+from harness import Daemon, free_port, wait_for
 
 RELAIS_AUTH = os.environ.get("RELAIS_AUTH", "relais-auth")
 DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
@@ -348,3 +353,124 @@ class AuthCheckTest(ZoneTest):
                            capture_output=True, text=True, timeout=30)
         self.assertEqual(r.returncode, 2)
         self.assertIn("--dmarc-policy must be off, tag or reject", r.stderr)
+
+
+DAEMON_RECORDS = [
+    txt_arg("ed._domainkey.example.test", key_record("ed25519.pem")),
+    "--txt-record=example.test,v=spf1 ip4:127.0.0.1 -all",
+    "--txt-record=_dmarc.example.test,v=DMARC1; p=reject",
+    "--txt-record=deny.test,v=spf1 -all exp=exp.deny.test",
+    "--txt-record=exp.deny.test,%{i} may not send mail for %{d}",
+]
+SIGNED_PART = ("From: Joe <joe@example.test>\r\nTo: sue@example.net\r\nSubject: dinner\r\n"
+               "Date: Thu, 26 Nov 2026 10:00:00 +0000\r\nMessage-ID: <2@example.test>\r\n\r\n"
+               "Hungry yet?\r\n")
+
+
+class DaemonAuthTest(ZoneTest):
+    """relaisd checks SPF at MAIL FROM and DKIM and DMARC at the end of data, on its shards'
+    own resolvers, against dnsmasq; loopback clients are checked because skip_networks is
+    emptied."""
+    records = DAEMON_RECORDS
+
+    def daemon(self, auth="", dns=None):
+        servers = dns or f"127.0.0.1:{self.port}"
+        d = Daemon(f'[auth]\nskip_networks = []\nauthserv_id = "relais.test"\n{auth}\n'
+                   f'[dns]\nservers = ["{servers}"]\ntimeout_ms = 300\ntries = 1\n')
+        self.addCleanup(d.cleanup)
+        return d.start()
+
+    def signed(self):
+        r = subprocess.run([RELAIS_AUTH, "dkim", "sign", "--domain", "example.test", "--selector",
+                            "ed", "--key", os.path.join(KEYS, "ed25519.pem")],
+                           input=SIGNED_PART.encode(), capture_output=True, timeout=30, check=True)
+        return r.stdout.decode()
+
+    def stored(self, d, count):
+        """The accepted messages as relaisd stored them: the Return-Path and Delivered-To
+        that Maildir delivery adds on top are left out."""
+        messages = wait_for(lambda: len(d.all_messages()) >= count and d.all_messages(),
+                                 20, f"{count} stored messages")
+        for m in messages:
+            m["body"] = re.sub(r"\A(Return-Path|Delivered-To): [^\n]*\n(Delivered-To: [^\n]*\n)?",
+                               "", m["body"])
+        return messages
+
+    def test_results_recorded_and_forged_fields_removed(self):
+        d = self.daemon('spf = "reject"\ndmarc = "reject"')
+        forged = ("Authentication-Results: relais.test; dkim=pass header.d=bank.test\r\n"
+                  "Authentication-Results: other.test; spf=pass\r\n")
+        with smtplib.SMTP("127.0.0.1", d.port, timeout=10) as s:
+            s.ehlo("client.test")
+            s.sendmail("joe@example.test", ["sue@example.net"], forged + self.signed())
+        body = self.stored(d, 1)[0]["body"]
+        self.assertTrue(body.startswith(
+            "Authentication-Results: relais.test;\n"
+            "\tspf=pass smtp.mailfrom=joe@example.test;\n"
+            "\tdkim=pass header.d=example.test header.s=ed;\n"
+            "\tdmarc=pass header.from=example.test policy.dmarc=reject\n"
+            "Received: from client.test ([127.0.0.1])\n"), body)
+        self.assertNotIn("bank.test", body)  # The forged field claiming our identity is gone.
+        self.assertIn("Authentication-Results: other.test; spf=pass\n", body)
+
+    def test_spf_fail_refused_at_mail_from_and_dmarc_reject_at_end_of_data(self):
+        d = self.daemon('spf = "reject"\ndmarc = "reject"')
+        with smtplib.SMTP("127.0.0.1", d.port, timeout=10) as s:
+            s.ehlo("client.test")
+            code, text = s.mail("someone@deny.test")
+            self.assertEqual(code, 550)
+            self.assertEqual(text.decode(), "5.7.23 SPF validation failed: 127.0.0.1 may not send "
+                                            "mail for deny.test")
+            self.assertEqual(s.rcpt("sue@example.net")[0], 503)  # No transaction.
+            # The same session goes on. Unsigned mail From example.test with an envelope
+            # sender of another domain: SPF none, no DKIM, so DMARC fails and p=reject applies.
+            self.assertEqual(s.mail("bounce@other.test")[0], 250)
+            self.assertEqual(s.rcpt("sue@example.net")[0], 250)
+            code, text = s.data(SIGNED_PART.encode())
+            self.assertEqual((code, text.decode()),
+                             (550, "5.7.1 Message rejected by the DMARC policy of example.test"))
+            # Aligned SPF passes DMARC without a signature.
+            s.rset()
+            s.sendmail("joe@example.test", ["sue@example.net"], SIGNED_PART)
+        messages = self.stored(d, 1)
+        self.assertEqual(len(messages), 1)
+        self.assertIn("\tdkim=none;\n\tdmarc=pass header.from=example.test", messages[0]["body"])
+        with urllib.request.urlopen(f"http://127.0.0.1:{d.metrics_port}/metrics") as r:
+            metrics = r.read().decode()
+        for line in ['relais_auth_results_total{method="spf",result="fail"} 1',
+                     'relais_auth_results_total{method="spf",result="pass"} 1',
+                     'relais_auth_results_total{method="dmarc",result="fail"} 1',
+                     'relais_auth_refusals_total{method="spf",reply="reject"} 1',
+                     'relais_auth_refusals_total{method="dmarc",reply="reject"} 1']:
+            self.assertIn(line + "\n", metrics)
+        self.assertRegex(metrics, r"relais_dns_queries_total [1-9]")
+
+    def test_default_policy_tags_and_never_refuses(self):
+        d = self.daemon()
+        with smtplib.SMTP("127.0.0.1", d.port, timeout=10) as s:
+            s.ehlo("client.test")
+            s.sendmail("someone@deny.test", ["sue@example.net"], SIGNED_PART)
+        body = self.stored(d, 1)[0]["body"]
+        self.assertTrue(body.startswith(
+            "Authentication-Results: relais.test;\n\tspf=fail smtp.mailfrom=someone@deny.test;\n"
+            "\tdkim=none;\n\tdmarc=fail header.from=example.test policy.dmarc=reject\n"), body)
+
+    def test_dns_failure_deferred_or_accepted_per_temperror(self):
+        for temperror, code in (("defer", 451), ("accept", 250)):
+            d = self.daemon(f'spf = "reject"\ntemperror = "{temperror}"',
+                            dns=f"127.0.0.1:{free_port()}")  # Nothing answers there.
+            with smtplib.SMTP("127.0.0.1", d.port, timeout=10) as s:
+                s.ehlo("client.test")
+                got, text = s.mail("joe@example.test")
+                self.assertEqual(got, code, text)
+                if code == 451:
+                    self.assertTrue(text.decode().startswith("4.7.24 SPF validation error"), text)
+
+    def test_local_submitters_are_not_checked(self):
+        d = Daemon(f'[dns]\nservers = ["127.0.0.1:{self.port}"]\n')  # Default skip_networks.
+        self.addCleanup(d.cleanup)
+        d.start()
+        with smtplib.SMTP("127.0.0.1", d.port, timeout=10) as s:
+            s.sendmail("someone@deny.test", ["sue@example.net"], SIGNED_PART)
+        body = self.stored(d, 1)[0]["body"]
+        self.assertTrue(body.startswith("Received: "), body)

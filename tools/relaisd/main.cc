@@ -25,6 +25,7 @@
 #include "core/log/log.h"
 #include "core/uring/engine.h"
 #include "core/uring/mesh.h"
+#include "protocols/authcheck/authcheck.h"
 #include "tools/relaisd/connection_limiter.h"
 #include "tools/relaisd/egress.h"
 #include "tools/relaisd/listener.h"
@@ -230,6 +231,17 @@ int Main(int argc, char** argv) {
   base.spool.segment_bytes_max = config.segment_bytes_max;
   base.spool.spool_bytes_max = config.spool_bytes_max;
   base.spool.body_memory_bytes_max = config.body_memory_bytes_max;
+  // Config words were validated when it was parsed.
+  base.auth.authserv_id = config.authserv_id;
+  base.auth.spf = *authcheck::ParseMode(config.auth_spf);
+  base.auth.dkim = *authcheck::ParseMode(config.auth_dkim);
+  base.auth.dmarc = *authcheck::ParseMode(config.auth_dmarc);
+  base.auth.defer_temperror = config.auth_temperror == "defer";
+  base.auth_skip_networks = config.auth_skip_networks;
+  base.dns.servers = config.dns_servers;
+  base.dns.timeout_ms = config.dns_timeout_ms;
+  base.dns.tries = config.dns_tries;
+  base.dns.cache_entries_max = config.dns_cache_entries_max;
 
   std::atomic<uint32_t> shards_running{shards};
   base.shards_running = &shards_running;

@@ -2,7 +2,10 @@
 #include "tools/relaisd/metrics_endpoint.h"
 
 #include "core/base/strings.h"
+#include "protocols/dkim/dkim.h"
+#include "protocols/dmarc/dmarc.h"
 #include "protocols/http/request.h"
+#include "protocols/spf/spf.h"
 
 namespace relais::relaisd {
 namespace {
@@ -146,6 +149,51 @@ std::string RenderMetrics(const Shards& shards) {
           &ShardMetrics::egress_connections);
   Total(w, shards, "relais_log_lines_dropped_total",
         "Log lines dropped because the log reader fell behind.", &ShardMetrics::log_lines_dropped);
+  // Sender authentication.
+  w.Family("relais_auth_results_total", "counter",
+           "Sender authentication results written in Authentication-Results, by method "
+           "(DKIM: one per signature; none for an unsigned message).");
+  auto results = [&](std::string_view method, auto member, size_t count, auto name) {
+    for (size_t i = 0; i < count; ++i) {
+      uint64_t total = 0;
+      for (const ShardMetrics* s : shards) {
+        total += (s->*member)[i].value();
+      }
+      w.Sample("relais_auth_results_total", {{"method", method}, {"result", name(i)}}, total);
+    }
+  };
+  results("spf", &ShardMetrics::auth_spf, 7,
+          [](size_t i) { return spf::ResultName(static_cast<spf::Result>(i)); });
+  results("dkim", &ShardMetrics::auth_dkim, 7, [](size_t i) {
+    return i == 6 ? std::string_view("none") : dkim::ResultName(static_cast<dkim::Result>(i));
+  });
+  results("dmarc", &ShardMetrics::auth_dmarc, 5,
+          [](size_t i) { return dmarc::ResultName(static_cast<dmarc::Result>(i)); });
+  w.Family("relais_auth_refusals_total", "counter",
+           "Transactions refused by the authentication policy, by method and reply.");
+  w.Sample("relais_auth_refusals_total", {{"method", "spf"}, {"reply", "reject"}},
+           Sum(shards, &ShardMetrics::auth_rejected_spf));
+  w.Sample("relais_auth_refusals_total", {{"method", "spf"}, {"reply", "defer"}},
+           Sum(shards, &ShardMetrics::auth_deferred_spf));
+  w.Sample("relais_auth_refusals_total", {{"method", "dmarc"}, {"reply", "reject"}},
+           Sum(shards, &ShardMetrics::auth_rejected_dmarc));
+  w.Sample("relais_auth_refusals_total", {{"method", "dmarc"}, {"reply", "defer"}},
+           Sum(shards, &ShardMetrics::auth_deferred_dmarc));
+  Summed(w, shards, "relais_auth_check_seconds",
+         "From the end of a message's data to the DKIM and DMARC verdict (DNS included).",
+         &ShardMetrics::auth_check_seconds);
+  // DNS.
+  Total(w, shards, "relais_dns_lookups_total", "DNS lookups by the sender checks.",
+        &ShardMetrics::dns_lookups);
+  Total(w, shards, "relais_dns_cache_hits_total", "DNS lookups answered from the cache.",
+        &ShardMetrics::dns_cache_hits);
+  Total(w, shards, "relais_dns_queries_total", "DNS questions sent to the servers.",
+        &ShardMetrics::dns_queries);
+  Total(w, shards, "relais_dns_temporary_failures_total",
+        "DNS questions that failed temporarily (SERVFAIL, timeout, unreachable).",
+        &ShardMetrics::dns_temporary_failures);
+  PerCore(w, shards, "relais_dns_cache_entries", "DNS answers cached.",
+          &ShardMetrics::dns_cache_entries);
   return w.Take();
 }
 

@@ -9,10 +9,12 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <functional>
 
 #include "core/base/check.h"
 #include "core/base/strings.h"
 #include "core/log/log.h"
+#include "protocols/authres/authres.h"
 
 namespace relais::relaisd {
 namespace {
@@ -44,6 +46,27 @@ std::optional<mail::IpAddress> PeerAddress(int fd) {
   return std::nullopt;
 }
 
+// Runs a sans-I/O evaluation (Run/needed/Provide: SPF, the message check) to its end on the
+// shard's resolver: cached answers at once, the others when they arrive. `done` runs once,
+// possibly before this returns; the evaluation must live until then.
+template <typename Evaluation>
+void Drive(Evaluation& evaluation, dns::Resolver& resolver, std::function<void()> done) {
+  while (!evaluation.Run()) {
+    const dns::Question question = evaluation.needed();
+    if (std::optional<dns::Answer> cached = resolver.FromCache(question)) {
+      evaluation.Provide(question, std::move(*cached));
+      continue;
+    }
+    resolver.Resolve(question, [&evaluation, &resolver, question,
+                                done = std::move(done)](const dns::Answer& answer) mutable {
+      evaluation.Provide(question, answer);
+      Drive(evaluation, resolver, std::move(done));
+    });
+    return;
+  }
+  done();
+}
+
 smtp::CommitOutcome ToCommitOutcome(spool::AppendOutcome outcome) {
   switch (outcome) {
     case spool::AppendOutcome::kDurable:
@@ -60,7 +83,7 @@ smtp::CommitOutcome ToCommitOutcome(spool::AppendOutcome outcome) {
 
 // One SMTP connection. Lives in a slot of its shard until its close completes; it is never
 // freed while an operation or an append names it.
-struct Shard::Connection final : timer::Timer, spool::AppendCompletion {
+struct Shard::Connection final : timer::Timer, spool::AppendCompletion, smtp::BodyObserver {
   template <void (Shard::*Handler)(Connection&, int32_t, uint32_t)>
   struct Op final : uring::Completion {
     explicit Op(Connection* c) : connection(c) {}
@@ -77,6 +100,9 @@ struct Shard::Connection final : timer::Timer, spool::AppendCompletion {
   void OnAppendDone(spool::AppendOutcome outcome, const mail::MessageId& id) override {
     shard->OnAppendDone(*this, outcome, id);
   }
+  // DKIM body hashes on the stream (only for checked clients).
+  void OnBodyStart() override { body_hashes = std::make_unique<dkim::BodyHashes>(); }
+  void OnBodyBytes(std::string_view bytes) override { body_hashes->Update(bytes); }
 
   Shard* shard;
   const int fd;
@@ -99,6 +125,14 @@ struct Shard::Connection final : timer::Timer, spool::AppendCompletion {
   uint64_t commit_bytes = 0;       // Of the message in the spool's batch, for the metrics.
   uint64_t commit_started_us = 0;  // When it was handed to the spool (monotonic).
   uint64_t opened_ms = 0;          // Accepted at (monotonic).
+  // Inline sender authentication, for clients outside auth.skip_networks and relay networks.
+  bool checked = false;
+  bool auth_pending = false;  // A check waits for DNS; the connection is kept until it ends.
+  uint64_t check_started_us = 0;
+  std::unique_ptr<spf::Evaluation> spf;
+  std::optional<spf::Outcome> spf_outcome;  // Of this transaction's MAIL FROM.
+  std::unique_ptr<dkim::BodyHashes> body_hashes;
+  std::unique_ptr<authcheck::MessageCheck> message_check;
 };
 
 class Shard::Acceptor final : public uring::Completion {
@@ -339,6 +373,13 @@ absl::StatusOr<std::unique_ptr<Shard>> Shard::Create(const ShardOptions& options
   shard->egress_ =
       std::make_unique<Egress>(*shard->engine_, shard->timers_, shard->clock_, std::move(egress),
                                static_cast<EgressListener&>(*shard));
+  if (shard->AuthEnabled()) {
+    auto resolver = ShardResolver::Create(*shard->engine_, options.dns, shard->clock_);
+    if (!resolver.ok()) {
+      return absl::InvalidArgumentError(base::StrCat("dns: ", resolver.status().message()));
+    }
+    shard->resolver_ = std::move(*resolver);
+  }
   shard->receive_budget_.bytes_max = options.receive_bytes_max;
   shard->session_options_.receive_budget = &shard->receive_budget_;
   return shard;
@@ -372,6 +413,12 @@ void Shard::Run() {
     const int64_t next_tick = timers_.MsUntilNextTick(clock_.MonotonicMs());
     if (next_tick >= 0 && next_tick < timeout_ms) {
       timeout_ms = next_tick;
+    }
+    if (resolver_ != nullptr) {
+      const int64_t dns = resolver_->Tick();  // c-ares timeouts that are due run here.
+      if (dns >= 0 && dns < timeout_ms) {
+        timeout_ms = dns;
+      }
     }
     const int64_t next_retry = scheduler_->MsUntilNextDue();
     if (next_retry >= 0 && next_retry < timeout_ms) {
@@ -453,6 +500,21 @@ void Shard::OnAccept(int fd) {
     switch (limiter_.Acquire(*peer)) {
       case ConnectionLimiter::Admission::kAdmitted:
         c.admitted = true;
+        if (AuthEnabled() &&
+            std::none_of(options_.auth_skip_networks.begin(), options_.auth_skip_networks.end(),
+                         [&](const mail::IpNetwork& n) { return n.Contains(*peer); }) &&
+            std::none_of(session_options_.relay_networks.begin(),
+                         session_options_.relay_networks.end(),
+                         [&](const mail::IpNetwork& n) { return n.Contains(*peer); })) {
+          c.checked = true;
+          if (options_.auth.spf != authcheck::Mode::kOff) {
+            c.session.RequireSenderCheck();
+          }
+          if (options_.auth.dkim != authcheck::Mode::kOff ||
+              options_.auth.dmarc != authcheck::Mode::kOff) {
+            c.session.SetBodyObserver(&c);
+          }
+        }
         c.session.Start();
         break;
       case ConnectionLimiter::Admission::kTooMany:
@@ -567,27 +629,147 @@ void Shard::MarkDirty(Connection& c) {
 }
 
 void Shard::StoreMessages(Connection& c) {
-  while (!c.commit_pending && c.session.TakeCommitRequest()) {
-    const mail::MessageId id = spool_->NewMessageId();
-    const std::string trace = c.session.TraceHeader(id, Rfc5322Date());
-    smtp::Transaction& tx = c.session.transaction();
-    c.commit_bytes = tx.body.size();
-    c.commit_started_us = clock_.MonotonicMicros();
-    const spool::AppendStatus status =
-        spool_->Append(id, std::move(tx.envelope), trace, std::move(tx.body), c);
-    if (status == spool::AppendStatus::kStaged) {
-      c.commit_pending = true;  // The 250 waits for this turn's group commit.
+  while (!c.commit_pending && !c.auth_pending && c.session.TakeCommitRequest()) {
+    if (c.checked && !c.peer_gone) {
+      StartMessageCheck(c);  // Commits (or refuses) when the check ends.
     } else {
-      metrics_.commit_failures.Add();
-      c.session.CompleteCommit(smtp::CommitOutcome::kNoSpace, id);
+      Commit(c, {});
     }
   }
+}
+
+void Shard::Commit(Connection& c, std::string_view auth_header) {
+  const mail::MessageId id = spool_->NewMessageId();
+  const std::string trace = base::StrCat(auth_header, c.session.TraceHeader(id, Rfc5322Date()));
+  smtp::Transaction& tx = c.session.transaction();
+  c.commit_bytes = tx.body.size();
+  c.commit_started_us = clock_.MonotonicMicros();
+  const spool::AppendStatus status =
+      spool_->Append(id, std::move(tx.envelope), trace, std::move(tx.body), c);
+  if (status == spool::AppendStatus::kStaged) {
+    c.commit_pending = true;  // The 250 waits for this turn's group commit.
+  } else {
+    metrics_.commit_failures.Add();
+    c.session.CompleteCommit(smtp::CommitOutcome::kNoSpace, id);
+  }
+}
+
+bool Shard::AuthEnabled() const {
+  return options_.auth.spf != authcheck::Mode::kOff ||
+         options_.auth.dkim != authcheck::Mode::kOff ||
+         options_.auth.dmarc != authcheck::Mode::kOff;
+}
+
+void Shard::StartSenderCheck(Connection& c) {
+  spf::Request request;
+  request.ip = c.client;
+  request.sender = c.session.transaction().envelope.sender;
+  request.helo = c.session.helo();
+  request.receiver = options_.session.hostname;
+  request.now_unix_seconds = clock_.UnixMicros() / 1'000'000;
+  c.spf_outcome.reset();
+  c.spf = std::make_unique<spf::Evaluation>(std::move(request));
+  c.auth_pending = true;
+  Drive(*c.spf, resolver_->resolver(), [this, &c] { FinishSenderCheck(c); });
+}
+
+void Shard::FinishSenderCheck(Connection& c) {
+  c.auth_pending = false;
+  c.spf_outcome = c.spf->outcome();
+  c.spf.reset();
+  const spf::Outcome& o = *c.spf_outcome;
+  metrics_.auth_spf[static_cast<size_t>(o.result)].Add();
+  const authcheck::Judgement j = authcheck::JudgeSender(o, options_.auth);
+  if (j.verdict == authcheck::Verdict::kAccept) {
+    c.session.CompleteSenderCheck(smtp::Reply::kSenderOk);
+  } else {
+    const bool reject = j.verdict == authcheck::Verdict::kReject;
+    (reject ? metrics_.auth_rejected_spf : metrics_.auth_deferred_spf).Add();
+    log_->Info("sender_refused", {{"client", c.client.ToString()},
+                                  {"helo", c.session.helo()},
+                                  {"sender", c.session.transaction().envelope.sender},
+                                  {"spf", spf::ResultName(o.result)},
+                                  {"reason", j.text}});
+    c.session.CompleteSenderCheck(reject ? smtp::Reply::kSpfFail : smtp::Reply::kSpfTempError,
+                                  j.text);
+  }
+  if (!c.close_started) {
+    timers_.Arm(c, clock_.MonotonicMs() + c.session.TimeoutMs());
+  }
+  MarkDirty(c);
+}
+
+void Shard::StartMessageCheck(Connection& c) {
+  smtp::Transaction& tx = c.session.transaction();
+  authcheck::MessageRequest request;
+  request.spf = c.spf_outcome;
+  request.sender = tx.envelope.sender;
+  request.helo = c.session.helo();
+  request.now_unix_seconds = clock_.UnixMicros() / 1'000'000;
+  request.dmarc_sample = static_cast<uint8_t>(random_.Below(100));
+  if (c.body_hashes != nullptr) {
+    c.body_hashes->Finish();
+  }
+  c.message_check =
+      std::make_unique<authcheck::MessageCheck>(options_.auth, std::move(request), tx.body);
+  c.message_check->UseBodyHashes(c.body_hashes.get());
+  c.auth_pending = true;
+  c.check_started_us = clock_.MonotonicMicros();
+  Drive(*c.message_check, resolver_->resolver(), [this, &c] { FinishMessageCheck(c); });
+}
+
+void Shard::FinishMessageCheck(Connection& c) {
+  c.auth_pending = false;
+  metrics_.auth_check_seconds.ObserveMicros(clock_.MonotonicMicros() - c.check_started_us);
+  const authcheck::MessageCheck& m = *c.message_check;
+  if (options_.auth.dkim != authcheck::Mode::kOff) {
+    for (const dkim::SignatureResult& r : m.dkim_results()) {
+      metrics_.auth_dkim[static_cast<size_t>(r.result)].Add();
+    }
+    if (m.dkim_results().empty()) {
+      metrics_.auth_dkim.back().Add();
+    }
+  }
+  if (options_.auth.dmarc != authcheck::Mode::kOff) {
+    metrics_
+        .auth_dmarc[static_cast<size_t>(m.dmarc_outcome() != nullptr ? m.dmarc_outcome()->result
+                                                                     : dmarc::Result::kPermError)]
+        .Add();
+  }
+  const authcheck::Judgement j = m.judgement();
+  std::string header = m.Header();
+  c.message_check.reset();  // It reads the body, which changes now.
+  c.body_hashes.reset();
+  if (c.peer_gone) {
+    // Nobody is there to be told 250: storing it would only make a duplicate when the client
+    // sends it again.
+    c.session.RefuseMessage(smtp::Reply::kSpoolFailed);
+  } else if (j.verdict != authcheck::Verdict::kAccept) {
+    const bool reject = j.verdict == authcheck::Verdict::kReject;
+    (reject ? metrics_.auth_rejected_dmarc : metrics_.auth_deferred_dmarc).Add();
+    log_->Info("message_refused", {{"client", c.client.ToString()},
+                                   {"helo", c.session.helo()},
+                                   {"sender", c.session.transaction().envelope.sender},
+                                   {"reason", j.text}});
+    c.session.RefuseMessage(reject ? smtp::Reply::kPolicyRejected : smtp::Reply::kPolicyDeferred,
+                            j.text);
+  } else {
+    authres::RemoveForged(c.session.transaction().body, options_.auth.authserv_id);
+    Commit(c, header);
+  }
+  if (!c.close_started) {
+    timers_.Arm(c, clock_.MonotonicMs() + c.session.TimeoutMs());
+  }
+  MarkDirty(c);
 }
 
 void Shard::Pump(Connection& c) {
   if (c.close_started) {
     BeginClose(c);
     return;
+  }
+  if (c.session.TakeSenderCheck()) {
+    StartSenderCheck(c);
   }
   StoreMessages(c);
   if (!c.send_in_flight && !c.peer_gone) {
@@ -602,7 +784,7 @@ void Shard::Pump(Connection& c) {
       engine_->Send(c.fd, c.send_buffer, c.send_op);
     }
   }
-  const bool quiet = !c.send_in_flight && !c.commit_pending;
+  const bool quiet = !c.send_in_flight && !c.commit_pending && !c.auth_pending;
   if ((c.peer_gone || c.session.WantsClose()) && quiet) {
     BeginClose(c);
     return;
@@ -624,7 +806,7 @@ void Shard::BeginClose(Connection& c) {
       engine_->Cancel(c.recv_op);  // Its completion marks the connection dirty again.
     }
   }
-  if (c.recv_armed || c.send_in_flight || c.commit_pending) {
+  if (c.recv_armed || c.send_in_flight || c.commit_pending || c.auth_pending) {
     return;  // Each of these completes later and brings us back through Pump.
   }
   c.close_submitted = true;
@@ -1144,6 +1326,14 @@ void Shard::PublishMetrics() {
   metrics_.egress_tasks_retried.Mirror(e.tasks_retried);
   metrics_.egress_connections.Set(egress_->connections());
   metrics_.log_lines_dropped.Mirror(log_->dropped());
+  if (resolver_ != nullptr) {
+    const dns::ResolverStats& d = resolver_->resolver().stats();
+    metrics_.dns_lookups.Mirror(d.lookups);
+    metrics_.dns_cache_hits.Mirror(d.cache_hits);
+    metrics_.dns_queries.Mirror(d.queries_sent);
+    metrics_.dns_temporary_failures.Mirror(d.temporary_failures);
+    metrics_.dns_cache_entries.Set(static_cast<int64_t>(resolver_->resolver().cache_entries()));
+  }
 }
 
 std::string_view Shard::Rfc5322Date() {

@@ -28,6 +28,8 @@
 #include "core/timer/timer_wheel.h"
 #include "core/uring/engine.h"
 #include "core/uring/mesh.h"
+#include "protocols/authcheck/authcheck.h"
+#include "protocols/dns/resolver.h"
 #include "protocols/smtp/server_session.h"
 #include "queue/routing/router.h"
 #include "queue/scheduler/scheduler.h"
@@ -40,6 +42,7 @@
 #include "tools/relaisd/request_server.h"
 #include "tools/relaisd/shard_log.h"
 #include "tools/relaisd/shard_metrics.h"
+#include "tools/relaisd/shard_resolver.h"
 
 namespace relais::relaisd {
 
@@ -66,6 +69,10 @@ struct ShardOptions {
   uint64_t delay_warning_ms = 0;  // 0: no delay reports.
   std::string log_file;           // Reopened by shard 0 on SIGUSR1; empty: stdout.
   uint32_t connections_per_shard_hard_max = 1'000'000;  // Beyond this, refuse without a reply.
+  // Inline sender authentication. With every check off, no resolver is created.
+  authcheck::Policy auth;
+  std::vector<mail::IpNetwork> auth_skip_networks;  // Clients not checked (with relay networks).
+  dns::ResolverOptions dns;
 };
 
 // Handoff kinds on the mesh.
@@ -114,6 +121,16 @@ class Shard final : EgressListener {
   void MarkDirty(Connection& c);
   void Pump(Connection& c);
   void StoreMessages(Connection& c);
+  // Appends the session's message to the spool with `auth_header` (may be empty) and the trace
+  // header on top; the 250 waits for the group commit.
+  void Commit(Connection& c, std::string_view auth_header);
+  [[nodiscard]] bool AuthEnabled() const;
+  // SPF at MAIL FROM; answers the session's sender check when the evaluation ends.
+  void StartSenderCheck(Connection& c);
+  void FinishSenderCheck(Connection& c);
+  // DKIM and DMARC at the end of data; then the message is refused or committed.
+  void StartMessageCheck(Connection& c);
+  void FinishMessageCheck(Connection& c);
   void BeginClose(Connection& c);
   [[nodiscard]] std::unique_ptr<AdminAnswer> AnswerAdmin(const AdminQuery& query);
   [[nodiscard]] MessageView View(const spool::StoredMessage& message) const;
@@ -137,6 +154,7 @@ class Shard final : EgressListener {
   ConnectionLimiter& limiter_;
   std::unique_ptr<uring::Engine> engine_;
   base::SystemClock clock_;
+  std::unique_ptr<ShardResolver> resolver_;  // Null when every check is off.
   timer::TimerWheel timers_;
   std::unique_ptr<spool::Spool> spool_;
   uring::MeshPort port_;

@@ -67,6 +67,21 @@ struct alignas(64) ShardMetrics {
   metrics::Counter egress_tasks_retried;  // Sent again on a fresh connection (stale cache).
   metrics::Gauge egress_connections;
   metrics::Counter log_lines_dropped;  // The log reader fell behind (or stdout failed).
+  // Sender authentication: results as written in Authentication-Results.
+  std::array<metrics::Counter, 7> auth_spf;    // By spf::Result.
+  std::array<metrics::Counter, 7> auth_dkim;   // By dkim::Result; the last: none (unsigned).
+  std::array<metrics::Counter, 5> auth_dmarc;  // By dmarc::Result.
+  metrics::Counter auth_rejected_spf;          // 550 5.7.23 at MAIL FROM.
+  metrics::Counter auth_deferred_spf;          // 451 4.7.24
+  metrics::Counter auth_rejected_dmarc;        // 550 5.7.1 at the end of data.
+  metrics::Counter auth_deferred_dmarc;        // 451 4.7.1
+  metrics::Histogram auth_check_seconds{metrics::kLatencyBoundsUs};  // End of data to verdict.
+  // DNS, mirrored from the shard's resolver.
+  metrics::Counter dns_lookups;
+  metrics::Counter dns_cache_hits;
+  metrics::Counter dns_queries;
+  metrics::Counter dns_temporary_failures;
+  metrics::Gauge dns_cache_entries;
 };
 
 }  // namespace relais::relaisd

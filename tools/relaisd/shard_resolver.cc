@@ -21,6 +21,8 @@ struct ShardResolver::Poll final : uring::Completion {
   bool retired = false;
 };
 
+ShardResolver::ShardResolver(uring::Engine& engine) : engine_(engine) {}
+
 absl::StatusOr<std::unique_ptr<ShardResolver>> ShardResolver::Create(
     uring::Engine& engine, const dns::ResolverOptions& options, const base::Clock& clock) {
   std::unique_ptr<ShardResolver> r(new ShardResolver(engine));

@@ -38,7 +38,7 @@ class ShardResolver final : dns::SocketWatcher {
 
  private:
   struct Poll;
-  explicit ShardResolver(uring::Engine& engine) : engine_(engine) {}
+  explicit ShardResolver(uring::Engine& engine);
   void Watch(int fd, bool readable, bool writable) override;
   void OnPoll(Poll& poll, int32_t result);
   void Arm(Poll& poll);
