@@ -3,8 +3,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <fstream>
 #include <sstream>
+#include <tuple>
 
 #define TOML_EXCEPTIONS 0
 #define TOML_HEADER_ONLY 1
@@ -354,6 +356,74 @@ absl::Status ParseRoute(const toml::table& table, std::string_view source, Route
                   StrCat("'", type, "' is not one of maildir, smarthost, lmtp, reject"));
 }
 
+const std::string_view kDkimSignKeys[] = {"domain", "selector", "key", "canonicalization",
+                                          "headers"};
+
+absl::Status ParseDkimSigning(const toml::table& table, std::string_view source, DkimSigning& out) {
+  for (const auto& [k, v] : table) {
+    if (std::find(std::begin(kDkimSignKeys), std::end(kDkimSignKeys), k.str()) ==
+        std::end(kDkimSignKeys)) {
+      return KeyError(source, v, StrCat("dkim_sign.", k.str()), "unknown key");
+    }
+  }
+  auto str = [&](std::string_view k, std::string& value, bool required) -> absl::Status {
+    const toml::node* n = table.get(k);
+    if (n == nullptr) {
+      return required ? KeyError(source, table, StrCat("dkim_sign.", k), "is required")
+                      : absl::OkStatus();
+    }
+    auto v = n->value<std::string>();
+    if (!n->is_string() || !v || v->empty()) {
+      return KeyError(source, *n, StrCat("dkim_sign.", k), "expected a non-empty string");
+    }
+    value = *v;
+    return absl::OkStatus();
+  };
+  for (auto [k, value, required] :
+       {std::tuple{"domain", &out.domain, true}, std::tuple{"selector", &out.selector, true},
+        std::tuple{"key", &out.key_file, true},
+        std::tuple{"canonicalization", &out.canonicalization, false}}) {
+    if (auto st = str(k, *value, required); !st.ok()) {
+      return st;
+    }
+  }
+  out.domain = base::AsciiStrToLower(out.domain);
+  if (out.domain == "*" || out.domain.starts_with("*.") || !ValidDomainPattern(out.domain)) {
+    return KeyError(source, *table.get("domain"), "dkim_sign.domain",
+                    StrCat("'", out.domain, "' is not a domain"));
+  }
+  for (char c : out.selector) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.' && c != '_') {
+      return KeyError(source, *table.get("selector"), "dkim_sign.selector",
+                      StrCat("'", out.selector, "' is not a selector (letters, digits, - . _)"));
+    }
+  }
+  static constexpr std::string_view kCanonicalizations[] = {"relaxed/relaxed", "relaxed/simple",
+                                                            "simple/relaxed", "simple/simple"};
+  if (std::find(std::begin(kCanonicalizations), std::end(kCanonicalizations),
+                out.canonicalization) == std::end(kCanonicalizations)) {
+    return KeyError(source, *table.get("canonicalization"), "dkim_sign.canonicalization",
+                    StrCat("'", out.canonicalization,
+                           "' is not relaxed/relaxed, relaxed/simple, simple/relaxed or "
+                           "simple/simple"));
+  }
+  if (const toml::node* h = table.get("headers")) {
+    const toml::array* array = h->as_array();
+    if (array == nullptr) {
+      return KeyError(source, *h, "dkim_sign.headers", "expected an array of field names");
+    }
+    for (const toml::node& name : *array) {
+      auto v = name.value<std::string>();
+      if (!name.is_string() || !v || v->empty() ||
+          v->find_first_of(": \t\r\n") != std::string::npos) {
+        return KeyError(source, name, "dkim_sign.headers", "expected header field names");
+      }
+      out.headers.push_back(base::AsciiStrToLower(*v));
+    }
+  }
+  return absl::OkStatus();
+}
+
 std::string DefaultHostname() {
   char buf[256] = {};
   if (gethostname(buf, sizeof(buf) - 1) != 0 || buf[0] == '\0') {
@@ -387,6 +457,20 @@ absl::StatusOr<Config> Parse(std::string_view toml_text, std::string_view source
           return s;
         }
         config.routes.push_back(std::move(route));
+      }
+      continue;
+    }
+    if (table_name.str() == "dkim_sign") {
+      const toml::array* entries = table_node.as_array();
+      if (entries == nullptr || !entries->is_array_of_tables()) {
+        return KeyError(source, table_node, "dkim_sign", "expected [[dkim_sign]] tables");
+      }
+      for (const toml::node& e : *entries) {
+        DkimSigning signing;
+        if (auto st = ParseDkimSigning(*e.as_table(), source, signing); !st.ok()) {
+          return st;
+        }
+        config.dkim_sign.push_back(std::move(signing));
       }
       continue;
     }
@@ -489,7 +573,13 @@ std::string DefaultToml() {
   StrAppend(&out,
             "\n# Recipient domain -> destination; the first matching route wins.\n"
             "# type: maildir (path), smarthost (hosts), lmtp (address), reject.\n"
-            "[[routes]]\ndomain = \"*\"\ntype = \"maildir\"\npath = \"./var/mail\"\n");
+            "[[routes]]\ndomain = \"*\"\ntype = \"maildir\"\npath = \"./var/mail\"\n"
+            "\n# DKIM signing of mail from trusted clients (relay.networks, auth.skip_networks)\n"
+            "# whose From domain is `domain` or below it; none by default. One table per key:\n"
+            "# [[dkim_sign]]\n# domain = \"example.com\"\n# selector = \"s2026\"\n"
+            "# key = \"/etc/relais/dkim/example.com.pem\"  # PKCS #8 PEM, RSA or Ed25519\n"
+            "# canonicalization = \"relaxed/relaxed\"\n"
+            "# headers = [\"from\", \"to\", \"subject\", \"date\", \"message-id\"]\n");
   return out;
 }
 

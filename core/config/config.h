@@ -28,6 +28,17 @@ struct Route {
   std::string address;             // lmtp: host:port or unix socket path.
 };
 
+// A key that signs outgoing mail (DKIM, RFC 6376): mail from trusted clients (relay networks,
+// auth.skip_networks) whose From domain is `domain` or below it gets a signature with d=domain.
+// Several entries for one domain sign twice (e.g. Ed25519 and RSA, RFC 8463).
+struct DkimSigning {
+  std::string domain;
+  std::string selector;
+  std::string key_file;  // PKCS #8 PEM, RSA or Ed25519; the algorithm follows the key.
+  std::string canonicalization = "relaxed/relaxed";
+  std::vector<std::string> headers;  // Empty: the usual set (From, To, Subject, Date, ...).
+};
+
 struct Config {
   // [server]
   std::string hostname;  // Default: the machine's host name.
@@ -90,6 +101,8 @@ struct Config {
   uint32_t dns_timeout_ms = 2000;
   uint32_t dns_tries = 2;
   uint32_t dns_cache_entries_max = 10'000;  // Per shard.
+  // [[dkim_sign]]
+  std::vector<DkimSigning> dkim_sign;
   // [[routes]]
   std::vector<Route> routes = {Route{"*", RouteType::kMaildir, "./var/mail", {}, {}}};
 };

@@ -91,6 +91,41 @@ TEST(ConfigTest, ErrorsNameTheKeyAndLine) {
   ExpectError("[dns]\ntries = 0\n", "dns.tries: 0 is out of range");
 }
 
+TEST(ConfigTest, DkimSigning) {
+  auto c = Parse(R"(
+[[dkim_sign]]
+domain = "Example.COM"
+selector = "ed2026"
+key = "/etc/relais/ed.pem"
+[[dkim_sign]]
+domain = "example.com"
+selector = "rsa2026"
+key = "/etc/relais/rsa.pem"
+canonicalization = "simple/relaxed"
+headers = ["From", "subject"]
+)",
+                 "t.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_EQ(c->dkim_sign.size(), 2u);
+  EXPECT_EQ(c->dkim_sign[0].domain, "example.com");
+  EXPECT_EQ(c->dkim_sign[0].canonicalization, "relaxed/relaxed");
+  EXPECT_TRUE(c->dkim_sign[0].headers.empty());
+  EXPECT_EQ(c->dkim_sign[1].key_file, "/etc/relais/rsa.pem");
+  EXPECT_EQ(c->dkim_sign[1].headers, (std::vector<std::string>{"from", "subject"}));
+  ExpectError("[[dkim_sign]]\ndomain = \"x.com\"\nselector = \"s\"\n",
+              "dkim_sign.key: is required");
+  ExpectError("[[dkim_sign]]\ndomain = \"*\"\nselector = \"s\"\nkey = \"k\"\n",
+              "dkim_sign.domain: '*' is not a domain");
+  ExpectError("[[dkim_sign]]\ndomain = \"x.com\"\nselector = \"a b\"\nkey = \"k\"\n",
+              "dkim_sign.selector");
+  ExpectError(
+      "[[dkim_sign]]\ndomain = \"x.com\"\nselector = \"s\"\nkey = \"k\"\ncanonicalization = "
+      "\"loose\"\n",
+      "bad.toml:5: dkim_sign.canonicalization: 'loose' is not relaxed/relaxed");
+  ExpectError("[[dkim_sign]]\ndomain = \"x.com\"\nselector = \"s\"\nkey = \"k\"\nalgo = 1\n",
+              "dkim_sign.algo: unknown key");
+}
+
 TEST(ConfigTest, AuthAndDns) {
   auto d = Parse("[server]\nhostname = \"mx.example.net\"\n", "d.toml");
   ASSERT_TRUE(d.ok()) << d.status();

@@ -268,4 +268,35 @@ std::string MessageCheck::Header() const {
   return authres::Header(policy_.authserv_id, results);
 }
 
+absl::StatusOr<std::string> SignaturesFor(std::string_view message,
+                                          const std::vector<SigningKey>& keys,
+                                          uint64_t now_unix_seconds) {
+  if (keys.empty()) {
+    return std::string();
+  }
+  std::string problem;
+  const std::optional<std::string> author = dmarc::AuthorDomain(FromDomains(message), problem);
+  if (!author) {
+    return std::string();
+  }
+  std::string out;
+  for (const SigningKey& k : keys) {
+    const std::string& d = k.options.domain;
+    if (*author != d && !author->ends_with(StrCat(".", d))) {
+      continue;
+    }
+    dkim::SignOptions options = k.options;
+    options.timestamp = now_unix_seconds;
+    absl::StatusOr<std::string> field = dkim::Sign(message, options, k.key);
+    if (!field.ok()) {
+      return field.status();
+    }
+    // Each signature covers the message as the receiver sees it below it: the later ones are
+    // made over the message without the earlier fields, which is what they sign (DKIM
+    // signatures never cover other DKIM-Signature fields unless h= names them).
+    out += *field;
+  }
+  return out;
+}
+
 }  // namespace relais::authcheck

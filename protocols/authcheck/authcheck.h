@@ -107,4 +107,18 @@ class MessageCheck {
   Judgement judgement_;
 };
 
+// A DKIM signing key for a domain (loaded by the owner at start).
+struct SigningKey {
+  dkim::SignOptions options;  // domain, selector, canonicalization, headers.
+  tls::PrivateKey key;
+};
+
+// The DKIM-Signature fields (each folded, CRLF-terminated; empty when none applies) to put on
+// top of `message` (CRLF text): one per key whose domain is the message's author domain or a
+// parent of it (so the signature aligns for DMARC). A message without a single author domain
+// is not signed. Fails only when a key cannot sign.
+[[nodiscard]] absl::StatusOr<std::string> SignaturesFor(std::string_view message,
+                                                        const std::vector<SigningKey>& keys,
+                                                        uint64_t now_unix_seconds);
+
 }  // namespace relais::authcheck

@@ -223,5 +223,37 @@ TEST(MessageCheck, EverythingOffAsksNothing) {
   EXPECT_EQ(check.Header(), "Authentication-Results: localhost; none\r\n");
 }
 
+// Two keys for example.com (dual signing): mail from mail.example.com gets both signatures,
+// each of which verifies; mail from another domain, or with two author domains, gets none.
+TEST(SignaturesFor, SignsMailOfTheDomainAndBelow) {
+  std::vector<SigningKey> keys;
+  for (const char* selector : {"s1", "s2"}) {
+    SigningKey k{{}, std::move(*tls::PrivateKey::FromPem(kEd25519Pem))};
+    k.options.domain = "example.com";
+    k.options.selector = selector;
+    keys.push_back(std::move(k));
+  }
+  absl::StatusOr<std::string> fields = SignaturesFor(kMessage, keys, 1764000000);
+  ASSERT_TRUE(fields.ok()) << fields.status();
+  const std::string message = *fields + std::string(kMessage);
+  Zone z = ExampleZone("reject");
+  z.records["s2._domainkey.example.com"] = z.records["s1._domainkey.example.com"];
+  dkim::Verification v(message, 1764000000);
+  for (int i = 0; i < 10 && !v.Run(); ++i) {
+    v.Provide(v.needed(), z.records[v.needed().name]);
+  }
+  ASSERT_EQ(v.results().size(), 2u);
+  EXPECT_EQ(v.results()[0].selector, "s1");
+  EXPECT_EQ(v.results()[0].result, dkim::Result::kPass) << v.results()[0].reason;
+  EXPECT_EQ(v.results()[1].selector, "s2");
+  EXPECT_EQ(v.results()[1].result, dkim::Result::kPass) << v.results()[1].reason;
+  EXPECT_NE(message.find("t=1764000000"), std::string::npos);
+
+  EXPECT_EQ(*SignaturesFor("From: a@example.org\r\n\r\nx\r\n", keys, 1), "");
+  EXPECT_EQ(*SignaturesFor("From: a@notexample.com\r\n\r\nx\r\n", keys, 1), "");
+  EXPECT_EQ(*SignaturesFor("From: a@example.com, b@example.org\r\n\r\nx\r\n", keys, 1), "");
+  EXPECT_EQ(*SignaturesFor(kMessage, {}, 1), "");
+}
+
 }  // namespace
 }  // namespace relais::authcheck

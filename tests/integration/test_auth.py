@@ -357,6 +357,7 @@ class AuthCheckTest(ZoneTest):
 
 DAEMON_RECORDS = [
     txt_arg("ed._domainkey.example.test", key_record("ed25519.pem")),
+    txt_arg("big._domainkey.example.test", key_record("rsa2048.pem")),
     "--txt-record=example.test,v=spf1 ip4:127.0.0.1 -all",
     "--txt-record=_dmarc.example.test,v=DMARC1; p=reject",
     "--txt-record=deny.test,v=spf1 -all exp=exp.deny.test",
@@ -474,3 +475,41 @@ class DaemonAuthTest(ZoneTest):
             s.sendmail("someone@deny.test", ["sue@example.net"], SIGNED_PART)
         body = self.stored(d, 1)[0]["body"]
         self.assertTrue(body.startswith("Received: "), body)
+
+    def test_trusted_clients_mail_is_signed_for_its_domain(self):
+        keys = [("ed", "ed25519.pem"), ("big", "rsa2048.pem")]
+        signing = "".join(f'[[dkim_sign]]\ndomain = "example.test"\nselector = "{s}"\n'
+                          f'key = "{os.path.join(KEYS, k)}"\n' for s, k in keys)
+        d = Daemon(f'[dns]\nservers = ["127.0.0.1:{self.port}"]\n' + signing)
+        self.addCleanup(d.cleanup)
+        d.start()
+        other = SIGNED_PART.replace("joe@example.test", "joe@other.test")
+        with smtplib.SMTP("127.0.0.1", d.port, timeout=10) as s:
+            s.sendmail("joe@example.test", ["sue@example.net"], SIGNED_PART)
+            s.sendmail("joe@other.test", ["sue@example.net"], other)
+        messages = {m["body"].count("From: Joe <joe@example.test>"): m["body"]
+                    for m in self.stored(d, 2)}
+        signed, unsigned = messages[1], messages[0]
+        self.assertNotIn("DKIM-Signature", unsigned)
+        self.assertEqual(signed.count("DKIM-Signature: "), 2)
+        wire = signed.replace("\n", "\r\n")
+        r = subprocess.run([RELAIS_AUTH, "dkim", "verify", "--dns", f"127.0.0.1:{self.port}"],
+                           input=wire.encode(), capture_output=True, timeout=30)
+        self.assertEqual(r.stdout.decode(), "pass d=example.test s=ed\npass d=example.test s=big\n")
+        for selector, key in keys:  # dkimpy verifies the topmost signature it is given.
+            only = re.sub(r"DKIM-Signature: [^\n]*s=(?!%s;)[^\n]*\n(\s[^\n]*\n)*" % selector, "",
+                          signed)
+            r = subprocess.run(["/usr/bin/python3", "-c", DKIMPY_VERIFY, key_record(key)],
+                               input=only.replace("\n", "\r\n").encode(), capture_output=True,
+                               timeout=30)
+            self.assertEqual(r.stdout.decode().strip(), "pass", (selector, r.stderr))
+        with urllib.request.urlopen(f"http://127.0.0.1:{d.metrics_port}/metrics") as resp:
+            self.assertIn("relais_dkim_signed_total 1\n", resp.read().decode())
+
+    def test_unreadable_signing_key_stops_the_start(self):
+        d = Daemon('[[dkim_sign]]\ndomain = "example.test"\nselector = "s"\n'
+                   'key = "/nonexistent/key.pem"\n')
+        self.addCleanup(d.cleanup)
+        with self.assertRaises(AssertionError) as e:
+            d.start()
+        self.assertIn("dkim_sign: cannot read key /nonexistent/key.pem", str(e.exception))

@@ -13,8 +13,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -243,6 +245,38 @@ int Main(int argc, char** argv) {
   base.dns.tries = config.dns_tries;
   base.dns.cache_entries_max = config.dns_cache_entries_max;
 
+  // DKIM signing keys, loaded once per shard so that no key is shared between threads.
+  std::vector<std::vector<authcheck::SigningKey>> signing_keys(shards);
+  for (const config::DkimSigning& d : config.dkim_sign) {
+    std::ifstream in(d.key_file, std::ios::binary);
+    if (!in) {
+      return Fail(
+          base::StrCat("dkim_sign: cannot read key ", d.key_file, ": ", std::strerror(errno)));
+    }
+    std::stringstream pem;
+    pem << in.rdbuf();
+    for (uint32_t i = 0; i < shards; ++i) {
+      absl::StatusOr<tls::PrivateKey> key = tls::PrivateKey::FromPem(pem.str());
+      if (!key.ok()) {
+        return Fail(base::StrCat("dkim_sign: key ", d.key_file, ": ", key.status().message()));
+      }
+      authcheck::SigningKey k{{}, std::move(*key)};
+      k.options.domain = d.domain;
+      k.options.selector = d.selector;
+      const size_t slash = d.canonicalization.find('/');
+      k.options.header_canonicalization = d.canonicalization.substr(0, slash) == "relaxed"
+                                              ? dkim::Canonicalization::kRelaxed
+                                              : dkim::Canonicalization::kSimple;
+      k.options.body_canonicalization = d.canonicalization.substr(slash + 1) == "relaxed"
+                                            ? dkim::Canonicalization::kRelaxed
+                                            : dkim::Canonicalization::kSimple;
+      if (!d.headers.empty()) {
+        k.options.headers = d.headers;
+      }
+      signing_keys[i].push_back(std::move(k));
+    }
+  }
+
   std::atomic<uint32_t> shards_running{shards};
   base.shards_running = &shards_running;
   std::vector<std::unique_ptr<Shard>> all;
@@ -252,6 +286,7 @@ int Main(int argc, char** argv) {
     options.spool.shard = static_cast<uint16_t>(i);
     options.metrics = metrics_blocks[i].get();
     options.all_metrics = &all_metrics;
+    options.signing_keys = &signing_keys[i];
     auto shard = Shard::Create(options, listeners->fds_by_shard[i], limiter, mesh);
     if (!shard.ok()) {
       return Fail(base::StrCat("shard ", i, ": ", shard.status().message()));

@@ -182,6 +182,12 @@ std::string RenderMetrics(const Shards& shards) {
   Summed(w, shards, "relais_auth_check_seconds",
          "From the end of a message's data to the DKIM and DMARC verdict (DNS included).",
          &ShardMetrics::auth_check_seconds);
+  Total(w, shards, "relais_dkim_signed_total",
+        "Messages from trusted clients signed with DKIM (one or more signatures each).",
+        &ShardMetrics::dkim_signed);
+  Total(w, shards, "relais_dkim_sign_failures_total",
+        "Messages stored unsigned because a DKIM key failed to sign.",
+        &ShardMetrics::dkim_sign_failures);
   // DNS.
   Total(w, shards, "relais_dns_lookups_total", "DNS lookups by the sender checks.",
         &ShardMetrics::dns_lookups);

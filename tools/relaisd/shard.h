@@ -73,6 +73,9 @@ struct ShardOptions {
   authcheck::Policy auth;
   std::vector<mail::IpNetwork> auth_skip_networks;  // Clients not checked (with relay networks).
   dns::ResolverOptions dns;
+  // DKIM keys that sign mail from trusted (unchecked) clients; this shard's own copies. Null or
+  // empty: nothing is signed. Must outlive the shard.
+  const std::vector<authcheck::SigningKey>* signing_keys = nullptr;
 };
 
 // Handoff kinds on the mesh.
@@ -121,9 +124,10 @@ class Shard final : EgressListener {
   void MarkDirty(Connection& c);
   void Pump(Connection& c);
   void StoreMessages(Connection& c);
-  // Appends the session's message to the spool with `auth_header` (may be empty) and the trace
-  // header on top; the 250 waits for the group commit.
-  void Commit(Connection& c, std::string_view auth_header);
+  // Appends the session's message to the spool with `auth_header`, the trace header and
+  // `signatures` (DKIM-Signature fields) on top, each possibly empty; the 250 waits for the
+  // group commit.
+  void Commit(Connection& c, std::string_view auth_header, std::string_view signatures = {});
   [[nodiscard]] bool AuthEnabled() const;
   // SPF at MAIL FROM; answers the session's sender check when the evaluation ends.
   void StartSenderCheck(Connection& c);

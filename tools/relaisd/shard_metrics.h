@@ -76,6 +76,8 @@ struct alignas(64) ShardMetrics {
   metrics::Counter auth_rejected_dmarc;        // 550 5.7.1 at the end of data.
   metrics::Counter auth_deferred_dmarc;        // 451 4.7.1
   metrics::Histogram auth_check_seconds{metrics::kLatencyBoundsUs};  // End of data to verdict.
+  metrics::Counter dkim_signed;         // Messages signed (with one or more signatures).
+  metrics::Counter dkim_sign_failures;  // A key failed to sign: stored unsigned.
   // DNS, mirrored from the shard's resolver.
   metrics::Counter dns_lookups;
   metrics::Counter dns_cache_hits;
