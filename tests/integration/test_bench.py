@@ -13,7 +13,7 @@ import time
 import unittest
 import urllib.request
 
-from harness import RELAIS_BENCH as BENCH, BenchSink, Daemon
+from harness import RELAIS_BENCH as BENCH, BenchSink, Daemon, wait_for
 
 
 class BenchTest(unittest.TestCase):
@@ -129,6 +129,27 @@ class BenchTest(unittest.TestCase):
         accepted = sum(float(line.split()[-1]) for line in text.splitlines()
                        if line.startswith("relais_messages_accepted_total"))
         self.assertEqual(accepted, 2000)
+
+    def test_message_file_is_sent_as_given(self):
+        # LF line ends, a line that starts with a dot: stored byte for byte (in CRLF) under the
+        # tracking header.
+        path = os.path.join(self.tmp, "message.eml")
+        text = "From: <a@example.test>\nSubject: given\n\n.leading dot\nlast line"
+        with open(path, "w") as f:
+            f.write(text)
+        d = Daemon()
+        self.addCleanup(d.cleanup)
+        d.start()
+        report, _ = self.send(f"127.0.0.1:{d.port}", "--message", path, "--messages", "5",
+                              "--connections", "2")
+        self.assertEqual(report["summary"]["accepted"], 5)
+        bodies = wait_for(lambda: len(d.all_messages()) == 5 and d.all_messages(), 20, "5 stored")
+        for m in bodies:
+            self.assertIn("\nX-Relais-Bench: " + report["run_id"] + " ", m["body"])
+            self.assertTrue(m["body"].endswith(text + "\n"), m["body"])
+        _, r = self.send("127.0.0.1:1", "--message", os.path.join(self.tmp, "none.eml"),
+                         expect_status=2)
+        self.assertIn("--message", r.stderr)
 
     def test_runs_that_cannot_succeed_end_with_a_reason(self):
         with socket_closed_port() as port:

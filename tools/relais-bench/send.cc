@@ -55,8 +55,10 @@ constexpr const char* kSendUsage =
     "           [--rate R] [--pipelining on|off] [--bdat] [--bind CIDR|none]\n"
     "           [--messages-per-connection K] [--from ADDR] [--to-domain D] [--helo NAME]\n"
     "           [--timeout T] [--run-id ID] [--sink HOST:PORT] [--verify-timeout T]\n"
-    "           [--json FILE] [--seed N] [--progress] [--quiet] [--hold T]\n"
+    "           [--json FILE] [--seed N] [--progress] [--quiet] [--hold T] [--message FILE]\n"
     "  --hold T opens the connections, says EHLO and keeps them idle for T (no messages).\n"
+    "  --message FILE sends that message (RFC 5322, LF or CRLF) every time, with the tracking\n"
+    "  header on top, instead of a generated one; --size does not apply then.\n"
     "  Defaults: 10 connections, 1000 messages (or until --duration), 2k, 1 recipient, closed\n"
     "  loop, pipelining on, DATA (not BDAT), sources spread over 127.0.0.0/8 for a loopback\n"
     "  target. Exit status: 0 done, 1 the run failed, 2 bad usage, 3 messages were lost.\n";
@@ -91,6 +93,7 @@ struct SendOptions {
   uint64_t seed = 0;
   bool progress = false;
   bool quiet = false;
+  std::string message;  // --message: the file's message, CRLF; empty: generated messages.
 };
 
 class Sender;
@@ -455,11 +458,18 @@ class Sender {
     }
     std::string& c = l.content;
     c.clear();
-    StrAppend(&c, "X-Relais-Bench: ", options_.run_id, " ", l.seq, " ", options_.rcpts,
-              "\r\nFrom: <", options_.from, ">\r\nTo: <", recipient_text_[0],
-              ">\r\nSubject: relais-bench ", options_.run_id, " message ", l.seq,
-              "\r\nMessage-ID: <", l.seq, ".", options_.run_id, "@relais-bench>\r\nDate: ", date_,
-              "\r\nMIME-Version: 1.0\r\n\r\n");
+    if (!options_.message.empty()) {
+      // The given message under the tracking header (which no DKIM signature covers).
+      StrAppend(&c, "X-Relais-Bench: ", options_.run_id, " ", l.seq, " ", options_.rcpts, "\r\n",
+                options_.message);
+      size = 0;
+    } else {
+      StrAppend(&c, "X-Relais-Bench: ", options_.run_id, " ", l.seq, " ", options_.rcpts,
+                "\r\nFrom: <", options_.from, ">\r\nTo: <", recipient_text_[0],
+                ">\r\nSubject: relais-bench ", options_.run_id, " message ", l.seq,
+                "\r\nMessage-ID: <", l.seq, ".", options_.run_id, "@relais-bench>\r\nDate: ", date_,
+                "\r\nMIME-Version: 1.0\r\n\r\n");
+    }
     uint64_t body = size > c.size() ? size - c.size() : 0;
     while (body > 0) {
       const uint64_t take = std::min<uint64_t>(body, filler_.size());
@@ -1130,6 +1140,29 @@ absl::Status ParseSendOptions(const Flags& f, SendOptions& o) {
   if (o.bind && o.address.ss_family != AF_INET) {
     return absl::InvalidArgumentError("--bind needs an IPv4 target");
   }
+  if (auto v = f.Get("message")) {
+    std::ifstream in(*v, std::ios::binary);
+    if (!in) {
+      return absl::InvalidArgumentError(StrCat("--message ", *v, ": ", std::strerror(errno)));
+    }
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    for (size_t i = 0; i < text.size(); ++i) {  // Bare LF and lone CR line ends become CRLF.
+      if (text[i] == '\n' && (i == 0 || text[i - 1] != '\r')) {
+        o.message.push_back('\r');
+      }
+      o.message.push_back(text[i]);
+      if (text[i] == '\r' && (i + 1 == text.size() || text[i + 1] != '\n')) {
+        o.message.push_back('\n');
+      }
+    }
+    if (o.message.find("\r\n\r\n") == std::string::npos) {
+      return absl::InvalidArgumentError(
+          StrCat("--message ", *v, ": not a message (no empty line after a header)"));
+    }
+    if (!o.message.ends_with("\r\n")) {
+      o.message.append("\r\n");
+    }
+  }
   o.from = f.Get("from").value_or(o.from);
   o.to_domain = f.Get("to-domain").value_or(o.to_domain);
   o.helo = f.Get("helo").value_or(o.helo);
@@ -1166,7 +1199,8 @@ int RunSend(const std::vector<std::string>& args) {
                    {"target", "connections",    "messages",   "duration", "size",
                     "rcpts",  "rate",           "pipelining", "bind",     "messages-per-connection",
                     "from",   "to-domain",      "helo",       "timeout",  "run-id",
-                    "sink",   "verify-timeout", "json",       "seed",     "hold"});
+                    "sink",   "verify-timeout", "json",       "seed",     "hold",
+                    "message"});
   if (!flags.ok()) {
     return Usage(flags.status());
   }
