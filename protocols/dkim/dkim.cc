@@ -250,8 +250,14 @@ void BodyHasher::Update(std::string_view bytes) {
       line_.append(bytes);
       return;
     }
-    line_.append(bytes.substr(0, nl));
+    std::string_view piece = bytes.substr(0, nl);
     bytes.remove_prefix(nl + 1);
+    if (line_.empty() && !piece.empty() && piece.back() == '\r') {
+      piece.remove_suffix(1);
+      Line(piece);  // The usual case: a whole line in this piece, not copied.
+      continue;
+    }
+    line_.append(piece);
     if (!line_.empty() && line_.back() == '\r') {
       line_.pop_back();
       Line(line_);
@@ -263,21 +269,23 @@ void BodyHasher::Update(std::string_view bytes) {
 }
 
 void BodyHasher::Line(std::string_view line) {
-  std::string relaxed;
   if (canonicalization_ == Canonicalization::kRelaxed) {
+    // Inner runs of WSP become one SP, trailing WSP goes; written into a reused buffer.
+    relaxed_.resize(line.size());
+    char* out = relaxed_.data();
     bool space = false;
     for (char c : line) {
-      if (IsWsp(c)) {
+      if (c == ' ' || c == '\t') {
         space = true;
         continue;
       }
       if (space) {
-        relaxed.push_back(' ');
+        *out++ = ' ';
+        space = false;
       }
-      space = false;
-      relaxed.push_back(c);
+      *out++ = c;
     }
-    line = relaxed;  // Trailing WSP is gone; inner runs are one SP.
+    line = std::string_view(relaxed_.data(), static_cast<size_t>(out - relaxed_.data()));
   }
   if (line.empty()) {
     ++blank_lines_;  // Dropped if nothing but empty lines follows.
@@ -298,7 +306,12 @@ void BodyHasher::Emit(std::string_view bytes) {
     bytes = bytes.substr(0, static_cast<size_t>(std::min<uint64_t>(room, bytes.size())));
   }
   hashed_ += bytes.size();
-  sha_.Update(bytes);
+  // Gathered and hashed in blocks: one SHA-256 update per line would cost more than the hash.
+  pending_.append(bytes);
+  if (pending_.size() >= kPendingBytes) {
+    sha_.Update(pending_);
+    pending_.clear();
+  }
 }
 
 tls::Sha256Digest BodyHasher::Finish() {
@@ -309,6 +322,8 @@ tls::Sha256Digest BodyHasher::Finish() {
   if (!any_ && canonicalization_ == Canonicalization::kSimple) {
     Emit("\r\n");  // 3.4.3: an empty body is one CRLF.
   }
+  sha_.Update(pending_);
+  pending_.clear();
   return sha_.Finish();
 }
 

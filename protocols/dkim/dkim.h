@@ -57,11 +57,14 @@ class BodyHasher {
   void Line(std::string_view line);  // One complete line, without its CRLF.
   void Emit(std::string_view bytes);
 
+  static constexpr size_t kPendingBytes = 8192;
+
   const Canonicalization canonicalization_;
   const std::optional<uint64_t> limit_;
   tls::Sha256Stream sha_;
-  std::string line_;          // The current, unfinished line.
-  bool cr_ = false;           // line_ ends in a CR that may start a CRLF.
+  std::string line_;          // The current, unfinished line (only when it spans pieces).
+  std::string relaxed_;       // Scratch for a relaxed line.
+  std::string pending_;       // Canonical bytes not hashed yet.
   uint64_t blank_lines_ = 0;  // Empty lines held back: only trailing ones are dropped.
   bool any_ = false;          // Something was emitted.
   uint64_t canonical_bytes_ = 0;
