@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -101,10 +102,11 @@ def process_tree_cpu_seconds(root_pid):
 
 
 @contextlib.contextmanager
-def relaisd(path, threads, next_hop, metrics_port=None):
+def relaisd(path, threads, next_hop, metrics_port=None, extra=""):
     """A relaisd of its own (spool, admin socket, metrics on `metrics_port` or none) that routes
-    every domain to the smarthost `next_hop` ("host:port"). Yields (process, SMTP port, work
-    directory); kills it and removes the directory afterwards if the caller did not stop it."""
+    every domain to the smarthost `next_hop` ("host:port"), with `extra` TOML tables added.
+    Yields (process, SMTP port, work directory); kills it and removes the directory afterwards
+    if the caller did not stop it."""
     work = tempfile.mkdtemp(prefix="relais-bench-")
     port = free_port()
     config = os.path.join(work, "relais.toml")
@@ -113,6 +115,7 @@ def relaisd(path, threads, next_hop, metrics_port=None):
                 f'[spool]\npath = "{work}/spool"\n'
                 f'[metrics]\nlisten = "{f"127.0.0.1:{metrics_port}" if metrics_port else ""}"\n'
                 '[limits]\nconnections_per_ip_max = 100000\n'
+                f'{extra}\n'
                 f'[[routes]]\ndomain = "*"\ntype = "smarthost"\nhosts = ["{next_hop}"]\n')
     cmd = [path, "--config", config]
     if threads:
@@ -135,3 +138,24 @@ def rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise RuntimeError(f"no VmRSS for {pid}")
+
+
+class Sink:
+    """smtp-sink that counts messages (-c prints running counters)."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.out = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen([SMTP_SINK, "-u", "nobody", "-c", f"127.0.0.1:{self.port}",
+                                      "1024"], stdout=self.out, stderr=subprocess.DEVNULL)
+        wait_listening(self.port, self.proc)
+
+    def count(self):
+        self.out.seek(max(0, os.fstat(self.out.fileno()).st_size - 200))
+        tail = self.out.read().decode(errors="replace")
+        found = re.findall(r"mesg=(\d+)", tail)
+        return int(found[-1]) if found else 0
+
+    def close(self):
+        stop(self.proc)
+        self.out.close()

@@ -24,7 +24,6 @@ Needs root for Postfix (it drops to the postfix user). Loopback only.
 
 import argparse
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -32,30 +31,8 @@ import sys
 import tempfile
 import time
 
-from benchlib import (SMTP_SINK, free_port, machine_cpu_seconds, process_tree_cpu_seconds,
-                      relaisd, require_postfix_tools, smtp_source_command, stop,
-                      wait_listening)
-
-
-class Sink:
-    """smtp-sink that counts messages (-c prints running counters)."""
-
-    def __init__(self):
-        self.port = free_port()
-        self.out = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen([SMTP_SINK, "-u", "nobody", "-c", f"127.0.0.1:{self.port}",
-                                      "1024"], stdout=self.out, stderr=subprocess.DEVNULL)
-        wait_listening(self.port, self.proc)
-
-    def count(self):
-        self.out.seek(max(0, os.fstat(self.out.fileno()).st_size - 200))
-        tail = self.out.read().decode(errors="replace")
-        found = re.findall(r"mesg=(\d+)", tail)
-        return int(found[-1]) if found else 0
-
-    def close(self):
-        stop(self.proc)
-        self.out.close()
+from benchlib import (Sink, free_port, machine_cpu_seconds, process_tree_cpu_seconds, relaisd,
+                      require_postfix_tools, smtp_source_command, stop, wait_listening)
 
 
 def client_command(args, relay_port):

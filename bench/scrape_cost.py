@@ -23,8 +23,9 @@ import threading
 import time
 import urllib.request
 
-from benchlib import free_port, process_tree_cpu_seconds, relaisd, require_postfix_tools, stop
-from relay_vs_postfix import Sink, measure
+from benchlib import (Sink, free_port, process_tree_cpu_seconds, relaisd, require_postfix_tools,
+                      stop)
+from relay_vs_postfix import measure
 
 
 def scrape(port):
