@@ -355,6 +355,80 @@ class AuthCheckTest(ZoneTest):
         self.assertIn("--dmarc-policy must be off, tag or reject", r.stderr)
 
 
+# pyspf (Debian python3-spf), an independent SPF implementation, asked through dnspython to use
+# the test's dnsmasq only.
+PYSPF = """
+import sys, spf, dns.resolver
+r = dns.resolver.Resolver(configure=False)
+r.nameservers, r.port, r.lifetime = ["127.0.0.1"], int(sys.argv[1]), 5
+dns.resolver.default_resolver = r
+ip, sender, helo = sys.argv[2:5]
+print(spf.check2(i=ip, s=sender, h=helo)[0])
+"""
+
+INTEROP_RECORDS = [
+    # Reverse names answered here too (NXDOMAIN when unknown): a DNS failure on a PTR lookup is
+    # "no match" per RFC 7208 5.5, which pyspf turns into temperror; keep the table about SPF.
+    "--local=/in-addr.arpa/", "--local=/ip6.arpa/",
+    "--txt-record=pass.test,v=spf1 ip4:192.0.2.0/24 -all",
+    "--txt-record=soft.test,v=spf1 include:pass.test ~all",
+    "--txt-record=neutral.test,v=spf1 ?all",
+    "--txt-record=redir.test,v=spf1 redirect=pass.test",
+    "--txt-record=v6.test,v=spf1 ip6:2001:db8::/32 -all",
+    "--txt-record=a.test,v=spf1 a:host.a.test/24 -all",
+    "--host-record=host.a.test,198.51.100.20",
+    "--txt-record=mx.test,v=spf1 mx -all",
+    "--mx-host=mx.test,mail.mx.test,10",
+    "--host-record=mail.mx.test,203.0.113.8",
+    "--txt-record=ptr.test,v=spf1 ptr -all",
+    "--ptr-record=5.2.0.192.in-addr.arpa,mail.ptr.test",
+    "--host-record=mail.ptr.test,192.0.2.5",
+    "--txt-record=macro.test,v=spf1 exists:%{i}.%{l}.x.macro.test -all",
+    "--host-record=192.0.2.9.joe.x.macro.test,127.0.0.2",
+    "--txt-record=helo.test,v=spf1 a -all",
+    "--host-record=helo.test,203.0.113.5",
+    "--txt-record=two.test,v=spf1 -all",
+    "--txt-record=two.test,v=spf1 +all",
+    "--txt-record=syntax.test,v=spf1 ip4:300.1.1.1 -all",
+    "--txt-record=loop.test,v=spf1 include:loop.test -all",
+    "--txt-record=voids.test,v=spf1 a:n1.test a:n2.test a:n3.test +all",
+    "--txt-record=many.test,v=spf1 a:pass.test a:soft.test a:neutral.test a:redir.test "
+    "a:v6.test a:a.test a:mx.test a:ptr.test a:helo.test a:two.test a:syntax.test +all",
+    "--txt-record=badinc.test,v=spf1 include:nothing.test -all",
+    "--txt-record=upper.test,v=spf1 IP4:192.0.2.0/24 -ALL",
+]
+
+# (client IP, MAIL FROM, HELO): both implementations must give the same result word.
+INTEROP_CASES = [
+    ("192.0.2.1", "a@pass.test", "h.test"), ("198.51.100.1", "a@pass.test", "h.test"),
+    ("192.0.2.1", "a@soft.test", "h.test"), ("198.51.100.1", "a@soft.test", "h.test"),
+    ("198.51.100.1", "a@neutral.test", "h.test"), ("192.0.2.7", "a@redir.test", "h.test"),
+    ("198.51.100.1", "a@redir.test", "h.test"), ("2001:db8::1", "a@v6.test", "h.test"),
+    ("2001:db9::1", "a@v6.test", "h.test"), ("198.51.100.99", "a@a.test", "h.test"),
+    ("198.51.101.1", "a@a.test", "h.test"), ("203.0.113.8", "a@mx.test", "h.test"),
+    ("203.0.113.9", "a@mx.test", "h.test"), ("192.0.2.5", "a@ptr.test", "h.test"),
+    ("192.0.2.6", "a@ptr.test", "h.test"), ("192.0.2.9", "joe@macro.test", "h.test"),
+    ("192.0.2.9", "sue@macro.test", "h.test"), ("203.0.113.5", "", "helo.test"),
+    ("203.0.113.6", "", "helo.test"), ("192.0.2.1", "a@two.test", "h.test"),
+    ("192.0.2.1", "a@syntax.test", "h.test"), ("192.0.2.1", "a@loop.test", "h.test"),
+    ("192.0.2.1", "a@voids.test", "h.test"), ("192.0.2.1", "a@many.test", "h.test"),
+    ("192.0.2.1", "a@badinc.test", "h.test"), ("192.0.2.1", "a@none.test", "h.test"),
+    ("192.0.2.1", "a@upper.test", "h.test"), ("198.51.100.1", "a@upper.test", "h.test"),
+]
+
+
+class SpfInteropTest(ZoneTest):
+    records = INTEROP_RECORDS
+
+    def test_same_results_as_pyspf(self):
+        for ip, sender, helo in INTEROP_CASES:
+            ours = self.spf(ip, "", sender=sender, helo=helo)[0].split()[0]
+            r = subprocess.run(["/usr/bin/python3", "-c", PYSPF, str(self.port), ip, sender, helo],
+                               capture_output=True, text=True, timeout=60)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual(ours, r.stdout.strip(), (ip, sender, helo))
+
+
 DAEMON_RECORDS = [
     txt_arg("ed._domainkey.example.test", key_record("ed25519.pem")),
     txt_arg("big._domainkey.example.test", key_record("rsa2048.pem")),
