@@ -74,6 +74,8 @@ class MessageCheck {
 
   // Body hashes fed the message as it arrived (finished; must outlive the check).
   void UseBodyHashes(const dkim::BodyHashes* hashes) { dkim_.UseBodyHashes(hashes); }
+  // Parsed DKIM keys kept across messages (the shard's; must outlive the check).
+  void UseKeyCache(dkim::KeyCache* cache) { dkim_.UseKeyCache(cache); }
 
   [[nodiscard]] bool Run();
   [[nodiscard]] const dns::Question& needed() const { return needed_; }

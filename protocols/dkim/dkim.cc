@@ -425,6 +425,27 @@ const BodyHashes::Hash* BodyHashes::Find(Canonicalization c, std::optional<uint6
   return nullptr;
 }
 
+absl::StatusOr<const tls::PublicKey*> KeyCache::Get(tls::KeyType type, std::string_view p) {
+  std::string name(1, type == tls::KeyType::kRsa ? 'r' : 'e');
+  name.append(p);
+  if (const auto it = keys_.find(name); it != keys_.end()) {
+    ++hits_;
+    return &it->second;
+  }
+  const std::optional<std::string> der = tls::Base64Decode(p);
+  if (!der) {
+    return absl::InvalidArgumentError("p= is not base64");
+  }
+  absl::StatusOr<tls::PublicKey> key = tls::PublicKey::Parse(type, *der);
+  if (!key.ok()) {
+    return key.status();
+  }
+  if (keys_.size() >= entries_max_) {
+    keys_.clear();  // Rare: more distinct keys than the bound (always, with a bound of 0).
+  }
+  return &keys_.insert_or_assign(std::move(name), std::move(*key)).first->second;
+}
+
 Verification::Verification(std::string_view message, uint64_t now_unix_seconds)
     : message_(message), now_(now_unix_seconds) {
   header_ = SplitHeader(message_, body_offset_);
@@ -625,17 +646,15 @@ SignatureResult Verification::VerifyOne(const HeaderField& signature, bool& need
       }
     }
   }
-  const std::optional<std::string> key_der = tls::Base64Decode(p);
-  if (!key_der) {
-    return result(Result::kPermError, "key p= is not base64");
-  }
-  absl::StatusOr<tls::PublicKey> key = tls::PublicKey::Parse(key_type, *key_der);
+  KeyCache uncached(0);
+  absl::StatusOr<const tls::PublicKey*> key =
+      (key_cache_ != nullptr ? *key_cache_ : uncached).Get(key_type, p);
   if (!key.ok()) {
     return result(Result::kPermError, StrCat("key: ", key.status().message()));
   }
-  if (key_type == tls::KeyType::kRsa && key->bits() < 1024) {
+  if (key_type == tls::KeyType::kRsa && (*key)->bits() < 1024) {
     return result(Result::kFail,
-                  StrCat("RSA key of ", key->bits(), " bits (under 1024, RFC 8301)"));
+                  StrCat("RSA key of ", (*key)->bits(), " bits (under 1024, RFC 8301)"));
   }
 
   // The body hash (3.7): computed as the message arrived, or here.
@@ -659,11 +678,11 @@ SignatureResult Verification::VerifyOne(const HeaderField& signature, bool& need
   const std::string data = SignedHeaderData(header_, signed_names, signature.raw, hc);
   bool ok = false;
   if (key_type == tls::KeyType::kRsa) {
-    ok = key->Verify(data, *signature_bytes);
+    ok = (*key)->Verify(data, *signature_bytes);
   } else {
     const tls::Sha256Digest h = tls::Sha256(data);  // RFC 8463: Ed25519 over the hash.
-    ok = key->Verify(std::string_view(reinterpret_cast<const char*>(h.data()), h.size()),
-                     *signature_bytes);
+    ok = (*key)->Verify(std::string_view(reinterpret_cast<const char*>(h.data()), h.size()),
+                        *signature_bytes);
   }
   if (!ok) {
     return result(Result::kFail, "signature does not verify");

@@ -114,6 +114,25 @@ class BodyHashes {
   std::vector<Slot> slots_;
 };
 
+// Parsed public keys by key record p= value, for one thread's verifications: parsing a key
+// record (base64, DER, and for RSA the Montgomery set-up its first verification does) costs
+// about as much as verifying with a parsed key, and a few domains sign most mail. Bounded:
+// when full it starts over. Not thread-safe (one per shard).
+class KeyCache {
+ public:
+  explicit KeyCache(size_t entries_max = 1024) : entries_max_(entries_max) {}
+  // The parsed key for (type, p), parsing and keeping it on a miss; the error of a key that
+  // cannot be parsed (not kept). The pointer is valid until the next call.
+  [[nodiscard]] absl::StatusOr<const tls::PublicKey*> Get(tls::KeyType type, std::string_view p);
+  [[nodiscard]] size_t size() const { return keys_.size(); }
+  [[nodiscard]] uint64_t hits() const { return hits_; }
+
+ private:
+  const size_t entries_max_;
+  std::map<std::string, tls::PublicKey, std::less<>> keys_;  // Key: type letter + p.
+  uint64_t hits_ = 0;
+};
+
 struct SignatureResult {
   Result result = Result::kNeutral;
   std::string domain;    // d=
@@ -134,6 +153,8 @@ class Verification {
   // Body hashes computed as the message arrived (finished, outliving the verification);
   // signatures whose hash is not there hash the body here.
   void UseBodyHashes(const BodyHashes* hashes) { body_hashes_ = hashes; }
+  // Parsed keys kept across verifications (must outlive this one); null: parsed each time.
+  void UseKeyCache(KeyCache* cache) { key_cache_ = cache; }
 
  private:
   SignatureResult VerifyOne(const HeaderField& signature, bool& need);
@@ -146,6 +167,7 @@ class Verification {
   dns::Question needed_;
   std::vector<SignatureResult> results_;  // Final results of the signatures decided so far.
   const BodyHashes* body_hashes_ = nullptr;
+  KeyCache* key_cache_ = nullptr;
 };
 
 struct SignOptions {

@@ -330,6 +330,46 @@ TEST(Dkim, BodyHashesStreamedMatchWholeMessage) {
   EXPECT_EQ(ring.Verify(tampered)[0].reason, "body hash mismatch");
 }
 
+// Parsed keys are kept by record and used again; a bad record is an error and not kept; the
+// bound starts the cache over.
+TEST(Dkim, KeyCache) {
+  const tls::PrivateKey ed = Key(kEd25519Pem);
+  const tls::PrivateKey rsa = Key(kRsa1024Pem);
+  const std::string ed_p = tls::Base64Encode(ed.PublicKeyBytes());
+  const std::string rsa_p = tls::Base64Encode(rsa.PublicKeyBytes());
+  KeyCache cache(2);
+  absl::StatusOr<const tls::PublicKey*> a = cache.Get(tls::KeyType::kEd25519, ed_p);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ((*a)->type(), tls::KeyType::kEd25519);
+  EXPECT_EQ(*cache.Get(tls::KeyType::kEd25519, ed_p), *a);
+  EXPECT_EQ(cache.hits(), 1u);
+  EXPECT_FALSE(cache.Get(tls::KeyType::kRsa, ed_p).ok());  // Not an RSA key.
+  EXPECT_FALSE(cache.Get(tls::KeyType::kRsa, "!!").ok());
+  EXPECT_EQ(cache.size(), 1u);
+  ASSERT_TRUE(cache.Get(tls::KeyType::kRsa, rsa_p).ok());
+  EXPECT_EQ(cache.size(), 2u);
+  // A third key: the cache is full, so it starts over with that one.
+  const std::string small_p = tls::Base64Encode(Key(kRsa512Pem).PublicKeyBytes());
+  ASSERT_TRUE(cache.Get(tls::KeyType::kRsa, small_p).ok());
+  EXPECT_EQ(cache.size(), 1u);
+
+  // Verifications sharing a cache give the same results as without.
+  Keyring ring;
+  ring.Publish("brisbane._domainkey.football.example.com", ring.Record(ed));
+  const std::string message = Signed(kMessage, ed);
+  KeyCache shared;
+  for (int i = 0; i < 3; ++i) {
+    Verification v(message, 1764000000);
+    v.UseKeyCache(&shared);
+    for (int r = 0; r < 5 && !v.Run(); ++r) {
+      v.Provide(v.needed(), ring.zone[v.needed().name]);
+    }
+    ASSERT_EQ(v.results().size(), 1u);
+    EXPECT_EQ(v.results()[0].result, Result::kPass) << v.results()[0].reason;
+  }
+  EXPECT_EQ(shared.hits(), 2u);
+}
+
 // A header over the bound is not followed: nothing is hashed, and verification hashes the body
 // itself, with the same result.
 TEST(Dkim, BodyHashesGiveUpOnHugeHeader) {

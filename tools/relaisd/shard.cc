@@ -726,6 +726,7 @@ void Shard::StartMessageCheck(Connection& c) {
   c.message_check =
       std::make_unique<authcheck::MessageCheck>(options_.auth, std::move(request), tx.body);
   c.message_check->UseBodyHashes(c.body_hashes.get());
+  c.message_check->UseKeyCache(&dkim_keys_);
   c.auth_pending = true;
   c.check_started_us = clock_.MonotonicMicros();
   Drive(*c.message_check, resolver_->resolver(), [this, &c] { FinishMessageCheck(c); });

@@ -159,6 +159,7 @@ class Shard final : EgressListener {
   std::unique_ptr<uring::Engine> engine_;
   base::SystemClock clock_;
   std::unique_ptr<ShardResolver> resolver_;  // Null when every check is off.
+  dkim::KeyCache dkim_keys_;                 // Parsed DKIM public keys, by key record.
   timer::TimerWheel timers_;
   std::unique_ptr<spool::Spool> spool_;
   uring::MeshPort port_;
