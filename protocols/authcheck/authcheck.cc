@@ -1,5 +1,7 @@
 #include "protocols/authcheck/authcheck.h"
 
+#include <cctype>
+
 #include "core/base/strings.h"
 #include "protocols/authres/authres.h"
 
@@ -75,6 +77,18 @@ std::string MailboxDomain(std::string_view mailbox) {
   }
   while (!domain.empty() && (IsWsp(domain.back()) || domain.back() == '.')) {
     domain.remove_suffix(1);
+  }
+  // Only a name DNS can ask for: letters, digits, '-', '_', UTF-8 (IDN), dot-separated labels.
+  // Anything else (a domain literal, control bytes, spaces) is no domain DMARC can apply to.
+  if (domain.empty() || domain.size() > 253 || domain.front() == '.' ||
+      domain.find("..") != std::string_view::npos) {
+    return {};
+  }
+  for (char c : domain) {
+    const auto u = static_cast<unsigned char>(c);
+    if (!(std::isalnum(u) || c == '-' || c == '_' || c == '.' || u >= 0x80)) {
+      return {};
+    }
   }
   return AsciiStrToLower(domain);
 }

@@ -29,6 +29,11 @@ TEST(FromDomains, MailboxForms) {
   EXPECT_EQ(FromDomains("Sender: a@b.org\r\n\r\n"), V{});
   EXPECT_EQ(FromDomains("From: undisclosed\r\n\r\n"), V{});
   EXPECT_EQ(FromDomains("From: <@route.org:a@dest.org>\r\n\r\n"), V{"dest.org"});
+  // Not names DNS can ask for: left out.
+  EXPECT_EQ(FromDomains("From: a@[192.0.2.1]\r\n\r\n"), V{});
+  EXPECT_EQ(FromDomains(std::string_view("From: a@ex\0ample.org\r\n\r\n", 28)), V{});
+  EXPECT_EQ(FromDomains("From: a@ex..ample.org, b@.x.org\r\n\r\n"), V{});
+  EXPECT_EQ(FromDomains("From: a@b\xC3\xA9.example\r\n\r\n"), V{"b\xC3\xA9.example"});
 }
 
 TEST(JudgeSender, PerPolicy) {

@@ -452,7 +452,7 @@ Verification::Verification(std::string_view message, uint64_t now_unix_seconds)
 }
 
 void Verification::Provide(const dns::Question& question, dns::Answer answer) {
-  answers_[AsciiStrToLower(question.name)] = std::move(answer);
+  answers_[dns::QuestionKey(question.name)] = std::move(answer);
 }
 
 bool Verification::Run() {
@@ -581,7 +581,7 @@ SignatureResult Verification::VerifyOne(const HeaderField& signature, bool& need
   }
 
   // The key (3.6.2).
-  const std::string key_name = StrCat(r.selector, "._domainkey.", r.domain);
+  const std::string key_name = dns::QuestionKey(StrCat(r.selector, "._domainkey.", r.domain));
   const auto found = answers_.find(key_name);
   if (found == answers_.end()) {
     need = true;

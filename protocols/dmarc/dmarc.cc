@@ -227,15 +227,11 @@ std::optional<std::string> AuthorDomain(const std::vector<std::string>& domains,
 Evaluation::Evaluation(Request request) : request_(std::move(request)) {}
 
 void Evaluation::Provide(const dns::Question& question, dns::Answer answer) {
-  std::string key = AsciiStrToLower(question.name);
-  if (key.ends_with('.')) {
-    key.pop_back();
-  }
-  answers_[key] = std::move(answer);
+  answers_[dns::QuestionKey(question.name)] = std::move(answer);
 }
 
 const dns::Answer* Evaluation::Txt(const std::string& name) {
-  const std::string key = AsciiStrToLower(name);
+  const std::string key = dns::QuestionKey(name);
   const auto it = answers_.find(key);
   if (it != answers_.end()) {
     return &it->second;

@@ -156,5 +156,19 @@ TEST(Dmarc, NoneTempAndPermErrors) {
   EXPECT_NE(bad.problem.find("p="), std::string::npos);
 }
 
+// A name asked for is found once answered, whatever dots end it: the evaluation ends (it
+// used to ask for "_dmarc.x." forever when the From domain ended in two dots).
+TEST(DmarcEvaluation, EndsWhateverTheDomainLooksLike) {
+  for (const char* from : {"example.com..", "EXAMPLE.com.", "example.com...", "."}) {
+    Evaluation e({from, std::nullopt, {}, 0});
+    int rounds = 0;
+    while (!e.Run()) {
+      ASSERT_LT(++rounds, 5) << from << " asks " << e.needed().name << " again";
+      e.Provide(e.needed(), dns::Answer{dns::AnswerStatus::kNxDomain});
+    }
+    EXPECT_EQ(e.outcome().result, Result::kNone) << from;
+  }
+}
+
 }  // namespace
 }  // namespace relais::dmarc

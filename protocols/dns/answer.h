@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/mail/ip_network.h"
@@ -23,6 +24,22 @@ enum class RecordType : uint16_t {
   kTxt = 16,
   kAaaa = 28,
 };
+
+// The form an evaluation files a question's answer under and asks it by: lower case, without
+// trailing dots. Idempotent, so that a name asked for is always found once answered (an
+// evaluation that normalized differently when asking and when filing would ask forever).
+[[nodiscard]] inline std::string QuestionKey(std::string_view name) {
+  while (!name.empty() && name.back() == '.') {
+    name.remove_suffix(1);
+  }
+  std::string key(name);
+  for (char& c : key) {
+    if (c >= 'A' && c <= 'Z') {
+      c = static_cast<char>(c - 'A' + 'a');
+    }
+  }
+  return key;
+}
 
 struct Question {
   std::string name;  // Without the trailing dot; compared case-insensitively.

@@ -392,10 +392,7 @@ struct Evaluator {
 
   // The answer to (name, type), or nullptr after setting need.
   const dns::Answer* Lookup(std::string_view name, dns::RecordType type) {
-    std::string key = AsciiStrToLower(name);
-    if (key.ends_with('.')) {
-      key.pop_back();
-    }
+    const std::string key = dns::QuestionKey(name);
     const auto it = e.answers_.find({key, static_cast<uint16_t>(type)});
     if (it != e.answers_.end()) {
       return &it->second;
@@ -968,11 +965,8 @@ Evaluation::Evaluation(Request request) : request_(std::move(request)) {
 }
 
 void Evaluation::Provide(const dns::Question& question, dns::Answer answer) {
-  std::string key = AsciiStrToLower(question.name);
-  if (key.ends_with('.')) {
-    key.pop_back();
-  }
-  answers_[{key, static_cast<uint16_t>(question.type)}] = std::move(answer);
+  answers_[{dns::QuestionKey(question.name), static_cast<uint16_t>(question.type)}] =
+      std::move(answer);
 }
 
 bool Evaluation::Run() {

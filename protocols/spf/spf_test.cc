@@ -106,6 +106,22 @@ Result R(FakeDns& dns, const std::string& ip, const std::string& sender) {
   return Check(dns, ip, sender).result;
 }
 
+// Names ending in dots (a sender domain, an include, a macro expansion) are found once
+// answered: the evaluation ends.
+TEST(Spf, TrailingDotsDoNotMakeItAskForever) {
+  FakeDns dns;
+  dns.Txt("dots.example", {"v=spf1 include:inc.example.. a:%{d}.. -all"})
+      .Txt("inc.example", {"v=spf1 ip4:192.0.2.0/24 -all"});
+  for (const char* sender : {"a@dots.example..", "a@dots.example.", "a@DOTS.example..."}) {
+    const Outcome o = Check(dns, "198.51.100.1", sender);
+    EXPECT_TRUE(o.result == Result::kFail || o.result == Result::kPermError ||
+                o.result == Result::kNone)
+        << sender << " " << ResultName(o.result) << " " << o.problem;
+    EXPECT_LT(dns.asked.size(), 40u);
+    dns.asked.clear();
+  }
+}
+
 TEST(Spf, Ip4AndAll) {
   FakeDns dns;
   dns.Txt("example.com", {"v=spf1 ip4:192.0.2.0/24 ip6:2001:db8::/32 -all", "other text"});

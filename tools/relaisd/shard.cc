@@ -46,25 +46,36 @@ std::optional<mail::IpAddress> PeerAddress(int fd) {
   return std::nullopt;
 }
 
+// Questions one check may ask: SPF needs at most a few dozen (its limits), DKIM one per
+// signature, DMARC two. Past this an evaluation is broken (it asks for what it was given) and
+// is given up rather than let it spin the shard.
+constexpr uint32_t kCheckQuestionsMax = 256;
+
 // Runs a sans-I/O evaluation (Run/needed/Provide: SPF, the message check) to its end on the
-// shard's resolver: cached answers at once, the others when they arrive. `done` runs once,
-// possibly before this returns; the evaluation must live until then.
+// shard's resolver: cached answers at once, the others when they arrive. `done(true)` runs
+// once, possibly before this returns; `done(false)` if the evaluation asked more than
+// kCheckQuestionsMax questions. The evaluation must live until then.
 template <typename Evaluation>
-void Drive(Evaluation& evaluation, dns::Resolver& resolver, std::function<void()> done) {
+void Drive(Evaluation& evaluation, dns::Resolver& resolver, std::function<void(bool)> done,
+           uint32_t asked = 0) {
   while (!evaluation.Run()) {
+    if (++asked > kCheckQuestionsMax) {
+      done(false);
+      return;
+    }
     const dns::Question question = evaluation.needed();
     if (std::optional<dns::Answer> cached = resolver.FromCache(question)) {
       evaluation.Provide(question, std::move(*cached));
       continue;
     }
-    resolver.Resolve(question, [&evaluation, &resolver, question,
+    resolver.Resolve(question, [&evaluation, &resolver, question, asked,
                                 done = std::move(done)](const dns::Answer& answer) mutable {
       evaluation.Provide(question, answer);
-      Drive(evaluation, resolver, std::move(done));
+      Drive(evaluation, resolver, std::move(done), asked);
     });
     return;
   }
-  done();
+  done(true);
 }
 
 smtp::CommitOutcome ToCommitOutcome(spool::AppendOutcome outcome) {
@@ -130,7 +141,8 @@ struct Shard::Connection final : timer::Timer, spool::AppendCompletion, smtp::Bo
   bool auth_pending = false;  // A check waits for DNS; the connection is kept until it ends.
   uint64_t check_started_us = 0;
   std::unique_ptr<spf::Evaluation> spf;
-  std::optional<spf::Outcome> spf_outcome;  // Of this transaction's MAIL FROM.
+  // Of this transaction's MAIL FROM; on the heap, so an idle connection does not carry it.
+  std::unique_ptr<spf::Outcome> spf_outcome;
   std::unique_ptr<dkim::BodyHashes> body_hashes;
   std::unique_ptr<authcheck::MessageCheck> message_check;
 };
@@ -683,13 +695,19 @@ void Shard::StartSenderCheck(Connection& c) {
   c.spf_outcome.reset();
   c.spf = std::make_unique<spf::Evaluation>(std::move(request));
   c.auth_pending = true;
-  Drive(*c.spf, resolver_->resolver(), [this, &c] { FinishSenderCheck(c); });
+  Drive(*c.spf, resolver_->resolver(),
+        [this, &c](bool complete) { FinishSenderCheck(c, complete); });
 }
 
-void Shard::FinishSenderCheck(Connection& c) {
+void Shard::FinishSenderCheck(Connection& c, bool complete) {
   c.auth_pending = false;
-  c.spf_outcome = c.spf->outcome();
+  c.spf_outcome = std::make_unique<spf::Outcome>(c.spf->outcome());
   c.spf.reset();
+  if (!complete) {
+    c.spf_outcome->result = spf::Result::kTempError;
+    c.spf_outcome->problem = "the SPF evaluation did not converge (a bug: please report it)";
+    log_->Info("auth_check_abandoned", {{"check", "spf"}, {"client", c.client.ToString()}});
+  }
   const spf::Outcome& o = *c.spf_outcome;
   metrics_.auth_spf[static_cast<size_t>(o.result)].Add();
   const authcheck::Judgement j = authcheck::JudgeSender(o, options_.auth);
@@ -715,7 +733,9 @@ void Shard::FinishSenderCheck(Connection& c) {
 void Shard::StartMessageCheck(Connection& c) {
   smtp::Transaction& tx = c.session.transaction();
   authcheck::MessageRequest request;
-  request.spf = c.spf_outcome;
+  if (c.spf_outcome != nullptr) {
+    request.spf = *c.spf_outcome;
+  }
   request.sender = tx.envelope.sender;
   request.helo = c.session.helo();
   request.now_unix_seconds = clock_.UnixMicros() / 1'000'000;
@@ -729,11 +749,16 @@ void Shard::StartMessageCheck(Connection& c) {
   c.message_check->UseKeyCache(&dkim_keys_);
   c.auth_pending = true;
   c.check_started_us = clock_.MonotonicMicros();
-  Drive(*c.message_check, resolver_->resolver(), [this, &c] { FinishMessageCheck(c); });
+  Drive(*c.message_check, resolver_->resolver(),
+        [this, &c](bool complete) { FinishMessageCheck(c, complete); });
 }
 
-void Shard::FinishMessageCheck(Connection& c) {
+void Shard::FinishMessageCheck(Connection& c, bool complete) {
   c.auth_pending = false;
+  if (!complete) {
+    // A broken evaluation must not cost the message: it is accepted with what was decided.
+    log_->Info("auth_check_abandoned", {{"check", "message"}, {"client", c.client.ToString()}});
+  }
   metrics_.auth_check_seconds.ObserveMicros(clock_.MonotonicMicros() - c.check_started_us);
   const authcheck::MessageCheck& m = *c.message_check;
   if (options_.auth.dkim != authcheck::Mode::kOff) {

@@ -131,10 +131,10 @@ class Shard final : EgressListener {
   [[nodiscard]] bool AuthEnabled() const;
   // SPF at MAIL FROM; answers the session's sender check when the evaluation ends.
   void StartSenderCheck(Connection& c);
-  void FinishSenderCheck(Connection& c);
+  void FinishSenderCheck(Connection& c, bool complete);
   // DKIM and DMARC at the end of data; then the message is refused or committed.
   void StartMessageCheck(Connection& c);
-  void FinishMessageCheck(Connection& c);
+  void FinishMessageCheck(Connection& c, bool complete);
   void BeginClose(Connection& c);
   [[nodiscard]] std::unique_ptr<AdminAnswer> AnswerAdmin(const AdminQuery& query);
   [[nodiscard]] MessageView View(const spool::StoredMessage& message) const;
