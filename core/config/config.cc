@@ -424,6 +424,55 @@ absl::Status ParseDkimSigning(const toml::table& table, std::string_view source,
   return absl::OkStatus();
 }
 
+// Checks a value of `key` (a kChoice row of [auth]) and returns it.
+absl::StatusOr<std::string> AuthWord(std::string_view source, const toml::node& node,
+                                     std::string_view key) {
+  for (const Key& k : kKeys) {
+    if (k.table == "auth" && k.name == key) {
+      Key named = k;  // Errors name the key where it was written.
+      named.table = "auth.listener";
+      Config scratch;
+      if (auto st = ApplyKey(named, node, source, scratch); !st.ok()) {
+        return st;
+      }
+      return *static_cast<std::string*>(k.field(scratch));
+    }
+  }
+  return absl::InternalError("no such auth key");
+}
+
+absl::Status ParseAuthListener(const toml::table& table, std::string_view source,
+                               AuthListener& out) {
+  for (const auto& [k, v] : table) {
+    const std::string name(k.str());
+    if (name == "listen") {
+      auto text = v.value<std::string>();
+      if (!v.is_string() || !text || text->empty()) {
+        return KeyError(source, v, "auth.listener.listen", "expected a listen address");
+      }
+      out.listen = *text;
+      continue;
+    }
+    std::optional<std::string>* field = name == "spf"         ? &out.spf
+                                        : name == "dkim"      ? &out.dkim
+                                        : name == "dmarc"     ? &out.dmarc
+                                        : name == "temperror" ? &out.temperror
+                                                              : nullptr;
+    if (field == nullptr) {
+      return KeyError(source, v, StrCat("auth.listener.", name), "unknown key");
+    }
+    absl::StatusOr<std::string> word = AuthWord(source, v, name);
+    if (!word.ok()) {
+      return word.status();
+    }
+    *field = *word;
+  }
+  if (out.listen.empty()) {
+    return KeyError(source, table, "auth.listener.listen", "is required");
+  }
+  return absl::OkStatus();
+}
+
 std::string DefaultHostname() {
   char buf[256] = {};
   if (gethostname(buf, sizeof(buf) - 1) != 0 || buf[0] == '\0') {
@@ -484,6 +533,20 @@ absl::StatusOr<Config> Parse(std::string_view toml_text, std::string_view source
                       table == nullptr ? "expected a table" : "unknown table");
     }
     for (const auto& [key_name, value] : *table) {
+      if (table_name.str() == "auth" && key_name.str() == "listener") {
+        const toml::array* entries = value.as_array();
+        if (entries == nullptr || !entries->is_array_of_tables()) {
+          return KeyError(source, value, "auth.listener", "expected [[auth.listener]] tables");
+        }
+        for (const toml::node& e : *entries) {
+          AuthListener l;
+          if (auto st = ParseAuthListener(*e.as_table(), source, l); !st.ok()) {
+            return st;
+          }
+          config.auth_listeners.push_back(std::move(l));
+        }
+        continue;
+      }
       const Key* key = nullptr;
       for (const Key& k : kKeys) {
         if (k.table == table_name.str() && k.name == key_name.str()) {
@@ -504,6 +567,17 @@ absl::StatusOr<Config> Parse(std::string_view toml_text, std::string_view source
   }
   if (config.authserv_id.empty()) {
     config.authserv_id = config.hostname;
+  }
+  for (const AuthListener& l : config.auth_listeners) {
+    if (std::find(config.listen.begin(), config.listen.end(), l.listen) == config.listen.end()) {
+      return absl::InvalidArgumentError(
+          StrCat(source, ": auth.listener: '", l.listen, "' is not one of server.listen"));
+    }
+    if (std::count_if(config.auth_listeners.begin(), config.auth_listeners.end(),
+                      [&](const AuthListener& o) { return o.listen == l.listen; }) > 1) {
+      return absl::InvalidArgumentError(
+          StrCat(source, ": auth.listener: '", l.listen, "' is given twice"));
+    }
   }
   for (const std::string& server : config.dns_servers) {
     if (server.rfind(':') == std::string::npos) {
@@ -574,6 +648,9 @@ std::string DefaultToml() {
             "\n# Recipient domain -> destination; the first matching route wins.\n"
             "# type: maildir (path), smarthost (hosts), lmtp (address), reject.\n"
             "[[routes]]\ndomain = \"*\"\ntype = \"maildir\"\npath = \"./var/mail\"\n"
+            "\n# [[auth.listener]] tables override [auth]'s spf, dkim, dmarc and temperror for\n"
+            "# the connections of one server.listen address, e.g.:\n"
+            "# [[auth.listener]]\n# listen = \"0.0.0.0:587\"\n# dmarc = \"off\"\n"
             "\n# DKIM signing of mail from trusted clients (relay.networks, auth.skip_networks)\n"
             "# whose From domain is `domain` or below it; none by default. One table per key:\n"
             "# [[dkim_sign]]\n# domain = \"example.com\"\n# selector = \"s2026\"\n"

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -37,6 +38,14 @@ struct DkimSigning {
   std::string key_file;  // PKCS #8 PEM, RSA or Ed25519; the algorithm follows the key.
   std::string canonicalization = "relaxed/relaxed";
   std::vector<std::string> headers;  // Empty: the usual set (From, To, Subject, Date, ...).
+};
+
+// [[auth.listener]]: the policy for the connections of one server.listen address, where it
+// differs from [auth] (e.g. checks off on a submission port whose clients authenticate
+// otherwise). Unset fields keep [auth]'s value.
+struct AuthListener {
+  std::string listen;  // One of server.listen, as written there.
+  std::optional<std::string> spf, dkim, dmarc, temperror;
 };
 
 struct Config {
@@ -96,6 +105,7 @@ struct Config {
   std::string authserv_id;                // Default: hostname.
   std::vector<mail::IpNetwork> auth_skip_networks = {*mail::IpNetwork::Parse("127.0.0.0/8"),
                                                      *mail::IpNetwork::Parse("::1/128")};
+  std::vector<AuthListener> auth_listeners;
   // [dns]
   std::vector<std::string> dns_servers;  // host:port; empty: /etc/resolv.conf.
   uint32_t dns_timeout_ms = 2000;

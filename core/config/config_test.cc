@@ -126,6 +126,36 @@ headers = ["From", "subject"]
               "dkim_sign.algo: unknown key");
 }
 
+TEST(ConfigTest, AuthPerListener) {
+  auto c = Parse(R"(
+[server]
+listen = ["127.0.0.1:25", "127.0.0.1:587"]
+[auth]
+spf = "reject"
+[[auth.listener]]
+listen = "127.0.0.1:587"
+spf = "off"
+dmarc = "off"
+)",
+                 "t.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_EQ(c->auth_listeners.size(), 1u);
+  EXPECT_EQ(c->auth_listeners[0].listen, "127.0.0.1:587");
+  EXPECT_EQ(c->auth_listeners[0].spf, "off");
+  EXPECT_EQ(c->auth_listeners[0].dmarc, "off");
+  EXPECT_FALSE(c->auth_listeners[0].dkim.has_value());
+  const std::string two = "[server]\nlisten = [\"127.0.0.1:25\"]\n[[auth.listener]]\n";
+  ExpectError(two + "listen = \"127.0.0.1:26\"\n",
+              "auth.listener: '127.0.0.1:26' is not one of server.listen");
+  ExpectError(two + "listen = \"127.0.0.1:25\"\nspf = \"maybe\"\n",
+              "bad.toml:5: auth.listener.spf: 'maybe' is not one of off,tag,reject");
+  ExpectError(two + "listen = \"127.0.0.1:25\"\nsign = \"yes\"\n",
+              "auth.listener.sign: unknown key");
+  ExpectError(two + "spf = \"off\"\n", "auth.listener.listen: is required");
+  ExpectError(two + "listen = \"127.0.0.1:25\"\n[[auth.listener]]\nlisten = \"127.0.0.1:25\"\n",
+              "'127.0.0.1:25' is given twice");
+}
+
 TEST(ConfigTest, AuthAndDns) {
   auto d = Parse("[server]\nhostname = \"mx.example.net\"\n", "d.toml");
   ASSERT_TRUE(d.ok()) << d.status();

@@ -580,6 +580,25 @@ class DaemonAuthTest(ZoneTest):
         with urllib.request.urlopen(f"http://127.0.0.1:{d.metrics_port}/metrics") as resp:
             self.assertIn("relais_dkim_signed_total 1\n", resp.read().decode())
 
+    def test_policy_per_listener(self):
+        d = Daemon('[server]\nlisten = ["127.0.0.1:0", "127.0.0.2:0"]\nhostname = "relais.test"\n'
+                   '[auth]\nskip_networks = []\nauthserv_id = "relais.test"\nspf = "reject"\n'
+                   '[[auth.listener]]\nlisten = "127.0.0.2:0"\nspf = "off"\n'
+                   f'[dns]\nservers = ["127.0.0.1:{self.port}"]\ntimeout_ms = 300\n')
+        self.addCleanup(d.cleanup)
+        d.start()
+        ports = {e["address"].rsplit(":", 1)[0]: int(e["address"].rsplit(":", 1)[1])
+                 for e in d.events() if e.get("event") == "listening"}
+        with smtplib.SMTP("127.0.0.1", ports["127.0.0.1"], timeout=10) as s:
+            s.ehlo("client.test")
+            self.assertEqual(s.mail("someone@deny.test")[0], 550)
+        with smtplib.SMTP("127.0.0.2", ports["127.0.0.2"], timeout=10) as s:
+            s.ehlo("client.test")
+            s.sendmail("someone@deny.test", ["sue@example.net"], SIGNED_PART)
+        body = self.stored(d, 1)[0]["body"]
+        self.assertTrue(body.startswith(
+            "Authentication-Results: relais.test;\n\tdkim=none;\n\tdmarc=fail "), body)
+
     def test_unreadable_signing_key_stops_the_start(self):
         d = Daemon('[[dkim_sign]]\ndomain = "example.test"\nselector = "s"\n'
                    'key = "/nonexistent/key.pem"\n')

@@ -234,11 +234,25 @@ int Main(int argc, char** argv) {
   base.spool.spool_bytes_max = config.spool_bytes_max;
   base.spool.body_memory_bytes_max = config.body_memory_bytes_max;
   // Config words were validated when it was parsed.
-  base.auth.authserv_id = config.authserv_id;
-  base.auth.spf = *authcheck::ParseMode(config.auth_spf);
-  base.auth.dkim = *authcheck::ParseMode(config.auth_dkim);
-  base.auth.dmarc = *authcheck::ParseMode(config.auth_dmarc);
-  base.auth.defer_temperror = config.auth_temperror == "defer";
+  for (const std::string& address : config.listen) {
+    authcheck::Policy p;
+    p.authserv_id = config.authserv_id;
+    std::string spf = config.auth_spf, dkim = config.auth_dkim, dmarc = config.auth_dmarc;
+    std::string temperror = config.auth_temperror;
+    for (const config::AuthListener& l : config.auth_listeners) {
+      if (l.listen == address) {
+        spf = l.spf.value_or(spf);
+        dkim = l.dkim.value_or(dkim);
+        dmarc = l.dmarc.value_or(dmarc);
+        temperror = l.temperror.value_or(temperror);
+      }
+    }
+    p.spf = *authcheck::ParseMode(spf);
+    p.dkim = *authcheck::ParseMode(dkim);
+    p.dmarc = *authcheck::ParseMode(dmarc);
+    p.defer_temperror = temperror == "defer";
+    base.auth_by_listener.push_back(std::move(p));
+  }
   base.auth_skip_networks = config.auth_skip_networks;
   base.dns.servers = config.dns_servers;
   base.dns.timeout_ms = config.dns_timeout_ms;

@@ -78,6 +78,12 @@ void Drive(Evaluation& evaluation, dns::Resolver& resolver, std::function<void(b
   done(true);
 }
 
+// Whether a policy checks anything at all.
+bool Checks(const authcheck::Policy& p) {
+  return p.spf != authcheck::Mode::kOff || p.dkim != authcheck::Mode::kOff ||
+         p.dmarc != authcheck::Mode::kOff;
+}
+
 smtp::CommitOutcome ToCommitOutcome(spool::AppendOutcome outcome) {
   switch (outcome) {
     case spool::AppendOutcome::kDurable:
@@ -145,11 +151,12 @@ struct Shard::Connection final : timer::Timer, spool::AppendCompletion, smtp::Bo
   std::unique_ptr<spf::Outcome> spf_outcome;
   std::unique_ptr<dkim::BodyHashes> body_hashes;
   std::unique_ptr<authcheck::MessageCheck> message_check;
+  const authcheck::Policy* policy = nullptr;  // Its listener's; set when admitted.
 };
 
 class Shard::Acceptor final : public uring::Completion {
  public:
-  Acceptor(Shard* shard, int fd) : shard_(shard), fd_(fd) {}
+  Acceptor(Shard* shard, int fd, uint32_t listener) : shard_(shard), fd_(fd), listener_(listener) {}
   void Arm() {
     armed_ = true;
     shard_->engine_->AcceptMultishot(fd_, *this);
@@ -159,7 +166,7 @@ class Shard::Acceptor final : public uring::Completion {
       armed_ = false;  // The kernel dropped the multishot; re-armed unless stopping.
     }
     if (result >= 0) {
-      shard_->OnAccept(result);
+      shard_->OnAccept(result, listener_);
     } else if (result != -ECANCELED) {
       log::Emit(log::Level::kWarning, static_cast<int>(shard_->options_.index), "accept_failed",
                 {{"error", std::strerror(-result)}});
@@ -172,6 +179,7 @@ class Shard::Acceptor final : public uring::Completion {
  private:
   Shard* shard_;
   int fd_;
+  uint32_t listener_;  // Index of its server.listen address.
   bool armed_ = false;
 };
 
@@ -398,8 +406,8 @@ absl::StatusOr<std::unique_ptr<Shard>> Shard::Create(const ShardOptions& options
 }
 
 void Shard::Run() {
-  for (int fd : listen_fds_) {
-    acceptors_.push_back(std::make_unique<Acceptor>(this, fd));
+  for (uint32_t i = 0; i < listen_fds_.size(); ++i) {
+    acceptors_.push_back(std::make_unique<Acceptor>(this, listen_fds_[i], i));
     acceptors_.back()->Arm();
   }
   if (signal_fd_ >= 0) {
@@ -482,7 +490,7 @@ void Shard::Run() {
              {"spool_batches", spool_->stats().batches}});
 }
 
-void Shard::OnAccept(int fd) {
+void Shard::OnAccept(int fd, uint32_t listener) {
   const auto peer = PeerAddress(fd);
   if (!peer || live_connections_ >= options_.connections_per_shard_hard_max) {
     ::close(fd);
@@ -512,18 +520,18 @@ void Shard::OnAccept(int fd) {
     switch (limiter_.Acquire(*peer)) {
       case ConnectionLimiter::Admission::kAdmitted:
         c.admitted = true;
-        if (AuthEnabled() &&
+        c.policy = &options_.auth_by_listener[listener];
+        if (Checks(*c.policy) &&
             std::none_of(options_.auth_skip_networks.begin(), options_.auth_skip_networks.end(),
                          [&](const mail::IpNetwork& n) { return n.Contains(*peer); }) &&
             std::none_of(session_options_.relay_networks.begin(),
                          session_options_.relay_networks.end(),
                          [&](const mail::IpNetwork& n) { return n.Contains(*peer); })) {
           c.checked = true;
-          if (options_.auth.spf != authcheck::Mode::kOff) {
+          if (c.policy->spf != authcheck::Mode::kOff) {
             c.session.RequireSenderCheck();
           }
-          if (options_.auth.dkim != authcheck::Mode::kOff ||
-              options_.auth.dmarc != authcheck::Mode::kOff) {
+          if (c.policy->dkim != authcheck::Mode::kOff || c.policy->dmarc != authcheck::Mode::kOff) {
             c.session.SetBodyObserver(&c);
           }
         }
@@ -680,9 +688,8 @@ void Shard::Commit(Connection& c, std::string_view auth_header, std::string_view
 }
 
 bool Shard::AuthEnabled() const {
-  return options_.auth.spf != authcheck::Mode::kOff ||
-         options_.auth.dkim != authcheck::Mode::kOff ||
-         options_.auth.dmarc != authcheck::Mode::kOff;
+  return std::any_of(options_.auth_by_listener.begin(), options_.auth_by_listener.end(),
+                     [](const authcheck::Policy& p) { return Checks(p); });
 }
 
 void Shard::StartSenderCheck(Connection& c) {
@@ -710,7 +717,7 @@ void Shard::FinishSenderCheck(Connection& c, bool complete) {
   }
   const spf::Outcome& o = *c.spf_outcome;
   metrics_.auth_spf[static_cast<size_t>(o.result)].Add();
-  const authcheck::Judgement j = authcheck::JudgeSender(o, options_.auth);
+  const authcheck::Judgement j = authcheck::JudgeSender(o, *c.policy);
   if (j.verdict == authcheck::Verdict::kAccept) {
     c.session.CompleteSenderCheck(smtp::Reply::kSenderOk);
   } else {
@@ -744,7 +751,7 @@ void Shard::StartMessageCheck(Connection& c) {
     c.body_hashes->Finish();
   }
   c.message_check =
-      std::make_unique<authcheck::MessageCheck>(options_.auth, std::move(request), tx.body);
+      std::make_unique<authcheck::MessageCheck>(*c.policy, std::move(request), tx.body);
   c.message_check->UseBodyHashes(c.body_hashes.get());
   c.message_check->UseKeyCache(&dkim_keys_);
   c.auth_pending = true;
@@ -761,7 +768,7 @@ void Shard::FinishMessageCheck(Connection& c, bool complete) {
   }
   metrics_.auth_check_seconds.ObserveMicros(clock_.MonotonicMicros() - c.check_started_us);
   const authcheck::MessageCheck& m = *c.message_check;
-  if (options_.auth.dkim != authcheck::Mode::kOff) {
+  if (c.policy->dkim != authcheck::Mode::kOff) {
     for (const dkim::SignatureResult& r : m.dkim_results()) {
       metrics_.auth_dkim[static_cast<size_t>(r.result)].Add();
     }
@@ -769,7 +776,7 @@ void Shard::FinishMessageCheck(Connection& c, bool complete) {
       metrics_.auth_dkim.back().Add();
     }
   }
-  if (options_.auth.dmarc != authcheck::Mode::kOff) {
+  if (c.policy->dmarc != authcheck::Mode::kOff) {
     metrics_
         .auth_dmarc[static_cast<size_t>(m.dmarc_outcome() != nullptr ? m.dmarc_outcome()->result
                                                                      : dmarc::Result::kPermError)]
@@ -793,7 +800,7 @@ void Shard::FinishMessageCheck(Connection& c, bool complete) {
     c.session.RefuseMessage(reject ? smtp::Reply::kPolicyRejected : smtp::Reply::kPolicyDeferred,
                             j.text);
   } else {
-    authres::RemoveForged(c.session.transaction().body, options_.auth.authserv_id);
+    authres::RemoveForged(c.session.transaction().body, c.policy->authserv_id);
     Commit(c, header);
   }
   if (!c.close_started) {

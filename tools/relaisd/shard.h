@@ -69,8 +69,9 @@ struct ShardOptions {
   uint64_t delay_warning_ms = 0;  // 0: no delay reports.
   std::string log_file;           // Reopened by shard 0 on SIGUSR1; empty: stdout.
   uint32_t connections_per_shard_hard_max = 1'000'000;  // Beyond this, refuse without a reply.
-  // Inline sender authentication. With every check off, no resolver is created.
-  authcheck::Policy auth;
+  // Inline sender authentication, one policy per listen address (in listen_fds order). With
+  // every check off everywhere, no resolver is created.
+  std::vector<authcheck::Policy> auth_by_listener;
   std::vector<mail::IpNetwork> auth_skip_networks;  // Clients not checked (with relay networks).
   dns::ResolverOptions dns;
   // DKIM keys that sign mail from trusted (unchecked) clients; this shard's own copies. Null or
@@ -109,7 +110,7 @@ class Shard final : EgressListener {
   Shard(const ShardOptions& options, std::vector<int> listen_fds, ConnectionLimiter& limiter,
         uring::Mesh& mesh, std::unique_ptr<uring::Engine> engine);
 
-  void OnAccept(int fd);
+  void OnAccept(int fd, uint32_t listener);
   void OnRecvThunk(Connection& c, int32_t result, uint32_t flags);
   void OnSendThunk(Connection& c, int32_t result, uint32_t flags);
   void OnClosedThunk(Connection& c, int32_t result, uint32_t flags);
