@@ -103,6 +103,14 @@ class ResolverTest : public testing::Test {
     if (access(dnsmasq, X_OK) != 0) {
       GTEST_SKIP() << "dnsmasq is not installed";
     }
+    // A port probed free may be taken by another test's server before dnsmasq binds it; then
+    // dnsmasq exits (or another server answers): start again on another port.
+    for (int attempt = 0; attempt < 5 && !ready_; ++attempt) {
+      StartDnsmasq(dnsmasq);
+    }
+    ASSERT_TRUE(ready_) << "dnsmasq did not start";
+  }
+  void StartDnsmasq(const char* dnsmasq) {
     const int probe = socket(AF_INET, SOCK_DGRAM, 0);
     sockaddr_in a{};
     a.sin_family = AF_INET;
@@ -127,16 +135,26 @@ class ResolverTest : public testing::Test {
     auto r = Resolver::Create(options_, loop_, clock_);
     ASSERT_TRUE(r.ok()) << r.status();
     resolver_ = std::move(*r);
-    // Until dnsmasq answers.
+    // Until our dnsmasq answers with our record (not another test's server on the port).
     for (int i = 0; i < 100; ++i) {
       std::optional<Answer> got;
       resolver_->Resolve({"a.test", RecordType::kA}, [&](const Answer& answer) { got = answer; });
       loop_.RunUntil(*resolver_, [&] { return got.has_value(); });
       if (got && got->status == AnswerStatus::kOk) {
-        break;
+        ready_ = true;
+        return;
+      }
+      if (waitpid(pid_, nullptr, WNOHANG) == pid_) {
+        pid_ = -1;  // It could not bind: try another port.
+        resolver_.reset();
+        return;
       }
       usleep(20'000);
     }
+    resolver_.reset();
+    kill(pid_, SIGTERM);
+    waitpid(pid_, nullptr, 0);
+    pid_ = -1;
   }
   void TearDown() override {
     resolver_.reset();
@@ -155,6 +173,7 @@ class ResolverTest : public testing::Test {
 
   uint16_t port_ = 0;
   pid_t pid_ = -1;
+  bool ready_ = false;
   ResolverOptions options_;
   PollLoop loop_;
   base::FakeClock clock_;
