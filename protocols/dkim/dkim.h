@@ -114,10 +114,11 @@ class BodyHashes {
   std::vector<Slot> slots_;
 };
 
-// Parsed public keys by key record p= value, for one thread's verifications: parsing a key
-// record (base64, DER, and for RSA the Montgomery set-up its first verification does) costs
-// about as much as verifying with a parsed key, and a few domains sign most mail. Bounded:
-// when full it starts over. Not thread-safe (one per shard).
+// Parsed public keys by key record p= value, for one thread's verifications: a few domains
+// sign most mail, and parsing a key record (base64, DER, and for RSA the Montgomery set-up of
+// its first verification) is then paid once. Measured (bench/auth_bench.cc): about 10 us of a
+// 90-100 us rsa-2048 verification of 10 KiB; nothing measurable for Ed25519. Bounded: when
+// full it starts over. Not thread-safe (one per shard).
 class KeyCache {
  public:
   explicit KeyCache(size_t entries_max = 1024) : entries_max_(entries_max) {}
