@@ -297,6 +297,40 @@ if __name__ == "__main__":
     unittest.main()
 
 
+# dkimpy's test data (Debian python3-dkim): a message signed by others with the RFC 8463
+# example keys (Ed25519 with the RFC 8032 test key, and RSA), read where the package installs it.
+DKIMPY_DATA = "/usr/lib/python3/dist-packages/dkim/tests/data"
+
+
+def dkimpy_data(name):
+    with open(os.path.join(DKIMPY_DATA, name)) as f:
+        return f.read()
+
+
+class DkimpyVectorsTest(ZoneTest):
+    records = ["--local=/football.example.com/",
+               "--txt-record=brisbane._domainkey.football.example.com,v=DKIM1; k=ed25519; "
+               "p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="]
+    if os.path.exists(os.path.join(DKIMPY_DATA, "test.txt")):
+        records.append(txt_arg("test._domainkey.football.example.com",
+                               dkimpy_data("test.txt").strip()))
+
+    def verify(self, message):
+        r = subprocess.run([RELAIS_AUTH, "dkim", "verify", "--dns", f"127.0.0.1:{self.port}"],
+                           input=message.encode(), capture_output=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return r.stdout.decode()
+
+    def test_rfc8463_example_message_verifies(self):
+        message = dkimpy_data("rfc6376.signed.msg")
+        self.assertEqual(self.verify(message), "pass d=football.example.com s=brisbane\n"
+                                               "pass d=football.example.com s=test\n")
+        tampered = message.replace("hungry", "Hungry")
+        self.assertEqual(self.verify(tampered),
+                         "fail d=football.example.com s=brisbane body hash mismatch\n"
+                         "fail d=football.example.com s=test body hash mismatch\n")
+
+
 class AuthCheckTest(ZoneTest):
     """relais-auth check: SPF, DKIM and DMARC together, as relaisd runs them."""
     records = DKIM_RECORDS + [
