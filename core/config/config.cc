@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cctype>
 #include <fstream>
+#include <initializer_list>
 #include <sstream>
 #include <tuple>
 
@@ -161,8 +162,6 @@ const Key kKeys[] = {
 };
 #undef RELAIS_FIELD
 
-const std::string_view kRouteKeys[] = {"domain", "type", "path", "hosts", "address"};
-
 std::string Where(std::string_view source, const toml::node& node) {
   return StrCat(source, ":", static_cast<uint32_t>(node.source().begin.line));
 }
@@ -170,6 +169,33 @@ std::string Where(std::string_view source, const toml::node& node) {
 absl::Status KeyError(std::string_view source, const toml::node& node, std::string_view key,
                       std::string_view what) {
   return absl::InvalidArgumentError(StrCat(Where(source, node), ": ", key, ": ", what));
+}
+
+// Every key of `table` (written as [[<prefix>]]) is one of `allowed`.
+absl::Status OnlyKeys(const toml::table& table, std::string_view source, std::string_view prefix,
+                      std::initializer_list<std::string_view> allowed) {
+  for (const auto& [k, v] : table) {
+    if (std::find(allowed.begin(), allowed.end(), k.str()) == allowed.end()) {
+      return KeyError(source, v, StrCat(prefix, ".", k.str()), "unknown key");
+    }
+  }
+  return absl::OkStatus();
+}
+
+// The non-empty string `key` of `table` into `out`; absent is an error when `required`.
+absl::Status TableString(const toml::table& table, std::string_view source, std::string_view prefix,
+                         std::string_view key, std::string& out, bool required) {
+  const toml::node* n = table.get(key);
+  if (n == nullptr) {
+    return required ? KeyError(source, table, StrCat(prefix, ".", key), "is required")
+                    : absl::OkStatus();
+  }
+  auto v = n->value<std::string>();
+  if (!n->is_string() || !v || v->empty()) {
+    return KeyError(source, *n, StrCat(prefix, ".", key), "expected a non-empty string");
+  }
+  out = *v;
+  return absl::OkStatus();
 }
 
 bool ValidDomainPattern(std::string_view p) {
@@ -287,27 +313,12 @@ absl::Status ApplyKey(const Key& key, const toml::node& node, std::string_view s
 }
 
 absl::Status ParseRoute(const toml::table& table, std::string_view source, Route& route) {
-  for (const auto& [k, v] : table) {
-    bool known = false;
-    for (std::string_view rk : kRouteKeys) {
-      known |= (k.str() == rk);
-    }
-    if (!known) {
-      return KeyError(source, v, StrCat("routes.", k.str()), "unknown key");
-    }
+  if (auto st = OnlyKeys(table, source, "routes", {"domain", "type", "path", "hosts", "address"});
+      !st.ok()) {
+    return st;
   }
-  auto str = [&](std::string_view k, std::string& out, bool required) -> absl::Status {
-    const toml::node* n = table.get(k);
-    if (n == nullptr) {
-      return required ? KeyError(source, table, StrCat("routes.", k), "is required")
-                      : absl::OkStatus();
-    }
-    auto v = n->value<std::string>();
-    if (!n->is_string() || !v || v->empty()) {
-      return KeyError(source, *n, StrCat("routes.", k), "expected a non-empty string");
-    }
-    out = *v;
-    return absl::OkStatus();
+  auto str = [&](std::string_view k, std::string& out, bool required) {
+    return TableString(table, source, "routes", k, out, required);
   };
   if (auto s = str("domain", route.domain, true); !s.ok()) {
     return s;
@@ -356,28 +367,14 @@ absl::Status ParseRoute(const toml::table& table, std::string_view source, Route
                   StrCat("'", type, "' is not one of maildir, smarthost, lmtp, reject"));
 }
 
-const std::string_view kDkimSignKeys[] = {"domain", "selector", "key", "canonicalization",
-                                          "headers"};
-
 absl::Status ParseDkimSigning(const toml::table& table, std::string_view source, DkimSigning& out) {
-  for (const auto& [k, v] : table) {
-    if (std::find(std::begin(kDkimSignKeys), std::end(kDkimSignKeys), k.str()) ==
-        std::end(kDkimSignKeys)) {
-      return KeyError(source, v, StrCat("dkim_sign.", k.str()), "unknown key");
-    }
+  if (auto st = OnlyKeys(table, source, "dkim_sign",
+                         {"domain", "selector", "key", "canonicalization", "headers"});
+      !st.ok()) {
+    return st;
   }
-  auto str = [&](std::string_view k, std::string& value, bool required) -> absl::Status {
-    const toml::node* n = table.get(k);
-    if (n == nullptr) {
-      return required ? KeyError(source, table, StrCat("dkim_sign.", k), "is required")
-                      : absl::OkStatus();
-    }
-    auto v = n->value<std::string>();
-    if (!n->is_string() || !v || v->empty()) {
-      return KeyError(source, *n, StrCat("dkim_sign.", k), "expected a non-empty string");
-    }
-    value = *v;
-    return absl::OkStatus();
+  auto str = [&](std::string_view k, std::string& value, bool required) {
+    return TableString(table, source, "dkim_sign", k, value, required);
   };
   for (auto [k, value, required] :
        {std::tuple{"domain", &out.domain, true}, std::tuple{"selector", &out.selector, true},
