@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import smtplib
+import socket
 import subprocess
 import time
 import unittest
@@ -586,6 +587,24 @@ class DaemonAuthTest(ZoneTest):
                 self.assertEqual(got, code, text)
                 if code == 451:
                     self.assertTrue(text.decode().startswith("4.7.24 SPF validation error"), text)
+
+    def test_client_gone_during_a_check_leaves_nothing_stored(self):
+        # A DNS server that never answers: every check waits for the timeout. The client
+        # pipelines a whole transaction and hangs up; when the checks end nobody can be told
+        # 250, so the message, unchecked, must not be stored.
+        silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        silent.bind(("127.0.0.1", 0))
+        self.addCleanup(silent.close)
+        d = self.daemon('temperror = "accept"', dns=f"127.0.0.1:{silent.getsockname()[1]}")
+        sock = d.connect()
+        sock.sendall(b"EHLO client.test\r\nMAIL FROM:<joe@example.test>\r\n"
+                     b"RCPT TO:<sue@example.net>\r\nDATA\r\n" +
+                     SIGNED_PART.encode() + b".\r\n")
+        sock.close()
+        wait_for(lambda: any(e.get("event") == "session_end" for e in d.events()), 20,
+                 "the session to end")
+        self.assertEqual(d.spool_messages(), [])
+        self.assertEqual(d.maildir_messages(), [])
 
     def test_local_submitters_are_not_checked(self):
         d = Daemon(f'[dns]\nservers = ["127.0.0.1:{self.port}"]\n')  # Default skip_networks.

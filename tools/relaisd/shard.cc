@@ -650,9 +650,13 @@ void Shard::MarkDirty(Connection& c) {
 
 void Shard::StoreMessages(Connection& c) {
   while (!c.commit_pending && !c.auth_pending && c.session.TakeCommitRequest()) {
-    if (c.checked && !c.peer_gone) {
+    if (c.checked && c.peer_gone) {
+      // Nobody will be told 250, and unchecked it must not be stored: the client sends it
+      // again (as after a 451).
+      c.session.RefuseMessage(smtp::Reply::kSpoolFailed);
+    } else if (c.checked) {
       StartMessageCheck(c);  // Commits (or refuses) when the check ends.
-    } else if (options_.signing_keys != nullptr && !options_.signing_keys->empty() && !c.checked) {
+    } else if (options_.signing_keys != nullptr && !options_.signing_keys->empty()) {
       // A trusted client's mail: signed for its From domain when we hold a key for it. The
       // signatures go into the header block stored above the body (no copy of the body).
       absl::StatusOr<std::string> signatures = authcheck::SignaturesFor(
