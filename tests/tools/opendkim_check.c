@@ -97,9 +97,9 @@ static int Sign(DKIM_LIB* lib, char** argv) {
   const dkim_canon_t hc = strcmp(argv[6], "relaxed") == 0 ? DKIM_CANON_RELAXED : DKIM_CANON_SIMPLE;
   const dkim_canon_t bc = strcmp(argv[7], "relaxed") == 0 ? DKIM_CANON_RELAXED : DKIM_CANON_SIMPLE;
   DKIM_STAT st;
-  DKIM* dkim = dkim_sign(lib, (const unsigned char*)"relais", NULL, key,
-                         (const unsigned char*)argv[3], (const unsigned char*)argv[2], hc, bc, alg,
-                         -1, &st);
+  DKIM* dkim =
+      dkim_sign(lib, (const unsigned char*)"relais", NULL, key, (const unsigned char*)argv[3],
+                (const unsigned char*)argv[2], hc, bc, alg, -1, &st);
   if (dkim == NULL) {
     return Fail("dkim_sign", st);
   }
