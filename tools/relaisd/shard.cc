@@ -676,8 +676,11 @@ void Shard::StoreMessages(Connection& c) {
 
 void Shard::Commit(Connection& c, std::string_view auth_header, std::string_view signatures) {
   const mail::MessageId id = spool_->NewMessageId();
-  const std::string trace =
-      base::StrCat(auth_header, c.session.TraceHeader(id, Rfc5322Date()), signatures);
+  std::string trace = c.session.TraceHeader(id, Rfc5322Date());
+  if (!auth_header.empty() || !signatures.empty()) {
+    // Only then a second string: unsigned mail from trusted clients (the usual case) has none.
+    trace = base::StrCat(auth_header, trace, signatures);
+  }
   smtp::Transaction& tx = c.session.transaction();
   c.commit_bytes = tx.body.size();
   c.commit_started_us = clock_.MonotonicMicros();
