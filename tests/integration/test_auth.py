@@ -515,7 +515,12 @@ class SpfInteropTest(ZoneTest):
             self.assertEqual(ours, r.stdout.strip(), (ip, sender, helo))
 
 
+# An SPF record of about 6 KB: its answer does not fit a UDP reply, so the shard's resolver
+# must retry over TCP (c-ares asks to watch a TCP socket for writing, then reading).
+BIG_SPF = "v=spf1 " + " ".join(f"ip4:10.{i // 250}.{i % 250}.0/24" for i in range(400)) + \
+    " ip4:127.0.0.1 -all"
 DAEMON_RECORDS = [
+    txt_arg("big.test", BIG_SPF),
     txt_arg("ed._domainkey.example.test", key_record("ed25519.pem")),
     txt_arg("big._domainkey.example.test", key_record("rsa2048.pem")),
     "--txt-record=example.test,v=spf1 ip4:127.0.0.1 -all",
@@ -607,6 +612,16 @@ class DaemonAuthTest(ZoneTest):
                      'relais_auth_refusals_total{method="dmarc",reply="reject"} 1']:
             self.assertIn(line + "\n", metrics)
         self.assertRegex(metrics, r"relais_dns_queries_total [1-9]")
+
+    def test_an_answer_too_big_for_udp_comes_over_tcp(self):
+        d = self.daemon('spf = "reject"')
+        with smtplib.SMTP("127.0.0.1", d.port, timeout=10) as s:
+            s.ehlo("client.test")
+            self.assertEqual(s.mail("someone@big.test"), (250, b"2.1.0 Sender OK"))
+            s.rcpt("sue@example.net")
+            s.data(SIGNED_PART.replace("example.test", "big.test").encode())
+        body = self.stored(d, 1)[0]["body"]
+        self.assertIn("\tspf=pass smtp.mailfrom=someone@big.test;\n", body)
 
     def test_default_policy_tags_and_never_refuses(self):
         d = self.daemon()
