@@ -1,8 +1,12 @@
 // Fuzzes whole SMTP sessions: the input is everything a client sends, fed in pieces whose
-// sizes come from the input itself; commits are answered with every outcome in turn. Checks
-// that whatever comes out is well-formed replies, and that a committed body ends in CRLF.
+// sizes come from the input itself; commits are answered with every outcome in turn, and a
+// policy refusal. With the first byte odd the session also asks for sender checks (answered
+// accept, 550 and 451 in turn) and a body observer must see exactly each committed body.
+// Checks that whatever comes out is well-formed replies, and that a committed body ends in
+// CRLF.
 #include <cstdint>
 #include <cstdlib>
+#include <string>
 #include <string_view>
 
 #include "protocols/smtp/server_session.h"
@@ -28,6 +32,12 @@ void CheckReplies(std::string_view out) {
   }
 }
 
+struct Observer final : relais::smtp::BodyObserver {
+  void OnBodyStart() override { bytes.clear(); }
+  void OnBodyBytes(std::string_view b) override { bytes.append(b); }
+  std::string bytes;
+};
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -43,22 +53,47 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return o;
   }();
   smtp::ServerSession session(options, *mail::IpAddress::Parse("192.0.2.1"));
+  const bool checks = size > 0 && (data[0] & 1) != 0;
+  Observer observer;
+  if (checks) {
+    session.RequireSenderCheck();
+    session.SetBodyObserver(&observer);
+  }
   session.Start();
   uint32_t seed = size > 0 ? data[0] : 1;
   size_t pos = 0;
   int commits = 0;
+  int sender_checks = 0;
   while (pos < size && !session.WantsClose()) {
     seed = seed * 1103515245u + 12345u;
     const size_t chunk = std::min<size_t>(1 + (seed >> 16) % 97, size - pos);
     session.Feed(std::string_view(reinterpret_cast<const char*>(data) + pos, chunk));
     pos += chunk;
-    while (session.TakeCommitRequest()) {
-      const std::string& body = session.transaction().body;
-      Check(body.empty() || (body.size() >= 2 && body.substr(body.size() - 2) == "\r\n"));
-      Check(body.size() <= options.message_bytes_max + 2);
-      Check(!session.transaction().envelope.recipients.empty());
-      const auto outcome = static_cast<smtp::CommitOutcome>(commits++ % 4);
-      session.CompleteCommit(outcome, mail::MessageId::Make(1, 0, commits));
+    bool answered = true;
+    while (answered) {
+      answered = false;
+      while (session.TakeSenderCheck()) {
+        Check(checks && session.awaiting_sender_check());
+        static constexpr smtp::Reply kAnswers[] = {smtp::Reply::kSenderOk, smtp::Reply::kSpfFail,
+                                                   smtp::Reply::kSpfTempError};
+        session.CompleteSenderCheck(kAnswers[sender_checks++ % 3], "fuzz");
+        answered = true;
+      }
+      while (session.TakeCommitRequest()) {
+        const std::string& body = session.transaction().body;
+        Check(body.empty() || (body.size() >= 2 && body.substr(body.size() - 2) == "\r\n"));
+        Check(body.size() <= options.message_bytes_max + 2);
+        Check(!session.transaction().envelope.recipients.empty());
+        Check(!checks || observer.bytes == body);
+        if (commits % 5 == 4) {
+          ++commits;
+          session.RefuseMessage(smtp::Reply::kPolicyRejected, "fuzz");
+        } else {
+          const auto outcome = static_cast<smtp::CommitOutcome>(commits++ % 4);
+          session.CompleteCommit(outcome, mail::MessageId::Make(1, 0, commits));
+        }
+        answered = true;
+      }
     }
     const std::string_view out = session.PendingOutput();
     CheckReplies(out);
