@@ -359,7 +359,7 @@ void ServerSession::RefuseMessage(Reply reply, std::string_view argument) {
 }
 
 void ServerSession::Resume() {
-  if (force_close_after_commit_) {
+  if (force_close_after_answer_) {
     Send(Reply::kShuttingDown);
   }
   if (!input_.empty() && !closing_) {
@@ -804,7 +804,7 @@ void ServerSession::BeginShutdown() {
 void ServerSession::ForceShutdown() {
   shutting_down_ = true;
   if (phase_ == Phase::kAwaitCommit || phase_ == Phase::kAwaitSender) {
-    force_close_after_commit_ = true;
+    force_close_after_answer_ = true;
     return;
   }
   Send(Reply::kShuttingDown);

@@ -221,7 +221,7 @@ class ServerSession {
   bool used_bdat_ = false;   // BDAT seen in this transaction.
   bool closing_ = false;
   bool shutting_down_ = false;
-  bool force_close_after_commit_ = false;
+  bool force_close_after_answer_ = false;  // Forced shutdown while the owner had to answer.
   bool commit_requested_ = false;
   bool sender_check_required_ = false;
   bool sender_check_requested_ = false;
