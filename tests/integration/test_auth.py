@@ -623,6 +623,18 @@ class DaemonAuthTest(ZoneTest):
         body = self.stored(d, 1)[0]["body"]
         self.assertIn("\tspf=pass smtp.mailfrom=someone@big.test;\n", body)
 
+    def test_dmarc_dns_failure_deferred_at_end_of_data(self):
+        # This dnsmasq answers .test only: _dmarc.elsewhere.org fails temporarily.
+        d = self.daemon('dmarc = "reject"\ntemperror = "defer"')
+        with smtplib.SMTP("127.0.0.1", d.port, timeout=10) as s:
+            s.ehlo("client.test")
+            self.assertEqual(s.mail("joe@example.test")[0], 250)
+            self.assertEqual(s.rcpt("sue@example.net")[0], 250)
+            code, text = s.data(SIGNED_PART.replace("joe@example.test", "joe@elsewhere.org"))
+            self.assertEqual(code, 451, text)
+            self.assertTrue(text.decode().startswith(
+                "4.7.1 DMARC policy of elsewhere.org could not be looked up"), text)
+
     def test_default_policy_tags_and_never_refuses(self):
         d = self.daemon()
         with smtplib.SMTP("127.0.0.1", d.port, timeout=10) as s:
