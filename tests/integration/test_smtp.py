@@ -377,17 +377,24 @@ class ConfigTest(unittest.TestCase):
         self.assertIn("kernel.io_uring_disabled", lines[0])
 
     def test_port_in_use_is_a_clear_error(self):
-        # SO_REUSEPORT lets sockets of one user share a port, so hold one without it.
-        holder = socket.socket()
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        self.addCleanup(holder.close)
-        d = Daemon(f'[server]\nlisten = ["127.0.0.1:{holder.getsockname()[1]}"]\n', threads=1)
-        self.addCleanup(d.cleanup)
-        with self.assertRaises(AssertionError) as ctx:
-            d.start()
-        self.assertIn("bind", str(ctx.exception))
-        self.assertEqual(d.proc.returncode, 1)
+        # Held with SO_REUSEPORT too: the kernel would let relaisd's shards join that socket and
+        # split the connections between the two programs; relaisd must refuse instead.
+        for reuseport in (False, True):
+            with self.subTest(reuseport=reuseport):
+                holder = socket.socket()
+                if reuseport:
+                    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                holder.bind(("127.0.0.1", 0))
+                holder.listen()
+                self.addCleanup(holder.close)
+                port = holder.getsockname()[1]
+                d = Daemon(f'[server]\nlisten = ["127.0.0.1:{port}"]\n', threads=2)
+                self.addCleanup(d.cleanup)
+                with self.assertRaises(AssertionError) as ctx:
+                    d.start()
+                self.assertIn(f"listen 127.0.0.1:{port}: address already in use",
+                              str(ctx.exception))
+                self.assertEqual(d.proc.returncode, 1)
 
 if __name__ == "__main__":
     unittest.main()

@@ -1,6 +1,7 @@
 // tools/relaisd/listener.h — the listening sockets: one SO_REUSEPORT socket per shard per
 // configured address, so the kernel spreads connections over shards with no shared accept
-// queue. Port 0 binds an ephemeral port once and the other shards' sockets join it.
+// queue. Port 0 binds an ephemeral port once and the other shards' sockets join it. A port
+// another socket already listens on is refused, not shared.
 // Startup thread only.
 #pragma once
 
@@ -20,7 +21,11 @@ struct Listeners {
 // daemons must never share a spool); removes a stale socket left by a crash.
 [[nodiscard]] absl::StatusOr<int> OpenAdminSocket(const std::string& path);
 
+// Fails, naming the address, when another socket already listens on it (SO_REUSEPORT would
+// otherwise share the port with it), after waiting up to `busy_wait_ms` for a daemon killed a
+// moment ago to let go of it.
 [[nodiscard]] absl::StatusOr<Listeners> OpenListeners(const std::vector<std::string>& addresses,
-                                                      uint32_t shards);
+                                                      uint32_t shards,
+                                                      uint32_t busy_wait_ms = 2000);
 
 }  // namespace relais::relaisd
