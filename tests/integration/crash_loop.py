@@ -26,7 +26,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import RELAIS_BENCH, BenchSink, Daemon  # noqa: E402
+from harness import RELAIS_BENCH, BenchSink, Daemon, free_port  # noqa: E402
 
 FAST_RETRY = "[queue]\nretry_first_ms = 200\nretry_max_ms = 1000\n"
 
@@ -40,13 +40,13 @@ def crash_loop(kills, messages, connections=20, seed=1, log=print):
     report_path = os.path.join(work, "send.json")
     sender = None
     try:
-        # The first start takes a port from the kernel; every restart binds that one again. (A
-        # port picked by probing could meanwhile go to another test's listener, and relaisd's
-        # SO_REUSEPORT would then share it with that listener.)
-        daemon.start()
-        port = daemon.port
+        # Every restart binds the same port, from outside the ephemeral range: one the kernel
+        # handed out would be free for any test's port-0 listener while relaisd is down (and
+        # relaisd would then refuse to start).
+        port = free_port()
         daemon.config_text = (FAST_RETRY + f'[server]\nlisten = ["127.0.0.1:{port}"]\n'
                               'hostname = "relais.test"\n' + routes)
+        daemon.start()
         # Spread the messages over the loop: about 0.45 s of traffic per kill.
         rate = max(50.0, messages / (kills * 0.45))
         sender = subprocess.Popen(

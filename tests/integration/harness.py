@@ -8,6 +8,7 @@ synchronise.
 
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -218,10 +219,21 @@ SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
 
 
 def free_port():
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nobody uses right now, from below the kernel's ephemeral range: a socket
+    bound to port 0 or connecting out (this test's or a parallel one's) never gets such a port,
+    so a test can leave it dead on purpose or bind it again after a restart."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        low = int(f.read().split()[0])
+    pick = random.SystemRandom()
+    for _ in range(1000):
+        port = pick.randrange(max(1024, low // 2), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise AssertionError(f"no free loopback port below {low}")
 
 
 class Sink:
