@@ -4,8 +4,9 @@
 #   tools/dev.sh build   Release build in build/
 #   tools/dev.sh run     deps + build, then start relaisd with the built-in config (./var)
 #   tools/dev.sh test    deps + Release and ASan/UBSan builds, every test in both; the ring and
-#                        engine tests under TSan; each libFuzzer target for RELAIS_FUZZ_SECONDS
-#                        (default 15) under clang
+#                        engine tests under TSan; each libFuzzer target for 15 CPU seconds
+#   tools/dev.sh fuzz [S]  the long mode: each libFuzzer target for S CPU seconds (default
+#                        3600), JOBS at a time; new inputs stay in build-fuzz/<target>_corpus
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,6 +39,13 @@ build() {  # build DIR TYPE
   cmake --build "$dir" -j "$JOBS"
 }
 
+fuzz() {  # fuzz CPU-SECONDS: any crash fails the run and leaves its input in build-fuzz/.
+  CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DRELAIS_FUZZ=ON -DRELAIS_FUZZ_SECONDS="$1" -DRELAIS_WERROR=ON >/dev/null
+  cmake --build build-fuzz -j "$JOBS" --target relais_fuzzers
+  ctest --test-dir build-fuzz -L '^fuzz$' --output-on-failure -j "$2"
+}
+
 case "${1:-}" in
   deps) deps ;;
   build) deps; build build Release ;;
@@ -63,16 +71,15 @@ case "${1:-}" in
     cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=Tsan -DRELAIS_WERROR=ON >/dev/null
     cmake --build build-tsan -j "$JOBS" --target relais_ring_test relais_uring_test
     TSAN_OPTIONS=halt_on_error=1 ctest --test-dir build-tsan -L tsan --output-on-failure
-    # Every parser of outside bytes, fuzzed for a bounded time (long runs: set
-    # RELAIS_FUZZ_SECONDS=3600). Any crash fails the run and leaves its input in build-fuzz/.
-    CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-      -DRELAIS_FUZZ=ON -DRELAIS_FUZZ_SECONDS="${RELAIS_FUZZ_SECONDS:-15}" -DRELAIS_WERROR=ON \
-      >/dev/null
-    cmake --build build-fuzz -j "$JOBS" --target relais_fuzzers
-    ctest --test-dir build-fuzz -L '^fuzz$' --output-on-failure
+    # Every parser of outside bytes, fuzzed briefly (the long mode is `dev.sh fuzz`).
+    fuzz 15 1
+    ;;
+  fuzz)
+    deps
+    fuzz "${2:-3600}" "$JOBS"
     ;;
   *)
-    sed -n '2,9p' "$0"
+    sed -n '2,10p' "$0"
     exit 2
     ;;
 esac
