@@ -478,6 +478,25 @@ std::string DefaultHostname() {
   return buf;
 }
 
+// Parses an [[array-of-tables]] named `name`: each table with `parse`, appended to `out`.
+template <typename T>
+absl::Status ParseTables(const toml::node& node, std::string_view source, std::string_view name,
+                         absl::Status (*parse)(const toml::table&, std::string_view, T&),
+                         std::vector<T>& out) {
+  const toml::array* entries = node.as_array();
+  if (entries == nullptr || !entries->is_array_of_tables()) {
+    return KeyError(source, node, name, StrCat("expected [[", name, "]] tables"));
+  }
+  for (const toml::node& e : *entries) {
+    T item;
+    if (absl::Status st = parse(*e.as_table(), source, item); !st.ok()) {
+      return st;
+    }
+    out.push_back(std::move(item));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<Config> Parse(std::string_view toml_text, std::string_view source) {
@@ -492,31 +511,16 @@ absl::StatusOr<Config> Parse(std::string_view toml_text, std::string_view source
   Config config;
   for (const auto& [table_name, table_node] : root) {
     if (table_name.str() == "routes") {
-      const toml::array* routes = table_node.as_array();
-      if (routes == nullptr || !routes->is_array_of_tables()) {
-        return KeyError(source, table_node, "routes", "expected [[routes]] tables");
-      }
-      config.routes.clear();
-      for (const toml::node& r : *routes) {
-        Route route;
-        if (auto s = ParseRoute(*r.as_table(), source, route); !s.ok()) {
-          return s;
-        }
-        config.routes.push_back(std::move(route));
+      config.routes.clear();  // The configured routes replace the default one.
+      if (auto s = ParseTables(table_node, source, "routes", ParseRoute, config.routes); !s.ok()) {
+        return s;
       }
       continue;
     }
     if (table_name.str() == "dkim_sign") {
-      const toml::array* entries = table_node.as_array();
-      if (entries == nullptr || !entries->is_array_of_tables()) {
-        return KeyError(source, table_node, "dkim_sign", "expected [[dkim_sign]] tables");
-      }
-      for (const toml::node& e : *entries) {
-        DkimSigning signing;
-        if (auto st = ParseDkimSigning(*e.as_table(), source, signing); !st.ok()) {
-          return st;
-        }
-        config.dkim_sign.push_back(std::move(signing));
+      if (auto s = ParseTables(table_node, source, "dkim_sign", ParseDkimSigning, config.dkim_sign);
+          !s.ok()) {
+        return s;
       }
       continue;
     }
@@ -531,16 +535,10 @@ absl::StatusOr<Config> Parse(std::string_view toml_text, std::string_view source
     }
     for (const auto& [key_name, value] : *table) {
       if (table_name.str() == "auth" && key_name.str() == "listener") {
-        const toml::array* entries = value.as_array();
-        if (entries == nullptr || !entries->is_array_of_tables()) {
-          return KeyError(source, value, "auth.listener", "expected [[auth.listener]] tables");
-        }
-        for (const toml::node& e : *entries) {
-          AuthListener l;
-          if (auto st = ParseAuthListener(*e.as_table(), source, l); !st.ok()) {
-            return st;
-          }
-          config.auth_listeners.push_back(std::move(l));
+        if (auto s = ParseTables(value, source, "auth.listener", ParseAuthListener,
+                                 config.auth_listeners);
+            !s.ok()) {
+          return s;
         }
         continue;
       }

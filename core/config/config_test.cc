@@ -89,6 +89,10 @@ TEST(ConfigTest, ErrorsNameTheKeyAndLine) {
   ExpectError("[auth]\ntemperror = 1\n", "auth.temperror: expected a string");
   ExpectError("[dns]\nservers = [\"127.0.0.1\"]\n", "dns.servers: '127.0.0.1' is not host:port");
   ExpectError("[dns]\ntries = 0\n", "dns.tries: 0 is out of range");
+  ExpectError("routes = 1\n", "bad.toml:1: routes: expected [[routes]] tables");
+  ExpectError("dkim_sign = [1]\n", "bad.toml:1: dkim_sign: expected [[dkim_sign]] tables");
+  ExpectError("[auth]\nlistener = \"x\"\n",
+              "bad.toml:2: auth.listener: expected [[auth.listener]] tables");
 }
 
 TEST(ConfigTest, DkimSigning) {
