@@ -53,7 +53,7 @@ absl::Status CheckNobodyListens(const std::string& address, const sockaddr_stora
     }
     if (waited >= wait_ms) {
       return absl::FailedPreconditionError(base::StrCat(
-          "listen ", address, ": address already in use (another process listens there)"));
+          "listen ", address, ": address already in use (another socket listens there)"));
     }
     usleep(50'000);
   }
