@@ -98,6 +98,10 @@ struct Conn final : timer::Timer {
   Sink* sink;
   int fd;
   SinkSession session;
+  // What the send in flight reads: a copy, since the session's output may grow (and move)
+  // while the kernel still has to read it.
+  std::string send_buffer;
+  size_t send_offset = 0;
   ConnOp recv_op{this, OpKind::kRecv};
   ConnOp send_op{this, OpKind::kSend};
   ConnOp close_op{this, OpKind::kClose};
@@ -270,7 +274,14 @@ class Sink final : public SinkHandler, public uring::Completion {
     if (result < 0) {
       c.peer_gone = true;
     } else {
-      c.session.ConsumeOutput(static_cast<size_t>(result));
+      c.send_offset += static_cast<size_t>(result);
+      if (c.send_offset < c.send_buffer.size() && !c.closing) {
+        c.send_in_flight = true;  // A short send: the rest of the same bytes.
+        engine_->Send(c.fd, std::string_view(c.send_buffer).substr(c.send_offset), c.send_op);
+        return;
+      }
+      c.send_buffer.clear();
+      c.send_offset = 0;
     }
     MarkDirty(c);
   }
@@ -320,8 +331,11 @@ class Sink final : public SinkHandler, public uring::Completion {
       timers_.Arm(c, clock_.MonotonicMs() + c.session.delay_ms());
     }
     if (output && !c.send_in_flight) {
+      c.send_buffer.assign(c.session.PendingOutput());
+      c.session.ConsumeOutput(c.send_buffer.size());
+      c.send_offset = 0;
       c.send_in_flight = true;
-      engine_->Send(c.fd, c.session.PendingOutput(), c.send_op);
+      engine_->Send(c.fd, c.send_buffer, c.send_op);
     }
     if (!c.recv_armed) {
       c.recv_armed = true;
