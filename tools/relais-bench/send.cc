@@ -786,8 +786,19 @@ absl::StatusOr<std::string> AskSink(const std::string& address, const std::strin
       }
       char buffer[65536];
       const ssize_t n = read(fd, buffer, sizeof(buffer));
-      if (n <= 0) {
+      // The run's engine is still there, and a completion of one of its connections (a server
+      // closing) interrupts a read that has a timeout with EINTR. A stop asked for by the user
+      // also comes as EINTR.
+      if (n < 0 && errno == EINTR && !StopRequested()) {
+        continue;
+      }
+      if (n == 0) {
         return absl::UnavailableError(StrCat("sink ", address, ": connection ended"));
+      }
+      if (n < 0) {
+        return absl::UnavailableError(
+            StrCat("sink ", address, ": ",
+                   errno == EAGAIN ? "no reply within 10 s" : std::strerror(errno)));
       }
       in.append(buffer, static_cast<size_t>(n));
     }
