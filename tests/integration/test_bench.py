@@ -7,8 +7,10 @@ what the sink counted by tracking header (XSTAT), compared message by message.""
 import json
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
+import threading
 import time
 import unittest
 import urllib.request
@@ -129,6 +131,59 @@ class BenchTest(unittest.TestCase):
         accepted = sum(float(line.split()[-1]) for line in text.splitlines()
                        if line.startswith("relais_messages_accepted_total"))
         self.assertEqual(accepted, 2000)
+
+    def test_every_connection_ends_with_quit(self):
+        # A server of the test's own that counts QUITs: the last messages' connections used to
+        # be dropped with their QUIT still queued.
+        server = socket.socket()
+        server.bind(("127.0.0.1", 0))
+        server.listen(64)
+        self.addCleanup(server.close)
+        counts = {"connections": 0, "quits": 0}
+        lock = threading.Lock()
+
+        def session(conn):
+            with conn, conn.makefile("rb") as f:
+                conn.sendall(b"220 counter ESMTP\r\n")
+                in_data = False
+                for line in f:
+                    if in_data:
+                        if line == b".\r\n":
+                            in_data = False
+                            conn.sendall(b"250 ok\r\n")
+                        continue
+                    verb = line[:4].upper()
+                    if verb == b"EHLO":
+                        conn.sendall(b"250-counter\r\n250 PIPELINING\r\n")
+                    elif verb == b"DATA":
+                        in_data = True
+                        conn.sendall(b"354 go on\r\n")
+                    elif verb == b"QUIT":
+                        with lock:
+                            counts["quits"] += 1
+                        conn.sendall(b"221 bye\r\n")
+                        return
+                    else:
+                        conn.sendall(b"250 ok\r\n")
+
+        def accept():
+            while True:
+                try:
+                    conn, _ = server.accept()
+                except OSError:
+                    return
+                with lock:
+                    counts["connections"] += 1
+                threading.Thread(target=session, args=(conn,), daemon=True).start()
+
+        threading.Thread(target=accept, daemon=True).start()
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        report, _ = self.send(address, "--connections", "5", "--messages", "50",
+                              "--messages-per-connection", "7")
+        self.assertEqual(report["summary"]["accepted"], 50)
+        with lock:
+            self.assertGreaterEqual(counts["connections"], 8)  # 50 messages, 7 per connection.
+            self.assertEqual(counts["quits"], counts["connections"])
 
     def test_message_file_is_sent_as_given(self):
         # LF line ends, a line that starts with a dot: stored byte for byte (in CRLF) under the

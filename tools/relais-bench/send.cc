@@ -129,6 +129,7 @@ struct Link final : timer::Timer {
   bool waiting = false;         // Ready, waiting for the schedule to release a message.
   bool reconnect_wait = false;  // Between connections.
   bool retired = false;         // No more work: not reopened.
+  bool quitting = false;        // QUIT sent for good: retired once the connection is closed.
   bool was_ready = false;
   std::string lost_reason;  // Set when the connection failed.
   // Timings of the connection and message in hand (monotonic microseconds; 0: not yet).
@@ -227,6 +228,9 @@ class Sender {
         }
       }
       Tick(false);
+      if (end_us_ == 0 && retired_ + quitting_ == links_.size()) {
+        end_us_ = clock_.MonotonicMicros();  // The work is done; what is left is saying goodbye.
+      }
       if (options_.hold_ms != 0 && !hold_over_ && !HasWork()) {
         hold_over_ = true;  // Idle connections hear of it only this way: wake them all.
         for (auto& l : links_) {
@@ -237,13 +241,15 @@ class Sender {
         fatal_ = StrCat("cannot connect to ", options_.target, ": ", last_connect_error_);
         stop_ = true;
       } else if (clock_.MonotonicMs() - last_ready_ms_ > options_.timeout_ms && !stop_ &&
-                 (options_.hold_ms == 0 || sessions_ready_ == 0)) {
+                 HasWork() && (options_.hold_ms == 0 || sessions_ready_ == 0)) {
         fatal_ = StrCat("no session became ready for ", options_.timeout_ms, " ms; last: ",
                         last_unready_error_.empty() ? last_connect_error_ : last_unready_error_);
         stop_ = true;
       }
     }
-    end_us_ = clock_.MonotonicMicros();
+    if (end_us_ == 0) {
+      end_us_ = clock_.MonotonicMicros();
+    }
     Tick(true);
     return fatal_.empty();
   }
@@ -302,7 +308,20 @@ class Sender {
     }
     MarkDirty(l);
   }
+  // The link's last QUIT is queued: the run's work ends here for it, the connection a moment
+  // later (after the server's 221, its close, or the reply timeout).
+  void Quitting(Link& l) {
+    if (!l.quitting) {
+      l.quitting = true;
+      ++quitting_;
+    }
+  }
+
   void OnClosed(Link& l) {
+    if (l.quitting) {
+      l.quitting = false;
+      --quitting_;
+    }
     l.fd = -1;
     l.close_submitted = false;
     l.closing = false;
@@ -577,8 +596,7 @@ class Sender {
     if (s.ready() && !l.in_message && !l.waiting && options_.hold_ms != 0) {
       if (!HasWork()) {
         s.Quit();  // The hold is over.
-        l.retired = true;
-        ++retired_;
+        Quitting(l);
       }
     } else if (s.ready() && !l.in_message && !l.waiting) {
       const bool capped = options_.messages_per_connection != 0 &&
@@ -586,8 +604,7 @@ class Sender {
       if (capped || !NextMessage(l)) {
         s.Quit();
         if (!HasWork()) {
-          l.retired = true;  // Closed after QUIT, not reopened.
-          ++retired_;
+          Quitting(l);
         }
       }
     }
@@ -697,6 +714,7 @@ class Sender {
   size_t retired_ = 0;
   uint64_t start_us_ = 0;
   uint64_t end_us_ = 0;
+  size_t quitting_ = 0;  // Links whose last QUIT is queued and whose connection is still open.
   uint64_t next_second_us_ = 0;
   uint64_t next_seq_ = 0;
   uint64_t in_flight_ = 0;
