@@ -133,6 +133,17 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
                           static_cast<int>(engine->buffer_mask_), static_cast<int>(i));
   }
   io_uring_buf_ring_advance(engine->buffer_ring_, static_cast<int>(options.buffer_count));
+
+  if (options.fixed_files > 0) {
+    rc = io_uring_register_files_sparse(&engine->ring_, options.fixed_files);
+    if (rc < 0) {
+      return absl::ResourceExhaustedError(base::StrCat(
+          "io_uring registered-file table of ", options.fixed_files, " slots: ", std::strerror(-rc),
+          rc == -EMFILE ? " (more than the descriptor limit, RLIMIT_NOFILE, allows; raise "
+                          "`ulimit -n` or LimitNOFILE=, or lower limits.connections_max)"
+                        : ""));
+    }
+  }
   return engine;
 }
 
@@ -164,18 +175,35 @@ void Engine::AcceptMultishot(int listen_fd, Completion& completion) {
   io_uring_sqe_set_data64(sqe, Tag(completion));
 }
 
-void Engine::Recv(int fd, Completion& completion) {
+void Engine::QueueRecv(int fd, uint8_t sqe_flags, Completion& completion) {
   io_uring_sqe* sqe = NextSqe();
   io_uring_prep_recv(sqe, fd, nullptr, options_.buffer_bytes, 0);
-  sqe->flags |= IOSQE_BUFFER_SELECT;
+  sqe->flags |= IOSQE_BUFFER_SELECT | sqe_flags;
   sqe->buf_group = kBufferGroup;
   io_uring_sqe_set_data64(sqe, Tag(completion));
 }
 
-void Engine::Send(int fd, std::string_view data, Completion& completion) {
+void Engine::Recv(int fd, Completion& completion) { QueueRecv(fd, 0, completion); }
+
+void Engine::Recv(FixedFile file, Completion& completion) {
+  RELAIS_CHECK(file.index < options_.fixed_files);
+  QueueRecv(static_cast<int>(file.index), IOSQE_FIXED_FILE, completion);
+}
+
+void Engine::QueueSend(int fd, uint8_t sqe_flags, std::string_view data, Completion& completion) {
   io_uring_sqe* sqe = NextSqe();
   io_uring_prep_send(sqe, fd, data.data(), data.size(), MSG_NOSIGNAL);
+  sqe->flags |= sqe_flags;
   io_uring_sqe_set_data64(sqe, Tag(completion));
+}
+
+void Engine::Send(int fd, std::string_view data, Completion& completion) {
+  QueueSend(fd, 0, data, completion);
+}
+
+void Engine::Send(FixedFile file, std::string_view data, Completion& completion) {
+  RELAIS_CHECK(file.index < options_.fixed_files);
+  QueueSend(static_cast<int>(file.index), IOSQE_FIXED_FILE, data, completion);
 }
 
 void Engine::Connect(int fd, const sockaddr* address, socklen_t length, Completion& completion) {
@@ -194,6 +222,23 @@ void Engine::Close(int fd, Completion& completion) {
   io_uring_sqe* sqe = NextSqe();
   io_uring_prep_close(sqe, fd);
   io_uring_sqe_set_data64(sqe, Tag(completion));
+}
+
+void Engine::Close(FixedFile file, Completion& completion) {
+  RELAIS_CHECK(file.index < options_.fixed_files);
+  io_uring_sqe* sqe = NextSqe();
+  io_uring_prep_close_direct(sqe, file.index);
+  io_uring_sqe_set_data64(sqe, Tag(completion));
+}
+
+absl::Status Engine::Install(uint32_t index, int fd) {
+  RELAIS_CHECK(index < options_.fixed_files);
+  const int rc = io_uring_register_files_update(&ring_, index, &fd, 1);
+  if (rc < 0) {
+    return absl::InternalError(
+        base::StrCat("io_uring registered-file slot ", index, ": ", std::strerror(-rc)));
+  }
+  return absl::OkStatus();
 }
 
 void Engine::PollOnce(int fd, uint32_t events, Completion& completion) {

@@ -11,6 +11,12 @@
 // Receives use a provided-buffer ring: a connection that waits for input holds no buffer; the
 // kernel picks one when bytes arrive, and the owner hands it back right after use.
 //
+// Sockets that live long and see many operations (a shard's SMTP sessions) can move into the
+// ring's registered-file table (Install): operations then name a table slot (FixedFile), which
+// skips the kernel's descriptor lookup and reference count on every operation, and the socket
+// no longer holds a descriptor of the process, so the sessions of a shard are bounded by its
+// own table (at most RLIMIT_NOFILE slots) rather than all shards sharing one descriptor limit.
+//
 // Owned by one shard thread; not thread-safe, except ring_fd(), which other shards use as the
 // target of IORING_OP_MSG_RING.
 #pragma once
@@ -40,6 +46,14 @@ struct EngineOptions {
   uint32_t entries = 4096;        // Submission queue size; the CQ is twice that.
   uint32_t buffer_count = 512;    // Provided receive buffers, a power of two.
   uint32_t buffer_bytes = 16384;  // Size of each.
+  // Slots of the registered-file table (0: none). The kernel refuses more than the process's
+  // RLIMIT_NOFILE; Create says so.
+  uint32_t fixed_files = 0;
+};
+
+// A slot of the engine's registered-file table holding a socket.
+struct FixedFile {
+  uint32_t index;
 };
 
 // Checks that io_uring works here with the features the engine needs. The error says what is
@@ -72,11 +86,19 @@ class Engine {
   void AcceptMultishot(int listen_fd, Completion& completion);
   // Receives into a provided buffer; the CQE flags carry its id (BufferId()).
   void Recv(int fd, Completion& completion);
+  void Recv(FixedFile file, Completion& completion);
   void Send(int fd, std::string_view data, Completion& completion);
+  void Send(FixedFile file, std::string_view data, Completion& completion);
   // Connects a non-blocking socket; `address` must stay valid until the completion runs.
   void Connect(int fd, const sockaddr* address, socklen_t length, Completion& completion);
   void Read(int fd, void* buffer, uint32_t bytes, Completion& completion);
   void Close(int fd, Completion& completion);
+  // Closes the socket in `file` and frees the slot (once the completion runs it may be reused).
+  void Close(FixedFile file, Completion& completion);
+  // Puts the socket `fd` into the free table slot `index` (synchronously). The table holds its
+  // own reference: the caller closes `fd` afterwards and uses FixedFile{index} from then on.
+  [[nodiscard]] absl::Status Install(uint32_t index, int fd);
+  [[nodiscard]] uint32_t fixed_files() const { return options_.fixed_files; }
   // Completes once `fd` is ready for `events` (POLLIN, POLLOUT); the result is the ready mask
   // (with POLLERR / POLLHUP when those happened). For sockets a library reads and writes itself
   // (c-ares).
@@ -109,6 +131,9 @@ class Engine {
  private:
   explicit Engine(const EngineOptions& options);
   io_uring_sqe* NextSqe();
+  // `fd` is a descriptor, or a table slot when `sqe_flags` has IOSQE_FIXED_FILE.
+  void QueueRecv(int fd, uint8_t sqe_flags, Completion& completion);
+  void QueueSend(int fd, uint8_t sqe_flags, std::string_view data, Completion& completion);
 
   const EngineOptions options_;
   io_uring ring_{};
