@@ -10,6 +10,7 @@ import json
 import os
 import random
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -33,7 +34,9 @@ def wait_for(condition, timeout, what):
 
 
 class Daemon:
-    def __init__(self, config="", threads=2, workdir=None):
+    def __init__(self, config="", threads=2, workdir=None, descriptor_limit=None):
+        """descriptor_limit: RLIMIT_NOFILE (soft and hard) of the daemon, if given."""
+        self.descriptor_limit = descriptor_limit
         self.workdir = workdir or tempfile.mkdtemp(prefix="relais-it-")
         self.owns_workdir = workdir is None
         self.config_text = config
@@ -69,9 +72,14 @@ class Daemon:
             self.log.close()
         self.log = open(self.log_path, "ab")
         self.log_offset = self.log.tell()  # This run's lines start here.
+        limit = self.descriptor_limit
+
+        def lower_limit():
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
         self.proc = subprocess.Popen(
             [RELAISD, "--config", config_path, "--threads", str(self.threads)],
-            stdout=self.log, stderr=self.log, cwd=self.workdir)
+            stdout=self.log, stderr=self.log, cwd=self.workdir,
+            preexec_fn=lower_limit if limit is not None else None)
         if wait:
             self.port = wait_for(self._listening_port, 20, "relaisd to listen")
         return self

@@ -225,6 +225,38 @@ class IngressTest(unittest.TestCase):
             metrics = r.read().decode()
         self.assertIn('relais_connections_refused_total{reason="connections_max"} 30\n', metrics)
 
+    def test_sessions_outnumber_the_descriptor_limit(self):
+        # Sessions live in the shards' io_uring file tables, not in the process's descriptor
+        # table: under a limit of 128 descriptors, 180 clients are all served (two shards, so
+        # two tables of 128), and the daemon's open descriptors stay well under its limit.
+        limit, clients = 128, 180
+        d = Daemon("[limits]\nconnections_per_ip_max = 1000\n", descriptor_limit=limit)
+        self.addCleanup(d.cleanup)
+        d.start()
+        ready = [e for e in d.events() if e.get("event") == "ready"][0]
+        self.assertEqual(ready["session_slots_per_shard"], limit)
+        self.assertEqual(ready["descriptor_limit"], limit)
+        held = []
+        for _ in range(clients):
+            c = RawClient(d.connect())
+            self.assertEqual(c.reply()[0], 220)
+            c.send(b"EHLO c.test\r\n")
+            held.append(c)
+        for c in held:
+            self.assertEqual(c.reply()[0], 250)
+        open_fds = len(os.listdir(f"/proc/{d.proc.pid}/fd"))
+        self.assertLess(open_fds, limit // 2)
+        c = held[-1]
+        c.send(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n")
+        self.assertEqual([c.reply()[0] for _ in range(3)], [250, 250, 354])
+        c.send(b"Subject: t\r\n\r\nbody\r\n.\r\n")
+        self.assertEqual(c.reply()[0], 250)
+        for c in held:
+            c.send(b"QUIT\r\n")
+        for c in held:
+            self.assertEqual(c.reply()[0], 221)
+            self.assertTrue(c.closed())
+
     def test_idle_session_times_out_with_421(self):
         d = self.start("[timeouts]\ncommand_timeout_ms = 1000\n")
         c = RawClient(d.connect())

@@ -5,6 +5,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -87,6 +88,24 @@ std::vector<int> AllowedCpus() {
     cpus.push_back(0);
   }
   return cpus;
+}
+
+// Raises the soft descriptor limit to the hard one and returns it. Each shard's sessions live
+// in its io_uring's registered-file table, which the kernel sizes no larger than this limit;
+// spool segments, outbound connections and DNS sockets are plain descriptors under it.
+rlim_t RaiseDescriptorLimit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) {
+    return 1024;
+  }
+  if (limit.rlim_cur < limit.rlim_max) {
+    rlimit raised = limit;
+    raised.rlim_cur = limit.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) {
+      limit = raised;
+    }
+  }
+  return limit.rlim_cur;
 }
 
 int Main(int argc, char** argv) {
@@ -183,6 +202,14 @@ int Main(int argc, char** argv) {
     all_metrics.push_back(metrics_blocks.back().get());
   }
   ConnectionLimiter limiter(config.connections_max, config.connections_per_ip_max);
+  // Session slots per shard: connections_max could all land on one shard, and refused clients
+  // hold a slot for their 421 until they leave; the kernel caps a table at the descriptor limit
+  // (and 2^20 entries).
+  constexpr uint64_t kRefusalSlots = 1024;
+  const rlim_t descriptor_limit = RaiseDescriptorLimit();
+  const auto session_slots = static_cast<uint32_t>(
+      std::min<uint64_t>({uint64_t{config.connections_max} + kRefusalSlots,
+                          static_cast<uint64_t>(descriptor_limit), uint64_t{1} << 20}));
   const routing::Router router(config.routes, config.hostname);
   const RouterPolicy policy(router);
   const auto destinations = ResolveDestinations(router.routes());
@@ -193,6 +220,7 @@ int Main(int argc, char** argv) {
 
   ShardOptions base;
   base.count = shards;
+  base.connections_per_shard_hard_max = session_slots;
   base.shutdown_grace_ms = config.shutdown_grace_ms;
   smtp::SessionOptions& so = base.session;
   so.hostname = config.hostname;
@@ -319,7 +347,11 @@ int Main(int argc, char** argv) {
     log::Emit(log::Level::kInfo, -1, "listening", {{"address", address}});
   }
   log::Emit(log::Level::kInfo, -1, "ready",
-            {{"shards", shards}, {"hostname", config.hostname}, {"spool", config.spool_path}});
+            {{"shards", shards},
+             {"hostname", config.hostname},
+             {"spool", config.spool_path},
+             {"session_slots_per_shard", session_slots},
+             {"descriptor_limit", static_cast<uint64_t>(descriptor_limit)}});
 
   std::vector<std::thread> threads;
   for (uint32_t i = 0; i < shards; ++i) {

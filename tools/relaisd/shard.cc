@@ -110,8 +110,8 @@ struct Shard::Connection final : timer::Timer, spool::AppendCompletion, smtp::Bo
     Connection* connection;
   };
 
-  Connection(Shard* s, int socket, uint32_t index, const mail::IpAddress& peer)
-      : shard(s), fd(socket), slot(index), client(peer), session(s->session_options_, peer) {}
+  Connection(Shard* s, uint32_t index, const mail::IpAddress& peer)
+      : shard(s), socket{index}, slot(index), client(peer), session(s->session_options_, peer) {}
 
   void OnTimer() override { shard->OnTimeout(*this); }
   void OnAppendDone(spool::AppendOutcome outcome, const mail::MessageId& id) override {
@@ -122,7 +122,7 @@ struct Shard::Connection final : timer::Timer, spool::AppendCompletion, smtp::Bo
   void OnBodyBytes(std::string_view bytes) override { body_hashes->Update(bytes); }
 
   Shard* shard;
-  const int fd;
+  const uring::FixedFile socket;  // The session's slot of the engine's registered-file table.
   const uint32_t slot;
   const mail::IpAddress client;
   smtp::ServerSession session;
@@ -351,7 +351,9 @@ absl::StatusOr<std::unique_ptr<Shard>> Shard::Create(const ShardOptions& options
                                                      uring::Mesh& mesh) {
   RELAIS_CHECK(options.router != nullptr && options.destinations != nullptr &&
                options.shards_running != nullptr && options.metrics != nullptr);
-  auto engine = uring::Engine::Create(options.engine);
+  uring::EngineOptions engine_options = options.engine;
+  engine_options.fixed_files = options.connections_per_shard_hard_max;
+  auto engine = uring::Engine::Create(engine_options);
   if (!engine.ok()) {
     return engine.status();
   }
@@ -500,15 +502,29 @@ void Shard::OnAccept(int fd, uint32_t listener) {
   const int one = 1;
   // Replies are small and already batched per turn; waiting for more bytes only adds latency.
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  // live_connections_ is below the table size, so a free slot exists: either one freed by a
+  // close (its table entry released with it) or the next never used.
   uint32_t slot;
   if (!free_slots_.empty()) {
     slot = free_slots_.back();
-    free_slots_.pop_back();
   } else {
     slot = static_cast<uint32_t>(connections_.size());
+  }
+  // From here on the socket is the table's: the session holds no descriptor of the process.
+  const absl::Status installed = engine_->Install(slot, fd);
+  ::close(fd);
+  if (!installed.ok()) {
+    log::Emit(log::Level::kWarning, static_cast<int>(options_.index), "accept_failed",
+              {{"error", std::string(installed.message())}});
+    metrics_.refused_unserved.Add();
+    return;
+  }
+  if (!free_slots_.empty()) {
+    free_slots_.pop_back();
+  } else {
     connections_.emplace_back();
   }
-  connections_[slot] = std::make_unique<Connection>(this, fd, slot, *peer);
+  connections_[slot] = std::make_unique<Connection>(this, slot, *peer);
   Connection& c = *connections_[slot];
   c.opened_ms = clock_.MonotonicMs();
   ++live_connections_;
@@ -587,7 +603,7 @@ void Shard::OnSend(Connection& c, int32_t result) {
   } else {
     c.send_offset += static_cast<size_t>(result);
     if (c.send_offset < c.send_buffer.size() && result > 0) {
-      engine_->Send(c.fd, std::string_view(c.send_buffer).substr(c.send_offset), c.send_op);
+      engine_->Send(c.socket, std::string_view(c.send_buffer).substr(c.send_offset), c.send_op);
       return;
     }
     c.send_in_flight = false;
@@ -834,7 +850,7 @@ void Shard::Pump(Connection& c) {
       c.session.ConsumeOutput(pending.size());
       c.send_offset = 0;
       c.send_in_flight = true;
-      engine_->Send(c.fd, c.send_buffer, c.send_op);
+      engine_->Send(c.socket, c.send_buffer, c.send_op);
     }
   }
   const bool quiet = !c.send_in_flight && !c.commit_pending && !c.auth_pending;
@@ -845,7 +861,7 @@ void Shard::Pump(Connection& c) {
   if (!c.recv_armed && !c.peer_gone && !c.session.WantsClose() && c.session.WantsInput() &&
       c.send_buffer.size() < session_options_.pipeline_bytes_max) {
     c.recv_armed = true;
-    engine_->Recv(c.fd, c.recv_op);
+    engine_->Recv(c.socket, c.recv_op);
   }
 }
 
@@ -863,7 +879,7 @@ void Shard::BeginClose(Connection& c) {
     return;  // Each of these completes later and brings us back through Pump.
   }
   c.close_submitted = true;
-  engine_->Close(c.fd, c.close_op);
+  engine_->Close(c.socket, c.close_op);
 }
 
 void Shard::OnClosed(Connection& c) {

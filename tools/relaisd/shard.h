@@ -68,7 +68,10 @@ struct ShardOptions {
   uint32_t recipients_per_transaction_max = 100;
   uint64_t delay_warning_ms = 0;  // 0: no delay reports.
   std::string log_file;           // Reopened by shard 0 on SIGUSR1; empty: stdout.
-  uint32_t connections_per_shard_hard_max = 1'000'000;  // Beyond this, refuse without a reply.
+  // Session slots of the shard: each session's socket lives in that slot of the engine's
+  // registered-file table, so the table gets this many entries. Beyond it, new connections are
+  // closed without a reply.
+  uint32_t connections_per_shard_hard_max = 1024;
   // Inline sender authentication, one policy per listen address (in listen_fds order). With
   // every check off everywhere, no resolver is created.
   std::vector<authcheck::Policy> auth_by_listener;
