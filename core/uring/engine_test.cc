@@ -230,6 +230,63 @@ TEST(EngineTest, AcceptMultishotTakesManyConnections) {
   close(listener);
 }
 
+// The kernel ends a multishot accept when the completion queue overflows, with a connection in
+// its last completion (no IORING_CQE_F_MORE): whoever accepts must re-arm on such a success as
+// well as after an error, or the listener silently stops taking connections (relaisd's shards
+// did, under a flood of 100 000 connections).
+TEST(EngineTest, MultishotAcceptEndsWhenTheCompletionQueueOverflows) {
+  auto created = Engine::Create(EngineOptions{4, 8, 64});  // A completion queue of 8.
+  ASSERT_TRUE(created.ok()) << created.status();
+  Engine& engine = **created;
+  const int listener = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(listen(listener, 128), 0);
+  socklen_t len = sizeof(addr);
+  getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len);
+  struct Acceptor final : Completion {
+    void OnCqe(int32_t r, uint32_t f) override {
+      if (r >= 0) {
+        fds.push_back(r);
+      }
+      if ((f & IORING_CQE_F_MORE) == 0) {
+        ended_with = r;
+        ++ends;
+        if (r >= 0) {
+          engine->AcceptMultishot(listen_fd, *this);  // What relaisd's acceptor does.
+        }
+      }
+    }
+    Engine* engine = nullptr;
+    int listen_fd = -1;
+    std::vector<int> fds;
+    int ends = 0;
+    int32_t ended_with = 0;
+  } acceptor;
+  acceptor.engine = &engine;
+  acceptor.listen_fd = listener;
+  engine.AcceptMultishot(listener, acceptor);
+  engine.Run(0);
+  constexpr size_t kClients = 40;
+  std::vector<int> clients;
+  for (size_t i = 0; i < kClients; ++i) {
+    clients.push_back(socket(AF_INET, SOCK_STREAM, 0));
+    ASSERT_EQ(connect(clients.back(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  }
+  RunUntil(engine, [&] { return acceptor.fds.size() == kClients; });
+  EXPECT_GE(acceptor.ends, 1) << "the completion queue of 8 never overflowed";
+  EXPECT_GE(acceptor.ended_with, 0);
+  for (int fd : acceptor.fds) {
+    close(fd);
+  }
+  for (int fd : clients) {
+    close(fd);
+  }
+  close(listener);
+}
+
 std::unique_ptr<Engine> MakeTableEngine(uint32_t slots) {
   auto e = Engine::Create(EngineOptions{64, 64, 64, slots});
   EXPECT_TRUE(e.ok()) << e.status();

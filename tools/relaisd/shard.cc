@@ -162,11 +162,18 @@ class Shard::Acceptor final : public uring::Completion {
     shard_->engine_->AcceptMultishot(fd_, *this);
   }
   void OnCqe(int32_t result, uint32_t flags) override {
-    if ((flags & IORING_CQE_F_MORE) == 0) {
-      armed_ = false;  // The kernel dropped the multishot; re-armed unless stopping.
+    const bool ended = (flags & IORING_CQE_F_MORE) == 0;
+    if (ended) {
+      armed_ = false;
     }
     if (result >= 0) {
       shard_->OnAccept(result, listener_);
+      // The kernel also ends a multishot accept whose completion queue overflowed (a flood of
+      // connections while the loop was busy); its last completion still carries a connection.
+      // Nothing is wrong with the socket: accept on at once.
+      if (ended && !shard_->stopping_) {
+        Arm();
+      }
     } else if (result != -ECANCELED) {
       log::Emit(log::Level::kWarning, static_cast<int>(shard_->options_.index), "accept_failed",
                 {{"error", std::strerror(-result)}});
