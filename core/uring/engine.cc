@@ -183,6 +183,19 @@ void Engine::QueueRecv(int fd, uint8_t sqe_flags, Completion& completion) {
   io_uring_sqe_set_data64(sqe, Tag(completion));
 }
 
+void Engine::AcceptDirect(int listen_fd, sockaddr* address, socklen_t* length,
+                          Completion& completion) {
+  RELAIS_CHECK(options_.fixed_files > 0);
+  io_uring_sqe* sqe = NextSqe();
+  // SOCK_CLOEXEC is meaningless (and refused) for a socket that has no descriptor.
+  io_uring_prep_accept(sqe, listen_fd, address, length, SOCK_NONBLOCK);
+  // The kernel reads the field as the slot + 1, or IORING_FILE_INDEX_ALLOC for "any free slot".
+  // (liburing 2.3's io_uring_prep_accept_direct adds 1 to that too, which makes it 0: a plain
+  // accept.)
+  sqe->file_index = IORING_FILE_INDEX_ALLOC;
+  io_uring_sqe_set_data64(sqe, Tag(completion));
+}
+
 void Engine::Recv(int fd, Completion& completion) { QueueRecv(fd, 0, completion); }
 
 void Engine::Recv(FixedFile file, Completion& completion) {
@@ -224,12 +237,18 @@ void Engine::Close(int fd, Completion& completion) {
   io_uring_sqe_set_data64(sqe, Tag(completion));
 }
 
-void Engine::Close(FixedFile file, Completion& completion) {
+void Engine::QueueCloseDirect(FixedFile file, uint64_t user_data) {
   RELAIS_CHECK(file.index < options_.fixed_files);
   io_uring_sqe* sqe = NextSqe();
   io_uring_prep_close_direct(sqe, file.index);
-  io_uring_sqe_set_data64(sqe, Tag(completion));
+  io_uring_sqe_set_data64(sqe, user_data);
 }
+
+void Engine::Close(FixedFile file, Completion& completion) {
+  QueueCloseDirect(file, Tag(completion));
+}
+
+void Engine::Close(FixedFile file) { QueueCloseDirect(file, 0); }  // No handler: Run skips it.
 
 absl::Status Engine::Install(uint32_t index, int fd) {
   RELAIS_CHECK(index < options_.fixed_files);

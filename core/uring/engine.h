@@ -11,11 +11,12 @@
 // Receives use a provided-buffer ring: a connection that waits for input holds no buffer; the
 // kernel picks one when bytes arrive, and the owner hands it back right after use.
 //
-// Sockets that live long and see many operations (a shard's SMTP sessions) can move into the
-// ring's registered-file table (Install): operations then name a table slot (FixedFile), which
-// skips the kernel's descriptor lookup and reference count on every operation, and the socket
-// no longer holds a descriptor of the process, so the sessions of a shard are bounded by its
-// own table (at most RLIMIT_NOFILE slots) rather than all shards sharing one descriptor limit.
+// Sockets that live long and see many operations (a shard's SMTP sessions) can live in the
+// ring's registered-file table, accepted straight into it (AcceptDirect) or moved there
+// (Install): operations then name a table slot (FixedFile), which skips the kernel's descriptor
+// lookup and reference count on every operation, and the socket holds no descriptor of the
+// process, so the sessions of a shard are bounded by its own table (at most RLIMIT_NOFILE
+// slots) rather than all shards sharing one descriptor limit.
 //
 // Owned by one shard thread; not thread-safe, except ring_fd(), which other shards use as the
 // target of IORING_OP_MSG_RING.
@@ -84,6 +85,11 @@ class Engine {
 
   // Operations. Each queues one SQE (submitting early only if the SQ is full).
   void AcceptMultishot(int listen_fd, Completion& completion);
+  // Accepts one connection straight into a free slot of the registered-file table, chosen by
+  // the kernel: the result is the slot's index, and no descriptor of the process is ever made.
+  // The peer's address goes to `address` (*length bytes at most; both must stay valid until the
+  // completion runs). -ENFILE: the table was full and the kernel closed the connection.
+  void AcceptDirect(int listen_fd, sockaddr* address, socklen_t* length, Completion& completion);
   // Receives into a provided buffer; the CQE flags carry its id (BufferId()).
   void Recv(int fd, Completion& completion);
   void Recv(FixedFile file, Completion& completion);
@@ -95,8 +101,11 @@ class Engine {
   void Close(int fd, Completion& completion);
   // Closes the socket in `file` and frees the slot (once the completion runs it may be reused).
   void Close(FixedFile file, Completion& completion);
-  // Puts the socket `fd` into the free table slot `index` (synchronously). The table holds its
-  // own reference: the caller closes `fd` afterwards and uses FixedFile{index} from then on.
+  // The same when nobody waits for the result.
+  void Close(FixedFile file);
+  // Puts the socket `fd`, made elsewhere, into the free table slot `index` (synchronously). The
+  // table holds its own reference: the caller closes `fd` afterwards and uses FixedFile{index}
+  // from then on. `index` must be free: neither installed nor handed out by AcceptDirect.
   [[nodiscard]] absl::Status Install(uint32_t index, int fd);
   [[nodiscard]] uint32_t fixed_files() const { return options_.fixed_files; }
   // Completes once `fd` is ready for `events` (POLLIN, POLLOUT); the result is the ready mask
@@ -134,6 +143,7 @@ class Engine {
   // `fd` is a descriptor, or a table slot when `sqe_flags` has IOSQE_FIXED_FILE.
   void QueueRecv(int fd, uint8_t sqe_flags, Completion& completion);
   void QueueSend(int fd, uint8_t sqe_flags, std::string_view data, Completion& completion);
+  void QueueCloseDirect(FixedFile file, uint64_t user_data);
 
   const EngineOptions options_;
   io_uring ring_{};

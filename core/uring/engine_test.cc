@@ -327,6 +327,85 @@ TEST(EngineTest, InstalledSocketIsServedByItsSlotAndClosedThroughIt) {
   }
 }
 
+size_t OpenDescriptors() {
+  size_t n = 0;
+  for (int fd = 0; fd < 4096; ++fd) {
+    n += fcntl(fd, F_GETFD) != -1 ? 1 : 0;
+  }
+  return n;
+}
+
+// Connections accepted straight into the table: the result names the slot, the peer's address
+// is written, the process gains no descriptor, and when the table is full the kernel closes
+// the connection and says -ENFILE.
+TEST(EngineTest, AcceptDirectFillsTheTableAndNoDescriptor) {
+  auto engine = MakeTableEngine(2);
+  ASSERT_NE(engine, nullptr);
+  const int listener = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(listen(listener, 16), 0);
+  socklen_t len = sizeof(addr);
+  getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len);
+  std::vector<int> clients;
+  for (int i = 0; i < 3; ++i) {
+    clients.push_back(socket(AF_INET, SOCK_STREAM, 0));
+    ASSERT_EQ(connect(clients.back(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  }
+  const size_t descriptors = OpenDescriptors();
+  struct Accept {
+    Recorder done;
+    sockaddr_in peer{};
+    socklen_t length = sizeof(sockaddr_in);
+  } accepts[3];
+  std::vector<uint32_t> slots;
+  for (int i = 0; i < 3; ++i) {
+    engine->AcceptDirect(listener, reinterpret_cast<sockaddr*>(&accepts[i].peer),
+                         &accepts[i].length, accepts[i].done);
+    RunUntil(*engine, [&] { return accepts[i].done.calls == 1; });
+    if (i < 2) {
+      ASSERT_GE(accepts[i].done.result, 0);
+      slots.push_back(static_cast<uint32_t>(accepts[i].done.result));
+    }
+  }
+  EXPECT_EQ(accepts[2].done.result, -ENFILE);  // Two slots, three connections.
+  EXPECT_EQ(OpenDescriptors(), descriptors);
+  ASSERT_NE(slots[0], slots[1]);
+  EXPECT_LT(std::max(slots[0], slots[1]), 2u);
+  // The address written is the client's (accepts complete in the order the connections were
+  // made), and the connection is served through its slot.
+  for (int i = 0; i < 2; ++i) {
+    sockaddr_in local{};
+    socklen_t local_len = sizeof(local);
+    getsockname(clients[i], reinterpret_cast<sockaddr*>(&local), &local_len);
+    EXPECT_EQ(accepts[i].peer.sin_port, local.sin_port);
+    ASSERT_EQ(write(clients[i], "hi", 2), 2);
+    Recorder recv;
+    engine->Recv(FixedFile{slots[i]}, recv);
+    RunUntil(*engine, [&] { return recv.calls == 1; });
+    EXPECT_EQ(recv.result, 2);
+    engine->ReturnBuffer(Engine::BufferId(recv.flags));
+  }
+  char byte;
+  EXPECT_LE(read(clients[2], &byte, 1), 0);  // Closed by the kernel: EOF or reset.
+  engine->Close(FixedFile{slots[0]});        // Nobody waits; the slot frees all the same.
+  Recorder again;
+  sockaddr_in peer{};
+  socklen_t peer_len = sizeof(peer);
+  const int late = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_EQ(connect(late, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  engine->AcceptDirect(listener, reinterpret_cast<sockaddr*>(&peer), &peer_len, again);
+  RunUntil(*engine, [&] { return again.calls == 1; });
+  EXPECT_EQ(again.result, static_cast<int32_t>(slots[0]));
+  close(late);
+  for (int fd : clients) {
+    close(fd);
+  }
+  close(listener);
+}
+
 // Sockets in the tables of two rings outnumber the descriptors the process may hold, and are
 // all usable; a table larger than the limit is refused with the remedy named.
 TEST(EngineTest, TablesHoldMoreSocketsThanTheDescriptorLimit) {

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -113,6 +114,9 @@ absl::Status OpenListener(const std::string& address, uint32_t shards, uint32_t 
     if (family == AF_INET6) {
       setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
     }
+    // Accepted connections inherit it (they are accepted without a descriptor to set it on).
+    // Replies are small and already batched per turn: waiting for more bytes only adds latency.
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (bind(fd, reinterpret_cast<sockaddr*>(&bind_addr), bind_len) != 0) {
       close(fd);
       return SocketError(address, "bind");

@@ -5,6 +5,8 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -39,6 +41,31 @@ int ForeignListener(uint16_t port, bool reuseport) {
   EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
   EXPECT_EQ(listen(fd, 8), 0);
   return fd;
+}
+
+// Sessions are accepted straight into io_uring's file table, with no descriptor to set options
+// on: what they need is set on the listener, and the kernel copies it into each connection.
+TEST(Listeners, ConnectionsInheritNoDelay) {
+  absl::StatusOr<Listeners> l = OpenListeners({"127.0.0.1:0"}, 1, 0);
+  ASSERT_TRUE(l.ok()) << l.status();
+  const int listener = l->fds_by_shard[0][0];
+  const int client = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(PortOf(l->bound[0]));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(client, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  pollfd ready{listener, POLLIN, 0};
+  ASSERT_EQ(poll(&ready, 1, 5000), 1);  // The listener is non-blocking.
+  const int accepted = accept(listener, nullptr, nullptr);
+  ASSERT_GE(accepted, 0);
+  int nodelay = 0;
+  socklen_t len = sizeof(nodelay);
+  ASSERT_EQ(getsockopt(accepted, IPPROTO_TCP, TCP_NODELAY, &nodelay, &len), 0);
+  EXPECT_EQ(nodelay, 1);
+  close(accepted);
+  close(client);
+  CloseAll(*l);
 }
 
 TEST(Listeners, ShardsShareOnePortChosenByTheKernel) {

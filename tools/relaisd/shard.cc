@@ -1,12 +1,12 @@
 #include "tools/relaisd/shard.h"
 
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <functional>
@@ -24,20 +24,15 @@ constexpr uint64_t kHardStopExtraMs = 10'000;  // Past the grace period, stop re
 constexpr uint64_t kAcceptRetryMs = 1000;
 constexpr uint64_t kFinalReplyGraceMs = 10'000;  // For a client to take its 421.
 
-std::optional<mail::IpAddress> PeerAddress(int fd) {
-  sockaddr_storage ss{};
-  socklen_t len = sizeof(ss);
-  if (getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
-    return std::nullopt;
-  }
+std::optional<mail::IpAddress> PeerAddress(const sockaddr_storage& ss) {
   mail::IpAddress a;
   if (ss.ss_family == AF_INET) {
     a.family = AF_INET;
-    std::memcpy(a.bytes.data(), &reinterpret_cast<sockaddr_in*>(&ss)->sin_addr, 4);
+    std::memcpy(a.bytes.data(), &reinterpret_cast<const sockaddr_in*>(&ss)->sin_addr, 4);
     return a;
   }
   if (ss.ss_family == AF_INET6) {
-    const auto* sin6 = reinterpret_cast<sockaddr_in6*>(&ss);
+    const auto* sin6 = reinterpret_cast<const sockaddr_in6*>(&ss);
     a.family = AF_INET6;
     std::memcpy(a.bytes.data(), &sin6->sin6_addr, 16);
     a.Unmap();
@@ -110,8 +105,8 @@ struct Shard::Connection final : timer::Timer, spool::AppendCompletion, smtp::Bo
     Connection* connection;
   };
 
-  Connection(Shard* s, uint32_t index, const mail::IpAddress& peer)
-      : shard(s), socket{index}, slot(index), client(peer), session(s->session_options_, peer) {}
+  Connection(Shard* s, uring::FixedFile file, uint32_t index, const mail::IpAddress& peer)
+      : shard(s), socket(file), slot(index), client(peer), session(s->session_options_, peer) {}
 
   void OnTimer() override { shard->OnTimeout(*this); }
   void OnAppendDone(spool::AppendOutcome outcome, const mail::MessageId& id) override {
@@ -122,7 +117,7 @@ struct Shard::Connection final : timer::Timer, spool::AppendCompletion, smtp::Bo
   void OnBodyBytes(std::string_view bytes) override { body_hashes->Update(bytes); }
 
   Shard* shard;
-  const uring::FixedFile socket;  // The session's slot of the engine's registered-file table.
+  const uring::FixedFile socket;  // In the engine's registered-file table.
   const uint32_t slot;
   const mail::IpAddress client;
   smtp::ServerSession session;
@@ -154,40 +149,79 @@ struct Shard::Connection final : timer::Timer, spool::AppendCompletion, smtp::Bo
   const authcheck::Policy* policy = nullptr;  // Its listener's; set when admitted.
 };
 
-class Shard::Acceptor final : public uring::Completion {
+// Accepts on one listening socket straight into the shard's registered-file table: a session
+// never holds a descriptor of the process, and its accept costs no syscall of its own (the
+// kernel writes the peer's address; TCP_NODELAY is inherited from the listener). kInFlight
+// single-shot accepts stay armed, each with its own address buffer (a multishot accept has one
+// buffer for all its connections), and each re-arms as it completes.
+class Shard::Acceptor final {
  public:
-  Acceptor(Shard* shard, int fd, uint32_t listener) : shard_(shard), fd_(fd), listener_(listener) {}
-  void Arm() {
-    armed_ = true;
-    shard_->engine_->AcceptMultishot(fd_, *this);
-  }
-  void OnCqe(int32_t result, uint32_t flags) override {
-    const bool ended = (flags & IORING_CQE_F_MORE) == 0;
-    if (ended) {
-      armed_ = false;
+  static constexpr size_t kInFlight = 16;
+
+  Acceptor(Shard* shard, int fd, uint32_t listener) : shard_(shard), fd_(fd), listener_(listener) {
+    for (Pending& p : pending_) {
+      p.acceptor = this;
     }
-    if (result >= 0) {
-      shard_->OnAccept(result, listener_);
-      // The kernel also ends a multishot accept whose completion queue overflowed (a flood of
-      // connections while the loop was busy); its last completion still carries a connection.
-      // Nothing is wrong with the socket: accept on at once.
-      if (ended && !shard_->stopping_) {
-        Arm();
+  }
+  // Arms every accept that is not armed.
+  void Arm() {
+    for (Pending& p : pending_) {
+      if (!p.armed) {
+        ArmOne(p);
       }
-    } else if (result != -ECANCELED) {
+    }
+  }
+  void Cancel() {
+    for (Pending& p : pending_) {
+      if (p.armed) {
+        shard_->engine_->Cancel(p);
+      }
+    }
+  }
+
+ private:
+  struct Pending final : uring::Completion {
+    void OnCqe(int32_t result, uint32_t) override { acceptor->OnAccepted(*this, result); }
+    Acceptor* acceptor = nullptr;
+    sockaddr_storage address{};
+    socklen_t length = 0;
+    bool armed = false;
+  };
+
+  void ArmOne(Pending& p) {
+    p.armed = true;
+    p.length = sizeof(p.address);
+    shard_->engine_->AcceptDirect(fd_, reinterpret_cast<sockaddr*>(&p.address), &p.length, p);
+  }
+
+  void OnAccepted(Pending& p, int32_t result) {
+    p.armed = false;
+    if (result >= 0) {
+      shard_->OnAccept(uring::FixedFile{static_cast<uint32_t>(result)}, PeerAddress(p.address),
+                       listener_);
+      if (!shard_->stopping_) {
+        ArmOne(p);
+      }
+      return;
+    }
+    if (result == -ECANCELED) {
+      return;
+    }
+    if (result == -ENFILE) {
+      shard_->metrics_.refused_unserved.Add();  // The table is full; the kernel closed it.
+    }
+    // Accepting again at once could spin on an error that leaves the connection queued.
+    if (shard_->accept_retry_ms_ == 0) {
       log::Emit(log::Level::kWarning, static_cast<int>(shard_->options_.index), "accept_failed",
                 {{"error", std::strerror(-result)}});
       shard_->accept_retry_ms_ = shard_->clock_.MonotonicMs() + kAcceptRetryMs;
     }
   }
-  [[nodiscard]] bool armed() const { return armed_; }
-  [[nodiscard]] int fd() const { return fd_; }
 
- private:
   Shard* shard_;
   int fd_;
   uint32_t listener_;  // Index of its server.listen address.
-  bool armed_ = false;
+  std::array<Pending, kInFlight> pending_;
 };
 
 // Reads the delivery worker's eventfd through io_uring: each completion means results wait.
@@ -467,9 +501,7 @@ void Shard::Run() {
     if (!stopping_ && accept_retry_ms_ != 0 && now >= accept_retry_ms_) {
       accept_retry_ms_ = 0;
       for (auto& a : acceptors_) {
-        if (!a->armed()) {
-          a->Arm();
-        }
+        a->Arm();
       }
     }
     std::vector<Connection*> dirty;
@@ -499,39 +531,22 @@ void Shard::Run() {
              {"spool_batches", spool_->stats().batches}});
 }
 
-void Shard::OnAccept(int fd, uint32_t listener) {
-  const auto peer = PeerAddress(fd);
+void Shard::OnAccept(uring::FixedFile socket, std::optional<mail::IpAddress> peer,
+                     uint32_t listener) {
   if (!peer || live_connections_ >= options_.connections_per_shard_hard_max) {
-    ::close(fd);
+    engine_->Close(socket);
     metrics_.refused_unserved.Add();
     return;
   }
-  const int one = 1;
-  // Replies are small and already batched per turn; waiting for more bytes only adds latency.
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  // live_connections_ is below the table size, so a free slot exists: either one freed by a
-  // close (its table entry released with it) or the next never used.
   uint32_t slot;
   if (!free_slots_.empty()) {
     slot = free_slots_.back();
-  } else {
-    slot = static_cast<uint32_t>(connections_.size());
-  }
-  // From here on the socket is the table's: the session holds no descriptor of the process.
-  const absl::Status installed = engine_->Install(slot, fd);
-  ::close(fd);
-  if (!installed.ok()) {
-    log::Emit(log::Level::kWarning, static_cast<int>(options_.index), "accept_failed",
-              {{"error", std::string(installed.message())}});
-    metrics_.refused_unserved.Add();
-    return;
-  }
-  if (!free_slots_.empty()) {
     free_slots_.pop_back();
   } else {
+    slot = static_cast<uint32_t>(connections_.size());
     connections_.emplace_back();
   }
-  connections_[slot] = std::make_unique<Connection>(this, slot, *peer);
+  connections_[slot] = std::make_unique<Connection>(this, socket, slot, *peer);
   Connection& c = *connections_[slot];
   c.opened_ms = clock_.MonotonicMs();
   ++live_connections_;
@@ -1063,7 +1078,7 @@ void Shard::BeginStop() {
   stopping_ = true;
   stop_deadline_ms_ = clock_.MonotonicMs() + options_.shutdown_grace_ms;
   for (auto& a : acceptors_) {
-    engine_->Cancel(*a);
+    a->Cancel();
   }
   if (admin_ != nullptr) {
     admin_->Stop();

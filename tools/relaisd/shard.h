@@ -68,9 +68,8 @@ struct ShardOptions {
   uint32_t recipients_per_transaction_max = 100;
   uint64_t delay_warning_ms = 0;  // 0: no delay reports.
   std::string log_file;           // Reopened by shard 0 on SIGUSR1; empty: stdout.
-  // Session slots of the shard: each session's socket lives in that slot of the engine's
-  // registered-file table, so the table gets this many entries. Beyond it, new connections are
-  // closed without a reply.
+  // Sessions of the shard: each session's socket lives in the engine's registered-file table,
+  // which gets this many slots. Beyond it, new connections are closed without a reply.
   uint32_t connections_per_shard_hard_max = 1024;
   // Inline sender authentication, one policy per listen address (in listen_fds order). With
   // every check off everywhere, no resolver is created.
@@ -113,7 +112,7 @@ class Shard final : EgressListener {
   Shard(const ShardOptions& options, std::vector<int> listen_fds, ConnectionLimiter& limiter,
         uring::Mesh& mesh, std::unique_ptr<uring::Engine> engine);
 
-  void OnAccept(int fd, uint32_t listener);
+  void OnAccept(uring::FixedFile socket, std::optional<mail::IpAddress> peer, uint32_t listener);
   void OnRecvThunk(Connection& c, int32_t result, uint32_t flags);
   void OnSendThunk(Connection& c, int32_t result, uint32_t flags);
   void OnClosedThunk(Connection& c, int32_t result, uint32_t flags);
