@@ -1,17 +1,21 @@
 #!/usr/bin/env python3
 """Memory per idle SMTP session in relaisd.
 
-Starts relaisd (limits raised to take the connections), then `relais-bench send --hold`, which
-opens CONNECTIONS connections from addresses spread over 127.0.0.0/8, says EHLO on each and
-keeps them idle. Once relaisd's `relais_connections_active` shows them all, relaisd's RSS
-(VmRSS) is read; the figure is (RSS with the sessions - RSS before) / sessions. Kernel socket
-buffers are not in RSS and not counted. Repeated for each --connections value.
+Starts relaisd, then `relais-bench send --hold`, which opens CONNECTIONS connections from
+addresses spread over 127.0.0.0/8, says EHLO on each and keeps them idle. Once relaisd's
+`relais_connections_active` shows them all, relaisd's RSS (VmRSS) is read; the figure is
+(RSS with the sessions - RSS before) / sessions. Kernel socket buffers are not in RSS and not
+counted. Repeated for each --connections value.
 
-Usage: sudo python3 bench/idle_memory.py [--connections 10000 100000] [--relaisd PATH]
+relaisd's sessions hold no descriptors (they live in each shard's io_uring file table), but a
+table has at most RLIMIT_NOFILE slots, so relaisd runs at least CONNECTIONS / (limit - margin)
+shards, and the connections are split over as many relais-bench processes as the descriptor
+limit needs, each from its own /16 of 127.0.0.0/8. Where the hard limit can be raised (root
+with CAP_SYS_RESOURCE) it is, and fewer of both are needed.
+
+Usage: python3 bench/idle_memory.py [--connections 10000 100000] [--relaisd PATH]
        [--bench PATH] [--threads N]
-Root (with CAP_SYS_RESOURCE) is needed to raise the file descriptor limits past the hard
-limit; without it each process is capped at that limit, and larger counts fail. Loopback only;
-every process it starts it stops by PID.
+Loopback only; every process it starts it stops by PID.
 """
 
 import argparse
@@ -46,6 +50,17 @@ def raise_fd_limit(n):
     return apply
 
 
+def descriptor_limit(wanted):
+    """The descriptor limit a child started with raise_fd_limit(wanted) gets."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        return wanted
+    except (ValueError, OSError):
+        return min(wanted, hard)
+
+
 def measure(args, connections):
     work = tempfile.mkdtemp(prefix="relais-idle-")
     port, metrics_port = free_port(), free_port()
@@ -55,35 +70,43 @@ def measure(args, connections):
                 f'[spool]\npath = "{work}/spool"\n[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n'
                 f'[limits]\nconnections_max = {connections + 1000}\n'
                 'connections_per_ip_max = 1000\n')
-    cmd = [args.relaisd, "--config", config]
-    if args.threads:
-        cmd += ["--threads", str(args.threads)]
-    limit = connections + 10000
+    limit = descriptor_limit(connections + 10000)
+    # The kernel spreads SO_REUSEPORT connections over the shards by a hash: a margin of 10%.
+    shards = max(args.threads or os.cpu_count(), -(-connections * 11 // 10 // limit))
+    per_sender = limit - 1024
+    senders = -(-connections // per_sender)
+    cmd = [args.relaisd, "--config", config, "--threads", str(shards)]
     relay = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              preexec_fn=raise_fd_limit(limit))
-    sender = None
+    running = []
     try:
         wait_listening(port, relay)
         active_sessions(metrics_port)
         time.sleep(0.5)
         before = rss_kib(relay.pid)
-        sender = subprocess.Popen(
-            [args.bench, "send", "--target", f"127.0.0.1:{port}", "--connections",
-             str(connections), "--hold", "600s", "--timeout", "120s", "--quiet"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=raise_fd_limit(limit))
+        for i in range(senders):
+            count = min(per_sender, connections - i * per_sender)
+            running.append(subprocess.Popen(
+                [args.bench, "send", "--target", f"127.0.0.1:{port}", "--connections",
+                 str(count), "--bind", f"127.{i + 1}.0.0/16", "--hold", "600s", "--timeout",
+                 "120s", "--quiet"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                preexec_fn=raise_fd_limit(limit)))
         deadline = time.monotonic() + 300
         while active_sessions(metrics_port) < connections:
-            if time.monotonic() > deadline or sender.poll() is not None:
+            ended = [p for p in running if p.poll() is not None]
+            if time.monotonic() > deadline or ended:
+                detail = ended[0].stderr.read().decode()[-500:] if ended else ""
                 raise RuntimeError(f"only {active_sessions(metrics_port)} of {connections} "
-                                   f"sessions open: {sender.stderr.read().decode()[-500:] if sender.poll() is not None else ''}")
+                                   f"sessions open: {detail}")
             time.sleep(0.5)
         time.sleep(1)  # Let the last greetings and EHLO replies settle.
         after = rss_kib(relay.pid)
-        bench_rss = rss_kib(sender.pid)
-        return before, after, bench_rss
+        bench_rss = sum(rss_kib(p.pid) for p in running)
+        return shards, senders, before, after, bench_rss
     finally:
-        for p in (sender, relay):
-            if p is not None and p.poll() is None:
+        for p in running + [relay]:
+            if p.poll() is None:
                 p.send_signal(signal.SIGKILL)
                 p.wait()
         shutil.rmtree(work, ignore_errors=True)
@@ -97,13 +120,13 @@ def main():
     p.add_argument("--connections", type=int, nargs="+", default=[10000, 100000])
     p.add_argument("--threads", type=int, default=0)
     args = p.parse_args()
-    print("| idle sessions | relaisd RSS before KiB | with sessions KiB | per session bytes | "
-          "relais-bench RSS per connection bytes |")
-    print("| ---: | ---: | ---: | ---: | ---: |")
+    print("| idle sessions | relaisd shards | relaisd RSS before KiB | with sessions KiB | "
+          "per session bytes | relais-bench processes | relais-bench RSS per connection bytes |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for n in args.connections:
-        before, after, bench_rss = measure(args, n)
-        print(f"| {n} | {before} | {after} | {(after - before) * 1024 / n:.0f} | "
-              f"{bench_rss * 1024 / n:.0f} |", flush=True)
+        shards, senders, before, after, bench_rss = measure(args, n)
+        print(f"| {n} | {shards} | {before} | {after} | {(after - before) * 1024 / n:.0f} | "
+              f"{senders} | {bench_rss * 1024 / n:.0f} |", flush=True)
 
 
 if __name__ == "__main__":
