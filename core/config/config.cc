@@ -61,7 +61,7 @@ const Key kKeys[] = {
     {"limits", "errors_max", Type::kU32, 1, 1000, RELAIS_FIELD(errors_max),
      "Client errors before the session is closed with 421."},
     {"limits", "connections_max", Type::kU32, 1, 10'000'000, RELAIS_FIELD(connections_max),
-     "Concurrent SMTP connections, all shards together."},
+     "Concurrent SMTP connections, all shards together (and per shard at most RLIMIT_NOFILE)."},
     {"limits", "connections_per_ip_max", Type::kU32, 1, 10'000'000,
      RELAIS_FIELD(connections_per_ip_max), "Concurrent SMTP connections from one client address."},
     {"limits", "pipeline_bytes_max", Type::kU32, 4096, 1 << 26, RELAIS_FIELD(pipeline_bytes_max),
