@@ -12,26 +12,19 @@ Loopback only; every process it starts it stops by PID.
 """
 
 import argparse
-import os
 import statistics
 import sys
 
 from benchlib import require_postfix_tools
-from ingest_vs_smtp_sink import bench_relaisd
+from ingest_vs_smtp_sink import add_load_arguments, bench_relaisd, load_description
 
 
 def main():
-    here = os.path.dirname(os.path.abspath(__file__))
     p = argparse.ArgumentParser()
     p.add_argument("--a", required=True, help="relaisd binary A (the baseline)")
     p.add_argument("--b", required=True, help="relaisd binary B")
-    p.add_argument("--relaisctl", default=os.path.join(here, "../build/tools/relaisctl/relaisctl"))
     p.add_argument("--runs", type=int, default=6, help="runs of each binary")
-    p.add_argument("--messages", type=int, default=20000)
-    p.add_argument("--sessions", type=int, default=50)
-    p.add_argument("--size", type=int, default=2048)
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--reuse", action="store_true", help="smtp-source -d: reuse sessions")
+    add_load_arguments(p)
     args = p.parse_args()
     require_postfix_tools()
     results = {"A": [], "B": []}
@@ -46,9 +39,7 @@ def main():
               f"{cpu * 1e6 / args.messages:6.1f} CPU us/msg", file=sys.stderr)
     med = {k: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v))
            for k, v in results.items()}
-    mode = "one session per message" if not args.reuse else "sessions reused (-d)"
-    print(f"\n{args.messages} messages of {args.size} bytes, {args.sessions} sessions, {mode}, "
-          f"medians of {args.runs} interleaved runs each\n")
+    print(f"\n{load_description(args)}, medians of {args.runs} interleaved runs each\n")
     print("| relaisd | accepted msgs/s | relaisd CPU per message |")
     print("| --- | ---: | ---: |")
     for k, path in (("A", args.a), ("B", args.b)):

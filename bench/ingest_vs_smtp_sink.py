@@ -59,17 +59,28 @@ def bench_sink(args):
             proc.wait()
 
 
-def main():
+def add_load_arguments(p):
+    """The smtp-source load and relaisd's shards, shared with ab_ingest.py."""
     here = os.path.dirname(os.path.abspath(__file__))
-    p = argparse.ArgumentParser()
-    p.add_argument("--relaisd", default=os.path.join(here, "../build/tools/relaisd/relaisd"))
     p.add_argument("--relaisctl", default=os.path.join(here, "../build/tools/relaisctl/relaisctl"))
-    p.add_argument("--runs", type=int, default=3)
     p.add_argument("--messages", type=int, default=20000)
     p.add_argument("--sessions", type=int, default=50)
     p.add_argument("--size", type=int, default=2048)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--reuse", action="store_true", help="smtp-source -d: reuse sessions")
+
+
+def load_description(args):
+    mode = "one session per message" if not args.reuse else "sessions reused (-d)"
+    return f"{args.messages} messages of {args.size} bytes, {args.sessions} sessions, {mode}"
+
+
+def main():
+    here = os.path.dirname(os.path.abspath(__file__))
+    p = argparse.ArgumentParser()
+    p.add_argument("--relaisd", default=os.path.join(here, "../build/tools/relaisd/relaisd"))
+    p.add_argument("--runs", type=int, default=3)
+    add_load_arguments(p)
     args = p.parse_args()
     require_postfix_tools()
     results = {"relaisd": [], "smtp-sink": []}
@@ -81,9 +92,7 @@ def main():
                   f"{cpu:6.2f} CPU s", file=sys.stderr)
     med = {k: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v))
            for k, v in results.items()}
-    mode = "one session per message" if not args.reuse else "sessions reused (-d)"
-    print(f"\n{args.messages} messages of {args.size} bytes, {args.sessions} sessions, "
-          f"{mode}, median of {args.runs}\n")
+    print(f"\n{load_description(args)}, median of {args.runs}\n")
     print("| server | accepted msgs/s | server CPU s | durable before 250 |")
     print("| --- | ---: | ---: | --- |")
     print(f"| relaisd | {med['relaisd'][0]:.0f} | {med['relaisd'][1]:.2f} | yes (fdatasync) |")

@@ -54,6 +54,30 @@ void RunUntil(Engine& e, const std::function<bool()>& done) {
   ASSERT_TRUE(done());
 }
 
+// A listening loopback socket on a port the kernel picks, whose address goes to `addr`; -1 on
+// failure.
+int LoopbackListener(sockaddr_in& addr, int backlog) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  addr = sockaddr_in{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      listen(fd, backlog) != 0 || getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    return -1;
+  }
+  return fd;
+}
+
+// A client connected to `addr` (blocking; the listener's backlog takes it); -1 on failure.
+int ConnectTo(const sockaddr_in& addr) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0 || connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) {
+    return -1;
+  }
+  return fd;
+}
+
 TEST(EngineTest, RecvUsesProvidedBuffersAndSendWrites) {
   auto engine = MakeEngine();
   int fds[2];
@@ -193,14 +217,9 @@ TEST(EngineTest, UringIoWritesAndSyncs) {
 
 TEST(EngineTest, AcceptMultishotTakesManyConnections) {
   auto engine = MakeEngine();
-  const int listener = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  ASSERT_EQ(listen(listener, 16), 0);
-  socklen_t len = sizeof(addr);
-  getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len);
+  const int listener = LoopbackListener(addr, 16);
+  ASSERT_GE(listener, 0);
   struct Acceptor final : Completion {
     void OnCqe(int32_t r, uint32_t f) override {
       if (r >= 0) {
@@ -214,8 +233,8 @@ TEST(EngineTest, AcceptMultishotTakesManyConnections) {
   engine->AcceptMultishot(listener, acceptor);
   std::vector<int> clients;
   for (int i = 0; i < 5; ++i) {
-    clients.push_back(socket(AF_INET, SOCK_STREAM, 0));
-    ASSERT_EQ(connect(clients.back(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    clients.push_back(ConnectTo(addr));
+    ASSERT_GE(clients.back(), 0);
   }
   RunUntil(*engine, [&] { return acceptor.fds.size() == 5; });
   EXPECT_TRUE(acceptor.more);  // One SQE, still armed.
@@ -238,14 +257,9 @@ TEST(EngineTest, MultishotAcceptEndsWhenTheCompletionQueueOverflows) {
   auto created = Engine::Create(EngineOptions{4, 8, 64});  // A completion queue of 8.
   ASSERT_TRUE(created.ok()) << created.status();
   Engine& engine = **created;
-  const int listener = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  ASSERT_EQ(listen(listener, 128), 0);
-  socklen_t len = sizeof(addr);
-  getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len);
+  const int listener = LoopbackListener(addr, 128);
+  ASSERT_GE(listener, 0);
   struct Acceptor final : Completion {
     void OnCqe(int32_t r, uint32_t f) override {
       if (r >= 0) {
@@ -272,8 +286,8 @@ TEST(EngineTest, MultishotAcceptEndsWhenTheCompletionQueueOverflows) {
   constexpr size_t kClients = 40;
   std::vector<int> clients;
   for (size_t i = 0; i < kClients; ++i) {
-    clients.push_back(socket(AF_INET, SOCK_STREAM, 0));
-    ASSERT_EQ(connect(clients.back(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    clients.push_back(ConnectTo(addr));
+    ASSERT_GE(clients.back(), 0);
   }
   RunUntil(engine, [&] { return acceptor.fds.size() == kClients; });
   EXPECT_GE(acceptor.ends, 1) << "the completion queue of 8 never overflowed";
@@ -341,18 +355,13 @@ size_t OpenDescriptors() {
 TEST(EngineTest, AcceptDirectFillsTheTableAndNoDescriptor) {
   auto engine = MakeTableEngine(2);
   ASSERT_NE(engine, nullptr);
-  const int listener = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  ASSERT_EQ(listen(listener, 16), 0);
-  socklen_t len = sizeof(addr);
-  getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len);
+  const int listener = LoopbackListener(addr, 16);
+  ASSERT_GE(listener, 0);
   std::vector<int> clients;
   for (int i = 0; i < 3; ++i) {
-    clients.push_back(socket(AF_INET, SOCK_STREAM, 0));
-    ASSERT_EQ(connect(clients.back(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    clients.push_back(ConnectTo(addr));
+    ASSERT_GE(clients.back(), 0);
   }
   const size_t descriptors = OpenDescriptors();
   struct Accept {
@@ -394,8 +403,8 @@ TEST(EngineTest, AcceptDirectFillsTheTableAndNoDescriptor) {
   Recorder again;
   sockaddr_in peer{};
   socklen_t peer_len = sizeof(peer);
-  const int late = socket(AF_INET, SOCK_STREAM, 0);
-  ASSERT_EQ(connect(late, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  const int late = ConnectTo(addr);
+  ASSERT_GE(late, 0);
   engine->AcceptDirect(listener, reinterpret_cast<sockaddr*>(&peer), &peer_len, again);
   RunUntil(*engine, [&] { return again.calls == 1; });
   EXPECT_EQ(again.result, static_cast<int32_t>(slots[0]));
