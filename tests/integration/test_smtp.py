@@ -257,6 +257,44 @@ class IngressTest(unittest.TestCase):
             self.assertEqual(c.reply()[0], 221)
             self.assertTrue(c.closed())
 
+    def test_full_session_table_closes_new_connections_then_recovers(self):
+        # One shard under a descriptor limit of 64 has 64 session slots. Past them the kernel
+        # closes each new connection unanswered (counted as unserved, logged once with the
+        # reason); once a session ends, a new client is served again.
+        limit = 64
+        d = Daemon("[limits]\nconnections_per_ip_max = 1000\n", threads=1,
+                   descriptor_limit=limit)
+        self.addCleanup(d.cleanup)
+        d.start()
+        held = []
+        for _ in range(limit):
+            c = RawClient(d.connect())
+            self.assertEqual(c.reply()[0], 220)
+            held.append(c)
+        for _ in range(3):
+            extra = RawClient(d.connect())
+            self.assertTrue(extra.closed(timeout=10))
+        with urllib.request.urlopen(f"http://127.0.0.1:{d.metrics_port}/metrics", timeout=5) as r:
+            metrics = r.read().decode()
+        self.assertIn('relais_connections_refused_total{reason="unserved"} 3\n', metrics)
+        failures = [e for e in d.events() if e.get("event") == "accept_failed"]
+        self.assertTrue(failures)
+        self.assertIn("session table is full (64 sessions", failures[0]["error"])
+        held[0].send(b"QUIT\r\n")
+        self.assertEqual(held[0].reply()[0], 221)
+        self.assertTrue(held[0].closed())
+
+        def served():
+            c = RawClient(d.connect())
+            try:
+                return c.reply(timeout=5)[0] == 220
+            except (ConnectionError, OSError):
+                return False
+        wait_for(served, 10, "a freed slot to serve a new client")
+        for c in held[1:]:
+            c.send(b"EHLO c.test\r\n")
+            self.assertEqual(c.reply()[0], 250)  # The sessions held all along still work.
+
     def test_idle_session_times_out_with_421(self):
         d = self.start("[timeouts]\ncommand_timeout_ms = 1000\n")
         c = RawClient(d.connect())

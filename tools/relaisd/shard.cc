@@ -207,13 +207,17 @@ class Shard::Acceptor final {
     if (result == -ECANCELED) {
       return;
     }
+    std::string error = std::strerror(-result);
     if (result == -ENFILE) {
-      shard_->metrics_.refused_unserved.Add();  // The table is full; the kernel closed it.
+      shard_->metrics_.refused_unserved.Add();  // The kernel closed the connection.
+      error = base::StrCat("the shard's session table is full (",
+                           shard_->options_.connections_per_shard_hard_max,
+                           " sessions: limits.connections_max + 1024, or RLIMIT_NOFILE)");
     }
     // Accepting again at once could spin on an error that leaves the connection queued.
     if (shard_->accept_retry_ms_ == 0) {
       log::Emit(log::Level::kWarning, static_cast<int>(shard_->options_.index), "accept_failed",
-                {{"error", std::strerror(-result)}});
+                {{"error", error}});
       shard_->accept_retry_ms_ = shard_->clock_.MonotonicMs() + kAcceptRetryMs;
     }
   }
