@@ -108,7 +108,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   // The buffer ring must be page-aligned memory shared with the kernel.
   engine->buffer_ring_bytes_ = sizeof(io_uring_buf) * options.buffer_count;
   void* ring_mem = mmap(nullptr, engine->buffer_ring_bytes_, PROT_READ | PROT_WRITE,
-                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
   if (ring_mem == MAP_FAILED) {
     return absl::ResourceExhaustedError(
         base::StrCat("mmap of the receive buffer ring: ", std::strerror(errno)));
@@ -124,7 +124,20 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
         base::StrCat("io_uring provided buffer rings are unavailable (", std::strerror(-rc),
                      "); Relais needs Linux 5.19 or later"));
   }
-  engine->buffers_ = new char[size_t{options.buffer_count} * options.buffer_bytes];
+  // The receive buffers are resident from the start (MAP_POPULATE). The kernel hands them out
+  // in ring order, so left to fault in they would all become resident anyway, a page at a time
+  // as ever larger reads reach deeper into each one: RSS would creep for minutes under steady
+  // load (+5.5% in a 10-minute soak), looking like a leak, and faults would land on the hot
+  // path. Populated, a shard's RSS shows its receive buffers in full at start and then stays
+  // flat (+0.2%). Cost: buffer_count x buffer_bytes (8 MiB) of RSS per shard from the start.
+  engine->buffers_bytes_ = size_t{options.buffer_count} * options.buffer_bytes;
+  void* buffers = mmap(nullptr, engine->buffers_bytes_, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+  if (buffers == MAP_FAILED) {
+    return absl::ResourceExhaustedError(base::StrCat(
+        "mmap of ", engine->buffers_bytes_, " bytes of receive buffers: ", std::strerror(errno)));
+  }
+  engine->buffers_ = static_cast<char*>(buffers);
   engine->buffer_mask_ = static_cast<uint32_t>(io_uring_buf_ring_mask(options.buffer_count));
   io_uring_buf_ring_init(engine->buffer_ring_);
   for (uint32_t i = 0; i < options.buffer_count; ++i) {
@@ -154,7 +167,9 @@ Engine::~Engine() {
   if (buffer_ring_ != nullptr) {
     munmap(buffer_ring_, buffer_ring_bytes_);
   }
-  delete[] buffers_;
+  if (buffers_ != nullptr) {
+    munmap(buffers_, buffers_bytes_);
+  }
 }
 
 io_uring_sqe* Engine::NextSqe() {

@@ -9,7 +9,9 @@
 // also waits), which is what batches a turn's writes into one syscall.
 //
 // Receives use a provided-buffer ring: a connection that waits for input holds no buffer; the
-// kernel picks one when bytes arrive, and the owner hands it back right after use.
+// kernel picks one when bytes arrive, and the owner hands it back right after use. The buffers
+// are resident from creation (buffer_count x buffer_bytes of RSS), so memory stays flat under
+// load instead of creeping as reads fault them in.
 //
 // Sockets that live long and see many operations (a shard's SMTP sessions) can live in the
 // ring's registered-file table, accepted straight into it (AcceptDirect): operations then name
@@ -145,7 +147,8 @@ class Engine {
   bool ring_ready_ = false;
   io_uring_buf_ring* buffer_ring_ = nullptr;
   size_t buffer_ring_bytes_ = 0;
-  char* buffers_ = nullptr;
+  char* buffers_ = nullptr;  // buffer_count x buffer_bytes, its own mapping.
+  size_t buffers_bytes_ = 0;
   uint32_t buffer_mask_ = 0;
   UringIo io_{*this};
 };

@@ -4,13 +4,16 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
@@ -138,6 +141,24 @@ TEST(EngineTest, ConnectReachesAListenerAndReportsRefusal) {
 }
 
 // More receives than buffers: each returned buffer is reused, none leaks.
+// Left to fault in, the buffers would become resident piece by piece as ever larger reads reach
+// into them (the ring hands out every one in turn), and RSS would creep under steady load.
+TEST(EngineTest, ReceiveBuffersAreResidentFromTheStart) {
+  constexpr uint32_t kBuffers = 64;
+  constexpr uint32_t kBytes = 16384;
+  auto engine = MakeEngine(kBuffers, kBytes);
+  const char* first = engine->Buffer(0, kBytes).data();
+  const char* last = engine->Buffer(kBuffers - 1, kBytes).data();
+  ASSERT_EQ(last - first, ptrdiff_t{kBytes} * (kBuffers - 1));
+  const long page = sysconf(_SC_PAGESIZE);
+  ASSERT_EQ(reinterpret_cast<uintptr_t>(first) % page, 0u);
+  const size_t length = size_t{kBuffers} * kBytes;
+  std::vector<unsigned char> resident(length / page);
+  ASSERT_EQ(mincore(const_cast<char*>(first), length, resident.data()), 0) << strerror(errno);
+  EXPECT_EQ(std::count_if(resident.begin(), resident.end(), [](unsigned char v) { return v & 1; }),
+            static_cast<ptrdiff_t>(resident.size()));
+}
+
 TEST(EngineTest, BuffersAreRecycled) {
   auto engine = MakeEngine(2, 16);
   int fds[2];
