@@ -9,6 +9,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.request
 
 SMTP_SOURCE = "/usr/sbin/smtp-source"
 SMTP_SINK = "/usr/sbin/smtp-sink"
@@ -41,6 +42,34 @@ def stop(proc):
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     return usage.ru_utime + usage.ru_stime
+
+
+def stop_all(procs):
+    """Stops the processes we started, last first: SIGTERM, then SIGKILL after 30 s."""
+    for proc in reversed(procs):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def start_bench_sink(bench, work):
+    """`relais-bench sink` on a free loopback port; returns (process, "host:port")."""
+    out = open(os.path.join(work, "sink.out"), "w+")
+    sink = subprocess.Popen([bench, "sink", "--listen", "127.0.0.1:0"], stdout=out,
+                            stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        out.seek(0)
+        m = re.search(r"listening on (\S+)", out.read())
+        if m:
+            return sink, m.group(1)
+        time.sleep(0.05)
+    stop_all([sink])
+    raise RuntimeError("relais-bench sink did not say where it listens")
 
 
 def smtp_source_command(args, port, reuse=False):
@@ -131,13 +160,41 @@ def relaisd(path, threads, next_hop, metrics_port=None, extra=""):
         shutil.rmtree(work, ignore_errors=True)
 
 
-def rss_kib(pid):
-    """Resident set size of `pid` in KiB (VmRSS)."""
+def memory_kib(pid):
+    """Resident memory of `pid` in KiB: {"VmRSS", "RssAnon", "RssFile", "RssShmem", "LazyFree"}.
+    RssAnon is the heap and stacks; RssFile is mapped files, i.e. mostly code paged in as it
+    first runs; LazyFree is memory the allocator gave back with MADV_FREE, which the kernel
+    counts in RSS until it needs the pages."""
+    fields = {}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for {pid}")
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
+                fields[name] = int(value.split()[0])
+    if "VmRSS" not in fields:
+        raise RuntimeError(f"no VmRSS for {pid}")
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("LazyFree:"):
+                fields["LazyFree"] = int(line.split()[1])
+    return fields
+
+
+def rss_kib(pid):
+    """Resident set size of `pid` in KiB (VmRSS)."""
+    return memory_kib(pid)["VmRSS"]
+
+
+def scrape_gauges(port, names):
+    """Each metric in `names`, summed over its label sets, from relaisd's /metrics on `port`."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    totals = dict.fromkeys(names, 0.0)
+    for line in text.splitlines():
+        m = re.match(r"([a-z_]+)(?:\{[^}]*\})? (\S+)$", line)
+        if m and m.group(1) in totals:
+            totals[m.group(1)] += float(m.group(2))
+    return totals
 
 
 class Sink:

@@ -6,19 +6,23 @@ relais-bench send -> relaisd -> relais-bench sink on loopback. First a closed-lo
 that peak for --duration, with `send --sink` checking every acknowledged message arrived.
 relaisd's VmRSS is read every second. Reported: RSS at the end of the warm-up (--warmup),
 the largest and the last value after it, and the growth of the median of the last minute over
-the median of the first minute after warm-up (the target: within 5%).
+the median of the first minute after warm-up (the target: within 5%). To tell a leak from
+memory that follows the load, each sample also splits the RSS into anonymous memory (heap,
+stacks), mapped files (code paged in as it first runs) and what the allocator freed lazily
+(MADV_FREE: counted until the kernel reclaims it), and scrapes the spool's and queue's
+sizes from /metrics; a minute-by-minute table shows them side by side, and --samples writes
+every sample as CSV.
 
 Usage: python3 bench/soak.py [--duration 600] [--warmup 60] [--load 0.8] [--relaisd PATH]
-       [--bench PATH] [--connections 50] [--size 2048]
+       [--bench PATH] [--connections 50] [--size 2048] [--samples FILE.csv]
 Loopback only; every process it starts it stops by PID.
 """
 
 import argparse
+import csv
 import json
 import os
-import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -26,7 +30,11 @@ import tempfile
 import threading
 import time
 
-from benchlib import free_port, rss_kib, wait_listening
+from benchlib import (free_port, memory_kib, scrape_gauges, start_bench_sink, stop_all,
+                      wait_listening)
+
+GAUGES = ("relais_spool_messages", "relais_queue_messages", "relais_spool_segments",
+          "relais_connections_active", "relais_egress_connections")
 
 
 def main():
@@ -40,26 +48,19 @@ def main():
     p.add_argument("--load", type=float, default=0.8)
     p.add_argument("--connections", type=int, default=50)
     p.add_argument("--size", type=int, default=2048)
+    p.add_argument("--samples", help="write every second's sample to this CSV file")
     args = p.parse_args()
     work = tempfile.mkdtemp(prefix="relais-soak-")
     procs = []
     try:
-        sink_out = open(os.path.join(work, "sink.out"), "w+")
-        sink = subprocess.Popen([args.bench, "sink", "--listen", "127.0.0.1:0"], stdout=sink_out,
-                                stderr=subprocess.STDOUT)
+        sink, address = start_bench_sink(args.bench, work)
         procs.append(sink)
-        deadline = time.monotonic() + 10
-        address = None
-        while address is None and time.monotonic() < deadline:
-            sink_out.seek(0)
-            m = re.search(r"listening on (\S+)", sink_out.read())
-            address = m.group(1) if m else None
-            time.sleep(0.05)
         port = free_port()
+        metrics_port = free_port()
         config = os.path.join(work, "relais.toml")
         with open(config, "w") as f:
             f.write(f'[server]\nlisten = ["127.0.0.1:{port}"]\nadmin_socket = "{work}/relaisd.sock"\n'
-                    f'[spool]\npath = "{work}/spool"\n[metrics]\nlisten = ""\n'
+                    f'[spool]\npath = "{work}/spool"\n[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n'
                     f'[[routes]]\ndomain = "*"\ntype = "smarthost"\nhosts = ["{address}"]\n')
         relay = subprocess.Popen([args.relaisd, "--config", config], stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)
@@ -81,7 +82,13 @@ def main():
         def sample():
             start = time.monotonic()
             while not stop.wait(1.0):
-                samples.append((time.monotonic() - start, rss_kib(relay.pid)))
+                t = time.monotonic() - start
+                memory = memory_kib(relay.pid)
+                gauges = scrape_gauges(metrics_port, GAUGES)
+                samples.append({"t": t, "rss": memory["VmRSS"], "anon": memory["RssAnon"],
+                                "file": memory["RssFile"],
+                                "lazy_free": memory.get("LazyFree", 0),
+                                **{g.removeprefix("relais_"): int(v) for g, v in gauges.items()}})
         sampler = threading.Thread(target=sample)
         sampler.start()
         soak_json = os.path.join(work, "soak.json")
@@ -93,29 +100,57 @@ def main():
         sampler.join()
         with open(soak_json) as f:
             soak = json.load(f)
-        after = [kib for t, kib in samples if t >= args.warmup]
-        first = statistics.median(kib for t, kib in samples if args.warmup <= t < args.warmup + 60)
-        last = statistics.median(kib for t, kib in samples if t >= samples[-1][0] - 60)
-        s, c = soak["summary"], soak["check"]
-        print(f"\n{args.duration} s at {rate:.0f} msgs/s ({100 * args.load:.0f}% of the peak "
-              f"{peak:.0f}), {args.connections} connections, {args.size} bytes: "
-              f"{s['accepted']} accepted at {s['messages_per_second']:.0f} msgs/s, "
-              f"data-end p99 {s['latency_us']['data_end']['p99'] / 1000:.2f} ms; sink check: "
-              f"lost {c['lost']}, duplicated {c['duplicates']} (send exit {r.returncode})")
-        print(f"relaisd RSS: {samples[0][1]} KiB at 1 s, {after[0]} KiB at the end of the "
-              f"{args.warmup} s warm-up, max after it {max(after)} KiB, last {samples[-1][1]} "
-              f"KiB; median of the first minute after warm-up {first:.0f} KiB, of the last "
-              f"minute {last:.0f} KiB: growth {100 * (last - first) / first:+.1f}%")
+        if args.samples:
+            with open(args.samples, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=list(samples[0]))
+                w.writeheader()
+                w.writerows(samples)
+        report(args, peak, rate, soak, r.returncode, samples)
     finally:
-        for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        stop_all(procs)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def report(args, peak, rate, soak, send_exit, samples):
+    def median_of(key, lo, hi):
+        return statistics.median(x[key] for x in samples if lo <= x["t"] < hi)
+
+    end = samples[-1]["t"]
+    after = [x for x in samples if x["t"] >= args.warmup]
+    s, c = soak["summary"], soak["check"]
+    print(f"\n{args.duration} s at {rate:.0f} msgs/s ({100 * args.load:.0f}% of the peak "
+          f"{peak:.0f}), {args.connections} connections, {args.size} bytes: "
+          f"{s['accepted']} accepted at {s['messages_per_second']:.0f} msgs/s, "
+          f"data-end p99 {s['latency_us']['data_end']['p99'] / 1000:.2f} ms; sink check: "
+          f"lost {c['lost']}, duplicated {c['duplicates']} (send exit {send_exit})")
+    growth = {}
+    for key in ("rss", "anon", "file", "lazy_free"):
+        first = median_of(key, args.warmup, args.warmup + 60)
+        last = median_of(key, end - 60, end + 1)
+        growth[key] = (first, last)
+    first, last = growth["rss"]
+    print(f"relaisd RSS: {samples[0]['rss']} KiB at 1 s, {after[0]['rss']} KiB at the end of the "
+          f"{args.warmup} s warm-up, max after it {max(x['rss'] for x in after)} KiB, last "
+          f"{samples[-1]['rss']} KiB; median of the first minute after warm-up {first:.0f} KiB, "
+          f"of the last minute {last:.0f} KiB: growth {100 * (last - first) / first:+.1f}%")
+    print("of which (same medians): " + "; ".join(
+        f"{name} {growth[key][0]:.0f} -> {growth[key][1]:.0f} KiB ({growth[key][1] - growth[key][0]:+.0f})"
+        for key, name in (("anon", "anonymous"), ("file", "mapped files"),
+                          ("lazy_free", "freed lazily (MADV_FREE, still counted)"))))
+    print("\nminute  RSS median  anon median  file median  lazy free  spool msgs max  running max  "
+          "segments")
+    running = 0
+    for lo in range(0, int(end) + 1, 60):
+        minute = [x for x in samples if lo <= x["t"] < lo + 60]
+        if not minute:
+            continue
+        peak_messages = max(x["spool_messages"] for x in minute)
+        running = max(running, peak_messages)
+        print(f"{lo // 60:>6}  {statistics.median(x['rss'] for x in minute):>10.0f}  "
+              f"{statistics.median(x['anon'] for x in minute):>11.0f}  "
+              f"{statistics.median(x['file'] for x in minute):>11.0f}  "
+              f"{statistics.median(x['lazy_free'] for x in minute):>9.0f}  {peak_messages:>14}  "
+              f"{running:>11}  {max(x['spool_segments'] for x in minute):>8}")
 
 
 if __name__ == "__main__":
