@@ -130,6 +130,22 @@ def process_tree_cpu_seconds(root_pid):
     return sum(t for pid, t in times.items() if in_tree(pid)) / ticks
 
 
+def write_relay_config(work, port, next_hop, metrics_port=None, spool="spool", extra=""):
+    """Writes <work>/relais.toml for a relaisd on 127.0.0.1:`port` (spool <work>/`spool`, admin
+    socket, metrics on `metrics_port` or none, no per-client cap to speak of) that routes every
+    domain to the smarthost `next_hop` ("host:port"), with `extra` TOML tables added; returns
+    its path."""
+    config = os.path.join(work, "relais.toml")
+    with open(config, "w") as f:
+        f.write(f'[server]\nlisten = ["127.0.0.1:{port}"]\nadmin_socket = "{work}/relaisd.sock"\n'
+                f'[spool]\npath = "{work}/{spool}"\n'
+                f'[metrics]\nlisten = "{f"127.0.0.1:{metrics_port}" if metrics_port else ""}"\n'
+                '[limits]\nconnections_per_ip_max = 100000\n'
+                f'{extra}\n'
+                f'[[routes]]\ndomain = "*"\ntype = "smarthost"\nhosts = ["{next_hop}"]\n')
+    return config
+
+
 @contextlib.contextmanager
 def relaisd(path, threads, next_hop, metrics_port=None, extra=""):
     """A relaisd of its own (spool, admin socket, metrics on `metrics_port` or none) that routes
@@ -138,14 +154,7 @@ def relaisd(path, threads, next_hop, metrics_port=None, extra=""):
     if the caller did not stop it."""
     work = tempfile.mkdtemp(prefix="relais-bench-")
     port = free_port()
-    config = os.path.join(work, "relais.toml")
-    with open(config, "w") as f:
-        f.write(f'[server]\nlisten = ["127.0.0.1:{port}"]\nadmin_socket = "{work}/relaisd.sock"\n'
-                f'[spool]\npath = "{work}/spool"\n'
-                f'[metrics]\nlisten = "{f"127.0.0.1:{metrics_port}" if metrics_port else ""}"\n'
-                '[limits]\nconnections_per_ip_max = 100000\n'
-                f'{extra}\n'
-                f'[[routes]]\ndomain = "*"\ntype = "smarthost"\nhosts = ["{next_hop}"]\n')
+    config = write_relay_config(work, port, next_hop, metrics_port, extra=extra)
     cmd = [path, "--config", config]
     if threads:
         cmd += ["--threads", str(threads)]

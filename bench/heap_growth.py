@@ -34,7 +34,8 @@ import sys
 import tempfile
 import time
 
-from benchlib import free_port, scrape_gauges, start_bench_sink, stop_all, wait_listening
+from benchlib import (free_port, scrape_gauges, start_bench_sink, stop_all, wait_listening,
+                      write_relay_config)
 
 ENTRY = re.compile(r"^(-?[0-9.]+[KMG]?B?) leaked over (-?[0-9]+) calls from$")
 
@@ -64,13 +65,7 @@ def run_once(args, seconds, work):
         procs.append(sink)
         port = free_port()
         metrics_port = free_port()
-        config = os.path.join(work, "relais.toml")
-        with open(config, "w") as f:
-            f.write(f'[server]\nlisten = ["127.0.0.1:{port}"]\n'
-                    f'admin_socket = "{work}/relaisd.sock"\n'
-                    f'[spool]\npath = "{work}/spool-{seconds}"\n'
-                    f'[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n'
-                    f'[[routes]]\ndomain = "*"\ntype = "smarthost"\nhosts = ["{address}"]\n')
+        config = write_relay_config(work, port, address, metrics_port, spool=f"spool-{seconds}")
         prefix = os.path.join(work, f"heaptrack-{seconds}")
         tracer = subprocess.Popen(["heaptrack", "-o", prefix, args.relaisd, "--config", config],
                                   stdout=open(prefix + ".out", "w"), stderr=subprocess.STDOUT)

@@ -31,7 +31,7 @@ import threading
 import time
 
 from benchlib import (free_port, memory_kib, scrape_gauges, start_bench_sink, stop_all,
-                      wait_listening)
+                      wait_listening, write_relay_config)
 
 GAUGES = ("relais_spool_messages", "relais_queue_messages", "relais_spool_segments",
           "relais_connections_active", "relais_egress_connections")
@@ -57,11 +57,7 @@ def main():
         procs.append(sink)
         port = free_port()
         metrics_port = free_port()
-        config = os.path.join(work, "relais.toml")
-        with open(config, "w") as f:
-            f.write(f'[server]\nlisten = ["127.0.0.1:{port}"]\nadmin_socket = "{work}/relaisd.sock"\n'
-                    f'[spool]\npath = "{work}/spool"\n[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n'
-                    f'[[routes]]\ndomain = "*"\ntype = "smarthost"\nhosts = ["{address}"]\n')
+        config = write_relay_config(work, port, address, metrics_port)
         relay = subprocess.Popen([args.relaisd, "--config", config], stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)
         procs.append(relay)
