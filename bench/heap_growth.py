@@ -67,8 +67,9 @@ def run_once(args, seconds, work):
         metrics_port = free_port()
         config = write_relay_config(work, port, address, metrics_port, spool=f"spool-{seconds}")
         prefix = os.path.join(work, f"heaptrack-{seconds}")
-        tracer = subprocess.Popen(["heaptrack", "-o", prefix, args.relaisd, "--config", config],
-                                  stdout=open(prefix + ".out", "w"), stderr=subprocess.STDOUT)
+        with open(prefix + ".out", "w") as log:
+            tracer = subprocess.Popen(["heaptrack", "-o", prefix, args.relaisd, "--config",
+                                       config], stdout=log, stderr=subprocess.STDOUT)
         procs.append(tracer)
         wait_listening(port, tracer, timeout=60)
         relay = find_child(tracer.pid, args.relaisd)
