@@ -2,6 +2,7 @@
 #include "protocols/dkim/dkim.h"
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 
 #include "core/base/strings.h"
@@ -136,19 +137,23 @@ std::string WithoutSignatureValue(std::string_view raw) {
 }
 
 // The header hash input for `names` plus the signature field itself, without its final CRLF.
-std::string SignedHeaderData(const std::vector<HeaderField>& header,
+// `index` is IndexFields(header): each name is found in O(1), whatever h= lists.
+std::string SignedHeaderData(const std::vector<HeaderField>& header, const FieldIndex& index,
                              const std::vector<std::string>& names, std::string_view signature_raw,
                              Canonicalization c) {
   std::string data;
-  std::vector<bool> used(header.size(), false);
+  // Instances of each name used so far: the last unused one is taken, counting from the
+  // bottom (5.4.2); a name listed more often than it appears signs nothing more.
+  std::unordered_map<std::string, uint32_t> used;
   for (const std::string& name : names) {
-    // The last unused instance, counting from the bottom (5.4.2).
-    for (size_t i = header.size(); i-- > 0;) {
-      if (!used[i] && EqualsIgnoreCase(TrimFws(header[i].name), name)) {
-        used[i] = true;
-        data.append(CanonicalHeader(header[i].raw, c));
-        break;
-      }
+    const auto it = index.find(AsciiStrToLower(name));
+    if (it == index.end()) {
+      continue;
+    }
+    uint32_t& n = used[it->first];
+    if (n < it->second.size()) {
+      data.append(CanonicalHeader(header[it->second[it->second.size() - 1 - n]].raw, c));
+      ++n;
     }
   }
   std::string self = CanonicalHeader(WithoutSignatureValue(signature_raw), c);
@@ -157,6 +162,30 @@ std::string SignedHeaderData(const std::vector<HeaderField>& header,
   }
   data.append(self);
   return data;
+}
+
+// A domain name as DNS can ask for it (RFC 6376 3.5 d=, s=): dot-separated labels of letters,
+// digits, '-' and '_', or UTF-8 (IDN); at most 253 octets, labels of at most 63. Whatever else
+// a signature holds there is never looked up nor written into Authentication-Results.
+bool IsDomainName(std::string_view name) {
+  if (name.empty() || name.size() > 253) {
+    return false;
+  }
+  size_t label = 0;
+  for (char c : name) {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '.') {
+      if (label == 0) {
+        return false;
+      }
+      label = 0;
+      continue;
+    }
+    if (!(std::isalnum(u) || c == '-' || c == '_' || u >= 0x80) || ++label > 63) {
+      return false;
+    }
+  }
+  return label > 0;
 }
 
 }  // namespace
@@ -241,7 +270,19 @@ std::string CanonicalHeader(std::string_view raw, Canonicalization c) {
 }
 
 BodyHasher::BodyHasher(Canonicalization c, std::optional<uint64_t> limit)
-    : canonicalization_(c), limit_(limit) {}
+    : canonicalization_(c), limited_(limit.has_value()) {
+  if (limit) {
+    cuts_.push_back(*limit);
+    cut_digests_.resize(1);
+  }
+}
+
+BodyHasher::BodyHasher(Canonicalization c, std::vector<uint64_t> cuts)
+    : canonicalization_(c), limited_(false), cuts_(std::move(cuts)) {
+  std::sort(cuts_.begin(), cuts_.end());
+  cuts_.erase(std::unique(cuts_.begin(), cuts_.end()), cuts_.end());
+  cut_digests_.resize(cuts_.size());
+}
 
 void BodyHasher::Update(std::string_view bytes) {
   while (!bytes.empty()) {
@@ -301,10 +342,20 @@ void BodyHasher::Line(std::string_view line) {
 void BodyHasher::Emit(std::string_view bytes) {
   any_ = true;
   canonical_bytes_ += bytes.size();
-  if (limit_) {
-    const uint64_t room = *limit_ > hashed_ ? *limit_ - hashed_ : 0;
-    bytes = bytes.substr(0, static_cast<size_t>(std::min<uint64_t>(room, bytes.size())));
+  // Cuts reached within these bytes: hash up to each, and keep the state's digest there.
+  while (next_cut_ < cuts_.size() && cuts_[next_cut_] - hashed_ <= bytes.size()) {
+    const size_t n = static_cast<size_t>(cuts_[next_cut_] - hashed_);
+    Hash(bytes.substr(0, n));
+    bytes.remove_prefix(n);
+    Snapshot(next_cut_++);
   }
+  if (limited_ && next_cut_ == cuts_.size()) {
+    return;  // Past l=: nothing more is hashed.
+  }
+  Hash(bytes);
+}
+
+void BodyHasher::Hash(std::string_view bytes) {
   hashed_ += bytes.size();
   // Gathered and hashed in blocks: one SHA-256 update per line would cost more than the hash.
   pending_.append(bytes);
@@ -312,6 +363,14 @@ void BodyHasher::Emit(std::string_view bytes) {
     sha_.Update(pending_);
     pending_.clear();
   }
+}
+
+void BodyHasher::Snapshot(size_t cut_index) {
+  sha_.Update(pending_);
+  pending_.clear();
+  tls::Sha256Stream copy;
+  copy.CopyFrom(sha_);
+  cut_digests_[cut_index] = copy.Finish();
 }
 
 tls::Sha256Digest BodyHasher::Finish() {
@@ -324,7 +383,20 @@ tls::Sha256Digest BodyHasher::Finish() {
   }
   sha_.Update(pending_);
   pending_.clear();
-  return sha_.Finish();
+  whole_ = sha_.Finish();
+  // Cuts past the end of the body: their prefix is the whole body.
+  for (; next_cut_ < cuts_.size(); ++next_cut_) {
+    cut_digests_[next_cut_] = whole_;
+  }
+  return limited_ ? cut_digests_[0] : whole_;
+}
+
+const tls::Sha256Digest* BodyHasher::Cut(uint64_t cut) const {
+  const auto it = std::lower_bound(cuts_.begin(), cuts_.end(), cut);
+  if (it == cuts_.end() || *it != cut) {
+    return nullptr;
+  }
+  return &cut_digests_[static_cast<size_t>(it - cuts_.begin())];
 }
 
 BodyHashes::BodyHashes(size_t header_bytes_max) : header_bytes_max_(header_bytes_max) {}
@@ -385,10 +457,20 @@ void BodyHashes::StartBody(size_t header_end) {
       }
       limit = n;
     }
-    if (std::none_of(slots_.begin(), slots_.end(),
-                     [&](const Slot& s) { return s.canonicalization == c && s.limit == limit; })) {
-      slots_.push_back({c, limit, std::make_unique<BodyHasher>(c, limit), {}});
+    auto slot = std::find_if(slots_.begin(), slots_.end(),
+                             [&](const Slot& s) { return s.canonicalization == c; });
+    if (slot == slots_.end()) {
+      slots_.push_back({c, false, {}, nullptr});
+      slot = slots_.end() - 1;
     }
+    if (limit) {
+      slot->limits.push_back(*limit);
+    } else {
+      slot->whole = true;
+    }
+  }
+  for (Slot& slot : slots_) {
+    slot.hasher = std::make_unique<BodyHasher>(slot.canonicalization, slot.limits);
   }
   const std::string_view body = std::string_view(header_).substr(header_end);
   for (Slot& slot : slots_) {
@@ -406,23 +488,38 @@ void BodyHashes::Finish() {
     StartBody(header_.size());  // A message that is all header has an empty body.
   }
   for (Slot& slot : slots_) {
-    slot.hash.digest = slot.hasher->Finish();
-    slot.hash.canonical_bytes = slot.hasher->canonical_bytes();
-    slot.hasher.reset();
+    (void)slot.hasher->Finish();
   }
   finished_ = true;
 }
 
-const BodyHashes::Hash* BodyHashes::Find(Canonicalization c, std::optional<uint64_t> limit) const {
+std::optional<BodyHashes::Hash> BodyHashes::Find(Canonicalization c,
+                                                 std::optional<uint64_t> limit) const {
   if (!finished_) {
-    return nullptr;
+    return std::nullopt;
   }
   for (const Slot& slot : slots_) {
-    if (slot.canonicalization == c && slot.limit == limit) {
-      return &slot.hash;
+    if (slot.canonicalization != c || slot.hasher == nullptr) {
+      continue;
     }
+    if (!limit && !slot.whole) {
+      return std::nullopt;
+    }
+    const tls::Sha256Digest* digest = limit ? slot.hasher->Cut(*limit) : nullptr;
+    if (limit && digest == nullptr) {
+      return std::nullopt;
+    }
+    Hash h;
+    h.canonical_bytes = slot.hasher->canonical_bytes();
+    if (digest != nullptr) {
+      h.digest = *digest;
+    } else {
+      // The whole body: Finish() kept it.
+      h.digest = slot.hasher->Whole();
+    }
+    return h;
   }
-  return nullptr;
+  return std::nullopt;
 }
 
 absl::StatusOr<const tls::PublicKey*> KeyCache::Get(tls::KeyType type, std::string_view p) {
@@ -446,34 +543,126 @@ absl::StatusOr<const tls::PublicKey*> KeyCache::Get(tls::KeyType type, std::stri
   return &keys_.insert_or_assign(std::move(name), std::move(*key)).first->second;
 }
 
+FieldIndex IndexFields(const std::vector<HeaderField>& header) {
+  FieldIndex index;
+  for (size_t i = 0; i < header.size(); ++i) {
+    index[AsciiStrToLower(TrimFws(header[i].name))].push_back(static_cast<uint32_t>(i));
+  }
+  return index;
+}
+
 Verification::Verification(std::string_view message, uint64_t now_unix_seconds)
     : message_(message), now_(now_unix_seconds) {
   header_ = SplitHeader(message_, body_offset_);
+  index_ = IndexFields(header_);
+  if (const auto it = index_.find("from"); it != index_.end()) {
+    from_fields_ = it->second.size();
+  }
 }
+
+Verification::~Verification() = default;
 
 void Verification::Provide(const dns::Question& question, dns::Answer answer) {
   answers_[dns::QuestionKey(question.name)] = std::move(answer);
 }
 
-bool Verification::Run() {
-  // Answers never change within a verification, so a signature decided in an earlier Run
-  // keeps its result: only the undecided ones are looked at again.
-  size_t index = 0;
-  for (const HeaderField& field : header_) {
-    if (!EqualsIgnoreCase(TrimFws(field.name), "DKIM-Signature")) {
-      continue;
+void Verification::Select() {
+  selected_ = true;
+  const auto it = index_.find("dkim-signature");
+  if (it == index_.end()) {
+    return;
+  }
+  const std::vector<uint32_t>& all = it->second;
+  // 6.1: the preferred domain's signatures first, then the others, in header order, up to
+  // the bound. Only d= is read here; a signature without a usable one is not preferred.
+  std::vector<uint32_t> first, rest;
+  for (uint32_t i : all) {
+    bool preferred = false;
+    if (limits_.preferred) {
+      const std::string_view raw = header_[i].raw;
+      const std::optional<std::map<std::string, std::string>> tags =
+          ParseTags(raw.substr(raw.find(':') + 1));
+      if (tags) {
+        const auto d = tags->find("d");
+        preferred = d != tags->end() && IsDomainName(d->second) &&
+                    limits_.preferred(AsciiStrToLower(d->second));
+      }
     }
-    if (index++ < results_.size()) {
+    (preferred ? first : rest).push_back(i);
+  }
+  first.insert(first.end(), rest.begin(), rest.end());
+  if (first.size() > limits_.signatures_max) {
+    skipped_ = first.size() - limits_.signatures_max;
+    first.resize(limits_.signatures_max);
+  }
+  std::sort(first.begin(), first.end());  // Results are reported topmost first.
+  signatures_ = std::move(first);
+  decided_.resize(signatures_.size());
+}
+
+bool Verification::Run() {
+  if (!selected_) {
+    Select();
+  }
+  // Answers never change within a verification, so a signature decided in an earlier Run
+  // keeps its result: only the undecided ones are looked at again. Every key still missing is
+  // named, so that the lookups run at once.
+  pending_.clear();
+  for (size_t k = 0; k < signatures_.size(); ++k) {
+    if (decided_[k]) {
       continue;
     }
     bool need = false;
-    SignatureResult r = VerifyOne(field, need);
+    SignatureResult r = VerifyOne(header_[signatures_[k]], need);
     if (need) {
-      return false;
+      if (std::none_of(pending_.begin(), pending_.end(),
+                       [&](const dns::Question& q) { return q.name == needed_.name; })) {
+        pending_.push_back(needed_);
+      }
+      continue;
     }
-    results_.push_back(std::move(r));
+    decided_[k] = std::move(r);
   }
+  if (!pending_.empty()) {
+    needed_ = pending_.front();
+    return false;
+  }
+  Collect();
   return true;
+}
+
+void Verification::GiveUp() {
+  if (!selected_) {
+    Select();
+  }
+  for (size_t k = 0; k < signatures_.size(); ++k) {
+    if (!decided_[k]) {
+      SignatureResult r;
+      // The domain and selector, for the record, as far as the signature gives them.
+      const std::string_view raw = header_[signatures_[k]].raw;
+      if (const auto tags = ParseTags(raw.substr(raw.find(':') + 1))) {
+        if (const auto d = tags->find("d"); d != tags->end() && IsDomainName(d->second)) {
+          r.domain = AsciiStrToLower(d->second);
+        }
+        if (const auto s = tags->find("s"); s != tags->end() && IsDomainName(s->second)) {
+          r.selector = AsciiStrToLower(s->second);
+        }
+      }
+      r.result = Result::kTempError;
+      r.reason = "key lookup not done within the check's budget";
+      decided_[k] = std::move(r);
+    }
+  }
+  pending_.clear();
+  Collect();
+}
+
+void Verification::Collect() {
+  results_.clear();
+  results_.reserve(decided_.size());
+  for (const std::optional<SignatureResult>& r : decided_) {
+    results_.push_back(*r);
+  }
 }
 
 SignatureResult Verification::VerifyOne(const HeaderField& signature, bool& need) {
@@ -494,17 +683,17 @@ SignatureResult Verification::VerifyOne(const HeaderField& signature, bool& need
     const auto it = tags.find(name);
     return it == tags.end() ? nullptr : &it->second;
   };
-  if (const std::string* d = tag("d")) {
-    r.domain = AsciiStrToLower(*d);
-  }
-  if (const std::string* s = tag("s")) {
-    r.selector = AsciiStrToLower(*s);
-  }
   for (const char* required : {"v", "a", "b", "bh", "d", "h", "s"}) {
     if (tag(required) == nullptr) {
       return result(Result::kNeutral, StrCat("signature lacks ", required, "="));
     }
   }
+  // d= and s= name a DNS question and go into Authentication-Results: only domain names.
+  if (!IsDomainName(*tag("d")) || !IsDomainName(*tag("s"))) {
+    return result(Result::kNeutral, "d= or s= is not a domain name");
+  }
+  r.domain = AsciiStrToLower(*tag("d"));
+  r.selector = AsciiStrToLower(*tag("s"));
   if (*tag("v") != "1") {
     return result(Result::kNeutral, StrCat("unknown signature version v=", *tag("v")));
   }
@@ -579,6 +768,11 @@ SignatureResult Verification::VerifyOne(const HeaderField& signature, bool& need
   if (!body_hash || !signature_bytes) {
     return result(Result::kNeutral, "bh= or b= is not base64");
   }
+  if (from_fields_ > 1) {
+    // RFC 5322 3.6 allows one From field. With two, a signature over one of them says
+    // nothing about the one a reader sees (8.15): no pass for anyone, and no lookup.
+    return result(Result::kPolicy, "more than one From field (RFC 6376 8.15)");
+  }
 
   // The key (3.6.2).
   const std::string key_name = dns::QuestionKey(StrCat(r.selector, "._domainkey.", r.domain));
@@ -603,8 +797,9 @@ SignatureResult Verification::VerifyOne(const HeaderField& signature, bool& need
       key_problem = "key record syntax error";
       continue;
     }
+    // 3.2: whitespace around '=' is allowed here as in signatures ("p = ...").
     const auto v = k->find("v");
-    if ((v != k->end() && v->second != "DKIM1") || text.find("p=") == std::string::npos) {
+    if ((v != k->end() && v->second != "DKIM1") || !k->contains("p")) {
       key_problem = "key record is not DKIM1 or has no p=";
       continue;
     }
@@ -658,14 +853,21 @@ SignatureResult Verification::VerifyOne(const HeaderField& signature, bool& need
   }
 
   // The body hash (3.7): computed as the message arrived, or here.
-  BodyHashes::Hash computed;
-  const BodyHashes::Hash* hash = body_hashes_ == nullptr ? nullptr : body_hashes_->Find(bc, limit);
-  if (hash == nullptr) {
-    BodyHasher hasher(bc, limit);
-    hasher.Update(message_.substr(body_offset_));
-    computed.digest = hasher.Finish();
-    computed.canonical_bytes = hasher.canonical_bytes();
-    hash = &computed;
+  std::optional<BodyHashes::Hash> hash;
+  if (body_hashes_ != nullptr) {
+    hash = body_hashes_->Find(bc, limit);
+  }
+  if (!hash) {
+    // Hashed here, once for every signature of the message (one pass whatever their l=).
+    if (own_hashes_ == nullptr) {
+      own_hashes_ = std::make_unique<BodyHashes>(~size_t{0});
+      own_hashes_->Update(message_);
+      own_hashes_->Finish();
+    }
+    hash = own_hashes_->Find(bc, limit);
+  }
+  if (!hash) {
+    return result(Result::kTempError, "body hash not computed");  // Not reached.
   }
   const tls::Sha256Digest& digest = hash->digest;
   if (limit && *limit > hash->canonical_bytes) {
@@ -675,7 +877,7 @@ SignatureResult Verification::VerifyOne(const HeaderField& signature, bool& need
     return result(Result::kFail, "body hash mismatch");
   }
   // The header hash and the signature.
-  const std::string data = SignedHeaderData(header_, signed_names, signature.raw, hc);
+  const std::string data = SignedHeaderData(header_, index_, signed_names, signature.raw, hc);
   bool ok = false;
   if (key_type == tls::KeyType::kRsa) {
     ok = (*key)->Verify(data, *signature_bytes);
@@ -764,7 +966,8 @@ absl::StatusOr<std::string> Sign(std::string_view message, const SignOptions& op
     column += item.size();
   }
   StrAppend(&field, "\r\n\tbh=", bh, ";\r\n\tb=");
-  const std::string data = SignedHeaderData(header, names, field, options.header_canonicalization);
+  const std::string data =
+      SignedHeaderData(header, IndexFields(header), names, field, options.header_canonicalization);
   absl::StatusOr<std::string> signature;
   if (ed25519) {
     const tls::Sha256Digest h = tls::Sha256(data);

@@ -37,6 +37,8 @@ void Sha256Stream::Update(std::string_view data) {
   SHA256_Update(&state_->ctx, data.data(), data.size());
 }
 
+void Sha256Stream::CopyFrom(const Sha256Stream& other) { state_->ctx = other.state_->ctx; }
+
 Sha256Digest Sha256Stream::Finish() {
   Sha256Digest out;
   SHA256_Final(out.data(), &state_->ctx);

@@ -27,6 +27,9 @@ class Sha256Stream {
   Sha256Stream& operator=(const Sha256Stream&) = delete;
   void Update(std::string_view data);
   [[nodiscard]] Sha256Digest Finish();
+  // Takes `other`'s state: the digest of a prefix of a stream without hashing it twice
+  // (DKIM's l= over one canonical body).
+  void CopyFrom(const Sha256Stream& other);
 
  private:
   struct State;
