@@ -94,6 +94,7 @@ Policy Weaker(Policy p) { return p == Policy::kReject ? Policy::kQuarantine : Po
 std::optional<Record> ParseRecord(std::string_view text, std::string& problem) {
   Record r;
   std::optional<Policy> p;
+  bool sp_invalid = false;
   bool first = true;
   size_t start = 0;
   while (start <= text.size()) {
@@ -130,6 +131,7 @@ std::optional<Record> ParseRecord(std::string_view text, std::string& problem) {
       p = ParsePolicy(value);
     } else if (t == "sp") {
       r.sp = ParsePolicy(value);
+      sp_invalid = !r.sp;
     } else if (t == "adkim" || t == "aspf") {
       Alignment& a = t == "adkim" ? r.adkim : r.aspf;
       if (EqualsIgnoreCase(value, "s")) {
@@ -163,12 +165,17 @@ std::optional<Record> ParseRecord(std::string_view text, std::string& problem) {
     problem = "does not start with v=DMARC1";
     return std::nullopt;
   }
-  if (!p) {
+  // 6.6.3 step 5: no valid p=, or an sp= that is not valid: with a valid rua= the record reads
+  // as "v=DMARC1; p=none" (sp= dropped, so that no subdomain gets a policy it did not ask
+  // for); without one, no DMARC applies.
+  if (!p || sp_invalid) {
+    const std::string what = !p ? "no valid p= tag" : "an sp= tag that is not valid";
     if (r.rua.empty()) {
-      problem = "no valid p= tag (and no rua=)";
+      problem = StrCat(what, " and no rua=");
       return std::nullopt;
     }
-    p = Policy::kNone;  // 6.6.3: a record with rua= but no valid p= reads as p=none.
+    p = Policy::kNone;
+    r.sp.reset();
   }
   r.p = *p;
   return r;
@@ -240,6 +247,12 @@ const dns::Answer* Evaluation::Txt(const std::string& name) {
   return nullptr;
 }
 
+void Evaluation::GiveUp() {
+  outcome_ = {};
+  outcome_.result = Result::kTempError;
+  outcome_.problem = "policy discovery not done within the check's budget";
+}
+
 bool Evaluation::Run() {
   Outcome o;
   std::string from = AsciiStrToLower(request_.from_domain);
@@ -272,17 +285,22 @@ bool Evaluation::Run() {
     if (records.empty()) {
       continue;
     }
+    // 6.6.3 steps 4 and 5: several records, or one without a usable policy, end the
+    // discovery: DMARC is not applied to the message (result none, with why), and no policy
+    // is taken from such a record.
     if (records.size() > 1) {
-      o.result = Result::kPermError;
-      o.problem = StrCat("_dmarc.", domain, " has more than one DMARC record");
+      o.result = Result::kNone;
+      o.problem = StrCat("_dmarc.", domain,
+                         " has more than one DMARC record: DMARC not applied (RFC 7489 6.6.3)");
       outcome_ = std::move(o);
       return true;
     }
     std::string problem;
     std::optional<Record> record = ParseRecord(*records[0], problem);
     if (!record) {
-      o.result = Result::kPermError;
-      o.problem = StrCat("_dmarc.", domain, ": ", problem);
+      o.result = Result::kNone;
+      o.problem =
+          StrCat("_dmarc.", domain, ": ", problem, ": DMARC not applied (RFC 7489 6.6.3)");
       outcome_ = std::move(o);
       return true;
     }
@@ -304,9 +322,21 @@ bool Evaluation::Run() {
   for (const Identifier& d : request_.dkim) {
     o.dkim_aligned = o.dkim_aligned || (d.pass && Aligned(d.domain, from, r.adkim));
   }
+  // An aligned identifier that could not be checked (a DNS failure, a key lookup the check had
+  // no budget for): the message might pass, so it does not fail: temperror, with the
+  // disposition it would get, so that the receiver's policy for temperror decides.
+  bool undecided = request_.spf && request_.spf->temperror &&
+                   Aligned(request_.spf->domain, from, r.aspf);
+  for (const Identifier& d : request_.dkim) {
+    undecided = undecided || (d.temperror && Aligned(d.domain, from, r.adkim));
+  }
   if (o.spf_aligned || o.dkim_aligned) {
     o.result = Result::kPass;
     o.disposition = Policy::kNone;
+  } else if (undecided) {
+    o.result = Result::kTempError;
+    o.problem = "an aligned identifier could not be checked (temporary error)";
+    o.disposition = request_.sample < r.pct ? policy : Weaker(policy);
   } else {
     o.result = Result::kFail;
     o.disposition = request_.sample < r.pct ? policy : Weaker(policy);

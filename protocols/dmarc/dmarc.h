@@ -6,9 +6,10 @@
 // nothing here does I/O. The organizational domain comes from the Public Suffix List
 // (libpsl, the system's list).
 //
-// Result words are RFC 8601's: pass, fail, none (no usable policy record), temperror (DNS
-// failure during discovery), permerror (several policy records, or a record without a usable
-// p= and without rua=). The policy is what the domain owner asked for (p=, or sp= for a
+// Result words are RFC 8601's: pass, fail, none (no policy record, or DMARC not applied: several
+// records, or one without a valid p= or with an invalid sp= and without rua=, RFC 7489 6.6.3),
+// temperror (DNS failure during discovery; or no aligned pass while an aligned identifier's
+// mechanism could not decide, with the policy and disposition it would have). The policy is what the domain owner asked for (p=, or sp= for a
 // subdomain found through its organizational domain); the disposition is what a receiver
 // applies to a failing message, with pct= sampling: a message outside the sample gets the
 // next weaker policy (reject -> quarantine -> none), 6.6.4.
@@ -47,7 +48,7 @@ struct Record {
 };
 
 // 6.3 / 6.6.3. nullopt (and `problem`) when the text is not a usable DMARC record; a record
-// without a valid p= but with rua= reads as p=none.
+// without a valid p=, or with an sp= that is not valid, but with rua= reads as p=none.
 [[nodiscard]] std::optional<Record> ParseRecord(std::string_view text, std::string& problem);
 
 // 3.2: the Public Suffix List's registrable domain of `domain` (lower-cased); the domain itself
@@ -64,8 +65,9 @@ struct Record {
                                                       std::string& problem);
 
 struct Identifier {
-  bool pass = false;   // The mechanism's result was pass.
-  std::string domain;  // SPF: the domain checked (MAIL FROM, or HELO); DKIM: d=.
+  bool pass = false;       // The mechanism's result was pass.
+  std::string domain;      // SPF: the domain checked (MAIL FROM, or HELO); DKIM: d=.
+  bool temperror = false;  // The mechanism could not decide (temperror).
 };
 
 struct Request {
@@ -93,6 +95,8 @@ class Evaluation {
   [[nodiscard]] const dns::Question& needed() const { return needed_; }
   void Provide(const dns::Question& question, dns::Answer answer);
   [[nodiscard]] const Outcome& outcome() const { return outcome_; }
+  // Out of the check's budget before the discovery ended: temperror.
+  void GiveUp();
 
  private:
   // The answer to a TXT question, or nullptr after naming it in needed_.

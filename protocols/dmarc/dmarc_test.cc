@@ -148,12 +148,65 @@ TEST(Dmarc, NoneTempAndPermErrors) {
   EXPECT_EQ(z.Run(Req("text.example", std::nullopt)).result, Result::kNone);
   z.txt["_dmarc.temp.example"] = dns::Answer{dns::AnswerStatus::kTemporary};
   EXPECT_EQ(z.Run(Req("temp.example", std::nullopt)).result, Result::kTempError);
+}
+
+// RFC 7489 6.6.3 as written: several records, a record without a valid p=, or with an invalid
+// sp=, end the discovery and DMARC is not applied (none, no policy), unless a valid rua= makes
+// the record read as p=none; such a record never lends its p= to a subdomain.
+TEST(Dmarc, RecordsThatAreNotUsableAreNotApplied) {
+  Zone z;
   z.Set("_dmarc.two.example", {"v=DMARC1; p=none", "v=DMARC1; p=reject"});
-  EXPECT_EQ(z.Run(Req("two.example", std::nullopt)).result, Result::kPermError);
-  z.Set("_dmarc.bad.example", {"v=DMARC1; p=maybe"});
-  const Outcome bad = z.Run(Req("bad.example", std::nullopt));
-  EXPECT_EQ(bad.result, Result::kPermError);
-  EXPECT_NE(bad.problem.find("p="), std::string::npos);
+  Outcome o = z.Run(Req("two.example", std::nullopt));
+  EXPECT_EQ(o.result, Result::kNone);
+  EXPECT_FALSE(o.policy);
+  EXPECT_EQ(o.disposition, Policy::kNone);
+  EXPECT_NE(o.problem.find("DMARC not applied"), std::string::npos) << o.problem;
+  // Several at the From domain: no fallback to the organizational domain's record either.
+  z.Set("_dmarc.example.com", {"v=DMARC1; p=reject"});
+  z.Set("_dmarc.two.example.com", {"v=DMARC1; p=none", "v=DMARC1; p=none"});
+  EXPECT_EQ(z.Run(Req("two.example.com", std::nullopt)).result, Result::kNone);
+  for (const char* text : {"v=DMARC1; p=maybe", "v=DMARC1", "v=DMARC1; sp=reject",
+                           "v=DMARC1; p=reject; sp=bogus", "v=DMARC1; p=reject; sp="}) {
+    z.Set("_dmarc.bad.example", {text});
+    o = z.Run(Req("bad.example", std::nullopt));
+    EXPECT_EQ(o.result, Result::kNone) << text;
+    EXPECT_FALSE(o.policy) << text;
+    EXPECT_EQ(o.disposition, Policy::kNone) << text;
+    EXPECT_NE(o.problem.find("DMARC not applied"), std::string::npos) << o.problem;
+  }
+  // With a valid rua=: p=none, for the domain and its subdomains (the invalid sp= is dropped).
+  z.Set("_dmarc.rua.example", {"v=DMARC1; p=reject; sp=bogus; rua=mailto:r@rua.example"});
+  for (const char* from : {"rua.example", "sub.rua.example"}) {
+    o = z.Run(Req(from, std::nullopt));
+    EXPECT_EQ(o.result, Result::kFail) << from;
+    EXPECT_EQ(o.policy, Policy::kNone) << from;
+    EXPECT_EQ(o.disposition, Policy::kNone) << from;
+  }
+  std::string problem;
+  const std::optional<Record> r = ParseRecord("v=DMARC1; p=reject; sp=x; rua=mailto:a@b.c", problem);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->p, Policy::kNone);
+  EXPECT_FALSE(r->sp);
+  EXPECT_FALSE(ParseRecord("v=DMARC1; p=reject; sp=maybe", problem));
+}
+
+// No aligned pass, but an aligned identifier that could not be decided (DKIM key lookup or SPF
+// temperror): temperror with the policy at stake, not fail; an unaligned one changes nothing.
+TEST(Dmarc, UndecidedAlignedIdentifierIsTempError) {
+  Zone z;
+  z.Set("_dmarc.example.com", {"v=DMARC1; p=reject"});
+  Outcome o = z.Run(Req("example.com", std::nullopt, {{false, "example.com", true}}));
+  EXPECT_EQ(o.result, Result::kTempError);
+  EXPECT_EQ(o.policy, Policy::kReject);
+  EXPECT_EQ(o.disposition, Policy::kReject);
+  o = z.Run(Req("example.com", Identifier{false, "mail.example.com", true}));
+  EXPECT_EQ(o.result, Result::kTempError);
+  o = z.Run(Req("example.com", std::nullopt, {{false, "junk.example", true}}));
+  EXPECT_EQ(o.result, Result::kFail);
+  // A pass wins over an undecided one.
+  o = z.Run(Req("example.com", std::nullopt,
+                {{false, "example.com", true}, {true, "example.com", false}}));
+  EXPECT_EQ(o.result, Result::kPass);
 }
 
 // A name asked for is found once answered, whatever dots end it: the evaluation ends (it
