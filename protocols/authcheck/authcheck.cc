@@ -24,6 +24,60 @@ std::optional<Mode> ParseMode(std::string_view word) {
   return std::nullopt;
 }
 
+std::optional<TempErrorAction> ParseTempErrorAction(std::string_view word) {
+  if (word == "defer") {
+    return TempErrorAction::kDefer;
+  }
+  if (word == "accept") {
+    return TempErrorAction::kAccept;
+  }
+  if (word == "reject") {
+    return TempErrorAction::kReject;
+  }
+  return std::nullopt;
+}
+
+HeaderVerdict CheckHeader(std::string_view message, const HeaderLimits& limits) {
+  uint64_t fields = 0;
+  uint64_t received = 0;
+  size_t pos = 0;
+  bool too_big = false;
+  while (pos < message.size()) {
+    if (message.substr(pos).starts_with("\r\n")) {
+      break;  // The end of the header.
+    }
+    if (pos > limits.header_bytes_max) {
+      too_big = true;
+      break;  // Nothing past the bound is read.
+    }
+    const size_t eol = message.find("\r\n", pos);
+    const std::string_view line =
+        message.substr(pos, eol == std::string_view::npos ? std::string_view::npos : eol - pos);
+    if (!line.empty() && line.front() != ' ' && line.front() != '\t') {
+      ++fields;
+      // "Received" then optional WSP and the colon (RFC 5322 3.6.7, obsolete WSP allowed).
+      std::string_view name = line.substr(0, line.find(':'));
+      while (!name.empty() && (name.back() == ' ' || name.back() == '\t')) {
+        name.remove_suffix(1);
+      }
+      if (line.find(':') != std::string_view::npos && EqualsIgnoreCase(name, "Received")) {
+        ++received;
+      }
+    }
+    pos = eol == std::string_view::npos ? message.size() : eol + 2;
+  }
+  if (pos > limits.header_bytes_max) {
+    too_big = true;  // The last field ran past it.
+  }
+  if (received > limits.received_max) {
+    return HeaderVerdict::kTooManyHops;
+  }
+  if (fields > limits.header_fields_max) {
+    return HeaderVerdict::kTooManyFields;
+  }
+  return too_big ? HeaderVerdict::kTooBig : HeaderVerdict::kOk;
+}
+
 Judgement JudgeSender(const spf::Outcome& spf, const Policy& policy) {
   if (policy.spf != Mode::kReject) {
     return {};
@@ -166,11 +220,42 @@ std::vector<std::string> FromDomains(std::string_view message) {
 
 MessageCheck::MessageCheck(const Policy& policy, MessageRequest request, std::string_view message)
     : policy_(policy), request_(std::move(request)), dkim_(message, request_.now_unix_seconds) {
-  if (policy_.dmarc != Mode::kOff) {
+  if (policy_.dkim != Mode::kOff || policy_.dmarc != Mode::kOff) {
+    size_t body_offset = 0;
+    size_t from_fields = 0;
+    for (const dkim::HeaderField& field : dkim::SplitHeader(message, body_offset)) {
+      std::string_view name = field.name;
+      while (!name.empty() && IsWsp(name.back())) {
+        name.remove_suffix(1);
+      }
+      from_fields += EqualsIgnoreCase(name, "From") ? 1 : 0;
+    }
     std::optional<std::string> author = dmarc::AuthorDomain(FromDomains(message), from_problem_);
+    if (from_fields > 1) {
+      // RFC 5322 3.6: one From field. With two, which author a reader sees is anyone's guess:
+      // outside DMARC's scope (RFC 7489 6.6.1), handled like several author domains.
+      from_problem_ =
+          "more than one From field: the message should be rejected (RFC 7489 6.6.1, RFC 5322 "
+          "3.6)";
+      author.reset();
+    }
     if (author) {
       from_domain_ = std::move(*author);
     }
+    // 6.1 of RFC 6376: the signatures that can make DMARC pass are evaluated first, so junk
+    // signatures of other domains can neither push them out nor multiply lookups.
+    dkim::VerifyLimits limits;
+    limits.signatures_max = policy_.dkim_signatures_max;
+    if (!from_domain_.empty()) {
+      limits.preferred = [from = from_domain_](std::string_view d) {
+        return dmarc::Aligned(d, from, dmarc::Alignment::kRelaxed);
+      };
+    }
+    dkim_.SetLimits(std::move(limits));
+  }
+  if (policy_.dmarc == Mode::kOff) {
+    from_problem_.clear();
+    from_domain_.clear();
   }
 }
 
@@ -182,36 +267,66 @@ void MessageCheck::Provide(const dns::Question& question, dns::Answer answer) {
   }
 }
 
+void MessageCheck::StartDmarc() {
+  dmarc::Request r;
+  r.from_domain = from_domain_;
+  if (request_.spf) {
+    r.spf = dmarc::Identifier{request_.spf->result == spf::Result::kPass,
+                              AsciiStrToLower(request_.spf->domain),
+                              request_.spf->result == spf::Result::kTempError};
+  }
+  for (const dkim::SignatureResult& s : dkim_.results()) {
+    r.dkim.push_back({s.result == dkim::Result::kPass, s.domain,
+                      s.result == dkim::Result::kTempError});
+  }
+  r.sample = request_.dmarc_sample;
+  dmarc_.emplace(std::move(r));
+}
+
 bool MessageCheck::Run() {
   const bool dmarc_on = policy_.dmarc != Mode::kOff;
+  pending_.clear();
   if (!dkim_done_) {
     if ((policy_.dkim != Mode::kOff || dmarc_on) && !dkim_.Run()) {
       needed_ = dkim_.needed();
+      pending_ = dkim_.pending();
       return false;
     }
     dkim_done_ = true;
   }
   if (dmarc_on && !from_domain_.empty()) {
     if (!dmarc_) {
-      dmarc::Request r;
-      r.from_domain = from_domain_;
-      if (request_.spf) {
-        r.spf = dmarc::Identifier{request_.spf->result == spf::Result::kPass,
-                                  AsciiStrToLower(request_.spf->domain)};
-      }
-      for (const dkim::SignatureResult& s : dkim_.results()) {
-        r.dkim.push_back({s.result == dkim::Result::kPass, s.domain});
-      }
-      r.sample = request_.dmarc_sample;
-      dmarc_.emplace(std::move(r));
+      StartDmarc();
     }
     if (!dmarc_->Run()) {
       needed_ = dmarc_->needed();
+      pending_ = {needed_};
       return false;
     }
   }
   Judge();
   return true;
+}
+
+void MessageCheck::GiveUp() {
+  gave_up_ = true;
+  const bool dmarc_on = policy_.dmarc != Mode::kOff;
+  if (!dkim_done_) {
+    if (policy_.dkim != Mode::kOff || dmarc_on) {
+      dkim_.GiveUp();
+    }
+    dkim_done_ = true;
+  }
+  pending_.clear();
+  if (dmarc_on && !from_domain_.empty()) {
+    if (!dmarc_) {
+      StartDmarc();
+    }
+    if (!dmarc_->Run()) {
+      dmarc_->GiveUp();
+    }
+  }
+  Judge();
 }
 
 void MessageCheck::Judge() {
@@ -230,6 +345,29 @@ void MessageCheck::Judge() {
   if (o.result == dmarc::Result::kFail && o.disposition == dmarc::Policy::kReject) {
     judgement_ = {Verdict::kReject,
                   StrCat("Message rejected by the DMARC policy of ", from_domain_)};
+  } else if (o.result == dmarc::Result::kTempError && (o.policy || gave_up_)) {
+    // The policy is known and no aligned identifier passed, but one could not be checked; or
+    // the check ran out of its budget before it knew: fail closed.
+    if (o.policy && o.disposition == dmarc::Policy::kNone) {
+      return;  // Nothing is at stake: tagged temperror.
+    }
+    switch (policy_.dmarc_temperror) {
+      case TempErrorAction::kDefer:
+        judgement_ = {Verdict::kDefer,
+                      StrCat("Message from ", from_domain_,
+                             " could not be verified (DMARC temperror)"),
+                      true};
+        break;
+      case TempErrorAction::kReject:
+        judgement_ = {Verdict::kReject,
+                      StrCat("Message from ", from_domain_,
+                             " could not be verified under its DMARC policy"),
+                      true};
+        break;
+      case TempErrorAction::kAccept:
+        judgement_.temperror = true;  // Accepted, counted.
+        break;
+    }
   } else if (o.result == dmarc::Result::kTempError && policy_.defer_temperror) {
     judgement_ = {Verdict::kDefer,
                   StrCat("DMARC policy of ", from_domain_, " could not be looked up")};
@@ -252,7 +390,7 @@ std::string MessageCheck::Header() const {
     results.push_back(std::move(r));
   }
   if (policy_.dkim != Mode::kOff) {
-    if (dkim_.results().empty()) {
+    if (dkim_.results().empty() && dkim_.skipped() == 0) {
       results.push_back({"dkim", "none", {}, {}});
     }
     for (const dkim::SignatureResult& s : dkim_.results()) {
@@ -264,6 +402,13 @@ std::string MessageCheck::Header() const {
         r.properties.emplace_back("header.s", s.selector);
       }
       results.push_back(std::move(r));
+    }
+    if (dkim_.skipped() > 0) {
+      // RFC 6376 6.1: not evaluated, and said so (policy: not acceptable to us as sent).
+      results.push_back({"dkim", "policy",
+                         StrCat(dkim_.skipped(), " more signatures not evaluated (at most ",
+                                policy_.dkim_signatures_max, " per message)"),
+                         {}});
     }
   }
   if (policy_.dmarc != Mode::kOff) {

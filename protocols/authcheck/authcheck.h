@@ -29,6 +29,11 @@ namespace relais::authcheck {
 // its failure refused (SPF fail at MAIL FROM; DMARC fail whose disposition is reject).
 enum class Mode : uint8_t { kOff, kTag, kReject };
 
+// What a DMARC temperror gets when the author domain's policy (after pct=) is reject or
+// quarantine and our DMARC mode is reject: an aligned identifier could not be checked (a key
+// lookup failed or was over the check's budget), so the message might be a forgery.
+enum class TempErrorAction : uint8_t { kDefer, kAccept, kReject };
+
 struct Policy {
   std::string authserv_id = "localhost";  // Our Authentication-Results identity.
   Mode spf = Mode::kTag;
@@ -37,7 +42,15 @@ struct Policy {
   // A temporary DNS failure (SPF or DMARC temperror) under a rejecting mode: defer the client
   // with 451 (true) or accept and record the temperror (false).
   bool defer_temperror = false;
+  // DKIM signatures evaluated per message (RFC 6376 6.1), the author domain's first.
+  uint32_t dkim_signatures_max = 8;
+  // Fail closed: a temperror where the policy in force is reject or quarantine is deferred
+  // (451 4.7.5, RFC 7489 6.6.2) by default, never silently accepted.
+  TempErrorAction dmarc_temperror = TempErrorAction::kDefer;
 };
+
+// "defer", "accept", "reject" (config words); nullopt for anything else.
+[[nodiscard]] std::optional<TempErrorAction> ParseTempErrorAction(std::string_view word);
 
 // "off", "tag", "reject" (config words); nullopt for anything else.
 [[nodiscard]] std::optional<Mode> ParseMode(std::string_view word);
@@ -47,7 +60,23 @@ enum class Verdict : uint8_t { kAccept, kReject, kDefer };
 struct Judgement {
   Verdict verdict = Verdict::kAccept;
   std::string text;  // For kReject / kDefer: why, for the reply.
+  // The verdict is Policy::dmarc_temperror's: the message could not be verified (the reply
+  // says so: 451 4.7.5 for a deferral).
+  bool temperror = false;
 };
+
+// Bounds on a message's header section, checked at the end of data before anything else reads
+// it (every later step is linear in it; these keep the work and what is stored bounded).
+struct HeaderLimits {
+  uint64_t header_bytes_max = 100 * 1024;  // Postfix's header_size_limit.
+  uint32_t header_fields_max = 1000;
+  uint32_t received_max = 50;  // RFC 5321 6.3 loop detection; Postfix's hopcount_limit.
+};
+enum class HeaderVerdict : uint8_t { kOk, kTooBig, kTooManyFields, kTooManyHops };
+// One pass over the header of `message` (CRLF text; the header ends at the first empty line).
+// A loop (more Received fields than allowed) is reported first, then the field count, then
+// the size.
+[[nodiscard]] HeaderVerdict CheckHeader(std::string_view message, const HeaderLimits& limits);
 
 // Step 1's verdict under `policy`: SPF fail refused when policy.spf is kReject; temperror
 // deferred when also defer_temperror.
@@ -79,7 +108,12 @@ class MessageCheck {
 
   [[nodiscard]] bool Run();
   [[nodiscard]] const dns::Question& needed() const { return needed_; }
+  // Every question the check waits for now (DKIM key lookups together), to be asked at once.
+  [[nodiscard]] const std::vector<dns::Question>& pending() const { return pending_; }
   void Provide(const dns::Question& question, dns::Answer answer);
+  // The check is out of its budget (questions, time): what is undecided becomes temperror and
+  // the verdict is judged on that. Valid results afterwards, as after Run() returned true.
+  void GiveUp();
 
   // Valid once Run() returned true.
   [[nodiscard]] const Judgement& judgement() const { return judgement_; }
@@ -94,18 +128,23 @@ class MessageCheck {
   }
   // The author domain DMARC was evaluated for (empty when there was none).
   [[nodiscard]] const std::string& from_domain() const { return from_domain_; }
+  // DKIM signatures not evaluated (over Policy::dkim_signatures_max).
+  [[nodiscard]] size_t dkim_skipped() const { return dkim_.skipped(); }
 
  private:
   void Judge();
+  void StartDmarc();
 
   const Policy& policy_;
   const MessageRequest request_;
   dkim::Verification dkim_;
   bool dkim_done_ = false;
+  bool gave_up_ = false;  // Out of budget (GiveUp).
   std::string from_domain_;
   std::string from_problem_;  // Why DMARC could not apply (RFC 7489 6.6.1).
   std::optional<dmarc::Evaluation> dmarc_;
   dns::Question needed_;
+  std::vector<dns::Question> pending_;
   Judgement judgement_;
 };
 

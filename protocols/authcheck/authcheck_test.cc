@@ -99,6 +99,26 @@ struct Zone {
   }
 };
 
+// Like the shard: every pending question of a round answered together, at most `budget`
+// questions in all; past it the check is given up. Returns the questions asked.
+size_t DriveConcurrently(Zone& z, MessageCheck& check, size_t budget = 256) {
+  size_t asked = 0;
+  while (!check.Run()) {
+    const std::vector<dns::Question> round = check.pending();
+    if (asked + round.size() > budget) {
+      check.GiveUp();
+      return asked;
+    }
+    asked += round.size();
+    for (const dns::Question& q : round) {
+      z.asked.push_back(q.name);
+      const auto it = z.records.find(q.name);
+      check.Provide(q, it != z.records.end() ? it->second : dns::Answer{dns::AnswerStatus::kNxDomain});
+    }
+  }
+  return asked;
+}
+
 std::string Signed(std::string_view message, const std::string& domain) {
   const tls::PrivateKey key = std::move(*tls::PrivateKey::FromPem(kEd25519Pem));
   dkim::SignOptions o;
@@ -258,6 +278,156 @@ TEST(SignaturesFor, SignsMailOfTheDomainAndBelow) {
   EXPECT_EQ(*SignaturesFor("From: a@notexample.com\r\n\r\nx\r\n", keys, 1), "");
   EXPECT_EQ(*SignaturesFor("From: a@example.com, b@example.org\r\n\r\nx\r\n", keys, 1), "");
   EXPECT_EQ(*SignaturesFor(kMessage, {}, 1), "");
+}
+
+std::string Junk(int count, std::string_view suffix = ".example") {
+  std::string junk;
+  for (int i = 0; i < count; ++i) {
+    junk += base::StrCat("DKIM-Signature: v=1; a=rsa-sha256; d=junk", i, suffix,
+                         "; s=s; h=from; bh=YQ==; b=YQ==\r\n");
+  }
+  return junk;
+}
+
+// The forgery of issue 24: p=reject, a spoofed From, and hundreds or thousands of junk
+// signatures of other domains. They are not evaluated past the bound (a dkim=policy entry says
+// so), the lookups stay few, and the spoof is refused as without them.
+TEST(MessageCheck, JunkSignaturesNeitherHideAForgeryNorMultiplyLookups) {
+  for (int junk : {300, 3000}) {
+    Zone z = ExampleZone("reject");
+    Policy policy;
+    policy.dmarc = Mode::kReject;
+    const std::string message = Junk(junk) + std::string(kMessage);
+    MessageCheck check(policy, Request(spf::Result::kNone, "spoofer.org"), message);
+    const size_t asked = DriveConcurrently(z, check);
+    EXPECT_LE(asked, policy.dkim_signatures_max + 2u) << junk;
+    EXPECT_EQ(check.dkim_results().size(), policy.dkim_signatures_max);
+    EXPECT_EQ(check.dkim_skipped(), junk - policy.dkim_signatures_max);
+    EXPECT_EQ(check.judgement().verdict, Verdict::kReject) << junk;
+    EXPECT_NE(check.Header().find(base::StrCat("dkim=policy reason=\"", junk - 8,
+                                               " more signatures not evaluated")),
+              std::string::npos)
+        << check.Header();
+  }
+}
+
+// One valid aligned signature below 300 junk ones is evaluated first and passes DKIM and DMARC.
+TEST(MessageCheck, AlignedSignatureAmongJunkStillPasses) {
+  Zone z = ExampleZone("reject");
+  Policy policy;
+  policy.dmarc = Mode::kReject;
+  const std::string message = Junk(300) + Signed(kMessage, "example.com");
+  MessageCheck check(policy, Request(spf::Result::kNone, "spoofer.org"), message);
+  const size_t asked = DriveConcurrently(z, check);
+  EXPECT_LE(asked, 10u);
+  EXPECT_EQ(check.judgement().verdict, Verdict::kAccept);
+  EXPECT_EQ(check.dmarc_outcome()->result, dmarc::Result::kPass);
+  EXPECT_NE(check.Header().find("dkim=pass header.d=example.com header.s=s1"), std::string::npos)
+      << check.Header();
+  // Junk of the author's own organizational domain is preferred too, but still bounded.
+  Zone y = ExampleZone("reject");
+  const std::string own = Junk(300, ".example.com") + Signed(kMessage, "example.com");
+  MessageCheck mixed(policy, Request(spf::Result::kNone, "spoofer.org"), own);
+  EXPECT_LE(DriveConcurrently(y, mixed), 10u);
+  EXPECT_EQ(mixed.judgement().verdict, Verdict::kReject);  // The valid one was pushed out.
+}
+
+// Out of budget: what is undecided is temperror, and with a reject policy at stake the message
+// is deferred (4.7.5) by default, accepted or refused as configured: never accepted unchecked.
+TEST(MessageCheck, OutOfBudgetIsTempErrorAndFailsClosed) {
+  for (TempErrorAction action :
+       {TempErrorAction::kDefer, TempErrorAction::kAccept, TempErrorAction::kReject}) {
+    Zone z = ExampleZone("reject");
+    Policy policy;
+    policy.dmarc = Mode::kReject;
+    policy.dmarc_temperror = action;
+    const std::string message = Signed(kMessage, "example.com");
+    MessageCheck check(policy, Request(spf::Result::kNone, "spoofer.org"), message);
+    EXPECT_EQ(DriveConcurrently(z, check, /*budget=*/0), 0u);
+    ASSERT_EQ(check.dkim_results().size(), 1u);
+    EXPECT_EQ(check.dkim_results()[0].result, dkim::Result::kTempError);
+    EXPECT_EQ(check.dmarc_outcome()->result, dmarc::Result::kTempError);
+    const Judgement& j = check.judgement();
+    EXPECT_TRUE(j.temperror);
+    EXPECT_EQ(j.verdict, action == TempErrorAction::kDefer    ? Verdict::kDefer
+                         : action == TempErrorAction::kReject ? Verdict::kReject
+                                                              : Verdict::kAccept);
+    EXPECT_NE(check.Header().find("dkim=temperror"), std::string::npos) << check.Header();
+  }
+  // A DNS failure of the aligned key with the policy known: the same.
+  Zone z = ExampleZone("quarantine");
+  z.records["s1._domainkey.example.com"] = dns::Answer{dns::AnswerStatus::kTemporary};
+  Policy policy;
+  policy.dmarc = Mode::kReject;
+  const std::string signed_message = Signed(kMessage, "example.com");
+  MessageCheck check(policy, Request(spf::Result::kNone, "spoofer.org"), signed_message);
+  (void)DriveConcurrently(z, check);
+  EXPECT_EQ(check.judgement().verdict, Verdict::kDefer);
+  EXPECT_TRUE(check.judgement().temperror);
+  // p=none: nothing at stake, tagged only.
+  Zone n = ExampleZone("none");
+  n.records["s1._domainkey.example.com"] = dns::Answer{dns::AnswerStatus::kTemporary};
+  MessageCheck relaxed(policy, Request(spf::Result::kNone, "spoofer.org"), signed_message);
+  (void)DriveConcurrently(n, relaxed);
+  EXPECT_EQ(relaxed.judgement().verdict, Verdict::kAccept);
+  EXPECT_EQ(relaxed.dmarc_outcome()->result, dmarc::Result::kTempError);
+}
+
+// Two From fields: no DKIM pass, and for DMARC no single author (rejected under dmarc=reject),
+// whether the fields name one domain or two.
+TEST(MessageCheck, SeveralFromFields) {
+  Zone z = ExampleZone("reject");
+  Policy policy;
+  policy.dmarc = Mode::kReject;
+  for (const char* extra : {"From: other@mail.example.com\r\n", "from : evil@bank.example\r\n"}) {
+    const std::string message = Signed(std::string(extra) + std::string(kMessage), "example.com");
+    MessageCheck check(policy, Request(spf::Result::kPass), message);
+    (void)DriveConcurrently(z, check);
+    EXPECT_EQ(check.judgement().verdict, Verdict::kReject) << extra;
+    ASSERT_EQ(check.dkim_results().size(), 1u);
+    EXPECT_EQ(check.dkim_results()[0].result, dkim::Result::kPolicy);
+    EXPECT_NE(check.Header().find("dmarc=permerror reason=\"more than one From field"),
+              std::string::npos)
+        << check.Header();
+  }
+}
+
+TEST(CheckHeader, Limits) {
+  HeaderLimits limits;
+  limits.header_bytes_max = 1000;
+  limits.header_fields_max = 20;
+  limits.received_max = 5;
+  auto received = [](int n) {
+    std::string h;
+    for (int i = 0; i < n; ++i) {
+      h += "Received: from a by b; Thu, 26 Nov 2026 10:00:00 +0000\r\n";
+    }
+    return h;
+  };
+  EXPECT_EQ(CheckHeader(received(5) + "\r\nbody", limits), HeaderVerdict::kOk);
+  EXPECT_EQ(CheckHeader(received(6) + "\r\nbody", limits), HeaderVerdict::kTooManyHops);
+  // Spellings of the name count; a continuation line, the body, X-Received do not.
+  EXPECT_EQ(CheckHeader("received: 1\r\nRECEIVED : 2\r\nReceived\t:3\r\n Received: 4\r\n"
+                        "X-Received: 5\r\nReceived: 6\r\nReceived: 7\r\nReceived: 8\r\n",
+                        limits),
+            HeaderVerdict::kTooManyHops);
+  EXPECT_EQ(CheckHeader("Received: 1\r\n Received: 2\r\nX-Received: 3\r\n\r\n" + received(9),
+                        limits),
+            HeaderVerdict::kOk);
+  std::string fields;
+  for (int i = 0; i < 21; ++i) {
+    fields += "X: 1\r\n";
+  }
+  EXPECT_EQ(CheckHeader(fields + "\r\n", limits), HeaderVerdict::kTooManyFields);
+  EXPECT_EQ(CheckHeader("Subject: " + std::string(980, 'a') + "\r\n\r\n", limits),
+            HeaderVerdict::kOk);
+  EXPECT_EQ(CheckHeader("Subject: " + std::string(1000, 'a') + "\r\n\r\n", limits),
+            HeaderVerdict::kTooBig);
+  // Folded or not, without an end: the bound still holds.
+  EXPECT_EQ(CheckHeader("Subject: a\r\n" + std::string(2000, ' '), limits),
+            HeaderVerdict::kTooBig);
+  EXPECT_EQ(CheckHeader("", limits), HeaderVerdict::kOk);
+  EXPECT_EQ(CheckHeader("\r\n" + std::string(5000, 'b'), limits), HeaderVerdict::kOk);
 }
 
 }  // namespace

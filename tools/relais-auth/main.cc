@@ -46,7 +46,8 @@ constexpr const char* kUsage =
     "       relais-auth dkim record --key KEY.pem     (the TXT record that publishes the key)\n"
     "       relais-auth check --ip IP --helo NAME --sender ADDR [--authserv-id ID]\n"
     "                         [--spf-policy|--dkim-policy|--dmarc-policy off|tag|reject]\n"
-    "                         [--defer-temperror] [--sample 0..99] [FILE]\n"
+    "                         [--defer-temperror] [--sample 0..99]\n"
+    "                         [--signatures-max N] [--dmarc-temperror defer|accept|reject] [FILE]\n"
     "  common: [--dns HOST:PORT] [--timeout MS] [--json]\n"
     "  spf: --sender '' is the null sender (postmaster@NAME is checked). dmarc: --dkim once per\n"
     "  signature; --sample fixes the pct= draw (default: random). --dns uses only that server\n"
@@ -520,6 +521,23 @@ int Check(int argc, char** argv) {
     }
   }
   policy.defer_temperror = flags.contains("defer-temperror");
+  if (flags.contains("signatures-max")) {
+    const std::string& t = flags["signatures-max"];
+    uint32_t n = 0;
+    const auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), n);
+    if (ec != std::errc() || end != t.data() + t.size() || n < 1 || n > 64) {
+      return Usage(StrCat("--signatures-max '", t, "': expected 1..64"));
+    }
+    policy.dkim_signatures_max = n;
+  }
+  if (flags.contains("dmarc-temperror")) {
+    const std::optional<authcheck::TempErrorAction> a =
+        authcheck::ParseTempErrorAction(flags["dmarc-temperror"]);
+    if (!a) {
+      return Usage("--dmarc-temperror must be defer, accept or reject");
+    }
+    policy.dmarc_temperror = *a;
+  }
   authcheck::MessageRequest message_request;
   if (!ParseSample(flags, message_request.dmarc_sample)) {
     return Usage(StrCat("--sample '", flags["sample"], "': expected 0..99"));
