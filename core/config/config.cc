@@ -68,6 +68,12 @@ const Key kKeys[] = {
      "Unprocessed input plus unsent replies held per session before reading pauses."},
     {"limits", "receive_bytes_max", Type::kU64, 1 << 20, kU64Max, RELAIS_FIELD(receive_bytes_max),
      "Message bytes being received at once per shard; beyond it new data gets 452 4.3.1."},
+    {"limits", "header_bytes_max", Type::kU64, 1024, 1ull << 30, RELAIS_FIELD(header_bytes_max),
+     "Largest header section of a message (Postfix: 100 KiB); beyond it 552 5.3.4."},
+    {"limits", "header_fields_max", Type::kU32, 16, 1'000'000, RELAIS_FIELD(header_fields_max),
+     "Most header fields in a message; beyond it 552 5.3.4."},
+    {"limits", "received_max", Type::kU32, 1, 100'000, RELAIS_FIELD(received_max),
+     "Most Received fields in a message (RFC 5321 6.3 loop detection); beyond it 554 5.4.6."},
     {"timeouts", "command_timeout_ms", Type::kU32, 1000, 3'600'000,
      RELAIS_FIELD(command_timeout_ms), "Wait for the next command (RFC 5321 4.5.3.2.7: 5 min)."},
     {"timeouts", "data_timeout_ms", Type::kU32, 1000, 3'600'000, RELAIS_FIELD(data_timeout_ms),
@@ -137,6 +143,14 @@ const Key kKeys[] = {
      "A DNS failure while a reject policy decides: accept (recorded as temperror) or defer "
      "(451 4.7.24 for SPF, 451 4.7.1 for DMARC).",
      "accept|defer"},
+    {"auth", "dkim_signatures_max", Type::kU32, 1, 64, RELAIS_FIELD(auth_dkim_signatures_max),
+     "DKIM signatures evaluated per message (RFC 6376 6.1), those aligned with the From domain "
+     "first; the others are reported as dkim=policy."},
+    {"auth", "dmarc_temperror", Type::kChoice, 0, 0, RELAIS_FIELD(auth_dmarc_temperror),
+     "dmarc = reject, a DMARC temperror (an aligned signature or SPF not decided: DNS failure, "
+     "budget) and a reject or quarantine policy: defer (451 4.7.5), accept, or reject (550 "
+     "5.7.1).",
+     "defer|accept|reject"},
     {"auth", "authserv_id", Type::kString, 0, 253, RELAIS_FIELD(authserv_id),
      "Our Authentication-Results identity; fields claiming it are removed from incoming mail. "
      "Empty: server.hostname."},

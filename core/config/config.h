@@ -64,6 +64,10 @@ struct Config {
   uint32_t connections_per_ip_max = 100;
   uint32_t pipeline_bytes_max = 262'144;    // Unanswered input plus unsent replies per session.
   uint64_t receive_bytes_max = 1ull << 30;  // Message bytes being received, per shard.
+  // The header section of a message, checked at the end of data (552 5.3.4 / 554 5.4.6).
+  uint64_t header_bytes_max = 100 * 1024;  // Postfix's header_size_limit.
+  uint32_t header_fields_max = 1000;
+  uint32_t received_max = 50;  // RFC 5321 6.3 loop detection; Postfix's hopcount_limit.
   // [timeouts] RFC 5321 4.5.3.2.
   uint32_t command_timeout_ms = 300'000;  // 4.5.3.2.7: server waits 5 min for a command.
   uint32_t data_timeout_ms = 180'000;     // 4.5.3.2.5: 3 min per data block.
@@ -102,6 +106,8 @@ struct Config {
   std::string auth_dkim = "tag";          // off | tag
   std::string auth_dmarc = "tag";         // off | tag | reject
   std::string auth_temperror = "accept";  // accept | defer
+  uint32_t auth_dkim_signatures_max = 8;         // RFC 6376 6.1; the author domain's first.
+  std::string auth_dmarc_temperror = "defer";    // defer | accept | reject
   std::string authserv_id;                // Default: hostname.
   std::vector<mail::IpNetwork> auth_skip_networks = {*mail::IpNetwork::Parse("127.0.0.0/8"),
                                                      *mail::IpNetwork::Parse("::1/128")};

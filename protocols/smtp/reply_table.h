@@ -52,6 +52,10 @@ enum class Reply : uint8_t {
   kSpfTempError,                  // 451 4.7.24, argument: why.
   kPolicyRejected,                // 550 5.7.1, argument: why (DMARC).
   kPolicyDeferred,                // 451 4.7.1, argument: why (DMARC).
+  kAuthTempError,                 // 451 4.7.5, argument: why (DMARC temperror, fail closed).
+  kHeaderTooBig,                  // 552 5.3.4 (limits.header_bytes_max)
+  kTooManyHeaderFields,           // 552 5.3.4 (limits.header_fields_max)
+  kTooManyHops,                   // 554 5.4.6 (limits.received_max: a mail loop)
   kSpoolFailed,                   // 451 4.3.0
   kSpoolFull,                     // 452 4.3.1
   kTooManyErrors,                 // 421 4.7.0

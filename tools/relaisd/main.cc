@@ -279,9 +279,12 @@ int Main(int argc, char** argv) {
     p.dkim = *authcheck::ParseMode(dkim);
     p.dmarc = *authcheck::ParseMode(dmarc);
     p.defer_temperror = temperror == "defer";
+    p.dkim_signatures_max = config.auth_dkim_signatures_max;
+    p.dmarc_temperror = *authcheck::ParseTempErrorAction(config.auth_dmarc_temperror);
     base.auth_by_listener.push_back(std::move(p));
   }
   base.auth_skip_networks = config.auth_skip_networks;
+  base.header_limits = {config.header_bytes_max, config.header_fields_max, config.received_max};
   base.dns.servers = config.dns_servers;
   base.dns.timeout_ms = config.dns_timeout_ms;
   base.dns.tries = config.dns_tries;

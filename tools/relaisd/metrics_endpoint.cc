@@ -179,6 +179,31 @@ std::string RenderMetrics(const Shards& shards) {
            Sum(shards, &ShardMetrics::auth_rejected_dmarc));
   w.Sample("relais_auth_refusals_total", {{"method", "dmarc"}, {"reply", "defer"}},
            Sum(shards, &ShardMetrics::auth_deferred_dmarc));
+  w.Family("relais_auth_temperror_actions_total", "counter",
+           "DMARC temperrors under a reject or quarantine policy, by the action taken "
+           "(auth.dmarc_temperror).");
+  for (size_t i = 0; i < 3; ++i) {
+    static constexpr std::string_view kActions[] = {"defer", "accept", "reject"};
+    uint64_t total = 0;
+    for (const ShardMetrics* s : shards) {
+      total += s->auth_temperror_actions[i].value();
+    }
+    w.Sample("relais_auth_temperror_actions_total", {{"action", kActions[i]}}, total);
+  }
+  Total(w, shards, "relais_auth_checks_over_budget_total",
+        "Message checks given up at the DNS question cap (undecided results are temperror).",
+        &ShardMetrics::auth_checks_over_budget);
+  Total(w, shards, "relais_auth_dkim_signatures_skipped_total",
+        "DKIM signatures not evaluated (over auth.dkim_signatures_max).",
+        &ShardMetrics::auth_dkim_skipped);
+  w.Family("relais_messages_refused_header_total", "counter",
+           "Messages refused at the end of data for their header section, by limit.");
+  w.Sample("relais_messages_refused_header_total", {{"limit", "header_bytes_max"}},
+           Sum(shards, &ShardMetrics::header_too_big));
+  w.Sample("relais_messages_refused_header_total", {{"limit", "header_fields_max"}},
+           Sum(shards, &ShardMetrics::header_too_many_fields));
+  w.Sample("relais_messages_refused_header_total", {{"limit", "received_max"}},
+           Sum(shards, &ShardMetrics::header_too_many_hops));
   Summed(w, shards, "relais_auth_check_seconds",
          "From the end of a message's data to the DKIM and DMARC verdict (DNS included).",
          &ShardMetrics::auth_check_seconds);

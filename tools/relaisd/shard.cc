@@ -42,32 +42,61 @@ std::optional<mail::IpAddress> PeerAddress(const sockaddr_storage& ss) {
 }
 
 // Questions one check may ask: SPF needs at most a few dozen (its limits), DKIM one per
-// signature, DMARC two. Past this an evaluation is broken (it asks for what it was given) and
-// is given up rather than let it spin the shard.
+// evaluated signature (auth.dkim_signatures_max, at most 64), DMARC two. Past this an
+// evaluation is broken (it asks for what it was given) and is given up rather than let it spin
+// the shard: what it could not decide is then temperror (GiveUp), never "not checked".
 constexpr uint32_t kCheckQuestionsMax = 256;
 
+// The questions an evaluation waits for now: all of them at once where it can say (the
+// message check's DKIM key lookups), else the one it needs.
+template <typename Evaluation>
+std::vector<dns::Question> Questions(const Evaluation& evaluation) {
+  if constexpr (requires { evaluation.pending(); }) {
+    if (!evaluation.pending().empty()) {
+      return evaluation.pending();
+    }
+  }
+  return {evaluation.needed()};
+}
+
 // Runs a sans-I/O evaluation (Run/needed/Provide: SPF, the message check) to its end on the
-// shard's resolver: cached answers at once, the others when they arrive. `done(true)` runs
-// once, possibly before this returns; `done(false)` if the evaluation asked more than
-// kCheckQuestionsMax questions. The evaluation must live until then.
+// shard's resolver: cached answers at once, the others when they arrive, every question of a
+// round in flight together (so N key lookups cost one DNS round trip, not N, and at most one
+// timeout). `done(true)` runs once, possibly before this returns; `done(false)` if the
+// evaluation asked more than kCheckQuestionsMax questions. The evaluation must live until then.
 template <typename Evaluation>
 void Drive(Evaluation& evaluation, dns::Resolver& resolver, std::function<void(bool)> done,
            uint32_t asked = 0) {
   while (!evaluation.Run()) {
-    if (++asked > kCheckQuestionsMax) {
+    const std::vector<dns::Question> questions = Questions(evaluation);
+    if (asked + questions.size() > kCheckQuestionsMax) {
       done(false);
       return;
     }
-    const dns::Question question = evaluation.needed();
-    if (std::optional<dns::Answer> cached = resolver.FromCache(question)) {
-      evaluation.Provide(question, std::move(*cached));
+    asked += static_cast<uint32_t>(questions.size());
+    std::vector<dns::Question> missing;
+    for (const dns::Question& question : questions) {
+      if (std::optional<dns::Answer> cached = resolver.FromCache(question)) {
+        evaluation.Provide(question, std::move(*cached));
+      } else {
+        missing.push_back(question);
+      }
+    }
+    if (missing.empty()) {
       continue;
     }
-    resolver.Resolve(question, [&evaluation, &resolver, question, asked,
-                                done = std::move(done)](const dns::Answer& answer) mutable {
-      evaluation.Provide(question, answer);
-      Drive(evaluation, resolver, std::move(done), asked);
-    });
+    // Shared by the lookups of this round, on this shard only: the last answer to arrive
+    // (whichever it is) runs the evaluation on and frees it.
+    auto outstanding = std::make_shared<size_t>(missing.size());
+    for (const dns::Question& question : missing) {
+      resolver.Resolve(question, [&evaluation, &resolver, question, asked, outstanding,
+                                  done](const dns::Answer& answer) mutable {
+        evaluation.Provide(question, answer);
+        if (--*outstanding == 0) {
+          Drive(evaluation, resolver, std::move(done), asked);
+        }
+      });
+    }
     return;
   }
   done(true);
@@ -692,6 +721,19 @@ void Shard::MarkDirty(Connection& c) {
 
 void Shard::StoreMessages(Connection& c) {
   while (!c.commit_pending && !c.auth_pending && c.session.TakeCommitRequest()) {
+    // The header section's bounds, for every client (a loop comes back from a trusted one):
+    // before anything else reads it.
+    if (const smtp::Reply refusal = HeaderRefusal(c.session.transaction().body);
+        refusal != smtp::Reply::kOk) {
+      c.body_hashes.reset();
+      c.session.RefuseMessage(refusal);
+      continue;
+    }
+    if (!c.checked) {
+      // Not checked by us (a trusted client, or checks off): a field claiming our identity
+      // is a forgery all the same, and goes (RFC 8601 5), before any signing covers it.
+      authres::RemoveForged(c.session.transaction().body, c.policy->authserv_id);
+    }
     if (c.checked && c.peer_gone) {
       // Nobody will be told 250, and unchecked it must not be stored: the client sends it
       // again (as after a 451).
@@ -714,6 +756,23 @@ void Shard::StoreMessages(Connection& c) {
       Commit(c, {});
     }
   }
+}
+
+smtp::Reply Shard::HeaderRefusal(std::string_view message) {
+  switch (authcheck::CheckHeader(message, options_.header_limits)) {
+    case authcheck::HeaderVerdict::kOk:
+      return smtp::Reply::kOk;
+    case authcheck::HeaderVerdict::kTooBig:
+      metrics_.header_too_big.Add();
+      return smtp::Reply::kHeaderTooBig;
+    case authcheck::HeaderVerdict::kTooManyFields:
+      metrics_.header_too_many_fields.Add();
+      return smtp::Reply::kTooManyHeaderFields;
+    case authcheck::HeaderVerdict::kTooManyHops:
+      metrics_.header_too_many_hops.Add();
+      return smtp::Reply::kTooManyHops;
+  }
+  return smtp::Reply::kOk;
 }
 
 void Shard::Commit(Connection& c, std::string_view auth_header, std::string_view signatures) {
@@ -812,8 +871,11 @@ void Shard::StartMessageCheck(Connection& c) {
 void Shard::FinishMessageCheck(Connection& c, bool complete) {
   c.auth_pending = false;
   if (!complete) {
-    // A broken evaluation must not cost the message: it is accepted with what was decided.
-    log_->Info("auth_check_abandoned", {{"check", "message"}, {"client", c.client.ToString()}});
+    // Out of its budget: what it could not decide is temperror (never "not checked"), and the
+    // verdict follows from that (auth.dmarc_temperror when a policy is at stake).
+    c.message_check->GiveUp();
+    metrics_.auth_checks_over_budget.Add();
+    log_->Info("auth_check_over_budget", {{"check", "message"}, {"client", c.client.ToString()}});
   }
   metrics_.auth_check_seconds.ObserveMicros(clock_.MonotonicMicros() - c.check_started_us);
   const authcheck::MessageCheck& m = *c.message_check;
@@ -831,7 +893,11 @@ void Shard::FinishMessageCheck(Connection& c, bool complete) {
                                                                      : dmarc::Result::kPermError)]
         .Add();
   }
+  metrics_.auth_dkim_skipped.Add(m.dkim_skipped());
   const authcheck::Judgement j = m.judgement();
+  if (j.temperror) {
+    metrics_.auth_temperror_actions[static_cast<size_t>(c.policy->dmarc_temperror)].Add();
+  }
   std::string header = m.Header();
   c.message_check.reset();  // It reads the body, which changes now.
   c.body_hashes.reset();
@@ -846,7 +912,9 @@ void Shard::FinishMessageCheck(Connection& c, bool complete) {
                                    {"helo", c.session.helo()},
                                    {"sender", c.session.transaction().envelope.sender},
                                    {"reason", j.text}});
-    c.session.RefuseMessage(reject ? smtp::Reply::kPolicyRejected : smtp::Reply::kPolicyDeferred,
+    c.session.RefuseMessage(reject        ? smtp::Reply::kPolicyRejected
+                            : j.temperror ? smtp::Reply::kAuthTempError
+                                          : smtp::Reply::kPolicyDeferred,
                             j.text);
   } else {
     authres::RemoveForged(c.session.transaction().body, c.policy->authserv_id);

@@ -75,6 +75,8 @@ struct ShardOptions {
   // every check off everywhere, no resolver is created.
   std::vector<authcheck::Policy> auth_by_listener;
   std::vector<mail::IpNetwork> auth_skip_networks;  // Clients not checked (with relay networks).
+  // The header section of every message, from any client, at the end of data.
+  authcheck::HeaderLimits header_limits;
   dns::ResolverOptions dns;
   // DKIM keys that sign mail from trusted (unchecked) clients; this shard's own copies. Null or
   // empty: nothing is signed. Must outlive the shard.
@@ -127,6 +129,8 @@ class Shard final : EgressListener {
   void MarkDirty(Connection& c);
   void Pump(Connection& c);
   void StoreMessages(Connection& c);
+  // The reply refusing a message whose header section is over a limit (counted); kOk if none.
+  [[nodiscard]] smtp::Reply HeaderRefusal(std::string_view message);
   // Appends the session's message to the spool with `auth_header`, the trace header and
   // `signatures` (DKIM-Signature fields) on top, each possibly empty; the 250 waits for the
   // group commit.

@@ -75,6 +75,16 @@ struct alignas(64) ShardMetrics {
   metrics::Counter auth_deferred_spf;          // 451 4.7.24
   metrics::Counter auth_rejected_dmarc;        // 550 5.7.1 at the end of data.
   metrics::Counter auth_deferred_dmarc;        // 451 4.7.1
+  // A DMARC temperror under a reject/quarantine policy (auth.dmarc_temperror), by action:
+  // defer (451 4.7.5), accept, reject (550 5.7.1).
+  std::array<metrics::Counter, 3> auth_temperror_actions;
+  metrics::Counter auth_checks_over_budget;  // Given up at kCheckQuestionsMax: temperror.
+  metrics::Counter auth_dkim_skipped;        // Signatures over auth.dkim_signatures_max.
+  // Messages refused at the end of data for their header section: header_bytes_max,
+  // header_fields_max (552 5.3.4), received_max (554 5.4.6, a mail loop).
+  metrics::Counter header_too_big;
+  metrics::Counter header_too_many_fields;
+  metrics::Counter header_too_many_hops;
   metrics::Histogram auth_check_seconds{metrics::kLatencyBoundsUs};  // End of data to verdict.
   metrics::Counter dkim_signed;         // Messages signed (with one or more signatures).
   metrics::Counter dkim_sign_failures;  // A key failed to sign: stored unsigned.
