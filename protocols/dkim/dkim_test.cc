@@ -481,30 +481,41 @@ TEST(Dkim, ManyDistinctLengthsShareOneHasher) {
 }
 
 // One signature whose h= names tens of thousands of absent fields, over a header of thousands
-// of fields: each name is found through the index, not by a scan of the header (the old code
-// took about a minute of CPU for 0.9 MB).
+// of fields whose names differ from them only in their last characters (so that comparing
+// names costs their length): each name is found through the index, not by a scan of the
+// header (the old code took about a minute of CPU for 0.9 MB).
 TEST(Dkim, ManyAbsentSignedFieldsAreLinear) {
   const tls::PrivateKey ed = Key(kEd25519Pem);
   Keyring ring;
   ring.Publish("brisbane._domainkey.football.example.com", ring.Record(ed));
+  const std::string prefix = "x-" + std::string(40, 'n') + "-";
+  auto name = [&](int i) {
+    std::string digits = std::to_string(100000 + i);
+    return prefix + digits;
+  };
   std::string filler;
   for (int i = 0; i < 5000; ++i) {
-    filler += "X-Filler-" + std::to_string(i) + ": x\r\n";
+    filler += name(i) + ": x\r\n";
   }
   std::string names = "from";
-  for (int i = 0; i < 40000; ++i) {
-    names += ":absent-" + std::to_string(i);
+  for (int i = 0; i < 20000; ++i) {
+    names += ":" + name(50000 + i);
   }
+  // A correct bh= (anyone can compute it), so that the header hash is reached.
+  size_t body_offset = 0;
+  (void)SplitHeader(kMessage, body_offset);
+  const std::string bh = BodyHash(kMessage.substr(body_offset), Canonicalization::kSimple);
   const std::string message = "DKIM-Signature: v=1; a=ed25519-sha256; d=football.example.com; "
-                              "s=brisbane; h=" + names + "; bh=YQ==; b=YQ==\r\n" + filler +
-                              std::string(kMessage);
+                              "s=brisbane; h=" + names + "; bh=" + bh + "; b=YQ==\r\n" +
+                              filler + std::string(kMessage);
   const auto start = std::chrono::steady_clock::now();
   const std::vector<SignatureResult> r = ring.Verify(message);
   const auto seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   ASSERT_EQ(r.size(), 1u);
-  EXPECT_EQ(r[0].result, Result::kFail);  // bh= is junk.
-  EXPECT_LT(seconds, 3.0);  // Measured: under 0.1 s (Release); the old code: minutes.
+  EXPECT_EQ(r[0].result, Result::kFail);  // b= is junk.
+  EXPECT_EQ(r[0].reason, "signature does not verify");
+  EXPECT_LT(seconds, 3.0);  // Measured: 0.02 s (Release); the old code: more than 20 s.
 }
 
 // A junk d= or s= is never looked up nor reported: it is no domain name.
