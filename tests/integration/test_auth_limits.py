@@ -7,7 +7,9 @@ relay). DNS is dnsmasq on loopback (test_auth.ZoneTest)."""
 import os
 import re
 import smtplib
+import socket
 import subprocess
+import time
 import unittest
 import urllib.request
 
@@ -17,6 +19,10 @@ from test_auth import KEYS, RELAIS_AUTH, ZoneTest, key_record, txt_arg
 # A dead DNS server for the key of tf.test: its lookups fail temporarily while its DMARC
 # policy (p=reject) is known.
 DEAD_DNS_PORT = free_port()
+# A DNS server that never answers, for hang.test: each lookup there waits for relaisd's
+# timeout. Open for as long as the module is loaded.
+SILENT_DNS = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+SILENT_DNS.bind(("127.0.0.1", 0))
 
 RECORDS = [
     txt_arg("ed._domainkey.example.test", key_record("ed25519.pem")),
@@ -25,6 +31,7 @@ RECORDS = [
     f"--server=/ed._domainkey.tf.test/127.0.0.1#{DEAD_DNS_PORT}",
     "--txt-record=_dmarc.q.test,v=DMARC1; p=quarantine",
     f"--server=/ed._domainkey.q.test/127.0.0.1#{DEAD_DNS_PORT}",
+    f"--server=/hang.test/127.0.0.1#{SILENT_DNS.getsockname()[1]}",
 ]
 
 PART = ("From: Joe <joe@{domain}>\r\nTo: sue@example.net\r\nSubject: dinner\r\n"
@@ -58,10 +65,10 @@ def metric(text, name):
 class CheckedDaemonTest(ZoneTest):
     records = RECORDS
 
-    def daemon(self, extra="", auth='dmarc = "reject"\n'):
+    def daemon(self, extra="", auth='dmarc = "reject"\n', dns_timeout_ms=300):
         d = Daemon(f'[auth]\nskip_networks = []\nauthserv_id = "relais.test"\n{auth}'
-                   f'[dns]\nservers = ["127.0.0.1:{self.port}"]\ntimeout_ms = 300\ntries = 1\n'
-                   f'{extra}')
+                   f'[dns]\nservers = ["127.0.0.1:{self.port}"]\ntimeout_ms = {dns_timeout_ms}\n'
+                   f'tries = 1\n{extra}')
         self.addCleanup(d.cleanup)
         return d.start()
 
@@ -105,6 +112,19 @@ class CheckedDaemonTest(ZoneTest):
         self.assertEqual(code, 550, text)
         self.assertLessEqual(metric(metrics(d), "relais_dns_lookups_total") - before, 12)
         self.assertIn("relais_auth_dkim_signatures_skipped_total 2992\n", metrics(d))
+
+    def test_key_lookups_run_at_once(self):
+        # Eight signatures whose key lookups all hang until relaisd's DNS timeout (1 s): one
+        # after another they would hold the message 8 s; at once, about 1 s.
+        d = self.daemon(dns_timeout_ms=1000)
+        hanging = "".join(f"DKIM-Signature: v=1; a=rsa-sha256; d=k{i}.hang.test; s=s; h=from; "
+                          f"bh=YQ==; b=YQ==\r\n" for i in range(8))
+        started = time.monotonic()
+        code, text = self.send(d, hanging + PART.format(domain="example.test"))
+        elapsed = time.monotonic() - started
+        self.assertEqual(code, 550, text)  # Unaligned temperrors change nothing: DMARC fails.
+        self.assertLess(elapsed, 4.0)
+        self.assertGreater(elapsed, 0.9)
 
     def test_valid_aligned_signature_among_junk_passes(self):
         d = self.daemon()
