@@ -417,6 +417,10 @@ int DkimVerify(std::map<std::string, std::string>& flags) {
     }
     std::printf("%s\n", line.c_str());
   }
+  if (verification.skipped() > 0) {
+    // RFC 6376 6.1: relaisd's default bound (auth.dkim_signatures_max) applies here too.
+    std::printf("policy: %zu more signatures not evaluated\n", verification.skipped());
+  }
   return 0;
 }
 
