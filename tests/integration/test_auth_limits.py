@@ -269,6 +269,10 @@ class MailLoopTest(unittest.TestCase):
         with urllib.request.urlopen(f"http://127.0.0.1:{d.metrics_port}/metrics") as r:
             text = r.read().decode()
         self.assertIn('relais_messages_refused_header_total{limit="received_max"} 1\n', text)
+        # It went round: the client's copy, then each hop that arrived with 1 to 10 Received
+        # fields; the one with 11 was refused.
+        accepted = int(re.search(r"^relais_messages_accepted_total (\d+)$", text, re.M).group(1))
+        self.assertEqual(accepted, 11)
         # The loop is over: nothing is left to deliver (one message per hop was accepted).
         wait_for(lambda: d.spool_messages() == [] or all(
             m.get("pending", 1) == 0 for m in d.spool_messages()), 30, "an empty queue")
