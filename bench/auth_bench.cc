@@ -151,7 +151,13 @@ BENCHMARK(BM_SpfWarm);
 // adversarial message should be within a small factor of the ordinary one's (it was 100-1000x
 // slower before: 110 s for 24 MB of forged fields, 59 s for one h= over 0.9 MB, 27 s for 2 400
 // distinct l=).
-enum class Shape { kOrdinary, kForgedResults, kAbsentSignedFields, kDistinctLengths, kJunkSignatures };
+enum class Shape {
+  kOrdinary,
+  kForgedResults,
+  kAbsentSignedFields,
+  kDistinctLengths,
+  kJunkSignatures
+};
 
 std::string Adversarial(Shape shape, const tls::PrivateKey& key) {
   dkim::SignOptions o;

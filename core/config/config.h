@@ -106,8 +106,9 @@ struct Config {
   std::string auth_dkim = "tag";          // off | tag
   std::string auth_dmarc = "tag";         // off | tag | reject
   std::string auth_temperror = "accept";  // accept | defer
-  uint32_t auth_dkim_signatures_max = 8;         // RFC 6376 6.1; the author domain's first.
-  std::string auth_dmarc_temperror = "defer";    // defer | accept | reject
+  // RFC 6376 6.1: signatures evaluated per message, the author domain's first.
+  uint32_t auth_dkim_signatures_max = 8;
+  std::string auth_dmarc_temperror = "defer";  // defer | accept | reject
   std::string authserv_id;                // Default: hostname.
   std::vector<mail::IpNetwork> auth_skip_networks = {*mail::IpNetwork::Parse("127.0.0.0/8"),
                                                      *mail::IpNetwork::Parse("::1/128")};

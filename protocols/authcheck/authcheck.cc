@@ -276,8 +276,8 @@ void MessageCheck::StartDmarc() {
                               request_.spf->result == spf::Result::kTempError};
   }
   for (const dkim::SignatureResult& s : dkim_.results()) {
-    r.dkim.push_back({s.result == dkim::Result::kPass, s.domain,
-                      s.result == dkim::Result::kTempError});
+    r.dkim.push_back(
+        {s.result == dkim::Result::kPass, s.domain, s.result == dkim::Result::kTempError});
   }
   r.sample = request_.dmarc_sample;
   dmarc_.emplace(std::move(r));
@@ -353,16 +353,16 @@ void MessageCheck::Judge() {
     }
     switch (policy_.dmarc_temperror) {
       case TempErrorAction::kDefer:
-        judgement_ = {Verdict::kDefer,
-                      StrCat("Message from ", from_domain_,
-                             " could not be verified (DMARC temperror)"),
-                      true};
+        judgement_ = {
+            Verdict::kDefer,
+            StrCat("Message from ", from_domain_, " could not be verified (DMARC temperror)"),
+            true};
         break;
       case TempErrorAction::kReject:
-        judgement_ = {Verdict::kReject,
-                      StrCat("Message from ", from_domain_,
-                             " could not be verified under its DMARC policy"),
-                      true};
+        judgement_ = {
+            Verdict::kReject,
+            StrCat("Message from ", from_domain_, " could not be verified under its DMARC policy"),
+            true};
         break;
       case TempErrorAction::kAccept:
         judgement_.temperror = true;  // Accepted, counted.
@@ -405,7 +405,8 @@ std::string MessageCheck::Header() const {
     }
     if (dkim_.skipped() > 0) {
       // RFC 6376 6.1: not evaluated, and said so (policy: not acceptable to us as sent).
-      results.push_back({"dkim", "policy",
+      results.push_back({"dkim",
+                         "policy",
                          StrCat(dkim_.skipped(), " more signatures not evaluated (at most ",
                                 policy_.dkim_signatures_max, " per message)"),
                          {}});

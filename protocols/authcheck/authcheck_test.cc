@@ -113,7 +113,8 @@ size_t DriveConcurrently(Zone& z, MessageCheck& check, size_t budget = 256) {
     for (const dns::Question& q : round) {
       z.asked.push_back(q.name);
       const auto it = z.records.find(q.name);
-      check.Provide(q, it != z.records.end() ? it->second : dns::Answer{dns::AnswerStatus::kNxDomain});
+      check.Provide(q,
+                    it != z.records.end() ? it->second : dns::Answer{dns::AnswerStatus::kNxDomain});
     }
   }
   return asked;
@@ -411,9 +412,9 @@ TEST(CheckHeader, Limits) {
                         "X-Received: 5\r\nReceived: 6\r\nReceived: 7\r\nReceived: 8\r\n",
                         limits),
             HeaderVerdict::kTooManyHops);
-  EXPECT_EQ(CheckHeader("Received: 1\r\n Received: 2\r\nX-Received: 3\r\n\r\n" + received(9),
-                        limits),
-            HeaderVerdict::kOk);
+  EXPECT_EQ(
+      CheckHeader("Received: 1\r\n Received: 2\r\nX-Received: 3\r\n\r\n" + received(9), limits),
+      HeaderVerdict::kOk);
   std::string fields;
   for (int i = 0; i < 21; ++i) {
     fields += "X: 1\r\n";
@@ -424,8 +425,7 @@ TEST(CheckHeader, Limits) {
   EXPECT_EQ(CheckHeader("Subject: " + std::string(1000, 'a') + "\r\n\r\n", limits),
             HeaderVerdict::kTooBig);
   // Folded or not, without an end: the bound still holds.
-  EXPECT_EQ(CheckHeader("Subject: a\r\n" + std::string(2000, ' '), limits),
-            HeaderVerdict::kTooBig);
+  EXPECT_EQ(CheckHeader("Subject: a\r\n" + std::string(2000, ' '), limits), HeaderVerdict::kTooBig);
   EXPECT_EQ(CheckHeader("", limits), HeaderVerdict::kOk);
   EXPECT_EQ(CheckHeader("\r\n" + std::string(5000, 'b'), limits), HeaderVerdict::kOk);
 }

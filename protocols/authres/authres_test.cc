@@ -79,10 +79,10 @@ TEST(AuthenticationResults, RemovesEverySpellingOfOurIdentity) {
     EXPECT_EQ(m, "Subject: a\r\nTo: b\r\n\r\nbody\r\n") << field;
   }
   // Not ours: another id, one that only starts like ours, no id at all.
-  for (const std::string& field : std::vector<std::string>{
-           "Authentication-Results: relais.example.net.evil; spf=pass\r\n",
-           "Authentication-Results: mx.relais.example.net; spf=pass\r\n",
-           "Authentication-Results: ; spf=pass\r\n"}) {
+  for (const std::string& field :
+       std::vector<std::string>{"Authentication-Results: relais.example.net.evil; spf=pass\r\n",
+                                "Authentication-Results: mx.relais.example.net; spf=pass\r\n",
+                                "Authentication-Results: ; spf=pass\r\n"}) {
     std::string m = field + "\r\n";
     EXPECT_EQ(RemoveForged(m, "relais.example.net"), 0) << field;
   }
@@ -114,15 +114,21 @@ TEST(AuthenticationResults, RemovingManyFieldsIsLinear) {
 // them), the field we write is valid: UTF-8 is kept, other 8-bit bytes and controls become
 // '?', nothing can end the field early.
 TEST(AuthenticationResults, HeaderIsValidWhateverTheInput) {
-  const std::string h = Header(
-      "relais.example.net",
-      {{"spf", "none", "bad \xff\xfe text\r\nX-Injected: 1", {{"smtp.helo", "h\xc3\x28lo"}}},
-       {"dmarc", "fail", "", {{"header.from", "b\xc3\xbc" "cher.example"}}},
-       {"dkim", "neutral", "", {{"header.d", "a\x01\xed\xa0\x80.example"}}}});
+  const std::string h =
+      Header("relais.example.net",
+             {{"spf", "none", "bad \xff\xfe text\r\nX-Injected: 1", {{"smtp.helo", "h\xc3\x28lo"}}},
+              {"dmarc",
+               "fail",
+               "",
+               {{"header.from",
+                 "b\xc3\xbc"
+                 "cher.example"}}},
+              {"dkim", "neutral", "", {{"header.d", "a\x01\xed\xa0\x80.example"}}}});
   EXPECT_EQ(h,
             "Authentication-Results: relais.example.net;\r\n"
             "\tspf=none reason=\"bad ?? text??X-Injected: 1\" smtp.helo=\"h?(lo\";\r\n"
-            "\tdmarc=fail header.from=\"b\xc3\xbc" "cher.example\";\r\n"
+            "\tdmarc=fail header.from=\"b\xc3\xbc"
+            "cher.example\";\r\n"
             "\tdkim=neutral header.d=\"a????.example\"\r\n");
   // Every line ends in CRLF and only there; no control bytes; each line under 998 octets.
   const std::string long_reason(5000, 'r');

@@ -80,7 +80,7 @@ class BodyHasher {
   static constexpr size_t kPendingBytes = 8192;
 
   const Canonicalization canonicalization_;
-  const bool limited_;         // Constructed with a limit: nothing past it is hashed.
+  const bool limited_;          // Constructed with a limit: nothing past it is hashed.
   std::vector<uint64_t> cuts_;  // Sorted, distinct.
   std::vector<tls::Sha256Digest> cut_digests_;
   size_t next_cut_ = 0;

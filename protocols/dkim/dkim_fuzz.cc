@@ -1,6 +1,6 @@
 // Fuzzes DKIM: the input is a message. Checks that verification never crashes and gives one
-// result per evaluated DKIM-Signature field; that the body hash does not depend on how the body is cut
-// into pieces; and that whatever the message, if it can be signed, its signature verifies.
+// result per evaluated DKIM-Signature field; that the body hash does not depend on how the body is
+// cut into pieces; and that whatever the message, if it can be signed, its signature verifies.
 #include <cstdint>
 #include <cstdlib>
 #include <string>

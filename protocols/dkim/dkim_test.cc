@@ -397,7 +397,7 @@ TEST(Dkim, KeyRecordWithWhitespaceAroundEquals) {
   const std::string p = tls::Base64Encode(ed.PublicKeyBytes());
   for (const std::string& record : std::vector<std::string>{
            "v = DKIM1; k = ed25519; p = " + p, "v=DKIM1;k=ed25519;p\t=\t" + p,
-        "k=ed25519 ;  p =" + p + " ; ", "v=DKIM1; k=ed25519; p =\r\n " + p}) {
+           "k=ed25519 ;  p =" + p + " ; ", "v=DKIM1; k=ed25519; p =\r\n " + p}) {
     ring.Publish("brisbane._domainkey.football.example.com", record);
     const std::vector<SignatureResult> r = ring.Verify(Signed(kMessage, ed));
     ASSERT_EQ(r.size(), 1u);
@@ -505,9 +505,10 @@ TEST(Dkim, ManyAbsentSignedFieldsAreLinear) {
   size_t body_offset = 0;
   (void)SplitHeader(kMessage, body_offset);
   const std::string bh = BodyHash(kMessage.substr(body_offset), Canonicalization::kSimple);
-  const std::string message = "DKIM-Signature: v=1; a=ed25519-sha256; d=football.example.com; "
-                              "s=brisbane; h=" + names + "; bh=" + bh + "; b=YQ==\r\n" +
-                              filler + std::string(kMessage);
+  const std::string message =
+      "DKIM-Signature: v=1; a=ed25519-sha256; d=football.example.com; "
+      "s=brisbane; h=" +
+      names + "; bh=" + bh + "; b=YQ==\r\n" + filler + std::string(kMessage);
   const auto start = std::chrono::steady_clock::now();
   const std::vector<SignatureResult> r = ring.Verify(message);
   const auto seconds =
@@ -521,9 +522,9 @@ TEST(Dkim, ManyAbsentSignedFieldsAreLinear) {
 // A junk d= or s= is never looked up nor reported: it is no domain name.
 TEST(Dkim, SignatureDomainMustBeADomainName) {
   Keyring ring;
-  for (const std::string& d : std::vector<std::string>{
-           "a..b", "x\xff\x01y.example", std::string(300, 'a'), "a b.example", "a;b",
-        "x.example\"", std::string(64, 'a') + ".example"}) {
+  for (const std::string& d :
+       std::vector<std::string>{"a..b", "x\xff\x01y.example", std::string(300, 'a'), "a b.example",
+                                "a;b", "x.example\"", std::string(64, 'a') + ".example"}) {
     const std::vector<SignatureResult> r =
         ring.Verify("DKIM-Signature: v=1; a=rsa-sha256; d=" + d +
                     "; s=s; h=from; bh=YQ==; b=YQ==\r\n" + std::string(kMessage));

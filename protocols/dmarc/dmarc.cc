@@ -299,8 +299,7 @@ bool Evaluation::Run() {
     std::optional<Record> record = ParseRecord(*records[0], problem);
     if (!record) {
       o.result = Result::kNone;
-      o.problem =
-          StrCat("_dmarc.", domain, ": ", problem, ": DMARC not applied (RFC 7489 6.6.3)");
+      o.problem = StrCat("_dmarc.", domain, ": ", problem, ": DMARC not applied (RFC 7489 6.6.3)");
       outcome_ = std::move(o);
       return true;
     }
@@ -325,8 +324,8 @@ bool Evaluation::Run() {
   // An aligned identifier that could not be checked (a DNS failure, a key lookup the check had
   // no budget for): the message might pass, so it does not fail: temperror, with the
   // disposition it would get, so that the receiver's policy for temperror decides.
-  bool undecided = request_.spf && request_.spf->temperror &&
-                   Aligned(request_.spf->domain, from, r.aspf);
+  bool undecided =
+      request_.spf && request_.spf->temperror && Aligned(request_.spf->domain, from, r.aspf);
   for (const Identifier& d : request_.dkim) {
     undecided = undecided || (d.temperror && Aligned(d.domain, from, r.adkim));
   }

@@ -9,10 +9,10 @@
 // Result words are RFC 8601's: pass, fail, none (no policy record, or DMARC not applied: several
 // records, or one without a valid p= or with an invalid sp= and without rua=, RFC 7489 6.6.3),
 // temperror (DNS failure during discovery; or no aligned pass while an aligned identifier's
-// mechanism could not decide, with the policy and disposition it would have). The policy is what the domain owner asked for (p=, or sp= for a
-// subdomain found through its organizational domain); the disposition is what a receiver
-// applies to a failing message, with pct= sampling: a message outside the sample gets the
-// next weaker policy (reject -> quarantine -> none), 6.6.4.
+// mechanism could not decide, with the policy and disposition it would have). The policy is what
+// the domain owner asked for (p=, or sp= for a subdomain found through its organizational domain);
+// the disposition is what a receiver applies to a failing message, with pct= sampling: a message
+// outside the sample gets the next weaker policy (reject -> quarantine -> none), 6.6.4.
 #pragma once
 
 #include <cstdint>

@@ -183,7 +183,8 @@ TEST(Dmarc, RecordsThatAreNotUsableAreNotApplied) {
     EXPECT_EQ(o.disposition, Policy::kNone) << from;
   }
   std::string problem;
-  const std::optional<Record> r = ParseRecord("v=DMARC1; p=reject; sp=x; rua=mailto:a@b.c", problem);
+  const std::optional<Record> r =
+      ParseRecord("v=DMARC1; p=reject; sp=x; rua=mailto:a@b.c", problem);
   ASSERT_TRUE(r);
   EXPECT_EQ(r->p, Policy::kNone);
   EXPECT_FALSE(r->sp);
