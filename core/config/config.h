@@ -106,13 +106,14 @@ struct Config {
   std::string auth_dkim = "tag";          // off | tag
   std::string auth_dmarc = "tag";         // off | tag | reject
   std::string auth_temperror = "accept";  // accept | defer
-  // RFC 6376 6.1: signatures evaluated per message, the author domain's first.
-  uint32_t auth_dkim_signatures_max = 8;
-  std::string auth_dmarc_temperror = "defer";  // defer | accept | reject
   std::string authserv_id;                // Default: hostname.
   std::vector<mail::IpNetwork> auth_skip_networks = {*mail::IpNetwork::Parse("127.0.0.0/8"),
                                                      *mail::IpNetwork::Parse("::1/128")};
   std::vector<AuthListener> auth_listeners;
+  // RFC 6376 6.1: signatures evaluated per message, the author domain's first.
+  uint32_t auth_dkim_signatures_max = 8;
+  // A DMARC temperror with a reject/quarantine policy at stake: defer | accept | reject.
+  std::string auth_dmarc_temperror = "defer";
   // [dns]
   std::vector<std::string> dns_servers;  // host:port; empty: /etc/resolv.conf.
   uint32_t dns_timeout_ms = 2000;
