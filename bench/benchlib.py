@@ -132,8 +132,8 @@ def process_tree_cpu_seconds(root_pid):
 
 def write_relay_config(work, port, next_hop, metrics_port=None, spool="spool", extra=""):
     """Writes <work>/relais.toml for a relaisd on 127.0.0.1:`port` (spool <work>/`spool`, admin
-    socket, metrics on `metrics_port` or none, no per-client cap to speak of) that routes every
-    domain to the smarthost `next_hop` ("host:port"), with `extra` TOML tables added; returns
+    socket, metrics on `metrics_port` or none, no per-client cap to speak of, loopback clients
+    trusted) that routes every domain to the smarthost `next_hop` ("host:port"), with `extra` TOML tables added; returns
     its path."""
     config = os.path.join(work, "relais.toml")
     with open(config, "w") as f:
@@ -141,6 +141,7 @@ def write_relay_config(work, port, next_hop, metrics_port=None, spool="spool", e
                 f'[spool]\npath = "{work}/{spool}"\n'
                 f'[metrics]\nlisten = "{f"127.0.0.1:{metrics_port}" if metrics_port else ""}"\n'
                 '[limits]\nconnections_per_ip_max = 100000\n'
+                '[relay]\nnetworks = ["127.0.0.0/8"]\n'  # The load comes from loopback senders.
                 f'{extra}\n'
                 f'[[routes]]\ndomain = "*"\ntype = "smarthost"\nhosts = ["{next_hop}"]\n')
     return config
