@@ -717,6 +717,9 @@ void Shard::StoreMessages(Connection& c) {
 }
 
 void Shard::Commit(Connection& c, std::string_view auth_header, std::string_view signatures) {
+  // A recipient named many times was answered 250 each time; it is delivered once, with the
+  // first one's DSN parameters.
+  routing::DropDuplicateRecipients(*options_.router, c.session.transaction().envelope.recipients);
   const mail::MessageId id = spool_->NewMessageId();
   std::string trace = c.session.TraceHeader(id, Rfc5322Date());
   if (!auth_header.empty() || !signatures.empty()) {
@@ -724,9 +727,6 @@ void Shard::Commit(Connection& c, std::string_view auth_header, std::string_view
     trace = base::StrCat(auth_header, trace, signatures);
   }
   smtp::Transaction& tx = c.session.transaction();
-  // A recipient named many times was answered 250 each time; it is delivered once, with the
-  // first one's DSN parameters.
-  routing::DropDuplicateRecipients(*options_.router, tx.envelope.recipients);
   c.commit_bytes = tx.body.size();
   c.commit_started_us = clock_.MonotonicMicros();
   const spool::AppendStatus status =
