@@ -558,8 +558,7 @@ std::string OpenRelayProblem(const Config& c) {
   if (std::find(c.relay_domains.begin(), c.relay_domains.end(), "*") != c.relay_domains.end()) {
     reasons.push_back("relay.relay_domains holds \"*\" (every domain, from any client)");
   }
-  if (const std::vector<std::string> wide = InternetWideNetworks(c.relay_networks);
-      !wide.empty()) {
+  if (const std::vector<std::string> wide = InternetWideNetworks(c.relay_networks); !wide.empty()) {
     reasons.push_back(StrCat("relay.networks (", base::StrJoin(wide, ", "),
                              ") lets clients from anywhere relay to any domain"));
   }

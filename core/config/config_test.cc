@@ -27,7 +27,8 @@ TEST(ConfigTest, DefaultTomlParsesBackToDefaults) {
   Config d;
   EXPECT_EQ(c->message_bytes_max, d.message_bytes_max);
   EXPECT_EQ(c->spool_path, d.spool_path);
-  EXPECT_EQ(c->connections_per_ip_exempt_relay_networks, d.connections_per_ip_exempt_relay_networks);
+  EXPECT_EQ(c->connections_per_ip_exempt_relay_networks,
+            d.connections_per_ip_exempt_relay_networks);
   EXPECT_EQ(c->allow_untrusted_routing, d.allow_untrusted_routing);
   EXPECT_EQ(c->routes.size(), 1u);
   // What is printed is the quick start: every domain local, into the Maildir route.
@@ -110,8 +111,9 @@ TEST(ConfigTest, ErrorsNameTheKeyAndLine) {
 // relayed anything from anyone; relay_domains = ["*"] and networks = ["0.0.0.0/0"] passed
 // silently too. Every way to "any client, any domain" is refused, naming the keys.
 TEST(ConfigTest, OpenRelayIsRefusedUnlessAcknowledged) {
-  const std::string smarthost = "[[routes]]\ndomain = \"*\"\ntype = \"smarthost\"\nhosts = "
-                                "[\"127.0.0.1:25\"]\n";
+  const std::string smarthost =
+      "[[routes]]\ndomain = \"*\"\ntype = \"smarthost\"\nhosts = "
+      "[\"127.0.0.1:25\"]\n";
   const std::string lmtp = "[[routes]]\ndomain = \"*\"\ntype = \"lmtp\"\naddress = \"/run/l\"\n";
   const std::string maildir = "[[routes]]\ndomain = \"*\"\ntype = \"maildir\"\npath = \"/m\"\n";
   const std::string reject = "[[routes]]\ndomain = \"*\"\ntype = \"reject\"\n";
@@ -143,13 +145,15 @@ TEST(ConfigTest, OpenRelayIsRefusedUnlessAcknowledged) {
       {"[relay]\nlocal_domains = [\"*\"]\n" + reject + smarthost, ""},
       {"[relay]\nlocal_domains = [\"*\"]\n", ""},  // The quick start.
       {"[relay]\nlocal_domains = [\"example.net\"]\nnetworks = [\"10.0.0.0/8\", "
-       "\"fc00::/7\", \"192.168.0.0/16\"]\n" + smarthost,
+       "\"fc00::/7\", \"192.168.0.0/16\"]\n" +
+           smarthost,
        ""},
       {"[relay]\nnetworks = [\"0.0.0.0/2\", \"64.0.0.0/3\"]\n", ""},  // 3/8 of it.
       {"[relay]\nrelay_domains = [\"*.example.net\"]\n" + smarthost, ""},
       {smarthost, ""},  // Nothing local, no relay rules: only trusted... nobody.
       {"[relay]\nlocal_domains = [\"*\"]\n[[routes]]\ndomain = \"*.com\"\ntype = \"smarthost\"\n"
-       "hosts = [\"127.0.0.1:25\"]\n" + maildir,
+       "hosts = [\"127.0.0.1:25\"]\n" +
+           maildir,
        ""},
   };
   for (const Case& c : cases) {

@@ -64,9 +64,8 @@ TEST(AddressTest, RefusesGeneralAddressLiteralsAndJunkInLiterals) {
        {"<x@[x:/../../../../srv/escaped]>"s, "<u@[x-tag:stuff]>"s, "<u@[tag:..]>"s,
         "<u@[IPv4:192.0.2.1]>"s, "<u@[IPv6x:::1]>"s, "<u@[IPv6:::1%eth0]>"s,
         "<u@[IPv6:::1/../../x]>"s, "<u@[192.0.2.1/../x]>"s, "<u@[192.0.2.1\0/../x]>"s,
-        "<u@[192.0.2.1\0]>"s, "<u@[192.0.2.1\x01]>"s, "<u@[%2e%2e]>"s, "<u@[..]>"s,
-        "<u@[]>"s, "<u@[ 192.0.2.1]>"s, "<u@[192.0.2.1 ]>"s, "<u@[IPv6:]>"s,
-        "<u@[\\x:y]>"s}) {
+        "<u@[192.0.2.1\0]>"s, "<u@[192.0.2.1\x01]>"s, "<u@[%2e%2e]>"s, "<u@[..]>"s, "<u@[]>"s,
+        "<u@[ 192.0.2.1]>"s, "<u@[192.0.2.1 ]>"s, "<u@[IPv6:]>"s, "<u@[\\x:y]>"s}) {
     std::string input = text;
     // Spell NUL and \x01 for real.
     for (size_t at; (at = input.find("\\0")) != std::string::npos;) {
@@ -81,8 +80,8 @@ TEST(AddressTest, RefusesGeneralAddressLiteralsAndJunkInLiterals) {
 }
 
 TEST(AddressTest, SenderSpecifiedRouting) {
-  for (const char* routed : {"user%evil", "\"u@evil\"", "evil!u", "\"u\\%evil\"", "a%b%c",
-                             "%", "!", "\"@\""}) {
+  for (const char* routed :
+       {"user%evil", "\"u@evil\"", "evil!u", "\"u\\%evil\"", "a%b%c", "%", "!", "\"@\""}) {
     EXPECT_TRUE(HasSenderRouting(routed)) << routed;
   }
   for (const char* plain : {"user", "user.name+tag", "\"john doe\"", "a-b_c", "j\xC3\xB6rg"}) {

@@ -121,7 +121,8 @@ std::string Router::DeliveryKey(std::string_view address) const {
       return base::StrCat("m", maildir.directory);
     }
   }
-  return base::StrCat("a", local, "@", base::AsciiStrToLower(domain.empty() ? default_domain_ : domain));
+  return base::StrCat("a", local, "@",
+                      base::AsciiStrToLower(domain.empty() ? default_domain_ : domain));
 }
 
 size_t DropDuplicateRecipients(const Router& router, std::vector<mail::Recipient>& recipients) {

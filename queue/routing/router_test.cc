@@ -90,9 +90,10 @@ TEST(RouterTest, NoComponentBuiltFromAnAddressCanLeaveTheRoot) {
                             "a\nb",
                             "/",
                             "x/.."};
-  const SV bad_locals[] = {"..", ".", "\"..\"", "\".\"", "\"a/b\"", "a/b", "\"../x\"", "../x",
-                           "\"\x01\"", SV("\"a\0b\"", 5), SV("a\0b", 3), "\"\"", "",
-                           ".hidden", "\"a\\/b\"", "a\\b", "\"\t\"", "x\x7F", "\"/\""};
+  const SV bad_locals[] = {"..",          ".",        "\"..\"", "\".\"",    "\"a/b\"",
+                           "a/b",         "\"../x\"", "../x",   "\"\x01\"", SV("\"a\0b\"", 5),
+                           SV("a\0b", 3), "\"\"",     "",       ".hidden",  "\"a\\/b\"",
+                           "a\\b",        "\"\t\"",   "x\x7F",  "\"/\""};
   for (const Route* route : {&plain, &templated, &glued}) {
     for (SV d : bad_domains) {
       const MaildirPath p = r.MaildirFor(*route, "bob", d);
@@ -109,13 +110,20 @@ TEST(RouterTest, NoComponentBuiltFromAnAddressCanLeaveTheRoot) {
   }
   // What stays allowed, and stays one component: percent-encoding is just text, IDN domains
   // (dots and all, the ideographic full stop included) and look-alikes of '/' and '.'.
-  for (SV d : {"example.com", "[192.0.2.1]", "[ipv6:2001:db8::1]", "b\xC3\xBC" "cher.example",
-               "example\xE3\x80\x82" "com", "%2e%2e", "\xE2\x80\xA4\xE2\x80\xA4", "a\xEF\xBC\x8F" "b"}) {
+  for (SV d : {"example.com", "[192.0.2.1]", "[ipv6:2001:db8::1]",
+               "b\xC3\xBC"
+               "cher.example",
+               "example\xE3\x80\x82"
+               "com",
+               "%2e%2e", "\xE2\x80\xA4\xE2\x80\xA4",
+               "a\xEF\xBC\x8F"
+               "b"}) {
     const MaildirPath p = r.MaildirFor(plain, "bob", d);
     ASSERT_EQ(p.verdict, Verdict::kAccept) << d;
     EXPECT_EQ(p.directory, base::StrCat("./var/mail/", base::AsciiStrToLower(d), "/bob"));
   }
-  for (SV l : {"%2e%2e", "\"%2F\"", "a..b", "a.", "\"a b\"", "j\xC3\xB6rg", "\xE2\x80\xA4\xE2\x80\xA4"}) {
+  for (SV l :
+       {"%2e%2e", "\"%2F\"", "a..b", "a.", "\"a b\"", "j\xC3\xB6rg", "\xE2\x80\xA4\xE2\x80\xA4"}) {
     EXPECT_EQ(r.MaildirFor(plain, l, "example.com").verdict, Verdict::kAccept) << l;
   }
   // The route's own path may hold ".." (the operator wrote it); the address adds none.

@@ -136,8 +136,7 @@ int Main(int argc, char** argv) {
       return 2;
     }
   }
-  auto loaded =
-      config_path.empty() ? config::QuickStart() : config::LoadFile(config_path);
+  auto loaded = config_path.empty() ? config::QuickStart() : config::LoadFile(config_path);
   if (!loaded.ok()) {
     std::fprintf(stderr, "relaisd: %s\n", std::string(loaded.status().message()).c_str());
     return 2;
