@@ -134,6 +134,15 @@ TEST(RouterTest, NoComponentBuiltFromAnAddressCanLeaveTheRoot) {
             "./var/mail/mx.example.com/postmaster");
 }
 
+// The default domain (server.hostname, for <Postmaster>) is a path component too.
+TEST(RouterTest, DefaultDomainIsCheckedLikeAnyOther) {
+  for (const char* hostname : {"../../etc", "a/b", "..", "mx\x01"}) {
+    Router r({Route{"*", RouteType::kMaildir, "./var/mail", {}, {}}}, hostname);
+    EXPECT_EQ(r.Check("postmaster", ""), Verdict::kUnsafeDomain) << hostname;
+    EXPECT_EQ(r.MaildirFor(r.routes()[0], "postmaster", "").directory, "") << hostname;
+  }
+}
+
 TEST(RouterTest, DuplicateRecipientsAreComparedAsRoutingDoes) {
   Router r = Make();  // example.com: Maildir; *.example.com: smarthost.
   EXPECT_EQ(r.DeliveryKey("Bob@EXAMPLE.com"), r.DeliveryKey("bob@example.com"));
