@@ -132,15 +132,18 @@ def process_tree_cpu_seconds(root_pid):
 
 def write_relay_config(work, port, next_hop, metrics_port=None, spool="spool", extra=""):
     """Writes <work>/relais.toml for a relaisd on 127.0.0.1:`port` (spool <work>/`spool`, admin
-    socket, metrics on `metrics_port` or none, no per-client cap to speak of) that routes every
-    domain to the smarthost `next_hop` ("host:port"), with `extra` TOML tables added; returns
-    its path."""
+    socket, metrics on `metrics_port` or none, no per-client cap to speak of, an acknowledged
+    open relay) that routes every domain to the smarthost `next_hop` ("host:port"), with
+    `extra` TOML tables added; returns its path."""
     config = os.path.join(work, "relais.toml")
     with open(config, "w") as f:
         f.write(f'[server]\nlisten = ["127.0.0.1:{port}"]\nadmin_socket = "{work}/relaisd.sock"\n'
                 f'[spool]\npath = "{work}/{spool}"\n'
                 f'[metrics]\nlisten = "{f"127.0.0.1:{metrics_port}" if metrics_port else ""}"\n'
                 '[limits]\nconnections_per_ip_max = 100000\n'
+                # Every domain taken from anyone and sent on: an open relay on loopback, on
+                # purpose. Its clients stay untrusted, so that auth_cost's checks apply to them.
+                '[relay]\nlocal_domains = ["*"]\nopen_relay_acknowledged = true\n'
                 f'{extra}\n'
                 f'[[routes]]\ndomain = "*"\ntype = "smarthost"\nhosts = ["{next_hop}"]\n')
     return config

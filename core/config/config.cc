@@ -1,5 +1,6 @@
 #include "core/config/config.h"
 
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -23,7 +24,7 @@ namespace {
 using base::StrAppend;
 using base::StrCat;
 
-enum class Type : uint8_t { kU32, kU64, kString, kStringList, kNetworkList, kChoice };
+enum class Type : uint8_t { kU32, kU64, kString, kStringList, kNetworkList, kChoice, kBool };
 
 // One row per key: the single declaration of its name, type, bounds and meaning. The default
 // is whatever `Config{}` holds.
@@ -64,6 +65,10 @@ const Key kKeys[] = {
      "Concurrent SMTP connections, all shards together (and per shard at most RLIMIT_NOFILE)."},
     {"limits", "connections_per_ip_max", Type::kU32, 1, 10'000'000,
      RELAIS_FIELD(connections_per_ip_max), "Concurrent SMTP connections from one client address."},
+    {"limits", "connections_per_ip_exempt_relay_networks", Type::kBool, 0, 0,
+     RELAIS_FIELD(connections_per_ip_exempt_relay_networks),
+     "Clients in relay.networks (a load balancer, local submitters) are not held to "
+     "connections_per_ip_max (connections_max still counts them)."},
     {"limits", "pipeline_bytes_max", Type::kU32, 4096, 1 << 26, RELAIS_FIELD(pipeline_bytes_max),
      "Unprocessed input plus unsent replies held per session before reading pauses."},
     {"limits", "receive_bytes_max", Type::kU64, 1 << 20, kU64Max, RELAIS_FIELD(receive_bytes_max),
@@ -81,11 +86,18 @@ const Key kKeys[] = {
     {"timeouts", "shutdown_grace_ms", Type::kU32, 0, 600'000, RELAIS_FIELD(shutdown_grace_ms),
      "On SIGTERM, how long open transactions may finish before 421."},
     {"relay", "local_domains", Type::kStringList, 0, 100000, RELAIS_FIELD(local_domains),
-     "Domains whose mail is ours to keep: exact, *.suffix or *."},
+     "Domains whose mail is ours to keep: exact, *.suffix or *. Default: none; the built-in "
+     "quick-start config (no --config) has [\"*\"], every domain into ./var/mail."},
     {"relay", "relay_domains", Type::kStringList, 0, 100000, RELAIS_FIELD(relay_domains),
      "Domains we relay for, from any client: exact, *.suffix or *."},
     {"relay", "networks", Type::kNetworkList, 0, 100000, RELAIS_FIELD(relay_networks),
      "Client networks (CIDR) that may relay to any domain."},
+    {"relay", "allow_untrusted_routing", Type::kBool, 0, 0, RELAIS_FIELD(allow_untrusted_routing),
+     "Take recipients with sender-specified routing (user%host@, \"user@host\"@, host!user@) "
+     "from clients outside relay.networks; false: 550 5.7.1."},
+    {"relay", "open_relay_acknowledged", Type::kBool, 0, 0, RELAIS_FIELD(open_relay_acknowledged),
+     "Start even though the relay rules let any client relay to any domain (relay_domains or "
+     "local_domains * with a * smarthost/lmtp route, networks covering the Internet)."},
     {"queue", "retry_first_ms", Type::kU64, 100, 7ull * 24 * 3600 * 1000,
      RELAIS_FIELD(retry_first_ms), "Delay before the first retry of a deferred message."},
     {"queue", "retry_max_ms", Type::kU64, 100, 7ull * 24 * 3600 * 1000, RELAIS_FIELD(retry_max_ms),
@@ -264,6 +276,14 @@ absl::Status ApplyKey(const Key& key, const toml::node& node, std::string_view s
                         StrCat("length must be in [", key.min, ", ", key.max, "]"));
       }
       *static_cast<std::string*>(field) = *v;
+      return absl::OkStatus();
+    }
+    case Type::kBool: {
+      auto v = node.value<bool>();
+      if (!node.is_boolean() || !v) {
+        return KeyError(source, node, name, "expected true or false");
+      }
+      *static_cast<bool*>(field) = *v;
       return absl::OkStatus();
     }
     case Type::kChoice: {
@@ -484,6 +504,100 @@ absl::Status ParseAuthListener(const toml::table& table, std::string_view source
   return absl::OkStatus();
 }
 
+// Interval [first, first + size) of a CIDR block; two blocks are nested or disjoint.
+struct Block {
+  uint64_t first;
+  uint64_t size;
+};
+
+// How much of the space the blocks cover together, in the blocks' unit.
+uint64_t Covered(std::vector<Block> blocks) {
+  std::sort(blocks.begin(), blocks.end(), [](const Block& a, const Block& b) {
+    return a.first != b.first ? a.first < b.first : a.size > b.size;
+  });
+  uint64_t covered = 0;
+  uint64_t end = 0;  // Exclusive end of the covered run so far; 0: none.
+  bool any = false;
+  for (const Block& b : blocks) {
+    if (any && b.first < end) {
+      continue;  // Nested in the previous block.
+    }
+    covered += b.size;
+    end = b.first + b.size;
+    any = true;
+  }
+  return covered;
+}
+
+// Networks that put "anyone" in relay.networks: together they cover at least half of the IPv4
+// space, or of the IPv6 global unicast space 2000::/3 (counted in /64 blocks). No trusted
+// network is that large; 0.0.0.0/0, ::/0, 2000::/3 and 0.0.0.0/1 + 128.0.0.0/1 all are.
+std::vector<std::string> InternetWideNetworks(const std::vector<mail::IpNetwork>& networks) {
+  std::vector<Block> v4, v6;
+  std::vector<std::string> named;
+  for (const mail::IpNetwork& n : networks) {
+    if (n.base.family == AF_INET) {
+      const uint64_t first = (uint64_t{n.base.bytes[0]} << 24) | (uint64_t{n.base.bytes[1]} << 16) |
+                             (uint64_t{n.base.bytes[2]} << 8) | n.base.bytes[3];
+      v4.push_back({first, uint64_t{1} << (32 - n.prefix_bits)});
+    } else if (n.prefix_bits <= 64) {
+      uint64_t high = 0;  // The network's first /64.
+      for (int i = 0; i < 8; ++i) {
+        high = (high << 8) | n.base.bytes[i];
+      }
+      if (n.prefix_bits < 3) {
+        // Holds 2000::/3 whole if it holds 2000::.
+        if (n.Contains(*mail::IpAddress::Parse("2000::"))) {
+          v6.push_back({0, uint64_t{1} << 61});
+        }
+      } else if ((high >> 61) == 1) {
+        v6.push_back({high - (uint64_t{1} << 61), uint64_t{1} << (64 - n.prefix_bits)});
+      }
+    }
+  }
+  const bool v4_open = Covered(v4) >= (uint64_t{1} << 31);
+  const bool v6_open = Covered(v6) >= (uint64_t{1} << 60);
+  for (const mail::IpNetwork& n : networks) {
+    if ((n.base.family == AF_INET && v4_open) || (n.base.family != AF_INET && v6_open)) {
+      named.push_back(n.ToString());
+    }
+  }
+  return named;
+}
+
+// Empty when the relay rules are closed; otherwise what opens them, naming the keys. Open:
+// a client anywhere may have mail for any domain taken and sent on to another host.
+std::string OpenRelayProblem(const Config& c) {
+  std::vector<std::string> reasons;
+  if (std::find(c.relay_domains.begin(), c.relay_domains.end(), "*") != c.relay_domains.end()) {
+    reasons.push_back("relay.relay_domains holds \"*\" (every domain, from any client)");
+  }
+  if (const std::vector<std::string> wide = InternetWideNetworks(c.relay_networks); !wide.empty()) {
+    reasons.push_back(StrCat("relay.networks (", base::StrJoin(wide, ", "),
+                             ") lets clients from anywhere relay to any domain"));
+  }
+  // Every domain is "ours" and the route that catches an arbitrary domain sends it on.
+  if (std::find(c.local_domains.begin(), c.local_domains.end(), "*") != c.local_domains.end()) {
+    for (size_t i = 0; i < c.routes.size(); ++i) {
+      const Route& r = c.routes[i];
+      if (r.domain != "*") {
+        continue;  // An arbitrary domain matches only "*" routes.
+      }
+      if (r.type == RouteType::kSmarthost || r.type == RouteType::kLmtp) {
+        reasons.push_back(StrCat("relay.local_domains holds \"*\" and routes[", i,
+                                 "] (domain \"*\") sends every domain to ",
+                                 r.type == RouteType::kSmarthost ? "a smarthost" : "LMTP"));
+      }
+      break;  // The first "*" route wins.
+    }
+  }
+  if (reasons.empty()) {
+    return {};
+  }
+  return StrCat("open relay: ", base::StrJoin(reasons, "; "),
+                ". Narrow these keys, or set relay.open_relay_acknowledged = true");
+}
+
 std::string DefaultHostname() {
   char buf[256] = {};
   if (gethostname(buf, sizeof(buf) - 1) != 0 || buf[0] == '\0') {
@@ -600,8 +714,15 @@ absl::StatusOr<Config> Parse(std::string_view toml_text, std::string_view source
           StrCat(source, ": server.listen: '", l, "' is not host:port"));
     }
   }
+  if (!config.open_relay_acknowledged) {
+    if (std::string problem = OpenRelayProblem(config); !problem.empty()) {
+      return absl::InvalidArgumentError(StrCat(source, ": ", problem));
+    }
+  }
   return config;
 }
+
+absl::StatusOr<Config> QuickStart() { return Parse(DefaultToml(), "built-in quick-start config"); }
 
 absl::StatusOr<Config> LoadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -615,7 +736,14 @@ absl::StatusOr<Config> LoadFile(const std::string& path) {
 
 std::string DefaultToml() {
   Config defaults;
-  std::string out = "# Relais built-in defaults. Every key is optional.\n";
+  // The quick start takes mail for every domain into ./var/mail (the only route): useful at
+  // once, relays nothing. The key's own default is empty, so that a file which routes mail
+  // on elsewhere does not turn every domain into ours (an open relay).
+  defaults.local_domains = {"*"};
+  std::string out =
+      "# Relais built-in quick-start configuration: what relaisd runs without --config.\n"
+      "# Every key is optional; a key left out of a file takes the value shown here, except\n"
+      "# relay.local_domains, whose default in a file is [] (no domain is local).\n";
   std::string_view current;
   for (const Key& k : kKeys) {
     if (k.table != current) {
@@ -630,6 +758,9 @@ std::string DefaultToml() {
         break;
       case Type::kU64:
         StrAppend(&out, *static_cast<uint64_t*>(f));
+        break;
+      case Type::kBool:
+        out += *static_cast<bool*>(f) ? "true" : "false";
         break;
       case Type::kString:
       case Type::kChoice:

@@ -62,6 +62,7 @@ struct Config {
   uint32_t errors_max = 10;
   uint32_t connections_max = 10'000;
   uint32_t connections_per_ip_max = 100;
+  bool connections_per_ip_exempt_relay_networks = true;  // As Postfix exempts mynetworks.
   uint32_t pipeline_bytes_max = 262'144;    // Unanswered input plus unsent replies per session.
   uint64_t receive_bytes_max = 1ull << 30;  // Message bytes being received, per shard.
   // The header section of a message, checked at the end of data (552 5.3.4 / 554 5.4.6).
@@ -73,9 +74,11 @@ struct Config {
   uint32_t data_timeout_ms = 180'000;     // 4.5.3.2.5: 3 min per data block.
   uint32_t shutdown_grace_ms = 10'000;    // SIGTERM: how long transactions may finish.
   // [relay]
-  std::vector<std::string> local_domains = {"*"};
+  std::vector<std::string> local_domains;  // The quick-start config (QuickStart) has {"*"}.
   std::vector<std::string> relay_domains;
   std::vector<mail::IpNetwork> relay_networks;
+  bool allow_untrusted_routing = false;  // Postfix allow_untrusted_routing.
+  bool open_relay_acknowledged = false;  // Else Parse refuses an open relay.
   // [spool]
   std::string spool_path = "./var/spool";
   uint64_t spool_bytes_max = 0;  // 0: no cap beyond the disk itself.
@@ -125,10 +128,14 @@ struct Config {
   std::vector<Route> routes = {Route{"*", RouteType::kMaildir, "./var/mail", {}, {}}};
 };
 
-// Parses TOML text; `source` names the file in error messages.
+// Parses TOML text; `source` names the file in error messages. Refuses, naming the keys, relay
+// rules that let any client relay to any domain unless relay.open_relay_acknowledged is set.
 [[nodiscard]] absl::StatusOr<Config> Parse(std::string_view toml_text, std::string_view source);
 // Reads and parses a file.
 [[nodiscard]] absl::StatusOr<Config> LoadFile(const std::string& path);
-// The built-in default configuration, as TOML with a comment per key.
+// The built-in quick-start configuration (what relaisd runs without --config), as TOML with
+// a comment per key: the key defaults, but relay.local_domains = ["*"].
 [[nodiscard]] std::string DefaultToml();
+// DefaultToml(), parsed.
+[[nodiscard]] absl::StatusOr<Config> QuickStart();
 }  // namespace relais::config

@@ -11,8 +11,11 @@ TEST(ConfigTest, EmptyFileGivesDefaults) {
   EXPECT_EQ(c->listen, std::vector<std::string>{"127.0.0.1:2525"});
   EXPECT_EQ(c->command_line_bytes_max, 512u);
   EXPECT_EQ(c->recipients_max, 1000u);
-  EXPECT_EQ(c->local_domains, std::vector<std::string>{"*"});
+  EXPECT_TRUE(c->local_domains.empty());  // Only the quick start takes every domain.
   EXPECT_TRUE(c->relay_networks.empty());
+  EXPECT_FALSE(c->allow_untrusted_routing);
+  EXPECT_FALSE(c->open_relay_acknowledged);
+  EXPECT_TRUE(c->connections_per_ip_exempt_relay_networks);
   ASSERT_EQ(c->routes.size(), 1u);
   EXPECT_EQ(c->routes[0].type, RouteType::kMaildir);
   EXPECT_FALSE(c->hostname.empty());
@@ -24,8 +27,17 @@ TEST(ConfigTest, DefaultTomlParsesBackToDefaults) {
   Config d;
   EXPECT_EQ(c->message_bytes_max, d.message_bytes_max);
   EXPECT_EQ(c->spool_path, d.spool_path);
-  EXPECT_EQ(c->local_domains, d.local_domains);
+  EXPECT_EQ(c->connections_per_ip_exempt_relay_networks,
+            d.connections_per_ip_exempt_relay_networks);
+  EXPECT_EQ(c->allow_untrusted_routing, d.allow_untrusted_routing);
   EXPECT_EQ(c->routes.size(), 1u);
+  // What is printed is the quick start: every domain local, into the Maildir route.
+  EXPECT_EQ(c->local_domains, std::vector<std::string>{"*"});
+  auto q = QuickStart();
+  ASSERT_TRUE(q.ok()) << q.status();
+  EXPECT_EQ(q->local_domains, std::vector<std::string>{"*"});
+  ASSERT_EQ(q->routes.size(), 1u);
+  EXPECT_EQ(q->routes[0].type, RouteType::kMaildir);
 }
 
 TEST(ConfigTest, ReadsEveryKindOfValue) {
@@ -93,6 +105,89 @@ TEST(ConfigTest, ErrorsNameTheKeyAndLine) {
   ExpectError("dkim_sign = [1]\n", "bad.toml:1: dkim_sign: expected [[dkim_sign]] tables");
   ExpectError("[auth]\nlistener = \"x\"\n",
               "bad.toml:2: auth.listener: expected [[auth.listener]] tables");
+}
+
+// One "*" smarthost route added to a file that kept the old default local_domains = ["*"]
+// relayed anything from anyone; relay_domains = ["*"] and networks = ["0.0.0.0/0"] passed
+// silently too. Every way to "any client, any domain" is refused, naming the keys.
+TEST(ConfigTest, OpenRelayIsRefusedUnlessAcknowledged) {
+  const std::string smarthost =
+      "[[routes]]\ndomain = \"*\"\ntype = \"smarthost\"\nhosts = "
+      "[\"127.0.0.1:25\"]\n";
+  const std::string lmtp = "[[routes]]\ndomain = \"*\"\ntype = \"lmtp\"\naddress = \"/run/l\"\n";
+  const std::string maildir = "[[routes]]\ndomain = \"*\"\ntype = \"maildir\"\npath = \"/m\"\n";
+  const std::string reject = "[[routes]]\ndomain = \"*\"\ntype = \"reject\"\n";
+  const std::string local_route =
+      "[[routes]]\ndomain = \"example.net\"\ntype = \"maildir\"\npath = \"/m\"\n";
+  struct Case {
+    std::string toml;
+    std::string fragment;  // Empty: the file is fine.
+  };
+  const Case cases[] = {
+      // The reported one: a smarthost "*" route while every domain is local.
+      {"[relay]\nlocal_domains = [\"*\"]\n" + smarthost, "relay.local_domains"},
+      {"[relay]\nlocal_domains = [\"*\"]\n" + lmtp, "routes[0]"},
+      {"[relay]\nlocal_domains = [\"example.net\", \"*\"]\n" + local_route + smarthost,
+       "routes[1]"},
+      {"[relay]\nrelay_domains = [\"*\"]\n", "relay.relay_domains"},
+      {"[relay]\nrelay_domains = [\"*\"]\n" + maildir, "relay.relay_domains"},
+      {"[relay]\nnetworks = [\"0.0.0.0/0\"]\n", "relay.networks (0.0.0.0/0)"},
+      {"[relay]\nnetworks = [\"::/0\"]\n", "relay.networks (::/0)"},
+      {"[relay]\nnetworks = [\"2000::/3\"]\n", "relay.networks (2000::/3)"},
+      {"[relay]\nnetworks = [\"::/1\"]\n", "relay.networks"},
+      {"[relay]\nnetworks = [\"0.0.0.0/1\", \"10.0.0.0/8\", \"128.0.0.0/1\"]\n",
+       "0.0.0.0/1, 10.0.0.0/8, 128.0.0.0/1"},
+      {"[relay]\nnetworks = [\"0.0.0.0/1\"]\n", "relay.networks"},  // Half the Internet.
+      {"[relay]\nnetworks = [\"2000::/4\", \"3000::/4\"]\n", "relay.networks"},
+      {"[relay]\nnetworks = [\"1.2.3.4/0\"]\n", "relay.networks (0.0.0.0/0)"},
+      // Closed ones.
+      {"[relay]\nlocal_domains = [\"*\"]\n" + maildir + smarthost, ""},  // First "*" wins.
+      {"[relay]\nlocal_domains = [\"*\"]\n" + reject + smarthost, ""},
+      {"[relay]\nlocal_domains = [\"*\"]\n", ""},  // The quick start.
+      {"[relay]\nlocal_domains = [\"example.net\"]\nnetworks = [\"10.0.0.0/8\", "
+       "\"fc00::/7\", \"192.168.0.0/16\"]\n" +
+           smarthost,
+       ""},
+      {"[relay]\nnetworks = [\"0.0.0.0/2\", \"64.0.0.0/3\"]\n", ""},  // 3/8 of it.
+      {"[relay]\nrelay_domains = [\"*.example.net\"]\n" + smarthost, ""},
+      {smarthost, ""},  // Nothing local, no relay rules: only trusted... nobody.
+      {"[relay]\nlocal_domains = [\"*\"]\n[[routes]]\ndomain = \"*.com\"\ntype = \"smarthost\"\n"
+       "hosts = [\"127.0.0.1:25\"]\n" +
+           maildir,
+       ""},
+  };
+  for (const Case& c : cases) {
+    auto parsed = Parse(c.toml, "r.toml");
+    if (c.fragment.empty()) {
+      EXPECT_TRUE(parsed.ok()) << c.toml << parsed.status();
+      continue;
+    }
+    ASSERT_FALSE(parsed.ok()) << c.toml;
+    const std::string message(parsed.status().message());
+    EXPECT_NE(message.find(c.fragment), std::string::npos) << message;
+    EXPECT_NE(message.find("open relay"), std::string::npos) << message;
+    EXPECT_NE(message.find("relay.open_relay_acknowledged"), std::string::npos) << message;
+    // The acknowledgement lets it start (in whichever table order).
+    const std::string acknowledged = "[relay]\nopen_relay_acknowledged = true\n" +
+                                     (c.toml.starts_with("[relay]\n") ? c.toml.substr(8) : c.toml);
+    EXPECT_TRUE(Parse(acknowledged, "r.toml").ok()) << acknowledged;
+  }
+  ExpectError("[relay]\nopen_relay_acknowledged = \"yes\"\n",
+              "relay.open_relay_acknowledged: expected true or false");
+  ExpectError("[relay]\nallow_untrusted_routing = 1\n", "relay.allow_untrusted_routing");
+}
+
+TEST(ConfigTest, TrustKeys) {
+  auto c = Parse(
+      "[relay]\nallow_untrusted_routing = true\n[limits]\n"
+      "connections_per_ip_exempt_relay_networks = false\n",
+      "t.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->allow_untrusted_routing);
+  EXPECT_FALSE(c->connections_per_ip_exempt_relay_networks);
+  EXPECT_NE(DefaultToml().find("connections_per_ip_exempt_relay_networks = true"),
+            std::string::npos);
+  EXPECT_NE(DefaultToml().find("allow_untrusted_routing = false"), std::string::npos);
 }
 
 TEST(ConfigTest, DkimSigning) {

@@ -26,12 +26,19 @@ struct ParsedPath {
   PathError error = PathError::kNone;
   std::string_view mailbox;     // "local@domain" without brackets or source route; empty: <>.
   std::string_view local_part;  // As written, quotes included.
-  std::string_view domain;      // Empty for <> and <Postmaster>; "[...]" for address literals.
+  std::string_view domain;      // Empty for <> and <Postmaster>; "[...]" for an IPv4 or IPv6
+                                // address literal (General-address-literals are refused).
   std::string_view rest;        // What follows '>' (ESMTP parameters), unparsed.
 };
 
 // `text` starts at '<'. `smtputf8` says whether UTF-8 is permitted.
 [[nodiscard]] ParsedPath ParsePath(std::string_view text, PathKind kind, bool smtputf8);
+
+// True when `local_part` (as written, quotes included) asks the next hop to route the mail on:
+// it holds '@', '%' or '!' (user%host@relay, "user@host"@relay, host!user@relay; RFC 5321
+// 3.6.1 and 4.1.2, and UUCP bang paths). Such mail from untrusted clients is refused, as
+// Postfix's allow_untrusted_routing = no does.
+[[nodiscard]] bool HasSenderRouting(std::string_view local_part);
 
 // True when every byte is ASCII.
 [[nodiscard]] bool IsAscii(std::string_view text);

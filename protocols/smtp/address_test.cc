@@ -50,7 +50,47 @@ TEST(AddressTest, AddressLiterals) {
   EXPECT_EQ(Fwd("<u@[IPv6:2001:db8::1]>").error, PathError::kNone);
   EXPECT_EQ(Fwd("<u@[999.0.2.1]>").error, PathError::kSyntax);
   EXPECT_EQ(Fwd("<u@[IPv6:zz::1]>").error, PathError::kSyntax);
-  EXPECT_EQ(Fwd("<u@[x-tag:stuff]>").error, PathError::kNone);  // General-address-literal.
+  EXPECT_EQ(Fwd("<u@[IPV6:2001:db8::1]>").domain, "[IPV6:2001:db8::1]");  // Tags ignore case.
+  EXPECT_EQ(Fwd("<u@[ipv6:::1]>").error, PathError::kNone);
+  EXPECT_EQ(Fwd("<u@[IPv6:::ffff:192.0.2.1]>").error, PathError::kNone);
+}
+
+// A General-address-literal reached the Maildir path as the domain: <x@[x:/../../escaped]>
+// wrote outside the mail root. Every tag but IPv6 is refused, and an IPv4 or IPv6 literal
+// holds nothing but what such an address is written with.
+TEST(AddressTest, RefusesGeneralAddressLiteralsAndJunkInLiterals) {
+  using namespace std::string_literals;
+  for (const std::string& text :
+       {"<x@[x:/../../../../srv/escaped]>"s, "<u@[x-tag:stuff]>"s, "<u@[tag:..]>"s,
+        "<u@[IPv4:192.0.2.1]>"s, "<u@[IPv6x:::1]>"s, "<u@[IPv6:::1%eth0]>"s,
+        "<u@[IPv6:::1/../../x]>"s, "<u@[192.0.2.1/../x]>"s, "<u@[192.0.2.1\0/../x]>"s,
+        "<u@[192.0.2.1\0]>"s, "<u@[192.0.2.1\x01]>"s, "<u@[%2e%2e]>"s, "<u@[..]>"s, "<u@[]>"s,
+        "<u@[ 192.0.2.1]>"s, "<u@[192.0.2.1 ]>"s, "<u@[IPv6:]>"s, "<u@[\\x:y]>"s}) {
+    std::string input = text;
+    // Spell NUL and \x01 for real.
+    for (size_t at; (at = input.find("\\0")) != std::string::npos;) {
+      input.replace(at, 2, std::string(1, '\0'));
+    }
+    for (size_t at; (at = input.find("\\x01")) != std::string::npos;) {
+      input.replace(at, 4, "\x01");
+    }
+    EXPECT_EQ(Fwd(input).error, PathError::kSyntax) << text;
+    EXPECT_EQ(Rev(input).error, PathError::kSyntax) << text;
+  }
+}
+
+TEST(AddressTest, SenderSpecifiedRouting) {
+  for (const char* routed :
+       {"user%evil", "\"u@evil\"", "evil!u", "\"u\\%evil\"", "a%b%c", "%", "!", "\"@\""}) {
+    EXPECT_TRUE(HasSenderRouting(routed)) << routed;
+  }
+  for (const char* plain : {"user", "user.name+tag", "\"john doe\"", "a-b_c", "j\xC3\xB6rg"}) {
+    EXPECT_FALSE(HasSenderRouting(plain)) << plain;
+  }
+  // What the parser hands over for the reported cases.
+  EXPECT_TRUE(HasSenderRouting(Fwd(R"(<"u@evil"@example.net>)").local_part));
+  EXPECT_TRUE(HasSenderRouting(Fwd("<user%evil@example.net>").local_part));
+  EXPECT_TRUE(HasSenderRouting(Fwd("<evil!u@example.net>").local_part));
 }
 
 TEST(AddressTest, SourceRoutesAreAcceptedAndIgnored) {

@@ -46,6 +46,8 @@ enum class Reply : uint8_t {
   kNoRoute,                       // 550 5.1.2
   kRecipientRejected,             // 550 5.7.1
   kUnsafeMailbox,                 // 550 5.1.3
+  kUnsafeDomain,                  // 550 5.1.2 (a domain that cannot name a mailbox path)
+  kSenderRouting,                 // 550 5.7.1 (user%host, "u@host", host!user from outside)
   kBodyBareLineEnding,            // 554 5.6.0
   kBodyLineTooLong,               // 554 5.6.0
   kSpfFail,                       // 550 5.7.23, argument: why (RFC 7372).

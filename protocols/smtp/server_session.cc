@@ -474,6 +474,12 @@ void ServerSession::HandleRcpt(std::string_view argument) {
     Send(Reply::kRelayDenied);
     return;
   }
+  if (!options_.allow_untrusted_routing && HasSenderRouting(path.local_part) &&
+      std::none_of(options_.relay_networks.begin(), options_.relay_networks.end(),
+                   [&](const mail::IpNetwork& net) { return net.Contains(client_); })) {
+    Send(Reply::kSenderRouting);  // Postfix: allow_untrusted_routing = no.
+    return;
+  }
   if (options_.recipient_policy != nullptr) {
     if (const Reply verdict = options_.recipient_policy->Check(path.local_part, path.domain);
         verdict != Reply::kRecipientOk) {

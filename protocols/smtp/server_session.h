@@ -74,6 +74,9 @@ struct SessionOptions {
   std::vector<std::string> local_domains = {"*"};
   std::vector<std::string> relay_domains;
   std::vector<mail::IpNetwork> relay_networks;
+  // relay.allow_untrusted_routing: false refuses local parts that route on (HasSenderRouting)
+  // from clients outside relay_networks with 550 5.7.1.
+  bool allow_untrusted_routing = false;
   // The shard's "spool cannot take more" flag, read at MAIL to refuse early with 452 4.3.1.
   // Null: never full. Must outlive the session.
   const bool* spool_full = nullptr;

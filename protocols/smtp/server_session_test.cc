@@ -349,6 +349,35 @@ TEST(ServerSessionTest, NoOpenRelay) {
   }
 }
 
+// user%evil@example.net, "u@evil"@example.net and evil!u@example.net were accepted from
+// anyone and passed on: sender-specified routing is for trusted clients only (Postfix
+// allow_untrusted_routing = no), unless configured otherwise.
+TEST(ServerSessionTest, SenderSpecifiedRoutingOnlyFromTrustedClients) {
+  SessionOptions o;
+  o.local_domains = {"example.net"};
+  o.relay_networks = {*mail::IpNetwork::Parse("192.0.2.0/24")};
+  const std::string rcpts =
+      "EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<user%evil@example.net>\r\n"
+      "RCPT TO:<\"u@evil\"@example.net>\r\nRCPT TO:<evil!u@example.net>\r\n"
+      "RCPT TO:<\"u\\%evil\"@example.net>\r\nRCPT TO:<@hop.example:u%evil@example.net>\r\n"
+      "RCPT TO:<plain@example.net>\r\n";
+  {
+    Harness h(o, "198.51.100.1");
+    const std::string out = h.Run(rcpts);
+    EXPECT_EQ(Codes(out), (std::vector<int>{250, 250, 550, 550, 550, 550, 550, 250}));
+    EXPECT_NE(out.find("550 5.7.1 Sender-specified routing"), std::string::npos);
+  }
+  {
+    Harness h(o, "192.0.2.7");  // relay.networks: allowed.
+    EXPECT_EQ(Codes(h.Run(rcpts)), (std::vector<int>{250, 250, 250, 250, 250, 250, 250, 250}));
+  }
+  o.allow_untrusted_routing = true;
+  {
+    Harness h(o, "198.51.100.1");
+    EXPECT_EQ(Codes(h.Run(rcpts)), (std::vector<int>{250, 250, 250, 250, 250, 250, 250, 250}));
+  }
+}
+
 TEST(ServerSessionTest, RecipientPolicyRefusesAtRcpt) {
   struct Policy final : RecipientPolicy {
     Reply Check(std::string_view local, std::string_view domain) const override {

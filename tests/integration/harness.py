@@ -64,6 +64,10 @@ class Daemon:
             text += f'\n[spool]\npath = "{self.spool}"\n'
         if "[server]" not in text:
             text += '\n[server]\nlisten = ["127.0.0.1:0"]\nhostname = "relais.test"\n'
+        if "[relay]" not in text:
+            # relay.local_domains defaults to [] in a file; the tests that say nothing about
+            # relaying mean the quick start's "every domain is local" (into Maildir).
+            text += '\n[relay]\nlocal_domains = ["*"]\n'
         if "[metrics]" not in text:
             text += '\n[metrics]\nlisten = "127.0.0.1:0"\n'  # Never the shared default port.
         with open(config_path, "w") as f:

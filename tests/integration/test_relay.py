@@ -17,7 +17,8 @@ FAST_RETRY = "[queue]\nretry_first_ms = 300\nretry_max_ms = 600\n"
 
 def smarthost_config(hosts, extra="", local_root=None):
     hosts_toml = ", ".join(f'"{h}"' for h in hosts)
-    text = extra
+    # The test clients are local submitters: a "*" smarthost route for anyone is an open relay.
+    text = '[relay]\nnetworks = ["127.0.0.0/8"]\n' + extra
     if local_root:
         # Mail for local.test stays here: that is where bounces to local senders land.
         text += f'[[routes]]\ndomain = "local.test"\ntype = "maildir"\npath = "{local_root}"\n'

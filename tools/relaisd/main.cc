@@ -136,8 +136,7 @@ int Main(int argc, char** argv) {
       return 2;
     }
   }
-  auto loaded =
-      config_path.empty() ? config::Parse("", "built-in defaults") : config::LoadFile(config_path);
+  auto loaded = config_path.empty() ? config::QuickStart() : config::LoadFile(config_path);
   if (!loaded.ok()) {
     std::fprintf(stderr, "relaisd: %s\n", std::string(loaded.status().message()).c_str());
     return 2;
@@ -145,7 +144,7 @@ int Main(int argc, char** argv) {
   const config::Config& config = *loaded;
   if (check_only) {
     std::printf("%s: configuration OK\n",
-                config_path.empty() ? "built-in defaults" : config_path.c_str());
+                config_path.empty() ? "built-in quick-start config" : config_path.c_str());
     return 0;
   }
   if (absl::Status s = uring::Probe(); !s.ok()) {
@@ -201,7 +200,10 @@ int Main(int argc, char** argv) {
     metrics_blocks.push_back(std::make_unique<ShardMetrics>());
     all_metrics.push_back(metrics_blocks.back().get());
   }
-  ConnectionLimiter limiter(config.connections_max, config.connections_per_ip_max);
+  ConnectionLimiter limiter(config.connections_max, config.connections_per_ip_max,
+                            config.connections_per_ip_exempt_relay_networks
+                                ? config.relay_networks
+                                : std::vector<mail::IpNetwork>{});
   // Session slots per shard: connections_max could all land on one shard, and refused clients
   // hold a slot for their 421 until they leave; the kernel caps a table at the descriptor limit
   // (and 2^20 entries).
@@ -235,6 +237,7 @@ int Main(int argc, char** argv) {
   so.local_domains = config.local_domains;
   so.relay_domains = config.relay_domains;
   so.relay_networks = config.relay_networks;
+  so.allow_untrusted_routing = config.allow_untrusted_routing;
   so.recipient_policy = &policy;
   base.receive_bytes_max = config.receive_bytes_max;
   base.router = &router;

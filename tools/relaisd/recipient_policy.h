@@ -22,6 +22,8 @@ class RouterPolicy final : public smtp::RecipientPolicy {
         return smtp::Reply::kRecipientRejected;
       case routing::Verdict::kUnsafeLocalPart:
         return smtp::Reply::kUnsafeMailbox;
+      case routing::Verdict::kUnsafeDomain:
+        return smtp::Reply::kUnsafeDomain;
     }
     return smtp::Reply::kNoRoute;
   }

@@ -776,6 +776,9 @@ smtp::Reply Shard::HeaderRefusal(std::string_view message) {
 }
 
 void Shard::Commit(Connection& c, std::string_view auth_header, std::string_view signatures) {
+  // A recipient named many times was answered 250 each time; it is delivered once, with the
+  // first one's DSN parameters.
+  routing::DropDuplicateRecipients(*options_.router, c.session.transaction().envelope.recipients);
   const mail::MessageId id = spool_->NewMessageId();
   std::string trace = c.session.TraceHeader(id, Rfc5322Date());
   if (!auth_header.empty() || !signatures.empty()) {
@@ -1252,12 +1255,16 @@ void Shard::StartDeliveries() {
         item.destination = static_cast<int32_t>(router.IndexOf(*route));
         item.notify_text = mail::NotifyText(recipient.notify);  // Passed on to the next hop.
         network = true;
-      } else if (!routing::SafeLocalPart(local)) {
+      } else if (routing::MaildirPath maildir = router.MaildirFor(*route, local, domain);
+                 maildir.verdict != routing::Verdict::kAccept) {
+        // Refused at RCPT already; this covers mail spooled before that check existed.
         item.result.outcome = scheduler::Outcome::kFailed;
-        item.result.reply = "550 5.1.3 mailbox name not allowed";
+        item.result.reply = maildir.verdict == routing::Verdict::kUnsafeDomain
+                                ? "550 5.1.2 domain not allowed in a mailbox path"
+                                : "550 5.1.3 mailbox name not allowed";
       } else {
         item.resolved = false;
-        item.maildir.directory = router.MaildirFor(*route, local, domain);
+        item.maildir.directory = std::move(maildir.directory);
         item.maildir.return_path = message->envelope.sender;
         item.maildir.delivered_to = address;
         // Unique across shards (shard in the sequence) and restarts (time and pid).
