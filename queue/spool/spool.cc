@@ -6,6 +6,7 @@
 
 #include "core/base/check.h"
 #include "core/base/strings.h"
+#include "core/io/durable_dirs.h"
 
 namespace relais::spool {
 namespace {
@@ -52,7 +53,14 @@ absl::StatusOr<std::unique_ptr<Spool>> Spool::Open(const SpoolOptions& options, 
   RELAIS_CHECK(options.shard < options.shard_count);
   std::unique_ptr<Spool> spool(new Spool(options, io, clock));
   if (!options.read_only) {
-    if (absl::Status s = io.MakeDirs(spool->ShardDir(options.shard)); !s.ok()) {
+    // The shard directory, the spool directory and every directory above must be durable
+    // before the first segment in them can hold an acknowledged message: found is not enough
+    // (a kill between an earlier mkdir and its parent's fsync leaves a directory that a power
+    // cut still takes away). Once per Open, so once per process and shard. Syncing the spool
+    // directory also makes the entries of the other shard directories durable, so a directory
+    // this shard adopts in Recover() is covered too.
+    io::DurableDirs dirs(io);
+    if (absl::Status s = dirs.Ensure(spool->ShardDir(options.shard)); !s.ok()) {
       return s;
     }
   }

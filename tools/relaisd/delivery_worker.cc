@@ -73,6 +73,9 @@ std::unique_ptr<DeliveryDone> DeliveryWorker::TakeDone() {
 
 void DeliveryWorker::Loop() {
   io::PosixIo io;
+  // This worker's memory of which mailboxes are durable already (bounded): a mailbox costs
+  // mkdirs and directory fsyncs on its first delivery in this process, none after.
+  maildir::Deliverer deliverer(io);
   base::SystemClock clock;
   const std::string name = "relais-deliv-" + std::to_string(shard_);
   pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
@@ -118,7 +121,17 @@ void DeliveryWorker::Loop() {
         const uint64_t start_us = clock.UnixMicros();
         scheduler::RecipientResult result = item.result;
         if (!item.resolved) {
-          const maildir::Result r = maildir::Deliver(io, item.maildir, (*job)->content);
+          const maildir::Result r = deliverer.Deliver(item.maildir, (*job)->content);
+          if (r.recreated) {
+            log::AppendFormatted(log_lines, clock.UnixMicros(), log::Level::kWarning,
+                                 static_cast<int>(shard_), "maildir_recreated",
+                                 {{"id", (*job)->message_id},
+                                  {"recipient", item.address},
+                                  {"mailbox", item.maildir.directory},
+                                  {"msg",
+                                   "mailbox removed while relaisd was running; created again "
+                                   "and made durable before delivering into it"}});
+          }
           result.outcome = r.status == maildir::Status::kDelivered ? scheduler::Outcome::kDelivered
                            : r.status == maildir::Status::kTemporary ? scheduler::Outcome::kDeferred
                                                                      : scheduler::Outcome::kFailed;

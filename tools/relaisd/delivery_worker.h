@@ -1,6 +1,6 @@
 // tools/relaisd/delivery_worker.h — the helper thread that runs one shard's blocking
-// deliveries (Maildir: mkdir, write, fsync, rename, directory fsync), so the shard never
-// blocks on the file system.
+// deliveries (Maildir: write, fsync, rename, directory fsync; mkdirs once per mailbox), so the
+// shard never blocks on the file system.
 //
 // The shard hands over jobs through one SPSC ring and takes results back through another;
 // each side wakes the other with an eventfd (the shard reads its eventfd through io_uring).

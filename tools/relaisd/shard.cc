@@ -1190,6 +1190,7 @@ void Shard::StartDeliveries() {
       } else {
         item.resolved = false;
         item.maildir.directory = router.MaildirFor(*route, local, domain);
+        item.maildir.root = maildir::RouteRoot(route->path);  // Delivery never leaves it.
         item.maildir.return_path = message->envelope.sender;
         item.maildir.delivered_to = address;
         // Unique across shards (shard in the sequence) and restarts (time and pid).
