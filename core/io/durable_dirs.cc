@@ -78,7 +78,9 @@ absl::Status DurableDirs::Ensure(const std::string& path) {
   while (at != std::string::npos) {
     at = p.find('/', at + 1);
     const std::string prefix = p.substr(0, at);
-    if (prefix.empty() || prefix.back() == '/' || Known(prefix)) {
+    // "a//b" and "./a" hold prefixes that name no new directory.
+    if (prefix.empty() || prefix.back() == '/' || prefix == "." || prefix.ends_with("/.") ||
+        Known(prefix)) {
       continue;
     }
     const size_t slash = prefix.rfind('/');
