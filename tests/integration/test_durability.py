@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import unittest
+import urllib.request
 
 import harness
 from harness import Daemon, wait_for
@@ -183,6 +184,56 @@ class DurabilityTest(unittest.TestCase):
         # Nothing escaped: every mkdir was at or below the work directory.
         for c in mkdirs(calls):
             self.assertIn(self.workdir, c[2] + c[3], c)
+
+
+def metric(daemon, name):
+    url = f"http://127.0.0.1:{daemon.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return None
+
+
+class MailboxMemoryTest(unittest.TestCase):
+    """Without strace: the known-mailbox memory, its bound and a mailbox removed meanwhile."""
+
+    def start(self, extra=""):
+        self.workdir = tempfile.mkdtemp(prefix="relais-it-")
+        self.addCleanup(shutil.rmtree, self.workdir, ignore_errors=True)
+        self.mail = os.path.join(self.workdir, "mail")
+        d = Daemon(f'[[routes]]\ndomain = "*"\ntype = "maildir"\npath = "{self.mail}"\n'
+                   + extra, threads=1, workdir=self.workdir)
+        self.addCleanup(d.cleanup)
+        return d.start()
+
+    def test_mailbox_removed_while_running_is_made_again_and_logged(self):
+        d = self.start()
+        send(d, 1)
+        wait_for(lambda: len(delivered(d)) == 1, 30, "the first delivery")
+        shutil.rmtree(os.path.join(self.mail, "example.com"))
+        send(d, 1, first=1)
+        wait_for(lambda: len(delivered(d)) == 2, 30, "the second delivery")
+        [line] = [e for e in d.events(d.log_offset) if e.get("event") == "maildir_recreated"]
+        self.assertEqual(line["mailbox"], os.path.join(self.mail, "example.com", "rcpt"))
+        [name] = os.listdir(os.path.join(self.mail, "example.com", "rcpt", "new"))
+        with open(os.path.join(self.mail, "example.com", "rcpt", "new", name)) as f:
+            self.assertIn("durable 1", f.read())
+        self.assertEqual(metric(d, "relais_maildir_mailboxes_recreated_total"), 1)
+        self.assertEqual(metric(d, "relais_maildir_directories_forgotten_total"), 0)
+        self.assertEqual(d.stop(), 0)
+
+    def test_known_directories_are_bounded(self):
+        d = self.start("[delivery]\nmaildir_directories_known_max = 16\n")
+        with smtplib.SMTP("127.0.0.1", d.port, timeout=10) as s:
+            for i in range(8):  # Four directories or more each: past 16.
+                s.sendmail("a@sender.test", [f"user{i}@example.com"], b"Subject: b\r\n\r\nx\r\n")
+        wait_for(lambda: len(delivered(d)) == 8, 30, "eight deliveries")
+        self.assertGreaterEqual(metric(d, "relais_maildir_directories_forgotten_total"), 1)
+        for i in range(8):
+            self.assertEqual(len(os.listdir(os.path.join(self.mail, "example.com", f"user{i}",
+                                                         "new"))), 1)
+        self.assertEqual(d.stop(), 0)
 
 
 def measure(relaisd, messages):

@@ -245,6 +245,7 @@ int Main(int argc, char** argv) {
   base.router = &router;
   base.destinations = &*destinations;
   base.recipients_per_transaction_max = config.recipients_per_transaction_max;
+  base.maildir_directories_known_max = config.maildir_directories_known_max;
   base.delay_warning_ms = config.delay_warning_ms;
   base.log_file = config.log_file;
   EgressOptions& eo = base.egress;

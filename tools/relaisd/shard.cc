@@ -433,7 +433,8 @@ absl::StatusOr<std::unique_ptr<Shard>> Shard::Create(const ShardOptions& options
                                                              shard->clock_, shard->random_);
   shard->scheduler_->LoadFromSpool();
   // 1024 slots each way: more than attempts_in_flight_max allows (at most 512).
-  shard->worker_ = std::make_unique<DeliveryWorker>(options.index, 10);
+  shard->worker_ = std::make_unique<DeliveryWorker>(options.index, 10,
+                                                    options.maildir_directories_known_max);
   EgressOptions egress = options.egress;
   egress.shard = options.index;
   egress.helo_name = options.session.hostname;
@@ -1352,6 +1353,8 @@ void Shard::OnDeliveriesDone() {
     if (done->delay_reported) {
       scheduler_->MarkDelayReported(it->second.id);
     }
+    metrics_.maildir_mailboxes_recreated.Add(done->mailboxes_recreated);
+    metrics_.maildir_directories_forgotten.Add(done->directories_forgotten);
     if (!done->bounce.empty() && !QueueBounce(it->second.id, std::move(done->bounce))) {
       // Without a bounce a failure would go unreported: keep those recipients for later.
       for (scheduler::RecipientResult& r : done->results) {
