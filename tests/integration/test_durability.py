@@ -246,13 +246,18 @@ def measure(relaisd, messages):
 
 
 def report(relaisd, calls, messages):
+    segment = next(i for i, c in enumerate(calls)
+                   if c[1] in ("openat", "openat2") and ".rls" in c[2] and "O_CREAT" in c[2])
+    start = calls[:segment]
+    print(f"{relaisd}\n  start, before the first segment: mkdir {len(mkdirs(start))}, "
+          f"directory fsyncs {len(directory_syncs(start))}")
     first = per_message(calls)[0]
     rest = after_first_delivery(calls)
     n = messages
     made = mkdirs(rest)
     syncs = directory_syncs(rest)
     new_syncs = [p for p in syncs if p.endswith("/new")]
-    print(f"{relaisd}\n  first message into the existing mailbox: mkdir {len(mkdirs(first))}, "
+    print(f"  first message into the existing mailbox: mkdir {len(mkdirs(first))}, "
           f"directory fsyncs {len(directory_syncs(first))}")
     print(f"  next {n} messages, whole process: mkdir {len(made) / n:.2f}/message, directory "
           f"fsyncs {len(syncs) / n:.2f}/message (new/ after the rename: "
