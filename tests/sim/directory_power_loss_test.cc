@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <cstdio>
 #include <cstdlib>
 #include <map>
 #include <memory>
@@ -334,6 +335,9 @@ TEST(MaildirDirectories, TwoWorkersRacingOnANewMailboxLoseNothing) {
 TEST(MaildirDirectories, RandomStartingStatesAndPowerCuts) {
   uint64_t first = 0;
   uint64_t count = 300;
+  if (const char* v = std::getenv("RELAIS_SIM_SEEDS")) {
+    count = std::strtoull(v, nullptr, 10) / 10 + 1;  // Each seed here is 40 deliveries.
+  }
   if (const char* v = std::getenv("RELAIS_SIM_SEED")) {
     first = std::strtoull(v, nullptr, 10);
     count = 1;
@@ -382,6 +386,10 @@ TEST(MaildirDirectories, RandomStartingStatesAndPowerCuts) {
       return;
     }
   }
+  std::printf(
+      "maildir power-loss simulation: %llu seeds (pre-existing non-durable directories, two "
+      "workers, one power cut each), %llu deliveries reported done, all found after the cut\n",
+      static_cast<unsigned long long>(count), static_cast<unsigned long long>(acked));
   EXPECT_GT(acked, count);
 }
 
