@@ -236,6 +236,55 @@ class MailboxMemoryTest(unittest.TestCase):
         self.assertEqual(d.stop(), 0)
 
 
+class ContainmentTest(unittest.TestCase):
+    """Issue 18 item 1 against the real daemon: whatever a recipient makes of the mailbox
+    path, the delivery stays below the route's root. The address check may refuse such a
+    recipient first (501); if it does not, the delivery must bounce and write nothing."""
+
+    def test_escaping_recipients_never_write_outside_the_root(self):
+        workdir = tempfile.mkdtemp(prefix="relais-it-")
+        self.addCleanup(shutil.rmtree, workdir, ignore_errors=True)
+        mail = os.path.join(workdir, "mail")
+        marker = f"re-{os.urandom(4).hex()}"
+        outside = os.path.join(tempfile.gettempdir(), marker)
+        self.addCleanup(shutil.rmtree, outside + "]", ignore_errors=True)
+        d = Daemon(f'[[routes]]\ndomain = "*"\ntype = "maildir"\npath = "{mail}/{{domain}}/{{local}}"\n',
+                   threads=1, workdir=workdir)
+        self.addCleanup(d.cleanup)
+        d.start()
+        # mail/[x:/../../../..: mail/, the work directory, /tmp, /: then tmp/<marker>.
+        self.assertEqual(os.path.dirname(os.path.dirname(workdir)), "/")
+        recipients = [f"x@[x:/../../../../tmp/{marker}]", f"x@[x:/../../../../../../tmp/{marker}]",
+                      "x@[x:/../..]", "../../x@example.com", '"../../x"@example.com',
+                      "x@..", "x@[..]"]
+        accepted = []
+        with smtplib.SMTP("127.0.0.1", d.port, timeout=10) as s:
+            s.ehlo("client.test")
+            for rcpt in recipients:
+                s.mail("a@sender.test")
+                code, _ = s.rcpt(rcpt)
+                if code == 250:
+                    code, _ = s.data(b"Subject: escape\r\n\r\nx\r\n")
+                    self.assertEqual(code, 250)
+                    accepted.append(rcpt)
+                else:
+                    self.assertGreaterEqual(code, 500, rcpt)
+                    s.rset()
+
+        def attempts():
+            return [e for e in d.events(d.log_offset) if e.get("event") == "delivery_attempt"
+                    and e.get("recipient") in accepted]
+        wait_for(lambda: len(attempts()) >= len(accepted), 30, "an attempt per accepted one")
+        for e in attempts():  # Each bounces (the bounces themselves go to a@sender.test).
+            self.assertEqual(e["outcome"], "failed", e)
+            self.assertTrue(e["reply"].startswith("550 5.1.3"), e)
+        self.assertFalse(os.path.exists(outside + "]"), outside)
+        self.assertFalse(os.path.exists(outside))
+        for name in os.listdir(workdir):  # Only what relaisd keeps in its work directory.
+            self.assertIn(name, ("mail", "spool", "var", "relais.toml", "relaisd.log"), name)
+        self.assertEqual(d.stop(), 0)
+
+
 def measure(relaisd, messages):
     workdir = tempfile.mkdtemp(prefix="relais-measure-")
     try:
