@@ -40,7 +40,10 @@ absl::Status ErrnoStatus(int error, std::string_view path, std::string_view what
 
 namespace {
 
-// False once openat2 answered ENOSYS (kernel before 5.6, or a seccomp filter that hides it).
+static_assert(kWorkingDirectory.fd == AT_FDCWD);
+
+// False once openat2 answered ENOSYS (kernel before 5.6) or EPERM (a seccomp filter that
+// does not know it; openat2 has no other EPERM for a read-only directory open).
 std::atomic<bool> openat2_available{true};
 
 int OpenFlags(OpenMode mode) {
@@ -130,7 +133,7 @@ absl::StatusOr<FileHandle> PosixIo::OpenDir(FileHandle base, const std::string& 
     if (errno == EXDEV || errno == ELOOP) {
       return Escapes(path, "it leads outside its root");
     }
-    if (errno != ENOSYS) {
+    if (errno != ENOSYS && errno != EPERM) {
       return ErrnoStatus(errno, path, "open directory");
     }
     openat2_available = false;
