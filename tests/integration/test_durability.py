@@ -252,9 +252,10 @@ class ContainmentTest(unittest.TestCase):
                    threads=1, workdir=workdir)
         self.addCleanup(d.cleanup)
         d.start()
-        # mail/[x:/../../../..: mail/, the work directory, /tmp, /: then tmp/<marker>.
-        self.assertEqual(os.path.dirname(os.path.dirname(workdir)), "/")
-        recipients = [f"x@[x:/../../../../tmp/{marker}]", f"x@[x:/../../../../../../tmp/{marker}]",
+        # From mail/[x: one ".." per level up to "/", then the temporary directory's path.
+        ups = "/.." * (len(mail.strip("/").split("/")) + 1)
+        target = outside.lstrip("/")
+        recipients = [f"x@[x:{ups}/{target}]", f"x@[x:{ups}/../../{target}]",
                       "x@[x:/../..]", "../../x@example.com", '"../../x"@example.com',
                       "x@..", "x@[..]"]
         accepted = []
