@@ -268,6 +268,24 @@ TEST(MaildirDirectories, ExistingDurableMailboxCostsOneDirectorySyncPerMessage) 
   EXPECT_EQ(io.dir_syncs(), syncs + 10) << "one directory fsync per message: new/, the rename's";
 }
 
+// The operator removes a mailbox the worker knows; the next delivery makes it again, durably:
+// a power cut right after loses nothing.
+TEST(MaildirDirectories, MailboxRemovedBehindOurBackIsMadeDurableAgain) {
+  for (const char* removed : {"/mail/example.com/rcpt", "/mail/example.com", "/mail"}) {
+    SimIo io(3);
+    maildir::Deliverer deliverer(io);
+    ASSERT_EQ(deliverer.Deliver(Mail("example.com/rcpt", 0), "message 0\r\n").status,
+              maildir::Status::kDelivered);
+    io.RemoveTree(removed);
+    const maildir::Result r = deliverer.Deliver(Mail("example.com/rcpt", 1), "message 1\r\n");
+    ASSERT_EQ(r.status, maildir::Status::kDelivered) << removed << ": " << r.reply;
+    EXPECT_TRUE(r.recreated) << removed;
+    io.PowerCut();
+    io.Reboot();
+    EXPECT_EQ(Read(io, "/mail/example.com/rcpt/new/1.1.h"), Stored(1)) << removed;
+  }
+}
+
 // A first delivery is killed before each of its mutating calls in turn; a second process
 // delivers into the same (maybe half made) mailbox; then the power goes.
 TEST(MaildirDirectories, KilledAtEveryStepOfAFirstDeliveryThenPowerCut) {
