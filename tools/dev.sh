@@ -18,7 +18,7 @@ BUILD_PACKAGES=(build-essential cmake ninja-build pkg-config liburing-dev androi
   libmimalloc-dev libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev libc-ares-dev
   libtomlplusplus-dev libpsl-dev publicsuffix nlohmann-json3-dev)
 TEST_PACKAGES=(python3 swaks clang libclang-rt-14-dev gnuplot-nox dnsmasq-base python3-dkim
-  python3-nacl python3-spf libopendkim-dev)
+  python3-nacl python3-spf libopendkim-dev strace)
 
 deps() {
   local missing=()

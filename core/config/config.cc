@@ -140,6 +140,10 @@ const Key kKeys[] = {
     {"delivery", "recipients_per_transaction_max", Type::kU32, 1, 100000,
      RELAIS_FIELD(recipients_per_transaction_max),
      "Recipients per outbound transaction; more are sent in further transactions."},
+    {"delivery", "maildir_directories_known_max", Type::kU32, 16, 16'777'216,
+     RELAIS_FIELD(maildir_directories_known_max),
+     "Maildir directories each shard remembers as made durable; when full it forgets them all "
+     "and syncs each again once (relais_maildir_directories_forgotten_total)."},
     {"auth", "spf", Type::kChoice, 0, 0, RELAIS_FIELD(auth_spf),
      "SPF of MAIL FROM (or HELO for the null sender): off, tag (recorded in "
      "Authentication-Results) or reject (a fail gets 550 5.7.23).",

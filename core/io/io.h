@@ -1,7 +1,10 @@
 // core/io/io.h — the seam between the spool and the kernel.
 //
-// Everything the spool asks of the file system goes through Io, so that tests can run the
-// spool over an in-memory or fault-injecting implementation. Control-plane calls (open, list,
+// Everything the spool and the Maildir delivery ask of the file system goes through Io, so that
+// tests can run them over an in-memory or fault-injecting implementation. Io offers primitives
+// only (one mkdir, one directory fsync, one open): every decision about what must be synced for
+// what to be durable lives above the seam (core/io/durable_dirs.h, the spool, queue/maildir), so
+// the simulated disk runs the same decisions as the daemon. Control-plane calls (open, list,
 // unlink, directory sync, reads during recovery) are synchronous and return absl::Status naming
 // the path and errno. The data plane (Write, Fdatasync) is asynchronous: the caller owns `op`
 // until its OnIoComplete has run, which happens later on the same thread, never inside the
@@ -22,9 +25,24 @@
 
 namespace relais::io {
 
+// A file or a directory (OpenDir) of this Io.
 struct FileHandle {
   int32_t fd = -1;
   [[nodiscard]] bool valid() const { return fd >= 0; }
+};
+
+// The process's working directory as the base of the *At calls (AT_FDCWD); never closed.
+inline constexpr FileHandle kWorkingDirectory{-100};
+
+// How OpenDir resolves its path below its base.
+enum class Resolve : uint8_t {
+  // As open(2) does: absolute paths, "..", any symlink. Only for paths from the config.
+  kFollow,
+  // Never leaves the base directory: no absolute path, no "." or ".." or empty component, no
+  // magic link, no symlink that points outside (openat2 RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+  // without openat2, one O_NOFOLLOW openat per component). A path that would leave is refused
+  // with kInvalidArgument, before anything outside is touched.
+  kBeneath,
 };
 
 enum class OpenMode : uint8_t {
@@ -52,11 +70,27 @@ class Io {
   // Names in `path` (no "." or ".."), unsorted.
   [[nodiscard]] virtual absl::StatusOr<std::vector<std::string>> ListDir(
       const std::string& path) = 0;
-  // mkdir -p with mode 0700; syncs each parent whose entries it changed.
-  [[nodiscard]] virtual absl::Status MakeDirs(const std::string& path) = 0;
+  // fsync of the directory at `path`: makes its entries (creates, renames, unlinks) durable.
   [[nodiscard]] virtual absl::Status SyncDir(const std::string& path) = 0;
   [[nodiscard]] virtual absl::Status Unlink(const std::string& path) = 0;
   [[nodiscard]] virtual absl::Status Rename(const std::string& from, const std::string& to) = 0;
+
+  // Directories, relative to an open directory (or kWorkingDirectory). The new entry of
+  // MakeDir is NOT durable until its parent is synced: see core/io/durable_dirs.h.
+  // mkdir of the last component of `path` (mode 0700). kAlreadyExists if the name exists,
+  // whatever it is (a symlink is not followed).
+  [[nodiscard]] virtual absl::Status MakeDir(FileHandle base, const std::string& path) = 0;
+  // Opens a directory for the *At calls and SyncOpenDir. The caller closes it (Close).
+  [[nodiscard]] virtual absl::StatusOr<FileHandle> OpenDir(FileHandle base, const std::string& path,
+                                                          Resolve resolve) = 0;
+  // fsync of an open directory.
+  [[nodiscard]] virtual absl::Status SyncOpenDir(FileHandle dir) = 0;
+  // `name` is one component in `dir`; a symlink there is never followed.
+  [[nodiscard]] virtual absl::StatusOr<FileHandle> OpenAt(FileHandle dir, const std::string& name,
+                                                         OpenMode mode) = 0;
+  [[nodiscard]] virtual absl::Status RenameAt(FileHandle from_dir, const std::string& from,
+                                              FileHandle to_dir, const std::string& to) = 0;
+  [[nodiscard]] virtual absl::Status UnlinkAt(FileHandle dir, const std::string& name) = 0;
   [[nodiscard]] virtual absl::StatusOr<uint64_t> Size(FileHandle file) = 0;
   [[nodiscard]] virtual absl::Status Truncate(FileHandle file, uint64_t size) = 0;
   // Reads up to out.size() bytes; fewer only at end of file.

@@ -2,14 +2,18 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 
 #include "core/base/strings.h"
+#include "core/io/durable_dirs.h"
 
 namespace relais::io {
 
@@ -34,7 +38,15 @@ absl::Status ErrnoStatus(int error, std::string_view path, std::string_view what
   }
 }
 
-absl::StatusOr<FileHandle> PosixIo::Open(const std::string& path, OpenMode mode) {
+namespace {
+
+static_assert(kWorkingDirectory.fd == AT_FDCWD);
+
+// False once openat2 answered ENOSYS (kernel before 5.6) or EPERM (a seccomp filter that
+// does not know it; openat2 has no other EPERM for a read-only directory open).
+std::atomic<bool> openat2_available{true};
+
+int OpenFlags(OpenMode mode) {
   int flags = O_CLOEXEC;
   switch (mode) {
     case OpenMode::kReadOnly:
@@ -47,7 +59,118 @@ absl::StatusOr<FileHandle> PosixIo::Open(const std::string& path, OpenMode mode)
       flags |= O_RDWR;
       break;
   }
-  const int fd = ::open(path.c_str(), flags, 0600);
+  return flags;
+}
+
+absl::Status Escapes(std::string_view path, std::string_view why) {
+  return absl::InvalidArgumentError(base::StrCat(path, ": refused, ", why));
+}
+
+// The fallback of Resolve::kBeneath: one openat per component, each a plain name, no symlink.
+absl::StatusOr<FileHandle> OpenBeneathByComponent(int base, const std::string& path) {
+  int dir = base;
+  size_t at = 0;
+  while (true) {
+    const size_t slash = path.find('/', at);
+    const std::string name = path.substr(at, slash == std::string::npos ? slash : slash - at);
+    const int next = ::openat(dir, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    const int error = errno;
+    // O_NOFOLLOW | O_DIRECTORY on a symlink says ELOOP or ENOTDIR: tell a symlink (refused
+    // for good) from a file in the way (an operator's mistake, retried).
+    struct stat st;
+    const bool symlink = next < 0 && (error == ELOOP || error == ENOTDIR) &&
+                         ::fstatat(dir, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+                         S_ISLNK(st.st_mode);
+    if (dir != base) {
+      ::close(dir);
+    }
+    if (next < 0) {
+      if (symlink) {
+        return Escapes(path, "a symlink on the way");
+      }
+      return ErrnoStatus(error, path, "open directory");
+    }
+    dir = next;
+    if (slash == std::string::npos) {
+      return FileHandle{dir};
+    }
+    at = slash + 1;
+  }
+}
+
+}  // namespace
+
+void PosixIo::DisableOpenat2ForTest(bool disabled) { openat2_available = !disabled; }
+
+absl::Status PosixIo::MakeDir(FileHandle base, const std::string& path) {
+  if (::mkdirat(base.fd, path.c_str(), 0700) != 0) {
+    return ErrnoStatus(errno, path, "mkdir");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<FileHandle> PosixIo::OpenDir(FileHandle base, const std::string& path,
+                                           Resolve resolve) {
+  if (resolve == Resolve::kFollow) {
+    const int fd = ::openat(base.fd, path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+      return ErrnoStatus(errno, path, "open directory");
+    }
+    return FileHandle{fd};
+  }
+  // Refused by name first, whatever the kernel offers: the same rule with or without openat2.
+  if (!BeneathPathIsPlain(path)) {
+    return Escapes(path, "not a plain relative path (empty, '.' or '..' component, or absolute)");
+  }
+  if (openat2_available.load(std::memory_order_relaxed)) {
+    open_how how{};
+    how.flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC;
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+    const long fd = ::syscall(SYS_openat2, base.fd, path.c_str(), &how, sizeof(how));
+    if (fd >= 0) {
+      return FileHandle{static_cast<int32_t>(fd)};
+    }
+    if (errno == EXDEV || errno == ELOOP) {
+      return Escapes(path, "it leads outside its root");
+    }
+    if (errno != ENOSYS && errno != EPERM) {
+      return ErrnoStatus(errno, path, "open directory");
+    }
+    openat2_available = false;
+  }
+  return OpenBeneathByComponent(base.fd, path);
+}
+
+absl::Status PosixIo::SyncOpenDir(FileHandle dir) {
+  if (::fsync(dir.fd) != 0) {
+    return ErrnoStatus(errno, base::StrCat("directory fd ", dir.fd), "fsync directory");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<FileHandle> PosixIo::OpenAt(FileHandle dir, const std::string& name,
+                                          OpenMode mode) {
+  const int fd = ::openat(dir.fd, name.c_str(), OpenFlags(mode) | O_NOFOLLOW, 0600);
+  if (fd < 0) {
+    return ErrnoStatus(errno, name, "open");
+  }
+  return FileHandle{fd};
+}
+
+absl::Status PosixIo::RenameAt(FileHandle from_dir, const std::string& from, FileHandle to_dir,
+                               const std::string& to) {
+  return ::renameat(from_dir.fd, from.c_str(), to_dir.fd, to.c_str()) == 0
+             ? absl::OkStatus()
+             : ErrnoStatus(errno, to, "rename");
+}
+
+absl::Status PosixIo::UnlinkAt(FileHandle dir, const std::string& name) {
+  return ::unlinkat(dir.fd, name.c_str(), 0) == 0 ? absl::OkStatus()
+                                                  : ErrnoStatus(errno, name, "unlink");
+}
+
+absl::StatusOr<FileHandle> PosixIo::Open(const std::string& path, OpenMode mode) {
+  const int fd = ::open(path.c_str(), OpenFlags(mode), 0600);
   if (fd < 0) {
     return ErrnoStatus(errno, path, "open");
   }
@@ -77,30 +200,8 @@ absl::StatusOr<std::vector<std::string>> PosixIo::ListDir(const std::string& pat
 }
 
 absl::Status PosixIo::MakeDirs(const std::string& path) {
-  size_t pos = 0;
-  while (pos != std::string::npos) {
-    pos = path.find('/', pos + 1);
-    const std::string prefix = path.substr(0, pos);
-    if (prefix.empty()) {
-      continue;
-    }
-    if (::mkdir(prefix.c_str(), 0700) == 0) {
-      // The new directory's entry lives in its parent: make it durable, or a crash could lose
-      // the directory together with every segment later created in it.
-      const size_t slash = prefix.rfind('/');
-      const std::string parent = slash == std::string::npos ? "." : prefix.substr(0, slash);
-      if (absl::Status s = SyncDir(parent.empty() ? "/" : parent); !s.ok()) {
-        return s;
-      }
-    } else if (errno != EEXIST) {
-      return ErrnoStatus(errno, prefix, "mkdir");
-    }
-  }
-  struct stat st;
-  if (::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-    return absl::FailedPreconditionError(base::StrCat(path, ": not a directory"));
-  }
-  return absl::OkStatus();
+  DurableDirs dirs(*this);
+  return dirs.Ensure(path);
 }
 
 absl::Status PosixIo::SyncDir(const std::string& path) {

@@ -18,7 +18,6 @@ class PosixIo : public Io {
   [[nodiscard]] absl::StatusOr<FileHandle> Open(const std::string& path, OpenMode mode) override;
   void Close(FileHandle file) override;
   [[nodiscard]] absl::StatusOr<std::vector<std::string>> ListDir(const std::string& path) override;
-  [[nodiscard]] absl::Status MakeDirs(const std::string& path) override;
   [[nodiscard]] absl::Status SyncDir(const std::string& path) override;
   [[nodiscard]] absl::Status Unlink(const std::string& path) override;
   [[nodiscard]] absl::Status Rename(const std::string& from, const std::string& to) override;
@@ -28,8 +27,24 @@ class PosixIo : public Io {
                                               std::span<char> out) override;
   [[nodiscard]] absl::Status WriteAndSync(FileHandle file, uint64_t offset,
                                           std::string_view data) override;
+  [[nodiscard]] absl::Status MakeDir(FileHandle base, const std::string& path) override;
+  [[nodiscard]] absl::StatusOr<FileHandle> OpenDir(FileHandle base, const std::string& path,
+                                                  Resolve resolve) override;
+  [[nodiscard]] absl::Status SyncOpenDir(FileHandle dir) override;
+  [[nodiscard]] absl::StatusOr<FileHandle> OpenAt(FileHandle dir, const std::string& name,
+                                                 OpenMode mode) override;
+  [[nodiscard]] absl::Status RenameAt(FileHandle from_dir, const std::string& from,
+                                      FileHandle to_dir, const std::string& to) override;
+  [[nodiscard]] absl::Status UnlinkAt(FileHandle dir, const std::string& name) override;
   void Write(FileHandle file, uint64_t offset, std::string_view data, IoOp& op) override;
   void Fdatasync(FileHandle file, IoOp& op) override;
+
+  // mkdir -p of a path from the config, every component made durable (DurableDirs::Ensure,
+  // with no memory of earlier calls: for one-off callers at startup).
+  [[nodiscard]] absl::Status MakeDirs(const std::string& path);
+
+  // Tests only: behave as on a kernel without openat2 (the per-component fallback).
+  static void DisableOpenat2ForTest(bool disabled);
 
   // Delivers queued completions (including ones queued by the callbacks it runs). Returns how
   // many ran.

@@ -6,6 +6,7 @@
 
 #include "core/base/check.h"
 #include "core/base/strings.h"
+#include "core/io/durable_dirs.h"
 
 namespace relais::spool {
 namespace {
@@ -52,7 +53,14 @@ absl::StatusOr<std::unique_ptr<Spool>> Spool::Open(const SpoolOptions& options, 
   RELAIS_CHECK(options.shard < options.shard_count);
   std::unique_ptr<Spool> spool(new Spool(options, io, clock));
   if (!options.read_only) {
-    if (absl::Status s = io.MakeDirs(spool->ShardDir(options.shard)); !s.ok()) {
+    // The shard directory, the spool directory and every directory above must be durable
+    // before the first segment in them can hold an acknowledged message: found is not enough
+    // (a kill between an earlier mkdir and its parent's fsync leaves a directory that a power
+    // cut still takes away). Once per Open, so once per process and shard. Syncing the spool
+    // directory also makes the entries of the other shard directories durable, so a directory
+    // this shard adopts in Recover() is covered too.
+    io::DurableDirs dirs(io);
+    if (absl::Status s = dirs.Ensure(spool->ShardDir(options.shard)); !s.ok()) {
       return s;
     }
   }
@@ -361,6 +369,7 @@ void Spool::Flush() {
       // the next one.
       flight_.swap(staged_);
       flight_waiters_.swap(staged_waiters_);
+      flight_retirements_.swap(staged_retirements_);
       in_flight_ = true;
       if (s.code() == absl::StatusCode::kResourceExhausted) {
         no_space_until_ms_ = clock_.MonotonicMs() + options_.no_space_backoff_ms;
@@ -374,6 +383,7 @@ void Spool::Flush() {
   }
   flight_.swap(staged_);
   flight_waiters_.swap(staged_waiters_);
+  flight_retirements_.swap(staged_retirements_);
   flight_offset_ = current->second.size;
   flight_written_ = 0;
   in_flight_ = true;
@@ -436,6 +446,18 @@ void Spool::FinishBatch(AppendOutcome outcome) {
   waiters.swap(flight_waiters_);
   flight_.clear();
   in_flight_ = false;
+  if (outcome == AppendOutcome::kDurable && !flight_retirements_.empty()) {
+    // The outcomes that finished these messages are durable now: their segments may go. (A
+    // failed batch keeps them: after a restart those messages are tried again.)
+    for (const SegmentKey& key : flight_retirements_) {
+      auto segment = segments_.find(key);
+      if (segment != segments_.end() && segment->second.live_messages > 0) {
+        --segment->second.live_messages;
+      }
+    }
+    ReclaimSegments();
+  }
+  flight_retirements_.clear();
   for (Waiter& w : waiters) {
     const mail::MessageId id = w.message->id;
     if (outcome == AppendOutcome::kDurable) {
@@ -455,17 +477,19 @@ void Spool::Retire(const mail::MessageId& id) {
   if (it == index_.end()) {
     return;
   }
-  auto segment = segments_.find(it->second->segment);
-  if (segment != segments_.end() && segment->second.live_messages > 0) {
-    --segment->second.live_messages;
+  if (recovered_) {
+    // The outcome that finishes it is only staged: its segment must outlive that record's
+    // batch, or a crash (or a failed batch) before it is durable would lose the message and
+    // the bounce staged with its failure. The batch's success releases it (FinishBatch).
+    staged_retirements_.push_back(it->second->segment);
+  } else if (auto segment = segments_.find(it->second->segment);
+             segment != segments_.end() && segment->second.live_messages > 0) {
+    --segment->second.live_messages;  // Recovery: the outcome was read from disk.
   }
   if (it->second->body_in_memory) {
     body_memory_bytes_ -= it->second->body_size;
   }
   index_.erase(it);
-  if (recovered_) {
-    ReclaimSegments();
-  }
 }
 
 void Spool::ReclaimSegments() {

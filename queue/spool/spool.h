@@ -222,6 +222,10 @@ class Spool {
   std::vector<Waiter> staged_waiters_;
   std::string flight_;
   std::vector<Waiter> flight_waiters_;
+  // Segments of messages retired by staged (then in-flight) outcome records: their live
+  // counts drop, and an emptied segment is deleted, only once that batch is durable.
+  std::vector<SegmentKey> staged_retirements_;
+  std::vector<SegmentKey> flight_retirements_;
   uint64_t flight_offset_ = 0;      // Where in the current segment the batch goes.
   uint64_t flight_started_us_ = 0;  // When the batch's write was submitted.
   uint64_t flight_written_ = 0;     // Bytes written so far (short writes continue).

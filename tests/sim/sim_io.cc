@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "core/base/strings.h"
+#include "core/io/durable_dirs.h"
 #include "core/io/posix_io.h"
 
 namespace relais::sim {
@@ -44,12 +45,11 @@ SimIo::Inode* SimIo::InodeOf(io::FileHandle file) {
 }
 
 absl::StatusOr<io::FileHandle> SimIo::Open(const std::string& path, io::OpenMode mode) {
-  if (dead_) {
+  if (mode == io::OpenMode::kCreateExclusive ? Mutate() : dead_) {
     return io::ErrnoStatus(EIO, path, "open");
   }
   const auto [dir, name] = Split(path);
-  const auto d = dirs_.find(dir);
-  if (!dir.empty() && d == dirs_.end()) {
+  if (!DirVisible(dir)) {
     return io::ErrnoStatus(ENOENT, path, "open");
   }
   Directory& directory = dirs_[dir];
@@ -79,8 +79,10 @@ absl::StatusOr<std::vector<std::string>> SimIo::ListDir(const std::string& path)
   if (dead_) {
     return io::ErrnoStatus(EIO, path, "opendir");
   }
-  const auto d = dirs_.find(path);
-  if (d == dirs_.end()) {
+  std::string full;
+  (void)Join(io::kWorkingDirectory, path, full);
+  const auto d = dirs_.find(full);
+  if (d == dirs_.end() || !DirVisible(d->first)) {
     return io::ErrnoStatus(ENOENT, path, "opendir");
   }
   std::vector<std::string> names;
@@ -90,35 +92,174 @@ absl::StatusOr<std::vector<std::string>> SimIo::ListDir(const std::string& path)
   return names;
 }
 
-absl::Status SimIo::MakeDirs(const std::string& path) {
-  if (dead_) {
+bool SimIo::Mutate() {
+  if (!dead_ && hook_ && ops_until_hook_ > 0 && --ops_until_hook_ == 0) {
+    std::function<void()> hook = std::move(hook_);
+    hook_ = nullptr;
+    hook();
+  }
+  if (!dead_ && ops_until_cut_ > 0 && --ops_until_cut_ == 0) {
+    if (crash_ == Crash::kPowerCut) {
+      PowerCut();
+    } else {
+      Kill();
+    }
+  }
+  return dead_;
+}
+
+bool SimIo::Join(io::FileHandle base, const std::string& path, std::string& out) const {
+  std::string dir;
+  if (base.fd != io::kWorkingDirectory.fd) {
+    const auto it = open_dirs_.find(base.fd);
+    if (it == open_dirs_.end()) {
+      return false;
+    }
+    dir = it->second;
+  }
+  // Lexical, as the simulated disk has no symlinks: "." is skipped, ".." goes up.
+  std::vector<std::string> parts;
+  if (path.empty() || path.front() != '/') {
+    size_t at = 1;
+    while (!dir.empty() && at <= dir.size()) {
+      const size_t slash = dir.find('/', at);
+      parts.push_back(dir.substr(at, slash == std::string::npos ? slash : slash - at));
+      at = slash == std::string::npos ? dir.size() + 1 : slash + 1;
+    }
+  }
+  size_t at = 0;
+  while (at <= path.size()) {
+    const size_t slash = path.find('/', at);
+    const std::string name = path.substr(at, slash == std::string::npos ? slash : slash - at);
+    if (name == "..") {
+      if (!parts.empty()) {
+        parts.pop_back();
+      }
+    } else if (!name.empty() && name != ".") {
+      parts.push_back(name);
+    }
+    at = slash == std::string::npos ? path.size() + 1 : slash + 1;
+  }
+  out.clear();
+  for (const std::string& part : parts) {
+    out += "/" + part;
+  }
+  return true;
+}
+
+bool SimIo::DirVisible(const std::string& path) const {
+  if (path.empty()) {
+    return true;
+  }
+  const auto [parent, name] = Split(path);
+  const auto p = dirs_.find(parent);
+  if (p == dirs_.end() || !DirVisible(parent)) {
+    return false;
+  }
+  const auto e = p->second.visible.find(name);
+  return e != p->second.visible.end() && e->second == kDirectory && dirs_.contains(path);
+}
+
+absl::Status SimIo::MakeDir(io::FileHandle base, const std::string& path) {
+  if (Mutate()) {
     return io::ErrnoStatus(EIO, path, "mkdir");
   }
-  // Each component, outermost first; the parents are synced (the contract of MakeDirs).
-  size_t at = 0;
-  while (at != std::string::npos) {
-    at = path.find('/', at + 1);
-    const std::string prefix = path.substr(0, at);
-    if (prefix.empty()) {
-      continue;
-    }
-    const auto [parent, name] = Split(prefix);
-    Directory& p = dirs_[parent];
-    p.visible[name] = kDirectory;
-    p.durable[name] = kDirectory;
-    p.durable_exists = true;
-    Directory& self = dirs_[prefix];
-    self.durable_exists = true;
+  std::string full;
+  if (!Join(base, path, full)) {
+    return io::ErrnoStatus(EBADF, path, "mkdir");
   }
+  if (full.empty()) {
+    return io::ErrnoStatus(EEXIST, path, "mkdir");
+  }
+  ++mkdirs_;
+  const auto [parent, name] = Split(full);
+  if (!DirVisible(parent)) {
+    return io::ErrnoStatus(ENOENT, path, "mkdir");
+  }
+  Directory& p = dirs_[parent];
+  if (p.visible.contains(name)) {
+    return io::ErrnoStatus(EEXIST, path, "mkdir");
+  }
+  // Visible now; durable only when `parent` is synced (and `parent` itself is durable).
+  p.visible[name] = kDirectory;
+  dirs_[full] = Directory{};
   return absl::OkStatus();
 }
 
-absl::Status SimIo::SyncDir(const std::string& path) {
+absl::StatusOr<io::FileHandle> SimIo::OpenDir(io::FileHandle base, const std::string& path,
+                                             io::Resolve resolve) {
   if (dead_) {
+    return io::ErrnoStatus(EIO, path, "open directory");
+  }
+  if (resolve == io::Resolve::kBeneath && !io::BeneathPathIsPlain(path)) {
+    return absl::InvalidArgumentError(path + ": refused, not a plain relative path");
+  }
+  std::string full;
+  if (!Join(base, path, full)) {
+    return io::ErrnoStatus(EBADF, path, "open directory");
+  }
+  if (!DirVisible(full)) {
+    return io::ErrnoStatus(ENOENT, path, "open directory");
+  }
+  const int32_t fd = next_fd_++;
+  open_dirs_[fd] = full;
+  return io::FileHandle{fd};
+}
+
+absl::Status SimIo::SyncOpenDir(io::FileHandle dir) {
+  const auto it = open_dirs_.find(dir.fd);
+  if (dead_ || it == open_dirs_.end()) {
+    return io::ErrnoStatus(dead_ ? EIO : EBADF, "?", "fsync dir");
+  }
+  return SyncDir(it->second.empty() ? std::string() : it->second);
+}
+
+absl::StatusOr<io::FileHandle> SimIo::OpenAt(io::FileHandle dir, const std::string& name,
+                                            io::OpenMode mode) {
+  std::string full;
+  if (!Join(dir, name, full)) {
+    return io::ErrnoStatus(EBADF, name, "open");
+  }
+  return Open(full, mode);
+}
+
+absl::Status SimIo::RenameAt(io::FileHandle from_dir, const std::string& from,
+                             io::FileHandle to_dir, const std::string& to) {
+  std::string a;
+  std::string b;
+  if (!Join(from_dir, from, a) || !Join(to_dir, to, b)) {
+    return io::ErrnoStatus(EBADF, from, "rename");
+  }
+  return Rename(a, b);
+}
+
+absl::Status SimIo::UnlinkAt(io::FileHandle dir, const std::string& name) {
+  std::string full;
+  if (!Join(dir, name, full)) {
+    return io::ErrnoStatus(EBADF, name, "unlink");
+  }
+  return Unlink(full);
+}
+
+void SimIo::RemoveTree(const std::string& path) {
+  const auto [parent, name] = Split(path);
+  if (auto p = dirs_.find(parent); p != dirs_.end()) {
+    p->second.visible.erase(name);
+    p->second.durable.erase(name);
+  }
+  const std::string below = path + "/";
+  std::erase_if(dirs_, [&](const auto& d) { return d.first == path || d.first.starts_with(below); });
+}
+
+absl::Status SimIo::SyncDir(const std::string& path) {
+  if (Mutate()) {
     return io::ErrnoStatus(EIO, path, "fsync dir");
   }
-  const auto d = dirs_.find(path);
-  if (d == dirs_.end()) {
+  ++dir_syncs_;
+  std::string full;
+  (void)Join(io::kWorkingDirectory, path, full);  // "/", "." and "" all name the root.
+  const auto d = dirs_.find(full);
+  if (d == dirs_.end() || !DirVisible(d->first)) {
     return io::ErrnoStatus(ENOENT, path, "fsync dir");
   }
   d->second.durable = d->second.visible;
@@ -126,7 +267,7 @@ absl::Status SimIo::SyncDir(const std::string& path) {
 }
 
 absl::Status SimIo::Unlink(const std::string& path) {
-  if (dead_) {
+  if (Mutate()) {
     return io::ErrnoStatus(EIO, path, "unlink");
   }
   const auto [dir, name] = Split(path);
@@ -138,13 +279,14 @@ absl::Status SimIo::Unlink(const std::string& path) {
 }
 
 absl::Status SimIo::Rename(const std::string& from, const std::string& to) {
-  if (dead_) {
+  if (Mutate()) {
     return io::ErrnoStatus(EIO, from, "rename");
   }
   const auto [from_dir, from_name] = Split(from);
   const auto [to_dir, to_name] = Split(to);
   const auto f = dirs_.find(from_dir);
-  if (f == dirs_.end() || !f->second.visible.contains(from_name) || !dirs_.contains(to_dir)) {
+  if (f == dirs_.end() || !DirVisible(from_dir) || !f->second.visible.contains(from_name) ||
+      !DirVisible(to_dir)) {
     return io::ErrnoStatus(ENOENT, from, "rename");
   }
   const uint64_t inode = f->second.visible[from_name];
@@ -187,7 +329,7 @@ absl::StatusOr<size_t> SimIo::ReadAt(io::FileHandle file, uint64_t offset, std::
 }
 
 absl::Status SimIo::WriteAndSync(io::FileHandle file, uint64_t offset, std::string_view data) {
-  Inode* inode = InodeOf(file);
+  Inode* inode = Mutate() ? nullptr : InodeOf(file);
   if (inode == nullptr) {
     return io::ErrnoStatus(EBADF, "?", "pwrite");
   }
@@ -201,7 +343,7 @@ absl::Status SimIo::WriteAndSync(io::FileHandle file, uint64_t offset, std::stri
 }
 
 void SimIo::Write(io::FileHandle file, uint64_t offset, std::string_view data, io::IoOp& op) {
-  Inode* inode = InodeOf(file);
+  Inode* inode = Mutate() ? nullptr : InodeOf(file);
   if (inode == nullptr) {
     Complete(op, -EBADF);
     return;
@@ -225,7 +367,7 @@ void SimIo::Write(io::FileHandle file, uint64_t offset, std::string_view data, i
 }
 
 void SimIo::Fdatasync(io::FileHandle file, io::IoOp& op) {
-  Inode* inode = InodeOf(file);
+  Inode* inode = Mutate() ? nullptr : InodeOf(file);
   if (inode == nullptr) {
     Complete(op, -EBADF);
     return;
@@ -276,11 +418,22 @@ void SimIo::PowerCut() {
     inode.unsynced.clear();
     inode.poisoned = false;
   }
+  // A parent sorts before its children (it is a prefix of their paths), so its fate is known
+  // when theirs is decided.
+  std::set<std::string> survivors;
   for (auto it = dirs_.begin(); it != dirs_.end();) {
-    if (!it->second.durable_exists && !it->first.empty()) {
-      it = dirs_.erase(it);
-      continue;
+    if (!it->first.empty()) {
+      const auto [parent, name] = Split(it->first);
+      const auto p = dirs_.find(parent);
+      const bool durable = survivors.contains(parent) && p != dirs_.end() &&
+                           p->second.durable.contains(name) &&
+                           p->second.durable.at(name) == kDirectory;
+      if (!durable) {
+        it = dirs_.erase(it);
+        continue;
+      }
     }
+    survivors.insert(it->first);
     it->second.visible = it->second.durable;
     ++it;
   }
@@ -291,7 +444,12 @@ void SimIo::PowerCut() {
     }
   }
   std::erase_if(inodes_, [&](const auto& item) { return !reachable.contains(item.first); });
+  Kill();
+}
+
+void SimIo::Kill() {
   open_.clear();
+  open_dirs_.clear();
   for (auto& [op, result] : completions_) {
     result = -EIO;
   }
@@ -301,6 +459,10 @@ void SimIo::PowerCut() {
 void SimIo::Reboot() {
   completions_.clear();
   open_.clear();
+  open_dirs_.clear();
+  ops_until_cut_ = 0;
+  ops_until_hook_ = 0;
+  hook_ = nullptr;
   dead_ = false;
 }
 

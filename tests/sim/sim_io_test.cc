@@ -5,6 +5,8 @@
 
 #include <array>
 
+#include "core/io/durable_dirs.h"
+
 namespace relais::sim {
 namespace {
 
@@ -27,7 +29,7 @@ std::string Read(SimIo& io, const std::string& path) {
 TEST(SimIo, SyncedDataAndNamesSurviveAPowerCutUnsyncedNamesDoNot) {
   for (uint64_t seed = 0; seed < 50; ++seed) {
     SimIo io(seed);
-    ASSERT_TRUE(io.MakeDirs("/d").ok());
+    ASSERT_TRUE(io::DurableDirs(io).Ensure("/d").ok());
     auto a = io.Open("/d/a", io::OpenMode::kCreateExclusive);
     ASSERT_TRUE(a.ok());
     ASSERT_TRUE(io.SyncDir("/d").ok());
@@ -57,7 +59,7 @@ TEST(SimIo, SyncedDataAndNamesSurviveAPowerCutUnsyncedNamesDoNot) {
 TEST(SimIo, FailedSyncPoisonsTheFile) {
   SimIo io(1);
   io.set_faults({0, 0, 1.0});
-  ASSERT_TRUE(io.MakeDirs("/d").ok());
+  ASSERT_TRUE(io::DurableDirs(io).Ensure("/d").ok());
   auto a = io.Open("/d/a", io::OpenMode::kCreateExclusive);
   Result w, s, w2;
   io.Write(*a, 0, "x", w);

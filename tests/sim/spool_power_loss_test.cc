@@ -1,6 +1,7 @@
 // tests/sim/spool_power_loss_test.cc — the spool over a simulated disk that loses power.
 //
-// For each seed: a spool takes a random mix of appends, outcomes and group commits while the
+// For each seed: a spool starts on an empty disk or over directories that exist but are not
+// durable (a kill between an earlier run's mkdir and its parent's fsync), then takes a random mix of appends, outcomes and group commits while the
 // disk fails some writes (EIO, ENOSPC), shortens others and fails some fdatasyncs; at random
 // moments the power is cut (unsynced writes dropped, reordered or torn) and a new spool
 // recovers from what is left. Properties, checked after every recovery:
@@ -108,6 +109,18 @@ SeedStats RunSeed(uint64_t seed) {
   options.segment_bytes_max = 4096u << rng.Below(6);  // 4 KiB to 128 KiB: rollover and reclaim.
   options.body_memory_bytes_max = rng.Below(2) == 0 ? 0 : (1u << 20);
   options.no_space_backoff_ms = 10;
+  // The starting state: empty, or directories that a killed earlier run made but never
+  // synced (visible, not durable): the spool directory, and maybe the shard's directory too.
+  // (A separate generator, so that each seed's run is otherwise what it always was.)
+  base::Random start(seed ^ 0x5EEDD1Full);
+  const uint64_t preexisting = start.Below(3);
+  for (uint64_t i = 0; i < preexisting; ++i) {
+    absl::Status made =
+        io.MakeDir(io::kWorkingDirectory, i == 0 ? options.path : options.path + "/shard-0");
+    EXPECT_TRUE(made.ok()) << made;
+  }
+  io.Kill();
+  io.Reboot();
   std::map<std::string, Expected> known;
   Tracker tracker;
   tracker.known = &known;

@@ -35,8 +35,12 @@ std::string_view OutcomeName(scheduler::Outcome o) {
 
 }  // namespace
 
-DeliveryWorker::DeliveryWorker(uint32_t shard, uint32_t capacity_log2)
-    : shard_(shard), jobs_(capacity_log2), done_(capacity_log2) {
+DeliveryWorker::DeliveryWorker(uint32_t shard, uint32_t capacity_log2,
+                               uint32_t directories_known_max)
+    : shard_(shard),
+      directories_known_max_(directories_known_max),
+      jobs_(capacity_log2),
+      done_(capacity_log2) {
   wake_fd_ = eventfd(0, EFD_CLOEXEC);
   done_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   RELAIS_CHECK(wake_fd_ >= 0 && done_fd_ >= 0) << "eventfd: " << errno;
@@ -73,6 +77,11 @@ std::unique_ptr<DeliveryDone> DeliveryWorker::TakeDone() {
 
 void DeliveryWorker::Loop() {
   io::PosixIo io;
+  // This worker's memory of which mailboxes are durable already (bounded): a mailbox costs
+  // mkdirs and directory fsyncs on its first delivery in this process, none after.
+  maildir::Deliverer deliverer(io, directories_known_max_);
+  uint64_t recreated_reported = 0;
+  uint64_t forgotten_reported = 0;
   base::SystemClock clock;
   const std::string name = "relais-deliv-" + std::to_string(shard_);
   pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
@@ -118,7 +127,17 @@ void DeliveryWorker::Loop() {
         const uint64_t start_us = clock.UnixMicros();
         scheduler::RecipientResult result = item.result;
         if (!item.resolved) {
-          const maildir::Result r = maildir::Deliver(io, item.maildir, (*job)->content);
+          const maildir::Result r = deliverer.Deliver(item.maildir, (*job)->content);
+          if (r.recreated) {
+            log::AppendFormatted(log_lines, clock.UnixMicros(), log::Level::kWarning,
+                                 static_cast<int>(shard_), "maildir_recreated",
+                                 {{"id", (*job)->message_id},
+                                  {"recipient", item.address},
+                                  {"mailbox", item.maildir.directory},
+                                  {"msg",
+                                   "mailbox removed while relaisd was running; created again "
+                                   "and made durable before delivering into it"}});
+          }
           result.outcome = r.status == maildir::Status::kDelivered ? scheduler::Outcome::kDelivered
                            : r.status == maildir::Status::kTemporary ? scheduler::Outcome::kDeferred
                                                                      : scheduler::Outcome::kFailed;
@@ -184,6 +203,10 @@ void DeliveryWorker::Loop() {
           done->bounce = bounce::BuildReport(in);
         }
       }
+      done->mailboxes_recreated = deliverer.mailboxes_recreated() - recreated_reported;
+      done->directories_forgotten = deliverer.directory_stats().evictions - forgotten_reported;
+      recreated_reported = deliverer.mailboxes_recreated();
+      forgotten_reported = deliverer.directory_stats().evictions;
       // The results ring is as large as the jobs ring and the shard keeps fewer attempts in
       // flight than either holds, so it cannot be full.
       RELAIS_CHECK(done_.TryPush(std::move(done))) << "delivery results ring full";

@@ -1,6 +1,6 @@
 // tools/relaisd/delivery_worker.h — the helper thread that runs one shard's blocking
-// deliveries (Maildir: mkdir, write, fsync, rename, directory fsync), so the shard never
-// blocks on the file system.
+// deliveries (Maildir: write, fsync, rename, directory fsync; mkdirs once per mailbox), so the
+// shard never blocks on the file system.
 //
 // The shard hands over jobs through one SPSC ring and takes results back through another;
 // each side wakes the other with an eventfd (the shard reads its eventfd through io_uring).
@@ -71,11 +71,15 @@ struct DeliveryDone {
   std::string bounce;
   bool delay_reported = false;          // The report covers a delay (report_delay was acted on).
   std::unique_ptr<DeliveryJob> loaded;  // A load_only job, back with its content.
+  // For the shard's counters: since the previous DeliveryDone.
+  uint64_t mailboxes_recreated = 0;    // Known mailboxes found gone and made again.
+  uint64_t directories_forgotten = 0;  // Times the known-directories set was full.
 };
 
 class DeliveryWorker {
  public:
-  DeliveryWorker(uint32_t shard, uint32_t capacity_log2);
+  // `directories_known_max`: Maildir directories remembered as durable (io::DurableDirs).
+  DeliveryWorker(uint32_t shard, uint32_t capacity_log2, uint32_t directories_known_max = 16384);
   ~DeliveryWorker();  // Finishes the job in hand, then joins.
   DeliveryWorker(const DeliveryWorker&) = delete;
   DeliveryWorker& operator=(const DeliveryWorker&) = delete;
@@ -92,6 +96,7 @@ class DeliveryWorker {
   void Loop();
 
   const uint32_t shard_;
+  const uint32_t directories_known_max_;
   ring::SpscRing<std::unique_ptr<DeliveryJob>> jobs_;
   ring::SpscRing<std::unique_ptr<DeliveryDone>> done_;
   int wake_fd_ = -1;

@@ -24,6 +24,7 @@
 
 #include "core/base/strings.h"
 #include "core/config/config.h"
+#include "core/io/durable_dirs.h"
 #include "core/io/posix_io.h"
 #include "core/log/log.h"
 #include "core/uring/engine.h"
@@ -42,7 +43,11 @@ namespace {
 // closed) and the kernel drops it the moment the process ends, kill -9 included.
 absl::Status LockSpool(const std::string& spool_path) {
   io::PosixIo io;
-  if (absl::Status s = io.MakeDirs(spool_path); !s.ok()) {
+  // The spool directory may exist without being durable (an installer made it a moment ago,
+  // or a killed run between its mkdir and the parent's fsync): each component's parent is
+  // synced here whether it was made now or found. Each shard's spool does the same for its
+  // own directory before its first segment.
+  if (absl::Status s = io::DurableDirs(io).Ensure(spool_path); !s.ok()) {
     return s;
   }
   const std::string path = spool_path + "/relaisd.lock";
@@ -243,6 +248,7 @@ int Main(int argc, char** argv) {
   base.router = &router;
   base.destinations = &*destinations;
   base.recipients_per_transaction_max = config.recipients_per_transaction_max;
+  base.maildir_directories_known_max = config.maildir_directories_known_max;
   base.delay_warning_ms = config.delay_warning_ms;
   base.log_file = config.log_file;
   EgressOptions& eo = base.egress;

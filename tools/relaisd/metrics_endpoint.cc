@@ -134,6 +134,12 @@ std::string RenderMetrics(const Shards& shards) {
   }
   Total(w, shards, "relais_bounces_total", "Delivery status reports queued to senders.",
         &ShardMetrics::bounces);
+  Total(w, shards, "relais_maildir_mailboxes_recreated_total",
+        "Mailboxes removed while relaisd ran, created again for a delivery.",
+        &ShardMetrics::maildir_mailboxes_recreated);
+  Total(w, shards, "relais_maildir_directories_forgotten_total",
+        "Times a delivery worker's set of durable Maildir directories was full and emptied.",
+        &ShardMetrics::maildir_directories_forgotten);
   Summed(w, shards, "relais_delivery_seconds",
          "From a message's reception to a recipient's delivery, retries included.",
          &ShardMetrics::time_to_delivered);

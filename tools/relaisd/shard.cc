@@ -462,7 +462,8 @@ absl::StatusOr<std::unique_ptr<Shard>> Shard::Create(const ShardOptions& options
                                                              shard->clock_, shard->random_);
   shard->scheduler_->LoadFromSpool();
   // 1024 slots each way: more than attempts_in_flight_max allows (at most 512).
-  shard->worker_ = std::make_unique<DeliveryWorker>(options.index, 10);
+  shard->worker_ = std::make_unique<DeliveryWorker>(options.index, 10,
+                                                    options.maildir_directories_known_max);
   EgressOptions egress = options.egress;
   egress.shard = options.index;
   egress.helo_name = options.session.hostname;
@@ -1265,6 +1266,7 @@ void Shard::StartDeliveries() {
       } else {
         item.resolved = false;
         item.maildir.directory = std::move(maildir.directory);
+        item.maildir.root = maildir::RouteRoot(route->path);  // Delivery never leaves it.
         item.maildir.return_path = message->envelope.sender;
         item.maildir.delivered_to = address;
         // Unique across shards (shard in the sequence) and restarts (time and pid).
@@ -1426,6 +1428,8 @@ void Shard::OnDeliveriesDone() {
     if (done->delay_reported) {
       scheduler_->MarkDelayReported(it->second.id);
     }
+    metrics_.maildir_mailboxes_recreated.Add(done->mailboxes_recreated);
+    metrics_.maildir_directories_forgotten.Add(done->directories_forgotten);
     if (!done->bounce.empty() && !QueueBounce(it->second.id, std::move(done->bounce))) {
       // Without a bounce a failure would go unreported: keep those recipients for later.
       for (scheduler::RecipientResult& r : done->results) {

@@ -61,6 +61,8 @@ struct alignas(64) ShardMetrics {
   // Delivery.
   std::array<std::array<metrics::Counter, kOutcomeNames.size()>, kRouteNames.size()> attempts;
   metrics::Counter bounces;
+  metrics::Counter maildir_mailboxes_recreated;    // Known, found gone, made again.
+  metrics::Counter maildir_directories_forgotten;  // maildir_directories_known_max reached.
   metrics::Histogram time_to_delivered{metrics::kDelayBoundsUs};  // Reception to delivery.
   metrics::Counter egress_connections_opened;
   metrics::Counter egress_connect_failures;
