@@ -61,6 +61,9 @@ case "${1:-}" in
     # Peers of the integration tests, never started as services: Postfix's smtp-sink (next hop
     # of the relay tests), Prometheus (promtool and a real scraper of the metrics test).
     tools/apt-install-no-start.sh postfix prometheus
+    # Exim as a real SMTP client (interop tests); unpacked, never installed (it conflicts
+    # with Postfix).
+    tools/fetch-exim.sh build/peers/exim
     build build Release
     ctest --test-dir build --output-on-failure -j "$JOBS"
     # The same tests under AddressSanitizer and UndefinedBehaviorSanitizer.

@@ -778,7 +778,7 @@ void ServerSession::ConsumeOutput(size_t bytes) {
 }
 
 bool ServerSession::WantsInput() const {
-  return !closing_ && input_.size() < options_.pipeline_bytes_max &&
+  return !closing_ && !input_ended_ && input_.size() < options_.pipeline_bytes_max &&
          output_.size() - output_offset_ < options_.pipeline_bytes_max;
 }
 

@@ -133,11 +133,22 @@ class ServerSession {
   }
   void ConsumeOutput(size_t bytes);
 
+  // The client will send nothing more (recv returned 0: it closed or shut down its sending
+  // side, as Exim does after `BDAT n LAST` + `QUIT` in one write). It may still read: every
+  // command already fed is processed and answered, the 250 that waits for the spool
+  // included, before WantsClose() turns true (RFC 2920 3.1, RFC 5321 4.1.1.10). Input left
+  // incomplete (half a line, an unfinished message) is dropped.
+  void EndOfInput() { input_ended_ = true; }
   // False while the session cannot take more input: waiting for the spool, holding too much
-  // unprocessed input or unsent output, or closing. The owner stops reading meanwhile.
+  // unprocessed input or unsent output, closing, or after EndOfInput(). The owner stops
+  // reading meanwhile.
   [[nodiscard]] bool WantsInput() const;
-  // True when the connection should be closed once PendingOutput() is empty.
-  [[nodiscard]] bool WantsClose() const { return closing_; }
+  // True when the connection should be closed once PendingOutput() is empty: after a closing
+  // reply, or when input has ended and nothing the client sent waits for an answer.
+  [[nodiscard]] bool WantsClose() const {
+    return closing_ ||
+           (input_ended_ && phase_ != Phase::kAwaitCommit && phase_ != Phase::kAwaitSender);
+  }
   [[nodiscard]] bool awaiting_commit() const { return phase_ == Phase::kAwaitCommit; }
   // True between MAIL and the end of its transaction.
   [[nodiscard]] bool in_transaction() const { return mail_given_ || phase_ != Phase::kCommand; }
@@ -220,6 +231,7 @@ class ServerSession {
   bool mail_given_ = false;  // MAIL accepted in this transaction.
   bool used_bdat_ = false;   // BDAT seen in this transaction.
   bool closing_ = false;
+  bool input_ended_ = false;  // EndOfInput(): nothing more will be fed.
   bool shutting_down_ = false;
   bool force_close_after_answer_ = false;  // Forced shutdown while the owner had to answer.
   bool commit_requested_ = false;

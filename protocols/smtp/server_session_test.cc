@@ -660,5 +660,71 @@ TEST(ServerSessionTest, TraceHeader) {
                 "\r\n\tfor <bob@example.com>; Thu, 26 Nov 2026 21:00:00 +0000\r\n");
 }
 
+// What Exim does: the whole transaction and QUIT in one write, then shutdown(SHUT_WR). Every
+// reply, the 250 that waits for the spool included, must still go out before the close
+// (RFC 2920 3.1, RFC 5321 4.1.1.10); losing them made Exim send the message again.
+void ExpectEveryReplyAfterEndOfInput(const std::string& transaction,
+                                     const std::vector<int>& expected) {
+  SessionOptions o;
+  ServerSession s(o, *mail::IpAddress::Parse("192.0.2.10"));
+  s.Start();
+  s.Feed(transaction);
+  s.EndOfInput();
+  EXPECT_FALSE(s.WantsInput());
+  EXPECT_FALSE(s.WantsClose()) << "the message waits for the spool; its reply must be sent";
+  ASSERT_TRUE(s.TakeCommitRequest());
+  EXPECT_EQ(s.transaction().body, "Subject: x\r\n\r\nbody\r\n");
+  s.CompleteCommit(CommitOutcome::kDurable, mail::MessageId::Make(1, 0, 1));
+  EXPECT_TRUE(s.WantsClose());
+  const std::string out(s.PendingOutput());
+  EXPECT_EQ(Codes(out), expected) << out;
+  EXPECT_NE(out.find("250 2.0.0 OK: queued as "), std::string::npos) << out;
+}
+
+TEST(ServerSessionTest, HalfClosedBdatClientGetsEveryReply) {
+  const std::string body = "Subject: x\r\n\r\nbody\r\n";
+  ExpectEveryReplyAfterEndOfInput(std::string(kEnvelope) + "BDAT " +
+                                      std::to_string(body.size()) + " LAST\r\n" + body +
+                                      "QUIT\r\n",
+                                  {220, 250, 250, 250, 250, 221});
+}
+
+TEST(ServerSessionTest, HalfClosedDataClientGetsEveryReply) {
+  ExpectEveryReplyAfterEndOfInput(
+      std::string(kEnvelope) + "DATA\r\nSubject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n",
+      {220, 250, 250, 250, 354, 250, 221});
+  // Without QUIT the replies still go out; then the session closes.
+  ExpectEveryReplyAfterEndOfInput(
+      std::string(kEnvelope) + "DATA\r\nSubject: x\r\n\r\nbody\r\n.\r\n",
+      {220, 250, 250, 250, 354, 250});
+}
+
+TEST(ServerSessionTest, EndOfInputWaitsForTheSenderCheck) {
+  SessionOptions o;
+  ServerSession s(o, *mail::IpAddress::Parse("192.0.2.10"));
+  s.RequireSenderCheck();
+  s.Start();
+  s.Feed(std::string(kEnvelope) + "QUIT\r\n");
+  s.EndOfInput();
+  ASSERT_TRUE(s.TakeSenderCheck());
+  EXPECT_FALSE(s.WantsClose());
+  s.CompleteSenderCheck(Reply::kSenderOk);
+  EXPECT_TRUE(s.WantsClose());
+  EXPECT_EQ(Codes(std::string(s.PendingOutput())), (std::vector<int>{220, 250, 250, 250, 221}));
+}
+
+TEST(ServerSessionTest, EndOfInputInsideAMessageStoresNothing) {
+  for (const std::string tail : {"DATA\r\nSubject: x\r\n\r\nbody\r\n", "BDAT 100 LAST\r\nabc",
+                                 "DATA\r\nSubject: x\r\n\r\nbody\r\n.\r", "RCPT TO:<c@ex"}) {
+    SessionOptions o;
+    ServerSession s(o, *mail::IpAddress::Parse("192.0.2.10"));
+    s.Start();
+    s.Feed(std::string(kEnvelope) + tail);
+    s.EndOfInput();
+    EXPECT_TRUE(s.WantsClose()) << tail;
+    EXPECT_FALSE(s.TakeCommitRequest()) << tail;
+  }
+}
+
 }  // namespace
 }  // namespace relais::smtp

@@ -615,8 +615,14 @@ void Shard::OnRecv(Connection& c, int32_t result, uint32_t flags) {
     engine_->ReturnBuffer(buffer);
   } else if (result == -ENOBUFS) {
     metrics_.recv_no_buffer.Add();  // Every buffer is in use this turn; the next Pump retries.
+  } else if (result == 0) {
+    // The client closed or shut down its sending side (Exim does after `BDAT n LAST` +
+    // `QUIT` in one write). It may still read: what it sent is processed and answered, the
+    // 250 after the fdatasync included, before the session asks to close. Treating this as
+    // a vanished peer lost those replies and made the client send the message again.
+    c.session.EndOfInput();
   } else if (result != -ECANCELED) {
-    c.peer_gone = true;  // 0: the client closed; < 0: reset or another socket error.
+    c.peer_gone = true;  // A reset or another socket error.
   }
   MarkDirty(c);
 }
