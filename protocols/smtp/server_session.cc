@@ -13,6 +13,87 @@
 #include "protocols/smtp/command.h"
 
 namespace relais::smtp {
+namespace {
+
+// RFC 5321 4.1.2 Domain: LDH labels of 1 to 63 octets, at most 255 in all.
+bool IsPlainDomain(std::string_view name) {
+  if (name.empty() || name.size() > 255) {
+    return false;
+  }
+  size_t label = 0;
+  for (size_t i = 0; i < name.size(); ++i) {
+    const char c = name[i];
+    if (c == '.') {
+      if (label == 0 || name[i - 1] == '-') {
+        return false;
+      }
+      label = 0;
+      continue;
+    }
+    const bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+    if (!(alnum || (c == '-' && label > 0)) || ++label > 63) {
+      return false;
+    }
+  }
+  return label > 0 && name.back() != '-';
+}
+
+// An address literal made of nothing that could end a token: "[192.0.2.1]", "[IPv6:...]".
+bool IsPlainAddressLiteral(std::string_view name) {
+  if (name.size() < 3 || name.size() > 64 || name.front() != '[' || name.back() != ']') {
+    return false;
+  }
+  std::string_view inner = name.substr(1, name.size() - 2);
+  if (inner.starts_with("IPv6:")) {
+    inner.remove_prefix(5);
+  }
+  return !inner.empty() && std::all_of(inner.begin(), inner.end(), [](char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') ||
+           c == '.' || c == ':';
+  });
+}
+
+// Client text as the inside of an RFC 5322 comment: "(", ")" and backslash become quoted-pairs so
+// it can neither close the comment nor open another; controls, and 8-bit bytes unless the
+// message is UTF8SMTP (then the text is valid UTF-8, checked at EHLO), become "?". At most
+// 255 octets are kept, so the line stays far below 998.
+void AppendCommentText(std::string& out, std::string_view text, bool utf8) {
+  if (text.size() > 255) {
+    size_t cut = 255;
+    while (utf8 && cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) {
+      --cut;  // Never split a UTF-8 sequence.
+    }
+    text = text.substr(0, cut);
+  }
+  for (char c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '(' || c == ')' || c == '\\') {
+      out.push_back('\\');
+      out.push_back(c);
+    } else if (u < 0x21 || u == 0x7F || (u >= 0x80 && !utf8)) {
+      out.push_back('?');
+    } else {
+      out.push_back(c);
+    }
+  }
+}
+
+// Whether a forward-path can go into the "for <...>" clause as it is: nothing that could end
+// the angle-addr, open a comment or a quoted string, or start the date clause (";").
+// Otherwise the clause, which is optional (RFC 5321 4.4), is left out.
+bool IsPlainForPath(std::string_view address, bool utf8) {
+  return !address.empty() && address.size() <= 255 &&
+         std::all_of(address.begin(), address.end(), [utf8](char c) {
+           const auto u = static_cast<unsigned char>(c);
+           if (u >= 0x80) {
+             return utf8;
+           }
+           return u > 0x20 && u != 0x7F && std::string_view("()<>;\\\",").find(c) ==
+                                                std::string_view::npos;
+         });
+}
+
+}  // namespace
 
 ServerSession::ServerSession(const SessionOptions& options, const mail::IpAddress& client)
     : options_(options), client_(client) {}
@@ -697,6 +778,14 @@ void ServerSession::FinishMessage() {
     refusal = Reply::kBodyBareLineEnding;
   } else if (body_line_too_long_) {
     refusal = Reply::kBodyLineTooLong;
+  } else if (!transaction_.body.empty() &&
+             (transaction_.body.front() == ' ' || transaction_.body.front() == '\t')) {
+    // RFC 5322 2.2: no header section starts with a continuation line. Stored, it would
+    // continue the Received: (and any other field) written above it, letting the client
+    // finish a trace field that the next hops trust. Refused rather than repaired: any repair
+    // changes the client's bytes (and breaks its DKIM signatures), and no mail program
+    // writes such a message.
+    refusal = Reply::kBodyStartsWithWhitespace;
   } else if (body_over_budget_) {
     refusal = Reply::kSpoolFull;  // 452 4.3.1: memory, not the client, is short.
   }
@@ -754,10 +843,20 @@ std::string ServerSession::TraceHeader(const mail::MessageId& id,
                                                          : base::StrCat("[", address, "]");
   // RFC 5321 4.4 / RFC 3848 / RFC 6531 3.7.3 protocol names.
   const std::string_view protocol = !esmtp_ ? "SMTP" : (env.smtputf8 ? "UTF8SMTP" : "ESMTP");
-  std::string out =
-      base::StrCat("Received: from ", helo_, " (", literal, ")\r\n\tby ", options_.hostname,
-                   " (Relais) with ", protocol, "\r\n\tid ", id.ToString());
-  if (env.recipients.size() == 1) {
+  // RFC 5321 4.4: every token the client chose is written so that it cannot end its clause,
+  // close a comment or start the date: a HELO name that is a plain domain or address literal
+  // as it is, any other in a comment after our literal of the client's address.
+  std::string out = "Received: from ";
+  if (IsPlainDomain(helo_) || IsPlainAddressLiteral(helo_)) {
+    base::StrAppend(&out, helo_, " (", literal, ")");
+  } else {
+    base::StrAppend(&out, literal, " (helo=");
+    AppendCommentText(out, helo_, env.smtputf8);
+    out.push_back(')');
+  }
+  base::StrAppend(&out, "\r\n\tby ", options_.hostname, " (Relais) with ", protocol, "\r\n\tid ",
+                  id.ToString());
+  if (env.recipients.size() == 1 && IsPlainForPath(env.recipients[0].address, env.smtputf8)) {
     base::StrAppend(&out, "\r\n\tfor <", env.recipients[0].address, ">");
   }
   base::StrAppend(&out, "; ", rfc5322_date, "\r\n");

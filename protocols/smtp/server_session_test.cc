@@ -660,6 +660,141 @@ TEST(ServerSessionTest, TraceHeader) {
                 "\r\n\tfor <bob@example.com>; Thu, 26 Nov 2026 21:00:00 +0000\r\n");
 }
 
+// A strict reading of a Received: field (RFC 5322 3.6.7, 3.2.2): comments balance, quoted-pairs
+// are honoured, exactly one ";" lies outside comments and angle brackets and only the date
+// follows it, no line passes 998 octets, and 8-bit bytes appear only when allowed.
+void ExpectWellFormedTrace(const std::string& field, bool utf8, const std::string& date) {
+  SCOPED_TRACE(field);
+  ASSERT_TRUE(field.starts_with("Received: from "));
+  ASSERT_TRUE(field.ends_with("; " + date + "\r\n"));
+  size_t line = 0;
+  int depth = 0;
+  bool angle = false;
+  int semicolons = 0;
+  for (size_t i = 0; i < field.size(); ++i) {
+    const auto u = static_cast<unsigned char>(field[i]);
+    ASSERT_TRUE(utf8 || u < 0x80) << "8-bit byte at " << i;
+    if (field[i] == '\r') {
+      ASSERT_EQ(field[i + 1], '\n');
+      ASSERT_LE(line, 998u);
+      ASSERT_TRUE(i + 2 == field.size() || field[i + 2] == '\t') << "unfolded line at " << i;
+      line = 0;
+      ++i;
+      continue;
+    }
+    ++line;
+    ASSERT_TRUE(u >= 0x20 || field[i] == '\t') << "control byte at " << i;
+    if (depth > 0) {
+      if (field[i] == '\\') {
+        ++i;
+        ++line;
+      } else if (field[i] == '(') {
+        ++depth;
+      } else if (field[i] == ')') {
+        --depth;
+      }
+      continue;
+    }
+    if (field[i] == '(') {
+      depth = 1;
+    } else if (field[i] == ')' || field[i] == '\\' || field[i] == '"') {
+      FAIL() << "stray " << field[i] << " at " << i;
+    } else if (field[i] == '<') {
+      ASSERT_FALSE(angle);
+      angle = true;
+    } else if (field[i] == '>') {
+      ASSERT_TRUE(angle);
+      angle = false;
+    } else if (field[i] == ';' && !angle) {
+      ++semicolons;
+      ASSERT_EQ(field.substr(i), "; " + date + "\r\n");
+    }
+  }
+  EXPECT_EQ(depth, 0);
+  EXPECT_FALSE(angle);
+  EXPECT_EQ(semicolons, 1);
+}
+
+TEST(ServerSessionTest, TraceHeaderKeepsHostileHeloNamesInsideAComment) {
+  const std::string date = "Thu, 26 Nov 2026 21:00:00 +0000";
+  const std::string long_name(480, 'a');
+  struct Case {
+    std::string helo;
+    bool smtputf8;
+    std::string from;  // Expected start of the field.
+  };
+  const std::vector<Case> cases = {
+      {"client.example", false, "Received: from client.example ([192.0.2.10])\r\n"},
+      {"[192.0.2.99]", false, "Received: from [192.0.2.99] ([192.0.2.10])\r\n"},
+      {"a(b", false, "Received: from [192.0.2.10] (helo=a\\(b)\r\n"},
+      {"x)\tby", false, ""},  // Refused at EHLO (a control byte); the previous name stays.
+      {"evil);by=trusted.example", false,
+       "Received: from [192.0.2.10] (helo=evil\\);by=trusted.example)\r\n"},
+      {"a\\)b", false, "Received: from [192.0.2.10] (helo=a\\\\\\)b)\r\n"},
+      {"x;y", false, "Received: from [192.0.2.10] (helo=x;y)\r\n"},
+      {"((((", false, "Received: from [192.0.2.10] (helo=\\(\\(\\(\\()\r\n"},
+      {"h\xC3\xA9llo.example", false, "Received: from [192.0.2.10] (helo=h??llo.example)\r\n"},
+      {"h\xC3\xA9llo.example", true,
+       "Received: from [192.0.2.10] (helo=h\xC3\xA9llo.example)\r\n"},
+      {"[x:/../../etc]", false, "Received: from [192.0.2.10] (helo=[x:/../../etc])\r\n"},
+      {long_name, false, "Received: from [192.0.2.10] (helo=" + std::string(255, 'a') + ")\r\n"},
+      {std::string(300, ')'), false, ""},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.helo);
+    Harness h;
+    const std::string mail = c.smtputf8 ? "MAIL FROM:<a@b.example> SMTPUTF8\r\n"
+                                        : "MAIL FROM:<a@b.example>\r\n";
+    h.session().Feed("EHLO client.example\r\nEHLO " + c.helo + "\r\n" + mail +
+                     "RCPT TO:<bob@example.com>\r\nDATA\r\nx\r\n.\r\n");
+    ASSERT_TRUE(h.session().TakeCommitRequest());
+    const std::string header = h.session().TraceHeader(mail::MessageId::Make(1, 2, 3), date);
+    ExpectWellFormedTrace(header, c.smtputf8, date);
+    if (!c.from.empty()) {
+      EXPECT_TRUE(header.starts_with(c.from)) << header;
+    }
+  }
+}
+
+TEST(ServerSessionTest, TraceHeaderLeavesOutAForClauseThatCouldBreakIt) {
+  const std::string date = "Thu, 26 Nov 2026 21:00:00 +0000";
+  for (const std::string rcpt : {"\"a;b\"@example.com", "\"x>(\"@example.com",
+                                 "\"a\\\\\\\"b\"@example.com", "plain@example.com"}) {
+    SCOPED_TRACE(rcpt);
+    Harness h;
+    h.session().Feed("EHLO c.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<" + rcpt +
+                     ">\r\nDATA\r\nx\r\n.\r\n");
+    ASSERT_TRUE(h.session().TakeCommitRequest());
+    const std::string header = h.session().TraceHeader(mail::MessageId::Make(1, 2, 3), date);
+    ExpectWellFormedTrace(header, false, date);
+    EXPECT_EQ(header.find("\tfor <") != std::string::npos, rcpt == "plain@example.com");
+  }
+}
+
+TEST(ServerSessionTest, MessageStartingWithWhiteSpaceIsRefused) {
+  // RFC 5322 2.2: it would continue the Received: field written above it.
+  for (const std::string& transfer :
+       {std::string("DATA\r\n\tby trusted.example with ESMTP id 1\r\nSubject: x\r\n\r\nb\r\n.\r\n"),
+        std::string("DATA\r\n x\r\n\r\nb\r\n.\r\n"),
+        std::string("DATA\r\n. \tby trusted.example\r\n\r\nb\r\n.\r\n"),  // Dot-unstuffed.
+        std::string("BDAT 0\r\nBDAT 6 LAST\r\n\tx\r\n\r\n"),
+        std::string("BDAT 3\r\n\t\t\tBDAT 2 LAST\r\n\r\n")}) {
+    SCOPED_TRACE(transfer);
+    Harness h;
+    const std::string out = h.Run(std::string(kEnvelope) + transfer);
+    EXPECT_NE(out.find("550 5.6.0"), std::string::npos) << out;
+    EXPECT_TRUE(h.committed.empty());
+  }
+  // An empty header section (the first line is empty) and ordinary first lines are fine.
+  for (const std::string& transfer :
+       {std::string("DATA\r\n\r\nbody only\r\n.\r\n"), std::string("DATA\r\nx: y\r\n\r\n.\r\n"),
+        std::string("BDAT 2 LAST\r\n\r\n")}) {
+    Harness h;
+    h.Run(std::string(kEnvelope) + transfer);
+    EXPECT_EQ(h.committed.size(), 1u) << transfer;
+  }
+}
+
 // What Exim does: the whole transaction and QUIT in one write, then shutdown(SHUT_WR). Every
 // reply, the 250 that waits for the spool included, must still go out before the close
 // (RFC 2920 3.1, RFC 5321 4.1.1.10); losing them made Exim send the message again.

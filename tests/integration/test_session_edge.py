@@ -2,6 +2,9 @@
 their connection (and Exim, which does), hostile trace-field input, the per-message deadline and
 minimum data rate, and the per-shard receive budget measured as resident memory."""
 
+import email
+import email.policy
+import email.utils
 import os
 import socket
 import unittest
@@ -77,6 +80,176 @@ class HalfCloseTest(unittest.TestCase):
         out = self.half_close(ENVELOPE + b"BDAT 100 LAST\r\nshort")
         self.assertEqual(codes(out), [220, 250, 250, 250], out)
         self.assertEqual(self.d.spool_messages(), [])
+
+
+def strict_trace_fields(header_section):
+    """Splits a header section (LF or CRLF lines) into fields strictly: a first line that is a
+    continuation, a line without a colon or an overlong line is an error."""
+    lines = header_section.replace(b"\r\n", b"\n").split(b"\n")
+    fields = []
+    for line in lines:
+        if len(line) > 998:
+            raise AssertionError(f"line over 998 octets: {line[:80]!r}")
+        if line[:1] in (b" ", b"\t"):
+            if not fields:
+                raise AssertionError("the header section starts with a continuation line")
+            fields[-1] += b"\r\n" + line
+        else:
+            if b":" not in line:
+                raise AssertionError(f"not a header field: {line!r}")
+            fields.append(line)
+    return fields
+
+
+def check_received(field):
+    """RFC 5322 3.6.7 / RFC 5321 4.4, strictly: balanced comments with quoted-pairs, quoted
+    strings closed, exactly one ';' outside them (and outside <...>) followed by a valid date.
+    Returns the clause words outside comments."""
+    name, _, value = field.partition(b":")
+    assert name == b"Received", field
+    value = value.replace(b"\r\n", b"")
+    depth, quoted, angle, i = 0, False, False, 0
+    words, word, semis, date = [], b"", 0, None
+    while i < len(value):
+        c = value[i:i + 1]
+        if c[0] >= 0x80:
+            raise AssertionError(f"8-bit byte in a 7-bit message's trace field: {field!r}")
+        if depth or quoted:
+            if c == b"\\":
+                i += 1
+            elif quoted and c == b'"':
+                quoted = False
+            elif depth and c == b"(":
+                depth += 1
+            elif depth and c == b")":
+                depth -= 1
+        elif c == b"(":
+            depth = 1
+        elif c == b'"':
+            quoted = True
+        elif c in (b")", b"\\"):
+            raise AssertionError(f"stray {c!r} in {field!r}")
+        elif c == b"<":
+            assert not angle, field
+            angle = True
+        elif c == b">":
+            assert angle, field
+            angle = False
+        elif c == b";" and not angle:
+            semis += 1
+            date = value[i + 1:].strip()
+            break
+        if not depth and not quoted and c not in (b" ", b"\t", b"(", b")"):
+            word += c
+        elif word:
+            words.append(word)
+            word = b""
+        i += 1
+    assert depth == 0 and not quoted and not angle, field
+    assert semis == 1, field
+    assert email.utils.parsedate_to_datetime(date.decode()) is not None, field
+    return words
+
+
+class TraceFieldTest(unittest.TestCase):
+    """RFC 5321 4.4, RFC 5322 2.2: whatever the client sends, the Received: field Relais writes
+    stays complete and well-formed, checked in the delivered copy with a strict parser."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = Daemon("", threads=1).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.cleanup()
+
+    def send(self, helo, message, smtputf8=False, rcpt=b"bob@example.com"):
+        c = RawClient(self.d.connect())
+        self.assertEqual(c.reply()[0], 220)
+        c.send(b"EHLO " + helo + b"\r\n")
+        ehlo = c.reply()[0]
+        c.send(b"MAIL FROM:<alice@sender.test>" + (b" SMTPUTF8" if smtputf8 else b"") +
+               b"\r\nRCPT TO:<" + rcpt + b">\r\nBDAT %d LAST\r\n" % len(message) + message)
+        replies = [c.reply() for _ in range(3)]
+        c.send(b"QUIT\r\n")
+        return ehlo, replies
+
+    def delivered(self, marker):
+        def find():
+            for m in self.d.maildir_messages():
+                with open(m["path"], "rb") as f:
+                    data = f.read()
+                if marker in data:
+                    return data
+            return None
+        return wait_for(find, 20, f"delivery of {marker!r}")
+
+    def test_hostile_helo_names_stay_inside_a_comment(self):
+        helos = [b"a(b", b"a)b", b"x);by=trusted.example", b"x;y", b"a\\)b", b"(((((",
+                 b"\xc3\xa9vil.example", b"\xff\xfe", b"[x:/../../srv]", b"a" * 480,
+                 b")" * 400, b"ok.example"]
+        for n, helo in enumerate(helos):
+            with self.subTest(helo=helo[:40]):
+                marker = b"X-Case: helo-%d" % n
+                ehlo, replies = self.send(helo, marker + b"\r\nSubject: t\r\n\r\nbody\r\n")
+                if ehlo != 250:
+                    continue  # Refused at EHLO (invalid UTF-8): nothing to write.
+                self.assertEqual(replies[2][0], 250, replies)
+                data = self.delivered(marker)
+                message = email.message_from_bytes(data, policy=email.policy.strict)
+                self.assertEqual(message["X-Case"], marker.split(b": ")[1].decode())
+                header = data.split(b"\n\n", 1)[0]
+                fields = strict_trace_fields(header)
+                received = [f for f in fields if f.startswith(b"Received:")]
+                self.assertEqual(len(received), 1, fields)
+                words = check_received(received[0])
+                self.assertEqual(words[0], b"from")
+                self.assertEqual(words[2:4], [b"by", b"relais.test"], words)
+                if helo == b"ok.example":
+                    self.assertEqual(words[1], b"ok.example")
+                else:
+                    self.assertEqual(words[1], b"[127.0.0.1]", words)
+                # The client's own field follows, untouched and apart.
+                self.assertTrue(fields[fields.index(received[0]) + 1].startswith(b"X-Case:"))
+
+    def test_a_message_starting_with_white_space_is_refused(self):
+        for n, start in enumerate([b"\tby trusted.example with ESMTP id 1;\r\n",
+                                   b" by trusted.example\r\n", b"\t\r\n", b" \r\n"]):
+            with self.subTest(start=start):
+                _, replies = self.send(b"c.example", start + b"X-Case: ws-%d\r\n\r\nb\r\n" % n)
+                self.assertEqual(replies[2][0], 550, replies)
+                self.assertIn("5.6.0", replies[2][1])
+        # DATA: a dot-stuffed first line is unstuffed first (". \tby" is " \tby").
+        c = RawClient(self.d.connect())
+        c.reply()
+        c.send(ENVELOPE + b"DATA\r\n")
+        self.assertEqual([c.reply()[0] for _ in range(4)], [250, 250, 250, 354])
+        c.send(b". \tby trusted.example\r\nX-Case: ws-dot\r\n\r\nb\r\n.\r\n")
+        code, text = c.reply()
+        self.assertEqual((code, "5.6.0" in text), (550, True), text)
+        # An empty header section is fine: the first line is the empty line.
+        _, replies = self.send(b"c.example", b"\r\nX-Case: empty-header\r\n")
+        self.assertEqual(replies[2][0], 250, replies)
+        data = self.delivered(b"X-Case: empty-header")
+        header, body = data.split(b"\n\n", 1)
+        check_received([f for f in strict_trace_fields(header) if f.startswith(b"Received")][0])
+        self.assertEqual(body, b"X-Case: empty-header\n")
+        for m in self.d.maildir_messages():
+            self.assertNotIn("ws-", m["body"])
+
+    def test_hostile_recipients_leave_the_for_clause_out(self):
+        for n, rcpt in enumerate([b'"a;b"@example.com', b'"x>(y"@example.com',
+                                  b'"a\\\\\\"b"@example.com']):
+            with self.subTest(rcpt=rcpt):
+                marker = b"X-Case: rcpt-%d" % n
+                _, replies = self.send(b"c.example", marker + b"\r\n\r\nb\r\n", rcpt=rcpt)
+                if replies[1][0] != 250:
+                    continue
+                data = self.delivered(marker)
+                header = data.split(b"\n\n", 1)[0]
+                received = [f for f in strict_trace_fields(header) if f.startswith(b"Received")]
+                words = check_received(received[0])
+                self.assertNotIn(b"for", words)
 
 
 @unittest.skipUnless(exim_client.available(),
