@@ -67,6 +67,9 @@ struct Config {
   // [timeouts] RFC 5321 4.5.3.2.
   uint32_t command_timeout_ms = 300'000;  // 4.5.3.2.7: server waits 5 min for a command.
   uint32_t data_timeout_ms = 180'000;     // 4.5.3.2.5: 3 min per data block.
+  uint32_t data_deadline_ms = 300'000;        // One message's whole transfer, plus rate credit.
+  uint32_t data_deadline_stress_ms = 10'000;  // The same under load (Postfix: stress).
+  uint32_t data_rate_min = 500;               // Bytes/s (Postfix smtpd_min_data_rate).
   uint32_t shutdown_grace_ms = 10'000;    // SIGTERM: how long transactions may finish.
   // [relay]
   std::vector<std::string> local_domains = {"*"};

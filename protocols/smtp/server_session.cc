@@ -157,12 +157,14 @@ size_t ServerSession::Process(std::string_view input) {
         break;
       case Phase::kData:
         used = ScanBody(input.substr(pos), /*dot_terminated=*/true);
+        data_bytes_read_ += used;
         if (data_ended_) {
           FinishMessage();
         }
         break;
       case Phase::kBdat:
         used = ProcessBdat(input.substr(pos));
+        data_bytes_read_ += used;
         break;
       case Phase::kAwaitSender:
       case Phase::kAwaitCommit:
@@ -891,6 +893,13 @@ void ServerSession::OnTimeout() {
     return;  // The owner answers first; the client is not at fault.
   }
   Send(Reply::kTimeout);
+}
+
+void ServerSession::OnTooSlow() {
+  if (phase_ == Phase::kAwaitCommit || phase_ == Phase::kAwaitSender) {
+    return;
+  }
+  Send(Reply::kTooSlow);
 }
 
 void ServerSession::BeginShutdown() {

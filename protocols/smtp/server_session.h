@@ -189,6 +189,19 @@ class ServerSession {
   [[nodiscard]] bool ReceivingData() const {
     return phase_ == Phase::kData || phase_ == Phase::kBdat;
   }
+  // True from DATA's 354, or a transaction's first BDAT, until the message has been read to its
+  // end: the span that the owner's per-message deadline covers (all chunks of one message, the
+  // commands between them included). False while the owner answers (sender check, commit).
+  [[nodiscard]] bool InMessageTransfer() const {
+    return phase_ == Phase::kData || phase_ == Phase::kBdat ||
+           (phase_ == Phase::kCommand && used_bdat_);
+  }
+  // Message data bytes read so far in this session (DATA and BDAT, discarded chunks too); the
+  // owner credits each one to the deadline at its minimum data rate.
+  [[nodiscard]] uint64_t data_bytes_read() const { return data_bytes_read_; }
+  // The per-message deadline passed: reply 421 4.4.2 and close (unless the owner must answer
+  // first, as for OnTimeout).
+  void OnTooSlow();
 
  private:
   enum class Phase : uint8_t { kCommand, kData, kBdat, kAwaitSender, kAwaitCommit, kClosed };
@@ -241,6 +254,7 @@ class ServerSession {
   bool discarding_long_line_ = false;  // An overlong command line is being skipped.
   uint32_t errors_ = 0;
   uint64_t command_lines_ = 0;
+  uint64_t data_bytes_read_ = 0;
   std::string helo_;
   uint64_t messages_accepted_ = 0;
 

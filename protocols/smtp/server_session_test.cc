@@ -795,6 +795,31 @@ TEST(ServerSessionTest, MessageStartingWithWhiteSpaceIsRefused) {
   }
 }
 
+TEST(ServerSessionTest, MessageTransferSpansEveryBdatChunkOfOneMessage) {
+  Harness h;
+  h.Run(kEnvelope);
+  EXPECT_FALSE(h.session().InMessageTransfer());
+  h.session().Feed("BDAT 3\r\nab");
+  EXPECT_TRUE(h.session().InMessageTransfer());
+  h.session().Feed("c");
+  EXPECT_TRUE(h.session().InMessageTransfer()) << "between chunks of one message";
+  EXPECT_EQ(h.session().data_bytes_read(), 3u);
+  h.session().Feed("BDAT 3 LAST\r\nd\r");
+  EXPECT_TRUE(h.session().InMessageTransfer());
+  h.session().Feed("\n");
+  EXPECT_FALSE(h.session().InMessageTransfer()) << "the owner answers now";
+  EXPECT_EQ(h.session().data_bytes_read(), 6u);
+  h.Settle();
+  EXPECT_FALSE(h.session().InMessageTransfer());
+  h.Run("MAIL FROM:<a@b.example>\r\nRCPT TO:<c@example.com>\r\nDATA\r\nxy");
+  EXPECT_TRUE(h.session().InMessageTransfer());
+  h.session().OnTooSlow();
+  h.Settle();
+  const std::string out = h.TakeOutput();
+  EXPECT_NE(out.find("421 4.4.2"), std::string::npos) << out;
+  EXPECT_TRUE(h.session().WantsClose());
+}
+
 // What Exim does: the whole transaction and QUIT in one write, then shutdown(SHUT_WR). Every
 // reply, the 250 that waits for the spool included, must still go out before the close
 // (RFC 2920 3.1, RFC 5321 4.1.1.10); losing them made Exim send the message again.

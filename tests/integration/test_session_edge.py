@@ -6,8 +6,13 @@ import email
 import email.policy
 import email.utils
 import os
+import resource
+import selectors
+import smtplib
 import socket
+import time
 import unittest
+import urllib.request
 
 import exim_client
 from harness import Daemon, RawClient, wait_for
@@ -28,6 +33,11 @@ def read_to_eof(sock, timeout=20):
             break
         data += chunk
     return data
+
+
+def metrics(d):
+    with urllib.request.urlopen(f"http://127.0.0.1:{d.metrics_port}/metrics", timeout=10) as r:
+        return r.read().decode()
 
 
 def codes(data):
@@ -250,6 +260,147 @@ class TraceFieldTest(unittest.TestCase):
                 received = [f for f in strict_trace_fields(header) if f.startswith(b"Received")]
                 words = check_received(received[0])
                 self.assertNotIn(b"for", words)
+
+
+class DeadlineTest(unittest.TestCase):
+    """A deadline per message transfer with a minimum data rate (Postfix: per-request deadline,
+    smtpd_min_data_rate): data_timeout_ms alone restarts at every read, so a client sending a
+    byte at a time held its slot and its receive budget for ever."""
+
+    def start(self, config):
+        d = Daemon(config, threads=1).start()
+        self.addCleanup(d.cleanup)
+        return d
+
+    def trickle(self, d, opening, piece, every=0.1, limit=15):
+        """Sends `opening`, then `piece` every `every` s; returns (seconds until the 421,
+        the reply text)."""
+        c = RawClient(d.connect())
+        c.reply()
+        c.send(opening)
+        started = time.monotonic()
+        c.sock.setblocking(False)
+        got = b""
+        while time.monotonic() - started < limit:
+            try:
+                c.sock.send(piece)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            deadline = time.monotonic() + every
+            while time.monotonic() < deadline:
+                try:
+                    chunk = c.sock.recv(65536)
+                    if not chunk:
+                        break
+                    got += chunk
+                except BlockingIOError:
+                    time.sleep(0.01)  # Pacing the trickle, not synchronising.
+            if b"421 " in got:
+                break
+        elapsed = time.monotonic() - started
+        self.assertIn(b"421 4.4.2", got)
+        return elapsed, got
+
+    def test_a_trickling_client_is_cut_within_the_bound(self):
+        d = self.start("[timeouts]\ndata_deadline_ms = 2000\ndata_rate_min = 500\n")
+        # DATA at 10 bytes/s: the 2 s base plus 1/500 s per byte read, then 421 4.4.2.
+        elapsed, got = self.trickle(d, ENVELOPE + b"DATA\r\n", b"x")
+        self.assertTrue(1.9 <= elapsed < 3.5, (elapsed, got))
+        # BDAT in many small chunks, each answered 250: the deadline covers them all.
+        elapsed, got = self.trickle(d, ENVELOPE + b"BDAT 2\r\nab", b"BDAT 1\r\nc")
+        self.assertTrue(1.9 <= elapsed < 3.5, (elapsed, got))
+        self.assertIn(b"250 2.0.0 1 octets received", got)
+        # One huge chunk, trickled; and a chunk for a transaction that has no MAIL.
+        elapsed, got = self.trickle(d, ENVELOPE + b"BDAT 100000 LAST\r\n", b"y")
+        self.assertTrue(1.9 <= elapsed < 3.5, (elapsed, got))
+        self.assertEqual(d.spool_messages(), [])
+        self.assertIn("relais_transfers_too_slow_total 3\n", metrics(d))
+
+    def test_a_client_above_the_rate_is_not_cut(self):
+        d = self.start("[timeouts]\ndata_deadline_ms = 2000\ndata_rate_min = 500\n")
+        c = RawClient(d.connect())
+        c.reply()
+        c.send(ENVELOPE + b"DATA\r\n")
+        self.assertEqual([c.reply()[0] for _ in range(4)], [250, 250, 250, 354])
+        started = time.monotonic()
+        line = b"X" * 98 + b"\r\n"
+        while time.monotonic() - started < 3.0:  # 1 000 bytes/s for longer than the base.
+            c.send(line)
+            time.sleep(0.1)  # Pacing the sender.
+        c.send(b".\r\n")
+        self.assertEqual(c.reply()[0], 250)
+        # A large message at full speed earns its time too.
+        with smtplib.SMTP("127.0.0.1", d.port, timeout=30) as s:
+            s.sendmail("a@sender.test", ["bob@example.com"],
+                       b"Subject: big\r\n\r\n" + (b"y" * 998 + b"\r\n") * 4000)
+
+    def test_many_tricklers_do_not_delay_a_normal_client(self):
+        count = 1500
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard < count + 200:
+            self.skipTest(f"descriptor limit {hard} is below {count + 200}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
+        # Past half of connections_max the stricter deadline applies.
+        d = self.start("[limits]\nconnections_max = 2000\nconnections_per_ip_max = 5000\n"
+                       "[timeouts]\ndata_deadline_ms = 600000\ndata_deadline_stress_ms = 3000\n")
+        sel = selectors.DefaultSelector()
+        socks = []
+        for _ in range(count):
+            sock = d.connect()
+            sock.setblocking(False)
+            socks.append(sock)
+            sel.register(sock, selectors.EVENT_READ, [b""])
+        for sock in socks:
+            sock.sendall(ENVELOPE + b"DATA\r\n")
+
+        def pump(timeout):
+            for key, _ in sel.select(timeout):
+                try:
+                    chunk = key.fileobj.recv(65536)
+                except (BlockingIOError, ConnectionResetError):
+                    chunk = b""
+                key.data[0] += chunk
+                if not chunk:
+                    sel.unregister(key.fileobj)
+
+        def all_got(marker):
+            pump(0.05)
+            return all(marker in sel.get_key(s).data[0] if s in sel.get_map() else False
+                       for s in socks)
+        wait_for(lambda: all_got(b"354 "), 30, f"{count} sessions in DATA")
+        started = time.monotonic()
+        # A byte from each trickler every 0.5 s; meanwhile an ordinary client is served at once.
+        served = None
+        next_round = 0
+        while time.monotonic() - started < 12:
+            if time.monotonic() >= next_round:
+                for sock in socks:
+                    try:
+                        sock.send(b"z")
+                    except (BlockingIOError, BrokenPipeError, ConnectionResetError):
+                        pass
+                next_round = time.monotonic() + 0.5
+            if served is None and time.monotonic() - started > 1.0:
+                t0 = time.monotonic()
+                with smtplib.SMTP("127.0.0.1", d.port, timeout=10) as s:
+                    s.sendmail("a@sender.test", ["bob@example.com"],
+                               b"Subject: normal client\r\n\r\nhello\r\n")
+                served = time.monotonic() - t0
+            pump(0.05)
+            cut = sum(1 for s in socks
+                      if s not in sel.get_map() or b"421 4.4.2" in sel.get_key(s).data[0])
+            if cut == count and served is not None:
+                break
+        elapsed = time.monotonic() - started
+        self.assertIsNotNone(served)
+        self.assertLess(served, 1.0, "the ordinary client waited")
+        self.assertEqual(cut, count, f"only {cut} of {count} tricklers cut in {elapsed:.1f}s")
+        self.assertLess(elapsed, 3.0 + 4.0)  # The stress deadline plus slack.
+        wait_for(lambda: any("normal client" in m["body"] for m in d.maildir_messages()), 20,
+                 "the ordinary client's delivery")
+        print(f"\n{count} tricklers cut after {elapsed:.1f}s; ordinary client served in "
+              f"{served * 1000:.0f} ms")
 
 
 @unittest.skipUnless(exim_client.available(),

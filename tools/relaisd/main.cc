@@ -237,6 +237,10 @@ int Main(int argc, char** argv) {
   so.relay_networks = config.relay_networks;
   so.recipient_policy = &policy;
   base.receive_bytes_max = config.receive_bytes_max;
+  base.data_deadline_ms = config.data_deadline_ms;
+  base.data_deadline_stress_ms = config.data_deadline_stress_ms;
+  base.data_rate_min = config.data_rate_min;
+  base.stress_connections = config.connections_max / 2;  // Past half: under stress.
   base.router = &router;
   base.destinations = &*destinations;
   base.recipients_per_transaction_max = config.recipients_per_transaction_max;
