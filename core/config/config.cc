@@ -66,8 +66,9 @@ const Key kKeys[] = {
      RELAIS_FIELD(connections_per_ip_max), "Concurrent SMTP connections from one client address."},
     {"limits", "pipeline_bytes_max", Type::kU32, 4096, 1 << 26, RELAIS_FIELD(pipeline_bytes_max),
      "Unprocessed input plus unsent replies held per session before reading pauses."},
-    {"limits", "receive_bytes_max", Type::kU64, 1 << 20, kU64Max, RELAIS_FIELD(receive_bytes_max),
-     "Message bytes being received at once per shard; beyond it new data gets 452 4.3.1."},
+    {"limits", "receive_bytes_max", Type::kU64, 0, kU64Max, RELAIS_FIELD(receive_bytes_max),
+     "Memory for messages being received, per shard (beyond it: 452 4.3.1); 0: a quarter of "
+     "RAM (or of the cgroup's memory.max) split over the shards, 16 MiB to 1 GiB each."},
     {"timeouts", "command_timeout_ms", Type::kU32, 1000, 3'600'000,
      RELAIS_FIELD(command_timeout_ms), "Wait for the next command (RFC 5321 4.5.3.2.7: 5 min)."},
     {"timeouts", "data_timeout_ms", Type::kU32, 1000, 3'600'000, RELAIS_FIELD(data_timeout_ms),

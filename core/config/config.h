@@ -63,7 +63,7 @@ struct Config {
   uint32_t connections_max = 10'000;
   uint32_t connections_per_ip_max = 100;
   uint32_t pipeline_bytes_max = 262'144;    // Unanswered input plus unsent replies per session.
-  uint64_t receive_bytes_max = 1ull << 30;  // Message bytes being received, per shard.
+  uint64_t receive_bytes_max = 0;  // Per shard; 0: a quarter of the memory, shared by shards.
   // [timeouts] RFC 5321 4.5.3.2.
   uint32_t command_timeout_ms = 300'000;  // 4.5.3.2.7: server waits 5 min for a command.
   uint32_t data_timeout_ms = 180'000;     // 4.5.3.2.5: 3 min per data block.

@@ -682,24 +682,124 @@ void ServerSession::AppendBody(std::string_view bytes) {
   }
   if (body_bytes_seen_ > options_.message_bytes_max) {
     body_too_big_ = true;
-  } else if (ReceiveBudget* budget = options_.receive_budget;
-             budget != nullptr && budget->bytes_used + bytes.size() > budget->bytes_max) {
+  } else if (!StoreBody(bytes)) {
     body_over_budget_ = true;
-    ++budget->refusals;
+    ++options_.receive_budget->refusals;
   } else {
-    if (options_.receive_budget != nullptr) {
-      options_.receive_budget->bytes_used += bytes.size();
-      budget_charged_ += bytes.size();
-    }
-    transaction_.body.append(bytes);
     if (body_observer_ != nullptr) {
       body_observer_->OnBodyBytes(bytes);
     }
     return;
   }
   // Keep reading to the end of the message, holding nothing.
+  DropBody();
+}
+
+void ServerSession::DropBody() {
   std::string().swap(transaction_.body);
+  std::vector<std::string>().swap(body_chunks_);
   ReleaseBudget();
+}
+
+bool ServerSession::Charge(uint64_t bytes) {
+  ReceiveBudget* budget = options_.receive_budget;
+  if (budget == nullptr) {
+    return true;
+  }
+  if (budget->bytes_used + bytes > budget->bytes_max) {
+    return false;
+  }
+  budget->bytes_used += bytes;
+  budget_charged_ += bytes;
+  return true;
+}
+
+bool ServerSession::StoreBody(std::string_view bytes) {
+  // The first kFirstPartBytes grow in one string (most messages end there); the rest goes into
+  // chunks of kChunkBytes, all of one size, so that memory one session frees is what the next
+  // one takes: growing one string to megabytes instead leaves a trail of freed buffers of
+  // every size that the allocator keeps (measured: resident memory 70% above the budget).
+  if (body_chunks_.empty() &&
+      transaction_.body.size() + bytes.size() <= std::max(kFirstPartBytes, body_capacity_)) {
+    if (!ReserveBody(transaction_.body.size() + bytes.size())) {
+      return false;
+    }
+    transaction_.body.append(bytes);  // Within its capacity: no allocation.
+    return true;
+  }
+  while (!bytes.empty()) {
+    if (body_chunks_.empty() || body_chunks_.back().size() == kChunkBytes) {
+      if (!Charge(kChunkBytes)) {
+        return false;
+      }
+      body_chunks_.emplace_back().reserve(kChunkBytes);
+    }
+    std::string& chunk = body_chunks_.back();
+    const size_t n = std::min(bytes.size(), kChunkBytes - chunk.size());
+    chunk.append(bytes.substr(0, n));
+    bytes.remove_prefix(n);
+  }
+  return true;
+}
+
+void ServerSession::JoinBody() {
+  if (body_chunks_.empty()) {
+    return;
+  }
+  // The spool takes the message as one string. Its buffer is charged like the chunks; the
+  // chunks and the joined copy live together only for this copy, one message at a time per
+  // shard: a fixed overhead of at most message_bytes_max, not a share of the budget.
+  size_t total = transaction_.body.size();
+  for (const std::string& chunk : body_chunks_) {
+    total += chunk.size();
+  }
+  std::string joined;
+  joined.reserve(total);
+  joined.append(transaction_.body);
+  for (const std::string& chunk : body_chunks_) {
+    joined.append(chunk);
+  }
+  DropBody();
+  transaction_.body.swap(joined);
+  body_capacity_ = transaction_.body.capacity();
+  if (options_.receive_budget != nullptr) {
+    options_.receive_budget->bytes_used += body_capacity_;
+    budget_charged_ = body_capacity_;
+  }
+}
+
+bool ServerSession::ReserveBody(size_t need) {
+  std::string& body = transaction_.body;
+  if (need <= body.capacity()) {
+    return true;
+  }
+  // Grow by half (at most 3 bytes copied per byte received, little slack), never past the
+  // first part's size.
+  constexpr size_t kFirstBytes = 4096;
+  size_t target = std::max({need, body.capacity() + body.capacity() / 2, kFirstBytes});
+  target = std::min(target, std::max(need, kFirstPartBytes));
+  ReceiveBudget* budget = options_.receive_budget;
+  const uint64_t others = budget == nullptr ? 0 : budget->bytes_used - budget_charged_;
+  if (budget != nullptr && others + target > budget->bytes_max) {
+    target = need;  // Exactly what is needed, if that still fits.
+    if (others + target > budget->bytes_max) {
+      return false;
+    }
+  }
+  // The budget is charged with capacity, what the allocator holds, not length. A string
+  // reserved from empty gets exactly `target` (growing one in place would let the library
+  // double it, uncounted). While the bytes move, the old buffer lives on for one copy: a shard
+  // does one at a time, so that is a fixed overhead (at most message_bytes_max), not a share.
+  std::string grown;
+  grown.reserve(target);
+  grown.append(body);
+  body.swap(grown);
+  body_capacity_ = body.capacity();
+  if (budget != nullptr) {
+    budget->bytes_used = budget->bytes_used - budget_charged_ + body.capacity();
+    budget_charged_ = body.capacity();
+  }
+  return true;
 }
 
 size_t ServerSession::ScanBody(std::string_view in, bool dot_terminated) {
@@ -796,6 +896,7 @@ void ServerSession::FinishMessage() {
     Send(refusal);
     return;
   }
+  JoinBody();
   phase_ = Phase::kAwaitCommit;
   commit_requested_ = true;
 }
@@ -832,8 +933,7 @@ void ServerSession::ResetTransaction() {
   mail_given_ = false;
   used_bdat_ = false;
   transaction_.envelope = mail::Envelope();
-  std::string().swap(transaction_.body);
-  ReleaseBudget();
+  DropBody();
   BeginBody();
 }
 

@@ -27,10 +27,10 @@
 
 namespace relais::smtp {
 
-// Message bytes that the sessions of one shard hold while receiving. A session charges what it
-// buffers and releases it when its transaction ends; a message that would pass the limit is
-// read to its end, dropped, and refused with 452 4.3.1. Owned by the shard, shared by its
-// sessions (one thread).
+// Memory that the sessions of one shard hold for messages being received: the capacity of
+// their buffers (not their length), charged before each allocation and released when the
+// transaction ends; a message that would pass the limit is read to its end, dropped, and
+// refused with 452 4.3.1. Owned by the shard, shared by its sessions (one thread).
 struct ReceiveBudget {
   uint64_t bytes_max = UINT64_MAX;
   uint64_t bytes_used = 0;
@@ -222,6 +222,16 @@ class ServerSession {
   void BeginBody();
   void ReleaseBudget();
   void AppendBody(std::string_view bytes);
+  // Stores message bytes, charging the receive budget with the capacity it allocates. False:
+  // over budget (nothing is stored).
+  [[nodiscard]] bool StoreBody(std::string_view bytes);
+  // Makes room for `need` bytes in the body's first part. False: over budget.
+  [[nodiscard]] bool ReserveBody(size_t need);
+  [[nodiscard]] bool Charge(uint64_t bytes);
+  // Puts the message in transaction_.body in one piece (the chunks go).
+  void JoinBody();
+  // Frees what the message holds and gives its budget back.
+  void DropBody();
   // Runs the body scanner over `input`; with `dot_terminated` (DATA) stops after CRLF.CRLF
   // and sets data_ended_. Returns the bytes consumed.
   size_t ScanBody(std::string_view input, bool dot_terminated);
@@ -258,8 +268,13 @@ class ServerSession {
   std::string helo_;
   uint64_t messages_accepted_ = 0;
 
-  // Message data state.
+  // Message data state. The first kFirstPartBytes of a message are in transaction_.body, the
+  // rest in body_chunks_ (each kChunkBytes of capacity) until JoinBody.
+  static constexpr size_t kFirstPartBytes = 64 * 1024;
+  static constexpr size_t kChunkBytes = 256 * 1024;
   Transaction transaction_;
+  std::vector<std::string> body_chunks_;
+  size_t body_capacity_ = 0;  // transaction_.body's capacity when it was last grown.
   LineState line_state_ = LineState::kLineStart;
   uint64_t line_bytes_ = 0;
   uint64_t body_bytes_seen_ = 0;

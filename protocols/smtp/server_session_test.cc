@@ -312,6 +312,45 @@ TEST(ServerSessionTest, ReceiveBudgetIsSharedAndReleased) {
   EXPECT_EQ(budget.bytes_used, 0u);  // A session that dies mid-DATA gives its share back.
 }
 
+TEST(ServerSessionTest, ReceiveBudgetChargesCapacityNotLength) {
+  ReceiveBudget budget;
+  budget.bytes_max = 1 << 20;
+  SessionOptions o;
+  o.receive_budget = &budget;
+  Harness h(o);
+  h.Run(std::string(kEnvelope) + "DATA\r\n");
+  const std::string line = std::string(998, 'x') + "\r\n";
+  uint64_t held = 0;
+  for (int i = 1; i <= 300; ++i) {
+    h.session().Feed(line);
+    held = static_cast<uint64_t>(i) * line.size();
+    // What the allocator holds is charged: at least the length, at most one chunk (256 KiB)
+    // and the first part (64 KiB) more, and never past the budget.
+    ASSERT_GE(budget.bytes_used, held);
+    ASSERT_LE(budget.bytes_used, held + (320u << 10));
+    ASSERT_LE(budget.bytes_used, budget.bytes_max);
+  }
+  // The next lines do not fit: the message is read to its end, holding nothing, and refused.
+  for (int i = 0; i < 1000; ++i) {
+    h.session().Feed(line);
+    ASSERT_LE(budget.bytes_used, budget.bytes_max);
+  }
+  EXPECT_EQ(budget.bytes_used, 0u);
+  const std::string out = h.Run(".\r\n");
+  EXPECT_NE(out.find("452 4.3.1"), std::string::npos) << out;
+  EXPECT_EQ(budget.refusals, 1u);
+  // Within the budget a long message is stored whole, in one piece, and its share released.
+  budget.bytes_max = 4 << 20;
+  std::string body;
+  for (int i = 0; i < 2000; ++i) {
+    body += std::to_string(i) + line.substr(8);
+  }
+  h.Run("MAIL FROM:<a@b.example>\r\nRCPT TO:<c@example.com>\r\nDATA\r\n" + body + ".\r\n", 777);
+  ASSERT_EQ(h.committed.size(), 1u);
+  EXPECT_EQ(h.committed[0].body, body);
+  EXPECT_EQ(budget.bytes_used, 0u);
+}
+
 TEST(ServerSessionTest, RecipientLimit) {
   SessionOptions o;
   o.recipients_max = 2;

@@ -108,6 +108,23 @@ rlim_t RaiseDescriptorLimit() {
   return limit.rlim_cur;
 }
 
+// limits.receive_bytes_max = 0: a quarter of the memory this process may use (the machine's,
+// or its cgroup's memory.max when lower) for messages being received, split over the shards,
+// between 16 MiB and 1 GiB per shard. Read once at startup.
+uint64_t DefaultReceiveBytesMax(uint32_t shards) {
+  uint64_t memory = static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) *
+                    static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  if (FILE* f = std::fopen("/sys/fs/cgroup/memory.max", "r"); f != nullptr) {
+    unsigned long long limit = 0;
+    if (std::fscanf(f, "%llu", &limit) == 1 && limit > 0 && limit < memory) {
+      memory = limit;  // "max" (no limit) does not scan as a number.
+    }
+    std::fclose(f);
+  }
+  const uint64_t share = memory / 4 / std::max<uint32_t>(1, shards);
+  return std::clamp<uint64_t>(share, uint64_t{16} << 20, uint64_t{1} << 30);
+}
+
 int Main(int argc, char** argv) {
   log::SetFd(STDOUT_FILENO);  // JSON events on stdout; usage and fatal errors on stderr.
   std::string config_path;
@@ -236,7 +253,8 @@ int Main(int argc, char** argv) {
   so.relay_domains = config.relay_domains;
   so.relay_networks = config.relay_networks;
   so.recipient_policy = &policy;
-  base.receive_bytes_max = config.receive_bytes_max;
+  base.receive_bytes_max = config.receive_bytes_max != 0 ? config.receive_bytes_max
+                                                         : DefaultReceiveBytesMax(shards);
   base.data_deadline_ms = config.data_deadline_ms;
   base.data_deadline_stress_ms = config.data_deadline_stress_ms;
   base.data_rate_min = config.data_rate_min;
@@ -355,6 +373,7 @@ int Main(int argc, char** argv) {
              {"hostname", config.hostname},
              {"spool", config.spool_path},
              {"session_slots_per_shard", session_slots},
+             {"receive_bytes_max_per_shard", base.receive_bytes_max},
              {"descriptor_limit", static_cast<uint64_t>(descriptor_limit)}});
 
   std::vector<std::thread> threads;
