@@ -15,7 +15,7 @@ import unittest
 import urllib.request
 
 import exim_client
-from harness import Daemon, RawClient, wait_for
+from harness import Daemon, RawClient, free_port, wait_for
 
 ENVELOPE = (b"EHLO client.test\r\nMAIL FROM:<alice@sender.test>\r\n"
             b"RCPT TO:<bob@example.com>\r\n")
@@ -83,6 +83,24 @@ class HalfCloseTest(unittest.TestCase):
         out = self.half_close(payload)
         self.assertEqual(out.count(b"250 2.0.0 OK: queued as"), 3, out)
         wait_for(lambda: len(self.d.maildir_messages()) == 3, 20, "three deliveries")
+
+    def test_checked_client_half_closes_while_its_checks_run(self):
+        # A client outside skip_networks is checked (SPF at MAIL, DKIM and DMARC at the end of
+        # data) against a DNS server that never answers: the checks end in temperror after
+        # their timeout, long after the client shut its side down. It must still get its
+        # replies, and the message must be stored once (it was refused unseen before).
+        d = Daemon('[auth]\nskip_networks = []\nauthserv_id = "relais.test"\n'
+                   f'[dns]\nservers = ["127.0.0.1:{free_port()}"]\ntimeout_ms = 300\ntries = 1\n',
+                   threads=1).start()
+        self.addCleanup(d.cleanup)
+        body = b"From: a@sender.test\r\nSubject: checked half-close\r\n\r\nbody\r\n"
+        sock = d.connect()
+        sock.sendall(ENVELOPE + b"BDAT %d LAST\r\n" % len(body) + body + b"QUIT\r\n")
+        sock.shutdown(socket.SHUT_WR)
+        out = read_to_eof(sock)
+        self.assertEqual(codes(out)[-1], 221, out)
+        self.assertEqual(codes(out)[-2], 250, out)
+        wait_for(lambda: len(d.maildir_messages()) == 1, 20, "one delivery")
 
     def test_unfinished_message_then_shutdown_stores_nothing(self):
         out = self.half_close(ENVELOPE + b"DATA\r\nSubject: cut\r\n\r\nno end")
