@@ -102,6 +102,10 @@ class HalfCloseTest(unittest.TestCase):
         self.assertEqual(codes(out)[-2], 250, out)
         wait_for(lambda: len(d.maildir_messages()) == 1, 20, "one delivery")
 
+    def test_thousands_of_pipelined_commands_then_shutdown(self):
+        out = self.half_close(b"EHLO c.test\r\n" + b"NOOP\r\n" * 5000 + b"QUIT\r\n")
+        self.assertEqual(codes(out), [220, 250] + [250] * 5000 + [221])
+
     def test_unfinished_message_then_shutdown_stores_nothing(self):
         out = self.half_close(ENVELOPE + b"DATA\r\nSubject: cut\r\n\r\nno end")
         self.assertEqual(codes(out), [220, 250, 250, 250, 354], out)
@@ -328,11 +332,15 @@ class DeadlineTest(unittest.TestCase):
         elapsed, got = self.trickle(d, ENVELOPE + b"BDAT 2\r\nab", b"BDAT 1\r\nc")
         self.assertTrue(1.9 <= elapsed < 3.5, (elapsed, got))
         self.assertIn(b"250 2.0.0 1 octets received", got)
-        # One huge chunk, trickled; and a chunk for a transaction that has no MAIL.
-        elapsed, got = self.trickle(d, ENVELOPE + b"BDAT 100000 LAST\r\n", b"y")
-        self.assertTrue(1.9 <= elapsed < 3.5, (elapsed, got))
+        # One huge chunk, trickled; a chunk for a transaction that has no MAIL (read and thrown
+        # away); the command line of the next chunk trickled between two chunks.
+        for opening, piece in [(ENVELOPE + b"BDAT 100000 LAST\r\n", b"y"),
+                               (b"EHLO c.test\r\nBDAT 100000 LAST\r\n", b"y"),
+                               (ENVELOPE + b"BDAT 1\r\nx", b"B")]:
+            elapsed, got = self.trickle(d, opening, piece)
+            self.assertTrue(1.9 <= elapsed < 3.5, (opening, elapsed, got))
         self.assertEqual(d.spool_messages(), [])
-        self.assertIn("relais_transfers_too_slow_total 3\n", metrics(d))
+        self.assertIn("relais_transfers_too_slow_total 5\n", metrics(d))
 
     def test_a_client_above_the_rate_is_not_cut(self):
         d = self.start("[timeouts]\ndata_deadline_ms = 2000\ndata_rate_min = 500\n")
@@ -447,15 +455,21 @@ class ReceiveBudgetTest(unittest.TestCase):
         wait_for(lambda: d.metrics_port, 10, "metrics endpoint")
         base = rss_kib(d.proc.pid)
         socks = []
-        for _ in range(self.SESSIONS):
-            c = RawClient(d.connect(timeout=30))
-            c.reply()
-            c.send(ENVELOPE + b"DATA\r\n")
-            self.assertEqual([c.reply()[0] for _ in range(4)], [250, 250, 250, 354])
-            socks.append(c)
         line = b"x" * 998 + b"\r\n"
         block = line * 64  # 64 kB: every session grows together, the worst case for growth.
-        for _ in range(self.EACH // len(block)):
+        blocks = self.EACH // len(block)
+        tail = b"t" * 98 + b"\r\n"
+        for i in range(self.SESSIONS):
+            c = RawClient(d.connect(timeout=30))
+            c.reply()
+            if i % 2:  # Half of them send one BDAT chunk, all but its last line.
+                c.send(ENVELOPE + b"BDAT %d LAST\r\n" % (blocks * len(block) + len(tail)))
+                self.assertEqual([c.reply()[0] for _ in range(3)], [250, 250, 250])
+            else:
+                c.send(ENVELOPE + b"DATA\r\n")
+                self.assertEqual([c.reply()[0] for _ in range(4)], [250, 250, 250, 354])
+            socks.append(c)
+        for _ in range(blocks):
             for c in socks:
                 c.send(block)
         # Everything sent has been read once the budget gauge stops moving.
@@ -473,8 +487,8 @@ class ReceiveBudgetTest(unittest.TestCase):
         self.assertLess(grown, (self.BUDGET >> 10) + self.OVERHEAD_KIB)
         # Finishing: those within the budget are stored, the others told 452 4.3.1.
         results = []
-        for c in socks:
-            c.send(b".\r\n")
+        for i, c in enumerate(socks):
+            c.send(tail if i % 2 else b".\r\n")
             results.append(c.reply(timeout=30))
         accepted = sum(1 for code, _ in results if code == 250)
         refused = [text for code, text in results if code != 250]
