@@ -2,9 +2,10 @@
 # Unpacks Exim (Debian exim4-daemon-light) into a directory, for the interoperability tests
 # that run it as a real SMTP client. It is never installed: its package conflicts with the
 # Postfix that the other tests use, and nothing here should become the machine's MTA. The
-# tests run the unpacked binary with a configuration of their own (-C); the libraries it needs
-# that are not installed (libidn12) and nss_wrapper (which gives the tests a "Debian-exim"
-# user without adding one to the system) are unpacked beside it.
+# tests run the unpacked binary with a configuration of their own (-C). Its libraries and
+# nss_wrapper (which gives the tests a "Debian-exim" user without adding one to the system)
+# are test packages of tools/dev.sh; libidn12 and nss_wrapper are unpacked beside it when they
+# are not installed.
 #   tools/fetch-exim.sh DIR     (the tests look in build/peers/exim, or $EXIM_ROOT)
 set -euo pipefail
 dir=${1:?usage: fetch-exim.sh DIR}

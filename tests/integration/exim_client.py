@@ -9,6 +9,7 @@ calling user (nobody when that is root, which Exim refuses), so nothing on the s
 
 import glob
 import os
+import shutil
 import subprocess
 import tempfile
 
@@ -77,6 +78,9 @@ relais_smtp:
 begin retry
 * * F,1m,1m
 """)
+
+    def cleanup(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def run(self, *args, stdin=b"", timeout=60):
         return subprocess.run([EXIM, "-C", self.config, *args], input=stdin, env=self.env,

@@ -510,6 +510,7 @@ class EximInteropTest(unittest.TestCase):
         d = Daemon("", threads=1).start()
         self.addCleanup(d.cleanup)
         exim = exim_client.EximClient(d.port, chunking=chunking)
+        self.addCleanup(exim.cleanup)
         tag = b"chunking" if chunking else b"data"
         result = exim.send("alice@sender.test", ["bob@example.com"],
                            b"Subject: from exim " + tag + b"\n\nhello\n")
