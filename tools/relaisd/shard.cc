@@ -140,6 +140,7 @@ struct Shard::Connection final : timer::Timer, spool::AppendCompletion, smtp::Bo
   // The message transfer under way, if any: its deadline is its start plus the base allowance
   // plus the credit of the bytes read since transfer_bytes_start (Shard::TransferDeadlineMs).
   bool in_transfer = false;
+  uint64_t timeout_at_ms = 0;  // When the session's own timeout (command or data) expires.
   uint64_t transfer_start_ms = 0;
   uint64_t transfer_bytes_start = 0;
   // Inline sender authentication, for clients outside auth.skip_networks and relay networks.
@@ -663,13 +664,17 @@ void Shard::OnTimeout(Connection& c) {
     }
   } else {
     const uint64_t now = clock_.MonotonicMs();
-    if (c.in_transfer && TransferDeadlineMs(c) <= now + kTimerTickMs) {
-      // Below the minimum data rate, or past the message's deadline (the timer wheel may fire
-      // up to a tick early).
+    if (now >= c.timeout_at_ms) {
+      c.session.OnTimeout();  // 421 4.4.2, then close once it is sent...
+    } else if (c.in_transfer && TransferDeadlineMs(c) <= now) {
+      // Below the minimum data rate, or past the message's deadline.
       metrics_.transfers_too_slow.Add();
       c.session.OnTooSlow();  // 421 4.4.2, then close once it is sent...
     } else {
-      c.session.OnTimeout();  // 421 4.4.2, then close once it is sent...
+      // The deadline moved (the load fell below the stress mark since the timer was armed).
+      timers_.Arm(c, c.in_transfer ? std::min(c.timeout_at_ms, TransferDeadlineMs(c))
+                                   : c.timeout_at_ms);
+      return;
     }
     timers_.Arm(c, now + kFinalReplyGraceMs);  // ...or after this much.
   }
@@ -693,7 +698,8 @@ void Shard::ArmSessionTimer(Connection& c) {
     c.transfer_bytes_start = c.session.data_bytes_read();
   }
   c.in_transfer = transfer;
-  uint64_t at = now + c.session.TimeoutMs();
+  c.timeout_at_ms = now + c.session.TimeoutMs();
+  uint64_t at = c.timeout_at_ms;
   if (transfer) {
     at = std::min(at, TransferDeadlineMs(c));
   }
