@@ -68,7 +68,8 @@ const Key kKeys[] = {
      "Unprocessed input plus unsent replies held per session before reading pauses."},
     {"limits", "receive_bytes_max", Type::kU64, 0, kU64Max, RELAIS_FIELD(receive_bytes_max),
      "Memory for messages being received, per shard (beyond it: 452 4.3.1); 0: a quarter of "
-     "RAM (or of the cgroup's memory.max) split over the shards, 16 MiB to 1 GiB each."},
+     "RAM (or of the cgroup's memory.max) split over the shards, 16 MiB to 1 GiB each (at "
+     "least message_bytes_max + 1 MiB)."},
     {"timeouts", "command_timeout_ms", Type::kU32, 1000, 3'600'000,
      RELAIS_FIELD(command_timeout_ms), "Wait for the next command (RFC 5321 4.5.3.2.7: 5 min)."},
     {"timeouts", "data_timeout_ms", Type::kU32, 1000, 3'600'000, RELAIS_FIELD(data_timeout_ms),

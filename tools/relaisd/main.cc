@@ -110,8 +110,9 @@ rlim_t RaiseDescriptorLimit() {
 
 // limits.receive_bytes_max = 0: a quarter of the memory this process may use (the machine's,
 // or its cgroup's memory.max when lower) for messages being received, split over the shards,
-// between 16 MiB and 1 GiB per shard. Read once at startup.
-uint64_t DefaultReceiveBytesMax(uint32_t shards) {
+// between 16 MiB and 1 GiB per shard, and never less than one largest message. Read once at
+// startup.
+uint64_t DefaultReceiveBytesMax(uint32_t shards, uint64_t message_bytes_max) {
   uint64_t memory = static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) *
                     static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
   if (FILE* f = std::fopen("/sys/fs/cgroup/memory.max", "r"); f != nullptr) {
@@ -122,7 +123,9 @@ uint64_t DefaultReceiveBytesMax(uint32_t shards) {
     std::fclose(f);
   }
   const uint64_t share = memory / 4 / std::max<uint32_t>(1, shards);
-  return std::clamp<uint64_t>(share, uint64_t{16} << 20, uint64_t{1} << 30);
+  // A message is held in 256 KiB chunks after its first 64 KiB: one more MiB covers the slack.
+  return std::max(std::clamp<uint64_t>(share, uint64_t{16} << 20, uint64_t{1} << 30),
+                  message_bytes_max + (uint64_t{1} << 20));
 }
 
 int Main(int argc, char** argv) {
@@ -254,7 +257,8 @@ int Main(int argc, char** argv) {
   so.relay_networks = config.relay_networks;
   so.recipient_policy = &policy;
   base.receive_bytes_max = config.receive_bytes_max != 0 ? config.receive_bytes_max
-                                                         : DefaultReceiveBytesMax(shards);
+                                                         : DefaultReceiveBytesMax(
+                                                               shards, config.message_bytes_max);
   base.data_deadline_ms = config.data_deadline_ms;
   base.data_deadline_stress_ms = config.data_deadline_stress_ms;
   base.data_rate_min = config.data_rate_min;
