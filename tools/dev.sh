@@ -19,6 +19,9 @@ BUILD_PACKAGES=(build-essential cmake ninja-build pkg-config liburing-dev androi
   libtomlplusplus-dev libpsl-dev publicsuffix nlohmann-json3-dev)
 TEST_PACKAGES=(python3 swaks clang libclang-rt-14-dev gnuplot-nox dnsmasq-base python3-dkim
   python3-nacl python3-spf libopendkim-dev strace)
+# The libraries of Exim (a test client, unpacked by tools/fetch-exim.sh, never installed) and
+# nss_wrapper, which gives it its user.
+TEST_PACKAGES+=(libgnutls-dane0 libidn12 libdb5.3 libnsl2 libpcre2-8-0 libnss-wrapper)
 
 deps() {
   local missing=()
@@ -61,6 +64,9 @@ case "${1:-}" in
     # Peers of the integration tests, never started as services: Postfix's smtp-sink (next hop
     # of the relay tests), Prometheus (promtool and a real scraper of the metrics test).
     tools/apt-install-no-start.sh postfix prometheus
+    # Exim as a real SMTP client (interop tests); unpacked, never installed (it conflicts
+    # with Postfix).
+    tools/fetch-exim.sh build/peers/exim
     build build Release
     ctest --test-dir build --output-on-failure -j "$JOBS"
     # The same tests under AddressSanitizer and UndefinedBehaviorSanitizer.

@@ -60,6 +60,10 @@ constexpr Entry kEntries[] = {
     {R::kBodyBareLineEnding,
      {554, "5.6.0", "Message rejected: bare CR or LF in message data", false}},
     {R::kBodyLineTooLong, {554, "5.6.0", "Message rejected: a line exceeds the limit", false}},
+    // RFC 5322 2.2: a header section cannot start with a continuation line (it would extend
+    // the trace fields written above it).
+    {R::kBodyStartsWithWhitespace,
+     {550, "5.6.0", "Message rejected: its first line starts with white space", false}},
     {R::kSpfFail, {550, "5.7.23", "SPF validation failed: %s", false}},
     {R::kSpfTempError, {451, "4.7.24", "SPF validation error: %s; try again later", false}},
     {R::kPolicyRejected, {550, "5.7.1", "%s", false}},
@@ -73,6 +77,8 @@ constexpr Entry kEntries[] = {
     {R::kSpoolFull, {452, "4.3.1", "Insufficient system storage", false}},
     {R::kTooManyErrors, {421, "4.7.0", "Too many errors, closing connection", true}},
     {R::kTimeout, {421, "4.4.2", "Timeout exceeded, closing connection", true}},
+    {R::kTooSlow,
+     {421, "4.4.2", "Message transfer too slow or past its deadline, closing connection", true}},
     {R::kShuttingDown, {421, "4.3.2", "Service shutting down, closing connection", true}},
     {R::kTooManyConnections, {421, "4.7.0", "Too many connections, try again later", true}},
     {R::kTooManyConnectionsFromClient,

@@ -50,6 +50,7 @@ enum class Reply : uint8_t {
   kSenderRouting,                 // 550 5.7.1 (user%host, "u@host", host!user from outside)
   kBodyBareLineEnding,            // 554 5.6.0
   kBodyLineTooLong,               // 554 5.6.0
+  kBodyStartsWithWhitespace,      // 550 5.6.0
   kSpfFail,                       // 550 5.7.23, argument: why (RFC 7372).
   kSpfTempError,                  // 451 4.7.24, argument: why.
   kPolicyRejected,                // 550 5.7.1, argument: why (DMARC).
@@ -62,6 +63,7 @@ enum class Reply : uint8_t {
   kSpoolFull,                     // 452 4.3.1
   kTooManyErrors,                 // 421 4.7.0
   kTimeout,                       // 421 4.4.2
+  kTooSlow,                       // 421 4.4.2
   kShuttingDown,                  // 421 4.3.2
   kTooManyConnections,            // 421 4.7.0
   kTooManyConnectionsFromClient,  // 421 4.7.0

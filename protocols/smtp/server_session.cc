@@ -13,6 +13,87 @@
 #include "protocols/smtp/command.h"
 
 namespace relais::smtp {
+namespace {
+
+// RFC 5321 4.1.2 Domain: LDH labels of 1 to 63 octets, at most 255 in all.
+bool IsPlainDomain(std::string_view name) {
+  if (name.empty() || name.size() > 255) {
+    return false;
+  }
+  size_t label = 0;
+  for (size_t i = 0; i < name.size(); ++i) {
+    const char c = name[i];
+    if (c == '.') {
+      if (label == 0 || name[i - 1] == '-') {
+        return false;
+      }
+      label = 0;
+      continue;
+    }
+    const bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+    if (!(alnum || (c == '-' && label > 0)) || ++label > 63) {
+      return false;
+    }
+  }
+  return label > 0 && name.back() != '-';
+}
+
+// An address literal made of nothing that could end a token: "[192.0.2.1]", "[IPv6:...]".
+bool IsPlainAddressLiteral(std::string_view name) {
+  if (name.size() < 3 || name.size() > 64 || name.front() != '[' || name.back() != ']') {
+    return false;
+  }
+  std::string_view inner = name.substr(1, name.size() - 2);
+  if (inner.starts_with("IPv6:")) {
+    inner.remove_prefix(5);
+  }
+  return !inner.empty() && std::all_of(inner.begin(), inner.end(), [](char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') ||
+           c == '.' || c == ':';
+  });
+}
+
+// Client text as the inside of an RFC 5322 comment: "(", ")" and backslash become quoted-pairs so
+// it can neither close the comment nor open another; controls, and 8-bit bytes unless the
+// message is UTF8SMTP (then the text is valid UTF-8, checked at EHLO), become "?". At most
+// 255 octets are kept, so the line stays far below 998.
+void AppendCommentText(std::string& out, std::string_view text, bool utf8) {
+  if (text.size() > 255) {
+    size_t cut = 255;
+    while (utf8 && cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) {
+      --cut;  // Never split a UTF-8 sequence.
+    }
+    text = text.substr(0, cut);
+  }
+  for (char c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '(' || c == ')' || c == '\\') {
+      out.push_back('\\');
+      out.push_back(c);
+    } else if (u < 0x21 || u == 0x7F || (u >= 0x80 && !utf8)) {
+      out.push_back('?');
+    } else {
+      out.push_back(c);
+    }
+  }
+}
+
+// Whether a forward-path can go into the "for <...>" clause as it is: nothing that could end
+// the angle-addr, open a comment or a quoted string, or start the date clause (";").
+// Otherwise the clause, which is optional (RFC 5321 4.4), is left out.
+bool IsPlainForPath(std::string_view address, bool utf8) {
+  return !address.empty() && address.size() <= 255 &&
+         std::all_of(address.begin(), address.end(), [utf8](char c) {
+           const auto u = static_cast<unsigned char>(c);
+           if (u >= 0x80) {
+             return utf8;
+           }
+           return u > 0x20 && u != 0x7F && std::string_view("()<>;\\\",").find(c) ==
+                                                std::string_view::npos;
+         });
+}
+
+}  // namespace
 
 ServerSession::ServerSession(const SessionOptions& options, const mail::IpAddress& client)
     : options_(options), client_(client) {}
@@ -76,12 +157,14 @@ size_t ServerSession::Process(std::string_view input) {
         break;
       case Phase::kData:
         used = ScanBody(input.substr(pos), /*dot_terminated=*/true);
+        data_bytes_read_ += used;
         if (data_ended_) {
           FinishMessage();
         }
         break;
       case Phase::kBdat:
         used = ProcessBdat(input.substr(pos));
+        data_bytes_read_ += used;
         break;
       case Phase::kAwaitSender:
       case Phase::kAwaitCommit:
@@ -605,24 +688,124 @@ void ServerSession::AppendBody(std::string_view bytes) {
   }
   if (body_bytes_seen_ > options_.message_bytes_max) {
     body_too_big_ = true;
-  } else if (ReceiveBudget* budget = options_.receive_budget;
-             budget != nullptr && budget->bytes_used + bytes.size() > budget->bytes_max) {
+  } else if (!StoreBody(bytes)) {
     body_over_budget_ = true;
-    ++budget->refusals;
+    ++options_.receive_budget->refusals;
   } else {
-    if (options_.receive_budget != nullptr) {
-      options_.receive_budget->bytes_used += bytes.size();
-      budget_charged_ += bytes.size();
-    }
-    transaction_.body.append(bytes);
     if (body_observer_ != nullptr) {
       body_observer_->OnBodyBytes(bytes);
     }
     return;
   }
   // Keep reading to the end of the message, holding nothing.
+  DropBody();
+}
+
+void ServerSession::DropBody() {
   std::string().swap(transaction_.body);
+  std::vector<std::string>().swap(body_chunks_);
   ReleaseBudget();
+}
+
+bool ServerSession::Charge(uint64_t bytes) {
+  ReceiveBudget* budget = options_.receive_budget;
+  if (budget == nullptr) {
+    return true;
+  }
+  if (budget->bytes_used + bytes > budget->bytes_max) {
+    return false;
+  }
+  budget->bytes_used += bytes;
+  budget_charged_ += bytes;
+  return true;
+}
+
+bool ServerSession::StoreBody(std::string_view bytes) {
+  // The first kFirstPartBytes grow in one string (most messages end there); the rest goes into
+  // chunks of kChunkBytes, all of one size, so that memory one session frees is what the next
+  // one takes: growing one string to megabytes instead leaves a trail of freed buffers of
+  // every size that the allocator keeps (measured: resident memory 70% above the budget).
+  if (body_chunks_.empty() &&
+      transaction_.body.size() + bytes.size() <= std::max(kFirstPartBytes, body_capacity_)) {
+    if (!ReserveBody(transaction_.body.size() + bytes.size())) {
+      return false;
+    }
+    transaction_.body.append(bytes);  // Within its capacity: no allocation.
+    return true;
+  }
+  while (!bytes.empty()) {
+    if (body_chunks_.empty() || body_chunks_.back().size() == kChunkBytes) {
+      if (!Charge(kChunkBytes)) {
+        return false;
+      }
+      body_chunks_.emplace_back().reserve(kChunkBytes);
+    }
+    std::string& chunk = body_chunks_.back();
+    const size_t n = std::min(bytes.size(), kChunkBytes - chunk.size());
+    chunk.append(bytes.substr(0, n));
+    bytes.remove_prefix(n);
+  }
+  return true;
+}
+
+void ServerSession::JoinBody() {
+  if (body_chunks_.empty()) {
+    return;
+  }
+  // The spool takes the message as one string. Its buffer is charged like the chunks; the
+  // chunks and the joined copy live together only for this copy, one message at a time per
+  // shard: a fixed overhead of at most message_bytes_max, not a share of the budget.
+  size_t total = transaction_.body.size();
+  for (const std::string& chunk : body_chunks_) {
+    total += chunk.size();
+  }
+  std::string joined;
+  joined.reserve(total);
+  joined.append(transaction_.body);
+  for (const std::string& chunk : body_chunks_) {
+    joined.append(chunk);
+  }
+  DropBody();
+  transaction_.body.swap(joined);
+  body_capacity_ = transaction_.body.capacity();
+  if (options_.receive_budget != nullptr) {
+    options_.receive_budget->bytes_used += body_capacity_;
+    budget_charged_ = body_capacity_;
+  }
+}
+
+bool ServerSession::ReserveBody(size_t need) {
+  std::string& body = transaction_.body;
+  if (need <= body.capacity()) {
+    return true;
+  }
+  // Grow by half (at most 3 bytes copied per byte received, little slack), never past the
+  // first part's size.
+  constexpr size_t kFirstBytes = 4096;
+  size_t target = std::max({need, body.capacity() + body.capacity() / 2, kFirstBytes});
+  target = std::min(target, std::max(need, kFirstPartBytes));
+  ReceiveBudget* budget = options_.receive_budget;
+  const uint64_t others = budget == nullptr ? 0 : budget->bytes_used - budget_charged_;
+  if (budget != nullptr && others + target > budget->bytes_max) {
+    target = need;  // Exactly what is needed, if that still fits.
+    if (others + target > budget->bytes_max) {
+      return false;
+    }
+  }
+  // The budget is charged with capacity, what the allocator holds, not length. A string
+  // reserved from empty gets exactly `target` (growing one in place would let the library
+  // double it, uncounted). While the bytes move, the old buffer lives on for one copy: a shard
+  // does one at a time, so that is a fixed overhead (at most message_bytes_max), not a share.
+  std::string grown;
+  grown.reserve(target);
+  grown.append(body);
+  body.swap(grown);
+  body_capacity_ = body.capacity();
+  if (budget != nullptr) {
+    budget->bytes_used = budget->bytes_used - budget_charged_ + body.capacity();
+    budget_charged_ = body.capacity();
+  }
+  return true;
 }
 
 size_t ServerSession::ScanBody(std::string_view in, bool dot_terminated) {
@@ -703,6 +886,14 @@ void ServerSession::FinishMessage() {
     refusal = Reply::kBodyBareLineEnding;
   } else if (body_line_too_long_) {
     refusal = Reply::kBodyLineTooLong;
+  } else if (!transaction_.body.empty() &&
+             (transaction_.body.front() == ' ' || transaction_.body.front() == '\t')) {
+    // RFC 5322 2.2: no header section starts with a continuation line. Stored, it would
+    // continue the Received: (and any other field) written above it, letting the client
+    // finish a trace field that the next hops trust. Refused rather than repaired: any repair
+    // changes the client's bytes (and breaks its DKIM signatures), and no mail program
+    // writes such a message.
+    refusal = Reply::kBodyStartsWithWhitespace;
   } else if (body_over_budget_) {
     refusal = Reply::kSpoolFull;  // 452 4.3.1: memory, not the client, is short.
   }
@@ -711,6 +902,7 @@ void ServerSession::FinishMessage() {
     Send(refusal);
     return;
   }
+  JoinBody();
   phase_ = Phase::kAwaitCommit;
   commit_requested_ = true;
 }
@@ -747,8 +939,7 @@ void ServerSession::ResetTransaction() {
   mail_given_ = false;
   used_bdat_ = false;
   transaction_.envelope = mail::Envelope();
-  std::string().swap(transaction_.body);
-  ReleaseBudget();
+  DropBody();
   BeginBody();
 }
 
@@ -760,10 +951,20 @@ std::string ServerSession::TraceHeader(const mail::MessageId& id,
                                                          : base::StrCat("[", address, "]");
   // RFC 5321 4.4 / RFC 3848 / RFC 6531 3.7.3 protocol names.
   const std::string_view protocol = !esmtp_ ? "SMTP" : (env.smtputf8 ? "UTF8SMTP" : "ESMTP");
-  std::string out =
-      base::StrCat("Received: from ", helo_, " (", literal, ")\r\n\tby ", options_.hostname,
-                   " (Relais) with ", protocol, "\r\n\tid ", id.ToString());
-  if (env.recipients.size() == 1) {
+  // RFC 5321 4.4: every token the client chose is written so that it cannot end its clause,
+  // close a comment or start the date: a HELO name that is a plain domain or address literal
+  // as it is, any other in a comment after our literal of the client's address.
+  std::string out = "Received: from ";
+  if (IsPlainDomain(helo_) || IsPlainAddressLiteral(helo_)) {
+    base::StrAppend(&out, helo_, " (", literal, ")");
+  } else {
+    base::StrAppend(&out, literal, " (helo=");
+    AppendCommentText(out, helo_, env.smtputf8);
+    out.push_back(')');
+  }
+  base::StrAppend(&out, "\r\n\tby ", options_.hostname, " (Relais) with ", protocol, "\r\n\tid ",
+                  id.ToString());
+  if (env.recipients.size() == 1 && IsPlainForPath(env.recipients[0].address, env.smtputf8)) {
     base::StrAppend(&out, "\r\n\tfor <", env.recipients[0].address, ">");
   }
   base::StrAppend(&out, "; ", rfc5322_date, "\r\n");
@@ -784,7 +985,7 @@ void ServerSession::ConsumeOutput(size_t bytes) {
 }
 
 bool ServerSession::WantsInput() const {
-  return !closing_ && input_.size() < options_.pipeline_bytes_max &&
+  return !closing_ && !input_ended_ && input_.size() < options_.pipeline_bytes_max &&
          output_.size() - output_offset_ < options_.pipeline_bytes_max;
 }
 
@@ -798,6 +999,13 @@ void ServerSession::OnTimeout() {
     return;  // The owner answers first; the client is not at fault.
   }
   Send(Reply::kTimeout);
+}
+
+void ServerSession::OnTooSlow() {
+  if (phase_ == Phase::kAwaitCommit || phase_ == Phase::kAwaitSender) {
+    return;
+  }
+  Send(Reply::kTooSlow);
 }
 
 void ServerSession::BeginShutdown() {

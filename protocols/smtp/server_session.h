@@ -27,10 +27,10 @@
 
 namespace relais::smtp {
 
-// Message bytes that the sessions of one shard hold while receiving. A session charges what it
-// buffers and releases it when its transaction ends; a message that would pass the limit is
-// read to its end, dropped, and refused with 452 4.3.1. Owned by the shard, shared by its
-// sessions (one thread).
+// Memory that the sessions of one shard hold for messages being received: the capacity of
+// their buffers (not their length), charged before each allocation and released when the
+// transaction ends; a message that would pass the limit is read to its end, dropped, and
+// refused with 452 4.3.1. Owned by the shard, shared by its sessions (one thread).
 struct ReceiveBudget {
   uint64_t bytes_max = UINT64_MAX;
   uint64_t bytes_used = 0;
@@ -136,11 +136,22 @@ class ServerSession {
   }
   void ConsumeOutput(size_t bytes);
 
+  // The client will send nothing more (recv returned 0: it closed or shut down its sending
+  // side, as Exim does after `BDAT n LAST` + `QUIT` in one write). It may still read: every
+  // command already fed is processed and answered, the 250 that waits for the spool
+  // included, before WantsClose() turns true (RFC 2920 3.1, RFC 5321 4.1.1.10). Input left
+  // incomplete (half a line, an unfinished message) is dropped.
+  void EndOfInput() { input_ended_ = true; }
   // False while the session cannot take more input: waiting for the spool, holding too much
-  // unprocessed input or unsent output, or closing. The owner stops reading meanwhile.
+  // unprocessed input or unsent output, closing, or after EndOfInput(). The owner stops
+  // reading meanwhile.
   [[nodiscard]] bool WantsInput() const;
-  // True when the connection should be closed once PendingOutput() is empty.
-  [[nodiscard]] bool WantsClose() const { return closing_; }
+  // True when the connection should be closed once PendingOutput() is empty: after a closing
+  // reply, or when input has ended and nothing the client sent waits for an answer.
+  [[nodiscard]] bool WantsClose() const {
+    return closing_ ||
+           (input_ended_ && phase_ != Phase::kAwaitCommit && phase_ != Phase::kAwaitSender);
+  }
   [[nodiscard]] bool awaiting_commit() const { return phase_ == Phase::kAwaitCommit; }
   // True between MAIL and the end of its transaction.
   [[nodiscard]] bool in_transaction() const { return mail_given_ || phase_ != Phase::kCommand; }
@@ -181,6 +192,19 @@ class ServerSession {
   [[nodiscard]] bool ReceivingData() const {
     return phase_ == Phase::kData || phase_ == Phase::kBdat;
   }
+  // True from DATA's 354, or a transaction's first BDAT, until the message has been read to its
+  // end: the span that the owner's per-message deadline covers (all chunks of one message, the
+  // commands between them included). False while the owner answers (sender check, commit).
+  [[nodiscard]] bool InMessageTransfer() const {
+    return phase_ == Phase::kData || phase_ == Phase::kBdat ||
+           (phase_ == Phase::kCommand && used_bdat_);
+  }
+  // Message data bytes read so far in this session (DATA and BDAT, discarded chunks too); the
+  // owner credits each one to the deadline at its minimum data rate.
+  [[nodiscard]] uint64_t data_bytes_read() const { return data_bytes_read_; }
+  // The per-message deadline passed: reply 421 4.4.2 and close (unless the owner must answer
+  // first, as for OnTimeout).
+  void OnTooSlow();
 
  private:
   enum class Phase : uint8_t { kCommand, kData, kBdat, kAwaitSender, kAwaitCommit, kClosed };
@@ -201,6 +225,16 @@ class ServerSession {
   void BeginBody();
   void ReleaseBudget();
   void AppendBody(std::string_view bytes);
+  // Stores message bytes, charging the receive budget with the capacity it allocates. False:
+  // over budget (nothing is stored).
+  [[nodiscard]] bool StoreBody(std::string_view bytes);
+  // Makes room for `need` bytes in the body's first part. False: over budget.
+  [[nodiscard]] bool ReserveBody(size_t need);
+  [[nodiscard]] bool Charge(uint64_t bytes);
+  // Puts the message in transaction_.body in one piece (the chunks go).
+  void JoinBody();
+  // Frees what the message holds and gives its budget back.
+  void DropBody();
   // Runs the body scanner over `input`; with `dot_terminated` (DATA) stops after CRLF.CRLF
   // and sets data_ended_. Returns the bytes consumed.
   size_t ScanBody(std::string_view input, bool dot_terminated);
@@ -223,6 +257,7 @@ class ServerSession {
   bool mail_given_ = false;  // MAIL accepted in this transaction.
   bool used_bdat_ = false;   // BDAT seen in this transaction.
   bool closing_ = false;
+  bool input_ended_ = false;  // EndOfInput(): nothing more will be fed.
   bool shutting_down_ = false;
   bool force_close_after_answer_ = false;  // Forced shutdown while the owner had to answer.
   bool commit_requested_ = false;
@@ -232,11 +267,17 @@ class ServerSession {
   bool discarding_long_line_ = false;  // An overlong command line is being skipped.
   uint32_t errors_ = 0;
   uint64_t command_lines_ = 0;
+  uint64_t data_bytes_read_ = 0;
   std::string helo_;
   uint64_t messages_accepted_ = 0;
 
-  // Message data state.
+  // Message data state. The first kFirstPartBytes of a message are in transaction_.body, the
+  // rest in body_chunks_ (each kChunkBytes of capacity) until JoinBody.
+  static constexpr size_t kFirstPartBytes = 64 * 1024;
+  static constexpr size_t kChunkBytes = 256 * 1024;
   Transaction transaction_;
+  std::vector<std::string> body_chunks_;
+  size_t body_capacity_ = 0;  // transaction_.body's capacity when it was last grown.
   LineState line_state_ = LineState::kLineStart;
   uint64_t line_bytes_ = 0;
   uint64_t body_bytes_seen_ = 0;

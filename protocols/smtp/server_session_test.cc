@@ -312,6 +312,45 @@ TEST(ServerSessionTest, ReceiveBudgetIsSharedAndReleased) {
   EXPECT_EQ(budget.bytes_used, 0u);  // A session that dies mid-DATA gives its share back.
 }
 
+TEST(ServerSessionTest, ReceiveBudgetChargesCapacityNotLength) {
+  ReceiveBudget budget;
+  budget.bytes_max = 1 << 20;
+  SessionOptions o;
+  o.receive_budget = &budget;
+  Harness h(o);
+  h.Run(std::string(kEnvelope) + "DATA\r\n");
+  const std::string line = std::string(998, 'x') + "\r\n";
+  uint64_t held = 0;
+  for (int i = 1; i <= 300; ++i) {
+    h.session().Feed(line);
+    held = static_cast<uint64_t>(i) * line.size();
+    // What the allocator holds is charged: at least the length, at most one chunk (256 KiB)
+    // and the first part (64 KiB) more, and never past the budget.
+    ASSERT_GE(budget.bytes_used, held);
+    ASSERT_LE(budget.bytes_used, held + (320u << 10));
+    ASSERT_LE(budget.bytes_used, budget.bytes_max);
+  }
+  // The next lines do not fit: the message is read to its end, holding nothing, and refused.
+  for (int i = 0; i < 1000; ++i) {
+    h.session().Feed(line);
+    ASSERT_LE(budget.bytes_used, budget.bytes_max);
+  }
+  EXPECT_EQ(budget.bytes_used, 0u);
+  const std::string out = h.Run(".\r\n");
+  EXPECT_NE(out.find("452 4.3.1"), std::string::npos) << out;
+  EXPECT_EQ(budget.refusals, 1u);
+  // Within the budget a long message is stored whole, in one piece, and its share released.
+  budget.bytes_max = 4 << 20;
+  std::string body;
+  for (int i = 0; i < 2000; ++i) {
+    body += std::to_string(i) + line.substr(8);
+  }
+  h.Run("MAIL FROM:<a@b.example>\r\nRCPT TO:<c@example.com>\r\nDATA\r\n" + body + ".\r\n", 777);
+  ASSERT_EQ(h.committed.size(), 1u);
+  EXPECT_EQ(h.committed[0].body, body);
+  EXPECT_EQ(budget.bytes_used, 0u);
+}
+
 TEST(ServerSessionTest, RecipientLimit) {
   SessionOptions o;
   o.recipients_max = 2;
@@ -687,6 +726,232 @@ TEST(ServerSessionTest, TraceHeader) {
             "\r\n\tid " +
                 mail::MessageId::Make(1, 2, 3).ToString() +
                 "\r\n\tfor <bob@example.com>; Thu, 26 Nov 2026 21:00:00 +0000\r\n");
+}
+
+// A strict reading of a Received: field (RFC 5322 3.6.7, 3.2.2): comments balance, quoted-pairs
+// are honoured, exactly one ";" lies outside comments and angle brackets and only the date
+// follows it, no line passes 998 octets, and 8-bit bytes appear only when allowed.
+void ExpectWellFormedTrace(const std::string& field, bool utf8, const std::string& date) {
+  SCOPED_TRACE(field);
+  ASSERT_TRUE(field.starts_with("Received: from "));
+  ASSERT_TRUE(field.ends_with("; " + date + "\r\n"));
+  size_t line = 0;
+  int depth = 0;
+  bool angle = false;
+  int semicolons = 0;
+  for (size_t i = 0; i < field.size(); ++i) {
+    const auto u = static_cast<unsigned char>(field[i]);
+    ASSERT_TRUE(utf8 || u < 0x80) << "8-bit byte at " << i;
+    if (field[i] == '\r') {
+      ASSERT_EQ(field[i + 1], '\n');
+      ASSERT_LE(line, 998u);
+      ASSERT_TRUE(i + 2 == field.size() || field[i + 2] == '\t') << "unfolded line at " << i;
+      line = 0;
+      ++i;
+      continue;
+    }
+    ++line;
+    ASSERT_TRUE(u >= 0x20 || field[i] == '\t') << "control byte at " << i;
+    if (depth > 0) {
+      if (field[i] == '\\') {
+        ++i;
+        ++line;
+      } else if (field[i] == '(') {
+        ++depth;
+      } else if (field[i] == ')') {
+        --depth;
+      }
+      continue;
+    }
+    if (field[i] == '(') {
+      depth = 1;
+    } else if (field[i] == ')' || field[i] == '\\' || field[i] == '"') {
+      FAIL() << "stray " << field[i] << " at " << i;
+    } else if (field[i] == '<') {
+      ASSERT_FALSE(angle);
+      angle = true;
+    } else if (field[i] == '>') {
+      ASSERT_TRUE(angle);
+      angle = false;
+    } else if (field[i] == ';' && !angle) {
+      ++semicolons;
+      ASSERT_EQ(field.substr(i), "; " + date + "\r\n");
+    }
+  }
+  EXPECT_EQ(depth, 0);
+  EXPECT_FALSE(angle);
+  EXPECT_EQ(semicolons, 1);
+}
+
+TEST(ServerSessionTest, TraceHeaderKeepsHostileHeloNamesInsideAComment) {
+  const std::string date = "Thu, 26 Nov 2026 21:00:00 +0000";
+  const std::string long_name(480, 'a');
+  struct Case {
+    std::string helo;
+    bool smtputf8;
+    std::string from;  // Expected start of the field.
+  };
+  const std::vector<Case> cases = {
+      {"client.example", false, "Received: from client.example ([192.0.2.10])\r\n"},
+      {"[192.0.2.99]", false, "Received: from [192.0.2.99] ([192.0.2.10])\r\n"},
+      {"a(b", false, "Received: from [192.0.2.10] (helo=a\\(b)\r\n"},
+      {"x)\tby", false, ""},  // Refused at EHLO (a control byte); the previous name stays.
+      {"evil);by=trusted.example", false,
+       "Received: from [192.0.2.10] (helo=evil\\);by=trusted.example)\r\n"},
+      {"a\\)b", false, "Received: from [192.0.2.10] (helo=a\\\\\\)b)\r\n"},
+      {"x;y", false, "Received: from [192.0.2.10] (helo=x;y)\r\n"},
+      {"((((", false, "Received: from [192.0.2.10] (helo=\\(\\(\\(\\()\r\n"},
+      {"h\xC3\xA9llo.example", false, "Received: from [192.0.2.10] (helo=h??llo.example)\r\n"},
+      {"h\xC3\xA9llo.example", true,
+       "Received: from [192.0.2.10] (helo=h\xC3\xA9llo.example)\r\n"},
+      {"[x:/../../etc]", false, "Received: from [192.0.2.10] (helo=[x:/../../etc])\r\n"},
+      {long_name, false, "Received: from [192.0.2.10] (helo=" + std::string(255, 'a') + ")\r\n"},
+      {std::string(300, ')'), false, ""},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.helo);
+    Harness h;
+    const std::string mail = c.smtputf8 ? "MAIL FROM:<a@b.example> SMTPUTF8\r\n"
+                                        : "MAIL FROM:<a@b.example>\r\n";
+    h.session().Feed("EHLO client.example\r\nEHLO " + c.helo + "\r\n" + mail +
+                     "RCPT TO:<bob@example.com>\r\nDATA\r\nx\r\n.\r\n");
+    ASSERT_TRUE(h.session().TakeCommitRequest());
+    const std::string header = h.session().TraceHeader(mail::MessageId::Make(1, 2, 3), date);
+    ExpectWellFormedTrace(header, c.smtputf8, date);
+    if (!c.from.empty()) {
+      EXPECT_TRUE(header.starts_with(c.from)) << header;
+    }
+  }
+}
+
+TEST(ServerSessionTest, TraceHeaderLeavesOutAForClauseThatCouldBreakIt) {
+  const std::string date = "Thu, 26 Nov 2026 21:00:00 +0000";
+  for (const std::string rcpt : {"\"a;b\"@example.com", "\"x>(\"@example.com",
+                                 "\"a\\\\\\\"b\"@example.com", "plain@example.com"}) {
+    SCOPED_TRACE(rcpt);
+    Harness h;
+    h.session().Feed("EHLO c.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<" + rcpt +
+                     ">\r\nDATA\r\nx\r\n.\r\n");
+    ASSERT_TRUE(h.session().TakeCommitRequest());
+    const std::string header = h.session().TraceHeader(mail::MessageId::Make(1, 2, 3), date);
+    ExpectWellFormedTrace(header, false, date);
+    EXPECT_EQ(header.find("\tfor <") != std::string::npos, rcpt == "plain@example.com");
+  }
+}
+
+TEST(ServerSessionTest, MessageStartingWithWhiteSpaceIsRefused) {
+  // RFC 5322 2.2: it would continue the Received: field written above it.
+  for (const std::string& transfer :
+       {std::string("DATA\r\n\tby trusted.example with ESMTP id 1\r\nSubject: x\r\n\r\nb\r\n.\r\n"),
+        std::string("DATA\r\n x\r\n\r\nb\r\n.\r\n"),
+        std::string("DATA\r\n. \tby trusted.example\r\n\r\nb\r\n.\r\n"),  // Dot-unstuffed.
+        std::string("BDAT 0\r\nBDAT 6 LAST\r\n\tx\r\n\r\n"),
+        std::string("BDAT 3\r\n\t\t\tBDAT 2 LAST\r\n\r\n")}) {
+    SCOPED_TRACE(transfer);
+    Harness h;
+    const std::string out = h.Run(std::string(kEnvelope) + transfer);
+    EXPECT_NE(out.find("550 5.6.0"), std::string::npos) << out;
+    EXPECT_TRUE(h.committed.empty());
+  }
+  // An empty header section (the first line is empty) and ordinary first lines are fine.
+  for (const std::string& transfer :
+       {std::string("DATA\r\n\r\nbody only\r\n.\r\n"), std::string("DATA\r\nx: y\r\n\r\n.\r\n"),
+        std::string("BDAT 2 LAST\r\n\r\n")}) {
+    Harness h;
+    h.Run(std::string(kEnvelope) + transfer);
+    EXPECT_EQ(h.committed.size(), 1u) << transfer;
+  }
+}
+
+TEST(ServerSessionTest, MessageTransferSpansEveryBdatChunkOfOneMessage) {
+  Harness h;
+  h.Run(kEnvelope);
+  EXPECT_FALSE(h.session().InMessageTransfer());
+  h.session().Feed("BDAT 3\r\nab");
+  EXPECT_TRUE(h.session().InMessageTransfer());
+  h.session().Feed("c");
+  EXPECT_TRUE(h.session().InMessageTransfer()) << "between chunks of one message";
+  EXPECT_EQ(h.session().data_bytes_read(), 3u);
+  h.session().Feed("BDAT 3 LAST\r\nd\r");
+  EXPECT_TRUE(h.session().InMessageTransfer());
+  h.session().Feed("\n");
+  EXPECT_FALSE(h.session().InMessageTransfer()) << "the owner answers now";
+  EXPECT_EQ(h.session().data_bytes_read(), 6u);
+  h.Settle();
+  EXPECT_FALSE(h.session().InMessageTransfer());
+  h.Run("MAIL FROM:<a@b.example>\r\nRCPT TO:<c@example.com>\r\nDATA\r\nxy");
+  EXPECT_TRUE(h.session().InMessageTransfer());
+  h.session().OnTooSlow();
+  h.Settle();
+  const std::string out = h.TakeOutput();
+  EXPECT_NE(out.find("421 4.4.2"), std::string::npos) << out;
+  EXPECT_TRUE(h.session().WantsClose());
+}
+
+// What Exim does: the whole transaction and QUIT in one write, then shutdown(SHUT_WR). Every
+// reply, the 250 that waits for the spool included, must still go out before the close
+// (RFC 2920 3.1, RFC 5321 4.1.1.10); losing them made Exim send the message again.
+void ExpectEveryReplyAfterEndOfInput(const std::string& transaction,
+                                     const std::vector<int>& expected) {
+  SessionOptions o;
+  ServerSession s(o, *mail::IpAddress::Parse("192.0.2.10"));
+  s.Start();
+  s.Feed(transaction);
+  s.EndOfInput();
+  EXPECT_FALSE(s.WantsInput());
+  EXPECT_FALSE(s.WantsClose()) << "the message waits for the spool; its reply must be sent";
+  ASSERT_TRUE(s.TakeCommitRequest());
+  EXPECT_EQ(s.transaction().body, "Subject: x\r\n\r\nbody\r\n");
+  s.CompleteCommit(CommitOutcome::kDurable, mail::MessageId::Make(1, 0, 1));
+  EXPECT_TRUE(s.WantsClose());
+  const std::string out(s.PendingOutput());
+  EXPECT_EQ(Codes(out), expected) << out;
+  EXPECT_NE(out.find("250 2.0.0 OK: queued as "), std::string::npos) << out;
+}
+
+TEST(ServerSessionTest, HalfClosedBdatClientGetsEveryReply) {
+  const std::string body = "Subject: x\r\n\r\nbody\r\n";
+  ExpectEveryReplyAfterEndOfInput(std::string(kEnvelope) + "BDAT " +
+                                      std::to_string(body.size()) + " LAST\r\n" + body +
+                                      "QUIT\r\n",
+                                  {220, 250, 250, 250, 250, 221});
+}
+
+TEST(ServerSessionTest, HalfClosedDataClientGetsEveryReply) {
+  ExpectEveryReplyAfterEndOfInput(
+      std::string(kEnvelope) + "DATA\r\nSubject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n",
+      {220, 250, 250, 250, 354, 250, 221});
+  // Without QUIT the replies still go out; then the session closes.
+  ExpectEveryReplyAfterEndOfInput(
+      std::string(kEnvelope) + "DATA\r\nSubject: x\r\n\r\nbody\r\n.\r\n",
+      {220, 250, 250, 250, 354, 250});
+}
+
+TEST(ServerSessionTest, EndOfInputWaitsForTheSenderCheck) {
+  SessionOptions o;
+  ServerSession s(o, *mail::IpAddress::Parse("192.0.2.10"));
+  s.RequireSenderCheck();
+  s.Start();
+  s.Feed(std::string(kEnvelope) + "QUIT\r\n");
+  s.EndOfInput();
+  ASSERT_TRUE(s.TakeSenderCheck());
+  EXPECT_FALSE(s.WantsClose());
+  s.CompleteSenderCheck(Reply::kSenderOk);
+  EXPECT_TRUE(s.WantsClose());
+  EXPECT_EQ(Codes(std::string(s.PendingOutput())), (std::vector<int>{220, 250, 250, 250, 221}));
+}
+
+TEST(ServerSessionTest, EndOfInputInsideAMessageStoresNothing) {
+  for (const std::string tail : {"DATA\r\nSubject: x\r\n\r\nbody\r\n", "BDAT 100 LAST\r\nabc",
+                                 "DATA\r\nSubject: x\r\n\r\nbody\r\n.\r", "RCPT TO:<c@ex"}) {
+    SessionOptions o;
+    ServerSession s(o, *mail::IpAddress::Parse("192.0.2.10"));
+    s.Start();
+    s.Feed(std::string(kEnvelope) + tail);
+    s.EndOfInput();
+    EXPECT_TRUE(s.WantsClose()) << tail;
+    EXPECT_FALSE(s.TakeCommitRequest()) << tail;
+  }
 }
 
 }  // namespace

@@ -113,6 +113,26 @@ rlim_t RaiseDescriptorLimit() {
   return limit.rlim_cur;
 }
 
+// limits.receive_bytes_max = 0: a quarter of the memory this process may use (the machine's,
+// or its cgroup's memory.max when lower) for messages being received, split over the shards,
+// between 16 MiB and 1 GiB per shard, and never less than one largest message. Read once at
+// startup.
+uint64_t DefaultReceiveBytesMax(uint32_t shards, uint64_t message_bytes_max) {
+  uint64_t memory = static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) *
+                    static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  if (FILE* f = std::fopen("/sys/fs/cgroup/memory.max", "r"); f != nullptr) {
+    unsigned long long limit = 0;
+    if (std::fscanf(f, "%llu", &limit) == 1 && limit > 0 && limit < memory) {
+      memory = limit;  // "max" (no limit) does not scan as a number.
+    }
+    std::fclose(f);
+  }
+  const uint64_t share = memory / 4 / std::max<uint32_t>(1, shards);
+  // A message is held in 256 KiB chunks after its first 64 KiB: one more MiB covers the slack.
+  return std::max(std::clamp<uint64_t>(share, uint64_t{16} << 20, uint64_t{1} << 30),
+                  message_bytes_max + (uint64_t{1} << 20));
+}
+
 int Main(int argc, char** argv) {
   log::SetFd(STDOUT_FILENO);  // JSON events on stdout; usage and fatal errors on stderr.
   std::string config_path;
@@ -244,7 +264,13 @@ int Main(int argc, char** argv) {
   so.relay_networks = config.relay_networks;
   so.allow_untrusted_routing = config.allow_untrusted_routing;
   so.recipient_policy = &policy;
-  base.receive_bytes_max = config.receive_bytes_max;
+  base.receive_bytes_max = config.receive_bytes_max != 0 ? config.receive_bytes_max
+                                                         : DefaultReceiveBytesMax(
+                                                               shards, config.message_bytes_max);
+  base.data_deadline_ms = config.data_deadline_ms;
+  base.data_deadline_stress_ms = config.data_deadline_stress_ms;
+  base.data_rate_min = config.data_rate_min;
+  base.stress_connections = config.connections_max / 2;  // Past half: under stress.
   base.router = &router;
   base.destinations = &*destinations;
   base.recipients_per_transaction_max = config.recipients_per_transaction_max;
@@ -363,6 +389,7 @@ int Main(int argc, char** argv) {
              {"hostname", config.hostname},
              {"spool", config.spool_path},
              {"session_slots_per_shard", session_slots},
+             {"receive_bytes_max_per_shard", base.receive_bytes_max},
              {"descriptor_limit", static_cast<uint64_t>(descriptor_limit)}});
 
   std::vector<std::thread> threads;

@@ -88,6 +88,14 @@ std::string RenderMetrics(const Shards& shards) {
   Total(w, shards, "relais_commit_failures_total",
         "Messages answered 451 or 452 because their spool batch failed.",
         &ShardMetrics::commit_failures);
+  Total(w, shards, "relais_transfers_too_slow_total",
+        "Message transfers cut with 421 4.4.2: below data_rate_min or past the deadline.",
+        &ShardMetrics::transfers_too_slow);
+  Total(w, shards, "relais_receive_budget_refusals_total",
+        "Messages refused 452 4.3.1 because receive_bytes_max was reached.",
+        &ShardMetrics::receive_budget_refusals);
+  PerCore(w, shards, "relais_receive_bytes", "Memory held by messages being received.",
+          &ShardMetrics::receive_bytes);
   Summed(w, shards, "relais_message_durable_seconds",
          "From the end of a message's data to its 250 (on disk).", &ShardMetrics::time_to_durable);
   // Spool.

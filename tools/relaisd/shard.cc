@@ -166,6 +166,12 @@ struct Shard::Connection final : timer::Timer, spool::AppendCompletion, smtp::Bo
   uint64_t commit_bytes = 0;       // Of the message in the spool's batch, for the metrics.
   uint64_t commit_started_us = 0;  // When it was handed to the spool (monotonic).
   uint64_t opened_ms = 0;          // Accepted at (monotonic).
+  // The message transfer under way, if any: its deadline is its start plus the base allowance
+  // plus the credit of the bytes read since transfer_bytes_start (Shard::TransferDeadlineMs).
+  bool in_transfer = false;
+  uint64_t timeout_at_ms = 0;  // When the session's own timeout (command or data) expires.
+  uint64_t transfer_start_ms = 0;
+  uint64_t transfer_bytes_start = 0;
   // Inline sender authentication, for clients outside auth.skip_networks and relay networks.
   bool checked = false;
   bool auth_pending = false;  // A check waits for DNS; the connection is kept until it ends.
@@ -619,7 +625,7 @@ void Shard::OnAccept(uring::FixedFile socket, std::optional<mail::IpAddress> pee
         break;
     }
   }
-  timers_.Arm(c, clock_.MonotonicMs() + c.session.TimeoutMs());
+  ArmSessionTimer(c);
   MarkDirty(c);
 }
 
@@ -638,15 +644,22 @@ void Shard::OnRecv(Connection& c, int32_t result, uint32_t flags) {
       // RFC 5321 4.5.3.2: each block of message data restarts the data timeout; a command
       // restarts the command timeout only once its line is complete, so a client trickling
       // one byte at a time cannot hold the connection past command_timeout_ms per command.
-      if (data_before || c.session.ReceivingData() || c.session.command_lines() != lines_before) {
-        timers_.Arm(c, clock_.MonotonicMs() + c.session.TimeoutMs());
+      if (data_before || c.session.ReceivingData() || c.session.command_lines() != lines_before ||
+          c.in_transfer != c.session.InMessageTransfer()) {
+        ArmSessionTimer(c);
       }
     }
     engine_->ReturnBuffer(buffer);
   } else if (result == -ENOBUFS) {
     metrics_.recv_no_buffer.Add();  // Every buffer is in use this turn; the next Pump retries.
+  } else if (result == 0) {
+    // The client closed or shut down its sending side (Exim does after `BDAT n LAST` +
+    // `QUIT` in one write). It may still read: what it sent is processed and answered, the
+    // 250 after the fdatasync included, before the session asks to close. Treating this as
+    // a vanished peer lost those replies and made the client send the message again.
+    c.session.EndOfInput();
   } else if (result != -ECANCELED) {
-    c.peer_gone = true;  // 0: the client closed; < 0: reset or another socket error.
+    c.peer_gone = true;  // A reset or another socket error.
   }
   MarkDirty(c);
 }
@@ -680,10 +693,47 @@ void Shard::OnTimeout(Connection& c) {
       engine_->Cancel(c.send_op);
     }
   } else {
-    c.session.OnTimeout();  // 421 4.4.2, then close once it is sent...
-    timers_.Arm(c, clock_.MonotonicMs() + kFinalReplyGraceMs);  // ...or after this much.
+    const uint64_t now = clock_.MonotonicMs();
+    if (now >= c.timeout_at_ms) {
+      c.session.OnTimeout();  // 421 4.4.2, then close once it is sent...
+    } else if (c.in_transfer && TransferDeadlineMs(c) <= now) {
+      // Below the minimum data rate, or past the message's deadline.
+      metrics_.transfers_too_slow.Add();
+      c.session.OnTooSlow();  // 421 4.4.2, then close once it is sent...
+    } else {
+      // The deadline moved (the load fell below the stress mark since the timer was armed).
+      timers_.Arm(c, c.in_transfer ? std::min(c.timeout_at_ms, TransferDeadlineMs(c))
+                                   : c.timeout_at_ms);
+      return;
+    }
+    timers_.Arm(c, now + kFinalReplyGraceMs);  // ...or after this much.
   }
   MarkDirty(c);
+}
+
+uint64_t Shard::TransferDeadlineMs(const Connection& c) const {
+  // Stricter under load, re-evaluated at every read: one relaxed load of the shared count.
+  const bool stressed = limiter_.active() > options_.stress_connections;
+  const uint64_t bytes = c.session.data_bytes_read() - c.transfer_bytes_start;
+  return c.transfer_start_ms +
+         (stressed ? options_.data_deadline_stress_ms : options_.data_deadline_ms) +
+         bytes * 1000 / std::max<uint32_t>(1, options_.data_rate_min);
+}
+
+void Shard::ArmSessionTimer(Connection& c) {
+  const uint64_t now = clock_.MonotonicMs();
+  const bool transfer = c.session.InMessageTransfer();
+  if (transfer && !c.in_transfer) {
+    c.transfer_start_ms = now;
+    c.transfer_bytes_start = c.session.data_bytes_read();
+  }
+  c.in_transfer = transfer;
+  c.timeout_at_ms = now + c.session.TimeoutMs();
+  uint64_t at = c.timeout_at_ms;
+  if (transfer) {
+    at = std::min(at, TransferDeadlineMs(c));
+  }
+  timers_.Arm(c, at);
 }
 
 void Shard::OnAppendDone(Connection& c, spool::AppendOutcome outcome, const mail::MessageId& id) {
@@ -708,7 +758,7 @@ void Shard::OnAppendDone(Connection& c, spool::AppendOutcome outcome, const mail
   }
   c.session.CompleteCommit(ToCommitOutcome(outcome), id);
   if (!c.close_started) {
-    timers_.Arm(c, clock_.MonotonicMs() + c.session.TimeoutMs());
+    ArmSessionTimer(c);
   }
   MarkDirty(c);
 }
@@ -844,7 +894,7 @@ void Shard::FinishSenderCheck(Connection& c, bool complete) {
                                   j.text);
   }
   if (!c.close_started) {
-    timers_.Arm(c, clock_.MonotonicMs() + c.session.TimeoutMs());
+    ArmSessionTimer(c);
   }
   MarkDirty(c);
 }
@@ -925,7 +975,7 @@ void Shard::FinishMessageCheck(Connection& c, bool complete) {
     Commit(c, header);
   }
   if (!c.close_started) {
-    timers_.Arm(c, clock_.MonotonicMs() + c.session.TimeoutMs());
+    ArmSessionTimer(c);
   }
   MarkDirty(c);
 }
@@ -1483,6 +1533,8 @@ bool Shard::QueueBounce(const mail::MessageId& original, std::string&& report) {
 
 void Shard::PublishMetrics() {
   metrics_.connections_active.Set(live_connections_);
+  metrics_.receive_budget_refusals.Mirror(receive_budget_.refusals);
+  metrics_.receive_bytes.Set(static_cast<int64_t>(receive_budget_.bytes_used));
   const spool::SpoolStats& st = spool_->stats();
   metrics_.spool_appends.Mirror(st.appends);
   metrics_.spool_batches.Mirror(st.batches);

@@ -54,6 +54,15 @@ struct ShardOptions {
   uring::EngineOptions engine;
   uint32_t shutdown_grace_ms = 10'000;
   uint64_t receive_bytes_max = UINT64_MAX;
+  // The deadline of one message's transfer (DATA, or every BDAT chunk of one message): a base
+  // allowance plus 1/data_rate_min seconds per byte read, so that a client below the rate runs
+  // out of time whatever its pace (Postfix: smtpd_per_request_deadline, smtpd_min_data_rate).
+  // The stress base applies while more than stress_connections sessions are open on all
+  // shards (checked at every read of the transfer).
+  uint32_t data_deadline_ms = 300'000;
+  uint32_t data_deadline_stress_ms = 10'000;
+  uint32_t data_rate_min = 500;  // Bytes per second; at least 1.
+  uint32_t stress_connections = UINT32_MAX;
   scheduler::SchedulerOptions scheduler;
   const routing::Router* router = nullptr;  // Required; shared read-only by all shards.
   // Next hops of the router's smarthost and lmtp routes, by route index. Required.
@@ -123,6 +132,10 @@ class Shard final : EgressListener {
   void OnSend(Connection& c, int32_t result);
   void OnClosed(Connection& c);
   void OnTimeout(Connection& c);
+  // Starts or ends the per-message deadline as the session enters or leaves a message transfer,
+  // then arms the connection's timer for the session's timeout, never past that deadline.
+  void ArmSessionTimer(Connection& c);
+  [[nodiscard]] uint64_t TransferDeadlineMs(const Connection& c) const;
   void OnAppendDone(Connection& c, spool::AppendOutcome outcome, const mail::MessageId& id);
   // Gauges and mirrored totals, once per loop turn.
   void PublishMetrics();
