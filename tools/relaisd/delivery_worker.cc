@@ -76,6 +76,9 @@ void DeliveryWorker::Loop() {
   base::SystemClock clock;
   const std::string name = "relais-deliv-" + std::to_string(shard_);
   pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
+  // Our own channel to the log writer: a batch reaches the output whole, and a slow reader
+  // costs lines (counted), never a blocked delivery.
+  log::Channel* const log_channel = log::OpenChannel(static_cast<int>(shard_), 4 << 20);
   while (true) {
     uint64_t count;
     // Blocks until the shard has work for us or we are told to stop.
@@ -189,10 +192,9 @@ void DeliveryWorker::Loop() {
       RELAIS_CHECK(done_.TryPush(std::move(done))) << "delivery results ring full";
       Signal(done_fd_);
     }
-    if (!log_lines.empty()) {
-      log::EmitLines(log_lines);
-    }
+    log::Append(log_channel, log_lines);
     if (stop_.load(std::memory_order_acquire)) {
+      log::Close(log_channel);
       return;
     }
   }

@@ -170,6 +170,8 @@ int Main(int argc, char** argv) {
   sigaddset(&signals, SIGUSR1);  // Reopen the log file.
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  // From here on one thread writes the log output, fed by every other (core/log).
+  log::StartWriter();
   const int signal_fd = signalfd(-1, &signals, SFD_CLOEXEC);
   if (signal_fd < 0) {
     return Fail(base::StrCat("signalfd: ", std::strerror(errno)));

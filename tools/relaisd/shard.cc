@@ -404,8 +404,7 @@ absl::StatusOr<std::unique_ptr<Shard>> Shard::Create(const ShardOptions& options
   }
   std::unique_ptr<Shard> shard(
       new Shard(options, std::move(listen_fds), limiter, mesh, std::move(*engine)));
-  shard->log_ = std::make_unique<ShardLog>(*shard->engine_, shard->clock_,
-                                           static_cast<int>(options.index), log::Fd());
+  shard->log_ = std::make_unique<ShardLog>(shard->clock_, static_cast<int>(options.index));
   spool::SpoolOptions spool_options = options.spool;
   spool_options.batch_seconds = &options.metrics->spool_batch_seconds;
   auto spool = spool::Spool::Open(spool_options, shard->engine_->io(), shard->clock_);
