@@ -11,6 +11,7 @@
 #include "core/io/posix_io.h"
 #include "core/log/log.h"
 #include "queue/bounce/dsn.h"
+#include "tools/relaisd/secure_random.h"
 
 namespace relais::relaisd {
 namespace {
@@ -180,7 +181,8 @@ void DeliveryWorker::Loop() {
           in.sender = (*job)->sender;
           in.arrival_date = base::Rfc5322Date((*job)->received_us);
           in.date = base::Rfc5322Date(clock.UnixMicros());
-          in.boundary_seed = (*job)->message_id;
+          in.boundary_seed = SecureRandomHex(16);  // 128 bits: a sender cannot predict it.
+          in.smtputf8 = (*job)->smtputf8;
           in.envid = (*job)->envid;
           in.return_full = (*job)->dsn_return == mail::DsnReturn::kFull;
           in.original = (*job)->content;

@@ -26,6 +26,7 @@
 #include "core/config/config.h"
 #include "core/io/posix_io.h"
 #include "core/log/log.h"
+#include "core/mail/message_id.h"
 #include "core/uring/engine.h"
 #include "core/uring/mesh.h"
 #include "protocols/authcheck/authcheck.h"
@@ -33,6 +34,7 @@
 #include "tools/relaisd/egress.h"
 #include "tools/relaisd/listener.h"
 #include "tools/relaisd/recipient_policy.h"
+#include "tools/relaisd/secure_random.h"
 #include "tools/relaisd/shard.h"
 
 namespace relais::relaisd {
@@ -172,6 +174,9 @@ int Main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
   // From here on one thread writes the log output, fed by every other (core/log).
   log::StartWriter();
+  uint64_t id_key[2];
+  SecureRandomFill(id_key, sizeof(id_key));  // Queue IDs must not reveal a shard's count.
+  mail::SetMessageIdKey(id_key[0], id_key[1]);
   const int signal_fd = signalfd(-1, &signals, SFD_CLOEXEC);
   if (signal_fd < 0) {
     return Fail(base::StrCat("signalfd: ", std::strerror(errno)));
