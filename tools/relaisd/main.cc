@@ -346,7 +346,7 @@ int Main(int argc, char** argv) {
   all[0]->ServeAdmin(*admin_fd);
   if (metrics_listener) {
     // OpenListeners made one SO_REUSEPORT socket per shard asked for: here, one.
-    all[0]->ServeMetrics(metrics_listener->fds_by_shard[0][0]);
+    all[0]->ServeMetrics(metrics_listener->fds_by_shard[0][0], config.metrics_request_timeout_ms);
     log::Emit(log::Level::kInfo, -1, "metrics_listening",
               {{"address", metrics_listener->bound[0]}});
   }

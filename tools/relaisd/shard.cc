@@ -250,7 +250,7 @@ class Shard::AdminServer final : public RequestHandler {
   AdminServer(Shard* shard, int listen_fd)
       : shard_(shard),
         server_(*shard->engine_, shard->timers_, shard->clock_, listen_fd,
-                RequestServerOptions{64, 4096, 30'000}, *this) {}
+                RequestServerOptions{64, 4096, 30'000, /*same_user_only=*/true}, *this) {}
 
   void Arm() { server_.Arm(); }
   void Stop() { server_.Stop(); }
@@ -471,7 +471,8 @@ void Shard::Run() {
     metrics_endpoint_ = std::make_unique<MetricsEndpoint>(*options_.all_metrics, stopping_);
     metrics_server_ =
         std::make_unique<RequestServer>(*engine_, timers_, clock_, metrics_fd_,
-                                        RequestServerOptions{64, 8192, 10'000}, *metrics_endpoint_);
+                                        RequestServerOptions{64, 8192, metrics_request_timeout_ms_},
+                                        *metrics_endpoint_);
     metrics_server_->Arm();
   }
   while (true) {
