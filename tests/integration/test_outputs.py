@@ -96,12 +96,15 @@ class PipedDaemon(Daemon):
             f.write(text)
         self.piped = bytearray()
         self.lock = threading.Lock()
+        self.reading = threading.Event()  # Cleared: nobody reads the pipe, it fills up.
+        self.reading.set()
         self.proc = subprocess.Popen(
             [RELAISD, "--config", config_path, "--threads", str(self.threads)],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=self.workdir)
 
         def drain():
             while True:
+                self.reading.wait()
                 chunk = self.proc.stdout.read1(65536)
                 if not chunk:
                     return
@@ -248,6 +251,40 @@ class LogLinesTest(unittest.TestCase):
         self.assertEqual(len({r["shard"] for r in attempts}), 2, "load from every shard")
         accepted = [r for r in records if r["event"] == "message_accepted"]
         self.assertEqual(len(accepted), messages)
+        self.assertFalse([r for r in records if r["event"] == "log_records_dropped"])
+
+
+    def test_a_log_reader_that_stops_stalls_no_mail(self):
+        """Nobody reads stdout for a while: mail is still received, delivered and bounced;
+        once the reader is back every record arrives whole."""
+        d = PipedDaemon(DOMAINS + routes("./var/mail", refusing_sink(self)), threads=2)
+        self.addCleanup(d.cleanup)
+        d.start()
+        wait_for(lambda: b'"event":"ready"' in d.output(), 10, "the ready line")
+        d.reading.clear()
+        messages, recipients = 12, 1000
+        for n in range(messages):
+            c = RawClient(d.connect(timeout=60))
+            greet(c)
+            rcpts = [f"r{n}-{i}@rej.test".encode() for i in range(recipients)]
+            code, text = send_message(c, b"a@sender.test", rcpts, b"Subject: s\r\n\r\nb\r\n")
+            self.assertEqual(code, 250, text)
+            c.send(b"QUIT\r\n")
+        # Every refusal is decided, logged (into the queue) and bounced while the pipe is full.
+        wait_for(lambda: len([m for m in d.maildir_messages()
+                              if "multipart/report" in m["body"]]) == messages,
+                 60, "every bounce delivered with the log reader stopped")
+        c = RawClient(d.connect(timeout=5))
+        self.assertEqual(c.reply(timeout=5)[0], 220)  # A new client is served at once.
+        d.reading.set()
+        want = messages * recipients
+        wait_for(lambda: d.complete_lines().count(b'"event":"delivery_attempt"') >= want, 60,
+                 "the backlog to be written")
+        self.assertEqual(d.stop(), 0)
+        d.reader.join(10)
+        records = strict_lines(d.output())
+        self.assertEqual(len([r for r in records if r["event"] == "delivery_attempt"
+                              and r["route"] == "smarthost"]), want)
         self.assertFalse([r for r in records if r["event"] == "log_records_dropped"])
 
 
