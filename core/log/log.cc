@@ -223,7 +223,7 @@ std::atomic<uint64_t> g_dropped[kShardsTracked + 1];
 std::mutex g_sync_mutex;      // Serialises direct writes while no writer runs.
 std::mutex g_registry_mutex;  // The channel list; producers never take it.
 std::vector<Channel*>* g_channels = new std::vector<Channel*>();  // Never freed: outlives exit.
-std::mutex g_emit_mutex;      // Emit's channel has many producers: they take turns.
+std::mutex g_emit_mutex;  // Emit's channel has many producers: they take turns.
 Channel* g_emit_channel = nullptr;
 std::thread* g_writer = nullptr;
 std::mutex g_done_mutex;
@@ -340,9 +340,9 @@ void WriterLoop() {
     }
     if (const uint64_t total = DroppedTotal(); total != reported) {
       // Said once the writer has caught up, in the output itself.
-      const std::string line = Format(base::SystemClock().UnixMicros(), Level::kWarning, -1,
-                                      "log_records_dropped",
-                                      {{"records", total - reported}, {"total", total}});
+      const std::string line =
+          Format(base::SystemClock().UnixMicros(), Level::kWarning, -1, "log_records_dropped",
+                 {{"records", total - reported}, {"total", total}});
       iovec part{const_cast<char*>(line.data()), line.size()};
       (void)WriteAll(&part, 1);
       reported = total;
@@ -447,8 +447,8 @@ void StopWriter(uint32_t wait_ms) {
   g_writer_stop.store(true, std::memory_order_release);
   Wake();
   std::unique_lock lock(g_done_mutex);
-  const bool done = g_done_cv.wait_for(lock, std::chrono::milliseconds(wait_ms),
-                                       [] { return g_writer_done; });
+  const bool done =
+      g_done_cv.wait_for(lock, std::chrono::milliseconds(wait_ms), [] { return g_writer_done; });
   lock.unlock();
   g_writer_running.store(false, std::memory_order_release);
   if (done) {

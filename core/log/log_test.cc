@@ -35,18 +35,22 @@ TEST(LogTest, ReplacesInvalidUtf8) {
     return out;
   };
   const std::string r = "\xEF\xBF\xBD";
-  EXPECT_EQ(escaped("a\xFF" "b"), "a" + r + "b");                      // Never in UTF-8.
-  EXPECT_EQ(escaped("\x80"), r);                                       // Stray continuation.
-  EXPECT_EQ(escaped("\xC3"), r);                                       // Truncated at the end.
-  EXPECT_EQ(escaped("\xC3" "A"), r + "A");                             // Truncated mid-text.
-  EXPECT_EQ(escaped("\xC0\xAF"), r + r);                               // Overlong '/'.
-  EXPECT_EQ(escaped("\xE0\x80\xAF"), r + r + r);                       // Overlong, 3 bytes.
-  EXPECT_EQ(escaped("\xF0\x80\x80\xAF"), r + r + r + r);               // Overlong, 4 bytes.
-  EXPECT_EQ(escaped("\xED\xA0\x80"), r + r + r);                       // Surrogate U+D800.
-  EXPECT_EQ(escaped("\xF4\x90\x80\x80"), r + r + r + r);               // Past U+10FFFF.
-  EXPECT_EQ(escaped("\xF8\x88\x80\x80\x80"), r + r + r + r + r);       // 5-byte form.
-  EXPECT_EQ(escaped("\xC0\x22"), r + "\\\"");                          // Cannot hide a quote.
-  EXPECT_EQ(escaped("\xC0\x5C"), r + "\\\\");                          // ... nor a backslash.
+  EXPECT_EQ(escaped("a\xFF"
+                    "b"),
+            "a" + r + "b");       // Never in UTF-8.
+  EXPECT_EQ(escaped("\x80"), r);  // Stray continuation.
+  EXPECT_EQ(escaped("\xC3"), r);  // Truncated at the end.
+  EXPECT_EQ(escaped("\xC3"
+                    "A"),
+            r + "A");                                             // Truncated mid-text.
+  EXPECT_EQ(escaped("\xC0\xAF"), r + r);                          // Overlong '/'.
+  EXPECT_EQ(escaped("\xE0\x80\xAF"), r + r + r);                  // Overlong, 3 bytes.
+  EXPECT_EQ(escaped("\xF0\x80\x80\xAF"), r + r + r + r);          // Overlong, 4 bytes.
+  EXPECT_EQ(escaped("\xED\xA0\x80"), r + r + r);                  // Surrogate U+D800.
+  EXPECT_EQ(escaped("\xF4\x90\x80\x80"), r + r + r + r);          // Past U+10FFFF.
+  EXPECT_EQ(escaped("\xF8\x88\x80\x80\x80"), r + r + r + r + r);  // 5-byte form.
+  EXPECT_EQ(escaped("\xC0\x22"), r + "\\\"");                     // Cannot hide a quote.
+  EXPECT_EQ(escaped("\xC0\x5C"), r + "\\\\");                     // ... nor a backslash.
   // Valid ones pass: 2, 3 and 4 bytes, the edges of each range.
   EXPECT_EQ(escaped("\xC2\x80\xDF\xBF\xE0\xA0\x80\xED\x9F\xBF\xEE\x80\x80\xF0\x90\x80\x80"
                     "\xF4\x8F\xBF\xBF"),
@@ -80,8 +84,7 @@ TEST(LogTest, CutsLongValuesAndMarksTheRecord) {
   const std::string accents(kValueBytesMax, '\xE9');
   const std::string cut = Format(0, Level::kInfo, 1, "x", {{"v", accents}});
   EXPECT_EQ(ValidUtf8(cut), cut);
-  EXPECT_EQ(Format(0, Level::kInfo, 1, "x", {{"v", "short"}}).find("truncated"),
-            std::string::npos);
+  EXPECT_EQ(Format(0, Level::kInfo, 1, "x", {{"v", "short"}}).find("truncated"), std::string::npos);
 }
 
 std::string ReadAll(int fd) {

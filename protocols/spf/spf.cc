@@ -395,8 +395,7 @@ bool ParseRecord(std::string_view text, Record& out, std::string& problem) {
       const bool colon = address.find(':') != std::string_view::npos;
       // ip6 takes IPv6 text only, the mixed notation ::FFFF:1.2.3.4 included (RFC 4291 2.2),
       // which Parse unmaps; ip4 takes dotted IPv4 only.
-      const bool family_ok =
-          ip && (d.kind == Kind::kIp4 ? ip->family == AF_INET && !colon : colon);
+      const bool family_ok = ip && (d.kind == Kind::kIp4 ? ip->family == AF_INET && !colon : colon);
       if (!family_ok) {
         return bad(d.kind == Kind::kIp4 ? "bad IPv4 address" : "bad IPv6 address");
       }

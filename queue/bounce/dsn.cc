@@ -58,13 +58,15 @@ std::string HeaderValue(std::string_view xtext) {
 namespace {
 
 bool IsAscii(std::string_view s) {
-  return std::all_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
+  return std::all_of(s.begin(), s.end(),
+                     [](char c) { return static_cast<unsigned char>(c) < 0x80; });
 }
 
 // True when `boundary` occurs anywhere in `parts`: it could then end a part early.
 bool OccursIn(std::string_view boundary, std::initializer_list<std::string_view> parts) {
-  return std::any_of(parts.begin(), parts.end(),
-                     [&](std::string_view p) { return p.find(boundary) != std::string_view::npos; });
+  return std::any_of(parts.begin(), parts.end(), [&](std::string_view p) {
+    return p.find(boundary) != std::string_view::npos;
+  });
 }
 
 }  // namespace
@@ -115,8 +117,7 @@ std::string BuildReport(const ReportInput& in) {
                 HeaderValue(std::string_view(r.orcpt).substr(semi + 1)), "\r\n");
     }
     const bool success = r.action == Action::kDelivered || r.action == Action::kRelayed;
-    const std::string_view address_type =
-        in.smtputf8 && !IsAscii(r.address) ? "utf-8" : "rfc822";
+    const std::string_view address_type = in.smtputf8 && !IsAscii(r.address) ? "utf-8" : "rfc822";
     StrAppend(&status, "Final-Recipient: ", address_type, "; ", r.address, "\r\n",
               "Action: ", ActionName(r.action), "\r\n",
               "Status: ", success ? std::string("2.0.0") : StatusOf(r.reply), "\r\n");
@@ -142,16 +143,14 @@ std::string BuildReport(const ReportInput& in) {
   // its part and add parts of its own. The random token makes that unlikely; the check makes
   // it impossible.
   std::string boundary = StrCat("=_relais_", in.boundary_seed);
-  for (int n = 1; OccursIn(boundary, {returned, human, status, in.sender, in.reporting_mta});
-       ++n) {
+  for (int n = 1; OccursIn(boundary, {returned, human, status, in.sender, in.reporting_mta}); ++n) {
     boundary = StrCat("=_relais_", in.boundary_seed, "_", n, "_", returned.size() % 9973);
   }
   std::string out;
   StrAppend(&out, "From: Mail Delivery System <MAILER-DAEMON@", in.reporting_mta, ">\r\n", "To: <",
             in.sender, ">\r\n", "Subject: ", subject, "\r\n", "Date: ", in.date, "\r\n",
             "Auto-Submitted: auto-replied\r\n",  // RFC 3834
-            "MIME-Version: 1.0\r\n",
-            "Content-Type: multipart/report; report-type=",
+            "MIME-Version: 1.0\r\n", "Content-Type: multipart/report; report-type=",
             in.smtputf8 ? "global-delivery-status" : "delivery-status", ";\r\n\tboundary=\"",
             boundary, "\"\r\n\r\n", "This is a MIME-encapsulated message.\r\n\r\n");
   StrAppend(&out, "--", boundary, "\r\n", "Content-Type: text/plain; charset=utf-8\r\n\r\n", human);

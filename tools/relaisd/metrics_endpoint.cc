@@ -245,8 +245,8 @@ void MetricsEndpoint::OnRequest(RequestServer& server, uint64_t client, std::str
     w.Sample("relais_metrics_clients_dropped_total", {{"reason", "timeout"}}, server.timed_out());
     w.Sample("relais_metrics_clients_dropped_total", {{"reason", "evicted"}}, server.evicted());
     body += w.Take();
-    server.Respond(client, http::Response(200, "OK", "text/plain; version=0.0.4; charset=utf-8",
-                                          body, head));
+    server.Respond(
+        client, http::Response(200, "OK", "text/plain; version=0.0.4; charset=utf-8", body, head));
   } else if (request.path == "/healthz") {
     server.Respond(client, http::Response(200, "OK", "text/plain", "ok\n", head));
   } else if (request.path == "/readyz") {

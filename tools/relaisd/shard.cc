@@ -469,10 +469,9 @@ void Shard::Run() {
   if (metrics_fd_ >= 0) {
     RELAIS_CHECK(options_.all_metrics != nullptr);
     metrics_endpoint_ = std::make_unique<MetricsEndpoint>(*options_.all_metrics, stopping_);
-    metrics_server_ =
-        std::make_unique<RequestServer>(*engine_, timers_, clock_, metrics_fd_,
-                                        RequestServerOptions{64, 8192, metrics_request_timeout_ms_},
-                                        *metrics_endpoint_);
+    metrics_server_ = std::make_unique<RequestServer>(
+        *engine_, timers_, clock_, metrics_fd_,
+        RequestServerOptions{64, 8192, metrics_request_timeout_ms_}, *metrics_endpoint_);
     metrics_server_->Arm();
   }
   while (true) {
