@@ -365,6 +365,26 @@ class MetricsTest(unittest.TestCase):
                             data)
         self.assertIsNotNone(evicted)
         self.assertGreater(int(evicted.group(1)), 0)
+        # A client that trickles its request a byte at a time is cut at the same deadline:
+        # the timeout counts from the connection, not from the last byte.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            t0 = time.monotonic()
+            closed = False
+            for byte in b"GET /metrics HTTP/1.1\r\nHost: a-very-slow-client\r\n":
+                try:
+                    s.sendall(bytes([byte]))
+                except OSError:
+                    closed = True
+                    break
+                s.settimeout(0.25)
+                try:
+                    if s.recv(1) == b"":
+                        closed = True
+                        break
+                except socket.timeout:
+                    pass
+            self.assertTrue(closed)
+            self.assertLess(time.monotonic() - t0, 5)
         # The idle ones are closed within the short timeout (2 s by default), not kept.
         for s in idle[-8:]:
             s.settimeout(10)
@@ -467,7 +487,11 @@ class AdminSocketTest(unittest.TestCase):
         plain = os.path.join(other, "relaisd.sock")
         with open(plain, "w") as f:
             f.write("precious\n")
+        # 4. A symbolic link at the path (to a file of ours): not followed, not removed.
+        linked = os.path.join(other, "link.sock")
+        os.symlink(plain, linked)
         cases = [(os.path.join(shared, "relaisd.sock"), b"can be written by users other"),
+                 (linked, b"not a socket"),
                  (squatted, b"a socket of uid 65534"),
                  (plain, b"not a socket")]
         for path, why in cases:
@@ -482,6 +506,7 @@ class AdminSocketTest(unittest.TestCase):
         self.assertTrue(stat.S_ISSOCK(os.lstat(squatted).st_mode))  # Left alone.
         with open(plain) as f:
             self.assertEqual(f.read(), "precious\n")
+        self.assertTrue(os.path.islink(linked))
 
 
 if __name__ == "__main__":
