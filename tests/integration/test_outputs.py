@@ -340,6 +340,31 @@ class BounceTest(unittest.TestCase):
                              raw.count(b"--" + boundary.encode() + b"\r\n"), 3)
 
 
+    def test_smtputf8_messages_bounce_in_rfc6533_formats(self):
+        d = Daemon(DOMAINS + routes("./var/mail", refusing_sink(self)), threads=1)
+        self.addCleanup(d.cleanup)
+        d.start()
+        c = RawClient(d.connect())
+        greet(c)
+        code, text = send_message(c, "jörg@sender.test".encode(), ["zoë@rej.test".encode()],
+                                  "From: jörg@sender.test\r\nSubject: grüße\r\n\r\nhé\r\n"
+                                  .encode(), params=b" SMTPUTF8 BODY=8BITMIME")
+        self.assertEqual(code, 250, text)
+        c.send(b"QUIT\r\n")
+        found = wait_for(lambda: [m for m in d.maildir_messages()
+                                  if "multipart/report" in m["body"]], 30, "the bounce")
+        with open(found[0]["path"], "rb") as f:
+            report = email.message_from_bytes(f.read(), policy=email.policy.compat32)
+        self.assertEqual(report.get_param("report-type"), "global-delivery-status")
+        parts = report.get_payload()
+        self.assertEqual([p.get_content_type() for p in parts],
+                         ["text/plain", "message/global-delivery-status",
+                          "message/global-headers"])
+        status = parts[1].as_bytes().decode("utf-8")
+        self.assertIn("Final-Recipient: utf-8; zoë@rej.test", status)
+        self.assertIn("Subject: grüße", parts[2].as_bytes().decode("utf-8"))
+
+
 class MetricsTest(unittest.TestCase):
     def test_idle_clients_cannot_starve_a_scrape(self):
         d = Daemon(DOMAINS + routes("./var/mail"), threads=1)

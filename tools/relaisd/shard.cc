@@ -1390,6 +1390,10 @@ bool Shard::QueueBounce(const mail::MessageId& original, std::string&& report) {
   mail::Envelope envelope;  // From <>, so that a bounce never bounces (RFC 5321 6.1).
   envelope.recipients.push_back({sender});
   envelope.helo = options_.session.hostname;
+  // The report returns the original's content and, for an SMTPUTF8 message, is UTF-8 itself
+  // (RFC 6533): it travels as the original did.
+  envelope.body_type = message->envelope.body_type;
+  envelope.smtputf8 = message->envelope.smtputf8;
   auto* done = new BounceCompletion(*scheduler_, options_.index, original.ToString());
   // Staged before the failed outcomes that Finish records next: both go in one group commit.
   if (spool_->Append(spool_->NewMessageId(), std::move(envelope), "", std::move(report), *done) !=
