@@ -96,6 +96,9 @@ const Key kKeys[] = {
     {"log", "file", Type::kString, 0, 4096, RELAIS_FIELD(log_file),
      "File for the JSON log lines (appended; reopened on SIGUSR1 for logrotate); empty: "
      "stdout."},
+    {"log", "queue_bytes_max", Type::kU64, 64 << 10, 1ull << 30, RELAIS_FIELD(log_queue_bytes_max),
+     "Log lines each core (and each delivery thread) may have waiting for a slow log reader; "
+     "beyond it lines are dropped and counted (relais_log_lines_dropped_total), mail goes on."},
     {"metrics", "listen", Type::kString, 0, 300, RELAIS_FIELD(metrics_listen),
      "host:port of the HTTP endpoint for Prometheus (/metrics, /healthz, /readyz); empty: "
      "none."},

@@ -85,7 +85,8 @@ struct Config {
   uint32_t attempts_in_flight_max = 64;            // Per shard.
   uint64_t delay_warning_ms = 4ull * 3600 * 1000;  // RFC 3461 NOTIFY=DELAY reports; 0: never.
   // [log]
-  std::string log_file;  // Empty: JSON lines on stdout. Reopened on SIGUSR1.
+  std::string log_file;                    // Empty: JSON lines on stdout. Reopened on SIGUSR1.
+  uint64_t log_queue_bytes_max = 4 << 20;  // Backlog per log producer before lines drop.
   // [metrics]
   std::string metrics_listen = "127.0.0.1:9025";  // Prometheus endpoint; empty: none.
   uint32_t metrics_request_timeout_ms = 2000;     // Idle scrapers cannot hold a slot longer.

@@ -215,6 +215,7 @@ namespace {
 
 constexpr size_t kShardsTracked = 1024;
 
+std::atomic<size_t> g_channel_bytes_max{4 << 20};
 std::atomic<bool> g_writer_running{false};
 std::atomic<bool> g_writer_stop{false};
 std::atomic<uint32_t> g_wake{0};
@@ -359,8 +360,13 @@ void WriterLoop() {
 
 }  // namespace
 
+void SetChannelBytesMax(size_t bytes_max) {
+  g_channel_bytes_max.store(bytes_max, std::memory_order_relaxed);
+}
+
 Channel* OpenChannel(int shard, size_t bytes_max) {
-  auto* c = new Channel(shard, bytes_max);
+  auto* c = new Channel(
+      shard, bytes_max != 0 ? bytes_max : g_channel_bytes_max.load(std::memory_order_relaxed));
   std::lock_guard lock(g_registry_mutex);
   g_channels->push_back(c);
   return c;
@@ -427,7 +433,7 @@ void StartWriter() {
     return;
   }
   if (g_emit_channel == nullptr) {
-    g_emit_channel = OpenChannel(-1, 1 << 20);
+    g_emit_channel = OpenChannel(-1);
   }
   g_writer_stop.store(false);
   g_writer_done = false;

@@ -69,8 +69,12 @@ void EmitLines(std::string_view lines);
 // One producer's queue of records to the writer. Open one per thread that logs per message;
 // the channel lives until Close().
 class Channel;
-// `shard` attributes its dropped records (DroppedRecords); < 0: none.
-[[nodiscard]] Channel* OpenChannel(int shard, size_t bytes_max = 4 << 20);
+// `shard` attributes its dropped records (DroppedRecords); < 0: none. `bytes_max` 0: the
+// configured size (SetChannelBytesMax).
+[[nodiscard]] Channel* OpenChannel(int shard, size_t bytes_max = 0);
+// The backlog a channel holds before it drops records (log.queue_bytes_max); 4 MiB unless
+// set. Call before the producers open their channels.
+void SetChannelBytesMax(size_t bytes_max);
 // Producer side, one thread at a time: queues `lines` (whole lines). What does not fit is
 // dropped and counted, never waited for. Returns false when anything was dropped.
 bool Append(Channel* channel, std::string_view lines);

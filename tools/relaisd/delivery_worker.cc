@@ -79,7 +79,7 @@ void DeliveryWorker::Loop() {
   pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
   // Our own channel to the log writer: a batch reaches the output whole, and a slow reader
   // costs lines (counted), never a blocked delivery.
-  log::Channel* const log_channel = log::OpenChannel(static_cast<int>(shard_), 4 << 20);
+  log::Channel* const log_channel = log::OpenChannel(static_cast<int>(shard_));
   while (true) {
     uint64_t count;
     // Blocks until the shard has work for us or we are told to stop.

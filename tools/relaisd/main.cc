@@ -173,6 +173,7 @@ int Main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
   // From here on one thread writes the log output, fed by every other (core/log).
+  log::SetChannelBytesMax(config.log_queue_bytes_max);
   log::StartWriter();
   uint64_t id_key[2];
   SecureRandomFill(id_key, sizeof(id_key));  // Queue IDs must not reveal a shard's count.

@@ -19,7 +19,8 @@ namespace relais::relaisd {
 
 class ShardLog final {
  public:
-  ShardLog(const base::Clock& clock, int shard, size_t buffer_bytes_max = 4 << 20);
+  // `buffer_bytes_max` 0: log.queue_bytes_max.
+  ShardLog(const base::Clock& clock, int shard, size_t buffer_bytes_max = 0);
   ~ShardLog();
   ShardLog(const ShardLog&) = delete;
   ShardLog& operator=(const ShardLog&) = delete;
