@@ -50,7 +50,8 @@ const Key kKeys[] = {
     {"server", "listen", Type::kStringList, 1, 64, RELAIS_FIELD(listen),
      "Addresses to accept SMTP on, host:port ([v6]:port for IPv6)."},
     {"server", "admin_socket", Type::kString, 1, 107, RELAIS_FIELD(admin_socket),
-     "Unix socket for relaisctl (mode 0600: the daemon's user and root only)."},
+     "Unix socket for relaisctl (mode 0600: the daemon's user and root only), in a directory "
+     "only the daemon's user can write (created 0700)."},
     {"limits", "command_line_bytes_max", Type::kU32, 512, 65536,
      RELAIS_FIELD(command_line_bytes_max), "Longest command line, CRLF included (RFC 5321: 512)."},
     {"limits", "text_line_bytes_max", Type::kU32, 1000, 1 << 20, RELAIS_FIELD(text_line_bytes_max),
@@ -122,9 +123,16 @@ const Key kKeys[] = {
     {"log", "file", Type::kString, 0, 4096, RELAIS_FIELD(log_file),
      "File for the JSON log lines (appended; reopened on SIGUSR1 for logrotate); empty: "
      "stdout."},
+    {"log", "queue_bytes_max", Type::kU64, 64 << 10, 1ull << 30, RELAIS_FIELD(log_queue_bytes_max),
+     "Log lines each core (and each delivery thread) may have waiting for a slow log reader; "
+     "beyond it lines are dropped and counted (relais_log_lines_dropped_total), mail goes on."},
     {"metrics", "listen", Type::kString, 0, 300, RELAIS_FIELD(metrics_listen),
      "host:port of the HTTP endpoint for Prometheus (/metrics, /healthz, /readyz); empty: "
      "none."},
+    {"metrics", "request_timeout_ms", Type::kU32, 100, 600'000,
+     RELAIS_FIELD(metrics_request_timeout_ms),
+     "A metrics client that has not sent its whole request by then is closed (and when all 64 "
+     "slots are taken, the oldest waiting one makes room for a new client)."},
     {"delivery", "connect_timeout_ms", Type::kU32, 100, 3'600'000, RELAIS_FIELD(connect_timeout_ms),
      "Wait for a TCP or unix-socket connection to a next hop."},
     {"delivery", "reply_timeout_ms", Type::kU32, 100, 3'600'000, RELAIS_FIELD(reply_timeout_ms),

@@ -53,7 +53,8 @@ struct Config {
   std::string hostname;  // Default: the machine's host name.
   uint32_t threads = 0;  // 0: one shard per online CPU.
   std::vector<std::string> listen = {"127.0.0.1:2525"};
-  std::string admin_socket = "./var/relaisd.sock";  // relaisctl's way in; mode 0600.
+  // relaisctl's way in; mode 0600, in a directory only our user can write (created 0700).
+  std::string admin_socket = "./var/run/relaisd.sock";
   // [limits]
   uint32_t command_line_bytes_max = 512;    // RFC 5321 4.5.3.1.4, including CRLF.
   uint32_t text_line_bytes_max = 1000;      // RFC 5321 4.5.3.1.6, including CRLF.
@@ -94,9 +95,11 @@ struct Config {
   uint32_t attempts_in_flight_max = 64;            // Per shard.
   uint64_t delay_warning_ms = 4ull * 3600 * 1000;  // RFC 3461 NOTIFY=DELAY reports; 0: never.
   // [log]
-  std::string log_file;  // Empty: JSON lines on stdout. Reopened on SIGUSR1.
+  std::string log_file;                    // Empty: JSON lines on stdout. Reopened on SIGUSR1.
+  uint64_t log_queue_bytes_max = 4 << 20;  // Backlog per log producer before lines drop.
   // [metrics]
   std::string metrics_listen = "127.0.0.1:9025";  // Prometheus endpoint; empty: none.
+  uint32_t metrics_request_timeout_ms = 2000;     // Idle scrapers cannot hold a slot longer.
   // [delivery] Outbound SMTP and LMTP (RFC 5321 4.5.3.2 timeouts).
   uint32_t connect_timeout_ms = 30'000;
   uint32_t reply_timeout_ms = 300'000;       // Greeting, EHLO, MAIL, RCPT, RSET: 5 min.

@@ -114,6 +114,40 @@ bool ParseCidr(std::string_view digits, uint8_t max, uint8_t& out) {
   return true;
 }
 
+// The digits after a trailing `separator` in `arg` ("/24" or "//64" at its very end), or
+// nullopt when `arg` does not end so. For "/", a slash that is half of "//" does not count.
+std::optional<std::string_view> TrailingDigits(std::string_view arg, std::string_view separator) {
+  const size_t at = arg.rfind(separator);
+  if (at == std::string_view::npos) {
+    return std::nullopt;
+  }
+  const std::string_view digits = arg.substr(at + separator.size());
+  if (digits.empty() || !std::all_of(digits.begin(), digits.end(), IsDigit)) {
+    return std::nullopt;
+  }
+  if (separator == "/" && at > 0 && arg[at - 1] == '/') {
+    return std::nullopt;
+  }
+  return digits;
+}
+
+// 4.3 and 4.8: a name a DNS question can carry: labels of 1..63 bytes (an empty one only at
+// the end), at most 253 bytes. A macro expansion can produce anything else.
+bool ValidQueryName(std::string_view name) {
+  if (name.ends_with('.')) {
+    name.remove_suffix(1);
+  }
+  if (name.empty() || name.size() > kDomainBytesMax) {
+    return false;
+  }
+  for (std::string_view label : Split(name, '.')) {
+    if (label.empty() || label.size() > 63) {
+      return false;
+    }
+  }
+  return true;
+}
+
 // True when `a` and `b` agree in their first `bits` bits (the host bits of either are
 // ignored, as CIDR notation in SPF records intends).
 bool SamePrefix(const mail::IpAddress& a, const mail::IpAddress& b, uint32_t bits) {
@@ -321,20 +355,19 @@ bool ParseRecord(std::string_view text, Record& out, std::string& problem) {
       d.domain_spec = std::string(arg.substr(1));
     } else if (name == "a" || name == "mx") {
       d.kind = name == "a" ? Kind::kA : Kind::kMx;
-      // dual-cidr-length at the end: [/n4][//n6].
-      const size_t v6 = arg.find("//");
-      if (v6 != std::string_view::npos) {
-        if (!ParseCidr(arg.substr(v6 + 2), 128, d.cidr6)) {
+      // dual-cidr-length at the end: [/n4][//n6]. Only a trailing "/digits" or "//digits"
+      // is one: a domain-spec may contain '/' and ':' itself (5.3, 5.4, 7.1 macro-literal).
+      if (const std::optional<std::string_view> digits = TrailingDigits(arg, "//")) {
+        if (!ParseCidr(*digits, 128, d.cidr6)) {
           return bad("bad IPv6 prefix length");
         }
-        arg = arg.substr(0, v6);
+        arg.remove_suffix(digits->size() + 2);
       }
-      const size_t v4 = arg.rfind('/');
-      if (v4 != std::string_view::npos) {
-        if (!ParseCidr(arg.substr(v4 + 1), 32, d.cidr4)) {
+      if (const std::optional<std::string_view> digits = TrailingDigits(arg, "/")) {
+        if (!ParseCidr(*digits, 32, d.cidr4)) {
           return bad("bad IPv4 prefix length");
         }
-        arg = arg.substr(0, v4);
+        arg.remove_suffix(digits->size() + 1);
       }
       if (!arg.empty()) {
         if (!arg.starts_with(':') || !ValidDomainSpec(arg.substr(1))) {
@@ -358,10 +391,11 @@ bool ParseRecord(std::string_view text, Record& out, std::string& problem) {
       std::string_view value = arg.substr(1);
       const size_t slash = value.find('/');
       const std::string_view address = value.substr(0, slash);
-      const std::optional<mail::IpAddress> ip = mail::IpAddress::Parse(address);
-      // An IPv4-mapped address in ip6 stays IPv6 here: Parse unmaps, so refuse the mix.
-      const bool family_ok = ip && ((d.kind == Kind::kIp4) == (ip->family == AF_INET)) &&
-                             (d.kind == Kind::kIp6 || address.find(':') == std::string_view::npos);
+      std::optional<mail::IpAddress> ip = mail::IpAddress::Parse(address);
+      const bool colon = address.find(':') != std::string_view::npos;
+      // ip6 takes IPv6 text only, the mixed notation ::FFFF:1.2.3.4 included (RFC 4291 2.2),
+      // which Parse unmaps; ip4 takes dotted IPv4 only.
+      const bool family_ok = ip && (d.kind == Kind::kIp4 ? ip->family == AF_INET && !colon : colon);
       if (!family_ok) {
         return bad(d.kind == Kind::kIp4 ? "bad IPv4 address" : "bad IPv6 address");
       }
@@ -369,6 +403,20 @@ bool ParseRecord(std::string_view text, Record& out, std::string& problem) {
       if (slash != std::string_view::npos &&
           !ParseCidr(value.substr(slash + 1), d.kind == Kind::kIp4 ? 32 : 128, prefix)) {
         return bad("bad prefix length");
+      }
+      if (d.kind == Kind::kIp6 && ip->family == AF_INET) {
+        // An IPv4-mapped network. Clients are compared unmapped (an IPv4 client is IPv4), so
+        // a prefix that covers the mapping compares as the IPv4 network it names.
+        if (prefix >= 96) {
+          prefix = static_cast<uint8_t>(prefix - 96);
+        } else {
+          mail::IpAddress mapped;
+          mapped.family = AF_INET6;
+          mapped.bytes[10] = 0xFF;
+          mapped.bytes[11] = 0xFF;
+          std::copy_n(ip->bytes.begin(), 4, mapped.bytes.begin() + 12);
+          ip = mapped;
+        }
       }
       d.network.base = *ip;
       d.network.prefix_bits = prefix;
@@ -686,6 +734,23 @@ struct Evaluator {
   // Which of these outcomes a term produced.
   enum class Match : uint8_t { kYes, kNo, kError, kNeed };
 
+  // A target name no DNS question can carry (an empty label, one over 63 bytes, usually from
+  // a macro expansion) is not a DNS failure, so never temperror: nothing exists under it,
+  // as for NXDOMAIN (4.3: a malformed name is treated as not found), so the mechanism does
+  // not match and the lookup counts as void (4.6.4).
+  Match MalformedTarget(std::string_view target, Result& error) {
+    dns::Answer none;
+    none.status = dns::AnswerStatus::kNxDomain;
+    if (!CountVoid(none)) {
+      error = Result::kPermError;
+      return Match::kError;
+    }
+    if (problem.empty()) {
+      problem = StrCat("'", target, "' is not a usable domain name");
+    }
+    return Match::kNo;
+  }
+
   // Compares the client with a list of addresses under a prefix length.
   [[nodiscard]] bool Matches(const std::vector<mail::IpAddress>& addresses,
                              const Directive& d) const {
@@ -751,6 +816,9 @@ struct Evaluator {
         if (!target) {
           return need ? Match::kNeed : fail(Result::kPermError);
         }
+        if (!ValidQueryName(*target)) {
+          return MalformedTarget(*target, error);
+        }
         // exists always asks for A records, whatever the client's family (5.7).
         const dns::Answer* a =
             Lookup(*target, d.kind == Kind::kExists ? dns::RecordType::kA : address_type);
@@ -778,6 +846,9 @@ struct Evaluator {
         const std::optional<std::string> target = Target(d.domain_spec, domain);
         if (!target) {
           return need ? Match::kNeed : fail(Result::kPermError);
+        }
+        if (!ValidQueryName(*target)) {
+          return MalformedTarget(*target, error);
         }
         const dns::Answer* mx = Lookup(*target, dns::RecordType::kMx);
         if (mx == nullptr) {
@@ -848,6 +919,9 @@ struct Evaluator {
       }
       problem = saved_problem;
       return std::string();
+    }
+    if (!ValidQueryName(*target)) {
+      return std::string();  // 6.2: no explanation when its name is not one.
     }
     const dns::Answer* txt = Lookup(*target, dns::RecordType::kTxt);
     if (txt == nullptr) {

@@ -14,7 +14,10 @@
 // transformers (with %{i} as nibbles for IPv6 and %{p} by validated reverse lookup), the
 // 10-term DNS limit, the 2-void-lookup limit, at most 10 MX names and 10 PTR names per term,
 // several SPF records -> permerror, syntax errors -> permerror, DNS failures -> temperror,
-// the HELO identity and postmaster@HELO for the null sender.
+// the HELO identity and postmaster@HELO for the null sender. A target name no DNS question
+// can carry (empty label, label over 63 bytes, from a macro or written so) is never asked
+// about: it does not exist (a void lookup), not a DNS failure. Domain-specs may contain ':'
+// and '/'; ip6 takes the mixed notation ::FFFF:a.b.c.d.
 #pragma once
 
 #include <cstdint>

@@ -64,6 +64,23 @@ class FakeDns {
   Answer Resolve(dns::Question q) {
     q.name = base::AsciiStrToLower(q.name);  // DNS names compare without case.
     asked.push_back(q);
+    // As the real resolver does: c-ares refuses to build a question for a malformed name
+    // (ARES_EBADNAME), and that maps to a temporary failure.
+    std::string_view name = q.name;
+    if (name.ends_with('.')) {
+      name.remove_suffix(1);
+    }
+    for (size_t start = 0;;) {
+      const size_t dot = name.find('.', start);
+      const size_t length = (dot == std::string_view::npos ? name.size() : dot) - start;
+      if (length == 0 || length > 63) {
+        return Answer{AnswerStatus::kTemporary};
+      }
+      if (dot == std::string_view::npos) {
+        break;
+      }
+      start = dot + 1;
+    }
     const auto it = zone_.find({q.name, q.type});
     if (it != zone_.end()) {
       return it->second;
@@ -120,6 +137,93 @@ TEST(Spf, TrailingDotsDoNotMakeItAskForever) {
     EXPECT_LT(dns.asked.size(), 40u);
     dns.asked.clear();
   }
+}
+
+// RFC 7208 4.3, 4.8: a target name no DNS question can carry (an empty label, a label over
+// 63 bytes, written so or made by a macro) is not a DNS error: never temperror. The
+// mechanism does not match and counts as a void lookup; include and redirect of such a name
+// are permerror (their check_host would be "none"); exp= of one gives no explanation.
+TEST(Spf, MalformedTargetNamesAreNotTemporaryErrors) {
+  const std::string long_local(70, 'x');
+  FakeDns dns;
+  dns.Txt("a.example", {"v=spf1 a:foo..a.example -all"})
+      .Txt("mx.example", {"v=spf1 mx:.mx.example ip4:192.0.2.1 -all"})
+      .Txt("macro.example", {"v=spf1 exists:%{l}.macro.example -all"})
+      .Txt("macro-a.example", {"v=spf1 a:%{l}.x.macro-a.example/24 ?all"})
+      .Txt("long.example", {"v=spf1 a:" + std::string(64, 'y') + ".long.example -all"})
+      .Txt("inc.example", {"v=spf1 include:x..inc.example -all"})
+      .Txt("redir.example", {"v=spf1 redirect=%{l}.redir.example"})
+      .Txt("voids.example", {"v=spf1 a:a..v.example a:b..v.example a:c..v.example -all"})
+      .Txt("exp.example", {"v=spf1 -all exp=%{l}.exp.example"});
+  const auto check = [&](const std::string& sender, Result want) {
+    const Outcome o = Check(dns, "198.51.100.1", sender);
+    EXPECT_EQ(o.result, want) << sender << ": " << ResultName(o.result) << " " << o.problem;
+    return o;
+  };
+  EXPECT_EQ(check("u@a.example", Result::kFail).void_lookups, 1u);
+  check("u@mx.example", Result::kFail);
+  EXPECT_EQ(R(dns, "192.0.2.1", "u@mx.example"), Result::kPass);  // Later terms still count.
+  check(long_local + "@macro.example", Result::kFail);
+  check("@macro.example", Result::kFail);  // Becomes postmaster: a usable name, NXDOMAIN.
+  check(long_local + "@macro-a.example", Result::kNeutral);
+  check("u@long.example", Result::kFail);
+  check("u@inc.example", Result::kPermError);
+  check(long_local + "@redir.example", Result::kPermError);
+  check("u@voids.example", Result::kPermError);  // The third void lookup.
+  const Outcome exp = check(long_local + "@exp.example", Result::kFail);
+  EXPECT_EQ(exp.explanation, "");
+  for (const dns::Question& q : dns.asked) {
+    EXPECT_EQ(q.name.find(".."), std::string::npos) << "asked about " << q.name;
+    EXPECT_EQ(q.name.find(long_local), std::string::npos) << "asked about " << q.name;
+  }
+}
+
+// RFC 7208 5.3, 5.4, 7.1: a domain-spec may contain ':' and '/'; only a trailing "/digits" or
+// "//digits" is a prefix length.
+TEST(Spf, DomainSpecsMayContainColonsAndSlashes) {
+  FakeDns dns;
+  dns.Txt("s.example", {"v=spf1 a:foo/bar.s.example -all"})
+      .Addr("foo/bar.s.example", {"192.0.2.1"})
+      .Txt("c.example", {"v=spf1 a:foo:bar.c.example/24 -all"})
+      .Addr("foo:bar.c.example", {"192.0.2.1"})
+      .Txt("m.example", {"v=spf1 mx:a/b:c.m.example/24//64 -all"})
+      .Mx("a/b:c.m.example", {"mail.m.example"})
+      .Addr("mail.m.example", {"192.0.2.1", "2001:db8::1"})
+      .Txt("i.example", {"v=spf1 include:x/y.i.example -all"})
+      .Txt("x/y.i.example", {"v=spf1 ip4:192.0.2.1 -all"})
+      .Txt("e.example", {"v=spf1 exists:%{i}.list/v1:x.e.example -all"})
+      .Addr("192.0.2.1.list/v1:x.e.example", {"127.0.0.2"})
+      .Txt("r.example", {"v=spf1 redirect=r/x.r.example"})
+      .Txt("r/x.r.example", {"v=spf1 ip4:192.0.2.1 -all"})
+      .Txt("bad.example", {"v=spf1 a:bad.example/33 -all"});
+  for (const char* domain : {"s", "c", "m", "i", "e", "r"}) {
+    const std::string sender = base::StrCat("u@", domain, ".example");
+    const Outcome o = Check(dns, "192.0.2.1", sender);
+    EXPECT_EQ(o.result, Result::kPass) << sender << ": " << o.problem;
+  }
+  EXPECT_EQ(R(dns, "192.0.2.200", "u@c.example"), Result::kPass);  // The /24 applied.
+  EXPECT_EQ(R(dns, "192.0.2.200", "u@s.example"), Result::kFail);
+  EXPECT_EQ(R(dns, "192.0.2.200", "u@m.example"), Result::kPass);
+  EXPECT_EQ(R(dns, "2001:db8::ffff", "u@m.example"), Result::kPass);  // The //64 applied.
+  EXPECT_EQ(R(dns, "192.0.2.1", "u@bad.example"), Result::kPermError);
+}
+
+// RFC 4291 2.2: ip6 takes the mixed notation; an IPv4-mapped network compares with IPv4
+// clients as the IPv4 network it names. ip4 still takes dotted IPv4 only.
+TEST(Spf, Ip6AcceptsMixedNotation) {
+  FakeDns dns;
+  dns.Txt("m.example", {"v=spf1 ip6:::FFFF:192.0.2.0/120 -all"})
+      .Txt("h.example", {"v=spf1 ip6:::ffff:192.0.2.7 -all"})
+      .Txt("n.example", {"v=spf1 ip6:64:ff9b::192.0.2.7 -all"})
+      .Txt("w.example", {"v=spf1 ip4:::ffff:192.0.2.7 -all"})
+      .Txt("v.example", {"v=spf1 ip6:192.0.2.7 -all"});
+  EXPECT_EQ(R(dns, "192.0.2.99", "u@m.example"), Result::kPass);
+  EXPECT_EQ(R(dns, "198.51.100.1", "u@m.example"), Result::kFail);
+  EXPECT_EQ(R(dns, "192.0.2.7", "u@h.example"), Result::kPass);
+  EXPECT_EQ(R(dns, "192.0.2.8", "u@h.example"), Result::kFail);
+  EXPECT_EQ(R(dns, "64:ff9b::c000:207", "u@n.example"), Result::kPass);
+  EXPECT_EQ(R(dns, "192.0.2.7", "u@w.example"), Result::kPermError);
+  EXPECT_EQ(R(dns, "192.0.2.7", "u@v.example"), Result::kPermError);
 }
 
 TEST(Spf, Ip4AndAll) {

@@ -2,7 +2,13 @@
 // for good, and the delay and success reports that RFC 3461 NOTIFY asks for. An RFC 3464
 // multipart/report with a human-readable part, a message/delivery-status part (RFC 3464 2.2,
 // 2.3) and the original's header section (text/rfc822-headers, RFC 6522), or the whole
-// original (message/rfc822) for a failure with RET=FULL. Pure: no I/O, no clock.
+// original (message/rfc822) for a failure with RET=FULL. For an SMTPUTF8 message the RFC 6533
+// forms: message/global-delivery-status with the utf-8 address type, message/global-headers
+// and message/global.
+//
+// The MIME boundary is the caller's random token (a sender cannot predict it) and is checked
+// against everything the report carries: should any part contain it, another is derived, so
+// the returned message stays inside its part whatever it contains. Pure: no I/O, no clock.
 #pragma once
 
 #include <cstdint>
@@ -29,9 +35,10 @@ struct ReportInput {
   std::string sender;         // Who gets the report; never empty (no report to <>).
   std::string arrival_date;   // RFC 5322 date the message arrived.
   std::string date;           // RFC 5322 date now.
-  std::string boundary_seed;  // Makes the MIME boundary unique (e.g. the queue ID).
+  std::string boundary_seed;  // Random, from a CSPRNG (>= 96 bits): the MIME boundary's core.
   std::string envid;          // RFC 3461 ENVID as received (xtext); empty: none.
   bool return_full = false;   // RFC 3461 RET=FULL: a failure report returns the whole message.
+  bool smtputf8 = false;      // The message came with SMTPUTF8: RFC 6533 report formats.
   std::vector<ReportRecipient> recipients;
   std::string_view original;  // The stored message (CRLF).
 };

@@ -84,6 +84,97 @@ TEST(DsnTest, DelayAndSuccessReports) {
   EXPECT_NE(b.find("Action: relayed\r\nStatus: 2.0.0\r\n"), std::string::npos);
 }
 
+// The boundary as the report declares it, and how many lines open a part and close the whole.
+struct Structure {
+  std::string boundary;
+  int parts = 0;
+  int closings = 0;
+};
+
+Structure Parse(const std::string& report) {
+  Structure s;
+  const size_t at = report.find("boundary=\"");
+  if (at == std::string::npos) {
+    return s;
+  }
+  s.boundary = report.substr(at + 10, report.find('"', at + 10) - at - 10);
+  for (size_t pos = 0; pos < report.size();) {
+    size_t end = report.find("\r\n", pos);
+    if (end == std::string::npos) {
+      end = report.size();
+    }
+    const std::string_view line(report.data() + pos, end - pos);
+    s.parts += line == "--" + s.boundary;
+    s.closings += line == "--" + s.boundary + "--";
+    pos = end + 2;
+  }
+  return s;
+}
+
+// A sender who guesses the boundary writes it into a message that will bounce, hoping for a
+// part of his own (a text/html one, from MAILER-DAEMON) in the report: in the body (RET=FULL),
+// in the header section (returned by default), in a reply text a next hop echoes, and as the
+// closing delimiter. Each time the report has exactly its three parts.
+TEST(DsnTest, ReturnedContentCannotAddParts) {
+  const std::string predicted = "=_relais_0123";
+  const std::string forged = "--" + predicted +
+                             "\r\nContent-Type: text/html\r\n\r\n<a href=x>log in</a>\r\n--" +
+                             predicted + "--\r\n";
+  for (int variant = 0; variant < 4; ++variant) {
+    ReportInput in = Sample();
+    std::string original;
+    if (variant == 0) {
+      in.return_full = true;
+      original = "Subject: hi\r\n\r\nbody\r\n" + forged;
+    } else if (variant == 1) {
+      original = "Subject: hi\r\nX-Folded: a\r\n" + forged + "\r\nbody\r\n";
+    } else if (variant == 2) {
+      in.recipients[0].reply = "550 5.1.1 " + forged.substr(0, 20);
+      original = "Subject: hi\r\n\r\nbody\r\n";
+    } else {
+      original = "Subject: hi\r\n\r\n--" + predicted + "--\r\n";
+      in.return_full = true;
+    }
+    in.original = original;
+    const std::string b = BuildReport(in);
+    const Structure st = Parse(b);
+    EXPECT_NE(st.boundary, predicted) << variant;
+    EXPECT_TRUE(st.boundary.starts_with(predicted)) << variant;  // Derived, still random.
+    EXPECT_EQ(st.parts, 3) << variant;
+    EXPECT_EQ(st.closings, 1) << variant;
+    EXPECT_EQ(b.find(st.boundary, b.find("Content-Type: text/plain")),
+              b.find("--" + st.boundary, b.find("Content-Type: text/plain")) + 2);
+  }
+  // Without the boundary in the content, it is the random token as given.
+  EXPECT_EQ(Parse(BuildReport(Sample())).boundary, predicted);
+}
+
+// RFC 6533: the report on an SMTPUTF8 message uses the global types and the utf-8 address
+// type for a non-ASCII recipient.
+TEST(DsnTest, SmtpUtf8MessagesGetGlobalReports) {
+  ReportInput in = Sample();
+  in.smtputf8 = true;
+  in.recipients = {{"j\xC3\xB6rg@b\xC3\xBC\x63her.example", "550 5.1.1 unknown"},
+                   {"bob@example.com", "550 5.1.1 unknown"}};
+  in.original = "From: j\xC3\xB6rg@example\r\nSubject: \xC3\xA9t\xC3\xA9\r\n\r\nbody\r\n";
+  std::string b = BuildReport(in);
+  EXPECT_NE(b.find("Content-Type: multipart/report; report-type=global-delivery-status;"),
+            std::string::npos);
+  EXPECT_NE(b.find("Content-Type: message/global-delivery-status\r\n"), std::string::npos);
+  EXPECT_EQ(b.find("message/delivery-status"), std::string::npos);
+  EXPECT_NE(b.find("Final-Recipient: utf-8; j\xC3\xB6rg@b\xC3\xBC\x63her.example\r\n"),
+            std::string::npos);
+  EXPECT_NE(b.find("Final-Recipient: rfc822; bob@example.com\r\n"), std::string::npos);
+  EXPECT_NE(b.find("Content-Type: message/global-headers\r\n\r\nFrom: j\xC3\xB6rg"),
+            std::string::npos);
+  EXPECT_EQ(b.find("text/rfc822-headers"), std::string::npos);
+  in.return_full = true;
+  b = BuildReport(in);
+  EXPECT_NE(b.find("Content-Type: message/global\r\n\r\nFrom: j\xC3\xB6rg"), std::string::npos);
+  EXPECT_EQ(b.find("message/rfc822"), std::string::npos);
+  EXPECT_EQ(Parse(b).parts, 3);
+}
+
 TEST(DsnTest, StatusComesFromTheReply) {
   EXPECT_EQ(StatusOf("550 5.1.1 no such user"), "5.1.1");
   EXPECT_EQ(StatusOf("452 4.2.2 mailbox full"), "4.2.2");

@@ -53,7 +53,7 @@ class DeliveryTest(unittest.TestCase):
         with smtplib.SMTP("127.0.0.1", d.port, timeout=10) as s:
             for rcpt in ("a@one.example", "b@two.example", "c@three.example"):
                 s.sendmail("sender@src.example", [rcpt], b"Subject: q\r\n\r\nx\r\n")
-        socket_path = os.path.join(d.workdir, "var", "relaisd.sock")
+        socket_path = os.path.join(d.workdir, "var", "run", "relaisd.sock")
         self.assertEqual(os.stat(socket_path).st_mode & 0o777, 0o600)
 
         def ctl(*args, ok=True):
@@ -173,7 +173,7 @@ class DeliveryTest(unittest.TestCase):
         d.start()
         with smtplib.SMTP("127.0.0.1", d.port, timeout=10) as s:
             s.sendmail("alice@src.example", ["bob@example.com"], b"Subject: stuck\r\n\r\nx\r\n")
-        socket_path = os.path.join(d.workdir, "var", "relaisd.sock")
+        socket_path = os.path.join(d.workdir, "var", "run", "relaisd.sock")
 
         def ls():
             out = subprocess.run([RELAISCTL, "--socket", socket_path, "queue", "ls", "--json"],

@@ -1,6 +1,7 @@
 // relaisctl — operators' control tool.
 //
-// Talking to the running daemon over its admin socket (server.admin_socket, mode 0600):
+// Talking to the running daemon over its admin socket (server.admin_socket, mode 0600; only
+// a peer running as our user or root is trusted, SO_PEERCRED):
 //   relaisctl [--socket PATH] queue ls [--state S] [--domain D] [--sender A] [--json]
 //   relaisctl [--socket PATH] queue show|delete|bounce|hold|release ID [--json]
 //   relaisctl [--socket PATH] queue flush [ID|DOMAIN]
@@ -38,7 +39,7 @@ constexpr char kUsage[] =
     "       relaisctl spool ls   --spool DIR [--json [--body]]\n"
     "       relaisctl spool show --spool DIR MESSAGE_ID\n";
 
-constexpr char kDefaultSocket[] = "./var/relaisd.sock";
+constexpr char kDefaultSocket[] = "./var/run/relaisd.sock";
 
 // Sends one request line to the daemon and prints its answer. Exit 0 on "OK", 1 on "ERROR"
 // or when the daemon cannot be reached.
@@ -54,6 +55,20 @@ int AskDaemon(const std::string& socket_path, const std::string& request) {
   if (fd < 0 || connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
     std::fprintf(stderr, "relaisctl: cannot reach relaisd at %s: %s (is it running? --socket)\n",
                  socket_path.c_str(), std::strerror(errno));
+    return 1;
+  }
+  // The socket's directory keeps others out; this makes sure: the peer must run as our
+  // user or as root, or it is an impostor that would read our requests and lie to us.
+  ucred peer{};
+  socklen_t peer_len = sizeof(peer);
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &peer_len) != 0 ||
+      (peer.uid != geteuid() && peer.uid != 0)) {
+    std::fprintf(stderr,
+                 "relaisctl: %s is served by a process of uid %u, neither ours (%u) nor root: "
+                 "not talking to it\n",
+                 socket_path.c_str(), static_cast<unsigned>(peer.uid),
+                 static_cast<unsigned>(geteuid()));
+    close(fd);
     return 1;
   }
   const std::string line = request + "\n";

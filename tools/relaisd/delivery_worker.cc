@@ -11,6 +11,7 @@
 #include "core/io/posix_io.h"
 #include "core/log/log.h"
 #include "queue/bounce/dsn.h"
+#include "tools/relaisd/secure_random.h"
 
 namespace relais::relaisd {
 namespace {
@@ -85,6 +86,9 @@ void DeliveryWorker::Loop() {
   base::SystemClock clock;
   const std::string name = "relais-deliv-" + std::to_string(shard_);
   pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
+  // Our own channel to the log writer: a batch reaches the output whole, and a slow reader
+  // costs lines (counted), never a blocked delivery.
+  log::Channel* const log_channel = log::OpenChannel(static_cast<int>(shard_));
   while (true) {
     uint64_t count;
     // Blocks until the shard has work for us or we are told to stop.
@@ -196,7 +200,8 @@ void DeliveryWorker::Loop() {
           in.sender = (*job)->sender;
           in.arrival_date = base::Rfc5322Date((*job)->received_us);
           in.date = base::Rfc5322Date(clock.UnixMicros());
-          in.boundary_seed = (*job)->message_id;
+          in.boundary_seed = SecureRandomHex(16);  // 128 bits: a sender cannot predict it.
+          in.smtputf8 = (*job)->smtputf8;
           in.envid = (*job)->envid;
           in.return_full = (*job)->dsn_return == mail::DsnReturn::kFull;
           in.original = (*job)->content;
@@ -212,10 +217,9 @@ void DeliveryWorker::Loop() {
       RELAIS_CHECK(done_.TryPush(std::move(done))) << "delivery results ring full";
       Signal(done_fd_);
     }
-    if (!log_lines.empty()) {
-      log::EmitLines(log_lines);
-    }
+    log::Append(log_channel, log_lines);
     if (stop_.load(std::memory_order_acquire)) {
+      log::Close(log_channel);
       return;
     }
   }

@@ -14,6 +14,7 @@
 
 #include "core/base/strings.h"
 #include "core/io/posix_io.h"
+#include "tools/relaisd/admin_socket.h"
 #include "tools/relaisd/net_address.h"
 
 namespace relais::relaisd {
@@ -145,33 +146,10 @@ absl::StatusOr<int> OpenAdminSocket(const std::string& path) {
     return absl::InvalidArgumentError(base::StrCat("admin socket ", path, ": path too long"));
   }
   std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  const size_t slash = path.rfind('/');
-  if (slash != std::string::npos && slash > 0) {
-    io::PosixIo io;
-    if (absl::Status s = io.MakeDirs(path.substr(0, slash)); !s.ok()) {
-      return s;
-    }
+  // A directory only we can write, nothing of anyone else's at the path (admin_socket.h).
+  if (absl::Status s = PrepareAdminSocketPath(path); !s.ok()) {
+    return s;
   }
-  // Someone accepting on the path is another daemon, unless that stops within a moment: a
-  // process killed with its accept still armed in io_uring keeps the socket listening until
-  // the kernel has torn its ring down, shortly after the process is gone.
-  for (int tries = 0;; ++tries) {
-    const int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (probe < 0) {
-      return SocketError(path, "socket");
-    }
-    const bool answered = connect(probe, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-    close(probe);
-    if (!answered) {
-      break;
-    }
-    if (tries == 40) {
-      return absl::FailedPreconditionError(base::StrCat(
-          "admin socket ", path, ": another relaisd is running (two must not share a spool)"));
-    }
-    usleep(50'000);
-  }
-  unlink(path.c_str());  // A stale socket from a crash; nothing answers on it.
   const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) {
     return SocketError(path, "socket");

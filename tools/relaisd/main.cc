@@ -27,6 +27,7 @@
 #include "core/io/durable_dirs.h"
 #include "core/io/posix_io.h"
 #include "core/log/log.h"
+#include "core/mail/message_id.h"
 #include "core/uring/engine.h"
 #include "core/uring/mesh.h"
 #include "protocols/authcheck/authcheck.h"
@@ -34,6 +35,7 @@
 #include "tools/relaisd/egress.h"
 #include "tools/relaisd/listener.h"
 #include "tools/relaisd/recipient_policy.h"
+#include "tools/relaisd/secure_random.h"
 #include "tools/relaisd/shard.h"
 
 namespace relais::relaisd {
@@ -194,6 +196,12 @@ int Main(int argc, char** argv) {
   sigaddset(&signals, SIGUSR1);  // Reopen the log file.
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  // From here on one thread writes the log output, fed by every other (core/log).
+  log::SetChannelBytesMax(config.log_queue_bytes_max);
+  log::StartWriter();
+  uint64_t id_key[2];
+  SecureRandomFill(id_key, sizeof(id_key));  // Queue IDs must not reveal a shard's count.
+  mail::SetMessageIdKey(id_key[0], id_key[1]);
   const int signal_fd = signalfd(-1, &signals, SFD_CLOEXEC);
   if (signal_fd < 0) {
     return Fail(base::StrCat("signalfd: ", std::strerror(errno)));
@@ -377,7 +385,7 @@ int Main(int argc, char** argv) {
   all[0]->ServeAdmin(*admin_fd);
   if (metrics_listener) {
     // OpenListeners made one SO_REUSEPORT socket per shard asked for: here, one.
-    all[0]->ServeMetrics(metrics_listener->fds_by_shard[0][0]);
+    all[0]->ServeMetrics(metrics_listener->fds_by_shard[0][0], config.metrics_request_timeout_ms);
     log::Emit(log::Level::kInfo, -1, "metrics_listening",
               {{"address", metrics_listener->bound[0]}});
   }

@@ -275,8 +275,17 @@ void MetricsEndpoint::OnRequest(RequestServer& server, uint64_t client, std::str
     return;
   }
   if (request.path == "/metrics") {
-    server.Respond(client, http::Response(200, "OK", "text/plain; version=0.0.4; charset=utf-8",
-                                          RenderMetrics(shards_), head));
+    std::string body = RenderMetrics(shards_);
+    // This endpoint's own clients (shard 0 serves it; these are its counters).
+    TextWriter w;
+    w.Family("relais_metrics_clients_dropped_total", "counter",
+             "Metrics clients closed before completing a request: too slow (timeout) or "
+             "making room for a new client (evicted).");
+    w.Sample("relais_metrics_clients_dropped_total", {{"reason", "timeout"}}, server.timed_out());
+    w.Sample("relais_metrics_clients_dropped_total", {{"reason", "evicted"}}, server.evicted());
+    body += w.Take();
+    server.Respond(
+        client, http::Response(200, "OK", "text/plain; version=0.0.4; charset=utf-8", body, head));
   } else if (request.path == "/healthz") {
     server.Respond(client, http::Response(200, "OK", "text/plain", "ok\n", head));
   } else if (request.path == "/readyz") {

@@ -1,6 +1,7 @@
 // tools/relaisd/request_server.cc — see request_server.h.
 #include "tools/relaisd/request_server.h"
 
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -67,10 +68,14 @@ struct RequestServer::Client final : timer::Timer {
     }
     Close();
   }
-  void OnTimer() override { Close(); }  // Too slow to ask: a stalled or hostile client.
+  void OnTimer() override {  // Too slow to ask: a stalled or hostile client.
+    ++server->timed_out_;
+    Close();
+  }
   void Close() {
     if (!closing) {
       closing = true;
+      --server->open_;
       server->timers_.Cancel(*this);
       if (recv_armed) {
         server->engine_.Cancel(recv_op);
@@ -133,9 +138,15 @@ void RequestServer::OnCqe(int32_t result, uint32_t flags) {
     armed_ = false;
   }
   if (result >= 0) {
-    if (clients_.size() >= options_.connections_max || stopped_) {
-      ::close(result);  // A flood gets nothing; the operator's tools retry.
+    if (stopped_) {
+      ::close(result);
+    } else if (options_.same_user_only && !PeerIsUserOrRoot(result)) {
+      ++refused_peers_;  // The socket's mode should keep them out; this is the second lock.
+      ::close(result);
+    } else if (open_ >= options_.connections_max && !EvictOldestWaiting()) {
+      ::close(result);  // Every slot is sending its answer: the operator's tools retry.
     } else {
+      ++open_;
       const uint64_t id = next_id_++;
       auto client = std::make_unique<Client>(this, id, result);
       Client& c = *client;
@@ -147,6 +158,33 @@ void RequestServer::OnCqe(int32_t result, uint32_t flags) {
   if (!armed_ && !stopped_ && result != -ECANCELED) {
     Arm();
   }
+}
+
+bool RequestServer::EvictOldestWaiting() {
+  Client* oldest = nullptr;
+  for (auto& [id, client] : clients_) {  // At most connections_max, once per full accept.
+    if (!client->answered && !client->closing && (oldest == nullptr || id < oldest->id)) {
+      oldest = client.get();
+    }
+  }
+  if (oldest == nullptr) {
+    return false;
+  }
+  ++evicted_;
+  oldest->Close();
+  return true;
+}
+
+bool PeerIsUserOrRoot(int fd, uint32_t* peer_uid) {
+  ucred cred{};
+  socklen_t len = sizeof(cred);
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || len != sizeof(cred)) {
+    return false;
+  }
+  if (peer_uid != nullptr) {
+    *peer_uid = cred.uid;
+  }
+  return cred.uid == ::geteuid() || cred.uid == 0;
 }
 
 void RequestServer::Respond(uint64_t client, std::string response) {

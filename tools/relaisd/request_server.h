@@ -5,8 +5,11 @@
 // The handler says where a request ends in the bytes read so far; once it does, OnRequest
 // gets it and answers with Respond, at once or later (an admin query waits for other shards).
 // Bounded: at most connections_max clients, request_bytes_max bytes of request, and a client
-// that has not completed its request within timeout_ms is closed. Owned by one shard; not
-// thread-safe.
+// that has not completed its request within timeout_ms is closed. Idle clients cannot starve
+// the others: when every slot is taken, a new client takes the slot of the oldest one still
+// waiting for its request (evicted), so a scrape gets in however many idle connections there
+// are. With same_user_only, a peer that is neither our user nor root (SO_PEERCRED) is closed
+// at once. Owned by one shard; not thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -41,7 +44,12 @@ struct RequestServerOptions {
   uint32_t connections_max = 64;
   uint32_t request_bytes_max = 4096;
   uint32_t timeout_ms = 10'000;
+  bool same_user_only = false;  // Unix sockets: only our user and root are served.
 };
+
+// True when the peer of the unix socket `fd` runs as our effective user or as root; its uid
+// in `peer_uid` when known.
+[[nodiscard]] bool PeerIsUserOrRoot(int fd, uint32_t* peer_uid = nullptr);
 
 class RequestServer final : uring::Completion {
  public:
@@ -57,9 +65,17 @@ class RequestServer final : uring::Completion {
   // Sends `response` to `client` and closes; nothing happens if the client is gone.
   void Respond(uint64_t client, std::string response);
 
+  // Clients closed before their request was complete: too slow, or evicted by a newcomer;
+  // and peers refused for their credentials.
+  [[nodiscard]] uint64_t timed_out() const { return timed_out_; }
+  [[nodiscard]] uint64_t evicted() const { return evicted_; }
+  [[nodiscard]] uint64_t refused_peers() const { return refused_peers_; }
+
  private:
   struct Client;
   void OnCqe(int32_t result, uint32_t flags) override;
+  // Closes the oldest client still waiting for its request; false when there is none.
+  bool EvictOldestWaiting();
 
   uring::Engine& engine_;
   timer::TimerWheel& timers_;
@@ -70,6 +86,10 @@ class RequestServer final : uring::Completion {
   bool armed_ = false;
   bool stopped_ = false;
   uint64_t next_id_ = 1;
+  uint32_t open_ = 0;  // Clients not closing.
+  uint64_t timed_out_ = 0;
+  uint64_t evicted_ = 0;
+  uint64_t refused_peers_ = 0;
   std::unordered_map<uint64_t, std::unique_ptr<Client>> clients_;
 };
 

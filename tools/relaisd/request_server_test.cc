@@ -10,6 +10,7 @@
 
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "core/base/clock.h"
 
@@ -110,19 +111,53 @@ TEST_F(Fixture, SilentClientIsClosedAfterTheTimeout) {
   ::close(fd);
 }
 
-TEST_F(Fixture, ClientsBeyondTheCapAreClosedAtOnce) {
+// Idle clients cannot starve the endpoint: with every slot held by clients that say nothing,
+// a newcomer takes the oldest one's slot and is served; the others keep theirs.
+TEST_F(Fixture, IdleClientsCannotStarveANewOne) {
   const int a = Connect();
   const int b = Connect();
   for (int i = 0; i < 10; ++i) {
     engine_->Run(5);  // Both accepted and waiting.
   }
   const int c = Connect();
-  EXPECT_EQ(ReadAll(c), "");  // Closed without a word.
-  ASSERT_EQ(::send(a, "x\n", 2, 0), 2);
-  EXPECT_EQ(ReadAll(a), "echo x\n");  // The others are still served.
+  ASSERT_EQ(::send(c, "x\n", 2, 0), 2);
+  EXPECT_EQ(ReadAll(c), "echo x\n");
+  EXPECT_EQ(ReadAll(a), "");  // Evicted: the oldest waiting.
+  ASSERT_EQ(::send(b, "y\n", 2, 0), 2);
+  EXPECT_EQ(ReadAll(b), "echo y\n");
+  EXPECT_EQ(server_->evicted(), 1u);
   ::close(a);
   ::close(b);
   ::close(c);
+}
+
+// Many more idle clients than slots, then one that asks: it is answered at once.
+TEST_F(Fixture, AFloodOfIdleClientsStillLetsARequestThrough) {
+  std::vector<int> idle;
+  for (int i = 0; i < 40; ++i) {
+    idle.push_back(Connect());
+    engine_->Run(0);
+  }
+  const int c = Connect();
+  ASSERT_EQ(::send(c, "scrape\n", 7, 0), 7);
+  const uint64_t start = clock_.MonotonicMs();
+  EXPECT_EQ(ReadAll(c), "echo scrape\n");
+  EXPECT_LT(clock_.MonotonicMs() - start, 150u);  // Before any timeout (200 ms) could help.
+  for (int fd : idle) {
+    ::close(fd);
+  }
+  ::close(c);
+}
+
+TEST(PeerCredentials, OurOwnUserIsTrusted) {
+  int pair[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+  uint32_t uid = 12345;
+  EXPECT_TRUE(PeerIsUserOrRoot(pair[0], &uid));
+  EXPECT_EQ(uid, ::geteuid());
+  ::close(pair[0]);
+  ::close(pair[1]);
+  EXPECT_FALSE(PeerIsUserOrRoot(-1));
 }
 
 }  // namespace

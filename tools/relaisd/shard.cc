@@ -285,7 +285,7 @@ class Shard::AdminServer final : public RequestHandler {
   AdminServer(Shard* shard, int listen_fd)
       : shard_(shard),
         server_(*shard->engine_, shard->timers_, shard->clock_, listen_fd,
-                RequestServerOptions{64, 4096, 30'000}, *this) {}
+                RequestServerOptions{64, 4096, 30'000, /*same_user_only=*/true}, *this) {}
 
   void Arm() { server_.Arm(); }
   void Stop() { server_.Stop(); }
@@ -439,8 +439,7 @@ absl::StatusOr<std::unique_ptr<Shard>> Shard::Create(const ShardOptions& options
   }
   std::unique_ptr<Shard> shard(
       new Shard(options, std::move(listen_fds), limiter, mesh, std::move(*engine)));
-  shard->log_ = std::make_unique<ShardLog>(*shard->engine_, shard->clock_,
-                                           static_cast<int>(options.index), log::Fd());
+  shard->log_ = std::make_unique<ShardLog>(shard->clock_, static_cast<int>(options.index));
   spool::SpoolOptions spool_options = options.spool;
   spool_options.batch_seconds = &options.metrics->spool_batch_seconds;
   auto spool = spool::Spool::Open(spool_options, shard->engine_->io(), shard->clock_);
@@ -506,9 +505,9 @@ void Shard::Run() {
   if (metrics_fd_ >= 0) {
     RELAIS_CHECK(options_.all_metrics != nullptr);
     metrics_endpoint_ = std::make_unique<MetricsEndpoint>(*options_.all_metrics, stopping_);
-    metrics_server_ =
-        std::make_unique<RequestServer>(*engine_, timers_, clock_, metrics_fd_,
-                                        RequestServerOptions{64, 8192, 10'000}, *metrics_endpoint_);
+    metrics_server_ = std::make_unique<RequestServer>(
+        *engine_, timers_, clock_, metrics_fd_,
+        RequestServerOptions{64, 8192, metrics_request_timeout_ms_}, *metrics_endpoint_);
     metrics_server_->Arm();
   }
   while (true) {
@@ -1520,6 +1519,10 @@ bool Shard::QueueBounce(const mail::MessageId& original, std::string&& report) {
   mail::Envelope envelope;  // From <>, so that a bounce never bounces (RFC 5321 6.1).
   envelope.recipients.push_back({sender});
   envelope.helo = options_.session.hostname;
+  // The report returns the original's content and, for an SMTPUTF8 message, is UTF-8 itself
+  // (RFC 6533): it travels as the original did.
+  envelope.body_type = message->envelope.body_type;
+  envelope.smtputf8 = message->envelope.smtputf8;
   auto* done = new BounceCompletion(*scheduler_, options_.index, original.ToString());
   // Staged before the failed outcomes that Finish records next: both go in one group commit.
   if (spool_->Append(spool_->NewMessageId(), std::move(envelope), "", std::move(report), *done) !=

@@ -110,7 +110,10 @@ class Shard final : EgressListener {
   // Shard 0 serves the admin socket (already bound and listening).
   void ServeAdmin(int listen_fd) { admin_fd_ = listen_fd; }
   // Shard 0 serves the metrics endpoint (already bound and listening).
-  void ServeMetrics(int listen_fd) { metrics_fd_ = listen_fd; }
+  void ServeMetrics(int listen_fd, uint32_t request_timeout_ms) {
+    metrics_fd_ = listen_fd;
+    metrics_request_timeout_ms_ = request_timeout_ms;
+  }
   // Runs the loop on the calling thread until a graceful stop completes.
   void Run();
 
@@ -228,6 +231,7 @@ class Shard final : EgressListener {
   std::unique_ptr<MetricsEndpoint> metrics_endpoint_;
   std::unique_ptr<RequestServer> metrics_server_;  // Before metrics_endpoint_ dies.
   int metrics_fd_ = -1;
+  uint32_t metrics_request_timeout_ms_ = 2000;
   uint64_t delivery_attempts_ = 0;
 };
 

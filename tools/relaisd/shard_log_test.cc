@@ -1,5 +1,5 @@
-// tools/relaisd/shard_log_test.cc — per-shard log lines on a real io_uring: written in whole
-// lines, and when nobody reads them, dropped and counted instead of blocking the loop.
+// tools/relaisd/shard_log_test.cc — per-shard log lines through the log writer: written in
+// whole lines, and when nobody reads them, dropped and counted instead of blocking the loop.
 #include "tools/relaisd/shard_log.h"
 
 #include <fcntl.h>
@@ -13,18 +13,21 @@ namespace relais::relaisd {
 namespace {
 
 TEST(ShardLog, WritesWholeLines) {
-  auto engine = *uring::Engine::Create(uring::EngineOptions{64, 4, 4096});
   base::SystemClock clock;
   int fds[2];
   ASSERT_EQ(pipe2(fds, O_CLOEXEC), 0);
-  ShardLog log(*engine, clock, 3, fds[1]);
-  for (int i = 0; i < 100; ++i) {
-    log.Info("message_accepted", {{"n", i}, {"padding", std::string(80, 'x')}});
-  }
-  while (!log.idle()) {
+  const int old_fd = log::Fd();
+  log::SetFd(fds[1]);
+  log::StartWriter();
+  {
+    ShardLog log(clock, 3);
+    for (int i = 0; i < 100; ++i) {
+      log.Info("message_accepted", {{"n", i}, {"padding", std::string(80, 'x')}});
+    }
     log.Flush();
-    engine->Run(10);
   }
+  log::StopWriter();
+  log::SetFd(old_fd);
   close(fds[1]);
   std::string all;
   char buf[4096];
@@ -39,30 +42,31 @@ TEST(ShardLog, WritesWholeLines) {
   EXPECT_EQ(lines, 100u);
   EXPECT_NE(all.find("{\"ts\":"), std::string::npos);
   EXPECT_NE(all.find("\"shard\":3,\"event\":\"message_accepted\",\"n\":99,"), std::string::npos);
-  EXPECT_EQ(log.dropped(), 0u);
+  EXPECT_EQ(log::DroppedRecords(3), 0u);
 }
 
 TEST(ShardLog, AReaderThatStopsCostsLinesNotTime) {
-  auto engine = *uring::Engine::Create(uring::EngineOptions{64, 4, 4096});
   base::SystemClock clock;
   int fds[2];
   ASSERT_EQ(pipe2(fds, O_CLOEXEC), 0);  // Nobody reads fds[0]: the pipe fills up.
   signal(SIGPIPE, SIG_IGN);             // As relaisd does: a gone reader is EPIPE, not death.
-  ShardLog log(*engine, clock, 0, fds[1], /*buffer_bytes_max=*/64 << 10);
+  const int old_fd = log::Fd();
+  log::SetFd(fds[1]);
+  log::StartWriter();
   const uint64_t start = clock.MonotonicMs();
-  for (int i = 0; i < 5000; ++i) {
-    log.Info("message_accepted", {{"n", i}, {"padding", std::string(100, 'x')}});
-    log.Flush();
-    engine->Run(0);  // The loop keeps turning: nothing here may wait for the reader.
+  {
+    ShardLog log(clock, 5, /*buffer_bytes_max=*/64 << 10);
+    for (int i = 0; i < 5000; ++i) {
+      log.Info("message_accepted", {{"n", i}, {"padding", std::string(100, 'x')}});
+      log.Flush();  // The loop keeps turning: nothing here may wait for the reader.
+    }
+    EXPECT_LT(clock.MonotonicMs() - start, 5000u);
+    EXPECT_GT(log.dropped(), 0u);  // 5000 lines of ~180 bytes > 64 KiB pipe + 64 KiB channel.
+    EXPECT_FALSE(log.idle());
   }
-  EXPECT_LT(clock.MonotonicMs() - start, 5000u);
-  EXPECT_GT(log.dropped(), 0u);  // 5000 lines of ~180 bytes > 64 KiB pipe + 64 KiB backlog.
-  EXPECT_FALSE(log.idle());
-  close(fds[0]);  // The reader goes away: the write in flight fails, the rest is dropped.
-  for (int i = 0; i < 100 && !log.idle(); ++i) {
-    log.Flush();
-    engine->Run(10);
-  }
+  close(fds[0]);  // The reader goes away: the write in progress fails, the rest is dropped.
+  log::StopWriter();
+  log::SetFd(old_fd);
   close(fds[1]);
 }
 
