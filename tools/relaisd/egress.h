@@ -5,7 +5,10 @@
 // some of its recipients) and up to connections_max connections, each an smtp::ClientSession.
 // A connection that finishes a message takes the next task of its pool (RSET, then the next
 // envelope), up to messages_per_connection_max, and waits idle_timeout_ms for one before it
-// says QUIT. Next hops are tried in the route's order: a connection that fails before the
+// says QUIT. A task goes to an idle connection first; a new connection is opened only for a
+// task no idle connection can take (up to connections_max), and that task is reserved for it,
+// so every connection opened carries at least one message (a connection that finishes first
+// takes the next queued task, never a reserved one). Next hops are tried in the route's order: a connection that fails before the
 // greeting and EHLO are done moves the pool to the next one; when every next hop failed in a
 // row, the queued tasks are deferred with the last error (the scheduler retries them later).
 //
@@ -116,12 +119,13 @@ class Egress {
   struct Link;
 
   void Dispatch(Pool& pool);
-  void Open(Pool& pool);
+  void Open(Pool& pool, EgressTask task);
   void Process(Link& link);
   void Flush(Link& link);
   void BeginClose(Link& link);
   void Free(Link& link);
   void MarkDirty(Link& link);
+  void Requeue(Pool& pool, EgressTask task);
   void DeferQueue(Pool& pool, const std::string& reason);
   void OnConnect(Link& link, int32_t result, uint32_t flags);
   void OnRecv(Link& link, int32_t result, uint32_t flags);
