@@ -8,9 +8,10 @@
 // says QUIT. A task goes to an idle connection first; a new connection is opened only for a
 // task no idle connection can take (up to connections_max), and that task is reserved for it,
 // so every connection opened carries at least one message (a connection that finishes first
-// takes the next queued task, never a reserved one). Next hops are tried in the route's order: a connection that fails before the
-// greeting and EHLO are done moves the pool to the next one; when every next hop failed in a
-// row, the queued tasks are deferred with the last error (the scheduler retries them later).
+// takes the next queued task, never a reserved one). Next hops are tried in the route's order: a
+// connection that fails before the greeting and EHLO are done moves the pool to the next one; when
+// every next hop failed in a row, the queued tasks are deferred with the last error (the scheduler
+// retries them later).
 //
 // A task's results arrive through EgressListener::OnEgressDone once per task, never from
 // inside Submit. Timeouts per RFC 5321 4.5.3.2 (the options). Owned by one shard; not
