@@ -287,6 +287,7 @@ bool ClientSession::Precheck(size_t first_eight_bit) {
   std::string refusal;
   send_smtputf8_ = message_.smtputf8;
   converted_7bit_ = false;
+  not_convertible_ = false;
   if (message_.body_type == mail::BodyType::kBinaryMime &&
       !(extensions_.binarymime && extensions_.chunking && options_.use_chunking)) {
     refusal =
@@ -322,6 +323,7 @@ bool ClientSession::Precheck(size_t first_eight_bit) {
         eight_bit_ = false;
         converted_7bit_ = true;
       } else {
+        not_convertible_ = true;
         refusal =
             StrCat("554 5.6.3 8-bit message not convertible to 7 bits (", mime::Describe(outcome),
                    "), and ", options_.peer_name, " does not offer 8BITMIME");

@@ -128,6 +128,8 @@ class ClientSession {
   // the SMTPUTF8 its client asked for (its envelope and header are ASCII): for counters.
   [[nodiscard]] bool converted_7bit() const { return converted_7bit_; }
   [[nodiscard]] bool smtputf8_dropped() const { return message_.smtputf8 && !send_smtputf8_; }
+  // The transaction was failed before sending: its 8-bit content is not convertible.
+  [[nodiscard]] bool not_convertible() const { return not_convertible_; }
   // True once the end of the message (".", or BDAT ... LAST with its data) is in the output
   // and its reply is awaited: from the moment that output is sent, the wait is the server's
   // end-of-data latency.
@@ -214,6 +216,7 @@ class ClientSession {
   bool eight_bit_ = false;           // The message declares or contains 8-bit bytes.
   bool send_smtputf8_ = false;       // MAIL carries SMTPUTF8.
   bool converted_7bit_ = false;
+  bool not_convertible_ = false;
   // The message converted to 7 bits for a server without 8BITMIME; message_.content views it.
   // Kept until the next Begin, as output may still point into it.
   std::string converted_;

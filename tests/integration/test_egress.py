@@ -14,6 +14,7 @@ import smtplib
 import socketserver
 import threading
 import unittest
+import urllib.request
 
 from harness import SMTP_SINK, Daemon, Sink, wait_for
 
@@ -173,6 +174,15 @@ class EgressTest(unittest.TestCase):
         return [e for e in d.events(d.log_offset) if e.get("event") == "delivery_attempt"
                 and (outcome is None or e.get("outcome") == outcome)]
 
+    def metric(self, d, name):
+        with urllib.request.urlopen(f"http://127.0.0.1:{d.metrics_port}/metrics",
+                                    timeout=10) as r:
+            total = None
+            for line in r.read().decode().splitlines():
+                if line.startswith(name + " ") or line.startswith(name + "{"):
+                    total = (total or 0) + float(line.rsplit(" ", 1)[1])
+        return total  # Summed over labels (a per-core gauge); None when absent.
+
     def bounces(self, user):
         inbox = os.path.join(self.local_root, "local.test", user, "new")
         if not os.path.isdir(inbox):
@@ -200,6 +210,9 @@ class EgressTest(unittest.TestCase):
                  "every outbound connection to close")
         carried = [len(c["messages"]) for c in hop.snapshot()]
         self.assertEqual(carried, [1, 1], [c["commands"] for c in hop.snapshot()])
+        wait_for(lambda: self.metric(d, "relais_egress_connections") == 0, 10,
+                 "the gauges to catch up")
+        self.assertEqual(self.metric(d, "relais_egress_connections_unused_total"), 0)
         self.assertEqual(d.stop(), 0)
 
     def test_five_clients_open_no_connection_that_carries_nothing(self):
@@ -231,6 +244,9 @@ class EgressTest(unittest.TestCase):
               f"messages per connection {sorted(carried)}")
         empty = [c["commands"] for c in connections if not c["messages"]]
         self.assertEqual(empty, [], "connections that carried no message")
+        wait_for(lambda: self.metric(d, "relais_egress_connections") == 0, 10,
+                 "the gauges to catch up")
+        self.assertEqual(self.metric(d, "relais_egress_connections_unused_total"), 0)
         seen = sorted(m[1].split(b"Subject: storm ")[1].split(b"\r\n")[0].decode()
                       for m in hop.messages())
         self.assertEqual(seen, sorted(f"{k} {i}" for k in range(5) for i in range(10)))
@@ -271,6 +287,7 @@ class EgressTest(unittest.TestCase):
         relayed = [e for e in self.attempts(d, "delivered") if e["route"] == "smarthost"]
         self.assertEqual(sorted(e["recipient"] for e in relayed), ["bob@dst.test", "carol@dst.test"])
         wait_for(lambda: len(self.bounces("alice")) == 2, 20, "two bounces to the sender")
+        self.assertEqual(self.metric(d, "relais_egress_smtputf8_not_needed_total"), 2)
         wait_for(lambda: not d.spool_messages(), 20, "the spool to drain")
         self.assertEqual(d.stop(), 0)
 
@@ -331,6 +348,8 @@ class EgressTest(unittest.TestCase):
         [failed] = wait_for(lambda: self.attempts(d, "failed"), 20, "the refusal")
         self.assertTrue(failed["reply"].startswith("554 5.6.3 8-bit message not convertible"),
                         failed)
+        self.assertEqual(self.metric(d, "relais_egress_converted_7bit_total"), 2)
+        self.assertEqual(self.metric(d, "relais_egress_not_convertible_total"), 1)
         wait_for(lambda: not d.spool_messages(), 20, "the spool to drain")
         self.assertEqual(d.stop(), 0)
 

@@ -431,6 +431,9 @@ void Egress::Process(Link& link) {
     if (link.task && !link.task_begun) {
       link.task_begun = true;
       link.session.Begin(link.task->message);
+      counters_.converted_7bit += link.session.converted_7bit() ? 1 : 0;
+      counters_.not_convertible += link.session.not_convertible() ? 1 : 0;
+      counters_.smtputf8_not_needed += link.session.smtputf8_dropped() ? 1 : 0;
       if (link.session.transaction_done()) {
         MarkDirty(link);  // Refused before sending (size, 8BITMIME...): results next pass.
       }
@@ -503,6 +506,9 @@ void Egress::Free(Link& link) {
   auto it = std::find_if(pool.links.begin(), pool.links.end(),
                          [&](const auto& l) { return l.get() == &link; });
   RELAIS_CHECK(it != pool.links.end());
+  if (link.ever_ready && link.session.transactions() == 0) {
+    ++counters_.connections_unused;
+  }
   pool.links.erase(it);
   --connections_;
   if (!pool.queue.empty() && !pool.pending) {

@@ -89,7 +89,11 @@ struct EgressCounters {
   uint64_t connections_opened = 0;
   uint64_t connect_failures = 0;
   uint64_t transactions = 0;
-  uint64_t tasks_retried = 0;  // Moved off a cached connection that had gone stale.
+  uint64_t tasks_retried = 0;        // Moved off a cached connection that had gone stale.
+  uint64_t connections_unused = 0;   // Greeted, then closed without carrying a message.
+  uint64_t converted_7bit = 0;       // Messages converted for a next hop without 8BITMIME.
+  uint64_t not_convertible = 0;      // ...and those that could not be (failed, 5.6.3).
+  uint64_t smtputf8_not_needed = 0;  // Sent without SMTPUTF8 to a next hop without it.
 };
 
 class Egress {
