@@ -122,6 +122,9 @@ const Key kKeys[] = {
     {"delivery", "recipients_per_transaction_max", Type::kU32, 1, 100000,
      RELAIS_FIELD(recipients_per_transaction_max),
      "Recipients per outbound transaction; more are sent in further transactions."},
+    {"delivery", "mime_nesting_max", Type::kU32, 1, 1000, RELAIS_FIELD(mime_nesting_max),
+     "MIME nesting levels entered when 8-bit mail is converted to 7 bits for a next hop "
+     "without 8BITMIME; 8-bit content deeper down is bounced (5.6.3)."},
     {"auth", "spf", Type::kChoice, 0, 0, RELAIS_FIELD(auth_spf),
      "SPF of MAIL FROM (or HELO for the null sender): off, tag (recorded in "
      "Authentication-Results) or reject (a fail gets 550 5.7.23).",

@@ -97,6 +97,7 @@ struct Config {
   uint32_t connections_per_destination_max = 20;  // All shards together.
   uint32_t messages_per_connection_max = 100;
   uint32_t recipients_per_transaction_max = 100;
+  uint32_t mime_nesting_max = 100;  // MIME levels entered converting 8-bit mail to 7 bits.
   // [auth] Inline sender authentication: SPF at MAIL FROM, DKIM and DMARC at the end of data.
   std::string auth_spf = "tag";           // off | tag | reject
   std::string auth_dkim = "tag";          // off | tag

@@ -261,6 +261,7 @@ void Egress::Open(Pool& pool, EgressTask task) {
   o.reply_timeout_ms = options_.reply_timeout_ms;
   o.data_init_timeout_ms = options_.data_init_timeout_ms;
   o.data_end_timeout_ms = options_.data_end_timeout_ms;
+  o.seven_bit.nesting_max = options_.mime_nesting_max;
   pool.links.push_back(std::make_unique<Link>(this, &pool, index, std::move(o)));
   Link& link = *pool.links.back();
   link.task = std::move(task);

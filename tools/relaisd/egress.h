@@ -67,6 +67,7 @@ struct EgressOptions {
   uint32_t idle_timeout_ms = 5'000;
   uint32_t connections_max = 10;  // Per destination, this shard's share.
   uint32_t messages_per_connection_max = 100;
+  uint32_t mime_nesting_max = 100;  // For 8-bit mail converted to 7 bits (protocols/mime).
 };
 
 struct EgressTask {
