@@ -583,6 +583,12 @@ std::vector<RecipientReply> ClientSession::TakeResults() {
   for (RecipientReply& r : results_) {
     r.dsn_passed_on = r.status == RecipientStatus::kDelivered && extensions_.dsn;
   }
+  if (!HasOutput()) {
+    // Nothing left to send can point into the converted copy: an idle connection does not
+    // keep up to three times a message's size until its next message.
+    message_.content = {};
+    std::string().swap(converted_);
+  }
   return std::move(results_);
 }
 

@@ -218,7 +218,7 @@ class ClientSession {
   bool converted_7bit_ = false;
   bool not_convertible_ = false;
   // The message converted to 7 bits for a server without 8BITMIME; message_.content views it.
-  // Kept until the next Begin, as output may still point into it.
+  // Freed by TakeResults once no output points into it, else by the next Begin.
   std::string converted_;
   bool mail_ok_ = false;
   bool mail_answered_ = false;
