@@ -161,6 +161,9 @@ const Key kKeys[] = {
      RELAIS_FIELD(maildir_directories_known_max),
      "Maildir directories each shard remembers as made durable; when full it forgets them all "
      "and syncs each again once (relais_maildir_directories_forgotten_total)."},
+    {"delivery", "mime_nesting_max", Type::kU32, 1, 1000, RELAIS_FIELD(mime_nesting_max),
+     "MIME nesting levels entered when 8-bit mail is converted to 7 bits for a next hop "
+     "without 8BITMIME; 8-bit content deeper down is bounced (5.6.3)."},
     {"auth", "spf", Type::kChoice, 0, 0, RELAIS_FIELD(auth_spf),
      "SPF of MAIL FROM (or HELO for the null sender): off, tag (recorded in "
      "Authentication-Results) or reject (a fail gets 550 5.7.23).",

@@ -112,6 +112,7 @@ struct Config {
   uint32_t recipients_per_transaction_max = 100;
   // Maildir directories each delivery worker remembers as durable (no mkdir, no sync again).
   uint32_t maildir_directories_known_max = 16384;
+  uint32_t mime_nesting_max = 100;  // MIME levels entered converting 8-bit mail to 7 bits.
   // [auth] Inline sender authentication: SPF at MAIL FROM, DKIM and DMARC at the end of data.
   std::string auth_spf = "tag";           // off | tag | reject
   std::string auth_dkim = "tag";          // off | tag

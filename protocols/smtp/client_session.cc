@@ -6,6 +6,7 @@
 
 #include "core/base/check.h"
 #include "core/base/strings.h"
+#include "protocols/mime/seven_bit.h"
 
 namespace relais::smtp {
 namespace {
@@ -59,9 +60,17 @@ RecipientStatus Classify(uint16_t code) {
   }
 }
 
-bool HasEightBit(std::string_view content) {
-  return std::any_of(content.begin(), content.end(),
-                     [](char c) { return static_cast<unsigned char>(c) >= 0x80; });
+bool IsEightBit(char c) { return static_cast<unsigned char>(c) >= 0x80; }
+
+bool IsAscii(std::string_view text) { return std::none_of(text.begin(), text.end(), IsEightBit); }
+
+// Length of the header section: up to the empty line that ends it (RFC 5322 2.1), or all.
+size_t HeaderBytes(std::string_view content) {
+  if (content.starts_with("\r\n")) {
+    return 0;
+  }
+  const size_t end = content.find("\r\n\r\n");
+  return end == std::string_view::npos ? content.size() : end + 2;
 }
 
 }  // namespace
@@ -274,23 +283,58 @@ void ClientSession::OnEhloReply(uint16_t code) {
 
 // ---- Transactions ----
 
-bool ClientSession::Precheck() {
-  const std::string_view content = message_.content;
+bool ClientSession::Precheck(size_t first_eight_bit) {
   std::string refusal;
-  const bool eight_bit = eight_bit_;
-  if (extensions_.size && extensions_.size_max != 0 && content.size() > extensions_.size_max) {
-    refusal = StrCat("552 5.3.4 message of ", content.size(), " bytes exceeds the limit of ",
-                     extensions_.size_max, " bytes at ", options_.peer_name);
-  } else if (message_.body_type == mail::BodyType::kBinaryMime &&
-             !(extensions_.binarymime && extensions_.chunking && options_.use_chunking)) {
+  send_smtputf8_ = message_.smtputf8;
+  converted_7bit_ = false;
+  not_convertible_ = false;
+  if (message_.body_type == mail::BodyType::kBinaryMime &&
+      !(extensions_.binarymime && extensions_.chunking && options_.use_chunking)) {
     refusal =
         StrCat("554 5.6.3 binary message, and ", options_.peer_name, " does not offer BINARYMIME");
-  } else if (eight_bit && !extensions_.eightbitmime) {
-    refusal =
-        StrCat("554 5.6.3 8-bit message, and ", options_.peer_name, " does not offer 8BITMIME");
   } else if (message_.smtputf8 && !extensions_.smtputf8) {
-    refusal =
-        StrCat("553 5.6.7 message needs SMTPUTF8, and ", options_.peer_name, " does not offer it");
+    // RFC 6531 3.4: a message whose envelope and header are ASCII does not need SMTPUTF8,
+    // whatever its client said; it goes on without. One that does cannot go to this server.
+    const bool ascii_envelope =
+        IsAscii(message_.sender) &&
+        std::all_of(message_.recipients.begin(), message_.recipients.end(),
+                    [](const OutgoingRecipient& r) { return IsAscii(r.address); });
+    if (!ascii_envelope) {
+      refusal = StrCat("553 5.6.7 non-ASCII address needs SMTPUTF8, and ", options_.peer_name,
+                       " does not offer it");
+    } else if (first_eight_bit < HeaderBytes(message_.content)) {
+      refusal = StrCat("550 5.6.9 UTF-8 header needs SMTPUTF8, and ", options_.peer_name,
+                       " does not offer it");
+    } else {
+      send_smtputf8_ = false;
+    }
+  }
+  if (refusal.empty() && eight_bit_ && !extensions_.eightbitmime &&
+      message_.body_type != mail::BodyType::kBinaryMime) {
+    if (first_eight_bit == std::string_view::npos) {
+      eight_bit_ = false;  // Declared 8BITMIME, but every byte is 7-bit: nothing to convert.
+    } else {
+      // RFC 6152 3: convert rather than return it; the same content a 8BITMIME server gets,
+      // its 8-bit parts quoted-printable.
+      const mime::SevenBitOutcome outcome =
+          mime::ConvertTo7Bit(message_.content, options_.seven_bit, converted_);
+      if (outcome == mime::SevenBitOutcome::kConverted) {
+        message_.content = converted_;
+        eight_bit_ = false;
+        converted_7bit_ = true;
+      } else {
+        not_convertible_ = true;
+        refusal =
+            StrCat("554 5.6.3 8-bit message not convertible to 7 bits (", mime::Describe(outcome),
+                   "), and ", options_.peer_name, " does not offer 8BITMIME");
+      }
+    }
+  }
+  const size_t size = message_.content.size();
+  if (refusal.empty() && extensions_.size && extensions_.size_max != 0 &&
+      size > extensions_.size_max) {
+    refusal = StrCat("552 5.3.4 message of ", size, " bytes exceeds the limit of ",
+                     extensions_.size_max, " bytes at ", options_.peer_name);
   }
   if (refusal.empty()) {
     return true;
@@ -304,8 +348,14 @@ bool ClientSession::Precheck() {
 void ClientSession::Begin(const OutgoingMessage& message) {
   RELAIS_CHECK(ready() && !done_) << "Begin needs an idle session";
   message_ = message;
-  // One scan of the content per message, used by the 8BITMIME check and by MAIL's BODY=.
-  eight_bit_ = message.body_type != mail::BodyType::k7Bit || HasEightBit(message.content);
+  std::string().swap(converted_);  // The previous message's conversion, if any.
+  // One scan of the content per message, for the 8BITMIME and SMTPUTF8 checks and MAIL's BODY=.
+  const auto eight = std::find_if(message.content.begin(), message.content.end(), IsEightBit);
+  const size_t first_eight_bit = eight == message.content.end()
+                                     ? std::string_view::npos
+                                     : static_cast<size_t>(eight - message.content.begin());
+  eight_bit_ =
+      message.body_type != mail::BodyType::k7Bit || first_eight_bit != std::string_view::npos;
   results_.assign(message.recipients.size(), RecipientReply{});
   accepted_.clear();
   settled_after_data_ = 0;
@@ -316,7 +366,7 @@ void ClientSession::Begin(const OutgoingMessage& message) {
   // Only a reused connection can be stale; a fresh one that fails is the next hop's fault,
   // and sending the message again at once would only repeat that.
   untouched_ = transactions_ > 1 && options_.reset_before_reuse;
-  if (!Precheck()) {
+  if (!Precheck(first_eight_bit)) {
     untouched_ = false;
     done_ = true;  // Nothing sent; the connection stays ready.
     return;
@@ -365,7 +415,7 @@ void ClientSession::SendNext() {
         } else if (extensions_.eightbitmime && eight_bit_) {
           line.append(" BODY=8BITMIME");
         }
-        if (message_.smtputf8) {
+        if (send_smtputf8_) {
           line.append(" SMTPUTF8");
         }
         if (extensions_.dsn && !message_.ret.empty()) {
@@ -532,6 +582,12 @@ std::vector<RecipientReply> ClientSession::TakeResults() {
   done_ = false;
   for (RecipientReply& r : results_) {
     r.dsn_passed_on = r.status == RecipientStatus::kDelivered && extensions_.dsn;
+  }
+  if (!HasOutput()) {
+    // Nothing left to send can point into the converted copy: an idle connection does not
+    // keep up to three times a message's size until its next message.
+    message_.content = {};
+    std::string().swap(converted_);
   }
   return std::move(results_);
 }

@@ -10,10 +10,13 @@
 // a stale connection before a message is sent on it (transaction_untouched()).
 //
 // Extensions: PIPELINING (RFC 2920: the envelope, and with CHUNKING the whole message, in one
-// write), SIZE (RFC 1870: checked before sending), 8BITMIME (RFC 6152) and SMTPUTF8 (RFC 6531:
-// a message that needs them is failed with 5.6.3 / 5.6.7 when the server lacks them, never
-// sent mangled), CHUNKING (RFC 3030: BDAT ... LAST), DSN (RFC 3461: parameters passed on when
-// offered), ENHANCEDSTATUSCODES (RFC 2034). EHLO falls back to HELO on a 5xx (SMTP only).
+// write), SIZE (RFC 1870: checked before sending, on what is sent), 8BITMIME (RFC 6152: for a
+// server without it, 8-bit content is converted to 7 bits by protocols/mime, or failed with
+// 5.6.3 when that cannot be done faithfully), SMTPUTF8 (RFC 6531 3.4: left off for a server
+// without it when the envelope and header are ASCII, else failed with 553 5.6.7 for a
+// non-ASCII address or 550 5.6.9 for a UTF-8 header; never sent mangled), CHUNKING (RFC 3030:
+// BDAT ... LAST), DSN (RFC 3461: parameters passed on when offered), ENHANCEDSTATUSCODES
+// (RFC 2034). EHLO falls back to HELO on a 5xx (SMTP only).
 //
 // A reply is 3 digits, then '-' (more lines follow) or ' ' or the line end; lines end in CRLF
 // (a bare LF is tolerated, as most clients do). Anything else, a reply line over 4 KiB or a
@@ -30,6 +33,7 @@
 #include <vector>
 
 #include "core/mail/envelope.h"
+#include "protocols/mime/seven_bit.h"
 
 namespace relais::smtp {
 
@@ -48,6 +52,8 @@ struct ClientOptions {
   uint32_t reply_timeout_ms = 300'000;
   uint32_t data_init_timeout_ms = 120'000;
   uint32_t data_end_timeout_ms = 600'000;
+  // 8-bit messages for a server without 8BITMIME are converted to 7 bits (protocols/mime).
+  mime::SevenBitOptions seven_bit;
 };
 
 // What the server offered in its EHLO/LHLO reply.
@@ -118,6 +124,12 @@ class ClientSession {
   // Starts sending `message`. Requires ready().
   void Begin(const OutgoingMessage& message);
   [[nodiscard]] bool transaction_done() const { return done_; }
+  // The transaction in hand (or just done) sends the message converted to 7 bits, or without
+  // the SMTPUTF8 its client asked for (its envelope and header are ASCII): for counters.
+  [[nodiscard]] bool converted_7bit() const { return converted_7bit_; }
+  [[nodiscard]] bool smtputf8_dropped() const { return message_.smtputf8 && !send_smtputf8_; }
+  // The transaction was failed before sending: its 8-bit content is not convertible.
+  [[nodiscard]] bool not_convertible() const { return not_convertible_; }
   // True once the end of the message (".", or BDAT ... LAST with its data) is in the output
   // and its reply is awaited: from the moment that output is sent, the wait is the server's
   // end-of-data latency.
@@ -176,7 +188,7 @@ class ClientSession {
   void SettleAccepted(uint16_t code, const std::string& reply);
   [[nodiscard]] std::string Describe(uint16_t code, std::string_view text, Step step) const;
   [[nodiscard]] std::string_view StepName(Step step) const;
-  [[nodiscard]] bool Precheck();
+  [[nodiscard]] bool Precheck(size_t first_eight_bit);
 
   const ClientOptions options_;
   Phase phase_ = Phase::kGreeting;
@@ -202,6 +214,12 @@ class ClientSession {
   uint32_t settled_after_data_ = 0;  // LMTP: replies seen after the data.
   std::deque<Expect> planned_;       // Commands not yet sent (without PIPELINING).
   bool eight_bit_ = false;           // The message declares or contains 8-bit bytes.
+  bool send_smtputf8_ = false;       // MAIL carries SMTPUTF8.
+  bool converted_7bit_ = false;
+  bool not_convertible_ = false;
+  // The message converted to 7 bits for a server without 8BITMIME; message_.content views it.
+  // Freed by TakeResults once no output points into it, else by the next Begin.
+  std::string converted_;
   bool mail_ok_ = false;
   bool mail_answered_ = false;
   bool need_rset_ = false;

@@ -162,12 +162,18 @@ TEST(ClientSession, HeloFallbackAndEightBitRefusedWithoutSending) {
   EXPECT_TRUE(r[0].reply.starts_with("554 5.6.3 ")) << r[0].reply;
   EXPECT_TRUE(s.ready());
 
+  EXPECT_NE(r[0].reply.find("8-bit bytes in a header section"), std::string::npos) << r[0].reply;
+
+  // Declared 8BITMIME, though every byte is 7-bit: sent as it is, without BODY=.
   OutgoingMessage declared = m.Out();
   m.content = "plain\r\n";
   declared.content = m.content;
-  declared.body_type = mail::BodyType::k8BitMime;  // Declared, though the bytes are 7-bit.
+  declared.body_type = mail::BodyType::k8BitMime;
   s.Begin(declared);
-  EXPECT_TRUE(s.TakeResults()[0].reply.starts_with("554 5.6.3 "));
+  EXPECT_EQ(Drain(s), "RSET\r\n");
+  s.Feed("250 ok\r\n");
+  EXPECT_EQ(Drain(s), "MAIL FROM:<a@x.example>\r\n");
+  EXPECT_FALSE(s.converted_7bit());
 }
 
 TEST(ClientSession, SizeAndSmtpUtf8AreCheckedBeforeSending) {
@@ -180,13 +186,113 @@ TEST(ClientSession, SizeAndSmtpUtf8AreCheckedBeforeSending) {
   EXPECT_EQ(r[0].status, RecipientStatus::kFailed);
   EXPECT_TRUE(r[0].reply.starts_with("552 5.3.4 ")) << r[0].reply;
 
-  m.content = "x\r\n";
+  m.content = "Subject: \xc3\xa9\r\n\r\nx\r\n";
   OutgoingMessage utf8 = m.Out();
   utf8.smtputf8 = true;
   s.Begin(utf8);
   r = s.TakeResults();
   EXPECT_EQ(r[0].status, RecipientStatus::kFailed);
-  EXPECT_TRUE(r[0].reply.starts_with("553 5.6.7 ")) << r[0].reply;
+  EXPECT_TRUE(r[0].reply.starts_with("550 5.6.9 ")) << r[0].reply;
+}
+
+// Issue 18.12, RFC 6531 3.4: SMTPUTF8 is needed only by a non-ASCII envelope or header.
+TEST(ClientSession, SmtpUtf8IsDroppedWhenEnvelopeAndHeaderAreAscii) {
+  constexpr std::string_view kNoUtf8 = "250-sink\r\n250-PIPELINING\r\n250 8BITMIME\r\n";
+  struct Case {
+    std::string sender;
+    std::string rcpt;
+    std::string content;
+    std::string_view expect;  // Reply prefix when refused; empty when sent.
+  };
+  const std::vector<Case> cases = {
+      {"a@x.example", "b@y.example", "Subject: plain\r\n\r\nbody\r\n", ""},
+      // UTF-8 after the header section only: a body matter (8BITMIME), not SMTPUTF8's.
+      {"a@x.example", "b@y.example", "Subject: plain\r\n\r\n\xc3\xa9\r\n", ""},
+      {"a@x.example", "b@y.example", "\r\n\xc3\xa9 no header at all\r\n", ""},
+      {"a@x.example", "b@y.example", "Subject: \xc3\xa9\r\n\r\nbody\r\n", "550 5.6.9 "},
+      // In a folded line, in the last field, in a header that never ends.
+      {"a@x.example", "b@y.example", "Subject: x\r\n \xc3\xa9\r\n\r\nb\r\n", "550 5.6.9 "},
+      {"a@x.example", "b@y.example", "A: b\r\nFrom: \xc3\xa9 <a@x.example>\r\n\r\n", "550 5.6.9 "},
+      {"a@x.example", "b@y.example", "Subject: x\r\nX: \xc3\xa9\r\n", "550 5.6.9 "},
+      {"\xc3\xa9@x.example", "b@y.example", "Subject: x\r\n\r\nb\r\n", "553 5.6.7 "},
+      {"a@x.example", "b@\xc3\xa9.example", "Subject: x\r\n\r\nb\r\n", "553 5.6.7 "},
+  };
+  for (const Case& c : cases) {
+    ClientSession s(Options());
+    Open(s, kNoUtf8);
+    OutgoingMessage m;
+    m.sender = c.sender;
+    m.recipients.push_back({c.rcpt, "", ""});
+    m.content = c.content;
+    m.smtputf8 = true;
+    s.Begin(m);
+    const std::string out = Drain(s);
+    if (c.expect.empty()) {
+      EXPECT_TRUE(out.starts_with("MAIL FROM:<a@x.example>")) << out;
+      EXPECT_EQ(out.find("SMTPUTF8"), std::string::npos) << out;
+      EXPECT_TRUE(s.smtputf8_dropped());
+      s.Feed("250 ok\r\n250 ok\r\n354 go\r\n");
+      EXPECT_EQ(Drain(s), c.content + ".\r\n");
+      s.Feed("250 2.0.0 done\r\n");
+      ASSERT_TRUE(s.transaction_done());
+      EXPECT_EQ(s.TakeResults()[0].status, RecipientStatus::kDelivered);
+    } else {
+      EXPECT_EQ(out, "");
+      ASSERT_TRUE(s.transaction_done());
+      const auto r = s.TakeResults();
+      EXPECT_EQ(r[0].status, RecipientStatus::kFailed);
+      EXPECT_TRUE(r[0].reply.starts_with(c.expect)) << c.content << " -> " << r[0].reply;
+    }
+  }
+  // A server that offers SMTPUTF8 gets it, needed or not.
+  ClientSession s(Options());
+  Open(s, kEhloAll);
+  Message m{{"b@y.example"}};
+  OutgoingMessage out = m.Out();
+  out.smtputf8 = true;
+  s.Begin(out);
+  EXPECT_NE(Drain(s).find(" SMTPUTF8\r\n"), std::string::npos);
+  EXPECT_FALSE(s.smtputf8_dropped());
+}
+
+// Issue 18.13, RFC 6152 3: 8-bit mail to a server without 8BITMIME is converted, not bounced.
+TEST(ClientSession, EightBitMessageIsConvertedForAServerWithout8BitMime) {
+  ClientSession s(Options());
+  Open(s, "250-sink\r\n250-PIPELINING\r\n250 SIZE 1000\r\n");
+  Message m{{"b@y.example"},
+            "Subject: s\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            "Content-Transfer-Encoding: 8bit\r\n\r\ncaf\xc3\xa9\r\n"};
+  OutgoingMessage out = m.Out();
+  out.body_type = mail::BodyType::k8BitMime;
+  s.Begin(out);
+  EXPECT_TRUE(s.converted_7bit());
+  const std::string expected =
+      "Subject: s\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+      "Content-Transfer-Encoding: quoted-printable\r\n\r\ncaf=C3=A9\r\n";
+  // SIZE is the converted size; no BODY=8BITMIME for a server that does not know it.
+  EXPECT_EQ(Drain(s), "MAIL FROM:<a@x.example> SIZE=" + std::to_string(expected.size()) +
+                          "\r\nRCPT TO:<b@y.example>\r\nDATA\r\n");
+  s.Feed("250 ok\r\n250 ok\r\n354 go\r\n");
+  EXPECT_EQ(Drain(s), expected + ".\r\n");
+  s.Feed("250 2.0.0 done\r\n");
+  ASSERT_TRUE(s.transaction_done());
+  EXPECT_EQ(s.TakeResults()[0].status, RecipientStatus::kDelivered);
+
+  // The limit applies to what is sent: a message that fits only before conversion does not.
+  m.content = "Subject: s\r\n\r\n" + std::string(700, '\xe9') + "\r\n";
+  s.Begin(m.Out());
+  EXPECT_FALSE(s.converted_7bit() && s.HasOutput());
+  ASSERT_TRUE(s.transaction_done());
+  const auto r = s.TakeResults();
+  EXPECT_TRUE(r[0].reply.starts_with("552 5.3.4 ")) << r[0].reply;
+
+  // What cannot be converted faithfully is refused with the reason.
+  m.content = "Subject: s\r\nContent-Transfer-Encoding: base64\r\n\r\n\xe9\r\n";
+  s.Begin(m.Out());
+  ASSERT_TRUE(s.transaction_done());
+  const auto refused = s.TakeResults();
+  EXPECT_TRUE(refused[0].reply.starts_with("554 5.6.3 8-bit message not convertible"))
+      << refused[0].reply;
 }
 
 TEST(ClientSession, LmtpGivesOneReplyPerAcceptedRecipient) {

@@ -21,6 +21,10 @@ namespace relais::relaisd {
 
 using base::StrCat;
 
+namespace {
+constexpr char kStoppingReply[] = "451 4.3.2 delivery stopped: the daemon is shutting down";
+}  // namespace
+
 absl::StatusOr<std::vector<std::optional<Destination>>> ResolveDestinations(
     const std::vector<config::Route>& routes) {
   std::vector<std::optional<Destination>> out(routes.size());
@@ -122,7 +126,12 @@ struct Egress::Link final : timer::Timer {
   Op<&Egress::OnRecv> recv_op{this};
   Op<&Egress::OnSend> send_op{this};
   Op<&Egress::OnClosed> close_op{this};
+  // The message this link carries or was opened for. A link is opened only for a task no idle
+  // link could take, and that task waits for it (task_begun false until the session is
+  // ready), so every connection carries at least one message: a link that finishes first
+  // takes the next queued task instead, never the one a new connection was opened for.
   std::optional<EgressTask> task;
+  bool task_begun = false;
   bool connecting = false;
   bool recv_armed = false;
   bool send_in_flight = false;
@@ -193,6 +202,14 @@ void Egress::MarkDirty(Link& link) {
   }
 }
 
+void Egress::Requeue(Pool& pool, EgressTask task) {
+  pool.queue.push_front(std::move(task));
+  if (!pool.pending) {
+    pool.pending = true;
+    pending_pools_.push_back(&pool);
+  }
+}
+
 void Egress::DeferQueue(Pool& pool, const std::string& reason) {
   while (!pool.queue.empty()) {
     EgressTask task = std::move(pool.queue.front());
@@ -205,29 +222,32 @@ void Egress::DeferQueue(Pool& pool, const std::string& reason) {
 
 void Egress::Dispatch(Pool& pool) {
   if (stopping_) {
-    DeferQueue(pool, "451 4.3.2 delivery stopped: the daemon is shutting down");
+    DeferQueue(pool, kStoppingReply);
     return;
   }
-  uint32_t starting = 0;  // Connections that will take a task once ready.
+  // Idle connections first: each takes one task now.
   for (auto& link : pool.links) {
-    if (link->closing || link->quitting) {
-      continue;
+    if (pool.queue.empty()) {
+      return;
     }
-    if (link->session.ready() && !link->task && !pool.queue.empty() &&
+    if (!link->closing && !link->quitting && !link->task && link->session.ready() &&
         link->session.transactions() < options_.messages_per_connection_max) {
-      MarkDirty(*link);  // Process hands it the next task.
-      ++starting;
-    } else if (!link->ever_ready) {
-      ++starting;
+      link->task = std::move(pool.queue.front());
+      link->task_begun = false;
+      pool.queue.pop_front();
+      MarkDirty(*link);  // Process begins it.
     }
   }
-  while (pool.queue.size() > starting && pool.links.size() < options_.connections_max) {
-    Open(pool);
-    ++starting;
+  // A new connection only for a task no idle connection could take; the task is reserved for
+  // it. What is left waits for the first connection that finishes its message.
+  while (!pool.queue.empty() && pool.links.size() < options_.connections_max) {
+    EgressTask task = std::move(pool.queue.front());
+    pool.queue.pop_front();
+    Open(pool, std::move(task));
   }
 }
 
-void Egress::Open(Pool& pool) {
+void Egress::Open(Pool& pool, EgressTask task) {
   const Destination& d = *pool.destination;
   const auto count = static_cast<uint32_t>(d.endpoints.size());
   uint32_t index = pool.next_endpoint % count;
@@ -241,8 +261,11 @@ void Egress::Open(Pool& pool) {
   o.reply_timeout_ms = options_.reply_timeout_ms;
   o.data_init_timeout_ms = options_.data_init_timeout_ms;
   o.data_end_timeout_ms = options_.data_end_timeout_ms;
+  o.seven_bit.nesting_max = options_.mime_nesting_max;
   pool.links.push_back(std::make_unique<Link>(this, &pool, index, std::move(o)));
   Link& link = *pool.links.back();
+  link.task = std::move(task);
+  link.task_begun = false;
   ++connections_;
   ++counters_.connections_opened;
   const int family = link.endpoint.address.ss_family;
@@ -329,28 +352,40 @@ void Egress::Process(Link& link) {
     BeginClose(link);  // Continues a close that waited for operations to end.
     return;
   }
+  if (stopping_ && link.task && !link.task_begun) {
+    // Reserved for this link, never started: deferred like the queue.
+    EgressTask task = std::move(*link.task);
+    link.task.reset();
+    std::vector<smtp::RecipientReply> results(task.message.recipients.size(),
+                                              {smtp::RecipientStatus::kDeferred, kStoppingReply});
+    listener_.OnEgressDone(task.id, std::move(results), "");
+  }
   if (link.connecting) {
     return;
   }
-  if (link.session.transaction_done()) {
+  if (link.task && link.task_begun && link.session.transaction_done()) {
     std::vector<smtp::RecipientReply> results = link.session.TakeResults();
     EgressTask task = std::move(*link.task);
     link.task.reset();
+    link.task_begun = false;
     if (link.session.transaction_untouched()) {
       // The connection was stale before anything of this message was answered: another
       // connection sends it, at no risk of a duplicate.
       ++counters_.tasks_retried;
-      pool.queue.push_front(std::move(task));
-      if (!pool.pending) {
-        pool.pending = true;
-        pending_pools_.push_back(&pool);
-      }
+      Requeue(pool, std::move(task));
     } else {
       ++counters_.transactions;
       listener_.OnEgressDone(task.id, std::move(results), link.endpoint.name);
     }
   }
   if (link.session.closed()) {
+    if (link.task && !link.task_begun) {
+      // The connection opened for this task failed before it could start it: the task goes
+      // back to the front of the queue (and is deferred below if every next hop failed).
+      EgressTask task = std::move(*link.task);
+      link.task.reset();
+      Requeue(pool, std::move(task));
+    }
     if (!link.ever_ready) {
       ++counters_.connect_failures;
       const auto index = static_cast<size_t>(&link.endpoint - pool.destination->endpoints.data());
@@ -388,20 +423,26 @@ void Egress::Process(Link& link) {
       pool.next_endpoint =
           static_cast<uint32_t>(&link.endpoint - pool.destination->endpoints.data());
     }
-    if (!link.task && !link.quitting) {
-      if (!stopping_ && !pool.queue.empty() &&
-          link.session.transactions() < options_.messages_per_connection_max) {
-        link.task = std::move(pool.queue.front());
-        pool.queue.pop_front();
-        link.session.Begin(link.task->message);
-        if (link.session.transaction_done()) {
-          MarkDirty(link);  // Refused before sending (size, 8BITMIME...): results next pass.
-        }
-      } else if (stopping_ || options_.idle_timeout_ms == 0 ||
-                 link.session.transactions() >= options_.messages_per_connection_max) {
-        link.session.Quit();
-        link.quitting = true;
+    if (!link.task && !link.quitting && !stopping_ && !pool.queue.empty() &&
+        link.session.transactions() < options_.messages_per_connection_max) {
+      link.task = std::move(pool.queue.front());
+      link.task_begun = false;
+      pool.queue.pop_front();
+    }
+    if (link.task && !link.task_begun) {
+      link.task_begun = true;
+      link.session.Begin(link.task->message);
+      counters_.converted_7bit += link.session.converted_7bit() ? 1 : 0;
+      counters_.not_convertible += link.session.not_convertible() ? 1 : 0;
+      counters_.smtputf8_not_needed += link.session.smtputf8_dropped() ? 1 : 0;
+      if (link.session.transaction_done()) {
+        MarkDirty(link);  // Refused before sending (size, 8BITMIME...): results next pass.
       }
+    } else if (!link.task && !link.quitting &&
+               (stopping_ || options_.idle_timeout_ms == 0 ||
+                link.session.transactions() >= options_.messages_per_connection_max)) {
+      link.session.Quit();
+      link.quitting = true;
     }
   }
   Flush(link);
@@ -466,6 +507,9 @@ void Egress::Free(Link& link) {
   auto it = std::find_if(pool.links.begin(), pool.links.end(),
                          [&](const auto& l) { return l.get() == &link; });
   RELAIS_CHECK(it != pool.links.end());
+  if (link.ever_ready && link.session.transactions() == 0) {
+    ++counters_.connections_unused;
+  }
   pool.links.erase(it);
   --connections_;
   if (!pool.queue.empty() && !pool.pending) {
@@ -477,7 +521,7 @@ void Egress::Free(Link& link) {
 void Egress::Stop() {
   stopping_ = true;
   for (auto& [destination, pool] : pools_) {
-    DeferQueue(*pool, "451 4.3.2 delivery stopped: the daemon is shutting down");
+    DeferQueue(*pool, kStoppingReply);
     for (auto& link : pool->links) {
       MarkDirty(*link);  // Idle ones say QUIT; busy ones finish their message first.
     }

@@ -5,9 +5,13 @@
 // some of its recipients) and up to connections_max connections, each an smtp::ClientSession.
 // A connection that finishes a message takes the next task of its pool (RSET, then the next
 // envelope), up to messages_per_connection_max, and waits idle_timeout_ms for one before it
-// says QUIT. Next hops are tried in the route's order: a connection that fails before the
-// greeting and EHLO are done moves the pool to the next one; when every next hop failed in a
-// row, the queued tasks are deferred with the last error (the scheduler retries them later).
+// says QUIT. A task goes to an idle connection first; a new connection is opened only for a
+// task no idle connection can take (up to connections_max), and that task is reserved for it,
+// so every connection opened carries at least one message (a connection that finishes first
+// takes the next queued task, never a reserved one). Next hops are tried in the route's order: a
+// connection that fails before the greeting and EHLO are done moves the pool to the next one; when
+// every next hop failed in a row, the queued tasks are deferred with the last error (the scheduler
+// retries them later).
 //
 // A task's results arrive through EgressListener::OnEgressDone once per task, never from
 // inside Submit. Timeouts per RFC 5321 4.5.3.2 (the options). Owned by one shard; not
@@ -63,6 +67,7 @@ struct EgressOptions {
   uint32_t idle_timeout_ms = 5'000;
   uint32_t connections_max = 10;  // Per destination, this shard's share.
   uint32_t messages_per_connection_max = 100;
+  uint32_t mime_nesting_max = 100;  // For 8-bit mail converted to 7 bits (protocols/mime).
 };
 
 struct EgressTask {
@@ -85,7 +90,11 @@ struct EgressCounters {
   uint64_t connections_opened = 0;
   uint64_t connect_failures = 0;
   uint64_t transactions = 0;
-  uint64_t tasks_retried = 0;  // Moved off a cached connection that had gone stale.
+  uint64_t tasks_retried = 0;        // Moved off a cached connection that had gone stale.
+  uint64_t connections_unused = 0;   // Greeted, then closed without carrying a message.
+  uint64_t converted_7bit = 0;       // Messages converted for a next hop without 8BITMIME.
+  uint64_t not_convertible = 0;      // ...and those that could not be (failed, 5.6.3).
+  uint64_t smtputf8_not_needed = 0;  // Sent without SMTPUTF8 to a next hop without it.
 };
 
 class Egress {
@@ -116,12 +125,13 @@ class Egress {
   struct Link;
 
   void Dispatch(Pool& pool);
-  void Open(Pool& pool);
+  void Open(Pool& pool, EgressTask task);
   void Process(Link& link);
   void Flush(Link& link);
   void BeginClose(Link& link);
   void Free(Link& link);
   void MarkDirty(Link& link);
+  void Requeue(Pool& pool, EgressTask task);
   void DeferQueue(Pool& pool, const std::string& reason);
   void OnConnect(Link& link, int32_t result, uint32_t flags);
   void OnRecv(Link& link, int32_t result, uint32_t flags);

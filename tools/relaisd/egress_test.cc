@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -54,10 +56,14 @@ struct Script {
   bool greet = true;
   bool hangup_at_end_of_data = false;  // Reads the message, then closes without a reply.
   int close_after_messages = 0;        // Closes silently after this many messages (0: never).
+  // The first connection holds its first end-of-data reply until this many connections were
+  // accepted, and every later connection holds its greeting until that reply was written: a
+  // connection opened while the first was busy comes up only after the first is idle again.
+  int hold_first_reply_until_connections = 0;
 };
 
-// A small SMTP server that handles one connection at a time on its own thread and records
-// what it received.
+// A small SMTP server, one thread per connection, that records what it received and how
+// many messages each connection carried.
 class FakeServer {
  public:
   explicit FakeServer(Script script) : script_(script) {
@@ -75,6 +81,15 @@ class FakeServer {
   ~FakeServer() {
     ::shutdown(listen_fd_, SHUT_RDWR);
     thread_.join();
+    {
+      std::lock_guard lock(mu_);
+      for (int fd : fds_) {
+        ::shutdown(fd, SHUT_RDWR);
+      }
+    }
+    for (std::thread& t : serving_) {
+      t.join();
+    }
     ::close(listen_fd_);
   }
   [[nodiscard]] uint16_t port() const { return port_; }
@@ -84,6 +99,11 @@ class FakeServer {
   }
   [[nodiscard]] int messages() const { return messages_; }
   [[nodiscard]] int connections() const { return connections_; }
+  // Messages carried by each connection, in the order they were accepted.
+  [[nodiscard]] std::vector<int> per_connection() {
+    std::lock_guard lock(mu_);
+    return per_connection_;
+  }
 
  private:
   void Loop() {
@@ -96,16 +116,35 @@ class FakeServer {
         }
         return;  // The listener was shut down.
       }
-      ++connections_;
-      Serve(fd);
-      ::close(fd);
+      size_t index;
+      {
+        std::lock_guard lock(mu_);
+        index = per_connection_.size();
+        per_connection_.push_back(0);
+        fds_.push_back(fd);
+        ++connections_;
+      }
+      cv_.notify_all();
+      serving_.emplace_back([this, fd, index] {
+        Serve(fd, index);
+        ::close(fd);
+      });
     }
   }
-  void Serve(int fd) {
+  // Waits (at most 5 s, so a failing test still ends) until `ready` holds.
+  void WaitFor(const std::function<bool()>& ready) {
+    std::unique_lock lock(mu_);
+    cv_.wait_for(lock, std::chrono::seconds(5), ready);
+  }
+  void Serve(int fd, size_t index) {
     if (!script_.greet) {
       std::string line;
       ReadLine(fd, line);  // Says nothing; waits for the client to give up.
       return;
+    }
+    const bool hold = script_.hold_first_reply_until_connections > 0;
+    if (hold && index > 0) {
+      WaitFor([&] { return first_reply_sent_; });
     }
     WriteAll(fd, "220 fake ESMTP\r\n");
     std::string line;
@@ -126,7 +165,21 @@ class FakeServer {
           return;
         }
         ++messages_;
+        {
+          std::lock_guard lock(mu_);
+          ++per_connection_[index];
+        }
+        if (hold && index == 0 && on_this_connection == 0) {
+          WaitFor([&] { return connections_ >= script_.hold_first_reply_until_connections; });
+        }
         WriteAll(fd, "250 2.0.0 queued\r\n");
+        if (hold && index == 0 && on_this_connection == 0) {
+          {
+            std::lock_guard lock(mu_);
+            first_reply_sent_ = true;
+          }
+          cv_.notify_all();
+        }
         if (++on_this_connection == script_.close_after_messages) {
           return;
         }
@@ -145,8 +198,13 @@ class FakeServer {
   int listen_fd_ = -1;
   uint16_t port_ = 0;
   std::thread thread_;
+  std::vector<std::thread> serving_;  // Touched by thread_ only, until it is joined.
   std::mutex mu_;
+  std::condition_variable cv_;
   std::vector<std::string> commands_;
+  std::vector<int> per_connection_;
+  std::vector<int> fds_;
+  bool first_reply_sent_ = false;
   std::atomic<int> messages_{0};
   std::atomic<int> connections_{0};
 };
@@ -249,6 +307,55 @@ TEST(Egress, DeliversAndReusesTheConnectionWithRset) {
   const auto commands = server.commands();
   EXPECT_NE(std::find(commands.begin(), commands.end(), "RSET"), commands.end());
   EXPECT_EQ(h.egress().counters().transactions, 2u);
+}
+
+// Issue 18.11: a connection opened because every connection was busy used to find its
+// message taken by the first connection to finish, and left with EHLO and QUIT only.
+TEST(Egress, EveryNewConnectionCarriesTheMessageItWasOpenedFor) {
+  FakeServer server({.hold_first_reply_until_connections = 2});
+  Destination d{"smarthost", false, {Loopback(server.port())}};
+  EgressOptions o;
+  o.idle_timeout_ms = 100;
+  Harness h(o);
+  h.Send(d, 1, {"b@y.test"});
+  // Connection 1 is busy with message 1 (its reply held) when message 2 arrives.
+  ASSERT_TRUE(h.RunUntil([&] { return server.messages() == 1; }));
+  h.Send(d, 2, {"c@y.test"});
+  ASSERT_TRUE(h.RunUntilResults(2));
+  EXPECT_EQ(h.results_[1][0].status, smtp::RecipientStatus::kDelivered);
+  EXPECT_EQ(h.results_[2][0].status, smtp::RecipientStatus::kDelivered);
+  ASSERT_TRUE(h.RunUntil([&] { return h.egress().idle(); }));
+  EXPECT_EQ(server.connections(), 2);
+  EXPECT_EQ(server.per_connection(), (std::vector<int>{1, 1}));
+}
+
+// Many messages at once to a pool of idle and busy connections: no connection is opened that
+// carries nothing, and idle connections are used before new ones are opened.
+TEST(Egress, BurstsOpenNoConnectionThatCarriesNothing) {
+  FakeServer server({});
+  Destination d{"smarthost", false, {Loopback(server.port())}};
+  EgressOptions o;
+  o.connections_max = 4;
+  o.idle_timeout_ms = 2'000;
+  Harness h(o);
+  uint64_t id = 0;
+  for (int burst = 0; burst < 5; ++burst) {
+    for (int k = 0; k < 1 + burst % 3; ++k) {
+      h.Send(d, ++id, {"b@y.test"});
+    }
+    const size_t sent = id;
+    // The next burst comes while some of these are still in flight.
+    ASSERT_TRUE(h.RunUntil([&] { return h.results_.size() + 1 >= sent; }));
+  }
+  ASSERT_TRUE(h.RunUntilResults(id));
+  for (const auto& [task, results] : h.results_) {
+    EXPECT_EQ(results[0].status, smtp::RecipientStatus::kDelivered) << results[0].reply;
+  }
+  EXPECT_EQ(server.messages(), static_cast<int>(id));
+  for (int carried : server.per_connection()) {
+    EXPECT_GE(carried, 1);
+  }
+  EXPECT_LE(server.connections(), 4);
 }
 
 TEST(Egress, ClosesIdleConnectionsWithQuit) {

@@ -295,6 +295,7 @@ int Main(int argc, char** argv) {
   // The cap is for all shards together; each shard keeps at least one connection.
   eo.connections_max = std::max<uint32_t>(1, config.connections_per_destination_max / shards);
   eo.messages_per_connection_max = config.messages_per_connection_max;
+  eo.mime_nesting_max = config.mime_nesting_max;
   base.scheduler.retry_first_ms = config.retry_first_ms;
   base.scheduler.retry_max_ms = config.retry_max_ms;
   base.scheduler.lifetime_ms = config.lifetime_ms;

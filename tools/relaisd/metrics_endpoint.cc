@@ -161,6 +161,18 @@ std::string RenderMetrics(const Shards& shards) {
         &ShardMetrics::egress_tasks_retried);
   PerCore(w, shards, "relais_egress_connections", "Outbound connections open.",
           &ShardMetrics::egress_connections);
+  Total(w, shards, "relais_egress_connections_unused_total",
+        "Outbound connections that greeted and closed without carrying a message.",
+        &ShardMetrics::egress_connections_unused);
+  Total(w, shards, "relais_egress_converted_7bit_total",
+        "8-bit messages converted to quoted-printable for a next hop without 8BITMIME.",
+        &ShardMetrics::egress_converted_7bit);
+  Total(w, shards, "relais_egress_not_convertible_total",
+        "8-bit messages failed for a next hop without 8BITMIME: not convertible to 7 bits.",
+        &ShardMetrics::egress_not_convertible);
+  Total(w, shards, "relais_egress_smtputf8_not_needed_total",
+        "Messages sent without the SMTPUTF8 their client asked for (ASCII envelope and header).",
+        &ShardMetrics::egress_smtputf8_not_needed);
   Total(w, shards, "relais_log_lines_dropped_total",
         "Log lines dropped because the log reader fell behind.", &ShardMetrics::log_lines_dropped);
   // Sender authentication.

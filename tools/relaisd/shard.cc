@@ -1554,6 +1554,10 @@ void Shard::PublishMetrics() {
   metrics_.egress_connect_failures.Mirror(e.connect_failures);
   metrics_.egress_tasks_retried.Mirror(e.tasks_retried);
   metrics_.egress_connections.Set(egress_->connections());
+  metrics_.egress_connections_unused.Mirror(e.connections_unused);
+  metrics_.egress_converted_7bit.Mirror(e.converted_7bit);
+  metrics_.egress_not_convertible.Mirror(e.not_convertible);
+  metrics_.egress_smtputf8_not_needed.Mirror(e.smtputf8_not_needed);
   metrics_.log_lines_dropped.Mirror(log_->dropped());
   if (resolver_ != nullptr) {
     const dns::ResolverStats& d = resolver_->resolver().stats();

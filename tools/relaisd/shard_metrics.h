@@ -71,7 +71,11 @@ struct alignas(64) ShardMetrics {
   metrics::Counter egress_connect_failures;
   metrics::Counter egress_tasks_retried;  // Sent again on a fresh connection (stale cache).
   metrics::Gauge egress_connections;
-  metrics::Counter log_lines_dropped;  // The log reader fell behind (or stdout failed).
+  metrics::Counter egress_connections_unused;   // Closed without carrying a message.
+  metrics::Counter egress_converted_7bit;       // 8-bit messages converted for a 7-bit hop.
+  metrics::Counter egress_not_convertible;      // 8-bit messages failed: not convertible.
+  metrics::Counter egress_smtputf8_not_needed;  // Sent without the SMTPUTF8 the client said.
+  metrics::Counter log_lines_dropped;           // The log reader fell behind (or stdout failed).
   // Sender authentication: results as written in Authentication-Results.
   std::array<metrics::Counter, 7> auth_spf;    // By spf::Result.
   std::array<metrics::Counter, 7> auth_dkim;   // By dkim::Result; the last: none (unsigned).
