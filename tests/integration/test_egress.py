@@ -152,7 +152,10 @@ class NextHop:
 
 
 def smarthost(port, extra=""):
-    return (f"{extra}[[routes]]\ndomain = \"local.test\"\ntype = \"maildir\"\n"
+    # The clients are on loopback and trusted (relay.networks), so mail to any other domain
+    # goes to the smarthost; only local.test is ours.
+    return (f"{extra}[relay]\nlocal_domains = [\"local.test\"]\nnetworks = [\"127.0.0.0/8\"]\n"
+            f"[[routes]]\ndomain = \"local.test\"\ntype = \"maildir\"\n"
             f"path = \"LOCAL_ROOT\"\n"
             f"[[routes]]\ndomain = \"*\"\ntype = \"smarthost\"\nhosts = [\"127.0.0.1:{port}\"]\n")
 

@@ -459,15 +459,17 @@ class ReceiveBudgetTest(unittest.TestCase):
         block = line * 64  # 64 kB: every session grows together, the worst case for growth.
         blocks = self.EACH // len(block)
         tail = b"t" * 98 + b"\r\n"
+        header = b"Subject: budget\r\n\r\n"  # A header section within header_bytes_max.
         for i in range(self.SESSIONS):
             c = RawClient(d.connect(timeout=30))
             c.reply()
             if i % 2:  # Half of them send one BDAT chunk, all but its last line.
-                c.send(ENVELOPE + b"BDAT %d LAST\r\n" % (blocks * len(block) + len(tail)))
+                c.send(ENVELOPE + b"BDAT %d LAST\r\n" % (len(header) + blocks * len(block) + len(tail)))
                 self.assertEqual([c.reply()[0] for _ in range(3)], [250, 250, 250])
             else:
                 c.send(ENVELOPE + b"DATA\r\n")
                 self.assertEqual([c.reply()[0] for _ in range(4)], [250, 250, 250, 354])
+            c.send(header)
             socks.append(c)
         for _ in range(blocks):
             for c in socks:
