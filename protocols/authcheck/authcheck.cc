@@ -138,9 +138,14 @@ std::string MailboxDomain(std::string_view mailbox) {
       domain.find("..") != std::string_view::npos) {
     return {};
   }
+  size_t label = 0;  // RFC 1035 2.3.4: labels of at most 63 octets.
   for (char c : domain) {
     const auto u = static_cast<unsigned char>(c);
     if (!(std::isalnum(u) || c == '-' || c == '_' || c == '.' || u >= 0x80)) {
+      return {};
+    }
+    label = c == '.' ? 0 : label + 1;
+    if (label > 63) {
       return {};
     }
   }

@@ -34,6 +34,12 @@ TEST(FromDomains, MailboxForms) {
   EXPECT_EQ(FromDomains(std::string_view("From: a@ex\0ample.org\r\n\r\n", 28)), V{});
   EXPECT_EQ(FromDomains("From: a@ex..ample.org, b@.x.org\r\n\r\n"), V{});
   EXPECT_EQ(FromDomains("From: a@b\xC3\xA9.example\r\n\r\n"), V{"b\xC3\xA9.example"});
+  // A label over 63 octets is no DNS name: no author domain, so a reject policy refuses it
+  // (RFC 7489 6.6.1) rather than a lookup that cannot be sent turning into temperror.
+  const std::string label63(63, 'a');
+  EXPECT_EQ(FromDomains("From: ceo@" + label63 + ".victim.example\r\n\r\n"),
+            V{label63 + ".victim.example"});
+  EXPECT_EQ(FromDomains("From: ceo@" + label63 + "a.victim.example\r\n\r\n"), V{});
 }
 
 TEST(JudgeSender, PerPolicy) {

@@ -776,6 +776,12 @@ SignatureResult Verification::VerifyOne(const HeaderField& signature, bool& need
 
   // The key (3.6.2).
   const std::string key_name = dns::QuestionKey(StrCat(r.selector, "._domainkey.", r.domain));
+  if (!IsDomainName(key_name)) {
+    // d= and s= are each names, but together longer than DNS allows (253 octets): no key can
+    // exist there, so the signature fails for good. Asking would fail locally and read as a
+    // temporary error, which a forger could use to turn a DMARC fail into a deferral.
+    return result(Result::kPermError, "key name longer than DNS allows");
+  }
   const auto found = answers_.find(key_name);
   if (found == answers_.end()) {
     need = true;

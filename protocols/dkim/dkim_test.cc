@@ -534,6 +534,21 @@ TEST(Dkim, SignatureDomainMustBeADomainName) {
   }
 }
 
+// d= and s= each a name, but "s._domainkey.d" longer than DNS allows: no lookup (it would fail
+// locally, as a temporary error a forger could choose), and a permanent failure.
+TEST(Dkim, KeyNameLongerThanDnsAllowsIsPermErrorWithoutLookup) {
+  const std::string label(60, 's');
+  const std::string selector = label + "." + label + "." + label + "." + label;  // 243 octets.
+  const std::string message = "DKIM-Signature: v=1; a=rsa-sha256; d=victim.example; s=" +
+                              selector + "; h=from; bh=YQ==; b=YQ==\r\n" + std::string(kMessage);
+  Verification v(message, 1764000000);  // Holds a view of the message.
+  ASSERT_TRUE(v.Run());
+  EXPECT_TRUE(v.pending().empty());
+  ASSERT_EQ(v.results().size(), 1u);
+  EXPECT_EQ(v.results()[0].result, Result::kPermError) << v.results()[0].reason;
+  EXPECT_EQ(v.results()[0].domain, "victim.example") << v.results()[0].reason;
+}
+
 // RFC 6376 6.1: at most signatures_max signatures are evaluated, the preferred domain's first,
 // and their key lookups are all named at once; junk signatures cannot push out the one that
 // matters. A check out of budget makes the undecided ones temperror.

@@ -36,6 +36,12 @@ AnswerStatus StatusOfAresCode(int ares_status) {
       return AnswerStatus::kNoData;
     case ARES_ENOTFOUND:
       return AnswerStatus::kNxDomain;
+    case ARES_EBADNAME:
+      // A name DNS cannot carry (a label over 63 octets, over 253 in all) is refused before any
+      // query: nothing exists there, so it is a definite "no such name", never a temporary
+      // failure (RFC 7208 4.3 for SPF; for DMARC and DKIM it keeps a check from failing open
+      // into temperror on a name the sender chose to be too long).
+      return AnswerStatus::kNxDomain;
     default:  // ESERVFAIL, EREFUSED, ETIMEOUT, ECONNREFUSED, EBADRESP...
       return AnswerStatus::kTemporary;
   }

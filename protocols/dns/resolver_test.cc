@@ -194,6 +194,11 @@ TEST_F(ResolverTest, AnswersKeepTheOutcomesApart) {
   EXPECT_EQ(m.mx[0].exchange, "mx.m.test");
   EXPECT_EQ(Ask({"nothing.test", RecordType::kA}).status, AnswerStatus::kNxDomain);
   EXPECT_EQ(Ask({"a.test", RecordType::kMx}).status, AnswerStatus::kNoData);
+  // Names DNS cannot carry are refused locally: no such name, never a temporary failure.
+  EXPECT_EQ(Ask({std::string(64, 'a') + ".test", RecordType::kTxt}).status,
+            AnswerStatus::kNxDomain);
+  EXPECT_EQ(Ask({"_dmarc." + std::string(250, 'a'), RecordType::kTxt}).status,
+            AnswerStatus::kNxDomain);
 }
 
 TEST_F(ResolverTest, CachesForTheTtlAndSharesQueriesInFlight) {
