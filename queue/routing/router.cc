@@ -121,8 +121,20 @@ std::string Router::DeliveryKey(std::string_view address) const {
       return base::StrCat("m", maildir.directory);
     }
   }
-  return base::StrCat("a", local, "@",
-                      base::AsciiStrToLower(domain.empty() ? default_domain_ : domain));
+  // RFC 5321 4.1.2: a quoted local part is the same mailbox as its content with each
+  // quoted-pair undone ("a", "\a" and a are one), so the key holds the decoded form; the case
+  // of a local part is the receiver's business and is kept.
+  std::string key = "a";
+  key.reserve(local.size() + domain.size() + 2);
+  const std::string_view unquoted = Unquoted(local);
+  const bool quoted = unquoted.size() != local.size();
+  for (size_t i = 0; i < unquoted.size(); ++i) {
+    if (quoted && unquoted[i] == '\\' && i + 1 < unquoted.size()) {
+      ++i;
+    }
+    key += unquoted[i];
+  }
+  return base::StrCat(key, "@", base::AsciiStrToLower(domain.empty() ? default_domain_ : domain));
 }
 
 size_t DropDuplicateRecipients(const Router& router, std::vector<mail::Recipient>& recipients) {

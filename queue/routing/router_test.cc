@@ -152,6 +152,14 @@ TEST(RouterTest, DuplicateRecipientsAreComparedAsRoutingDoes) {
   EXPECT_EQ(r.DeliveryKey("Bob@A.Example.com"), r.DeliveryKey("Bob@a.example.com"));
   EXPECT_NE(r.DeliveryKey("Bob@a.example.com"), r.DeliveryKey("bob@a.example.com"));
   EXPECT_NE(r.DeliveryKey("bob@a.example.com"), r.DeliveryKey("bob@b.example.com"));
+  // A quoted local part is its content with quoted-pairs undone (RFC 5321 4.1.2), on relayed
+  // routes too: otherwise 2^n spellings of one mailbox each get a copy.
+  for (const char* spelling : {"\"bob\"@a.example.com", "\"\\bob\"@a.example.com",
+                               "\"b\\o\\b\"@A.EXAMPLE.COM"}) {
+    EXPECT_EQ(r.DeliveryKey(spelling), r.DeliveryKey("bob@a.example.com")) << spelling;
+  }
+  EXPECT_NE(r.DeliveryKey("\"b o\"@a.example.com"), r.DeliveryKey("bo@a.example.com"));
+  EXPECT_NE(r.DeliveryKey("\"a\\\\b\"@a.example.com"), r.DeliveryKey("ab@a.example.com"));
   // Unrouted and unsafe ones still compare (they are refused at RCPT anyway).
   EXPECT_EQ(r.DeliveryKey("x@Nowhere.example"), r.DeliveryKey("x@nowhere.example"));
 
