@@ -713,6 +713,22 @@ class DaemonAuthTest(ZoneTest):
         with urllib.request.urlopen(f"http://127.0.0.1:{d.metrics_port}/metrics") as resp:
             self.assertIn("relais_dkim_signed_total 1\n", resp.read().decode())
 
+    def test_untrusted_clients_mail_is_never_signed_even_with_checks_off(self):
+        # "Not checked" is not "trusted": with every check off, an outsider's mail for a domain
+        # we hold a key for must not come out signed (our key would sign what anyone writes).
+        d = Daemon('[auth]\nskip_networks = []\nspf = "off"\ndkim = "off"\ndmarc = "off"\n'
+                   f'[dns]\nservers = ["127.0.0.1:{self.port}"]\n'
+                   '[[dkim_sign]]\ndomain = "example.test"\nselector = "ed"\n'
+                   f'key = "{os.path.join(KEYS, "ed25519.pem")}"\n')
+        self.addCleanup(d.cleanup)
+        d.start()
+        with smtplib.SMTP("127.0.0.1", d.port, timeout=10) as s:
+            s.sendmail("joe@example.test", ["sue@example.net"], SIGNED_PART)
+        body = self.stored(d, 1)[0]["body"]
+        self.assertNotIn("DKIM-Signature", body)
+        with urllib.request.urlopen(f"http://127.0.0.1:{d.metrics_port}/metrics") as resp:
+            self.assertIn("relais_dkim_signed_total 0\n", resp.read().decode())
+
     def test_policy_per_listener(self):
         d = Daemon('[server]\nlisten = ["127.0.0.1:0", "127.0.0.2:0"]\nhostname = "relais.test"\n'
                    '[auth]\nskip_networks = []\nauthserv_id = "relais.test"\nspf = "reject"\n'

@@ -174,6 +174,10 @@ struct Shard::Connection final : timer::Timer, spool::AppendCompletion, smtp::Bo
   uint64_t transfer_bytes_start = 0;
   // Inline sender authentication, for clients outside auth.skip_networks and relay networks.
   bool checked = false;
+  // In auth.skip_networks or relay.networks: the only clients whose mail we sign. "Not
+  // checked" is not "trusted": with the checks off, anyone else's mail stays unsigned, or our
+  // key would sign whatever an outsider writes.
+  bool trusted = false;
   bool auth_pending = false;  // A check waits for DNS; the connection is kept until it ends.
   uint64_t check_started_us = 0;
   std::unique_ptr<spf::Evaluation> spf;
@@ -598,12 +602,13 @@ void Shard::OnAccept(uring::FixedFile socket, std::optional<mail::IpAddress> pee
       case ConnectionLimiter::Admission::kAdmitted:
         c.admitted = true;
         c.policy = &options_.auth_by_listener[listener];
-        if (Checks(*c.policy) &&
-            std::none_of(options_.auth_skip_networks.begin(), options_.auth_skip_networks.end(),
-                         [&](const mail::IpNetwork& n) { return n.Contains(*peer); }) &&
-            std::none_of(session_options_.relay_networks.begin(),
-                         session_options_.relay_networks.end(),
-                         [&](const mail::IpNetwork& n) { return n.Contains(*peer); })) {
+        c.trusted =
+            std::any_of(options_.auth_skip_networks.begin(), options_.auth_skip_networks.end(),
+                        [&](const mail::IpNetwork& n) { return n.Contains(*peer); }) ||
+            std::any_of(session_options_.relay_networks.begin(),
+                        session_options_.relay_networks.end(),
+                        [&](const mail::IpNetwork& n) { return n.Contains(*peer); });
+        if (Checks(*c.policy) && !c.trusted) {
           c.checked = true;
           if (c.policy->spf != authcheck::Mode::kOff) {
             c.session.RequireSenderCheck();
@@ -790,7 +795,7 @@ void Shard::StoreMessages(Connection& c) {
       c.session.RefuseMessage(smtp::Reply::kSpoolFailed);
     } else if (c.checked) {
       StartMessageCheck(c);  // Commits (or refuses) when the check ends.
-    } else if (options_.signing_keys != nullptr && !options_.signing_keys->empty()) {
+    } else if (c.trusted && options_.signing_keys != nullptr && !options_.signing_keys->empty()) {
       // A trusted client's mail: signed for its From domain when we hold a key for it. The
       // signatures go into the header block stored above the body (no copy of the body).
       absl::StatusOr<std::string> signatures = authcheck::SignaturesFor(
