@@ -149,8 +149,15 @@ void ClientSession::Feed(std::string_view bytes) {
     if (!line_.empty() && line_.back() == '\r') {
       line_.pop_back();
     }
-    const std::string line = std::move(line_);
+    std::string line = std::move(line_);
     line_.clear();
+    // A next hop's reply text goes into log lines, bounces (Diagnostic-Code) and delivery
+    // records: a bare CR, NUL or other control byte there could break a field we write.
+    for (char& c : line) {
+      if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+        c = '?';
+      }
+    }
 
     const bool well_formed = line.size() >= 3 && line[0] >= '2' && line[0] <= '5' &&
                              IsDigit(line[1]) && IsDigit(line[2]) &&
