@@ -108,7 +108,8 @@ const Key kKeys[] = {
      "from clients outside relay.networks; false: 550 5.7.1."},
     {"relay", "open_relay_acknowledged", Type::kBool, 0, 0, RELAIS_FIELD(open_relay_acknowledged),
      "Start even though the relay rules let any client relay to any domain (relay_domains or "
-     "local_domains * with a * smarthost/lmtp route, networks covering the Internet)."},
+     "local_domains with *, *.tld or *.public-suffix and a smarthost/lmtp route taking such "
+     "domains, networks over a /8 of public IPv4 or a /32 of 2000::/3)."},
     {"queue", "retry_first_ms", Type::kU64, 100, 7ull * 24 * 3600 * 1000,
      RELAIS_FIELD(retry_first_ms), "Delay before the first retry of a deferred message."},
     {"queue", "retry_max_ms", Type::kU64, 100, 7ull * 24 * 3600 * 1000, RELAIS_FIELD(retry_max_ms),
