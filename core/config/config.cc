@@ -13,6 +13,7 @@
 #define TOML_EXCEPTIONS 0
 #define TOML_HEADER_ONLY 1
 #define TOML_ENABLE_FORMATTERS 0
+#include <libpsl.h>
 #include <toml++/toml.h>
 
 #include "absl/status/status.h"
@@ -107,7 +108,8 @@ const Key kKeys[] = {
      "from clients outside relay.networks; false: 550 5.7.1."},
     {"relay", "open_relay_acknowledged", Type::kBool, 0, 0, RELAIS_FIELD(open_relay_acknowledged),
      "Start even though the relay rules let any client relay to any domain (relay_domains or "
-     "local_domains * with a * smarthost/lmtp route, networks covering the Internet)."},
+     "local_domains with *, *.tld or *.public-suffix and a smarthost/lmtp route taking such "
+     "domains, networks over a /8 of public IPv4 or a /32 of 2000::/3)."},
     {"queue", "retry_first_ms", Type::kU64, 100, 7ull * 24 * 3600 * 1000,
      RELAIS_FIELD(retry_first_ms), "Delay before the first retry of a deferred message."},
     {"queue", "retry_max_ms", Type::kU64, 100, 7ull * 24 * 3600 * 1000, RELAIS_FIELD(retry_max_ms),
@@ -553,9 +555,43 @@ uint64_t Covered(std::vector<Block> blocks) {
   return covered;
 }
 
-// Networks that put "anyone" in relay.networks: together they cover at least half of the IPv4
-// space, or of the IPv6 global unicast space 2000::/3 (counted in /64 blocks). No trusted
-// network is that large; 0.0.0.0/0, ::/0, 2000::/3 and 0.0.0.0/1 + 128.0.0.0/1 all are.
+// Address space that no client on the Internet connects from: "this network", loopback,
+// private (RFC 1918), shared (RFC 6598), link-local, multicast and reserved. Trusting a site's
+// own 10.0.0.0/8 plus 127.0.0.0/8 (Postfix's mynetworks style) is common and opens nothing to
+// outsiders, so these do not count towards the bound below.
+constexpr struct {
+  uint32_t first;
+  int prefix_bits;
+} kNonPublicV4[] = {{0x00000000, 8},  {0x0A000000, 8},  {0x64400000, 10}, {0x7F000000, 8},
+                    {0xA9FE0000, 16}, {0xAC100000, 12}, {0xC0A80000, 16}, {0xE0000000, 3}};
+
+// Addresses of `blocks` (merged first) that also lie in `other`'s blocks.
+uint64_t Overlap(std::vector<Block> blocks, const std::vector<Block>& other) {
+  std::sort(blocks.begin(), blocks.end(), [](const Block& a, const Block& b) {
+    return a.first != b.first ? a.first < b.first : a.size > b.size;
+  });
+  uint64_t overlap = 0;
+  uint64_t end = 0;
+  bool any = false;
+  for (const Block& b : blocks) {
+    if (any && b.first < end) {
+      continue;  // Nested in the previous block (CIDR blocks are nested or disjoint).
+    }
+    end = b.first + b.size;
+    any = true;
+    for (const Block& o : other) {
+      const uint64_t lo = std::max(b.first, o.first);
+      const uint64_t hi = std::min(end, o.first + o.size);
+      overlap += hi > lo ? hi - lo : 0;
+    }
+  }
+  return overlap;
+}
+
+// Networks that put "anyone" in relay.networks: together they cover more public IPv4 addresses
+// than one /8 (2^24; the largest single allocations are /8s, and no site trusts more than that),
+// or more of the IPv6 global unicast space 2000::/3 than one /32 (2^32 /64s; a /32 is a whole
+// ISP's allocation). 0.0.0.0/0, 0.0.0.0/2 + 64.0.0.0/3, ::/0 and 2000::/3 all are.
 std::vector<std::string> InternetWideNetworks(const std::vector<mail::IpNetwork>& networks) {
   std::vector<Block> v4, v6;
   std::vector<std::string> named;
@@ -579,8 +615,12 @@ std::vector<std::string> InternetWideNetworks(const std::vector<mail::IpNetwork>
       }
     }
   }
-  const bool v4_open = Covered(v4) >= (uint64_t{1} << 31);
-  const bool v6_open = Covered(v6) >= (uint64_t{1} << 60);
+  std::vector<Block> non_public;
+  for (const auto& b : kNonPublicV4) {
+    non_public.push_back({b.first, uint64_t{1} << (32 - b.prefix_bits)});
+  }
+  const bool v4_open = Covered(v4) - Overlap(v4, non_public) > (uint64_t{1} << 24);
+  const bool v6_open = Covered(v6) > (uint64_t{1} << 32);
   for (const mail::IpNetwork& n : networks) {
     if ((n.base.family == AF_INET && v4_open) || (n.base.family != AF_INET && v6_open)) {
       named.push_back(n.ToString());
@@ -589,30 +629,85 @@ std::vector<std::string> InternetWideNetworks(const std::vector<mail::IpNetwork>
   return named;
 }
 
+// A domain pattern that takes a whole top-level domain or public suffix, or more: "*",
+// "*.<one label>" (any TLD, known or not) and "*.<public suffix>" ("*.co.uk", "*.github.io").
+// Domains under it belong to anyone, so making them local or relayed is relaying for anyone.
+bool Anywhere(std::string_view pattern) {
+  if (pattern == "*") {
+    return true;
+  }
+  if (!pattern.starts_with("*.")) {
+    return false;  // One domain.
+  }
+  const std::string suffix(pattern.substr(2));
+  if (suffix.find('.') == std::string::npos) {
+    return true;
+  }
+  static const psl_ctx_t* const list = [] {
+    const psl_ctx_t* latest = psl_latest(nullptr);
+    return latest != nullptr ? latest : psl_builtin();
+  }();
+  return list != nullptr && psl_is_public_suffix(list, suffix.c_str()) != 0;
+}
+
+// For two "anywhere" patterns: does `outer` match every domain `inner` matches?
+bool Covers(std::string_view outer, std::string_view inner) {
+  if (outer == "*") {
+    return true;
+  }
+  if (inner == "*") {
+    return false;
+  }
+  // "*.uk" covers "*.co.uk": inner's suffix is outer's suffix or ends with ".<outer suffix>".
+  return inner == outer || inner.ends_with(outer.substr(1));
+}
+
 // Empty when the relay rules are closed; otherwise what opens them, naming the keys. Open:
 // a client anywhere may have mail for any domain taken and sent on to another host.
 std::string OpenRelayProblem(const Config& c) {
   std::vector<std::string> reasons;
-  if (std::find(c.relay_domains.begin(), c.relay_domains.end(), "*") != c.relay_domains.end()) {
-    reasons.push_back("relay.relay_domains holds \"*\" (every domain, from any client)");
+  for (const std::string& pattern : c.relay_domains) {
+    if (Anywhere(pattern)) {
+      reasons.push_back(StrCat("relay.relay_domains holds \"", pattern,
+                               "\" (domains anyone may register, from any client)"));
+    }
   }
   if (const std::vector<std::string> wide = InternetWideNetworks(c.relay_networks); !wide.empty()) {
     reasons.push_back(StrCat("relay.networks (", base::StrJoin(wide, ", "),
                              ") lets clients from anywhere relay to any domain"));
   }
-  // Every domain is "ours" and the route that catches an arbitrary domain sends it on.
-  if (std::find(c.local_domains.begin(), c.local_domains.end(), "*") != c.local_domains.end()) {
+  // A local pattern that takes anyone's domains, and a route that sends some of them on. The
+  // router takes the first route whose pattern matches; routes for one domain ("example.com",
+  // "*.example.com") never catch an arbitrary domain, so only "anywhere" routes matter, and of
+  // those the ones overlapping the local pattern and not shadowed by an earlier one that keeps
+  // (maildir) or refuses (reject) the mail.
+  for (const std::string& local : c.local_domains) {
+    if (!Anywhere(local)) {
+      continue;
+    }
+    std::vector<std::string_view> kept;  // Earlier "anywhere" routes that keep or refuse.
     for (size_t i = 0; i < c.routes.size(); ++i) {
       const Route& r = c.routes[i];
-      if (r.domain != "*") {
-        continue;  // An arbitrary domain matches only "*" routes.
+      if (!Anywhere(r.domain) || !(Covers(r.domain, local) || Covers(local, r.domain))) {
+        continue;
+      }
+      // The domains of `local` that this route sees: the narrower of the two patterns.
+      const std::string_view seen = Covers(r.domain, local) ? std::string_view(local) : r.domain;
+      if (std::any_of(kept.begin(), kept.end(),
+                      [&](std::string_view k) { return Covers(k, seen); })) {
+        continue;  // An earlier route takes all of them.
       }
       if (r.type == RouteType::kSmarthost || r.type == RouteType::kLmtp) {
-        reasons.push_back(StrCat("relay.local_domains holds \"*\" and routes[", i,
-                                 "] (domain \"*\") sends every domain to ",
+        reasons.push_back(StrCat("relay.local_domains holds \"", local, "\" and routes[", i,
+                                 "] (domain \"", r.domain, "\") sends domains under \"", seen,
+                                 "\" to ",
                                  r.type == RouteType::kSmarthost ? "a smarthost" : "LMTP"));
+        break;
       }
-      break;  // The first "*" route wins.
+      kept.push_back(seen);
+      if (seen == local) {
+        break;  // Every domain of `local` is taken by now.
+      }
     }
   }
   if (reasons.empty()) {

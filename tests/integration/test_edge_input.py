@@ -184,6 +184,17 @@ class OpenRelayTest(EdgeTest):
             '[relay]\nlocal_domains = ["*"]\n' + SMARTHOST_ANY: "relay.local_domains",
             '[relay]\nlocal_domains = ["*"]\n[[routes]]\ndomain = "*"\ntype = "lmtp"\n'
             'address = "/run/lmtp"\n': "relay.local_domains",
+            # Patterns for a whole TLD or public suffix are "anywhere" too, wherever the route
+            # that sends them on stands before the one that keeps them all.
+            '[relay]\nlocal_domains = ["*"]\n' + SMARTHOST_ANY.replace('"*"', '"*.com"')
+            + '[[routes]]\ndomain = "*"\ntype = "maildir"\npath = "/m"\n': 'routes[0] (domain "*.com")',
+            '[relay]\nlocal_domains = ["*.com", "*.net", "*.org"]\n' + SMARTHOST_ANY:
+                'relay.local_domains holds "*.com"',
+            '[relay]\nrelay_domains = ["*.com", "*.net"]\n': 'relay.relay_domains holds "*.com"',
+            '[relay]\nrelay_domains = ["*.co.uk"]\n': 'relay.relay_domains holds "*.co.uk"',
+            '[relay]\nnetworks = ["0.0.0.0/2", "64.0.0.0/3", "96.0.0.0/4"]\n': "relay.networks",
+            '[relay]\nnetworks = ["1.0.0.0/8", "2.0.0.0/16"]\n': "relay.networks",
+            '[relay]\nnetworks = ["2001::/31"]\n': "relay.networks (2001::/31)",
         }
         for text, key in cases.items():
             code, out = check_config(text)
@@ -193,6 +204,15 @@ class OpenRelayTest(EdgeTest):
             acknowledged = text.replace("[relay]\n",
                                         "[relay]\nopen_relay_acknowledged = true\n", 1)
             self.assertEqual(check_config(acknowledged)[0], 0, acknowledged)
+        # Closed: "anywhere" domains kept first, one domain's subdomains, private networks.
+        for text in ['[relay]\nlocal_domains = ["*"]\n[[routes]]\ndomain = "*.com"\n'
+                     'type = "maildir"\npath = "/m"\n[[routes]]\ndomain = "*"\ntype = "reject"\n'
+                     + SMARTHOST_ANY,
+                     '[relay]\nlocal_domains = ["*.example.com"]\n' + SMARTHOST_ANY,
+                     '[relay]\nnetworks = ["10.0.0.0/8", "127.0.0.0/8", "172.16.0.0/12", '
+                     '"192.168.0.0/16", "11.0.0.0/8", "fc00::/7", "2001:db8::/32"]\n']:
+            code, out = check_config(text)
+            self.assertEqual(code, 0, (text, out))
         # And the daemon itself will not start on one.
         d = Daemon('[relay]\nnetworks = ["0.0.0.0/0"]\n')
         self.addCleanup(d.cleanup)
