@@ -382,7 +382,10 @@ class Converter {
         break;  // An enclosing multipart goes on: this one lacked its close delimiter.
       }
       const size_t end = LineEnd(in_, pos_);
-      out_.append(in_.substr(pos_, end - pos_));
+      // RFC 2046 5.1.1: what follows the boundary on its line is padding to be ignored, so a
+      // delimiter is written as such, never copied: bytes after it (8-bit, a bare CR that hid
+      // the rest of a line) would otherwise pass unconverted.
+      base::StrAppend(&out_, "--", boundary, close ? "--" : "", "\r\n");
       pos_ = end;
       if (close) {
         boundaries_.pop_back();

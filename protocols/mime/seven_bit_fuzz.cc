@@ -1,6 +1,7 @@
 // Fuzzes the 8bit-to-7bit conversion. Checks that a converted message is 7-bit, that a 7-bit
 // input comes out unchanged, and that the output stays within the quoted-printable bound.
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <string_view>
@@ -8,8 +9,9 @@
 #include "protocols/mime/seven_bit.h"
 
 namespace {
-void Check(bool ok) {
+void Check(bool ok, int line = __builtin_LINE()) {
   if (!ok) {
+    std::fprintf(stderr, "seven_bit_fuzz.cc:%d: check failed\n", line);
     std::abort();
   }
 }

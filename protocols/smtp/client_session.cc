@@ -491,10 +491,20 @@ void ClientSession::OnTransactionReply(Step step, uint32_t index, uint16_t code,
   if (step != Step::kRset) {
     untouched_ = false;
   }
+  if ((step == Step::kMail || step == Step::kRcpt) && code / 100 != 2 && code / 100 != 4 &&
+      code / 100 != 5) {
+    // RFC 5321 4.3.2: MAIL and RCPT are answered 2yz, 4yz or 5yz. Anything else is a server
+    // out of step, never a verdict on a recipient (a "354" must not read as a deferral).
+    Fail(StrCat("451 4.5.0 protocol error: ", code, " in reply to ",
+                step == Step::kMail ? "MAIL" : "RCPT", " from ", options_.peer_name));
+    return;
+  }
   switch (step) {
     case Step::kRset:
       if (code / 100 != 2) {
-        Fail(Describe(code, text, step));
+        // Whatever the RSET was answered, the recipients waiting for this connection were
+        // never refused: their attempt failed for now (a "5yz" here is no verdict on them).
+        Fail(StrCat("451 4.4.0 RSET not accepted: ", Describe(code, text, step)));
         return;
       }
       break;

@@ -4,6 +4,7 @@
 // delivery code relies on: every result starts with a reply code whose class matches its
 // status, a connection that is not closed is usable, and output is whole command lines.
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <string_view>
@@ -12,8 +13,10 @@
 
 namespace {
 
-void Check(bool ok) {
+void Check(bool ok, std::string_view context = "", int line = __builtin_LINE()) {
   if (!ok) {
+    std::fprintf(stderr, "client_session_fuzz.cc:%d: check failed: %.*s\n", line,
+                 static_cast<int>(context.size()), context.data());
     std::abort();
   }
 }
@@ -25,13 +28,13 @@ void CheckResults(relais::smtp::ClientSession& s) {
     const char cls = r.reply[0];
     switch (r.status) {
       case RecipientStatus::kDelivered:
-        Check(cls == '2');
+        Check(cls == '2', r.reply);
         break;
       case RecipientStatus::kDeferred:
-        Check(cls == '4');
+        Check(cls == '4', r.reply);
         break;
       case RecipientStatus::kFailed:
-        Check(cls == '5');
+        Check(cls == '5', r.reply);
         break;
       case RecipientStatus::kPending:
         Check(false);
