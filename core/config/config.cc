@@ -88,12 +88,14 @@ const Key kKeys[] = {
     {"timeouts", "data_timeout_ms", Type::kU32, 1000, 3'600'000, RELAIS_FIELD(data_timeout_ms),
      "Wait for the next block of message data (RFC 5321 4.5.3.2.5: 3 min)."},
     {"timeouts", "data_deadline_ms", Type::kU32, 1000, 86'400'000, RELAIS_FIELD(data_deadline_ms),
-     "One message's whole DATA or BDAT transfer, plus 1 s per data_rate_min bytes; then 421."},
+     "One message's whole DATA or BDAT transfer, plus 1 s per data_rate_min bytes (at most "
+     "this much past the last read); then 421."},
     {"timeouts", "data_deadline_stress_ms", Type::kU32, 1000, 86'400'000,
      RELAIS_FIELD(data_deadline_stress_ms),
-     "data_deadline_ms for transfers that start with over half of connections_max open."},
+     "data_deadline_ms for transfers that see over half of connections_max open or of "
+     "receive_bytes_max held."},
     {"timeouts", "data_rate_min", Type::kU32, 1, 1'000'000'000, RELAIS_FIELD(data_rate_min),
-     "Slowest message data rate (bytes/s) kept up over a whole transfer (Postfix: 500)."},
+     "Slowest message data rate (bytes/s), kept up over every data_deadline_ms (Postfix: 500)."},
     {"timeouts", "shutdown_grace_ms", Type::kU32, 0, 600'000, RELAIS_FIELD(shutdown_grace_ms),
      "On SIGTERM, how long open transactions may finish before 421."},
     {"relay", "local_domains", Type::kStringList, 0, 100000, RELAIS_FIELD(local_domains),

@@ -342,6 +342,47 @@ class DeadlineTest(unittest.TestCase):
         self.assertEqual(d.spool_messages(), [])
         self.assertIn("relais_transfers_too_slow_total 5\n", metrics(d))
 
+    def test_credit_earned_in_advance_does_not_buy_a_trickle(self):
+        # The reviewer's attack: most of the message at once, then a byte just under every
+        # data_timeout_ms. The average since the start stayed above the rate, so 21.6 KB bought
+        # 21.6 s (25 MB at the defaults ~14.5 h, holding the receive budget). The rate must
+        # hold over the last data_deadline_ms: the burst tops the deadline up to 1 s past it.
+        d = self.start("[timeouts]\ndata_timeout_ms = 60000\ndata_deadline_ms = 1000\n"
+                       "data_rate_min = 1000\n")
+        burst = (b"x" * 98 + b"\r\n") * 216
+        for opening, piece in [(ENVELOPE + b"DATA\r\n" + burst, b"z"),
+                               (ENVELOPE + b"BDAT 100000 LAST\r\n" + burst, b"z"),
+                               (ENVELOPE + b"BDAT 21600\r\n" + burst, b"BDAT 1\r\nc")]:
+            elapsed, got = self.trickle(d, opening, piece, every=0.5, limit=6)
+            self.assertLess(elapsed, 2.5, (opening[-40:], elapsed, got))
+        # Bursts between pauses longer than the window do not add up either.
+        elapsed, got = self.trickle(d, ENVELOPE + b"DATA\r\n" + burst, burst, every=1.5,
+                                    limit=6)
+        self.assertLess(elapsed, 2.5, (elapsed, got))
+        self.assertEqual(d.spool_messages(), [])
+        self.assertIn("relais_transfers_too_slow_total 4\n", metrics(d))
+
+    def test_a_receive_budget_half_used_is_stress(self):
+        # Stress counted only connections: a few clients holding large unfinished messages
+        # kept the shard's receive budget (everyone else: 452 4.3.1) under the long deadline.
+        d = self.start("[limits]\nmessage_bytes_max = 400000\nreceive_bytes_max = 400000\n"
+                       "[timeouts]\ndata_deadline_ms = 600000\ndata_deadline_stress_ms = 1000\n"
+                       "data_rate_min = 500\n")
+        burst = (b"x" * 998 + b"\r\n") * 250  # 250 KB held: past half of the budget.
+        elapsed, got = self.trickle(d, ENVELOPE + b"DATA\r\n" + burst, b"z", every=0.25,
+                                    limit=6)
+        self.assertLess(elapsed, 2.5, (elapsed, got))
+        # Below half of the budget the normal deadline applies: the same trickle stays.
+        c = RawClient(d.connect())
+        c.reply()
+        c.send(ENVELOPE + b"DATA\r\n" + (b"y" * 98 + b"\r\n") * 10)
+        self.assertEqual([c.reply()[0] for _ in range(4)], [250, 250, 250, 354])
+        for _ in range(12):
+            c.send(b"z")
+            time.sleep(0.25)  # Pacing the trickle.
+        c.send(b"\r\n.\r\n")
+        self.assertEqual(c.reply()[0], 250)
+
     def test_a_client_above_the_rate_is_not_cut(self):
         d = self.start("[timeouts]\ndata_deadline_ms = 2000\ndata_rate_min = 500\n")
         c = RawClient(d.connect())

@@ -15,6 +15,7 @@
 #include "core/base/strings.h"
 #include "core/log/log.h"
 #include "protocols/authres/authres.h"
+#include "tools/relaisd/transfer_deadline.h"
 
 namespace relais::relaisd {
 namespace {
@@ -166,12 +167,12 @@ struct Shard::Connection final : timer::Timer, spool::AppendCompletion, smtp::Bo
   uint64_t commit_bytes = 0;       // Of the message in the spool's batch, for the metrics.
   uint64_t commit_started_us = 0;  // When it was handed to the spool (monotonic).
   uint64_t opened_ms = 0;          // Accepted at (monotonic).
-  // The message transfer under way, if any: its deadline is its start plus the base allowance
-  // plus the credit of the bytes read since transfer_bytes_start (Shard::TransferDeadlineMs).
+  // The message transfer under way, if any, and its deadline (transfer_deadline.h), credited
+  // with the bytes read past transfer_bytes_seen at every read.
   bool in_transfer = false;
   uint64_t timeout_at_ms = 0;  // When the session's own timeout (command or data) expires.
-  uint64_t transfer_start_ms = 0;
-  uint64_t transfer_bytes_start = 0;
+  TransferDeadline transfer_deadline;
+  uint64_t transfer_bytes_seen = 0;
   // Inline sender authentication, for clients outside auth.skip_networks and relay networks.
   bool checked = false;
   // In auth.skip_networks or relay.networks: the only clients whose mail we sign. "Not
@@ -705,7 +706,8 @@ void Shard::OnTimeout(Connection& c) {
       metrics_.transfers_too_slow.Add();
       c.session.OnTooSlow();  // 421 4.4.2, then close once it is sent...
     } else {
-      // The deadline moved (the load fell below the stress mark since the timer was armed).
+      // The deadline moved (the load fell below the stress mark before any read of this
+      // transfer saw it).
       timers_.Arm(c, c.in_transfer ? std::min(c.timeout_at_ms, TransferDeadlineMs(c))
                                    : c.timeout_at_ms);
       return;
@@ -715,22 +717,32 @@ void Shard::OnTimeout(Connection& c) {
   MarkDirty(c);
 }
 
+bool Shard::Stressed() const {
+  // More than half of connections_max open (one relaxed load of the shared count), or more
+  // than half of this shard's receive budget held (large messages from few connections).
+  return limiter_.active() > options_.stress_connections ||
+         receive_budget_.bytes_used > receive_budget_.bytes_max / 2;
+}
+
 uint64_t Shard::TransferDeadlineMs(const Connection& c) const {
-  // Stricter under load, re-evaluated at every read: one relaxed load of the shared count.
-  const bool stressed = limiter_.active() > options_.stress_connections;
-  const uint64_t bytes = c.session.data_bytes_read() - c.transfer_bytes_start;
-  return c.transfer_start_ms +
-         (stressed ? options_.data_deadline_stress_ms : options_.data_deadline_ms) +
-         bytes * 1000 / std::max<uint32_t>(1, options_.data_rate_min);
+  return c.transfer_deadline.At(Stressed());  // Stricter under load, checked at every read.
 }
 
 void Shard::ArmSessionTimer(Connection& c) {
   const uint64_t now = clock_.MonotonicMs();
   const bool transfer = c.session.InMessageTransfer();
+  const uint64_t bytes_read = c.session.data_bytes_read();
   if (transfer && !c.in_transfer) {
-    c.transfer_start_ms = now;
-    c.transfer_bytes_start = c.session.data_bytes_read();
+    c.transfer_deadline = TransferDeadline::Start(now, options_.data_deadline_ms,
+                                                  options_.data_deadline_stress_ms);
+  } else if (transfer) {
+    c.transfer_deadline.OnRead(now, bytes_read - c.transfer_bytes_seen, options_.data_rate_min,
+                               options_.data_deadline_ms, options_.data_deadline_stress_ms);
   }
+  if (transfer && Stressed()) {
+    c.transfer_deadline.OnStress();
+  }
+  c.transfer_bytes_seen = bytes_read;
   c.in_transfer = transfer;
   c.timeout_at_ms = now + c.session.TimeoutMs();
   uint64_t at = c.timeout_at_ms;

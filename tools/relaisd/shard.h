@@ -55,10 +55,12 @@ struct ShardOptions {
   uint32_t shutdown_grace_ms = 10'000;
   uint64_t receive_bytes_max = UINT64_MAX;
   // The deadline of one message's transfer (DATA, or every BDAT chunk of one message): a base
-  // allowance plus 1/data_rate_min seconds per byte read, so that a client below the rate runs
-  // out of time whatever its pace (Postfix: smtpd_per_request_deadline, smtpd_min_data_rate).
-  // The stress base applies while more than stress_connections sessions are open on all
-  // shards (checked at every read of the transfer).
+  // allowance plus 1/data_rate_min seconds per byte read, never more than the base ahead of the
+  // last read, so that a client below the rate over any recent window runs out of time
+  // (transfer_deadline.h; Postfix: smtpd_per_request_deadline, smtpd_min_data_rate). The
+  // stress base applies while more than stress_connections sessions are open on all shards or
+  // more than half of receive_bytes_max is held (checked at every read of the transfer; once
+  // seen, for the rest of that transfer).
   uint32_t data_deadline_ms = 300'000;
   uint32_t data_deadline_stress_ms = 10'000;
   uint32_t data_rate_min = 500;  // Bytes per second; at least 1.
@@ -138,6 +140,7 @@ class Shard final : EgressListener {
   // Starts or ends the per-message deadline as the session enters or leaves a message transfer,
   // then arms the connection's timer for the session's timeout, never past that deadline.
   void ArmSessionTimer(Connection& c);
+  [[nodiscard]] bool Stressed() const;
   [[nodiscard]] uint64_t TransferDeadlineMs(const Connection& c) const;
   void OnAppendDone(Connection& c, spool::AppendOutcome outcome, const mail::MessageId& id);
   // Gauges and mirrored totals, once per loop turn.
