@@ -64,19 +64,19 @@ struct Config {
   uint32_t connections_max = 10'000;
   uint32_t connections_per_ip_max = 100;
   bool connections_per_ip_exempt_relay_networks = true;  // As Postfix exempts mynetworks.
-  uint32_t pipeline_bytes_max = 262'144;    // Unanswered input plus unsent replies per session.
+  uint32_t pipeline_bytes_max = 262'144;  // Unanswered input plus unsent replies per session.
   uint64_t receive_bytes_max = 0;  // Per shard; 0: a quarter of the memory, shared by shards.
   // The header section of a message, checked at the end of data (552 5.3.4 / 554 5.4.6).
   uint64_t header_bytes_max = 100 * 1024;  // Postfix's header_size_limit.
   uint32_t header_fields_max = 1000;
   uint32_t received_max = 50;  // RFC 5321 6.3 loop detection; Postfix's hopcount_limit.
   // [timeouts] RFC 5321 4.5.3.2.
-  uint32_t command_timeout_ms = 300'000;  // 4.5.3.2.7: server waits 5 min for a command.
-  uint32_t data_timeout_ms = 180'000;     // 4.5.3.2.5: 3 min per data block.
+  uint32_t command_timeout_ms = 300'000;      // 4.5.3.2.7: server waits 5 min for a command.
+  uint32_t data_timeout_ms = 180'000;         // 4.5.3.2.5: 3 min per data block.
   uint32_t data_deadline_ms = 300'000;        // One message's whole transfer, plus rate credit.
   uint32_t data_deadline_stress_ms = 10'000;  // The same under load (Postfix: stress).
   uint32_t data_rate_min = 500;               // Bytes/s (Postfix smtpd_min_data_rate).
-  uint32_t shutdown_grace_ms = 10'000;    // SIGTERM: how long transactions may finish.
+  uint32_t shutdown_grace_ms = 10'000;        // SIGTERM: how long transactions may finish.
   // [relay]
   std::vector<std::string> local_domains;  // The quick-start config (QuickStart) has {"*"}.
   std::vector<std::string> relay_domains;

@@ -13,8 +13,7 @@ bool BeneathPathIsPlain(std::string_view relative) {
     const size_t slash = relative.find('/', at);
     const std::string_view name =
         relative.substr(at, slash == std::string_view::npos ? slash : slash - at);
-    if (name.empty() || name == "." || name == ".." ||
-        name.find('\0') != std::string_view::npos) {
+    if (name.empty() || name == "." || name == ".." || name.find('\0') != std::string_view::npos) {
       return false;
     }
     if (slash == std::string_view::npos) {
@@ -103,8 +102,8 @@ absl::Status DurableDirs::Ensure(const std::string& path) {
 absl::StatusOr<FileHandle> DurableDirs::EnsureBeneath(const std::string& root,
                                                       const std::string& relative) {
   if (!BeneathPathIsPlain(relative)) {
-    return absl::InvalidArgumentError(base::StrCat(
-        root, "/", relative, ": refused, not a plain relative path below ", root));
+    return absl::InvalidArgumentError(
+        base::StrCat(root, "/", relative, ": refused, not a plain relative path below ", root));
   }
   if (absl::Status s = Ensure(root); !s.ok()) {
     return s;
@@ -118,8 +117,7 @@ absl::StatusOr<FileHandle> DurableDirs::EnsureBeneath(const std::string& root,
   size_t at = 0;
   while (true) {
     const size_t slash = relative.find('/', at);
-    const std::string name =
-        relative.substr(at, slash == std::string::npos ? slash : slash - at);
+    const std::string name = relative.substr(at, slash == std::string::npos ? slash : slash - at);
     key = base::StrCat(key, "/", name);
     const bool known = Known(key);
     if (!known) {

@@ -82,12 +82,12 @@ class Io {
   [[nodiscard]] virtual absl::Status MakeDir(FileHandle base, const std::string& path) = 0;
   // Opens a directory for the *At calls and SyncOpenDir. The caller closes it (Close).
   [[nodiscard]] virtual absl::StatusOr<FileHandle> OpenDir(FileHandle base, const std::string& path,
-                                                          Resolve resolve) = 0;
+                                                           Resolve resolve) = 0;
   // fsync of an open directory.
   [[nodiscard]] virtual absl::Status SyncOpenDir(FileHandle dir) = 0;
   // `name` is one component in `dir`; a symlink there is never followed.
   [[nodiscard]] virtual absl::StatusOr<FileHandle> OpenAt(FileHandle dir, const std::string& name,
-                                                         OpenMode mode) = 0;
+                                                          OpenMode mode) = 0;
   [[nodiscard]] virtual absl::Status RenameAt(FileHandle from_dir, const std::string& from,
                                               FileHandle to_dir, const std::string& to) = 0;
   [[nodiscard]] virtual absl::Status UnlinkAt(FileHandle dir, const std::string& name) = 0;

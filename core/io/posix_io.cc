@@ -110,7 +110,7 @@ absl::Status PosixIo::MakeDir(FileHandle base, const std::string& path) {
 }
 
 absl::StatusOr<FileHandle> PosixIo::OpenDir(FileHandle base, const std::string& path,
-                                           Resolve resolve) {
+                                            Resolve resolve) {
   if (resolve == Resolve::kFollow) {
     const int fd = ::openat(base.fd, path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) {
@@ -148,8 +148,7 @@ absl::Status PosixIo::SyncOpenDir(FileHandle dir) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<FileHandle> PosixIo::OpenAt(FileHandle dir, const std::string& name,
-                                          OpenMode mode) {
+absl::StatusOr<FileHandle> PosixIo::OpenAt(FileHandle dir, const std::string& name, OpenMode mode) {
   const int fd = ::openat(dir.fd, name.c_str(), OpenFlags(mode) | O_NOFOLLOW, 0600);
   if (fd < 0) {
     return ErrnoStatus(errno, name, "open");

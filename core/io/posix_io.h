@@ -29,10 +29,10 @@ class PosixIo : public Io {
                                           std::string_view data) override;
   [[nodiscard]] absl::Status MakeDir(FileHandle base, const std::string& path) override;
   [[nodiscard]] absl::StatusOr<FileHandle> OpenDir(FileHandle base, const std::string& path,
-                                                  Resolve resolve) override;
+                                                   Resolve resolve) override;
   [[nodiscard]] absl::Status SyncOpenDir(FileHandle dir) override;
   [[nodiscard]] absl::StatusOr<FileHandle> OpenAt(FileHandle dir, const std::string& name,
-                                                 OpenMode mode) override;
+                                                  OpenMode mode) override;
   [[nodiscard]] absl::Status RenameAt(FileHandle from_dir, const std::string& from,
                                       FileHandle to_dir, const std::string& to) override;
   [[nodiscard]] absl::Status UnlinkAt(FileHandle dir, const std::string& name) override;

@@ -539,8 +539,8 @@ TEST(Dkim, SignatureDomainMustBeADomainName) {
 TEST(Dkim, KeyNameLongerThanDnsAllowsIsPermErrorWithoutLookup) {
   const std::string label(60, 's');
   const std::string selector = label + "." + label + "." + label + "." + label;  // 243 octets.
-  const std::string message = "DKIM-Signature: v=1; a=rsa-sha256; d=victim.example; s=" +
-                              selector + "; h=from; bh=YQ==; b=YQ==\r\n" + std::string(kMessage);
+  const std::string message = "DKIM-Signature: v=1; a=rsa-sha256; d=victim.example; s=" + selector +
+                              "; h=from; bh=YQ==; b=YQ==\r\n" + std::string(kMessage);
   Verification v(message, 1764000000);  // Holds a view of the message.
   ASSERT_TRUE(v.Run());
   EXPECT_TRUE(v.pending().empty());

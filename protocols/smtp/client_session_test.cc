@@ -495,14 +495,18 @@ TEST(ClientSession, ControlBytesInReplyTextAreReplaced) {
   Message m{{"b@y.example"}};
   s.Begin(m.Out());
   Drain(s);
-  s.Feed(std::string_view("250 ok\r\n550 5.1.1 no\rContent-Type: text/html\0\x1b\x7f!\r\n"
-                          "554 5.5.1 no valid recipients\r\n",
-                          81));
+  s.Feed(
+      std::string_view("250 ok\r\n550 5.1.1 no\rContent-Type: text/html\0\x1b\x7f!\r\n"
+                       "554 5.5.1 no valid recipients\r\n",
+                       81));
   ASSERT_TRUE(s.transaction_done());
   const auto r = s.TakeResults();
   ASSERT_EQ(r.size(), 1u);
   EXPECT_EQ(r[0].status, RecipientStatus::kFailed);
-  EXPECT_TRUE(r[0].reply.starts_with("550 5.1.1 no?Content-Type: text/html??" "?!")) << r[0].reply;
+  EXPECT_TRUE(
+      r[0].reply.starts_with("550 5.1.1 no?Content-Type: text/html??"
+                             "?!"))
+      << r[0].reply;
   for (char c : r[0].reply) {
     EXPECT_FALSE(static_cast<unsigned char>(c) < 0x20 || c == 0x7f) << r[0].reply;
   }

@@ -48,8 +48,8 @@ bool IsPlainAddressLiteral(std::string_view name) {
     inner.remove_prefix(5);
   }
   return !inner.empty() && std::all_of(inner.begin(), inner.end(), [](char c) {
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') ||
-           c == '.' || c == ':';
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') || c == '.' ||
+           c == ':';
   });
 }
 
@@ -88,8 +88,8 @@ bool IsPlainForPath(std::string_view address, bool utf8) {
            if (u >= 0x80) {
              return utf8;
            }
-           return u > 0x20 && u != 0x7F && std::string_view("()<>;\\\",").find(c) ==
-                                                std::string_view::npos;
+           return u > 0x20 && u != 0x7F &&
+                  std::string_view("()<>;\\\",").find(c) == std::string_view::npos;
          });
 }
 

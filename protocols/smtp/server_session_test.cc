@@ -802,8 +802,7 @@ TEST(ServerSessionTest, TraceHeaderKeepsHostileHeloNamesInsideAComment) {
       {"x;y", false, "Received: from [192.0.2.10] (helo=x;y)\r\n"},
       {"((((", false, "Received: from [192.0.2.10] (helo=\\(\\(\\(\\()\r\n"},
       {"h\xC3\xA9llo.example", false, "Received: from [192.0.2.10] (helo=h??llo.example)\r\n"},
-      {"h\xC3\xA9llo.example", true,
-       "Received: from [192.0.2.10] (helo=h\xC3\xA9llo.example)\r\n"},
+      {"h\xC3\xA9llo.example", true, "Received: from [192.0.2.10] (helo=h\xC3\xA9llo.example)\r\n"},
       {"[x:/../../etc]", false, "Received: from [192.0.2.10] (helo=[x:/../../etc])\r\n"},
       {long_name, false, "Received: from [192.0.2.10] (helo=" + std::string(255, 'a') + ")\r\n"},
       {std::string(300, ')'), false, ""},
@@ -811,8 +810,8 @@ TEST(ServerSessionTest, TraceHeaderKeepsHostileHeloNamesInsideAComment) {
   for (const Case& c : cases) {
     SCOPED_TRACE(c.helo);
     Harness h;
-    const std::string mail = c.smtputf8 ? "MAIL FROM:<a@b.example> SMTPUTF8\r\n"
-                                        : "MAIL FROM:<a@b.example>\r\n";
+    const std::string mail =
+        c.smtputf8 ? "MAIL FROM:<a@b.example> SMTPUTF8\r\n" : "MAIL FROM:<a@b.example>\r\n";
     h.session().Feed("EHLO client.example\r\nEHLO " + c.helo + "\r\n" + mail +
                      "RCPT TO:<bob@example.com>\r\nDATA\r\nx\r\n.\r\n");
     ASSERT_TRUE(h.session().TakeCommitRequest());
@@ -911,9 +910,8 @@ void ExpectEveryReplyAfterEndOfInput(const std::string& transaction,
 
 TEST(ServerSessionTest, HalfClosedBdatClientGetsEveryReply) {
   const std::string body = "Subject: x\r\n\r\nbody\r\n";
-  ExpectEveryReplyAfterEndOfInput(std::string(kEnvelope) + "BDAT " +
-                                      std::to_string(body.size()) + " LAST\r\n" + body +
-                                      "QUIT\r\n",
+  ExpectEveryReplyAfterEndOfInput(std::string(kEnvelope) + "BDAT " + std::to_string(body.size()) +
+                                      " LAST\r\n" + body + "QUIT\r\n",
                                   {220, 250, 250, 250, 250, 221});
 }
 

@@ -45,8 +45,8 @@ enum class Status : uint8_t { kDelivered, kTemporary, kPermanent };
 
 struct Result {
   Status status = Status::kTemporary;
-  std::string reply;  // SMTP-style, e.g. "250 2.0.0 delivered" or "452 4.2.2 ...".
-  std::string path;   // The file in new/ when delivered.
+  std::string reply;       // SMTP-style, e.g. "250 2.0.0 delivered" or "452 4.2.2 ...".
+  std::string path;        // The file in new/ when delivered.
   bool recreated = false;  // The mailbox was known but had gone: it was created again.
 };
 
