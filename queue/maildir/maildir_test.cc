@@ -67,7 +67,8 @@ TEST_F(MaildirTest, SameNameTwiceIsRefusedNotOverwritten) {
 
 TEST_F(MaildirTest, UnwritableRootIsTemporary) {
   std::ofstream(root_ + "/file") << "not a directory";
-  const Result r = deliverer_.Deliver(Delivery{root_ + "/file/bob", "a@b", "c@d", "1.M1P1Q1.h", root_}, "x\r\n");
+  const Result r =
+      deliverer_.Deliver(Delivery{root_ + "/file/bob", "a@b", "c@d", "1.M1P1Q1.h", root_}, "x\r\n");
   EXPECT_EQ(r.status, Status::kTemporary);
   EXPECT_EQ(r.reply.substr(0, 9), "451 4.3.0");
 }
@@ -159,8 +160,8 @@ TEST_P(MaildirContainmentTest, NothingIsCreatedOrWrittenOutsideTheRoot) {
   }
   EXPECT_FALSE(fs::exists("/tmp/relais-escaped"));
   // Not below the root at all (a template that is not what the root says).
-  const Result r = deliverer_.Deliver(Delivery{outside_ + "/x", "a@b", "c@d", "1.M1P1Q1.h", mail_},
-                                      "x\r\n");
+  const Result r =
+      deliverer_.Deliver(Delivery{outside_ + "/x", "a@b", "c@d", "1.M1P1Q1.h", mail_}, "x\r\n");
   EXPECT_EQ(r.status, Status::kPermanent) << r.reply;
   ExpectNothingOutside("outside root");
 }

@@ -154,8 +154,8 @@ TEST(RouterTest, DuplicateRecipientsAreComparedAsRoutingDoes) {
   EXPECT_NE(r.DeliveryKey("bob@a.example.com"), r.DeliveryKey("bob@b.example.com"));
   // A quoted local part is its content with quoted-pairs undone (RFC 5321 4.1.2), on relayed
   // routes too: otherwise 2^n spellings of one mailbox each get a copy.
-  for (const char* spelling : {"\"bob\"@a.example.com", "\"\\bob\"@a.example.com",
-                               "\"b\\o\\b\"@A.EXAMPLE.COM"}) {
+  for (const char* spelling :
+       {"\"bob\"@a.example.com", "\"\\bob\"@a.example.com", "\"b\\o\\b\"@A.EXAMPLE.COM"}) {
     EXPECT_EQ(r.DeliveryKey(spelling), r.DeliveryKey("bob@a.example.com")) << spelling;
   }
   EXPECT_NE(r.DeliveryKey("\"b o\"@a.example.com"), r.DeliveryKey("bo@a.example.com"));

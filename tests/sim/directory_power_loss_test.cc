@@ -92,8 +92,9 @@ TEST(DurableDirsSim, BeneathRefusesEveryNameThatLeavesTheRoot) {
   io::DurableDirs dirs(io);
   ASSERT_TRUE(dirs.Ensure("/mail").ok());
   const uint64_t mkdirs = io.mkdirs();
-  const std::vector<std::string> refused = {"..", "../x", "a/../../x", "a/..", ".", "a/./b",
-                                            "",   "/x",   "a//b",      "a/",   std::string("a\0b", 3)};
+  const std::vector<std::string> refused = {
+      "..",   "../x", "a/../../x",           "a/..", ".", "a/./b", "", "/x",
+      "a//b", "a/",   std::string("a\0b", 3)};
   for (const std::string& bad : refused) {
     auto r = dirs.EnsureBeneath("/mail", bad);
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << bad;
@@ -208,13 +209,13 @@ TEST(SpoolDirectories, KilledAtEveryStepOfTheFirstStartThenPowerCut) {
 // ---- Maildir -------------------------------------------------------------------------------
 
 maildir::Delivery Mail(const std::string& mailbox, uint64_t n) {
-  return {"/mail/" + mailbox, "a@example.org", "r@example.com",
-          "1." + std::to_string(n) + ".h", "/mail"};
+  return {"/mail/" + mailbox, "a@example.org", "r@example.com", "1." + std::to_string(n) + ".h",
+          "/mail"};
 }
 
 std::string Stored(uint64_t n) {
-  return "Return-Path: <a@example.org>\nDelivered-To: r@example.com\nmessage " +
-         std::to_string(n) + "\n";
+  return "Return-Path: <a@example.org>\nDelivered-To: r@example.com\nmessage " + std::to_string(n) +
+         "\n";
 }
 
 TEST(MaildirDirectories, PreexistingNonDurableMailboxesLoseNothingAtAPowerCut) {
@@ -385,8 +386,8 @@ TEST(MaildirDirectories, RandomStartingStatesAndPowerCuts) {
     std::map<std::string, uint64_t> done;  // path -> n
     for (uint64_t n = 0; n < 40 && !io.dead(); ++n) {
       const std::string& box = boxes[rng.Below(boxes.size())];
-      const maildir::Result r = workers[rng.Below(2)].Deliver(
-          Mail(box, n), "message " + std::to_string(n) + "\r\n");
+      const maildir::Result r =
+          workers[rng.Below(2)].Deliver(Mail(box, n), "message " + std::to_string(n) + "\r\n");
       if (r.status == maildir::Status::kDelivered) {
         done["/mail/" + box + "/new/1." + std::to_string(n) + ".h"] = n;
       }

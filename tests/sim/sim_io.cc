@@ -187,7 +187,7 @@ absl::Status SimIo::MakeDir(io::FileHandle base, const std::string& path) {
 }
 
 absl::StatusOr<io::FileHandle> SimIo::OpenDir(io::FileHandle base, const std::string& path,
-                                             io::Resolve resolve) {
+                                              io::Resolve resolve) {
   if (dead_) {
     return io::ErrnoStatus(EIO, path, "open directory");
   }
@@ -215,7 +215,7 @@ absl::Status SimIo::SyncOpenDir(io::FileHandle dir) {
 }
 
 absl::StatusOr<io::FileHandle> SimIo::OpenAt(io::FileHandle dir, const std::string& name,
-                                            io::OpenMode mode) {
+                                             io::OpenMode mode) {
   std::string full;
   if (!Join(dir, name, full)) {
     return io::ErrnoStatus(EBADF, name, "open");
@@ -248,7 +248,8 @@ void SimIo::RemoveTree(const std::string& path) {
     p->second.durable.erase(name);
   }
   const std::string below = path + "/";
-  std::erase_if(dirs_, [&](const auto& d) { return d.first == path || d.first.starts_with(below); });
+  std::erase_if(dirs_,
+                [&](const auto& d) { return d.first == path || d.first.starts_with(below); });
 }
 
 absl::Status SimIo::SyncDir(const std::string& path) {

@@ -100,10 +100,10 @@ class SimIo final : public io::Io {
                                           std::string_view data) override;
   [[nodiscard]] absl::Status MakeDir(io::FileHandle base, const std::string& path) override;
   [[nodiscard]] absl::StatusOr<io::FileHandle> OpenDir(io::FileHandle base, const std::string& path,
-                                                      io::Resolve resolve) override;
+                                                       io::Resolve resolve) override;
   [[nodiscard]] absl::Status SyncOpenDir(io::FileHandle dir) override;
   [[nodiscard]] absl::StatusOr<io::FileHandle> OpenAt(io::FileHandle dir, const std::string& name,
-                                                     io::OpenMode mode) override;
+                                                      io::OpenMode mode) override;
   [[nodiscard]] absl::Status RenameAt(io::FileHandle from_dir, const std::string& from,
                                       io::FileHandle to_dir, const std::string& to) override;
   [[nodiscard]] absl::Status UnlinkAt(io::FileHandle dir, const std::string& name) override;
@@ -147,8 +147,8 @@ class SimIo final : public io::Io {
   base::Random random_;
   SimFaults faults_;
   std::map<uint64_t, Inode> inodes_;
-  std::map<std::string, Directory> dirs_;  // By full path, without a trailing slash.
-  std::map<int32_t, uint64_t> open_;       // fd -> inode
+  std::map<std::string, Directory> dirs_;     // By full path, without a trailing slash.
+  std::map<int32_t, uint64_t> open_;          // fd -> inode
   std::map<int32_t, std::string> open_dirs_;  // fd -> directory path
   uint64_t ops_until_cut_ = 0;
   Crash crash_ = Crash::kPowerCut;

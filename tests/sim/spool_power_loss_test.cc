@@ -1,10 +1,11 @@
 // tests/sim/spool_power_loss_test.cc — the spool over a simulated disk that loses power.
 //
 // For each seed: a spool starts on an empty disk or over directories that exist but are not
-// durable (a kill between an earlier run's mkdir and its parent's fsync), then takes a random mix of appends, outcomes and group commits while the
-// disk fails some writes (EIO, ENOSPC), shortens others and fails some fdatasyncs; at random
-// moments the power is cut (unsynced writes dropped, reordered or torn) and a new spool
-// recovers from what is left. Properties, checked after every recovery:
+// durable (a kill between an earlier run's mkdir and its parent's fsync), then takes a random mix
+// of appends, outcomes and group commits while the disk fails some writes (EIO, ENOSPC), shortens
+// others and fails some fdatasyncs; at random moments the power is cut (unsynced writes dropped,
+// reordered or torn) and a new spool recovers from what is left. Properties, checked after every
+// recovery:
 //   - every message acknowledged durable (kDurable) and not marked done is there, with its
 //     envelope and body exactly as appended (no acknowledged message lost);
 //   - every message the spool holds is one that was appended, byte for byte (no corrupt or

@@ -31,7 +31,7 @@ spool::SpoolOptions Options() {
   spool::SpoolOptions options;
   options.path = "/spool";
   options.segment_bytes_max = 4096;  // Each 3 KB message gets a segment of its own.
-  options.no_space_backoff_ms = 0;  // A failed batch (ENOSPC) does not refuse the next.
+  options.no_space_backoff_ms = 0;   // A failed batch (ENOSPC) does not refuse the next.
   return options;
 }
 
@@ -57,8 +57,8 @@ void Commit(SimIo& io, spool::Spool& s) {
 // `after_staging` then happens, then the crash; on the next start m1 or its bounce must be
 // there (both is fine: at least once), and the bounce if its batch was durable.
 void RunCase(const std::string& what, uint64_t seed,
-             const std::function<void(SimIo&, spool::Spool&)>& after_staging,
-             SimIo::Crash crash, bool batch_durable) {
+             const std::function<void(SimIo&, spool::Spool&)>& after_staging, SimIo::Crash crash,
+             bool batch_durable) {
   SimIo io(seed);
   base::FakeClock clock;
   auto opened = spool::Spool::Open(Options(), io, clock);
@@ -99,7 +99,8 @@ void RunCase(const std::string& what, uint64_t seed,
 }
 
 TEST(SpoolRetirement, SegmentOutlivesTheUnsyncedOutcomeThatEmptiedIt) {
-  RunCase("killed before the batch", 1, [](SimIo&, spool::Spool&) {}, SimIo::Crash::kKill, false);
+  RunCase(
+      "killed before the batch", 1, [](SimIo&, spool::Spool&) {}, SimIo::Crash::kKill, false);
   // The batch's fdatasync fails (its bytes in limbo); the next batch goes to a new segment,
   // whose creation syncs the directory; then the power goes.
   for (uint64_t seed = 0; seed < 32; ++seed) {

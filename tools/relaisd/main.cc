@@ -120,8 +120,8 @@ rlim_t RaiseDescriptorLimit() {
 // between 16 MiB and 1 GiB per shard, and never less than one largest message. Read once at
 // startup.
 uint64_t DefaultReceiveBytesMax(uint32_t shards, uint64_t message_bytes_max) {
-  uint64_t memory = static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) *
-                    static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  uint64_t memory =
+      static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
   if (FILE* f = std::fopen("/sys/fs/cgroup/memory.max", "r"); f != nullptr) {
     unsigned long long limit = 0;
     if (std::fscanf(f, "%llu", &limit) == 1 && limit > 0 && limit < memory) {
@@ -272,9 +272,9 @@ int Main(int argc, char** argv) {
   so.relay_networks = config.relay_networks;
   so.allow_untrusted_routing = config.allow_untrusted_routing;
   so.recipient_policy = &policy;
-  base.receive_bytes_max = config.receive_bytes_max != 0 ? config.receive_bytes_max
-                                                         : DefaultReceiveBytesMax(
-                                                               shards, config.message_bytes_max);
+  base.receive_bytes_max = config.receive_bytes_max != 0
+                               ? config.receive_bytes_max
+                               : DefaultReceiveBytesMax(shards, config.message_bytes_max);
   base.data_deadline_ms = config.data_deadline_ms;
   base.data_deadline_stress_ms = config.data_deadline_stress_ms;
   base.data_rate_min = config.data_rate_min;

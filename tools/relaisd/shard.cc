@@ -472,8 +472,8 @@ absl::StatusOr<std::unique_ptr<Shard>> Shard::Create(const ShardOptions& options
                                                              shard->clock_, shard->random_);
   shard->scheduler_->LoadFromSpool();
   // 1024 slots each way: more than attempts_in_flight_max allows (at most 512).
-  shard->worker_ = std::make_unique<DeliveryWorker>(options.index, 10,
-                                                    options.maildir_directories_known_max);
+  shard->worker_ =
+      std::make_unique<DeliveryWorker>(options.index, 10, options.maildir_directories_known_max);
   EgressOptions egress = options.egress;
   egress.shard = options.index;
   egress.helo_name = options.session.hostname;
@@ -708,8 +708,8 @@ void Shard::OnTimeout(Connection& c) {
     } else {
       // The deadline moved (the load fell below the stress mark before any read of this
       // transfer saw it).
-      timers_.Arm(c, c.in_transfer ? std::min(c.timeout_at_ms, TransferDeadlineMs(c))
-                                   : c.timeout_at_ms);
+      timers_.Arm(
+          c, c.in_transfer ? std::min(c.timeout_at_ms, TransferDeadlineMs(c)) : c.timeout_at_ms);
       return;
     }
     timers_.Arm(c, now + kFinalReplyGraceMs);  // ...or after this much.
@@ -733,8 +733,8 @@ void Shard::ArmSessionTimer(Connection& c) {
   const bool transfer = c.session.InMessageTransfer();
   const uint64_t bytes_read = c.session.data_bytes_read();
   if (transfer && !c.in_transfer) {
-    c.transfer_deadline = TransferDeadline::Start(now, options_.data_deadline_ms,
-                                                  options_.data_deadline_stress_ms);
+    c.transfer_deadline =
+        TransferDeadline::Start(now, options_.data_deadline_ms, options_.data_deadline_stress_ms);
   } else if (transfer) {
     c.transfer_deadline.OnRead(now, bytes_read - c.transfer_bytes_seen, options_.data_rate_min,
                                options_.data_deadline_ms, options_.data_deadline_stress_ms);

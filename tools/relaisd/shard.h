@@ -78,8 +78,8 @@ struct ShardOptions {
   const std::vector<const ShardMetrics*>* all_metrics = nullptr;
   uint32_t recipients_per_transaction_max = 100;
   uint32_t maildir_directories_known_max = 16384;  // Per delivery worker (DurableDirs bound).
-  uint64_t delay_warning_ms = 0;  // 0: no delay reports.
-  std::string log_file;           // Reopened by shard 0 on SIGUSR1; empty: stdout.
+  uint64_t delay_warning_ms = 0;                   // 0: no delay reports.
+  std::string log_file;                            // Reopened by shard 0 on SIGUSR1; empty: stdout.
   // Sessions of the shard: each session's socket lives in the engine's registered-file table,
   // which gets this many slots. Beyond it, new connections are closed without a reply.
   uint32_t connections_per_shard_hard_max = 1024;

@@ -43,8 +43,8 @@ struct alignas(64) ShardMetrics {
   std::array<metrics::Counter, 6> replies_by_class;  // Index: code / 100.
   metrics::Counter messages_accepted;
   metrics::Counter message_bytes_accepted;
-  metrics::Counter commit_failures;  // Batches answered 451/452 instead of 250.
-  metrics::Counter transfers_too_slow;  // Past the message's deadline or rate: 421 4.4.2.
+  metrics::Counter commit_failures;          // Batches answered 451/452 instead of 250.
+  metrics::Counter transfers_too_slow;       // Past the message's deadline or rate: 421 4.4.2.
   metrics::Counter receive_budget_refusals;  // receive_bytes_max: 452 4.3.1 (mirrored).
   metrics::Gauge receive_bytes;              // Message bytes held while receiving (capacity).
   metrics::Histogram time_to_durable{metrics::kLatencyBoundsUs};  // End of data to 250.
