@@ -32,6 +32,7 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
+#include "core/io/net.h"
 #include "core/io/posix_io.h"
 
 namespace relais::uring {
@@ -131,6 +132,14 @@ class Engine {
   // Returns a provided buffer to the kernel.
   void ReturnBuffer(uint16_t buffer_id);
 
+  // For UringNet (the socket seam, core/uring/net.h): a fresh SQE to prepare, and the user_data
+  // that routes its CQE to `op`. A receive's provided buffer is handed to the op as bytes and
+  // returned to the kernel right after OnSocketDone.
+  [[nodiscard]] io_uring_sqe* NewSqe() { return NextSqe(); }
+  [[nodiscard]] static uint64_t SocketTag(io::SocketOp& op);
+  [[nodiscard]] uint32_t buffer_bytes() const { return options_.buffer_bytes; }
+  [[nodiscard]] uint32_t fixed_files() const { return options_.fixed_files; }
+
   [[nodiscard]] int ring_fd() const { return ring_.ring_fd; }
   [[nodiscard]] UringIo& io() { return io_; }
 
@@ -141,6 +150,7 @@ class Engine {
   void QueueRecv(int fd, uint8_t sqe_flags, Completion& completion);
   void QueueSend(int fd, uint8_t sqe_flags, std::string_view data, Completion& completion);
   void QueueCloseDirect(FixedFile file, uint64_t user_data);
+  void DispatchSocketOp(uint64_t user_data, int32_t result, uint32_t flags);
 
   const EngineOptions options_;
   io_uring ring_{};

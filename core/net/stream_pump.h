@@ -1,0 +1,262 @@
+// core/net/stream_pump.h — the one stream pump: socket <-> transport <-> session.
+//
+// A connection, in or out, is: socket (io::Net) -> StreamPump -> Transport -> StreamSession.
+// The session is sans-I/O (bytes in, bytes out); the transport sits between the socket's bytes
+// and the session's (PlainTransport passes them through; TLS decrypts and encrypts there, with
+// buffers of its own, and may want to read or write while the session wants nothing, as in a
+// handshake); the pump owns everything that touches the socket. It is the one correct version
+// of what every connection needs: provided-buffer receives, one send at a time carrying all
+// pending output, short sends continued, back-pressure, a deadline, and a close that is right
+// with a receive and a send in flight.
+//
+// How an owner drives it (ingress, egress, the request server, relais-bench):
+//   1. Construct it beside the session (usually as a member of the connection object) with the
+//      socket: an accepted one, or a fresh one (io::Net::NewStreamSocket) and Connect().
+//   2. Call Drive() to start, and again whenever the owner changed the session from outside
+//      (a commit finished and the session has a reply to send, a hold was released).
+//   3. OnPumpReady(pump) says a completion changed something (bytes fed to the session, a send
+//      finished, end of input, an error): call Drive() now, or put the connection on a list
+//      and Drive() it once at the end of the loop turn (that batches a turn's input into one
+//      send, which is what ingress does). Handle the session's events before Drive().
+//   4. OnPumpClosed(pump) runs exactly once, after the socket is closed and every operation
+//      has completed. It is the last thing the pump does: the owner may destroy the pump (and
+//      the session, and itself) inside it. end() and error() say why it closed.
+//
+// What Drive does, in order: nothing once closing; if no send is in flight, moves everything
+// the transport has to send (the session's output, and the transport's own) into the pump's
+// buffer and sends it (the session's buffer may grow while the send is in flight, so the bytes
+// in flight live in the pump); closes when the session (or transport) wants to close, or the
+// peer is gone, or its input ended, and nothing is left to send and no hold is set; otherwise
+// arms one receive when the transport wants input, input has not ended, nothing pauses it
+// (PauseInput, or sending_bytes_max bytes in flight) and none is armed.
+//
+// Guarantees: at most one receive and one send in flight; a short send is continued from where
+// it stopped before anything else is sent; received bytes are fed to the transport during the
+// completion only (the provided buffer goes back right after); -ENOBUFS (every provided buffer
+// in use) is counted and the receive re-armed at the next Drive; end of input (the peer shut
+// its sending side) reaches the session with EndOfInput and output still goes out (a client
+// may send QUIT and shut down its side, then read its replies); a reset or any socket error
+// stops all I/O and closes; Abort() cancels what is in flight, waits for every completion,
+// then closes: the pump never frees anything, and never names a socket after its close.
+//
+// Owned by one shard; not thread-safe. The session, transport, owner, net and timer wheel
+// outlive the pump. Destroy the pump only after OnPumpClosed, or when the Net will deliver no
+// more completions (the shard's engine is being torn down).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "core/io/net.h"
+#include "core/timer/timer_wheel.h"
+
+namespace relais::net {
+
+// The sans-I/O side of a connection (smtp::ServerSession, smtp::ClientSession, a request
+// parser), seen through a thin adapter (SessionAdapter below does it for any class with these
+// members).
+class StreamSession {
+ public:
+  // Bytes from the peer; valid only during the call.
+  virtual void Feed(std::string_view bytes) = 0;
+  // Bytes for the peer, in order; valid until ConsumeOutput or Feed.
+  [[nodiscard]] virtual std::string_view PendingOutput() const = 0;
+  virtual void ConsumeOutput(size_t bytes) = 0;
+  [[nodiscard]] virtual bool WantsInput() const = 0;
+  // Close once the pending output is sent.
+  [[nodiscard]] virtual bool WantsClose() const = 0;
+  // The peer shut its sending side: nothing more will be fed.
+  virtual void EndOfInput() = 0;
+
+ protected:
+  ~StreamSession() = default;
+};
+
+// Any class with the six members, as a StreamSession.
+template <typename Session>
+class SessionAdapter final : public StreamSession {
+ public:
+  explicit SessionAdapter(Session& session) : session_(session) {}
+  void Feed(std::string_view bytes) override { session_.Feed(bytes); }
+  [[nodiscard]] std::string_view PendingOutput() const override { return session_.PendingOutput(); }
+  void ConsumeOutput(size_t bytes) override { session_.ConsumeOutput(bytes); }
+  [[nodiscard]] bool WantsInput() const override { return session_.WantsInput(); }
+  [[nodiscard]] bool WantsClose() const override { return session_.WantsClose(); }
+  void EndOfInput() override { session_.EndOfInput(); }
+
+ private:
+  Session& session_;
+};
+
+// Between the socket's bytes and the session's. A transport may keep bytes of its own (a TLS
+// record not complete yet, a handshake message to send) and want to read or write while the
+// session wants nothing.
+class Transport {
+ public:
+  // Bytes from the socket (valid only during the call): decode and feed the session.
+  virtual void OnReceived(std::string_view bytes, StreamSession& session) = 0;
+  // Appends to `out` everything to send now (the session's pending output, encoded, and the
+  // transport's own) and consumes it from the session.
+  virtual void TakeOutput(StreamSession& session, std::string& out) = 0;
+  [[nodiscard]] virtual bool WantsInput(const StreamSession& session) const = 0;
+  // True when the connection should close once TakeOutput yields nothing more.
+  [[nodiscard]] virtual bool WantsClose(const StreamSession& session) const = 0;
+  // The socket's input ended.
+  virtual void OnEndOfInput(StreamSession& session) = 0;
+
+ protected:
+  ~Transport() = default;
+};
+
+// Bytes pass through unchanged. Stateless: one instance serves every pump.
+class PlainTransport final : public Transport {
+ public:
+  [[nodiscard]] static PlainTransport& Instance();
+  void OnReceived(std::string_view bytes, StreamSession& session) override { session.Feed(bytes); }
+  void TakeOutput(StreamSession& session, std::string& out) override {
+    const std::string_view pending = session.PendingOutput();
+    out.append(pending);
+    session.ConsumeOutput(pending.size());
+  }
+  [[nodiscard]] bool WantsInput(const StreamSession& session) const override {
+    return session.WantsInput();
+  }
+  [[nodiscard]] bool WantsClose(const StreamSession& session) const override {
+    return session.WantsClose();
+  }
+  void OnEndOfInput(StreamSession& session) override { session.EndOfInput(); }
+};
+
+// Why a pump closed.
+enum class PumpEnd : uint8_t {
+  kOpen,           // Not closed (yet).
+  kSessionClosed,  // The session (or transport) wanted to close and its output was sent.
+  kPeerClosed,     // The peer's input ended and nothing was left to send.
+  kPeerReset,      // A receive or send failed (reset, broken pipe): error() has the errno.
+  kConnectFailed,  // Connect() failed: error() has the errno.
+  kTimedOut,       // The deadline passed and the owner's OnPumpTimeout did not handle it.
+  kAborted,        // The owner called Abort().
+};
+
+class StreamPump;
+
+class StreamPumpOwner {
+ public:
+  // A completion changed the connection: Drive() the pump now or later this turn.
+  virtual void OnPumpReady(StreamPump& pump) = 0;
+  // The socket is closed and nothing is in flight; runs once, last. The pump may be destroyed
+  // here.
+  virtual void OnPumpClosed(StreamPump& pump) = 0;
+  // The deadline (SetDeadline) passed. The default closes: Abort(PumpEnd::kTimedOut).
+  virtual void OnPumpTimeout(StreamPump& pump);
+  // A receive found every provided buffer in use (it is retried at the next Drive).
+  virtual void OnRecvNoBuffer(StreamPump& /*pump*/) {}
+
+ protected:
+  ~StreamPumpOwner() = default;
+};
+
+struct StreamPumpOptions {
+  // Input is not read while this many bytes (or more) are being sent: a client that pipelines
+  // commands without reading the replies stops being read (0: no limit).
+  uint32_t sending_bytes_max = 0;
+};
+
+class StreamPump final {
+ public:
+  // `timers` may be null when SetDeadline is never used.
+  StreamPump(io::Net& net, io::Socket socket, StreamSession& session, StreamPumpOwner& owner,
+             timer::TimerWheel* timers, StreamPumpOptions options = {});
+  StreamPump(const StreamPump&) = delete;
+  StreamPump& operator=(const StreamPump&) = delete;
+
+  // Outbound: connects the socket; OnPumpReady follows (closing with kConnectFailed on error).
+  // `address` stays valid until then. Drive() does nothing until it has completed.
+  void Connect(const sockaddr* address, socklen_t length);
+  void Drive();
+  // Closes now: stops reading, cancels what is in flight (a send that may never finish
+  // included), waits for every completion, closes the socket, then OnPumpClosed.
+  void Abort(PumpEnd reason = PumpEnd::kAborted);
+
+  // Back-pressure: no receive is armed while paused (one already armed completes normally).
+  void PauseInput() { input_paused_ = true; }
+  void ResumeInput() { input_paused_ = false; }
+  // While held, the pump does not close on its own (the owner has work in flight that must
+  // answer the session first, such as a spool commit); Abort still closes. Drive() after
+  // releasing it.
+  void Hold() { held_ = true; }
+  void Release() { held_ = false; }
+  // Calls owner.OnPumpTimeout once `deadline_ms` (monotonic) has passed; re-arming moves it.
+  void SetDeadline(uint64_t deadline_ms);
+  void ClearDeadline();
+  // Replaces the transport (STARTTLS): only when nothing is being sent. `transport` outlives
+  // the pump.
+  void SetTransport(Transport& transport);
+
+  [[nodiscard]] io::Socket socket() const { return socket_; }
+  [[nodiscard]] bool closing() const { return closing_; }
+  [[nodiscard]] bool sending() const { return send_in_flight_; }
+  [[nodiscard]] bool receiving() const { return recv_armed_; }
+  [[nodiscard]] bool input_ended() const { return input_ended_; }
+  // The peer reset, or a send or receive failed: nothing more is sent or read.
+  [[nodiscard]] bool peer_gone() const { return peer_gone_; }
+  [[nodiscard]] size_t sending_bytes() const { return out_.size(); }
+  [[nodiscard]] PumpEnd end() const { return end_; }
+  [[nodiscard]] int32_t error() const { return error_; }
+  [[nodiscard]] uint64_t bytes_received() const { return bytes_received_; }
+  [[nodiscard]] uint64_t bytes_sent() const { return bytes_sent_; }
+
+ private:
+  template <void (StreamPump::*Handler)(const io::SocketResult&)>
+  struct Op final : io::SocketOp {
+    explicit Op(StreamPump* p) : pump(p) {}
+    void OnSocketDone(const io::SocketResult& done) override { (pump->*Handler)(done); }
+    StreamPump* pump;
+  };
+  struct DeadlineTimer final : timer::Timer {
+    explicit DeadlineTimer(StreamPump* p) : pump(p) {}
+    void OnTimer() override { pump->owner_.OnPumpTimeout(*pump); }
+    StreamPump* pump;
+  };
+
+  void OnConnected(const io::SocketResult& done);
+  void OnReceived(const io::SocketResult& done);
+  void OnSent(const io::SocketResult& done);
+  void OnClosed(const io::SocketResult& done);
+  void PeerGone(PumpEnd reason, int32_t error);
+  void BeginClose(PumpEnd reason);
+  // Submits the close once nothing is in flight.
+  void ContinueClose();
+
+  io::Net& net_;
+  const io::Socket socket_;
+  StreamSession& session_;
+  StreamPumpOwner& owner_;
+  timer::TimerWheel* const timers_;
+  const StreamPumpOptions options_;
+  Transport* transport_;
+  std::string out_;  // The bytes of the send in flight; out_offset_ of them are sent.
+  size_t out_offset_ = 0;
+  bool connecting_ = false;
+  bool recv_armed_ = false;
+  bool send_in_flight_ = false;
+  bool input_ended_ = false;
+  bool peer_gone_ = false;
+  bool input_paused_ = false;
+  bool held_ = false;
+  bool closing_ = false;
+  bool close_submitted_ = false;
+  PumpEnd end_ = PumpEnd::kOpen;
+  int32_t error_ = 0;
+  uint64_t bytes_received_ = 0;
+  uint64_t bytes_sent_ = 0;
+  Op<&StreamPump::OnConnected> connect_op_{this};
+  Op<&StreamPump::OnReceived> recv_op_{this};
+  Op<&StreamPump::OnSent> send_op_{this};
+  Op<&StreamPump::OnClosed> close_op_{this};
+  DeadlineTimer timer_{this};
+};
+
+}  // namespace relais::net
