@@ -4,7 +4,7 @@
 // with a socket goes through Net, so tests (and the seeded shard simulation in tests/sim) can
 // run them over an in-memory implementation that injects faults deterministically (resets,
 // short sends, ENOBUFS, a peer that stalls). Implementations: uring::UringNet (production, on
-// the shard's io_uring: core/uring/net.h) and io::FakeNet (core/io/fake_net.h, tests).
+// the shard's io_uring: core/uring/engine.h) and io::FakeNet (core/io/fake_net.h, tests).
 //
 // Every operation names a caller-owned SocketOp; the caller keeps it alive, and does not start
 // another operation on it, until its completion has run (for a multishot accept, until a

@@ -1,6 +1,4 @@
-// core/uring/net.cc — see net.h.
-#include "core/uring/net.h"
-
+// core/uring/net.cc — UringNet, the socket seam on the engine (engine.h).
 #include <liburing.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -8,6 +6,7 @@
 #include <cerrno>
 
 #include "core/base/check.h"
+#include "core/uring/engine.h"
 
 namespace relais::uring {
 namespace {

@@ -33,6 +33,7 @@
 #include "core/base/random.h"
 #include "core/base/strings.h"
 #include "core/mail/ip_network.h"
+#include "core/net/net_address.h"
 #include "core/timer/timer_wheel.h"
 #include "core/uring/engine.h"
 #include "protocols/smtp/client_session.h"
@@ -40,7 +41,6 @@
 #include "tools/relais-bench/flags.h"
 #include "tools/relais-bench/latency_histogram.h"
 #include "tools/relais-bench/ledger.h"
-#include "tools/relaisd/net_address.h"
 
 namespace relais::bench {
 namespace {
@@ -767,7 +767,7 @@ void LinkOp::OnCqe(int32_t result, uint32_t flags) {
 // A blocking conversation with the sink for XSTAT (run once, at the end).
 absl::StatusOr<std::string> AskSink(const std::string& address, const std::string& run) {
   std::string host, port;
-  if (!relaisd::SplitHostPort(address, host, port)) {
+  if (!net::SplitHostPort(address, host, port)) {
     return absl::InvalidArgumentError(StrCat("--sink ", address, ": expected host:port"));
   }
   addrinfo hints{};
@@ -1026,7 +1026,7 @@ absl::Status ResolveTarget(SendOptions& o) {
     return absl::OkStatus();
   }
   std::string host, port;
-  if (!relaisd::SplitHostPort(o.target, host, port)) {
+  if (!net::SplitHostPort(o.target, host, port)) {
     return absl::InvalidArgumentError(
         StrCat("--target ", o.target, ": expected host:port, [v6]:port or a socket path"));
   }

@@ -19,13 +19,13 @@
 #include "core/base/clock.h"
 #include "core/base/random.h"
 #include "core/base/strings.h"
+#include "core/net/listener.h"
 #include "core/timer/timer_wheel.h"
 #include "core/uring/engine.h"
 #include "tools/relais-bench/commands.h"
 #include "tools/relais-bench/flags.h"
 #include "tools/relais-bench/ledger.h"
 #include "tools/relais-bench/sink_session.h"
-#include "tools/relaisd/listener.h"
 
 namespace relais::bench {
 namespace {
@@ -141,7 +141,7 @@ class Sink final : public SinkHandler, public uring::Completion {
       return engine.status();
     }
     engine_ = std::move(*engine);
-    absl::StatusOr<relaisd::Listeners> listeners = relaisd::OpenListeners({listen}, 1);
+    absl::StatusOr<net::Listeners> listeners = net::OpenListeners({listen}, 1);
     if (!listeners.ok()) {
       return listeners.status();
     }

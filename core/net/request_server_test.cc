@@ -1,6 +1,6 @@
-// tools/relaisd/request_server_test.cc — the one-request server on a real io_uring: answers,
+// core/net/request_server_test.cc — the one-request server on a real io_uring: answers,
 // limits on size, clients and time.
-#include "tools/relaisd/request_server.h"
+#include "core/net/request_server.h"
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
@@ -13,8 +13,9 @@
 #include <vector>
 
 #include "core/base/clock.h"
+#include "core/uring/engine.h"
 
-namespace relais::relaisd {
+namespace relais::net {
 namespace {
 
 class LineHandler final : public RequestHandler {
@@ -42,7 +43,7 @@ class Fixture : public ::testing::Test {
     socklen_t len = sizeof(a);
     ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len);
     address_ = a;
-    server_ = std::make_unique<RequestServer>(*engine_, timers_, clock_, listen_fd_,
+    server_ = std::make_unique<RequestServer>(engine_->net(), timers_, clock_, listen_fd_,
                                               RequestServerOptions{2, 64, 200}, handler_);
     server_->Arm();
   }
@@ -161,4 +162,4 @@ TEST(PeerCredentials, OurOwnUserIsTrusted) {
 }
 
 }  // namespace
-}  // namespace relais::relaisd
+}  // namespace relais::net
