@@ -197,6 +197,8 @@ class StreamPump final {
 
   [[nodiscard]] io::Socket socket() const { return socket_; }
   [[nodiscard]] bool closing() const { return closing_; }
+  // The close of the socket is submitted (the socket is no longer the owner's to close).
+  [[nodiscard]] bool close_submitted() const { return close_submitted_; }
   [[nodiscard]] bool sending() const { return send_in_flight_; }
   [[nodiscard]] bool receiving() const { return recv_armed_; }
   [[nodiscard]] bool input_ended() const { return input_ended_; }
