@@ -53,10 +53,17 @@ void StreamPump::Drive() {
   if (!send_in_flight_ && !peer_gone_) {
     out_.clear();
     out_offset_ = 0;
-    transport_->TakeOutput(session_, out_);
-    if (!out_.empty()) {
+    const std::string_view lent = transport_->BorrowOutput(session_);
+    if (!lent.empty()) {
+      borrowed_ = true;
       send_in_flight_ = true;
-      net_.Send(socket_, out_, send_op_);
+      net_.Send(socket_, lent, send_op_);
+    } else {
+      transport_->TakeOutput(session_, out_);
+      if (!out_.empty()) {
+        send_in_flight_ = true;
+        net_.Send(socket_, out_, send_op_);
+      }
     }
   }
   if (peer_gone_) {
@@ -105,17 +112,23 @@ void StreamPump::OnReceived(const io::SocketResult& done) {
 void StreamPump::OnSent(const io::SocketResult& done) {
   if (done.result > 0) {
     bytes_sent_ += static_cast<uint64_t>(done.result);
+    if (borrowed_) {
+      // The session consumes what went out; the rest (of a short send) stays at the front of
+      // its output and goes first at the next Drive.
+      transport_->ReturnOutput(session_, static_cast<size_t>(done.result));
+    }
     out_offset_ += static_cast<size_t>(done.result);
-    if (out_offset_ < out_.size() && !closing_ && !peer_gone_) {
+    if (!borrowed_ && out_offset_ < out_.size() && !closing_ && !peer_gone_) {
       // A short send: the rest goes out before anything else.
       net_.Send(socket_, std::string_view(out_).substr(out_offset_), send_op_);
       return;
     }
   } else if (!closing_) {
     // 0 bytes accepted, or an error (-EPIPE, -ECONNRESET, -ECANCELED): nothing more is sent.
-    PeerGone(PumpEnd::kPeerReset, done.result == 0 ? -EPIPE : done.result);
+    PeerGone(PumpEnd::kSendFailed, done.result == 0 ? -EPIPE : done.result);
   }
   send_in_flight_ = false;
+  borrowed_ = false;
   out_.clear();
   out_offset_ = 0;
   if (closing_) {

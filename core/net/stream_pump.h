@@ -25,10 +25,11 @@
 // What Drive does, in order: nothing once closing; if no send is in flight, moves everything
 // the transport has to send (the session's output, and the transport's own) into the pump's
 // buffer and sends it (the session's buffer may grow while the send is in flight, so the bytes
-// in flight live in the pump); closes when the session (or transport) wants to close, or the
-// peer is gone, or its input ended, and nothing is left to send and no hold is set; otherwise
-// arms one receive when the transport wants input, input has not ended, nothing pauses it
-// (PauseInput, or sending_bytes_max bytes in flight) and none is armed.
+// in flight live in the pump; a session whose output stays put, StableOutput, is sent from
+// without a copy, and consumed as the send completes); closes when the session (or transport) wants
+// to close, or the peer is gone, or its input ended, and nothing is left to send and no hold is
+// set; otherwise arms one receive when the transport wants input, input has not ended, nothing
+// pauses it (PauseInput, or sending_bytes_max bytes in flight) and none is armed.
 //
 // Guarantees: at most one receive and one send in flight; a short send is continued from where
 // it stopped before anything else is sent; received bytes are fed to the transport during the
@@ -69,6 +70,11 @@ class StreamSession {
   [[nodiscard]] virtual bool WantsClose() const = 0;
   // The peer shut its sending side: nothing more will be fed.
   virtual void EndOfInput() = 0;
+  // True when the view PendingOutput() returns stays valid and unchanged until ConsumeOutput
+  // covers it, even while more output is queued behind it (smtp::ClientSession's pieces): the
+  // plain transport then sends straight from it, without a copy, and consumes what was sent
+  // when the send completes. False (a buffer that may grow and move): the bytes are copied.
+  [[nodiscard]] virtual bool StableOutput() const { return false; }
 
  protected:
   ~StreamSession() = default;
@@ -100,6 +106,12 @@ class Transport {
   // Appends to `out` everything to send now (the session's pending output, encoded, and the
   // transport's own) and consumes it from the session.
   virtual void TakeOutput(StreamSession& session, std::string& out) = 0;
+  // Without a copy: bytes to send straight from the session (valid until ReturnOutput), or
+  // empty when TakeOutput must be used. Only a transport that passes the session's bytes
+  // through unchanged can lend them.
+  [[nodiscard]] virtual std::string_view BorrowOutput(StreamSession& /*session*/) { return {}; }
+  // `sent` bytes of what BorrowOutput lent have gone out.
+  virtual void ReturnOutput(StreamSession& /*session*/, size_t /*sent*/) {}
   [[nodiscard]] virtual bool WantsInput(const StreamSession& session) const = 0;
   // True when the connection should close once TakeOutput yields nothing more.
   [[nodiscard]] virtual bool WantsClose(const StreamSession& session) const = 0;
@@ -117,9 +129,15 @@ class PlainTransport final : public Transport {
   void OnReceived(std::string_view bytes, StreamSession& session) override { session.Feed(bytes); }
   void TakeOutput(StreamSession& session, std::string& out) override {
     const std::string_view pending = session.PendingOutput();
-    out.append(pending);
-    session.ConsumeOutput(pending.size());
+    if (!pending.empty()) {
+      out.append(pending);
+      session.ConsumeOutput(pending.size());
+    }
   }
+  [[nodiscard]] std::string_view BorrowOutput(StreamSession& session) override {
+    return session.StableOutput() ? session.PendingOutput() : std::string_view();
+  }
+  void ReturnOutput(StreamSession& session, size_t sent) override { session.ConsumeOutput(sent); }
   [[nodiscard]] bool WantsInput(const StreamSession& session) const override {
     return session.WantsInput();
   }
@@ -134,7 +152,8 @@ enum class PumpEnd : uint8_t {
   kOpen,           // Not closed (yet).
   kSessionClosed,  // The session (or transport) wanted to close and its output was sent.
   kPeerClosed,     // The peer's input ended and nothing was left to send.
-  kPeerReset,      // A receive or send failed (reset, broken pipe): error() has the errno.
+  kPeerReset,      // A receive failed (reset): error() has the errno.
+  kSendFailed,     // A send failed (reset, broken pipe) or took nothing: error() has it.
   kConnectFailed,  // Connect() failed: error() has the errno.
   kTimedOut,       // The deadline passed and the owner's OnPumpTimeout did not handle it.
   kAborted,        // The owner called Abort().
@@ -204,6 +223,7 @@ class StreamPump final {
   [[nodiscard]] bool input_ended() const { return input_ended_; }
   // The peer reset, or a send or receive failed: nothing more is sent or read.
   [[nodiscard]] bool peer_gone() const { return peer_gone_; }
+  // Bytes of the send in flight (copied ones; a borrowed send counts 0).
   [[nodiscard]] size_t sending_bytes() const { return out_.size(); }
   [[nodiscard]] PumpEnd end() const { return end_; }
   [[nodiscard]] int32_t error() const { return error_; }
@@ -241,6 +261,7 @@ class StreamPump final {
   Transport* transport_;
   std::string out_;  // The bytes of the send in flight; out_offset_ of them are sent.
   size_t out_offset_ = 0;
+  bool borrowed_ = false;  // The send in flight reads the session's own (stable) output.
   bool connecting_ = false;
   bool recv_armed_ = false;
   bool send_in_flight_ = false;

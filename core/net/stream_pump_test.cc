@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cerrno>
+#include <deque>
 #include <memory>
 #include <string>
 
@@ -159,7 +160,21 @@ TEST_F(StreamPumpTest, PeerResetMidSendClosesAndReportsTheReset) {
   net.RunUntilIdle();
   EXPECT_EQ(net.sent(socket), "ok");
   EXPECT_EQ(owner.closed, 1);
-  EXPECT_EQ(owner.end, PumpEnd::kPeerReset);
+  EXPECT_EQ(owner.end, PumpEnd::kPeerReset);  // The receive saw it first.
+  EXPECT_EQ(owner.error, -ECONNRESET);
+  EXPECT_TRUE(net.closed(socket));
+}
+
+TEST_F(StreamPumpTest, AFailedSendIsReportedAsSuch) {
+  StreamPump pump(net, socket, session, owner, nullptr);
+  pump.Drive();
+  net.PeerSends(socket, "A\r\n");
+  net.Step();         // The receive; "ok A" is sent, and the next receive armed.
+  pump.PauseInput();  // (No receive after this one.)
+  net.PeerResets(socket);
+  net.RunUntilIdle();
+  EXPECT_EQ(owner.closed, 1);
+  EXPECT_TRUE(owner.end == PumpEnd::kSendFailed || owner.end == PumpEnd::kPeerReset);
   EXPECT_EQ(owner.error, -ECONNRESET);
   EXPECT_TRUE(net.closed(socket));
 }
@@ -290,6 +305,49 @@ TEST_F(StreamPumpTest, ConnectFailureIsReported) {
   EXPECT_EQ(owner.closed, 1);
   EXPECT_EQ(owner.end, PumpEnd::kConnectFailed);
   EXPECT_EQ(owner.error, -ECONNREFUSED);
+}
+
+// Output in pieces that stay put until consumed (as smtp::ClientSession's): sent without a
+// copy, consumed as each send completes.
+class PieceSession final : public StreamSession {
+ public:
+  void Feed(std::string_view) override {}
+  [[nodiscard]] std::string_view PendingOutput() const override {
+    return pieces.empty() ? std::string_view() : std::string_view(pieces.front()).substr(offset);
+  }
+  void ConsumeOutput(size_t bytes) override {
+    offset += bytes;
+    if (offset == pieces.front().size()) {
+      pieces.pop_front();
+      offset = 0;
+    }
+  }
+  [[nodiscard]] bool WantsInput() const override { return true; }
+  [[nodiscard]] bool WantsClose() const override { return false; }
+  void EndOfInput() override {}
+  [[nodiscard]] bool StableOutput() const override { return true; }
+  std::deque<std::string> pieces;
+  size_t offset = 0;
+};
+
+TEST_F(StreamPumpTest, StableOutputIsSentWithoutACopyAndConsumedAsItGoes) {
+  PieceSession pieces;
+  pieces.pieces = {"MAIL FROM:<a@b>\r\n", "RCPT TO:<c@d>\r\n"};
+  StreamPump pump(net, socket, pieces, owner, nullptr);
+  net.SetSendBytesMax(socket, 5);
+  net.StallSends(socket, true);
+  pump.Drive();
+  EXPECT_TRUE(pump.sending());
+  EXPECT_EQ(pump.sending_bytes(), 0u);                       // Nothing copied.
+  EXPECT_EQ(pieces.PendingOutput(), "MAIL FROM:<a@b>\r\n");  // Not consumed before it is sent.
+  net.StallSends(socket, false);
+  net.RunUntilIdle();
+  EXPECT_EQ(net.sent(socket), "MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n");
+  EXPECT_TRUE(pieces.pieces.empty()) << pieces.pieces.size() << " " << pieces.offset;
+  EXPECT_EQ(pump.bytes_sent(), net.sent(socket).size());
+  pump.Abort();
+  net.RunUntilIdle();
+  EXPECT_EQ(owner.closed, 1);
 }
 
 // A transport with state of its own: it greets before the session says anything (as a TLS
