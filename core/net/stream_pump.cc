@@ -123,14 +123,15 @@ void StreamPump::OnSent(const io::SocketResult& done) {
       net_.Send(socket_, std::string_view(out_).substr(out_offset_), send_op_);
       return;
     }
-  } else if (!closing_) {
-    // 0 bytes accepted, or an error (-EPIPE, -ECONNRESET, -ECANCELED): nothing more is sent.
-    PeerGone(PumpEnd::kSendFailed, done.result == 0 ? -EPIPE : done.result);
   }
   send_in_flight_ = false;
   borrowed_ = false;
   out_.clear();
   out_offset_ = 0;
+  if (done.result <= 0 && !closing_) {
+    // 0 bytes accepted, or an error (-EPIPE, -ECONNRESET, -ECANCELED): nothing more is sent.
+    PeerGone(PumpEnd::kSendFailed, done.result == 0 ? -EPIPE : done.result);
+  }
   if (closing_) {
     ContinueClose();
     return;
@@ -182,8 +183,8 @@ void StreamPump::BeginClose(PumpEnd reason) {
 }
 
 void StreamPump::ContinueClose() {
-  if (close_submitted_ || recv_armed_ || send_in_flight_ || connecting_) {
-    return;  // Each pending completion comes back here.
+  if (close_submitted_ || recv_armed_ || send_in_flight_ || connecting_ || held_) {
+    return;  // Each pending completion comes back here; Release is followed by a Drive.
   }
   close_submitted_ = true;
   net_.Close(socket_, close_op_);

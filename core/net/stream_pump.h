@@ -38,7 +38,8 @@
 // its sending side) reaches the session with EndOfInput and output still goes out (a client
 // may send QUIT and shut down its side, then read its replies); a reset or any socket error
 // stops all I/O and closes; Abort() cancels what is in flight, waits for every completion,
-// then closes: the pump never frees anything, and never names a socket after its close.
+// then closes (after the owner's hold, if one is set): the pump never frees anything, and never
+// names a socket after its close.
 //
 // Owned by one shard; not thread-safe. The session, transport, owner, net and timer wheel
 // outlive the pump. Destroy the pump only after OnPumpClosed, or when the Net will deliver no
@@ -196,15 +197,16 @@ class StreamPump final {
   void Connect(const sockaddr* address, socklen_t length);
   void Drive();
   // Closes now: stops reading, cancels what is in flight (a send that may never finish
-  // included), waits for every completion, closes the socket, then OnPumpClosed.
+  // included), waits for every completion and for the owner's hold, closes the socket, then
+  // OnPumpClosed.
   void Abort(PumpEnd reason = PumpEnd::kAborted);
 
   // Back-pressure: no receive is armed while paused (one already armed completes normally).
   void PauseInput() { input_paused_ = true; }
   void ResumeInput() { input_paused_ = false; }
-  // While held, the pump does not close on its own (the owner has work in flight that must
-  // answer the session first, such as a spool commit); Abort still closes. Drive() after
-  // releasing it.
+  // While held, the socket is not closed and OnPumpClosed does not run: the owner has work in
+  // flight that names the connection (a spool commit, a sender check) and must complete first.
+  // Nothing is sent or read after an Abort or a reset all the same. Drive() after Release().
   void Hold() { held_ = true; }
   void Release() { held_ = false; }
   // Calls owner.OnPumpTimeout once `deadline_ms` (monotonic) has passed; re-arming moves it.

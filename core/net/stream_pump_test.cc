@@ -148,6 +148,27 @@ TEST_F(StreamPumpTest, CloseWithAReceiveAndASendInFlightWaitsForBothThenClosesOn
   EXPECT_EQ(net.in_flight(), 0u);
 }
 
+TEST_F(StreamPumpTest, AnAbortedConnectionStaysOpenWhileTheOwnerHoldsIt) {
+  // An append to the spool names the connection: it must not be freed before it completes.
+  StreamPump pump(net, socket, session, owner, nullptr);
+  pump.Drive();
+  pump.Hold();
+  net.StallSends(socket, true);
+  net.PeerSends(socket, "A\r\n");
+  net.RunUntilIdle();
+  pump.Abort();
+  net.RunUntilIdle();
+  EXPECT_EQ(net.in_flight(), 0u);    // The receive and the send were cancelled...
+  EXPECT_FALSE(net.closed(socket));  // ...but the socket waits for the hold.
+  EXPECT_EQ(owner.closed, 0);
+  pump.Release();
+  pump.Drive();
+  net.RunUntilIdle();
+  EXPECT_TRUE(net.closed(socket));
+  EXPECT_EQ(owner.closed, 1);
+  EXPECT_EQ(owner.end, PumpEnd::kAborted);
+}
+
 TEST_F(StreamPumpTest, PeerResetMidSendClosesAndReportsTheReset) {
   StreamPump pump(net, socket, session, owner, nullptr);
   pump.Drive();

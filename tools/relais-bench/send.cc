@@ -637,6 +637,7 @@ class Sender {
       return;
     }
     l.connecting = false;
+    l.pump->Release();
     l.pump->Abort();  // Cancels what is in flight, waits for it, closes, then OnPumpClosed.
   }
 
