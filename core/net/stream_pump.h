@@ -41,6 +41,17 @@
 // then closes (after the owner's hold, if one is set): the pump never frees anything, and never
 // names a socket after its close.
 //
+// Porting a hand-written connection (ingress Shard::Connection, egress connections): the socket
+// is io::Socket::Registered(slot) for an AcceptDirect slot, Descriptor(fd) otherwise, and the
+// Net is Engine::net(). recv_armed / send_in_flight / close_submitted / send_buffer go; the
+// pipeline limit (send_buffer.size() < pipeline_bytes_max) is StreamPumpOptions::
+// sending_bytes_max; commit_pending / auth_pending become Hold() / Release() (set the hold
+// before the Drive that follows the event that starts the work); the recv_no_buffer counter
+// moves to OnRecvNoBuffer; "the client does not read its final reply" (a send stuck at a
+// timeout) is Abort(); peer_gone is peer_gone(); the Exim case (input ends, replies still go
+// out after the commit) is the pump's own. A session whose output view stays put until it is
+// consumed (smtp::ClientSession) returns true from StableOutput and is sent without a copy.
+//
 // Owned by one shard; not thread-safe. The session, transport, owner, net and timer wheel
 // outlive the pump. Destroy the pump only after OnPumpClosed, or when the Net will deliver no
 // more completions (the shard's engine is being torn down).
@@ -81,8 +92,8 @@ class StreamSession {
   ~StreamSession() = default;
 };
 
-// Any class with the six members, as a StreamSession.
-template <typename Session>
+// Any class with the six members, as a StreamSession; kStableOutput as StableOutput() says.
+template <typename Session, bool kStableOutput = false>
 class SessionAdapter final : public StreamSession {
  public:
   explicit SessionAdapter(Session& session) : session_(session) {}
@@ -92,6 +103,7 @@ class SessionAdapter final : public StreamSession {
   [[nodiscard]] bool WantsInput() const override { return session_.WantsInput(); }
   [[nodiscard]] bool WantsClose() const override { return session_.WantsClose(); }
   void EndOfInput() override { session_.EndOfInput(); }
+  [[nodiscard]] bool StableOutput() const override { return kStableOutput; }
 
  private:
   Session& session_;

@@ -371,6 +371,31 @@ TEST_F(StreamPumpTest, StableOutputIsSentWithoutACopyAndConsumedAsItGoes) {
   EXPECT_EQ(owner.closed, 1);
 }
 
+// A class with the six members, not derived from StreamSession.
+struct PlainLines {
+  void Feed(std::string_view bytes) { output.append(bytes); }
+  [[nodiscard]] std::string_view PendingOutput() const { return output; }
+  void ConsumeOutput(size_t bytes) { output.erase(0, bytes); }
+  [[nodiscard]] bool WantsInput() const { return !ended; }
+  [[nodiscard]] bool WantsClose() const { return false; }
+  void EndOfInput() { ended = true; }
+  std::string output;
+  bool ended = false;
+};
+
+TEST_F(StreamPumpTest, SessionAdapterDrivesAnyClassWithTheSixMembers) {
+  PlainLines echo;
+  SessionAdapter<PlainLines> adapter(echo);
+  StreamPump pump(net, socket, adapter, owner, nullptr);
+  pump.Drive();
+  net.PeerSends(socket, "echo me");
+  net.PeerShutsWrite(socket);
+  net.RunUntilIdle();
+  EXPECT_EQ(net.sent(socket), "echo me");
+  EXPECT_TRUE(echo.ended);
+  EXPECT_EQ(owner.end, PumpEnd::kPeerClosed);
+}
+
 // A transport with state of its own: it greets before the session says anything (as a TLS
 // handshake writes while the session wants nothing) and frames the session's bytes.
 class BracketTransport final : public Transport {
