@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <utility>
 
 #include "core/base/check.h"
@@ -37,13 +38,18 @@ void FakeNet::AcceptMultishot(Socket listener, SocketOp& op) {
   Start(Kind::kAcceptMultishot, listener, op);
 }
 
-void FakeNet::AcceptDirect(Socket listener, sockaddr*, socklen_t*, SocketOp& op) {
+void FakeNet::AcceptDirect(Socket listener, sockaddr* address, socklen_t* length, SocketOp& op) {
   Start(Kind::kAccept, listener, op);
+  waiting_.back().address = address;
+  waiting_.back().length = length;
 }
 
 Socket FakeNet::NewStreamSocket(int) { return Connected(false); }
 
-void FakeNet::Connect(Socket socket, const sockaddr*, socklen_t, SocketOp& op) {
+void FakeNet::Connect(Socket socket, const sockaddr* address, socklen_t length, SocketOp& op) {
+  State& state = At(socket);
+  state.peer = sockaddr_storage{};
+  std::memcpy(&state.peer, address, std::min<size_t>(length, sizeof(state.peer)));
   Start(Kind::kConnect, socket, op);
 }
 
@@ -85,8 +91,13 @@ bool FakeNet::Ready(Op& w, SocketResult& done, bool& last) {
       if (state.backlog.empty()) {
         return false;
       }
-      const Socket accepted = state.backlog.front();
+      const auto [accepted, from] = state.backlog.front();
       state.backlog.pop_front();
+      if (w.address != nullptr && w.length != nullptr) {
+        const socklen_t n = std::min<socklen_t>(*w.length, sizeof(from));
+        std::memcpy(w.address, &from, n);
+        *w.length = n;
+      }
       done.result = accepted.value();
       last = w.kind == Kind::kAccept;
       done.more = !last;
@@ -181,7 +192,7 @@ Socket FakeNet::Connected(bool registered) {
   return socket;
 }
 
-Socket FakeNet::PeerConnects(Socket listener) {
+Socket FakeNet::PeerConnects(Socket listener, const sockaddr_storage& from) {
   State& state = At(listener);
   RELAIS_CHECK(state.listener);
   // Whether the waiting accept is direct decides the kind of socket; look at the first one.
@@ -193,7 +204,7 @@ Socket FakeNet::PeerConnects(Socket listener) {
     }
   }
   const Socket socket = Connected(registered);
-  At(listener).backlog.push_back(socket);
+  At(listener).backlog.emplace_back(socket, from);
   return socket;
 }
 
@@ -221,6 +232,8 @@ const std::string& FakeNet::sent(Socket socket) const { return At(socket).sent; 
 std::string FakeNet::TakeSent(Socket socket) { return std::exchange(At(socket).sent, {}); }
 
 bool FakeNet::closed(Socket socket) const { return At(socket).closed; }
+
+const sockaddr_storage& FakeNet::connected_to(Socket socket) const { return At(socket).peer; }
 
 uint32_t FakeNet::in_flight(Socket socket) const {
   return static_cast<uint32_t>(std::count_if(waiting_.begin(), waiting_.end(),

@@ -19,6 +19,7 @@
 #include <map>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "core/io/net.h"
@@ -49,9 +50,11 @@ class FakeNet final : public Net {
   [[nodiscard]] Socket Listener();
   // A connected socket as an accept would return it (registered: a table slot).
   [[nodiscard]] Socket Connected(bool registered = false);
-  // A client connects to `listener`: its accept (if any is waiting) completes with a new
-  // socket, returned here.
-  Socket PeerConnects(Socket listener);
+  // A client from `from` connects to `listener`: the next accept completes with a new socket,
+  // returned here (an AcceptDirect's address gets `from`).
+  Socket PeerConnects(Socket listener, const sockaddr_storage& from = {});
+  // Where `socket` connected to (Connect's address), for a test that plays the next hop.
+  [[nodiscard]] const sockaddr_storage& connected_to(Socket socket) const;
   void PeerSends(Socket socket, std::string_view bytes);
   void PeerShutsWrite(Socket socket);  // EOF once the bytes already sent are read.
   void PeerResets(Socket socket);      // Every operation fails with ECONNRESET from now on.
@@ -79,6 +82,8 @@ class FakeNet final : public Net {
     SocketOp* op;
     std::string_view data;
     bool cancelled = false;
+    sockaddr* address = nullptr;  // AcceptDirect's out-parameters.
+    socklen_t* length = nullptr;
   };
   struct State {
     std::string inbound;  // Sent by the peer, not received yet.
@@ -88,7 +93,8 @@ class FakeNet final : public Net {
     bool closed = false;
     bool stalled = false;
     bool listener = false;
-    std::deque<Socket> backlog;  // Listener: connections not accepted yet.
+    std::deque<std::pair<Socket, sockaddr_storage>> backlog;  // Listener: not accepted yet.
+    sockaddr_storage peer{};                                  // Connect's address.
     size_t send_bytes_max = SIZE_MAX;
     int32_t connect_result = 0;
   };
