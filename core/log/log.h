@@ -17,7 +17,7 @@
 //
 // Emit() (lifecycle events: start, recovery, listening, shutdown, degraded modes, from any
 // thread) shares one channel behind a mutex; per-message lines go through a channel per
-// producer (tools/relaisd/shard_log, each delivery worker), never a mutex.
+// producer (core/log/shard_log, each delivery worker), never a mutex.
 #pragma once
 
 #include <cstddef>

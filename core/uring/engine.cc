@@ -16,6 +16,8 @@ constexpr uint64_t kIoOpTag = 1;  // user_data bit 0: an io::IoOp rather than a 
 
 uint64_t Tag(Completion& c) { return reinterpret_cast<uint64_t>(&c); }
 uint64_t Tag(io::IoOp& op) { return reinterpret_cast<uint64_t>(&op) | kIoOpTag; }
+// user_data bit 1: an io::SocketOp (the socket seam). Completions are at least 8-aligned.
+constexpr uint64_t kSocketOpTag = 2;
 
 std::string HowToFix(int error) {
   if (error == EPERM || error == EACCES) {
@@ -344,6 +346,8 @@ uint32_t Engine::Run(int64_t timeout_ms) {
       }
       if ((item.data & kIoOpTag) != 0) {
         reinterpret_cast<io::IoOp*>(item.data & ~kIoOpTag)->OnIoComplete(item.res);
+      } else if ((item.data & kSocketOpTag) != 0) {
+        DispatchSocketOp(item.data, item.res, item.flags);
       } else {
         reinterpret_cast<Completion*>(item.data)->OnCqe(item.res, item.flags);
       }
@@ -356,6 +360,24 @@ uint32_t Engine::Run(int64_t timeout_ms) {
 std::string_view Engine::Buffer(uint16_t buffer_id, uint32_t bytes) const {
   RELAIS_CHECK(buffer_id < options_.buffer_count && bytes <= options_.buffer_bytes);
   return std::string_view(buffers_ + size_t{buffer_id} * options_.buffer_bytes, bytes);
+}
+
+uint64_t Engine::SocketTag(io::SocketOp& op) {
+  return reinterpret_cast<uint64_t>(&op) | kSocketOpTag;
+}
+
+void Engine::DispatchSocketOp(uint64_t user_data, int32_t result, uint32_t flags) {
+  auto* op = reinterpret_cast<io::SocketOp*>(user_data & ~kSocketOpTag);
+  io::SocketResult done{result, {}, (flags & IORING_CQE_F_MORE) != 0};
+  if (!HasBuffer(flags)) {
+    op->OnSocketDone(done);
+    return;
+  }
+  // The op may free itself in its callback; the buffer is the engine's and goes back after.
+  const uint16_t buffer = BufferId(flags);
+  done.received = Buffer(buffer, result > 0 ? static_cast<uint32_t>(result) : 0);
+  op->OnSocketDone(done);
+  ReturnBuffer(buffer);
 }
 
 void Engine::ReturnBuffer(uint16_t buffer_id) {

@@ -33,6 +33,8 @@
 #include "core/base/random.h"
 #include "core/base/strings.h"
 #include "core/mail/ip_network.h"
+#include "core/net/net_address.h"
+#include "core/net/stream_pump.h"
 #include "core/timer/timer_wheel.h"
 #include "core/uring/engine.h"
 #include "protocols/smtp/client_session.h"
@@ -40,7 +42,6 @@
 #include "tools/relais-bench/flags.h"
 #include "tools/relais-bench/latency_histogram.h"
 #include "tools/relais-bench/ledger.h"
-#include "tools/relaisd/net_address.h"
 
 namespace relais::bench {
 namespace {
@@ -97,34 +98,34 @@ struct SendOptions {
 };
 
 class Sender;
-struct Link;
 
-enum class OpKind : uint8_t { kConnect, kRecv, kSend, kClose };
-
-struct LinkOp final : uring::Completion {
-  LinkOp(Link* l, OpKind k) : link(l), kind(k) {}
-  void OnCqe(int32_t result, uint32_t flags) override;
-  Link* link;
-  OpKind kind;
-};
-
-struct Link final : timer::Timer {
+// One of the run's connections, reopened as long as there is work: the SMTP client session
+// of the connection in hand, seen by its pump as a StreamSession.
+struct Link final : timer::Timer, net::StreamSession, net::StreamPumpOwner {
   Link(Sender* s, uint32_t i) : sender(s), index(i) {}
   void OnTimer() override;
 
+  // net::StreamSession over the client session. Its output pieces stay put until consumed,
+  // so the pump sends message bodies without copying them.
+  void Feed(std::string_view bytes) override { session->Feed(bytes); }
+  [[nodiscard]] std::string_view PendingOutput() const override { return session->PendingOutput(); }
+  void ConsumeOutput(size_t bytes) override;
+  [[nodiscard]] bool WantsInput() const override { return true; }
+  // Closes are the sender's (Process): the pump is held and closes only on Abort.
+  [[nodiscard]] bool WantsClose() const override { return false; }
+  void EndOfInput() override;
+  [[nodiscard]] bool StableOutput() const override { return true; }
+
+  // net::StreamPumpOwner.
+  void OnPumpReady(net::StreamPump&) override;
+  void OnPumpClosed(net::StreamPump&) override;
+
   Sender* sender;
   uint32_t index;
-  int fd = -1;
   std::optional<smtp::ClientSession> session;
-  LinkOp connect_op{this, OpKind::kConnect};
-  LinkOp recv_op{this, OpKind::kRecv};
-  LinkOp send_op{this, OpKind::kSend};
-  LinkOp close_op{this, OpKind::kClose};
+  std::optional<net::StreamPump> pump;  // The connection in hand.
   bool connecting = false;
-  bool recv_armed = false;
-  bool send_in_flight = false;
   bool closing = false;
-  bool close_submitted = false;
   bool dirty = false;
   bool waiting = false;         // Ready, waiting for the schedule to release a message.
   bool reconnect_wait = false;  // Between connections.
@@ -155,6 +156,7 @@ json LatencyJson(const LatencyHistogram& h) {
 }
 
 class Sender {
+  friend struct Link;  // Its pump callbacks land here.
  public:
   explicit Sender(SendOptions options)
       : options_(std::move(options)), random_(options_.seed), timers_(clock_.MonotonicMs(), 1) {
@@ -263,50 +265,37 @@ class Sender {
               uint64_t& lost) const;
   void PrintSummary(const json& report) const;
 
-  // Completion handlers.
-  void OnConnect(Link& l, int32_t result) {
-    l.connecting = false;
-    timers_.Cancel(l);
-    if (result < 0) {
-      ++connect_failures_;
-      last_connect_error_ = result == -ECANCELED
-                                ? StrCat("timed out after ", options_.timeout_ms, " ms")
-                                : std::string(std::strerror(-result));
-      ++errors_[StrCat("connect: ", last_connect_error_)];
-      l.closing = true;
-    } else {
-      ++connections_ok_;
-      l.connected_us = clock_.MonotonicMicros();
-      lat_.connect.Record(l.connected_us - l.connect_start_us);
+  // Pump events.
+  void OnPumpReady(Link& l) {
+    net::StreamPump& pump = *l.pump;
+    if (l.connecting) {
+      l.connecting = false;
+      timers_.Cancel(l);
+      if (pump.end() == net::PumpEnd::kConnectFailed) {
+        ConnectFailed(l, std::strerror(-pump.error()));
+        l.closing = true;
+      } else {
+        ++connections_ok_;
+        l.connected_us = clock_.MonotonicMicros();
+        lat_.connect.Record(l.connected_us - l.connect_start_us);
+      }
+    } else if (pump.peer_gone()) {
+      Lost(l, pump.end() == net::PumpEnd::kSendFailed
+                  ? StrCat("send: ", std::strerror(-pump.error()))
+                  : std::string(std::strerror(-pump.error())));
     }
     MarkDirty(l);
   }
-  void OnRecv(Link& l, int32_t result, uint32_t flags) {
-    l.recv_armed = false;
-    if (result > 0 && uring::Engine::HasBuffer(flags)) {
-      const uint16_t buffer = uring::Engine::BufferId(flags);
-      l.session->Feed(engine_->Buffer(buffer, static_cast<uint32_t>(result)));
-      engine_->ReturnBuffer(buffer);
-    } else if (result == 0) {
-      Lost(l, "closed by the server");
-    } else if (result != -ENOBUFS && result != -ECANCELED) {
-      Lost(l, std::strerror(-result));
-    }
-    MarkDirty(l);
+  void ConnectFailed(Link& /*l*/, std::string_view why) {
+    ++connect_failures_;
+    last_connect_error_ = why;
+    ++errors_[StrCat("connect: ", last_connect_error_)];
   }
-  void OnSend(Link& l, int32_t result) {
-    l.send_in_flight = false;
-    if (result < 0) {
-      if (result != -ECANCELED) {
-        Lost(l, StrCat("send: ", std::strerror(-result)));
-      }
-    } else {
-      l.session->ConsumeOutput(static_cast<size_t>(result));
-      if (!l.session->HasOutput() && l.session->data_end_queued() && l.data_end_sent_us == 0) {
-        l.data_end_sent_us = clock_.MonotonicMicros();
-      }
+  // What the pump sent of the session's output.
+  void OnSent(Link& l) {
+    if (!l.session->HasOutput() && l.session->data_end_queued() && l.data_end_sent_us == 0) {
+      l.data_end_sent_us = clock_.MonotonicMicros();
     }
-    MarkDirty(l);
   }
   // The link's last QUIT is queued: the run's work ends here for it, the connection a moment
   // later (after the server's 221, its close, or the reply timeout).
@@ -317,14 +306,14 @@ class Sender {
     }
   }
 
+  // The pump has closed the connection (or there was none); called from its last callback.
   void OnClosed(Link& l) {
     if (l.quitting) {
       l.quitting = false;
       --quitting_;
     }
-    l.fd = -1;
-    l.close_submitted = false;
     l.closing = false;
+    l.pump.reset();  // The pump touches nothing after OnPumpClosed.
     l.session.reset();
     if (!l.retired && HasWork()) {
       // Straight back after a connection that worked (message cap, or cut by the server);
@@ -349,7 +338,10 @@ class Sender {
       return;
     }
     if (l.connecting) {
-      engine_->Cancel(l.connect_op);
+      l.connecting = false;
+      ConnectFailed(l, StrCat("timed out after ", options_.timeout_ms, " ms"));
+      l.closing = true;
+      MarkDirty(l);
       return;
     }
     if (l.session && l.session->TimeoutMs() != 0) {
@@ -380,6 +372,8 @@ class Sender {
     }
   }
 
+  void OnEndOfInput(Link& l) { Lost(l, "closed by the server"); }
+
   void Lost(Link& l, std::string_view why) {
     if (l.session && !l.session->closed()) {
       if (l.lost_reason.empty()) {
@@ -395,10 +389,10 @@ class Sender {
     l.ehlo_sent_us = 0;
     l.messages_on_connection = 0;
     const int family = options_.address.ss_family;
-    l.fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (l.fd < 0) {
+    const io::Socket socket = engine_->net().NewStreamSocket(family);
+    if (!socket.valid()) {
       ++connect_failures_;
-      last_connect_error_ = StrCat("socket: ", std::strerror(errno));
+      last_connect_error_ = StrCat("socket: ", std::strerror(-socket.value()));
       ++errors_[last_connect_error_];
       l.reconnect_wait = true;
       timers_.Arm(l, clock_.MonotonicMs() + kReconnectDelayMs);
@@ -406,13 +400,13 @@ class Sender {
     }
     if (family != AF_UNIX) {
       const int one = 1;
-      setsockopt(l.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+      setsockopt(socket.value(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     }
     if (options_.bind && family == AF_INET) {
       // One source address per connection, so a run can hold more connections than one
       // address has ports, and per-address limits of the server see many clients.
       const int one = 1;
-      setsockopt(l.fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+      setsockopt(socket.value(), IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
       const mail::IpNetwork& n = *options_.bind;
       uint32_t base_address = 0;
       std::memcpy(&base_address, n.base.bytes.data(), 4);
@@ -422,7 +416,7 @@ class Sender {
       sockaddr_in source{};
       source.sin_family = AF_INET;
       source.sin_addr.s_addr = htonl(base_address + host);
-      if (bind(l.fd, reinterpret_cast<sockaddr*>(&source), sizeof(source)) != 0) {
+      if (bind(socket.value(), reinterpret_cast<sockaddr*>(&source), sizeof(source)) != 0) {
         ++errors_[StrCat("bind: ", std::strerror(errno))];
       }
     }
@@ -442,8 +436,9 @@ class Sender {
     l.connecting = true;
     l.connect_start_us = clock_.MonotonicMicros();
     timers_.Arm(l, clock_.MonotonicMs() + options_.timeout_ms);
-    engine_->Connect(l.fd, reinterpret_cast<const sockaddr*>(&options_.address),
-                     options_.address_length, l.connect_op);
+    l.pump.emplace(engine_->net(), socket, l, l, &timers_);
+    l.pump->Hold();  // Closed only by BeginClose.
+    l.pump->Connect(reinterpret_cast<const sockaddr*>(&options_.address), options_.address_length);
   }
 
   // Starts the next message on a ready connection; false when there is none to send (now).
@@ -564,7 +559,7 @@ class Sender {
     if (l.reconnect_wait || l.retired) {
       return;
     }
-    if (l.closing || l.fd < 0) {
+    if (l.closing || !l.pump) {
       BeginClose(l);
       return;
     }
@@ -608,17 +603,10 @@ class Sender {
         }
       }
     }
-    if (!l.send_in_flight && s.HasOutput()) {
-      if (l.ehlo_sent_us == 0 && !l.was_ready) {
-        l.ehlo_sent_us = clock_.MonotonicMicros();
-      }
-      l.send_in_flight = true;
-      engine_->Send(l.fd, s.PendingOutput(), l.send_op);
+    if (!l.pump->sending() && s.HasOutput() && l.ehlo_sent_us == 0 && !l.was_ready) {
+      l.ehlo_sent_us = clock_.MonotonicMicros();
     }
-    if (!l.recv_armed) {
-      l.recv_armed = true;
-      engine_->Recv(l.fd, l.recv_op);
-    }
+    l.pump->Drive();  // Sends the session's pending output (one send at a time), reads.
     const uint32_t timeout = s.TimeoutMs();
     if (timeout != 0) {
       timers_.Arm(l, clock_.MonotonicMs() + timeout);
@@ -634,17 +622,8 @@ class Sender {
     if (!l.reconnect_wait) {
       timers_.Cancel(l);
     }
-    if (l.connecting) {
-      engine_->Cancel(l.connect_op);
-    }
-    if (l.recv_armed) {
-      engine_->Cancel(l.recv_op);
-    }
-    if (l.send_in_flight) {
-      engine_->Cancel(l.send_op);
-    }
-    if (l.connecting || l.recv_armed || l.send_in_flight || l.close_submitted) {
-      return;
+    if (l.pump && l.pump->closing()) {
+      return;  // OnPumpClosed follows once every operation has completed.
     }
     if (l.in_message && l.session) {
       // The transaction was cut (a local timeout or cancel): settle it as lost.
@@ -653,12 +632,13 @@ class Sender {
         Complete(l);
       }
     }
-    if (l.fd < 0) {
+    if (!l.pump) {
       OnClosed(l);
       return;
     }
-    l.close_submitted = true;
-    engine_->Close(l.fd, l.close_op);
+    l.connecting = false;
+    l.pump->Release();
+    l.pump->Abort();  // Cancels what is in flight, waits for it, closes, then OnPumpClosed.
   }
 
   void Tick(bool final) {
@@ -746,28 +726,18 @@ class Sender {
 };
 
 void Link::OnTimer() { sender->OnTimer(*this); }
-
-void LinkOp::OnCqe(int32_t result, uint32_t flags) {
-  switch (kind) {
-    case OpKind::kConnect:
-      link->sender->OnConnect(*link, result);
-      break;
-    case OpKind::kRecv:
-      link->sender->OnRecv(*link, result, flags);
-      break;
-    case OpKind::kSend:
-      link->sender->OnSend(*link, result);
-      break;
-    case OpKind::kClose:
-      link->sender->OnClosed(*link);
-      break;
-  }
+void Link::ConsumeOutput(size_t bytes) {
+  session->ConsumeOutput(bytes);
+  sender->OnSent(*this);
 }
+void Link::EndOfInput() { sender->OnEndOfInput(*this); }
+void Link::OnPumpReady(net::StreamPump&) { sender->OnPumpReady(*this); }
+void Link::OnPumpClosed(net::StreamPump&) { sender->OnClosed(*this); }
 
 // A blocking conversation with the sink for XSTAT (run once, at the end).
 absl::StatusOr<std::string> AskSink(const std::string& address, const std::string& run) {
   std::string host, port;
-  if (!relaisd::SplitHostPort(address, host, port)) {
+  if (!net::SplitHostPort(address, host, port)) {
     return absl::InvalidArgumentError(StrCat("--sink ", address, ": expected host:port"));
   }
   addrinfo hints{};
@@ -1026,7 +996,7 @@ absl::Status ResolveTarget(SendOptions& o) {
     return absl::OkStatus();
   }
   std::string host, port;
-  if (!relaisd::SplitHostPort(o.target, host, port)) {
+  if (!net::SplitHostPort(o.target, host, port)) {
     return absl::InvalidArgumentError(
         StrCat("--target ", o.target, ": expected host:port, [v6]:port or a socket path"));
   }

@@ -19,13 +19,14 @@
 #include "core/base/clock.h"
 #include "core/base/random.h"
 #include "core/base/strings.h"
+#include "core/net/listener.h"
+#include "core/net/stream_pump.h"
 #include "core/timer/timer_wheel.h"
 #include "core/uring/engine.h"
 #include "tools/relais-bench/commands.h"
 #include "tools/relais-bench/flags.h"
 #include "tools/relais-bench/ledger.h"
 #include "tools/relais-bench/sink_session.h"
-#include "tools/relaisd/listener.h"
 
 namespace relais::bench {
 namespace {
@@ -79,41 +80,35 @@ std::vector<std::string_view> SplitColons(std::string_view text) {
 }
 
 class Sink;
-struct Conn;
 
-enum class OpKind : uint8_t { kRecv, kSend, kClose };
+// One client: the sink session and the pump that drives it over the socket. Freed when its
+// pump has closed.
+struct Conn final : net::StreamSession, net::StreamPumpOwner {
+  Conn(Sink* s, io::Net& net, io::Socket socket, timer::TimerWheel& timers,
+       const SinkOptions& options, SinkHandler& handler)
+      : sink(s), session(options, handler), pump(net, socket, *this, *this, &timers) {}
 
-struct ConnOp final : uring::Completion {
-  ConnOp(Conn* c, OpKind k) : conn(c), kind(k) {}
-  void OnCqe(int32_t result, uint32_t flags) override;
-  Conn* conn;
-  OpKind kind;
-};
+  // net::StreamSession. The sink reads whatever comes, always.
+  void Feed(std::string_view bytes) override { session.Feed(bytes); }
+  [[nodiscard]] std::string_view PendingOutput() const override { return session.PendingOutput(); }
+  void ConsumeOutput(size_t bytes) override { session.ConsumeOutput(bytes); }
+  [[nodiscard]] bool WantsInput() const override { return true; }
+  [[nodiscard]] bool WantsClose() const override { return session.WantsClose(); }
+  void EndOfInput() override {}  // The pump says input_ended(): the sink closes at once.
 
-struct Conn final : timer::Timer {
-  Conn(Sink* s, int f, const SinkOptions& options, SinkHandler& handler)
-      : sink(s), fd(f), session(options, handler) {}
-  void OnTimer() override;
+  // net::StreamPumpOwner.
+  void OnPumpReady(net::StreamPump&) override;
+  void OnPumpClosed(net::StreamPump&) override;
+  void OnPumpTimeout(net::StreamPump&) override;  // A delayed reply is due.
 
   Sink* sink;
-  int fd;
   SinkSession session;
-  // What the send in flight reads: a copy, since the session's output may grow (and move)
-  // while the kernel still has to read it.
-  std::string send_buffer;
-  size_t send_offset = 0;
-  ConnOp recv_op{this, OpKind::kRecv};
-  ConnOp send_op{this, OpKind::kSend};
-  ConnOp close_op{this, OpKind::kClose};
-  bool recv_armed = false;
-  bool send_in_flight = false;
-  bool peer_gone = false;
-  bool closing = false;
-  bool close_submitted = false;
+  net::StreamPump pump;
+  bool delay_armed = false;
   bool dirty = false;
 };
 
-class Sink final : public SinkHandler, public uring::Completion {
+class Sink final : public SinkHandler, public io::SocketOp {
  public:
   Sink(SinkOptions options, std::array<std::vector<ReplyRule>, kSteps> replies,
        std::array<std::vector<DelayRule>, kSteps> delays, uint64_t seed)
@@ -128,8 +123,8 @@ class Sink final : public SinkHandler, public uring::Completion {
   ~Sink() {
     engine_.reset();
     for (Conn* c : conns_) {
-      if (!c->close_submitted) {
-        ::close(c->fd);
+      if (!c->pump.close_submitted()) {
+        ::close(c->pump.socket().value());
       }
       delete c;
     }
@@ -141,13 +136,13 @@ class Sink final : public SinkHandler, public uring::Completion {
       return engine.status();
     }
     engine_ = std::move(*engine);
-    absl::StatusOr<relaisd::Listeners> listeners = relaisd::OpenListeners({listen}, 1);
+    absl::StatusOr<net::Listeners> listeners = net::OpenListeners({listen}, 1);
     if (!listeners.ok()) {
       return listeners.status();
     }
     listen_fd_ = listeners->fds_by_shard[0][0];
     bound = listeners->bound[0];
-    engine_->AcceptMultishot(listen_fd_, *this);
+    engine_->net().AcceptMultishot(io::Socket::Descriptor(listen_fd_), *this);
     return absl::OkStatus();
   }
 
@@ -240,12 +235,14 @@ class Sink final : public SinkHandler, public uring::Completion {
   std::string StatReply(std::string_view run) override { return ledger_.StatReply(run); }
 
   // Accept completions.
-  void OnCqe(int32_t result, uint32_t flags) override {
+  void OnSocketDone(const io::SocketResult& done) override {
+    const int32_t result = done.result;
     if (result >= 0) {
       const int one = 1;
       setsockopt(result, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
       ++connections_;
-      auto conn = std::make_unique<Conn>(this, result, options_, *this);
+      auto conn = std::make_unique<Conn>(this, engine_->net(), io::Socket::Descriptor(result),
+                                         timers_, options_, *this);
       Conn& c = *conn;
       conns_.insert(conn.release());
       c.session.Start();
@@ -253,49 +250,11 @@ class Sink final : public SinkHandler, public uring::Completion {
     } else if (result != -ECANCELED) {
       std::fprintf(stderr, "relais-bench sink: accept: %s\n", std::strerror(-result));
     }
-    if ((flags & IORING_CQE_F_MORE) == 0 && !StopRequested()) {
-      engine_->AcceptMultishot(listen_fd_, *this);  // The kernel ended the multishot: re-arm.
+    if (!done.more && !StopRequested()) {
+      // The kernel ended the multishot: re-arm.
+      engine_->net().AcceptMultishot(io::Socket::Descriptor(listen_fd_), *this);
     }
   }
-
-  void OnRecv(Conn& c, int32_t result, uint32_t flags) {
-    c.recv_armed = false;
-    if (result > 0 && uring::Engine::HasBuffer(flags)) {
-      const uint16_t buffer = uring::Engine::BufferId(flags);
-      c.session.Feed(engine_->Buffer(buffer, static_cast<uint32_t>(result)));
-      engine_->ReturnBuffer(buffer);
-    } else if (result != -ENOBUFS) {
-      c.peer_gone = true;  // Closed, reset or cancelled.
-    }
-    MarkDirty(c);
-  }
-  void OnSend(Conn& c, int32_t result, uint32_t /*flags*/) {
-    c.send_in_flight = false;
-    if (result < 0) {
-      c.peer_gone = true;
-    } else {
-      c.send_offset += static_cast<size_t>(result);
-      if (c.send_offset < c.send_buffer.size() && !c.closing) {
-        c.send_in_flight = true;  // A short send: the rest of the same bytes.
-        engine_->Send(c.fd, std::string_view(c.send_buffer).substr(c.send_offset), c.send_op);
-        return;
-      }
-      c.send_buffer.clear();
-      c.send_offset = 0;
-    }
-    MarkDirty(c);
-  }
-  void OnClosed(Conn& c, int32_t /*result*/, uint32_t /*flags*/) {
-    conns_.erase(&c);
-    delete &c;
-  }
-  void OnDelay(Conn& c) {
-    c.session.ReleaseDelayed();
-    MarkDirty(c);
-  }
-
- private:
-  double Uniform() { return static_cast<double>(random_.Next() >> 11) * 0x1.0p-53; }
 
   void MarkDirty(Conn& c) {
     if (!c.dirty) {
@@ -303,44 +262,36 @@ class Sink final : public SinkHandler, public uring::Completion {
       dirty_.push_back(&c);
     }
   }
+  void OnClosed(Conn& c) {
+    std::erase(dirty_, &c);
+    conns_.erase(&c);
+    delete &c;
+  }
+  void OnDelay(Conn& c) {
+    c.delay_armed = false;
+    c.session.ReleaseDelayed();
+    MarkDirty(c);
+  }
+
+ private:
+  double Uniform() { return static_cast<double>(random_.Next() >> 11) * 0x1.0p-53; }
 
   void Process(Conn& c) {
-    if (c.close_submitted) {
+    net::StreamPump& pump = c.pump;
+    if (pump.closing()) {
       return;
     }
-    const bool output = !c.session.PendingOutput().empty();
-    if (c.peer_gone || c.session.WantsAbort() ||
-        (c.session.WantsClose() && !output && !c.send_in_flight)) {
-      c.closing = true;
-    }
-    if (c.closing) {
-      timers_.Cancel(c);
-      if (c.recv_armed) {
-        engine_->Cancel(c.recv_op);
-      }
-      if (c.send_in_flight) {
-        engine_->Cancel(c.send_op);
-      }
-      if (!c.recv_armed && !c.send_in_flight) {
-        c.close_submitted = true;
-        engine_->Close(c.fd, c.close_op);
-      }
+    // A drop cuts the connection at once, and so does the end of the client's input (or a
+    // reset): nothing more is sent.
+    if (c.session.WantsAbort() || pump.input_ended() || pump.peer_gone()) {
+      pump.Abort();
       return;
     }
-    if (c.session.delay_ms() != 0 && !c.armed()) {
-      timers_.Arm(c, clock_.MonotonicMs() + c.session.delay_ms());
+    if (c.session.delay_ms() != 0 && !c.delay_armed) {
+      c.delay_armed = true;
+      pump.SetDeadline(clock_.MonotonicMs() + c.session.delay_ms());
     }
-    if (output && !c.send_in_flight) {
-      c.send_buffer.assign(c.session.PendingOutput());
-      c.session.ConsumeOutput(c.send_buffer.size());
-      c.send_offset = 0;
-      c.send_in_flight = true;
-      engine_->Send(c.fd, c.send_buffer, c.send_op);
-    }
-    if (!c.recv_armed) {
-      c.recv_armed = true;
-      engine_->Recv(c.fd, c.recv_op);
-    }
+    pump.Drive();  // Sends what is pending; closes once QUIT's reply is out; reads.
   }
 
   const SinkOptions options_;
@@ -363,21 +314,9 @@ class Sink final : public SinkHandler, public uring::Completion {
   uint64_t dropped_ = 0;
 };
 
-void Conn::OnTimer() { sink->OnDelay(*this); }
-
-void ConnOp::OnCqe(int32_t result, uint32_t flags) {
-  switch (kind) {
-    case OpKind::kRecv:
-      conn->sink->OnRecv(*conn, result, flags);
-      break;
-    case OpKind::kSend:
-      conn->sink->OnSend(*conn, result, flags);
-      break;
-    case OpKind::kClose:
-      conn->sink->OnClosed(*conn, result, flags);
-      break;
-  }
-}
+void Conn::OnPumpReady(net::StreamPump&) { sink->MarkDirty(*this); }
+void Conn::OnPumpClosed(net::StreamPump&) { sink->OnClosed(*this); }
+void Conn::OnPumpTimeout(net::StreamPump&) { sink->OnDelay(*this); }
 
 int Usage(const absl::Status& status) {
   std::fprintf(stderr, "relais-bench sink: %s\n%s", std::string(status.message()).c_str(),

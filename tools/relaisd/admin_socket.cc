@@ -12,7 +12,8 @@
 #include "absl/strings/str_format.h"
 #include "core/base/strings.h"
 #include "core/io/posix_io.h"
-#include "tools/relaisd/request_server.h"
+#include "core/net/listener.h"
+#include "core/net/request_server.h"
 
 namespace relais::relaisd {
 
@@ -96,6 +97,17 @@ absl::Status PrepareAdminSocketPath(const std::string& path) {
   }
   ::unlink(path.c_str());  // A stale socket of ours, from a crash; nothing answers on it.
   return absl::OkStatus();
+}
+
+absl::StatusOr<int> OpenAdminSocket(const std::string& path) {
+  if (path.size() >= sizeof(sockaddr_un::sun_path)) {
+    return absl::InvalidArgumentError(StrCat("admin socket ", path, ": path too long"));
+  }
+  // A directory only we can write, nothing of anyone else's at the path (see above).
+  if (absl::Status s = PrepareAdminSocketPath(path); !s.ok()) {
+    return s;
+  }
+  return net::OpenUnixListener(path);
 }
 
 }  // namespace relais::relaisd

@@ -13,11 +13,16 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 
 namespace relais::relaisd {
 
 // Creates the socket's directory when missing and checks it; removes a stale socket of ours.
 // Afterwards the caller binds `path`.
 [[nodiscard]] absl::Status PrepareAdminSocketPath(const std::string& path);
+
+// Binds the admin unix socket with mode 0600. Fails if a live daemon answers on it (two
+// daemons must never share a spool); removes a stale socket left by a crash.
+[[nodiscard]] absl::StatusOr<int> OpenAdminSocket(const std::string& path);
 
 }  // namespace relais::relaisd

@@ -15,7 +15,7 @@
 #include "core/base/check.h"
 #include "core/base/strings.h"
 #include "core/log/log.h"
-#include "tools/relaisd/net_address.h"
+#include "core/net/net_address.h"
 
 namespace relais::relaisd {
 

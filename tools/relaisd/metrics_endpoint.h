@@ -9,7 +9,7 @@
 #include <string_view>
 #include <vector>
 
-#include "tools/relaisd/request_server.h"
+#include "core/net/request_server.h"
 #include "tools/relaisd/shard_metrics.h"
 
 namespace relais::relaisd {

@@ -25,6 +25,8 @@
 #include "absl/status/statusor.h"
 #include "core/base/clock.h"
 #include "core/base/random.h"
+#include "core/log/shard_log.h"
+#include "core/net/request_server.h"
 #include "core/timer/timer_wheel.h"
 #include "core/uring/engine.h"
 #include "core/uring/mesh.h"
@@ -39,8 +41,6 @@
 #include "tools/relaisd/delivery_worker.h"
 #include "tools/relaisd/egress.h"
 #include "tools/relaisd/metrics_endpoint.h"
-#include "tools/relaisd/request_server.h"
-#include "tools/relaisd/shard_log.h"
 #include "tools/relaisd/shard_metrics.h"
 #include "tools/relaisd/shard_resolver.h"
 

@@ -1,7 +1,7 @@
-// tools/relaisd/shard_log.cc — see shard_log.h.
-#include "tools/relaisd/shard_log.h"
+// core/log/shard_log.cc — see shard_log.h.
+#include "core/log/shard_log.h"
 
-namespace relais::relaisd {
+namespace relais::log {
 
 ShardLog::ShardLog(const base::Clock& clock, int shard, size_t buffer_bytes_max)
     : clock_(clock), shard_(shard), channel_(log::OpenChannel(shard, buffer_bytes_max)) {}
@@ -22,4 +22,4 @@ void ShardLog::Flush() {
   }
 }
 
-}  // namespace relais::relaisd
+}  // namespace relais::log

@@ -1,4 +1,4 @@
-#include "tools/relaisd/listener.h"
+#include "core/net/listener.h"
 
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -14,10 +14,9 @@
 
 #include "core/base/strings.h"
 #include "core/io/posix_io.h"
-#include "tools/relaisd/admin_socket.h"
-#include "tools/relaisd/net_address.h"
+#include "core/net/net_address.h"
 
-namespace relais::relaisd {
+namespace relais::net {
 namespace {
 
 absl::Status SocketError(const std::string& address, const char* what) {
@@ -139,17 +138,13 @@ absl::Status OpenListener(const std::string& address, uint32_t shards, uint32_t 
 
 }  // namespace
 
-absl::StatusOr<int> OpenAdminSocket(const std::string& path) {
+absl::StatusOr<int> OpenUnixListener(const std::string& path) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (path.size() >= sizeof(addr.sun_path)) {
-    return absl::InvalidArgumentError(base::StrCat("admin socket ", path, ": path too long"));
+    return absl::InvalidArgumentError(base::StrCat("unix socket ", path, ": path too long"));
   }
   std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  // A directory only we can write, nothing of anyone else's at the path (admin_socket.h).
-  if (absl::Status s = PrepareAdminSocketPath(path); !s.ok()) {
-    return s;
-  }
   const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) {
     return SocketError(path, "socket");
@@ -178,4 +173,4 @@ absl::StatusOr<Listeners> OpenListeners(const std::vector<std::string>& addresse
   return out;
 }
 
-}  // namespace relais::relaisd
+}  // namespace relais::net

@@ -1,6 +1,6 @@
-// tools/relaisd/listener_test.cc — the listening sockets: shards share a port among themselves,
+// core/net/listener_test.cc — the listening sockets: shards share a port among themselves,
 // never with another socket already listening there, and a restart gets its port back at once.
-#include "tools/relaisd/listener.h"
+#include "core/net/listener.h"
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
@@ -12,7 +12,7 @@
 
 #include <string>
 
-namespace relais::relaisd {
+namespace relais::net {
 namespace {
 
 void CloseAll(const Listeners& listeners) {
@@ -162,4 +162,4 @@ TEST(Listeners, BadAddressesAreNamed) {
 }
 
 }  // namespace
-}  // namespace relais::relaisd
+}  // namespace relais::net

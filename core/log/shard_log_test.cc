@@ -1,6 +1,6 @@
-// tools/relaisd/shard_log_test.cc — per-shard log lines through the log writer: written in
+// core/log/shard_log_test.cc — per-shard log lines through the log writer: written in
 // whole lines, and when nobody reads them, dropped and counted instead of blocking the loop.
-#include "tools/relaisd/shard_log.h"
+#include "core/log/shard_log.h"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -9,7 +9,7 @@
 
 #include <string>
 
-namespace relais::relaisd {
+namespace relais::log {
 namespace {
 
 TEST(ShardLog, WritesWholeLines) {
@@ -71,4 +71,4 @@ TEST(ShardLog, AReaderThatStopsCostsLinesNotTime) {
 }
 
 }  // namespace
-}  // namespace relais::relaisd
+}  // namespace relais::log

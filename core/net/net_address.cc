@@ -1,4 +1,4 @@
-#include "tools/relaisd/net_address.h"
+#include "core/net/net_address.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -8,7 +8,7 @@
 
 #include "core/base/strings.h"
 
-namespace relais::relaisd {
+namespace relais::net {
 
 bool SplitHostPort(std::string_view address, std::string& host, std::string& port,
                    bool allow_port_zero) {
@@ -66,4 +66,21 @@ std::string SocketAddressText(const sockaddr_storage& address) {
   }
 }
 
-}  // namespace relais::relaisd
+std::optional<mail::IpAddress> PeerAddress(const sockaddr_storage& address) {
+  mail::IpAddress a;
+  if (address.ss_family == AF_INET) {
+    a.family = AF_INET;
+    std::memcpy(a.bytes.data(), &reinterpret_cast<const sockaddr_in*>(&address)->sin_addr, 4);
+    return a;
+  }
+  if (address.ss_family == AF_INET6) {
+    const auto* sin6 = reinterpret_cast<const sockaddr_in6*>(&address);
+    a.family = AF_INET6;
+    std::memcpy(a.bytes.data(), &sin6->sin6_addr, 16);
+    a.Unmap();
+    return a;
+  }
+  return std::nullopt;
+}
+
+}  // namespace relais::net

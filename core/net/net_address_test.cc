@@ -1,11 +1,11 @@
-// tools/relaisd/net_address_test.cc — host:port parsing and socket address text.
-#include "tools/relaisd/net_address.h"
+// core/net/net_address_test.cc — host:port parsing and socket address text.
+#include "core/net/net_address.h"
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 
-namespace relais::relaisd {
+namespace relais::net {
 namespace {
 
 TEST(NetAddress, SplitsHostAndPort) {
@@ -42,5 +42,26 @@ TEST(NetAddress, FormatsSocketAddresses) {
   EXPECT_EQ(SocketAddressText(t), "[2001:db8::1]:2525");
 }
 
+TEST(NetAddress, PeerAddressUnmapsIpv4AndRefusesOtherFamilies) {
+  sockaddr_storage s{};
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&s);
+  v4->sin_family = AF_INET;
+  inet_pton(AF_INET, "192.0.2.7", &v4->sin_addr);
+  ASSERT_TRUE(PeerAddress(s).has_value());
+  EXPECT_EQ(PeerAddress(s)->ToString(), "192.0.2.7");
+  sockaddr_storage t{};
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&t);
+  v6->sin6_family = AF_INET6;
+  inet_pton(AF_INET6, "::ffff:198.51.100.2", &v6->sin6_addr);
+  ASSERT_TRUE(PeerAddress(t).has_value());
+  EXPECT_EQ(PeerAddress(t)->family, AF_INET);
+  EXPECT_EQ(PeerAddress(t)->ToString(), "198.51.100.2");
+  inet_pton(AF_INET6, "2001:db8::9", &v6->sin6_addr);
+  EXPECT_EQ(PeerAddress(t)->ToString(), "2001:db8::9");
+  sockaddr_storage u{};
+  u.ss_family = AF_UNIX;
+  EXPECT_FALSE(PeerAddress(u).has_value());
+}
+
 }  // namespace
-}  // namespace relais::relaisd
+}  // namespace relais::net

@@ -1,6 +1,6 @@
-// tools/relaisd/request_server_test.cc — the one-request server on a real io_uring: answers,
+// core/net/request_server_test.cc — the one-request server on a real io_uring: answers,
 // limits on size, clients and time.
-#include "tools/relaisd/request_server.h"
+#include "core/net/request_server.h"
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
@@ -13,8 +13,10 @@
 #include <vector>
 
 #include "core/base/clock.h"
+#include "core/io/fake_net.h"
+#include "core/uring/engine.h"
 
-namespace relais::relaisd {
+namespace relais::net {
 namespace {
 
 class LineHandler final : public RequestHandler {
@@ -42,7 +44,7 @@ class Fixture : public ::testing::Test {
     socklen_t len = sizeof(a);
     ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len);
     address_ = a;
-    server_ = std::make_unique<RequestServer>(*engine_, timers_, clock_, listen_fd_,
+    server_ = std::make_unique<RequestServer>(engine_->net(), timers_, clock_, listen_fd_,
                                               RequestServerOptions{2, 64, 200}, handler_);
     server_->Arm();
   }
@@ -149,6 +151,84 @@ TEST_F(Fixture, AFloodOfIdleClientsStillLetsARequestThrough) {
   ::close(c);
 }
 
+// Over the fake socket seam: answers that come later (an admin query waits for other shards)
+// and clients that go away meanwhile.
+class DeferringHandler final : public RequestHandler {
+ public:
+  size_t RequestEnd(std::string_view input) override {
+    const size_t n = input.find('\n');
+    return n == std::string_view::npos ? kNeedMore : n + 1;
+  }
+  void OnRequest(RequestServer&, uint64_t client, std::string_view) override {
+    clients.push_back(client);
+  }
+  std::string TooLarge() override { return "too large\n"; }
+  std::vector<uint64_t> clients;
+};
+
+class FakeFixture : public ::testing::Test {
+ protected:
+  io::FakeNet net_;
+  base::FakeClock clock_;
+  timer::TimerWheel timers_{clock_.MonotonicMs(), 5};
+  io::Socket listener_ = net_.Listener();
+  DeferringHandler handler_;
+  RequestServer server_{
+      net_, timers_, clock_, listener_.value(), RequestServerOptions{2, 64, 200}, handler_};
+};
+
+TEST_F(FakeFixture, ALaterAnswerGoesOutAndAnAnswerForAGoneClientIsDropped) {
+  server_.Arm();
+  const io::Socket a = net_.PeerConnects(listener_);
+  const io::Socket b = net_.PeerConnects(listener_);
+  net_.RunUntilIdle();
+  net_.PeerSends(a, "stats\n");
+  net_.PeerSends(b, "stats\n");
+  net_.RunUntilIdle();
+  ASSERT_EQ(handler_.clients.size(), 2u);
+  EXPECT_EQ(net_.in_flight(a), 0u);  // Answered: nothing more is read.
+  net_.PeerResets(b);                // Gone while its answer is computed.
+  server_.Respond(handler_.clients[0], "a: 1\n");
+  server_.Respond(handler_.clients[1], "b: 2\n");
+  net_.RunUntilIdle();
+  EXPECT_EQ(net_.sent(a), "a: 1\n");
+  EXPECT_TRUE(net_.closed(a));
+  EXPECT_EQ(net_.sent(b), "");
+  EXPECT_TRUE(net_.closed(b));
+  server_.Respond(handler_.clients[1], "late\n");  // The client is freed: nothing happens.
+  net_.RunUntilIdle();
+  server_.Stop();
+  net_.RunUntilIdle();
+}
+
+TEST_F(FakeFixture, AnEvictedClientIsClosedWithItsReceiveInFlight) {
+  server_.Arm();
+  const io::Socket a = net_.PeerConnects(listener_);
+  const io::Socket b = net_.PeerConnects(listener_);
+  net_.RunUntilIdle();
+  EXPECT_EQ(net_.in_flight(a), 1u);  // Its receive waits for a request.
+  const io::Socket c = net_.PeerConnects(listener_);
+  net_.RunUntilIdle();
+  EXPECT_EQ(server_.evicted(), 1u);
+  EXPECT_TRUE(net_.closed(a));  // The fake refuses a close with the receive still in flight.
+  EXPECT_FALSE(net_.closed(b));
+  net_.PeerSends(c, "x\n");
+  net_.RunUntilIdle();
+  ASSERT_EQ(handler_.clients.size(), 1u);
+  clock_.AdvanceMs(250);
+  timers_.Advance(clock_.MonotonicMs());
+  net_.RunUntilIdle();
+  EXPECT_TRUE(net_.closed(b));  // Timed out; c, answered, has no deadline.
+  EXPECT_EQ(server_.timed_out(), 1u);
+  EXPECT_FALSE(net_.closed(c));
+  server_.Respond(handler_.clients[0], "y\n");
+  net_.RunUntilIdle();
+  EXPECT_EQ(net_.sent(c), "y\n");
+  EXPECT_TRUE(net_.closed(c));
+  server_.Stop();
+  net_.RunUntilIdle();
+}
+
 TEST(PeerCredentials, OurOwnUserIsTrusted) {
   int pair[2];
   ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
@@ -161,4 +241,4 @@ TEST(PeerCredentials, OurOwnUserIsTrusted) {
 }
 
 }  // namespace
-}  // namespace relais::relaisd
+}  // namespace relais::net
