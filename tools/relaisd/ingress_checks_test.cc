@@ -4,7 +4,10 @@
 #include "tools/relaisd/ingress_checks.h"
 
 #include <gtest/gtest.h>
+#include <poll.h>
 
+#include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -14,9 +17,13 @@ namespace {
 class NoListener final : public CheckListener {
  public:
   void OnSenderChecked(CheckState&) override { ++sender_checked; }
-  void OnMessageChecked(CheckState&, const authcheck::Judgement&, std::string) override {
+  void OnMessageChecked(CheckState&, const authcheck::Judgement& j, std::string h) override {
     ++message_checked;
+    judgement = j;
+    header = std::move(h);
   }
+  authcheck::Judgement judgement;
+  std::string header;
   int sender_checked = 0;
   int message_checked = 0;
 };
@@ -118,6 +125,107 @@ TEST_F(IngressChecksTest, AnyChecksIsFalseOnlyWhenEveryPolicyIsOff) {
   EXPECT_FALSE(AnyChecks({Policy(Mode::kOff, Mode::kOff, Mode::kOff)}));
   EXPECT_TRUE(AnyChecks({Policy(Mode::kOff, Mode::kTag, Mode::kOff)}));
   EXPECT_FALSE(AnyChecks({}));
+}
+
+// poll() over the resolver's sockets: the shard's loop in miniature.
+struct PollLoop final : dns::SocketWatcher {
+  std::map<int, short> watched;
+  void Watch(int fd, bool readable, bool writable) override {
+    if (!readable && !writable) {
+      watched.erase(fd);
+    } else {
+      watched[fd] = static_cast<short>((readable ? POLLIN : 0) | (writable ? POLLOUT : 0));
+    }
+  }
+  void RunUntil(dns::Resolver& r, const std::function<bool()>& done) {
+    for (int turns = 0; !done() && turns < 200; ++turns) {
+      std::vector<pollfd> fds;
+      for (const auto& [fd, events] : watched) {
+        fds.push_back({fd, events, 0});
+      }
+      const int64_t timeout = r.TimeoutMs();
+      poll(fds.data(), fds.size(), timeout < 0 ? 50 : static_cast<int>(timeout));
+      for (const pollfd& p : fds) {
+        if ((p.revents & (POLLIN | POLLERR | POLLHUP)) != 0) {
+          r.OnReadable(p.fd);
+        }
+        if ((p.revents & POLLOUT) != 0) {
+          r.OnWritable(p.fd);
+        }
+      }
+      r.OnTimer();
+    }
+  }
+};
+
+class DnsDownTest : public IngressChecksTest {
+ protected:
+  void SetUp() override {
+    dns::ResolverOptions dns;
+    dns.servers = {"127.0.0.1:9"};  // Discard: nothing answers there.
+    dns.timeout_ms = 100;
+    dns.tries = 1;
+    auto resolver = dns::Resolver::Create(dns, loop_, clock_);
+    ASSERT_TRUE(resolver.ok()) << resolver.status();
+    resolver_ = std::move(*resolver);
+  }
+  PollLoop loop_;
+  std::unique_ptr<dns::Resolver> resolver_;
+};
+
+// The whole sender check with DNS down (a server that does not answer): SPF is temperror, and
+// a rejecting policy that defers temperrors makes MAIL FROM wait with 451 4.7.24.
+TEST_F(DnsDownTest, SenderCheckDefersMailFrom) {
+  options_.auth_by_listener[0].defer_temperror = true;
+  IngressChecks checks(options_, resolver_.get(), clock_, random_, metrics_, log_, listener_);
+  const mail::IpAddress client = *mail::IpAddress::Parse("192.0.2.1");
+  smtp::ServerSession session(session_options_, client);
+  CheckState state;
+  checks.Admit(state, session, client, 0);
+  session.Start();
+  Feed(session, "EHLO client.example\r\nMAIL FROM:<a@sender.test>\r\n");
+  ASSERT_TRUE(session.TakeSenderCheck());
+  checks.StartSenderCheck(state, session, client);
+  EXPECT_TRUE(state.pending);
+  loop_.RunUntil(*resolver_, [&] { return listener_.sender_checked > 0; });
+  ASSERT_EQ(listener_.sender_checked, 1);
+  EXPECT_FALSE(state.pending);
+  ASSERT_NE(state.spf_outcome, nullptr);
+  EXPECT_EQ(state.spf_outcome->result, spf::Result::kTempError);
+  std::string out(session.PendingOutput());
+  EXPECT_EQ(out.rfind("451 4.7.24 ", 0), 0u) << out;
+  EXPECT_EQ(metrics_.auth_deferred_spf.value(), 1u);
+  EXPECT_EQ(metrics_.auth_spf[static_cast<size_t>(spf::Result::kTempError)].value(), 1u);
+}
+
+// The message check with DNS down: nothing could be verified, so the owner hears the verdict
+// with an Authentication-Results field that says temperror (never "none"), and the check's
+// state is released before the body changes.
+TEST_F(DnsDownTest, MessageCheckEndsWithTemperrorResults) {
+  options_.auth_by_listener[0].spf = authcheck::Mode::kOff;  // Straight to the message.
+  IngressChecks checks(options_, resolver_.get(), clock_, random_, metrics_, log_, listener_);
+  const mail::IpAddress client = *mail::IpAddress::Parse("192.0.2.1");
+  smtp::ServerSession session(session_options_, client);
+  CheckState state;
+  checks.Admit(state, session, client, 0);
+  session.Start();
+  Feed(session,
+       "EHLO client.example\r\nMAIL FROM:<a@sender.test>\r\nRCPT TO:<b@example.com>\r\n"
+       "DATA\r\n");
+  Feed(session, "From: a@sender.test\r\nSubject: x\r\n\r\nbody\r\n.\r\n");
+  ASSERT_TRUE(session.TakeCommitRequest());
+  ASSERT_NE(state.body_hashes, nullptr);  // The body observer saw the message.
+  checks.StartMessageCheck(state, session, client);
+  loop_.RunUntil(*resolver_, [&] { return listener_.message_checked > 0; });
+  ASSERT_EQ(listener_.message_checked, 1);
+  EXPECT_FALSE(state.pending);
+  EXPECT_EQ(state.message_check, nullptr);
+  EXPECT_EQ(state.body_hashes, nullptr);
+  EXPECT_EQ(listener_.header.rfind("Authentication-Results: mx.example;", 0), 0u)
+      << listener_.header;
+  EXPECT_NE(listener_.header.find("dmarc=temperror"), std::string::npos) << listener_.header;
+  EXPECT_EQ(listener_.judgement.verdict, authcheck::Verdict::kAccept);  // No policy was found.
+  EXPECT_EQ(metrics_.auth_dmarc[static_cast<size_t>(dmarc::Result::kTempError)].value(), 1u);
 }
 
 class IngressVerdictTest : public IngressChecksTest {
