@@ -2,9 +2,10 @@
 // their timers and transfer deadlines, the checks (through IngressChecks) and the commit of
 // each message to the shard's spool.
 //
-// A connection lives in a slot until its close completes; it is never freed while an operation,
-// an append or a check names it. Socket I/O is kept together (OnRecv, OnSend, Pump, BeginClose,
-// OnClosed) so that a shared stream pump can take it over. A message is appended to the spool
+// A connection (ingress_connection.h) lives in a slot until its close completes; it is never
+// freed while an operation, an append or a check names it. Its socket I/O is kept together in
+// ingress_io.cc (OnRecv, OnSend, Pump, BeginClose, OnClosed) so that a shared stream pump can
+// take it over. A message is appended to the spool
 // when its session asks for a commit, after the header limits and, for a checked client, DKIM
 // and DMARC; its 250 waits for the group commit that makes it durable, and then it is enqueued
 // for delivery. Ingress never runs the loop, flushes the spool or talks to other shards: the
