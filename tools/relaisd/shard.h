@@ -1,11 +1,16 @@
 // tools/relaisd/shard.h — one pinned thread and everything it owns: its io_uring engine, its
-// SO_REUSEPORT listeners, its SMTP sessions, its spool and its timers. The only place where
-// engine, protocols and spool meet.
+// timers, its spool and scheduler, its DNS resolver, its log and metrics, and the units that do
+// the work on them: Ingress (ingress.h: listeners' accepts, SMTP sessions, the checks, the
+// commit to the spool), the delivery driving (delivery worker and egress pools), and on shard 0
+// the admin service (admin_service.h) and the metrics endpoint. The shard is the loop and the
+// wiring: it creates those units over its engine, timers, clock and spool, routes mesh
+// handoffs, and stops them in order.
 //
 // One loop turn: run completions (network, spool, mesh wake-ups), fire due timers, pump every
-// connection that changed (store finished messages, send replies, re-arm receives), then start
-// one group commit of everything appended this turn. Replies produced in a turn leave in one
-// send per connection; the SQEs of a turn are submitted together with the wait.
+// connection that changed (Ingress::PumpDirty: store finished messages, send replies, re-arm
+// receives), start due deliveries, publish metrics, then start one group commit of everything
+// appended this turn. Replies produced in a turn leave in one send per connection; the SQEs of
+// a turn are submitted together with the wait.
 //
 // Created on the startup thread (so errors reach main), then run on its own thread. Not
 // thread-safe: other shards reach it only through the mesh.
@@ -37,9 +42,11 @@
 #include "queue/scheduler/scheduler.h"
 #include "queue/spool/spool.h"
 #include "tools/relaisd/admin.h"
+#include "tools/relaisd/admin_service.h"
 #include "tools/relaisd/connection_limiter.h"
 #include "tools/relaisd/delivery_worker.h"
 #include "tools/relaisd/egress.h"
+#include "tools/relaisd/ingress.h"
 #include "tools/relaisd/metrics_endpoint.h"
 #include "tools/relaisd/shard_metrics.h"
 #include "tools/relaisd/shard_resolver.h"
@@ -95,7 +102,8 @@ struct ShardOptions {
   const std::vector<authcheck::SigningKey>* signing_keys = nullptr;
 };
 
-// Handoff kinds on the mesh.
+// Handoff kinds on the mesh: a stop (from shard 0's signal reader), an admin query (from shard
+// 0's AdminServer to a shard's AdminService) and its answer (back to shard 0).
 enum class HandoffKind : uint16_t { kStop = 1, kAdminQuery = 2, kAdminAnswer = 3 };
 
 class Shard final : EgressListener {
@@ -120,51 +128,16 @@ class Shard final : EgressListener {
   void Run();
 
  private:
-  struct Connection;
-  class Acceptor;
   class SignalReader;
   class DeliveryReader;
-  class AdminServer;
 
   Shard(const ShardOptions& options, std::vector<int> listen_fds, ConnectionLimiter& limiter,
         uring::Mesh& mesh, std::unique_ptr<uring::Engine> engine);
 
-  void OnAccept(uring::FixedFile socket, std::optional<mail::IpAddress> peer, uint32_t listener);
-  void OnRecvThunk(Connection& c, int32_t result, uint32_t flags);
-  void OnSendThunk(Connection& c, int32_t result, uint32_t flags);
-  void OnClosedThunk(Connection& c, int32_t result, uint32_t flags);
-  void OnRecv(Connection& c, int32_t result, uint32_t flags);
-  void OnSend(Connection& c, int32_t result);
-  void OnClosed(Connection& c);
-  void OnTimeout(Connection& c);
-  // Starts or ends the per-message deadline as the session enters or leaves a message transfer,
-  // then arms the connection's timer for the session's timeout, never past that deadline.
-  void ArmSessionTimer(Connection& c);
-  [[nodiscard]] bool Stressed() const;
-  [[nodiscard]] uint64_t TransferDeadlineMs(const Connection& c) const;
-  void OnAppendDone(Connection& c, spool::AppendOutcome outcome, const mail::MessageId& id);
   // Gauges and mirrored totals, once per loop turn.
   void PublishMetrics();
   void OnHandoff(uint32_t from, uring::Handoff&& handoff);
-  void MarkDirty(Connection& c);
-  void Pump(Connection& c);
-  void StoreMessages(Connection& c);
-  // The reply refusing a message whose header section is over a limit (counted); kOk if none.
-  [[nodiscard]] smtp::Reply HeaderRefusal(std::string_view message);
-  // Appends the session's message to the spool with `auth_header`, the trace header and
-  // `signatures` (DKIM-Signature fields) on top, each possibly empty; the 250 waits for the
-  // group commit.
-  void Commit(Connection& c, std::string_view auth_header, std::string_view signatures = {});
-  [[nodiscard]] bool AuthEnabled() const;
-  // SPF at MAIL FROM; answers the session's sender check when the evaluation ends.
-  void StartSenderCheck(Connection& c);
-  void FinishSenderCheck(Connection& c, bool complete);
-  // DKIM and DMARC at the end of data; then the message is refused or committed.
-  void StartMessageCheck(Connection& c);
-  void FinishMessageCheck(Connection& c, bool complete);
-  void BeginClose(Connection& c);
-  [[nodiscard]] std::unique_ptr<AdminAnswer> AnswerAdmin(const AdminQuery& query);
-  [[nodiscard]] MessageView View(const spool::StoredMessage& message) const;
+  // In order; a handoff a full ring refuses waits in the outbox and is retried every turn.
   void SendToShard(uint32_t to, uring::Handoff&& handoff);
   void StartDeliveries();
   void OnDeliveriesDone();
@@ -178,7 +151,6 @@ class Shard final : EgressListener {
   [[nodiscard]] bool QueueBounce(const mail::MessageId& original, std::string&& report);
   void BeginStop();
   [[nodiscard]] bool StopComplete();
-  std::string_view Rfc5322Date();
 
   const ShardOptions options_;
   std::vector<int> listen_fds_;
@@ -186,14 +158,10 @@ class Shard final : EgressListener {
   std::unique_ptr<uring::Engine> engine_;
   base::SystemClock clock_;
   std::unique_ptr<ShardResolver> resolver_;  // Null when every check is off.
-  dkim::KeyCache dkim_keys_;                 // Parsed DKIM public keys, by key record.
   timer::TimerWheel timers_;
   std::unique_ptr<spool::Spool> spool_;
   uring::MeshPort port_;
-  smtp::ReceiveBudget receive_budget_;
-  smtp::SessionOptions session_options_;
 
-  std::vector<std::unique_ptr<Acceptor>> acceptors_;
   std::unique_ptr<SignalReader> signal_reader_;
   base::Random random_;
   std::unique_ptr<scheduler::Scheduler> scheduler_;
@@ -216,19 +184,16 @@ class Shard final : EgressListener {
   uint64_t next_token_ = 1;
   int signal_fd_ = -1;
   int admin_fd_ = -1;
-  std::unique_ptr<AdminServer> admin_;
   std::deque<std::pair<uint32_t, uring::Handoff>> outbox_;  // Handoffs a full ring refused.
-  std::vector<std::unique_ptr<Connection>> connections_;    // Slots; null when free.
-  std::vector<uint32_t> free_slots_;
-  uint32_t live_connections_ = 0;
-  std::vector<Connection*> dirty_;
+  // They use the engine, timers, spool and scheduler above, so they die before those (and
+  // touch no later member while they die).
+  std::unique_ptr<AdminService> admin_service_;  // Answers admin queries about this shard.
+  std::unique_ptr<AdminServer> admin_;           // Shard 0 only: the admin socket.
+  std::unique_ptr<Ingress> ingress_;             // Inbound SMTP: sessions, checks, commits.
 
   bool stopping_ = false;
   bool forced_ = false;
   uint64_t stop_deadline_ms_ = 0;
-  uint64_t accept_retry_ms_ = 0;  // After EMFILE and the like, re-arm accepts at this time.
-  uint64_t date_second_ = 0;
-  std::string date_;
   ShardMetrics& metrics_;
   std::unique_ptr<ShardLog> log_;  // Reception and session lines, written by the engine.
   std::unique_ptr<MetricsEndpoint> metrics_endpoint_;

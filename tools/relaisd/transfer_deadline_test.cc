@@ -88,5 +88,55 @@ TEST(TransferDeadlineTest, StressSeenOnceHolds) {
   EXPECT_EQ(d.At(true), 3004u);
 }
 
+// Outside a transfer only the session's own timeout counts.
+TEST(SessionDeadlinesTest, OutsideATransferTheSessionTimeoutAlone) {
+  SessionDeadlines d;
+  const TransferLimits limits{1000, 500, 1000};
+  EXPECT_EQ(d.Update(100, false, 0, 300'000, false, limits), 300'100u);
+  EXPECT_FALSE(d.in_transfer());
+  EXPECT_EQ(d.Expired(300'099, true), SessionDeadlines::Expiry::kNone);
+  EXPECT_EQ(d.Expired(300'100, false), SessionDeadlines::Expiry::kTimeout);
+}
+
+// In a transfer the deadline comes first when it is nearer, and is stricter under stress.
+TEST(SessionDeadlinesTest, ATransferIsCutAtItsDeadline) {
+  SessionDeadlines d;
+  const TransferLimits limits{1000, 500, 1000};
+  EXPECT_EQ(d.Update(0, true, 0, 600'000, false, limits), 1000u);
+  EXPECT_TRUE(d.in_transfer());
+  EXPECT_EQ(d.NextAt(true), 500u);
+  EXPECT_EQ(d.Expired(999, false), SessionDeadlines::Expiry::kNone);
+  EXPECT_EQ(d.Expired(999, true), SessionDeadlines::Expiry::kTooSlow);
+  EXPECT_EQ(d.Expired(1000, false), SessionDeadlines::Expiry::kTooSlow);
+  // The session's timeout wins when it is due as well.
+  EXPECT_EQ(d.Expired(600'000, false), SessionDeadlines::Expiry::kTimeout);
+}
+
+// Each update credits only the bytes read since the last one; the end of the transfer drops
+// the deadline.
+TEST(SessionDeadlinesTest, ReadsAreCreditedOnceAndTheEndDropsTheDeadline) {
+  SessionDeadlines d;
+  const TransferLimits limits{1000, 500, 1000};
+  d.Update(0, true, 0, 600'000, false, limits);
+  // 200 bytes at 1 000 bytes/s: 200 ms more.
+  EXPECT_EQ(d.Update(500, true, 200, 600'000, false, limits), 1200u);
+  // The same total again (the session moved without new bytes): nothing more.
+  EXPECT_EQ(d.Update(600, true, 200, 600'000, false, limits), 1200u);
+  EXPECT_EQ(d.Update(700, false, 200, 300'000, false, limits), 300'700u);
+  EXPECT_EQ(d.Expired(1200, false), SessionDeadlines::Expiry::kNone);
+}
+
+// Stress seen once during a transfer keeps the stress deadline for the rest of it.
+TEST(SessionDeadlinesTest, StressSeenDuringATransferStays) {
+  SessionDeadlines d;
+  const TransferLimits limits{1000, 500, 1000};
+  d.Update(0, true, 0, 600'000, false, limits);
+  EXPECT_EQ(d.Update(10, true, 0, 600'000, true, limits), 500u);
+  EXPECT_EQ(d.NextAt(false), 500u);  // The load fell; the transfer keeps the stress deadline.
+  // A new transfer starts afresh.
+  d.Update(20, false, 0, 600'000, false, limits);
+  EXPECT_EQ(d.Update(30, true, 0, 600'000, false, limits), 1030u);
+}
+
 }  // namespace
 }  // namespace relais::relaisd

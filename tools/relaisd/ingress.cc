@@ -1,0 +1,341 @@
+#include "tools/relaisd/ingress.h"
+
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+#include "core/base/strings.h"
+#include "core/log/log.h"
+#include "protocols/authres/authres.h"
+#include "tools/relaisd/ingress_connection.h"
+
+namespace relais::relaisd {
+namespace {
+
+constexpr uint64_t kAcceptRetryMs = 1000;
+constexpr uint64_t kFinalReplyGraceMs = 10'000;  // For a client to take its 421.
+
+smtp::CommitOutcome ToCommitOutcome(spool::AppendOutcome outcome) {
+  switch (outcome) {
+    case spool::AppendOutcome::kDurable:
+      return smtp::CommitOutcome::kDurable;
+    case spool::AppendOutcome::kNoSpace:
+      return smtp::CommitOutcome::kNoSpace;
+    case spool::AppendOutcome::kFailed:
+      break;
+  }
+  return smtp::CommitOutcome::kFailed;
+}
+
+}  // namespace
+
+Ingress::Ingress(const IngressOptions& options, uring::Engine& engine, timer::TimerWheel& timers,
+                 const base::Clock& clock, spool::Spool& spool, scheduler::Scheduler& scheduler,
+                 dns::Resolver* resolver, base::Random& random, ConnectionLimiter& limiter,
+                 ShardLog& log, ShardMetrics& metrics)
+    : options_(options),
+      engine_(engine),
+      timers_(timers),
+      clock_(clock),
+      spool_(spool),
+      scheduler_(scheduler),
+      limiter_(limiter),
+      log_(log),
+      metrics_(metrics),
+      session_options_(options.session),
+      checks_(options_.checks, resolver, clock, random, metrics, log, *this) {
+  session_options_.replies_by_class = metrics_.replies_by_class.data();
+  session_options_.spool_full = spool_.full_flag();
+  receive_budget_.bytes_max = options.receive_bytes_max;
+  session_options_.receive_budget = &receive_budget_;
+}
+
+Ingress::~Ingress() {
+  for (auto& c : connections_) {
+    if (c != nullptr) {
+      timers_.Cancel(*c);
+    }
+  }
+}
+
+void Ingress::Start(const std::vector<int>& listen_fds) {
+  for (uint32_t i = 0; i < listen_fds.size(); ++i) {
+    acceptors_.push_back(
+        std::make_unique<Acceptor>(engine_, listen_fds[i], i, static_cast<AcceptListener&>(*this)));
+    acceptors_.back()->Arm();
+  }
+}
+
+void Ingress::RetryAccepts(uint64_t now_ms) {
+  if (!stopping_ && accept_retry_ms_ != 0 && now_ms >= accept_retry_ms_) {
+    accept_retry_ms_ = 0;
+    for (auto& a : acceptors_) {
+      a->Arm();
+    }
+  }
+}
+
+void Ingress::PumpDirty() {
+  std::vector<Connection*> dirty;
+  dirty.swap(dirty_);
+  for (Connection* c : dirty) {
+    c->dirty = false;
+    Pump(*c);
+  }
+}
+
+void Ingress::BeginStop() {
+  stopping_ = true;
+  for (auto& a : acceptors_) {
+    a->Cancel();
+  }
+  for (auto& c : connections_) {
+    if (c != nullptr && !c->close_started) {
+      c->session.BeginShutdown();
+      MarkDirty(*c);
+    }
+  }
+}
+
+void Ingress::ForceStop() {
+  for (auto& c : connections_) {
+    if (c != nullptr && !c->close_started) {
+      c->session.ForceShutdown();
+      MarkDirty(*c);
+    }
+  }
+}
+
+void Ingress::PublishMetrics() {
+  metrics_.connections_active.Set(live_connections_);
+  metrics_.receive_budget_refusals.Mirror(receive_budget_.refusals);
+  metrics_.receive_bytes.Set(static_cast<int64_t>(receive_budget_.bytes_used));
+}
+
+bool Ingress::OnAccepted(uring::FixedFile socket, std::optional<mail::IpAddress> peer,
+                         uint32_t listener) {
+  if (!peer || live_connections_ >= options_.connections_per_shard_hard_max) {
+    engine_.Close(socket);
+    metrics_.refused_unserved.Add();
+    return !stopping_;
+  }
+  uint32_t slot;
+  if (!free_slots_.empty()) {
+    slot = free_slots_.back();
+    free_slots_.pop_back();
+  } else {
+    slot = static_cast<uint32_t>(connections_.size());
+    connections_.emplace_back();
+  }
+  connections_[slot] = std::make_unique<Connection>(this, socket, slot, *peer);
+  Connection& c = *connections_[slot];
+  c.opened_ms = clock_.MonotonicMs();
+  ++live_connections_;
+  metrics_.connections_accepted.Add();
+  if (stopping_) {
+    metrics_.refused_stopping.Add();
+    c.session.Refuse(smtp::Reply::kShuttingDown);
+  } else {
+    switch (limiter_.Acquire(*peer)) {
+      case ConnectionLimiter::Admission::kAdmitted:
+        c.admitted = true;
+        checks_.Admit(c, c.session, *peer, listener);
+        c.session.Start();
+        break;
+      case ConnectionLimiter::Admission::kTooMany:
+        metrics_.refused_global.Add();
+        c.session.Refuse(smtp::Reply::kTooManyConnections);
+        break;
+      case ConnectionLimiter::Admission::kTooManyFromClient:
+        metrics_.refused_per_ip.Add();
+        c.session.Refuse(smtp::Reply::kTooManyConnectionsFromClient);
+        break;
+    }
+  }
+  ArmSessionTimer(c);
+  MarkDirty(c);
+  return !stopping_;
+}
+
+void Ingress::OnAcceptFailed(int32_t result) {
+  std::string error = std::strerror(-result);
+  if (result == -ENFILE) {
+    metrics_.refused_unserved.Add();  // The kernel closed the connection.
+    error =
+        base::StrCat("the shard's session table is full (", options_.connections_per_shard_hard_max,
+                     " sessions: limits.connections_max + 1024, or RLIMIT_NOFILE)");
+  }
+  // Accepting again at once could spin on an error that leaves the connection queued.
+  if (accept_retry_ms_ == 0) {
+    log::Emit(log::Level::kWarning, static_cast<int>(options_.shard), "accept_failed",
+              {{"error", error}});
+    accept_retry_ms_ = clock_.MonotonicMs() + kAcceptRetryMs;
+  }
+}
+
+void Ingress::OnTimeout(Connection& c) {
+  if (c.send_in_flight || c.session.WantsClose()) {
+    // The client is not reading (a send is stuck on a full socket buffer) or has not taken
+    // its final reply in time: stop waiting for it.
+    c.peer_gone = true;
+    if (c.send_in_flight) {
+      engine_.Cancel(c.send_op);
+    }
+  } else {
+    const uint64_t now = clock_.MonotonicMs();
+    switch (c.deadlines.Expired(now, Stressed())) {
+      case SessionDeadlines::Expiry::kTimeout:
+        c.session.OnTimeout();  // 421 4.4.2, then close once it is sent...
+        break;
+      case SessionDeadlines::Expiry::kTooSlow:
+        // Below the minimum data rate, or past the message's deadline.
+        metrics_.transfers_too_slow.Add();
+        c.session.OnTooSlow();  // 421 4.4.2, then close once it is sent...
+        break;
+      case SessionDeadlines::Expiry::kNone:
+        // The deadline moved (the load fell below the stress mark before any read of this
+        // transfer saw it).
+        timers_.Arm(c, c.deadlines.NextAt(Stressed()));
+        return;
+    }
+    timers_.Arm(c, now + kFinalReplyGraceMs);  // ...or after this much.
+  }
+  MarkDirty(c);
+}
+
+bool Ingress::Stressed() const {
+  // More than half of connections_max open (one relaxed load of the shared count), or more
+  // than half of this shard's receive budget held (large messages from few connections).
+  return limiter_.active() > options_.stress_connections ||
+         receive_budget_.bytes_used > receive_budget_.bytes_max / 2;
+}
+
+void Ingress::ArmSessionTimer(Connection& c) {
+  // The transfer deadline is stricter under load, and checked at every read.
+  timers_.Arm(c, c.deadlines.Update(clock_.MonotonicMs(), c.session.InMessageTransfer(),
+                                    c.session.data_bytes_read(), c.session.TimeoutMs(), Stressed(),
+                                    options_.transfer));
+}
+
+void Ingress::MarkDirty(Connection& c) {
+  if (!c.dirty) {
+    c.dirty = true;
+    dirty_.push_back(&c);
+  }
+}
+
+void Ingress::StoreMessages(Connection& c) {
+  while (!c.commit_pending && !c.pending && c.session.TakeCommitRequest()) {
+    // The header section's bounds, for every client (a loop comes back from a trusted one):
+    // before anything else reads it.
+    if (const smtp::Reply refusal = checks_.HeaderRefusal(c.session.transaction().body);
+        refusal != smtp::Reply::kOk) {
+      c.body_hashes.reset();
+      c.session.RefuseMessage(refusal);
+      continue;
+    }
+    if (!c.checked) {
+      // Not checked by us (a trusted client, or checks off): a field claiming our identity
+      // is a forgery all the same, and goes (RFC 8601 5), before any signing covers it.
+      authres::RemoveForged(c.session.transaction().body, c.policy->authserv_id);
+    }
+    if (c.checked && c.peer_gone) {
+      // Nobody will be told 250, and unchecked it must not be stored: the client sends it
+      // again (as after a 451).
+      c.session.RefuseMessage(smtp::Reply::kSpoolFailed);
+    } else if (c.checked) {
+      checks_.StartMessageCheck(c, c.session, c.client);  // OnMessageChecked commits or not.
+    } else if (c.trusted) {
+      // A trusted client's mail: signed for its From domain when we hold a key for it. The
+      // signatures go into the header block stored above the body (no copy of the body).
+      Commit(c, {}, checks_.Signatures(c.session.transaction().body));
+    } else {
+      Commit(c, {});
+    }
+  }
+}
+
+void Ingress::OnSenderChecked(CheckState& state) {
+  Connection& c = static_cast<Connection&>(state);
+  if (!c.close_started) {
+    ArmSessionTimer(c);
+  }
+  MarkDirty(c);
+}
+
+void Ingress::OnMessageChecked(CheckState& state, const authcheck::Judgement& judgement,
+                               std::string header) {
+  Connection& c = static_cast<Connection&>(state);
+  if (c.peer_gone) {
+    // Nobody is there to be told 250: storing it would only make a duplicate when the client
+    // sends it again.
+    c.session.RefuseMessage(smtp::Reply::kSpoolFailed);
+  } else if (checks_.ApplyVerdict(c, c.session, c.client, judgement)) {
+    Commit(c, header);
+  }
+  if (!c.close_started) {
+    ArmSessionTimer(c);
+  }
+  MarkDirty(c);
+}
+
+void Ingress::Commit(Connection& c, std::string_view auth_header, std::string_view signatures) {
+  // A recipient named many times was answered 250 each time; it is delivered once, with the
+  // first one's DSN parameters.
+  routing::DropDuplicateRecipients(*options_.router, c.session.transaction().envelope.recipients);
+  const mail::MessageId id = spool_.NewMessageId();
+  std::string trace = c.session.TraceHeader(id, Rfc5322Date());
+  if (!auth_header.empty() || !signatures.empty()) {
+    // Only then a second string: unsigned mail from trusted clients (the usual case) has none.
+    trace = base::StrCat(auth_header, trace, signatures);
+  }
+  smtp::Transaction& tx = c.session.transaction();
+  c.commit_bytes = tx.body.size();
+  c.commit_started_us = clock_.MonotonicMicros();
+  const spool::AppendStatus status =
+      spool_.Append(id, std::move(tx.envelope), trace, std::move(tx.body), c);
+  if (status == spool::AppendStatus::kStaged) {
+    c.commit_pending = true;  // The 250 waits for this turn's group commit.
+  } else {
+    metrics_.commit_failures.Add();
+    c.session.CompleteCommit(smtp::CommitOutcome::kNoSpace, id);
+  }
+}
+
+void Ingress::OnAppendDone(Connection& c, spool::AppendOutcome outcome, const mail::MessageId& id) {
+  c.commit_pending = false;
+  if (outcome == spool::AppendOutcome::kDurable) {
+    metrics_.messages_accepted.Add();
+    metrics_.message_bytes_accepted.Add(c.commit_bytes);
+    const uint64_t durable_us = clock_.MonotonicMicros() - c.commit_started_us;
+    metrics_.time_to_durable.ObserveMicros(durable_us);
+    if (const spool::StoredMessage* m = spool_.Find(id); m != nullptr) {
+      log_.Info("message_accepted", {{"id", id.ToString()},
+                                     {"client", m->envelope.client_address},
+                                     {"helo", m->envelope.helo},
+                                     {"sender", m->envelope.sender},
+                                     {"recipients", uint64_t{m->envelope.recipients.size()}},
+                                     {"size", c.commit_bytes},
+                                     {"durable_us", durable_us}});
+    }
+    scheduler_.Enqueue(id);  // Only a durable message is ever delivered.
+  } else {
+    metrics_.commit_failures.Add();
+  }
+  c.session.CompleteCommit(ToCommitOutcome(outcome), id);
+  if (!c.close_started) {
+    ArmSessionTimer(c);
+  }
+  MarkDirty(c);
+}
+
+std::string_view Ingress::Rfc5322Date() {
+  const uint64_t now_us = clock_.UnixMicros();
+  if (now_us / 1'000'000 != date_second_ || date_.empty()) {
+    date_second_ = now_us / 1'000'000;  // One formatting per second, not per message.
+    date_ = base::Rfc5322Date(now_us);
+  }
+  return date_;
+}
+
+}  // namespace relais::relaisd

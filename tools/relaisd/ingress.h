@@ -1,0 +1,141 @@
+// tools/relaisd/ingress.h — a shard's inbound SMTP: its acceptors, its sessions' connections,
+// their timers and transfer deadlines, the checks (through IngressChecks) and the commit of
+// each message to the shard's spool.
+//
+// A connection (ingress_connection.h) lives in a slot until its close completes; it is never
+// freed while an operation, an append or a check names it. Its socket I/O is kept together in
+// ingress_io.cc (OnRecv, OnSend, Pump, BeginClose, OnClosed) so that a shared stream pump can
+// take it over. A message is appended to the spool
+// when its session asks for a commit, after the header limits and, for a checked client, DKIM
+// and DMARC; its 250 waits for the group commit that makes it durable, and then it is enqueued
+// for delivery. Ingress never runs the loop, flushes the spool or talks to other shards: the
+// shard calls it once per turn (PumpDirty) and at stop, and flushes after.
+// Owned by one shard; not thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/base/clock.h"
+#include "core/base/random.h"
+#include "core/timer/timer_wheel.h"
+#include "core/uring/engine.h"
+#include "protocols/dns/resolver.h"
+#include "protocols/smtp/server_session.h"
+#include "queue/routing/router.h"
+#include "queue/scheduler/scheduler.h"
+#include "queue/spool/spool.h"
+#include "tools/relaisd/connection_limiter.h"
+#include "tools/relaisd/ingress_acceptor.h"
+#include "tools/relaisd/ingress_checks.h"
+#include "core/log/shard_log.h"
+#include "tools/relaisd/shard_metrics.h"
+#include "tools/relaisd/transfer_deadline.h"
+
+namespace relais::relaisd {
+
+// Filled by the shard from its ShardOptions (see there for each field's meaning).
+struct IngressOptions {
+  uint32_t shard = 0;
+  smtp::SessionOptions session;  // Ingress points it at its budget, metrics and spool.
+  uint64_t receive_bytes_max = UINT64_MAX;
+  TransferLimits transfer;
+  uint32_t stress_connections = UINT32_MAX;
+  uint32_t connections_per_shard_hard_max = 1024;
+  const routing::Router* router = nullptr;  // Required: duplicate recipients go at commit.
+  CheckOptions checks;
+};
+
+class Ingress final : AcceptListener, CheckListener {
+ public:
+  // `resolver` may be null only when no policy checks anything. Every reference must outlive
+  // the ingress.
+  Ingress(const IngressOptions& options, uring::Engine& engine, timer::TimerWheel& timers,
+          const base::Clock& clock, spool::Spool& spool, scheduler::Scheduler& scheduler,
+          dns::Resolver* resolver, base::Random& random, ConnectionLimiter& limiter, ShardLog& log,
+          ShardMetrics& metrics);
+  ~Ingress();
+  Ingress(const Ingress&) = delete;
+  Ingress& operator=(const Ingress&) = delete;
+
+  // Starts accepting on `listen_fds` (listening; in the order of auth_by_listener).
+  void Start(const std::vector<int>& listen_fds);
+  // Once per loop turn, after the timers: accepts failed with EMFILE and the like are armed
+  // again once their retry time has come.
+  void RetryAccepts(uint64_t now_ms);
+  // Once per loop turn: pumps every connection that changed (checks and commits started,
+  // replies sent, receives re-armed, closes begun).
+  void PumpDirty();
+  // Connections changed since the last PumpDirty: the loop must not sleep.
+  [[nodiscard]] bool busy() const { return !dirty_.empty(); }
+  // Stops accepting and tells every session the server is shutting down (an idle one gets
+  // 421 now, one in a transaction may finish it first).
+  void BeginStop();
+  // The grace period is over: every session that is not closing gets 421 and closes as soon
+  // as no commit is in flight.
+  void ForceStop();
+  [[nodiscard]] uint32_t connections() const { return live_connections_; }
+  // Gauges and mirrored totals of this unit, once per loop turn.
+  void PublishMetrics();
+
+ private:
+  struct Connection;
+
+  bool OnAccepted(uring::FixedFile socket, std::optional<mail::IpAddress> peer,
+                  uint32_t listener) override;
+  void OnAcceptFailed(int32_t error) override;
+  void OnSenderChecked(CheckState& state) override;
+  void OnMessageChecked(CheckState& state, const authcheck::Judgement& judgement,
+                        std::string header) override;
+
+  void OnRecvThunk(Connection& c, int32_t result, uint32_t flags);
+  void OnSendThunk(Connection& c, int32_t result, uint32_t flags);
+  void OnClosedThunk(Connection& c, int32_t result, uint32_t flags);
+  void OnRecv(Connection& c, int32_t result, uint32_t flags);
+  void OnSend(Connection& c, int32_t result);
+  void OnClosed(Connection& c);
+  void Pump(Connection& c);
+  void BeginClose(Connection& c);
+  void OnTimeout(Connection& c);
+  // Starts or ends the per-message deadline as the session enters or leaves a message transfer,
+  // then arms the connection's timer for the session's timeout, never past that deadline.
+  void ArmSessionTimer(Connection& c);
+  [[nodiscard]] bool Stressed() const;
+  void MarkDirty(Connection& c);
+  void StoreMessages(Connection& c);
+  // Appends the session's message to the spool with `auth_header`, the trace header and
+  // `signatures` (DKIM-Signature fields) on top, each possibly empty; the 250 waits for the
+  // group commit.
+  void Commit(Connection& c, std::string_view auth_header, std::string_view signatures = {});
+  void OnAppendDone(Connection& c, spool::AppendOutcome outcome, const mail::MessageId& id);
+  std::string_view Rfc5322Date();
+
+  const IngressOptions options_;
+  uring::Engine& engine_;
+  timer::TimerWheel& timers_;
+  const base::Clock& clock_;
+  spool::Spool& spool_;
+  scheduler::Scheduler& scheduler_;
+  ConnectionLimiter& limiter_;
+  ShardLog& log_;
+  ShardMetrics& metrics_;
+  smtp::ReceiveBudget receive_budget_;
+  smtp::SessionOptions session_options_;
+  IngressChecks checks_;
+
+  std::vector<std::unique_ptr<Acceptor>> acceptors_;
+  std::vector<std::unique_ptr<Connection>> connections_;  // Slots; null when free.
+  std::vector<uint32_t> free_slots_;
+  uint32_t live_connections_ = 0;
+  std::vector<Connection*> dirty_;
+  bool stopping_ = false;
+  uint64_t accept_retry_ms_ = 0;  // After EMFILE and the like, re-arm accepts at this time.
+  uint64_t date_second_ = 0;
+  std::string date_;
+};
+
+}  // namespace relais::relaisd
