@@ -30,7 +30,8 @@ std::string AbslUnparseFlag(const Repeated& in) {
   return out;
 }
 
-absl::StatusOr<Args> Parse(std::span<char* const> args, std::span<const std::string_view> flags) {
+absl::StatusOr<Args> Parse(std::span<char* const> args, std::span<const std::string_view> flags,
+                           DoubleDash double_dash) {
   Args out;
   std::vector<std::pair<absl::CommandLineFlag*, std::string>> repeated;  // Flag, values so far.
   bool flags_ended = false;
@@ -40,8 +41,12 @@ absl::StatusOr<Args> Parse(std::span<char* const> args, std::span<const std::str
       out.positional.emplace_back(arg);
       continue;
     }
-    if (arg == "--") {
+    if (arg == "--" && double_dash == DoubleDash::kEndsFlags) {
       flags_ended = true;
+      continue;
+    }
+    if (arg == "--") {
+      out.positional.emplace_back(arg);
       continue;
     }
     if (arg == "--help") {
@@ -80,7 +85,7 @@ absl::StatusOr<Args> Parse(std::span<char* const> args, std::span<const std::str
         StrAppend(&it->second, "\n", text);
         text = it->second;
       }
-    } else if (out.given.contains(spelled)) {
+    } else if (out.given.contains(spelled) && !flag->IsOfType<bool>()) {
       return absl::InvalidArgumentError(StrCat("--", spelled, " given twice"));
     }
     std::string error;

@@ -10,6 +10,7 @@
 // Startup code only; not thread-safe (Abseil flags are process globals).
 #pragma once
 
+#include <cstdint>
 #include <set>
 #include <span>
 #include <string>
@@ -35,14 +36,20 @@ struct Args {
   std::vector<std::string> positional;  // Everything that is not a flag, in order.
 };
 
+enum class DoubleDash : uint8_t {
+  kEndsFlags,  // "--" ends the flags (Abseil's and getopt's convention).
+  kIsAWord,    // "--" is a positional word like any other (relais-bench's convention).
+};
+
 // Reads `args` (argv after the program name, or after a subcommand): "--name=value",
 // "--name value", a bare "--name" for bool flags; "--" ends the flags; anything not starting
 // with "--" ("-", "-h", a file) is positional. `flags` are the names this
 // command takes, with dashes; each is an ABSL_FLAG of the same name with underscores.
 // Errors (the message says which): NotFound "unknown flag --x"; InvalidArgument "--x needs a
-// value" or "--x given twice" (unless the flag is a Repeated); OutOfRange "--x: <Abseil's
+// value" or "--x given twice" (unless the flag is a Repeated or a bool); OutOfRange "--x: <Abseil's
 // reason>" for a value its type does not take.
 [[nodiscard]] absl::StatusOr<Args> Parse(std::span<char* const> args,
-                                         std::span<const std::string_view> flags);
+                                         std::span<const std::string_view> flags,
+                                         DoubleDash double_dash = DoubleDash::kEndsFlags);
 
 }  // namespace relais::cli

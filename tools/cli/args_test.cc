@@ -40,6 +40,7 @@ TEST(ArgsTest, ValuesSwitchesPositionalsAndRepeats) {
   EXPECT_EQ(a->given, (std::set<std::string>{"config-file", "count", "dry-run", "reply"}));
   EXPECT_FALSE(a->help);
   EXPECT_TRUE(ParseAll({"pos", "--help"})->help);
+  EXPECT_TRUE(ParseAll({"--dry-run", "--dry-run"}).ok());  // A switch twice is still on.
   // Untouched flags keep their ABSL_FLAG defaults.
   ASSERT_TRUE(ParseAll({}).ok());
   EXPECT_EQ(absl::GetFlag(FLAGS_count), 3);
