@@ -72,7 +72,7 @@ struct Key {
 class Entry {
  public:
   struct Impl;
-  Entry(const Impl& impl) : impl_(impl) {}  // NOLINT: built by the reader only.
+  explicit Entry(const Impl& impl) : impl_(impl) {}  // Built by the reader only.
 
   // The keys written in this table, in the order they are iterated (sorted).
   [[nodiscard]] std::vector<std::string> Keys() const;

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <optional>
 #include <string>
 
 #include "absl/flags/flag.h"
@@ -39,22 +40,24 @@ int Fail(std::string_view what) {
 }
 int Fail(const absl::Status& status) { return Fail(base::StrCat(status.message())); }
 
-int Main(int argc, char** argv) {
-  log::SetFd(STDOUT_FILENO);  // JSON events on stdout; usage and fatal errors on stderr.
+// Reads the command line into the FLAGS_ values. Returns the exit status when the flags end
+// the run: --help or -h (0), --print-default-config (0), a bad --threads (1), bad usage (2).
+std::optional<int> ReadFlags(int argc, char** argv) {
   absl::StatusOr<cli::Args> args = cli::Parse({argv + 1, argv + argc}, kFlags);
-  const bool help = args.ok() && (args->help || std::count(args->positional.begin(),
-                                                           args->positional.end(), "-h"));
   if (args.ok() && absl::GetFlag(FLAGS_print_default_config)) {
     std::fputs(DefaultToml().c_str(), stdout);
     return 0;
   }
-  if (help) {
+  if (args.ok() && (args->help || std::count(args->positional.begin(), args->positional.end(),
+                                             std::string("-h")) > 0)) {
     std::fputs(kUsage, stdout);
     return 0;
   }
   const int32_t threads = absl::GetFlag(FLAGS_threads);
-  if ((!args.ok() && args.status().code() == absl::StatusCode::kOutOfRange &&
-       std::string(args.status().message()).starts_with("--threads")) ||
+  const bool threads_unparsed = !args.ok() &&
+                                args.status().code() == absl::StatusCode::kOutOfRange &&
+                                std::string(args.status().message()).starts_with("--threads");
+  if (threads_unparsed ||
       (args.ok() && args->given.contains("threads") && (threads < 1 || threads > 256))) {
     return Fail("--threads takes a number from 1 to 256");
   }
@@ -62,7 +65,14 @@ int Main(int argc, char** argv) {
     std::fputs(kUsage, stderr);
     return 2;
   }
+  return std::nullopt;
+}
 
+int Main(int argc, char** argv) {
+  log::SetFd(STDOUT_FILENO);  // JSON events on stdout; usage and fatal errors on stderr.
+  if (std::optional<int> exit_status = ReadFlags(argc, argv)) {
+    return *exit_status;
+  }
   // 1. Load the config: exit 2 on a bad file, naming key and line.
   const std::string config_path = absl::GetFlag(FLAGS_config);
   absl::StatusOr<Config> config = config_path.empty() ? QuickStart() : LoadConfigFile(config_path);
@@ -76,7 +86,8 @@ int Main(int argc, char** argv) {
     return 0;
   }
   // 2. Check the environment: io_uring, CPUs, log, signals, the spool's lock.
-  absl::StatusOr<Environment> env = CheckEnvironment(*config, static_cast<uint32_t>(threads));
+  absl::StatusOr<Environment> env =
+      CheckEnvironment(*config, static_cast<uint32_t>(absl::GetFlag(FLAGS_threads)));
   if (!env.ok()) {
     return Fail(env.status());
   }
