@@ -7,7 +7,7 @@
   queue/*     -> core/* except core/uring
   tools/*     -> anything
 Third-party libraries stay in their module: liburing in core/uring, BoringSSL in
-protocols/tls, c-ares in protocols/dns.
+protocols/tls, c-ares in protocols/dns, toml++ in core/config; Abseil's flags only under tools/.
 """
 
 import os
@@ -46,8 +46,10 @@ def allowed(src_dir, target):
     return False
 
 
+# toml++ is read in core/config only (no-exceptions mode, header-only); command-line flags
+# (Abseil's) belong to the programs under tools/ (tools/cli), never to a library below them.
 THIRD_PARTY_HOME = {"liburing.h": "core/uring", "openssl/": "protocols/tls",
-                    "ares.h": "protocols/dns"}
+                    "ares.h": "protocols/dns", "toml++/": "core/config", "absl/flags/": "tools/cli"}
 
 
 def main():

@@ -1,7 +1,8 @@
 // protocols/dns/blocking_resolver.h — c-ares, one question at a time, waiting for the answer.
 //
-// For command-line tools (relais-auth), which answer one question and exit; the daemon's
-// shards need a resolver on their own io_uring instead (not built yet). Answers keep NXDOMAIN,
+// For command-line tools (relais-auth), which answer one question and exit. The daemon's
+// shards never block: they use dns::Resolver (resolver.h), driven on each shard's io_uring by
+// tools/relaisd/shard_resolver.h. Answers keep NXDOMAIN,
 // no data and temporary failure apart (answer.h). Servers: "host:port" / "[v6]:port" entries, or
 // the system's /etc/resolv.conf when none are given. Not thread-safe.
 #pragma once

@@ -21,6 +21,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/flags/flag.h"
+#include "absl/flags/reflection.h"
 #include "core/base/strings.h"
 #include "core/log/log.h"
 #include "protocols/authcheck/authcheck.h"
@@ -28,6 +30,34 @@
 #include "protocols/dmarc/dmarc.h"
 #include "protocols/dns/blocking_resolver.h"
 #include "protocols/spf/spf.h"
+#include "tools/cli/args.h"
+
+// Every flag of every command; Usage() says which command takes which.
+ABSL_FLAG(bool, json, false, "print the result as JSON");
+ABSL_FLAG(bool, helo_identity, false, "spf: check the HELO identity instead of MAIL FROM");
+ABSL_FLAG(bool, defer_temperror, false, "check: a temperror under a reject policy defers (451)");
+ABSL_FLAG(std::string, ip, "", "the client's IP address");
+ABSL_FLAG(std::string, helo, "", "the client's HELO/EHLO name");
+ABSL_FLAG(std::string, sender, "", "MAIL FROM address ('' is the null sender)");
+ABSL_FLAG(std::string, dns, "",
+          "the only DNS server to ask, HOST:PORT (default: /etc/resolv.conf)");
+ABSL_FLAG(std::string, timeout, "", "DNS timeout per try, in ms");
+ABSL_FLAG(std::string, receiver, "", "our host name, for SPF's %{r} macro");
+ABSL_FLAG(std::string, from_domain, "", "dmarc: the author (From) domain");
+ABSL_FLAG(std::string, spf, "", "dmarc: the SPF result, RESULT:DOMAIN");
+ABSL_FLAG(relais::cli::Repeated, dkim, {},
+          "dmarc: a DKIM result, RESULT:DOMAIN, once per signature");
+ABSL_FLAG(std::string, sample, "", "dmarc, check: the pct= draw, 0..99 (default: random)");
+ABSL_FLAG(std::string, domain, "", "dkim sign: d=");
+ABSL_FLAG(std::string, selector, "", "dkim sign: s=");
+ABSL_FLAG(std::string, key, "", "dkim sign, record: the PKCS #8 PEM key");
+ABSL_FLAG(std::string, algorithm, "", "dkim sign: rsa-sha256 or ed25519-sha256");
+ABSL_FLAG(std::string, canonicalization, "", "dkim sign: header/body, e.g. relaxed/relaxed");
+ABSL_FLAG(std::string, headers, "", "dkim sign: the fields to sign, from:to:...");
+ABSL_FLAG(std::string, authserv_id, "", "check: our Authentication-Results identity");
+ABSL_FLAG(std::string, spf_policy, "", "check: off, tag or reject");
+ABSL_FLAG(std::string, dkim_policy, "", "check: off, tag or reject");
+ABSL_FLAG(std::string, dmarc_policy, "", "check: off, tag or reject");
 
 namespace relais {
 namespace {
@@ -58,65 +88,54 @@ int Usage(const std::string& problem) {
   return 2;
 }
 
-// --name value pairs; switches have no value; `repeated` may be given more than once (their
-// values are joined by newlines).
+// The flags of every command, read with Abseil's parsers (tools/cli) into name -> value; a
+// switch given has the value "true"; --dkim may be repeated (its values joined by newlines);
+// the one word that is not a flag is "file" (the message, for the dkim and check commands).
 bool ParseFlags(int argc, char** argv, int first, std::map<std::string, std::string>& out,
                 std::string& problem) {
-  static const std::vector<std::string> kSwitches = {"json", "helo-identity", "defer-temperror"};
-  static const std::vector<std::string> kValues = {"ip",          "helo",
-                                                   "sender",      "dns",
-                                                   "timeout",     "receiver",
-                                                   "from-domain", "spf",
-                                                   "sample",      "domain",
-                                                   "selector",    "key",
-                                                   "algorithm",   "canonicalization",
-                                                   "headers",     "authserv-id",
-                                                   "spf-policy",  "dkim-policy",
-                                                   "dmarc-policy"};
-  static const std::vector<std::string> kRepeated = {"dkim"};
-  auto known = [](const std::vector<std::string>& names, const std::string& name) {
-    return std::find(names.begin(), names.end(), name) != names.end();
-  };
-  for (int i = first; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (!arg.starts_with("--") || arg == "-") {
-      if (out.contains("file")) {
-        problem = StrCat("unexpected argument '", arg, "'");
-        return false;
-      }
-      out["file"] = arg;  // The message, for the dkim commands.
-      continue;
-    }
-    std::string name = arg.substr(2);
-    std::string value;
-    const size_t eq = name.find('=');
-    if (eq != std::string::npos) {
-      value = name.substr(eq + 1);
-      name = name.substr(0, eq);
-    }
-    if (known(kSwitches, name)) {
-      out[name] = "1";
-      continue;
-    }
-    if (!known(kValues, name) && !known(kRepeated, name)) {
-      problem = StrCat("unknown flag --", name);
-      return false;
-    }
-    if (eq == std::string::npos) {
-      if (i + 1 >= argc) {
-        problem = StrCat("--", name, " needs a value");
-        return false;
-      }
-      value = argv[++i];
-    }
-    if (known(kRepeated, name) && out.contains(name)) {
-      out[name] += "\n" + value;
-    } else if (out.contains(name)) {
-      problem = StrCat("--", name, " given twice");
-      return false;
-    } else {
-      out[name] = value;
-    }
+  static constexpr std::string_view kFlags[] = {"json",
+                                                "helo-identity",
+                                                "defer-temperror",
+                                                "ip",
+                                                "helo",
+                                                "sender",
+                                                "dns",
+                                                "timeout",
+                                                "receiver",
+                                                "from-domain",
+                                                "spf",
+                                                "sample",
+                                                "domain",
+                                                "selector",
+                                                "key",
+                                                "algorithm",
+                                                "canonicalization",
+                                                "headers",
+                                                "authserv-id",
+                                                "spf-policy",
+                                                "dkim-policy",
+                                                "dmarc-policy",
+                                                "dkim"};
+  absl::StatusOr<cli::Args> args = cli::Parse({argv + first, argv + argc}, kFlags);
+  if (!args.ok()) {
+    problem = std::string(args.status().message());
+    return false;
+  }
+  if (args->help) {
+    problem = "unknown flag --help";
+    return false;
+  }
+  if (args->positional.size() > 1) {
+    problem = StrCat("unexpected argument '", args->positional[1], "'");
+    return false;
+  }
+  if (!args->positional.empty()) {
+    out["file"] = args->positional[0];
+  }
+  for (const std::string& name : args->given) {
+    std::string registered = name;
+    std::replace(registered.begin(), registered.end(), '-', '_');
+    out[name] = absl::FindCommandLineFlag(registered)->CurrentValue();
   }
   return true;
 }

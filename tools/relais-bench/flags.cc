@@ -1,10 +1,52 @@
 // tools/relais-bench/flags.cc — see flags.h.
 #include "tools/relais-bench/flags.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 
+#include "absl/flags/flag.h"
+#include "absl/flags/reflection.h"
+#include "core/base/check.h"
 #include "core/base/strings.h"
+#include "tools/cli/args.h"
+
+// Every flag of relais-bench's commands, typed; each command's usage text says what it means.
+// send
+ABSL_FLAG(std::string, target, "", "send: HOST:PORT or /PATH to send to");
+ABSL_FLAG(bool, lmtp, false, "send, sink: speak LMTP instead of SMTP");
+ABSL_FLAG(std::string, connections, "", "send: concurrent connections (default 10)");
+ABSL_FLAG(std::string, messages, "", "send: messages to send; sink: stop after this many");
+ABSL_FLAG(std::string, duration, "", "send, sink: how long to run (250ms, 10s, 2m, 1h)");
+ABSL_FLAG(std::string, size, "", "send: message size, or S:W,S:W... weighted sizes");
+ABSL_FLAG(std::string, rcpts, "", "send: recipients per message");
+ABSL_FLAG(std::string, rate, "", "send: messages per second (default: closed loop)");
+ABSL_FLAG(std::string, pipelining, "", "send: on or off");
+ABSL_FLAG(bool, bdat, false, "send: BDAT instead of DATA");
+ABSL_FLAG(std::string, bind, "", "send: source addresses, CIDR or none");
+ABSL_FLAG(std::string, messages_per_connection, "", "send: messages before reconnecting");
+ABSL_FLAG(std::string, from, "", "send: MAIL FROM address");
+ABSL_FLAG(std::string, to_domain, "", "send: recipients' domain");
+ABSL_FLAG(std::string, helo, "", "send: EHLO name");
+ABSL_FLAG(std::string, timeout, "", "send: per-reply timeout");
+ABSL_FLAG(std::string, run_id, "", "send: the run's ID in the tracking header");
+ABSL_FLAG(std::string, sink, "", "send: the sink's HOST:PORT, to verify delivery");
+ABSL_FLAG(std::string, verify_timeout, "", "send: how long to wait for the sink's count");
+ABSL_FLAG(std::string, json, "", "send, sink: write the run's results to this file");
+ABSL_FLAG(std::string, seed, "", "send, sink: random seed");
+ABSL_FLAG(bool, progress, false, "send: print progress each second");
+ABSL_FLAG(bool, quiet, false, "send: print only the summary");
+ABSL_FLAG(std::string, hold, "", "send: connect, EHLO and keep connections idle this long");
+ABSL_FLAG(std::string, message, "", "send: the message file to send every time");
+// sink
+ABSL_FLAG(std::string, listen, "", "sink: HOST:PORT or /PATH to listen on");
+ABSL_FLAG(std::string, hostname, "", "sink: name in the greeting");
+ABSL_FLAG(relais::cli::Repeated, reply, {}, "sink: STAGE:CODE:FRACTION, may be repeated");
+ABSL_FLAG(relais::cli::Repeated, delay, {}, "sink: STAGE:MIN-MAX, may be repeated");
+// report
+ABSL_FLAG(std::string, png, "", "report: write the plot here");
+ABSL_FLAG(std::string, markdown, "", "report: write the table here");
+ABSL_FLAG(std::string, title, "", "report: the plot's title");
 
 namespace relais::bench {
 
@@ -14,38 +56,62 @@ absl::StatusOr<Flags> Flags::Parse(const std::vector<std::string>& args,
                                    const std::set<std::string>& switches,
                                    const std::set<std::string>& values,
                                    const std::set<std::string>& repeated) {
+  std::vector<std::string_view> names;
+  auto declared =
+      [&](const std::string& name) {
+        std::string registered = name;
+        std::replace(registered.begin(), registered.end(), '-', '_');
+        absl::CommandLineFlag* flag = absl::FindCommandLineFlag(registered);
+        RELAIS_CHECK(flag != nullptr)
+            << "relais-bench flag --" << name
+            << " is not declared with ABSL_FLAG (tools/relais-bench/flags.cc)";
+        names.push_back(name);
+        return flag;
+      };
+  for (const std::string& name : switches) {
+    if (name != "help") {
+      RELAIS_CHECK(declared(name)->IsOfType<bool>()) << "--" << name << " must be a bool flag";
+    }
+  }
+  for (const std::string& name : values) {
+    RELAIS_CHECK(declared(name)->IsOfType<std::string>()) << "--" << name << " must be a string";
+  }
+  for (const std::string& name : repeated) {
+    RELAIS_CHECK(declared(name)->IsOfType<cli::Repeated>()) << "--" << name << " must repeat";
+  }
+  // A switch takes no value: "--bdat=1" is a mistake, not "true".
+  std::vector<std::string> words = args;
+  std::vector<char*> argv;
+  for (std::string& w : words) {
+    const size_t eq = w.find('=');
+    if (w.starts_with("--") && eq != std::string::npos && switches.contains(w.substr(2, eq - 2))) {
+      return absl::InvalidArgumentError(StrCat(w.substr(0, eq), " takes no value"));
+    }
+    argv.push_back(w.data());
+  }
+  absl::StatusOr<cli::Args> parsed = cli::Parse(argv, names, cli::DoubleDash::kIsAWord);
+  if (!parsed.ok()) {
+    return absl::InvalidArgumentError(parsed.status().message());
+  }
   Flags flags;
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& arg = args[i];
-    if (!arg.starts_with("--") || arg == "--") {
-      flags.positional_.push_back(arg);
-      continue;
+  flags.positional_ = std::move(parsed->positional);
+  if (parsed->help) {
+    if (!switches.contains("help")) {
+      return absl::InvalidArgumentError("unknown flag --help");
     }
-    const size_t eq = arg.find('=');
-    const std::string name = arg.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
+    flags.values_["help"].push_back("");
+  }
+  for (const std::string& name : parsed->given) {
+    std::string registered = name;
+    std::replace(registered.begin(), registered.end(), '-', '_');
+    const absl::CommandLineFlag* flag = absl::FindCommandLineFlag(registered);
     if (switches.contains(name)) {
-      if (eq != std::string::npos) {
-        return absl::InvalidArgumentError(StrCat("--", name, " takes no value"));
-      }
       flags.values_[name].push_back("");
-      continue;
-    }
-    if (!values.contains(name) && !repeated.contains(name)) {
-      return absl::InvalidArgumentError(StrCat("unknown flag --", name));
-    }
-    std::string value;
-    if (eq != std::string::npos) {
-      value = arg.substr(eq + 1);
-    } else if (i + 1 < args.size()) {
-      value = args[++i];
+    } else if (repeated.contains(name)) {
+      flags.values_[name] = flag->TryGet<cli::Repeated>()->values;
     } else {
-      return absl::InvalidArgumentError(StrCat("--", name, " needs a value"));
+      flags.values_[name].push_back(*flag->TryGet<std::string>());
     }
-    auto& slot = flags.values_[name];
-    if (!slot.empty() && !repeated.contains(name)) {
-      return absl::InvalidArgumentError(StrCat("--", name, " given twice"));
-    }
-    slot.push_back(std::move(value));
   }
   return flags;
 }

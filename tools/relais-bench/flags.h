@@ -1,5 +1,7 @@
 // tools/relais-bench/flags.h — command-line flags of relais-bench ("--name value",
 // "--name=value", bare "--name" for switches) and the units its values are written in.
+// Every flag is declared once with ABSL_FLAG in flags.cc and read by Abseil's parsers
+// (tools/cli); Flags is the per-command view the commands use.
 #pragma once
 
 #include <cstdint>
@@ -17,7 +19,9 @@ namespace relais::bench {
 class Flags {
  public:
   // Parses args; `switches` are the flags that take no value, `repeated` those that may be
-  // given more than once; any other flag takes one value and may appear once.
+  // given more than once; any other flag takes one value and may appear once. Each name must
+  // be declared in flags.cc (bool, std::string or cli::Repeated, as its set says): a name that
+  // is not is a programmer error (CHECK).
   [[nodiscard]] static absl::StatusOr<Flags> Parse(const std::vector<std::string>& args,
                                                    const std::set<std::string>& switches,
                                                    const std::set<std::string>& values,

@@ -3,6 +3,15 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/flags/flag.h"
+#include "tools/cli/args.h"
+
+// The flags these tests use, declared as relais-bench's own are in flags.cc.
+ABSL_FLAG(std::string, a, "", "test");
+ABSL_FLAG(std::string, b, "", "test");
+ABSL_FLAG(bool, on, false, "test");
+ABSL_FLAG(relais::cli::Repeated, r, {}, "test");
+
 namespace relais::bench {
 namespace {
 
@@ -20,6 +29,21 @@ TEST(Flags, ValuesSwitchesRepeatsAndErrors) {
   EXPECT_FALSE(Flags::Parse({"--a"}, {}, {"a"}).ok());
   EXPECT_FALSE(Flags::Parse({"--a", "1", "--a", "2"}, {}, {"a"}).ok());
   EXPECT_FALSE(Flags::Parse({"--on=1"}, {"on"}, {}).ok());
+  // Messages name the flag; --help is a switch only where the command takes it.
+  EXPECT_EQ(std::string(Flags::Parse({"--nope"}, {}, {"a"}).status().message()),
+            "unknown flag --nope");
+  EXPECT_EQ(std::string(Flags::Parse({"--a"}, {}, {"a"}).status().message()), "--a needs a value");
+  EXPECT_EQ(std::string(Flags::Parse({"--on=1"}, {"on"}, {}).status().message()),
+            "--on takes no value");
+  EXPECT_TRUE(Flags::Parse({"--help"}, {"help"}, {})->Has("help"));
+  EXPECT_FALSE(Flags::Parse({"--help"}, {}, {"a"}).ok());
+  // A value that looks like a flag is taken as the value; "--" is a word; a switch twice is on.
+  absl::StatusOr<Flags> g = Flags::Parse({"--a", "--b", "--", "--on", "--on"}, {"on"}, {"a", "b"});
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(g->Get("a"), "--b");
+  EXPECT_FALSE(g->Has("b"));
+  EXPECT_TRUE(g->Has("on"));
+  EXPECT_EQ(g->positional(), std::vector<std::string>{"--"});
 }
 
 TEST(Flags, Units) {

@@ -18,14 +18,27 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <span>
 #include <string>
 #include <vector>
 
+#include "absl/flags/flag.h"
 #include "core/base/clock.h"
 #include "core/base/strings.h"
 #include "core/io/posix_io.h"
 #include "core/log/log.h"
 #include "queue/spool/spool.h"
+#include "tools/cli/args.h"
+
+ABSL_FLAG(std::string, socket, "./var/run/relaisd.sock",
+          "the daemon's admin socket (server.admin_socket)");
+ABSL_FLAG(bool, json, false, "answer in JSON");
+ABSL_FLAG(std::string, state, "",
+          "queue ls: only messages in this state (queued, deferred, held, active)");
+ABSL_FLAG(std::string, domain, "", "queue ls: only messages with a recipient in this domain");
+ABSL_FLAG(std::string, sender, "", "queue ls: only messages from this sender");
+ABSL_FLAG(std::string, spool, "", "spool ls|show: the spool directory, read without a daemon");
+ABSL_FLAG(bool, body, false, "spool ls --json: include each message's content");
 
 namespace relais::relaisctl {
 namespace {
@@ -38,8 +51,6 @@ constexpr char kUsage[] =
     "       relaisctl [--socket PATH] status [--json]\n"
     "       relaisctl spool ls   --spool DIR [--json [--body]]\n"
     "       relaisctl spool show --spool DIR MESSAGE_ID\n";
-
-constexpr char kDefaultSocket[] = "./var/run/relaisd.sock";
 
 // Sends one request line to the daemon and prints its answer. Exit 0 on "OK", 1 on "ERROR"
 // or when the daemon cannot be reached.
@@ -101,40 +112,25 @@ int AskDaemon(const std::string& socket_path, const std::string& request) {
   return 1;
 }
 
-// Builds the admin request line from command-line words.
-int DaemonCommand(const std::vector<std::string_view>& args) {
-  std::string socket_path = kDefaultSocket;
-  std::string request;
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string_view a = args[i];
-    auto value = [&](std::string_view key) -> bool {
-      if (i + 1 >= args.size()) {
-        return false;
-      }
-      base::StrAppend(&request, " ", key, "=", args[++i]);
-      return true;
-    };
-    if (a == "--socket" && i + 1 < args.size()) {
-      socket_path = args[++i];
-    } else if (a == "--json") {
-      request += " json";
-    } else if (a == "--state") {
-      if (!value("state")) return 2;
-    } else if (a == "--domain") {
-      if (!value("domain")) return 2;
-    } else if (a == "--sender") {
-      if (!value("sender")) return 2;
-    } else if (a.starts_with("--")) {
-      std::fputs(kUsage, stderr);
-      return 2;
-    } else {
-      base::StrAppend(&request, request.empty() ? "" : " ", a);
+// Builds the admin request line from command-line words: the words, then the flags.
+int DaemonCommand(std::span<char* const> words) {
+  constexpr std::string_view kFlags[] = {"socket", "json", "state", "domain", "sender"};
+  absl::StatusOr<cli::Args> args = cli::Parse(words, kFlags);
+  if (!args.ok() || args->help) {
+    std::fputs(kUsage, stderr);
+    return 2;
+  }
+  std::string request = base::StrJoin(args->positional, " ");
+  for (auto [name, flag] : {std::pair{"state", &FLAGS_state}, std::pair{"domain", &FLAGS_domain},
+                            std::pair{"sender", &FLAGS_sender}}) {
+    if (args->given.contains(name)) {
+      base::StrAppend(&request, request.empty() ? "" : " ", name, "=", absl::GetFlag(*flag));
     }
   }
-  if (request.starts_with(" ")) {
-    request.erase(0, 1);
+  if (absl::GetFlag(FLAGS_json)) {
+    base::StrAppend(&request, request.empty() ? "" : " ", "json");
   }
-  return AskDaemon(socket_path, request);
+  return AskDaemon(absl::GetFlag(FLAGS_socket), request);
 }
 
 std::string_view StateName(const spool::StoredMessage& m) {
@@ -150,41 +146,30 @@ using spool::RecipientStateName;
 std::string Json(std::string_view s) { return log::JsonString(s); }
 
 int Main(int argc, char** argv) {
-  std::vector<std::string_view> args(argv + 1, argv + argc);
-  if (args.empty() || args[0] == "--help" || args[0] == "-h") {
-    std::fputs(kUsage, args.empty() ? stderr : stdout);
-    return args.empty() ? 2 : 0;
+  const std::span<char* const> words(argv + 1, argv + argc);
+  const std::string_view word0 = words.empty() ? "" : words[0];
+  if (words.empty() || word0 == "--help" || word0 == "-h") {
+    std::fputs(kUsage, words.empty() ? stderr : stdout);
+    return words.empty() ? 2 : 0;
   }
-  if (args[0] != "spool") {
-    return DaemonCommand(args);
+  if (word0 != "spool") {
+    return DaemonCommand(words);
   }
-  if (args.size() < 2 || (args[1] != "ls" && args[1] != "show")) {
+  const std::string_view command = words.size() < 2 ? "" : words[1];
+  constexpr std::string_view kFlags[] = {"spool", "json", "body"};
+  absl::StatusOr<cli::Args> args =
+      cli::Parse(words.subspan(std::min<size_t>(2, words.size())), kFlags);
+  // ls takes no word; show takes one message ID.
+  const size_t ids = command == "show" ? 1 : 0;
+  if ((command != "ls" && command != "show") || !args.ok() || args->help ||
+      args->positional.size() != ids || absl::GetFlag(FLAGS_spool).empty()) {
     std::fputs(kUsage, stderr);
     return 2;
   }
-  const std::string_view command = args[1];
-  std::string dir;
-  std::string id_text;
-  bool json = false;
-  bool body = false;
-  for (size_t i = 2; i < args.size(); ++i) {
-    if (args[i] == "--spool" && i + 1 < args.size()) {
-      dir = args[++i];
-    } else if (args[i] == "--json") {
-      json = true;
-    } else if (args[i] == "--body") {
-      body = true;
-    } else if (command == "show" && id_text.empty() && !args[i].starts_with("--")) {
-      id_text = args[i];
-    } else {
-      std::fputs(kUsage, stderr);
-      return 2;
-    }
-  }
-  if (dir.empty() || (command == "show" && id_text.empty())) {
-    std::fputs(kUsage, stderr);
-    return 2;
-  }
+  const std::string dir = absl::GetFlag(FLAGS_spool);
+  const std::string id_text = ids == 1 ? args->positional[0] : "";
+  const bool json = absl::GetFlag(FLAGS_json);
+  const bool body = absl::GetFlag(FLAGS_body);
   io::PosixIo io;
   base::SystemClock clock;
   spool::SpoolOptions options;

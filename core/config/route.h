@@ -1,0 +1,23 @@
+// core/config/route.h — a route as the config file declares it: recipient domain → where its
+// mail goes. Parsed and validated by the daemon's schema (tools/relaisd/config_schema.cc) so a
+// bad file fails at start, not at first delivery; queue/routing's Router matches and uses them.
+// TODO(#14): this vocabulary type moves to queue/routing with the delivery room's route enum.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace relais::config {
+
+enum class RouteType : uint8_t { kMaildir, kSmarthost, kLmtp, kReject };
+
+struct Route {
+  std::string domain;  // "example.com", "*.example.com" or "*".
+  RouteType type = RouteType::kMaildir;
+  std::string path;                // maildir: root directory.
+  std::vector<std::string> hosts;  // smarthost: host:port list, tried in order.
+  std::string address;             // lmtp: host:port or unix socket path.
+};
+
+}  // namespace relais::config

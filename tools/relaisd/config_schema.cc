@@ -1,0 +1,537 @@
+#include "tools/relaisd/config_schema.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <iterator>
+#include <tuple>
+
+#include "core/base/strings.h"
+#include "core/config/config.h"
+
+namespace relais::relaisd {
+namespace {
+
+using base::StrCat;
+
+// Typed binders into the aggregate, one per module struct the keys fill.
+template <auto M>
+constexpr auto Daemon = &config::Field<&Config::daemon, M>;
+template <auto M>
+constexpr auto Shard = &config::Field<&Config::shard, M>;
+template <auto M>
+constexpr auto Session = &config::Field<&Config::shard, &ShardOptions::session, M>;
+template <auto M>
+constexpr auto Header = &config::Field<&Config::shard, &ShardOptions::header_limits, M>;
+template <auto M>
+constexpr auto Queue = &config::Field<&Config::shard, &ShardOptions::scheduler, M>;
+template <auto M>
+constexpr auto Egress = &config::Field<&Config::shard, &ShardOptions::egress, M>;
+template <auto M>
+constexpr auto Dns = &config::Field<&Config::shard, &ShardOptions::dns, M>;
+template <auto M>
+constexpr auto Spool = &config::Field<&Config::shard, &ShardOptions::spool, M>;
+template <auto M>
+constexpr auto Auth = &config::Field<&Config::auth, M>;
+
+using authcheck::Mode;
+using authcheck::TempErrorAction;
+constexpr config::Word<Mode> kSpfWords[] = {
+    {"off", Mode::kOff}, {"tag", Mode::kTag}, {"reject", Mode::kReject}};
+// DKIM alone never refuses (RFC 6376 6.3).
+constexpr config::Word<Mode> kDkimWords[] = {{"off", Mode::kOff}, {"tag", Mode::kTag}};
+constexpr config::Word<Mode> kDmarcWords[] = {
+    {"off", Mode::kOff}, {"tag", Mode::kTag}, {"reject", Mode::kReject}};
+constexpr config::Word<bool> kTempErrorWords[] = {{"accept", false}, {"defer", true}};
+constexpr config::Word<TempErrorAction> kDmarcTempErrorWords[] = {
+    {"defer", TempErrorAction::kDefer},
+    {"accept", TempErrorAction::kAccept},
+    {"reject", TempErrorAction::kReject}};
+
+constexpr uint64_t kU64Max = ~uint64_t{0};
+constexpr config::Bounds Range(uint64_t min, uint64_t max) { return {min, max}; }
+constexpr config::Bounds kNoBounds = {};  // Booleans and choices.
+
+// One row per key: its name, the member it fills (whose initializer is its default), bounds and
+// meaning. The order is the order of --print-default-config.
+const config::Key<Config> kKeys[] = {
+    {"server", "hostname", Session<&smtp::SessionOptions::hostname>, Range(0, 253),
+     "Name used in the greeting and Received headers; empty: the machine's host name."},
+    {"server", "threads", Daemon<&DaemonOptions::threads>, Range(0, 256),
+     "Shards (pinned threads); 0: one per online CPU."},
+    {"server", "listen", Daemon<&DaemonOptions::listen>, Range(1, 64),
+     "Addresses to accept SMTP on, host:port ([v6]:port for IPv6)."},
+    {"server", "admin_socket", Daemon<&DaemonOptions::admin_socket>, Range(1, 107),
+     "Unix socket for relaisctl (mode 0600: the daemon's user and root only), in a directory "
+     "only the daemon's user can write (created 0700)."},
+    {"limits", "command_line_bytes_max", Session<&smtp::SessionOptions::command_line_bytes_max>,
+     Range(512, 65536), "Longest command line, CRLF included (RFC 5321: 512)."},
+    {"limits", "text_line_bytes_max", Session<&smtp::SessionOptions::text_line_bytes_max>,
+     Range(1000, 1 << 20), "Longest message line, CRLF included (RFC 5321: 1000)."},
+    {"limits", "message_bytes_max", Session<&smtp::SessionOptions::message_bytes_max>,
+     Range(1024, 1ull << 30), "Largest message accepted; advertised as SIZE."},
+    {"limits", "recipients_max", Session<&smtp::SessionOptions::recipients_max>, Range(1, 100000),
+     "Recipients per message (RFC 5321 requires at least 100)."},
+    {"limits", "errors_max", Session<&smtp::SessionOptions::errors_max>, Range(1, 1000),
+     "Client errors before the session is closed with 421."},
+    {"limits", "connections_max", Daemon<&DaemonOptions::connections_max>, Range(1, 10'000'000),
+     "Concurrent SMTP connections, all shards together (and per shard at most RLIMIT_NOFILE)."},
+    {"limits", "connections_per_ip_max", Daemon<&DaemonOptions::connections_per_ip_max>,
+     Range(1, 10'000'000), "Concurrent SMTP connections from one client address."},
+    {"limits", "connections_per_ip_exempt_relay_networks",
+     Daemon<&DaemonOptions::connections_per_ip_exempt_relay_networks>, kNoBounds,
+     "Clients in relay.networks (a load balancer, local submitters) are not held to "
+     "connections_per_ip_max (connections_max still counts them)."},
+    {"limits", "pipeline_bytes_max", Session<&smtp::SessionOptions::pipeline_bytes_max>,
+     Range(4096, 1 << 26),
+     "Unprocessed input plus unsent replies held per session before reading pauses."},
+    {"limits", "receive_bytes_max", Daemon<&DaemonOptions::receive_bytes_max>, Range(0, kU64Max),
+     "Memory for messages being received, per shard (beyond it: 452 4.3.1); 0: a quarter of "
+     "RAM (or of the cgroup's memory.max) split over the shards, 16 MiB to 1 GiB each (at "
+     "least message_bytes_max + 1 MiB)."},
+    {"limits", "header_bytes_max", Header<&authcheck::HeaderLimits::header_bytes_max>,
+     Range(1024, 1ull << 30),
+     "Largest header section of a message (Postfix: 100 KiB); beyond it 552 5.3.4."},
+    {"limits", "header_fields_max", Header<&authcheck::HeaderLimits::header_fields_max>,
+     Range(16, 1'000'000), "Most header fields in a message; beyond it 552 5.3.4."},
+    {"limits", "received_max", Header<&authcheck::HeaderLimits::received_max>, Range(1, 100'000),
+     "Most Received fields in a message (RFC 5321 6.3 loop detection); beyond it 554 5.4.6."},
+    {"timeouts", "command_timeout_ms", Session<&smtp::SessionOptions::command_timeout_ms>,
+     Range(1000, 3'600'000), "Wait for the next command (RFC 5321 4.5.3.2.7: 5 min)."},
+    {"timeouts", "data_timeout_ms", Session<&smtp::SessionOptions::data_timeout_ms>,
+     Range(1000, 3'600'000),
+     "Wait for the next block of message data (RFC 5321 4.5.3.2.5: 3 min)."},
+    {"timeouts", "data_deadline_ms", Shard<&ShardOptions::data_deadline_ms>,
+     Range(1000, 86'400'000),
+     "One message's whole DATA or BDAT transfer, plus 1 s per data_rate_min bytes (at most "
+     "this much past the last read); then 421."},
+    {"timeouts", "data_deadline_stress_ms", Shard<&ShardOptions::data_deadline_stress_ms>,
+     Range(1000, 86'400'000),
+     "data_deadline_ms for transfers that see over half of connections_max open or of "
+     "receive_bytes_max held."},
+    {"timeouts", "data_rate_min", Shard<&ShardOptions::data_rate_min>, Range(1, 1'000'000'000),
+     "Slowest message data rate (bytes/s), kept up over every data_deadline_ms (Postfix: 500)."},
+    {"timeouts", "shutdown_grace_ms", Shard<&ShardOptions::shutdown_grace_ms>, Range(0, 600'000),
+     "On SIGTERM, how long open transactions may finish before 421."},
+    {"relay", "local_domains", Session<&smtp::SessionOptions::local_domains>, Range(0, 100000),
+     "Domains whose mail is ours to keep: exact, *.suffix or *. Default: none; the built-in "
+     "quick-start config (no --config) has [\"*\"], every domain into ./var/mail.",
+     true},
+    {"relay", "relay_domains", Session<&smtp::SessionOptions::relay_domains>, Range(0, 100000),
+     "Domains we relay for, from any client: exact, *.suffix or *.", true},
+    {"relay", "networks", Session<&smtp::SessionOptions::relay_networks>, Range(0, 100000),
+     "Client networks (CIDR) that may relay to any domain."},
+    {"relay", "allow_untrusted_routing", Session<&smtp::SessionOptions::allow_untrusted_routing>,
+     kNoBounds,
+     "Take recipients with sender-specified routing (user%host@, \"user@host\"@, host!user@) "
+     "from clients outside relay.networks; false: 550 5.7.1."},
+    {"relay", "open_relay_acknowledged", Daemon<&DaemonOptions::open_relay_acknowledged>, kNoBounds,
+     "Start even though the relay rules let any client relay to any domain (relay_domains or "
+     "local_domains with *, *.tld or *.public-suffix and a smarthost/lmtp route taking such "
+     "domains, networks over a /8 of public IPv4 or a /32 of 2000::/3)."},
+    {"queue", "retry_first_ms", Queue<&scheduler::SchedulerOptions::retry_first_ms>,
+     Range(100, 7ull * 24 * 3600 * 1000), "Delay before the first retry of a deferred message."},
+    {"queue", "retry_max_ms", Queue<&scheduler::SchedulerOptions::retry_max_ms>,
+     Range(100, 7ull * 24 * 3600 * 1000), "The retry delay doubles up to this."},
+    {"queue", "lifetime_ms", Queue<&scheduler::SchedulerOptions::lifetime_ms>,
+     Range(1000, 60ull * 24 * 3600 * 1000),
+     "How long a message is retried before what is pending fails."},
+    {"queue", "attempts_in_flight_max", Queue<&scheduler::SchedulerOptions::attempts_in_flight_max>,
+     Range(1, 512), "Delivery attempts running at once, per shard."},
+    {"queue", "delay_warning_ms", Shard<&ShardOptions::delay_warning_ms>,
+     Range(0, 60ull * 24 * 3600 * 1000),
+     "After this long in the queue, senders who asked (NOTIFY=DELAY) get one delay report; 0: "
+     "never."},
+    {"log", "file", Shard<&ShardOptions::log_file>, Range(0, 4096),
+     "File for the JSON log lines (appended; reopened on SIGUSR1 for logrotate); empty: "
+     "stdout."},
+    {"log", "queue_bytes_max", Daemon<&DaemonOptions::log_queue_bytes_max>,
+     Range(64 << 10, 1ull << 30),
+     "Log lines each core (and each delivery thread) may have waiting for a slow log reader; "
+     "beyond it lines are dropped and counted (relais_log_lines_dropped_total), mail goes on."},
+    {"metrics", "listen", Daemon<&DaemonOptions::metrics_listen>, Range(0, 300),
+     "host:port of the HTTP endpoint for Prometheus (/metrics, /healthz, /readyz); empty: "
+     "none."},
+    {"metrics", "request_timeout_ms", Daemon<&DaemonOptions::metrics_request_timeout_ms>,
+     Range(100, 600'000),
+     "A metrics client that has not sent its whole request by then is closed (and when all 64 "
+     "slots are taken, the oldest waiting one makes room for a new client)."},
+    {"delivery", "connect_timeout_ms", Egress<&EgressOptions::connect_timeout_ms>,
+     Range(100, 3'600'000), "Wait for a TCP or unix-socket connection to a next hop."},
+    {"delivery", "reply_timeout_ms", Egress<&EgressOptions::reply_timeout_ms>,
+     Range(100, 3'600'000),
+     "Wait for the greeting and the replies to EHLO, MAIL, RCPT, RSET (RFC 5321: 5 min)."},
+    {"delivery", "data_init_timeout_ms", Egress<&EgressOptions::data_init_timeout_ms>,
+     Range(100, 3'600'000), "Wait for the 354 reply to DATA (RFC 5321: 2 min)."},
+    {"delivery", "data_block_timeout_ms", Egress<&EgressOptions::data_block_timeout_ms>,
+     Range(100, 3'600'000),
+     "Wait for the next hop to take each block of message data (RFC 5321: 3 min)."},
+    {"delivery", "data_end_timeout_ms", Egress<&EgressOptions::data_end_timeout_ms>,
+     Range(100, 3'600'000),
+     "Wait for the reply to the end of the message data (RFC 5321: 10 min)."},
+    {"delivery", "idle_timeout_ms", Egress<&EgressOptions::idle_timeout_ms>, Range(0, 3'600'000),
+     "How long a connection is kept open for the next message; 0: close after each."},
+    {"delivery", "connections_per_destination_max",
+     Daemon<&DaemonOptions::connections_per_destination_max>, Range(1, 100000),
+     "Concurrent connections to one route's next hop, all shards together (at least one per "
+     "shard)."},
+    {"delivery", "messages_per_connection_max", Egress<&EgressOptions::messages_per_connection_max>,
+     Range(1, 1'000'000),
+     "Messages sent over one connection before it is closed and a new one opened."},
+    {"delivery", "recipients_per_transaction_max",
+     Shard<&ShardOptions::recipients_per_transaction_max>, Range(1, 100000),
+     "Recipients per outbound transaction; more are sent in further transactions."},
+    {"delivery", "maildir_directories_known_max",
+     Shard<&ShardOptions::maildir_directories_known_max>, Range(16, 16'777'216),
+     "Maildir directories each shard remembers as made durable; when full it forgets them all "
+     "and syncs each again once (relais_maildir_directories_forgotten_total)."},
+    {"delivery", "mime_nesting_max", Egress<&EgressOptions::mime_nesting_max>, Range(1, 1000),
+     "MIME nesting levels entered when 8-bit mail is converted to 7 bits for a next hop "
+     "without 8BITMIME; 8-bit content deeper down is bounced (5.6.3)."},
+    {"auth", "spf", &config::ChoiceField<kSpfWords, &Config::auth, &authcheck::Policy::spf>,
+     kNoBounds,
+     "SPF of MAIL FROM (or HELO for the null sender): off, tag (recorded in "
+     "Authentication-Results) or reject (a fail gets 550 5.7.23)."},
+    {"auth", "dkim", &config::ChoiceField<kDkimWords, &Config::auth, &authcheck::Policy::dkim>,
+     kNoBounds,
+     "DKIM signatures verified at the end of data: off or tag. DMARC verifies them either way."},
+    {"auth", "dmarc", &config::ChoiceField<kDmarcWords, &Config::auth, &authcheck::Policy::dmarc>,
+     kNoBounds,
+     "DMARC at the end of data: off, tag, or reject (550 5.7.1 when the author domain's policy, "
+     "after pct=, is reject, or the message has no single author domain; quarantine is tagged)."},
+    {"auth", "temperror",
+     &config::ChoiceField<kTempErrorWords, &Config::auth, &authcheck::Policy::defer_temperror>,
+     kNoBounds,
+     "A DNS failure while a reject policy decides: accept (recorded as temperror) or defer "
+     "(451 4.7.24 for SPF, 451 4.7.1 for DMARC)."},
+    {"auth", "dkim_signatures_max", Auth<&authcheck::Policy::dkim_signatures_max>, Range(1, 64),
+     "DKIM signatures evaluated per message (RFC 6376 6.1), those aligned with the From domain "
+     "first; the others are reported as dkim=policy."},
+    {"auth", "dmarc_temperror",
+     &config::ChoiceField<kDmarcTempErrorWords, &Config::auth, &authcheck::Policy::dmarc_temperror>,
+     kNoBounds,
+     "dmarc = reject, a DMARC temperror (an aligned signature or SPF not decided: DNS failure, "
+     "budget) and a reject or quarantine policy: defer (451 4.7.5), accept, or reject (550 "
+     "5.7.1)."},
+    {"auth", "authserv_id", Auth<&authcheck::Policy::authserv_id>, Range(0, 253),
+     "Our Authentication-Results identity; fields claiming it are removed from incoming mail. "
+     "Empty: server.hostname."},
+    {"auth", "skip_networks", Shard<&ShardOptions::auth_skip_networks>, Range(0, 100000),
+     "Clients (CIDR) whose mail is not checked (local submitters); relay.networks are skipped "
+     "too."},
+    {"dns", "servers", Dns<&dns::ResolverOptions::servers>, Range(0, 16),
+     "DNS servers, host:port; empty: those of /etc/resolv.conf."},
+    {"dns", "timeout_ms", Dns<&dns::ResolverOptions::timeout_ms>, Range(10, 60'000),
+     "Wait for a DNS server's answer, per try."},
+    {"dns", "tries", Dns<&dns::ResolverOptions::tries>, Range(1, 10),
+     "Tries per server before a lookup fails temporarily."},
+    {"dns", "cache_entries_max", Dns<&dns::ResolverOptions::cache_entries_max>,
+     Range(0, 10'000'000),
+     "DNS answers cached per shard (TTLs honoured, negative answers per RFC 2308)."},
+    {"spool", "path", Spool<&spool::SpoolOptions::path>, Range(1, 4096),
+     "Directory of the spool segments."},
+    {"spool", "bytes_max", Spool<&spool::SpoolOptions::spool_bytes_max>, Range(0, kU64Max),
+     "Cap on spool size per shard; 0: only the disk limits it."},
+    {"spool", "segment_bytes_max", Spool<&spool::SpoolOptions::segment_bytes_max>,
+     Range(1 << 16, 1ull << 34), "Size at which a segment is closed and a new one started."},
+    {"spool", "body_memory_bytes_max", Spool<&spool::SpoolOptions::body_memory_bytes_max>,
+     Range(0, kU64Max),
+     "Message bodies kept in memory per shard; beyond it they are read back from disk."},
+};
+
+template <typename E, size_t N>
+std::vector<std::string_view> WordsOf(const config::Word<E> (&words)[N]) {
+  std::vector<std::string_view> out;
+  for (const auto& w : words) {
+    out.push_back(w.word);
+  }
+  return out;
+}
+
+absl::Status AddRoute(const config::Entry& e, Config& c) {
+  if (auto st = e.OnlyKeys({"domain", "type", "path", "hosts", "address"}); !st.ok()) {
+    return st;
+  }
+  config::Route route;
+  if (auto s = e.String("domain", route.domain, true); !s.ok()) {
+    return s;
+  }
+  route.domain = base::AsciiStrToLower(route.domain);
+  if (!config::ValidDomainPattern(route.domain)) {
+    return e.Error("domain", StrCat("'", route.domain, "' is not a domain, *.domain or *"));
+  }
+  std::string type;
+  if (auto s = e.String("type", type, true); !s.ok()) {
+    return s;
+  }
+  absl::Status st;
+  if (type == "maildir") {
+    route.type = config::RouteType::kMaildir;
+    st = e.String("path", route.path, true);
+  } else if (type == "lmtp") {
+    route.type = config::RouteType::kLmtp;
+    st = e.String("address", route.address, true);
+  } else if (type == "reject") {
+    route.type = config::RouteType::kReject;
+  } else if (type == "smarthost") {
+    route.type = config::RouteType::kSmarthost;
+    constexpr std::string_view kNeedsHosts =
+        "a smarthost route needs a non-empty array of host:port strings";
+    st = e.Strings(
+        "hosts", kNeedsHosts, "expected host:port strings",
+        [](std::string_view h) { return h.find(':') != std::string_view::npos; },
+        /*lowercase=*/false, route.hosts);
+    if (st.ok() && route.hosts.empty()) {
+      st = e.Error("hosts", kNeedsHosts);
+    }
+  } else {
+    return e.Error("type", StrCat("'", type, "' is not one of maildir, smarthost, lmtp, reject"));
+  }
+  if (st.ok()) {
+    c.routes.push_back(std::move(route));
+  }
+  return st;
+}
+
+absl::Status AddDkimSigning(const config::Entry& e, Config& c) {
+  if (auto st = e.OnlyKeys({"domain", "selector", "key", "canonicalization", "headers"});
+      !st.ok()) {
+    return st;
+  }
+  DkimSigning d;
+  dkim::SignOptions& o = d.options;
+  std::string canonicalization = "relaxed/relaxed";
+  for (auto [k, value, required] :
+       {std::tuple{"domain", &o.domain, true}, std::tuple{"selector", &o.selector, true},
+        std::tuple{"key", &d.key_file, true},
+        std::tuple{"canonicalization", &canonicalization, false}}) {
+    if (auto st = e.String(k, *value, required); !st.ok()) {
+      return st;
+    }
+  }
+  o.domain = base::AsciiStrToLower(o.domain);
+  if (o.domain == "*" || o.domain.starts_with("*.") || !config::ValidDomainPattern(o.domain)) {
+    return e.Error("domain", StrCat("'", o.domain, "' is not a domain"));
+  }
+  for (char ch : o.selector) {
+    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '-' && ch != '.' && ch != '_') {
+      return e.Error("selector",
+                     StrCat("'", o.selector, "' is not a selector (letters, digits, - . _)"));
+    }
+  }
+  // header/body canonicalization (RFC 6376 3.4), as written in c=.
+  using dkim::Canonicalization;
+  static constexpr struct {
+    std::string_view word;
+    Canonicalization header, body;
+  } kCanonicalizations[] = {
+      {"relaxed/relaxed", Canonicalization::kRelaxed, Canonicalization::kRelaxed},
+      {"relaxed/simple", Canonicalization::kRelaxed, Canonicalization::kSimple},
+      {"simple/relaxed", Canonicalization::kSimple, Canonicalization::kRelaxed},
+      {"simple/simple", Canonicalization::kSimple, Canonicalization::kSimple}};
+  const auto* chosen = std::find_if(std::begin(kCanonicalizations), std::end(kCanonicalizations),
+                                    [&](const auto& k) { return k.word == canonicalization; });
+  if (chosen == std::end(kCanonicalizations)) {
+    return e.Error("canonicalization",
+                   StrCat("'", canonicalization,
+                          "' is not relaxed/relaxed, relaxed/simple, simple/relaxed or "
+                          "simple/simple"));
+  }
+  o.header_canonicalization = chosen->header;
+  o.body_canonicalization = chosen->body;
+  std::vector<std::string> headers;
+  if (auto st = e.Strings(
+          "headers", "expected an array of field names", "expected header field names",
+          [](std::string_view h) {
+            return !h.empty() && h.find_first_of(": \t\r\n") == std::string_view::npos;
+          },
+          /*lowercase=*/true, headers);
+      !st.ok()) {
+    return st;
+  }
+  if (!headers.empty()) {
+    o.headers = std::move(headers);  // Else the usual set (SignOptions' default).
+  }
+  c.dkim_sign.push_back(std::move(d));
+  return absl::OkStatus();
+}
+
+absl::Status AddAuthListener(const config::Entry& e, Config& c) {
+  AuthListener out;
+  for (const std::string& key : e.Keys()) {
+    if (key == "listen") {
+      std::optional<std::string> text = e.StringValue(key);
+      if (!text || text->empty()) {
+        return e.Error(key, "expected a listen address");
+      }
+      out.listen = *text;
+      continue;
+    }
+    // The words of the [auth] key of the same name.
+    if (key == "spf" || key == "dkim" || key == "dmarc") {
+      const std::vector<std::string_view> words = key == "spf"    ? WordsOf(kSpfWords)
+                                                  : key == "dkim" ? WordsOf(kDkimWords)
+                                                                  : WordsOf(kDmarcWords);
+      const config::Word<Mode>* table = key == "spf"    ? kSpfWords
+                                        : key == "dkim" ? kDkimWords
+                                                        : kDmarcWords;
+      absl::StatusOr<size_t> i = e.Choose(key, words);
+      if (!i.ok()) {
+        return i.status();
+      }
+      (key == "spf" ? out.spf : key == "dkim" ? out.dkim : out.dmarc) = table[*i].value;
+      continue;
+    }
+    if (key == "temperror") {
+      absl::StatusOr<size_t> i = e.Choose(key, WordsOf(kTempErrorWords));
+      if (!i.ok()) {
+        return i.status();
+      }
+      out.defer_temperror = kTempErrorWords[*i].value;
+      continue;
+    }
+    return e.Error(key, "unknown key");
+  }
+  if (out.listen.empty()) {
+    return e.Error("listen", "is required");
+  }
+  c.auth_listeners.push_back(std::move(out));
+  return absl::OkStatus();
+}
+
+const config::Array<Config> kArrays[] = {
+    {"routes", [](Config& c) { c.routes.clear(); }, AddRoute},
+    {"dkim_sign", [](Config& c) { c.dkim_sign.clear(); }, AddDkimSigning},
+    {"auth.listener", [](Config& c) { c.auth_listeners.clear(); }, AddAuthListener},
+};
+
+const config::Schema<Config> kSchema{kKeys, kArrays};
+
+std::string DefaultHostname() {
+  char buf[256] = {};
+  if (gethostname(buf, sizeof(buf) - 1) != 0 || buf[0] == '\0') {
+    return "localhost";
+  }
+  return buf;
+}
+
+// What no single key can check, and the values an empty key stands for.
+absl::Status Finish(Config& config, std::string_view source) {
+  std::string& hostname = config.shard.session.hostname;
+  if (hostname.empty()) {
+    hostname = DefaultHostname();
+  }
+  if (config.auth.authserv_id.empty()) {
+    config.auth.authserv_id = hostname;
+  }
+  const std::vector<std::string>& listen = config.daemon.listen;
+  for (const AuthListener& l : config.auth_listeners) {
+    if (std::find(listen.begin(), listen.end(), l.listen) == listen.end()) {
+      return absl::InvalidArgumentError(
+          StrCat(source, ": auth.listener: '", l.listen, "' is not one of server.listen"));
+    }
+    if (std::count_if(config.auth_listeners.begin(), config.auth_listeners.end(),
+                      [&](const AuthListener& o) { return o.listen == l.listen; }) > 1) {
+      return absl::InvalidArgumentError(
+          StrCat(source, ": auth.listener: '", l.listen, "' is given twice"));
+    }
+  }
+  for (const std::string& server : config.shard.dns.servers) {
+    if (server.rfind(':') == std::string::npos) {
+      return absl::InvalidArgumentError(
+          StrCat(source, ": dns.servers: '", server, "' is not host:port"));
+    }
+  }
+  for (const std::string& l : listen) {
+    if (l.rfind(':') == std::string::npos) {
+      return absl::InvalidArgumentError(
+          StrCat(source, ": server.listen: '", l, "' is not host:port"));
+    }
+  }
+  if (!config.daemon.open_relay_acknowledged) {
+    if (std::string problem = OpenRelayProblem(config); !problem.empty()) {
+      return absl::InvalidArgumentError(StrCat(source, ": ", problem));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+Config::Config() {
+  // Where the daemon's default differs from the module's own (a library user's session takes
+  // every domain and greets as "localhost"): in a file, no domain is local unless listed, and
+  // empty names mean "the machine's host name" (Finish fills them in).
+  shard.session.local_domains.clear();
+  shard.session.hostname.clear();
+  auth.authserv_id.clear();
+  // TODO(#14): the ShardOptions defaults these two override are the shard's to change (kept
+  // here while tools/relaisd/shard.h is being split).
+  shard.delay_warning_ms = 4ull * 3600 * 1000;  // RFC 3461 NOTIFY=DELAY reports; 0: never.
+  shard.auth_skip_networks = {*mail::IpNetwork::Parse("127.0.0.0/8"),
+                              *mail::IpNetwork::Parse("::1/128")};
+}
+
+authcheck::Policy Config::AuthFor(const std::string& listen) const {
+  authcheck::Policy p = auth;
+  for (const AuthListener& l : auth_listeners) {
+    if (l.listen == listen) {
+      p.spf = l.spf.value_or(p.spf);
+      p.dkim = l.dkim.value_or(p.dkim);
+      p.dmarc = l.dmarc.value_or(p.dmarc);
+      p.defer_temperror = l.defer_temperror.value_or(p.defer_temperror);
+    }
+  }
+  return p;
+}
+
+absl::StatusOr<Config> ParseConfig(std::string_view toml_text, std::string_view source) {
+  absl::StatusOr<Config> parsed = config::Read(kSchema, toml_text, source);
+  if (!parsed.ok()) {
+    return parsed;
+  }
+  if (absl::Status s = Finish(*parsed, source); !s.ok()) {
+    return s;
+  }
+  return parsed;
+}
+
+absl::StatusOr<Config> QuickStart() {
+  return ParseConfig(DefaultToml(), "built-in quick-start config");
+}
+
+absl::StatusOr<Config> LoadConfigFile(const std::string& path) {
+  absl::StatusOr<std::string> text = config::ReadFile(path);
+  if (!text.ok()) {
+    return text.status();
+  }
+  return ParseConfig(*text, path);
+}
+
+std::string DefaultToml() {
+  Config defaults;
+  // The quick start takes mail for every domain into ./var/mail (the only route): useful at
+  // once, relays nothing. The key's own default is empty, so that a file which routes mail
+  // on elsewhere does not turn every domain into ours (an open relay).
+  defaults.shard.session.local_domains = {"*"};
+  return StrCat(
+      "# Relais built-in quick-start configuration: what relaisd runs without --config.\n"
+      "# Every key is optional; a key left out of a file takes the value shown here, except\n"
+      "# relay.local_domains, whose default in a file is [] (no domain is local).\n",
+      config::Print(kSchema, std::move(defaults)),
+      "\n# Recipient domain -> destination; the first matching route wins.\n"
+      "# type: maildir (path), smarthost (hosts), lmtp (address), reject.\n"
+      "[[routes]]\ndomain = \"*\"\ntype = \"maildir\"\npath = \"./var/mail\"\n"
+      "\n# [[auth.listener]] tables override [auth]'s spf, dkim, dmarc and temperror for\n"
+      "# the connections of one server.listen address, e.g.:\n"
+      "# [[auth.listener]]\n# listen = \"0.0.0.0:587\"\n# dmarc = \"off\"\n"
+      "\n# DKIM signing of mail from trusted clients (relay.networks, auth.skip_networks)\n"
+      "# whose From domain is `domain` or below it; none by default. One table per key:\n"
+      "# [[dkim_sign]]\n# domain = \"example.com\"\n# selector = \"s2026\"\n"
+      "# key = \"/etc/relais/dkim/example.com.pem\"  # PKCS #8 PEM, RSA or Ed25519\n"
+      "# canonicalization = \"relaxed/relaxed\"\n"
+      "# headers = [\"from\", \"to\", \"subject\", \"date\", \"message-id\"]\n");
+}
+
+}  // namespace relais::relaisd

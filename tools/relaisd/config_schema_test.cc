@@ -1,0 +1,410 @@
+#include "tools/relaisd/config_schema.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <sstream>
+
+namespace relais::relaisd {
+namespace {
+
+using authcheck::Mode;
+using config::RouteType;
+
+TEST(ConfigSchemaTest, EmptyFileGivesDefaults) {
+  auto c = ParseConfig("", "empty.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->daemon.listen, std::vector<std::string>{"127.0.0.1:2525"});
+  EXPECT_EQ(c->shard.session.command_line_bytes_max, 512u);
+  EXPECT_EQ(c->shard.session.recipients_max, 1000u);
+  EXPECT_TRUE(c->shard.session.local_domains.empty());  // Only the quick start takes every domain.
+  EXPECT_TRUE(c->shard.session.relay_networks.empty());
+  EXPECT_FALSE(c->shard.session.allow_untrusted_routing);
+  EXPECT_FALSE(c->daemon.open_relay_acknowledged);
+  EXPECT_TRUE(c->daemon.connections_per_ip_exempt_relay_networks);
+  ASSERT_EQ(c->routes.size(), 1u);
+  EXPECT_EQ(c->routes[0].type, RouteType::kMaildir);
+  EXPECT_FALSE(c->shard.session.hostname.empty());
+}
+
+TEST(ConfigSchemaTest, DefaultTomlParsesBackToDefaults) {
+  auto c = ParseConfig(DefaultToml(), "default.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  Config d;
+  EXPECT_EQ(c->shard.session.message_bytes_max, d.shard.session.message_bytes_max);
+  EXPECT_EQ(c->shard.spool.path, d.shard.spool.path);
+  EXPECT_EQ(c->daemon.connections_per_ip_exempt_relay_networks,
+            d.daemon.connections_per_ip_exempt_relay_networks);
+  EXPECT_EQ(c->shard.session.allow_untrusted_routing, d.shard.session.allow_untrusted_routing);
+  EXPECT_EQ(c->routes.size(), 1u);
+  // What is printed is the quick start: every domain local, into the Maildir route.
+  EXPECT_EQ(c->shard.session.local_domains, std::vector<std::string>{"*"});
+  auto q = QuickStart();
+  ASSERT_TRUE(q.ok()) << q.status();
+  EXPECT_EQ(q->shard.session.local_domains, std::vector<std::string>{"*"});
+  ASSERT_EQ(q->routes.size(), 1u);
+  EXPECT_EQ(q->routes[0].type, RouteType::kMaildir);
+}
+
+// --print-default-config is part of the interface (operators diff it against their files):
+// every key, its doc, its default and its order are pinned by testdata/default_config.toml.
+TEST(ConfigSchemaTest, DefaultTomlIsUnchanged) {
+  std::ifstream in(RELAIS_DEFAULT_CONFIG);
+  ASSERT_TRUE(in) << RELAIS_DEFAULT_CONFIG;
+  std::stringstream expected;
+  expected << in.rdbuf();
+  EXPECT_EQ(DefaultToml(), expected.str());
+}
+
+// Each default is the one of the module's options struct the key fills, except where the
+// daemon's differs on purpose (Config's constructor).
+TEST(ConfigSchemaTest, DefaultsAreTheModulesOwn) {
+  auto c = ParseConfig("[server]\nhostname = \"h\"\n", "d.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  const smtp::SessionOptions session;
+  EXPECT_EQ(c->shard.session.command_line_bytes_max, session.command_line_bytes_max);
+  EXPECT_EQ(c->shard.session.message_bytes_max, session.message_bytes_max);
+  EXPECT_EQ(c->shard.session.pipeline_bytes_max, session.pipeline_bytes_max);
+  EXPECT_EQ(c->shard.spool.segment_bytes_max, spool::SpoolOptions{}.segment_bytes_max);
+  EXPECT_EQ(c->shard.scheduler.lifetime_ms, scheduler::SchedulerOptions{}.lifetime_ms);
+  EXPECT_EQ(c->shard.egress.data_end_timeout_ms, EgressOptions{}.data_end_timeout_ms);
+  EXPECT_EQ(c->shard.dns.cache_entries_max, dns::ResolverOptions{}.cache_entries_max);
+  EXPECT_EQ(c->shard.header_limits.received_max, authcheck::HeaderLimits{}.received_max);
+  EXPECT_EQ(c->auth.dmarc_temperror, authcheck::Policy{}.dmarc_temperror);
+  EXPECT_EQ(c->shard.data_deadline_stress_ms, ShardOptions{}.data_deadline_stress_ms);
+  // The daemon's own: nothing local in a file, names from the host name.
+  EXPECT_TRUE(c->shard.session.local_domains.empty());
+  EXPECT_EQ(c->shard.session.hostname, "h");
+  EXPECT_EQ(c->auth.authserv_id, "h");
+}
+
+TEST(ConfigSchemaTest, ReadsEveryKindOfValue) {
+  auto c = ParseConfig(R"(
+[server]
+hostname = "mx.example.net"
+threads = 2
+listen = ["127.0.0.1:2526", "[::1]:2526"]
+[limits]
+recipients_max = 50
+message_bytes_max = 1048576
+[relay]
+local_domains = ["Example.COM", "*.example.org"]
+networks = ["10.0.0.0/8", "::1"]
+[[routes]]
+domain = "example.com"
+type = "smarthost"
+hosts = ["127.0.0.1:25", "127.0.0.2:25"]
+[[routes]]
+domain = "*"
+type = "reject"
+)",
+                       "t.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->shard.session.hostname, "mx.example.net");
+  EXPECT_EQ(c->daemon.threads, 2u);
+  EXPECT_EQ(c->daemon.listen.size(), 2u);
+  EXPECT_EQ(c->shard.session.recipients_max, 50u);
+  EXPECT_EQ(c->shard.session.message_bytes_max, 1048576u);
+  EXPECT_EQ(c->shard.session.local_domains[0], "example.com");
+  EXPECT_EQ(c->shard.session.relay_networks.size(), 2u);
+  ASSERT_EQ(c->routes.size(), 2u);
+  EXPECT_EQ(c->routes[0].hosts.size(), 2u);
+  EXPECT_EQ(c->routes[1].type, RouteType::kReject);
+}
+
+void ExpectError(std::string_view toml, std::string_view fragment) {
+  auto c = ParseConfig(toml, "bad.toml");
+  ASSERT_FALSE(c.ok()) << toml;
+  EXPECT_NE(std::string(c.status().message()).find(fragment), std::string::npos)
+      << c.status().message() << " lacks " << fragment;
+}
+
+TEST(ConfigSchemaTest, ErrorsNameTheKeyAndLine) {
+  ExpectError("[limits]\nrecipients_maxx = 5\n", "bad.toml:2: limits.recipients_maxx: unknown key");
+  ExpectError("[limits]\n\nrecipients_max = 0\n",
+              "bad.toml:3: limits.recipients_max: 0 is out of range");
+  ExpectError("[limits]\nrecipients_max = \"many\"\n",
+              "limits.recipients_max: expected an integer");
+  ExpectError("[nope]\nx = 1\n", "nope: unknown table");
+  ExpectError("[relay]\nnetworks = [\"10.0.0.0/33\"]\n", "bad.toml:2: relay.networks");
+  ExpectError("[relay]\nlocal_domains = [\"bad domain\"]\n", "relay.local_domains");
+  ExpectError("[server]\nlisten = [\"nohostport\"]\n", "server.listen");
+  ExpectError("[[routes]]\ndomain = \"x.com\"\ntype = \"pigeon\"\n", "bad.toml:3: routes.type");
+  ExpectError("[[routes]]\ndomain = \"x.com\"\ntype = \"smarthost\"\n", "routes.hosts");
+  ExpectError("[[routes]]\ntype = \"reject\"\n", "routes.domain: is required");
+  ExpectError("[limits\n", "bad.toml:1:");
+  ExpectError("[auth]\nspf = \"always\"\n",
+              "bad.toml:2: auth.spf: 'always' is not one of off,tag,reject");
+  ExpectError("[auth]\ndkim = \"reject\"\n", "auth.dkim: 'reject' is not one of off,tag");
+  ExpectError("[auth]\ntemperror = 1\n", "auth.temperror: expected a string");
+  ExpectError("[dns]\nservers = [\"127.0.0.1\"]\n", "dns.servers: '127.0.0.1' is not host:port");
+  ExpectError("[dns]\ntries = 0\n", "dns.tries: 0 is out of range");
+  ExpectError("routes = 1\n", "bad.toml:1: routes: expected [[routes]] tables");
+  ExpectError("dkim_sign = [1]\n", "bad.toml:1: dkim_sign: expected [[dkim_sign]] tables");
+  ExpectError("[auth]\nlistener = \"x\"\n",
+              "bad.toml:2: auth.listener: expected [[auth.listener]] tables");
+}
+
+// A [[routes]] table for `domain` of `type`, with the fields that type needs.
+std::string RouteToml(const std::string& domain, const std::string& type) {
+  std::string out = "[[routes]]\ndomain = \"" + domain + "\"\ntype = \"" + type + "\"\n";
+  if (type == "smarthost") {
+    out += "hosts = [\"127.0.0.1:25\"]\n";
+  } else if (type == "lmtp") {
+    out += "address = \"/run/l\"\n";
+  } else if (type == "maildir") {
+    out += "path = \"/m\"\n";
+  }
+  return out;
+}
+
+// One "*" smarthost route added to a file that kept the old default local_domains = ["*"]
+// relayed anything from anyone; relay_domains = ["*"] and networks = ["0.0.0.0/0"] passed
+// silently too. Every way to "any client, any domain" is refused, naming the keys.
+TEST(ConfigSchemaTest, OpenRelayIsRefusedUnlessAcknowledged) {
+  const std::string smarthost =
+      "[[routes]]\ndomain = \"*\"\ntype = \"smarthost\"\nhosts = "
+      "[\"127.0.0.1:25\"]\n";
+  const std::string lmtp = "[[routes]]\ndomain = \"*\"\ntype = \"lmtp\"\naddress = \"/run/l\"\n";
+  const std::string maildir = "[[routes]]\ndomain = \"*\"\ntype = \"maildir\"\npath = \"/m\"\n";
+  const std::string reject = "[[routes]]\ndomain = \"*\"\ntype = \"reject\"\n";
+  const std::string local_route =
+      "[[routes]]\ndomain = \"example.net\"\ntype = \"maildir\"\npath = \"/m\"\n";
+  struct Case {
+    std::string toml;
+    std::string fragment;  // Empty: the file is fine.
+  };
+  const Case cases[] = {
+      // The reported one: a smarthost "*" route while every domain is local.
+      {"[relay]\nlocal_domains = [\"*\"]\n" + smarthost, "relay.local_domains"},
+      {"[relay]\nlocal_domains = [\"*\"]\n" + lmtp, "routes[0]"},
+      {"[relay]\nlocal_domains = [\"example.net\", \"*\"]\n" + local_route + smarthost,
+       "routes[1]"},
+      {"[relay]\nrelay_domains = [\"*\"]\n", "relay.relay_domains"},
+      {"[relay]\nrelay_domains = [\"*\"]\n" + maildir, "relay.relay_domains"},
+      {"[relay]\nnetworks = [\"0.0.0.0/0\"]\n", "relay.networks (0.0.0.0/0)"},
+      {"[relay]\nnetworks = [\"::/0\"]\n", "relay.networks (::/0)"},
+      {"[relay]\nnetworks = [\"2000::/3\"]\n", "relay.networks (2000::/3)"},
+      {"[relay]\nnetworks = [\"::/1\"]\n", "relay.networks"},
+      {"[relay]\nnetworks = [\"0.0.0.0/1\", \"10.0.0.0/8\", \"128.0.0.0/1\"]\n",
+       "0.0.0.0/1, 10.0.0.0/8, 128.0.0.0/1"},
+      {"[relay]\nnetworks = [\"0.0.0.0/1\"]\n", "relay.networks"},  // Half the Internet.
+      {"[relay]\nnetworks = [\"2000::/4\", \"3000::/4\"]\n", "relay.networks"},
+      {"[relay]\nnetworks = [\"1.2.3.4/0\"]\n", "relay.networks (0.0.0.0/0)"},
+      // Patterns that take a whole TLD or public suffix are "anywhere" too, and a route for
+      // such a pattern counts wherever it stands before the first route that takes them all.
+      // (a) "*.com" is sent on before the "*" maildir route sees it: 250 for gmail.com.
+      {"[relay]\nlocal_domains = [\"*\"]\n" + RouteToml("*.com", "smarthost") + maildir,
+       "routes[0] (domain \"*.com\")"},
+      // (b) every common TLD local, and the "*" route sends them on.
+      {"[relay]\nlocal_domains = [\"*.com\", \"*.net\", \"*.org\"]\n" + smarthost,
+       "relay.local_domains holds \"*.com\""},
+      // (c) relaying for whole TLDs.
+      {"[relay]\nrelay_domains = [\"*.com\", \"*.net\"]\n", "relay.relay_domains holds \"*.com\""},
+      {"[relay]\nrelay_domains = [\"example.net\", \"*.NET\"]\n", "\"*.net\""},
+      {"[relay]\nrelay_domains = [\"*.co.uk\"]\n", "\"*.co.uk\""},               // A public suffix.
+      {"[relay]\nrelay_domains = [\"*.github.io\"]\n", "\"*.github.io\""},       // A private one.
+      {"[relay]\nrelay_domains = [\"*.invalidtld\"]\n", "relay.relay_domains"},  // Any label.
+      // (d) 7/16 of IPv4, and other sets over one /8 of public space.
+      {"[relay]\nnetworks = [\"0.0.0.0/2\", \"64.0.0.0/3\", \"96.0.0.0/4\"]\n",
+       "relay.networks (0.0.0.0/2, 64.0.0.0/3, 96.0.0.0/4)"},
+      {"[relay]\nnetworks = [\"0.0.0.0/2\", \"64.0.0.0/3\"]\n", "relay.networks"},
+      {"[relay]\nnetworks = [\"1.0.0.0/8\", \"2.0.0.0/16\"]\n", "relay.networks"},
+      {"[relay]\nnetworks = [\"8.0.0.0/7\"]\n", "relay.networks (8.0.0.0/7)"},
+      {"[relay]\nnetworks = [\"11.0.0.0/8\", \"12.0.0.0/8\"]\n", "relay.networks"},
+      // The private ranges do not hide public space next to them: 0.0.0.0/4 is 0/8 plus
+      // fifteen public /8s (10/8 among them private).
+      {"[relay]\nnetworks = [\"0.0.0.0/4\"]\n", "relay.networks"},
+      {"[relay]\nnetworks = [\"2001::/31\"]\n", "relay.networks (2001::/31)"},
+      {"[relay]\nnetworks = [\"2001:db8::/32\", \"2a00::/32\"]\n", "relay.networks"},
+      // Routes for local "*" in first-match order: a narrower "anywhere" maildir route does
+      // not shield the rest, a narrower relaying one opens its part.
+      {"[relay]\nlocal_domains = [\"*\"]\n" + RouteToml("*.com", "maildir") + smarthost,
+       "routes[1] (domain \"*\") sends domains under \"*\""},
+      {"[relay]\nlocal_domains = [\"*\"]\n" + RouteToml("*.co.uk", "lmtp") + maildir, "routes[0]"},
+      {"[relay]\nlocal_domains = [\"*\"]\n" + local_route + RouteToml("*.net", "smarthost") +
+           maildir,
+       "routes[1]"},
+      // A local TLD pattern and routes that overlap it from either side.
+      {"[relay]\nlocal_domains = [\"*.uk\"]\n" + RouteToml("*.co.uk", "smarthost") + maildir,
+       "under \"*.co.uk\""},
+      {"[relay]\nlocal_domains = [\"*.co.uk\"]\n" + RouteToml("*.uk", "smarthost"), "routes[0]"},
+      {"[relay]\nlocal_domains = [\"*.com\"]\n" + RouteToml("*.example.com", "maildir") + smarthost,
+       "routes[1]"},
+      {"[relay]\nlocal_domains = [\"example.org\", \"*.org\"]\n" + RouteToml("*.org", "lmtp"),
+       "relay.local_domains holds \"*.org\""},
+      // Closed ones.
+      // Closed: "anywhere" patterns whose domains are all kept or refused first.
+      {"[relay]\nlocal_domains = [\"*\"]\n" + RouteToml("*.com", "maildir") + maildir + smarthost,
+       ""},
+      {"[relay]\nlocal_domains = [\"*.com\"]\n" + RouteToml("*.com", "reject") + smarthost, ""},
+      {"[relay]\nlocal_domains = [\"*.co.uk\"]\n" + RouteToml("*.uk", "maildir") + smarthost, ""},
+      {"[relay]\nlocal_domains = [\"*.com\"]\n" + RouteToml("*.net", "smarthost") + maildir, ""},
+      {"[relay]\nlocal_domains = [\"*.com\"]\n" + RouteToml("*.com", "maildir") +
+           RouteToml("*.com", "smarthost"),
+       ""},  // Never reached.
+      // One domain, or all under one domain, is not anywhere, whatever route sends it on.
+      {"[relay]\nlocal_domains = [\"*.example.com\", \"example.co.uk\"]\n" + smarthost, ""},
+      {"[relay]\nrelay_domains = [\"*.example.co.uk\", \"com\"]\n" + smarthost, ""},
+      // Networks within one /8 of public space, private and loopback ranges not counted.
+      {"[relay]\nnetworks = [\"10.0.0.0/8\", \"127.0.0.0/8\", \"172.16.0.0/12\", "
+       "\"192.168.0.0/16\", \"100.64.0.0/10\", \"169.254.0.0/16\"]\n",
+       ""},
+      {"[relay]\nnetworks = [\"11.0.0.0/8\", \"10.0.0.0/8\", \"127.0.0.0/8\"]\n", ""},
+      {"[relay]\nnetworks = [\"11.0.0.0/8\", \"11.1.0.0/16\"]\n", ""},  // Nested: one /8.
+      {"[relay]\nnetworks = [\"2001:db8::/32\", \"fc00::/7\", \"fe80::/10\", \"::1/128\"]\n", ""},
+      {"[relay]\nlocal_domains = [\"*\"]\n" + maildir + smarthost, ""},  // First "*" wins.
+      {"[relay]\nlocal_domains = [\"*\"]\n" + reject + smarthost, ""},
+      {"[relay]\nlocal_domains = [\"*\"]\n", ""},  // The quick start.
+      {"[relay]\nlocal_domains = [\"example.net\"]\nnetworks = [\"10.0.0.0/8\", "
+       "\"fc00::/7\", \"192.168.0.0/16\"]\n" +
+           smarthost,
+       ""},
+      {"[relay]\nrelay_domains = [\"*.example.net\"]\n" + smarthost, ""},
+      {smarthost, ""},  // Nothing local, no relay rules: only trusted... nobody.
+  };
+  for (const Case& c : cases) {
+    auto parsed = ParseConfig(c.toml, "r.toml");
+    if (c.fragment.empty()) {
+      EXPECT_TRUE(parsed.ok()) << c.toml << parsed.status();
+      continue;
+    }
+    if (parsed.ok()) {
+      ADD_FAILURE() << "accepted an open relay:\n" << c.toml;
+      continue;
+    }
+    const std::string message(parsed.status().message());
+    EXPECT_NE(message.find(c.fragment), std::string::npos) << message;
+    EXPECT_NE(message.find("open relay"), std::string::npos) << message;
+    EXPECT_NE(message.find("relay.open_relay_acknowledged"), std::string::npos) << message;
+    // The acknowledgement lets it start (in whichever table order).
+    const std::string acknowledged = "[relay]\nopen_relay_acknowledged = true\n" +
+                                     (c.toml.starts_with("[relay]\n") ? c.toml.substr(8) : c.toml);
+    EXPECT_TRUE(ParseConfig(acknowledged, "r.toml").ok()) << acknowledged;
+  }
+  ExpectError("[relay]\nopen_relay_acknowledged = \"yes\"\n",
+              "relay.open_relay_acknowledged: expected true or false");
+  ExpectError("[relay]\nallow_untrusted_routing = 1\n", "relay.allow_untrusted_routing");
+}
+
+TEST(ConfigSchemaTest, TrustKeys) {
+  auto c = ParseConfig(
+      "[relay]\nallow_untrusted_routing = true\n[limits]\n"
+      "connections_per_ip_exempt_relay_networks = false\n",
+      "t.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->shard.session.allow_untrusted_routing);
+  EXPECT_FALSE(c->daemon.connections_per_ip_exempt_relay_networks);
+  EXPECT_NE(DefaultToml().find("connections_per_ip_exempt_relay_networks = true"),
+            std::string::npos);
+  EXPECT_NE(DefaultToml().find("allow_untrusted_routing = false"), std::string::npos);
+}
+
+TEST(ConfigSchemaTest, DkimSigning) {
+  auto c = ParseConfig(R"(
+[[dkim_sign]]
+domain = "Example.COM"
+selector = "ed2026"
+key = "/etc/relais/ed.pem"
+[[dkim_sign]]
+domain = "example.com"
+selector = "rsa2026"
+key = "/etc/relais/rsa.pem"
+canonicalization = "simple/relaxed"
+headers = ["From", "subject"]
+)",
+                       "t.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_EQ(c->dkim_sign.size(), 2u);
+  EXPECT_EQ(c->dkim_sign[0].options.domain, "example.com");
+  EXPECT_EQ(c->dkim_sign[0].options.header_canonicalization, dkim::Canonicalization::kRelaxed);
+  EXPECT_EQ(c->dkim_sign[0].options.body_canonicalization, dkim::Canonicalization::kRelaxed);
+  EXPECT_EQ(c->dkim_sign[0].options.headers, dkim::SignOptions{}.headers);  // The usual set.
+  EXPECT_EQ(c->dkim_sign[1].options.header_canonicalization, dkim::Canonicalization::kSimple);
+  EXPECT_EQ(c->dkim_sign[1].options.body_canonicalization, dkim::Canonicalization::kRelaxed);
+  EXPECT_EQ(c->dkim_sign[1].key_file, "/etc/relais/rsa.pem");
+  EXPECT_EQ(c->dkim_sign[1].options.headers, (std::vector<std::string>{"from", "subject"}));
+  ExpectError("[[dkim_sign]]\ndomain = \"x.com\"\nselector = \"s\"\n",
+              "dkim_sign.key: is required");
+  ExpectError("[[dkim_sign]]\ndomain = \"*\"\nselector = \"s\"\nkey = \"k\"\n",
+              "dkim_sign.domain: '*' is not a domain");
+  ExpectError("[[dkim_sign]]\ndomain = \"x.com\"\nselector = \"a b\"\nkey = \"k\"\n",
+              "dkim_sign.selector");
+  ExpectError(
+      "[[dkim_sign]]\ndomain = \"x.com\"\nselector = \"s\"\nkey = \"k\"\ncanonicalization = "
+      "\"loose\"\n",
+      "bad.toml:5: dkim_sign.canonicalization: 'loose' is not relaxed/relaxed");
+  ExpectError("[[dkim_sign]]\ndomain = \"x.com\"\nselector = \"s\"\nkey = \"k\"\nalgo = 1\n",
+              "dkim_sign.algo: unknown key");
+}
+
+TEST(ConfigSchemaTest, AuthPerListener) {
+  auto c = ParseConfig(R"(
+[server]
+listen = ["127.0.0.1:25", "127.0.0.1:587"]
+[auth]
+spf = "reject"
+[[auth.listener]]
+listen = "127.0.0.1:587"
+spf = "off"
+dmarc = "off"
+)",
+                       "t.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_EQ(c->auth_listeners.size(), 1u);
+  EXPECT_EQ(c->auth_listeners[0].listen, "127.0.0.1:587");
+  EXPECT_EQ(c->auth_listeners[0].spf, Mode::kOff);
+  EXPECT_EQ(c->auth_listeners[0].dmarc, Mode::kOff);
+  EXPECT_FALSE(c->auth_listeners[0].dkim.has_value());
+  const std::string two = "[server]\nlisten = [\"127.0.0.1:25\"]\n[[auth.listener]]\n";
+  ExpectError(two + "listen = \"127.0.0.1:26\"\n",
+              "auth.listener: '127.0.0.1:26' is not one of server.listen");
+  ExpectError(two + "listen = \"127.0.0.1:25\"\nspf = \"maybe\"\n",
+              "bad.toml:5: auth.listener.spf: 'maybe' is not one of off,tag,reject");
+  ExpectError(two + "listen = \"127.0.0.1:25\"\nsign = \"yes\"\n",
+              "auth.listener.sign: unknown key");
+  ExpectError(two + "spf = \"off\"\n", "auth.listener.listen: is required");
+  ExpectError(two + "listen = \"127.0.0.1:25\"\n[[auth.listener]]\nlisten = \"127.0.0.1:25\"\n",
+              "'127.0.0.1:25' is given twice");
+}
+
+TEST(ConfigSchemaTest, AuthAndDns) {
+  auto d = ParseConfig("[server]\nhostname = \"mx.example.net\"\n", "d.toml");
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->auth.spf, Mode::kTag);
+  EXPECT_EQ(d->auth.dmarc, Mode::kTag);
+  EXPECT_EQ(d->auth.defer_temperror, false);
+  EXPECT_EQ(d->auth.authserv_id, "mx.example.net");  // Defaults to the host name.
+  ASSERT_EQ(d->shard.auth_skip_networks.size(), 2u);
+  EXPECT_EQ(d->shard.auth_skip_networks[0].ToString(), "127.0.0.0/8");
+  EXPECT_TRUE(d->shard.dns.servers.empty());
+  auto c = ParseConfig(R"(
+[auth]
+spf = "reject"
+dkim = "off"
+dmarc = "reject"
+temperror = "defer"
+authserv_id = "auth.example.net"
+skip_networks = []
+[dns]
+servers = ["127.0.0.1:5353", "[::1]:53"]
+timeout_ms = 500
+tries = 3
+cache_entries_max = 0
+)",
+                       "t.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->auth.spf, Mode::kReject);
+  EXPECT_EQ(c->auth.dkim, Mode::kOff);
+  EXPECT_EQ(c->auth.dmarc, Mode::kReject);
+  EXPECT_EQ(c->auth.defer_temperror, true);
+  EXPECT_EQ(c->auth.authserv_id, "auth.example.net");
+  EXPECT_TRUE(c->shard.auth_skip_networks.empty());
+  EXPECT_EQ(c->shard.dns.servers.size(), 2u);
+  EXPECT_EQ(c->shard.dns.timeout_ms, 500u);
+  EXPECT_EQ(c->shard.dns.tries, 3u);
+  EXPECT_EQ(c->shard.dns.cache_entries_max, 0u);
+}
+
+}  // namespace
+}  // namespace relais::relaisd
