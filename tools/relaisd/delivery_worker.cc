@@ -22,16 +22,19 @@ void Signal(int fd) {
   RELAIS_CHECK(n == sizeof(one) || errno == EAGAIN) << "eventfd write: " << errno;
 }
 
-std::string_view OutcomeName(scheduler::Outcome o) {
-  switch (o) {
-    case scheduler::Outcome::kDelivered:
-      return "delivered";
-    case scheduler::Outcome::kDeferred:
-      return "deferred";
-    case scheduler::Outcome::kFailed:
-      return "failed";
+// A Maildir delivery's result, in the status table's words.
+delivery::Status MaildirStatus(const maildir::Result& r) {
+  switch (r.problem) {
+    case maildir::Problem::kNone:
+      return delivery::Make(delivery::Reason::kMaildirDelivered, r.detail);
+    case maildir::Problem::kNoSpace:
+      return delivery::Make(delivery::Reason::kMaildirFull);
+    case maildir::Problem::kRefused:
+      return delivery::Make(delivery::Reason::kMaildirRefused, r.detail);
+    case maildir::Problem::kFileSystem:
+      break;
   }
-  return "?";
+  return delivery::Make(delivery::Reason::kMaildirError);
 }
 
 }  // namespace
@@ -98,21 +101,21 @@ void DeliveryWorker::Loop() {
     while (auto job = jobs_.TryPop()) {
       auto done = std::make_unique<DeliveryDone>();
       done->token = (*job)->token;
-      std::string read_error;
+      std::optional<std::string> read_error;  // Why the body could not be read.
       if ((*job)->location) {
         // A body beyond the shard's memory budget: read it here, where blocking is allowed.
         auto body = spool::ReadBodyAt(io, *(*job)->location);
         if (body.ok()) {
           (*job)->content = std::move(*body);
         } else {
-          read_error = base::StrCat("451 4.3.0 spool: ", body.status().message());
+          read_error = std::string(body.status().message());
         }
       }
       if ((*job)->load_only) {
         for (DeliveryJob::Item& item : (*job)->items) {
-          if (!item.resolved && !read_error.empty()) {
+          if (!item.resolved && read_error) {
             item.resolved = true;
-            item.result = {scheduler::Outcome::kDeferred, read_error};
+            item.result = delivery::Make(delivery::Reason::kSpoolUnreadable, *read_error);
           }
         }
         (*job)->load_only = false;
@@ -123,9 +126,9 @@ void DeliveryWorker::Loop() {
         continue;
       }
       for (DeliveryJob::Item& item : (*job)->items) {
-        if (!item.resolved && !read_error.empty()) {
+        if (!item.resolved && read_error) {
           item.resolved = true;
-          item.result = {scheduler::Outcome::kDeferred, read_error};
+          item.result = delivery::Make(delivery::Reason::kSpoolUnreadable, *read_error);
         }
         RELAIS_CHECK(item.resolved || item.destination < 0) << "a network item reached the worker";
         const uint64_t start_us = clock.UnixMicros();
@@ -142,10 +145,16 @@ void DeliveryWorker::Loop() {
                                    "mailbox removed while relaisd was running; created again "
                                    "and made durable before delivering into it"}});
           }
-          result.outcome = r.status == maildir::Status::kDelivered ? scheduler::Outcome::kDelivered
-                           : r.status == maildir::Status::kTemporary ? scheduler::Outcome::kDeferred
-                                                                     : scheduler::Outcome::kFailed;
-          result.reply = r.reply;
+          result = MaildirStatus(r);
+          if (!r.error.empty()) {
+            // The file-system error names paths: the log has it, the sender does not.
+            log::AppendFormatted(log_lines, clock.UnixMicros(), log::Level::kWarning,
+                                 static_cast<int>(shard_), "maildir_error",
+                                 {{"id", (*job)->message_id},
+                                  {"recipient", item.address},
+                                  {"mailbox", item.maildir.directory},
+                                  {"error", r.error}});
+          }
         }
         // One line per recipient and attempt, whoever decided it; written with the batch.
         const uint64_t now_us = clock.UnixMicros();
@@ -153,23 +162,24 @@ void DeliveryWorker::Loop() {
             log_lines, now_us, log::Level::kInfo, static_cast<int>(shard_), "delivery_attempt",
             {{"id", (*job)->message_id},
              {"recipient", item.address},
-             {"route", item.route},
+             {"route", delivery::RouteName(item.route)},
              {"next_hop", item.next_hop},
-             {"outcome", OutcomeName(result.outcome)},
-             {"reply", result.reply},
+             {"outcome", delivery::OutcomeName(result.outcome)},
+             {"reply", result.Text()},
              {"duration_us", item.duration_us != 0 ? item.duration_us : now_us - start_us}});
         done->results.push_back(std::move(result));
         done->routes.push_back(item.route);
       }
-      if (!(*job)->sender.empty() && !read_error.empty()) {
+      if (!(*job)->sender.empty() && read_error) {
         // No message, no bounce: a failure now would go unreported, so it waits for a retry.
         for (scheduler::RecipientResult& r : done->results) {
           if (r.outcome == scheduler::Outcome::kFailed) {
-            r = {scheduler::Outcome::kDeferred, base::StrCat(read_error, "; was: ", r.reply)};
+            r = delivery::Make(delivery::Reason::kSpoolUnreadable,
+                               base::StrCat(*read_error, "; was: ", r.Text()));
           }
         }
       }
-      if (!(*job)->sender.empty() && read_error.empty()) {
+      if (!(*job)->sender.empty() && !read_error) {
         bounce::ReportInput in;
         for (size_t i = 0; i < done->results.size(); ++i) {
           const DeliveryJob::Item& item = (*job)->items[i];
@@ -187,11 +197,11 @@ void DeliveryWorker::Loop() {
                      (notify & mail::kNotifySuccess) != 0 && !item.dsn_passed_on) {
             // RFC 3461 4.4 and 6.2: final delivery (Maildir, LMTP) reports "delivered"; a
             // next hop without DSN means we can say no more than "relayed".
-            action =
-                item.route == "smarthost" ? bounce::Action::kRelayed : bounce::Action::kDelivered;
+            action = item.route == delivery::Route::kSmarthost ? bounce::Action::kRelayed
+                                                               : bounce::Action::kDelivered;
           }
           if (action) {
-            in.recipients.push_back({item.address, result.reply, *action, item.orcpt});
+            in.recipients.push_back({item.address, result, *action, item.orcpt});
           }
         }
         if (!in.recipients.empty()) {

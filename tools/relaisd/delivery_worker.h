@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "core/ring/spsc_ring.h"
+#include "queue/delivery/status.h"
 #include "queue/maildir/maildir.h"
 #include "queue/scheduler/scheduler.h"
 #include "queue/spool/spool.h"
@@ -25,9 +26,9 @@ namespace relais::relaisd {
 
 struct DeliveryJob {
   struct Item {
-    bool resolved = false;               // Decided on the shard (no transport): `result` is final.
-    std::string address;                 // The recipient.
-    std::string_view route = "maildir";  // For the log: maildir, reject, smarthost, lmtp, ...
+    bool resolved = false;  // Decided on the shard (no transport): `result` is final.
+    std::string address;    // The recipient.
+    delivery::Route route = delivery::Route::kMaildir;  // For the log, the metrics, the report.
     int32_t destination = -1;  // Route index of a smarthost/lmtp recipient (sent by the shard).
     maildir::Delivery maildir;
     scheduler::RecipientResult result;
@@ -65,7 +66,7 @@ struct DeliveryJob {
 struct DeliveryDone {
   uint64_t token = 0;
   std::vector<scheduler::RecipientResult> results;  // One per item.
-  std::vector<std::string_view> routes;             // One per item: its route type.
+  std::vector<delivery::Route> routes;              // One per item: its route type.
   // An RFC 3464 report to the sender: failures (unless NOTIFY said otherwise), and the
   // successes and delays that NOTIFY asked for.
   std::string bounce;

@@ -15,6 +15,7 @@
 #include "core/base/check.h"
 #include "core/base/strings.h"
 #include "core/log/log.h"
+#include "queue/delivery/outbound.h"
 #include "tools/relaisd/net_address.h"
 
 namespace relais::relaisd {
@@ -22,7 +23,9 @@ namespace relais::relaisd {
 using base::StrCat;
 
 namespace {
-constexpr char kStoppingReply[] = "451 4.3.2 delivery stopped: the daemon is shutting down";
+smtp::RecipientReply StoppingReply() {
+  return delivery::ToReply(delivery::Make(delivery::Reason::kStopping));
+}
 }  // namespace
 
 absl::StatusOr<std::vector<std::optional<Destination>>> ResolveDestinations(
@@ -40,7 +43,7 @@ absl::StatusOr<std::vector<std::optional<Destination>>> ResolveDestinations(
     }
     Destination d;
     d.lmtp = route.type == config::RouteType::kLmtp;
-    d.route = d.lmtp ? "lmtp" : "smarthost";
+    d.route = d.lmtp ? delivery::Route::kLmtp : delivery::Route::kSmarthost;
     for (const std::string& hop : hops) {
       const std::string where = StrCat("route for ", route.domain, ": next hop ", hop);
       if (d.lmtp && hop.starts_with('/')) {
@@ -210,19 +213,18 @@ void Egress::Requeue(Pool& pool, EgressTask task) {
   }
 }
 
-void Egress::DeferQueue(Pool& pool, const std::string& reason) {
+void Egress::DeferQueue(Pool& pool, const smtp::RecipientReply& reason) {
   while (!pool.queue.empty()) {
     EgressTask task = std::move(pool.queue.front());
     pool.queue.pop_front();
-    std::vector<smtp::RecipientReply> results(task.message.recipients.size(),
-                                              {smtp::RecipientStatus::kDeferred, reason});
+    std::vector<smtp::RecipientReply> results(task.message.recipients.size(), reason);
     listener_.OnEgressDone(task.id, std::move(results), "");
   }
 }
 
 void Egress::Dispatch(Pool& pool) {
   if (stopping_) {
-    DeferQueue(pool, kStoppingReply);
+    DeferQueue(pool, StoppingReply());
     return;
   }
   // Idle connections first: each takes one task now.
@@ -356,8 +358,7 @@ void Egress::Process(Link& link) {
     // Reserved for this link, never started: deferred like the queue.
     EgressTask task = std::move(*link.task);
     link.task.reset();
-    std::vector<smtp::RecipientReply> results(task.message.recipients.size(),
-                                              {smtp::RecipientStatus::kDeferred, kStoppingReply});
+    std::vector<smtp::RecipientReply> results(task.message.recipients.size(), StoppingReply());
     listener_.OnEgressDone(task.id, std::move(results), "");
   }
   if (link.connecting) {
@@ -394,7 +395,7 @@ void Egress::Process(Link& link) {
         ++pool.failed_count;
       }
       log::Emit(log::Level::kWarning, static_cast<int>(options_.shard), "next_hop_failed",
-                {{"route", pool.destination->route},
+                {{"route", delivery::RouteName(pool.destination->route)},
                  {"next_hop", link.endpoint.name},
                  {"error", link.session.error()}});
       const bool others_ready = std::any_of(pool.links.begin(), pool.links.end(),
@@ -403,8 +404,10 @@ void Egress::Process(Link& link) {
         // Every next hop failed: the queue waits for the retry schedule.
         pool.failed.assign(pool.failed.size(), false);
         pool.failed_count = 0;
-        DeferQueue(pool, StrCat("451 4.4.1 no next hop of the ", pool.destination->route,
-                                " route is usable; last: ", link.session.error()));
+        DeferQueue(pool, delivery::ToReply(delivery::Make(
+                             delivery::Reason::kNoNextHop,
+                             StrCat(delivery::RouteName(pool.destination->route),
+                                    " route is usable; last: ", link.session.error()))));
       }
     }
     BeginClose(link);
@@ -521,7 +524,7 @@ void Egress::Free(Link& link) {
 void Egress::Stop() {
   stopping_ = true;
   for (auto& [destination, pool] : pools_) {
-    DeferQueue(*pool, kStoppingReply);
+    DeferQueue(*pool, StoppingReply());
     for (auto& link : pool->links) {
       MarkDirty(*link);  // Idle ones say QUIT; busy ones finish their message first.
     }

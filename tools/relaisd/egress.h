@@ -34,6 +34,7 @@
 #include "core/timer/timer_wheel.h"
 #include "core/uring/engine.h"
 #include "protocols/smtp/client_session.h"
+#include "queue/delivery/status.h"
 
 namespace relais::relaisd {
 
@@ -45,7 +46,7 @@ struct Endpoint {
 
 // Where one smarthost or lmtp route sends its mail.
 struct Destination {
-  std::string route;  // "smarthost" or "lmtp", for logs.
+  delivery::Route route = delivery::Route::kSmarthost;  // kSmarthost or kLmtp.
   bool lmtp = false;
   std::vector<Endpoint> endpoints;  // In the order the route lists them.
 };
@@ -132,7 +133,7 @@ class Egress {
   void Free(Link& link);
   void MarkDirty(Link& link);
   void Requeue(Pool& pool, EgressTask task);
-  void DeferQueue(Pool& pool, const std::string& reason);
+  void DeferQueue(Pool& pool, const smtp::RecipientReply& reason);
   void OnConnect(Link& link, int32_t result, uint32_t flags);
   void OnRecv(Link& link, int32_t result, uint32_t flags);
   void OnSend(Link& link, int32_t result, uint32_t flags);

@@ -15,6 +15,7 @@
 #include "core/base/strings.h"
 #include "core/log/log.h"
 #include "protocols/authres/authres.h"
+#include "queue/delivery/outbound.h"
 #include "tools/relaisd/transfer_deadline.h"
 
 namespace relais::relaisd {
@@ -1296,26 +1297,18 @@ void Shard::StartDeliveries() {
       router.Split(address, local, domain);
       const config::Route* route = router.Find(domain);
       item.resolved = true;
-      item.result.outcome = scheduler::Outcome::kDeferred;
-      item.route = route == nullptr                               ? "none"
-                   : route->type == config::RouteType::kMaildir   ? "maildir"
-                   : route->type == config::RouteType::kReject    ? "reject"
-                   : route->type == config::RouteType::kSmarthost ? "smarthost"
-                                                                  : "lmtp";
+      item.route = delivery::RouteOf(route);
       if (attempt->give == scheduler::Attempt::Give::kExpired) {
-        item.result.outcome = scheduler::Outcome::kFailed;
-        item.result.reply = base::StrCat("550 5.4.7 delivery time expired", last);
+        item.result = delivery::Make(delivery::Reason::kExpired, last);
       } else if (attempt->give == scheduler::Attempt::Give::kReturned) {
-        item.result.outcome = scheduler::Outcome::kFailed;
-        item.result.reply = base::StrCat("550 5.0.0 returned to sender by the postmaster", last);
+        item.result = delivery::Make(delivery::Reason::kReturned, last);
       } else if (!in_memory && !location) {
-        item.result.reply = "451 4.3.0 spool: the message's segment is gone";
+        item.result = delivery::Make(delivery::Reason::kSegmentGone);
       } else if (route == nullptr) {
         // The configuration changed since the message was accepted; it may change back.
-        item.result.reply = "451 4.4.0 no route for the recipient domain";
+        item.result = delivery::Make(delivery::Reason::kNoRoute);
       } else if (route->type == config::RouteType::kReject) {
-        item.result.outcome = scheduler::Outcome::kFailed;
-        item.result.reply = "550 5.7.1 recipient rejected by route";
+        item.result = delivery::Make(delivery::Reason::kRejectedByRoute);
       } else if (route->type == config::RouteType::kSmarthost ||
                  route->type == config::RouteType::kLmtp) {
         item.resolved = false;
@@ -1325,10 +1318,9 @@ void Shard::StartDeliveries() {
       } else if (routing::MaildirPath maildir = router.MaildirFor(*route, local, domain);
                  maildir.verdict != routing::Verdict::kAccept) {
         // Refused at RCPT already; this covers mail spooled before that check existed.
-        item.result.outcome = scheduler::Outcome::kFailed;
-        item.result.reply = maildir.verdict == routing::Verdict::kUnsafeDomain
-                                ? "550 5.1.2 domain not allowed in a mailbox path"
-                                : "550 5.1.3 mailbox name not allowed";
+        item.result = delivery::Make(maildir.verdict == routing::Verdict::kUnsafeDomain
+                                         ? delivery::Reason::kUnsafeDomain
+                                         : delivery::Reason::kUnsafeMailbox);
       } else {
         item.resolved = false;
         item.maildir.directory = std::move(maildir.directory);
@@ -1441,11 +1433,7 @@ void Shard::OnEgressDone(uint64_t id, std::vector<smtp::RecipientReply>&& result
   for (size_t k = 0; k < results.size(); ++k) {
     DeliveryJob::Item& item = job.items[part->second.items[k]];
     item.resolved = true;
-    item.result.outcome =
-        results[k].status == smtp::RecipientStatus::kDelivered ? scheduler::Outcome::kDelivered
-        : results[k].status == smtp::RecipientStatus::kFailed  ? scheduler::Outcome::kFailed
-                                                               : scheduler::Outcome::kDeferred;
-    item.result.reply = std::move(results[k].reply);
+    item.result = delivery::FromReply(results[k]);
     item.next_hop = next_hop;
     item.duration_us = duration_us;
     item.dsn_passed_on = results[k].dsn_passed_on;
@@ -1500,8 +1488,7 @@ void Shard::OnDeliveriesDone() {
       // Without a bounce a failure would go unreported: keep those recipients for later.
       for (scheduler::RecipientResult& r : done->results) {
         if (r.outcome == scheduler::Outcome::kFailed) {
-          r.outcome = scheduler::Outcome::kDeferred;
-          r.reply = base::StrCat("451 4.3.1 bounce could not be queued; was: ", r.reply);
+          r = delivery::Make(delivery::Reason::kBounceNotQueued, r.Text());
         }
       }
     }
@@ -1509,7 +1496,7 @@ void Shard::OnDeliveriesDone() {
     const uint64_t now_us = clock_.UnixMicros();
     for (size_t i = 0; i < done->results.size(); ++i) {
       const auto outcome = static_cast<size_t>(done->results[i].outcome);
-      metrics_.attempts[RouteIndex(done->routes[i])][outcome].Add();
+      metrics_.attempts[static_cast<size_t>(done->routes[i])][outcome].Add();
       if (done->results[i].outcome == scheduler::Outcome::kDelivered && message != nullptr &&
           now_us > message->received_us) {
         metrics_.time_to_delivered.ObserveMicros(now_us - message->received_us);
