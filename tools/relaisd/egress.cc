@@ -539,4 +539,11 @@ bool Egress::idle() const {
                      [](const auto& p) { return p.second->queue.empty(); });
 }
 
+void EgressOutbound::Submit(int32_t destination, uint64_t task_id, smtp::OutgoingMessage message) {
+  RELAIS_CHECK(destination >= 0 && static_cast<size_t>(destination) < destinations_.size());
+  const std::optional<Destination>& d = destinations_[static_cast<size_t>(destination)];
+  RELAIS_CHECK(d.has_value()) << "a network route without a destination";
+  egress_.Submit(*d, EgressTask{task_id, std::move(message)});
+}
+
 }  // namespace relais::relaisd
