@@ -34,6 +34,7 @@ struct alignas(64) ShardMetrics {
   // SMTP.
   std::array<metrics::Counter, 6> replies_by_class;  // Index: code / 100.
   metrics::Counter messages_accepted;
+  metrics::Counter recipients_duplicate;  // Named again in one transaction: delivered once.
   metrics::Counter message_bytes_accepted;
   metrics::Counter commit_failures;          // Batches answered 451/452 instead of 250.
   metrics::Counter transfers_too_slow;       // Past the message's deadline or rate: 421 4.4.2.
