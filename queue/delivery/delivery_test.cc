@@ -223,6 +223,8 @@ TEST_F(DeliveryTest, AnExpiredMessageFailsWithTheTableTextWithoutATransport) {
   EXPECT_EQ(Attempts(Route::kSmarthost, Outcome::kFailed), 1u);
   EXPECT_EQ(bounces_.value(), 1u);
   EXPECT_NE(delivery_->TakeLog().find("550 5.4.7 delivery time expired"), std::string::npos);
+  Commit();  // The report's batch completes (its completion frees itself).
+  EXPECT_EQ(spool_->message_count(), 1u);  // Only the report is left.
 }
 
 TEST_F(DeliveryTest, StoppedStartsNothingButFinishesWhatIsInFlight) {
