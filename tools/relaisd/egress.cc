@@ -15,6 +15,7 @@
 #include "core/base/check.h"
 #include "core/base/strings.h"
 #include "core/log/log.h"
+#include "queue/delivery/next_hops.h"
 #include "queue/delivery/outbound.h"
 #include "tools/relaisd/net_address.h"
 
@@ -93,11 +94,8 @@ struct Egress::Pool {
   const Destination* destination = nullptr;
   std::deque<EgressTask> queue;
   std::vector<std::unique_ptr<Link>> links;
-  uint32_t next_endpoint = 0;
-  // Next hops that failed (before greeting and EHLO were done) since a connection last became
-  // ready; when all have, the queue is deferred.
-  std::vector<bool> failed;
-  uint32_t failed_count = 0;
+  // Which next hop new connections go to, and when all have failed (queue/delivery).
+  delivery::NextHops hops{0};
   bool pending = false;  // On pending_pools_.
 };
 
@@ -170,7 +168,7 @@ void Egress::Submit(const Destination& destination, EgressTask task) {
   if (pool == nullptr) {
     pool = std::make_unique<Pool>();
     pool->destination = &destination;
-    pool->failed.assign(destination.endpoints.size(), false);
+    pool->hops = delivery::NextHops(static_cast<uint32_t>(destination.endpoints.size()));
   }
   pool->queue.push_back(std::move(task));
   if (!pool->pending) {
@@ -251,11 +249,7 @@ void Egress::Dispatch(Pool& pool) {
 
 void Egress::Open(Pool& pool, EgressTask task) {
   const Destination& d = *pool.destination;
-  const auto count = static_cast<uint32_t>(d.endpoints.size());
-  uint32_t index = pool.next_endpoint % count;
-  for (uint32_t k = 0; k < count && pool.failed[index]; ++k) {
-    index = (index + 1) % count;  // The first next hop, in order, not known to be down.
-  }
+  const uint32_t index = pool.hops.Pick();
   smtp::ClientOptions o;
   o.helo_name = options_.helo_name;
   o.peer_name = d.endpoints[index].name;
@@ -389,21 +383,15 @@ void Egress::Process(Link& link) {
     }
     if (!link.ever_ready) {
       ++counters_.connect_failures;
-      const auto index = static_cast<size_t>(&link.endpoint - pool.destination->endpoints.data());
-      if (!pool.failed[index]) {
-        pool.failed[index] = true;
-        ++pool.failed_count;
-      }
+      const auto index = static_cast<uint32_t>(&link.endpoint - pool.destination->endpoints.data());
       log::Emit(log::Level::kWarning, static_cast<int>(options_.shard), "next_hop_failed",
                 {{"route", delivery::RouteName(pool.destination->route)},
                  {"next_hop", link.endpoint.name},
                  {"error", link.session.error()}});
       const bool others_ready = std::any_of(pool.links.begin(), pool.links.end(),
                                             [](const auto& l) { return l->ever_ready; });
-      if (pool.failed_count == pool.failed.size() && !others_ready) {
+      if (pool.hops.Failed(index, others_ready)) {
         // Every next hop failed: the queue waits for the retry schedule.
-        pool.failed.assign(pool.failed.size(), false);
-        pool.failed_count = 0;
         DeferQueue(pool, delivery::ToReply(delivery::Make(
                              delivery::Reason::kNoNextHop,
                              StrCat(delivery::RouteName(pool.destination->route),
@@ -420,11 +408,8 @@ void Egress::Process(Link& link) {
   if (link.session.ready()) {
     if (!link.ever_ready) {
       link.ever_ready = true;
-      pool.failed.assign(pool.failed.size(), false);
-      pool.failed_count = 0;
       // New connections go where this one went: the first next hop that works.
-      pool.next_endpoint =
-          static_cast<uint32_t>(&link.endpoint - pool.destination->endpoints.data());
+      pool.hops.Worked(static_cast<uint32_t>(&link.endpoint - pool.destination->endpoints.data()));
     }
     if (!link.task && !link.quitting && !stopping_ && !pool.queue.empty() &&
         link.session.transactions() < options_.messages_per_connection_max) {
