@@ -5,6 +5,7 @@
   core/net   -> core/io (the socket seam) and below; never core/uring (UringNet lives there)
   protocols/* -> core/{base,buffer,mail,metrics,log}   (never core/io, never liburing)
   queue/*     -> core/* except core/uring
+  queue/delivery -> also protocols/smtp/client_session.h (the outbound SMTP/LMTP session)
   tools/*     -> anything
 Third-party libraries stay in their module: liburing in core/uring, BoringSSL in
 protocols/tls, c-ares in protocols/dns, toml++ in core/config; Abseil's flags only under tools/.
@@ -42,6 +43,8 @@ def allowed(src_dir, target):
         return tgt in ("core/base", "core/buffer", "core/mail", "core/metrics", "core/log") or \
             (parts[0] == "protocols")
     if top == "queue":
+        if src_dir == "queue/delivery" and target == "protocols/smtp/client_session.h":
+            return True  # The room drives outbound sessions; never the engine (core/uring).
         return (parts[0] == "core" and tgt != "core/uring") or parts[0] == "queue"
     return False
 

@@ -73,6 +73,22 @@ size_t HeaderBytes(std::string_view content) {
   return end == std::string_view::npos ? content.size() : end + 2;
 }
 
+// A recipient's result. Every text this session writes for one starts with the reply code and
+// an enhanced code (Describe synthesizes X.0.0; our own texts are written that way), so both
+// are kept as fields here, where the text is made.
+RecipientReply Settle(RecipientStatus status, std::string reply) {
+  RecipientReply r;
+  r.status = status;
+  if (reply.size() >= 4 && IsDigit(reply[0]) && IsDigit(reply[1]) && IsDigit(reply[2])) {
+    r.code =
+        static_cast<uint16_t>((reply[0] - '0') * 100 + (reply[1] - '0') * 10 + (reply[2] - '0'));
+    const std::string_view rest = std::string_view(reply).substr(4);
+    r.enhanced = std::string(rest.substr(0, EnhancedLength(rest, reply[0])));
+  }
+  r.reply = std::move(reply);
+  return r;
+}
+
 }  // namespace
 
 ClientSession::ClientSession(ClientOptions options) : options_(std::move(options)) {
@@ -347,7 +363,7 @@ bool ClientSession::Precheck(size_t first_eight_bit) {
     return true;
   }
   for (RecipientReply& r : results_) {
-    r = {RecipientStatus::kFailed, refusal};
+    r = Settle(RecipientStatus::kFailed, refusal);
   }
   return false;
 }
@@ -482,7 +498,7 @@ void ClientSession::SendBody() {
 
 void ClientSession::SettleAccepted(uint16_t code, const std::string& reply) {
   for (uint32_t i : accepted_) {
-    results_[i] = {Classify(code), reply};
+    results_[i] = Settle(Classify(code), reply);
   }
 }
 
@@ -514,7 +530,7 @@ void ClientSession::OnTransactionReply(Step step, uint32_t index, uint16_t code,
       if (!mail_ok_) {
         const std::string reply = Describe(code, text, step);
         for (RecipientReply& r : results_) {
-          r = {Classify(code), reply};
+          r = Settle(Classify(code), reply);
         }
         need_rset_ = true;
       }
@@ -526,7 +542,7 @@ void ClientSession::OnTransactionReply(Step step, uint32_t index, uint16_t code,
       if (code / 100 == 2) {
         accepted_.push_back(index);
       } else {
-        results_[index] = {Classify(code), Describe(code, text, step)};
+        results_[index] = Settle(Classify(code), Describe(code, text, step));
       }
       break;
     case Step::kData:
@@ -562,7 +578,7 @@ void ClientSession::OnTransactionReply(Step step, uint32_t index, uint16_t code,
       if (options_.lmtp) {
         // RFC 2033 4.2: one reply per accepted recipient, in RCPT order.
         const uint32_t r = accepted_[settled_after_data_++];
-        results_[r] = {Classify(code), Describe(code, text, step)};
+        results_[r] = Settle(Classify(code), Describe(code, text, step));
         if (settled_after_data_ < accepted_.size()) {
           expected_.push_front({step, 0});
         }
@@ -586,8 +602,8 @@ void ClientSession::FinishIfIdle() {
   for (RecipientReply& r : results_) {
     if (r.status == RecipientStatus::kPending) {
       // Only reachable if a server answers out of turn; never count such a recipient as sent.
-      r = {RecipientStatus::kDeferred,
-           StrCat("451 4.5.0 no reply for this recipient from ", options_.peer_name)};
+      r = Settle(RecipientStatus::kDeferred,
+                 StrCat("451 4.5.0 no reply for this recipient from ", options_.peer_name));
     }
   }
   phase_ = Phase::kReady;
@@ -614,7 +630,7 @@ std::vector<RecipientReply> ClientSession::TakeResults() {
 void ClientSession::FailTransaction(std::string_view reason) {
   for (RecipientReply& r : results_) {
     if (r.status == RecipientStatus::kPending) {
-      r = {RecipientStatus::kDeferred, std::string(reason)};
+      r = Settle(RecipientStatus::kDeferred, std::string(reason));
     }
   }
   done_ = true;

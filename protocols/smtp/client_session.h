@@ -95,6 +95,9 @@ struct RecipientReply {
   // "250 2.0.0 text (in reply to end of data, at host:port)"; always starts with the code and
   // an enhanced status code (synthesized as X.0.0 when the server gave none).
   std::string reply;
+  // The same two codes, typed, for the delivery side's status (it never parses `reply`).
+  uint16_t code = 0;
+  std::string enhanced;
   // Delivered to a server that offered DSN: it took over the RFC 3461 duties (NOTIFY was
   // passed on), so a success report, if asked for, is its to send.
   bool dsn_passed_on = false;

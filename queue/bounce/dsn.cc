@@ -10,26 +10,17 @@ namespace relais::bounce {
 using base::StrAppend;
 using base::StrCat;
 
-std::string StatusOf(std::string_view reply) {
-  // RFC 3463: class "." subject "." detail, class 2, 4 or 5.
-  if (reply.size() >= 9 && reply[3] == ' ') {
-    const std::string_view rest = reply.substr(4);
-    const size_t end = rest.find(' ');
-    const std::string_view code = rest.substr(0, end);
-    int dots = 0;
-    bool ok = !code.empty() && (code[0] == '2' || code[0] == '4' || code[0] == '5');
-    for (char c : code) {
-      dots += c == '.';
-      ok = ok && ((c >= '0' && c <= '9') || c == '.');
-    }
-    if (ok && dots == 2) {
-      return std::string(code);
-    }
+namespace {
+
+// RFC 3464 2.3.4 Status: the enhanced code as the result carries it.
+std::string_view StatusField(const delivery::Status& status) {
+  if (!status.enhanced.empty()) {
+    return status.enhanced;
   }
-  return !reply.empty() && reply[0] == '4' ? "4.0.0" : "5.0.0";
+  return status.outcome == delivery::Outcome::kDeferred ? "4.0.0" : "5.0.0";
 }
 
-namespace {
+bool HasReply(const delivery::Status& status) { return status.code != 0 || !status.detail.empty(); }
 
 std::string_view ActionName(Action a) {
   switch (a) {
@@ -96,8 +87,8 @@ std::string BuildReport(const ReportInput& in) {
   }
   for (const ReportRecipient& r : in.recipients) {
     StrAppend(&human, "<", r.address, ">: ", ActionName(r.action));
-    if (!r.reply.empty()) {
-      StrAppend(&human, ": ", r.reply);
+    if (HasReply(r.status)) {
+      StrAppend(&human, ": ", r.status.Text());
     }
     human.append("\r\n");
   }
@@ -120,9 +111,9 @@ std::string BuildReport(const ReportInput& in) {
     const std::string_view address_type = in.smtputf8 && !IsAscii(r.address) ? "utf-8" : "rfc822";
     StrAppend(&status, "Final-Recipient: ", address_type, "; ", r.address, "\r\n",
               "Action: ", ActionName(r.action), "\r\n",
-              "Status: ", success ? std::string("2.0.0") : StatusOf(r.reply), "\r\n");
-    if (!r.reply.empty()) {
-      StrAppend(&status, "Diagnostic-Code: smtp; ", r.reply, "\r\n");
+              "Status: ", success ? std::string_view("2.0.0") : StatusField(r.status), "\r\n");
+    if (HasReply(r.status)) {
+      StrAppend(&status, "Diagnostic-Code: smtp; ", r.status.Text(), "\r\n");
     }
     StrAppend(&status, "Last-Attempt-Date: ", in.date, "\r\n");
   }

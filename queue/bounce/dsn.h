@@ -16,6 +16,8 @@
 #include <string_view>
 #include <vector>
 
+#include "queue/delivery/status.h"
+
 namespace relais::bounce {
 
 // RFC 3464 2.3.3 Action.
@@ -23,8 +25,9 @@ enum class Action : uint8_t { kFailed, kDelayed, kDelivered, kRelayed };
 
 struct ReportRecipient {
   std::string address;
-  std::string reply;  // "550 5.7.1 ..." as the destination (or Relais) said it; may be empty
-                      // for a delivery.
+  // What the destination (or Relais) said, typed: the Status field is its enhanced code, the
+  // Diagnostic-Code its Text(). A success reports 2.0.0 whatever it carries.
+  delivery::Status status;
   Action action = Action::kFailed;
   std::string orcpt;  // RFC 3461 ORCPT as received ("rfc822;" xtext); empty: none.
 };
@@ -46,8 +49,5 @@ struct ReportInput {
 // The whole report, CRLF line endings, ready to spool: a failure report ("bounce") when any
 // recipient failed, else a delay or success report.
 [[nodiscard]] std::string BuildReport(const ReportInput& input);
-
-// "5.7.1" from "550 5.7.1 text"; "5.0.0" (or "4.0.0") when the reply has none.
-[[nodiscard]] std::string StatusOf(std::string_view reply);
 
 }  // namespace relais::bounce

@@ -5,6 +5,14 @@
 namespace relais::bounce {
 namespace {
 
+// A typed status as the delivery side hands it over.
+delivery::Status S(uint16_t code, std::string enhanced, std::string detail) {
+  const delivery::Outcome o = code / 100 == 2   ? delivery::Outcome::kDelivered
+                              : code / 100 == 4 ? delivery::Outcome::kDeferred
+                                                : delivery::Outcome::kFailed;
+  return {o, code, std::move(enhanced), std::move(detail)};
+}
+
 ReportInput Sample() {
   ReportInput in;
   in.reporting_mta = "mx.example.net";
@@ -13,8 +21,8 @@ ReportInput Sample() {
   in.arrival_date = "Thu, 26 Nov 2026 21:00:00 +0000";
   in.date = "Thu, 26 Nov 2026 22:00:00 +0000";
   in.boundary_seed = "0123";
-  in.recipients = {{"bob@example.com", "550 5.7.1 recipient rejected by route"},
-                   {"carol@example.com", "451 4.4.7 delivery time expired"}};  // Failed.
+  in.recipients = {{"bob@example.com", S(550, "5.7.1", "recipient rejected by route")},
+                   {"carol@example.com", S(451, "4.4.7", "delivery time expired")}};  // Failed.
   in.original = "Received: x\r\nSubject: hi\r\n\r\nsecret body\r\n";
   return in;
 }
@@ -69,15 +77,15 @@ TEST(DsnTest, FullReturnAndDsnFields) {
 
 TEST(DsnTest, DelayAndSuccessReports) {
   ReportInput in = Sample();
-  in.recipients = {{"bob@example.com", "451 4.4.1 no next hop", Action::kDelayed, ""}};
+  in.recipients = {{"bob@example.com", S(451, "4.4.1", "no next hop"), Action::kDelayed, ""}};
   in.return_full = true;  // Only failure reports return the body.
   std::string b = BuildReport(in);
   EXPECT_NE(b.find("Subject: Delayed Mail (still being retried)\r\n"), std::string::npos);
   EXPECT_NE(b.find("Action: delayed\r\nStatus: 4.4.1\r\n"), std::string::npos);
   EXPECT_EQ(b.find("secret body"), std::string::npos);
 
-  in.recipients = {{"bob@example.com", "250 2.0.0 ok", Action::kDelivered, ""},
-                   {"carol@example.com", "250 2.0.0 ok", Action::kRelayed, ""}};
+  in.recipients = {{"bob@example.com", S(250, "2.0.0", "ok"), Action::kDelivered, ""},
+                   {"carol@example.com", S(250, "2.0.0", "ok"), Action::kRelayed, ""}};
   b = BuildReport(in);
   EXPECT_NE(b.find("Subject: Successful Mail Delivery Report\r\n"), std::string::npos);
   EXPECT_NE(b.find("Action: delivered\r\nStatus: 2.0.0\r\n"), std::string::npos);
@@ -129,7 +137,7 @@ TEST(DsnTest, ReturnedContentCannotAddParts) {
     } else if (variant == 1) {
       original = "Subject: hi\r\nX-Folded: a\r\n" + forged + "\r\nbody\r\n";
     } else if (variant == 2) {
-      in.recipients[0].reply = "550 5.1.1 " + forged.substr(0, 20);
+      in.recipients[0].status = S(550, "5.1.1", forged.substr(0, 20));
       original = "Subject: hi\r\n\r\nbody\r\n";
     } else {
       original = "Subject: hi\r\n\r\n--" + predicted + "--\r\n";
@@ -154,8 +162,8 @@ TEST(DsnTest, ReturnedContentCannotAddParts) {
 TEST(DsnTest, SmtpUtf8MessagesGetGlobalReports) {
   ReportInput in = Sample();
   in.smtputf8 = true;
-  in.recipients = {{"j\xC3\xB6rg@b\xC3\xBC\x63her.example", "550 5.1.1 unknown"},
-                   {"bob@example.com", "550 5.1.1 unknown"}};
+  in.recipients = {{"j\xC3\xB6rg@b\xC3\xBC\x63her.example", S(550, "5.1.1", "unknown")},
+                   {"bob@example.com", S(550, "5.1.1", "unknown")}};
   in.original = "From: j\xC3\xB6rg@example\r\nSubject: \xC3\xA9t\xC3\xA9\r\n\r\nbody\r\n";
   std::string b = BuildReport(in);
   EXPECT_NE(b.find("Content-Type: multipart/report; report-type=global-delivery-status;"),
@@ -175,12 +183,21 @@ TEST(DsnTest, SmtpUtf8MessagesGetGlobalReports) {
   EXPECT_EQ(Parse(b).parts, 3);
 }
 
-TEST(DsnTest, StatusComesFromTheReply) {
-  EXPECT_EQ(StatusOf("550 5.1.1 no such user"), "5.1.1");
-  EXPECT_EQ(StatusOf("452 4.2.2 mailbox full"), "4.2.2");
-  EXPECT_EQ(StatusOf("550 no enhanced code"), "5.0.0");
-  EXPECT_EQ(StatusOf("451 oops"), "4.0.0");
-  EXPECT_EQ(StatusOf(""), "5.0.0");
+// The Status field is the result's enhanced code and the Diagnostic-Code its text, as typed:
+// nothing is read back out of reply text.
+TEST(DsnTest, StatusComesFromTheTypedResult) {
+  ReportInput in = Sample();
+  in.recipients = {{"bob@example.com", S(550, "5.1.1", "no such user")},
+                   {"carol@example.com", S(452, "4.2.2", "mailbox full"), Action::kFailed, ""},
+                   {"dave@example.com", {delivery::Outcome::kFailed, 554, "", "no enhanced"}}};
+  const std::string b = BuildReport(in);
+  EXPECT_NE(b.find("Status: 5.1.1\r\nDiagnostic-Code: smtp; 550 5.1.1 no such user\r\n"),
+            std::string::npos);
+  EXPECT_NE(b.find("Status: 4.2.2\r\nDiagnostic-Code: smtp; 452 4.2.2 mailbox full\r\n"),
+            std::string::npos);
+  EXPECT_NE(b.find("Final-Recipient: rfc822; dave@example.com\r\nAction: failed\r\n"
+                   "Status: 5.0.0\r\n"),
+            std::string::npos);
 }
 
 }  // namespace

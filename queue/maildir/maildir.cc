@@ -7,25 +7,35 @@
 namespace relais::maildir {
 namespace {
 
+// The error text names paths: it goes to Result::error (the log), not into `detail`.
 Result Failure(const absl::Status& status, std::string_view what) {
   Result r;
-  const std::string detail = base::StrCat(what, ": ", status.message());
+  r.error = base::StrCat(what, ": ", status.message());
   switch (status.code()) {
     case absl::StatusCode::kResourceExhausted:
       r.status = Status::kTemporary;  // ENOSPC or EDQUOT: the mailbox may have room later.
-      r.reply = base::StrCat("452 4.2.2 ", detail);
+      r.problem = Problem::kNoSpace;
       break;
     case absl::StatusCode::kInvalidArgument:
       r.status = Status::kPermanent;
-      r.reply = base::StrCat("550 5.1.3 ", detail);
+      r.problem = Problem::kRefused;
+      r.detail = "the mailbox path is not allowed";
       break;
     default:
       // Permissions, I/O errors, a file where a directory should be: an operator can fix
       // these, so retry rather than bounce.
       r.status = Status::kTemporary;
-      r.reply = base::StrCat("451 4.3.0 ", detail);
+      r.problem = Problem::kFileSystem;
       break;
   }
+  return r;
+}
+
+Result Refused(std::string detail) {
+  Result r;
+  r.status = Status::kPermanent;
+  r.problem = Problem::kRefused;
+  r.detail = std::move(detail);
   return r;
 }
 
@@ -154,20 +164,14 @@ Result Deliverer::Deliver(const Delivery& delivery, std::string_view content) {
   } else if (!root.empty() && directory.starts_with(root + "/")) {
     mailbox = directory.substr(root.size() + 1);
   } else {
-    Result r;
-    r.status = Status::kPermanent;
-    r.reply = "550 5.1.3 maildir: refused, the mailbox is not below its route's root";
-    return r;
+    return Refused("the mailbox is not below its route's root");
   }
   while (mailbox.ends_with('/')) {
     mailbox.pop_back();
   }
   if (!io::BeneathPathIsPlain(mailbox)) {
-    Result r;
-    r.status = Status::kPermanent;
-    r.reply = base::StrCat("550 5.1.3 maildir: refused, mailbox \"", Printable(mailbox),
-                           "\" would leave its route's root");
-    return r;
+    return Refused(
+        base::StrCat("mailbox \"", Printable(mailbox), "\" would leave its route's root"));
   }
   const std::string mailbox_path = base::StrCat(root, "/", mailbox);
   const bool known = dirs_.Known(mailbox_path + "/tmp") && dirs_.Known(mailbox_path + "/new") &&
@@ -188,8 +192,7 @@ Result Deliverer::Deliver(const Delivery& delivery, std::string_view content) {
     if (opened.code() == absl::StatusCode::kInvalidArgument) {
       // A symlink or a name on the way that would lead outside: do not echo file-system
       // details to the sender.
-      r.reply = base::StrCat("550 5.1.3 maildir: refused, mailbox \"", Printable(mailbox),
-                             "\" would leave its route's root");
+      r.detail = base::StrCat("mailbox \"", Printable(mailbox), "\" would leave its route's root");
     }
     r.recreated = recreated;
     return r;
@@ -230,7 +233,8 @@ Result Deliverer::Deliver(const Delivery& delivery, std::string_view content) {
     }
     Result ok;
     ok.status = Status::kDelivered;
-    ok.reply = base::StrCat("250 2.0.0 delivered to maildir as ", name);
+    ok.problem = Problem::kNone;
+    ok.detail = name;
     ok.path = base::StrCat(mailbox_path, "/new/", name);
     return ok;
   }();

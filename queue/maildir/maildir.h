@@ -9,7 +9,11 @@
 // mailbox is everything of its path below that root, and it is reached only through
 // io::Resolve::kBeneath (openat2 RESOLVE_BENEATH), so whatever the route's template expanded
 // to ("..", an absolute path, a symlink planted in the tree), nothing outside the root is
-// created, opened, written or synced: such a delivery fails for good (550 5.1.3, a bounce).
+// created, opened, written or synced: such a delivery fails for good (kRefused: a bounce).
+//
+// Results are typed (Status, Problem); their reply texts are in queue/delivery's status table.
+// A file-system error's text names paths: it is kept in Result::error for the log, never in
+// what the sender sees.
 //
 // Durability: before the first message is acknowledged from a mailbox, each directory from
 // the root down to its tmp/, new/ and cur/ has had its entry synced by this Deliverer, even
@@ -42,10 +46,18 @@ struct Delivery {
 };
 
 enum class Status : uint8_t { kDelivered, kTemporary, kPermanent };
+// Why a delivery did not happen: kNoSpace (ENOSPC, EDQUOT) and kFileSystem (permissions, I/O,
+// a file where a directory should be: an operator can fix it) are temporary, kRefused (the
+// mailbox would leave its route's root) permanent.
+enum class Problem : uint8_t { kNone, kNoSpace, kRefused, kFileSystem };
 
 struct Result {
   Status status = Status::kTemporary;
-  std::string reply;       // SMTP-style, e.g. "250 2.0.0 delivered" or "452 4.2.2 ...".
+  Problem problem = Problem::kFileSystem;
+  // kDelivered: the file's name in new/. kRefused: why, naming the mailbox only as the address
+  // made it (relative to the root, printable). Otherwise empty. Safe for a reply.
+  std::string detail;
+  std::string error;       // The file-system error, with its path: for the log only.
   std::string path;        // The file in new/ when delivered.
   bool recreated = false;  // The mailbox was known but had gone: it was created again.
 };

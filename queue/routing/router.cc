@@ -141,9 +141,26 @@ size_t DropDuplicateRecipients(const Router& router, std::vector<mail::Recipient
   if (recipients.size() < 2) {
     return 0;
   }
+  const size_t before = recipients.size();
+  // A transaction has few recipients as a rule: the keys kept so far in one vector, searched
+  // in order, cost one allocation besides the keys themselves, where a hash set took its
+  // buckets and one node per key on every commit. Past kLinearMax the set's lookups win.
+  constexpr size_t kLinearMax = 16;
+  if (recipients.size() <= kLinearMax) {
+    std::vector<std::string> kept;
+    kept.reserve(recipients.size());
+    std::erase_if(recipients, [&](const mail::Recipient& r) {
+      std::string key = router.DeliveryKey(r.address);
+      if (std::find(kept.begin(), kept.end(), key) != kept.end()) {
+        return true;
+      }
+      kept.push_back(std::move(key));
+      return false;
+    });
+    return before - recipients.size();
+  }
   std::unordered_set<std::string> seen;
   seen.reserve(recipients.size());
-  const size_t before = recipients.size();
   std::erase_if(recipients, [&](const mail::Recipient& r) {
     return !seen.insert(router.DeliveryKey(r.address)).second;
   });

@@ -177,6 +177,18 @@ TEST(RouterTest, DuplicateRecipientsAreComparedAsRoutingDoes) {
   EXPECT_EQ(recipients[0].notify, mail::kNotifySuccess);
   EXPECT_EQ(recipients[0].orcpt, "rfc822;first");
   EXPECT_EQ(recipients[1].address, "carol@example.com");
+
+  // A small transaction (the vector path) drops the same ones, keeping the first of each.
+  std::vector<mail::Recipient> few = {{"bob@example.com", mail::kNotifySuccess, "rfc822;first"},
+                                      {"carol@example.com", 0, ""},
+                                      {"BOB@Example.Com", 0, "rfc822;later"},
+                                      {"carol@EXAMPLE.com", 0, ""},
+                                      {"dave@example.com", 0, ""}};
+  EXPECT_EQ(DropDuplicateRecipients(r, few), 2u);
+  ASSERT_EQ(few.size(), 3u);
+  EXPECT_EQ(few[0].orcpt, "rfc822;first");
+  EXPECT_EQ(few[1].address, "carol@example.com");
+  EXPECT_EQ(few[2].address, "dave@example.com");
 }
 
 }  // namespace

@@ -120,7 +120,7 @@ void Scheduler::Finish(const Attempt& attempt, const std::vector<RecipientResult
       case Outcome::kDeferred:
         ++stats_.deferred;
         deferred = true;
-        entry->second.last_reply = results[i].reply;
+        entry->second.last_reply = results[i].Text();
         break;
     }
   }

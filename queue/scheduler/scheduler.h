@@ -26,6 +26,7 @@
 #include "core/base/clock.h"
 #include "core/base/random.h"
 #include "core/mail/message_id.h"
+#include "queue/delivery/status.h"
 #include "queue/spool/spool.h"
 
 namespace relais::scheduler {
@@ -38,12 +39,10 @@ struct SchedulerOptions {
   uint32_t attempts_in_flight_max = 64;
 };
 
-enum class Outcome : uint8_t { kDelivered, kDeferred, kFailed };
-
-struct RecipientResult {
-  Outcome outcome = Outcome::kDeferred;
-  std::string reply;  // What the destination said, e.g. "451 4.3.0 disk full"; kept for ops.
-};
+// A recipient's result is the typed delivery status (queue/delivery/status.h); of a deferral
+// the scheduler keeps its Text() as the last reply, for operators and the expiry bounce.
+using Outcome = delivery::Outcome;
+using RecipientResult = delivery::Status;
 
 struct Attempt {
   mail::MessageId id;

@@ -63,8 +63,13 @@ class SchedulerTest : public testing::Test {
     while (io_.RunCompletions() > 0) {
     }
   }
-  static std::vector<RecipientResult> All(size_t n, Outcome o, std::string reply = "") {
-    return std::vector<RecipientResult>(n, RecipientResult{o, reply});
+  // A typed result; the scheduler keeps its Text() ("451 4.3.0 try later") as the last reply.
+  static RecipientResult R(Outcome o, uint16_t code = 0, std::string enhanced = "",
+                           std::string detail = "") {
+    return RecipientResult{o, code, std::move(enhanced), std::move(detail)};
+  }
+  static std::vector<RecipientResult> All(size_t n, RecipientResult r) {
+    return std::vector<RecipientResult>(n, r);
   }
 
   std::string dir_;
@@ -84,7 +89,7 @@ TEST_F(SchedulerTest, NewMessageIsReadyAndDeliveryRetiresIt) {
   EXPECT_EQ(attempt->id, id);
   EXPECT_EQ(attempt->recipients, (std::vector<uint32_t>{0, 1}));
   EXPECT_FALSE(scheduler_->Next().has_value());  // Nothing else, and this one is in flight.
-  scheduler_->Finish(*attempt, All(2, Outcome::kDelivered));
+  scheduler_->Finish(*attempt, All(2, R(Outcome::kDelivered)));
   Sync();
   EXPECT_EQ(spool_->Find(id), nullptr);
   EXPECT_EQ(scheduler_->Entry(id), nullptr);
@@ -102,7 +107,7 @@ TEST_F(SchedulerTest, BackoffDoublesUpToTheCap) {
 TEST_F(SchedulerTest, DeferredMessageWaitsForItsRetryTime) {
   const auto id = Add(1);
   auto attempt = scheduler_->Next();
-  scheduler_->Finish(*attempt, All(1, Outcome::kDeferred, "451 4.3.0 try later"));
+  scheduler_->Finish(*attempt, All(1, R(Outcome::kDeferred, 451, "4.3.0", "try later")));
   EXPECT_EQ(scheduler_->deferred(), 1u);
   EXPECT_EQ(scheduler_->Entry(id)->last_reply, "451 4.3.0 try later");
   EXPECT_EQ(scheduler_->MsUntilNextDue(), static_cast<int64_t>(5 * kMinute));
@@ -111,7 +116,7 @@ TEST_F(SchedulerTest, DeferredMessageWaitsForItsRetryTime) {
   clock_.AdvanceMs(1);
   attempt = scheduler_->Next();
   ASSERT_TRUE(attempt.has_value());
-  scheduler_->Finish(*attempt, All(1, Outcome::kDeferred, "451 again"));
+  scheduler_->Finish(*attempt, All(1, R(Outcome::kDeferred, 451, "4.0.0", "again")));
   EXPECT_EQ(scheduler_->MsUntilNextDue(), static_cast<int64_t>(10 * kMinute));
   EXPECT_EQ(scheduler_->Entry(id)->attempts, 2u);
 }
@@ -119,16 +124,16 @@ TEST_F(SchedulerTest, DeferredMessageWaitsForItsRetryTime) {
 TEST_F(SchedulerTest, OnlyPendingRecipientsAreRetried) {
   const auto id = Add(3);
   auto attempt = scheduler_->Next();
-  scheduler_->Finish(
-      *attempt,
-      {{Outcome::kDelivered, "250"}, {Outcome::kDeferred, "451"}, {Outcome::kFailed, "550"}});
+  scheduler_->Finish(*attempt,
+                     {R(Outcome::kDelivered, 250, "2.0.0"), R(Outcome::kDeferred, 451, "4.0.0"),
+                      R(Outcome::kFailed, 550, "5.0.0")});
   Sync();
   ASSERT_NE(spool_->Find(id), nullptr);
   clock_.AdvanceMs(5 * kMinute);
   attempt = scheduler_->Next();
   ASSERT_TRUE(attempt.has_value());
   EXPECT_EQ(attempt->recipients, std::vector<uint32_t>{1});
-  scheduler_->Finish(*attempt, All(1, Outcome::kDelivered));
+  scheduler_->Finish(*attempt, All(1, R(Outcome::kDelivered)));
   Sync();
   EXPECT_EQ(spool_->Find(id), nullptr);
 }
@@ -143,7 +148,7 @@ TEST_F(SchedulerTest, InFlightCapHoldsBackTheRest) {
   auto b = scheduler_->Next();
   ASSERT_TRUE(a && b);
   EXPECT_FALSE(scheduler_->Next().has_value());
-  scheduler_->Finish(*a, All(1, Outcome::kDelivered));
+  scheduler_->Finish(*a, All(1, R(Outcome::kDelivered)));
   EXPECT_TRUE(scheduler_->Next().has_value());
   EXPECT_EQ(scheduler_->in_flight(), 2u);
 }
@@ -151,14 +156,14 @@ TEST_F(SchedulerTest, InFlightCapHoldsBackTheRest) {
 TEST_F(SchedulerTest, LifetimeExpiryFailsWhatIsPending) {
   const auto id = Add(2);
   auto attempt = scheduler_->Next();
-  scheduler_->Finish(*attempt, All(2, Outcome::kDeferred, "451"));
+  scheduler_->Finish(*attempt, All(2, R(Outcome::kDeferred, 451, "4.0.0")));
   clock_.AdvanceMs(options_.lifetime_ms + 1);
   attempt = scheduler_->Next();
   ASSERT_TRUE(attempt.has_value());
   EXPECT_EQ(attempt->give, Attempt::Give::kExpired);
   EXPECT_EQ(attempt->recipients, (std::vector<uint32_t>{0, 1}));
-  EXPECT_EQ(attempt->last_reply, "451");
-  scheduler_->Finish(*attempt, All(2, Outcome::kFailed, "550 5.4.7 expired"));
+  EXPECT_EQ(attempt->last_reply, "451 4.0.0");
+  scheduler_->Finish(*attempt, All(2, R(Outcome::kFailed, 550, "5.4.7", "expired")));
   Sync();
   EXPECT_EQ(spool_->Find(id), nullptr);
   EXPECT_EQ(scheduler_->stats().expired, 1u);
@@ -167,7 +172,8 @@ TEST_F(SchedulerTest, LifetimeExpiryFailsWhatIsPending) {
 TEST_F(SchedulerTest, RestartResumesTheRetryScheduleForPendingRecipientsOnly) {
   const auto id = Add(2);
   auto attempt = scheduler_->Next();
-  scheduler_->Finish(*attempt, {{Outcome::kDelivered, "250"}, {Outcome::kDeferred, "451 busy"}});
+  scheduler_->Finish(*attempt, {R(Outcome::kDelivered, 250, "2.0.0"),
+                                R(Outcome::kDeferred, 451, "4.0.0", "busy")});
   Sync();
   clock_.AdvanceMs(2 * kMinute);
   OpenSpool();  // Restart: a new spool recovers, a new scheduler loads it.
@@ -175,7 +181,7 @@ TEST_F(SchedulerTest, RestartResumesTheRetryScheduleForPendingRecipientsOnly) {
   const QueueEntry* entry = scheduler_->Entry(id);
   ASSERT_NE(entry, nullptr);
   EXPECT_EQ(entry->attempts, 1u);
-  EXPECT_EQ(entry->last_reply, "451 busy");
+  EXPECT_EQ(entry->last_reply, "451 4.0.0 busy");
   EXPECT_EQ(scheduler_->MsUntilNextDue(), static_cast<int64_t>(3 * kMinute));  // 5 - 2.
   EXPECT_FALSE(scheduler_->Next().has_value());
   clock_.AdvanceMs(3 * kMinute);
@@ -183,7 +189,7 @@ TEST_F(SchedulerTest, RestartResumesTheRetryScheduleForPendingRecipientsOnly) {
   ASSERT_TRUE(attempt.has_value());
   EXPECT_EQ(attempt->id, id);
   EXPECT_EQ(attempt->recipients, std::vector<uint32_t>{1});
-  scheduler_->Finish(*attempt, All(1, Outcome::kDeferred, "451 still busy"));
+  scheduler_->Finish(*attempt, All(1, R(Outcome::kDeferred, 451, "4.0.0", "still busy")));
   EXPECT_EQ(scheduler_->MsUntilNextDue(), static_cast<int64_t>(10 * kMinute));  // Second retry.
 }
 
@@ -192,7 +198,7 @@ TEST_F(SchedulerTest, DelayReportSurvivesARestart) {
   EXPECT_FALSE(scheduler_->DelayReported(id));
   auto attempt = scheduler_->Next();
   scheduler_->MarkDelayReported(id);  // The shard does this before Finish, in the same turn.
-  scheduler_->Finish(*attempt, All(1, Outcome::kDeferred, "451"));
+  scheduler_->Finish(*attempt, All(1, R(Outcome::kDeferred, 451, "4.0.0")));
   Sync();
   OpenSpool();
   scheduler_->LoadFromSpool();
@@ -202,7 +208,7 @@ TEST_F(SchedulerTest, DelayReportSurvivesARestart) {
 TEST_F(SchedulerTest, OverdueDeferralIsReadyAfterRestart) {
   Add(1);
   auto attempt = scheduler_->Next();
-  scheduler_->Finish(*attempt, All(1, Outcome::kDeferred, "451"));
+  scheduler_->Finish(*attempt, All(1, R(Outcome::kDeferred, 451, "4.0.0")));
   Sync();
   clock_.AdvanceMs(60 * kMinute);  // Down for an hour.
   OpenSpool();
@@ -213,7 +219,7 @@ TEST_F(SchedulerTest, OverdueDeferralIsReadyAfterRestart) {
 TEST_F(SchedulerTest, FlushMakesDeferredReadyNow) {
   Add(1);
   auto attempt = scheduler_->Next();
-  scheduler_->Finish(*attempt, All(1, Outcome::kDeferred));
+  scheduler_->Finish(*attempt, All(1, R(Outcome::kDeferred)));
   EXPECT_FALSE(scheduler_->Next().has_value());
   scheduler_->FlushAll();
   EXPECT_TRUE(scheduler_->Next().has_value());
@@ -227,13 +233,13 @@ TEST_F(SchedulerTest, HoldReleaseFlushAndForget) {
   ASSERT_TRUE(attempt.has_value());
   EXPECT_EQ(attempt->id, other);  // The held one is skipped.
   EXPECT_FALSE(scheduler_->Next().has_value());
-  scheduler_->Finish(*attempt, All(1, Outcome::kDeferred));
+  scheduler_->Finish(*attempt, All(1, R(Outcome::kDeferred)));
   EXPECT_TRUE(scheduler_->Flush(other));
   EXPECT_TRUE(scheduler_->Release(held));
   std::vector<mail::MessageId> seen;
   while (auto a = scheduler_->Next()) {
     seen.push_back(a->id);
-    scheduler_->Finish(*a, All(1, Outcome::kDeferred));
+    scheduler_->Finish(*a, All(1, R(Outcome::kDeferred)));
   }
   EXPECT_EQ(seen.size(), 2u);
   EXPECT_FALSE(scheduler_->Forget(mail::MessageId::Make(9, 9, 9)));
@@ -245,12 +251,12 @@ TEST_F(SchedulerTest, HoldReleaseFlushAndForget) {
 TEST_F(SchedulerTest, ReturnGivesTheMessageUpAtOnce) {
   const auto id = Add(1);
   auto attempt = scheduler_->Next();
-  scheduler_->Finish(*attempt, All(1, Outcome::kDeferred, "451 later"));
+  scheduler_->Finish(*attempt, All(1, R(Outcome::kDeferred, 451, "4.0.0", "later")));
   EXPECT_TRUE(scheduler_->Return(id));
   attempt = scheduler_->Next();
   ASSERT_TRUE(attempt.has_value());
   EXPECT_EQ(attempt->give, Attempt::Give::kReturned);
-  EXPECT_EQ(attempt->last_reply, "451 later");
+  EXPECT_EQ(attempt->last_reply, "451 4.0.0 later");
 }
 
 TEST_F(SchedulerTest, JitterStaysWithinItsBand) {
@@ -259,7 +265,7 @@ TEST_F(SchedulerTest, JitterStaysWithinItsBand) {
   for (int i = 0; i < 50; ++i) {
     Add(1);
     auto attempt = scheduler_->Next();
-    scheduler_->Finish(*attempt, All(1, Outcome::kDeferred));
+    scheduler_->Finish(*attempt, All(1, R(Outcome::kDeferred)));
   }
   // All 50 are deferred by 5 min +- 10%.
   EXPECT_GE(scheduler_->MsUntilNextDue(), static_cast<int64_t>(5 * kMinute * 9 / 10));
@@ -267,7 +273,7 @@ TEST_F(SchedulerTest, JitterStaysWithinItsBand) {
   int ready = 0;
   while (auto a = scheduler_->Next()) {
     ++ready;
-    scheduler_->Finish(*a, All(1, Outcome::kDelivered));
+    scheduler_->Finish(*a, All(1, R(Outcome::kDelivered)));
   }
   EXPECT_EQ(ready, 50);
 }

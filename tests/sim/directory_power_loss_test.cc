@@ -238,7 +238,7 @@ TEST(MaildirDirectories, PreexistingNonDurableMailboxesLoseNothingAtAPowerCut) {
     for (uint64_t n = 0; n < 3; ++n) {
       const maildir::Result r =
           deliverer.Deliver(Mail("example.com/rcpt", n), "message " + std::to_string(n) + "\r\n");
-      ASSERT_EQ(r.status, maildir::Status::kDelivered) << what << ": " << r.reply;
+      ASSERT_EQ(r.status, maildir::Status::kDelivered) << what << ": " << r.error;
       delivered.push_back(n);
     }
     io.PowerCut();
@@ -279,7 +279,7 @@ TEST(MaildirDirectories, MailboxRemovedBehindOurBackIsMadeDurableAgain) {
               maildir::Status::kDelivered);
     io.RemoveTree(removed);
     const maildir::Result r = deliverer.Deliver(Mail("example.com/rcpt", 1), "message 1\r\n");
-    ASSERT_EQ(r.status, maildir::Status::kDelivered) << removed << ": " << r.reply;
+    ASSERT_EQ(r.status, maildir::Status::kDelivered) << removed << ": " << r.error;
     EXPECT_TRUE(r.recreated) << removed;
     io.PowerCut();
     io.Reboot();
@@ -299,7 +299,7 @@ TEST(MaildirDirectories, KilledAtEveryStepOfAFirstDeliveryThenPowerCut) {
     io.Reboot();
     maildir::Deliverer second(io);
     const maildir::Result r1 = second.Deliver(Mail("example.com/rcpt", 1), "message 1\r\n");
-    ASSERT_EQ(r1.status, maildir::Status::kDelivered) << kill_at << ": " << r1.reply;
+    ASSERT_EQ(r1.status, maildir::Status::kDelivered) << kill_at << ": " << r1.error;
     io.PowerCut();
     io.Reboot();
     EXPECT_EQ(Read(io, "/mail/example.com/rcpt/new/1.1.h"), Stored(1)) << "kill at " << kill_at;

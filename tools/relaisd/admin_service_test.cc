@@ -121,7 +121,7 @@ TEST_F(AdminServiceTest, ADeferredMessageShowsItsNextAttemptAndFlushMakesItReady
   auto attempt = scheduler_->Next();
   ASSERT_TRUE(attempt.has_value());
   EXPECT_EQ(Ask(AdminOp::kShow, id)->messages.at(0).state, "active");
-  scheduler_->Finish(*attempt, {{scheduler::Outcome::kDeferred, "451 4.3.0 later"}});
+  scheduler_->Finish(*attempt, {{scheduler::Outcome::kDeferred, 451, "4.3.0", "later"}});
   clock_.AdvanceMs(1000);
   const MessageView v = Ask(AdminOp::kShow, id)->messages.at(0);
   EXPECT_EQ(v.state, "deferred");

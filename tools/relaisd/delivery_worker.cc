@@ -3,14 +3,12 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include <chrono>
-
 #include "core/base/check.h"
 #include "core/base/clock.h"
-#include "core/base/strings.h"
 #include "core/io/posix_io.h"
 #include "core/log/log.h"
-#include "queue/bounce/dsn.h"
+#include "queue/delivery/blocking.h"
+#include "queue/maildir/maildir.h"
 #include "tools/relaisd/secure_random.h"
 
 namespace relais::relaisd {
@@ -20,18 +18,6 @@ void Signal(int fd) {
   const uint64_t one = 1;
   const ssize_t n = ::write(fd, &one, sizeof(one));
   RELAIS_CHECK(n == sizeof(one) || errno == EAGAIN) << "eventfd write: " << errno;
-}
-
-std::string_view OutcomeName(scheduler::Outcome o) {
-  switch (o) {
-    case scheduler::Outcome::kDelivered:
-      return "delivered";
-    case scheduler::Outcome::kDeferred:
-      return "deferred";
-    case scheduler::Outcome::kFailed:
-      return "failed";
-  }
-  return "?";
 }
 
 }  // namespace
@@ -56,12 +42,9 @@ DeliveryWorker::~DeliveryWorker() {
   ::close(done_fd_);
 }
 
-bool DeliveryWorker::Submit(std::unique_ptr<DeliveryJob>& job) {
-  if (!jobs_.TryPush(std::move(job))) {
-    return false;
-  }
+void DeliveryWorker::Submit(std::unique_ptr<delivery::Job> job) {
+  RELAIS_CHECK(jobs_.TryPush(std::move(job))) << "delivery ring full";
   kick_pending_ = true;
-  return true;
 }
 
 void DeliveryWorker::Kick() {
@@ -71,7 +54,7 @@ void DeliveryWorker::Kick() {
   }
 }
 
-std::unique_ptr<DeliveryDone> DeliveryWorker::TakeDone() {
+std::unique_ptr<delivery::JobDone> DeliveryWorker::TakeDone() {
   auto done = done_.TryPop();
   return done ? std::move(*done) : nullptr;
 }
@@ -86,6 +69,8 @@ void DeliveryWorker::Loop() {
   base::SystemClock clock;
   const std::string name = "relais-deliv-" + std::to_string(shard_);
   pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
+  // 128 bits: a sender cannot predict a report's MIME boundary.
+  const std::function<std::string()> boundary = [] { return SecureRandomHex(16); };
   // Our own channel to the log writer: a batch reaches the output whole, and a slow reader
   // costs lines (counted), never a blocked delivery.
   log::Channel* const log_channel = log::OpenChannel(static_cast<int>(shard_));
@@ -96,118 +81,8 @@ void DeliveryWorker::Loop() {
     (void)n;
     std::string log_lines;  // The batch's log lines, written once at its end.
     while (auto job = jobs_.TryPop()) {
-      auto done = std::make_unique<DeliveryDone>();
-      done->token = (*job)->token;
-      std::string read_error;
-      if ((*job)->location) {
-        // A body beyond the shard's memory budget: read it here, where blocking is allowed.
-        auto body = spool::ReadBodyAt(io, *(*job)->location);
-        if (body.ok()) {
-          (*job)->content = std::move(*body);
-        } else {
-          read_error = base::StrCat("451 4.3.0 spool: ", body.status().message());
-        }
-      }
-      if ((*job)->load_only) {
-        for (DeliveryJob::Item& item : (*job)->items) {
-          if (!item.resolved && !read_error.empty()) {
-            item.resolved = true;
-            item.result = {scheduler::Outcome::kDeferred, read_error};
-          }
-        }
-        (*job)->load_only = false;
-        (*job)->location.reset();
-        done->loaded = std::move(*job);
-        RELAIS_CHECK(done_.TryPush(std::move(done))) << "delivery results ring full";
-        Signal(done_fd_);
-        continue;
-      }
-      for (DeliveryJob::Item& item : (*job)->items) {
-        if (!item.resolved && !read_error.empty()) {
-          item.resolved = true;
-          item.result = {scheduler::Outcome::kDeferred, read_error};
-        }
-        RELAIS_CHECK(item.resolved || item.destination < 0) << "a network item reached the worker";
-        const uint64_t start_us = clock.UnixMicros();
-        scheduler::RecipientResult result = item.result;
-        if (!item.resolved) {
-          const maildir::Result r = deliverer.Deliver(item.maildir, (*job)->content);
-          if (r.recreated) {
-            log::AppendFormatted(log_lines, clock.UnixMicros(), log::Level::kWarning,
-                                 static_cast<int>(shard_), "maildir_recreated",
-                                 {{"id", (*job)->message_id},
-                                  {"recipient", item.address},
-                                  {"mailbox", item.maildir.directory},
-                                  {"msg",
-                                   "mailbox removed while relaisd was running; created again "
-                                   "and made durable before delivering into it"}});
-          }
-          result.outcome = r.status == maildir::Status::kDelivered ? scheduler::Outcome::kDelivered
-                           : r.status == maildir::Status::kTemporary ? scheduler::Outcome::kDeferred
-                                                                     : scheduler::Outcome::kFailed;
-          result.reply = r.reply;
-        }
-        // One line per recipient and attempt, whoever decided it; written with the batch.
-        const uint64_t now_us = clock.UnixMicros();
-        log::AppendFormatted(
-            log_lines, now_us, log::Level::kInfo, static_cast<int>(shard_), "delivery_attempt",
-            {{"id", (*job)->message_id},
-             {"recipient", item.address},
-             {"route", item.route},
-             {"next_hop", item.next_hop},
-             {"outcome", OutcomeName(result.outcome)},
-             {"reply", result.reply},
-             {"duration_us", item.duration_us != 0 ? item.duration_us : now_us - start_us}});
-        done->results.push_back(std::move(result));
-        done->routes.push_back(item.route);
-      }
-      if (!(*job)->sender.empty() && !read_error.empty()) {
-        // No message, no bounce: a failure now would go unreported, so it waits for a retry.
-        for (scheduler::RecipientResult& r : done->results) {
-          if (r.outcome == scheduler::Outcome::kFailed) {
-            r = {scheduler::Outcome::kDeferred, base::StrCat(read_error, "; was: ", r.reply)};
-          }
-        }
-      }
-      if (!(*job)->sender.empty() && read_error.empty()) {
-        bounce::ReportInput in;
-        for (size_t i = 0; i < done->results.size(); ++i) {
-          const DeliveryJob::Item& item = (*job)->items[i];
-          const scheduler::RecipientResult& result = done->results[i];
-          const uint8_t notify = item.notify == 0 ? mail::kNotifyFailure : item.notify;
-          std::optional<bounce::Action> action;
-          if (result.outcome == scheduler::Outcome::kFailed &&
-              (notify & mail::kNotifyFailure) != 0) {
-            action = bounce::Action::kFailed;
-          } else if (result.outcome == scheduler::Outcome::kDeferred &&
-                     (notify & mail::kNotifyDelay) != 0 && (*job)->report_delay) {
-            action = bounce::Action::kDelayed;
-            done->delay_reported = true;
-          } else if (result.outcome == scheduler::Outcome::kDelivered &&
-                     (notify & mail::kNotifySuccess) != 0 && !item.dsn_passed_on) {
-            // RFC 3461 4.4 and 6.2: final delivery (Maildir, LMTP) reports "delivered"; a
-            // next hop without DSN means we can say no more than "relayed".
-            action =
-                item.route == "smarthost" ? bounce::Action::kRelayed : bounce::Action::kDelivered;
-          }
-          if (action) {
-            in.recipients.push_back({item.address, result.reply, *action, item.orcpt});
-          }
-        }
-        if (!in.recipients.empty()) {
-          in.reporting_mta = (*job)->reporting_mta;
-          in.original_id = (*job)->message_id;
-          in.sender = (*job)->sender;
-          in.arrival_date = base::Rfc5322Date((*job)->received_us);
-          in.date = base::Rfc5322Date(clock.UnixMicros());
-          in.boundary_seed = SecureRandomHex(16);  // 128 bits: a sender cannot predict it.
-          in.smtputf8 = (*job)->smtputf8;
-          in.envid = (*job)->envid;
-          in.return_full = (*job)->dsn_return == mail::DsnReturn::kFull;
-          in.original = (*job)->content;
-          done->bounce = bounce::BuildReport(in);
-        }
-      }
+      std::unique_ptr<delivery::JobDone> done = delivery::RunBlocking(
+          std::move(*job), deliverer, io, clock, static_cast<int>(shard_), boundary, log_lines);
       done->mailboxes_recreated = deliverer.mailboxes_recreated() - recreated_reported;
       done->directories_forgotten = deliverer.directory_stats().evictions - forgotten_reported;
       recreated_reported = deliverer.mailboxes_recreated();

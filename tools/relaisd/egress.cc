@@ -15,6 +15,8 @@
 #include "core/base/check.h"
 #include "core/base/strings.h"
 #include "core/log/log.h"
+#include "queue/delivery/next_hops.h"
+#include "queue/delivery/outbound.h"
 #include "core/net/net_address.h"
 
 namespace relais::relaisd {
@@ -22,7 +24,9 @@ namespace relais::relaisd {
 using base::StrCat;
 
 namespace {
-constexpr char kStoppingReply[] = "451 4.3.2 delivery stopped: the daemon is shutting down";
+smtp::RecipientReply StoppingReply() {
+  return delivery::ToReply(delivery::Make(delivery::Reason::kStopping));
+}
 }  // namespace
 
 absl::StatusOr<std::vector<std::optional<Destination>>> ResolveDestinations(
@@ -40,7 +44,7 @@ absl::StatusOr<std::vector<std::optional<Destination>>> ResolveDestinations(
     }
     Destination d;
     d.lmtp = route.type == config::RouteType::kLmtp;
-    d.route = d.lmtp ? "lmtp" : "smarthost";
+    d.route = d.lmtp ? delivery::Route::kLmtp : delivery::Route::kSmarthost;
     for (const std::string& hop : hops) {
       const std::string where = StrCat("route for ", route.domain, ": next hop ", hop);
       if (d.lmtp && hop.starts_with('/')) {
@@ -90,11 +94,8 @@ struct Egress::Pool {
   const Destination* destination = nullptr;
   std::deque<EgressTask> queue;
   std::vector<std::unique_ptr<Link>> links;
-  uint32_t next_endpoint = 0;
-  // Next hops that failed (before greeting and EHLO were done) since a connection last became
-  // ready; when all have, the queue is deferred.
-  std::vector<bool> failed;
-  uint32_t failed_count = 0;
+  // Which next hop new connections go to, and when all have failed (queue/delivery).
+  delivery::NextHops hops{0};
   bool pending = false;  // On pending_pools_.
 };
 
@@ -167,7 +168,7 @@ void Egress::Submit(const Destination& destination, EgressTask task) {
   if (pool == nullptr) {
     pool = std::make_unique<Pool>();
     pool->destination = &destination;
-    pool->failed.assign(destination.endpoints.size(), false);
+    pool->hops = delivery::NextHops(static_cast<uint32_t>(destination.endpoints.size()));
   }
   pool->queue.push_back(std::move(task));
   if (!pool->pending) {
@@ -210,19 +211,18 @@ void Egress::Requeue(Pool& pool, EgressTask task) {
   }
 }
 
-void Egress::DeferQueue(Pool& pool, const std::string& reason) {
+void Egress::DeferQueue(Pool& pool, const smtp::RecipientReply& reason) {
   while (!pool.queue.empty()) {
     EgressTask task = std::move(pool.queue.front());
     pool.queue.pop_front();
-    std::vector<smtp::RecipientReply> results(task.message.recipients.size(),
-                                              {smtp::RecipientStatus::kDeferred, reason});
+    std::vector<smtp::RecipientReply> results(task.message.recipients.size(), reason);
     listener_.OnEgressDone(task.id, std::move(results), "");
   }
 }
 
 void Egress::Dispatch(Pool& pool) {
   if (stopping_) {
-    DeferQueue(pool, kStoppingReply);
+    DeferQueue(pool, StoppingReply());
     return;
   }
   // Idle connections first: each takes one task now.
@@ -249,11 +249,7 @@ void Egress::Dispatch(Pool& pool) {
 
 void Egress::Open(Pool& pool, EgressTask task) {
   const Destination& d = *pool.destination;
-  const auto count = static_cast<uint32_t>(d.endpoints.size());
-  uint32_t index = pool.next_endpoint % count;
-  for (uint32_t k = 0; k < count && pool.failed[index]; ++k) {
-    index = (index + 1) % count;  // The first next hop, in order, not known to be down.
-  }
+  const uint32_t index = pool.hops.Pick();
   smtp::ClientOptions o;
   o.helo_name = options_.helo_name;
   o.peer_name = d.endpoints[index].name;
@@ -356,8 +352,7 @@ void Egress::Process(Link& link) {
     // Reserved for this link, never started: deferred like the queue.
     EgressTask task = std::move(*link.task);
     link.task.reset();
-    std::vector<smtp::RecipientReply> results(task.message.recipients.size(),
-                                              {smtp::RecipientStatus::kDeferred, kStoppingReply});
+    std::vector<smtp::RecipientReply> results(task.message.recipients.size(), StoppingReply());
     listener_.OnEgressDone(task.id, std::move(results), "");
   }
   if (link.connecting) {
@@ -388,23 +383,19 @@ void Egress::Process(Link& link) {
     }
     if (!link.ever_ready) {
       ++counters_.connect_failures;
-      const auto index = static_cast<size_t>(&link.endpoint - pool.destination->endpoints.data());
-      if (!pool.failed[index]) {
-        pool.failed[index] = true;
-        ++pool.failed_count;
-      }
+      const auto index = static_cast<uint32_t>(&link.endpoint - pool.destination->endpoints.data());
       log::Emit(log::Level::kWarning, static_cast<int>(options_.shard), "next_hop_failed",
-                {{"route", pool.destination->route},
+                {{"route", delivery::RouteName(pool.destination->route)},
                  {"next_hop", link.endpoint.name},
                  {"error", link.session.error()}});
       const bool others_ready = std::any_of(pool.links.begin(), pool.links.end(),
                                             [](const auto& l) { return l->ever_ready; });
-      if (pool.failed_count == pool.failed.size() && !others_ready) {
+      if (pool.hops.Failed(index, others_ready)) {
         // Every next hop failed: the queue waits for the retry schedule.
-        pool.failed.assign(pool.failed.size(), false);
-        pool.failed_count = 0;
-        DeferQueue(pool, StrCat("451 4.4.1 no next hop of the ", pool.destination->route,
-                                " route is usable; last: ", link.session.error()));
+        DeferQueue(pool, delivery::ToReply(delivery::Make(
+                             delivery::Reason::kNoNextHop,
+                             StrCat(delivery::RouteName(pool.destination->route),
+                                    " route is usable; last: ", link.session.error()))));
       }
     }
     BeginClose(link);
@@ -417,11 +408,8 @@ void Egress::Process(Link& link) {
   if (link.session.ready()) {
     if (!link.ever_ready) {
       link.ever_ready = true;
-      pool.failed.assign(pool.failed.size(), false);
-      pool.failed_count = 0;
       // New connections go where this one went: the first next hop that works.
-      pool.next_endpoint =
-          static_cast<uint32_t>(&link.endpoint - pool.destination->endpoints.data());
+      pool.hops.Worked(static_cast<uint32_t>(&link.endpoint - pool.destination->endpoints.data()));
     }
     if (!link.task && !link.quitting && !stopping_ && !pool.queue.empty() &&
         link.session.transactions() < options_.messages_per_connection_max) {
@@ -521,7 +509,7 @@ void Egress::Free(Link& link) {
 void Egress::Stop() {
   stopping_ = true;
   for (auto& [destination, pool] : pools_) {
-    DeferQueue(*pool, kStoppingReply);
+    DeferQueue(*pool, StoppingReply());
     for (auto& link : pool->links) {
       MarkDirty(*link);  // Idle ones say QUIT; busy ones finish their message first.
     }
@@ -534,6 +522,13 @@ bool Egress::idle() const {
   }
   return std::all_of(pools_.begin(), pools_.end(),
                      [](const auto& p) { return p.second->queue.empty(); });
+}
+
+void EgressOutbound::Submit(int32_t destination, uint64_t task_id, smtp::OutgoingMessage message) {
+  RELAIS_CHECK(destination >= 0 && static_cast<size_t>(destination) < destinations_.size());
+  const std::optional<Destination>& d = destinations_[static_cast<size_t>(destination)];
+  RELAIS_CHECK(d.has_value()) << "a network route without a destination";
+  egress_.Submit(*d, EgressTask{task_id, std::move(message)});
 }
 
 }  // namespace relais::relaisd

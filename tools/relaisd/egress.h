@@ -16,6 +16,13 @@
 // A task's results arrive through EgressListener::OnEgressDone once per task, never from
 // inside Submit. Timeouts per RFC 5321 4.5.3.2 (the options). Owned by one shard; not
 // thread-safe.
+//
+// The delivery room (queue/delivery) reaches the pools through EgressOutbound (its
+// delivery::Outbound); what a task carries and how its replies become typed statuses is
+// decided there (queue/delivery/outbound.h), and the deferrals made here (stopping, no usable
+// next hop) come from its status table. What stays here is engine-bound: sockets, connects,
+// receives and sends on the shard's io_uring. It moves onto the shared stream pump (core/net)
+// once that exists.
 #pragma once
 
 #include <sys/socket.h>
@@ -34,6 +41,8 @@
 #include "core/timer/timer_wheel.h"
 #include "core/uring/engine.h"
 #include "protocols/smtp/client_session.h"
+#include "queue/delivery/delivery.h"
+#include "queue/delivery/status.h"
 
 namespace relais::relaisd {
 
@@ -45,14 +54,15 @@ struct Endpoint {
 
 // Where one smarthost or lmtp route sends its mail.
 struct Destination {
-  std::string route;  // "smarthost" or "lmtp", for logs.
+  delivery::Route route = delivery::Route::kSmarthost;  // kSmarthost or kLmtp.
   bool lmtp = false;
   std::vector<Endpoint> endpoints;  // In the order the route lists them.
 };
 
 // The destination of every route, by route index; nullopt for maildir and reject routes. Host
-// names are resolved here, once, on the startup thread (getaddrinfo blocks); the asynchronous
-// resolver of the DNS issue will replace that. An error names the route and the host.
+// names are resolved here, once, on the startup thread (getaddrinfo blocks): the shard's own
+// resolver (tools/relaisd/shard_resolver) serves the sender checks only so far; MX delivery
+// will resolve next hops with it. An error names the route and the host.
 [[nodiscard]] absl::StatusOr<std::vector<std::optional<Destination>>> ResolveDestinations(
     const std::vector<config::Route>& routes);
 
@@ -132,7 +142,7 @@ class Egress {
   void Free(Link& link);
   void MarkDirty(Link& link);
   void Requeue(Pool& pool, EgressTask task);
-  void DeferQueue(Pool& pool, const std::string& reason);
+  void DeferQueue(Pool& pool, const smtp::RecipientReply& reason);
   void OnConnect(Link& link, int32_t result, uint32_t flags);
   void OnRecv(Link& link, int32_t result, uint32_t flags);
   void OnSend(Link& link, int32_t result, uint32_t flags);
@@ -150,6 +160,19 @@ class Egress {
   uint32_t connections_ = 0;
   bool stopping_ = false;
   EgressCounters counters_;
+};
+
+// The delivery room's way out (delivery::Outbound): a route index names the destination
+// whose pool on this shard sends the task. Both references must outlive it.
+class EgressOutbound final : public delivery::Outbound {
+ public:
+  EgressOutbound(Egress& egress, const std::vector<std::optional<Destination>>& destinations)
+      : egress_(egress), destinations_(destinations) {}
+  void Submit(int32_t destination, uint64_t task_id, smtp::OutgoingMessage message) override;
+
+ private:
+  Egress& egress_;
+  const std::vector<std::optional<Destination>>& destinations_;
 };
 
 }  // namespace relais::relaisd

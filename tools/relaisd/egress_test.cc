@@ -288,7 +288,7 @@ class Harness final : public EgressListener {
 
 TEST(Egress, DeliversAndReusesTheConnectionWithRset) {
   FakeServer server({});
-  Destination d{"smarthost", false, {Loopback(server.port())}};
+  Destination d{delivery::Route::kSmarthost, false, {Loopback(server.port())}};
   EgressOptions o;
   o.connections_max = 1;
   Harness h(o);
@@ -313,7 +313,7 @@ TEST(Egress, DeliversAndReusesTheConnectionWithRset) {
 // message taken by the first connection to finish, and left with EHLO and QUIT only.
 TEST(Egress, EveryNewConnectionCarriesTheMessageItWasOpenedFor) {
   FakeServer server({.hold_first_reply_until_connections = 2});
-  Destination d{"smarthost", false, {Loopback(server.port())}};
+  Destination d{delivery::Route::kSmarthost, false, {Loopback(server.port())}};
   EgressOptions o;
   o.idle_timeout_ms = 100;
   Harness h(o);
@@ -333,7 +333,7 @@ TEST(Egress, EveryNewConnectionCarriesTheMessageItWasOpenedFor) {
 // carries nothing, and idle connections are used before new ones are opened.
 TEST(Egress, BurstsOpenNoConnectionThatCarriesNothing) {
   FakeServer server({});
-  Destination d{"smarthost", false, {Loopback(server.port())}};
+  Destination d{delivery::Route::kSmarthost, false, {Loopback(server.port())}};
   EgressOptions o;
   o.connections_max = 4;
   o.idle_timeout_ms = 2'000;
@@ -360,7 +360,7 @@ TEST(Egress, BurstsOpenNoConnectionThatCarriesNothing) {
 
 TEST(Egress, ClosesIdleConnectionsWithQuit) {
   FakeServer server({});
-  Destination d{"smarthost", false, {Loopback(server.port())}};
+  Destination d{delivery::Route::kSmarthost, false, {Loopback(server.port())}};
   EgressOptions o;
   o.idle_timeout_ms = 50;
   Harness h(o);
@@ -372,7 +372,8 @@ TEST(Egress, ClosesIdleConnectionsWithQuit) {
 
 TEST(Egress, FailsOverToTheNextHop) {
   FakeServer server({});
-  Destination d{"smarthost", false, {Loopback(DeadPort()), Loopback(server.port())}};
+  Destination d{
+      delivery::Route::kSmarthost, false, {Loopback(DeadPort()), Loopback(server.port())}};
   Harness h;
   h.Send(d, 1, {"b@y.test"});
   ASSERT_TRUE(h.RunUntilResults(1));
@@ -381,7 +382,7 @@ TEST(Egress, FailsOverToTheNextHop) {
 }
 
 TEST(Egress, EveryNextHopDownDefersTheQueue) {
-  Destination d{"smarthost", false, {Loopback(DeadPort()), Loopback(DeadPort())}};
+  Destination d{delivery::Route::kSmarthost, false, {Loopback(DeadPort()), Loopback(DeadPort())}};
   Harness h;
   h.Send(d, 1, {"b@y.test"});
   h.Send(d, 2, {"c@y.test"});
@@ -396,7 +397,7 @@ TEST(Egress, EveryNextHopDownDefersTheQueue) {
 
 TEST(Egress, HangupMidDataIsDeferredNotDelivered) {
   FakeServer server({.hangup_at_end_of_data = true});
-  Destination d{"smarthost", false, {Loopback(server.port())}};
+  Destination d{delivery::Route::kSmarthost, false, {Loopback(server.port())}};
   Harness h;
   h.Send(d, 1, {"b@y.test"});
   ASSERT_TRUE(h.RunUntilResults(1));
@@ -407,7 +408,7 @@ TEST(Egress, HangupMidDataIsDeferredNotDelivered) {
 
 TEST(Egress, StaleCachedConnectionIsReplacedWithoutLosingTheMessage) {
   FakeServer server({.close_after_messages = 1});
-  Destination d{"smarthost", false, {Loopback(server.port())}};
+  Destination d{delivery::Route::kSmarthost, false, {Loopback(server.port())}};
   EgressOptions o;
   o.connections_max = 1;
   Harness h(o);
@@ -422,7 +423,7 @@ TEST(Egress, StaleCachedConnectionIsReplacedWithoutLosingTheMessage) {
 
 TEST(Egress, SilentServerTimesOut) {
   FakeServer server({.greet = false});
-  Destination d{"smarthost", false, {Loopback(server.port())}};
+  Destination d{delivery::Route::kSmarthost, false, {Loopback(server.port())}};
   EgressOptions o;
   o.reply_timeout_ms = 200;
   Harness h(o);
@@ -435,7 +436,7 @@ TEST(Egress, SilentServerTimesOut) {
 
 TEST(Egress, NoSocketToBeHadDefersInsteadOfLosing) {
   FakeServer server({});
-  Destination d{"smarthost", false, {Loopback(server.port())}};
+  Destination d{delivery::Route::kSmarthost, false, {Loopback(server.port())}};
   Harness h;
   // Use up every descriptor this process may open: socket() then fails with EMFILE.
   rlimit old{};
@@ -465,7 +466,7 @@ TEST(Egress, NoSocketToBeHadDefersInsteadOfLosing) {
 }
 
 TEST(Egress, StopDefersWhatIsQueued) {
-  Destination d{"smarthost", false, {Loopback(DeadPort())}};
+  Destination d{delivery::Route::kSmarthost, false, {Loopback(DeadPort())}};
   Harness h;
   h.Send(d, 1, {"b@y.test"});
   h.egress().Stop();

@@ -282,7 +282,8 @@ void Ingress::OnMessageChecked(CheckState& state, const authcheck::Judgement& ju
 void Ingress::Commit(Connection& c, std::string_view auth_header, std::string_view signatures) {
   // A recipient named many times was answered 250 each time; it is delivered once, with the
   // first one's DSN parameters.
-  routing::DropDuplicateRecipients(*options_.router, c.session.transaction().envelope.recipients);
+  metrics_.recipients_duplicate.Add(
+      routing::DropDuplicateRecipients(*options_.router, c.session.transaction().envelope.recipients));
   const mail::MessageId id = spool_.NewMessageId();
   std::string trace = c.session.TraceHeader(id, Rfc5322Date());
   if (!auth_header.empty() || !signatures.empty()) {

@@ -85,6 +85,9 @@ std::string RenderMetrics(const Shards& shards) {
         &ShardMetrics::messages_accepted);
   Total(w, shards, "relais_accepted_message_bytes_total", "Bytes of the messages accepted.",
         &ShardMetrics::message_bytes_accepted);
+  Total(w, shards, "relais_recipients_duplicate_total",
+        "Recipients named again in one transaction, delivered once (dropped at commit).",
+        &ShardMetrics::recipients_duplicate);
   Total(w, shards, "relais_commit_failures_total",
         "Messages answered 451 or 452 because their spool batch failed.",
         &ShardMetrics::commit_failures);

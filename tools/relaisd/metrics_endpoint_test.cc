@@ -16,8 +16,9 @@ TEST(MetricsEndpoint, SumsCountersAndLabelsGaugesByCore) {
   b.messages_accepted.Add(3);
   a.connections_active.Set(4);
   b.connections_active.Set(1);
-  b.attempts[RouteIndex("smarthost")][2].Add();
+  b.attempts[static_cast<size_t>(delivery::Route::kSmarthost)][2].Add();
   a.replies_by_class[5].Add(7);
+  a.recipients_duplicate.Add(2);
   const std::string text = RenderMetrics({&a, &b});
   EXPECT_NE(text.find("\nrelais_messages_accepted_total 5\n"), std::string::npos);
   EXPECT_NE(text.find("relais_connections_active{core=\"0\"} 4\n"
@@ -26,7 +27,8 @@ TEST(MetricsEndpoint, SumsCountersAndLabelsGaugesByCore) {
   EXPECT_NE(text.find("relais_delivery_attempts_total{route=\"smarthost\",outcome=\"failed\"} 1\n"),
             std::string::npos);
   EXPECT_NE(text.find("relais_smtp_replies_total{class=\"5xx\"} 7\n"), std::string::npos);
-  EXPECT_EQ(RouteIndex("something else"), RouteIndex("none"));
+  EXPECT_NE(text.find("\nrelais_recipients_duplicate_total 2\n"), std::string::npos);
+  EXPECT_EQ(kRouteNames[static_cast<size_t>(delivery::Route::kNone)], "none");
 }
 
 TEST(MetricsEndpoint, Routes) {

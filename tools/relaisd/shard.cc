@@ -8,6 +8,7 @@
 #include "core/base/check.h"
 #include "core/base/strings.h"
 #include "core/log/log.h"
+#include "tools/relaisd/secure_random.h"
 
 namespace relais::relaisd {
 namespace {
@@ -163,6 +164,21 @@ absl::StatusOr<std::unique_ptr<Shard>> Shard::Create(const ShardOptions& options
   shard->egress_ =
       std::make_unique<Egress>(*shard->engine_, shard->timers_, shard->clock_, std::move(egress),
                                static_cast<EgressListener&>(*shard));
+  shard->outbound_ = std::make_unique<EgressOutbound>(*shard->egress_, *options.destinations);
+  delivery::DeliveryOptions delivery_options;
+  delivery_options.plan.shard = options.index;
+  delivery_options.plan.pid = static_cast<uint32_t>(getpid());
+  delivery_options.plan.hostname = options.session.hostname;
+  delivery_options.plan.delay_warning_ms = options.delay_warning_ms;
+  delivery_options.recipients_per_transaction_max = options.recipients_per_transaction_max;
+  // 128 bits: a sender cannot predict a report's MIME boundary.
+  delivery_options.report_boundary = [] { return SecureRandomHex(16); };
+  ShardMetrics& m = *options.metrics;
+  shard->delivery_ = std::make_unique<delivery::Delivery>(
+      std::move(delivery_options), *shard->scheduler_, *shard->spool_, *options.router,
+      shard->clock_, *shard->worker_, *shard->outbound_,
+      delivery::DeliveryMetrics{&m.attempts, &m.bounces, &m.maildir_mailboxes_recreated,
+                                &m.maildir_directories_forgotten, &m.time_to_delivered});
   if (AnyChecks(options.auth_by_listener)) {
     auto resolver = ShardResolver::Create(*shard->engine_, options.dns, shard->clock_);
     if (!resolver.ok()) {
@@ -177,7 +193,7 @@ absl::StatusOr<std::unique_ptr<Shard>> Shard::Create(const ShardOptions& options
   shard->admin_service_ = std::make_unique<AdminService>(
       options.index, *shard->spool_, *shard->scheduler_, shard->clock_, [s = shard.get()] {
         return ShardCounts{s->ingress_->connections(), s->metrics_.messages_accepted.value(),
-                           s->delivery_attempts_};
+                           s->delivery_->attempts_started()};
       });
   return shard;
 }
@@ -238,7 +254,7 @@ void Shard::Run() {
     timers_.Advance(now);
     ingress_->RetryAccepts(now);
     ingress_->PumpDirty();
-    StartDeliveries();
+    delivery_->Tick();
     egress_->Pump();
     worker_->Kick();
     PublishMetrics();
@@ -246,6 +262,7 @@ void Shard::Run() {
     // fdatasync.
     spool_->Flush();
     log_->Flush();
+    delivery_->FlushLog();
     if (stopping_ && StopComplete()) {
       break;
     }
@@ -296,6 +313,7 @@ void Shard::BeginStop() {
   if (admin_ != nullptr) {
     admin_->Stop();
   }
+  delivery_->Stop();
   egress_->Stop();
   log::Emit(log::Level::kInfo, static_cast<int>(options_.index), "stopping",
             {{"connections", ingress_->connections()}, {"grace_ms", options_.shutdown_grace_ms}});
@@ -310,7 +328,7 @@ bool Shard::StopComplete() {
   // Shard 0 answers relaisctl and Prometheus while the others drain, so it goes last.
   const bool others_done =
       options_.index != 0 || options_.shards_running->load(std::memory_order_acquire) == 1;
-  if (ingress_->connections() == 0 && attempts_.empty() && egress_->idle() && spool_->idle() &&
+  if (ingress_->connections() == 0 && delivery_->idle() && egress_->idle() && spool_->idle() &&
       log_->idle() && others_done) {
     return true;
   }
@@ -324,291 +342,15 @@ bool Shard::StopComplete() {
   return false;
 }
 
-void Shard::StartDeliveries() {
-  if (stopping_) {
-    return;  // Attempts in flight finish; new ones wait for the next start.
-  }
-  const uint64_t now_us = clock_.UnixMicros();
-  const routing::Router& router = *options_.router;
-  while (auto attempt = scheduler_->Next()) {
-    const spool::StoredMessage* message = spool_->Find(attempt->id);
-    RELAIS_CHECK(message != nullptr) << "scheduler handed out a retired message";
-    auto job = std::make_unique<DeliveryJob>();
-    job->token = next_token_++;
-    job->message_id = attempt->id.ToString();
-    // The body goes along if it is in memory; otherwise the worker reads it from the segment,
-    // so that the shard never waits on the disk.
-    const bool in_memory = spool_->BodyInMemory(*message);
-    const std::optional<spool::BodyLocation> location =
-        in_memory ? std::nullopt : spool_->Locate(*message);
-    const std::string last = attempt->last_reply.empty()
-                                 ? std::string()
-                                 : base::StrCat("; last reply: ", attempt->last_reply);
-    bool network = false;  // Some recipient goes over SMTP or LMTP.
-    for (uint32_t index : attempt->recipients) {
-      DeliveryJob::Item item;
-      const mail::Recipient& recipient = message->envelope.recipients[index];
-      const std::string& address = recipient.address;
-      item.address = address;
-      item.notify = recipient.notify;
-      item.orcpt = recipient.orcpt;
-      std::string_view local, domain;
-      router.Split(address, local, domain);
-      const config::Route* route = router.Find(domain);
-      item.resolved = true;
-      item.result.outcome = scheduler::Outcome::kDeferred;
-      item.route = route == nullptr                               ? "none"
-                   : route->type == config::RouteType::kMaildir   ? "maildir"
-                   : route->type == config::RouteType::kReject    ? "reject"
-                   : route->type == config::RouteType::kSmarthost ? "smarthost"
-                                                                  : "lmtp";
-      if (attempt->give == scheduler::Attempt::Give::kExpired) {
-        item.result.outcome = scheduler::Outcome::kFailed;
-        item.result.reply = base::StrCat("550 5.4.7 delivery time expired", last);
-      } else if (attempt->give == scheduler::Attempt::Give::kReturned) {
-        item.result.outcome = scheduler::Outcome::kFailed;
-        item.result.reply = base::StrCat("550 5.0.0 returned to sender by the postmaster", last);
-      } else if (!in_memory && !location) {
-        item.result.reply = "451 4.3.0 spool: the message's segment is gone";
-      } else if (route == nullptr) {
-        // The configuration changed since the message was accepted; it may change back.
-        item.result.reply = "451 4.4.0 no route for the recipient domain";
-      } else if (route->type == config::RouteType::kReject) {
-        item.result.outcome = scheduler::Outcome::kFailed;
-        item.result.reply = "550 5.7.1 recipient rejected by route";
-      } else if (route->type == config::RouteType::kSmarthost ||
-                 route->type == config::RouteType::kLmtp) {
-        item.resolved = false;
-        item.destination = static_cast<int32_t>(router.IndexOf(*route));
-        item.notify_text = mail::NotifyText(recipient.notify);  // Passed on to the next hop.
-        network = true;
-      } else if (routing::MaildirPath maildir = router.MaildirFor(*route, local, domain);
-                 maildir.verdict != routing::Verdict::kAccept) {
-        // Refused at RCPT already; this covers mail spooled before that check existed.
-        item.result.outcome = scheduler::Outcome::kFailed;
-        item.result.reply = maildir.verdict == routing::Verdict::kUnsafeDomain
-                                ? "550 5.1.2 domain not allowed in a mailbox path"
-                                : "550 5.1.3 mailbox name not allowed";
-      } else {
-        item.resolved = false;
-        item.maildir.directory = std::move(maildir.directory);
-        item.maildir.root = maildir::RouteRoot(route->path);  // Delivery never leaves it.
-        item.maildir.return_path = message->envelope.sender;
-        item.maildir.delivered_to = address;
-        // Unique across shards (shard in the sequence) and restarts (time and pid).
-        item.maildir.unique_name = maildir::UniqueName(
-            now_us, static_cast<uint32_t>(getpid()), (uint64_t{options_.index} << 40) | job->token,
-            options_.session.hostname);
-      }
-      job->items.push_back(std::move(item));
-    }
-    if (in_memory) {
-      // The worker runs on another thread: it gets its own copy.
-      job->content = base::StrCat(message->trace, message->body);
-    } else {
-      job->location = location;
-    }
-    job->sender = message->envelope.sender;
-    job->reporting_mta = options_.session.hostname;
-    job->received_us = message->received_us;
-    job->body_type = message->envelope.body_type;
-    job->smtputf8 = message->envelope.smtputf8;
-    job->dsn_return = message->envelope.dsn_return;
-    job->envid = message->envelope.envid;
-    job->report_delay = options_.delay_warning_ms != 0 &&
-                        now_us >= message->received_us + options_.delay_warning_ms * 1000 &&
-                        !scheduler_->DelayReported(attempt->id);
-    attempts_.emplace(job->token, std::move(*attempt));
-    ++delivery_attempts_;
-    if (network && !in_memory) {
-      job->load_only = true;  // The worker reads the body; StartEgress follows.
-      SubmitToWorker(std::move(job));
-    } else if (network) {
-      StartEgress(std::move(job));
-    } else {
-      SubmitToWorker(std::move(job));
-    }
-  }
-  worker_->Kick();
-}
-
-void Shard::SubmitToWorker(std::unique_ptr<DeliveryJob> job) {
-  // The rings hold more jobs than attempts_in_flight_max allows (at most 512).
-  RELAIS_CHECK(worker_->Submit(job)) << "delivery ring full";
-}
-
-void Shard::StartEgress(std::unique_ptr<DeliveryJob> job) {
-  // One task per destination and per recipients_per_transaction_max recipients.
-  std::vector<std::pair<int32_t, std::vector<uint32_t>>> parts;
-  for (uint32_t i = 0; i < job->items.size(); ++i) {
-    const DeliveryJob::Item& item = job->items[i];
-    if (item.resolved || item.destination < 0) {
-      continue;
-    }
-    auto it = std::find_if(parts.begin(), parts.end(), [&](const auto& p) {
-      return p.first == item.destination &&
-             p.second.size() < options_.recipients_per_transaction_max;
-    });
-    if (it == parts.end()) {
-      parts.push_back({item.destination, {}});
-      it = parts.end() - 1;
-    }
-    it->second.push_back(i);
-  }
-  if (parts.empty()) {
-    SubmitToWorker(std::move(job));  // The body could not be read: all resolved already.
-    return;
-  }
-  DeliveryJob& j = *job;
-  const uint64_t token = j.token;
-  EgressJob& entry = egress_jobs_[token];
-  entry.job = std::move(job);
-  entry.parts_pending = static_cast<uint32_t>(parts.size());
-  entry.started_us = clock_.UnixMicros();
-  for (auto& [destination, items] : parts) {
-    EgressTask task;
-    task.id = next_part_++;
-    smtp::OutgoingMessage& m = task.message;
-    m.sender = j.sender;
-    m.content = j.content;
-    m.body_type = j.body_type;
-    m.smtputf8 = j.smtputf8;
-    m.envid = j.envid;  // RFC 3461 parameters go on to a next hop that offers DSN.
-    m.ret = j.dsn_return == mail::DsnReturn::kFull      ? "FULL"
-            : j.dsn_return == mail::DsnReturn::kHeaders ? "HDRS"
-                                                        : "";
-    for (uint32_t i : items) {
-      m.recipients.push_back({j.items[i].address, j.items[i].notify_text, j.items[i].orcpt});
-    }
-    egress_parts_.emplace(task.id, EgressPart{token, std::move(items)});
-    const std::optional<Destination>& d =
-        (*options_.destinations)[static_cast<size_t>(destination)];
-    RELAIS_CHECK(d.has_value()) << "a network route without a destination";
-    egress_->Submit(*d, std::move(task));
+void Shard::OnDeliveriesDone() {
+  while (auto done = worker_->TakeDone()) {
+    delivery_->OnWorkerDone(std::move(done));
   }
 }
 
 void Shard::OnEgressDone(uint64_t id, std::vector<smtp::RecipientReply>&& results,
                          std::string_view next_hop) {
-  auto part = egress_parts_.find(id);
-  RELAIS_CHECK(part != egress_parts_.end()) << "unknown egress task";
-  auto entry = egress_jobs_.find(part->second.token);
-  RELAIS_CHECK(entry != egress_jobs_.end());
-  DeliveryJob& job = *entry->second.job;
-  const uint64_t duration_us =
-      std::max<uint64_t>(1, clock_.UnixMicros() - entry->second.started_us);
-  RELAIS_CHECK(results.size() == part->second.items.size());
-  for (size_t k = 0; k < results.size(); ++k) {
-    DeliveryJob::Item& item = job.items[part->second.items[k]];
-    item.resolved = true;
-    item.result.outcome =
-        results[k].status == smtp::RecipientStatus::kDelivered ? scheduler::Outcome::kDelivered
-        : results[k].status == smtp::RecipientStatus::kFailed  ? scheduler::Outcome::kFailed
-                                                               : scheduler::Outcome::kDeferred;
-    item.result.reply = std::move(results[k].reply);
-    item.next_hop = next_hop;
-    item.duration_us = duration_us;
-    item.dsn_passed_on = results[k].dsn_passed_on;
-  }
-  egress_parts_.erase(part);
-  if (--entry->second.parts_pending == 0) {
-    // On to the worker: Maildir recipients, the bounce and the log lines.
-    SubmitToWorker(std::move(entry->second.job));
-    egress_jobs_.erase(entry);
-  }
-}
-
-// A bounce, spooled like any message; once durable it is queued for delivery. Deletes itself.
-class BounceCompletion final : public spool::AppendCompletion {
- public:
-  BounceCompletion(scheduler::Scheduler& scheduler, uint32_t shard, std::string original)
-      : scheduler_(scheduler), shard_(shard), original_(std::move(original)) {}
-  void OnAppendDone(spool::AppendOutcome outcome, const mail::MessageId& id) override {
-    if (outcome == spool::AppendOutcome::kDurable) {
-      scheduler_.Enqueue(id);
-      log::Emit(log::Level::kInfo, static_cast<int>(shard_), "bounce_queued",
-                {{"id", id.ToString()}, {"original", original_}});
-    } else {
-      // The failed outcomes went in the same batch and are lost with it: after a restart the
-      // message is tried again, fails again and bounces then.
-      log::Emit(log::Level::kError, static_cast<int>(shard_), "bounce_not_stored",
-                {{"original", original_}});
-    }
-    delete this;
-  }
-
- private:
-  scheduler::Scheduler& scheduler_;
-  const uint32_t shard_;
-  const std::string original_;
-};
-
-void Shard::OnDeliveriesDone() {
-  while (auto done = worker_->TakeDone()) {
-    if (done->loaded != nullptr) {
-      StartEgress(std::move(done->loaded));  // Its body is in memory now.
-      continue;
-    }
-    auto it = attempts_.find(done->token);
-    RELAIS_CHECK(it != attempts_.end()) << "unknown delivery token";
-    if (done->delay_reported) {
-      scheduler_->MarkDelayReported(it->second.id);
-    }
-    metrics_.maildir_mailboxes_recreated.Add(done->mailboxes_recreated);
-    metrics_.maildir_directories_forgotten.Add(done->directories_forgotten);
-    if (!done->bounce.empty() && !QueueBounce(it->second.id, std::move(done->bounce))) {
-      // Without a bounce a failure would go unreported: keep those recipients for later.
-      for (scheduler::RecipientResult& r : done->results) {
-        if (r.outcome == scheduler::Outcome::kFailed) {
-          r.outcome = scheduler::Outcome::kDeferred;
-          r.reply = base::StrCat("451 4.3.1 bounce could not be queued; was: ", r.reply);
-        }
-      }
-    }
-    const spool::StoredMessage* message = spool_->Find(it->second.id);
-    const uint64_t now_us = clock_.UnixMicros();
-    for (size_t i = 0; i < done->results.size(); ++i) {
-      const auto outcome = static_cast<size_t>(done->results[i].outcome);
-      metrics_.attempts[RouteIndex(done->routes[i])][outcome].Add();
-      if (done->results[i].outcome == scheduler::Outcome::kDelivered && message != nullptr &&
-          now_us > message->received_us) {
-        metrics_.time_to_delivered.ObserveMicros(now_us - message->received_us);
-      }
-    }
-    scheduler_->Finish(it->second, done->results);
-    attempts_.erase(it);
-  }
-}
-
-bool Shard::QueueBounce(const mail::MessageId& original, std::string&& report) {
-  const spool::StoredMessage* message = spool_->Find(original);
-  RELAIS_CHECK(message != nullptr);
-  const std::string& sender = message->envelope.sender;
-  std::string_view local, domain;
-  options_.router->Split(sender, local, domain);
-  if (options_.router->Check(local, domain) != routing::Verdict::kAccept) {
-    // Nowhere to deliver it (the sender's domain has no usable route): say so and go on,
-    // rather than keep a failed message forever.
-    log::Emit(log::Level::kWarning, static_cast<int>(options_.index), "bounce_undeliverable",
-              {{"original", original.ToString()}, {"sender", sender}});
-    return true;
-  }
-  mail::Envelope envelope;  // From <>, so that a bounce never bounces (RFC 5321 6.1).
-  envelope.recipients.push_back({sender});
-  envelope.helo = options_.session.hostname;
-  // The report returns the original's content and, for an SMTPUTF8 message, is UTF-8 itself
-  // (RFC 6533): it travels as the original did.
-  envelope.body_type = message->envelope.body_type;
-  envelope.smtputf8 = message->envelope.smtputf8;
-  auto* done = new BounceCompletion(*scheduler_, options_.index, original.ToString());
-  // Staged before the failed outcomes that Finish records next: both go in one group commit.
-  if (spool_->Append(spool_->NewMessageId(), std::move(envelope), "", std::move(report), *done) !=
-      spool::AppendStatus::kStaged) {
-    delete done;
-    return false;
-  }
-  metrics_.bounces.Add();
-  return true;
+  delivery_->OnOutboundDone(id, std::move(results), next_hop);
 }
 
 void Shard::PublishMetrics() {

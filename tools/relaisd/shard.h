@@ -38,6 +38,7 @@
 #include "protocols/authcheck/authcheck.h"
 #include "protocols/dns/resolver.h"
 #include "protocols/smtp/server_session.h"
+#include "queue/delivery/delivery.h"
 #include "queue/routing/router.h"
 #include "queue/scheduler/scheduler.h"
 #include "queue/spool/spool.h"
@@ -139,16 +140,10 @@ class Shard final : EgressListener {
   void OnHandoff(uint32_t from, uring::Handoff&& handoff);
   // In order; a handoff a full ring refuses waits in the outbox and is retried every turn.
   void SendToShard(uint32_t to, uring::Handoff&& handoff);
-  void StartDeliveries();
+  // Hands every result the delivery worker has ready to delivery_.
   void OnDeliveriesDone();
-  // Sends a job's smarthost and lmtp recipients (its body in memory); the job goes on to the
-  // worker (Maildir recipients, bounce, log lines) once every part has its results.
-  void StartEgress(std::unique_ptr<DeliveryJob> job);
   void OnEgressDone(uint64_t id, std::vector<smtp::RecipientReply>&& results,
                     std::string_view next_hop) override;
-  void SubmitToWorker(std::unique_ptr<DeliveryJob> job);
-  // Spools a bounce to the original's sender. False when the spool refused it.
-  [[nodiscard]] bool QueueBounce(const mail::MessageId& original, std::string&& report);
   void BeginStop();
   [[nodiscard]] bool StopComplete();
 
@@ -167,21 +162,10 @@ class Shard final : EgressListener {
   std::unique_ptr<scheduler::Scheduler> scheduler_;
   std::unique_ptr<DeliveryWorker> worker_;  // Destroyed (joined) before the engine.
   std::unique_ptr<DeliveryReader> delivery_reader_;
-  std::unordered_map<uint64_t, scheduler::Attempt> attempts_;  // By job token.
-  std::unique_ptr<Egress> egress_;                             // Before the worker's results.
-  struct EgressJob {
-    std::unique_ptr<DeliveryJob> job;
-    uint32_t parts_pending = 0;
-    uint64_t started_us = 0;
-  };
-  struct EgressPart {
-    uint64_t token = 0;           // Its job.
-    std::vector<uint32_t> items;  // Indices into the job's items, in the task's order.
-  };
-  std::unordered_map<uint64_t, EgressJob> egress_jobs_;    // By job token.
-  std::unordered_map<uint64_t, EgressPart> egress_parts_;  // By task id.
-  uint64_t next_part_ = 1;
-  uint64_t next_token_ = 1;
+  std::unique_ptr<Egress> egress_;  // Before the worker's results.
+  std::unique_ptr<EgressOutbound> outbound_;
+  // Delivery driving (queue/delivery): destroyed before what it references.
+  std::unique_ptr<delivery::Delivery> delivery_;
   int signal_fd_ = -1;
   int admin_fd_ = -1;
   std::deque<std::pair<uint32_t, uring::Handoff>> outbox_;  // Handoffs a full ring refused.
@@ -200,7 +184,6 @@ class Shard final : EgressListener {
   std::unique_ptr<RequestServer> metrics_server_;  // Before metrics_endpoint_ dies.
   int metrics_fd_ = -1;
   uint32_t metrics_request_timeout_ms_ = 2000;
-  uint64_t delivery_attempts_ = 0;
 };
 
 }  // namespace relais::relaisd

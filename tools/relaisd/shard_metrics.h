@@ -13,22 +13,14 @@
 #include <string_view>
 
 #include "core/metrics/metrics.h"
+#include "queue/delivery/status.h"
 
 namespace relais::relaisd {
 
-// Route types and delivery outcomes, the label values of relais_delivery_attempts_total.
-inline constexpr std::array<std::string_view, 5> kRouteNames = {"maildir", "smarthost", "lmtp",
-                                                                "reject", "none"};
-inline constexpr std::array<std::string_view, 3> kOutcomeNames = {"delivered", "deferred",
-                                                                  "failed"};
-[[nodiscard]] inline size_t RouteIndex(std::string_view route) {
-  for (size_t i = 0; i < kRouteNames.size(); ++i) {
-    if (kRouteNames[i] == route) {
-      return i;
-    }
-  }
-  return kRouteNames.size() - 1;
-}
+// Route types and delivery outcomes, the label values of relais_delivery_attempts_total,
+// indexed by delivery::Route and delivery::Outcome.
+inline constexpr const auto& kRouteNames = delivery::kRouteNames;
+inline constexpr const auto& kOutcomeNames = delivery::kOutcomeNames;
 
 struct alignas(64) ShardMetrics {
   // Connections.
@@ -42,6 +34,7 @@ struct alignas(64) ShardMetrics {
   // SMTP.
   std::array<metrics::Counter, 6> replies_by_class;  // Index: code / 100.
   metrics::Counter messages_accepted;
+  metrics::Counter recipients_duplicate;  // Named again in one transaction: delivered once.
   metrics::Counter message_bytes_accepted;
   metrics::Counter commit_failures;          // Batches answered 451/452 instead of 250.
   metrics::Counter transfers_too_slow;       // Past the message's deadline or rate: 421 4.4.2.

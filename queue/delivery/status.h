@@ -1,0 +1,92 @@
+// queue/delivery/status.h — what one delivery attempt of one recipient came to, as a typed
+// value: {outcome, code, enhanced code, detail}. The delivery side's texts live in ONE table
+// (status.cc, as protocols/smtp/reply_table.cc holds the ingress replies); a next hop's own
+// reply is kept with the code and enhanced code its client session parsed off the wire and its
+// text as the detail. Nothing reads a code back out of reply text: the scheduler, the DSN
+// report (queue/bounce) and the metrics take these fields.
+//
+// Also the route type as delivery sees it: config::RouteType, plus kNone for a recipient whose
+// domain no route matches (the config changed since the message was accepted). Log lines and
+// the relais_delivery_attempts_total label name it through RouteName.
+//
+// Vocabulary only: header-only types and inline helpers, no state, no I/O; the table is in
+// status.cc (relais::delivery).
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "core/base/strings.h"
+#include "core/config/config.h"
+
+namespace relais::delivery {
+
+enum class [[nodiscard]] Outcome : uint8_t{kDelivered, kDeferred, kFailed};
+
+inline constexpr std::array<std::string_view, 3> kOutcomeNames = {"delivered", "deferred",
+                                                                  "failed"};
+[[nodiscard]] inline std::string_view OutcomeName(Outcome outcome) {
+  return kOutcomeNames[static_cast<size_t>(outcome)];
+}
+
+// config::RouteType's values, then kNone.
+enum class Route : uint8_t { kMaildir, kSmarthost, kLmtp, kReject, kNone };
+static_assert(static_cast<int>(Route::kMaildir) == static_cast<int>(config::RouteType::kMaildir) &&
+              static_cast<int>(Route::kSmarthost) ==
+                  static_cast<int>(config::RouteType::kSmarthost) &&
+              static_cast<int>(Route::kLmtp) == static_cast<int>(config::RouteType::kLmtp) &&
+              static_cast<int>(Route::kReject) == static_cast<int>(config::RouteType::kReject));
+
+inline constexpr std::array<std::string_view, 5> kRouteNames = {"maildir", "smarthost", "lmtp",
+                                                                "reject", "none"};
+[[nodiscard]] inline std::string_view RouteName(Route route) {
+  return kRouteNames[static_cast<size_t>(route)];
+}
+// The route type of `route` (a route of the router), kNone for null.
+[[nodiscard]] inline Route RouteOf(const config::Route* route) {
+  return route == nullptr ? Route::kNone : static_cast<Route>(route->type);
+}
+
+struct Status {
+  Outcome outcome = Outcome::kDeferred;
+  uint16_t code = 0;     // SMTP reply code: 250, 451, 550, ...
+  std::string enhanced;  // RFC 3463 "class.subject.detail", e.g. "4.3.0".
+  std::string detail;    // Free text after the codes; never a file-system path.
+
+  // "451 4.3.0 detail": for the delivery_attempt log line, the spool's last-reply record and
+  // the report's Diagnostic-Code. Written from the fields, never parsed back.
+  [[nodiscard]] std::string Text() const {
+    if (code == 0) {
+      return detail;
+    }
+    return detail.empty() ? base::StrCat(code, " ", enhanced)
+                          : base::StrCat(code, " ", enhanced, " ", detail);
+  }
+};
+
+// Every delivery-side status Relais writes itself. Each has one row in status.cc.
+enum class Reason : uint8_t {
+  kExpired,           // The queue lifetime is over (+ "; last reply: ...").
+  kReturned,          // An operator returned the message (+ "; last reply: ...").
+  kSegmentGone,       // The message's spool segment cannot be located.
+  kSpoolUnreadable,   // Reading the body back failed (+ the reason).
+  kNoRoute,           // No route matches the domain any more.
+  kRejectedByRoute,   // A reject route.
+  kUnsafeDomain,      // The domain cannot be a Maildir path component.
+  kUnsafeMailbox,     // The local part cannot be a Maildir path component.
+  kBounceNotQueued,   // The failure report could not be spooled (+ "was: " the failure).
+  kStopping,          // The daemon is stopping: queued outbound tasks are deferred.
+  kNoNextHop,         // Every next hop of a route failed (+ route and last error).
+  kMaildirDelivered,  // + the file name.
+  kMaildirFull,       // ENOSPC or EDQUOT.
+  kMaildirRefused,    // + why (the mailbox, relative to its root, would leave it).
+  kMaildirError,      // Permissions, I/O: an operator can fix it; the cause goes to the log.
+};
+
+// The row of `reason`, its text followed by `more`.
+[[nodiscard]] Status Make(Reason reason, std::string_view more = {});
+
+}  // namespace relais::delivery
