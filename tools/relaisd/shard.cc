@@ -187,7 +187,7 @@ absl::StatusOr<std::unique_ptr<Shard>> Shard::Create(const ShardOptions& options
     shard->resolver_ = std::move(*resolver);
   }
   shard->ingress_ = std::make_unique<Ingress>(
-      IngressOptionsOf(options), *shard->engine_, shard->timers_, shard->clock_, *shard->spool_,
+      IngressOptionsOf(options), shard->engine_->net(), shard->timers_, shard->clock_, *shard->spool_,
       *shard->scheduler_, shard->resolver_ != nullptr ? &shard->resolver_->resolver() : nullptr,
       shard->random_, shard->limiter_, *shard->log_, shard->metrics_);
   shard->admin_service_ = std::make_unique<AdminService>(
