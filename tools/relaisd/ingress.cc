@@ -33,7 +33,7 @@ smtp::CommitOutcome ToCommitOutcome(spool::AppendOutcome outcome) {
 Ingress::Ingress(const IngressOptions& options, io::Net& net, timer::TimerWheel& timers,
                  const base::Clock& clock, spool::Spool& spool, scheduler::Scheduler& scheduler,
                  dns::Resolver* resolver, base::Random& random, ConnectionLimiter& limiter,
-                 ShardLog& log, ShardMetrics& metrics)
+                 log::ShardLog& log, ShardMetrics& metrics)
     : options_(options),
       net_(net),
       timers_(timers),

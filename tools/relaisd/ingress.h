@@ -58,8 +58,8 @@ class Ingress final : net::AcceptOwner, CheckListener {
   // the ingress. `net` carries the sockets (the shard's engine.net()).
   Ingress(const IngressOptions& options, io::Net& net, timer::TimerWheel& timers,
           const base::Clock& clock, spool::Spool& spool, scheduler::Scheduler& scheduler,
-          dns::Resolver* resolver, base::Random& random, ConnectionLimiter& limiter, ShardLog& log,
-          ShardMetrics& metrics);
+          dns::Resolver* resolver, base::Random& random, ConnectionLimiter& limiter,
+          log::ShardLog& log, ShardMetrics& metrics);
   ~Ingress();
   Ingress(const Ingress&) = delete;
   Ingress& operator=(const Ingress&) = delete;
@@ -123,7 +123,7 @@ class Ingress final : net::AcceptOwner, CheckListener {
   spool::Spool& spool_;
   scheduler::Scheduler& scheduler_;
   ConnectionLimiter& limiter_;
-  ShardLog& log_;
+  log::ShardLog& log_;
   ShardMetrics& metrics_;
   smtp::ReceiveBudget receive_budget_;
   smtp::SessionOptions session_options_;
