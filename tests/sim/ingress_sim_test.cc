@@ -169,6 +169,7 @@ class Simulation {
   io::Socket listener_;
   std::vector<std::unique_ptr<Client>> clients_;
   uint64_t client_addresses_ = 1;
+  uint64_t disk_turns_ = 1;  // Disk completions run one turn in this many (on average).
 };
 
 void Simulation::Open() {
@@ -176,6 +177,7 @@ void Simulation::Open() {
   faults.write_error = rng_.Below(3) == 0 ? 0.02 : 0.0;
   faults.sync_error = rng_.Below(2) == 0 ? 0.05 : 0.0;
   disk_.set_faults(faults);
+  disk_turns_ = 1 + rng_.Below(4);
   spool_options_.path = "/spool";
   spool_options_.segment_bytes_max = 8192u << rng_.Below(5);
   spool_options_.no_space_backoff_ms = 10;
@@ -375,6 +377,12 @@ bool Simulation::Act(Client& c) {
       c.lines.pop_front();
     }
   }
+  // A client that resets may do so while it waits for a reply (a commit may be in flight).
+  if (c.resets && c.out.empty() && !c.expect.empty() && rng_.Below(8) == 0) {
+    c.cut = true;
+    net_.PeerResets(c.socket);
+    return true;
+  }
   // Deliver the written bytes in random pieces.
   if (!c.out.empty()) {
     size_t n = rng_.Below(3) == 0 ? c.out.size() : 1 + rng_.Below(c.out.size());
@@ -409,7 +417,11 @@ bool Simulation::Turn() {
     net_.FailRecvs(1 + static_cast<uint32_t>(rng_.Below(3)), -ENOBUFS);
   }
   progress |= net_.RunUntilIdle() > 0;
-  progress |= disk_.RunCompletions() > 0;
+  // A slow disk: the group commit's completions may take a few turns (a reset, a timeout or
+  // a stop can meet a commit in flight).
+  if (rng_.Below(disk_turns_) == 0) {
+    progress |= disk_.RunCompletions() > 0;
+  }
   const uint64_t now = clock_.MonotonicMs();
   timers_.Advance(now);
   ingress_->RetryAccepts(now);

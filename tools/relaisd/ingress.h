@@ -7,11 +7,10 @@
 // (core/net/stream_pump.h) over io::Net: ingress names no io_uring, so it runs over
 // io::FakeNet in the seeded simulation (tests/sim/ingress_sim_test.cc) as it does over the
 // shard's engine. Accepts are net::Acceptor's (core/net/acceptor.h). A message is appended to
-// the spool
-// when its session asks for a commit, after the header limits and, for a checked client, DKIM
-// and DMARC; its 250 waits for the group commit that makes it durable, and then it is enqueued
-// for delivery. Ingress never runs the loop, flushes the spool or talks to other shards: the
-// shard calls it once per turn (PumpDirty) and at stop, and flushes after.
+// the spool when its session asks for a commit, after the header limits and, for a checked
+// client, DKIM and DMARC; its 250 waits for the group commit that makes it durable, and then it
+// is enqueued for delivery. Ingress never runs the loop, flushes the spool or talks to other
+// shards: the shard calls it once per turn (PumpDirty) and at stop, and flushes after.
 // Owned by one shard; not thread-safe.
 #pragma once
 
