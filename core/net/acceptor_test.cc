@@ -5,7 +5,10 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 
+#include <cerrno>
 #include <cstring>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/io/fake_net.h"
@@ -82,6 +85,56 @@ TEST(Acceptor, NonIpPeerAndStopAccepting) {
   EXPECT_EQ(acceptor.armed(), Acceptor::kInFlight);
   acceptor.Cancel();
   net.RunUntilIdle();
+}
+
+// FakeNet with accepts that fail: every AcceptDirect waits until FailAccepts() completes it
+// with `error` (EMFILE, ENFILE), as the kernel does when the process or the table is full.
+class FailingAcceptNet final : public io::Net {
+ public:
+  void AcceptMultishot(io::Socket listener, io::SocketOp& op) override {
+    net.AcceptMultishot(listener, op);
+  }
+  void AcceptDirect(io::Socket, sockaddr*, socklen_t*, io::SocketOp& op) override {
+    waiting.push_back(&op);
+  }
+  io::Socket NewStreamSocket(int family) override { return net.NewStreamSocket(family); }
+  void Connect(io::Socket s, const sockaddr* a, socklen_t l, io::SocketOp& op) override {
+    net.Connect(s, a, l, op);
+  }
+  void Recv(io::Socket s, io::SocketOp& op) override { net.Recv(s, op); }
+  void Send(io::Socket s, std::string_view d, io::SocketOp& op) override { net.Send(s, d, op); }
+  void Close(io::Socket s, io::SocketOp& op) override { net.Close(s, op); }
+  void CloseUnused(io::Socket s) override { net.CloseUnused(s); }
+  void Cancel(io::SocketOp& op) override { net.Cancel(op); }
+  void FailAccepts(int32_t error) {
+    std::vector<io::SocketOp*> ops;
+    ops.swap(waiting);
+    for (io::SocketOp* op : ops) {
+      op->OnSocketDone(io::SocketResult{error, {}, false});
+    }
+  }
+  io::FakeNet net;
+  std::vector<io::SocketOp*> waiting;
+};
+
+TEST(Acceptor, FailedAcceptIsReportedAndWaitsForArm) {
+  FailingAcceptNet net;
+  Owner owner;
+  Acceptor acceptor(net, io::Socket::Descriptor(7), 0, owner);
+  acceptor.Arm();
+  ASSERT_EQ(net.waiting.size(), Acceptor::kInFlight);
+  net.FailAccepts(-EMFILE);
+  // Each failure is the owner's to hear; none re-arms by itself (that could spin on an error
+  // that leaves the connection queued).
+  EXPECT_EQ(owner.errors.size(), Acceptor::kInFlight);
+  EXPECT_EQ(owner.errors[0], -EMFILE);
+  EXPECT_EQ(acceptor.armed(), 0u);
+  EXPECT_TRUE(net.waiting.empty());
+  acceptor.Arm();  // The owner's retry, after its pause.
+  EXPECT_EQ(acceptor.armed(), Acceptor::kInFlight);
+  EXPECT_EQ(net.waiting.size(), Acceptor::kInFlight);
+  net.FailAccepts(-ECANCELED);  // A cancel is no failure.
+  EXPECT_EQ(owner.errors.size(), Acceptor::kInFlight);
 }
 
 }  // namespace
