@@ -42,9 +42,3 @@ class ShardLog final {
 };
 
 }  // namespace relais::log
-
-// TODO(#14): the daemon's code written before the move names it unqualified; remove once its
-// files say log:: (after the ingress reshape is merged).
-namespace relais::relaisd {
-using log::ShardLog;
-}  // namespace relais::relaisd

@@ -30,10 +30,3 @@ struct Listeners {
                                                       uint32_t busy_wait_ms = 2000);
 
 }  // namespace relais::net
-
-// TODO(#14): the daemon's code written before the move names these unqualified; remove once
-// its files say net:: (after the ingress and egress reshapes are merged).
-namespace relais::relaisd {
-using net::Listeners;
-using net::OpenListeners;
-}  // namespace relais::relaisd

@@ -26,10 +26,3 @@ namespace relais::net {
 [[nodiscard]] std::optional<mail::IpAddress> PeerAddress(const sockaddr_storage& address);
 
 }  // namespace relais::net
-
-// TODO(#14): the daemon's code written before the move names these unqualified; remove once
-// its files say net:: (after the ingress and egress reshapes are merged).
-namespace relais::relaisd {
-using net::SocketAddressText;
-using net::SplitHostPort;
-}  // namespace relais::relaisd

@@ -97,12 +97,3 @@ class RequestServer final : io::SocketOp {
 };
 
 }  // namespace relais::net
-
-// TODO(#14): the daemon's code written before the move names these unqualified; remove once
-// its files say net:: (after the ingress reshape is merged).
-namespace relais::relaisd {
-using net::PeerIsUserOrRoot;
-using net::RequestHandler;
-using net::RequestServer;
-using net::RequestServerOptions;
-}  // namespace relais::relaisd

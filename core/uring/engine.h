@@ -168,9 +168,6 @@ class Engine {
   [[nodiscard]] UringIo& io() { return io_; }
   // The socket seam on this engine (core/io/net.h).
   [[nodiscard]] UringNet& net() { return net_; }
-  // TODO(#14): lets code written before the seam pass the engine where an io::Net is asked
-  // for (RequestServer's callers); remove once they pass net().
-  operator io::Net&() { return net_; }  // NOLINT(google-explicit-constructor)
 
  private:
   explicit Engine(const EngineOptions& options);

@@ -144,8 +144,8 @@ AdminServer::AdminServer(uring::Engine& engine, timer::TimerWheel& timers, const
       shards_(shards),
       local_(local),
       send_(std::move(send)),
-      server_(engine, timers, clock, listen_fd,
-              RequestServerOptions{64, 4096, 30'000, /*same_user_only=*/true}, *this) {}
+      server_(engine.net(), timers, clock, listen_fd,
+              net::RequestServerOptions{64, 4096, 30'000, /*same_user_only=*/true}, *this) {}
 
 void AdminServer::OnAnswer(std::unique_ptr<AdminAnswer> answer) {
   auto it = pending_.find(answer->request);
@@ -161,7 +161,7 @@ size_t AdminServer::RequestEnd(std::string_view input) {
   return newline == std::string_view::npos ? kNeedMore : newline + 1;
 }
 
-void AdminServer::OnRequest(RequestServer& server, uint64_t client, std::string_view line) {
+void AdminServer::OnRequest(net::RequestServer& server, uint64_t client, std::string_view line) {
   line.remove_suffix(1);  // The '\n'.
   if (!line.empty() && line.back() == '\r') {
     line.remove_suffix(1);

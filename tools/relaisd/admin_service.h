@@ -58,7 +58,7 @@ class AdminService final {
 
 // relaisctl's way in: one request line per connection, answered once every shard it names has
 // answered.
-class AdminServer final : public RequestHandler {
+class AdminServer final : public net::RequestHandler {
  public:
   // Hands a query to another shard; its answer comes back through OnAnswer.
   using SendQuery = std::function<void(uint32_t shard, std::unique_ptr<AdminQuery> query)>;
@@ -75,7 +75,7 @@ class AdminServer final : public RequestHandler {
 
   size_t RequestEnd(std::string_view input) override;
   std::string TooLarge() override { return "ERROR request line too long\n"; }
-  void OnRequest(RequestServer& server, uint64_t client, std::string_view line) override;
+  void OnRequest(net::RequestServer& server, uint64_t client, std::string_view line) override;
 
  private:
   struct Pending {
@@ -91,7 +91,7 @@ class AdminServer final : public RequestHandler {
   const uint32_t shards_;
   AdminService& local_;
   const SendQuery send_;
-  RequestServer server_;
+  net::RequestServer server_;
   uint64_t next_id_ = 1;
   std::unordered_map<uint64_t, Pending> pending_;
 };

@@ -79,7 +79,7 @@ absl::Status PrepareAdminSocketPath(const std::string& path) {
     }
     const bool answered = ::connect(probe, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
     uint32_t peer_uid = 0;
-    const bool ours = answered && PeerIsUserOrRoot(probe, &peer_uid);
+    const bool ours = answered && net::PeerIsUserOrRoot(probe, &peer_uid);
     ::close(probe);
     if (!answered) {
       break;

@@ -20,6 +20,8 @@
 #include "core/net/net_address.h"
 
 namespace relais::relaisd {
+// The addresses' helpers moved to core/net; this file's own reshape qualifies its calls.
+using net::SocketAddressText, net::SplitHostPort;
 
 using base::StrCat;
 

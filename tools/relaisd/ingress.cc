@@ -1,3 +1,4 @@
+// tools/relaisd/ingress.cc — see ingress.h.
 #include "tools/relaisd/ingress.h"
 
 #include <cerrno>
@@ -29,12 +30,12 @@ smtp::CommitOutcome ToCommitOutcome(spool::AppendOutcome outcome) {
 
 }  // namespace
 
-Ingress::Ingress(const IngressOptions& options, uring::Engine& engine, timer::TimerWheel& timers,
+Ingress::Ingress(const IngressOptions& options, io::Net& net, timer::TimerWheel& timers,
                  const base::Clock& clock, spool::Spool& spool, scheduler::Scheduler& scheduler,
                  dns::Resolver* resolver, base::Random& random, ConnectionLimiter& limiter,
-                 ShardLog& log, ShardMetrics& metrics)
+                 log::ShardLog& log, ShardMetrics& metrics)
     : options_(options),
-      engine_(engine),
+      net_(net),
       timers_(timers),
       clock_(clock),
       spool_(spool),
@@ -50,18 +51,14 @@ Ingress::Ingress(const IngressOptions& options, uring::Engine& engine, timer::Ti
   session_options_.receive_budget = &receive_budget_;
 }
 
-Ingress::~Ingress() {
-  for (auto& c : connections_) {
-    if (c != nullptr) {
-      timers_.Cancel(*c);
-    }
-  }
-}
+// The connections' pumps cancel their timers as they go; their sockets are the net's to drop
+// (the shard's engine is torn down after the ingress).
+Ingress::~Ingress() = default;
 
 void Ingress::Start(const std::vector<int>& listen_fds) {
   for (uint32_t i = 0; i < listen_fds.size(); ++i) {
-    acceptors_.push_back(
-        std::make_unique<Acceptor>(engine_, listen_fds[i], i, static_cast<AcceptListener&>(*this)));
+    acceptors_.push_back(std::make_unique<net::Acceptor>(
+        net_, io::Socket::Descriptor(listen_fds[i]), i, static_cast<net::AcceptOwner&>(*this)));
     acceptors_.back()->Arm();
   }
 }
@@ -90,7 +87,7 @@ void Ingress::BeginStop() {
     a->Cancel();
   }
   for (auto& c : connections_) {
-    if (c != nullptr && !c->close_started) {
+    if (c != nullptr && !c->pump.closing()) {
       c->session.BeginShutdown();
       MarkDirty(*c);
     }
@@ -99,7 +96,7 @@ void Ingress::BeginStop() {
 
 void Ingress::ForceStop() {
   for (auto& c : connections_) {
-    if (c != nullptr && !c->close_started) {
+    if (c != nullptr && !c->pump.closing()) {
       c->session.ForceShutdown();
       MarkDirty(*c);
     }
@@ -112,10 +109,10 @@ void Ingress::PublishMetrics() {
   metrics_.receive_bytes.Set(static_cast<int64_t>(receive_budget_.bytes_used));
 }
 
-bool Ingress::OnAccepted(uring::FixedFile socket, std::optional<mail::IpAddress> peer,
+bool Ingress::OnAccepted(io::Socket socket, std::optional<mail::IpAddress> peer,
                          uint32_t listener) {
   if (!peer || live_connections_ >= options_.connections_per_shard_hard_max) {
-    engine_.Close(socket);
+    net_.CloseUnused(socket);
     metrics_.refused_unserved.Add();
     return !stopping_;
   }
@@ -174,13 +171,11 @@ void Ingress::OnAcceptFailed(int32_t result) {
 }
 
 void Ingress::OnTimeout(Connection& c) {
-  if (c.send_in_flight || c.session.WantsClose()) {
+  if (c.pump.sending() || c.session.WantsClose()) {
     // The client is not reading (a send is stuck on a full socket buffer) or has not taken
-    // its final reply in time: stop waiting for it.
-    c.peer_gone = true;
-    if (c.send_in_flight) {
-      engine_.Cancel(c.send_op);
-    }
+    // its final reply in time: stop waiting for it (the close still waits for a commit or a
+    // check in flight).
+    c.pump.Abort(net::PumpEnd::kTimedOut);
   } else {
     const uint64_t now = clock_.MonotonicMs();
     switch (c.deadlines.Expired(now, Stressed())) {
@@ -195,10 +190,10 @@ void Ingress::OnTimeout(Connection& c) {
       case SessionDeadlines::Expiry::kNone:
         // The deadline moved (the load fell below the stress mark before any read of this
         // transfer saw it).
-        timers_.Arm(c, c.deadlines.NextAt(Stressed()));
+        c.pump.SetDeadline(c.deadlines.NextAt(Stressed()));
         return;
     }
-    timers_.Arm(c, now + kFinalReplyGraceMs);  // ...or after this much.
+    c.pump.SetDeadline(now + kFinalReplyGraceMs);  // ...or after this much.
   }
   MarkDirty(c);
 }
@@ -212,9 +207,9 @@ bool Ingress::Stressed() const {
 
 void Ingress::ArmSessionTimer(Connection& c) {
   // The transfer deadline is stricter under load, and checked at every read.
-  timers_.Arm(c, c.deadlines.Update(clock_.MonotonicMs(), c.session.InMessageTransfer(),
-                                    c.session.data_bytes_read(), c.session.TimeoutMs(), Stressed(),
-                                    options_.transfer));
+  c.pump.SetDeadline(c.deadlines.Update(clock_.MonotonicMs(), c.session.InMessageTransfer(),
+                                        c.session.data_bytes_read(), c.session.TimeoutMs(),
+                                        Stressed(), options_.transfer));
 }
 
 void Ingress::MarkDirty(Connection& c) {
@@ -222,6 +217,53 @@ void Ingress::MarkDirty(Connection& c) {
     c.dirty = true;
     dirty_.push_back(&c);
   }
+}
+
+void Ingress::OnReceived(Connection& c, std::string_view bytes) {
+  const uint64_t lines_before = c.session.command_lines();
+  const bool data_before = c.session.ReceivingData();
+  c.session.Feed(bytes);
+  // RFC 5321 4.5.3.2: each block of message data restarts the data timeout; a command restarts
+  // the command timeout only once its line is complete, so a client trickling one byte at a
+  // time cannot hold the connection past command_timeout_ms per command.
+  if (data_before || c.session.ReceivingData() || c.session.command_lines() != lines_before ||
+      c.deadlines.in_transfer() != c.session.InMessageTransfer()) {
+    ArmSessionTimer(c);
+  }
+}
+
+void Ingress::Pump(Connection& c) {
+  if (!c.pump.closing()) {
+    if (c.session.TakeSenderCheck()) {
+      checks_.StartSenderCheck(c, c.session, c.client);
+    }
+    StoreMessages(c);
+  }
+  // A commit or a check in flight names the connection: its close waits (a reply may still be
+  // owed, and the slot must outlive the completion).
+  if (c.commit_pending || c.pending) {
+    c.pump.Hold();
+  } else {
+    c.pump.Release();
+  }
+  c.pump.Drive();  // May close the pump; OnClosed then frees `c` later, in a completion.
+}
+
+void Ingress::OnClosed(Connection& c) {
+  if (c.admitted) {
+    limiter_.Release(c.client);
+  }
+  log_.Info("session_end", {{"client", c.client.ToString()},
+                            {"helo", c.session.helo()},
+                            {"messages", c.session.messages_accepted()},
+                            {"errors", c.session.errors()},
+                            {"duration_ms", clock_.MonotonicMs() - c.opened_ms}});
+  const uint32_t slot = c.slot;
+  // A connection may still sit in the dirty list of this turn; drop it from there.
+  std::erase(dirty_, &c);
+  connections_[slot].reset();  // Frees the pump too: it touches nothing after OnPumpClosed.
+  free_slots_.push_back(slot);
+  --live_connections_;
 }
 
 void Ingress::StoreMessages(Connection& c) {
@@ -239,7 +281,7 @@ void Ingress::StoreMessages(Connection& c) {
       // is a forgery all the same, and goes (RFC 8601 5), before any signing covers it.
       authres::RemoveForged(c.session.transaction().body, c.policy->authserv_id);
     }
-    if (c.checked && c.peer_gone) {
+    if (c.checked && c.gone()) {
       // Nobody will be told 250, and unchecked it must not be stored: the client sends it
       // again (as after a 451).
       c.session.RefuseMessage(smtp::Reply::kSpoolFailed);
@@ -257,7 +299,7 @@ void Ingress::StoreMessages(Connection& c) {
 
 void Ingress::OnSenderChecked(CheckState& state) {
   Connection& c = static_cast<Connection&>(state);
-  if (!c.close_started) {
+  if (!c.pump.closing()) {
     ArmSessionTimer(c);
   }
   MarkDirty(c);
@@ -266,14 +308,14 @@ void Ingress::OnSenderChecked(CheckState& state) {
 void Ingress::OnMessageChecked(CheckState& state, const authcheck::Judgement& judgement,
                                std::string header) {
   Connection& c = static_cast<Connection&>(state);
-  if (c.peer_gone) {
+  if (c.gone()) {
     // Nobody is there to be told 250: storing it would only make a duplicate when the client
     // sends it again.
     c.session.RefuseMessage(smtp::Reply::kSpoolFailed);
   } else if (checks_.ApplyVerdict(c, c.session, c.client, judgement)) {
     Commit(c, header);
   }
-  if (!c.close_started) {
+  if (!c.pump.closing()) {
     ArmSessionTimer(c);
   }
   MarkDirty(c);
@@ -282,8 +324,8 @@ void Ingress::OnMessageChecked(CheckState& state, const authcheck::Judgement& ju
 void Ingress::Commit(Connection& c, std::string_view auth_header, std::string_view signatures) {
   // A recipient named many times was answered 250 each time; it is delivered once, with the
   // first one's DSN parameters.
-  metrics_.recipients_duplicate.Add(
-      routing::DropDuplicateRecipients(*options_.router, c.session.transaction().envelope.recipients));
+  metrics_.recipients_duplicate.Add(routing::DropDuplicateRecipients(
+      *options_.router, c.session.transaction().envelope.recipients));
   const mail::MessageId id = spool_.NewMessageId();
   std::string trace = c.session.TraceHeader(id, Rfc5322Date());
   if (!auth_header.empty() || !signatures.empty()) {
@@ -324,7 +366,7 @@ void Ingress::OnAppendDone(Connection& c, spool::AppendOutcome outcome, const ma
     metrics_.commit_failures.Add();
   }
   c.session.CompleteCommit(ToCommitOutcome(outcome), id);
-  if (!c.close_started) {
+  if (!c.pump.closing()) {
     ArmSessionTimer(c);
   }
   MarkDirty(c);

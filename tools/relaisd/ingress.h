@@ -3,13 +3,14 @@
 // each message to the shard's spool.
 //
 // A connection (ingress_connection.h) lives in a slot until its close completes; it is never
-// freed while an operation, an append or a check names it. Its socket I/O is kept together in
-// ingress_io.cc (OnRecv, OnSend, Pump, BeginClose, OnClosed) so that a shared stream pump can
-// take it over. A message is appended to the spool
-// when its session asks for a commit, after the header limits and, for a checked client, DKIM
-// and DMARC; its 250 waits for the group commit that makes it durable, and then it is enqueued
-// for delivery. Ingress never runs the loop, flushes the spool or talks to other shards: the
-// shard calls it once per turn (PumpDirty) and at stop, and flushes after.
+// freed while an operation, an append or a check names it. Its socket I/O is the stream pump's
+// (core/net/stream_pump.h) over io::Net: ingress names no io_uring, so it runs over
+// io::FakeNet in the seeded simulation (tests/sim/ingress_sim_test.cc) as it does over the
+// shard's engine. Accepts are net::Acceptor's (core/net/acceptor.h). A message is appended to
+// the spool when its session asks for a commit, after the header limits and, for a checked
+// client, DKIM and DMARC; its 250 waits for the group commit that makes it durable, and then it
+// is enqueued for delivery. Ingress never runs the loop, flushes the spool or talks to other
+// shards: the shard calls it once per turn (PumpDirty) and at stop, and flushes after.
 // Owned by one shard; not thread-safe.
 #pragma once
 
@@ -22,17 +23,17 @@
 
 #include "core/base/clock.h"
 #include "core/base/random.h"
+#include "core/io/net.h"
+#include "core/log/shard_log.h"
+#include "core/net/acceptor.h"
 #include "core/timer/timer_wheel.h"
-#include "core/uring/engine.h"
 #include "protocols/dns/resolver.h"
 #include "protocols/smtp/server_session.h"
 #include "queue/routing/router.h"
 #include "queue/scheduler/scheduler.h"
 #include "queue/spool/spool.h"
 #include "tools/relaisd/connection_limiter.h"
-#include "tools/relaisd/ingress_acceptor.h"
 #include "tools/relaisd/ingress_checks.h"
-#include "core/log/shard_log.h"
 #include "tools/relaisd/shard_metrics.h"
 #include "tools/relaisd/transfer_deadline.h"
 
@@ -50,19 +51,20 @@ struct IngressOptions {
   CheckOptions checks;
 };
 
-class Ingress final : AcceptListener, CheckListener {
+class Ingress final : net::AcceptOwner, CheckListener {
  public:
   // `resolver` may be null only when no policy checks anything. Every reference must outlive
-  // the ingress.
-  Ingress(const IngressOptions& options, uring::Engine& engine, timer::TimerWheel& timers,
+  // the ingress. `net` carries the sockets (the shard's engine.net()).
+  Ingress(const IngressOptions& options, io::Net& net, timer::TimerWheel& timers,
           const base::Clock& clock, spool::Spool& spool, scheduler::Scheduler& scheduler,
-          dns::Resolver* resolver, base::Random& random, ConnectionLimiter& limiter, ShardLog& log,
-          ShardMetrics& metrics);
+          dns::Resolver* resolver, base::Random& random, ConnectionLimiter& limiter,
+          log::ShardLog& log, ShardMetrics& metrics);
   ~Ingress();
   Ingress(const Ingress&) = delete;
   Ingress& operator=(const Ingress&) = delete;
 
-  // Starts accepting on `listen_fds` (listening; in the order of auth_by_listener).
+  // Starts accepting on `listen_fds` (listening descriptors, io::Socket::Descriptor of the
+  // net; in the order of auth_by_listener).
   void Start(const std::vector<int>& listen_fds);
   // Once per loop turn, after the timers: accepts failed with EMFILE and the like are armed
   // again once their retry time has come.
@@ -85,21 +87,20 @@ class Ingress final : AcceptListener, CheckListener {
  private:
   struct Connection;
 
-  bool OnAccepted(uring::FixedFile socket, std::optional<mail::IpAddress> peer,
+  bool OnAccepted(io::Socket socket, std::optional<mail::IpAddress> peer,
                   uint32_t listener) override;
   void OnAcceptFailed(int32_t error) override;
   void OnSenderChecked(CheckState& state) override;
   void OnMessageChecked(CheckState& state, const authcheck::Judgement& judgement,
                         std::string header) override;
 
-  void OnRecvThunk(Connection& c, int32_t result, uint32_t flags);
-  void OnSendThunk(Connection& c, int32_t result, uint32_t flags);
-  void OnClosedThunk(Connection& c, int32_t result, uint32_t flags);
-  void OnRecv(Connection& c, int32_t result, uint32_t flags);
-  void OnSend(Connection& c, int32_t result);
+  // Bytes from the client, fed to its session (the pump calls it through the connection).
+  void OnReceived(Connection& c, std::string_view bytes);
+  // Its pump has closed: the session's end is logged, the limiter released, the slot freed.
   void OnClosed(Connection& c);
+  // Starts the checks and commits the session asks for, holds the close while one is in
+  // flight, and drives the pump (send the replies, re-arm the receive, close when done).
   void Pump(Connection& c);
-  void BeginClose(Connection& c);
   void OnTimeout(Connection& c);
   // Starts or ends the per-message deadline as the session enters or leaves a message transfer,
   // then arms the connection's timer for the session's timeout, never past that deadline.
@@ -115,19 +116,19 @@ class Ingress final : AcceptListener, CheckListener {
   std::string_view Rfc5322Date();
 
   const IngressOptions options_;
-  uring::Engine& engine_;
+  io::Net& net_;
   timer::TimerWheel& timers_;
   const base::Clock& clock_;
   spool::Spool& spool_;
   scheduler::Scheduler& scheduler_;
   ConnectionLimiter& limiter_;
-  ShardLog& log_;
+  log::ShardLog& log_;
   ShardMetrics& metrics_;
   smtp::ReceiveBudget receive_budget_;
   smtp::SessionOptions session_options_;
   IngressChecks checks_;
 
-  std::vector<std::unique_ptr<Acceptor>> acceptors_;
+  std::vector<std::unique_ptr<net::Acceptor>> acceptors_;
   std::vector<std::unique_ptr<Connection>> connections_;  // Slots; null when free.
   std::vector<uint32_t> free_slots_;
   uint32_t live_connections_ = 0;

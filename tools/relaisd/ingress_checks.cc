@@ -89,7 +89,7 @@ bool AnyChecks(const std::vector<authcheck::Policy>& policies) {
 
 IngressChecks::IngressChecks(const CheckOptions& options, dns::Resolver* resolver,
                              const base::Clock& clock, base::Random& random, ShardMetrics& metrics,
-                             ShardLog& log, CheckListener& listener)
+                             log::ShardLog& log, CheckListener& listener)
     : options_(options),
       resolver_(resolver),
       clock_(clock),

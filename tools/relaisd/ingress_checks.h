@@ -88,7 +88,7 @@ class IngressChecks final {
   // `resolver` may be null only when no policy checks anything. All references must outlive
   // the checks.
   IngressChecks(const CheckOptions& options, dns::Resolver* resolver, const base::Clock& clock,
-                base::Random& random, ShardMetrics& metrics, ShardLog& log,
+                base::Random& random, ShardMetrics& metrics, log::ShardLog& log,
                 CheckListener& listener);
 
   // An admitted client on `listener` (index into auth_by_listener): sets its policy, whether
@@ -127,7 +127,7 @@ class IngressChecks final {
   const base::Clock& clock_;
   base::Random& random_;
   ShardMetrics& metrics_;
-  ShardLog& log_;
+  log::ShardLog& log_;
   CheckListener& listener_;
   dkim::KeyCache dkim_keys_;  // Parsed DKIM public keys, by key record.
 };

@@ -73,7 +73,7 @@ class IngressChecksTest : public testing::Test {
   base::FakeClock clock_;
   base::Random random_{7};
   ShardMetrics metrics_;
-  ShardLog log_{clock_, 0};
+  log::ShardLog log_{clock_, 0};
   NoListener listener_;
   IngressChecks checks_{options_, nullptr, clock_, random_, metrics_, log_, listener_};
 };

@@ -1,52 +1,68 @@
-// tools/relaisd/ingress_connection.h — one inbound SMTP connection of Ingress: its socket,
-// its session, its timers and its checks. Private to the ingress*.cc files.
+// tools/relaisd/ingress_connection.h — one inbound SMTP connection of Ingress: its session, the
+// stream pump that carries it over its socket (core/net/stream_pump.h), its timer and its
+// checks. Private to the ingress*.cc files.
 //
-// Lives in a slot of its Ingress until its close completes; never freed while an operation, an
-// append or a check names it.
+// Lives in a slot of its Ingress until its pump has closed; never freed while an operation, an
+// append or a check names it (a commit or a check in flight holds the pump's close).
 #pragma once
 
 #include <cstdint>
-#include <string>
+#include <string_view>
 
+#include "core/net/stream_pump.h"
 #include "tools/relaisd/ingress.h"
 
 namespace relais::relaisd {
 
-struct Ingress::Connection final : timer::Timer, spool::AppendCompletion, CheckState {
-  template <void (Ingress::*Handler)(Connection&, int32_t, uint32_t)>
-  struct Op final : uring::Completion {
-    explicit Op(Connection* c) : connection(c) {}
-    void OnCqe(int32_t result, uint32_t flags) override {
-      (connection->ingress->*Handler)(*connection, result, flags);
-    }
-    Connection* connection;
-  };
+struct Ingress::Connection final : net::StreamSession,
+                                   net::StreamPumpOwner,
+                                   spool::AppendCompletion,
+                                   CheckState {
+  Connection(Ingress* in, io::Socket socket, uint32_t index, const mail::IpAddress& peer)
+      : ingress(in),
+        slot(index),
+        client(peer),
+        session(in->session_options_, peer),
+        pump(in->net_, socket, *this, *this, &in->timers_,
+             net::StreamPumpOptions{.sending_bytes_max = in->session_options_.pipeline_bytes_max}) {
+  }
 
-  Connection(Ingress* in, uring::FixedFile file, uint32_t index, const mail::IpAddress& peer)
-      : ingress(in), socket(file), slot(index), client(peer), session(in->session_options_, peer) {}
+  // StreamSession: the pump feeds the session through these.
+  void Feed(std::string_view bytes) override { ingress->OnReceived(*this, bytes); }
+  [[nodiscard]] std::string_view PendingOutput() const override { return session.PendingOutput(); }
+  void ConsumeOutput(size_t bytes) override { session.ConsumeOutput(bytes); }
+  [[nodiscard]] bool WantsInput() const override { return session.WantsInput(); }
+  [[nodiscard]] bool WantsClose() const override { return session.WantsClose(); }
+  // The client closed or shut down its sending side (Exim does after `BDAT n LAST` + `QUIT` in
+  // one write). It may still read: what it sent is processed and answered, the 250 after the
+  // fdatasync included, before the session asks to close; the pump keeps sending meanwhile.
+  // Treating this as a vanished peer lost those replies and made the client send the message
+  // again.
+  void EndOfInput() override { session.EndOfInput(); }
 
-  void OnTimer() override { ingress->OnTimeout(*this); }
+  // StreamPumpOwner.
+  void OnPumpReady(net::StreamPump&) override { ingress->MarkDirty(*this); }
+  void OnPumpClosed(net::StreamPump&) override { ingress->OnClosed(*this); }
+  void OnPumpTimeout(net::StreamPump&) override { ingress->OnTimeout(*this); }
+  void OnRecvNoBuffer(net::StreamPump&) override {
+    ingress->metrics_.recv_no_buffer.Add();  // Every buffer is in use this turn; Drive retries.
+  }
+
   void OnAppendDone(spool::AppendOutcome outcome, const mail::MessageId& id) override {
     ingress->OnAppendDone(*this, outcome, id);
   }
 
+  // Nobody will read a reply any more: the peer reset, or the connection is being abandoned
+  // (timed out). A message not yet stored must not be, and a checked one is refused.
+  [[nodiscard]] bool gone() const { return pump.peer_gone() || pump.closing(); }
+
   Ingress* ingress;
-  const uring::FixedFile socket;  // In the engine's registered-file table.
   const uint32_t slot;
   const mail::IpAddress client;
   smtp::ServerSession session;
-  Op<&Ingress::OnRecvThunk> recv_op{this};
-  Op<&Ingress::OnSendThunk> send_op{this};
-  Op<&Ingress::OnClosedThunk> close_op{this};
-  std::string send_buffer;
-  size_t send_offset = 0;
+  net::StreamPump pump;   // After the session: it names it.
   bool admitted = false;  // Counted by the limiter; released on close.
-  bool recv_armed = false;
-  bool send_in_flight = false;
   bool commit_pending = false;
-  bool peer_gone = false;
-  bool close_started = false;    // No more input is read; closing once quiet.
-  bool close_submitted = false;  // The close SQE is queued; the slot waits for its CQE.
   bool dirty = false;
   uint64_t commit_bytes = 0;       // Of the message in the spool's batch, for the metrics.
   uint64_t commit_started_us = 0;  // When it was handed to the spool (monotonic).

@@ -276,7 +276,8 @@ std::string MetricsEndpoint::TooLarge() {
   return http::Response(431, "Request Header Fields Too Large", "text/plain", "too large\n");
 }
 
-void MetricsEndpoint::OnRequest(RequestServer& server, uint64_t client, std::string_view input) {
+void MetricsEndpoint::OnRequest(net::RequestServer& server, uint64_t client,
+                                std::string_view input) {
   http::Request request;
   size_t head_bytes = 0;
   if (http::ParseRequestHead(input, request, head_bytes) != http::ParseStatus::kOk) {

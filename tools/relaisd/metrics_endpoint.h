@@ -17,14 +17,14 @@ namespace relais::relaisd {
 // Every metric of every shard in the text exposition format.
 [[nodiscard]] std::string RenderMetrics(const std::vector<const ShardMetrics*>& shards);
 
-class MetricsEndpoint final : public RequestHandler {
+class MetricsEndpoint final : public net::RequestHandler {
  public:
   // `stopping` is read at each /readyz; `shards` must outlive the endpoint.
   MetricsEndpoint(const std::vector<const ShardMetrics*>& shards, const bool& stopping)
       : shards_(shards), stopping_(stopping) {}
 
   size_t RequestEnd(std::string_view input) override;
-  void OnRequest(RequestServer& server, uint64_t client, std::string_view request) override;
+  void OnRequest(net::RequestServer& server, uint64_t client, std::string_view request) override;
   std::string TooLarge() override;
 
  private:

@@ -36,10 +36,10 @@ TEST(MetricsEndpoint, Routes) {
   const std::vector<const ShardMetrics*> shards = {&a};
   bool stopping = false;
   MetricsEndpoint endpoint(shards, stopping);
-  EXPECT_EQ(endpoint.RequestEnd("GET /metrics HTTP/1.1\r\n"), RequestHandler::kNeedMore);
+  EXPECT_EQ(endpoint.RequestEnd("GET /metrics HTTP/1.1\r\n"), net::RequestHandler::kNeedMore);
   EXPECT_EQ(endpoint.RequestEnd("GET /metrics HTTP/1.1\r\n\r\n"), 25u);
   EXPECT_EQ(endpoint.RequestEnd("BAD\r\n\r\n"), 7u);  // Complete, to be answered 400.
-  EXPECT_EQ(endpoint.RequestEnd(std::string(9000, 'x')), RequestHandler::kNeedMore);
+  EXPECT_EQ(endpoint.RequestEnd(std::string(9000, 'x')), net::RequestHandler::kNeedMore);
 }
 
 }  // namespace

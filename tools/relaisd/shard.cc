@@ -129,7 +129,7 @@ absl::StatusOr<std::unique_ptr<Shard>> Shard::Create(const ShardOptions& options
   }
   std::unique_ptr<Shard> shard(
       new Shard(options, std::move(listen_fds), limiter, mesh, std::move(*engine)));
-  shard->log_ = std::make_unique<ShardLog>(shard->clock_, static_cast<int>(options.index));
+  shard->log_ = std::make_unique<log::ShardLog>(shard->clock_, static_cast<int>(options.index));
   spool::SpoolOptions spool_options = options.spool;
   spool_options.batch_seconds = &options.metrics->spool_batch_seconds;
   auto spool = spool::Spool::Open(spool_options, shard->engine_->io(), shard->clock_);
@@ -187,7 +187,7 @@ absl::StatusOr<std::unique_ptr<Shard>> Shard::Create(const ShardOptions& options
     shard->resolver_ = std::move(*resolver);
   }
   shard->ingress_ = std::make_unique<Ingress>(
-      IngressOptionsOf(options), *shard->engine_, shard->timers_, shard->clock_, *shard->spool_,
+      IngressOptionsOf(options), shard->engine_->net(), shard->timers_, shard->clock_, *shard->spool_,
       *shard->scheduler_, shard->resolver_ != nullptr ? &shard->resolver_->resolver() : nullptr,
       shard->random_, shard->limiter_, *shard->log_, shard->metrics_);
   shard->admin_service_ = std::make_unique<AdminService>(
@@ -220,9 +220,9 @@ void Shard::Run() {
   if (metrics_fd_ >= 0) {
     RELAIS_CHECK(options_.all_metrics != nullptr);
     metrics_endpoint_ = std::make_unique<MetricsEndpoint>(*options_.all_metrics, stopping_);
-    metrics_server_ = std::make_unique<RequestServer>(
-        *engine_, timers_, clock_, metrics_fd_,
-        RequestServerOptions{64, 8192, metrics_request_timeout_ms_}, *metrics_endpoint_);
+    metrics_server_ = std::make_unique<net::RequestServer>(
+        engine_->net(), timers_, clock_, metrics_fd_,
+        net::RequestServerOptions{64, 8192, metrics_request_timeout_ms_}, *metrics_endpoint_);
     metrics_server_->Arm();
   }
   while (true) {

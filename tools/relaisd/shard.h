@@ -179,9 +179,9 @@ class Shard final : EgressListener {
   bool forced_ = false;
   uint64_t stop_deadline_ms_ = 0;
   ShardMetrics& metrics_;
-  std::unique_ptr<ShardLog> log_;  // Reception and session lines, written by the engine.
+  std::unique_ptr<log::ShardLog> log_;  // Reception and session lines, written by the engine.
   std::unique_ptr<MetricsEndpoint> metrics_endpoint_;
-  std::unique_ptr<RequestServer> metrics_server_;  // Before metrics_endpoint_ dies.
+  std::unique_ptr<net::RequestServer> metrics_server_;  // Before metrics_endpoint_ dies.
   int metrics_fd_ = -1;
   uint32_t metrics_request_timeout_ms_ = 2000;
 };

@@ -180,13 +180,13 @@ absl::StatusOr<int> OpenAdminSocket(const Config& config) {
 absl::StatusOr<Sockets> BindListeners(const Config& config, const Environment& env, int admin_fd) {
   Sockets sockets;
   sockets.admin_fd = admin_fd;
-  auto smtp = OpenListeners(config.daemon.listen, env.shards);
+  auto smtp = net::OpenListeners(config.daemon.listen, env.shards);
   if (!smtp.ok()) {
     return smtp.status();
   }
   sockets.smtp = std::move(*smtp);
   if (!config.daemon.metrics_listen.empty()) {
-    auto metrics = OpenListeners({config.daemon.metrics_listen}, 1);
+    auto metrics = net::OpenListeners({config.daemon.metrics_listen}, 1);
     if (!metrics.ok()) {
       return absl::Status(metrics.status().code(), StrCat("metrics: ", metrics.status().message()));
     }

@@ -47,8 +47,8 @@ struct Environment {
 // address), the admin socket and the metrics endpoint (shard 0 serves both).
 struct Sockets {
   int admin_fd = -1;
-  Listeners smtp;
-  std::optional<Listeners> metrics;  // None when metrics.listen is empty.
+  net::Listeners smtp;
+  std::optional<net::Listeners> metrics;  // None when metrics.listen is empty.
 };
 // Binds the admin socket first: a live daemon on it means the spool is in use.
 [[nodiscard]] absl::StatusOr<int> OpenAdminSocket(const Config& config);
