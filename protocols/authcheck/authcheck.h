@@ -151,7 +151,7 @@ class MessageCheck {
 // A DKIM signing key for a domain (loaded by the owner at start).
 struct SigningKey {
   dkim::SignOptions options;  // domain, selector, canonicalization, headers.
-  tls::PrivateKey key;
+  crypto::PrivateKey key;
 };
 
 // The DKIM-Signature fields (each folded, CRLF-terminated; empty when none applies) to put on

@@ -26,9 +26,9 @@ constexpr std::string_view kKey =
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace relais;
-  static const tls::PrivateKey key = std::move(*tls::PrivateKey::FromPem(kKey));
+  static const crypto::PrivateKey key = std::move(*crypto::PrivateKey::FromPem(kKey));
   static const std::string record =
-      base::StrCat("v=DKIM1; k=ed25519; p=", tls::Base64Encode(key.PublicKeyBytes()));
+      base::StrCat("v=DKIM1; k=ed25519; p=", crypto::Base64Encode(key.PublicKeyBytes()));
   const std::string message =
       dkim::Normalize(std::string_view(reinterpret_cast<const char*>(data), size));
 

@@ -379,13 +379,13 @@ std::optional<std::string> ReadMessage(const std::map<std::string, std::string>&
   return message;
 }
 
-std::optional<tls::PrivateKey> LoadKey(const std::string& path) {
+std::optional<crypto::PrivateKey> LoadKey(const std::string& path) {
   const std::map<std::string, std::string> one = {{"file", path}};
   const std::optional<std::string> pem = ReadMessage(one);
   if (!pem) {
     return std::nullopt;
   }
-  absl::StatusOr<tls::PrivateKey> key = tls::PrivateKey::FromPem(*pem);
+  absl::StatusOr<crypto::PrivateKey> key = crypto::PrivateKey::FromPem(*pem);
   if (!key.ok()) {
     std::fprintf(stderr, "relais-auth: %s: %s\n", path.c_str(),
                  std::string(key.status().message()).c_str());
@@ -476,13 +476,13 @@ int DkimSign(std::map<std::string, std::string>& flags) {
       rest = colon == std::string_view::npos ? "" : rest.substr(colon + 1);
     }
   }
-  std::optional<tls::PrivateKey> key = LoadKey(flags["key"]);
+  std::optional<crypto::PrivateKey> key = LoadKey(flags["key"]);
   if (!key) {
     return 1;
   }
   if (flags.contains("algorithm")) {
     const std::string a = base::AsciiStrToLower(flags["algorithm"]);
-    const bool rsa = key->type() == tls::KeyType::kRsa;
+    const bool rsa = key->type() == crypto::KeyType::kRsa;
     if (a != "rsa-sha256" && a != "ed25519-sha256") {
       return Usage(StrCat("--algorithm '", a, "': rsa-sha256 or ed25519-sha256"));
     }
@@ -635,12 +635,12 @@ int Dkim(int argc, char** argv) {
     if (!flags.contains("key")) {
       return Usage("--key is required");
     }
-    std::optional<tls::PrivateKey> key = LoadKey(flags["key"]);
+    std::optional<crypto::PrivateKey> key = LoadKey(flags["key"]);
     if (!key) {
       return 1;
     }
-    std::printf("v=DKIM1; k=%s; p=%s\n", key->type() == tls::KeyType::kRsa ? "rsa" : "ed25519",
-                tls::Base64Encode(key->PublicKeyBytes()).c_str());
+    std::printf("v=DKIM1; k=%s; p=%s\n", key->type() == crypto::KeyType::kRsa ? "rsa" : "ed25519",
+                crypto::Base64Encode(key->PublicKeyBytes()).c_str());
     return 0;
   }
   return Usage(StrCat("unknown dkim command '", command, "'"));
