@@ -11,30 +11,24 @@ using base::AsciiStrToLower;
 using base::EqualsIgnoreCase;
 using base::StrCat;
 
-std::optional<Mode> ParseMode(std::string_view word) {
-  if (word == "off") {
-    return Mode::kOff;
-  }
-  if (word == "tag") {
-    return Mode::kTag;
-  }
-  if (word == "reject") {
-    return Mode::kReject;
+namespace {
+
+template <typename E, size_t N>
+std::optional<E> ParseWord(const Word<E> (&words)[N], std::string_view word) {
+  for (const Word<E>& w : words) {
+    if (w.word == word) {
+      return w.value;
+    }
   }
   return std::nullopt;
 }
 
+}  // namespace
+
+std::optional<Mode> ParseMode(std::string_view word) { return ParseWord(kModeWords, word); }
+
 std::optional<TempErrorAction> ParseTempErrorAction(std::string_view word) {
-  if (word == "defer") {
-    return TempErrorAction::kDefer;
-  }
-  if (word == "accept") {
-    return TempErrorAction::kAccept;
-  }
-  if (word == "reject") {
-    return TempErrorAction::kReject;
-  }
-  return std::nullopt;
+  return ParseWord(kTempErrorActionWords, word);
 }
 
 HeaderVerdict CheckHeader(std::string_view message, const HeaderLimits& limits) {
