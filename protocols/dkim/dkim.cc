@@ -34,14 +34,11 @@ std::string_view ResultName(Result result) {
 
 namespace {
 
-bool IsWsp(char c) { return c == ' ' || c == '\t'; }
-bool IsFws(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
-
 std::string_view TrimFws(std::string_view s) {
-  while (!s.empty() && IsFws(s.front())) {
+  while (!s.empty() && base::IsFwsChar(s.front())) {
     s.remove_prefix(1);
   }
-  while (!s.empty() && IsFws(s.back())) {
+  while (!s.empty() && base::IsFwsChar(s.back())) {
     s.remove_suffix(1);
   }
   return s;
@@ -50,7 +47,7 @@ std::string_view TrimFws(std::string_view s) {
 std::string StripFws(std::string_view s) {
   std::string out;
   for (char c : s) {
-    if (!IsFws(c)) {
+    if (!base::IsFwsChar(c)) {
       out.push_back(c);
     }
   }
@@ -227,7 +224,7 @@ std::vector<HeaderField> SplitHeader(std::string_view message, size_t& body_offs
         break;
       }
       end = eol + 2;
-      if (end >= message.size() || !IsWsp(message[end])) {
+      if (end >= message.size() || !base::IsWsp(message[end])) {
         break;
       }
     }
@@ -256,7 +253,7 @@ std::string CanonicalHeader(std::string_view raw, Canonicalization c) {
     if (ch == '\r' || ch == '\n') {
       continue;
     }
-    if (IsWsp(ch)) {
+    if (base::IsWsp(ch)) {
       space = true;
       continue;
     }
@@ -912,7 +909,7 @@ absl::StatusOr<std::string> Sign(std::string_view message, const SignOptions& op
   if (count("from") == 0) {
     return absl::InvalidArgumentError("the message has no From: field");
   }
-  if (!message.empty() && IsWsp(message.front())) {
+  if (!message.empty() && base::IsWsp(message.front())) {
     // Its first line would fold into the field put on top of it (found by the fuzzer).
     return absl::InvalidArgumentError(
         "the message starts with a folded line, not with a header field");

@@ -44,9 +44,6 @@ constexpr size_t kMxNamesMax = 10;       // 4.6.4
 constexpr size_t kPtrNamesMax = 10;      // 4.6.4 / 5.5
 constexpr size_t kDomainBytesMax = 253;
 
-bool IsAlpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
-bool IsDigit(char c) { return c >= '0' && c <= '9'; }
-
 std::vector<std::string_view> Split(std::string_view text, char delimiter) {
   std::vector<std::string_view> parts;
   size_t start = 0;
@@ -87,10 +84,10 @@ bool ValidTopLabel(std::string_view label) {
   }
   bool alpha = false;
   for (char c : label) {
-    if (!(IsAlpha(c) || IsDigit(c) || c == '-')) {
+    if (!(base::IsAsciiAlpha(c) || base::IsAsciiDigit(c) || c == '-')) {
       return false;
     }
-    alpha = alpha || IsAlpha(c) || c == '-';
+    alpha = alpha || base::IsAsciiAlpha(c) || c == '-';
   }
   return alpha;
 }
@@ -102,7 +99,7 @@ bool ParseCidr(std::string_view digits, uint8_t max, uint8_t& out) {
   }
   uint32_t n = 0;
   for (char c : digits) {
-    if (!IsDigit(c)) {
+    if (!base::IsAsciiDigit(c)) {
       return false;
     }
     n = n * 10 + static_cast<uint32_t>(c - '0');
@@ -122,7 +119,7 @@ std::optional<std::string_view> TrailingDigits(std::string_view arg, std::string
     return std::nullopt;
   }
   const std::string_view digits = arg.substr(at + separator.size());
-  if (digits.empty() || !std::all_of(digits.begin(), digits.end(), IsDigit)) {
+  if (digits.empty() || !std::all_of(digits.begin(), digits.end(), base::IsAsciiDigit)) {
     return std::nullopt;
   }
   if (separator == "/" && at > 0 && arg[at - 1] == '/') {
@@ -232,7 +229,7 @@ bool ValidMacroString(std::string_view s, bool exp) {
     }
     size_t j = 1;
     size_t digits = 0;
-    while (j < body.size() && IsDigit(body[j])) {
+    while (j < body.size() && base::IsAsciiDigit(body[j])) {
       ++j;
       ++digits;
     }
@@ -284,12 +281,12 @@ bool ParseRecord(std::string_view text, Record& out, std::string& problem) {
     // mechanism with a qualifier.
     const size_t eq = term.find('=');
     const size_t colon_or_slash = term.find_first_of(":/");
-    if (eq != std::string_view::npos && IsAlpha(term[0]) &&
+    if (eq != std::string_view::npos && base::IsAsciiAlpha(term[0]) &&
         (colon_or_slash == std::string_view::npos || eq < colon_or_slash)) {
       const std::string_view name = term.substr(0, eq);
       const std::string_view value = term.substr(eq + 1);
       for (char c : name) {
-        if (!(IsAlpha(c) || IsDigit(c) || c == '-' || c == '_' || c == '.')) {
+        if (!(base::IsAsciiAlpha(c) || base::IsAsciiDigit(c) || c == '-' || c == '_' || c == '.')) {
           problem = StrCat("bad modifier name in '", term, "'");
           return false;
         }
@@ -639,7 +636,7 @@ struct Evaluator {
       size_t j = 1;
       uint64_t keep = 0;
       bool has_digits = false;
-      while (j < body.size() && IsDigit(body[j])) {
+      while (j < body.size() && base::IsAsciiDigit(body[j])) {
         keep = std::min<uint64_t>(keep * 10 + static_cast<uint64_t>(body[j] - '0'), 1000);
         has_digits = true;
         ++j;
@@ -694,7 +691,8 @@ struct Evaluator {
         std::string escaped;
         static constexpr char kHex[] = "0123456789ABCDEF";
         for (char c : value) {
-          if (IsAlpha(c) || IsDigit(c) || c == '-' || c == '.' || c == '_' || c == '~') {
+          if (base::IsAsciiAlpha(c) || base::IsAsciiDigit(c) || c == '-' || c == '.' || c == '_' ||
+              c == '~') {
             escaped.push_back(c);
           } else {
             escaped.push_back('%');
