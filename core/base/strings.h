@@ -66,6 +66,33 @@ template <typename... Args>
   return true;
 }
 
+// `text` without the leading and trailing characters `is_space` accepts (IsWsp, IsFwsChar).
+[[nodiscard]] constexpr std::string_view Trim(std::string_view text,
+                                              bool (*is_space)(char) = IsWsp) {
+  while (!text.empty() && is_space(text.front())) {
+    text.remove_prefix(1);
+  }
+  while (!text.empty() && is_space(text.back())) {
+    text.remove_suffix(1);
+  }
+  return text;
+}
+
+// The pieces of `text` between `delimiter`s, empty ones included: "a;;b;" gives a, "", b, "";
+// "" gives one empty piece. Views into `text`.
+[[nodiscard]] inline std::vector<std::string_view> Split(std::string_view text, char delimiter) {
+  std::vector<std::string_view> parts;
+  size_t start = 0;
+  while (true) {
+    const size_t at = text.find(delimiter, start);
+    parts.push_back(text.substr(start, at == std::string_view::npos ? at : at - start));
+    if (at == std::string_view::npos) {
+      return parts;
+    }
+    start = at + 1;
+  }
+}
+
 [[nodiscard]] inline char AsciiLower(char c) {
   return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
 }

@@ -30,5 +30,16 @@ TEST(StringsTest, IsAsciiFindsAnyEightBitByte) {
   static_assert(IsAscii("abc") && !IsAscii("\xc3\xa9"));
 }
 
+TEST(StringsTest, SplitKeepsEmptyPiecesAndTrimTakesItsClass) {
+  using V = std::vector<std::string_view>;
+  EXPECT_EQ(Split("a;;b;", ';'), (V{"a", "", "b", ""}));
+  EXPECT_EQ(Split("", ';'), (V{""}));
+  EXPECT_EQ(Split("abc", ';'), (V{"abc"}));
+  EXPECT_EQ(Trim(" \t a b\t "), "a b");
+  EXPECT_EQ(Trim("\r\n a \r\n"), "\r\n a \r\n");  // WSP only by default.
+  EXPECT_EQ(Trim("\r\n a \r\n", IsFwsChar), "a");
+  EXPECT_EQ(Trim("   "), "");
+}
+
 }  // namespace
 }  // namespace relais::base

@@ -34,15 +34,7 @@ std::string_view ResultName(Result result) {
 
 namespace {
 
-std::string_view TrimFws(std::string_view s) {
-  while (!s.empty() && base::IsFwsChar(s.front())) {
-    s.remove_prefix(1);
-  }
-  while (!s.empty() && base::IsFwsChar(s.back())) {
-    s.remove_suffix(1);
-  }
-  return s;
-}
+std::string_view TrimFws(std::string_view s) { return base::Trim(s, base::IsFwsChar); }
 
 std::string StripFws(std::string_view s) {
   std::string out;
@@ -57,17 +49,10 @@ std::string StripFws(std::string_view s) {
 // 3.2 tag-list: "a=1; b=2". nullopt on a malformed list or a repeated tag.
 std::optional<std::map<std::string, std::string>> ParseTags(std::string_view list) {
   std::map<std::string, std::string> tags;
-  size_t start = 0;
-  while (start <= list.size()) {
-    const size_t semi = list.find(';', start);
-    const std::string_view spec =
-        TrimFws(list.substr(start, semi == std::string_view::npos ? semi : semi - start));
-    start = semi == std::string_view::npos ? list.size() + 1 : semi + 1;
+  for (std::string_view spec : base::Split(list, ';')) {
+    spec = TrimFws(spec);
     if (spec.empty()) {
-      if (semi == std::string_view::npos) {
-        break;  // A trailing ';' is allowed.
-      }
-      continue;
+      continue;  // An empty tag-spec (a trailing ';' is allowed).
     }
     const size_t eq = spec.find('=');
     if (eq == std::string_view::npos) {
@@ -88,16 +73,8 @@ bool Number(std::string_view text, uint64_t& out) {
 
 std::vector<std::string> SplitColons(std::string_view text) {
   std::vector<std::string> out;
-  size_t start = 0;
-  while (start <= text.size()) {
-    const size_t colon = text.find(':', start);
-    const std::string_view part =
-        TrimFws(text.substr(start, colon == std::string_view::npos ? colon : colon - start));
-    out.emplace_back(part);
-    if (colon == std::string_view::npos) {
-      break;
-    }
-    start = colon + 1;
+  for (std::string_view part : base::Split(text, ':')) {
+    out.emplace_back(TrimFws(part));
   }
   return out;
 }

@@ -14,6 +14,7 @@ namespace relais::spf {
 using base::AsciiLower;
 using base::AsciiStrToLower;
 using base::EqualsIgnoreCase;
+using base::Split;
 using base::StrCat;
 
 std::string_view ResultName(Result result) {
@@ -43,19 +44,6 @@ constexpr uint32_t kVoidLookupsMax = 2;  // 4.6.4
 constexpr size_t kMxNamesMax = 10;       // 4.6.4
 constexpr size_t kPtrNamesMax = 10;      // 4.6.4 / 5.5
 constexpr size_t kDomainBytesMax = 253;
-
-std::vector<std::string_view> Split(std::string_view text, char delimiter) {
-  std::vector<std::string_view> parts;
-  size_t start = 0;
-  while (true) {
-    const size_t at = text.find(delimiter, start);
-    parts.push_back(text.substr(start, at == std::string_view::npos ? at : at - start));
-    if (at == std::string_view::npos) {
-      return parts;
-    }
-    start = at + 1;
-  }
-}
 
 // 4.3: a usable <domain>: labels of 1..63 bytes, at most 253 in all, at least two labels.
 bool ValidDomain(std::string_view domain) {
