@@ -755,6 +755,20 @@ struct Evaluator {
       return Match::kError;
     };
     const dns::RecordType address_type = V4() ? dns::RecordType::kA : dns::RecordType::kAaaa;
+    // include, a, exists, mx and ptr: each costs a DNS term (4.6.4), then its domain-spec is
+    // expanded (7) into `target`. Returns the match to give at once: permerror past the term
+    // limit or for a bad expansion, kNeed while a macro's question is unanswered.
+    std::optional<std::string> target;
+    auto expand = [&]() -> std::optional<Match> {
+      if (!CountTerm()) {
+        return fail(Result::kPermError);
+      }
+      target = Target(d.domain_spec, domain);
+      if (!target) {
+        return need ? Match::kNeed : fail(Result::kPermError);
+      }
+      return std::nullopt;
+    };
     switch (d.kind) {
       case Kind::kAll:
         return Match::kYes;
@@ -763,12 +777,8 @@ struct Evaluator {
         return SamePrefix(d.network.base, e.request_.ip, d.network.prefix_bits) ? Match::kYes
                                                                                 : Match::kNo;
       case Kind::kInclude: {
-        if (!CountTerm()) {
-          return fail(Result::kPermError);
-        }
-        const std::optional<std::string> target = Target(d.domain_spec, domain);
-        if (!target) {
-          return need ? Match::kNeed : fail(Result::kPermError);
+        if (const std::optional<Match> m = expand()) {
+          return *m;
         }
         const std::optional<Result> r = CheckHost(*target, /*top=*/false);
         if (!r) {
@@ -795,12 +805,8 @@ struct Evaluator {
       }
       case Kind::kA:
       case Kind::kExists: {
-        if (!CountTerm()) {
-          return fail(Result::kPermError);
-        }
-        const std::optional<std::string> target = Target(d.domain_spec, domain);
-        if (!target) {
-          return need ? Match::kNeed : fail(Result::kPermError);
+        if (const std::optional<Match> m = expand()) {
+          return *m;
         }
         if (!ValidQueryName(*target)) {
           return MalformedTarget(*target, error);
@@ -826,12 +832,8 @@ struct Evaluator {
                                                                                : Match::kNo;
       }
       case Kind::kMx: {
-        if (!CountTerm()) {
-          return fail(Result::kPermError);
-        }
-        const std::optional<std::string> target = Target(d.domain_spec, domain);
-        if (!target) {
-          return need ? Match::kNeed : fail(Result::kPermError);
+        if (const std::optional<Match> m = expand()) {
+          return *m;
         }
         if (!ValidQueryName(*target)) {
           return MalformedTarget(*target, error);
@@ -869,12 +871,8 @@ struct Evaluator {
         return matched ? Match::kYes : Match::kNo;
       }
       case Kind::kPtr: {
-        if (!CountTerm()) {
-          return fail(Result::kPermError);
-        }
-        const std::optional<std::string> target = Target(d.domain_spec, domain);
-        if (!target) {
-          return need ? Match::kNeed : fail(Result::kPermError);
+        if (const std::optional<Match> m = expand()) {
+          return *m;
         }
         const std::optional<std::vector<std::string>> names = ValidatedNames();
         if (!names) {
