@@ -14,9 +14,9 @@
 #include "core/mail/ip_network.h"
 #include "protocols/authcheck/authcheck.h"
 #include "protocols/authres/authres.h"
+#include "protocols/crypto/crypto.h"
 #include "protocols/dkim/dkim.h"
 #include "protocols/spf/spf.h"
-#include "protocols/tls/crypto.h"
 
 namespace relais {
 namespace {
@@ -32,24 +32,25 @@ std::string Message(size_t bytes) {
   return m;
 }
 
-tls::PrivateKey LoadKey(const char* name) {
+crypto::PrivateKey LoadKey(const char* name) {
   std::ifstream in(std::string(RELAIS_TESTDATA) + "/dkim/" + name);
   std::stringstream pem;
   pem << in.rdbuf();
-  return std::move(*tls::PrivateKey::FromPem(pem.str()));
+  return std::move(*crypto::PrivateKey::FromPem(pem.str()));
 }
 
-dns::Answer KeyRecord(const tls::PrivateKey& key) {
+dns::Answer KeyRecord(const crypto::PrivateKey& key) {
   dns::Answer a{dns::AnswerStatus::kOk};
-  a.texts = {std::string("v=DKIM1; k=") + (key.type() == tls::KeyType::kRsa ? "rsa" : "ed25519") +
-             "; p=" + tls::Base64Encode(key.PublicKeyBytes())};
+  a.texts = {std::string("v=DKIM1; k=") +
+             (key.type() == crypto::KeyType::kRsa ? "rsa" : "ed25519") +
+             "; p=" + crypto::Base64Encode(key.PublicKeyBytes())};
   return a;
 }
 
 // Verifying one signature of a 10 KiB message, the key record at hand: header and body
 // canonicalization, the body hash, and the public-key operation.
 void BM_DkimVerify(benchmark::State& state, const char* key_file, bool cached) {
-  const tls::PrivateKey key = LoadKey(key_file);
+  const crypto::PrivateKey key = LoadKey(key_file);
   dkim::SignOptions o;
   o.domain = "example.com";
   o.selector = "s";
@@ -78,7 +79,7 @@ BENCHMARK_CAPTURE(BM_DkimVerify, rsa2048_cached_key, "rsa2048.pem", true);
 BENCHMARK_CAPTURE(BM_DkimVerify, ed25519_cached_key, "ed25519.pem", true);
 
 void BM_DkimSign(benchmark::State& state, const char* key_file) {
-  const tls::PrivateKey key = LoadKey(key_file);
+  const crypto::PrivateKey key = LoadKey(key_file);
   dkim::SignOptions o;
   o.domain = "example.com";
   o.selector = "s";
@@ -93,7 +94,7 @@ BENCHMARK_CAPTURE(BM_DkimSign, ed25519, "ed25519.pem");
 
 // The relaxed body hash as the SMTP session feeds it: 10 KiB in reads of 4 KiB.
 void BM_BodyHashesStreamed(benchmark::State& state) {
-  const tls::PrivateKey key = LoadKey("ed25519.pem");
+  const crypto::PrivateKey key = LoadKey("ed25519.pem");
   dkim::SignOptions o;
   o.domain = "example.com";
   o.selector = "s";
@@ -159,7 +160,7 @@ enum class Shape {
   kJunkSignatures
 };
 
-std::string Adversarial(Shape shape, const tls::PrivateKey& key) {
+std::string Adversarial(Shape shape, const crypto::PrivateKey& key) {
   dkim::SignOptions o;
   o.domain = "example.com";
   o.selector = "s";
@@ -204,7 +205,7 @@ std::string Adversarial(Shape shape, const tls::PrivateKey& key) {
 }
 
 void BM_EndOfData(benchmark::State& state, Shape shape) {
-  const tls::PrivateKey key = LoadKey("ed25519.pem");
+  const crypto::PrivateKey key = LoadKey("ed25519.pem");
   const std::string message = Adversarial(shape, key);
   const dns::Answer record = KeyRecord(key);
   authcheck::Policy policy;

@@ -46,6 +46,53 @@ template <typename... Args>
   return out;
 }
 
+// ASCII character classes (RFC 5234 B.1), the same in every locale.
+[[nodiscard]] constexpr bool IsAsciiAlpha(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+[[nodiscard]] constexpr bool IsAsciiDigit(char c) { return c >= '0' && c <= '9'; }
+// WSP: space or horizontal tab.
+[[nodiscard]] constexpr bool IsWsp(char c) { return c == ' ' || c == '\t'; }
+// The characters folding white space is made of (RFC 5322 3.2.2): WSP, CR and LF.
+[[nodiscard]] constexpr bool IsFwsChar(char c) { return IsWsp(c) || c == '\r' || c == '\n'; }
+// A byte outside US-ASCII (8BITMIME content, UTF-8 in SMTPUTF8 addresses).
+[[nodiscard]] constexpr bool IsEightBit(char c) { return static_cast<unsigned char>(c) >= 0x80; }
+[[nodiscard]] constexpr bool IsAscii(std::string_view text) {
+  for (char c : text) {
+    if (IsEightBit(c)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// `text` without the leading and trailing characters `is_space` accepts (IsWsp, IsFwsChar).
+[[nodiscard]] constexpr std::string_view Trim(std::string_view text,
+                                              bool (*is_space)(char) = IsWsp) {
+  while (!text.empty() && is_space(text.front())) {
+    text.remove_prefix(1);
+  }
+  while (!text.empty() && is_space(text.back())) {
+    text.remove_suffix(1);
+  }
+  return text;
+}
+
+// The pieces of `text` between `delimiter`s, empty ones included: "a;;b;" gives a, "", b, "";
+// "" gives one empty piece. Views into `text`.
+[[nodiscard]] inline std::vector<std::string_view> Split(std::string_view text, char delimiter) {
+  std::vector<std::string_view> parts;
+  size_t start = 0;
+  while (true) {
+    const size_t at = text.find(delimiter, start);
+    parts.push_back(text.substr(start, at == std::string_view::npos ? at : at - start));
+    if (at == std::string_view::npos) {
+      return parts;
+    }
+    start = at + 1;
+  }
+}
+
 [[nodiscard]] inline char AsciiLower(char c) {
   return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
 }

@@ -1,7 +1,9 @@
 // core/config/route.h — a route as the config file declares it: recipient domain → where its
 // mail goes. Parsed and validated by the daemon's schema (tools/relaisd/config_schema.cc) so a
 // bad file fails at start, not at first delivery; queue/routing's Router matches and uses them.
-// TODO(#14): this vocabulary type moves to queue/routing with the delivery room's route enum.
+// TODO(#14): this vocabulary type moves to queue/routing (routing::Route) in a change that may
+// also edit its users in queue/delivery (status.h includes core/config/config.h for it) and
+// tools/relaisd/egress; core/config itself does not use it.
 #pragma once
 
 #include <cstdint>

@@ -11,30 +11,24 @@ using base::AsciiStrToLower;
 using base::EqualsIgnoreCase;
 using base::StrCat;
 
-std::optional<Mode> ParseMode(std::string_view word) {
-  if (word == "off") {
-    return Mode::kOff;
-  }
-  if (word == "tag") {
-    return Mode::kTag;
-  }
-  if (word == "reject") {
-    return Mode::kReject;
+namespace {
+
+template <typename E, size_t N>
+std::optional<E> ParseWord(const Word<E> (&words)[N], std::string_view word) {
+  for (const Word<E>& w : words) {
+    if (w.word == word) {
+      return w.value;
+    }
   }
   return std::nullopt;
 }
 
+}  // namespace
+
+std::optional<Mode> ParseMode(std::string_view word) { return ParseWord(kModeWords, word); }
+
 std::optional<TempErrorAction> ParseTempErrorAction(std::string_view word) {
-  if (word == "defer") {
-    return TempErrorAction::kDefer;
-  }
-  if (word == "accept") {
-    return TempErrorAction::kAccept;
-  }
-  if (word == "reject") {
-    return TempErrorAction::kReject;
-  }
-  return std::nullopt;
+  return ParseWord(kTempErrorActionWords, word);
 }
 
 HeaderVerdict CheckHeader(std::string_view message, const HeaderLimits& limits) {
@@ -95,15 +89,13 @@ Judgement JudgeSender(const spf::Outcome& spf, const Policy& policy) {
 
 namespace {
 
-bool IsWsp(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
-
 // The value of every From field (unfolded line ends kept: they are whitespace here).
 std::vector<std::string_view> FromValues(std::string_view message) {
   std::vector<std::string_view> out;
   size_t body_offset = 0;
   for (const dkim::HeaderField& field : dkim::SplitHeader(message, body_offset)) {
     std::string_view name = field.name;
-    while (!name.empty() && IsWsp(name.back())) {
+    while (!name.empty() && base::IsFwsChar(name.back())) {
       name.remove_suffix(1);
     }
     if (EqualsIgnoreCase(name, "From")) {
@@ -126,10 +118,10 @@ std::string MailboxDomain(std::string_view mailbox) {
     return {};
   }
   std::string_view domain = mailbox.substr(at + 1);
-  while (!domain.empty() && IsWsp(domain.front())) {
+  while (!domain.empty() && base::IsFwsChar(domain.front())) {
     domain.remove_prefix(1);
   }
-  while (!domain.empty() && (IsWsp(domain.back()) || domain.back() == '.')) {
+  while (!domain.empty() && (base::IsFwsChar(domain.back()) || domain.back() == '.')) {
     domain.remove_suffix(1);
   }
   // Only a name DNS can ask for: letters, digits, '-', '_', UTF-8 (IDN), dot-separated labels.
@@ -230,7 +222,7 @@ MessageCheck::MessageCheck(const Policy& policy, MessageRequest request, std::st
     size_t from_fields = 0;
     for (const dkim::HeaderField& field : dkim::SplitHeader(message, body_offset)) {
       std::string_view name = field.name;
-      while (!name.empty() && IsWsp(name.back())) {
+      while (!name.empty() && base::IsFwsChar(name.back())) {
         name.remove_suffix(1);
       }
       from_fields += EqualsIgnoreCase(name, "From") ? 1 : 0;

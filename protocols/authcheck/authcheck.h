@@ -49,10 +49,25 @@ struct Policy {
   TempErrorAction dmarc_temperror = TempErrorAction::kDefer;
 };
 
-// "defer", "accept", "reject" (config words); nullopt for anything else.
+// A choice's word in relaisd's config file and relais-auth's flags, and the value it stands for.
+template <typename E>
+struct Word {
+  std::string_view word;
+  E value;
+};
+
+// The one list of each choice's words, in the order errors list them.
+inline constexpr Word<Mode> kModeWords[] = {
+    {"off", Mode::kOff}, {"tag", Mode::kTag}, {"reject", Mode::kReject}};
+inline constexpr Word<TempErrorAction> kTempErrorActionWords[] = {
+    {"defer", TempErrorAction::kDefer},
+    {"accept", TempErrorAction::kAccept},
+    {"reject", TempErrorAction::kReject}};
+
+// A word of kTempErrorActionWords; nullopt for anything else.
 [[nodiscard]] std::optional<TempErrorAction> ParseTempErrorAction(std::string_view word);
 
-// "off", "tag", "reject" (config words); nullopt for anything else.
+// A word of kModeWords; nullopt for anything else.
 [[nodiscard]] std::optional<Mode> ParseMode(std::string_view word);
 
 enum class Verdict : uint8_t { kAccept, kReject, kDefer };
@@ -151,7 +166,7 @@ class MessageCheck {
 // A DKIM signing key for a domain (loaded by the owner at start).
 struct SigningKey {
   dkim::SignOptions options;  // domain, selector, canonicalization, headers.
-  tls::PrivateKey key;
+  crypto::PrivateKey key;
 };
 
 // The DKIM-Signature fields (each folded, CRLF-terminated; empty when none applies) to put on

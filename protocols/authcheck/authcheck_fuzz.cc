@@ -5,18 +5,13 @@
 // and that the Authentication-Results field written is one header field (no bare line ends,
 // continuation lines only).
 #include <cstdint>
-#include <cstdlib>
 #include <string>
 #include <string_view>
 
+#include "core/base/check.h"
 #include "protocols/authcheck/authcheck.h"
 
 namespace {
-void Check(bool ok) {
-  if (!ok) {
-    std::abort();
-  }
-}
 
 relais::authcheck::Judgement Run(std::string_view message, const relais::dkim::BodyHashes* hashes,
                                  std::string& header) {
@@ -35,7 +30,7 @@ relais::authcheck::Judgement Run(std::string_view message, const relais::dkim::B
   check.UseBodyHashes(hashes);
   int rounds = 0;
   while (!check.Run()) {
-    Check(++rounds < 64);
+    RELAIS_CHECK(++rounds < 64);
     dns::Answer a{dns::AnswerStatus::kOk};
     a.texts = {std::string(message.substr(0, 512))};
     check.Provide(check.needed(), a);
@@ -50,7 +45,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string message =
       dkim::Normalize(std::string_view(reinterpret_cast<const char*>(data), size));
   for (const std::string& d : authcheck::FromDomains(message)) {
-    Check(!d.empty());
+    RELAIS_CHECK(!d.empty());
   }
   dkim::BodyHashes hashes;
   for (size_t at = 0; at < message.size(); at += 7) {
@@ -60,16 +55,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string streamed_header, whole_header;
   const authcheck::Judgement streamed = Run(message, &hashes, streamed_header);
   const authcheck::Judgement whole = Run(message, nullptr, whole_header);
-  Check(streamed.verdict == whole.verdict && streamed.text == whole.text);
-  Check(streamed_header == whole_header);
-  Check(whole_header.starts_with("Authentication-Results: ") && whole_header.ends_with("\r\n"));
+  RELAIS_CHECK(streamed.verdict == whole.verdict && streamed.text == whole.text);
+  RELAIS_CHECK(streamed_header == whole_header);
+  RELAIS_CHECK(whole_header.starts_with("Authentication-Results: ") &&
+               whole_header.ends_with("\r\n"));
   for (size_t i = 0; i + 1 < whole_header.size(); ++i) {
     if (whole_header[i] == '\n') {
-      Check(whole_header[i - 1] == '\r' &&
-            (whole_header[i + 1] == '\t' || whole_header[i + 1] == ' '));
+      RELAIS_CHECK(whole_header[i - 1] == '\r' &&
+                   (whole_header[i + 1] == '\t' || whole_header[i + 1] == ' '));
     }
     if (whole_header[i] == '\r') {
-      Check(whole_header[i + 1] == '\n');
+      RELAIS_CHECK(whole_header[i + 1] == '\n');
     }
   }
   return 0;

@@ -127,7 +127,7 @@ size_t DriveConcurrently(Zone& z, MessageCheck& check, size_t budget = 256) {
 }
 
 std::string Signed(std::string_view message, const std::string& domain) {
-  const tls::PrivateKey key = std::move(*tls::PrivateKey::FromPem(kEd25519Pem));
+  const crypto::PrivateKey key = std::move(*crypto::PrivateKey::FromPem(kEd25519Pem));
   dkim::SignOptions o;
   o.domain = domain;
   o.selector = "s1";
@@ -135,10 +135,10 @@ std::string Signed(std::string_view message, const std::string& domain) {
 }
 
 Zone ExampleZone(std::string_view p) {
-  const tls::PrivateKey key = std::move(*tls::PrivateKey::FromPem(kEd25519Pem));
+  const crypto::PrivateKey key = std::move(*crypto::PrivateKey::FromPem(kEd25519Pem));
   Zone z;
   z.Txt("s1._domainkey.example.com",
-        base::StrCat("v=DKIM1; k=ed25519; p=", tls::Base64Encode(key.PublicKeyBytes())));
+        base::StrCat("v=DKIM1; k=ed25519; p=", crypto::Base64Encode(key.PublicKeyBytes())));
   z.Txt("_dmarc.example.com", base::StrCat("v=DMARC1; p=", p));
   return z;
 }
@@ -260,7 +260,7 @@ TEST(MessageCheck, EverythingOffAsksNothing) {
 TEST(SignaturesFor, SignsMailOfTheDomainAndBelow) {
   std::vector<SigningKey> keys;
   for (const char* selector : {"s1", "s2"}) {
-    SigningKey k{{}, std::move(*tls::PrivateKey::FromPem(kEd25519Pem))};
+    SigningKey k{{}, std::move(*crypto::PrivateKey::FromPem(kEd25519Pem))};
     k.options.domain = "example.com";
     k.options.selector = selector;
     keys.push_back(std::move(k));

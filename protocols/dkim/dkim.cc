@@ -34,23 +34,12 @@ std::string_view ResultName(Result result) {
 
 namespace {
 
-bool IsWsp(char c) { return c == ' ' || c == '\t'; }
-bool IsFws(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
-
-std::string_view TrimFws(std::string_view s) {
-  while (!s.empty() && IsFws(s.front())) {
-    s.remove_prefix(1);
-  }
-  while (!s.empty() && IsFws(s.back())) {
-    s.remove_suffix(1);
-  }
-  return s;
-}
+std::string_view TrimFws(std::string_view s) { return base::Trim(s, base::IsFwsChar); }
 
 std::string StripFws(std::string_view s) {
   std::string out;
   for (char c : s) {
-    if (!IsFws(c)) {
+    if (!base::IsFwsChar(c)) {
       out.push_back(c);
     }
   }
@@ -60,17 +49,10 @@ std::string StripFws(std::string_view s) {
 // 3.2 tag-list: "a=1; b=2". nullopt on a malformed list or a repeated tag.
 std::optional<std::map<std::string, std::string>> ParseTags(std::string_view list) {
   std::map<std::string, std::string> tags;
-  size_t start = 0;
-  while (start <= list.size()) {
-    const size_t semi = list.find(';', start);
-    const std::string_view spec =
-        TrimFws(list.substr(start, semi == std::string_view::npos ? semi : semi - start));
-    start = semi == std::string_view::npos ? list.size() + 1 : semi + 1;
+  for (std::string_view spec : base::Split(list, ';')) {
+    spec = TrimFws(spec);
     if (spec.empty()) {
-      if (semi == std::string_view::npos) {
-        break;  // A trailing ';' is allowed.
-      }
-      continue;
+      continue;  // An empty tag-spec (a trailing ';' is allowed).
     }
     const size_t eq = spec.find('=');
     if (eq == std::string_view::npos) {
@@ -91,16 +73,8 @@ bool Number(std::string_view text, uint64_t& out) {
 
 std::vector<std::string> SplitColons(std::string_view text) {
   std::vector<std::string> out;
-  size_t start = 0;
-  while (start <= text.size()) {
-    const size_t colon = text.find(':', start);
-    const std::string_view part =
-        TrimFws(text.substr(start, colon == std::string_view::npos ? colon : colon - start));
-    out.emplace_back(part);
-    if (colon == std::string_view::npos) {
-      break;
-    }
-    start = colon + 1;
+  for (std::string_view part : base::Split(text, ':')) {
+    out.emplace_back(TrimFws(part));
   }
   return out;
 }
@@ -227,7 +201,7 @@ std::vector<HeaderField> SplitHeader(std::string_view message, size_t& body_offs
         break;
       }
       end = eol + 2;
-      if (end >= message.size() || !IsWsp(message[end])) {
+      if (end >= message.size() || !base::IsWsp(message[end])) {
         break;
       }
     }
@@ -256,7 +230,7 @@ std::string CanonicalHeader(std::string_view raw, Canonicalization c) {
     if (ch == '\r' || ch == '\n') {
       continue;
     }
-    if (IsWsp(ch)) {
+    if (base::IsWsp(ch)) {
       space = true;
       continue;
     }
@@ -368,12 +342,12 @@ void BodyHasher::Hash(std::string_view bytes) {
 void BodyHasher::Snapshot(size_t cut_index) {
   sha_.Update(pending_);
   pending_.clear();
-  tls::Sha256Stream copy;
+  crypto::Sha256Stream copy;
   copy.CopyFrom(sha_);
   cut_digests_[cut_index] = copy.Finish();
 }
 
-tls::Sha256Digest BodyHasher::Finish() {
+crypto::Sha256Digest BodyHasher::Finish() {
   if (!line_.empty()) {
     Line(line_);  // A last line without CRLF gets one.
     line_.clear();
@@ -391,7 +365,7 @@ tls::Sha256Digest BodyHasher::Finish() {
   return limited_ ? cut_digests_[0] : whole_;
 }
 
-const tls::Sha256Digest* BodyHasher::Cut(uint64_t cut) const {
+const crypto::Sha256Digest* BodyHasher::Cut(uint64_t cut) const {
   const auto it = std::lower_bound(cuts_.begin(), cuts_.end(), cut);
   if (it == cuts_.end() || *it != cut) {
     return nullptr;
@@ -505,7 +479,7 @@ std::optional<BodyHashes::Hash> BodyHashes::Find(Canonicalization c,
     if (!limit && !slot.whole) {
       return std::nullopt;
     }
-    const tls::Sha256Digest* digest = limit ? slot.hasher->Cut(*limit) : nullptr;
+    const crypto::Sha256Digest* digest = limit ? slot.hasher->Cut(*limit) : nullptr;
     if (limit && digest == nullptr) {
       return std::nullopt;
     }
@@ -522,18 +496,18 @@ std::optional<BodyHashes::Hash> BodyHashes::Find(Canonicalization c,
   return std::nullopt;
 }
 
-absl::StatusOr<const tls::PublicKey*> KeyCache::Get(tls::KeyType type, std::string_view p) {
-  std::string name(1, type == tls::KeyType::kRsa ? 'r' : 'e');
+absl::StatusOr<const crypto::PublicKey*> KeyCache::Get(crypto::KeyType type, std::string_view p) {
+  std::string name(1, type == crypto::KeyType::kRsa ? 'r' : 'e');
   name.append(p);
   if (const auto it = keys_.find(name); it != keys_.end()) {
     ++hits_;
     return &it->second;
   }
-  const std::optional<std::string> der = tls::Base64Decode(p);
+  const std::optional<std::string> der = crypto::Base64Decode(p);
   if (!der) {
     return absl::InvalidArgumentError("p= is not base64");
   }
-  absl::StatusOr<tls::PublicKey> key = tls::PublicKey::Parse(type, *der);
+  absl::StatusOr<crypto::PublicKey> key = crypto::PublicKey::Parse(type, *der);
   if (!key.ok()) {
     return key.status();
   }
@@ -698,12 +672,12 @@ SignatureResult Verification::VerifyOne(const HeaderField& signature, bool& need
     return result(Result::kNeutral, StrCat("unknown signature version v=", *tag("v")));
   }
   const std::string algorithm = AsciiStrToLower(*tag("a"));
-  tls::KeyType key_type = tls::KeyType::kRsa;
+  crypto::KeyType key_type = crypto::KeyType::kRsa;
   if (algorithm == "rsa-sha1") {
     return result(Result::kFail, "rsa-sha1 is not accepted (RFC 8301)");
   }
   if (algorithm == "ed25519-sha256") {
-    key_type = tls::KeyType::kEd25519;
+    key_type = crypto::KeyType::kEd25519;
   } else if (algorithm != "rsa-sha256") {
     return result(Result::kNeutral, StrCat("unknown algorithm a=", algorithm));
   }
@@ -763,8 +737,8 @@ SignatureResult Verification::VerifyOne(const HeaderField& signature, bool& need
       return result(Result::kNeutral, StrCat("unknown query method q=", *q));
     }
   }
-  const std::optional<std::string> body_hash = tls::Base64Decode(*tag("bh"));
-  const std::optional<std::string> signature_bytes = tls::Base64Decode(*tag("b"));
+  const std::optional<std::string> body_hash = crypto::Base64Decode(*tag("bh"));
+  const std::optional<std::string> signature_bytes = crypto::Base64Decode(*tag("b"));
   if (!body_hash || !signature_bytes) {
     return result(Result::kNeutral, "bh= or b= is not base64");
   }
@@ -820,7 +794,7 @@ SignatureResult Verification::VerifyOne(const HeaderField& signature, bool& need
     return result(Result::kPermError, "key revoked (empty p=)");
   }
   const std::string k = key_tags->contains("k") ? AsciiStrToLower((*key_tags)["k"]) : "rsa";
-  if ((k == "rsa") != (key_type == tls::KeyType::kRsa) || (k != "rsa" && k != "ed25519")) {
+  if ((k == "rsa") != (key_type == crypto::KeyType::kRsa) || (k != "rsa" && k != "ed25519")) {
     return result(Result::kPermError, StrCat("key type k=", k, " does not fit a=", algorithm));
   }
   if (key_tags->contains("h")) {
@@ -848,12 +822,12 @@ SignatureResult Verification::VerifyOne(const HeaderField& signature, bool& need
     }
   }
   KeyCache uncached(0);
-  absl::StatusOr<const tls::PublicKey*> key =
+  absl::StatusOr<const crypto::PublicKey*> key =
       (key_cache_ != nullptr ? *key_cache_ : uncached).Get(key_type, p);
   if (!key.ok()) {
     return result(Result::kPermError, StrCat("key: ", key.status().message()));
   }
-  if (key_type == tls::KeyType::kRsa && (*key)->bits() < 1024) {
+  if (key_type == crypto::KeyType::kRsa && (*key)->bits() < 1024) {
     return result(Result::kFail,
                   StrCat("RSA key of ", (*key)->bits(), " bits (under 1024, RFC 8301)"));
   }
@@ -875,7 +849,7 @@ SignatureResult Verification::VerifyOne(const HeaderField& signature, bool& need
   if (!hash) {
     return result(Result::kTempError, "body hash not computed");  // Not reached.
   }
-  const tls::Sha256Digest& digest = hash->digest;
+  const crypto::Sha256Digest& digest = hash->digest;
   if (limit && *limit > hash->canonical_bytes) {
     return result(Result::kFail, "l= is longer than the body");
   }
@@ -885,10 +859,10 @@ SignatureResult Verification::VerifyOne(const HeaderField& signature, bool& need
   // The header hash and the signature.
   const std::string data = SignedHeaderData(header_, index_, signed_names, signature.raw, hc);
   bool ok = false;
-  if (key_type == tls::KeyType::kRsa) {
+  if (key_type == crypto::KeyType::kRsa) {
     ok = (*key)->Verify(data, *signature_bytes);
   } else {
-    const tls::Sha256Digest h = tls::Sha256(data);  // RFC 8463: Ed25519 over the hash.
+    const crypto::Sha256Digest h = crypto::Sha256(data);  // RFC 8463: Ed25519 over the hash.
     ok = (*key)->Verify(std::string_view(reinterpret_cast<const char*>(h.data()), h.size()),
                         *signature_bytes);
   }
@@ -901,7 +875,7 @@ SignatureResult Verification::VerifyOne(const HeaderField& signature, bool& need
 }
 
 absl::StatusOr<std::string> Sign(std::string_view message, const SignOptions& options,
-                                 const tls::PrivateKey& key) {
+                                 const crypto::PrivateKey& key) {
   size_t body_offset = 0;
   const std::vector<HeaderField> header = SplitHeader(message, body_offset);
   auto count = [&](std::string_view name) {
@@ -912,12 +886,12 @@ absl::StatusOr<std::string> Sign(std::string_view message, const SignOptions& op
   if (count("from") == 0) {
     return absl::InvalidArgumentError("the message has no From: field");
   }
-  if (!message.empty() && IsWsp(message.front())) {
+  if (!message.empty() && base::IsWsp(message.front())) {
     // Its first line would fold into the field put on top of it (found by the fuzzer).
     return absl::InvalidArgumentError(
         "the message starts with a folded line, not with a header field");
   }
-  if (key.type() == tls::KeyType::kRsa && key.bits() < 1024) {
+  if (key.type() == crypto::KeyType::kRsa && key.bits() < 1024) {
     return absl::InvalidArgumentError(
         StrCat("an RSA key of ", key.bits(), " bits is too small (RFC 8301: at least 1024)"));
   }
@@ -945,10 +919,10 @@ absl::StatusOr<std::string> Sign(std::string_view message, const SignOptions& op
   }
   BodyHasher hasher(options.body_canonicalization);
   hasher.Update(message.substr(body_offset));
-  const tls::Sha256Digest digest = hasher.Finish();
+  const crypto::Sha256Digest digest = hasher.Finish();
   const std::string bh =
-      tls::Base64Encode(std::string_view(reinterpret_cast<const char*>(digest.data()), 32));
-  const bool ed25519 = key.type() == tls::KeyType::kEd25519;
+      crypto::Base64Encode(std::string_view(reinterpret_cast<const char*>(digest.data()), 32));
+  const bool ed25519 = key.type() == crypto::KeyType::kEd25519;
   auto canon = [](Canonicalization c) {
     return c == Canonicalization::kRelaxed ? "relaxed" : "simple";
   };
@@ -976,7 +950,7 @@ absl::StatusOr<std::string> Sign(std::string_view message, const SignOptions& op
       SignedHeaderData(header, IndexFields(header), names, field, options.header_canonicalization);
   absl::StatusOr<std::string> signature;
   if (ed25519) {
-    const tls::Sha256Digest h = tls::Sha256(data);
+    const crypto::Sha256Digest h = crypto::Sha256(data);
     signature = key.Sign(std::string_view(reinterpret_cast<const char*>(h.data()), h.size()));
   } else {
     signature = key.Sign(data);
@@ -984,7 +958,7 @@ absl::StatusOr<std::string> Sign(std::string_view message, const SignOptions& op
   if (!signature.ok()) {
     return signature.status();
   }
-  const std::string b = tls::Base64Encode(*signature);
+  const std::string b = crypto::Base64Encode(*signature);
   for (size_t i = 0; i < b.size(); i += 70) {
     if (i != 0) {
       field.append("\r\n\t ");

@@ -21,8 +21,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "protocols/crypto/crypto.h"
 #include "protocols/dns/answer.h"
-#include "protocols/tls/crypto.h"
 
 namespace relais::dkim {
 
@@ -62,12 +62,12 @@ class BodyHasher {
   BodyHasher(Canonicalization c, std::vector<uint64_t> cuts);
   void Update(std::string_view bytes);
   // With a `limit`: the hash of the first `limit` canonical bytes; otherwise the whole body's.
-  [[nodiscard]] tls::Sha256Digest Finish();
+  [[nodiscard]] crypto::Sha256Digest Finish();
   // After Finish(): the hash of the first `cut` canonical bytes (the whole body when it is
   // shorter); nullptr for a cut that was not asked for.
-  [[nodiscard]] const tls::Sha256Digest* Cut(uint64_t cut) const;
+  [[nodiscard]] const crypto::Sha256Digest* Cut(uint64_t cut) const;
   // After Finish(): the whole canonical body's hash.
-  [[nodiscard]] const tls::Sha256Digest& Whole() const { return whole_; }
+  [[nodiscard]] const crypto::Sha256Digest& Whole() const { return whole_; }
   // Canonical body bytes seen (before l= cuts them).
   [[nodiscard]] uint64_t canonical_bytes() const { return canonical_bytes_; }
 
@@ -82,9 +82,9 @@ class BodyHasher {
   const Canonicalization canonicalization_;
   const bool limited_;          // Constructed with a limit: nothing past it is hashed.
   std::vector<uint64_t> cuts_;  // Sorted, distinct.
-  std::vector<tls::Sha256Digest> cut_digests_;
+  std::vector<crypto::Sha256Digest> cut_digests_;
   size_t next_cut_ = 0;
-  tls::Sha256Stream sha_;
+  crypto::Sha256Stream sha_;
   std::string line_;          // The current, unfinished line (only when it spans pieces).
   std::string relaxed_;       // Scratch for a relaxed line.
   std::string pending_;       // Canonical bytes not hashed yet.
@@ -92,7 +92,7 @@ class BodyHasher {
   bool any_ = false;          // Something was emitted.
   uint64_t canonical_bytes_ = 0;
   uint64_t hashed_ = 0;
-  tls::Sha256Digest whole_{};
+  crypto::Sha256Digest whole_{};
 };
 
 // Every body hash the DKIM-Signature fields of a message ask for, computed while the message
@@ -105,7 +105,7 @@ class BodyHasher {
 class BodyHashes {
  public:
   struct Hash {
-    tls::Sha256Digest digest{};
+    crypto::Sha256Digest digest{};
     uint64_t canonical_bytes = 0;
   };
 
@@ -149,13 +149,14 @@ class KeyCache {
   explicit KeyCache(size_t entries_max = 1024) : entries_max_(entries_max) {}
   // The parsed key for (type, p), parsing and keeping it on a miss; the error of a key that
   // cannot be parsed (not kept). The pointer is valid until the next call.
-  [[nodiscard]] absl::StatusOr<const tls::PublicKey*> Get(tls::KeyType type, std::string_view p);
+  [[nodiscard]] absl::StatusOr<const crypto::PublicKey*> Get(crypto::KeyType type,
+                                                             std::string_view p);
   [[nodiscard]] size_t size() const { return keys_.size(); }
   [[nodiscard]] uint64_t hits() const { return hits_; }
 
  private:
   const size_t entries_max_;
-  std::map<std::string, tls::PublicKey, std::less<>> keys_;  // Key: type letter + p.
+  std::map<std::string, crypto::PublicKey, std::less<>> keys_;  // Key: type letter + p.
   uint64_t hits_ = 0;
 };
 
@@ -250,6 +251,6 @@ struct SignOptions {
 // The DKIM-Signature field (folded, ending in CRLF) to put on top of `message` (CRLF text).
 // Errors: no From field, or a key that cannot sign.
 [[nodiscard]] absl::StatusOr<std::string> Sign(std::string_view message, const SignOptions& options,
-                                               const tls::PrivateKey& key);
+                                               const crypto::PrivateKey& key);
 
 }  // namespace relais::dkim

@@ -2,20 +2,14 @@
 // result per evaluated DKIM-Signature field; that the body hash does not depend on how the body is
 // cut into pieces; and that whatever the message, if it can be signed, its signature verifies.
 #include <cstdint>
-#include <cstdlib>
 #include <string>
 #include <string_view>
 
+#include "core/base/check.h"
 #include "core/base/strings.h"
 #include "protocols/dkim/dkim.h"
 
 namespace {
-
-void Check(bool ok) {
-  if (!ok) {
-    std::abort();
-  }
-}
 
 constexpr std::string_view kKey =
     "-----BEGIN PRIVATE KEY-----\n"
@@ -26,9 +20,9 @@ constexpr std::string_view kKey =
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace relais;
-  static const tls::PrivateKey key = std::move(*tls::PrivateKey::FromPem(kKey));
+  static const crypto::PrivateKey key = std::move(*crypto::PrivateKey::FromPem(kKey));
   static const std::string record =
-      base::StrCat("v=DKIM1; k=ed25519; p=", tls::Base64Encode(key.PublicKeyBytes()));
+      base::StrCat("v=DKIM1; k=ed25519; p=", crypto::Base64Encode(key.PublicKeyBytes()));
   const std::string message =
       dkim::Normalize(std::string_view(reinterpret_cast<const char*>(data), size));
 
@@ -36,7 +30,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     dkim::Verification v(m, 1764000000);
     int rounds = 0;
     while (!v.Run()) {
-      Check(++rounds < 1000);
+      RELAIS_CHECK(++rounds < 1000);
       dns::Answer a{dns::AnswerStatus::kOk};
       a.texts = {record, std::string(m.substr(0, 300))};
       v.Provide(v.needed(), a);
@@ -54,7 +48,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const std::string_view b = std::string_view(message).substr(body);
     cut.Update(b.substr(0, b.size() / 3));
     cut.Update(b.substr(b.size() / 3));
-    Check(whole.Finish() == cut.Finish());
+    RELAIS_CHECK(whole.Finish() == cut.Finish());
   }
 
   dkim::SignOptions o;
@@ -68,8 +62,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const dkim::FieldIndex index = dkim::IndexFields(dkim::SplitHeader(message, body));
     const auto from = index.find("from");
     const bool several_from = from != index.end() && from->second.size() > 1;
-    Check(!results.empty() &&
-          results[0].result == (several_from ? dkim::Result::kPolicy : dkim::Result::kPass));
+    RELAIS_CHECK(!results.empty() &&
+                 results[0].result == (several_from ? dkim::Result::kPolicy : dkim::Result::kPass));
   }
   return 0;
 }

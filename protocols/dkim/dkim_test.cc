@@ -62,8 +62,8 @@ constexpr std::string_view kMessage =
     "\r\n"
     "Joe.\r\n";
 
-std::string Hex(const tls::Sha256Digest& d) {
-  return tls::Base64Encode(std::string_view(reinterpret_cast<const char*>(d.data()), d.size()));
+std::string Hex(const crypto::Sha256Digest& d) {
+  return crypto::Base64Encode(std::string_view(reinterpret_cast<const char*>(d.data()), d.size()));
 }
 
 std::string BodyHash(std::string_view body, Canonicalization c, std::optional<uint64_t> l = {}) {
@@ -76,16 +76,16 @@ TEST(Dkim, BodyCanonicalizationPerRfcExamples) {
   // RFC 6376 3.4.5: " C \r\nD \t E\r\n\r\n\r\n" -> relaxed " C\r\nD E\r\n", simple keeps
   // the lines and drops the trailing empty ones.
   const std::string body = " C \r\nD \t E\r\n\r\n\r\n";
-  EXPECT_EQ(BodyHash(body, Canonicalization::kRelaxed), Hex(tls::Sha256(" C\r\nD E\r\n")));
-  EXPECT_EQ(BodyHash(body, Canonicalization::kSimple), Hex(tls::Sha256(" C \r\nD \t E\r\n")));
+  EXPECT_EQ(BodyHash(body, Canonicalization::kRelaxed), Hex(crypto::Sha256(" C\r\nD E\r\n")));
+  EXPECT_EQ(BodyHash(body, Canonicalization::kSimple), Hex(crypto::Sha256(" C \r\nD \t E\r\n")));
   // Empty bodies: simple is one CRLF, relaxed is nothing (RFC 6376 errata 1384).
-  EXPECT_EQ(BodyHash("", Canonicalization::kSimple), Hex(tls::Sha256("\r\n")));
-  EXPECT_EQ(BodyHash("\r\n\r\n", Canonicalization::kSimple), Hex(tls::Sha256("\r\n")));
-  EXPECT_EQ(BodyHash("", Canonicalization::kRelaxed), Hex(tls::Sha256("")));
-  EXPECT_EQ(BodyHash(" \r\n\t\r\n", Canonicalization::kRelaxed), Hex(tls::Sha256("")));
+  EXPECT_EQ(BodyHash("", Canonicalization::kSimple), Hex(crypto::Sha256("\r\n")));
+  EXPECT_EQ(BodyHash("\r\n\r\n", Canonicalization::kSimple), Hex(crypto::Sha256("\r\n")));
+  EXPECT_EQ(BodyHash("", Canonicalization::kRelaxed), Hex(crypto::Sha256("")));
+  EXPECT_EQ(BodyHash(" \r\n\t\r\n", Canonicalization::kRelaxed), Hex(crypto::Sha256("")));
   // No final CRLF: one is added. l= cuts the canonical body.
-  EXPECT_EQ(BodyHash("abc", Canonicalization::kSimple), Hex(tls::Sha256("abc\r\n")));
-  EXPECT_EQ(BodyHash("abc\r\ndef\r\n", Canonicalization::kSimple, 4), Hex(tls::Sha256("abc\r")));
+  EXPECT_EQ(BodyHash("abc", Canonicalization::kSimple), Hex(crypto::Sha256("abc\r\n")));
+  EXPECT_EQ(BodyHash("abc\r\ndef\r\n", Canonicalization::kSimple, 4), Hex(crypto::Sha256("abc\r")));
   // Fed in pieces, split anywhere (here between CR and LF), the hash is the same.
   const std::string whole = BodyHash(kMessage, Canonicalization::kRelaxed);
   for (size_t cut = 0; cut <= kMessage.size(); cut += 7) {
@@ -117,9 +117,9 @@ struct Keyring {
     a.texts = {record};
     zone[name] = a;
   }
-  std::string Record(const tls::PrivateKey& key, std::string_view extra = "") {
-    return base::StrCat("v=DKIM1; k=", key.type() == tls::KeyType::kRsa ? "rsa" : "ed25519", extra,
-                        "; p=", tls::Base64Encode(key.PublicKeyBytes()));
+  std::string Record(const crypto::PrivateKey& key, std::string_view extra = "") {
+    return base::StrCat("v=DKIM1; k=", key.type() == crypto::KeyType::kRsa ? "rsa" : "ed25519",
+                        extra, "; p=", crypto::Base64Encode(key.PublicKeyBytes()));
   }
   std::vector<SignatureResult> Verify(std::string_view message, uint64_t now = 1764000000,
                                       const BodyHashes* hashes = nullptr) {
@@ -135,9 +135,11 @@ struct Keyring {
   }
 };
 
-tls::PrivateKey Key(std::string_view pem) { return std::move(*tls::PrivateKey::FromPem(pem)); }
+crypto::PrivateKey Key(std::string_view pem) {
+  return std::move(*crypto::PrivateKey::FromPem(pem));
+}
 
-std::string Signed(std::string_view message, const tls::PrivateKey& key, SignOptions o = {}) {
+std::string Signed(std::string_view message, const crypto::PrivateKey& key, SignOptions o = {}) {
   if (o.domain.empty()) {
     o.domain = "football.example.com";
     o.selector = "brisbane";
@@ -149,7 +151,7 @@ std::string Signed(std::string_view message, const tls::PrivateKey& key, SignOpt
 
 TEST(Dkim, SignThenVerifyEveryAlgorithmAndCanonicalization) {
   for (std::string_view pem : {kRsa1024Pem, kEd25519Pem}) {
-    const tls::PrivateKey key = Key(pem);
+    const crypto::PrivateKey key = Key(pem);
     for (Canonicalization hc : {Canonicalization::kSimple, Canonicalization::kRelaxed}) {
       for (Canonicalization bc : {Canonicalization::kSimple, Canonicalization::kRelaxed}) {
         Keyring ring;
@@ -172,7 +174,7 @@ TEST(Dkim, SignThenVerifyEveryAlgorithmAndCanonicalization) {
 }
 
 TEST(Dkim, TamperingFails) {
-  const tls::PrivateKey key = Key(kEd25519Pem);
+  const crypto::PrivateKey key = Key(kEd25519Pem);
   Keyring ring;
   ring.Publish("brisbane._domainkey.football.example.com", ring.Record(key));
   const std::string good = Signed(kMessage, key);
@@ -192,8 +194,8 @@ TEST(Dkim, TamperingFails) {
 }
 
 TEST(Dkim, KeyProblemsAndPolicy) {
-  const tls::PrivateKey ed = Key(kEd25519Pem);
-  const tls::PrivateKey rsa = Key(kRsa1024Pem);
+  const crypto::PrivateKey ed = Key(kEd25519Pem);
+  const crypto::PrivateKey rsa = Key(kRsa1024Pem);
   const std::string signed_ed = Signed(kMessage, ed);
   Keyring ring;
   // No key, revoked key, key of the wrong type, temporary failure.
@@ -235,7 +237,7 @@ TEST(Dkim, KeyProblemsAndPolicy) {
   }();
   EXPECT_EQ(ring.Verify(with_i)[0].reason, "key requires i= in d= itself (t=s)");
   // RSA keys under 1024 bits cannot sign here, and fail when someone else signed with one.
-  const tls::PrivateKey small = Key(kRsa512Pem);
+  const crypto::PrivateKey small = Key(kRsa512Pem);
   SignOptions o;
   o.domain = "football.example.com";
   o.selector = "brisbane";
@@ -271,8 +273,8 @@ TEST(Dkim, SignatureTagProblems) {
 }
 
 TEST(Dkim, SeveralSignaturesTopmostFirst) {
-  const tls::PrivateKey ed = Key(kEd25519Pem);
-  const tls::PrivateKey rsa = Key(kRsa1024Pem);
+  const crypto::PrivateKey ed = Key(kEd25519Pem);
+  const crypto::PrivateKey rsa = Key(kRsa1024Pem);
   Keyring ring;
   ring.Publish("brisbane._domainkey.football.example.com", ring.Record(ed));
   SignOptions second;
@@ -293,8 +295,8 @@ TEST(Dkim, SeveralSignaturesTopmostFirst) {
 // results hashing the whole message gives: for several signatures with different c= and l=,
 // a tampered body, and a message that is all header.
 TEST(Dkim, BodyHashesStreamedMatchWholeMessage) {
-  const tls::PrivateKey ed = Key(kEd25519Pem);
-  const tls::PrivateKey rsa = Key(kRsa1024Pem);
+  const crypto::PrivateKey ed = Key(kEd25519Pem);
+  const crypto::PrivateKey rsa = Key(kRsa1024Pem);
   Keyring ring;
   ring.Publish("brisbane._domainkey.football.example.com", ring.Record(ed));
   ring.Publish("rsa._domainkey.example.net", ring.Record(rsa));
@@ -334,24 +336,24 @@ TEST(Dkim, BodyHashesStreamedMatchWholeMessage) {
 // Parsed keys are kept by record and used again; a bad record is an error and not kept; the
 // bound starts the cache over.
 TEST(Dkim, KeyCache) {
-  const tls::PrivateKey ed = Key(kEd25519Pem);
-  const tls::PrivateKey rsa = Key(kRsa1024Pem);
-  const std::string ed_p = tls::Base64Encode(ed.PublicKeyBytes());
-  const std::string rsa_p = tls::Base64Encode(rsa.PublicKeyBytes());
+  const crypto::PrivateKey ed = Key(kEd25519Pem);
+  const crypto::PrivateKey rsa = Key(kRsa1024Pem);
+  const std::string ed_p = crypto::Base64Encode(ed.PublicKeyBytes());
+  const std::string rsa_p = crypto::Base64Encode(rsa.PublicKeyBytes());
   KeyCache cache(2);
-  absl::StatusOr<const tls::PublicKey*> a = cache.Get(tls::KeyType::kEd25519, ed_p);
+  absl::StatusOr<const crypto::PublicKey*> a = cache.Get(crypto::KeyType::kEd25519, ed_p);
   ASSERT_TRUE(a.ok()) << a.status();
-  EXPECT_EQ((*a)->type(), tls::KeyType::kEd25519);
-  EXPECT_EQ(*cache.Get(tls::KeyType::kEd25519, ed_p), *a);
+  EXPECT_EQ((*a)->type(), crypto::KeyType::kEd25519);
+  EXPECT_EQ(*cache.Get(crypto::KeyType::kEd25519, ed_p), *a);
   EXPECT_EQ(cache.hits(), 1u);
-  EXPECT_FALSE(cache.Get(tls::KeyType::kRsa, ed_p).ok());  // Not an RSA key.
-  EXPECT_FALSE(cache.Get(tls::KeyType::kRsa, "!!").ok());
+  EXPECT_FALSE(cache.Get(crypto::KeyType::kRsa, ed_p).ok());  // Not an RSA key.
+  EXPECT_FALSE(cache.Get(crypto::KeyType::kRsa, "!!").ok());
   EXPECT_EQ(cache.size(), 1u);
-  ASSERT_TRUE(cache.Get(tls::KeyType::kRsa, rsa_p).ok());
+  ASSERT_TRUE(cache.Get(crypto::KeyType::kRsa, rsa_p).ok());
   EXPECT_EQ(cache.size(), 2u);
   // A third key: the cache is full, so it starts over with that one.
-  const std::string small_p = tls::Base64Encode(Key(kRsa512Pem).PublicKeyBytes());
-  ASSERT_TRUE(cache.Get(tls::KeyType::kRsa, small_p).ok());
+  const std::string small_p = crypto::Base64Encode(Key(kRsa512Pem).PublicKeyBytes());
+  ASSERT_TRUE(cache.Get(crypto::KeyType::kRsa, small_p).ok());
   EXPECT_EQ(cache.size(), 1u);
 
   // Verifications sharing a cache give the same results as without.
@@ -374,7 +376,7 @@ TEST(Dkim, KeyCache) {
 // A header over the bound is not followed: nothing is hashed, and verification hashes the body
 // itself, with the same result.
 TEST(Dkim, BodyHashesGiveUpOnHugeHeader) {
-  const tls::PrivateKey ed = Key(kEd25519Pem);
+  const crypto::PrivateKey ed = Key(kEd25519Pem);
   Keyring ring;
   ring.Publish("brisbane._domainkey.football.example.com", ring.Record(ed));
   const std::string message = Signed(kMessage, ed);
@@ -392,9 +394,9 @@ TEST(Dkim, BodyHashesGiveUpOnHugeHeader) {
 
 // RFC 6376 3.2: whitespace around '=' is allowed in key records as in signatures.
 TEST(Dkim, KeyRecordWithWhitespaceAroundEquals) {
-  const tls::PrivateKey ed = Key(kEd25519Pem);
+  const crypto::PrivateKey ed = Key(kEd25519Pem);
   Keyring ring;
-  const std::string p = tls::Base64Encode(ed.PublicKeyBytes());
+  const std::string p = crypto::Base64Encode(ed.PublicKeyBytes());
   for (const std::string& record : std::vector<std::string>{
            "v = DKIM1; k = ed25519; p = " + p, "v=DKIM1;k=ed25519;p\t=\t" + p,
            "k=ed25519 ;  p =" + p + " ; ", "v=DKIM1; k=ed25519; p =\r\n " + p}) {
@@ -411,7 +413,7 @@ TEST(Dkim, KeyRecordWithWhitespaceAroundEquals) {
 // A message with two From fields is no DKIM pass, even when a signature covers both (RFC 6376
 // 8.15, RFC 5322 3.6: which one a reader sees is anyone's guess). No key is looked up.
 TEST(Dkim, SeveralFromFieldsAreNeverAPass) {
-  const tls::PrivateKey ed = Key(kEd25519Pem);
+  const crypto::PrivateKey ed = Key(kEd25519Pem);
   Keyring ring;
   ring.Publish("brisbane._domainkey.football.example.com", ring.Record(ed));
   std::string two(kMessage);
@@ -485,7 +487,7 @@ TEST(Dkim, ManyDistinctLengthsShareOneHasher) {
 // names costs their length): each name is found through the index, not by a scan of the
 // header (the old code took about a minute of CPU for 0.9 MB).
 TEST(Dkim, ManyAbsentSignedFieldsAreLinear) {
-  const tls::PrivateKey ed = Key(kEd25519Pem);
+  const crypto::PrivateKey ed = Key(kEd25519Pem);
   Keyring ring;
   ring.Publish("brisbane._domainkey.football.example.com", ring.Record(ed));
   const std::string prefix = "x-" + std::string(40, 'n') + "-";
@@ -553,7 +555,7 @@ TEST(Dkim, KeyNameLongerThanDnsAllowsIsPermErrorWithoutLookup) {
 // and their key lookups are all named at once; junk signatures cannot push out the one that
 // matters. A check out of budget makes the undecided ones temperror.
 TEST(Dkim, SignatureLimitPreferredFirstLookupsAtOnce) {
-  const tls::PrivateKey ed = Key(kEd25519Pem);
+  const crypto::PrivateKey ed = Key(kEd25519Pem);
   Keyring ring;
   ring.Publish("brisbane._domainkey.football.example.com", ring.Record(ed));
   std::string junk;

@@ -12,7 +12,9 @@ namespace relais::dmarc {
 
 using base::AsciiStrToLower;
 using base::EqualsIgnoreCase;
+using base::Split;
 using base::StrCat;
+using base::Trim;
 
 std::string_view PolicyName(Policy policy) {
   switch (policy) {
@@ -44,16 +46,6 @@ std::string_view ResultName(Result result) {
 
 namespace {
 
-std::string_view Trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) {
-    s.remove_prefix(1);
-  }
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) {
-    s.remove_suffix(1);
-  }
-  return s;
-}
-
 std::optional<Policy> ParsePolicy(std::string_view v) {
   if (EqualsIgnoreCase(v, "none")) {
     return Policy::kNone;
@@ -69,19 +61,12 @@ std::optional<Policy> ParsePolicy(std::string_view v) {
 
 std::vector<std::string> UriList(std::string_view v) {
   std::vector<std::string> out;
-  size_t start = 0;
-  while (start <= v.size()) {
-    const size_t comma = v.find(',', start);
-    const std::string_view uri =
-        Trim(v.substr(start, comma == std::string_view::npos ? comma : comma - start));
+  for (std::string_view uri : Split(v, ',')) {
+    uri = Trim(uri);
     // 6.2: a DMARC URI is a URI with an optional "!size" suffix; we keep mailto: and others.
     if (!uri.empty() && uri.find(':') != std::string_view::npos) {
       out.emplace_back(uri);
     }
-    if (comma == std::string_view::npos) {
-      break;
-    }
-    start = comma + 1;
   }
   return out;
 }
@@ -96,12 +81,8 @@ std::optional<Record> ParseRecord(std::string_view text, std::string& problem) {
   std::optional<Policy> p;
   bool sp_invalid = false;
   bool first = true;
-  size_t start = 0;
-  while (start <= text.size()) {
-    const size_t semi = text.find(';', start);
-    const std::string_view pair =
-        Trim(text.substr(start, semi == std::string_view::npos ? semi : semi - start));
-    start = semi == std::string_view::npos ? text.size() + 1 : semi + 1;
+  for (std::string_view pair : Split(text, ';')) {
+    pair = Trim(pair);
     if (pair.empty()) {
       if (first) {
         problem = "does not start with v=DMARC1";

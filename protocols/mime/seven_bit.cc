@@ -19,10 +19,6 @@ constexpr size_t kBoundaryBytesMax = 200;
 // A quoted-printable line, the '=' of a soft line break included (RFC 2045 6.7 rule 5).
 constexpr size_t kQuotedPrintableLineMax = 76;
 
-bool IsEightBit(char c) { return static_cast<unsigned char>(c) >= 0x80; }
-
-bool HasEightBit(std::string_view s) { return std::any_of(s.begin(), s.end(), IsEightBit); }
-
 // Offset just past the line that starts at `pos` (past its LF), or text.size().
 size_t LineEnd(std::string_view text, size_t pos) {
   const size_t lf = text.find('\n', pos);
@@ -30,8 +26,6 @@ size_t LineEnd(std::string_view text, size_t pos) {
 }
 
 bool IsBlankLine(std::string_view line) { return line == "\r\n" || line == "\n"; }
-
-bool IsWsp(char c) { return c == ' ' || c == '\t'; }
 
 // RFC 5322 2.2: a field name is printable ASCII but ':', followed (obsolete syntax: after
 // white space) by ':'. Returns the offset of the ':' or npos.
@@ -44,7 +38,7 @@ size_t FieldColon(std::string_view line) {
     return std::string_view::npos;
   }
   size_t j = i;
-  while (j < line.size() && IsWsp(line[j])) {
+  while (j < line.size() && base::IsWsp(line[j])) {
     ++j;
   }
   return j < line.size() && line[j] == ':' ? j : std::string_view::npos;
@@ -56,7 +50,7 @@ bool IsField(std::string_view line, std::string_view name) {
     return false;
   }
   for (size_t i = name.size(); i < colon; ++i) {
-    if (!IsWsp(line[i])) {
+    if (!base::IsWsp(line[i])) {
       return false;
     }
   }
@@ -78,7 +72,7 @@ class ValueLexer {
   void SkipCfws() {
     while (i_ < text_.size()) {
       const char c = text_[i_];
-      if (IsWsp(c) || c == '\r' || c == '\n') {
+      if (base::IsWsp(c) || c == '\r' || c == '\n') {
         ++i_;
       } else if (c == '(') {
         SkipComment();
@@ -288,7 +282,7 @@ class Converter {
         pos_ = end;
         return h;
       }
-      const bool continuation = IsWsp(line[0]) && field != std::string_view::npos;
+      const bool continuation = base::IsWsp(line[0]) && field != std::string_view::npos;
       if (!continuation && (IsDelimiter(pos_) || FieldColon(line) == std::string_view::npos)) {
         break;
       }
@@ -296,7 +290,7 @@ class Converter {
         finish_field(pos_);
         field = pos_;
       }
-      h.eight_bit = h.eight_bit || HasEightBit(line);
+      h.eight_bit = h.eight_bit || !base::IsAscii(line);
       pos_ = end;
     }
     finish_field(pos_);
@@ -315,7 +309,7 @@ class Converter {
     for (size_t pos = h.begin; pos < h.end;) {
       const size_t end = LineEnd(in_, pos);
       const std::string_view line = in_.substr(pos, end - pos);
-      if (!IsWsp(line[0])) {
+      if (!base::IsWsp(line[0])) {
         skipping = IsField(line, "content-transfer-encoding");
       }
       if (!skipping) {
@@ -402,7 +396,7 @@ class Converter {
     const size_t start = pos_;
     SkipToDelimiter();
     const std::string_view text = in_.substr(start, pos_ - start);
-    if (HasEightBit(text)) {
+    if (!base::IsAscii(text)) {
       return SevenBitOutcome::kEightBitOutsideParts;
     }
     out_.append(text);
@@ -413,7 +407,7 @@ class Converter {
   SevenBitOutcome Leaf(const Header& h, bool top, bool too_deep) {
     SkipToDelimiter();
     const std::string_view body = in_.substr(h.body, pos_ - h.body);
-    if (!HasEightBit(body)) {
+    if (!!base::IsAscii(body)) {
       out_.append(in_.substr(h.begin, pos_ - h.begin));
       return SevenBitOutcome::kConverted;
     }
@@ -455,7 +449,7 @@ void AppendQuotedPrintable(std::string_view bytes, std::string& out) {
     }
     const auto u = static_cast<unsigned char>(c);
     bool literal = u >= 33 && u <= 126 && c != '=';
-    if (IsWsp(c)) {
+    if (base::IsWsp(c)) {
       // Rule 3: white space at the end of an encoded line would be lost in transport.
       const bool at_line_end =
           i + 1 == bytes.size() ||
@@ -490,7 +484,7 @@ void AppendQuotedPrintable(std::string_view bytes, std::string& out) {
 SevenBitOutcome ConvertTo7Bit(std::string_view message, const SevenBitOptions& options,
                               std::string& out) {
   out.clear();
-  if (!HasEightBit(message)) {
+  if (!!base::IsAscii(message)) {
     out.assign(message);
     return SevenBitOutcome::kConverted;
   }

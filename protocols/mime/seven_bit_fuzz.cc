@@ -1,21 +1,11 @@
 // Fuzzes the 8bit-to-7bit conversion. Checks that a converted message is 7-bit, that a 7-bit
 // input comes out unchanged, and that the output stays within the quoted-printable bound.
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <string>
 #include <string_view>
 
+#include "core/base/check.h"
 #include "protocols/mime/seven_bit.h"
-
-namespace {
-void Check(bool ok, int line = __builtin_LINE()) {
-  if (!ok) {
-    std::fprintf(stderr, "seven_bit_fuzz.cc:%d: check failed\n", line);
-    std::abort();
-  }
-}
-}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace relais::mime;
@@ -31,13 +21,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     seven_bit_input = seven_bit_input && static_cast<unsigned char>(c) < 0x80;
   }
   for (char c : out) {
-    Check(static_cast<unsigned char>(c) < 0x80);
+    RELAIS_CHECK(static_cast<unsigned char>(c) < 0x80);
   }
-  Check(!seven_bit_input || out == in);
+  RELAIS_CHECK(!seven_bit_input || out == in);
   // Each byte at most 3, a soft line break per 25 encoded bytes, and added header fields.
-  Check(out.size() <= 4 * in.size() + 1024);
+  RELAIS_CHECK(out.size() <= 4 * in.size() + 1024);
   // Converting again changes nothing: the output is 7-bit.
   std::string again;
-  Check(ConvertTo7Bit(out, options, again) == SevenBitOutcome::kConverted && again == out);
+  RELAIS_CHECK(ConvertTo7Bit(out, options, again) == SevenBitOutcome::kConverted && again == out);
   return 0;
 }

@@ -13,12 +13,10 @@ constexpr size_t kLocalPartMax = 64;  // RFC 5321 4.5.3.1.1
 constexpr size_t kDomainMax = 255;    // RFC 5321 4.5.3.1.2
 constexpr size_t kPathMax = 256;      // RFC 5321 4.5.3.1.3, brackets included.
 
-bool IsAlpha(unsigned char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
-bool IsDigit(unsigned char c) { return c >= '0' && c <= '9'; }
-
 // RFC 5322 atext.
 bool IsAtext(unsigned char c) {
-  return IsAlpha(c) || IsDigit(c) || std::strchr("!#$%&'*+-/=?^_`{|}~", c) != nullptr;
+  return base::IsAsciiAlpha(c) || base::IsAsciiDigit(c) ||
+         std::strchr("!#$%&'*+-/=?^_`{|}~", c) != nullptr;
 }
 
 // Scans a Dot-string (RFC 5321 4.1.2); UTF-8 bytes count as atext (RFC 6531 3.3). Returns
@@ -70,7 +68,8 @@ size_t ScanDomain(std::string_view s) {
     const size_t label_start = i;
     while (i < s.size()) {
       const auto c = static_cast<unsigned char>(s[i]);
-      if (IsAlpha(c) || IsDigit(c) || c >= 0x80 || (c == '-' && i > label_start)) {
+      if (base::IsAsciiAlpha(c) || base::IsAsciiDigit(c) || c >= 0x80 ||
+          (c == '-' && i > label_start)) {
         ++i;
       } else {
         break;
@@ -103,7 +102,7 @@ size_t ScanAddressLiteral(std::string_view s) {
   // this "[192.0.2.1<NUL>/../x]" would pass as its first part.
   const size_t tag = base::StartsWithIgnoreCase(inner, "IPv6:") ? 5 : 0;
   for (char ch : inner.substr(tag)) {
-    if (!(IsDigit(static_cast<unsigned char>(ch)) || (ch >= 'a' && ch <= 'f') ||
+    if (!(base::IsAsciiDigit(static_cast<unsigned char>(ch)) || (ch >= 'a' && ch <= 'f') ||
           (ch >= 'A' && ch <= 'F') || ch == '.' || ch == ':')) {
       return 0;
     }
@@ -157,15 +156,6 @@ bool HasSenderRouting(std::string_view local_part) {
     }
   }
   return false;
-}
-
-bool IsAscii(std::string_view text) {
-  for (char c : text) {
-    if (static_cast<unsigned char>(c) >= 0x80) {
-      return false;
-    }
-  }
-  return true;
 }
 
 bool IsValidUtf8(std::string_view text) {
@@ -266,7 +256,7 @@ ParsedPath ParsePath(std::string_view text, PathKind kind, bool smtputf8) {
     out.error = PathError::kTooLong;
     return out;
   }
-  if (!IsAscii(out.mailbox)) {
+  if (!base::IsAscii(out.mailbox)) {
     if (!IsValidUtf8(out.mailbox)) {
       return out;
     }

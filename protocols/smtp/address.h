@@ -40,8 +40,6 @@ struct ParsedPath {
 // Postfix's allow_untrusted_routing = no does.
 [[nodiscard]] bool HasSenderRouting(std::string_view local_part);
 
-// True when every byte is ASCII.
-[[nodiscard]] bool IsAscii(std::string_view text);
 // True when `text` is well-formed UTF-8 (RFC 3629: no overlongs, no surrogates).
 [[nodiscard]] bool IsValidUtf8(std::string_view text);
 

@@ -1,17 +1,13 @@
 // Fuzzes RFC 5321 path parsing. Checks that an accepted path is a view into the input, obeys
 // the RFC 5321 4.5.3.1 lengths, and is ASCII unless SMTPUTF8 allowed otherwise.
 #include <cstdint>
-#include <cstdlib>
 #include <string_view>
 
+#include "core/base/check.h"
+#include "core/base/strings.h"
 #include "protocols/smtp/address.h"
 
 namespace {
-void Check(bool ok) {
-  if (!ok) {
-    std::abort();
-  }
-}
 bool Inside(std::string_view part, std::string_view whole) {
   return part.empty() ||
          (part.data() >= whole.data() && part.data() + part.size() <= whole.data() + whole.size());
@@ -27,13 +23,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (p.error != PathError::kNone) {
         continue;
       }
-      Check(Inside(p.mailbox, text) && Inside(p.local_part, text) && Inside(p.domain, text) &&
-            Inside(p.rest, text));
-      Check(p.local_part.size() <= 64 && p.domain.size() <= 255);
-      Check(utf8 || IsAscii(p.mailbox));
-      Check(IsValidUtf8(p.mailbox));
-      Check(p.mailbox.find_first_of("<>\r\n") == std::string_view::npos ||
-            p.local_part.starts_with('"'));
+      RELAIS_CHECK(Inside(p.mailbox, text) && Inside(p.local_part, text) &&
+                   Inside(p.domain, text) && Inside(p.rest, text));
+      RELAIS_CHECK(p.local_part.size() <= 64 && p.domain.size() <= 255);
+      RELAIS_CHECK(utf8 || relais::base::IsAscii(p.mailbox));
+      RELAIS_CHECK(IsValidUtf8(p.mailbox));
+      RELAIS_CHECK(p.mailbox.find_first_of("<>\r\n") == std::string_view::npos ||
+                   p.local_part.starts_with('"'));
     }
   }
   return 0;

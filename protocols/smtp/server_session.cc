@@ -391,7 +391,7 @@ void ServerSession::HandleMail(std::string_view argument) {
     Send(Reply::kUnknownParameter);
     return;
   }
-  if (!smtputf8 && !IsAscii(path.mailbox)) {
+  if (!smtputf8 && !base::IsAscii(path.mailbox)) {
     Send(Reply::kNeedSmtpUtf8);
     return;
   }
@@ -545,7 +545,7 @@ void ServerSession::HandleRcpt(std::string_view argument) {
     return;
   }
   mail::Envelope& env = transaction_.envelope;
-  if (!env.smtputf8 && !IsAscii(path.mailbox)) {
+  if (!env.smtputf8 && !base::IsAscii(path.mailbox)) {
     Send(Reply::kNeedSmtpUtf8);
     return;
   }

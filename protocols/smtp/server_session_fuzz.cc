@@ -5,29 +5,23 @@
 // Checks that whatever comes out is well-formed replies, and that a committed body ends in
 // CRLF.
 #include <cstdint>
-#include <cstdlib>
 #include <string>
 #include <string_view>
 
+#include "core/base/check.h"
 #include "protocols/smtp/server_session.h"
 
 namespace {
-
-void Check(bool ok) {
-  if (!ok) {
-    std::abort();
-  }
-}
 
 // Every reply line: three digits, ' ' or '-', text, CRLF; no bare CR or LF anywhere.
 void CheckReplies(std::string_view out) {
   while (!out.empty()) {
     const size_t end = out.find("\r\n");
-    Check(end != std::string_view::npos && end >= 4);
+    RELAIS_CHECK(end != std::string_view::npos && end >= 4);
     const std::string_view line = out.substr(0, end);
-    Check(line[0] >= '2' && line[0] <= '5' && line[1] >= '0' && line[1] <= '9' && line[2] >= '0' &&
-          line[2] <= '9' && (line[3] == ' ' || line[3] == '-'));
-    Check(line.find_first_of("\r\n") == std::string_view::npos);
+    RELAIS_CHECK(line[0] >= '2' && line[0] <= '5' && line[1] >= '0' && line[1] <= '9' &&
+                 line[2] >= '0' && line[2] <= '9' && (line[3] == ' ' || line[3] == '-'));
+    RELAIS_CHECK(line.find_first_of("\r\n") == std::string_view::npos);
     out.remove_prefix(end + 2);
   }
 }
@@ -73,7 +67,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     while (answered) {
       answered = false;
       while (session.TakeSenderCheck()) {
-        Check(checks && session.awaiting_sender_check());
+        RELAIS_CHECK(checks && session.awaiting_sender_check());
         static constexpr smtp::Reply kAnswers[] = {smtp::Reply::kSenderOk, smtp::Reply::kSpfFail,
                                                    smtp::Reply::kSpfTempError};
         session.CompleteSenderCheck(kAnswers[sender_checks++ % 3], "fuzz");
@@ -81,10 +75,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       }
       while (session.TakeCommitRequest()) {
         const std::string& body = session.transaction().body;
-        Check(body.empty() || (body.size() >= 2 && body.substr(body.size() - 2) == "\r\n"));
-        Check(body.size() <= options.message_bytes_max + 2);
-        Check(!session.transaction().envelope.recipients.empty());
-        Check(!checks || observer.bytes == body);
+        RELAIS_CHECK(body.empty() || (body.size() >= 2 && body.substr(body.size() - 2) == "\r\n"));
+        RELAIS_CHECK(body.size() <= options.message_bytes_max + 2);
+        RELAIS_CHECK(!session.transaction().envelope.recipients.empty());
+        RELAIS_CHECK(!checks || observer.bytes == body);
         if (commits % 5 == 4) {
           ++commits;
           session.RefuseMessage(smtp::Reply::kPolicyRejected, "fuzz");

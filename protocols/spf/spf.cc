@@ -14,6 +14,7 @@ namespace relais::spf {
 using base::AsciiLower;
 using base::AsciiStrToLower;
 using base::EqualsIgnoreCase;
+using base::Split;
 using base::StrCat;
 
 std::string_view ResultName(Result result) {
@@ -44,22 +45,6 @@ constexpr size_t kMxNamesMax = 10;       // 4.6.4
 constexpr size_t kPtrNamesMax = 10;      // 4.6.4 / 5.5
 constexpr size_t kDomainBytesMax = 253;
 
-bool IsAlpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
-bool IsDigit(char c) { return c >= '0' && c <= '9'; }
-
-std::vector<std::string_view> Split(std::string_view text, char delimiter) {
-  std::vector<std::string_view> parts;
-  size_t start = 0;
-  while (true) {
-    const size_t at = text.find(delimiter, start);
-    parts.push_back(text.substr(start, at == std::string_view::npos ? at : at - start));
-    if (at == std::string_view::npos) {
-      return parts;
-    }
-    start = at + 1;
-  }
-}
-
 // 4.3: a usable <domain>: labels of 1..63 bytes, at most 253 in all, at least two labels.
 bool ValidDomain(std::string_view domain) {
   if (domain.ends_with('.')) {
@@ -87,10 +72,10 @@ bool ValidTopLabel(std::string_view label) {
   }
   bool alpha = false;
   for (char c : label) {
-    if (!(IsAlpha(c) || IsDigit(c) || c == '-')) {
+    if (!(base::IsAsciiAlpha(c) || base::IsAsciiDigit(c) || c == '-')) {
       return false;
     }
-    alpha = alpha || IsAlpha(c) || c == '-';
+    alpha = alpha || base::IsAsciiAlpha(c) || c == '-';
   }
   return alpha;
 }
@@ -102,7 +87,7 @@ bool ParseCidr(std::string_view digits, uint8_t max, uint8_t& out) {
   }
   uint32_t n = 0;
   for (char c : digits) {
-    if (!IsDigit(c)) {
+    if (!base::IsAsciiDigit(c)) {
       return false;
     }
     n = n * 10 + static_cast<uint32_t>(c - '0');
@@ -122,7 +107,7 @@ std::optional<std::string_view> TrailingDigits(std::string_view arg, std::string
     return std::nullopt;
   }
   const std::string_view digits = arg.substr(at + separator.size());
-  if (digits.empty() || !std::all_of(digits.begin(), digits.end(), IsDigit)) {
+  if (digits.empty() || !std::all_of(digits.begin(), digits.end(), base::IsAsciiDigit)) {
     return std::nullopt;
   }
   if (separator == "/" && at > 0 && arg[at - 1] == '/') {
@@ -232,7 +217,7 @@ bool ValidMacroString(std::string_view s, bool exp) {
     }
     size_t j = 1;
     size_t digits = 0;
-    while (j < body.size() && IsDigit(body[j])) {
+    while (j < body.size() && base::IsAsciiDigit(body[j])) {
       ++j;
       ++digits;
     }
@@ -284,12 +269,12 @@ bool ParseRecord(std::string_view text, Record& out, std::string& problem) {
     // mechanism with a qualifier.
     const size_t eq = term.find('=');
     const size_t colon_or_slash = term.find_first_of(":/");
-    if (eq != std::string_view::npos && IsAlpha(term[0]) &&
+    if (eq != std::string_view::npos && base::IsAsciiAlpha(term[0]) &&
         (colon_or_slash == std::string_view::npos || eq < colon_or_slash)) {
       const std::string_view name = term.substr(0, eq);
       const std::string_view value = term.substr(eq + 1);
       for (char c : name) {
-        if (!(IsAlpha(c) || IsDigit(c) || c == '-' || c == '_' || c == '.')) {
+        if (!(base::IsAsciiAlpha(c) || base::IsAsciiDigit(c) || c == '-' || c == '_' || c == '.')) {
           problem = StrCat("bad modifier name in '", term, "'");
           return false;
         }
@@ -639,7 +624,7 @@ struct Evaluator {
       size_t j = 1;
       uint64_t keep = 0;
       bool has_digits = false;
-      while (j < body.size() && IsDigit(body[j])) {
+      while (j < body.size() && base::IsAsciiDigit(body[j])) {
         keep = std::min<uint64_t>(keep * 10 + static_cast<uint64_t>(body[j] - '0'), 1000);
         has_digits = true;
         ++j;
@@ -694,7 +679,8 @@ struct Evaluator {
         std::string escaped;
         static constexpr char kHex[] = "0123456789ABCDEF";
         for (char c : value) {
-          if (IsAlpha(c) || IsDigit(c) || c == '-' || c == '.' || c == '_' || c == '~') {
+          if (base::IsAsciiAlpha(c) || base::IsAsciiDigit(c) || c == '-' || c == '.' || c == '_' ||
+              c == '~') {
             escaped.push_back(c);
           } else {
             escaped.push_back('%');
@@ -769,6 +755,20 @@ struct Evaluator {
       return Match::kError;
     };
     const dns::RecordType address_type = V4() ? dns::RecordType::kA : dns::RecordType::kAaaa;
+    // include, a, exists, mx and ptr: each costs a DNS term (4.6.4), then its domain-spec is
+    // expanded (7) into `target`. Returns the match to give at once: permerror past the term
+    // limit or for a bad expansion, kNeed while a macro's question is unanswered.
+    std::optional<std::string> target;
+    auto expand = [&]() -> std::optional<Match> {
+      if (!CountTerm()) {
+        return fail(Result::kPermError);
+      }
+      target = Target(d.domain_spec, domain);
+      if (!target) {
+        return need ? Match::kNeed : fail(Result::kPermError);
+      }
+      return std::nullopt;
+    };
     switch (d.kind) {
       case Kind::kAll:
         return Match::kYes;
@@ -777,12 +777,8 @@ struct Evaluator {
         return SamePrefix(d.network.base, e.request_.ip, d.network.prefix_bits) ? Match::kYes
                                                                                 : Match::kNo;
       case Kind::kInclude: {
-        if (!CountTerm()) {
-          return fail(Result::kPermError);
-        }
-        const std::optional<std::string> target = Target(d.domain_spec, domain);
-        if (!target) {
-          return need ? Match::kNeed : fail(Result::kPermError);
+        if (const std::optional<Match> m = expand()) {
+          return *m;
         }
         const std::optional<Result> r = CheckHost(*target, /*top=*/false);
         if (!r) {
@@ -809,12 +805,8 @@ struct Evaluator {
       }
       case Kind::kA:
       case Kind::kExists: {
-        if (!CountTerm()) {
-          return fail(Result::kPermError);
-        }
-        const std::optional<std::string> target = Target(d.domain_spec, domain);
-        if (!target) {
-          return need ? Match::kNeed : fail(Result::kPermError);
+        if (const std::optional<Match> m = expand()) {
+          return *m;
         }
         if (!ValidQueryName(*target)) {
           return MalformedTarget(*target, error);
@@ -840,12 +832,8 @@ struct Evaluator {
                                                                                : Match::kNo;
       }
       case Kind::kMx: {
-        if (!CountTerm()) {
-          return fail(Result::kPermError);
-        }
-        const std::optional<std::string> target = Target(d.domain_spec, domain);
-        if (!target) {
-          return need ? Match::kNeed : fail(Result::kPermError);
+        if (const std::optional<Match> m = expand()) {
+          return *m;
         }
         if (!ValidQueryName(*target)) {
           return MalformedTarget(*target, error);
@@ -883,12 +871,8 @@ struct Evaluator {
         return matched ? Match::kYes : Match::kNo;
       }
       case Kind::kPtr: {
-        if (!CountTerm()) {
-          return fail(Result::kPermError);
-        }
-        const std::optional<std::string> target = Target(d.domain_spec, domain);
-        if (!target) {
-          return need ? Match::kNeed : fail(Result::kPermError);
+        if (const std::optional<Match> m = expand()) {
+          return *m;
         }
         const std::optional<std::vector<std::string>> names = ValidatedNames();
         if (!names) {

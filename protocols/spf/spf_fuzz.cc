@@ -3,22 +3,14 @@
 // answers derive from the name too. Checks that the evaluation converges (every replay asks a
 // new question, and the limits bound them), and that its outcome is consistent.
 #include <cstdint>
-#include <cstdlib>
 #include <functional>
 #include <set>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "core/base/check.h"
 #include "protocols/spf/spf.h"
-
-namespace {
-void Check(bool ok) {
-  if (!ok) {
-    std::abort();
-  }
-}
-}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace relais;
@@ -43,8 +35,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     int rounds = 0;
     while (!e.Run()) {
       const dns::Question& q = e.needed();
-      Check(asked.insert({q.name, static_cast<uint16_t>(q.type)}).second);  // Never twice.
-      Check(++rounds < 2000);
+      RELAIS_CHECK(asked.insert({q.name, static_cast<uint16_t>(q.type)}).second);  // Never twice.
+      RELAIS_CHECK(++rounds < 2000);
       const size_t h = std::hash<std::string>{}(q.name);
       dns::Answer a{dns::AnswerStatus::kOk};
       switch (h % 7) {
@@ -75,10 +67,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       e.Provide(q, a);
     }
     const spf::Outcome& o = e.outcome();
-    Check(o.dns_terms <= 11 && o.void_lookups <= 3);
-    Check(o.explanation.empty() || o.result == spf::Result::kFail);
-    Check(o.result != spf::Result::kPermError || !o.problem.empty());
-    Check(!spf::ResultName(o.result).empty());
+    RELAIS_CHECK(o.dns_terms <= 11 && o.void_lookups <= 3);
+    RELAIS_CHECK(o.explanation.empty() || o.result == spf::Result::kFail);
+    RELAIS_CHECK(o.result != spf::Result::kPermError || !o.problem.empty());
+    RELAIS_CHECK(!spf::ResultName(o.result).empty());
   }
   return 0;
 }

@@ -1,67 +1,26 @@
 #include "queue/scheduler/scheduler.h"
 
 #include <gtest/gtest.h>
-#include <stdlib.h>
 
-#include <filesystem>
+#include <string>
+#include <vector>
 
 #include "core/base/strings.h"
-#include "core/io/posix_io.h"
+#include "queue/scheduler/queue_on_disk_testing.h"
 
 namespace relais::scheduler {
 namespace {
 
 constexpr uint64_t kMinute = 60 * 1000;
 
-class Done final : public spool::AppendCompletion {
- public:
-  void OnAppendDone(spool::AppendOutcome outcome, const mail::MessageId&) override {
-    ASSERT_EQ(outcome, spool::AppendOutcome::kDurable);
-  }
-};
-
-class SchedulerTest : public testing::Test {
+class SchedulerTest : public QueueOnDiskTest {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/relais-scheduler-test-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    OpenSpool();
-  }
-  void TearDown() override {
-    scheduler_.reset();
-    spool_.reset();
-    std::filesystem::remove_all(dir_);
-  }
-  void OpenSpool() {
-    scheduler_.reset();
-    spool_.reset();
-    spool::SpoolOptions o;
-    o.path = dir_;
-    auto s = spool::Spool::Open(o, io_, clock_);
-    ASSERT_TRUE(s.ok());
-    spool_ = std::move(*s);
-    ASSERT_TRUE(spool_->Recover().ok());
-    options_.jitter_percent = 0;
-    scheduler_ = std::make_unique<Scheduler>(options_, *spool_, clock_, random_);
-  }
   mail::MessageId Add(int recipients) {
-    mail::Envelope e;
-    e.sender = "a@sender.example";
+    std::vector<std::string> to;
     for (int i = 0; i < recipients; ++i) {
-      e.recipients.push_back({base::StrCat("r", i, "@example.com")});
+      to.push_back(base::StrCat("r", i, "@example.com"));
     }
-    const auto id = spool_->NewMessageId();
-    EXPECT_EQ(spool_->Append(id, std::move(e), "", "Subject: x\r\n\r\nbody\r\n", done_),
-              spool::AppendStatus::kStaged);
-    Sync();
-    scheduler_->Enqueue(id);
-    return id;
-  }
-  void Sync() {
-    spool_->Flush();
-    while (io_.RunCompletions() > 0) {
-    }
+    return QueueOnDiskTest::Add("a@sender.example", std::move(to));
   }
   // A typed result; the scheduler keeps its Text() ("451 4.3.0 try later") as the last reply.
   static RecipientResult R(Outcome o, uint16_t code = 0, std::string enhanced = "",
@@ -71,15 +30,6 @@ class SchedulerTest : public testing::Test {
   static std::vector<RecipientResult> All(size_t n, RecipientResult r) {
     return std::vector<RecipientResult>(n, r);
   }
-
-  std::string dir_;
-  io::PosixIo io_;
-  base::FakeClock clock_;
-  base::Random random_{42};
-  Done done_;
-  SchedulerOptions options_;
-  std::unique_ptr<spool::Spool> spool_;
-  std::unique_ptr<Scheduler> scheduler_;
 };
 
 TEST_F(SchedulerTest, NewMessageIsReadyAndDeliveryRetiresIt) {

@@ -17,12 +17,14 @@
 #include <ctime>
 #include <map>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/reflection.h"
+#include "absl/functional/function_ref.h"
 #include "core/base/strings.h"
 #include "core/log/log.h"
 #include "protocols/authcheck/authcheck.h"
@@ -83,6 +85,8 @@ constexpr const char* kUsage =
     "  signature; --sample fixes the pct= draw (default: random). --dns uses only that server\n"
     "  (default: /etc/resolv.conf). Exit status 0 when a result was produced, 2 on bad usage.\n";
 
+using Flags = std::map<std::string, std::string>;
+
 int Usage(const std::string& problem) {
   std::fprintf(stderr, "relais-auth: %s\n%s", problem.c_str(), kUsage);
   return 2;
@@ -91,8 +95,7 @@ int Usage(const std::string& problem) {
 // The flags of every command, read with Abseil's parsers (tools/cli) into name -> value; a
 // switch given has the value "true"; --dkim may be repeated (its values joined by newlines);
 // the one word that is not a flag is "file" (the message, for the dkim and check commands).
-bool ParseFlags(int argc, char** argv, int first, std::map<std::string, std::string>& out,
-                std::string& problem) {
+bool ParseFlags(int argc, char** argv, int first, Flags& out, std::string& problem) {
   static constexpr std::string_view kFlags[] = {"json",
                                                 "helo-identity",
                                                 "defer-temperror",
@@ -140,27 +143,44 @@ bool ParseFlags(int argc, char** argv, int first, std::map<std::string, std::str
   return true;
 }
 
+// Runs `command` over the flags from argv[first] on, or prints the usage error.
+int WithFlags(int argc, char** argv, int first, absl::FunctionRef<int(Flags&)> command) {
+  Flags flags;
+  std::string problem;
+  if (!ParseFlags(argc, argv, first, flags, problem)) {
+    return Usage(problem);
+  }
+  return command(flags);
+}
+
+// A whole decimal number in [min, max]; nullopt for anything else.
+std::optional<uint32_t> ParseNumber(std::string_view text, uint32_t min, uint32_t max) {
+  uint32_t n = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (ec != std::errc() || end != text.data() + text.size() || n < min || n > max) {
+    return std::nullopt;
+  }
+  return n;
+}
+
 // The resolver the flags ask for (--dns, --timeout); nullptr after printing the usage error.
-std::unique_ptr<dns::BlockingResolver> MakeResolver(std::map<std::string, std::string>& flags,
-                                                    int& status) {
+std::unique_ptr<dns::BlockingResolver> MakeResolver(Flags& flags) {
   dns::BlockingResolverOptions options;
   if (flags.contains("dns")) {
     options.servers = {flags["dns"]};
   }
   if (flags.contains("timeout")) {
-    const std::string& t = flags["timeout"];
-    uint32_t ms = 0;
-    const auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), ms);
-    if (ec != std::errc() || end != t.data() + t.size() || ms == 0) {
-      status = Usage(StrCat("--timeout '", t, "': expected milliseconds"));
+    const std::optional<uint32_t> ms = ParseNumber(flags["timeout"], 1, UINT32_MAX);
+    if (!ms) {
+      Usage(StrCat("--timeout '", flags["timeout"], "': expected milliseconds"));
       return nullptr;
     }
-    options.timeout_ms = ms;
+    options.timeout_ms = *ms;
   }
   absl::StatusOr<std::unique_ptr<dns::BlockingResolver>> resolver =
       dns::BlockingResolver::Create(options);
   if (!resolver.ok()) {
-    status = Usage(std::string(resolver.status().message()));
+    Usage(std::string(resolver.status().message()));
     return nullptr;
   }
   return std::move(*resolver);
@@ -177,7 +197,7 @@ void Resolve(Evaluation& evaluation, dns::BlockingResolver& resolver) {
 }
 
 // The SPF request --ip, --helo and --sender describe; nullopt after printing the usage error.
-std::optional<spf::Request> SpfRequest(std::map<std::string, std::string>& flags) {
+std::optional<spf::Request> SpfRequest(Flags& flags) {
   for (const char* required : {"ip", "helo", "sender"}) {
     if (!flags.contains(required)) {
       Usage(StrCat("--", required, " is required"));
@@ -203,20 +223,14 @@ std::optional<spf::Request> SpfRequest(std::map<std::string, std::string>& flags
   return request;
 }
 
-int Spf(int argc, char** argv) {
-  std::map<std::string, std::string> flags;
-  std::string problem;
-  if (!ParseFlags(argc, argv, 2, flags, problem)) {
-    return Usage(problem);
-  }
+int Spf(Flags& flags) {
   const std::optional<spf::Request> request = SpfRequest(flags);
   if (!request) {
     return 2;
   }
-  int status = 0;
-  std::unique_ptr<dns::BlockingResolver> resolver = MakeResolver(flags, status);
+  std::unique_ptr<dns::BlockingResolver> resolver = MakeResolver(flags);
   if (resolver == nullptr) {
-    return status;
+    return 2;
   }
   spf::Evaluation evaluation(*request);
   Resolve(evaluation, *resolver);
@@ -246,19 +260,17 @@ int Spf(int argc, char** argv) {
 }
 
 // The DMARC pct= draw: --sample, or random. False when --sample is not 0..99.
-bool ParseSample(std::map<std::string, std::string>& flags, uint8_t& sample) {
+bool ParseSample(Flags& flags, uint8_t& sample) {
   if (!flags.contains("sample")) {
     std::random_device random;
     sample = static_cast<uint8_t>(random() % 100);
     return true;
   }
-  const std::string& t = flags["sample"];
-  uint32_t n = 0;
-  const auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), n);
-  if (ec != std::errc() || end != t.data() + t.size() || n > 99) {
+  const std::optional<uint32_t> n = ParseNumber(flags["sample"], 0, 99);
+  if (!n) {
     return false;
   }
-  sample = static_cast<uint8_t>(n);
+  sample = static_cast<uint8_t>(*n);
   return true;
 }
 
@@ -279,12 +291,7 @@ bool ParseIdentifier(const std::string& text, dmarc::Identifier& out) {
   return true;
 }
 
-int Dmarc(int argc, char** argv) {
-  std::map<std::string, std::string> flags;
-  std::string problem;
-  if (!ParseFlags(argc, argv, 2, flags, problem)) {
-    return Usage(problem);
-  }
+int Dmarc(Flags& flags) {
   if (!flags.contains("from-domain") || flags["from-domain"].empty()) {
     return Usage("--from-domain is required");
   }
@@ -314,10 +321,9 @@ int Dmarc(int argc, char** argv) {
   if (!ParseSample(flags, request.sample)) {
     return Usage(StrCat("--sample '", flags["sample"], "': expected 0..99"));
   }
-  int status = 0;
-  std::unique_ptr<dns::BlockingResolver> resolver = MakeResolver(flags, status);
+  std::unique_ptr<dns::BlockingResolver> resolver = MakeResolver(flags);
   if (resolver == nullptr) {
-    return status;
+    return 2;
   }
   dmarc::Evaluation evaluation(request);
   Resolve(evaluation, *resolver);
@@ -356,7 +362,7 @@ int Dmarc(int argc, char** argv) {
 }
 
 // The message from FILE or stdin; nullopt (after an error message) when unreadable.
-std::optional<std::string> ReadMessage(const std::map<std::string, std::string>& flags) {
+std::optional<std::string> ReadMessage(const Flags& flags) {
   const auto file = flags.find("file");
   FILE* in = stdin;
   if (file != flags.end() && file->second != "-") {
@@ -379,13 +385,13 @@ std::optional<std::string> ReadMessage(const std::map<std::string, std::string>&
   return message;
 }
 
-std::optional<tls::PrivateKey> LoadKey(const std::string& path) {
-  const std::map<std::string, std::string> one = {{"file", path}};
+std::optional<crypto::PrivateKey> LoadKey(const std::string& path) {
+  const Flags one = {{"file", path}};
   const std::optional<std::string> pem = ReadMessage(one);
   if (!pem) {
     return std::nullopt;
   }
-  absl::StatusOr<tls::PrivateKey> key = tls::PrivateKey::FromPem(*pem);
+  absl::StatusOr<crypto::PrivateKey> key = crypto::PrivateKey::FromPem(*pem);
   if (!key.ok()) {
     std::fprintf(stderr, "relais-auth: %s: %s\n", path.c_str(),
                  std::string(key.status().message()).c_str());
@@ -394,15 +400,14 @@ std::optional<tls::PrivateKey> LoadKey(const std::string& path) {
   return std::move(*key);
 }
 
-int DkimVerify(std::map<std::string, std::string>& flags) {
+int DkimVerify(Flags& flags) {
   const std::optional<std::string> raw = ReadMessage(flags);
   if (!raw) {
     return 2;
   }
-  int status = 0;
-  std::unique_ptr<dns::BlockingResolver> resolver = MakeResolver(flags, status);
+  std::unique_ptr<dns::BlockingResolver> resolver = MakeResolver(flags);
   if (resolver == nullptr) {
-    return status;
+    return 2;
   }
   const std::string message = dkim::Normalize(*raw);
   dkim::Verification verification(message, static_cast<uint64_t>(std::time(nullptr)));
@@ -443,7 +448,7 @@ int DkimVerify(std::map<std::string, std::string>& flags) {
   return 0;
 }
 
-int DkimSign(std::map<std::string, std::string>& flags) {
+int DkimSign(Flags& flags) {
   for (const char* required : {"domain", "selector", "key"}) {
     if (!flags.contains(required) || flags[required].empty()) {
       return Usage(StrCat("--", required, " is required"));
@@ -476,13 +481,13 @@ int DkimSign(std::map<std::string, std::string>& flags) {
       rest = colon == std::string_view::npos ? "" : rest.substr(colon + 1);
     }
   }
-  std::optional<tls::PrivateKey> key = LoadKey(flags["key"]);
+  std::optional<crypto::PrivateKey> key = LoadKey(flags["key"]);
   if (!key) {
     return 1;
   }
   if (flags.contains("algorithm")) {
     const std::string a = base::AsciiStrToLower(flags["algorithm"]);
-    const bool rsa = key->type() == tls::KeyType::kRsa;
+    const bool rsa = key->type() == crypto::KeyType::kRsa;
     if (a != "rsa-sha256" && a != "ed25519-sha256") {
       return Usage(StrCat("--algorithm '", a, "': rsa-sha256 or ed25519-sha256"));
     }
@@ -519,12 +524,7 @@ int DkimSign(std::map<std::string, std::string>& flags) {
 }
 
 // SPF, then DKIM and DMARC over the message, exactly as relaisd runs them (protocols/authcheck).
-int Check(int argc, char** argv) {
-  std::map<std::string, std::string> flags;
-  std::string problem;
-  if (!ParseFlags(argc, argv, 2, flags, problem)) {
-    return Usage(problem);
-  }
+int Check(Flags& flags) {
   std::optional<spf::Request> request = SpfRequest(flags);
   if (!request) {
     return 2;
@@ -545,13 +545,11 @@ int Check(int argc, char** argv) {
   }
   policy.defer_temperror = flags.contains("defer-temperror");
   if (flags.contains("signatures-max")) {
-    const std::string& t = flags["signatures-max"];
-    uint32_t n = 0;
-    const auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), n);
-    if (ec != std::errc() || end != t.data() + t.size() || n < 1 || n > 64) {
-      return Usage(StrCat("--signatures-max '", t, "': expected 1..64"));
+    const std::optional<uint32_t> n = ParseNumber(flags["signatures-max"], 1, 64);
+    if (!n) {
+      return Usage(StrCat("--signatures-max '", flags["signatures-max"], "': expected 1..64"));
     }
-    policy.dkim_signatures_max = n;
+    policy.dkim_signatures_max = *n;
   }
   if (flags.contains("dmarc-temperror")) {
     const std::optional<authcheck::TempErrorAction> a =
@@ -569,10 +567,9 @@ int Check(int argc, char** argv) {
   if (!raw) {
     return 2;
   }
-  int status = 0;
-  std::unique_ptr<dns::BlockingResolver> resolver = MakeResolver(flags, status);
+  std::unique_ptr<dns::BlockingResolver> resolver = MakeResolver(flags);
   if (resolver == nullptr) {
-    return status;
+    return 2;
   }
   authcheck::Judgement verdict;
   if (policy.spf != authcheck::Mode::kOff) {
@@ -615,16 +612,7 @@ int Check(int argc, char** argv) {
   return 0;
 }
 
-int Dkim(int argc, char** argv) {
-  if (argc < 3) {
-    return Usage("dkim needs a command: verify, sign or record");
-  }
-  const std::string command = argv[2];
-  std::map<std::string, std::string> flags;
-  std::string problem;
-  if (!ParseFlags(argc, argv, 3, flags, problem)) {
-    return Usage(problem);
-  }
+int DkimCommand(const std::string& command, Flags& flags) {
   if (command == "verify") {
     return DkimVerify(flags);
   }
@@ -635,15 +623,23 @@ int Dkim(int argc, char** argv) {
     if (!flags.contains("key")) {
       return Usage("--key is required");
     }
-    std::optional<tls::PrivateKey> key = LoadKey(flags["key"]);
+    std::optional<crypto::PrivateKey> key = LoadKey(flags["key"]);
     if (!key) {
       return 1;
     }
-    std::printf("v=DKIM1; k=%s; p=%s\n", key->type() == tls::KeyType::kRsa ? "rsa" : "ed25519",
-                tls::Base64Encode(key->PublicKeyBytes()).c_str());
+    std::printf("v=DKIM1; k=%s; p=%s\n", key->type() == crypto::KeyType::kRsa ? "rsa" : "ed25519",
+                crypto::Base64Encode(key->PublicKeyBytes()).c_str());
     return 0;
   }
   return Usage(StrCat("unknown dkim command '", command, "'"));
+}
+
+int Dkim(int argc, char** argv) {
+  if (argc < 3) {
+    return Usage("dkim needs a command: verify, sign or record");
+  }
+  const std::string command = argv[2];
+  return WithFlags(argc, argv, 3, [&](Flags& flags) { return DkimCommand(command, flags); });
 }
 
 }  // namespace
@@ -656,16 +652,16 @@ int main(int argc, char** argv) {
   }
   const std::string command = argv[1];
   if (command == "spf") {
-    return relais::Spf(argc, argv);
+    return relais::WithFlags(argc, argv, 2, relais::Spf);
   }
   if (command == "dmarc") {
-    return relais::Dmarc(argc, argv);
+    return relais::WithFlags(argc, argv, 2, relais::Dmarc);
   }
   if (command == "dkim") {
     return relais::Dkim(argc, argv);
   }
   if (command == "check") {
-    return relais::Check(argc, argv);
+    return relais::WithFlags(argc, argv, 2, relais::Check);
   }
   if (command == "--help" || command == "help") {
     std::fputs(relais::kUsage, stdout);

@@ -3,68 +3,29 @@
 #include "tools/relaisd/admin_service.h"
 
 #include <gtest/gtest.h>
-#include <stdlib.h>
-
-#include <filesystem>
 
 #include "core/base/strings.h"
-#include "core/io/posix_io.h"
+#include "queue/scheduler/queue_on_disk_testing.h"
 
 namespace relais::relaisd {
 namespace {
 
-class Durable final : public spool::AppendCompletion {
- public:
-  void OnAppendDone(spool::AppendOutcome outcome, const mail::MessageId&) override {
-    ASSERT_EQ(outcome, spool::AppendOutcome::kDurable);
-  }
-};
-
-class AdminServiceTest : public testing::Test {
+class AdminServiceTest : public scheduler::QueueOnDiskTest {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/relais-admin-service-test-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    spool::SpoolOptions o;
-    o.path = dir_;
-    auto s = spool::Spool::Open(o, io_, clock_);
-    ASSERT_TRUE(s.ok()) << s.status();
-    spool_ = std::move(*s);
-    ASSERT_TRUE(spool_->Recover().ok());
-    scheduler::SchedulerOptions so;
-    so.jitter_percent = 0;
-    scheduler_ = std::make_unique<scheduler::Scheduler>(so, *spool_, clock_, random_);
+    QueueOnDiskTest::SetUp();
+    if (HasFatalFailure()) {
+      return;
+    }
     service_ = std::make_unique<AdminService>(2, *spool_, *scheduler_, clock_, [] {
       return ShardCounts{5, 40, 17};
     });
   }
   void TearDown() override {
     service_.reset();
-    scheduler_.reset();
-    spool_.reset();
-    std::filesystem::remove_all(dir_);
+    QueueOnDiskTest::TearDown();
   }
 
-  // A durable, queued message from `sender` to `recipients`.
-  mail::MessageId Add(std::string sender, std::vector<std::string> recipients) {
-    mail::Envelope e;
-    e.sender = std::move(sender);
-    for (std::string& r : recipients) {
-      e.recipients.push_back({std::move(r)});
-    }
-    const auto id = spool_->NewMessageId();
-    EXPECT_EQ(spool_->Append(id, std::move(e), "", "Subject: x\r\n\r\nbody\r\n", done_),
-              spool::AppendStatus::kStaged);
-    Sync();
-    scheduler_->Enqueue(id);
-    return id;
-  }
-  void Sync() {
-    spool_->Flush();
-    while (io_.RunCompletions() > 0) {
-    }
-  }
   std::unique_ptr<AdminAnswer> Ask(AdminOp op, std::optional<mail::MessageId> id = {},
                                    std::string domain = {}, std::string state = {}) {
     AdminQuery q;
@@ -76,13 +37,6 @@ class AdminServiceTest : public testing::Test {
     return service_->Answer(q);
   }
 
-  std::string dir_;
-  io::PosixIo io_;
-  base::FakeClock clock_;
-  base::Random random_{42};
-  Durable done_;
-  std::unique_ptr<spool::Spool> spool_;
-  std::unique_ptr<scheduler::Scheduler> scheduler_;
   std::unique_ptr<AdminService> service_;
 };
 

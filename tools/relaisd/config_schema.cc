@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cctype>
 #include <iterator>
+#include <span>
 #include <tuple>
 
 #include "core/base/strings.h"
@@ -35,19 +36,13 @@ constexpr auto Spool = &config::Field<&Config::shard, &ShardOptions::spool, M>;
 template <auto M>
 constexpr auto Auth = &config::Field<&Config::auth, M>;
 
-using authcheck::Mode;
-using authcheck::TempErrorAction;
-constexpr config::Word<Mode> kSpfWords[] = {
-    {"off", Mode::kOff}, {"tag", Mode::kTag}, {"reject", Mode::kReject}};
-// DKIM alone never refuses (RFC 6376 6.3).
-constexpr config::Word<Mode> kDkimWords[] = {{"off", Mode::kOff}, {"tag", Mode::kTag}};
-constexpr config::Word<Mode> kDmarcWords[] = {
-    {"off", Mode::kOff}, {"tag", Mode::kTag}, {"reject", Mode::kReject}};
+// The choices' words are authcheck's (relais-auth's flags take the same ones).
+using authcheck::kModeWords;
+using authcheck::kTempErrorActionWords;
+using ModeWords = std::span<const authcheck::Word<authcheck::Mode>>;
+// DKIM alone never refuses (RFC 6376 6.3): off or tag.
+constexpr ModeWords kDkimWords = ModeWords(kModeWords).first(2);
 constexpr config::Word<bool> kTempErrorWords[] = {{"accept", false}, {"defer", true}};
-constexpr config::Word<TempErrorAction> kDmarcTempErrorWords[] = {
-    {"defer", TempErrorAction::kDefer},
-    {"accept", TempErrorAction::kAccept},
-    {"reject", TempErrorAction::kReject}};
 
 constexpr uint64_t kU64Max = ~uint64_t{0};
 constexpr config::Bounds Range(uint64_t min, uint64_t max) { return {min, max}; }
@@ -189,14 +184,14 @@ const config::Key<Config> kKeys[] = {
     {"delivery", "mime_nesting_max", Egress<&EgressOptions::mime_nesting_max>, Range(1, 1000),
      "MIME nesting levels entered when 8-bit mail is converted to 7 bits for a next hop "
      "without 8BITMIME; 8-bit content deeper down is bounced (5.6.3)."},
-    {"auth", "spf", &config::ChoiceField<kSpfWords, &Config::auth, &authcheck::Policy::spf>,
+    {"auth", "spf", &config::ChoiceField<kModeWords, &Config::auth, &authcheck::Policy::spf>,
      kNoBounds,
      "SPF of MAIL FROM (or HELO for the null sender): off, tag (recorded in "
      "Authentication-Results) or reject (a fail gets 550 5.7.23)."},
     {"auth", "dkim", &config::ChoiceField<kDkimWords, &Config::auth, &authcheck::Policy::dkim>,
      kNoBounds,
      "DKIM signatures verified at the end of data: off or tag. DMARC verifies them either way."},
-    {"auth", "dmarc", &config::ChoiceField<kDmarcWords, &Config::auth, &authcheck::Policy::dmarc>,
+    {"auth", "dmarc", &config::ChoiceField<kModeWords, &Config::auth, &authcheck::Policy::dmarc>,
      kNoBounds,
      "DMARC at the end of data: off, tag, or reject (550 5.7.1 when the author domain's policy, "
      "after pct=, is reject, or the message has no single author domain; quarantine is tagged)."},
@@ -209,7 +204,8 @@ const config::Key<Config> kKeys[] = {
      "DKIM signatures evaluated per message (RFC 6376 6.1), those aligned with the From domain "
      "first; the others are reported as dkim=policy."},
     {"auth", "dmarc_temperror",
-     &config::ChoiceField<kDmarcTempErrorWords, &Config::auth, &authcheck::Policy::dmarc_temperror>,
+     &config::ChoiceField<kTempErrorActionWords, &Config::auth,
+                          &authcheck::Policy::dmarc_temperror>,
      kNoBounds,
      "dmarc = reject, a DMARC temperror (an aligned signature or SPF not decided: DNS failure, "
      "budget) and a reject or quarantine policy: defer (451 4.7.5), accept, or reject (550 "
@@ -240,8 +236,8 @@ const config::Key<Config> kKeys[] = {
      "Message bodies kept in memory per shard; beyond it they are read back from disk."},
 };
 
-template <typename E, size_t N>
-std::vector<std::string_view> WordsOf(const config::Word<E> (&words)[N]) {
+template <typename Words>
+std::vector<std::string_view> WordsOf(const Words& words) {
   std::vector<std::string_view> out;
   for (const auto& w : words) {
     out.push_back(w.word);
@@ -370,13 +366,8 @@ absl::Status AddAuthListener(const config::Entry& e, Config& c) {
     }
     // The words of the [auth] key of the same name.
     if (key == "spf" || key == "dkim" || key == "dmarc") {
-      const std::vector<std::string_view> words = key == "spf"    ? WordsOf(kSpfWords)
-                                                  : key == "dkim" ? WordsOf(kDkimWords)
-                                                                  : WordsOf(kDmarcWords);
-      const config::Word<Mode>* table = key == "spf"    ? kSpfWords
-                                        : key == "dkim" ? kDkimWords
-                                                        : kDmarcWords;
-      absl::StatusOr<size_t> i = e.Choose(key, words);
+      const ModeWords table = key == "dkim" ? kDkimWords : ModeWords(kModeWords);
+      absl::StatusOr<size_t> i = e.Choose(key, WordsOf(table));
       if (!i.ok()) {
         return i.status();
       }
@@ -466,11 +457,6 @@ Config::Config() {
   shard.session.local_domains.clear();
   shard.session.hostname.clear();
   auth.authserv_id.clear();
-  // TODO(#14): the ShardOptions defaults these two override are the shard's to change (kept
-  // here while tools/relaisd/shard.h is being split).
-  shard.delay_warning_ms = 4ull * 3600 * 1000;  // RFC 3461 NOTIFY=DELAY reports; 0: never.
-  shard.auth_skip_networks = {*mail::IpNetwork::Parse("127.0.0.0/8"),
-                              *mail::IpNetwork::Parse("::1/128")};
 }
 
 authcheck::Policy Config::AuthFor(const std::string& listen) const {

@@ -31,6 +31,39 @@ TEST(MetricsEndpoint, SumsCountersAndLabelsGaugesByCore) {
   EXPECT_EQ(kRouteNames[static_cast<size_t>(delivery::Route::kNone)], "none");
 }
 
+TEST(MetricsEndpoint, LabelledFamiliesSumEachLabelOverShards) {
+  ShardMetrics a, b;
+  a.refused_unserved.Add(2);
+  b.refused_unserved.Add(1);
+  b.auth_deferred_dmarc.Add(4);
+  a.header_too_many_hops.Add(6);
+  a.auth_temperror_actions[1].Add(3);
+  a.auth_dkim[6].Add(5);
+  a.queue_deferred.Set(7);
+  a.time_to_durable.ObserveMicros(1000);
+  b.time_to_durable.ObserveMicros(2000);
+  const std::string text = RenderMetrics({&a, &b});
+  EXPECT_NE(text.find("relais_connections_refused_total{reason=\"unserved\"} 3\n"),
+            std::string::npos);
+  EXPECT_NE(text.find("relais_connections_refused_total{reason=\"shutting_down\"} 0\n"),
+            std::string::npos);
+  EXPECT_NE(text.find("relais_auth_refusals_total{method=\"dmarc\",reply=\"defer\"} 4\n"),
+            std::string::npos);
+  EXPECT_NE(text.find("relais_messages_refused_header_total{limit=\"received_max\"} 6\n"),
+            std::string::npos);
+  EXPECT_NE(text.find("relais_auth_temperror_actions_total{action=\"accept\"} 3\n"),
+            std::string::npos);
+  EXPECT_NE(text.find("relais_auth_results_total{method=\"dkim\",result=\"none\"} 5\n"),
+            std::string::npos);
+  EXPECT_NE(text.find("relais_queue_messages{core=\"0\",state=\"deferred\"} 7\n"),
+            std::string::npos);
+  EXPECT_NE(text.find("relais_message_durable_seconds_count 2\n"), std::string::npos);
+  // Each family is introduced once, with its type.
+  EXPECT_NE(text.find("# TYPE relais_queue_messages gauge\n"), std::string::npos);
+  EXPECT_EQ(text.find("# TYPE relais_connections_refused_total counter\n"),
+            text.rfind("# TYPE relais_connections_refused_total counter\n"));
+}
+
 TEST(MetricsEndpoint, Routes) {
   ShardMetrics a;
   const std::vector<const ShardMetrics*> shards = {&a};

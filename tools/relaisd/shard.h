@@ -86,7 +86,7 @@ struct ShardOptions {
   const std::vector<const ShardMetrics*>* all_metrics = nullptr;
   uint32_t recipients_per_transaction_max = 100;
   uint32_t maildir_directories_known_max = 16384;  // Per delivery worker (DurableDirs bound).
-  uint64_t delay_warning_ms = 0;                   // 0: no delay reports.
+  uint64_t delay_warning_ms = 4ull * 3600 * 1000;  // RFC 3461 NOTIFY=DELAY reports; 0: never.
   std::string log_file;                            // Reopened by shard 0 on SIGUSR1; empty: stdout.
   // Sessions of the shard: each session's socket lives in the engine's registered-file table,
   // which gets this many slots. Beyond it, new connections are closed without a reply.
@@ -94,7 +94,9 @@ struct ShardOptions {
   // Inline sender authentication, one policy per listen address (in listen_fds order). With
   // every check off everywhere, no resolver is created.
   std::vector<authcheck::Policy> auth_by_listener;
-  std::vector<mail::IpNetwork> auth_skip_networks;  // Clients not checked (with relay networks).
+  // Clients not checked (with relay networks); by default local submitters (loopback).
+  std::vector<mail::IpNetwork> auth_skip_networks = {*mail::IpNetwork::Parse("127.0.0.0/8"),
+                                                     *mail::IpNetwork::Parse("::1/128")};
   // The header section of every message, from any client, at the end of data.
   authcheck::HeaderLimits header_limits;
   dns::ResolverOptions dns;

@@ -120,7 +120,7 @@ absl::StatusOr<std::vector<std::vector<authcheck::SigningKey>>> LoadSigningKeys(
     std::stringstream pem;
     pem << in.rdbuf();
     for (uint32_t i = 0; i < shards; ++i) {
-      absl::StatusOr<tls::PrivateKey> key = tls::PrivateKey::FromPem(pem.str());
+      absl::StatusOr<crypto::PrivateKey> key = crypto::PrivateKey::FromPem(pem.str());
       if (!key.ok()) {
         return absl::InvalidArgumentError(
             StrCat("dkim_sign: key ", d.key_file, ": ", key.status().message()));

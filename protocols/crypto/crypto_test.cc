@@ -1,9 +1,9 @@
-// protocols/tls/crypto_test.cc — digests, base64, and signatures that verify (or do not).
-#include "protocols/tls/crypto.h"
+// protocols/crypto/crypto_test.cc — digests, base64, and signatures that verify (or do not).
+#include "protocols/crypto/crypto.h"
 
 #include <gtest/gtest.h>
 
-namespace relais::tls {
+namespace relais::crypto {
 namespace {
 
 // `openssl genpkey -algorithm ed25519` and `-algorithm rsa -pkeyopt rsa_keygen_bits:1024`.
@@ -58,4 +58,4 @@ TEST(Crypto, Ed25519SignAndVerify) {
 }
 
 }  // namespace
-}  // namespace relais::tls
+}  // namespace relais::crypto

@@ -1,6 +1,7 @@
-// protocols/tls/crypto.h — the few primitives DKIM needs, over BoringSSL (which stays inside
-// protocols/tls): SHA-256, base64, RSA (PKCS #1 v1.5 with SHA-256) and Ed25519 signatures,
-// public keys as DKIM publishes them and private keys as PKCS #8 PEM.
+// protocols/crypto/crypto.h — the few primitives DKIM needs, over BoringSSL (which stays inside
+// protocols/crypto and the TLS transport, protocols/tls): SHA-256, base64, RSA (PKCS #1 v1.5
+// with SHA-256) and Ed25519 signatures, public keys as DKIM publishes them and private keys as
+// PKCS #8 PEM. Crypto only: no TLS here.
 #pragma once
 
 #include <array>
@@ -12,7 +13,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace relais::tls {
+namespace relais::crypto {
 
 using Sha256Digest = std::array<uint8_t, 32>;
 
@@ -82,4 +83,4 @@ class PrivateKey {
   void* key_ = nullptr;  // EVP_PKEY
 };
 
-}  // namespace relais::tls
+}  // namespace relais::crypto

@@ -1,5 +1,5 @@
-// protocols/tls/crypto.cc — see crypto.h.
-#include "protocols/tls/crypto.h"
+// protocols/crypto/crypto.cc — see crypto.h.
+#include "protocols/crypto/crypto.h"
 
 #include <openssl/base64.h>
 #include <openssl/bio.h>
@@ -12,7 +12,7 @@
 
 #include <utility>
 
-namespace relais::tls {
+namespace relais::crypto {
 
 namespace {
 
@@ -212,4 +212,4 @@ absl::StatusOr<std::string> PrivateKey::Sign(std::string_view data) const {
   return signature;
 }
 
-}  // namespace relais::tls
+}  // namespace relais::crypto
