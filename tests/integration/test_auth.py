@@ -440,6 +440,20 @@ class AuthCheckTest(ZoneTest):
         self.assertEqual(r.returncode, 2)
         self.assertIn("--dmarc-policy must be off, tag or reject", r.stderr)
 
+    def test_signature_bound_and_temperror_action_flags(self):
+        # The usage text offers both; they were once refused as unknown flags.
+        out = self.check("192.0.2.1", "joe@example.test", "--signatures-max", "1",
+                         "--dmarc-temperror", "accept", message=self.signed())
+        self.assertIn("\tdkim=pass header.d=example.test header.s=ed;\n", out)
+        for flag, value, problem in (("--signatures-max", "0", "expected 1..64"),
+                                     ("--dmarc-temperror", "maybe",
+                                      "must be defer, accept or reject")):
+            r = subprocess.run([RELAIS_AUTH, "check", "--ip", "192.0.2.1", "--helo", "c.test",
+                                "--sender", "a@b.test", flag, value],
+                               capture_output=True, text=True, timeout=30)
+            self.assertEqual(r.returncode, 2, r.stderr)
+            self.assertIn(problem, r.stderr)
+
 
 # pyspf (Debian python3-spf), an independent SPF implementation, asked through dnspython to use
 # the test's dnsmasq only.

@@ -60,6 +60,8 @@ ABSL_FLAG(std::string, authserv_id, "", "check: our Authentication-Results ident
 ABSL_FLAG(std::string, spf_policy, "", "check: off, tag or reject");
 ABSL_FLAG(std::string, dkim_policy, "", "check: off, tag or reject");
 ABSL_FLAG(std::string, dmarc_policy, "", "check: off, tag or reject");
+ABSL_FLAG(std::string, signatures_max, "", "check: DKIM signatures verified at most, 1..64");
+ABSL_FLAG(std::string, dmarc_temperror, "", "check: defer, accept or reject on a DMARC temperror");
 
 namespace relais {
 namespace {
@@ -118,6 +120,8 @@ bool ParseFlags(int argc, char** argv, int first, Flags& out, std::string& probl
                                                 "spf-policy",
                                                 "dkim-policy",
                                                 "dmarc-policy",
+                                                "signatures-max",
+                                                "dmarc-temperror",
                                                 "dkim"};
   absl::StatusOr<cli::Args> args = cli::Parse({argv + first, argv + argc}, kFlags);
   if (!args.ok()) {
