@@ -29,13 +29,13 @@
 namespace relais::delivery::testing {
 
 struct HopScript {
-  bool refuse_connect = false;    // The connect fails with ECONNREFUSED.
-  uint16_t greeting_code = 220;   // 421: the next hop is busy and says so.
-  bool greet = true;              // False: says nothing at all (a stall before the greeting).
-  bool lmtp = false;              // One reply per accepted recipient after the data.
-  bool reset_at_data_end = false;  // The whole message arrives, then the connection resets.
-  bool stall_at_data_end = false;  // The whole message arrives and is never answered.
-  bool stall_data = false;         // Takes no data once DATA is answered (a full window).
+  bool refuse_connect = false;       // The connect fails with ECONNREFUSED.
+  uint16_t greeting_code = 220;      // 421: the next hop is busy and says so.
+  bool greet = true;                 // False: says nothing at all (a stall before the greeting).
+  bool lmtp = false;                 // One reply per accepted recipient after the data.
+  bool reset_at_data_end = false;    // The whole message arrives, then the connection resets.
+  bool stall_at_data_end = false;    // The whole message arrives and is never answered.
+  bool stall_data = false;           // Takes no data once DATA is answered (a full window).
   size_t send_bytes_max = SIZE_MAX;  // Takes at most this much per send (short sends).
 };
 
@@ -118,9 +118,7 @@ class FakeNextHops final : public io::Net {
     return it == connects_.end() ? 0 : it->second;
   }
   // Commands (not message lines) each next hop received, in order, over all its connections.
-  [[nodiscard]] const std::vector<std::string>& commands(uint16_t port) {
-    return commands_[port];
-  }
+  [[nodiscard]] const std::vector<std::string>& commands(uint16_t port) { return commands_[port]; }
 
  private:
   struct Connection {

@@ -42,7 +42,8 @@ PoolOptions Options() {
 
 class Harness final : public PoolListener {
  public:
-  explicit Harness(PoolOptions options = Options()) : pools_(hops_, timers_, clock_, options, *this) {}
+  explicit Harness(PoolOptions options = Options())
+      : pools_(hops_, timers_, clock_, options, *this) {}
   // A graceful stop: every link closes before the pools go (FakeNet checks that nothing is
   // in flight on a socket the pools close unused).
   ~Harness() {
