@@ -32,7 +32,8 @@ struct Pools::Pool {
   std::vector<std::unique_ptr<Link>> links;
   // Which next hop new links go to, and when all have failed (next_hops.h).
   NextHops hops{0};
-  bool pending = false;  // On pending_pools_.
+  std::string last_error;  // Of the last link that failed before it was ready.
+  bool pending = false;    // On pending_pools_.
 };
 
 // One outbound connection: the client session, seen by its pump as a stream session, and the
@@ -184,6 +185,11 @@ void Pools::DeferQueue(Pool& pool, const smtp::RecipientReply& reason) {
   }
 }
 
+smtp::RecipientReply Pools::NoNextHop(const Pool& pool) {
+  return ToReply(Make(Reason::kNoNextHop, StrCat(RouteName(pool.destination->route),
+                                                 " route is usable; last: ", pool.last_error)));
+}
+
 void Pools::Dispatch(Pool& pool) {
   if (stopping_) {
     DeferQueue(pool, StoppingReply());
@@ -201,6 +207,18 @@ void Pools::Dispatch(Pool& pool) {
       pool.queue.pop_front();
       MarkDirty(*link);  // Process begins it.
     }
+  }
+  if (pool.hops.all_down()) {
+    // Every next hop failed while a ready link remained: no new link to a next hop known
+    // down (a refused connect would be retried in a loop); the ready links take the queue,
+    // and once none is left it waits for the retry schedule.
+    const bool ready = std::any_of(pool.links.begin(), pool.links.end(),
+                                   [](const auto& l) { return l->ever_ready; });
+    if (!ready) {
+      pool.hops.Reset();
+      DeferQueue(pool, NoNextHop(pool));
+    }
+    return;
   }
   // A new link only for a task no idle link could take; the task is reserved for it. What is
   // left waits for the first link that finishes its message.
@@ -312,13 +330,12 @@ void Pools::Process(Link& link) {
                 {{"route", RouteName(pool.destination->route)},
                  {"next_hop", link.endpoint.name},
                  {"error", link.session.error()}});
+      pool.last_error = link.session.error();
       const bool others_ready = std::any_of(pool.links.begin(), pool.links.end(),
                                             [](const auto& l) { return l->ever_ready; });
       if (pool.hops.Failed(link.endpoint_index, others_ready)) {
         // Every next hop failed: the queue waits for the retry schedule.
-        DeferQueue(pool, ToReply(Make(Reason::kNoNextHop,
-                                      StrCat(RouteName(pool.destination->route),
-                                             " route is usable; last: ", link.session.error()))));
+        DeferQueue(pool, NoNextHop(pool));
       }
     }
     BeginClose(link);

@@ -137,6 +137,7 @@ class Pools {
   void Requeue(Pool& pool, PoolTask task);
   void DeferQueue(Pool& pool, const smtp::RecipientReply& reason);
   void OnTimeout(Link& link);
+  [[nodiscard]] static smtp::RecipientReply NoNextHop(const Pool& pool);
 
   io::Net& net_;
   timer::TimerWheel& timers_;

@@ -262,6 +262,33 @@ TEST(Pools, EveryNextHopDownDefersTheQueue) {
   EXPECT_TRUE(h.pools().idle());
 }
 
+// Found by the seeded simulation: with every next hop down but one link still ready (busy),
+// a refused connect used to be retried at once, in a loop. Now the queue waits for the ready
+// link, and is deferred once no ready link is left.
+TEST(Pools, EveryNextHopDownWhileALinkIsBusyOpensNothingMore) {
+  Destination d{Route::kSmarthost, false, {Hop(25), Hop(26)}};
+  PoolOptions o = Options();
+  o.connections_max = 3;
+  o.data_end_timeout_ms = 5'000;
+  Harness h(o);
+  h.hops().Script(25, HopScript{.stall_at_data_end = true});
+  h.Send(d, 1, {"b@y.test"});
+  h.Run();  // Link 1 is ready, its message sent, its reply never comes.
+  h.hops().Script(25, HopScript{.refuse_connect = true});
+  h.hops().Script(26, HopScript{.refuse_connect = true});
+  h.Send(d, 2, {"c@y.test"});
+  h.Run();
+  EXPECT_EQ(h.hops().connects(25), 2u);
+  EXPECT_EQ(h.hops().connects(26), 1u);
+  EXPECT_TRUE(h.results_.empty());
+  h.Advance(5'100);  // Link 1 gives up: nothing ready is left.
+  ASSERT_EQ(h.results_.size(), 2u);
+  EXPECT_TRUE(h.results_[1][0].reply.starts_with("451 4.4.2 ")) << h.results_[1][0].reply;
+  EXPECT_TRUE(h.results_[2][0].reply.starts_with("451 4.4.1 no next hop"))
+      << h.results_[2][0].reply;
+  EXPECT_EQ(h.hops().connects(25) + h.hops().connects(26), 3u);
+}
+
 TEST(Pools, LmtpRepliesPerRecipient) {
   Destination d{Route::kLmtp, true, {Hop(24)}};
   Harness h;
