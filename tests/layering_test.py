@@ -7,6 +7,8 @@
   queue/*     -> core/* except core/uring
   queue/delivery -> also protocols/smtp/client_session.h (the outbound SMTP/LMTP session)
   tools/*     -> anything
+The outbound pools (queue/delivery) and their wiring (tools/relaisd/egress*) drive sockets only
+through the stream pump: no hand-written recv/send/close flags (hand_written_pumps below).
 Third-party libraries stay in their module: liburing in core/uring, BoringSSL in
 protocols/tls, c-ares in protocols/dns, toml++ in core/config; Abseil's flags only under tools/.
 """
@@ -55,6 +57,30 @@ THIRD_PARTY_HOME = {"liburing.h": "core/uring", "openssl/": "protocols/tls",
                     "ares.h": "protocols/dns", "toml++/": "core/config", "absl/flags/": "tools/cli"}
 
 
+# The one stream pump (core/net/stream_pump.h) owns the socket state of every connection: a
+# unit that has moved onto it must not grow its own flags again. Listed here as units move.
+PUMP_STATE = re.compile(r"\bbool\s+(recv_armed|send_in_flight|close_submitted)\b")
+PUMPED = ("queue/delivery/", "tools/relaisd/egress")
+
+
+def hand_written_pumps():
+    """The outbound pools (queue/delivery) and what wires them keep no socket flags."""
+    errors = []
+    for top in ("queue", "tools/relaisd"):
+        for dirpath, _, files in os.walk(os.path.join(ROOT, top)):
+            for name in files:
+                rel = os.path.relpath(os.path.join(dirpath, name), ROOT)
+                if not rel.startswith(PUMPED) or not name.endswith((".h", ".cc")):
+                    continue
+                with open(os.path.join(ROOT, rel), encoding="utf-8") as f:
+                    for lineno, line in enumerate(f, 1):
+                        m = PUMP_STATE.search(line)
+                        if m:
+                            errors.append(f"{rel}:{lineno}: hand-written pump state "
+                                          f"'{m.group(1)}': use core/net/stream_pump.h")
+    return errors
+
+
 def main():
     errors = []
     for top in ("core", "protocols", "queue"):
@@ -77,6 +103,7 @@ def main():
                         if not allowed(src_dir, target):
                             errors.append(f"{src_dir}/{name}:{lineno}: {src_dir} may not "
                                           f"include {target}")
+    errors += hand_written_pumps()
     for e in errors:
         print(e)
     print(f"layering: {len(errors)} wrong edge(s)")
