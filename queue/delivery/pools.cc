@@ -64,7 +64,7 @@ struct Pools::Link final : net::StreamSession, net::StreamPumpOwner {
     connecting = false;
     pools->MarkDirty(*this);
   }
-  void OnPumpClosed(net::StreamPump& /*pump*/) override { pools->Free(*this); }
+  void OnPumpClosed(net::StreamPump& /*pump*/) override { pools->Closed(*this); }
   void OnPumpTimeout(net::StreamPump& /*pump*/) override { pools->OnTimeout(*this); }
 
   [[nodiscard]] bool open() const { return !closing && pump.has_value() && !pump->closing(); }
@@ -302,18 +302,11 @@ void Pools::Process(Link& link) {
     link.session.OnConnectionLost(LostReason(*link.pump));  // Nothing if already closed.
   }
   if (link.task && link.task_begun && link.session.transaction_done()) {
-    std::vector<smtp::RecipientReply> results = link.session.TakeResults();
-    PoolTask task = std::move(*link.task);
-    link.task.reset();
-    link.task_begun = false;
-    if (link.session.transaction_untouched()) {
-      // The connection was stale before anything of this message was answered: another
-      // link sends it, at no risk of a duplicate.
-      ++counters_.tasks_retried;
-      Requeue(pool, std::move(task));
+    if (link.session.closed() && link.pump && link.pump->sending()) {
+      // The send the close cancels may still read the message (large content goes out from
+      // the caller's memory): its results wait for the pump's close (Closed).
     } else {
-      ++counters_.transactions;
-      listener_.OnPoolDone(task.id, std::move(results), link.endpoint.name);
+      HandOut(link);
     }
   }
   if (link.session.closed()) {
@@ -386,6 +379,29 @@ void Pools::Process(Link& link) {
   } else {
     link.pump->SetDeadline(now + options_.idle_timeout_ms);
   }
+}
+
+void Pools::HandOut(Link& link) {
+  std::vector<smtp::RecipientReply> results = link.session.TakeResults();
+  PoolTask task = std::move(*link.task);
+  link.task.reset();
+  link.task_begun = false;
+  if (link.session.transaction_untouched()) {
+    // The connection was stale before anything of this message was answered: another link
+    // sends it, at no risk of a duplicate.
+    ++counters_.tasks_retried;
+    Requeue(*link.pool, std::move(task));
+  } else {
+    ++counters_.transactions;
+    listener_.OnPoolDone(task.id, std::move(results), link.endpoint.name);
+  }
+}
+
+void Pools::Closed(Link& link) {
+  if (link.task && link.task_begun && link.session.transaction_done()) {
+    HandOut(link);  // Held back while a send was in flight (Process).
+  }
+  Free(link);
 }
 
 void Pools::BeginClose(Link& link) {

@@ -14,10 +14,12 @@
 // row, the queued tasks are deferred with the last error (the scheduler retries them later).
 //
 // A task's results arrive through PoolListener::OnPoolDone once per task, never from inside
-// Submit. Timeouts per RFC 5321 4.5.3.2 (the options), one pump deadline per link for whatever
-// it waits on: the connect, a send (data_block_timeout_ms), a reply, or the idle time. What a
-// task carries and how its replies become typed statuses is decided in outbound.h; the
-// deferrals made here (stopping, no usable next hop) come from the status table (status.h).
+// Submit; when its link fails while part of the message is being sent, only once that send
+// has ended (large content is sent from the caller's memory, which the results free). Timeouts per
+// RFC 5321 4.5.3.2 (the options), one pump deadline per link for whatever it waits on: the connect,
+// a send (data_block_timeout_ms), a reply, or the idle time. What a task carries and how its
+// replies become typed statuses is decided in outbound.h; the deferrals made here (stopping, no
+// usable next hop) come from the status table (status.h).
 //
 // Owned by one shard; not thread-safe. Time comes from the injected Clock; the net, timer
 // wheel and listener outlive the pools.
@@ -130,7 +132,12 @@ class Pools {
   void Dispatch(Pool& pool);
   void Open(Pool& pool, PoolTask task);
   void Process(Link& link);
+  // Hands the link's finished task to the listener (or back to the queue when the link was
+  // stale before anything of it was answered).
+  void HandOut(Link& link);
   void BeginClose(Link& link);
+  // The pump closed: results held back for it go out, then the link is freed.
+  void Closed(Link& link);
   void Free(Link& link);
   void MarkDirty(Link& link);
   void MarkPending(Pool& pool);

@@ -62,6 +62,7 @@ class Harness final : public PoolListener {
     EXPECT_EQ(results_.count(id), 0u) << "task " << id << " answered twice";
     results_[id] = std::move(results);
     next_hops_[id] = std::string(next_hop);
+    in_flight_at_done_[id] = net_.in_flight();
   }
 
   void Send(const Destination& d, uint64_t id, const std::vector<std::string_view>& rcpts) {
@@ -100,6 +101,7 @@ class Harness final : public PoolListener {
   io::FakeNet& net() { return net_; }
   std::map<uint64_t, std::vector<smtp::RecipientReply>> results_;
   std::map<uint64_t, std::string> next_hops_;
+  std::map<uint64_t, uint32_t> in_flight_at_done_;  // Socket operations when results came.
 
  private:
   io::FakeNet net_;
@@ -210,6 +212,9 @@ TEST(Pools, NextHopThatTakesNoDataIsDeferredAndTheStuckSendCancelled) {
   EXPECT_NE(h.results_[1][0].reply.find("next hop took no data for 4000 ms"), std::string::npos)
       << h.results_[1][0].reply;
   h.Run();
+  // The results (which free the message) came only once the cancelled send had ended: it
+  // read the message's memory until then.
+  EXPECT_EQ(h.in_flight_at_done_[1], 0u);
   EXPECT_TRUE(h.pools().idle()) << "the send to a stalled peer must be cancelled";
   EXPECT_EQ(h.net().in_flight(), 0u);
 }
