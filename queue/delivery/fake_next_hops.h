@@ -41,21 +41,31 @@ struct HopScript {
 
 class FakeNextHops final : public io::Net {
  public:
-  explicit FakeNextHops(io::FakeNet& net) : net_(net) {}
+  explicit FakeNextHops(io::FakeNet& net) : net_(&net) {}
+
+  // Our side crashed: its sockets die with the FakeNet it used (closing one that has operations
+  // in flight is no error then), and the next run connects through `net`. The next hops keep
+  // what they accepted.
+  void Crashed() { crashed_ = true; }
+  void Rebind(io::FakeNet& net) {
+    net_ = &net;
+    connections_.clear();
+    crashed_ = false;
+  }
 
   // How the next hop on `port` behaves from its next connection on (default: accepts all).
   void Script(uint16_t port, HopScript script) { scripts_[port] = script; }
 
   // io::Net: passed to the FakeNet; outbound connections are watched.
   void AcceptMultishot(io::Socket listener, io::SocketOp& op) override {
-    net_.AcceptMultishot(listener, op);
+    net_->AcceptMultishot(listener, op);
   }
   void AcceptDirect(io::Socket listener, sockaddr* address, socklen_t* length,
                     io::SocketOp& op) override {
-    net_.AcceptDirect(listener, address, length, op);
+    net_->AcceptDirect(listener, address, length, op);
   }
   [[nodiscard]] io::Socket NewStreamSocket(int family) override {
-    return net_.NewStreamSocket(family);
+    return net_->NewStreamSocket(family);
   }
   void Connect(io::Socket socket, const sockaddr* address, socklen_t length,
                io::SocketOp& op) override {
@@ -70,34 +80,38 @@ class FakeNextHops final : public io::Net {
     c.script = script;
     ++connects_[port];
     if (script.refuse_connect) {
-      net_.SetConnectResult(socket, -ECONNREFUSED);
+      net_->SetConnectResult(socket, -ECONNREFUSED);
       c.gone = true;
     } else {
-      net_.SetSendBytesMax(socket, script.send_bytes_max);
+      net_->SetSendBytesMax(socket, script.send_bytes_max);
       if (script.greet) {
-        net_.PeerSends(socket, script.greeting_code == 220 ? "220 hop ESMTP\r\n"
-                                                           : "421 4.3.2 busy, try later\r\n");
+        net_->PeerSends(socket, script.greeting_code == 220 ? "220 hop ESMTP\r\n"
+                                                            : "421 4.3.2 busy, try later\r\n");
         c.gone = script.greeting_code != 220;  // It says nothing more.
       }
     }
-    net_.Connect(socket, address, length, op);
+    net_->Connect(socket, address, length, op);
   }
-  void Recv(io::Socket socket, io::SocketOp& op) override { net_.Recv(socket, op); }
+  void Recv(io::Socket socket, io::SocketOp& op) override { net_->Recv(socket, op); }
   void Send(io::Socket socket, std::string_view data, io::SocketOp& op) override {
-    net_.Send(socket, data, op);
+    net_->Send(socket, data, op);
   }
-  void Close(io::Socket socket, io::SocketOp& op) override { net_.Close(socket, op); }
-  void CloseUnused(io::Socket socket) override { net_.CloseUnused(socket); }
-  void Cancel(io::SocketOp& op) override { net_.Cancel(op); }
+  void Close(io::Socket socket, io::SocketOp& op) override { net_->Close(socket, op); }
+  void CloseUnused(io::Socket socket) override {
+    if (!crashed_) {
+      net_->CloseUnused(socket);
+    }
+  }
+  void Cancel(io::SocketOp& op) override { net_->Cancel(op); }
 
   // Every next hop reads what it was sent and answers. True when anything was answered.
   bool Serve() {
     bool answered = false;
     for (auto& [id, c] : connections_) {
-      if (net_.closed(c.socket)) {
+      if (net_->closed(c.socket)) {
         continue;
       }
-      std::string bytes = net_.TakeSent(c.socket);
+      std::string bytes = net_->TakeSent(c.socket);
       if (c.gone || bytes.empty()) {
         continue;
       }
@@ -131,7 +145,7 @@ class FakeNextHops final : public io::Net {
     std::vector<std::string> accepted;  // RCPTs answered 250 in this transaction.
   };
 
-  void Reply(Connection& c, std::string_view text) { net_.PeerSends(c.socket, text); }
+  void Reply(Connection& c, std::string_view text) { net_->PeerSends(c.socket, text); }
 
   bool Answer(Connection& c) {
     bool answered = false;
@@ -178,7 +192,7 @@ class FakeNextHops final : public io::Net {
         c.in_data = true;
         Reply(c, "354 go ahead\r\n");
         if (c.script.stall_data) {
-          net_.StallSends(c.socket, true);
+          net_->StallSends(c.socket, true);
           c.gone = true;
         }
       } else if (verb == "RSET") {
@@ -186,7 +200,7 @@ class FakeNextHops final : public io::Net {
         Reply(c, "250 2.0.0 reset\r\n");
       } else if (verb == "QUIT") {
         Reply(c, "221 2.0.0 bye\r\n");
-        net_.PeerShutsWrite(c.socket);
+        net_->PeerShutsWrite(c.socket);
         c.gone = true;
       } else {
         Reply(c, "500 5.5.2 what\r\n");
@@ -197,7 +211,7 @@ class FakeNextHops final : public io::Net {
 
   void EndOfData(Connection& c) {
     if (c.script.reset_at_data_end) {
-      net_.PeerResets(c.socket);
+      net_->PeerResets(c.socket);
       c.gone = true;
       return;
     }
@@ -225,7 +239,8 @@ class FakeNextHops final : public io::Net {
     c.accepted.clear();
   }
 
-  io::FakeNet& net_;
+  io::FakeNet* net_;
+  bool crashed_ = false;
   std::map<uint16_t, HopScript> scripts_;
   std::map<int32_t, Connection> connections_;
   std::map<std::string, uint32_t> delivered_;
