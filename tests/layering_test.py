@@ -7,6 +7,8 @@
   queue/*     -> core/* except core/uring
   queue/delivery -> also protocols/smtp/client_session.h (the outbound SMTP/LMTP session)
   tools/*     -> anything
+The connections (ingress, the outbound pools, the request server, relais-bench) drive sockets
+only through the one stream pump: no hand-written recv/send/close flags (hand_written_pumps).
 Third-party libraries stay in their modules: liburing in core/uring, BoringSSL in
 protocols/crypto (and the TLS transport, protocols/tls), c-ares in protocols/dns, toml++ in
 core/config; Abseil's flags only under tools/.
@@ -60,6 +62,30 @@ THIRD_PARTY_HOME = {"liburing.h": {"core/uring"},
                     "absl/flags/": {"tools/cli"}}
 
 
+# The one stream pump (core/net/stream_pump.h) owns the socket state of every connection: a
+# unit on it must not grow its own flags again.
+PUMP_STATE = re.compile(r"\bbool\s+(recv_armed|send_in_flight|close_submitted)\b")
+PUMPED = ("queue/", "tools/", "core/net/request_server", "core/net/acceptor")
+
+
+def hand_written_pumps():
+    """Every connection outside the pump itself keeps no socket flags of its own."""
+    errors = []
+    for top in ("queue", "tools", "core/net"):
+        for dirpath, _, files in os.walk(os.path.join(ROOT, top)):
+            for name in files:
+                rel = os.path.relpath(os.path.join(dirpath, name), ROOT)
+                if not rel.startswith(PUMPED) or not name.endswith((".h", ".cc")):
+                    continue
+                with open(os.path.join(ROOT, rel), encoding="utf-8") as f:
+                    for lineno, line in enumerate(f, 1):
+                        m = PUMP_STATE.search(line)
+                        if m:
+                            errors.append(f"{rel}:{lineno}: hand-written pump state "
+                                          f"'{m.group(1)}': use core/net/stream_pump.h")
+    return errors
+
+
 def main():
     errors = []
     for top in ("core", "protocols", "queue"):
@@ -82,6 +108,7 @@ def main():
                         if not allowed(src_dir, target):
                             errors.append(f"{src_dir}/{name}:{lineno}: {src_dir} may not "
                                           f"include {target}")
+    errors += hand_written_pumps()
     for e in errors:
         print(e)
     print(f"layering: {len(errors)} wrong edge(s)")

@@ -2,6 +2,7 @@
 #include "protocols/smtp/client_session.h"
 
 #include <algorithm>
+#include <optional>
 #include <utility>
 
 #include "core/base/check.h"
@@ -73,23 +74,25 @@ size_t HeaderBytes(std::string_view content) {
   return end == std::string_view::npos ? content.size() : end + 2;
 }
 
-// A recipient's result. Every text this session writes for one starts with the reply code and
-// an enhanced code (Describe synthesizes X.0.0; our own texts are written that way), so both
-// are kept as fields here, where the text is made.
-RecipientReply Settle(RecipientStatus status, std::string reply) {
+}  // namespace
+
+// A recipient's result: the verdict's codes go into the typed fields as they are, never read
+// back from its text.
+RecipientReply ClientSession::Settle(RecipientStatus status, const Verdict& verdict) {
   RecipientReply r;
   r.status = status;
-  if (reply.size() >= 4 && IsDigit(reply[0]) && IsDigit(reply[1]) && IsDigit(reply[2])) {
-    r.code =
-        static_cast<uint16_t>((reply[0] - '0') * 100 + (reply[1] - '0') * 10 + (reply[2] - '0'));
-    const std::string_view rest = std::string_view(reply).substr(4);
-    r.enhanced = std::string(rest.substr(0, EnhancedLength(rest, reply[0])));
-  }
-  r.reply = std::move(reply);
+  r.code = verdict.code;
+  r.enhanced = verdict.enhanced;
+  r.reply = verdict.text;
   return r;
 }
 
-}  // namespace
+ClientSession::Verdict ClientSession::Own(uint16_t code, std::string_view enhanced,
+                                          std::string_view detail) {
+  return Verdict{code, std::string(enhanced), StrCat(code, ' ', enhanced, ' ', detail)};
+}
+
+namespace {}  // namespace
 
 ClientSession::ClientSession(ClientOptions options) : options_(std::move(options)) {
   expected_.push_back({Step::kGreeting, 0});
@@ -153,8 +156,9 @@ void ClientSession::Feed(std::string_view bytes) {
     const size_t newline = bytes.find('\n');
     const std::string_view part = bytes.substr(0, newline);
     if (line_.size() + part.size() > kReplyLineBytesMax) {
-      Fail(StrCat("451 4.5.0 protocol error: reply line over ", kReplyLineBytesMax, " bytes from ",
-                  options_.peer_name));
+      Fail(Own(451, "4.5.0",
+               StrCat("protocol error: reply line over ", kReplyLineBytesMax, " bytes from ",
+                      options_.peer_name)));
       return;
     }
     line_.append(part);
@@ -179,9 +183,10 @@ void ClientSession::Feed(std::string_view bytes) {
                              IsDigit(line[1]) && IsDigit(line[2]) &&
                              (line.size() == 3 || line[3] == ' ' || line[3] == '-');
     if (!well_formed || ++reply_lines_ > kReplyLinesMax) {
-      Fail(StrCat("451 4.5.0 protocol error: ",
-                  well_formed ? "reply of too many lines" : "malformed reply line", " from ",
-                  options_.peer_name));
+      Fail(Own(451, "4.5.0",
+               StrCat("protocol error: ",
+                      well_formed ? "reply of too many lines" : "malformed reply line", " from ",
+                      options_.peer_name)));
       return;
     }
     const std::string_view text = line.size() > 4 ? std::string_view(line).substr(4) : "";
@@ -216,9 +221,9 @@ void ClientSession::Feed(std::string_view bytes) {
 void ClientSession::OnReply(uint16_t code, std::string_view text) {
   if (expected_.empty()) {
     // Unsolicited: typically 421 from a server closing an idle connection.
-    Fail(code == 421
-             ? Describe(code, text, Step::kQuit)
-             : StrCat("451 4.5.0 protocol error: unexpected reply from ", options_.peer_name));
+    Fail(code == 421 ? Describe(code, text, Step::kQuit)
+                     : Own(451, "4.5.0",
+                           StrCat("protocol error: unexpected reply from ", options_.peer_name)));
     return;
   }
   const Expect expect = expected_.front();
@@ -307,14 +312,14 @@ void ClientSession::OnEhloReply(uint16_t code) {
 // ---- Transactions ----
 
 bool ClientSession::Precheck(size_t first_eight_bit) {
-  std::string refusal;
+  std::optional<Verdict> refusal;
   send_smtputf8_ = message_.smtputf8;
   converted_7bit_ = false;
   not_convertible_ = false;
   if (message_.body_type == mail::BodyType::kBinaryMime &&
       !(extensions_.binarymime && extensions_.chunking && options_.use_chunking)) {
-    refusal =
-        StrCat("554 5.6.3 binary message, and ", options_.peer_name, " does not offer BINARYMIME");
+    refusal = Own(554, "5.6.3",
+                  StrCat("binary message, and ", options_.peer_name, " does not offer BINARYMIME"));
   } else if (message_.smtputf8 && !extensions_.smtputf8) {
     // RFC 6531 3.4: a message whose envelope and header are ASCII does not need SMTPUTF8,
     // whatever its client said; it goes on without. One that does cannot go to this server.
@@ -323,16 +328,18 @@ bool ClientSession::Precheck(size_t first_eight_bit) {
         std::all_of(message_.recipients.begin(), message_.recipients.end(),
                     [](const OutgoingRecipient& r) { return IsAscii(r.address); });
     if (!ascii_envelope) {
-      refusal = StrCat("553 5.6.7 non-ASCII address needs SMTPUTF8, and ", options_.peer_name,
-                       " does not offer it");
+      refusal = Own(553, "5.6.7",
+                    StrCat("non-ASCII address needs SMTPUTF8, and ", options_.peer_name,
+                           " does not offer it"));
     } else if (first_eight_bit < HeaderBytes(message_.content)) {
-      refusal = StrCat("550 5.6.9 UTF-8 header needs SMTPUTF8, and ", options_.peer_name,
-                       " does not offer it");
+      refusal = Own(
+          550, "5.6.9",
+          StrCat("UTF-8 header needs SMTPUTF8, and ", options_.peer_name, " does not offer it"));
     } else {
       send_smtputf8_ = false;
     }
   }
-  if (refusal.empty() && eight_bit_ && !extensions_.eightbitmime &&
+  if (!refusal && eight_bit_ && !extensions_.eightbitmime &&
       message_.body_type != mail::BodyType::kBinaryMime) {
     if (first_eight_bit == std::string_view::npos) {
       eight_bit_ = false;  // Declared 8BITMIME, but every byte is 7-bit: nothing to convert.
@@ -347,23 +354,23 @@ bool ClientSession::Precheck(size_t first_eight_bit) {
         converted_7bit_ = true;
       } else {
         not_convertible_ = true;
-        refusal =
-            StrCat("554 5.6.3 8-bit message not convertible to 7 bits (", mime::Describe(outcome),
-                   "), and ", options_.peer_name, " does not offer 8BITMIME");
+        refusal = Own(554, "5.6.3",
+                      StrCat("8-bit message not convertible to 7 bits (", mime::Describe(outcome),
+                             "), and ", options_.peer_name, " does not offer 8BITMIME"));
       }
     }
   }
   const size_t size = message_.content.size();
-  if (refusal.empty() && extensions_.size && extensions_.size_max != 0 &&
-      size > extensions_.size_max) {
-    refusal = StrCat("552 5.3.4 message of ", size, " bytes exceeds the limit of ",
-                     extensions_.size_max, " bytes at ", options_.peer_name);
+  if (!refusal && extensions_.size && extensions_.size_max != 0 && size > extensions_.size_max) {
+    refusal = Own(552, "5.3.4",
+                  StrCat("message of ", size, " bytes exceeds the limit of ", extensions_.size_max,
+                         " bytes at ", options_.peer_name));
   }
-  if (refusal.empty()) {
+  if (!refusal) {
     return true;
   }
   for (RecipientReply& r : results_) {
-    r = Settle(RecipientStatus::kFailed, refusal);
+    r = Settle(RecipientStatus::kFailed, *refusal);
   }
   return false;
 }
@@ -496,9 +503,9 @@ void ClientSession::SendBody() {
   data_end_queued_ = true;
 }
 
-void ClientSession::SettleAccepted(uint16_t code, const std::string& reply) {
+void ClientSession::SettleAccepted(const Verdict& verdict) {
   for (uint32_t i : accepted_) {
-    results_[i] = Settle(Classify(code), reply);
+    results_[i] = Settle(Classify(verdict.code), verdict);
   }
 }
 
@@ -511,8 +518,9 @@ void ClientSession::OnTransactionReply(Step step, uint32_t index, uint16_t code,
       code / 100 != 5) {
     // RFC 5321 4.3.2: MAIL and RCPT are answered 2yz, 4yz or 5yz. Anything else is a server
     // out of step, never a verdict on a recipient (a "354" must not read as a deferral).
-    Fail(StrCat("451 4.5.0 protocol error: ", code, " in reply to ",
-                step == Step::kMail ? "MAIL" : "RCPT", " from ", options_.peer_name));
+    Fail(Own(451, "4.5.0",
+             StrCat("protocol error: ", code, " in reply to ",
+                    step == Step::kMail ? "MAIL" : "RCPT", " from ", options_.peer_name)));
     return;
   }
   switch (step) {
@@ -520,7 +528,7 @@ void ClientSession::OnTransactionReply(Step step, uint32_t index, uint16_t code,
       if (code / 100 != 2) {
         // Whatever the RSET was answered, the recipients waiting for this connection were
         // never refused: their attempt failed for now (a "5yz" here is no verdict on them).
-        Fail(StrCat("451 4.4.0 RSET not accepted: ", Describe(code, text, step)));
+        Fail(Own(451, "4.4.0", StrCat("RSET not accepted: ", Describe(code, text, step).text)));
         return;
       }
       break;
@@ -528,7 +536,7 @@ void ClientSession::OnTransactionReply(Step step, uint32_t index, uint16_t code,
       mail_answered_ = true;
       mail_ok_ = code / 100 == 2;
       if (!mail_ok_) {
-        const std::string reply = Describe(code, text, step);
+        const Verdict reply = Describe(code, text, step);
         for (RecipientReply& r : results_) {
           r = Settle(Classify(code), reply);
         }
@@ -556,11 +564,11 @@ void ClientSession::OnTransactionReply(Step step, uint32_t index, uint16_t code,
           SendBody();
         }
       } else if (code / 100 == 2 || code / 100 == 3) {
-        Fail(StrCat("451 4.5.0 protocol error: ", code, " in reply to DATA from ",
-                    options_.peer_name));
+        Fail(Own(451, "4.5.0",
+                 StrCat("protocol error: ", code, " in reply to DATA from ", options_.peer_name)));
         return;
       } else {
-        SettleAccepted(code, Describe(code, text, step));
+        SettleAccepted(Describe(code, text, step));
         need_rset_ = true;
       }
       break;
@@ -571,8 +579,9 @@ void ClientSession::OnTransactionReply(Step step, uint32_t index, uint16_t code,
         break;
       }
       if (code / 100 == 3) {
-        Fail(StrCat("451 4.5.0 protocol error: ", code, " in reply to the message data from ",
-                    options_.peer_name));
+        Fail(Own(451, "4.5.0",
+                 StrCat("protocol error: ", code, " in reply to the message data from ",
+                        options_.peer_name)));
         return;
       }
       if (options_.lmtp) {
@@ -583,7 +592,7 @@ void ClientSession::OnTransactionReply(Step step, uint32_t index, uint16_t code,
           expected_.push_front({step, 0});
         }
       } else {
-        SettleAccepted(code, Describe(code, text, step));
+        SettleAccepted(Describe(code, text, step));
       }
       if (code / 100 != 2) {
         need_rset_ = true;
@@ -602,8 +611,9 @@ void ClientSession::FinishIfIdle() {
   for (RecipientReply& r : results_) {
     if (r.status == RecipientStatus::kPending) {
       // Only reachable if a server answers out of turn; never count such a recipient as sent.
-      r = Settle(RecipientStatus::kDeferred,
-                 StrCat("451 4.5.0 no reply for this recipient from ", options_.peer_name));
+      r = Settle(
+          RecipientStatus::kDeferred,
+          Own(451, "4.5.0", StrCat("no reply for this recipient from ", options_.peer_name)));
     }
   }
   phase_ = Phase::kReady;
@@ -627,20 +637,20 @@ std::vector<RecipientReply> ClientSession::TakeResults() {
 
 // ---- Endings ----
 
-void ClientSession::FailTransaction(std::string_view reason) {
+void ClientSession::FailTransaction(const Verdict& reason) {
   for (RecipientReply& r : results_) {
     if (r.status == RecipientStatus::kPending) {
-      r = Settle(RecipientStatus::kDeferred, std::string(reason));
+      r = Settle(RecipientStatus::kDeferred, reason);
     }
   }
   done_ = true;
 }
 
-void ClientSession::Fail(std::string reason) {
+void ClientSession::Fail(Verdict reason) {
   if (phase_ == Phase::kTransaction) {
     FailTransaction(reason);
   }
-  error_ = std::move(reason);
+  error_ = std::move(reason.text);
   phase_ = Phase::kClosed;
   expected_.clear();
   planned_.clear();
@@ -651,7 +661,7 @@ void ClientSession::Quit() {
     Send("QUIT", Step::kQuit);
     phase_ = Phase::kQuitting;
   } else if (phase_ != Phase::kQuitting && phase_ != Phase::kClosed) {
-    Fail(StrCat("451 4.4.2 connection to ", options_.peer_name, " given up"));
+    Fail(Own(451, "4.4.2", StrCat("connection to ", options_.peer_name, " given up")));
   }
 }
 
@@ -664,11 +674,11 @@ void ClientSession::OnConnectionLost(std::string_view why) {
     return;
   }
   const Step step = expected_.empty() ? Step::kQuit : expected_.front().step;
-  std::string reason = StrCat("451 4.4.2 connection to ", options_.peer_name, " lost (", why, ")");
+  std::string detail = StrCat("connection to ", options_.peer_name, " lost (", why, ")");
   if (!expected_.empty()) {
-    StrAppend(&reason, " while waiting for the reply to ", StepName(step));
+    StrAppend(&detail, " while waiting for the reply to ", StepName(step));
   }
-  Fail(std::move(reason));
+  Fail(Own(451, "4.4.2", detail));
 }
 
 uint32_t ClientSession::TimeoutMs() const {
@@ -712,16 +722,21 @@ std::string_view ClientSession::StepName(Step step) const {
   return "?";
 }
 
-std::string ClientSession::Describe(uint16_t code, std::string_view text, Step step) const {
+ClientSession::Verdict ClientSession::Describe(uint16_t code, std::string_view text,
+                                               Step step) const {
   const char cls = static_cast<char>('0' + code / 100);
-  std::string out = StrCat(code, ' ');
+  Verdict verdict;
+  verdict.code = code;
+  // The enhanced code as the server sent it (RFC 2034), or X.0.0 when it gave none.
   const size_t enhanced = EnhancedLength(text, cls);
   if (enhanced != 0) {
-    out.append(text.substr(0, enhanced));
+    verdict.enhanced = std::string(text.substr(0, enhanced));
     text.remove_prefix(std::min(text.size(), enhanced + 1));
   } else {
-    StrAppend(&out, cls, ".0.0");
+    verdict.enhanced = StrCat(cls, ".0.0");
   }
+  std::string& out = verdict.text;
+  out = StrCat(code, ' ', verdict.enhanced);
   if (!text.empty()) {
     out.push_back(' ');
     for (char c : text.substr(0, kReplyTextBytesMax)) {
@@ -733,7 +748,7 @@ std::string ClientSession::Describe(uint16_t code, std::string_view text, Step s
     StrAppend(&out, " at ", options_.peer_name);
   }
   out.push_back(')');
-  return out;
+  return verdict;
 }
 
 }  // namespace relais::smtp

@@ -95,7 +95,9 @@ struct RecipientReply {
   // "250 2.0.0 text (in reply to end of data, at host:port)"; always starts with the code and
   // an enhanced status code (synthesized as X.0.0 when the server gave none).
   std::string reply;
-  // The same two codes, typed, for the delivery side's status (it never parses `reply`).
+  // The same two codes, typed, for the delivery side's status (it never parses `reply`): set
+  // from the reply as parsed off the wire, or from the session's own verdict, never read back
+  // from the text.
   uint16_t code = 0;
   std::string enhanced;
   // Delivered to a server that offered DSN: it took over the RFC 3461 duties (NOTIFY was
@@ -186,10 +188,24 @@ class ClientSession {
   void SendNext();
   void SendBody();
   void FinishIfIdle();
-  void Fail(std::string reason);
-  void FailTransaction(std::string_view reason);
-  void SettleAccepted(uint16_t code, const std::string& reply);
-  [[nodiscard]] std::string Describe(uint16_t code, std::string_view text, Step step) const;
+  // A verdict as the session reports it: the reply code and enhanced code (parsed off the wire,
+  // or the session's own) and the text made from them, "451 4.4.2 detail ...". The codes travel
+  // as fields; the text is never read back for them.
+  struct Verdict {
+    uint16_t code = 0;
+    std::string enhanced;
+    std::string text;
+  };
+  // One of the session's own verdicts: "<code> <enhanced> <detail>".
+  [[nodiscard]] static Verdict Own(uint16_t code, std::string_view enhanced,
+                                   std::string_view detail);
+  [[nodiscard]] static RecipientReply Settle(RecipientStatus status, const Verdict& verdict);
+
+  void Fail(Verdict reason);
+  void FailTransaction(const Verdict& reason);
+  void SettleAccepted(const Verdict& verdict);
+  // A server's reply (code off the wire, text after it) as a verdict that names the step.
+  [[nodiscard]] Verdict Describe(uint16_t code, std::string_view text, Step step) const;
   [[nodiscard]] std::string_view StepName(Step step) const;
   [[nodiscard]] bool Precheck(size_t first_eight_bit);
 

@@ -351,6 +351,39 @@ TEST(ClientSession, HangupMidDataIsNeverCountedAsSent) {
   EXPECT_TRUE(s.closed());
 }
 
+// The typed codes of a result come from where the verdict was made: the server's reply as
+// parsed off the wire (its enhanced code, or X.0.0 when it gave none), or the session's own
+// verdict. A server text that looks like another code changes nothing.
+TEST(ClientSession, ResultCodesAreTheVerdictsNotReadBackFromTheText) {
+  ClientSession s(Options());
+  Open(s, "250-sink\r\n250-PIPELINING\r\n250 SIZE 100000\r\n");
+  Message m{{"b@y.example", "c@y.example", "d@y.example"}};
+  s.Begin(m.Out());
+  Drain(s);
+  s.Feed(
+      "250 ok\r\n550 5.1.1 no such user\r\n450 mailbox 5.7.1 busy\r\n250 ok\r\n"
+      "354 go\r\n");
+  Drain(s);
+  s.OnConnectionLost("reset");
+  ASSERT_TRUE(s.transaction_done());
+  auto r = s.TakeResults();
+  EXPECT_EQ(r[0].code, 550);
+  EXPECT_EQ(r[0].enhanced, "5.1.1");
+  EXPECT_EQ(r[1].code, 450);
+  EXPECT_EQ(r[1].enhanced, "4.0.0");  // None given: synthesized from the class.
+  EXPECT_TRUE(r[1].reply.starts_with("450 4.0.0 mailbox 5.7.1 busy")) << r[1].reply;
+  EXPECT_EQ(r[2].status, RecipientStatus::kDeferred);
+  EXPECT_EQ(r[2].code, 451);  // The session's own: connection lost.
+  EXPECT_EQ(r[2].enhanced, "4.4.2");
+
+  ClientSession t(Options());
+  Open(t, "250-sink\r\n250 SIZE 10\r\n");
+  t.Begin(m.Out());
+  r = t.TakeResults();
+  EXPECT_EQ(r[0].code, 552);  // The session's own refusal before sending.
+  EXPECT_EQ(r[0].enhanced, "5.3.4");
+}
+
 TEST(ClientSession, Reply421ClosesAndDefersEverythingPending) {
   ClientSession s(Options());
   Open(s, "250-sink\r\n250 PIPELINING\r\n");

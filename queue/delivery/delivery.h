@@ -51,7 +51,7 @@ class BlockingWork {
   ~BlockingWork() = default;
 };
 
-// The outbound pools (tools/relaisd/egress): sends `message` to the destination of route
+// The outbound pools (pools.h): sends `message` to the destination of route
 // `destination`; the replies come back through Delivery::OnOutboundDone(task_id, ...), never
 // from inside Submit. The message's views stay valid until then.
 class Outbound {

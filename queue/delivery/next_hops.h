@@ -3,7 +3,9 @@
 // it (in the route's order) not known to be down; a next hop is down once a connection to it
 // failed before it was ready (greeting and EHLO done); when every next hop is down and no
 // connection of the pool is ready, the pool's queued tasks are deferred to the retry schedule
-// and the record starts over.
+// and the record starts over. While a ready connection remains, no new one is opened to a
+// next hop known down: the ready ones take the queue (a refused connect is not retried in a
+// loop), and once none is left the queue is deferred.
 //
 // Pure: no I/O, no clock. Owned by one pool on one shard; not thread-safe.
 #pragma once
@@ -26,6 +28,11 @@ class NextHops {
   void Worked(uint32_t index);
 
   [[nodiscard]] bool down(uint32_t index) const { return down_[index]; }
+  // Every next hop is down (while a ready connection of the pool kept Failed from deferring):
+  // no new connection should be opened until one works again or the record starts over.
+  [[nodiscard]] bool all_down() const { return down_count_ == down_.size(); }
+  // Starts the record over (the pool deferred its queue).
+  void Reset() { Clear(); }
 
  private:
   void Clear();

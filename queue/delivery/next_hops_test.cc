@@ -25,6 +25,9 @@ TEST(NextHopsTest, EveryNextHopDownDefersTheQueueUnlessAConnectionIsReady) {
   EXPECT_FALSE(hops.Failed(0, false));  // The same one twice counts once.
   EXPECT_FALSE(hops.Failed(1, true));   // Another connection of the pool is ready: go on.
   EXPECT_TRUE(hops.down(1));
+  EXPECT_TRUE(hops.all_down());  // No new connection until one works or the record resets.
+  hops.Reset();
+  EXPECT_FALSE(hops.all_down());
   NextHops alone(2);
   EXPECT_FALSE(alone.Failed(1, false));
   EXPECT_TRUE(alone.Failed(0, false));  // All down: defer, and start over.

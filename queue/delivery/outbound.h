@@ -2,10 +2,9 @@
 // recipients split into tasks (one per destination and per recipients_per_transaction_max),
 // each task's outgoing message, and the replies back as typed statuses.
 //
-// The engine-bound connection pools (tools/relaisd/egress, behind delivery::Outbound) drive
-// smtp::ClientSession; what they decide without a connection (stopping, no usable next hop)
-// and what the session settled both reach the delivery side through these functions. No I/O,
-// no state.
+// The connection pools (pools.h, behind delivery::Outbound) drive smtp::ClientSession; what they
+// decide without a connection (stopping, no usable next hop) and what the session settled both
+// reach the delivery side through these functions. No I/O, no state.
 #pragma once
 
 #include <cstdint>

@@ -1,5 +1,7 @@
-// tools/relaisd/egress_test.cc — the outbound connection pool on a real io_uring, against a
-// scripted SMTP server on loopback (a thread of this test).
+// tools/relaisd/egress_test.cc — the outbound connection pools (queue/delivery/pools.h) as
+// the daemon wires them, on a real io_uring (the engine's io::Net), against a scripted SMTP
+// server on loopback (a thread of this test). The same pools over io::FakeNet, with faults a
+// real socket cannot be made to show on demand, are tested in queue/delivery/pools_test.cc.
 #include "tools/relaisd/egress.h"
 
 #include <arpa/inet.h>
@@ -21,6 +23,8 @@
 #include <vector>
 
 #include "core/base/clock.h"
+#include "core/timer/timer_wheel.h"
+#include "core/uring/engine.h"
 
 namespace relais::relaisd {
 namespace {
@@ -233,22 +237,22 @@ uint16_t DeadPort() {
   return ntohs(a.sin_port);
 }
 
-class Harness final : public EgressListener {
+class Harness final : public delivery::PoolListener {
  public:
   explicit Harness(EgressOptions options = {}) {
     engine_ = *uring::Engine::Create(uring::EngineOptions{256, 16, 4096});
     options.helo_name = "relay.test";
-    egress_ = std::make_unique<Egress>(*engine_, timers_, clock_, options, *this);
+    egress_ = std::make_unique<delivery::Pools>(engine_->net(), timers_, clock_, options, *this);
   }
   ~Harness() { egress_.reset(); }
 
-  void OnEgressDone(uint64_t id, std::vector<smtp::RecipientReply>&& results,
-                    std::string_view next_hop) override {
+  void OnPoolDone(uint64_t id, std::vector<smtp::RecipientReply>&& results,
+                  std::string_view next_hop) override {
     results_[id] = std::move(results);
     next_hops_[id] = next_hop;
   }
   void Send(const Destination& d, uint64_t id, std::vector<std::string_view> rcpts) {
-    EgressTask t;
+    delivery::PoolTask t;
     t.id = id;
     t.message.sender = "a@x.test";
     for (std::string_view r : rcpts) {
@@ -274,7 +278,7 @@ class Harness final : public EgressListener {
     return RunUntil([&] { return results_.size() >= n; });
   }
 
-  Egress& egress() { return *egress_; }
+  delivery::Pools& egress() { return *egress_; }
   std::map<uint64_t, std::vector<smtp::RecipientReply>> results_;
   std::map<uint64_t, std::string> next_hops_;
 
@@ -282,7 +286,7 @@ class Harness final : public EgressListener {
   base::SystemClock clock_;
   timer::TimerWheel timers_{clock_.MonotonicMs(), 5};
   std::unique_ptr<uring::Engine> engine_;
-  std::unique_ptr<Egress> egress_;
+  std::unique_ptr<delivery::Pools> egress_;
   const std::string content_ = "Subject: test\r\n\r\n.dot line\r\nbody\r\n";
 };
 

@@ -161,10 +161,11 @@ absl::StatusOr<std::unique_ptr<Shard>> Shard::Create(const ShardOptions& options
   EgressOptions egress = options.egress;
   egress.shard = options.index;
   egress.helo_name = options.session.hostname;
-  shard->egress_ =
-      std::make_unique<Egress>(*shard->engine_, shard->timers_, shard->clock_, std::move(egress),
-                               static_cast<EgressListener&>(*shard));
-  shard->outbound_ = std::make_unique<EgressOutbound>(*shard->egress_, *options.destinations);
+  shard->egress_ = std::make_unique<delivery::Pools>(shard->engine_->net(), shard->timers_,
+                                                     shard->clock_, std::move(egress),
+                                                     static_cast<delivery::PoolListener&>(*shard));
+  shard->outbound_ =
+      std::make_unique<delivery::PoolsOutbound>(*shard->egress_, *options.destinations);
   delivery::DeliveryOptions delivery_options;
   delivery_options.plan.shard = options.index;
   delivery_options.plan.pid = static_cast<uint32_t>(getpid());
@@ -348,8 +349,8 @@ void Shard::OnDeliveriesDone() {
   }
 }
 
-void Shard::OnEgressDone(uint64_t id, std::vector<smtp::RecipientReply>&& results,
-                         std::string_view next_hop) {
+void Shard::OnPoolDone(uint64_t id, std::vector<smtp::RecipientReply>&& results,
+                       std::string_view next_hop) {
   delivery_->OnOutboundDone(id, std::move(results), next_hop);
 }
 
@@ -366,7 +367,7 @@ void Shard::PublishMetrics() {
   metrics_.queue_ready.Set(static_cast<int64_t>(scheduler_->ready()));
   metrics_.queue_deferred.Set(static_cast<int64_t>(scheduler_->deferred()));
   metrics_.queue_in_flight.Set(scheduler_->in_flight());
-  const EgressCounters& e = egress_->counters();
+  const delivery::PoolCounters& e = egress_->counters();
   metrics_.egress_connections_opened.Mirror(e.connections_opened);
   metrics_.egress_connect_failures.Mirror(e.connect_failures);
   metrics_.egress_tasks_retried.Mirror(e.tasks_retried);

@@ -109,7 +109,7 @@ struct ShardOptions {
 // 0's AdminServer to a shard's AdminService) and its answer (back to shard 0).
 enum class HandoffKind : uint16_t { kStop = 1, kAdminQuery = 2, kAdminAnswer = 3 };
 
-class Shard final : EgressListener {
+class Shard final : delivery::PoolListener {
  public:
   // Opens the engine and the spool, and recovers the spool.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<Shard>> Create(const ShardOptions& options,
@@ -144,8 +144,8 @@ class Shard final : EgressListener {
   void SendToShard(uint32_t to, uring::Handoff&& handoff);
   // Hands every result the delivery worker has ready to delivery_.
   void OnDeliveriesDone();
-  void OnEgressDone(uint64_t id, std::vector<smtp::RecipientReply>&& results,
-                    std::string_view next_hop) override;
+  void OnPoolDone(uint64_t id, std::vector<smtp::RecipientReply>&& results,
+                  std::string_view next_hop) override;
   void BeginStop();
   [[nodiscard]] bool StopComplete();
 
@@ -164,8 +164,8 @@ class Shard final : EgressListener {
   std::unique_ptr<scheduler::Scheduler> scheduler_;
   std::unique_ptr<DeliveryWorker> worker_;  // Destroyed (joined) before the engine.
   std::unique_ptr<DeliveryReader> delivery_reader_;
-  std::unique_ptr<Egress> egress_;  // Before the worker's results.
-  std::unique_ptr<EgressOutbound> outbound_;
+  std::unique_ptr<delivery::Pools> egress_;  // Before the worker's results.
+  std::unique_ptr<delivery::PoolsOutbound> outbound_;
   // Delivery driving (queue/delivery): destroyed before what it references.
   std::unique_ptr<delivery::Delivery> delivery_;
   int signal_fd_ = -1;

@@ -1,0 +1,251 @@
+// queue/delivery/fake_next_hops.h — scripted SMTP/LMTP next hops over io::FakeNet, for the
+// pools' unit tests and the seeded delivery simulation (tests/sim). Test support only.
+//
+// FakeNextHops is an io::Net that passes every call to a FakeNet and watches the outbound
+// connections made through it: each Connect names a port, and the port's HopScript decides how
+// that next hop behaves (refuses the connect, greets with 220 or 421, never greets, resets at
+// the end of the data, never answers it, stops taking data, takes a few bytes per send, LMTP).
+// Serve() plays every next hop: it reads what the client sent and answers, sans-I/O, so a run
+// is a pure function of the scripts and the test's steps. What each next hop accepted is
+// recorded per recipient address (the end of the data answered 250).
+//
+// Recipients choose their fate by name: an address starting with "temp" gets 450 4.2.0 at
+// RCPT, "perm" 550 5.1.1; with LMTP, "lmtptemp" and "lmtpperm" are refused after the data
+// (452 4.2.2, 550 5.2.1) while the others of the message are accepted.
+#pragma once
+
+#include <netinet/in.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/io/fake_net.h"
+#include "core/io/net.h"
+
+namespace relais::delivery::testing {
+
+struct HopScript {
+  bool refuse_connect = false;       // The connect fails with ECONNREFUSED.
+  uint16_t greeting_code = 220;      // 421: the next hop is busy and says so.
+  bool greet = true;                 // False: says nothing at all (a stall before the greeting).
+  bool lmtp = false;                 // One reply per accepted recipient after the data.
+  bool reset_at_data_end = false;    // The whole message arrives, then the connection resets.
+  bool stall_at_data_end = false;    // The whole message arrives and is never answered.
+  bool stall_data = false;           // Takes no data once DATA is answered (a full window).
+  size_t send_bytes_max = SIZE_MAX;  // Takes at most this much per send (short sends).
+};
+
+class FakeNextHops final : public io::Net {
+ public:
+  explicit FakeNextHops(io::FakeNet& net) : net_(&net) {}
+
+  // Our side crashed: its sockets die with the FakeNet it used (closing one that has operations
+  // in flight is no error then), and the next run connects through `net`. The next hops keep
+  // what they accepted.
+  void Crashed() { crashed_ = true; }
+  void Rebind(io::FakeNet& net) {
+    net_ = &net;
+    connections_.clear();
+    crashed_ = false;
+  }
+
+  // How the next hop on `port` behaves from its next connection on (default: accepts all).
+  void Script(uint16_t port, HopScript script) { scripts_[port] = script; }
+
+  // io::Net: passed to the FakeNet; outbound connections are watched.
+  void AcceptMultishot(io::Socket listener, io::SocketOp& op) override {
+    net_->AcceptMultishot(listener, op);
+  }
+  void AcceptDirect(io::Socket listener, sockaddr* address, socklen_t* length,
+                    io::SocketOp& op) override {
+    net_->AcceptDirect(listener, address, length, op);
+  }
+  [[nodiscard]] io::Socket NewStreamSocket(int family) override {
+    return net_->NewStreamSocket(family);
+  }
+  void Connect(io::Socket socket, const sockaddr* address, socklen_t length,
+               io::SocketOp& op) override {
+    uint16_t port = 0;
+    if (address->sa_family == AF_INET) {
+      port = ntohs(reinterpret_cast<const sockaddr_in*>(address)->sin_port);
+    }
+    const HopScript script = scripts_[port];
+    Connection& c = connections_[socket.value()];
+    c.socket = socket;
+    c.port = port;
+    c.script = script;
+    ++connects_[port];
+    if (script.refuse_connect) {
+      net_->SetConnectResult(socket, -ECONNREFUSED);
+      c.gone = true;
+    } else {
+      net_->SetSendBytesMax(socket, script.send_bytes_max);
+      if (script.greet) {
+        net_->PeerSends(socket, script.greeting_code == 220 ? "220 hop ESMTP\r\n"
+                                                            : "421 4.3.2 busy, try later\r\n");
+        c.gone = script.greeting_code != 220;  // It says nothing more.
+      }
+    }
+    net_->Connect(socket, address, length, op);
+  }
+  void Recv(io::Socket socket, io::SocketOp& op) override { net_->Recv(socket, op); }
+  void Send(io::Socket socket, std::string_view data, io::SocketOp& op) override {
+    net_->Send(socket, data, op);
+  }
+  void Close(io::Socket socket, io::SocketOp& op) override { net_->Close(socket, op); }
+  void CloseUnused(io::Socket socket) override {
+    if (!crashed_) {
+      net_->CloseUnused(socket);
+    }
+  }
+  void Cancel(io::SocketOp& op) override { net_->Cancel(op); }
+
+  // Every next hop reads what it was sent and answers. True when anything was answered.
+  bool Serve() {
+    bool answered = false;
+    for (auto& [id, c] : connections_) {
+      if (net_->closed(c.socket)) {
+        continue;
+      }
+      std::string bytes = net_->TakeSent(c.socket);
+      if (c.gone || bytes.empty()) {
+        continue;
+      }
+      c.input += bytes;
+      answered |= Answer(c);
+    }
+    return answered;
+  }
+
+  // Times the end of a message carrying `address` was answered 250 (LMTP: for that address).
+  [[nodiscard]] uint32_t delivered(const std::string& address) const {
+    auto it = delivered_.find(address);
+    return it == delivered_.end() ? 0 : it->second;
+  }
+  [[nodiscard]] const std::map<std::string, uint32_t>& deliveries() const { return delivered_; }
+  [[nodiscard]] uint32_t connects(uint16_t port) const {
+    auto it = connects_.find(port);
+    return it == connects_.end() ? 0 : it->second;
+  }
+  // Commands (not message lines) each next hop received, in order, over all its connections.
+  [[nodiscard]] const std::vector<std::string>& commands(uint16_t port) { return commands_[port]; }
+
+ private:
+  struct Connection {
+    io::Socket socket;
+    uint16_t port = 0;
+    HopScript script;
+    std::string input;
+    bool in_data = false;
+    bool gone = false;  // Reset, stalled for good, or closed by us: answers nothing more.
+    std::vector<std::string> accepted;  // RCPTs answered 250 in this transaction.
+  };
+
+  void Reply(Connection& c, std::string_view text) { net_->PeerSends(c.socket, text); }
+
+  bool Answer(Connection& c) {
+    bool answered = false;
+    size_t eol;
+    while (!c.gone && (eol = c.input.find("\r\n")) != std::string::npos) {
+      const std::string line = c.input.substr(0, eol);
+      c.input.erase(0, eol + 2);
+      if (c.in_data) {
+        if (line != ".") {
+          continue;
+        }
+        c.in_data = false;
+        answered = true;
+        EndOfData(c);
+        continue;
+      }
+      commands_[c.port].push_back(line);
+      answered = true;
+      const std::string verb = line.substr(0, 4);
+      if (verb == "EHLO" || verb == "LHLO") {
+        Reply(c, "250-hop\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n");
+      } else if (verb == "HELO") {
+        Reply(c, "250 hop\r\n");
+      } else if (verb == "MAIL") {
+        c.accepted.clear();
+        Reply(c, "250 2.1.0 ok\r\n");
+      } else if (verb == "RCPT") {
+        const size_t lt = line.find('<');
+        const size_t gt = line.find('>', lt);
+        const std::string address = line.substr(lt + 1, gt - lt - 1);
+        if (address.starts_with("temp")) {
+          Reply(c, "450 4.2.0 mailbox busy\r\n");
+        } else if (address.starts_with("perm")) {
+          Reply(c, "550 5.1.1 no such user\r\n");
+        } else {
+          c.accepted.push_back(address);
+          Reply(c, "250 2.1.5 ok\r\n");
+        }
+      } else if (verb == "DATA") {
+        if (c.accepted.empty()) {
+          Reply(c, "554 5.5.1 no valid recipients\r\n");
+          continue;
+        }
+        c.in_data = true;
+        Reply(c, "354 go ahead\r\n");
+        if (c.script.stall_data) {
+          net_->StallSends(c.socket, true);
+          c.gone = true;
+        }
+      } else if (verb == "RSET") {
+        c.accepted.clear();
+        Reply(c, "250 2.0.0 reset\r\n");
+      } else if (verb == "QUIT") {
+        Reply(c, "221 2.0.0 bye\r\n");
+        net_->PeerShutsWrite(c.socket);
+        c.gone = true;
+      } else {
+        Reply(c, "500 5.5.2 what\r\n");
+      }
+    }
+    return answered;
+  }
+
+  void EndOfData(Connection& c) {
+    if (c.script.reset_at_data_end) {
+      net_->PeerResets(c.socket);
+      c.gone = true;
+      return;
+    }
+    if (c.script.stall_at_data_end) {
+      c.gone = true;
+      return;
+    }
+    if (!c.script.lmtp) {
+      for (const std::string& address : c.accepted) {
+        ++delivered_[address];
+      }
+      Reply(c, "250 2.0.0 queued\r\n");
+    } else {
+      for (const std::string& address : c.accepted) {
+        if (address.starts_with("lmtptemp")) {
+          Reply(c, "452 4.2.2 mailbox full\r\n");
+        } else if (address.starts_with("lmtpperm")) {
+          Reply(c, "550 5.2.1 mailbox disabled\r\n");
+        } else {
+          ++delivered_[address];
+          Reply(c, "250 2.1.5 delivered\r\n");
+        }
+      }
+    }
+    c.accepted.clear();
+  }
+
+  io::FakeNet* net_;
+  bool crashed_ = false;
+  std::map<uint16_t, HopScript> scripts_;
+  std::map<int32_t, Connection> connections_;
+  std::map<std::string, uint32_t> delivered_;
+  std::map<uint16_t, uint32_t> connects_;
+  std::map<uint16_t, std::vector<std::string>> commands_;
+};
+
+}  // namespace relais::delivery::testing

@@ -1,0 +1,462 @@
+// queue/delivery/pools.cc — see pools.h.
+#include "queue/delivery/pools.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+#include "core/base/check.h"
+#include "core/base/strings.h"
+#include "core/log/log.h"
+#include "core/net/stream_pump.h"
+#include "queue/delivery/next_hops.h"
+#include "queue/delivery/outbound.h"
+
+namespace relais::delivery {
+
+using base::StrCat;
+
+namespace {
+smtp::RecipientReply StoppingReply() { return ToReply(Make(Reason::kStopping)); }
+}  // namespace
+
+// ---- Pools and links ----
+
+struct Pools::Pool {
+  const Destination* destination = nullptr;
+  std::deque<PoolTask> queue;
+  std::vector<std::unique_ptr<Link>> links;
+  // Which next hop new links go to, and when all have failed (next_hops.h).
+  NextHops hops{0};
+  std::string last_error;  // Of the last link that failed before it was ready.
+  bool pending = false;    // On pending_pools_.
+};
+
+// One outbound connection: the client session, seen by its pump as a stream session, and the
+// pump over the socket. Freed once the pump has closed (OnPumpClosed), or at once when no
+// socket could be had.
+struct Pools::Link final : net::StreamSession, net::StreamPumpOwner {
+  Link(Pools* p, Pool* l, uint32_t index, smtp::ClientOptions options)
+      : pools(p),
+        pool(l),
+        endpoint(l->destination->endpoints[index]),
+        endpoint_index(index),
+        session(std::move(options)) {}
+
+  // net::StreamSession: the client session's output stays put until consumed (its pieces),
+  // so the pump sends it without a copy.
+  void Feed(std::string_view bytes) override { session.Feed(bytes); }
+  [[nodiscard]] std::string_view PendingOutput() const override { return session.PendingOutput(); }
+  void ConsumeOutput(size_t bytes) override { session.ConsumeOutput(bytes); }
+  // Always read while open: a next hop that closes an idle connection is seen at once.
+  [[nodiscard]] bool WantsInput() const override { return !session.closed(); }
+  // QUIT (or nothing more to say): close once the output is sent.
+  [[nodiscard]] bool WantsClose() const override { return quitting || session.closed(); }
+  void EndOfInput() override { session.OnConnectionLost("closed by the next hop"); }
+  [[nodiscard]] bool StableOutput() const override { return true; }
+
+  // net::StreamPumpOwner.
+  void OnPumpReady(net::StreamPump& /*pump*/) override {
+    connecting = false;
+    pools->MarkDirty(*this);
+  }
+  void OnPumpClosed(net::StreamPump& /*pump*/) override { pools->Closed(*this); }
+  void OnPumpTimeout(net::StreamPump& /*pump*/) override { pools->OnTimeout(*this); }
+
+  [[nodiscard]] bool open() const { return !closing && pump.has_value() && !pump->closing(); }
+
+  Pools* pools;
+  Pool* pool;
+  const Endpoint& endpoint;
+  const uint32_t endpoint_index;
+  smtp::ClientSession session;
+  std::optional<net::StreamPump> pump;  // None when no socket could be had.
+  // The message this link carries or was opened for. A link is opened only for a task no idle
+  // link could take, and that task waits for it (task_begun false until the session is
+  // ready), so every connection carries at least one message: a link that finishes first
+  // takes the next queued task instead, never the one a new connection was opened for.
+  std::optional<PoolTask> task;
+  bool task_begun = false;
+  bool connecting = false;
+  bool ever_ready = false;
+  bool quitting = false;  // QUIT queued: the pump closes once it is sent.
+  bool closing = false;
+  bool dirty = false;
+};
+
+namespace {
+
+// Why the pump found the next hop gone, in the words of the session's deferral.
+std::string LostReason(const net::StreamPump& pump) {
+  const int32_t error = pump.error();
+  switch (pump.end()) {
+    case net::PumpEnd::kConnectFailed:
+      return StrCat("connect: ", std::strerror(-error));
+    case net::PumpEnd::kSendFailed:
+      return StrCat("send: ", std::strerror(-error));
+    case net::PumpEnd::kPeerReset:
+      return std::strerror(-error);
+    default:
+      return "closed by the next hop";
+  }
+}
+
+}  // namespace
+
+Pools::Pools(io::Net& net, timer::TimerWheel& timers, const base::Clock& clock, PoolOptions options,
+             PoolListener& listener)
+    : net_(net),
+      timers_(timers),
+      clock_(clock),
+      options_(std::move(options)),
+      listener_(listener) {}
+
+Pools::~Pools() {
+  // Normally empty after a graceful stop; after a forced one the shard no longer runs its
+  // engine, so no completion can name a link any more: the sockets are closed here.
+  for (auto& [destination, pool] : pools_) {
+    for (auto& link : pool->links) {
+      if (link->pump && !link->pump->close_submitted()) {
+        net_.CloseUnused(link->pump->socket());
+      }
+    }
+  }
+}
+
+void Pools::Submit(const Destination& destination, PoolTask task) {
+  std::unique_ptr<Pool>& pool = pools_[&destination];
+  if (pool == nullptr) {
+    pool = std::make_unique<Pool>();
+    pool->destination = &destination;
+    pool->hops = NextHops(static_cast<uint32_t>(destination.endpoints.size()));
+  }
+  pool->queue.push_back(std::move(task));
+  MarkPending(*pool);
+}
+
+void Pools::Pump() {
+  // Dispatching and processing can hand out results, and results can queue more work: loop
+  // until both lists are empty, each pass on what the previous one left.
+  while (!pending_pools_.empty() || !dirty_.empty()) {
+    std::vector<Pool*> pools;
+    pools.swap(pending_pools_);
+    for (Pool* pool : pools) {
+      pool->pending = false;
+      Dispatch(*pool);
+    }
+    std::vector<Link*> dirty;
+    dirty.swap(dirty_);
+    for (Link* link : dirty) {
+      link->dirty = false;
+      Process(*link);
+    }
+  }
+}
+
+void Pools::MarkDirty(Link& link) {
+  if (!link.dirty) {
+    link.dirty = true;
+    dirty_.push_back(&link);
+  }
+}
+
+void Pools::MarkPending(Pool& pool) {
+  if (!pool.pending) {
+    pool.pending = true;
+    pending_pools_.push_back(&pool);
+  }
+}
+
+void Pools::Requeue(Pool& pool, PoolTask task) {
+  pool.queue.push_front(std::move(task));
+  MarkPending(pool);
+}
+
+void Pools::DeferQueue(Pool& pool, const smtp::RecipientReply& reason) {
+  while (!pool.queue.empty()) {
+    PoolTask task = std::move(pool.queue.front());
+    pool.queue.pop_front();
+    std::vector<smtp::RecipientReply> results(task.message.recipients.size(), reason);
+    listener_.OnPoolDone(task.id, std::move(results), "");
+  }
+}
+
+smtp::RecipientReply Pools::NoNextHop(const Pool& pool) {
+  return ToReply(Make(Reason::kNoNextHop, StrCat(RouteName(pool.destination->route),
+                                                 " route is usable; last: ", pool.last_error)));
+}
+
+void Pools::Dispatch(Pool& pool) {
+  if (stopping_) {
+    DeferQueue(pool, StoppingReply());
+    return;
+  }
+  // Idle links first: each takes one task now.
+  for (auto& link : pool.links) {
+    if (pool.queue.empty()) {
+      return;
+    }
+    if (link->open() && !link->quitting && !link->task && link->session.ready() &&
+        link->session.transactions() < options_.messages_per_connection_max) {
+      link->task = std::move(pool.queue.front());
+      link->task_begun = false;
+      pool.queue.pop_front();
+      MarkDirty(*link);  // Process begins it.
+    }
+  }
+  if (pool.hops.all_down()) {
+    // Every next hop failed while a ready link remained: no new link to a next hop known
+    // down (a refused connect would be retried in a loop); the ready links take the queue,
+    // and once none is left it waits for the retry schedule.
+    const bool ready = std::any_of(pool.links.begin(), pool.links.end(),
+                                   [](const auto& l) { return l->ever_ready; });
+    if (!ready) {
+      pool.hops.Reset();
+      DeferQueue(pool, NoNextHop(pool));
+    }
+    return;
+  }
+  // A new link only for a task no idle link could take; the task is reserved for it. What is
+  // left waits for the first link that finishes its message.
+  while (!pool.queue.empty() && pool.links.size() < options_.connections_max) {
+    PoolTask task = std::move(pool.queue.front());
+    pool.queue.pop_front();
+    Open(pool, std::move(task));
+  }
+}
+
+void Pools::Open(Pool& pool, PoolTask task) {
+  const Destination& d = *pool.destination;
+  const uint32_t index = pool.hops.Pick();
+  smtp::ClientOptions o;
+  o.helo_name = options_.helo_name;
+  o.peer_name = d.endpoints[index].name;
+  o.lmtp = d.lmtp;
+  o.reply_timeout_ms = options_.reply_timeout_ms;
+  o.data_init_timeout_ms = options_.data_init_timeout_ms;
+  o.data_end_timeout_ms = options_.data_end_timeout_ms;
+  o.seven_bit.nesting_max = options_.mime_nesting_max;
+  pool.links.push_back(std::make_unique<Link>(this, &pool, index, std::move(o)));
+  Link& link = *pool.links.back();
+  link.task = std::move(task);
+  link.task_begun = false;
+  ++connections_;
+  ++counters_.connections_opened;
+  const int family = link.endpoint.address.ss_family;
+  const io::Socket socket = net_.NewStreamSocket(family);
+  if (!socket.valid()) {
+    link.session.OnConnectionLost(StrCat("socket: ", std::strerror(-socket.value())));
+    MarkDirty(link);
+    return;
+  }
+  if (options_.tcp_no_delay && family != AF_UNIX && !socket.registered()) {
+    const int one = 1;  // Commands and replies are small and latency-bound.
+    setsockopt(socket.value(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  }
+  link.pump.emplace(net_, socket, link, link, &timers_);
+  link.connecting = true;
+  link.pump->Connect(reinterpret_cast<const sockaddr*>(&link.endpoint.address),
+                     link.endpoint.length);
+  link.pump->SetDeadline(clock_.MonotonicMs() + options_.connect_timeout_ms);
+}
+
+// ---- Timeouts ----
+
+void Pools::OnTimeout(Link& link) {
+  if (link.connecting) {
+    link.session.OnConnectionLost("connect timed out");  // The close cancels the connect.
+  } else if (link.pump->sending()) {
+    link.session.OnConnectionLost(
+        StrCat("next hop took no data for ", options_.data_block_timeout_ms, " ms"));
+  } else if (link.session.TimeoutMs() != 0) {
+    link.session.OnConnectionLost(StrCat("no reply within ", link.session.TimeoutMs(), " ms"));
+  } else {
+    link.session.Quit();  // Idle for idle_timeout_ms.
+    link.quitting = true;
+  }
+  MarkDirty(link);
+}
+
+// ---- The state of one link ----
+
+void Pools::Process(Link& link) {
+  Pool& pool = *link.pool;
+  if (link.closing || (link.pump && link.pump->closing())) {
+    return;  // The pump finishes the close; OnPumpClosed frees the link.
+  }
+  if (stopping_ && link.task && !link.task_begun) {
+    // Reserved for this link, never started: deferred like the queue.
+    PoolTask task = std::move(*link.task);
+    link.task.reset();
+    std::vector<smtp::RecipientReply> results(task.message.recipients.size(), StoppingReply());
+    listener_.OnPoolDone(task.id, std::move(results), "");
+  }
+  if (link.connecting && !link.session.closed()) {
+    return;
+  }
+  if (link.pump && link.pump->peer_gone()) {
+    link.session.OnConnectionLost(LostReason(*link.pump));  // Nothing if already closed.
+  }
+  if (link.task && link.task_begun && link.session.transaction_done()) {
+    if (link.session.closed() && link.pump && link.pump->sending()) {
+      // The send the close cancels may still read the message (large content goes out from
+      // the caller's memory): its results wait for the pump's close (Closed).
+    } else {
+      HandOut(link);
+    }
+  }
+  if (link.session.closed()) {
+    if (link.task && !link.task_begun) {
+      // The link opened for this task failed before it could start it: the task goes back to
+      // the front of the queue (and is deferred below if every next hop failed).
+      PoolTask task = std::move(*link.task);
+      link.task.reset();
+      Requeue(pool, std::move(task));
+    }
+    if (!link.ever_ready) {
+      ++counters_.connect_failures;
+      log::Emit(log::Level::kWarning, static_cast<int>(options_.shard), "next_hop_failed",
+                {{"route", RouteName(pool.destination->route)},
+                 {"next_hop", link.endpoint.name},
+                 {"error", link.session.error()}});
+      pool.last_error = link.session.error();
+      const bool others_ready = std::any_of(pool.links.begin(), pool.links.end(),
+                                            [](const auto& l) { return l->ever_ready; });
+      if (pool.hops.Failed(link.endpoint_index, others_ready)) {
+        // Every next hop failed: the queue waits for the retry schedule.
+        DeferQueue(pool, NoNextHop(pool));
+      }
+    }
+    BeginClose(link);
+    if (!pool.queue.empty()) {
+      MarkPending(pool);
+    }
+    return;
+  }
+  if (link.session.ready()) {
+    if (!link.ever_ready) {
+      link.ever_ready = true;
+      // New links go where this one went: the first next hop that works.
+      pool.hops.Worked(link.endpoint_index);
+    }
+    if (!link.task && !link.quitting && !stopping_ && !pool.queue.empty() &&
+        link.session.transactions() < options_.messages_per_connection_max) {
+      link.task = std::move(pool.queue.front());
+      link.task_begun = false;
+      pool.queue.pop_front();
+    }
+    if (link.task && !link.task_begun) {
+      link.task_begun = true;
+      link.session.Begin(link.task->message);
+      counters_.converted_7bit += link.session.converted_7bit() ? 1 : 0;
+      counters_.not_convertible += link.session.not_convertible() ? 1 : 0;
+      counters_.smtputf8_not_needed += link.session.smtputf8_dropped() ? 1 : 0;
+      if (link.session.transaction_done()) {
+        MarkDirty(link);  // Refused before sending (size, 8BITMIME...): results next pass.
+      }
+    } else if (!link.task && !link.quitting &&
+               (stopping_ || options_.idle_timeout_ms == 0 ||
+                link.session.transactions() >= options_.messages_per_connection_max)) {
+      link.session.Quit();
+      link.quitting = true;
+    }
+  }
+  // Sends what the session has, keeps a receive armed, and closes once QUIT is out.
+  link.pump->Drive();
+  if (link.pump->closing()) {
+    return;
+  }
+  // One deadline per link, for whatever it waits on now.
+  const uint64_t now = clock_.MonotonicMs();
+  if (link.pump->sending()) {
+    link.pump->SetDeadline(now + options_.data_block_timeout_ms);
+  } else if (link.session.TimeoutMs() != 0) {
+    link.pump->SetDeadline(now + link.session.TimeoutMs());
+  } else {
+    link.pump->SetDeadline(now + options_.idle_timeout_ms);
+  }
+}
+
+void Pools::HandOut(Link& link) {
+  std::vector<smtp::RecipientReply> results = link.session.TakeResults();
+  PoolTask task = std::move(*link.task);
+  link.task.reset();
+  link.task_begun = false;
+  if (link.session.transaction_untouched()) {
+    // The connection was stale before anything of this message was answered: another link
+    // sends it, at no risk of a duplicate.
+    ++counters_.tasks_retried;
+    Requeue(*link.pool, std::move(task));
+  } else {
+    ++counters_.transactions;
+    listener_.OnPoolDone(task.id, std::move(results), link.endpoint.name);
+  }
+}
+
+void Pools::Closed(Link& link) {
+  if (link.task && link.task_begun && link.session.transaction_done()) {
+    HandOut(link);  // Held back while a send was in flight (Process).
+  }
+  Free(link);
+}
+
+void Pools::BeginClose(Link& link) {
+  link.closing = true;
+  if (!link.pump) {
+    Free(link);  // No socket was had: nothing is in flight.
+    return;
+  }
+  // Cancels what is in flight (a send to a next hop that stalls included); OnPumpClosed
+  // frees the link once every completion has run.
+  link.pump->Abort();
+}
+
+void Pools::Free(Link& link) {
+  Pool& pool = *link.pool;
+  RELAIS_CHECK(!link.task) << "a link with a task was freed";
+  if (link.dirty) {
+    dirty_.erase(std::find(dirty_.begin(), dirty_.end(), &link));
+  }
+  auto it = std::find_if(pool.links.begin(), pool.links.end(),
+                         [&](const auto& l) { return l.get() == &link; });
+  RELAIS_CHECK(it != pool.links.end());
+  if (link.ever_ready && link.session.transactions() == 0) {
+    ++counters_.connections_unused;
+  }
+  pool.links.erase(it);
+  --connections_;
+  if (!pool.queue.empty()) {
+    MarkPending(pool);
+  }
+}
+
+void Pools::Stop() {
+  stopping_ = true;
+  for (auto& [destination, pool] : pools_) {
+    DeferQueue(*pool, StoppingReply());
+    for (auto& link : pool->links) {
+      MarkDirty(*link);  // Idle ones say QUIT; busy ones finish their message first.
+    }
+  }
+}
+
+bool Pools::idle() const {
+  if (connections_ != 0) {
+    return false;
+  }
+  return std::all_of(pools_.begin(), pools_.end(),
+                     [](const auto& p) { return p.second->queue.empty(); });
+}
+
+void PoolsOutbound::Submit(int32_t destination, uint64_t task_id, smtp::OutgoingMessage message) {
+  RELAIS_CHECK(destination >= 0 && static_cast<size_t>(destination) < destinations_.size());
+  const std::optional<Destination>& d = destinations_[static_cast<size_t>(destination)];
+  RELAIS_CHECK(d.has_value()) << "a network route without a destination";
+  pools_.Submit(*d, PoolTask{task_id, std::move(message)});
+}
+
+}  // namespace relais::delivery

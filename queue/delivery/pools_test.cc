@@ -1,0 +1,340 @@
+// queue/delivery/pools_test.cc — the outbound pools over io::FakeNet, a fake clock and
+// scripted next hops (fake_next_hops.h): the faults a real socket cannot be made to show on
+// demand. The same pools on a real io_uring: tools/relaisd/egress_test.cc.
+#include "queue/delivery/pools.h"
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/base/clock.h"
+#include "core/io/fake_net.h"
+#include "core/timer/timer_wheel.h"
+#include "queue/delivery/fake_next_hops.h"
+
+namespace relais::delivery {
+namespace {
+
+using testing::FakeNextHops;
+using testing::HopScript;
+
+Endpoint Hop(uint16_t port) {
+  Endpoint e;
+  auto* a = reinterpret_cast<sockaddr_in*>(&e.address);
+  a->sin_family = AF_INET;
+  a->sin_port = htons(port);
+  a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  e.length = sizeof(sockaddr_in);
+  e.name = "127.0.0.1:" + std::to_string(port);
+  return e;
+}
+
+PoolOptions Options() {
+  PoolOptions o;
+  o.helo_name = "relay.test";
+  o.tcp_no_delay = false;  // FakeNet's sockets are not the kernel's.
+  return o;
+}
+
+class Harness final : public PoolListener {
+ public:
+  explicit Harness(PoolOptions options = Options())
+      : pools_(hops_, timers_, clock_, options, *this) {}
+  // A graceful stop: every link closes before the pools go (FakeNet checks that nothing is
+  // in flight on a socket the pools close unused).
+  ~Harness() {
+    pools_.Stop();
+    Run();
+    for (int second = 0; second < 1'000 && !pools_.idle(); ++second) {
+      clock_.AdvanceMs(1'000);
+      timers_.Advance(clock_.MonotonicMs());
+      Run();
+    }
+    EXPECT_TRUE(pools_.idle());
+  }
+
+  void OnPoolDone(uint64_t id, std::vector<smtp::RecipientReply>&& results,
+                  std::string_view next_hop) override {
+    EXPECT_EQ(results_.count(id), 0u) << "task " << id << " answered twice";
+    results_[id] = std::move(results);
+    next_hops_[id] = std::string(next_hop);
+    in_flight_at_done_[id] = net_.in_flight();
+  }
+
+  void Send(const Destination& d, uint64_t id, const std::vector<std::string_view>& rcpts) {
+    PoolTask t;
+    t.id = id;
+    t.message.sender = "a@x.test";
+    for (std::string_view r : rcpts) {
+      t.message.recipients.push_back({r, "", ""});
+    }
+    t.message.content = content_;
+    pools_.Submit(d, std::move(t));
+  }
+
+  // Runs every completion, answer and result until nothing moves (time stands still).
+  void Run() {
+    for (int guard = 0; guard < 100'000; ++guard) {
+      pools_.Pump();
+      hops_.Serve();
+      if (!net_.Step() && !pools_.busy()) {
+        return;
+      }
+    }
+    FAIL() << "no quiescence";
+  }
+  // Lets `ms` pass in small steps, running everything at each.
+  void Advance(uint64_t ms) {
+    for (uint64_t passed = 0; passed < ms; passed += 10) {
+      clock_.AdvanceMs(10);
+      timers_.Advance(clock_.MonotonicMs());
+      Run();
+    }
+  }
+
+  Pools& pools() { return pools_; }
+  FakeNextHops& hops() { return hops_; }
+  io::FakeNet& net() { return net_; }
+  std::map<uint64_t, std::vector<smtp::RecipientReply>> results_;
+  std::map<uint64_t, std::string> next_hops_;
+  std::map<uint64_t, uint32_t> in_flight_at_done_;  // Socket operations when results came.
+
+ private:
+  io::FakeNet net_;
+  FakeNextHops hops_{net_};
+  base::FakeClock clock_;
+  timer::TimerWheel timers_{clock_.MonotonicMs(), 5};
+  Pools pools_;
+  const std::string content_ = "Subject: test\r\n\r\n.dot line\r\nbody\r\n";
+};
+
+TEST(Pools, DeliversAndReusesAnIdleLinkWithRset) {
+  Destination d{Route::kSmarthost, false, {Hop(25)}};
+  PoolOptions o = Options();
+  o.connections_max = 1;
+  Harness h(o);
+  h.Send(d, 1, {"b@y.test", "perm@y.test"});
+  h.Send(d, 2, {"c@y.test"});
+  h.Run();
+  ASSERT_EQ(h.results_.size(), 2u);
+  EXPECT_EQ(h.results_[1][0].status, smtp::RecipientStatus::kDelivered);
+  EXPECT_EQ(h.results_[1][1].status, smtp::RecipientStatus::kFailed);
+  EXPECT_EQ(h.results_[1][1].code, 550);
+  EXPECT_EQ(h.results_[1][1].enhanced, "5.1.1");
+  EXPECT_EQ(h.results_[2][0].status, smtp::RecipientStatus::kDelivered);
+  EXPECT_EQ(h.next_hops_[2], "127.0.0.1:25");
+  // The link waits idle; a message that comes later takes it: still one connection.
+  h.Advance(1'000);
+  h.Send(d, 3, {"e@y.test"});
+  h.Run();
+  ASSERT_EQ(h.results_.size(), 3u);
+  EXPECT_EQ(h.results_[3][0].status, smtp::RecipientStatus::kDelivered);
+  EXPECT_EQ(h.hops().connects(25), 1u);
+  EXPECT_EQ(h.pools().counters().transactions, 3u);
+  const auto& commands = h.hops().commands(25);
+  EXPECT_EQ(std::count(commands.begin(), commands.end(), "RSET"), 2);
+  EXPECT_EQ(h.hops().delivered("b@y.test") + h.hops().delivered("c@y.test") +
+                h.hops().delivered("e@y.test"),
+            3u);
+  // Idle for idle_timeout_ms: QUIT, and the pool is empty.
+  h.Advance(Options().idle_timeout_ms + 100);
+  EXPECT_EQ(commands.back(), "QUIT");
+  EXPECT_TRUE(h.pools().idle());
+}
+
+TEST(Pools, ResetMidTransactionIsDeferredNotDelivered) {
+  Destination d{Route::kSmarthost, false, {Hop(25)}};
+  Harness h;
+  h.hops().Script(25, HopScript{.reset_at_data_end = true});
+  h.Send(d, 1, {"b@y.test"});
+  h.Run();
+  ASSERT_EQ(h.results_.size(), 1u);
+  EXPECT_EQ(h.results_[1][0].status, smtp::RecipientStatus::kDeferred);
+  EXPECT_TRUE(h.results_[1][0].reply.starts_with("451 4.4.2 ")) << h.results_[1][0].reply;
+  EXPECT_NE(h.results_[1][0].reply.find("Connection reset"), std::string::npos)
+      << h.results_[1][0].reply;
+  EXPECT_EQ(h.hops().delivered("b@y.test"), 0u);
+  h.Run();
+  EXPECT_TRUE(h.pools().idle());
+}
+
+TEST(Pools, NextHopSilentBeforeItsGreetingTimesOutAndTheNextOneTakesOver) {
+  Destination d{Route::kSmarthost, false, {Hop(25), Hop(26)}};
+  PoolOptions o = Options();
+  o.reply_timeout_ms = 2'000;
+  Harness h(o);
+  h.hops().Script(25, HopScript{.greet = false});
+  h.Send(d, 1, {"b@y.test"});
+  h.Run();
+  EXPECT_TRUE(h.results_.empty());
+  h.Advance(2'100);
+  ASSERT_EQ(h.results_.size(), 1u);
+  EXPECT_EQ(h.results_[1][0].status, smtp::RecipientStatus::kDelivered);
+  EXPECT_EQ(h.next_hops_[1], "127.0.0.1:26");
+  EXPECT_EQ(h.pools().counters().connect_failures, 1u);
+  EXPECT_EQ(h.hops().delivered("b@y.test"), 1u);
+}
+
+TEST(Pools, NextHopThatNeverAnswersTheDataIsDeferredAtTheDeadline) {
+  Destination d{Route::kSmarthost, false, {Hop(25)}};
+  PoolOptions o = Options();
+  o.data_end_timeout_ms = 3'000;
+  Harness h(o);
+  h.hops().Script(25, HopScript{.stall_at_data_end = true});
+  h.Send(d, 1, {"b@y.test"});
+  h.Run();
+  EXPECT_TRUE(h.results_.empty());
+  h.Advance(3'100);
+  ASSERT_EQ(h.results_.size(), 1u);
+  EXPECT_EQ(h.results_[1][0].status, smtp::RecipientStatus::kDeferred);
+  EXPECT_NE(h.results_[1][0].reply.find("no reply within 3000 ms"), std::string::npos)
+      << h.results_[1][0].reply;
+  h.Run();
+  EXPECT_TRUE(h.pools().idle());
+}
+
+TEST(Pools, NextHopThatTakesNoDataIsDeferredAndTheStuckSendCancelled) {
+  Destination d{Route::kSmarthost, false, {Hop(25)}};
+  PoolOptions o = Options();
+  o.data_block_timeout_ms = 4'000;
+  Harness h(o);
+  h.hops().Script(25, HopScript{.stall_data = true});
+  h.Send(d, 1, {"b@y.test"});
+  h.Run();
+  EXPECT_TRUE(h.results_.empty());
+  h.Advance(4'100);
+  ASSERT_EQ(h.results_.size(), 1u);
+  EXPECT_EQ(h.results_[1][0].status, smtp::RecipientStatus::kDeferred);
+  EXPECT_NE(h.results_[1][0].reply.find("next hop took no data for 4000 ms"), std::string::npos)
+      << h.results_[1][0].reply;
+  h.Run();
+  // The results (which free the message) came only once the cancelled send had ended: it
+  // read the message's memory until then.
+  EXPECT_EQ(h.in_flight_at_done_[1], 0u);
+  EXPECT_TRUE(h.pools().idle()) << "the send to a stalled peer must be cancelled";
+  EXPECT_EQ(h.net().in_flight(), 0u);
+}
+
+TEST(Pools, ShortSendsCarryTheWholeConversation) {
+  Destination d{Route::kSmarthost, false, {Hop(25)}};
+  Harness h;
+  h.hops().Script(25, HopScript{.send_bytes_max = 5});
+  h.Send(d, 1, {"b@y.test", "c@y.test"});
+  h.Run();
+  ASSERT_EQ(h.results_.size(), 1u);
+  EXPECT_EQ(h.results_[1][0].status, smtp::RecipientStatus::kDelivered);
+  EXPECT_EQ(h.results_[1][1].status, smtp::RecipientStatus::kDelivered);
+  EXPECT_EQ(h.hops().delivered("b@y.test"), 1u);
+  EXPECT_GE(h.net().sends(), 20u);  // Five bytes at a time.
+  const auto& commands = h.hops().commands(25);
+  EXPECT_NE(std::find(commands.begin(), commands.end(), "RCPT TO:<c@y.test>"), commands.end());
+}
+
+TEST(Pools, Greeting421MovesToTheNextHost) {
+  Destination d{Route::kSmarthost, false, {Hop(25), Hop(26)}};
+  Harness h;
+  h.hops().Script(25, HopScript{.greeting_code = 421});
+  h.Send(d, 1, {"b@y.test"});
+  h.Run();
+  ASSERT_EQ(h.results_.size(), 1u);
+  EXPECT_EQ(h.results_[1][0].status, smtp::RecipientStatus::kDelivered);
+  EXPECT_EQ(h.next_hops_[1], "127.0.0.1:26");
+  EXPECT_EQ(h.pools().counters().connect_failures, 1u);
+  // New links go to the next hop that worked.
+  h.Send(d, 2, {"c@y.test"});
+  h.Run();
+  EXPECT_EQ(h.hops().connects(25), 1u);
+}
+
+TEST(Pools, EveryNextHopDownDefersTheQueue) {
+  Destination d{Route::kSmarthost, false, {Hop(25), Hop(26)}};
+  Harness h;
+  h.hops().Script(25, HopScript{.refuse_connect = true});
+  h.hops().Script(26, HopScript{.greeting_code = 421});
+  h.Send(d, 1, {"b@y.test"});
+  h.Send(d, 2, {"c@y.test"});
+  h.Run();
+  ASSERT_EQ(h.results_.size(), 2u);
+  for (uint64_t id : {1, 2}) {
+    EXPECT_EQ(h.results_[id][0].status, smtp::RecipientStatus::kDeferred);
+    EXPECT_TRUE(h.results_[id][0].reply.starts_with("451 4.4.1 no next hop"))
+        << h.results_[id][0].reply;
+  }
+  EXPECT_TRUE(h.pools().idle());
+}
+
+// Found by the seeded simulation: with every next hop down but one link still ready (busy),
+// a refused connect used to be retried at once, in a loop. Now the queue waits for the ready
+// link, and is deferred once no ready link is left.
+TEST(Pools, EveryNextHopDownWhileALinkIsBusyOpensNothingMore) {
+  Destination d{Route::kSmarthost, false, {Hop(25), Hop(26)}};
+  PoolOptions o = Options();
+  o.connections_max = 3;
+  o.data_end_timeout_ms = 5'000;
+  Harness h(o);
+  h.hops().Script(25, HopScript{.stall_at_data_end = true});
+  h.Send(d, 1, {"b@y.test"});
+  h.Run();  // Link 1 is ready, its message sent, its reply never comes.
+  h.hops().Script(25, HopScript{.refuse_connect = true});
+  h.hops().Script(26, HopScript{.refuse_connect = true});
+  h.Send(d, 2, {"c@y.test"});
+  h.Run();
+  EXPECT_EQ(h.hops().connects(25), 2u);
+  EXPECT_EQ(h.hops().connects(26), 1u);
+  EXPECT_TRUE(h.results_.empty());
+  h.Advance(5'100);  // Link 1 gives up: nothing ready is left.
+  ASSERT_EQ(h.results_.size(), 2u);
+  EXPECT_TRUE(h.results_[1][0].reply.starts_with("451 4.4.2 ")) << h.results_[1][0].reply;
+  EXPECT_TRUE(h.results_[2][0].reply.starts_with("451 4.4.1 no next hop"))
+      << h.results_[2][0].reply;
+  EXPECT_EQ(h.hops().connects(25) + h.hops().connects(26), 3u);
+}
+
+TEST(Pools, LmtpRepliesPerRecipient) {
+  Destination d{Route::kLmtp, true, {Hop(24)}};
+  Harness h;
+  h.hops().Script(24, HopScript{.lmtp = true});
+  h.Send(d, 1, {"a@y.test", "lmtptemp@y.test", "lmtpperm@y.test", "temp@y.test", "b@y.test"});
+  h.Run();
+  ASSERT_EQ(h.results_.size(), 1u);
+  const auto& r = h.results_[1];
+  ASSERT_EQ(r.size(), 5u);
+  EXPECT_EQ(r[0].status, smtp::RecipientStatus::kDelivered);
+  EXPECT_EQ(r[1].status, smtp::RecipientStatus::kDeferred);
+  EXPECT_EQ(r[1].code, 452);
+  EXPECT_EQ(r[1].enhanced, "4.2.2");
+  EXPECT_EQ(r[2].status, smtp::RecipientStatus::kFailed);
+  EXPECT_EQ(r[2].code, 550);
+  EXPECT_EQ(r[2].enhanced, "5.2.1");
+  EXPECT_EQ(r[3].status, smtp::RecipientStatus::kDeferred);  // 450 at RCPT.
+  EXPECT_EQ(r[3].code, 450);
+  EXPECT_EQ(r[4].status, smtp::RecipientStatus::kDelivered);
+  EXPECT_EQ(h.hops().delivered("a@y.test"), 1u);
+  EXPECT_EQ(h.hops().delivered("b@y.test"), 1u);
+  EXPECT_EQ(h.hops().delivered("lmtptemp@y.test"), 0u);
+  EXPECT_EQ(h.hops().commands(24).front().substr(0, 4), "LHLO");
+}
+
+TEST(Pools, StopDefersWhatIsQueuedAndQuitsIdleLinks) {
+  Destination d{Route::kSmarthost, false, {Hop(25)}};
+  PoolOptions o = Options();
+  o.connections_max = 1;
+  Harness h(o);
+  h.Send(d, 1, {"b@y.test"});
+  h.Run();
+  ASSERT_EQ(h.results_.size(), 1u);
+  h.Send(d, 2, {"c@y.test"});
+  h.pools().Stop();
+  h.Run();
+  ASSERT_EQ(h.results_.size(), 2u);
+  EXPECT_TRUE(h.results_[2][0].reply.starts_with("451 4.3.2 ")) << h.results_[2][0].reply;
+  EXPECT_EQ(h.hops().commands(25).back(), "QUIT");
+  EXPECT_TRUE(h.pools().idle());
+}
+
+}  // namespace
+}  // namespace relais::delivery
