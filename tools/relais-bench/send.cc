@@ -528,7 +528,7 @@ class Sender {
       lost_connection_seqs_.push_back(l.seq);
     } else {
       for (const smtp::RecipientReply& r : results) {
-        ++replies_[r.reply.substr(0, 3)];
+        ++replies_[StrCat(r.code)];  // The code the session parsed, never read back from text.
         if (r.status == smtp::RecipientStatus::kDelivered) {
           ++accepted;
         }
