@@ -2,12 +2,12 @@
 //
 // The test plays every peer. Sockets made here (Connected, NewStreamSocket, accepts) have a
 // peer side the test drives: PeerSends, PeerShutsWrite, PeerResets, a per-send byte limit
-// (short sends), StallSends (a peer whose window is full), StallConnect (no SYN-ACK), FailRecvs (ENOBUFS, or any error).
-// Nothing completes inside the call that started it: operations wait in submission order and
-// Step / RunUntilIdle complete the first one that can, so a run is a pure function of the
-// test's calls (the seeded shard simulation builds on that). Received bytes are overwritten
-// right after OnSocketDone returns, so a user that keeps the view past its callback reads
-// garbage in a test instead of working by luck.
+// (short sends), StallSends (a peer whose window is full), StallConnect (no SYN-ACK), FailRecvs
+// (ENOBUFS, or any error). Nothing completes inside the call that started it: operations wait in
+// submission order and Step / RunUntilIdle complete the first one that can, so a run is a pure
+// function of the test's calls (the seeded shard simulation builds on that). Received bytes are
+// overwritten right after OnSocketDone returns, so a user that keeps the view past its callback
+// reads garbage in a test instead of working by luck.
 //
 // Misuse the real kernel would punish later is a crash here: a second operation on a SocketOp
 // already in flight, any operation on a closed socket, a close while another operation on the

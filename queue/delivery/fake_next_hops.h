@@ -3,10 +3,10 @@
 //
 // FakeNextHops is an io::Net that passes every call to a FakeNet and watches the outbound
 // connections made through it: each Connect names a port, and the port's HopScript decides how
-// that next hop behaves (refuses the connect, never answers it, greets with 220 or 421, never greets, resets at
-// the end of the data, never answers it, stops taking data, takes a few bytes per send, LMTP).
-// Serve() plays every next hop: it reads what the client sent and answers, sans-I/O, so a run
-// is a pure function of the scripts and the test's steps. What each next hop accepted is
+// that next hop behaves (refuses the connect, never answers it, greets with 220 or 421, never
+// greets, resets at the end of the data, never answers it, stops taking data, takes a few bytes per
+// send, LMTP). Serve() plays every next hop: it reads what the client sent and answers, sans-I/O,
+// so a run is a pure function of the scripts and the test's steps. What each next hop accepted is
 // recorded per recipient address (the end of the data answered 250).
 //
 // Recipients choose their fate by name: an address starting with "temp" gets 450 4.2.0 at

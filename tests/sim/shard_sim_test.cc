@@ -556,9 +556,10 @@ void ShardSim::Check() {
 // Thousands of log lines per seed (sessions, next hops failing): to /dev/null while it lasts.
 class QuietLog {
  public:
-  QuietLog() : fd_(::open(std::getenv("RELAIS_SIM_LOG") != nullptr ? std::getenv("RELAIS_SIM_LOG")
-                                                                      : "/dev/null",
-                           O_WRONLY | O_CLOEXEC | O_CREAT | O_TRUNC, 0644)) {
+  QuietLog()
+      : fd_(::open(
+            std::getenv("RELAIS_SIM_LOG") != nullptr ? std::getenv("RELAIS_SIM_LOG") : "/dev/null",
+            O_WRONLY | O_CLOEXEC | O_CREAT | O_TRUNC, 0644)) {
     log::SetFd(fd_);
   }
   ~QuietLog() {
@@ -574,16 +575,14 @@ Result RunSeed(uint64_t seed) {
   ShardSim sim(seed);
   const Result r = sim.Run();
   if (std::getenv("RELAIS_SIM_VERBOSE") != nullptr) {
-    std::fprintf(stderr,
-                 "seed %llu: %llu clients, %llu acknowledged, %llu recipients delivered (%llu "
-                 "again after a crash), %llu reports, %llu crashes, %llu turns\n",
-                 static_cast<unsigned long long>(seed), static_cast<unsigned long long>(r.clients),
-                 static_cast<unsigned long long>(r.acked),
-                 static_cast<unsigned long long>(r.delivered),
-                 static_cast<unsigned long long>(r.again),
-                 static_cast<unsigned long long>(r.bounces),
-                 static_cast<unsigned long long>(r.crashes),
-                 static_cast<unsigned long long>(r.turns));
+    std::fprintf(
+        stderr,
+        "seed %llu: %llu clients, %llu acknowledged, %llu recipients delivered (%llu "
+        "again after a crash), %llu reports, %llu crashes, %llu turns\n",
+        static_cast<unsigned long long>(seed), static_cast<unsigned long long>(r.clients),
+        static_cast<unsigned long long>(r.acked), static_cast<unsigned long long>(r.delivered),
+        static_cast<unsigned long long>(r.again), static_cast<unsigned long long>(r.bounces),
+        static_cast<unsigned long long>(r.crashes), static_cast<unsigned long long>(r.turns));
   }
   return r;
 }
@@ -619,8 +618,7 @@ TEST(ShardSimulation, EveryAcknowledgedMessageDeliveredFailedOrQueuedNoLeaks) {
       static_cast<unsigned long long>(count), static_cast<unsigned long long>(total.clients),
       static_cast<unsigned long long>(total.acked),
       static_cast<unsigned long long>(total.delivered),
-      static_cast<unsigned long long>(total.again),
-      static_cast<unsigned long long>(total.bounces),
+      static_cast<unsigned long long>(total.again), static_cast<unsigned long long>(total.bounces),
       static_cast<unsigned long long>(total.crashes));
   EXPECT_GT(total.acked, count);  // The seeds did real work.
 }
@@ -638,6 +636,96 @@ TEST(ShardSimulation, ASeedReplaysTheSameRun) {
   EXPECT_EQ(runs[0].delivered, runs[1].delivered);
   EXPECT_EQ(runs[0].bounces, runs[1].bounces);
   EXPECT_GT(runs[0].acked, 0u);
+}
+
+// The core alone, one message, no faults: what each turn and the stop promise.
+TEST(ShardCoreTest, OneMessageInAndOutThenAGracefulStop) {
+  QuietLog quiet;
+  SimIo disk(1);
+  ASSERT_TRUE(disk.MakeDir(io::kWorkingDirectory, "/spool").ok());
+  base::FakeClock clock;
+  timer::TimerWheel timers(clock.MonotonicMs(), 100);
+  io::FakeNet net;
+  FakeNextHops hops(net);
+  routing::Router router({{"dest.example", config::RouteType::kSmarthost, "", {"h:25"}, ""}},
+                         "dest.example");
+  std::vector<std::optional<delivery::Destination>> destinations;
+  destinations.push_back(delivery::Destination{delivery::Route::kSmarthost, false, {Hop(25)}});
+  SimWorker worker(disk, clock);
+  relaisd::ShardMetrics metrics;
+  relaisd::ConnectionLimiter limiter(100, 100);
+  base::Random random(1);
+  relaisd::ShardOptions o;
+  o.session.hostname = "mx.sim.example";
+  o.spool.path = "/spool";
+  o.spool.body_memory_bytes_max = 0;  // The body is read back by the worker.
+  o.router = &router;
+  o.destinations = &destinations;
+  o.egress.tcp_no_delay = false;
+  o.metrics = &metrics;
+  authcheck::Policy unchecked;
+  unchecked.spf = unchecked.dkim = unchecked.dmarc = authcheck::Mode::kOff;
+  o.auth_by_listener = {unchecked};
+  relaisd::ShardEnv env;
+  env.net = &hops;
+  env.io = &disk;
+  env.clock = &clock;
+  env.timers = &timers;
+  env.random = &random;
+  env.limiter = &limiter;
+  env.worker = &worker;
+  env.report_boundary = [] { return std::string("0123456789abcdef0123456789abcdef"); };
+  auto created = relaisd::ShardCore::Create(o, env);
+  ASSERT_TRUE(created.ok()) << created.status();
+  relaisd::ShardCore& core = **created;
+  const io::Socket listener = net.Listener();
+  core.Start({listener.value()});
+  EXPECT_EQ(core.MsUntilWork(1000), 1000);  // Nothing to do: the loop may sleep the bound.
+
+  base::Random rng(2);
+  SimClients players(net, rng);
+  auto c = std::make_unique<Client>();
+  Message m;
+  m.token = "one";
+  m.body = MakeBody(rng, m.token, true);
+  m.recipients = {"r0.one@dest.example"};
+  c->messages.push_back(std::move(m));
+  sockaddr_storage from{};
+  auto* in = reinterpret_cast<sockaddr_in*>(&from);
+  in->sin_family = AF_INET;
+  in->sin_port = htons(40000);
+  in->sin_addr.s_addr = htonl(0xC0000201u);
+  Client& client = players.Connect(listener, from, std::move(c));
+  auto turn = [&] {
+    players.Act(client);
+    net.RunUntilIdle();
+    hops.Serve();
+    net.RunUntilIdle();
+    disk.RunCompletions();
+    worker.Run(
+        [&](std::unique_ptr<delivery::JobDone> done) { core.OnWorkerDone(std::move(done)); });
+    core.Turn();
+    clock.AdvanceMs(10);
+  };
+  for (int i = 0; i < 1000 && !(client.closed && hops.delivered("r0.one@dest.example") > 0); ++i) {
+    turn();
+  }
+  EXPECT_EQ(client.messages[0].reply, 250);
+  EXPECT_TRUE(client.closed);
+  EXPECT_EQ(hops.delivered("r0.one@dest.example"), 1u);
+  EXPECT_EQ(metrics.messages_accepted.value(), 1u);
+
+  core.BeginStop();
+  EXPECT_LE(core.MsUntilWork(1000), 50);  // While stopping the loop looks again soon.
+  bool stopped = false;
+  for (int i = 0; i < 2000 && !stopped; ++i) {
+    turn();
+    stopped = core.StopComplete(true);
+  }
+  EXPECT_TRUE(stopped);
+  EXPECT_EQ(core.pools().connections(), 0u);
+  EXPECT_EQ(net.in_flight(), 0u);
+  EXPECT_EQ(hops.delivered("r0.one@dest.example"), 1u);
 }
 
 }  // namespace

@@ -3,7 +3,6 @@
 #include <time.h>
 #include <unistd.h>
 
-
 #include "core/base/check.h"
 #include "core/base/strings.h"
 #include "core/log/log.h"

@@ -92,11 +92,11 @@ absl::StatusOr<std::unique_ptr<ShardCore>> ShardCore::Create(const ShardOptions&
       *c.outbound_,
       delivery::DeliveryMetrics{&m.attempts, &m.bounces, &m.maildir_mailboxes_recreated,
                                 &m.maildir_directories_forgotten, &m.time_to_delivered});
-  c.ingress_ = std::make_unique<Ingress>(IngressOptionsOf(options), *env.net, *env.timers, clock,
-                                         *c.spool_, *c.scheduler_, env.resolver, *env.random,
-                                         *env.limiter, *c.log_, m);
-  c.admin_service_ = std::make_unique<AdminService>(
-      options.index, *c.spool_, *c.scheduler_, clock, [&c] {
+  c.ingress_ =
+      std::make_unique<Ingress>(IngressOptionsOf(options), *env.net, *env.timers, clock, *c.spool_,
+                                *c.scheduler_, env.resolver, *env.random, *env.limiter, *c.log_, m);
+  c.admin_service_ =
+      std::make_unique<AdminService>(options.index, *c.spool_, *c.scheduler_, clock, [&c] {
         return ShardCounts{c.ingress_->connections(), c.metrics_.messages_accepted.value(),
                            c.delivery_->attempts_started()};
       });
