@@ -8,16 +8,18 @@
 // For each seed: clients (sim_clients.h) arrive and send mail in lock step, pipelined or as
 // Exim does, in random pieces, some resetting or stalling mid-transfer; Relais accepts into the
 // spool while the disk fails some writes and fdatasyncs and shortens others; delivery plans and
-// sends to two scripted next hops (fake_next_hops.h) that accept, refuse for now (421, 450) or
-// for good (550), refuse or never answer the connect, never greet, reset or stall at the end of
-// the data, stop taking data, take a few bytes per send; the scripts change as the run goes.
+// sends to a local Maildir (through the worker) and to two scripted next hops (fake_next_hops.h)
+// that accept, refuse for now (421, 450) or for good (550), refuse or never answer the connect,
+// never greet, reset or stall at the end of the data, stop taking data, take a few bytes per
+// send; the scripts change as the run goes.
 // Some seeds cut the power or kill the program once, and the next run starts from what the
 // disk kept. Then the faults stop, the clients finish, the queue drains, and the shard stops
 // gracefully.
 //
 // Properties (recipients choose their fate by name: "temp…" is refused for now, "perm…" for
 // good; each message's sender is its own address, so its reports are counted):
-//   - every message acknowledged with 250 is, per recipient, delivered to a next hop, or
+//   - every message acknowledged with 250 is, per recipient, delivered (to a next hop, or a
+//     file in its Maildir's new/), or
 //     failed with a report delivered to its sender, or (refused for now) still queued;
 //   - no recipient is delivered twice, except once more per crash that fell between the next
 //     hop's 250 and the durable record of it (the recipient was delivered and the recovered
@@ -103,13 +105,15 @@ class ShardSim {
         disk_(seed),
         random_(seed + 5),
         router_({{"dest.example", config::RouteType::kSmarthost, "", {"h:25", "h:26"}, ""},
-                 {"sim.example", config::RouteType::kSmarthost, "", {"h:25", "h:26"}, ""}},
+                 {"sim.example", config::RouteType::kSmarthost, "", {"h:25", "h:26"}, ""},
+                 {"local.example", config::RouteType::kMaildir, "/mail", {}, ""}},
                 "sim.example"),
         worker_(disk_, clock_) {
     for (int i = 0; i < 2; ++i) {
       destinations_.push_back(
           delivery::Destination{delivery::Route::kSmarthost, false, {Hop(25), Hop(26)}});
     }
+    destinations_.emplace_back(std::nullopt);  // The Maildir route.
   }
 
   Result Run();
@@ -127,6 +131,8 @@ class ShardSim {
   // due retry (what Shard::Run waits in the engine).
   void Sleep(bool progress);
   void Check();
+  // Times `address` was delivered: by a next hop, or into its Maildir (files in new/).
+  [[nodiscard]] uint32_t Delivered(const std::string& address);
 
   const uint64_t seed_;
   base::Random rng_;  // The scenario: clients, faults, scripts.
@@ -159,6 +165,8 @@ void ShardSim::Configure() {
   faults_.sync_error = rng_.Below(2) == 0 ? 0.03 : 0.0;
   disk_turns_ = 1 + rng_.Below(4);
   ASSERT_TRUE(disk_.MakeDir(io::kWorkingDirectory, "/spool").ok());
+  ASSERT_TRUE(disk_.MakeDir(io::kWorkingDirectory, "/mail").ok());
+  ASSERT_TRUE(disk_.SyncDir("/").ok());
   tight_limits_ = rng_.Below(5) == 0;  // 421 refusals at the greeting.
   relaisd::ShardOptions& o = options_;
   o.session.hostname = "mx.sim.example";
@@ -247,7 +255,7 @@ void ShardSim::Crash(bool power_cut) {
   core_->spool().ForEach([&](const spool::StoredMessage& m) {
     for (size_t i = 0; i < m.envelope.recipients.size(); ++i) {
       const std::string& address = m.envelope.recipients[i].address;
-      if (m.states[i] == spool::RecipientState::kPending && hops_.delivered(address) > 0) {
+      if (m.states[i] == spool::RecipientState::kPending && Delivered(address) > 0) {
         ++allowed_again_[address];
       }
     }
@@ -274,7 +282,9 @@ void ShardSim::NewClient() {
     for (uint64_t r = 0; r < recipients; ++r) {
       const uint64_t fate = rng_.Below(12);
       const char* prefix = fate == 0 ? "temp" : fate == 1 ? "perm" : "";
-      msg.recipients.push_back(base::StrCat(prefix, "r", r, ".", msg.token, "@dest.example"));
+      // Some go to a local Maildir (the worker's blocking delivery), the rest to next hops.
+      const char* domain = fate == 2 || fate == 3 ? "@local.example" : "@dest.example";
+      msg.recipients.push_back(base::StrCat(prefix, "r", r, ".", msg.token, domain));
     }
     total += msg.body.size() + 60;
     c->messages.push_back(std::move(msg));
@@ -456,9 +466,14 @@ Result ShardSim::Run() {
       result.acked += m.reply == 250 ? 1 : 0;
     }
   }
-  for (const auto& [address, times] : hops_.deliveries()) {
-    result.delivered += 1;
-    result.again += times - 1;
+  for (const auto& c : players_.clients) {
+    for (const Message& m : c->messages) {
+      for (const std::string& r : m.recipients) {
+        const uint32_t times = Delivered(r);
+        result.delivered += times > 0 ? 1 : 0;
+        result.again += times > 1 ? times - 1 : 0;
+      }
+    }
   }
   result.bounces = metrics_.bounces.value();
   result.crashes = crashes_;
@@ -497,7 +512,7 @@ void ShardSim::Check() {
       bool any_delivered = false;
       for (size_t i = 0; i < m.recipients.size(); ++i) {
         const std::string& r = m.recipients[i];
-        const uint32_t times = hops_.delivered(r);
+        const uint32_t times = Delivered(r);
         any_delivered |= times > 0;
         auto again = allowed_again_.find(r);
         EXPECT_LE(times, 1 + (again == allowed_again_.end() ? 0 : again->second))
@@ -551,6 +566,15 @@ void ShardSim::Check() {
   for (const auto& [address, times] : hops_.deliveries()) {
     EXPECT_TRUE(known.count(address) != 0) << address << " delivered: no client sent it";
   }
+}
+
+uint32_t ShardSim::Delivered(const std::string& address) {
+  const size_t at = address.find('@');
+  if (address.substr(at + 1) != "local.example") {
+    return hops_.delivered(address);
+  }
+  auto names = disk_.ListDir(base::StrCat("/mail/local.example/", address.substr(0, at), "/new"));
+  return names.ok() ? static_cast<uint32_t>(names->size()) : 0;
 }
 
 // Thousands of log lines per seed (sessions, next hops failing): to /dev/null while it lasts.
