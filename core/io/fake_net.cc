@@ -104,6 +104,9 @@ bool FakeNet::Ready(Op& w, SocketResult& done, bool& last) {
       return true;
     }
     case Kind::kConnect:
+      if (state.connect_stalled && !state.reset) {
+        return false;
+      }
       done.result = state.reset ? -ECONNREFUSED : state.connect_result;
       return true;
     case Kind::kRecv: {
@@ -221,6 +224,8 @@ void FakeNet::StallSends(Socket socket, bool stalled) { At(socket).stalled = sta
 void FakeNet::SetConnectResult(Socket socket, int32_t result) {
   At(socket).connect_result = result;
 }
+
+void FakeNet::StallConnect(Socket socket, bool stalled) { At(socket).connect_stalled = stalled; }
 
 void FakeNet::FailRecvs(uint32_t count, int32_t error) {
   failing_recvs_ = count;

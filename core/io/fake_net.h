@@ -2,12 +2,12 @@
 //
 // The test plays every peer. Sockets made here (Connected, NewStreamSocket, accepts) have a
 // peer side the test drives: PeerSends, PeerShutsWrite, PeerResets, a per-send byte limit
-// (short sends), StallSends (a peer whose window is full), FailRecvs (ENOBUFS, or any error).
-// Nothing completes inside the call that started it: operations wait in submission order and
-// Step / RunUntilIdle complete the first one that can, so a run is a pure function of the
-// test's calls (the seeded shard simulation builds on that). Received bytes are overwritten
-// right after OnSocketDone returns, so a user that keeps the view past its callback reads
-// garbage in a test instead of working by luck.
+// (short sends), StallSends (a peer whose window is full), StallConnect (no SYN-ACK), FailRecvs
+// (ENOBUFS, or any error). Nothing completes inside the call that started it: operations wait in
+// submission order and Step / RunUntilIdle complete the first one that can, so a run is a pure
+// function of the test's calls (the seeded shard simulation builds on that). Received bytes are
+// overwritten right after OnSocketDone returns, so a user that keeps the view past its callback
+// reads garbage in a test instead of working by luck.
 //
 // Misuse the real kernel would punish later is a crash here: a second operation on a SocketOp
 // already in flight, any operation on a closed socket, a close while another operation on the
@@ -61,6 +61,9 @@ class FakeNet final : public Net {
   void SetSendBytesMax(Socket socket, size_t bytes);  // Each send takes at most this much.
   void StallSends(Socket socket, bool stalled);       // Sends wait while stalled.
   void SetConnectResult(Socket socket, int32_t result);
+  // A connect on `socket` waits while stalled (a next hop that never answers the SYN), until
+  // cancelled or unstalled.
+  void StallConnect(Socket socket, bool stalled);
   // The next `count` receives (on any socket) complete with `error` (-ENOBUFS: every provided
   // buffer was in use).
   void FailRecvs(uint32_t count, int32_t error);
@@ -97,6 +100,7 @@ class FakeNet final : public Net {
     sockaddr_storage peer{};                                  // Connect's address.
     size_t send_bytes_max = SIZE_MAX;
     int32_t connect_result = 0;
+    bool connect_stalled = false;
   };
 
   void Start(Kind kind, Socket socket, SocketOp& op, std::string_view data = {});

@@ -138,6 +138,27 @@ TEST(FakeNetTest, AcceptsGiveThePeerAddressAndConnectRecordsTheTarget) {
   EXPECT_EQ(net.connected_to(out).ss_family, AF_INET);
 }
 
+TEST(FakeNetTest, AStalledConnectWaitsUntilCancelledOrUnstalled) {
+  FakeNet net;
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(25);
+  const Socket a = net.NewStreamSocket(AF_INET);
+  const Socket b = net.NewStreamSocket(AF_INET);
+  net.StallConnect(a, true);
+  net.StallConnect(b, true);
+  Recorder ra;
+  Recorder rb;
+  net.Connect(a, reinterpret_cast<const sockaddr*>(&to), sizeof(to), ra);
+  net.Connect(b, reinterpret_cast<const sockaddr*>(&to), sizeof(to), rb);
+  EXPECT_EQ(net.RunUntilIdle(), 0u);  // No SYN-ACK: the connects wait (a connect timeout's case).
+  net.Cancel(ra);
+  net.StallConnect(b, false);
+  EXPECT_EQ(net.RunUntilIdle(), 2u);
+  EXPECT_EQ(ra.results, std::vector<int32_t>{-ECANCELED});
+  EXPECT_EQ(rb.results, std::vector<int32_t>{0});
+}
+
 TEST(FakeNetDeathTest, MisuseIsCaught) {
   FakeNet net;
   const Socket s = net.Connected();

@@ -3,10 +3,10 @@
 //
 // FakeNextHops is an io::Net that passes every call to a FakeNet and watches the outbound
 // connections made through it: each Connect names a port, and the port's HopScript decides how
-// that next hop behaves (refuses the connect, greets with 220 or 421, never greets, resets at
-// the end of the data, never answers it, stops taking data, takes a few bytes per send, LMTP).
-// Serve() plays every next hop: it reads what the client sent and answers, sans-I/O, so a run
-// is a pure function of the scripts and the test's steps. What each next hop accepted is
+// that next hop behaves (refuses the connect, never answers it, greets with 220 or 421, never
+// greets, resets at the end of the data, never answers it, stops taking data, takes a few bytes per
+// send, LMTP). Serve() plays every next hop: it reads what the client sent and answers, sans-I/O,
+// so a run is a pure function of the scripts and the test's steps. What each next hop accepted is
 // recorded per recipient address (the end of the data answered 250).
 //
 // Recipients choose their fate by name: an address starting with "temp" gets 450 4.2.0 at
@@ -30,6 +30,7 @@ namespace relais::delivery::testing {
 
 struct HopScript {
   bool refuse_connect = false;       // The connect fails with ECONNREFUSED.
+  bool stall_connect = false;        // The connect never completes (until our timeout).
   uint16_t greeting_code = 220;      // 421: the next hop is busy and says so.
   bool greet = true;                 // False: says nothing at all (a stall before the greeting).
   bool lmtp = false;                 // One reply per accepted recipient after the data.
@@ -81,6 +82,9 @@ class FakeNextHops final : public io::Net {
     ++connects_[port];
     if (script.refuse_connect) {
       net_->SetConnectResult(socket, -ECONNREFUSED);
+      c.gone = true;
+    } else if (script.stall_connect) {
+      net_->StallConnect(socket, true);
       c.gone = true;
     } else {
       net_->SetSendBytesMax(socket, script.send_bytes_max);

@@ -44,6 +44,7 @@
 #include "queue/scheduler/scheduler.h"
 #include "queue/spool/spool.h"
 #include "tests/sim/sim_io.h"
+#include "tests/sim/sim_worker.h"
 
 namespace relais::delivery {
 namespace {
@@ -68,13 +69,6 @@ struct Acks final : spool::AppendCompletion {
   void OnAppendDone(spool::AppendOutcome, const mail::MessageId&) override {}
 };
 
-// The worker thread, run in line when the simulation says so.
-class InlineWorker final : public BlockingWork {
- public:
-  void Submit(std::unique_ptr<Job> job) override { jobs.push_back(std::move(job)); }
-  std::deque<std::unique_ptr<Job>> jobs;
-};
-
 struct Accepted {
   mail::MessageId id;
   std::vector<std::string> recipients;
@@ -89,7 +83,7 @@ class Shard final : public PoolListener {
         router_({{"smart.example", config::RouteType::kSmarthost, "", {"h:25", "h:26"}, ""},
                  {"local.example", config::RouteType::kMaildir, "/mail", {}, ""}},
                 "local.example"),
-        deliverer_(io_) {
+        worker_(io_, clock_) {
     destinations_.push_back(Destination{Route::kSmarthost, false, {Hop(25), Hop(26)}});
     destinations_.emplace_back(std::nullopt);
   }
@@ -171,7 +165,7 @@ class Shard final : public PoolListener {
     outbound_.reset();
     hops_.Crashed();
     pools_.reset();
-    worker_.jobs.clear();
+    worker_.Crashed();
     while (io_.RunCompletions() > 0) {  // The dead program hears only failures.
     }
     scheduler_.reset();
@@ -267,14 +261,9 @@ class Shard final : public PoolListener {
       moved |= net_->Step();
       spool_->Flush();
       moved |= io_.RunCompletions() > 0;
-      while (!worker_.jobs.empty()) {
-        std::unique_ptr<Job> job = std::move(worker_.jobs.front());
-        worker_.jobs.pop_front();
-        std::string lines;
-        delivery_->OnWorkerDone(RunBlocking(
-            std::move(job), deliverer_, io_, clock_, 0, [] { return "seed"; }, lines));
-        moved = true;
-      }
+      moved |= worker_.Run([&](std::unique_ptr<JobDone> done) {
+        delivery_->OnWorkerDone(std::move(done));
+      }) > 0;
       delivery_->Tick();
       (void)delivery_->TakeLog();
       if (!moved && !pools_->busy()) {
@@ -377,11 +366,10 @@ class Shard final : public PoolListener {
   std::unique_ptr<io::FakeNet> net_ = std::make_unique<io::FakeNet>();
   FakeNextHops hops_{*net_};
   routing::Router router_;
-  maildir::Deliverer deliverer_;
   std::vector<std::optional<Destination>> destinations_;
   std::unique_ptr<spool::Spool> spool_;
   std::unique_ptr<scheduler::Scheduler> scheduler_;
-  InlineWorker worker_;
+  sim::SimWorker worker_;
   std::unique_ptr<Pools> pools_;
   std::unique_ptr<PoolsOutbound> outbound_;
   std::array<std::array<metrics::Counter, kOutcomeNames.size()>, kRouteNames.size()> attempts_;

@@ -46,6 +46,7 @@
 #include "queue/routing/router.h"
 #include "queue/scheduler/scheduler.h"
 #include "queue/spool/spool.h"
+#include "tests/sim/sim_clients.h"
 #include "tests/sim/sim_io.h"
 #include "tools/relaisd/connection_limiter.h"
 #include "tools/relaisd/ingress.h"
@@ -55,60 +56,6 @@ namespace relais::sim {
 namespace {
 
 constexpr uint64_t kTurnsMax = 200'000;
-
-enum class Style : uint8_t { kLockstep, kPipelined, kExim };
-
-// What a reply answers.
-enum class Expect : uint8_t { kGreeting, kEhlo, kCommand, kData, kEnd, kQuit };
-
-struct Message {
-  std::string token;
-  std::string body;  // As sent after DATA (dot-stuffed) or BDAT (raw), ending in CRLF.
-  uint32_t recipients = 1;
-  int reply = 0;  // To its end of data (or to the command that refused it); 0: none.
-};
-
-struct Client {
-  io::Socket socket;
-  Style style = Style::kLockstep;
-  std::vector<Message> messages;
-  size_t next_message = 0;
-  bool quit_sent = false;
-  std::string out;  // Written, not yet delivered to the server (it goes in random pieces).
-  uint64_t bytes_sent = 0;
-  uint64_t cut_at = UINT64_MAX;  // Resets or stalls once this many bytes are sent.
-  bool resets = false;
-  bool stalls = false;
-  bool cut = false;      // Reset or stalled: does nothing any more.
-  bool shut = false;     // Shut its sending side.
-  bool closed = false;   // The server closed the connection.
-  bool refused = false;  // The greeting was not 220.
-  size_t read = 0;       // Bytes of the server's output parsed.
-  std::string line;      // A reply line not complete yet.
-  // The replies awaited, in order, and the message each concerns (SIZE_MAX: none).
-  std::deque<std::pair<Expect, size_t>> expect;
-  std::deque<std::string> lines;  // Lock step: the group's commands not written yet.
-};
-
-std::string MakeBody(base::Random& rng, const std::string& token, bool stuff) {
-  std::string body = "Subject: sim\r\nX-Sim-Token: " + token + "\r\n\r\n";
-  const uint64_t lines = rng.Below(12);
-  for (uint64_t i = 0; i < lines; ++i) {
-    std::string text;
-    if (rng.Below(6) == 0) {
-      text = ".";  // A line that needs dot-stuffing in DATA.
-    }
-    const uint64_t n = rng.Below(rng.Below(10) == 0 ? 990 : 80);  // Within 1000 with CRLF.
-    for (uint64_t k = 0; k < n; ++k) {
-      text += static_cast<char>('a' + rng.Below(26));
-    }
-    if (stuff && !text.empty() && text[0] == '.') {
-      text.insert(0, ".");
-    }
-    body += text + "\r\n";
-  }
-  return body;
-}
 
 struct Result {
   uint64_t acked = 0;
@@ -141,10 +88,6 @@ class Simulation {
  private:
   void Open();
   void NewClient();
-  // The client's next step this turn; true when it did something.
-  bool Act(Client& c);
-  void Write(Client& c);
-  void OnReply(Client& c, int code);
   // The server's loop turn (shard.cc's Run, written out). True when anything happened.
   bool Turn();
   void CheckSpool(spool::Spool& s, bool after_power_cut);
@@ -167,7 +110,8 @@ class Simulation {
   std::unique_ptr<relaisd::Ingress> ingress_;
   spool::SpoolOptions spool_options_;
   io::Socket listener_;
-  std::vector<std::unique_ptr<Client>> clients_;
+  SimClients players_{net_, rng_};
+  std::vector<std::unique_ptr<Client>>& clients_ = players_.clients;
   uint64_t client_addresses_ = 1;
   uint64_t disk_turns_ = 1;  // Disk completions run one turn in this many (on average).
 };
@@ -218,7 +162,6 @@ void Simulation::NewClient() {
   in->sin_family = AF_INET;
   in->sin_port = htons(static_cast<uint16_t>(40000 + n));
   in->sin_addr.s_addr = htonl(0xC0000201u + static_cast<uint32_t>(rng_.Below(client_addresses_)));
-  c->socket = net_.PeerConnects(listener_, from);
   c->style = static_cast<Style>(rng_.Below(3));
   const uint64_t messages = 1 + rng_.Below(3);
   uint64_t total = 0;
@@ -226,7 +169,10 @@ void Simulation::NewClient() {
     Message msg;
     msg.token = "s" + std::to_string(seed_) + "c" + std::to_string(n) + "m" + std::to_string(m);
     msg.body = MakeBody(rng_, msg.token, c->style != Style::kExim);
-    msg.recipients = static_cast<uint32_t>(1 + rng_.Below(3));
+    const uint64_t recipients = 1 + rng_.Below(3);
+    for (uint64_t r = 0; r < recipients; ++r) {
+      msg.recipients.push_back("r" + std::to_string(r) + "@dest.example");
+    }
     total += msg.body.size() + 60;
     c->messages.push_back(std::move(msg));
   }
@@ -239,176 +185,11 @@ void Simulation::NewClient() {
   if (c->resets || c->stalls) {
     c->cut_at = rng_.Below(total + 40);
   }
-  if (rng_.Below(5) == 0) {
-    net_.SetSendBytesMax(c->socket, 1 + rng_.Below(16));  // The client reads a few bytes a time.
+  const bool short_sends = rng_.Below(5) == 0;
+  Client& added = players_.Connect(listener_, from, std::move(c));
+  if (short_sends) {
+    net_.SetSendBytesMax(added.socket, 1 + rng_.Below(16));  // The client reads a few bytes a time.
   }
-  c->expect.emplace_back(Expect::kGreeting, SIZE_MAX);
-  clients_.push_back(std::move(c));
-}
-
-void Simulation::Write(Client& c) {
-  if (c.quit_sent) {
-    return;
-  }
-  if (c.refused || c.next_message >= c.messages.size()) {
-    c.out += "QUIT\r\n";
-    c.expect.emplace_back(Expect::kQuit, SIZE_MAX);
-    c.quit_sent = true;
-    return;
-  }
-  const size_t i = c.next_message;
-  Message& m = c.messages[i];
-  std::string group = "MAIL FROM:<sender@sim.example>\r\n";
-  for (uint32_t r = 0; r < m.recipients; ++r) {
-    group += "RCPT TO:<r" + std::to_string(r) + "@dest.example>\r\n";
-  }
-  switch (c.style) {
-    case Style::kLockstep:
-    case Style::kPipelined:
-      group += "DATA\r\n";
-      if (c.style == Style::kPipelined) {
-        c.out += group;
-      } else {
-        for (size_t at = 0; at < group.size();) {
-          const size_t eol = group.find("\r\n", at) + 2;
-          c.lines.push_back(group.substr(at, eol - at));
-          at = eol;
-        }
-      }
-      c.expect.emplace_back(Expect::kCommand, i);
-      for (uint32_t r = 0; r < m.recipients; ++r) {
-        c.expect.emplace_back(Expect::kCommand, i);
-      }
-      c.expect.emplace_back(Expect::kData, i);
-      break;
-    case Style::kExim:
-      c.out += group + "BDAT " + std::to_string(m.body.size()) + " LAST\r\n" + m.body;
-      c.expect.emplace_back(Expect::kCommand, i);
-      for (uint32_t r = 0; r < m.recipients; ++r) {
-        c.expect.emplace_back(Expect::kCommand, i);
-      }
-      c.expect.emplace_back(Expect::kEnd, i);
-      ++c.next_message;
-      if (c.next_message == c.messages.size()) {
-        c.out += "QUIT\r\n";  // In the same write, then the sending side shut (Exim).
-        c.expect.emplace_back(Expect::kQuit, SIZE_MAX);
-        c.quit_sent = true;
-      }
-      break;
-  }
-}
-
-void Simulation::OnReply(Client& c, int code) {
-  if (c.expect.empty()) {
-    return;  // Unsolicited (a 421 after the last reply): the server closes next.
-  }
-  const auto [what, index] = c.expect.front();
-  c.expect.pop_front();
-  Message* m = index == SIZE_MAX ? nullptr : &c.messages[index];
-  switch (what) {
-    case Expect::kGreeting:
-      c.refused = code != 220;
-      if (c.refused) {
-        for (Message& msg : c.messages) {
-          msg.reply = code;
-        }
-        return;
-      }
-      c.out += "EHLO client.sim.example\r\n";
-      c.expect.emplace_back(Expect::kEhlo, SIZE_MAX);
-      return;
-    case Expect::kEhlo:
-    case Expect::kQuit:
-      return;
-    case Expect::kCommand:
-      if (code >= 400 && m->reply == 0) {
-        m->reply = code;  // Refused before its data (its DATA is refused too).
-      }
-      return;
-    case Expect::kData:
-      if (code != 354) {
-        if (m->reply == 0) {
-          m->reply = code;
-        }
-        ++c.next_message;  // No body: the next message, or QUIT.
-        return;
-      }
-      c.out += m->body + ".\r\n";
-      c.expect.emplace_back(Expect::kEnd, index);
-      ++c.next_message;
-      return;
-    case Expect::kEnd:
-      m->reply = code;
-      return;
-  }
-}
-
-bool Simulation::Act(Client& c) {
-  if (c.cut || c.closed) {
-    return false;
-  }
-  bool acted = false;
-  // Read the server's replies.
-  const std::string& sent = net_.sent(c.socket);
-  while (c.read < sent.size()) {
-    const size_t eol = sent.find("\r\n", c.read);
-    if (eol == std::string::npos) {
-      break;
-    }
-    const std::string line = sent.substr(c.read, eol - c.read);
-    c.read = eol + 2;
-    acted = true;
-    if (line.size() >= 4 && line[3] == ' ') {
-      OnReply(c, std::atoi(line.substr(0, 3).c_str()));
-    }
-  }
-  if (net_.closed(c.socket)) {
-    c.closed = true;
-    return true;
-  }
-  // Write the next group once every reply awaited is in; in lock step, one command of it at a
-  // time, each once the one before is answered.
-  if (c.out.empty() && !c.shut) {
-    if (c.expect.empty() && c.lines.empty()) {
-      Write(c);
-    }
-    if (c.out.empty() && !c.lines.empty() && c.expect.size() == c.lines.size()) {
-      c.out = c.lines.front();
-      c.lines.pop_front();
-    }
-  }
-  // A client that resets may do so while it waits for a reply (a commit may be in flight).
-  if (c.resets && c.out.empty() && !c.expect.empty() && rng_.Below(8) == 0) {
-    c.cut = true;
-    net_.PeerResets(c.socket);
-    return true;
-  }
-  // Deliver the written bytes in random pieces.
-  if (!c.out.empty()) {
-    size_t n = rng_.Below(3) == 0 ? c.out.size() : 1 + rng_.Below(c.out.size());
-    if (c.bytes_sent + n >= c.cut_at) {
-      n = c.cut_at > c.bytes_sent ? static_cast<size_t>(c.cut_at - c.bytes_sent) : 0;
-      if (n > 0) {
-        net_.PeerSends(c.socket, std::string_view(c.out).substr(0, n));
-      }
-      c.cut = true;
-      if (c.resets) {
-        net_.PeerResets(c.socket);
-      } else {
-        net_.StallSends(c.socket, true);  // Reads nothing more: the server's sends wait.
-      }
-      return true;
-    }
-    net_.PeerSends(c.socket, std::string_view(c.out).substr(0, n));
-    c.out.erase(0, n);
-    c.bytes_sent += n;
-    acted = true;
-    if (c.out.empty() && c.style == Style::kExim && c.quit_sent && !c.shut) {
-      net_.PeerShutsWrite(c.socket);
-      c.shut = true;
-    }
-  }
-  return acted;
 }
 
 bool Simulation::Turn() {
@@ -498,7 +279,7 @@ Result Simulation::Run() {
       progress = true;
     }
     for (auto& c : clients_) {
-      progress |= Act(*c);
+      progress |= players_.Act(*c);
     }
     progress |= Turn();
     bool done = clients_.size() == clients;

@@ -3,8 +3,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <algorithm>
-
 #include "core/base/check.h"
 #include "core/base/strings.h"
 #include "core/log/log.h"
@@ -14,26 +12,6 @@ namespace relais::relaisd {
 namespace {
 
 constexpr uint32_t kTimerTickMs = 100;
-constexpr uint64_t kHardStopExtraMs = 10'000;  // Past the grace period, stop regardless.
-
-// The ingress's options: ShardOptions' fields that concern inbound SMTP.
-IngressOptions IngressOptionsOf(const ShardOptions& options) {
-  IngressOptions o;
-  o.shard = options.index;
-  o.session = options.session;
-  o.receive_bytes_max = options.receive_bytes_max;
-  o.transfer = {options.data_deadline_ms, options.data_deadline_stress_ms, options.data_rate_min};
-  o.stress_connections = options.stress_connections;
-  o.connections_per_shard_hard_max = options.connections_per_shard_hard_max;
-  o.router = options.router;
-  o.checks.auth_by_listener = options.auth_by_listener;
-  o.checks.auth_skip_networks = options.auth_skip_networks;
-  o.checks.relay_networks = options.session.relay_networks;
-  o.checks.header_limits = options.header_limits;
-  o.checks.signing_keys = options.signing_keys;
-  o.checks.hostname = options.session.hostname;
-  return o;
-}
 
 }  // namespace
 
@@ -90,7 +68,7 @@ class Shard::SignalReader final : public uring::Completion {
       shard_->BeginStop();
       return;
     }
-    if (!shard_->stopping_) {
+    if (!shard_->core_->stopping()) {
       Arm();
     }
   }
@@ -129,57 +107,6 @@ absl::StatusOr<std::unique_ptr<Shard>> Shard::Create(const ShardOptions& options
   }
   std::unique_ptr<Shard> shard(
       new Shard(options, std::move(listen_fds), limiter, mesh, std::move(*engine)));
-  shard->log_ = std::make_unique<log::ShardLog>(shard->clock_, static_cast<int>(options.index));
-  spool::SpoolOptions spool_options = options.spool;
-  spool_options.batch_seconds = &options.metrics->spool_batch_seconds;
-  auto spool = spool::Spool::Open(spool_options, shard->engine_->io(), shard->clock_);
-  if (!spool.ok()) {
-    return spool.status();
-  }
-  shard->spool_ = std::move(*spool);
-  auto report = shard->spool_->Recover();
-  if (!report.ok()) {
-    return report.status();
-  }
-  const int index = static_cast<int>(options.index);
-  log::Emit(log::Level::kInfo, index, "spool_recovered",
-            {{"path", options.spool.path},
-             {"segments", report->segments},
-             {"messages", report->messages_live},
-             {"torn_tails", report->torn_tails},
-             {"corrupt_records", report->corrupt_records},
-             {"unreadable_segments", report->unreadable_segments}});
-  for (const std::string& problem : report->problems) {
-    log::Emit(log::Level::kWarning, index, "spool_problem", {{"detail", problem}});
-  }
-  shard->scheduler_ = std::make_unique<scheduler::Scheduler>(options.scheduler, *shard->spool_,
-                                                             shard->clock_, shard->random_);
-  shard->scheduler_->LoadFromSpool();
-  // 1024 slots each way: more than attempts_in_flight_max allows (at most 512).
-  shard->worker_ =
-      std::make_unique<DeliveryWorker>(options.index, 10, options.maildir_directories_known_max);
-  EgressOptions egress = options.egress;
-  egress.shard = options.index;
-  egress.helo_name = options.session.hostname;
-  shard->egress_ = std::make_unique<delivery::Pools>(shard->engine_->net(), shard->timers_,
-                                                     shard->clock_, std::move(egress),
-                                                     static_cast<delivery::PoolListener&>(*shard));
-  shard->outbound_ =
-      std::make_unique<delivery::PoolsOutbound>(*shard->egress_, *options.destinations);
-  delivery::DeliveryOptions delivery_options;
-  delivery_options.plan.shard = options.index;
-  delivery_options.plan.pid = static_cast<uint32_t>(getpid());
-  delivery_options.plan.hostname = options.session.hostname;
-  delivery_options.plan.delay_warning_ms = options.delay_warning_ms;
-  delivery_options.recipients_per_transaction_max = options.recipients_per_transaction_max;
-  // 128 bits: a sender cannot predict a report's MIME boundary.
-  delivery_options.report_boundary = [] { return SecureRandomHex(16); };
-  ShardMetrics& m = *options.metrics;
-  shard->delivery_ = std::make_unique<delivery::Delivery>(
-      std::move(delivery_options), *shard->scheduler_, *shard->spool_, *options.router,
-      shard->clock_, *shard->worker_, *shard->outbound_,
-      delivery::DeliveryMetrics{&m.attempts, &m.bounces, &m.maildir_mailboxes_recreated,
-                                &m.maildir_directories_forgotten, &m.time_to_delivered});
   if (AnyChecks(options.auth_by_listener)) {
     auto resolver = ShardResolver::Create(*shard->engine_, options.dns, shard->clock_);
     if (!resolver.ok()) {
@@ -187,20 +114,31 @@ absl::StatusOr<std::unique_ptr<Shard>> Shard::Create(const ShardOptions& options
     }
     shard->resolver_ = std::move(*resolver);
   }
-  shard->ingress_ = std::make_unique<Ingress>(
-      IngressOptionsOf(options), shard->engine_->net(), shard->timers_, shard->clock_, *shard->spool_,
-      *shard->scheduler_, shard->resolver_ != nullptr ? &shard->resolver_->resolver() : nullptr,
-      shard->random_, shard->limiter_, *shard->log_, shard->metrics_);
-  shard->admin_service_ = std::make_unique<AdminService>(
-      options.index, *shard->spool_, *shard->scheduler_, shard->clock_, [s = shard.get()] {
-        return ShardCounts{s->ingress_->connections(), s->metrics_.messages_accepted.value(),
-                           s->delivery_->attempts_started()};
-      });
+  // 1024 slots each way: more than attempts_in_flight_max allows (at most 512).
+  shard->worker_ =
+      std::make_unique<DeliveryWorker>(options.index, 10, options.maildir_directories_known_max);
+  ShardEnv env;
+  env.net = &shard->engine_->net();
+  env.io = &shard->engine_->io();
+  env.clock = &shard->clock_;
+  env.timers = &shard->timers_;
+  env.random = &shard->random_;
+  env.resolver = shard->resolver_ != nullptr ? &shard->resolver_->resolver() : nullptr;
+  env.limiter = &shard->limiter_;
+  env.worker = shard->worker_.get();
+  env.pid = static_cast<uint32_t>(getpid());
+  // 128 bits: a sender cannot predict a report's MIME boundary.
+  env.report_boundary = [] { return SecureRandomHex(16); };
+  auto core = ShardCore::Create(options, env);
+  if (!core.ok()) {
+    return core.status();
+  }
+  shard->core_ = std::move(*core);
   return shard;
 }
 
 void Shard::Run() {
-  ingress_->Start(listen_fds_);
+  core_->Start(listen_fds_);
   if (signal_fd_ >= 0) {
     signal_reader_ = std::make_unique<SignalReader>(this, signal_fd_);
     signal_reader_->Arm();
@@ -209,8 +147,8 @@ void Shard::Run() {
   delivery_reader_->Arm();
   if (admin_fd_ >= 0) {
     admin_ = std::make_unique<AdminServer>(
-        *engine_, timers_, clock_, admin_fd_, options_.index, options_.count, *admin_service_,
-        [this](uint32_t to, std::unique_ptr<AdminQuery> query) {
+        *engine_, timers_, clock_, admin_fd_, options_.index, options_.count,
+        core_->admin_service(), [this](uint32_t to, std::unique_ptr<AdminQuery> query) {
           uring::Handoff h;
           h.kind = static_cast<uint16_t>(HandoffKind::kAdminQuery);
           h.payload = std::move(query);
@@ -220,51 +158,33 @@ void Shard::Run() {
   }
   if (metrics_fd_ >= 0) {
     RELAIS_CHECK(options_.all_metrics != nullptr);
-    metrics_endpoint_ = std::make_unique<MetricsEndpoint>(*options_.all_metrics, stopping_);
+    metrics_endpoint_ = std::make_unique<MetricsEndpoint>(*options_.all_metrics, core_->stopping());
     metrics_server_ = std::make_unique<net::RequestServer>(
         engine_->net(), timers_, clock_, metrics_fd_,
         net::RequestServerOptions{64, 8192, metrics_request_timeout_ms_}, *metrics_endpoint_);
     metrics_server_->Arm();
   }
   while (true) {
-    int64_t timeout_ms = 1000;
-    const int64_t next_tick = timers_.MsUntilNextTick(clock_.MonotonicMs());
-    if (next_tick >= 0 && next_tick < timeout_ms) {
-      timeout_ms = next_tick;
-    }
+    int64_t bound_ms = 1000;
     if (resolver_ != nullptr) {
       const int64_t dns = resolver_->Tick();  // c-ares timeouts that are due run here.
-      if (dns >= 0 && dns < timeout_ms) {
-        timeout_ms = dns;
+      if (dns >= 0 && dns < bound_ms) {
+        bound_ms = dns;
       }
     }
-    const int64_t next_retry = scheduler_->MsUntilNextDue();
-    if (next_retry >= 0 && next_retry < timeout_ms) {
-      timeout_ms = next_retry;
-    }
-    if (ingress_->busy() || stopping_ || egress_->busy()) {
-      timeout_ms = !ingress_->busy() && !egress_->busy() ? std::min<int64_t>(timeout_ms, 50) : 0;
-    }
-    engine_->Run(timeout_ms);
+    engine_->Run(core_->MsUntilWork(bound_ms));
     port_.Drain();  // Handoffs that raced with a wake-up already consumed.
     while (!outbox_.empty() &&
            port_.Send(outbox_.front().first, std::move(outbox_.front().second))) {
       outbox_.pop_front();
     }
-    const uint64_t now = clock_.MonotonicMs();
-    timers_.Advance(now);
-    ingress_->RetryAccepts(now);
-    ingress_->PumpDirty();
-    delivery_->Tick();
-    egress_->Pump();
-    worker_->Kick();
-    PublishMetrics();
-    // Everything appended this turn (messages and delivery outcomes) shares one write and one
-    // fdatasync.
-    spool_->Flush();
-    log_->Flush();
-    delivery_->FlushLog();
-    if (stopping_ && StopComplete()) {
+    core_->Turn();
+    worker_->Kick();  // The jobs this turn submitted.
+    PublishResolverMetrics();
+    // Shard 0 answers relaisctl and Prometheus while the others drain, so it goes last.
+    if (core_->stopping() &&
+        core_->StopComplete(options_.index != 0 ||
+                            options_.shards_running->load(std::memory_order_acquire) == 1)) {
       break;
     }
   }
@@ -274,8 +194,9 @@ void Shard::Run() {
   log::Emit(log::Level::kInfo, static_cast<int>(options_.index), "shard_stopped",
             {{"messages_accepted", metrics_.messages_accepted.value()},
              {"connections_accepted", metrics_.connections_accepted.value()},
-             {"spool_batches", spool_->stats().batches}});
+             {"spool_batches", core_->spool().stats().batches}});
 }
+
 void Shard::OnHandoff(uint32_t /*from*/, uring::Handoff&& handoff) {
   switch (static_cast<HandoffKind>(handoff.kind)) {
     case HandoffKind::kStop:
@@ -285,7 +206,8 @@ void Shard::OnHandoff(uint32_t /*from*/, uring::Handoff&& handoff) {
       RELAIS_CHECK(handoff.payload != nullptr);
       uring::Handoff reply;
       reply.kind = static_cast<uint16_t>(HandoffKind::kAdminAnswer);
-      reply.payload = admin_service_->Answer(static_cast<const AdminQuery&>(*handoff.payload));
+      reply.payload =
+          core_->admin_service().Answer(static_cast<const AdminQuery&>(*handoff.payload));
       SendToShard(0, std::move(reply));
       return;
     }
@@ -305,86 +227,31 @@ void Shard::SendToShard(uint32_t to, uring::Handoff&& handoff) {
 }
 
 void Shard::BeginStop() {
-  if (stopping_) {
+  if (core_->stopping()) {
     return;
   }
-  stopping_ = true;
-  stop_deadline_ms_ = clock_.MonotonicMs() + options_.shutdown_grace_ms;
-  ingress_->BeginStop();  // No more accepts; every session is told 421 when it may be.
   if (admin_ != nullptr) {
     admin_->Stop();
   }
-  delivery_->Stop();
-  egress_->Stop();
-  log::Emit(log::Level::kInfo, static_cast<int>(options_.index), "stopping",
-            {{"connections", ingress_->connections()}, {"grace_ms", options_.shutdown_grace_ms}});
-}
-
-bool Shard::StopComplete() {
-  const uint64_t now = clock_.MonotonicMs();
-  if (!forced_ && now >= stop_deadline_ms_) {
-    forced_ = true;
-    ingress_->ForceStop();
-  }
-  // Shard 0 answers relaisctl and Prometheus while the others drain, so it goes last.
-  const bool others_done =
-      options_.index != 0 || options_.shards_running->load(std::memory_order_acquire) == 1;
-  if (ingress_->connections() == 0 && delivery_->idle() && egress_->idle() && spool_->idle() &&
-      log_->idle() && others_done) {
-    return true;
-  }
-  if (now >= stop_deadline_ms_ + kHardStopExtraMs) {
-    // Peers that will not read their 421 must not hold the process. Nothing unacknowledged is
-    // lost by leaving: a message is only ever acknowledged after its batch is durable.
-    log::Emit(log::Level::kWarning, static_cast<int>(options_.index), "stop_forced",
-              {{"connections", ingress_->connections()}, {"spool_idle", spool_->idle()}});
-    return spool_->idle();
-  }
-  return false;
+  core_->BeginStop();
 }
 
 void Shard::OnDeliveriesDone() {
   while (auto done = worker_->TakeDone()) {
-    delivery_->OnWorkerDone(std::move(done));
+    core_->OnWorkerDone(std::move(done));
   }
 }
 
-void Shard::OnPoolDone(uint64_t id, std::vector<smtp::RecipientReply>&& results,
-                       std::string_view next_hop) {
-  delivery_->OnOutboundDone(id, std::move(results), next_hop);
-}
-
-void Shard::PublishMetrics() {
-  ingress_->PublishMetrics();
-  const spool::SpoolStats& st = spool_->stats();
-  metrics_.spool_appends.Mirror(st.appends);
-  metrics_.spool_batches.Mirror(st.batches);
-  metrics_.spool_batch_failures.Mirror(st.batch_failures);
-  metrics_.spool_bytes_written.Mirror(st.bytes_written);
-  metrics_.spool_bytes.Set(static_cast<int64_t>(spool_->live_bytes()));
-  metrics_.spool_segments.Set(static_cast<int64_t>(spool_->segment_count()));
-  metrics_.queue_messages.Set(static_cast<int64_t>(spool_->message_count()));
-  metrics_.queue_ready.Set(static_cast<int64_t>(scheduler_->ready()));
-  metrics_.queue_deferred.Set(static_cast<int64_t>(scheduler_->deferred()));
-  metrics_.queue_in_flight.Set(scheduler_->in_flight());
-  const delivery::PoolCounters& e = egress_->counters();
-  metrics_.egress_connections_opened.Mirror(e.connections_opened);
-  metrics_.egress_connect_failures.Mirror(e.connect_failures);
-  metrics_.egress_tasks_retried.Mirror(e.tasks_retried);
-  metrics_.egress_connections.Set(egress_->connections());
-  metrics_.egress_connections_unused.Mirror(e.connections_unused);
-  metrics_.egress_converted_7bit.Mirror(e.converted_7bit);
-  metrics_.egress_not_convertible.Mirror(e.not_convertible);
-  metrics_.egress_smtputf8_not_needed.Mirror(e.smtputf8_not_needed);
-  metrics_.log_lines_dropped.Mirror(log_->dropped());
-  if (resolver_ != nullptr) {
-    const dns::ResolverStats& d = resolver_->resolver().stats();
-    metrics_.dns_lookups.Mirror(d.lookups);
-    metrics_.dns_cache_hits.Mirror(d.cache_hits);
-    metrics_.dns_queries.Mirror(d.queries_sent);
-    metrics_.dns_temporary_failures.Mirror(d.temporary_failures);
-    metrics_.dns_cache_entries.Set(static_cast<int64_t>(resolver_->resolver().cache_entries()));
+void Shard::PublishResolverMetrics() {
+  if (resolver_ == nullptr) {
+    return;
   }
+  const dns::ResolverStats& d = resolver_->resolver().stats();
+  metrics_.dns_lookups.Mirror(d.lookups);
+  metrics_.dns_cache_hits.Mirror(d.cache_hits);
+  metrics_.dns_queries.Mirror(d.queries_sent);
+  metrics_.dns_temporary_failures.Mirror(d.temporary_failures);
+  metrics_.dns_cache_entries.Set(static_cast<int64_t>(resolver_->resolver().cache_entries()));
 }
 
 }  // namespace relais::relaisd
