@@ -19,12 +19,12 @@
 #include <vector>
 
 #include "core/base/clock.h"
+#include "core/net/request_server.h"
 #include "core/timer/timer_wheel.h"
 #include "core/uring/engine.h"
 #include "queue/scheduler/scheduler.h"
 #include "queue/spool/spool.h"
 #include "tools/relaisd/admin.h"
-#include "core/net/request_server.h"
 
 namespace relais::relaisd {
 

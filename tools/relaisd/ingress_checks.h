@@ -18,13 +18,13 @@
 
 #include "core/base/clock.h"
 #include "core/base/random.h"
+#include "core/log/shard_log.h"
 #include "core/mail/ip_network.h"
 #include "protocols/authcheck/authcheck.h"
 #include "protocols/dkim/dkim.h"
 #include "protocols/dns/resolver.h"
 #include "protocols/smtp/server_session.h"
 #include "protocols/spf/spf.h"
-#include "core/log/shard_log.h"
 #include "tools/relaisd/shard_metrics.h"
 
 namespace relais::relaisd {

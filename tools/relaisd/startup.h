@@ -17,12 +17,12 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "core/net/listener.h"
 #include "core/uring/mesh.h"
 #include "protocols/authcheck/authcheck.h"
 #include "queue/routing/router.h"
 #include "tools/relaisd/config_schema.h"
 #include "tools/relaisd/connection_limiter.h"
-#include "core/net/listener.h"
 #include "tools/relaisd/recipient_policy.h"
 #include "tools/relaisd/shard.h"
 
