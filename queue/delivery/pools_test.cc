@@ -338,3 +338,64 @@ TEST(Pools, StopDefersWhatIsQueuedAndQuitsIdleLinks) {
 
 }  // namespace
 }  // namespace relais::delivery
+
+namespace relais::delivery {
+namespace {
+
+// Review (h-review): a next hop that answers the end of the data before it has taken the whole
+// body (out of turn) makes the transaction done while the borrowed body is still being sent.
+// Process hands the results out (the caller frees the content) unless the session is closed,
+// so the send in flight and the pieces left behind read freed memory.
+struct FreeingListener final : PoolListener {
+  void OnPoolDone(uint64_t, std::vector<smtp::RecipientReply>&&, std::string_view) override {
+    ++done;
+    body.reset();  // The contract: the results free the caller's memory.
+  }
+  std::unique_ptr<std::string> body;
+  int done = 0;
+};
+
+TEST(PoolsReview, EarlyReplyToTheDataHandsOutWhileTheBorrowedBodyIsInFlight) {
+  io::FakeNet net;
+  base::FakeClock clock;
+  timer::TimerWheel timers{clock.MonotonicMs(), 5};
+  FreeingListener listener;
+  listener.body =
+      std::make_unique<std::string>("Subject: x\r\n\r\n" + std::string(200'000, 'a') + "\r\n");
+  Destination d{Route::kSmarthost, false, {Hop(25)}};
+  PoolOptions o = Options();
+  o.connections_max = 1;
+  Pools pools(net, timers, clock, o, listener);
+  PoolTask t;
+  t.id = 1;
+  t.message.sender = "a@x.test";
+  t.message.recipients.push_back({"b@y.test", "", ""});
+  t.message.content = *listener.body;
+  pools.Submit(d, std::move(t));
+  auto run = [&] {
+    for (int i = 0; i < 10'000; ++i) {
+      pools.Pump();
+      if (!net.Step() && !pools.busy()) {
+        return;
+      }
+    }
+  };
+  run();
+  const io::Socket s = io::Socket::Descriptor(100);
+  net.PeerSends(s, "220 hi\r\n");
+  run();
+  net.PeerSends(s, "250-hi\r\n250 PIPELINING\r\n");
+  run();
+  net.StallSends(s, true);  // The next hop's window fills while the body goes out.
+  net.PeerSends(s, "250 ok\r\n250 ok\r\n354 go\r\n");
+  run();
+  ASSERT_TRUE(net.in_flight(s) >= 1u);
+  net.PeerSends(s, "250 early\r\n");  // Out of turn: the dot was never sent.
+  run();
+  EXPECT_EQ(listener.done, 0) << "results (and the body) handed out while the body was in flight";
+  net.StallSends(s, false);
+  run();  // ASan: the send reads the freed body.
+}
+
+}  // namespace
+}  // namespace relais::delivery
