@@ -323,13 +323,32 @@ TEST(ClientSession, LmtpHangupAfterSomeRepliesDefersOnlyTheRest) {
   Drain(s);
   Message m{{"a@l.example", "b@l.example"}};
   s.Begin(m.Out());
-  s.Feed("250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n250 a ok\r\n");
+  s.Feed("250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n");
+  Drain(s);  // The body goes out before any reply to it can come.
+  s.Feed("250 a ok\r\n");
   s.OnConnectionLost("connection reset");
   ASSERT_TRUE(s.transaction_done());
   const auto r = s.TakeResults();
   EXPECT_EQ(r[0].status, RecipientStatus::kDelivered);
   EXPECT_EQ(r[1].status, RecipientStatus::kDeferred);
   EXPECT_TRUE(s.closed());
+}
+
+TEST(ClientSession, AReplyToTheDataBeforeItWentOutSettlesNothing) {
+  ClientSession s(Options());
+  Open(s, "250-sink\r\n250 PIPELINING\r\n");
+  Message m{{"b@y.example"}};
+  s.Begin(m.Out());
+  Drain(s);
+  // The 250 comes with the 354, before the body was sent: no server that read the message
+  // can say that (an injected or broken reply). Never counted as delivered.
+  s.Feed("250 ok\r\n250 ok\r\n354 go\r\n250 early\r\n");
+  ASSERT_TRUE(s.transaction_done());
+  EXPECT_TRUE(s.closed());
+  const auto r = s.TakeResults();
+  EXPECT_EQ(r[0].status, RecipientStatus::kDeferred);
+  EXPECT_EQ(r[0].code, 451);
+  EXPECT_EQ(r[0].enhanced, "4.5.0");
 }
 
 TEST(ClientSession, HangupMidDataIsNeverCountedAsSent) {
@@ -404,7 +423,9 @@ TEST(ClientSession, StaleCachedConnectionLeavesTheTransactionUntouched) {
   Open(s, "250-sink\r\n250 PIPELINING\r\n");
   Message m{{"b@y.example"}};
   s.Begin(m.Out());
-  s.Feed("250 ok\r\n250 ok\r\n354 go\r\n250 ok\r\n");
+  s.Feed("250 ok\r\n250 ok\r\n354 go\r\n");
+  Drain(s);
+  s.Feed("250 ok\r\n");
   ASSERT_TRUE(s.transaction_done());
   static_cast<void>(s.TakeResults());
   s.Begin(m.Out());
@@ -565,8 +586,20 @@ std::vector<RecipientReply> Replay(const std::vector<std::string_view>& pieces) 
   const OutgoingMessage out = m.Out();
   s.Begin(out);
   Drain(s);
+  // The body goes out on the 354, before the server can answer it: a piece that holds the end
+  // of the 354 line and more is fed in two, with the body drained in between.
+  constexpr std::string_view k354 = "354 go ahead\r\n";
+  const size_t body_at = kBatch.find(k354) + k354.size();
+  size_t offset = 0;
   for (std::string_view piece : pieces) {
-    s.Feed(piece);
+    if (offset < body_at && body_at < offset + piece.size()) {
+      s.Feed(piece.substr(0, body_at - offset));
+      Drain(s);
+      s.Feed(piece.substr(body_at - offset));
+    } else {
+      s.Feed(piece);
+    }
+    offset += piece.size();
     Drain(s);
   }
   if (!s.transaction_done()) {

@@ -302,9 +302,10 @@ void Pools::Process(Link& link) {
     link.session.OnConnectionLost(LostReason(*link.pump));  // Nothing if already closed.
   }
   if (link.task && link.task_begun && link.session.transaction_done()) {
-    if (link.session.closed() && link.pump && link.pump->sending()) {
-      // The send the close cancels may still read the message (large content goes out from
-      // the caller's memory): its results wait for the pump's close (Closed).
+    if (link.pump && link.pump->sending()) {
+      // A send in flight may still read the message (large content goes out from the
+      // caller's memory), and the caller frees it with the results: they wait for the send
+      // to complete, or for the pump's close (Closed) when the close cancels it.
     } else {
       HandOut(link);
     }

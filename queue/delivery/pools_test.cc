@@ -346,16 +346,23 @@ namespace {
 // body (out of turn) makes the transaction done while the borrowed body is still being sent.
 // Process hands the results out (the caller frees the content) unless the session is closed,
 // so the send in flight and the pieces left behind read freed memory.
+// Frees the message with its results, as the Delivery unit does.
 struct FreeingListener final : PoolListener {
-  void OnPoolDone(uint64_t, std::vector<smtp::RecipientReply>&&, std::string_view) override {
+  void OnPoolDone(uint64_t, std::vector<smtp::RecipientReply>&& r, std::string_view) override {
     ++done;
+    results = std::move(r);
     body.reset();  // The contract: the results free the caller's memory.
   }
   std::unique_ptr<std::string> body;
+  std::vector<smtp::RecipientReply> results;
   int done = 0;
 };
 
-TEST(PoolsReview, EarlyReplyToTheDataHandsOutWhileTheBorrowedBodyIsInFlight) {
+// A next hop (or something on the path) answers the end of data while the body is still
+// going out from the caller's memory. The reply settles nothing; the link ends, the cancelled
+// send completes, and only then do the results (which free the body) go out. Before the fix
+// the results went out at once and the send read the freed body (ASan: heap-use-after-free).
+TEST(Pools, AReplyToTheDataBeforeItWasSentEndsTheLinkAndFreesNothingInFlight) {
   io::FakeNet net;
   base::FakeClock clock;
   timer::TimerWheel timers{clock.MonotonicMs(), 5};
@@ -392,9 +399,15 @@ TEST(PoolsReview, EarlyReplyToTheDataHandsOutWhileTheBorrowedBodyIsInFlight) {
   ASSERT_TRUE(net.in_flight(s) >= 1u);
   net.PeerSends(s, "250 early\r\n");  // Out of turn: the dot was never sent.
   run();
-  EXPECT_EQ(listener.done, 0) << "results (and the body) handed out while the body was in flight";
+  ASSERT_EQ(listener.done, 1);
+  EXPECT_EQ(net.in_flight(s), 0u) << "the body was freed with a send still reading it";
+  ASSERT_EQ(listener.results.size(), 1u);
+  EXPECT_EQ(listener.results[0].status, smtp::RecipientStatus::kDeferred);
+  EXPECT_EQ(listener.results[0].code, 451);
+  EXPECT_NE(listener.results[0].reply.find("before the data was sent"), std::string::npos)
+      << listener.results[0].reply;
   net.StallSends(s, false);
-  run();  // ASan: the send reads the freed body.
+  run();  // Nothing is sent from the freed body (ASan).
 }
 
 }  // namespace
