@@ -23,6 +23,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/base/random.h"
 #include "core/io/fake_net.h"
 #include "core/io/net.h"
 
@@ -39,6 +40,42 @@ struct HopScript {
   bool stall_data = false;           // Takes no data once DATA is answered (a full window).
   size_t send_bytes_max = SIZE_MAX;  // Takes at most this much per send (short sends).
 };
+
+// One next hop's behaviour for a while, drawn from `random`: one of the faults above (a
+// refused or stalled connect, 421, no greeting, a reset or a stall at the end of data, a full
+// window, short sends) or, 6 times in 14, a next hop that accepts everything.
+[[nodiscard]] inline HopScript RandomHopScript(base::Random& random) {
+  HopScript s;
+  switch (random.Below(14)) {
+    case 0:
+      s.refuse_connect = true;
+      break;
+    case 1:
+      s.stall_connect = true;
+      break;
+    case 2:
+      s.greeting_code = 421;
+      break;
+    case 3:
+      s.greet = false;
+      break;
+    case 4:
+      s.reset_at_data_end = true;
+      break;
+    case 5:
+      s.stall_at_data_end = true;
+      break;
+    case 6:
+      s.stall_data = true;
+      break;
+    case 7:
+      s.send_bytes_max = 1 + random.Below(16);
+      break;
+    default:
+      break;  // Accepts.
+  }
+  return s;
+}
 
 class FakeNextHops final : public io::Net {
  public:

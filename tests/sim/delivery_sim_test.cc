@@ -51,6 +51,7 @@ namespace {
 
 using testing::FakeNextHops;
 using testing::HopScript;
+using testing::RandomHopScript;
 
 constexpr uint16_t kPorts[] = {25, 26};
 
@@ -216,33 +217,7 @@ class Shard final : public PoolListener {
   // The next hops' behaviour for the next while, from the seed.
   void Rescript() {
     for (uint16_t port : kPorts) {
-      HopScript s;
-      switch (random_.Below(12)) {
-        case 0:
-          s.refuse_connect = true;
-          break;
-        case 1:
-          s.greeting_code = 421;
-          break;
-        case 2:
-          s.greet = false;
-          break;
-        case 3:
-          s.reset_at_data_end = true;
-          break;
-        case 4:
-          s.stall_at_data_end = true;
-          break;
-        case 5:
-          s.stall_data = true;
-          break;
-        case 6:
-          s.send_bytes_max = 1 + random_.Below(16);
-          break;
-        default:
-          break;  // Accepts.
-      }
-      hops_.Script(port, s);
+      hops_.Script(port, RandomHopScript(random_));
     }
   }
   void Heal() {

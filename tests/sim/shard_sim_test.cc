@@ -69,6 +69,7 @@ namespace {
 
 using delivery::testing::FakeNextHops;
 using delivery::testing::HopScript;
+using delivery::testing::RandomHopScript;
 
 constexpr uint16_t kPorts[] = {25, 26};
 constexpr uint64_t kChaosTurns = 1'500;
@@ -306,36 +307,7 @@ void ShardSim::NewClient() {
 
 void ShardSim::Rescript() {
   for (uint16_t port : kPorts) {
-    HopScript s;
-    switch (rng_.Below(14)) {
-      case 0:
-        s.refuse_connect = true;
-        break;
-      case 1:
-        s.stall_connect = true;
-        break;
-      case 2:
-        s.greeting_code = 421;
-        break;
-      case 3:
-        s.greet = false;
-        break;
-      case 4:
-        s.reset_at_data_end = true;
-        break;
-      case 5:
-        s.stall_at_data_end = true;
-        break;
-      case 6:
-        s.stall_data = true;
-        break;
-      case 7:
-        s.send_bytes_max = 1 + rng_.Below(16);
-        break;
-      default:
-        break;  // Accepts.
-    }
-    hops_.Script(port, s);
+    hops_.Script(port, RandomHopScript(rng_));
   }
 }
 
