@@ -43,6 +43,7 @@
 #include "queue/routing/router.h"
 #include "queue/scheduler/scheduler.h"
 #include "queue/spool/spool.h"
+#include "tests/sim/seeds.h"
 #include "tests/sim/sim_io.h"
 #include "tests/sim/sim_worker.h"
 
@@ -387,17 +388,7 @@ void RunSeed(uint64_t seed) {
 
 TEST(DeliverySim, EveryRecipientDeliveredOnceFailedOrQueued) {
   QuietLog quiet;
-  if (const char* one = std::getenv("RELAIS_SIM_SEED"); one != nullptr) {
-    RunSeed(std::strtoull(one, nullptr, 10));
-    return;
-  }
-  for (uint64_t seed = 1; seed <= 200; ++seed) {
-    RunSeed(seed);
-    if (::testing::Test::HasFailure()) {
-      ADD_FAILURE() << "replay with RELAIS_SIM_SEED=" << seed;
-      return;
-    }
-  }
+  sim::ForEachSeed(sim::SeedsFromEnv(1, 200), [](uint64_t seed) { RunSeed(seed); });
 }
 
 // The same seed gives the same run: what a replay relies on.

@@ -46,6 +46,7 @@
 #include "queue/routing/router.h"
 #include "queue/scheduler/scheduler.h"
 #include "queue/spool/spool.h"
+#include "tests/sim/seeds.h"
 #include "tests/sim/sim_clients.h"
 #include "tests/sim/sim_io.h"
 #include "tools/relaisd/connection_limiter.h"
@@ -350,17 +351,10 @@ Result Simulation::Run() {
 }
 
 TEST(IngressSimulation, EveryAcknowledgedMessageStoredOnceNoConnectionLeaks) {
-  uint64_t first = 0;
-  uint64_t count = 200;
-  if (const char* v = std::getenv("RELAIS_SIM_SEEDS")) {
-    count = std::strtoull(v, nullptr, 10);
-  }
-  if (const char* v = std::getenv("RELAIS_SIM_SEED")) {
-    first = std::strtoull(v, nullptr, 10);
-    count = 1;
-  }
+  const sim::Seeds seeds = sim::SeedsFromEnv(0, 200);
+  const uint64_t count = seeds.count;
   Result total;
-  for (uint64_t seed = first; seed < first + count; ++seed) {
+  sim::ForEachSeed(seeds, [&](uint64_t seed) {
     Result r;
     {
       Simulation sim(seed);
@@ -372,11 +366,7 @@ TEST(IngressSimulation, EveryAcknowledgedMessageStoredOnceNoConnectionLeaks) {
     total.cuts += r.cuts;
     total.power_cuts += r.power_cuts;
     total.no_buffer += r.no_buffer;
-    if (HasFailure()) {
-      ADD_FAILURE() << "replay with RELAIS_SIM_SEED=" << seed;
-      break;
-    }
-  }
+  });
   std::printf(
       "ingress simulation: %llu seeds, %llu clients (%llu reset or stalled), %llu messages "
       "acknowledged (each stored once, found after the power cut), %llu refused with a reply, "

@@ -57,6 +57,7 @@
 #include "core/timer/timer_wheel.h"
 #include "queue/delivery/fake_next_hops.h"
 #include "queue/routing/router.h"
+#include "tests/sim/seeds.h"
 #include "tests/sim/sim_clients.h"
 #include "tests/sim/sim_io.h"
 #include "tests/sim/sim_worker.h"
@@ -585,17 +586,10 @@ Result RunSeed(uint64_t seed) {
 
 TEST(ShardSimulation, EveryAcknowledgedMessageDeliveredFailedOrQueuedNoLeaks) {
   QuietLog quiet;
-  uint64_t first = 1;
-  uint64_t count = 150;
-  if (const char* v = std::getenv("RELAIS_SIM_SEEDS")) {
-    count = std::strtoull(v, nullptr, 10);
-  }
-  if (const char* v = std::getenv("RELAIS_SIM_SEED")) {
-    first = std::strtoull(v, nullptr, 10);
-    count = 1;
-  }
+  const sim::Seeds seeds = sim::SeedsFromEnv(1, 150);
+  const uint64_t count = seeds.count;
   Result total;
-  for (uint64_t seed = first; seed < first + count; ++seed) {
+  sim::ForEachSeed(seeds, [&](uint64_t seed) {
     const Result r = RunSeed(seed);
     total.acked += r.acked;
     total.delivered += r.delivered;
@@ -603,11 +597,7 @@ TEST(ShardSimulation, EveryAcknowledgedMessageDeliveredFailedOrQueuedNoLeaks) {
     total.bounces += r.bounces;
     total.crashes += r.crashes;
     total.clients += r.clients;
-    if (HasFailure()) {
-      ADD_FAILURE() << "replay with RELAIS_SIM_SEED=" << seed;
-      break;
-    }
-  }
+  });
   std::printf(
       "shard simulation: %llu seeds, %llu clients, %llu messages acknowledged, %llu recipients "
       "delivered (%llu again after a crash), %llu reports, %llu crashes\n",
