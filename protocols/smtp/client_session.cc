@@ -574,16 +574,6 @@ void ClientSession::OnTransactionReply(Step step, uint32_t index, uint16_t code,
       break;
     case Step::kEndOfData:
     case Step::kBdat:
-      if (HasOutput()) {
-        // A reply to the message data before all of it went out: the server did not read it
-        // (or something on the path made the reply up). It settles nothing, and the rest of
-        // the body, which may be sent from the caller's memory, must never outlive the
-        // results: the connection ends here, the recipients are deferred.
-        Fail(Own(451, "4.5.0",
-                 StrCat("protocol error: reply to the message data from ", options_.peer_name,
-                        " before the data was sent")));
-        return;
-      }
       if (index == kIgnoreReply || !mail_ok_ || accepted_.empty()) {
         need_rset_ = true;  // The refusal of a message without recipients: nothing to settle.
         break;

@@ -334,23 +334,6 @@ TEST(ClientSession, LmtpHangupAfterSomeRepliesDefersOnlyTheRest) {
   EXPECT_TRUE(s.closed());
 }
 
-TEST(ClientSession, AReplyToTheDataBeforeItWentOutSettlesNothing) {
-  ClientSession s(Options());
-  Open(s, "250-sink\r\n250 PIPELINING\r\n");
-  Message m{{"b@y.example"}};
-  s.Begin(m.Out());
-  Drain(s);
-  // The 250 comes with the 354, before the body was sent: no server that read the message
-  // can say that (an injected or broken reply). Never counted as delivered.
-  s.Feed("250 ok\r\n250 ok\r\n354 go\r\n250 early\r\n");
-  ASSERT_TRUE(s.transaction_done());
-  EXPECT_TRUE(s.closed());
-  const auto r = s.TakeResults();
-  EXPECT_EQ(r[0].status, RecipientStatus::kDeferred);
-  EXPECT_EQ(r[0].code, 451);
-  EXPECT_EQ(r[0].enhanced, "4.5.0");
-}
-
 TEST(ClientSession, HangupMidDataIsNeverCountedAsSent) {
   ClientSession s(Options());
   Open(s, "250-sink\r\n250 PIPELINING\r\n");

@@ -305,7 +305,14 @@ void Pools::Process(Link& link) {
     if (link.pump && link.pump->sending()) {
       // A send in flight may still read the message (large content goes out from the
       // caller's memory), and the caller frees it with the results: they wait for the send
-      // to complete, or for the pump's close (Closed) when the close cancels it.
+      // to complete (a reply can overtake its completion), or for the pump's close (Closed)
+      // when the close cancels it.
+    } else if (!link.session.closed() && link.session.HasOutput()) {
+      // Answered while output is still queued that may point into the message: the results
+      // go (they free it) and the link ends at once, so that nothing more is sent from it.
+      HandOut(link);
+      BeginClose(link);
+      return;
     } else {
       HandOut(link);
     }
