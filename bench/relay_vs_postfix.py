@@ -36,6 +36,8 @@ from benchlib import (Sink, free_port, machine_cpu_seconds, process_tree_cpu_sec
 
 
 def client_command(args, relay_port):
+    if getattr(args, "client_override", None):
+        return args.client_override  # A caller's own command (bench/tls_relay.py).
     if args.client == "smtp-source":
         return smtp_source_command(args, relay_port, args.reuse)
     cmd = [args.bench, "send", "--target", f"127.0.0.1:{relay_port}", "--connections",
