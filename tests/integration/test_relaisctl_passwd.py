@@ -1,4 +1,6 @@
 """relaisctl passwd: writes the SMTP AUTH credentials file relaisd reads ([smtp_auth] credentials).
+relaisctl make-cert: a self-signed certificate and key for [[tls.certificate]] (read back with
+the openssl command line tool, an independent implementation).
 
 Checks the file's lines with plain string means (the format of a yescrypt entry, the other lines
 kept, a second run replacing the line in place, mode 0640), then that the same code relaisd
@@ -167,6 +169,65 @@ class RelaisctlPasswdTest(unittest.TestCase):
         self.assertIn(b"differ", seen)
         self.assertEqual(passwd(self.path, "--check", "alice",
                                 password="tty secret").returncode, 0)
+
+
+class RelaisctlMakeCertTest(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="relais-cert-")
+        self.chain = os.path.join(self.dir, "chain.pem")
+        self.key = os.path.join(self.dir, "key.pem")
+
+    def tearDown(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def make(self, *args):
+        return subprocess.run([RELAISCTL, "make-cert", "--chain", self.chain, "--key", self.key,
+                               *args], capture_output=True, text=True, timeout=120)
+
+    def openssl(self, *args):
+        r = subprocess.run(["openssl", *args], capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return r.stdout
+
+    @unittest.skipUnless(shutil.which("openssl"), "needs the openssl command")
+    def test_ecdsa_by_default_with_every_name_and_a_matching_key(self):
+        r = self.make("--names", "Mail.example,submit.example")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(stat.S_IMODE(os.stat(self.key).st_mode), 0o600)
+        text = self.openssl("x509", "-in", self.chain, "-noout", "-text")
+        self.assertIn("CN = mail.example", text)
+        self.assertIn("DNS:mail.example, DNS:submit.example", text)
+        self.assertIn("prime256v1", text)
+        self.assertEqual(self.openssl("x509", "-in", self.chain, "-noout", "-pubkey"),
+                         self.openssl("pkey", "-in", self.key, "-pubout"))
+        # Valid now and for about a year (the default), not for two.
+        self.openssl("x509", "-in", self.chain, "-noout", "-checkend", str(364 * 86400))
+        r = subprocess.run(["openssl", "x509", "-in", self.chain, "-noout", "-checkend",
+                            str(366 * 86400)], capture_output=True, timeout=60)
+        self.assertEqual(r.returncode, 1)
+        # An existing key is never overwritten by accident.
+        r = self.make("--names", "other.example")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("--force", r.stderr)
+        self.assertIn("CN = mail.example", self.openssl("x509", "-in", self.chain, "-noout",
+                                                        "-subject"))
+
+    @unittest.skipUnless(shutil.which("openssl"), "needs the openssl command")
+    def test_rsa_and_days(self):
+        r = self.make("--names", "mx.example", "--key-type", "rsa", "--days", "3")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        text = self.openssl("x509", "-in", self.chain, "-noout", "-text")
+        self.assertIn("Public-Key: (2048 bit)", text)
+        self.openssl("x509", "-in", self.chain, "-noout", "-checkend", str(2 * 86400))
+        self.assertEqual(self.openssl("x509", "-in", self.chain, "-noout", "-pubkey"),
+                         self.openssl("pkey", "-in", self.key, "-pubout"))
+
+    def test_refuses_bad_usage(self):
+        for args in (["--names", "bad name"], ["--names", ""], ["--names", "a.example",
+                     "--key-type", "dsa"], ["--names", "a.example", "--days", "0"], []):
+            r = self.make(*args)
+            self.assertEqual(r.returncode, 2, (args, r.stderr))
+        self.assertFalse(os.path.exists(self.key))
 
 
 if __name__ == "__main__":
