@@ -6,12 +6,13 @@
   protocols/* -> core/{base,buffer,mail,metrics,log}   (never core/io, never liburing)
   queue/*     -> core/* except core/uring
   queue/delivery -> also protocols/smtp/client_session.h (the outbound SMTP/LMTP session)
+  protocols/tls -> also core/net/stream_pump.h (the Transport seam it implements)
   tools/*     -> anything
 The connections (ingress, the outbound pools, the request server, relais-bench) drive sockets
 only through the one stream pump: no hand-written recv/send/close flags (hand_written_pumps).
 Third-party libraries stay in their modules: liburing in core/uring, BoringSSL in
 protocols/crypto (and the TLS transport, protocols/tls), c-ares in protocols/dns, toml++ in
-core/config; Abseil's flags only under tools/.
+core/config, libcrypt in protocols/sasl (and relaisctl); Abseil's flags only under tools/.
 """
 
 import os
@@ -43,6 +44,8 @@ def allowed(src_dir, target):
         return order[tgt] < order[src_dir] or (order[tgt] == 1 and order[src_dir] == 1 and
                                                 tgt in ("core/mail", "core/log"))
     if top == "protocols":
+        if src_dir == "protocols/tls" and target == "core/net/stream_pump.h":
+            return True  # The TLS transport plugs into the pump's seam; never a socket.
         return tgt in ("core/base", "core/buffer", "core/mail", "core/metrics", "core/log") or \
             (parts[0] == "protocols")
     if top == "queue":
@@ -59,6 +62,7 @@ def allowed(src_dir, target):
 THIRD_PARTY_HOME = {"liburing.h": {"core/uring"},
                     "openssl/": {"protocols/crypto", "protocols/tls"},
                     "ares.h": {"protocols/dns"}, "toml++/": {"core/config"},
+                    "crypt.h": {"protocols/sasl"},
                     "absl/flags/": {"tools/cli"}}
 
 
