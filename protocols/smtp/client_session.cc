@@ -421,6 +421,9 @@ bool ClientSession::TakeStartTls() {
 }
 
 void ClientSession::TlsStarted() {
+  if (phase_ == Phase::kClosed) {
+    return;  // Given up (Quit, lost) while the handshake ran.
+  }
   RELAIS_CHECK(phase_ == Phase::kTlsHandshake) << "TlsStarted without a STARTTLS";
   tls_active_ = true;
   starttls_taken_ = true;

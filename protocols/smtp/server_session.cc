@@ -553,6 +553,12 @@ bool ServerSession::TakeStartTls() {
 
 void ServerSession::TlsStarted(std::string_view version, std::string_view cipher) {
   RELAIS_CHECK(!tls_active_) << "TLS started twice";
+  if (closing_) {
+    // A timeout or shutdown closed the session while the handshake ran: nothing to reset.
+    tls_active_ = true;
+    starttls_requested_ = false;
+    return;
+  }
   RELAIS_CHECK(phase_ == Phase::kStartTls || phase_ == Phase::kCommand)
       << "TLS started in the middle of a command";
   tls_active_ = true;
