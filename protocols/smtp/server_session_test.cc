@@ -1330,6 +1330,10 @@ TEST(ServerSessionTest, AuthLinesMayBeLong) {
             (std::vector<int>{500, 334, 500, 250}));
   EXPECT_TRUE(k.auth_requests.empty());
   EXPECT_EQ(Codes(k.Run("NOOP " + std::string(600, 'x') + "\r\n")), (std::vector<int>{500}));
+  // Without AUTH configured, an AUTH line has the ordinary limit.
+  Harness plain;
+  EXPECT_EQ(Codes(plain.Run("EHLO c\r\nAUTH PLAIN " + std::string(600, 'A') + "\r\n")),
+            (std::vector<int>{250, 500}));
 }
 
 TEST(ServerSessionTest, InputDuringAuthWaitsForTheOwner) {
