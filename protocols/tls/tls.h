@@ -16,7 +16,7 @@
 //
 // Per connection: a TlsTransport allocated when TLS starts (STARTTLS or implicit TLS). Its
 // record buffers are released while idle, so an idle TLS session costs the SSL object only
-// (about 4 KiB server side, 8 KiB client side with the peer's chain; tls_test's
+// (about 3.1 KiB server side, 7 KiB client side with the peer's chain; tls_test's
 // IdleConnectionMemory measures it).
 //
 // Reading: every record a receive completes is decrypted and fed to the session at once (as the
