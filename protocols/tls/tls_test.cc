@@ -600,6 +600,33 @@ TEST_F(TlsTest, TicketsResumeAcrossShardsAndRotate) {
   EXPECT_FALSE(Connect(*client_context, *no_tickets, "mx:26").resumed_server);
 }
 
+TEST_F(TlsTest, Tls12TicketsResumeAcrossShards) {
+  base::FakeClock clock;
+  TicketKeysOptions tickets{std::string(40, 'k'), 600, &clock};
+  auto shard_a = MakeServer({*ecdsa_, *rsa_}, tickets);
+  auto shard_b = MakeServer({*ecdsa_, *rsa_}, tickets);
+  bssl::UniquePtr<SSL_CTX> ctx(SSL_CTX_new(TLS_method()));
+  SSL_CTX_set_max_proto_version(ctx.get(), TLS1_2_VERSION);
+  SSL_CTX_set_session_cache_mode(ctx.get(), SSL_SESS_CACHE_CLIENT);
+  RawClient first(ctx.get(), "mail.example.com");
+  Side server_a{TlsTransport::Server(*shard_a), {}};
+  ASSERT_TRUE(first.Handshake(server_a));
+  bssl::UniquePtr<SSL_SESSION> session(SSL_get1_session(first.ssl.get()));
+  ASSERT_NE(session, nullptr);
+  RawClient second(ctx.get(), "mail.example.com");
+  SSL_set_session(second.ssl.get(), session.get());
+  Side server_b{TlsTransport::Server(*shard_b), {}};
+  ASSERT_TRUE(second.Handshake(server_b));
+  EXPECT_TRUE(server_b.tls->info().resumed);
+  EXPECT_EQ(server_b.tls->info().version, "TLSv1.2");
+  clock.AdvanceMs(2 * 600 * 1000);
+  RawClient third(ctx.get(), "mail.example.com");
+  SSL_set_session(third.ssl.get(), session.get());
+  Side server_c{TlsTransport::Server(*shard_a), {}};
+  ASSERT_TRUE(third.Handshake(server_c));
+  EXPECT_FALSE(server_c.tls->info().resumed);
+}
+
 TEST_F(TlsTest, ClientSessionCacheIsBounded) {
   auto server_context = MakeServer({*ecdsa_}, TicketKeysOptions{std::string(32, 's'), 3600});
   ClientOptions options;
