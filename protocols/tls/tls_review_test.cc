@@ -142,5 +142,49 @@ TEST_F(TlsReviewTest, LargeOutputIsEncryptedInBoundedSteps) {
                                          << " bytes of ciphertext";
 }
 
+// Checked and sound: the result of X509_VERIFY_PARAM_set1_host is not checked in Client(), but
+// an empty name or one with a NUL byte still fails verification (BoringSSL fails closed).
+TEST_F(TlsReviewTest, VerifyFailsClosedOnANameItCannotCheck) {
+  auto server_context = Server(*trusted_);  // A valid certificate, for mail.example.com.
+  auto client_context = Client();
+  for (const std::string& name : {std::string(""), std::string("victim.example\0.x", 17)}) {
+    Side client{TlsTransport::Client(*client_context, name, VerifyMode::kVerify, ""), {}};
+    Side server{TlsTransport::Server(*server_context), {}};
+    Pump(client, server);
+    EXPECT_NE(client.tls->state(), TlsState::kOpen) << "name of " << name.size() << " bytes";
+    EXPECT_FALSE(client.tls->info().verified) << "name of " << name.size() << " bytes";
+  }
+}
+
+// Checked and sound: a wildcard covers exactly one label; a name that is not in the
+// certificate fails; an IP literal is checked as an address.
+TEST_F(TlsReviewTest, WildcardAndAddressVerificationIsStrict) {
+  CertificateFiles wild{*dir_ + "/w.pem", *dir_ + "/w.key"};
+  ASSERT_TRUE(
+      MakeSelfSignedCertificate("ecdsa", {"*.example.net"}, 30, wild.chain_path, wild.key_path)
+          .ok());
+  auto server_context = Server(wild);
+  ClientOptions options;
+  options.ca_file = wild.chain_path;
+  auto client_context = *ClientContext::Create(options);
+  struct Case {
+    const char* name;
+    bool ok;
+  };
+  for (const Case& c : {Case{"a.example.net", true}, Case{"A.EXAMPLE.NET", true},
+                        Case{"example.net", false}, Case{"a.b.example.net", false},
+                        Case{"aexample.net", false}, Case{"127.0.0.1", false},
+                        Case{"a.example.net.evil", false}}) {
+    Side client{TlsTransport::Client(*client_context, c.name, VerifyMode::kVerify, ""), {}};
+    Side server{TlsTransport::Server(*server_context), {}};
+    Pump(client, server);
+    EXPECT_EQ(client.tls->state() == TlsState::kOpen, c.ok) << c.name;
+  }
+}
+
+// Checked and sound: TLS 1.2 renegotiation is refused (the server never renegotiates; a
+// HelloRequest fails the client), and a client offering only TLS 1.0/1.1 gets no handshake.
+// (Covered for versions by tls_test's Tls11OnlyClientIsRefused.)
+
 }  // namespace
 }  // namespace relais::tls
