@@ -1,6 +1,7 @@
 // protocols/tls/tls_review_test.cc — security review: proofs of findings in the TLS transport and
 // contexts (each test asserts the behaviour a fix must give; a failing test is an open finding).
 #include <gtest/gtest.h>
+#include <malloc.h>
 #include <stdlib.h>
 
 #include <memory>
@@ -185,6 +186,42 @@ TEST_F(TlsReviewTest, WildcardAndAddressVerificationIsStrict) {
 // Checked and sound: TLS 1.2 renegotiation is refused (the server never renegotiates; a
 // HelloRequest fails the client), and a client offering only TLS 1.0/1.1 gets no handshake.
 // (Covered for versions by tls_test's Tls11OnlyClientIsRefused.)
+
+// FINDING: the client session cache keeps, per destination, a session with the peer's whole
+// certificate chain (and its ticket), for up to session_cache_max (4096) destinations per shard,
+// and kNone (tls = "may"/"encrypt") accepts any chain. Destinations are chosen by outsiders (a
+// bounce to x@N.attacker.example goes to an MX of theirs), and each of their servers can present
+// a chain as large as BoringSSL takes (100 KiB) and a large ticket: hundreds of MiB per shard.
+TEST_F(TlsReviewTest, CachedSessionsStaySmall) {
+  CertificateFiles big{*dir_ + "/big.pem", *dir_ + "/big.key"};
+  std::vector<std::string> names;
+  for (int i = 0; i < 1500; ++i) {
+    names.push_back("name-" + std::to_string(i) + ".padding-padding-padding.attacker.example");
+  }
+  ASSERT_TRUE(MakeSelfSignedCertificate("ecdsa", names, 30, big.chain_path, big.key_path).ok());
+  auto attacker = Server(big);
+  ClientOptions options;
+  options.ca_file = "";
+  auto client_context = *ClientContext::Create(options);
+  constexpr int kDestinations = 50;
+  const size_t before = mallinfo2().uordblks;
+  for (int i = 0; i < kDestinations; ++i) {
+    const std::string host = "mx" + std::to_string(i) + ".attacker.example";
+    Side client{TlsTransport::Client(*client_context, host, VerifyMode::kNone, host + ":25"), {}};
+    Side server{TlsTransport::Server(*attacker), {}};
+    server.session.echo = true;
+    client.session.output = "EHLO x\r\n";
+    Pump(client, server);
+    ASSERT_EQ(client.tls->state(), TlsState::kOpen);
+  }
+  const size_t after = mallinfo2().uordblks;
+  ASSERT_EQ(client_context->cached_sessions(), static_cast<size_t>(kDestinations));
+  const double per_entry = static_cast<double>(after - before) / kDestinations;
+  std::printf("cached client session with a %zu-byte certificate: %.0f bytes each; x 4096 = %.0f MiB\n",
+              std::string(names.size() * 60, 'x').size(), per_entry,
+              per_entry * 4096 / (1 << 20));
+  EXPECT_LT(per_entry, 16 * 1024);
+}
 
 }  // namespace
 }  // namespace relais::tls
