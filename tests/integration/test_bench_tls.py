@@ -174,6 +174,27 @@ class BenchTlsTest(unittest.TestCase):
         self.check_tls_run(report, summary, 20, 2)
         self.assertEqual(summary["tls"]["authenticated"], report["summary"]["connections_opened"])
 
+    def test_report_has_the_handshakes(self):
+        sink = self.sink()
+        full, _ = self.send(sink.address, "--tls", "--connections", "2", "--messages", "10",
+                            "--messages-per-connection", "1")
+        resumed, _ = self.send(sink.address, "--tls", "--tls-resume", "--connections", "2",
+                               "--messages", "10", "--messages-per-connection", "1")
+        files = sorted(os.path.join(self.tmp, f) for f in os.listdir(self.tmp))
+        r = subprocess.run([BENCH, "report", *files], capture_output=True, text=True,
+                           timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("| run | tls | handshakes | resumed |", r.stdout)
+        rows = [line for line in r.stdout.splitlines() if "| starttls |" in line]
+        self.assertEqual(len(rows), 2)
+        for row, report in zip(rows, (full, resumed)):
+            cells = [c.strip() for c in row.strip("|").split("|")]
+            self.assertEqual(int(cells[2]), report["summary"]["tls_handshakes"])
+            self.assertEqual(int(cells[3]), report["summary"]["tls_resumed"])
+            self.assertAlmostEqual(float(cells[5]),
+                                   report["summary"]["latency_us"]["tls_handshake"]["p50"] / 1000,
+                                   delta=0.001)
+
     def test_send_tls_to_a_plain_sink_fails(self):
         sink = BenchSink()
         self.addCleanup(sink.cleanup)
