@@ -172,7 +172,7 @@ void ServerSession::Feed(std::string_view input) {
   } else {
     input_.append(input);
     const size_t used = Process(input_);
-    input_.erase(0, used);
+    DropInput(used);
   }
 }
 
@@ -589,6 +589,7 @@ bool ServerSession::AuthOfferedNow() const {
 }
 
 void ServerSession::HandleAuth(std::string_view argument) {
+  secret_in_input_ = true;
   if (!AuthOfferedNow()) {
     // Offered once TLS is up: say so (538), rather than "not enabled".
     Send(options_.auth_offered && StartTlsOffered() ? Reply::kAuthNeedsTls
@@ -642,6 +643,7 @@ void ServerSession::HandleAuth(std::string_view argument) {
 }
 
 void ServerSession::HandleSaslResponse(std::string_view line) {
+  secret_in_input_ = true;
   const SaslStep step = sasl_step_;
   if (line == "*") {
     EndSasl();
@@ -779,13 +781,26 @@ void ServerSession::RefuseMessage(Reply reply, std::string_view argument) {
   Resume();
 }
 
+void ServerSession::DropInput(size_t used) {
+  if (secret_in_input_) {
+    // An AUTH line was read from this buffer: its bytes are zeroed, not left in the capacity
+    // that erase() keeps.
+    volatile char* p = input_.data();
+    for (size_t i = 0; i < used; ++i) {
+      p[i] = 0;
+    }
+    secret_in_input_ = false;
+  }
+  input_.erase(0, used);
+}
+
 void ServerSession::Resume() {
   if (force_close_after_answer_) {
     Send(Reply::kShuttingDown);
   }
   if (!input_.empty() && !closing_) {
     const size_t used = Process(input_);
-    input_.erase(0, used);
+    DropInput(used);
   }
 }
 

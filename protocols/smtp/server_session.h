@@ -17,6 +17,9 @@
 // TlsStarted(version, cipher): every piece of SMTP state is forgotten (greeting, transaction,
 // HELO name, authentication) and the client must send EHLO again, which no longer offers
 // STARTTLS. For implicit TLS (RFC 8314) the owner calls TlsStarted() before Start().
+// STARTTLS is refused (503) before EHLO/HELO and inside a mail transaction (RFC 3207 4: it
+// must end a pipelined group). A session closed while the handshake ran (timeout, shutdown)
+// takes the TlsStarted() that follows as a no-op.
 // With tls_required, every command but EHLO, HELO, STARTTLS, NOOP, RSET and QUIT is refused
 // with 530 5.7.0 until TLS is active.
 //
@@ -25,9 +28,11 @@
 // listener). The session decodes the exchange and then pauses: TakeAuthRequest() returns true
 // once, auth_request() holds {mechanism, user, password}, and the owner checks the
 // credentials (never the session) and answers CompleteAuth(): 235 2.7.0, 535 5.7.8 or 454
-// 4.7.0. The password is wiped once answered. Input that arrives meanwhile waits, as during
-// a sender check. An authenticated client may relay (like relay_networks); MAIL's AUTH=
-// parameter (RFC 4954 5) is checked for xtext syntax and otherwise ignored.
+// 4.7.0. The password is wiped once answered (auth_request() keeps the mechanism and user,
+// for logs), and so are AUTH lines in the session's own input buffer; the owner's receive
+// buffers are its own to clear. Input that arrives meanwhile waits, as during a sender check. An
+// authenticated client may relay (like relay_networks); MAIL's AUTH= parameter (RFC 4954 5) is
+// checked for xtext syntax and otherwise ignored.
 //
 // Owned by one shard; not thread-safe; never does I/O, reads no clock and allocates only per
 // command line or per message (body growth), never per byte.
@@ -185,6 +190,8 @@ class ServerSession {
   // `version` and `cipher` name the protocol and cipher suite for the trace header and logs.
   // Resets the SMTP state: a fresh EHLO is required.
   void TlsStarted(std::string_view version, std::string_view cipher);
+  // From the 220 to STARTTLS until TlsStarted: the session takes no input.
+  [[nodiscard]] bool awaiting_tls() const { return phase_ == Phase::kStartTls; }
   [[nodiscard]] bool tls_active() const { return tls_active_; }
   [[nodiscard]] const std::string& tls_version() const { return tls_version_; }
   [[nodiscard]] const std::string& tls_cipher() const { return tls_cipher_; }
@@ -320,6 +327,8 @@ class ServerSession {
   void TakePlain(std::string_view encoded);
   void RequestAuth();
   void EndSasl();
+  // Removes the first `used` bytes of input_, zeroing them first when they held an AUTH line.
+  void DropInput(size_t used);
   [[nodiscard]] bool AuthOfferedNow() const;
   [[nodiscard]] bool StartTlsOffered() const {
     return (options_.starttls_offered || options_.tls_required) && !tls_active_;
@@ -386,6 +395,7 @@ class ServerSession {
   std::string tls_version_;
   std::string tls_cipher_;
   SaslStep sasl_step_ = SaslStep::kNone;
+  bool secret_in_input_ = false;  // An AUTH line was processed since input_ was last trimmed.
   bool auth_requested_ = false;
   AuthRequest auth_request_;
   std::string authenticated_user_;

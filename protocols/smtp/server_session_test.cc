@@ -1048,6 +1048,7 @@ TEST(ServerSessionTest, StartTlsInjectionIsDiscarded) {
   EXPECT_EQ(h.starttls_taken, 1);
   EXPECT_EQ(h.session().discarded_after_starttls(), injected.size());
   EXPECT_FALSE(h.session().WantsInput());  // Nothing until the handshake.
+  EXPECT_TRUE(h.session().awaiting_tls());
   EXPECT_FALSE(h.session().in_transaction());
   // Whatever still comes in the clear is dropped too.
   EXPECT_EQ(h.Run("RCPT TO:<c@example.com>\r\n"), "");
