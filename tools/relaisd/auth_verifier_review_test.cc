@@ -81,6 +81,26 @@ TEST_F(AuthReviewTest, ConcurrentGuessesStopAtTheLockout) {
   EXPECT_LE(checked, 4) << checked << " passwords checked for one address and one user";
 }
 
+// FINDING (same root): nothing bounds the checks one address has in flight, so one client (up to
+// connections_per_ip_max = 100 connections) takes every slot of a shard's verifier, and every
+// other client's AUTH gets 454 4.7.0 meanwhile (the hashes run one at a time on one helper
+// thread per shard, so the queue it keeps full is seconds long).
+TEST_F(AuthReviewTest, OneAddressCannotTakeEverySlot) {
+  auto v = Make(/*in_flight_max=*/64);
+  std::vector<Answer> answers(64);
+  int checked = 0;
+  for (int i = 0; i < 64; ++i) {
+    checked += v->Submit("user" + std::to_string(i), "guess", Ip("192.0.2.66"), answers[i]) ==
+               AuthSubmit::kPending;
+  }
+  Answer honest;
+  const AuthSubmit s = v->Submit("alice", "right", Ip("198.51.100.20"), honest);
+  const int in_flight = checked + (s == AuthSubmit::kPending);
+  Drain(*v, in_flight);
+  EXPECT_EQ(s, AuthSubmit::kPending) << "an honest client is refused while one address holds "
+                                     << checked << " slots";
+}
+
 // FINDING: RecordSuccess clears the client address's failures whatever user succeeded. An
 // attacker with one account of his own sprays passwords over many users from one address,
 // logging in as himself every (lockout_failures - 1) guesses: the per-address lock never
