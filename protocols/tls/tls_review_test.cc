@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <malloc.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <memory>
 #include <string>
@@ -270,6 +272,21 @@ TEST_F(TlsReviewTest, TicketEpochsWithTheClockGoingBackwards) {
     (void)Resumes(*client_context, *server_context, "c");
     EXPECT_TRUE(Resumes(*client_context, *server_context, "c"));
   }
+}
+
+// FINDING (local, low): MakeSelfSignedCertificate (relaisctl make-cert) opens the key and chain
+// with O_CREAT|O_TRUNC, following symlinks, after make-cert's stat() (which says "absent" for
+// a dangling link). Run as root in a directory others can write, a planted link makes it
+// create (or with --force truncate, fchmod and overwrite) a file of the attacker's choosing.
+TEST_F(TlsReviewTest, MakeCertDoesNotFollowAPlantedSymlink) {
+  const std::string target = *dir_ + "/planted-target";
+  const std::string link = *dir_ + "/planted.key";
+  ASSERT_EQ(::symlink(target.c_str(), link.c_str()), 0);
+  struct stat st {};
+  ASSERT_NE(::stat(link.c_str(), &st), 0);  // What make-cert checks: "does not exist".
+  (void)MakeSelfSignedCertificate("ecdsa", {"a.example"}, 1, *dir_ + "/planted.pem", link);
+  EXPECT_NE(::stat(target.c_str(), &st), 0) << "the key was written through the link to "
+                                            << target;
 }
 
 }  // namespace
