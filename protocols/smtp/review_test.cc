@@ -43,8 +43,8 @@ TEST(SmtpReviewTest, PartialLineFedByteByByteCost) {
     Drain(s);
     const auto t0 = std::chrono::steady_clock::now();
     s.Feed(line);
-    whole_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
-                   .count();
+    whole_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   }
   {
     ServerSession s(o, client);
@@ -56,8 +56,8 @@ TEST(SmtpReviewTest, PartialLineFedByteByByteCost) {
     for (char c : line) {
       s.Feed(std::string_view(&c, 1));
     }
-    bytewise_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
-                      .count();
+    bytewise_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   }
   std::printf("12281-byte AUTH line: one Feed %.3f ms, one Feed per byte %.3f ms\n", whole_ms,
               bytewise_ms);
