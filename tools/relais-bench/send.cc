@@ -515,8 +515,8 @@ class Sender {
       if (l.tls_start_us != 0) {
         lat_.tls.Record(clock_.MonotonicMicros() - l.tls_start_us);
       }
-      if (options_.tls) {
-        s.TlsStarted();  // The session says EHLO again, encrypted.
+      if (options_.tls && !s.closed()) {  // (A session that timed out meanwhile is done.)
+        s.TlsStarted();                   // The session says EHLO again, encrypted.
       }
     } else if (l.tls->state() == tls::TlsState::kFailed) {
       l.tls_settled = true;
