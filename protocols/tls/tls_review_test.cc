@@ -1,7 +1,7 @@
 // protocols/tls/tls_review_test.cc — security review: proofs of findings in the TLS transport and
-// contexts. Each test asserts the behaviour a fix must give. The open findings are DISABLED_ (so
-// the suite stays green until they are fixed); run them with --gtest_also_run_disabled_tests,
-// and drop the prefix with the fix. The others record what was checked and found sound.
+// contexts. Each test asserts the behaviour a fix must give: the four FINDING tests failed on
+// the code as reviewed and pass since h-tls dca6f7c; the others record what was checked and
+// found sound.
 #include <gtest/gtest.h>
 #include <malloc.h>
 #include <stdlib.h>
@@ -91,12 +91,12 @@ std::string* TlsReviewTest::dir_;
 CertificateFiles* TlsReviewTest::trusted_;
 CertificateFiles* TlsReviewTest::untrusted_;
 
-// FINDING: the client session cache is keyed by destination only, not by how the session was
-// verified. A man in the middle who answers one opportunistic (kNone: route tls = "may" or
-// "encrypt") connection with a certificate of his own gets his session cached under "mx:25";
-// the next connection to that destination under tls = "verify" resumes it, no certificate is
-// checked, and info().verified says true.
-TEST_F(TlsReviewTest, DISABLED_UnverifiedSessionIsNotResumedUnderVerify) {
+// FINDING (fixed in dca6f7c): the client session cache is keyed by destination only, not by how the
+// session was verified. A man in the middle who answers one opportunistic (kNone: route tls = "may"
+// or "encrypt") connection with a certificate of his own gets his session cached under "mx:25"; the
+// next connection to that destination under tls = "verify" resumes it, no certificate is checked,
+// and info().verified says true.
+TEST_F(TlsReviewTest, UnverifiedSessionIsNotResumedUnderVerify) {
   auto attacker = Server(*untrusted_);
   auto client_context = Client();
   {
@@ -128,11 +128,11 @@ TEST_F(TlsReviewTest, DISABLED_UnverifiedSessionIsNotResumedUnderVerify) {
   EXPECT_FALSE(client.tls->info().verified);
 }
 
-// FINDING: TakeOutput encrypts the session's whole pending output in one SSL_write (up to 1 GiB).
-// smtp::ClientSession lends the whole message content as one piece, so a 25 MB message becomes
-// 25 MB of ciphertext in the pump's buffer at once (plus the plaintext the session holds),
-// per outbound connection, and the shard's loop stalls while it is encrypted.
-TEST_F(TlsReviewTest, DISABLED_LargeOutputIsEncryptedInBoundedSteps) {
+// FINDING (fixed in dca6f7c): TakeOutput encrypts the session's whole pending output in one
+// SSL_write (up to 1 GiB). smtp::ClientSession lends the whole message content as one piece, so a
+// 25 MB message becomes 25 MB of ciphertext in the pump's buffer at once (plus the plaintext the
+// session holds), per outbound connection, and the shard's loop stalls while it is encrypted.
+TEST_F(TlsReviewTest, LargeOutputIsEncryptedInBoundedSteps) {
   auto server_context = Server(*trusted_);
   auto client_context = Client();
   Side client{TlsTransport::Client(*client_context, "mail.example.com", VerifyMode::kVerify, ""),
@@ -191,12 +191,13 @@ TEST_F(TlsReviewTest, WildcardAndAddressVerificationIsStrict) {
 // HelloRequest fails the client), and a client offering only TLS 1.0/1.1 gets no handshake.
 // (Covered for versions by tls_test's Tls11OnlyClientIsRefused.)
 
-// FINDING: the client session cache keeps, per destination, a session with the peer's whole
-// certificate chain (and its ticket), for up to session_cache_max (4096) destinations per shard,
-// and kNone (tls = "may"/"encrypt") accepts any chain. Destinations are chosen by outsiders (a
-// bounce to x@N.attacker.example goes to an MX of theirs), and each of their servers can present
-// a chain as large as BoringSSL takes (100 KiB) and a large ticket: hundreds of MiB per shard.
-TEST_F(TlsReviewTest, DISABLED_CachedSessionsStaySmall) {
+// FINDING (fixed in dca6f7c): the client session cache keeps, per destination, a session with the
+// peer's whole certificate chain (and its ticket), for up to session_cache_max (4096) destinations
+// per shard, and kNone (tls = "may"/"encrypt") accepts any chain. Destinations are chosen by
+// outsiders (a bounce to x@N.attacker.example goes to an MX of theirs), and each of their servers
+// can present a chain as large as BoringSSL takes (100 KiB) and a large ticket: hundreds of MiB per
+// shard.
+TEST_F(TlsReviewTest, CachedSessionsStaySmall) {
   CertificateFiles big{*dir_ + "/big.pem", *dir_ + "/big.key"};
   std::vector<std::string> names;
   for (int i = 0; i < 1500; ++i) {
@@ -219,14 +220,16 @@ TEST_F(TlsReviewTest, DISABLED_CachedSessionsStaySmall) {
     ASSERT_EQ(client.tls->state(), TlsState::kOpen);
   }
   const size_t after = mallinfo2().uordblks;
-  ASSERT_EQ(client_context->cached_sessions(), static_cast<size_t>(kDestinations));
+  // A fix may keep such a session small or not keep it at all: what counts is the memory.
   if (after <= before) {
     GTEST_SKIP() << "mallinfo2 does not see this allocator (a sanitizer build)";
   }
   const double per_entry = static_cast<double>(after - before) / kDestinations;
   std::printf(
-      "cached client session with a %zu-byte certificate: %.0f bytes each; x 4096 = %.0f MiB\n",
-      std::string(names.size() * 60, 'x').size(), per_entry, per_entry * 4096 / (1 << 20));
+      "client cache, certificate of ~%zu bytes: %zu sessions kept, %.0f bytes retained per "
+      "destination; x 4096 = %.0f MiB\n",
+      names.size() * 60, client_context->cached_sessions(), per_entry,
+      per_entry * 4096 / (1 << 20));
   EXPECT_LT(per_entry, 16 * 1024);
 }
 
@@ -277,11 +280,11 @@ TEST_F(TlsReviewTest, TicketEpochsWithTheClockGoingBackwards) {
   }
 }
 
-// FINDING (local, low): MakeSelfSignedCertificate (relaisctl make-cert) opens the key and chain
-// with O_CREAT|O_TRUNC, following symlinks, after make-cert's stat() (which says "absent" for
-// a dangling link). Run as root in a directory others can write, a planted link makes it
-// create (or with --force truncate, fchmod and overwrite) a file of the attacker's choosing.
-TEST_F(TlsReviewTest, DISABLED_MakeCertDoesNotFollowAPlantedSymlink) {
+// FINDING (local, low; fixed in dca6f7c): MakeSelfSignedCertificate (relaisctl make-cert) opens the
+// key and chain with O_CREAT|O_TRUNC, following symlinks, after make-cert's stat() (which says
+// "absent" for a dangling link). Run as root in a directory others can write, a planted link makes
+// it create (or with --force truncate, fchmod and overwrite) a file of the attacker's choosing.
+TEST_F(TlsReviewTest, MakeCertDoesNotFollowAPlantedSymlink) {
   const std::string target = *dir_ + "/planted-target";
   const std::string link = *dir_ + "/planted.key";
   ASSERT_EQ(::symlink(target.c_str(), link.c_str()), 0);
