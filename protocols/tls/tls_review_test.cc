@@ -294,5 +294,33 @@ TEST_F(TlsReviewTest, MakeCertDoesNotFollowAPlantedSymlink) {
   EXPECT_NE(::stat(target.c_str(), &st), 0) << "the key was written through the link to " << target;
 }
 
+// Checked and sound (since dca6f7c): a verified session is kept per name too, so an owner that
+// keys destinations by address ("192.0.2.1:25") never resumes a session verified for one MX
+// name when it connects for another name at that address (a resumption checks no name).
+TEST_F(TlsReviewTest, VerifiedSessionIsNotResumedForAnotherName) {
+  CertificateFiles two{*dir_ + "/two.pem", *dir_ + "/two.key"};
+  ASSERT_TRUE(
+      MakeSelfSignedCertificate("ecdsa", {"a.example"}, 30, two.chain_path, two.key_path).ok());
+  auto server_context = Server(two);
+  ClientOptions options;
+  options.ca_file = two.chain_path;
+  auto client_context = *ClientContext::Create(options);
+  {
+    Side client{
+        TlsTransport::Client(*client_context, "a.example", VerifyMode::kVerify, "192.0.2.1:25"),
+        {}};
+    Side server{TlsTransport::Server(*server_context), {}};
+    server.session.echo = true;
+    client.session.output = "EHLO x\r\n";
+    Pump(client, server);
+    ASSERT_EQ(client.tls->state(), TlsState::kOpen);
+  }
+  Side client{
+      TlsTransport::Client(*client_context, "b.example", VerifyMode::kVerify, "192.0.2.1:25"), {}};
+  Side server{TlsTransport::Server(*server_context), {}};
+  Pump(client, server);
+  EXPECT_NE(client.tls->state(), TlsState::kOpen) << "resumed=" << client.tls->info().resumed;
+}
+
 }  // namespace
 }  // namespace relais::tls
