@@ -62,14 +62,6 @@ struct DkimSigning {
   std::vector<std::string> users;  // SMTP AUTH user names; empty: chosen by From domain.
 };
 
-// [[listener]] tls: what one listen address offers.
-enum class ListenerTls : uint8_t {
-  kOff,       // Plaintext only; STARTTLS not offered.
-  kStartTls,  // STARTTLS offered (RFC 3207).
-  kRequired,  // STARTTLS offered, and nothing but EHLO/HELO/STARTTLS/NOOP/RSET/QUIT before it.
-  kImplicit,  // TLS from the first byte (RFC 8314: submissions on 465).
-};
-
 // [[tls.certificate]]: one chain (PEM, leaf first) and its key; several are chosen by SNI,
 // then by what the client supports (ECDSA or RSA).
 struct TlsCertificate {
@@ -93,16 +85,11 @@ struct TlsConfig {
 };
 
 // [[listener]]: per-address settings of one server.listen address.
+// ListenerTls and ListenerSecurity (what the address ends up with) are Ingress's (ingress.h).
 struct Listener {
   std::string listen;              // One of server.listen, as written there.
   std::optional<ListenerTls> tls;  // Unset: kStartTls when a certificate exists, else kOff.
   bool trusted = false;            // Local submission: AUTH offered without TLS.
-};
-
-// What a listen address ends up with ([[listener]] or the defaults).
-struct ListenerSecurity {
-  ListenerTls tls = ListenerTls::kOff;
-  bool trusted = false;
 };
 
 // [smtp_auth]: SMTP AUTH (RFC 4954) for clients, offered over TLS or on trusted listeners.

@@ -39,6 +39,21 @@
 
 namespace relais::relaisd {
 
+// [[listener]] tls: what one listen address offers.
+enum class ListenerTls : uint8_t {
+  kOff,       // Plaintext only; STARTTLS not offered.
+  kStartTls,  // STARTTLS offered (RFC 3207).
+  kRequired,  // STARTTLS offered, and no mail transaction before it.
+  kImplicit,  // TLS from the first byte (RFC 8314: submissions on 465).
+};
+
+// What one listen address offers: its TLS mode, and whether it is trusted (local submission:
+// AUTH offered without TLS).
+struct ListenerSecurity {
+  ListenerTls tls = ListenerTls::kOff;
+  bool trusted = false;
+};
+
 // Filled by the shard from its ShardOptions (see there for each field's meaning).
 struct IngressOptions {
   uint32_t shard = 0;
