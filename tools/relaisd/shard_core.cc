@@ -4,7 +4,6 @@
 #include <algorithm>
 
 #include "core/base/check.h"
-#include "core/base/strings.h"
 #include "core/log/log.h"
 
 namespace relais::relaisd {
@@ -104,7 +103,7 @@ absl::StatusOr<std::unique_ptr<ShardCore>> ShardCore::Create(const ShardOptions&
     // shards' too, derived from the one secret.
     auto tls = tls::ServerContext::Create(options.tls);
     if (!tls.ok()) {
-      return absl::Status(tls.status().code(), base::StrCat("tls: ", tls.status().message()));
+      return tls.status();  // Names the file ("tls: cannot read ...").
     }
     c.tls_ = std::move(*tls);
     ingress_options.tls = c.tls_.get();
