@@ -49,7 +49,7 @@ class InboundTlsTest(unittest.TestCase):
                        input=PASSWORD.encode() + b"\n", check=True, capture_output=True)
         cls.daemon = Daemon(f"""
 [server]
-listen = ["127.0.0.1:0", "127.0.0.2:0"]
+listen = ["127.0.0.1:0", "127.0.0.2:0", "127.0.0.3:0"]
 hostname = "relais.test"
 [relay]
 local_domains = ["example.com"]
@@ -65,13 +65,18 @@ key = "{key}"
 [[listener]]
 listen = "127.0.0.2:0"
 tls = "implicit"
+[[listener]]
+listen = "127.0.0.3:0"
+tls = "off"
+trusted = true
 [smtp_auth]
 credentials = "{cls.passwd}"
 require_sender_owned = true
 """, threads=2).start()
-        addresses = wait_for(lambda: cls.addresses(), 10, "two listening lines")
+        addresses = wait_for(lambda: cls.addresses(), 10, "three listening lines")
         cls.starttls_port = addresses["127.0.0.1"]
         cls.implicit_port = addresses["127.0.0.2"]
+        cls.trusted_port = addresses["127.0.0.3"]
 
     @classmethod
     def addresses(cls):
@@ -80,7 +85,7 @@ require_sender_owned = true
             if event.get("event") == "listening":
                 host, port = event["address"].rsplit(":", 1)
                 out[host] = int(port)
-        return out if len(out) == 2 else None
+        return out if len(out) == 3 else None
 
     @classmethod
     def tearDownClass(cls):
@@ -147,6 +152,19 @@ require_sender_owned = true
             s.sendmail(USER, ["carol@example.com"],
                        f"From: {USER}\r\nSubject: implicit\r\n\r\nhi\r\n")
         self.assertGreaterEqual(self.metrics()['relais_tls_handshakes_total{result="full"}'], 1)
+
+    def test_trusted_listener_offers_auth_in_clear_and_no_starttls(self):
+        with smtplib.SMTP("127.0.0.3", self.trusted_port, timeout=10) as s:
+            s.ehlo()
+            self.assertFalse(s.has_extn("starttls"))  # tls = "off" on this listener.
+            self.assertTrue(s.has_extn("auth"))
+            s.login(USER, PASSWORD)
+            s.sendmail(USER, ["erin@elsewhere.test"],
+                       f"From: {USER}\r\nSubject: trusted\r\n\r\nhi\r\n")
+        messages = wait_for(
+            lambda: [m for m in self.daemon.all_messages() if "Subject: trusted" in m["body"]],
+            10, "the message")
+        self.assertIn("with ESMTPA", messages[0]["body"])
 
     def test_openssl_s_client_starttls(self):
         out = subprocess.run(
