@@ -1,5 +1,7 @@
 #include "tools/relaisd/config_schema.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,6 +12,7 @@
 
 #include "core/base/strings.h"
 #include "core/config/config.h"
+#include "core/net/net_address.h"
 
 namespace relais::relaisd {
 namespace {
@@ -278,8 +281,94 @@ std::vector<std::string_view> WordsOf(const Words& words) {
   return out;
 }
 
+// True when `hop` ("host:port", "[v6]:port") names its host by an address literal.
+bool AddressLiteral(std::string_view hop) {
+  std::string host, port;
+  if (!net::SplitHostPort(hop, host, port)) {
+    return false;
+  }
+  in6_addr address;
+  return inet_pton(AF_INET, host.c_str(), &address) == 1 ||
+         inet_pton(AF_INET6, host.c_str(), &address) == 1;
+}
+
+// The outbound TLS and AUTH keys of a smarthost or lmtp route (README, "Routes"). Errors say
+// which route ("route for x.com") besides the key and line.
+absl::Status RouteTlsKeys(const config::Entry& e, config::Route& route) {
+  const std::string name = StrCat("route for ", route.domain, ": ");
+  const bool network =
+      route.type == config::RouteType::kSmarthost || route.type == config::RouteType::kLmtp;
+  for (std::string_view key : {"tls", "tls_ca_file", "tls_client_chain", "tls_client_key",
+                               "auth_user", "auth_password_file"}) {
+    if (!network && e.Has(key)) {
+      return e.Error(key, StrCat(name, "only smarthost and lmtp routes take it"));
+    }
+  }
+  if (!network) {
+    return absl::OkStatus();
+  }
+  const bool unix_socket = route.type == config::RouteType::kLmtp && route.address.starts_with('/');
+  route.tls = route.type == config::RouteType::kSmarthost ? config::RouteTls::kMay
+                                                          : config::RouteTls::kNone;
+  static constexpr std::string_view kTlsWords[] = {"none", "may", "encrypt", "verify"};
+  if (e.Has("tls")) {
+    auto chosen = e.Choose("tls", kTlsWords);
+    if (!chosen.ok()) {
+      return e.Error("tls", StrCat(name, "expected one of none, may, encrypt, verify"));
+    }
+    route.tls = static_cast<config::RouteTls>(*chosen);
+  }
+  for (auto [key, value] : {std::pair{"tls_ca_file", &route.tls_ca_file},
+                            std::pair{"tls_client_chain", &route.tls_client_chain},
+                            std::pair{"tls_client_key", &route.tls_client_key},
+                            std::pair{"auth_user", &route.auth_user},
+                            std::pair{"auth_password_file", &route.auth_password_file}}) {
+    if (auto st = e.String(key, *value, false); !st.ok()) {
+      return st;
+    }
+  }
+  if (unix_socket && route.tls != config::RouteTls::kNone) {
+    return e.Error("tls", StrCat(name, "a unix socket takes no TLS (tls = \"none\")"));
+  }
+  if (route.tls == config::RouteTls::kVerify) {
+    // A certificate names a host: verification checks the name the route writes, so an
+    // address literal has nothing to verify against (IP subjectAltNames are rare on MTAs).
+    const std::vector<std::string> hops = route.type == config::RouteType::kSmarthost
+                                              ? route.hosts
+                                              : std::vector<std::string>{route.address};
+    for (const std::string& hop : hops) {
+      if (AddressLiteral(hop)) {
+        return e.Error("tls", StrCat(name, "tls = \"verify\" checks the next hop's name, but '",
+                                     hop, "' is an address; name the host or use \"encrypt\""));
+      }
+    }
+  }
+  if (route.tls_client_chain.empty() != route.tls_client_key.empty()) {
+    return e.Error(route.tls_client_chain.empty() ? "tls_client_key" : "tls_client_chain",
+                   StrCat(name, "tls_client_chain and tls_client_key go together"));
+  }
+  if (!route.tls_client_chain.empty() && route.tls == config::RouteTls::kNone) {
+    return e.Error("tls_client_chain", StrCat(name, "a client certificate needs tls"));
+  }
+  if (route.auth_user.empty() != route.auth_password_file.empty()) {
+    return e.Error(route.auth_user.empty() ? "auth_password_file" : "auth_user",
+                   StrCat(name, "auth_user and auth_password_file go together"));
+  }
+  if (!route.auth_user.empty() && route.tls != config::RouteTls::kEncrypt &&
+      route.tls != config::RouteTls::kVerify) {
+    // RFC 4954 14: credentials never cross in the clear, and "may" could fall back to it.
+    return e.Error("auth_user", StrCat(name,
+                                       "AUTH is sent only over TLS: it needs tls = \"encrypt\" or "
+                                       "\"verify\""));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status AddRoute(const config::Entry& e, Config& c) {
-  if (auto st = e.OnlyKeys({"domain", "type", "path", "hosts", "address"}); !st.ok()) {
+  if (auto st =
+          e.OnlyKeys({"domain", "type", "path", "hosts", "address", "tls", "tls_ca_file",
+                      "tls_client_chain", "tls_client_key", "auth_user", "auth_password_file"});
+      !st.ok()) {
     return st;
   }
   config::Route route;
@@ -316,6 +405,9 @@ absl::Status AddRoute(const config::Entry& e, Config& c) {
     }
   } else {
     return e.Error("type", StrCat("'", type, "' is not one of maildir, smarthost, lmtp, reject"));
+  }
+  if (st.ok()) {
+    st = RouteTlsKeys(e, route);
   }
   if (st.ok()) {
     c.routes.push_back(std::move(route));

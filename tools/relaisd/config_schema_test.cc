@@ -287,6 +287,81 @@ TEST(ConfigSchemaTest, OpenRelayIsRefusedUnlessAcknowledged) {
   ExpectError("[relay]\nallow_untrusted_routing = 1\n", "relay.allow_untrusted_routing");
 }
 
+TEST(ConfigSchemaTest, RouteTlsKeys) {
+  auto c = ParseConfig(R"([[routes]]
+domain = "a.test"
+type = "smarthost"
+hosts = ["relay.a.test:587"]
+tls = "verify"
+tls_ca_file = "/etc/relais/ca.pem"
+tls_client_chain = "/etc/relais/client.pem"
+tls_client_key = "/etc/relais/client.key"
+auth_user = "relay-a"
+auth_password_file = "/etc/relais/a.pass"
+[[routes]]
+domain = "b.test"
+type = "smarthost"
+hosts = ["192.0.2.1:25"]
+[[routes]]
+domain = "c.test"
+type = "lmtp"
+address = "127.0.0.1:24"
+[[routes]]
+domain = "d.test"
+type = "smarthost"
+hosts = ["192.0.2.1:25"]
+tls = "encrypt"
+auth_user = "u"
+auth_password_file = "/p"
+)",
+                       "t.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_EQ(c->routes.size(), 4u);
+  const config::Route& a = c->routes[0];
+  EXPECT_EQ(a.tls, config::RouteTls::kVerify);
+  EXPECT_EQ(a.tls_ca_file, "/etc/relais/ca.pem");
+  EXPECT_EQ(a.tls_client_chain, "/etc/relais/client.pem");
+  EXPECT_EQ(a.tls_client_key, "/etc/relais/client.key");
+  EXPECT_EQ(a.auth_user, "relay-a");
+  EXPECT_EQ(a.auth_password_file, "/etc/relais/a.pass");
+  EXPECT_EQ(c->routes[1].tls, config::RouteTls::kMay);   // Smarthost default.
+  EXPECT_EQ(c->routes[2].tls, config::RouteTls::kNone);  // LMTP default.
+  EXPECT_EQ(c->routes[3].tls, config::RouteTls::kEncrypt);
+  EXPECT_TRUE(c->routes[1].tls_ca_file.empty());  // The system store.
+}
+
+TEST(ConfigSchemaTest, RouteTlsErrorsNameTheRoute) {
+  const std::string smarthost =
+      "[[routes]]\ndomain = \"x.test\"\ntype = \"smarthost\"\nhosts = [\"192.0.2.1:25\"]\n";
+  ExpectError(smarthost + "tls = \"always\"\n",
+              "bad.toml:5: routes.tls: route for x.test: expected one of none, may, encrypt");
+  // verify checks a name: an address literal has none.
+  ExpectError(smarthost + "tls = \"verify\"\n", "route for x.test: tls = \"verify\"");
+  ExpectError(
+      "[[routes]]\ndomain = \"x.test\"\ntype = \"smarthost\"\nhosts = "
+      "[\"mx.x.test:25\", \"[2001:db8::1]:25\"]\ntls = \"verify\"\n",
+      "'[2001:db8::1]:25' is an address");
+  // AUTH only over TLS: "may" could fall back to plaintext.
+  ExpectError(smarthost + "auth_user = \"u\"\nauth_password_file = \"/p\"\n",
+              "routes.auth_user: route for x.test: AUTH is sent only over TLS");
+  ExpectError(smarthost + "tls = \"none\"\nauth_user = \"u\"\nauth_password_file = \"/p\"\n",
+              "AUTH is sent only over TLS");
+  ExpectError(smarthost + "tls = \"encrypt\"\nauth_user = \"u\"\n",
+              "route for x.test: auth_user and auth_password_file go together");
+  ExpectError(smarthost + "tls_client_chain = \"/c\"\n",
+              "bad.toml:5: routes.tls_client_chain: route for x.test: tls_client_chain and "
+              "tls_client_key go together");
+  ExpectError(smarthost + "tls = \"none\"\ntls_client_chain = \"/c\"\ntls_client_key = \"/k\"\n",
+              "a client certificate needs tls");
+  ExpectError("[[routes]]\ndomain = \"m.test\"\ntype = \"maildir\"\npath = \"/m\"\ntls = \"may\"\n",
+              "routes.tls: route for m.test: only smarthost and lmtp routes take it");
+  ExpectError(
+      "[[routes]]\ndomain = \"l.test\"\ntype = \"lmtp\"\naddress = \"/run/l\"\n"
+      "tls = \"encrypt\"\n",
+      "route for l.test: a unix socket takes no TLS");
+  ExpectError(smarthost + "tls_ca_file = 3\n", "routes.tls_ca_file");
+}
+
 TEST(ConfigSchemaTest, TrustKeys) {
   auto c = ParseConfig(
       "[relay]\nallow_untrusted_routing = true\n[limits]\n"
