@@ -6,6 +6,7 @@
   protocols/* -> core/{base,buffer,mail,metrics,log}   (never core/io, never liburing)
   queue/*     -> core/* except core/uring
   queue/delivery -> also protocols/smtp/client_session.h (the outbound SMTP/LMTP session)
+  protocols/tls -> also core/net/stream_pump.h (the Transport seam it implements)
   tools/*     -> anything
 The connections (ingress, the outbound pools, the request server, relais-bench) drive sockets
 only through the one stream pump: no hand-written recv/send/close flags (hand_written_pumps).
@@ -43,6 +44,8 @@ def allowed(src_dir, target):
         return order[tgt] < order[src_dir] or (order[tgt] == 1 and order[src_dir] == 1 and
                                                 tgt in ("core/mail", "core/log"))
     if top == "protocols":
+        if src_dir == "protocols/tls" and target == "core/net/stream_pump.h":
+            return True  # The TLS transport plugs into the pump's seam; never a socket.
         return tgt in ("core/base", "core/buffer", "core/mail", "core/metrics", "core/log") or \
             (parts[0] == "protocols")
     if top == "queue":

@@ -16,7 +16,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 BUILD_PACKAGES=(build-essential cmake ninja-build pkg-config liburing-dev android-libboringssl-dev
   libmimalloc-dev libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev libc-ares-dev
-  libtomlplusplus-dev libpsl-dev publicsuffix nlohmann-json3-dev)
+  libtomlplusplus-dev libpsl-dev publicsuffix nlohmann-json3-dev libcrypt-dev)
 TEST_PACKAGES=(python3 swaks clang libclang-rt-14-dev gnuplot-nox dnsmasq-base python3-dkim
   python3-nacl python3-spf libopendkim-dev strace)
 # The libraries of Exim (a test client, unpacked by tools/fetch-exim.sh, never installed) and

@@ -14,12 +14,30 @@ namespace relais::config {
 
 enum class RouteType : uint8_t { kMaildir, kSmarthost, kLmtp, kReject };
 
+// Outbound TLS of a smarthost or lmtp route (RFC 3207 STARTTLS):
+//   kNone     never STARTTLS;
+//   kMay      STARTTLS when offered; a next hop whose handshake fails gets plaintext for a
+//             while (the daemon's tls.fallback_ttl);
+//   kEncrypt  STARTTLS or nothing: a next hop without it, or whose handshake fails, defers;
+//   kVerify   as kEncrypt, and the chain must verify against tls_ca_file and name the host
+//             as the route writes it (so its hosts must be names, not address literals).
+enum class RouteTls : uint8_t { kNone, kMay, kEncrypt, kVerify };
+
 struct Route {
   std::string domain;  // "example.com", "*.example.com" or "*".
   RouteType type = RouteType::kMaildir;
   std::string path;                // maildir: root directory.
   std::vector<std::string> hosts;  // smarthost: host:port list, tried in order.
   std::string address;             // lmtp: host:port or unix socket path.
+  // smarthost and lmtp (TCP) only. Default: kMay for smarthost, kNone for lmtp.
+  RouteTls tls = RouteTls::kNone;
+  std::string tls_ca_file;       // PEM CA bundle for kVerify; empty: the system store.
+  std::string tls_client_chain;  // Optional client certificate (PEM chain, leaf first)...
+  std::string tls_client_key;    // ...and its key; both or neither.
+  // Outbound AUTH (RFC 4954), only over TLS (tls kEncrypt or kVerify). The password file is
+  // read at start by the egress wiring (one line; not readable by others).
+  std::string auth_user;
+  std::string auth_password_file;
 };
 
 }  // namespace relais::config

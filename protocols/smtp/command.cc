@@ -10,6 +10,7 @@ struct VerbName {
   Verb verb;
 };
 
+// clang-format off
 constexpr VerbName kVerbs[] = {
     {"HELO", Verb::kHelo},
     {"EHLO", Verb::kEhlo},
@@ -22,16 +23,17 @@ constexpr VerbName kVerbs[] = {
     {"QUIT", Verb::kQuit},
     {"VRFY", Verb::kVrfy},
     {"HELP", Verb::kHelp},
+    {"STARTTLS", Verb::kStartTls},
+    {"AUTH", Verb::kAuth},
     {"EXPN", Verb::kNotImplemented},
     {"TURN", Verb::kNotImplemented},
     {"ETRN", Verb::kNotImplemented},
     {"ATRN", Verb::kNotImplemented},
-    {"AUTH", Verb::kNotImplemented},
-    {"STARTTLS", Verb::kNotImplemented},
     {"SEND", Verb::kNotImplemented},
     {"SOML", Verb::kNotImplemented},
     {"SAML", Verb::kNotImplemented},
 };
+// clang-format on
 
 std::string_view TrimSpaces(std::string_view s) {
   while (!s.empty() && s.front() == ' ') {

@@ -20,7 +20,9 @@ enum class Verb : uint8_t {
   kQuit,
   kVrfy,
   kHelp,
-  kNotImplemented,  // Known but not offered here: EXPN, TURN, ETRN, STARTTLS, AUTH, ...
+  kStartTls,        // RFC 3207.
+  kAuth,            // RFC 4954.
+  kNotImplemented,  // Known but not offered here: EXPN, TURN, ETRN, ...
   kUnknown,
 };
 

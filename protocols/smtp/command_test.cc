@@ -16,7 +16,9 @@ TEST(CommandTest, RecognisesVerbsCaseInsensitively) {
   EXPECT_EQ(ParseCommand("QUIT").verb, Verb::kQuit);
   EXPECT_EQ(ParseCommand("VRFY bob").verb, Verb::kVrfy);
   EXPECT_EQ(ParseCommand("HELP").verb, Verb::kHelp);
-  EXPECT_EQ(ParseCommand("STARTTLS").verb, Verb::kNotImplemented);
+  EXPECT_EQ(ParseCommand("STARTTLS").verb, Verb::kStartTls);
+  EXPECT_EQ(ParseCommand("auth PLAIN AGFAYg==").verb, Verb::kAuth);
+  EXPECT_EQ(ParseCommand("auth PLAIN AGFAYg==").argument, "PLAIN AGFAYg==");
   EXPECT_EQ(ParseCommand("EXPN list").verb, Verb::kNotImplemented);
   EXPECT_EQ(ParseCommand("DATAX").verb, Verb::kUnknown);
   EXPECT_EQ(ParseCommand("").verb, Verb::kUnknown);

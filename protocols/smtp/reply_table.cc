@@ -83,6 +83,26 @@ constexpr Entry kEntries[] = {
     {R::kTooManyConnections, {421, "4.7.0", "Too many connections, try again later", true}},
     {R::kTooManyConnectionsFromClient,
      {421, "4.7.0", "Too many connections from your address, try again later", true}},
+    {R::kStartTlsReady, {220, "2.0.0", "Ready to start TLS", false}},
+    {R::kTlsAlreadyActive, {503, "5.5.1", "TLS already active", false}},
+    {R::kStartTlsInTransaction,
+     {503, "5.5.1", "STARTTLS not allowed inside a mail transaction", false}},
+    {R::kTlsRequired, {530, "5.7.0", "Must issue a STARTTLS command first", false}},
+    {R::kAuthChallenge, {334, "", "%s", false}},
+    {R::kAuthOk, {235, "2.7.0", "Authentication successful", false}},
+    {R::kAuthFailed, {535, "5.7.8", "Authentication credentials invalid", false}},
+    {R::kAuthTemporary, {454, "4.7.0", "Temporary authentication failure", false}},
+    {R::kAuthLockedOut, {454, "4.7.0", "Too many authentication failures, try again later", false}},
+    {R::kAuthNeedsTls,
+     {538, "5.7.11", "Encryption required for requested authentication mechanism", false}},
+    {R::kAuthNotEnabled, {503, "5.5.1", "Authentication not enabled", false}},
+    {R::kAlreadyAuthenticated, {503, "5.5.1", "Already authenticated", false}},
+    {R::kAuthInTransaction, {503, "5.5.1", "AUTH not allowed inside a mail transaction", false}},
+    {R::kUnknownMechanism, {504, "5.5.4", "Unrecognized authentication mechanism", false}},
+    {R::kAuthCancelled, {501, "5.0.0", "Authentication cancelled", false}},
+    {R::kAuthBadResponse, {501, "5.5.2", "Malformed authentication response", false}},
+    {R::kSenderNotOwned,
+     {553, "5.7.1", "Sender address not owned by the authenticated user", false}},
 };
 
 constexpr std::array<ReplyRow, static_cast<size_t>(Reply::kCount)> BuildTable() {
@@ -130,15 +150,22 @@ void AppendReply(std::string& out, Reply reply, std::string_view argument) {
   out.append("\r\n");
 }
 
-void AppendEhloReply(std::string& out, std::string_view hostname, uint64_t message_bytes_max) {
+void AppendEhloReply(std::string& out, std::string_view hostname, uint64_t message_bytes_max,
+                     EhloOffers offers) {
   base::StrAppend(&out, "250-", hostname, "\r\n");
   base::StrAppend(&out, "250-PIPELINING\r\n", "250-SIZE ", message_bytes_max, "\r\n");
   out.append(
       "250-8BITMIME\r\n"
       "250-SMTPUTF8\r\n"
       "250-ENHANCEDSTATUSCODES\r\n"
-      "250-DSN\r\n"
-      "250 CHUNKING\r\n");
+      "250-DSN\r\n");
+  if (offers.starttls) {
+    out.append("250-STARTTLS\r\n");
+  }
+  if (offers.auth) {
+    out.append("250-AUTH PLAIN LOGIN\r\n");
+  }
+  out.append("250 CHUNKING\r\n");
 }
 
 bool IsTransient(Reply reply) { return Row(reply).code / 100 == 4; }

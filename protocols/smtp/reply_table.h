@@ -67,6 +67,25 @@ enum class Reply : uint8_t {
   kShuttingDown,                  // 421 4.3.2
   kTooManyConnections,            // 421 4.7.0
   kTooManyConnectionsFromClient,  // 421 4.7.0
+  // STARTTLS (RFC 3207).
+  kStartTlsReady,          // 220 2.0.0
+  kTlsAlreadyActive,       // 503 5.5.1
+  kStartTlsInTransaction,  // 503 5.5.1
+  kTlsRequired,            // 530 5.7.0 (listener tls = "required", before STARTTLS)
+  // AUTH (RFC 4954).
+  kAuthChallenge,         // 334, argument: the base64 challenge (may be empty).
+  kAuthOk,                // 235 2.7.0
+  kAuthFailed,            // 535 5.7.8
+  kAuthTemporary,         // 454 4.7.0
+  kAuthLockedOut,         // 454 4.7.0 (too many failures)
+  kAuthNeedsTls,          // 538 5.7.11 (offered only after STARTTLS)
+  kAuthNotEnabled,        // 503 5.5.1
+  kAlreadyAuthenticated,  // 503 5.5.1
+  kAuthInTransaction,     // 503 5.5.1
+  kUnknownMechanism,      // 504 5.5.4
+  kAuthCancelled,         // 501 5.0.0 (the client sent "*")
+  kAuthBadResponse,       // 501 5.5.2 (not base64, or not a PLAIN message)
+  kSenderNotOwned,        // 553 5.7.1 (smtp_auth.require_sender_owned)
   kCount,
 };
 
@@ -80,8 +99,14 @@ struct ReplyRow {
 [[nodiscard]] const ReplyRow& Row(Reply reply);
 // Appends "code enhanced text\r\n". `argument` fills the row's "%s".
 void AppendReply(std::string& out, Reply reply, std::string_view argument = {});
+// Extensions offered in one EHLO reply beyond the fixed set.
+struct EhloOffers {
+  bool starttls = false;  // "STARTTLS" (RFC 3207).
+  bool auth = false;      // "AUTH PLAIN LOGIN" (RFC 4954).
+};
 // The EHLO response: greeting line plus one line per extension (RFC 5321 4.1.1.1).
-void AppendEhloReply(std::string& out, std::string_view hostname, uint64_t message_bytes_max);
+void AppendEhloReply(std::string& out, std::string_view hostname, uint64_t message_bytes_max,
+                     EhloOffers offers = {});
 [[nodiscard]] bool IsTransient(Reply reply);  // 4xx.
 [[nodiscard]] bool IsError(Reply reply);      // 4xx or 5xx.
 

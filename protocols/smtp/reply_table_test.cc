@@ -19,9 +19,9 @@ TEST(ReplyTableTest, EveryRowIsWellFormed) {
       EXPECT_EQ(row.enhanced[0], static_cast<char>('0' + row.code / 100));
       EXPECT_EQ(row.enhanced[1], '.');
     } else {
-      // Only the greeting, the HELO answer and 354 go without one.
+      // Only the greeting, the HELO answer, 354 and AUTH's 334 go without one.
       EXPECT_TRUE(reply == Reply::kGreeting || reply == Reply::kHeloOk ||
-                  reply == Reply::kStartData);
+                  reply == Reply::kStartData || reply == Reply::kAuthChallenge);
     }
     EXPECT_EQ(row.closes, row.code == 221 || row.code == 421);
     EXPECT_EQ(IsError(reply), row.code >= 400);
@@ -47,6 +47,33 @@ TEST(ReplyTableTest, ArgumentsStayOnOneLine) {
   out.clear();
   AppendReply(out, Reply::kPolicyRejected, std::string(1000, 'x'));
   EXPECT_EQ(out.size(), std::string("550 5.7.1 \r\n").size() + 400);
+}
+
+TEST(ReplyTableTest, EhloOffersStartTlsAndAuthOnlyWhenAsked) {
+  std::string plain;
+  AppendEhloReply(plain, "mx.test", 100);
+  EXPECT_EQ(plain.find("STARTTLS"), std::string::npos);
+  EXPECT_EQ(plain.find("AUTH"), std::string::npos);
+  std::string both;
+  AppendEhloReply(both, "mx.test", 100, EhloOffers{.starttls = true, .auth = true});
+  EXPECT_NE(both.find("250-STARTTLS\r\n"), std::string::npos);
+  EXPECT_NE(both.find("250-AUTH PLAIN LOGIN\r\n"), std::string::npos);
+  EXPECT_TRUE(both.ends_with("250 CHUNKING\r\n"));
+}
+
+TEST(ReplyTableTest, TlsAndAuthRows) {
+  std::string out;
+  AppendReply(out, Reply::kStartTlsReady);
+  AppendReply(out, Reply::kTlsRequired);
+  AppendReply(out, Reply::kAuthChallenge, "");
+  AppendReply(out, Reply::kAuthNeedsTls);
+  AppendReply(out, Reply::kAuthFailed);
+  EXPECT_EQ(out,
+            "220 2.0.0 Ready to start TLS\r\n"
+            "530 5.7.0 Must issue a STARTTLS command first\r\n"
+            "334 \r\n"
+            "538 5.7.11 Encryption required for requested authentication mechanism\r\n"
+            "535 5.7.8 Authentication credentials invalid\r\n");
 }
 
 }  // namespace

@@ -5,12 +5,14 @@
 #include <algorithm>
 #include <charconv>
 #include <cstring>
+#include <optional>
 
 #include "core/base/check.h"
 #include "core/base/strings.h"
 #include "core/mail/domain.h"
 #include "protocols/smtp/address.h"
 #include "protocols/smtp/command.h"
+#include "protocols/smtp/sasl.h"
 
 namespace relais::smtp {
 namespace {
@@ -93,12 +95,34 @@ bool IsPlainForPath(std::string_view address, bool utf8) {
          });
 }
 
+// RFC 4954 4: an AUTH command, or a response to 334, may be up to 12288 octets with CRLF.
+constexpr size_t kAuthLineBytesMax = 12288;
+
+// The LOGIN mechanism's prompts (base64 of "Username:" and "Password:").
+constexpr std::string_view kLoginUserPrompt = "VXNlcm5hbWU6";
+constexpr std::string_view kLoginPasswordPrompt = "UGFzc3dvcmQ6";
+
+// An identity from a client, decoded: it goes into logs and the trace header, so it must be
+// printable (UTF-8 allowed) and free of controls.
+bool IsPrintableIdentity(std::string_view text) {
+  if (text.empty() || text.size() > 255 || !IsValidUtf8(text)) {
+    return false;
+  }
+  return std::all_of(text.begin(), text.end(), [](char c) {
+    const auto u = static_cast<unsigned char>(c);
+    return u >= 0x20 && u != 0x7F;
+  });
+}
+
 }  // namespace
 
 ServerSession::ServerSession(const SessionOptions& options, const mail::IpAddress& client)
     : options_(options), client_(client) {}
 
-ServerSession::~ServerSession() { ReleaseBudget(); }
+ServerSession::~ServerSession() {
+  ReleaseBudget();
+  Wipe(auth_request_.password);
+}
 
 void ServerSession::ReleaseBudget() {
   if (options_.receive_budget != nullptr) {
@@ -137,6 +161,11 @@ void ServerSession::Feed(std::string_view input) {
   if (closing_) {
     return;  // Nothing a client says after the final reply matters.
   }
+  if (phase_ == Phase::kStartTls) {
+    // Sent in the clear after STARTTLS, before the handshake: never executed (RFC 3207 4.2).
+    discarded_after_starttls_ += input.size();
+    return;
+  }
   if (input_.empty()) {
     const size_t used = Process(input);
     input_.assign(input.substr(used));
@@ -168,13 +197,22 @@ size_t ServerSession::Process(std::string_view input) {
         break;
       case Phase::kAwaitSender:
       case Phase::kAwaitCommit:
+      case Phase::kAwaitAuth:
       case Phase::kClosed:
         return pos;
+      case Phase::kStartTls:
+        break;  // Not reached: handled below as soon as the phase is entered.
     }
     if (used == 0) {
       break;  // An incomplete line: wait for more.
     }
     pos += used;
+    if (phase_ == Phase::kStartTls) {
+      // CVE-2011-0411: whatever the client pipelined after STARTTLS came in the clear and
+      // could have been injected by anyone on the path; it is dropped, never executed.
+      discarded_after_starttls_ += input.size() - pos;
+      return input.size();
+    }
   }
   return pos;
 }
@@ -188,13 +226,16 @@ size_t ServerSession::ProcessCommands(std::string_view input) {
     }
     discarding_long_line_ = false;
     ++command_lines_;
+    if (sasl_step_ != SaslStep::kNone) {
+      EndSasl();  // An overlong response ends the AUTH exchange.
+    }
     Send(Reply::kLineTooLong);
     return crlf + 2;
   }
   if (crlf == std::string_view::npos) {
     // RFC 5321 4.5.3.1.4: a line that cannot fit in the limit even if CRLF came next is
     // refused now, and its rest skipped, so that memory stays bounded.
-    if (input.size() >= options_.command_line_bytes_max) {
+    if (input.size() >= LineBytesMax(input)) {
       discarding_long_line_ = true;
       return input.back() == '\r' ? input.size() - 1 : input.size();
     }
@@ -202,10 +243,16 @@ size_t ServerSession::ProcessCommands(std::string_view input) {
   }
   const std::string_view line = input.substr(0, crlf);
   ++command_lines_;
-  if (crlf + 2 > options_.command_line_bytes_max) {
+  if (crlf + 2 > LineBytesMax(line)) {
+    if (sasl_step_ != SaslStep::kNone) {
+      EndSasl();
+    }
     Send(Reply::kLineTooLong);
   } else if (line.find_first_of("\r\n") != std::string_view::npos) {
     // A bare CR or LF is never a line end (SMTP smuggling); the whole line is refused.
+    if (sasl_step_ != SaslStep::kNone) {
+      EndSasl();
+    }
     Send(Reply::kBareLineEnding);
   } else {
     HandleLine(line);
@@ -213,11 +260,38 @@ size_t ServerSession::ProcessCommands(std::string_view input) {
   return crlf + 2;
 }
 
+size_t ServerSession::LineBytesMax(std::string_view line_start) const {
+  const size_t normal = options_.command_line_bytes_max;
+  if (sasl_step_ != SaslStep::kNone ||
+      (line_start.size() >= 5 && base::StartsWithIgnoreCase(line_start, "AUTH "))) {
+    return std::max(normal, kAuthLineBytesMax);
+  }
+  return normal;
+}
+
 void ServerSession::HandleLine(std::string_view line) {
+  if (sasl_step_ != SaslStep::kNone) {
+    HandleSaslResponse(line);
+    return;
+  }
   const Command cmd = ParseCommand(line);
   if (shutting_down_ && !mail_given_ && cmd.verb != Verb::kQuit) {
     Send(Reply::kShuttingDown);
     return;
+  }
+  if (options_.tls_required && !tls_active_) {
+    switch (cmd.verb) {
+      case Verb::kEhlo:
+      case Verb::kHelo:
+      case Verb::kStartTls:
+      case Verb::kNoop:
+      case Verb::kRset:
+      case Verb::kQuit:
+        break;
+      default:
+        Send(Reply::kTlsRequired);  // RFC 3207 4.
+        return;
+    }
   }
   switch (cmd.verb) {
     case Verb::kHelo:
@@ -268,6 +342,12 @@ void ServerSession::HandleLine(std::string_view line) {
     case Verb::kHelp:
       Send(Reply::kHelp);
       return;
+    case Verb::kStartTls:
+      HandleStartTls(cmd.argument);
+      return;
+    case Verb::kAuth:
+      HandleAuth(cmd.argument);
+      return;
     case Verb::kNotImplemented:
       Send(Reply::kNotImplemented);
       return;
@@ -297,7 +377,8 @@ void ServerSession::HandleEhlo(std::string_view argument, bool extended) {
   esmtp_ = extended;
   helo_.assign(name);
   if (extended) {
-    AppendEhloReply(output_, options_.hostname, options_.message_bytes_max);
+    AppendEhloReply(output_, options_.hostname, options_.message_bytes_max,
+                    EhloOffers{.starttls = StartTlsOffered(), .auth = AuthOfferedNow()});
     if (options_.replies_by_class != nullptr) {
       options_.replies_by_class[2].Add();
     }
@@ -327,6 +408,7 @@ void ServerSession::HandleMail(std::string_view argument) {
   mail::BodyType body_type = mail::BodyType::k7Bit;
   mail::DsnReturn dsn_return = mail::DsnReturn::kUnspecified;
   bool envid_seen = false;
+  bool auth_seen = false;
   std::string_view envid;
   std::string_view params = path.rest;
   Parameter p;
@@ -382,6 +464,15 @@ void ServerSession::HandleMail(std::string_view argument) {
       }
       envid = p.value;
       envid_seen = true;
+    } else if (base::EqualsIgnoreCase(p.keyword, "AUTH") && !auth_seen &&
+               (AuthOfferedNow() || !authenticated_user_.empty())) {
+      // RFC 4954 5: AUTH=<> or AUTH=xtext, the identity that submitted the message first.
+      // Checked, then not kept: the session's own authenticated_user() is what it vouches for.
+      if (!p.has_value || (p.value != "<>" && !mail::XtextValid(p.value))) {
+        Send(Reply::kSyntax, "AUTH=<> or AUTH=xtext");
+        return;
+      }
+      auth_seen = true;
     } else {
       Send(Reply::kUnknownParameter);
       return;
@@ -393,6 +484,13 @@ void ServerSession::HandleMail(std::string_view argument) {
   }
   if (!smtputf8 && !base::IsAscii(path.mailbox)) {
     Send(Reply::kNeedSmtpUtf8);
+    return;
+  }
+  if (options_.require_sender_owned && !authenticated_user_.empty() && !path.mailbox.empty() &&
+      std::none_of(owned_domains_.begin(), owned_domains_.end(), [&](const std::string& owned) {
+        return mail::DomainMatches(owned, path.domain);
+      })) {
+    Send(Reply::kSenderNotOwned);
     return;
   }
   if (options_.spool_full != nullptr && *options_.spool_full) {
@@ -414,6 +512,240 @@ void ServerSession::HandleMail(std::string_view argument) {
     return;
   }
   Send(Reply::kSenderOk);
+}
+
+// ---- STARTTLS (RFC 3207) ----
+
+void ServerSession::HandleStartTls(std::string_view argument) {
+  if (!argument.empty()) {
+    Send(Reply::kSyntax, "STARTTLS");
+    return;
+  }
+  if (tls_active_) {
+    Send(Reply::kTlsAlreadyActive);
+    return;
+  }
+  if (!StartTlsOffered()) {
+    Send(Reply::kNotImplemented);
+    return;
+  }
+  if (!greeted_) {
+    Send(Reply::kNeedHelo);
+    return;
+  }
+  if (mail_given_) {
+    Send(Reply::kStartTlsInTransaction);
+    return;
+  }
+  Send(Reply::kStartTlsReady);
+  if (closing_) {
+    return;
+  }
+  phase_ = Phase::kStartTls;  // Process drops the rest of the input.
+  starttls_requested_ = true;
+}
+
+bool ServerSession::TakeStartTls() {
+  const bool requested = starttls_requested_;
+  starttls_requested_ = false;
+  return requested;
+}
+
+void ServerSession::TlsStarted(std::string_view version, std::string_view cipher) {
+  RELAIS_CHECK(!tls_active_) << "TLS started twice";
+  RELAIS_CHECK(phase_ == Phase::kStartTls || phase_ == Phase::kCommand)
+      << "TLS started in the middle of a command";
+  tls_active_ = true;
+  starttls_requested_ = false;
+  tls_version_.assign(version.substr(0, 64));
+  tls_cipher_.assign(cipher.substr(0, 64));
+  // RFC 3207 4.2: the server discards any knowledge obtained from the client (its EHLO
+  // argument included) that was not obtained from the TLS negotiation itself.
+  if (phase_ == Phase::kStartTls) {
+    phase_ = Phase::kCommand;
+  }
+  discarded_after_starttls_ += input_.size();
+  input_.clear();
+  discarding_long_line_ = false;
+  greeted_ = false;
+  esmtp_ = false;
+  helo_.clear();
+  EndSasl();
+  authenticated_user_.clear();
+  owned_domains_.clear();
+  ResetTransaction();
+}
+
+// ---- AUTH (RFC 4954) ----
+
+bool ServerSession::AuthOfferedNow() const {
+  return options_.auth_offered && (tls_active_ || options_.auth_in_clear);
+}
+
+void ServerSession::HandleAuth(std::string_view argument) {
+  if (!AuthOfferedNow()) {
+    // Offered once TLS is up: say so (538), rather than "not enabled".
+    Send(options_.auth_offered && StartTlsOffered() ? Reply::kAuthNeedsTls
+                                                    : Reply::kAuthNotEnabled);
+    return;
+  }
+  if (!greeted_) {
+    Send(Reply::kNeedHelo);
+    return;
+  }
+  if (!authenticated_user_.empty()) {
+    Send(Reply::kAlreadyAuthenticated);  // RFC 4954 4: one successful AUTH per session.
+    return;
+  }
+  if (mail_given_) {
+    Send(Reply::kAuthInTransaction);
+    return;
+  }
+  // "AUTH" SP sasl-mech [SP initial-response]
+  const size_t space = argument.find(' ');
+  const std::string_view mechanism = argument.substr(0, space);
+  const std::string_view initial =
+      space == std::string_view::npos ? std::string_view() : argument.substr(space + 1);
+  if (mechanism.empty() || initial.find(' ') != std::string_view::npos ||
+      (space != std::string_view::npos && initial.empty())) {
+    Send(Reply::kSyntax, "AUTH mechanism [initial-response]");
+    return;
+  }
+  Wipe(auth_request_.password);
+  auth_request_.user.clear();
+  if (base::EqualsIgnoreCase(mechanism, "PLAIN")) {
+    auth_request_.mechanism = "PLAIN";
+    if (initial.empty()) {
+      sasl_step_ = SaslStep::kPlain;
+      Send(Reply::kAuthChallenge, "");  // RFC 4616: the server's challenge is empty.
+      return;
+    }
+    TakePlain(initial);
+  } else if (base::EqualsIgnoreCase(mechanism, "LOGIN")) {
+    auth_request_.mechanism = "LOGIN";
+    if (initial.empty()) {
+      sasl_step_ = SaslStep::kLoginUser;
+      Send(Reply::kAuthChallenge, kLoginUserPrompt);
+      return;
+    }
+    sasl_step_ = SaslStep::kLoginUser;  // The initial response is the user name.
+    HandleSaslResponse(initial);
+  } else {
+    Send(Reply::kUnknownMechanism);
+  }
+}
+
+void ServerSession::HandleSaslResponse(std::string_view line) {
+  const SaslStep step = sasl_step_;
+  if (line == "*") {
+    EndSasl();
+    Send(Reply::kAuthCancelled);  // RFC 4954 4.
+    return;
+  }
+  if (step == SaslStep::kPlain) {
+    sasl_step_ = SaslStep::kNone;
+    TakePlain(line);
+    return;
+  }
+  // RFC 4954 4: "=" stands for an empty response.
+  std::optional<std::string> decoded = line == "=" ? std::string() : Base64Decode(line);
+  if (!decoded) {
+    EndSasl();
+    Send(Reply::kAuthBadResponse);
+    return;
+  }
+  if (step == SaslStep::kLoginUser) {
+    if (!IsPrintableIdentity(*decoded)) {
+      EndSasl();
+      Send(Reply::kAuthBadResponse);
+      return;
+    }
+    auth_request_.user = std::move(*decoded);
+    sasl_step_ = SaslStep::kLoginPassword;
+    Send(Reply::kAuthChallenge, kLoginPasswordPrompt);
+    return;
+  }
+  // kLoginPassword.
+  const bool ok = !decoded->empty() && decoded->find('\0') == std::string::npos;
+  if (!ok) {
+    Wipe(*decoded);
+    EndSasl();
+    Send(Reply::kAuthBadResponse);
+    return;
+  }
+  auth_request_.password.swap(*decoded);
+  sasl_step_ = SaslStep::kNone;
+  RequestAuth();
+}
+
+void ServerSession::TakePlain(std::string_view encoded) {
+  std::optional<std::string> decoded = encoded == "=" ? std::string() : Base64Decode(encoded);
+  if (!decoded) {
+    EndSasl();
+    Send(Reply::kAuthBadResponse);
+    return;
+  }
+  const std::optional<PlainCredentials> plain = ParsePlain(*decoded);
+  if (!plain || !IsPrintableIdentity(plain->authcid)) {
+    Wipe(*decoded);
+    EndSasl();
+    Send(Reply::kAuthBadResponse);
+    return;
+  }
+  if (!plain->authzid.empty() && plain->authzid != plain->authcid) {
+    // Acting for another identity is not supported: refused like bad credentials.
+    Wipe(*decoded);
+    EndSasl();
+    Send(Reply::kAuthFailed);
+    return;
+  }
+  auth_request_.user.assign(plain->authcid);
+  auth_request_.password.assign(plain->password);
+  Wipe(*decoded);
+  RequestAuth();
+}
+
+void ServerSession::RequestAuth() {
+  sasl_step_ = SaslStep::kNone;
+  phase_ = Phase::kAwaitAuth;  // Input waits until the owner answers.
+  auth_requested_ = true;
+}
+
+void ServerSession::EndSasl() {
+  sasl_step_ = SaslStep::kNone;
+  auth_request_.mechanism.clear();
+  auth_request_.user.clear();
+  Wipe(auth_request_.password);
+}
+
+bool ServerSession::TakeAuthRequest() {
+  const bool requested = auth_requested_;
+  auth_requested_ = false;
+  return requested;
+}
+
+void ServerSession::CompleteAuth(AuthOutcome outcome, std::vector<std::string> owned_domains) {
+  RELAIS_CHECK(phase_ == Phase::kAwaitAuth) << "no AUTH request in flight";
+  phase_ = Phase::kCommand;
+  auth_requested_ = false;
+  Wipe(auth_request_.password);
+  switch (outcome) {
+    case AuthOutcome::kOk:
+      authenticated_user_ = auth_request_.user;
+      owned_domains_ = std::move(owned_domains);
+      Send(Reply::kAuthOk);
+      break;
+    case AuthOutcome::kFailed:
+      Send(Reply::kAuthFailed);
+      break;
+    case AuthOutcome::kTemporary:
+      Send(Reply::kAuthTemporary);
+      break;
+    case AuthOutcome::kLockedOut:
+      Send(Reply::kAuthLockedOut);
+      break;
+  }
+  Resume();
 }
 
 bool ServerSession::TakeSenderCheck() {
@@ -465,12 +797,15 @@ bool ServerSession::RecipientAllowed(std::string_view domain) const {
       return true;
     }
   }
-  for (const mail::IpNetwork& net : options_.relay_networks) {
-    if (net.Contains(client_)) {
-      return true;
-    }
+  return TrustedClient();
+}
+
+bool ServerSession::TrustedClient() const {
+  if (!authenticated_user_.empty()) {
+    return true;  // RFC 4954: an authenticated client may relay.
   }
-  return false;
+  return std::any_of(options_.relay_networks.begin(), options_.relay_networks.end(),
+                     [&](const mail::IpNetwork& net) { return net.Contains(client_); });
 }
 
 void ServerSession::HandleRcpt(std::string_view argument) {
@@ -557,9 +892,7 @@ void ServerSession::HandleRcpt(std::string_view argument) {
     Send(Reply::kRelayDenied);
     return;
   }
-  if (!options_.allow_untrusted_routing && HasSenderRouting(path.local_part) &&
-      std::none_of(options_.relay_networks.begin(), options_.relay_networks.end(),
-                   [&](const mail::IpNetwork& net) { return net.Contains(client_); })) {
+  if (!options_.allow_untrusted_routing && HasSenderRouting(path.local_part) && !TrustedClient()) {
     Send(Reply::kSenderRouting);  // Postfix: allow_untrusted_routing = no.
     return;
   }
@@ -949,8 +1282,15 @@ std::string ServerSession::TraceHeader(const mail::MessageId& id,
   const std::string address = client_.ToString();
   const std::string literal = client_.family == AF_INET6 ? base::StrCat("[IPv6:", address, "]")
                                                          : base::StrCat("[", address, "]");
-  // RFC 5321 4.4 / RFC 3848 / RFC 6531 3.7.3 protocol names.
-  const std::string_view protocol = !esmtp_ ? "SMTP" : (env.smtputf8 ? "UTF8SMTP" : "ESMTP");
+  // RFC 5321 4.4 / RFC 3848 / RFC 6531 3.7.3 protocol names: ESMTP, then S for TLS and A for
+  // an authenticated client (ESMTPS, ESMTPA, ESMTPSA; UTF8SMTPS ...).
+  std::string protocol(!esmtp_ ? "SMTP" : (env.smtputf8 ? "UTF8SMTP" : "ESMTP"));
+  if (esmtp_ && tls_active_) {
+    protocol.push_back('S');
+  }
+  if (esmtp_ && !authenticated_user_.empty()) {
+    protocol.push_back('A');
+  }
   // RFC 5321 4.4: every token the client chose is written so that it cannot end its clause,
   // close a comment or start the date: a HELO name that is a plain domain or address literal
   // as it is, any other in a comment after our literal of the client's address.
@@ -962,8 +1302,23 @@ std::string ServerSession::TraceHeader(const mail::MessageId& id,
     AppendCommentText(out, helo_, env.smtputf8);
     out.push_back(')');
   }
-  base::StrAppend(&out, "\r\n\tby ", options_.hostname, " (Relais) with ", protocol, "\r\n\tid ",
-                  id.ToString());
+  base::StrAppend(&out, "\r\n\tby ", options_.hostname, " (Relais) with ", protocol);
+  if (tls_active_) {
+    // The owner's strings (from the TLS library), still written as comment text.
+    out.append(" (version=");
+    AppendCommentText(out, tls_version_, /*utf8=*/false);
+    out.append(" cipher=");
+    AppendCommentText(out, tls_cipher_, /*utf8=*/false);
+    out.push_back(')');
+  }
+  if (!authenticated_user_.empty()) {
+    // Only a user the owner verified, yet escaped all the same: it cannot end the comment,
+    // and no control byte gets into the header.
+    out.append(" (authenticated as ");
+    AppendCommentText(out, authenticated_user_, env.smtputf8);
+    out.push_back(')');
+  }
+  base::StrAppend(&out, "\r\n\tid ", id.ToString());
   if (env.recipients.size() == 1 && IsPlainForPath(env.recipients[0].address, env.smtputf8)) {
     base::StrAppend(&out, "\r\n\tfor <", env.recipients[0].address, ">");
   }
@@ -985,7 +1340,8 @@ void ServerSession::ConsumeOutput(size_t bytes) {
 }
 
 bool ServerSession::WantsInput() const {
-  return !closing_ && !input_ended_ && input_.size() < options_.pipeline_bytes_max &&
+  return !closing_ && !input_ended_ && phase_ != Phase::kStartTls &&
+         input_.size() < options_.pipeline_bytes_max &&
          output_.size() - output_offset_ < options_.pipeline_bytes_max;
 }
 
@@ -995,14 +1351,16 @@ uint32_t ServerSession::TimeoutMs() const {
 }
 
 void ServerSession::OnTimeout() {
-  if (phase_ == Phase::kAwaitCommit || phase_ == Phase::kAwaitSender) {
+  if (phase_ == Phase::kAwaitCommit || phase_ == Phase::kAwaitSender ||
+      phase_ == Phase::kAwaitAuth) {
     return;  // The owner answers first; the client is not at fault.
   }
   Send(Reply::kTimeout);
 }
 
 void ServerSession::OnTooSlow() {
-  if (phase_ == Phase::kAwaitCommit || phase_ == Phase::kAwaitSender) {
+  if (phase_ == Phase::kAwaitCommit || phase_ == Phase::kAwaitSender ||
+      phase_ == Phase::kAwaitAuth) {
     return;
   }
   Send(Reply::kTooSlow);
@@ -1010,14 +1368,16 @@ void ServerSession::OnTooSlow() {
 
 void ServerSession::BeginShutdown() {
   shutting_down_ = true;
-  if (!in_transaction() && input_.empty()) {
+  // While the owner checks credentials the answer goes first; the next command gets 421.
+  if (!in_transaction() && input_.empty() && phase_ != Phase::kAwaitAuth) {
     Send(Reply::kShuttingDown);
   }
 }
 
 void ServerSession::ForceShutdown() {
   shutting_down_ = true;
-  if (phase_ == Phase::kAwaitCommit || phase_ == Phase::kAwaitSender) {
+  if (phase_ == Phase::kAwaitCommit || phase_ == Phase::kAwaitSender ||
+      phase_ == Phase::kAwaitAuth) {
     force_close_after_answer_ = true;
     return;
   }

@@ -10,6 +10,25 @@
 // Smuggling-safe: only CRLF.CRLF ends DATA, and a bare CR or LF in a command or in message
 // data is never taken as a line end; the command or message is refused with a 5xx.
 //
+// STARTTLS (RFC 3207), when SessionOptions offer it: the session answers 220 2.0.0, throws
+// away every byte already received after the STARTTLS line (never executed: CVE-2011-0411;
+// counted in discarded_after_starttls()) and wants no more input. TakeStartTls() returns true
+// once; the owner switches the connection's transport to TLS once the 220 is sent, and calls
+// TlsStarted(version, cipher): every piece of SMTP state is forgotten (greeting, transaction,
+// HELO name, authentication) and the client must send EHLO again, which no longer offers
+// STARTTLS. For implicit TLS (RFC 8314) the owner calls TlsStarted() before Start().
+// With tls_required, every command but EHLO, HELO, STARTTLS, NOOP, RSET and QUIT is refused
+// with 530 5.7.0 until TLS is active.
+//
+// AUTH (RFC 4954) with PLAIN (RFC 4616; initial response or 334 continuation) and LOGIN,
+// offered in EHLO when auth_offered and TLS is active (or auth_in_clear: a trusted local
+// listener). The session decodes the exchange and then pauses: TakeAuthRequest() returns true
+// once, auth_request() holds {mechanism, user, password}, and the owner checks the
+// credentials (never the session) and answers CompleteAuth(): 235 2.7.0, 535 5.7.8 or 454
+// 4.7.0. The password is wiped once answered. Input that arrives meanwhile waits, as during
+// a sender check. An authenticated client may relay (like relay_networks); MAIL's AUTH=
+// parameter (RFC 4954 5) is checked for xtext syntax and otherwise ignored.
+//
 // Owned by one shard; not thread-safe; never does I/O, reads no clock and allocates only per
 // command line or per message (body growth), never per byte.
 #pragma once
@@ -87,6 +106,36 @@ struct SessionOptions {
   // Replies sent, by class: element code / 100 (2 to 5) is incremented. Null: not counted.
   // Six counters owned by the shard; must outlive the session.
   metrics::Counter* replies_by_class = nullptr;
+  // Advertise STARTTLS in EHLO and accept it (listener tls = "starttls" or "required"); the
+  // owner must then be able to switch the connection to TLS (see TakeStartTls).
+  bool starttls_offered = false;
+  // Listener tls = "required": before TLS only EHLO, HELO, STARTTLS, NOOP, RSET and QUIT are
+  // taken, anything else gets 530 5.7.0. Implies starttls_offered.
+  bool tls_required = false;
+  // Credentials are configured (smtp_auth.credentials): AUTH is offered over TLS.
+  bool auth_offered = false;
+  // A trusted listener (listener trusted = true): AUTH is offered without TLS too.
+  bool auth_in_clear = false;
+  // smtp_auth.require_sender_owned: an authenticated client's MAIL FROM domain must be one it
+  // owns (CompleteAuth's owned_domains; the null sender is allowed), else 553 5.7.1.
+  bool require_sender_owned = false;
+};
+
+// The owner's verdict on an AUTH request.
+enum class AuthOutcome : uint8_t {
+  kOk,         // 235 2.7.0: the client is authenticated.
+  kFailed,     // 535 5.7.8: wrong user or password.
+  kTemporary,  // 454 4.7.0: the check could not be done now.
+  kLockedOut,  // 454 4.7.0: too many failures from this client or for this user.
+};
+
+// What the client sent in an AUTH exchange, decoded. `user` is the authentication identity
+// (PLAIN authcid; a PLAIN authzid, when given, is equal to it). The session wipes the
+// password once CompleteAuth has been called.
+struct AuthRequest {
+  std::string mechanism;  // "PLAIN" or "LOGIN".
+  std::string user;
+  std::string password;
 };
 
 enum class [[nodiscard]] CommitOutcome : uint8_t{
@@ -127,7 +176,36 @@ class ServerSession {
   // Answers the commit request. Resumes processing input that arrived meanwhile.
   void CompleteCommit(CommitOutcome outcome, const mail::MessageId& id);
 
-  // The Received: header for a message of this session (RFC 5321 4.4), CRLF-terminated.
+  // ---- STARTTLS (RFC 3207) ----
+  // True once after the session answered STARTTLS with 220: the owner switches the transport
+  // to TLS once that reply is sent (the session wants no input until then) and calls
+  // TlsStarted.
+  [[nodiscard]] bool TakeStartTls();
+  // The TLS handshake is done (after STARTTLS, or before Start() for implicit TLS).
+  // `version` and `cipher` name the protocol and cipher suite for the trace header and logs.
+  // Resets the SMTP state: a fresh EHLO is required.
+  void TlsStarted(std::string_view version, std::string_view cipher);
+  [[nodiscard]] bool tls_active() const { return tls_active_; }
+  [[nodiscard]] const std::string& tls_version() const { return tls_version_; }
+  [[nodiscard]] const std::string& tls_cipher() const { return tls_cipher_; }
+  // Bytes the client sent after STARTTLS in the clear, thrown away unread.
+  [[nodiscard]] uint64_t discarded_after_starttls() const { return discarded_after_starttls_; }
+
+  // ---- AUTH (RFC 4954) ----
+  // True once per decoded AUTH exchange; then auth_request() holds it until CompleteAuth.
+  [[nodiscard]] bool TakeAuthRequest();
+  [[nodiscard]] const AuthRequest& auth_request() const { return auth_request_; }
+  [[nodiscard]] bool awaiting_auth() const { return phase_ == Phase::kAwaitAuth; }
+  // Answers the AUTH request; `owned_domains` (for require_sender_owned) are the domains an
+  // authenticated user may send from. Wipes the password and resumes input.
+  void CompleteAuth(AuthOutcome outcome, std::vector<std::string> owned_domains = {});
+  // The user the owner authenticated; empty when not authenticated.
+  [[nodiscard]] const std::string& authenticated_user() const { return authenticated_user_; }
+
+  // The Received: header for a message of this session (RFC 5321 4.4), CRLF-terminated. Its
+  // protocol is SMTP, ESMTP or UTF8SMTP with S (TLS) and A (authenticated) per RFC 3848 and
+  // RFC 6531; with TLS it carries "(version=... cipher=...)", and when authenticated
+  // "(authenticated as USER)", both as comments whose text is escaped.
   [[nodiscard]] std::string TraceHeader(const mail::MessageId& id,
                                         std::string_view rfc5322_date) const;
 
@@ -149,12 +227,15 @@ class ServerSession {
   // True when the connection should be closed once PendingOutput() is empty: after a closing
   // reply, or when input has ended and nothing the client sent waits for an answer.
   [[nodiscard]] bool WantsClose() const {
-    return closing_ ||
-           (input_ended_ && phase_ != Phase::kAwaitCommit && phase_ != Phase::kAwaitSender);
+    return closing_ || (input_ended_ && phase_ != Phase::kAwaitCommit &&
+                        phase_ != Phase::kAwaitSender && phase_ != Phase::kAwaitAuth);
   }
   [[nodiscard]] bool awaiting_commit() const { return phase_ == Phase::kAwaitCommit; }
   // True between MAIL and the end of its transaction.
-  [[nodiscard]] bool in_transaction() const { return mail_given_ || phase_ != Phase::kCommand; }
+  [[nodiscard]] bool in_transaction() const {
+    return mail_given_ || phase_ == Phase::kData || phase_ == Phase::kBdat ||
+           phase_ == Phase::kAwaitSender || phase_ == Phase::kAwaitCommit;
+  }
 
   // Inline sender checks. With a sender check required, a valid MAIL is not answered at once:
   // TakeSenderCheck() returns true once, transaction().envelope holds the sender and the
@@ -207,7 +288,18 @@ class ServerSession {
   void OnTooSlow();
 
  private:
-  enum class Phase : uint8_t { kCommand, kData, kBdat, kAwaitSender, kAwaitCommit, kClosed };
+  enum class Phase : uint8_t {
+    kCommand,
+    kData,
+    kBdat,
+    kAwaitSender,
+    kAwaitCommit,
+    kAwaitAuth,  // The owner checks credentials.
+    kStartTls,   // 220 to STARTTLS queued: no input until TlsStarted.
+    kClosed
+  };
+  // Where an AUTH exchange stands while the client owes a 334 response.
+  enum class SaslStep : uint8_t { kNone, kPlain, kLoginUser, kLoginPassword };
   enum class LineState : uint8_t { kLineStart, kDotAtStart, kDotCr, kInLine, kCr };
 
   size_t Process(std::string_view input);
@@ -220,6 +312,22 @@ class ServerSession {
   void HandleRcpt(std::string_view argument);
   void HandleData(std::string_view argument);
   void HandleBdat(std::string_view argument);
+  void HandleStartTls(std::string_view argument);
+  void HandleAuth(std::string_view argument);
+  // A line sent in answer to 334.
+  void HandleSaslResponse(std::string_view line);
+  // Takes a PLAIN message (base64) and asks the owner, or refuses it.
+  void TakePlain(std::string_view encoded);
+  void RequestAuth();
+  void EndSasl();
+  [[nodiscard]] bool AuthOfferedNow() const;
+  [[nodiscard]] bool StartTlsOffered() const {
+    return (options_.starttls_offered || options_.tls_required) && !tls_active_;
+  }
+  // Whether the client may relay as if in relay_networks (an address there, or authenticated).
+  [[nodiscard]] bool TrustedClient() const;
+  // The longest command line taken now: AUTH exchanges may be up to 12288 bytes (RFC 4954 4).
+  [[nodiscard]] size_t LineBytesMax(std::string_view line_start) const;
   void FinishMessage();
   void EndBdatChunk(uint64_t chunk_bytes);
   void BeginBody();
@@ -270,6 +378,18 @@ class ServerSession {
   uint64_t data_bytes_read_ = 0;
   std::string helo_;
   uint64_t messages_accepted_ = 0;
+
+  // STARTTLS and AUTH.
+  bool tls_active_ = false;
+  bool starttls_requested_ = false;
+  uint64_t discarded_after_starttls_ = 0;
+  std::string tls_version_;
+  std::string tls_cipher_;
+  SaslStep sasl_step_ = SaslStep::kNone;
+  bool auth_requested_ = false;
+  AuthRequest auth_request_;
+  std::string authenticated_user_;
+  std::vector<std::string> owned_domains_;
 
   // Message data state. The first kFirstPartBytes of a message are in transaction_.body, the
   // rest in body_chunks_ (each kChunkBytes of capacity) until JoinBody.

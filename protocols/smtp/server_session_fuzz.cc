@@ -2,8 +2,14 @@
 // sizes come from the input itself; commits are answered with every outcome in turn, and a
 // policy refusal. With the first byte odd the session also asks for sender checks (answered
 // accept, 550 and 451 in turn) and a body observer must see exactly each committed body.
+// A first byte of 0xC0 or more (the older seeds start with text, and keep the plain
+// listener) chooses another with bits 1-2: STARTTLS with AUTH, TLS required with AUTH and
+// require_sender_owned, or trusted (AUTH in the clear); its bit 3 starts with implicit TLS.
+// STARTTLS is completed at once (its 220 must be the last reply, and input fed before the handshake
+// must produce nothing); AUTH requests are answered with an outcome taken from the next input byte.
 // Checks that whatever comes out is well-formed replies, and that a committed body ends in
 // CRLF.
+#include <array>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -36,7 +42,7 @@ struct Observer final : relais::smtp::BodyObserver {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace relais;
-  static const smtp::SessionOptions options = [] {
+  static const std::array<smtp::SessionOptions, 4> kListeners = [] {
     smtp::SessionOptions o;
     o.hostname = "fuzz.test";
     o.message_bytes_max = 4096;  // Small limits reach the limit paths.
@@ -44,14 +50,28 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     o.errors_max = 50;
     o.relay_networks = {*mail::IpNetwork::Parse("192.0.2.0/25")};
     o.local_domains = {"example.com", "*.example.org"};
-    return o;
+    std::array<smtp::SessionOptions, 4> all{o, o, o, o};
+    all[1].starttls_offered = true;
+    all[1].auth_offered = true;
+    all[2].tls_required = true;
+    all[2].auth_offered = true;
+    all[2].require_sender_owned = true;
+    all[3].auth_offered = true;
+    all[3].auth_in_clear = true;
+    return all;
   }();
+  const uint8_t first = size > 0 ? data[0] : 0;
+  const bool tls_listener = first >= 0xC0;
+  const smtp::SessionOptions& options = kListeners[tls_listener ? 1 + ((first >> 1) & 3) % 3 : 0];
   smtp::ServerSession session(options, *mail::IpAddress::Parse("192.0.2.1"));
-  const bool checks = size > 0 && (data[0] & 1) != 0;
+  const bool checks = (first & 1) != 0;
   Observer observer;
   if (checks) {
     session.RequireSenderCheck();
     session.SetBodyObserver(&observer);
+  }
+  if (tls_listener && (first & 8) != 0) {
+    session.TlsStarted("TLSv1.3", "TLS_AES_128_GCM_SHA256");  // Implicit TLS.
   }
   session.Start();
   uint32_t seed = size > 0 ? data[0] : 1;
@@ -71,6 +91,35 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         static constexpr smtp::Reply kAnswers[] = {smtp::Reply::kSenderOk, smtp::Reply::kSpfFail,
                                                    smtp::Reply::kSpfTempError};
         session.CompleteSenderCheck(kAnswers[sender_checks++ % 3], "fuzz");
+        answered = true;
+      }
+      while (session.TakeAuthRequest()) {
+        RELAIS_CHECK(session.awaiting_auth());
+        const smtp::AuthRequest& request = session.auth_request();
+        RELAIS_CHECK(request.mechanism == "PLAIN" || request.mechanism == "LOGIN");
+        RELAIS_CHECK(!request.user.empty() && !request.password.empty());
+        RELAIS_CHECK(request.user.find_first_of("\r\n") == std::string::npos);
+        const uint8_t pick = data[pos % size];
+        session.CompleteAuth(static_cast<smtp::AuthOutcome>(pick % 4), {"example.com"});
+        // Wiped, unless input held meanwhile started the next request.
+        RELAIS_CHECK(session.awaiting_auth() || session.auth_request().password.empty());
+        answered = true;
+      }
+      if (session.TakeStartTls()) {
+        RELAIS_CHECK(!session.tls_active() && !session.WantsInput());
+        RELAIS_CHECK(session.PendingOutput().ends_with("220 2.0.0 Ready to start TLS\r\n"));
+        const std::string_view out = session.PendingOutput();
+        CheckReplies(out);
+        session.ConsumeOutput(out.size());
+        if (pos < size && (data[pos] & 1) != 0) {
+          // Bytes that arrive in the clear before the handshake: never executed.
+          const size_t more = std::min<size_t>(1 + data[pos] % 31, size - pos);
+          session.Feed(std::string_view(reinterpret_cast<const char*>(data) + pos, more));
+          pos += more;
+          RELAIS_CHECK(session.PendingOutput().empty() && !session.TakeCommitRequest());
+        }
+        session.TlsStarted("TLSv1.3", "TLS_AES_128_GCM_SHA256");
+        RELAIS_CHECK(session.tls_active() && session.helo().empty() && !session.in_transaction());
         answered = true;
       }
       while (session.TakeCommitRequest()) {

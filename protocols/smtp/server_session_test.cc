@@ -6,14 +6,20 @@
 #include <string>
 #include <vector>
 
+#include "protocols/smtp/sasl.h"
+
 namespace relais::smtp {
 namespace {
 
 // Drives a session the way the shard does: feed bytes, complete commits, collect output.
 class Harness {
  public:
-  explicit Harness(SessionOptions options = {}, const char* client = "192.0.2.10")
+  explicit Harness(SessionOptions options = {}, const char* client = "192.0.2.10",
+                   bool implicit_tls = false)
       : options_(std::move(options)), session_(options_, *mail::IpAddress::Parse(client)) {
+    if (implicit_tls) {
+      session_.TlsStarted("TLSv1.3", "TLS_AES_256_GCM_SHA384");  // RFC 8314: TLS first.
+    }
     session_.Start();
     Drain();
     greeting = TakeOutput();
@@ -30,10 +36,28 @@ class Harness {
   }
 
   void Settle() {
-    while (session_.TakeCommitRequest()) {
-      committed.push_back(session_.transaction());
-      const auto id = mail::MessageId::Make(1, 0, committed.size());
-      session_.CompleteCommit(outcome, id);
+    bool answered = true;
+    while (answered) {
+      answered = false;
+      while (session_.TakeCommitRequest()) {
+        committed.push_back(session_.transaction());
+        const auto id = mail::MessageId::Make(1, 0, committed.size());
+        session_.CompleteCommit(outcome, id);
+        answered = true;
+      }
+      while (session_.TakeAuthRequest()) {
+        auth_requests.push_back(session_.auth_request());
+        session_.CompleteAuth(auth_outcome, owned_domains);
+        answered = true;
+      }
+      if (session_.TakeStartTls()) {
+        ++starttls_taken;
+        Drain();  // The 220 goes out in the clear, then the handshake.
+        if (start_tls) {
+          session_.TlsStarted("TLSv1.3", "TLS_AES_128_GCM_SHA256");
+        }
+        answered = true;
+      }
     }
     Drain();
   }
@@ -46,6 +70,11 @@ class Harness {
 
   ServerSession& session() { return session_; }
   CommitOutcome outcome = CommitOutcome::kDurable;
+  AuthOutcome auth_outcome = AuthOutcome::kOk;
+  std::vector<std::string> owned_domains;
+  std::vector<AuthRequest> auth_requests;
+  bool start_tls = true;  // Complete STARTTLS handshakes at once.
+  int starttls_taken = 0;
   std::string greeting;
   std::vector<Transaction> committed;
 
@@ -949,6 +978,508 @@ TEST(ServerSessionTest, EndOfInputInsideAMessageStoresNothing) {
     s.EndOfInput();
     EXPECT_TRUE(s.WantsClose()) << tail;
     EXPECT_FALSE(s.TakeCommitRequest()) << tail;
+  }
+}
+
+// ---- STARTTLS (RFC 3207) ----
+
+SessionOptions StartTlsOptions() {
+  SessionOptions o;
+  o.starttls_offered = true;
+  return o;
+}
+
+std::string Plain(std::string_view authzid, std::string_view user, std::string_view password) {
+  std::string message(authzid);
+  message.push_back('\0');
+  message.append(user);
+  message.push_back('\0');
+  message.append(password);
+  return Base64Encode(message);
+}
+
+// Existing configurations offer neither: STARTTLS and AUTH are refused as before.
+TEST(ServerSessionTest, DefaultsOfferNeitherStartTlsNorAuth) {
+  Harness h;
+  const std::string out = h.Run("EHLO c\r\nSTARTTLS\r\nAUTH PLAIN " + Plain("", "a", "b") +
+                                "\r\nMAIL FROM:<a@b.example> AUTH=<>\r\n");
+  EXPECT_EQ(out.find("STARTTLS\r\n"), std::string::npos);
+  EXPECT_EQ(out.find("250-AUTH"), std::string::npos);
+  EXPECT_EQ(Codes(out), (std::vector<int>{250, 502, 503, 555}));
+  EXPECT_NE(out.find("503 5.5.1 Authentication not enabled"), std::string::npos);
+  EXPECT_EQ(h.starttls_taken, 0);
+  EXPECT_TRUE(h.auth_requests.empty());
+  EXPECT_FALSE(h.session().tls_active());
+}
+
+TEST(ServerSessionTest, StartTlsResetsTheSessionAndNeedsAFreshEhlo) {
+  Harness h(StartTlsOptions());
+  std::string out = h.Run("EHLO client.example\r\n");
+  EXPECT_NE(out.find("250-STARTTLS\r\n"), std::string::npos);
+  out = h.Run("STARTTLS\r\n");
+  EXPECT_EQ(out, "220 2.0.0 Ready to start TLS\r\n");
+  EXPECT_EQ(h.starttls_taken, 1);
+  EXPECT_FALSE(h.session().TakeStartTls());  // Once.
+  EXPECT_TRUE(h.session().tls_active());
+  EXPECT_EQ(h.session().tls_version(), "TLSv1.3");
+  EXPECT_EQ(h.session().tls_cipher(), "TLS_AES_128_GCM_SHA256");
+  EXPECT_TRUE(h.session().helo().empty());  // Forgotten (RFC 3207 4.2).
+  EXPECT_TRUE(h.session().WantsInput());
+  // No greeting is repeated; the old EHLO no longer counts.
+  EXPECT_EQ(Codes(h.Run("MAIL FROM:<a@b.example>\r\n")), (std::vector<int>{503}));
+  out = h.Run("EHLO again.example\r\n");
+  EXPECT_EQ(out.find("STARTTLS"), std::string::npos);  // Not offered over TLS.
+  EXPECT_EQ(h.session().helo(), "again.example");
+  out = h.Run("STARTTLS\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@example.com>\r\n");
+  EXPECT_EQ(Codes(out), (std::vector<int>{503, 250, 250}));
+  EXPECT_NE(out.find("503 5.5.1 TLS already active"), std::string::npos);
+  EXPECT_EQ(h.starttls_taken, 1);
+}
+
+// CVE-2011-0411: a command pipelined after STARTTLS, in the same packet, is injected plaintext
+// and never executed.
+TEST(ServerSessionTest, StartTlsInjectionIsDiscarded) {
+  Harness h(StartTlsOptions());
+  h.start_tls = false;  // Look at the session between the 220 and the handshake.
+  EXPECT_EQ(Codes(h.Run("EHLO c\r\n")), (std::vector<int>{250}));
+  const std::string injected = "MAIL FROM:<a@b>\r\n";
+  const std::string out = h.Run("STARTTLS\r\n" + injected);
+  EXPECT_EQ(out, "220 2.0.0 Ready to start TLS\r\n");
+  EXPECT_EQ(h.starttls_taken, 1);
+  EXPECT_EQ(h.session().discarded_after_starttls(), injected.size());
+  EXPECT_FALSE(h.session().WantsInput());  // Nothing until the handshake.
+  EXPECT_FALSE(h.session().in_transaction());
+  // Whatever still comes in the clear is dropped too.
+  EXPECT_EQ(h.Run("RCPT TO:<c@example.com>\r\n"), "");
+  EXPECT_EQ(h.session().discarded_after_starttls(), injected.size() + 25);
+  h.session().TlsStarted("TLSv1.3", "TLS_AES_128_GCM_SHA256");
+  EXPECT_TRUE(h.session().WantsInput());
+  const std::string after = h.Run("MAIL FROM:<a@b.example>\r\n");
+  EXPECT_EQ(after, "503 5.5.1 Send EHLO or HELO first\r\n");
+  EXPECT_TRUE(h.committed.empty());
+}
+
+// The same in every split of the client's bytes: nothing after STARTTLS runs.
+TEST(ServerSessionTest, StartTlsInjectionIsDiscardedAtEverySplit) {
+  const std::string input =
+      "EHLO c\r\nSTARTTLS\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@example.com>\r\nDATA\r\n"
+      "x\r\n.\r\n";
+  for (size_t split = 1; split < input.size(); ++split) {
+    SCOPED_TRACE(split);
+    Harness h(StartTlsOptions());
+    h.start_tls = false;
+    h.session().Feed(input.substr(0, split));
+    h.Settle();
+    h.session().Feed(input.substr(split));
+    h.Settle();
+    EXPECT_EQ(Codes(h.TakeOutput()), (std::vector<int>{250, 220}));
+    EXPECT_EQ(h.session().discarded_after_starttls(), input.size() - 18);
+    EXPECT_TRUE(h.committed.empty());
+    EXPECT_FALSE(h.session().in_transaction());
+  }
+}
+
+// RFC 3207 4: STARTTLS must end a pipelined group; after MAIL it is refused (the transaction
+// was begun in the clear) and the session goes on in the clear.
+TEST(ServerSessionTest, PipelinedStartTlsAfterMailIsRefused) {
+  Harness h(StartTlsOptions());
+  const std::string out =
+      h.Run("EHLO c\r\nMAIL FROM:<a@b.example>\r\nSTARTTLS\r\nRCPT TO:<c@example.com>\r\n");
+  EXPECT_EQ(Codes(out), (std::vector<int>{250, 250, 503, 250}));
+  EXPECT_NE(out.find("503 5.5.1 STARTTLS not allowed inside a mail transaction"),
+            std::string::npos);
+  EXPECT_EQ(h.starttls_taken, 0);
+  EXPECT_FALSE(h.session().tls_active());
+  EXPECT_EQ(h.session().discarded_after_starttls(), 0u);
+}
+
+TEST(ServerSessionTest, StartTlsSyntaxAndOrder) {
+  Harness h(StartTlsOptions());
+  EXPECT_EQ(Codes(h.Run("STARTTLS\r\n")), (std::vector<int>{503}));  // EHLO first.
+  const std::string out = h.Run("EHLO c\r\nSTARTTLS now\r\n");
+  EXPECT_NE(out.find("501 5.5.4 Syntax: STARTTLS"), std::string::npos);
+  EXPECT_EQ(h.starttls_taken, 0);
+  EXPECT_EQ(Codes(h.Run("STARTTLS\r\n")), (std::vector<int>{220}));
+}
+
+TEST(ServerSessionTest, TlsRequiredRefusesEverythingButTheBasicsBeforeStartTls) {
+  SessionOptions o;
+  o.tls_required = true;  // Implies STARTTLS offered.
+  o.auth_offered = true;
+  Harness h(o);
+  h.start_tls = false;
+  std::string out = h.Run(
+      "EHLO c\r\nNOOP\r\nRSET\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@example.com>\r\nDATA\r\n"
+      "VRFY a\r\nHELP\r\nAUTH PLAIN\r\nBDAT 3 LAST\r\nFOO\r\nHELO c\r\n");
+  EXPECT_NE(out.find("250-STARTTLS\r\n"), std::string::npos);
+  EXPECT_EQ(out.find("250-AUTH"), std::string::npos);
+  EXPECT_EQ(Codes(out),
+            (std::vector<int>{250, 250, 250, 530, 530, 530, 530, 530, 530, 530, 530, 250}));
+  EXPECT_NE(out.find("530 5.7.0 Must issue a STARTTLS command first"), std::string::npos);
+  out = h.Run("STARTTLS\r\n");
+  EXPECT_EQ(Codes(out), (std::vector<int>{220}));
+  h.session().TlsStarted("TLSv1.2", "ECDHE-ECDSA-AES128-GCM-SHA256");
+  out = h.Run("EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@example.com>\r\nQUIT\r\n");
+  EXPECT_NE(out.find("250-AUTH PLAIN LOGIN\r\n"), std::string::npos);
+  EXPECT_EQ(Codes(out), (std::vector<int>{250, 250, 250, 221}));
+}
+
+TEST(ServerSessionTest, ImplicitTlsStartsEncrypted) {
+  SessionOptions o = StartTlsOptions();
+  o.auth_offered = true;
+  Harness h(o, "192.0.2.10", /*implicit_tls=*/true);
+  EXPECT_EQ(h.greeting, "220 localhost ESMTP Relais\r\n");
+  EXPECT_TRUE(h.session().tls_active());
+  const std::string out = h.Run("EHLO c\r\nSTARTTLS\r\n");
+  EXPECT_EQ(out.find("STARTTLS\r\n"), std::string::npos);
+  EXPECT_NE(out.find("250-AUTH PLAIN LOGIN\r\n"), std::string::npos);
+  EXPECT_NE(out.find("503 5.5.1 TLS already active"), std::string::npos);
+  h.Run("MAIL FROM:<a@b.example>\r\nRCPT TO:<c@example.com>\r\nDATA\r\nx\r\n.\r\n");
+  h.session().Feed("MAIL FROM:<a@b.example>\r\nRCPT TO:<c@example.com>\r\nDATA\r\nx\r\n.\r\n");
+  ASSERT_TRUE(h.session().TakeCommitRequest());
+  const std::string header = h.session().TraceHeader(mail::MessageId::Make(1, 2, 3), "D");
+  EXPECT_NE(header.find(" with ESMTPS (version=TLSv1.3 cipher=TLS_AES_256_GCM_SHA384)\r\n"),
+            std::string::npos)
+      << header;
+}
+
+// ---- AUTH (RFC 4954) ----
+
+SessionOptions AuthOptions() {
+  SessionOptions o;
+  o.starttls_offered = true;
+  o.auth_offered = true;
+  o.local_domains = {"example.com"};
+  return o;
+}
+
+// A harness already past STARTTLS and a fresh EHLO.
+Harness& OverTls(Harness& h) {
+  h.Run("EHLO c\r\nSTARTTLS\r\n");
+  EXPECT_TRUE(h.session().tls_active());
+  const std::string out = h.Run("EHLO c\r\n");
+  EXPECT_NE(out.find("250-AUTH PLAIN LOGIN\r\n"), std::string::npos);
+  return h;
+}
+
+TEST(ServerSessionTest, AuthIsOfferedOnlyOverTlsOrOnATrustedListener) {
+  {
+    Harness h(AuthOptions());
+    const std::string out = h.Run("EHLO c\r\nAUTH PLAIN " + Plain("", "alice", "pw") + "\r\n");
+    EXPECT_EQ(out.find("250-AUTH"), std::string::npos);
+    EXPECT_NE(out.find("538 5.7.11 Encryption required for requested authentication mechanism"),
+              std::string::npos);
+    EXPECT_TRUE(h.auth_requests.empty());
+  }
+  {
+    SessionOptions o = AuthOptions();
+    o.starttls_offered = false;  // No TLS on this listener, not trusted: never offered.
+    Harness h(o);
+    const std::string out = h.Run("EHLO c\r\nAUTH LOGIN\r\n");
+    EXPECT_EQ(out.find("250-AUTH"), std::string::npos);
+    EXPECT_NE(out.find("503 5.5.1 Authentication not enabled"), std::string::npos);
+  }
+  {
+    SessionOptions o = AuthOptions();
+    o.starttls_offered = false;
+    o.auth_in_clear = true;  // listener trusted = true.
+    Harness h(o);
+    const std::string out = h.Run("EHLO c\r\nAUTH PLAIN " + Plain("", "alice", "pw") + "\r\n");
+    EXPECT_NE(out.find("250-AUTH PLAIN LOGIN\r\n"), std::string::npos);
+    EXPECT_NE(out.find("235 2.7.0 Authentication successful"), std::string::npos);
+    EXPECT_EQ(h.session().authenticated_user(), "alice");
+  }
+}
+
+TEST(ServerSessionTest, AuthPlainWithInitialResponse) {
+  Harness h(AuthOptions());
+  OverTls(h);
+  const std::string out = h.Run("AUTH PLAIN " + Plain("", "alice", "s3cret") + "\r\n");
+  EXPECT_EQ(out, "235 2.7.0 Authentication successful\r\n");
+  ASSERT_EQ(h.auth_requests.size(), 1u);
+  EXPECT_EQ(h.auth_requests[0].mechanism, "PLAIN");
+  EXPECT_EQ(h.auth_requests[0].user, "alice");
+  EXPECT_EQ(h.auth_requests[0].password, "s3cret");
+  EXPECT_TRUE(h.session().auth_request().password.empty());  // Wiped once answered.
+  EXPECT_EQ(h.session().authenticated_user(), "alice");
+  // One AUTH per session (RFC 4954 4).
+  EXPECT_NE(
+      h.Run("AUTH PLAIN " + Plain("", "bob", "x") + "\r\n").find("503 5.5.1 Already authenticated"),
+      std::string::npos);
+  EXPECT_EQ(h.auth_requests.size(), 1u);
+}
+
+TEST(ServerSessionTest, AuthPlainWithContinuationAndAuthzid) {
+  Harness h(AuthOptions());
+  OverTls(h);
+  EXPECT_EQ(h.Run("auth plain\r\n"), "334 \r\n");
+  EXPECT_TRUE(h.auth_requests.empty());
+  // An authzid equal to the user is the same identity.
+  EXPECT_EQ(h.Run(Plain("alice", "alice", "pw") + "\r\n"),
+            "235 2.7.0 Authentication successful\r\n");
+  ASSERT_EQ(h.auth_requests.size(), 1u);
+  EXPECT_EQ(h.auth_requests[0].user, "alice");
+}
+
+TEST(ServerSessionTest, AuthLogin) {
+  Harness h(AuthOptions());
+  OverTls(h);
+  EXPECT_EQ(h.Run("AUTH LOGIN\r\n"), "334 VXNlcm5hbWU6\r\n");
+  EXPECT_EQ(h.Run(Base64Encode("bob") + "\r\n"), "334 UGFzc3dvcmQ6\r\n");
+  EXPECT_EQ(h.Run(Base64Encode("pass word") + "\r\n"), "235 2.7.0 Authentication successful\r\n");
+  ASSERT_EQ(h.auth_requests.size(), 1u);
+  EXPECT_EQ(h.auth_requests[0].mechanism, "LOGIN");
+  EXPECT_EQ(h.auth_requests[0].user, "bob");
+  EXPECT_EQ(h.auth_requests[0].password, "pass word");
+  EXPECT_EQ(h.session().authenticated_user(), "bob");
+}
+
+TEST(ServerSessionTest, AuthLoginWithInitialResponseAndPipelinedReplies) {
+  Harness h(AuthOptions());
+  OverTls(h);
+  const std::string out = h.Run("AUTH LOGIN " + Base64Encode("bob") + "\r\n" + Base64Encode("pw") +
+                                "\r\nMAIL FROM:<bob@b.example>\r\n");
+  EXPECT_EQ(Codes(out), (std::vector<int>{334, 235, 250}));
+  EXPECT_EQ(h.session().authenticated_user(), "bob");
+}
+
+TEST(ServerSessionTest, AuthOutcomesFromTheOwner) {
+  struct Case {
+    AuthOutcome outcome;
+    std::string reply;
+  };
+  for (const Case& c : {Case{AuthOutcome::kFailed, "535 5.7.8 Authentication credentials invalid"},
+                        Case{AuthOutcome::kTemporary, "454 4.7.0 Temporary authentication failure"},
+                        Case{AuthOutcome::kLockedOut,
+                             "454 4.7.0 Too many authentication failures, try again later"}}) {
+    Harness h(AuthOptions());
+    OverTls(h);
+    h.auth_outcome = c.outcome;
+    EXPECT_EQ(h.Run("AUTH PLAIN " + Plain("", "alice", "bad") + "\r\n"), c.reply + "\r\n");
+    EXPECT_TRUE(h.session().authenticated_user().empty());
+    EXPECT_TRUE(h.session().auth_request().password.empty());
+    // Not authenticated: no relaying; another try is allowed.
+    EXPECT_EQ(Codes(h.Run("MAIL FROM:<a@b.example>\r\nRCPT TO:<x@other.example>\r\nRSET\r\n")),
+              (std::vector<int>{250, 554, 250}));
+    h.auth_outcome = AuthOutcome::kOk;
+    EXPECT_EQ(Codes(h.Run("AUTH PLAIN " + Plain("", "alice", "good") + "\r\n")),
+              (std::vector<int>{235}));
+  }
+}
+
+TEST(ServerSessionTest, AuthErrors) {
+  SessionOptions o = AuthOptions();
+  o.errors_max = 100;
+  Harness h(o);
+  h.Run("EHLO c\r\nSTARTTLS\r\n");
+  // Before EHLO (TLS reset the greeting).
+  EXPECT_EQ(Codes(h.Run("AUTH PLAIN " + Plain("", "a", "b") + "\r\n")), (std::vector<int>{503}));
+  h.Run("EHLO c\r\n");
+  const auto reply = [&](const std::string& input) { return h.Run(input); };
+  EXPECT_EQ(reply("AUTH CRAM-MD5\r\n"), "504 5.5.4 Unrecognized authentication mechanism\r\n");
+  EXPECT_EQ(reply("AUTH\r\n"), "501 5.5.4 Syntax: AUTH mechanism [initial-response]\r\n");
+  EXPECT_EQ(reply("AUTH PLAIN a b\r\n"), "501 5.5.4 Syntax: AUTH mechanism [initial-response]\r\n");
+  // "*" cancels, at any step.
+  EXPECT_EQ(reply("AUTH PLAIN\r\n*\r\n"), "334 \r\n501 5.0.0 Authentication cancelled\r\n");
+  EXPECT_EQ(reply("AUTH LOGIN\r\n" + Base64Encode("u") + "\r\n*\r\n"),
+            "334 VXNlcm5hbWU6\r\n334 UGFzc3dvcmQ6\r\n501 5.0.0 Authentication cancelled\r\n");
+  // Not base64, or not a PLAIN message.
+  EXPECT_EQ(reply("AUTH PLAIN !!!!\r\n"), "501 5.5.2 Malformed authentication response\r\n");
+  EXPECT_EQ(reply("AUTH PLAIN\r\nAGFsaWNl\r\n"),  // "\0alice": no password.
+            "334 \r\n501 5.5.2 Malformed authentication response\r\n");
+  EXPECT_EQ(reply("AUTH PLAIN " + Base64Encode("alice") + "\r\n"),
+            "501 5.5.2 Malformed authentication response\r\n");
+  EXPECT_EQ(reply("AUTH LOGIN\r\nnot base64\r\n"),
+            "334 VXNlcm5hbWU6\r\n501 5.5.2 Malformed authentication response\r\n");
+  EXPECT_EQ(reply("AUTH LOGIN " + Base64Encode("a\r\nb") + "\r\n"),  // Controls in the user.
+            "501 5.5.2 Malformed authentication response\r\n");
+  // Acting for someone else is refused without asking the owner.
+  EXPECT_EQ(reply("AUTH PLAIN " + Plain("root", "alice", "pw") + "\r\n"),
+            "535 5.7.8 Authentication credentials invalid\r\n");
+  EXPECT_TRUE(h.auth_requests.empty());
+  // Inside a transaction.
+  EXPECT_EQ(Codes(reply("MAIL FROM:<a@b.example>\r\nAUTH PLAIN " + Plain("", "a", "b") + "\r\n")),
+            (std::vector<int>{250, 503}));
+  EXPECT_TRUE(h.auth_requests.empty());
+  // After all that, the session still takes commands in order.
+  EXPECT_EQ(Codes(reply("RSET\r\nNOOP\r\n")), (std::vector<int>{250, 250}));
+}
+
+// RFC 4954 4: AUTH lines (command and responses) may be up to 12288 octets; other commands
+// keep their limit.
+TEST(ServerSessionTest, AuthLinesMayBeLong) {
+  SessionOptions o = AuthOptions();
+  o.errors_max = 100;
+  Harness h(o);
+  OverTls(h);
+  const std::string long_password(8000, 'p');
+  const std::string line = "AUTH PLAIN " + Plain("", "alice", long_password) + "\r\n";
+  ASSERT_GT(line.size(), 10000u);
+  EXPECT_EQ(Codes(h.Run(line, 700)), (std::vector<int>{235}));
+  ASSERT_EQ(h.auth_requests.size(), 1u);
+  EXPECT_EQ(h.auth_requests[0].password, long_password);
+  Harness g(o);
+  OverTls(g);
+  EXPECT_EQ(g.Run("AUTH PLAIN\r\n" + Plain("", "alice", long_password) + "\r\n", 333),
+            "334 \r\n235 2.7.0 Authentication successful\r\n");
+  Harness k(o);
+  OverTls(k);
+  const std::string too_long = "AUTH PLAIN " + std::string(13000, 'A') + "\r\n";
+  EXPECT_EQ(Codes(k.Run(too_long + "AUTH PLAIN\r\n" + std::string(13000, 'A') + "\r\nNOOP\r\n")),
+            (std::vector<int>{500, 334, 500, 250}));
+  EXPECT_TRUE(k.auth_requests.empty());
+  EXPECT_EQ(Codes(k.Run("NOOP " + std::string(600, 'x') + "\r\n")), (std::vector<int>{500}));
+}
+
+TEST(ServerSessionTest, InputDuringAuthWaitsForTheOwner) {
+  SessionOptions o = AuthOptions();
+  ServerSession s(o, *mail::IpAddress::Parse("198.51.100.1"));
+  s.TlsStarted("TLSv1.3", "TLS_AES_128_GCM_SHA256");
+  s.Start();
+  s.Feed("EHLO c\r\nAUTH PLAIN " + Plain("", "alice", "pw") +
+         "\r\nMAIL FROM:<alice@b.example>\r\nRCPT TO:<x@other.example>\r\n");
+  ASSERT_TRUE(s.TakeAuthRequest());
+  EXPECT_FALSE(s.TakeAuthRequest());  // Once.
+  EXPECT_TRUE(s.awaiting_auth());
+  EXPECT_EQ(s.auth_request().user, "alice");
+  s.EndOfInput();
+  EXPECT_FALSE(s.WantsClose());  // The client waits for an answer.
+  s.OnTimeout();                 // Not the client's fault: nothing happens.
+  EXPECT_FALSE(s.WantsClose());
+  const size_t before = s.PendingOutput().size();
+  s.CompleteAuth(AuthOutcome::kOk);
+  const std::string out(s.PendingOutput().substr(before));
+  // The held MAIL and RCPT run after the answer, as an authenticated client: it may relay.
+  EXPECT_EQ(Codes(out), (std::vector<int>{235, 250, 250}));
+  EXPECT_TRUE(s.WantsClose());
+}
+
+TEST(ServerSessionTest, ForcedShutdownWaitsForTheAuthAnswer) {
+  SessionOptions o = AuthOptions();
+  ServerSession s(o, *mail::IpAddress::Parse("198.51.100.1"));
+  s.TlsStarted("TLSv1.3", "TLS_AES_128_GCM_SHA256");
+  s.Start();
+  s.Feed("EHLO c\r\nAUTH PLAIN " + Plain("", "alice", "pw") + "\r\n");
+  ASSERT_TRUE(s.TakeAuthRequest());
+  s.ForceShutdown();
+  EXPECT_FALSE(s.WantsClose());
+  s.CompleteAuth(AuthOutcome::kFailed);
+  EXPECT_TRUE(s.WantsClose());
+  const std::string out(s.PendingOutput());
+  EXPECT_TRUE(
+      out.ends_with("535 5.7.8 Authentication credentials invalid\r\n"
+                    "421 4.3.2 Service shutting down, closing connection\r\n"))
+      << out;
+}
+
+TEST(ServerSessionTest, AuthenticatedClientsMayRelay) {
+  Harness h(AuthOptions(), "198.51.100.1");
+  OverTls(h);
+  EXPECT_EQ(Codes(h.Run("MAIL FROM:<a@b.example>\r\nRCPT TO:<x@other.example>\r\n"
+                        "RCPT TO:<user%host@other.example>\r\nRSET\r\n")),
+            (std::vector<int>{250, 554, 554, 250}));
+  h.Run("AUTH PLAIN " + Plain("", "alice", "pw") + "\r\n");
+  EXPECT_EQ(Codes(h.Run("MAIL FROM:<a@b.example>\r\nRCPT TO:<x@other.example>\r\n"
+                        "RCPT TO:<user%host@other.example>\r\n")),
+            (std::vector<int>{250, 250, 250}));
+}
+
+TEST(ServerSessionTest, MailAuthParameterIsCheckedNotKept) {
+  Harness h(AuthOptions());
+  OverTls(h);
+  // Offered (over TLS), so understood even before AUTH.
+  EXPECT_EQ(Codes(h.Run("MAIL FROM:<a@b.example> AUTH=<>\r\nRSET\r\n")),
+            (std::vector<int>{250, 250}));
+  h.Run("AUTH PLAIN " + Plain("", "alice", "pw") + "\r\n");
+  EXPECT_EQ(Codes(h.Run("MAIL FROM:<a@b.example> AUTH=alice+40b.example SIZE=10\r\nRSET\r\n")),
+            (std::vector<int>{250, 250}));
+  const std::string bad = h.Run("MAIL FROM:<a@b.example> AUTH=a+zz\r\n");
+  EXPECT_EQ(bad, "501 5.5.4 Syntax: AUTH=<> or AUTH=xtext\r\n");
+  EXPECT_EQ(Codes(h.Run("MAIL FROM:<a@b.example> AUTH=<> AUTH=<>\r\n")), (std::vector<int>{555}));
+  EXPECT_EQ(Codes(h.Run("MAIL FROM:<a@b.example> AUTH\r\n")), (std::vector<int>{501}));
+}
+
+TEST(ServerSessionTest, RequireSenderOwned) {
+  SessionOptions o = AuthOptions();
+  o.require_sender_owned = true;
+  o.relay_networks = {*mail::IpNetwork::Parse("192.0.2.0/24")};
+  {
+    Harness h(o, "198.51.100.1");
+    OverTls(h);
+    h.owned_domains = {"own.example", "*.corp.example"};
+    h.Run("AUTH PLAIN " + Plain("", "alice", "pw") + "\r\n");
+    const std::string out = h.Run(
+        "MAIL FROM:<a@other.example>\r\nMAIL FROM:<a@OWN.example>\r\nRSET\r\n"
+        "MAIL FROM:<>\r\nRSET\r\nMAIL FROM:<a@x.corp.example>\r\nRSET\r\n"
+        "MAIL FROM:<a@corp.example>\r\n");
+    EXPECT_EQ(Codes(out), (std::vector<int>{553, 250, 250, 250, 250, 250, 250, 553}));
+    EXPECT_NE(out.find("553 5.7.1 Sender address not owned by the authenticated user"),
+              std::string::npos);
+  }
+  {
+    Harness h(o, "192.0.2.5");  // Not authenticated: the option does not apply.
+    EXPECT_EQ(Codes(h.Run("EHLO c\r\nMAIL FROM:<a@other.example>\r\n")),
+              (std::vector<int>{250, 250}));
+  }
+}
+
+TEST(ServerSessionTest, TlsDropsAnAuthenticationMadeInTheClear) {
+  SessionOptions o = AuthOptions();
+  o.auth_in_clear = true;
+  Harness h(o, "198.51.100.1");
+  h.Run("EHLO c\r\nAUTH PLAIN " + Plain("", "alice", "pw") + "\r\n");
+  EXPECT_EQ(h.session().authenticated_user(), "alice");
+  EXPECT_EQ(Codes(h.Run("STARTTLS\r\n")), (std::vector<int>{220}));
+  EXPECT_TRUE(h.session().authenticated_user().empty());
+  EXPECT_EQ(Codes(h.Run("EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<x@other.example>\r\n")),
+            (std::vector<int>{250, 250, 554}));
+}
+
+TEST(ServerSessionTest, TraceHeaderNamesTlsAndAuthentication) {
+  const std::string date = "Thu, 26 Nov 2026 21:00:00 +0000";
+  const auto header_of = [&](Harness& h) {
+    h.session().Feed("MAIL FROM:<a@b.example>\r\nRCPT TO:<c@example.com>\r\nDATA\r\nx\r\n.\r\n");
+    EXPECT_TRUE(h.session().TakeCommitRequest());
+    std::string header = h.session().TraceHeader(mail::MessageId::Make(1, 2, 3), date);
+    ExpectWellFormedTrace(header, false, date);
+    return header;
+  };
+  {
+    Harness h(AuthOptions());
+    OverTls(h);
+    EXPECT_NE(header_of(h).find("by localhost (Relais) with ESMTPS (version=TLSv1.3 "
+                                "cipher=TLS_AES_128_GCM_SHA256)\r\n\tid "),
+              std::string::npos);
+  }
+  {
+    Harness h(AuthOptions());
+    OverTls(h);
+    h.Run("AUTH PLAIN " + Plain("", "alice@example.com", "pw") + "\r\n");
+    EXPECT_NE(header_of(h).find(" with ESMTPSA (version=TLSv1.3 cipher=TLS_AES_128_GCM_SHA256) "
+                                "(authenticated as alice@example.com)\r\n\tid "),
+              std::string::npos);
+  }
+  {
+    SessionOptions o = AuthOptions();
+    o.auth_in_clear = true;
+    Harness h(o);
+    h.Run("EHLO c\r\nAUTH PLAIN " + Plain("", "bob", "pw") + "\r\n");
+    EXPECT_NE(header_of(h).find(" with ESMTPA (authenticated as bob)\r\n"), std::string::npos);
+  }
+  {
+    // Hostile text in the user name and TLS strings stays inside its comment.
+    SessionOptions o = AuthOptions();
+    Harness h(o);
+    h.start_tls = false;
+    h.Run("EHLO c\r\nSTARTTLS\r\n");
+    h.session().TlsStarted("TLSv1.3)\r\nX: y", "c(i;p)h\\er");
+    h.Run("EHLO c\r\nAUTH PLAIN " + Plain("", "ev)il; (x", "pw") + "\r\n");
+    ASSERT_EQ(h.session().authenticated_user(), "ev)il; (x");
+    const std::string header = header_of(h);
+    EXPECT_NE(header.find("(version=TLSv1.3\\)??X:?y cipher=c\\(i;p\\)h\\\\er) "
+                          "(authenticated as ev\\)il;?\\(x)"),
+              std::string::npos)
+        << header;
   }
 }
 

@@ -16,7 +16,13 @@
 //
 // Per connection: a TlsTransport allocated when TLS starts (STARTTLS or implicit TLS). Its
 // record buffers are released while idle, so an idle TLS session costs the SSL object only
-// (measured in bench/RESULTS.md).
+// (about 4 KiB server side, 8 KiB client side with the peer's chain; tls_test's
+// IdleConnectionMemory measures it).
+//
+// Reading: every record a receive completes is decrypted and fed to the session at once (as the
+// plain transport feeds what it received); the session's WantsInput decides whether the pump
+// reads more. The peer's close_notify is the session's EndOfInput; replies it still makes go out
+// and then close_notify. Input that ends without close_notify sets truncated().
 //
 // Not thread-safe: a context and its transports belong to one shard.
 #pragma once
@@ -27,7 +33,9 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "core/base/clock.h"
 #include "core/net/stream_pump.h"
 
 namespace relais::tls {
@@ -43,8 +51,11 @@ struct CertificateFiles {
 // the same keys without talking. A ticket is issued under the current epoch's key and accepted
 // under the current and the previous one (a ticket lives at most two rotation periods).
 struct TicketKeysOptions {
-  std::string secret;           // 32+ random bytes; empty: tickets off.
-  uint32_t rotation_s = 3600;   // Key lifetime for issuing.
+  std::string secret;          // 32+ random bytes; empty: tickets off.
+  uint32_t rotation_s = 3600;  // Key lifetime for issuing.
+  // The wall clock the epochs are read from (UnixMicros); null: the system clock. Tests inject
+  // a base::FakeClock. Outlives the context.
+  const base::Clock* clock = nullptr;
 };
 
 struct ServerOptions {
@@ -60,13 +71,15 @@ enum class VerifyMode : uint8_t {
 };
 
 struct ClientOptions {
-  std::string ca_file = "/etc/ssl/certs/ca-certificates.crt";  // PEM bundle for kVerify.
+  // PEM bundle for kVerify, loaded at Create (an error names it); empty: nothing verifies.
+  std::string ca_file = "/etc/ssl/certs/ca-certificates.crt";
   CertificateFiles client_certificate;  // Empty paths: no client certificate.
   uint32_t session_cache_max = 4096;    // Destinations whose last session is kept for resumption.
 };
 
 class ServerContext;
 class ClientContext;
+class TlsTransport;
 
 // What a finished (or failed) handshake tells the owner: for Received:, logs and metrics.
 struct HandshakeInfo {
@@ -75,14 +88,14 @@ struct HandshakeInfo {
   std::string_view group;    // Key exchange group, "X25519".
   std::string server_name;   // SNI the client sent (server side), or the name sent (client side).
   bool resumed = false;
-  bool verified = false;     // Client side, kVerify: chain and name verified.
+  bool verified = false;  // Client side, kVerify: chain and name verified.
 };
 
 enum class TlsState : uint8_t {
   kHandshaking,
-  kOpen,     // Application data flows.
-  kClosed,   // close_notify received (and answered) or sent.
-  kFailed,   // Handshake or record error; failure() says why. The connection is to be closed.
+  kOpen,    // Application data flows.
+  kClosed,  // close_notify sent (once the session wanted to close); nothing more goes out.
+  kFailed,  // Handshake or record error; failure() says why. The connection is to be closed.
 };
 
 // The transport of one connection. The session, pump and context outlive it; destroy it only
@@ -116,8 +129,9 @@ class TlsTransport final : public net::Transport {
   // it; SMTP does not, its own framing ends messages).
   [[nodiscard]] bool truncated() const;
 
+  struct Impl;  // Opaque: defined in tls.cc.
+
  private:
-  struct Impl;
   explicit TlsTransport(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
@@ -127,11 +141,11 @@ class ServerContext {
   // Loads every chain and key (checking each key matches its leaf); an error names the file.
   static absl::StatusOr<std::unique_ptr<ServerContext>> Create(const ServerOptions& options);
   ~ServerContext();
-  // Handshakes completed / failed, by this context's transports.
-  struct Impl;
-  Impl& impl() { return *impl_; }
+
+  struct Impl;  // Opaque: defined in tls.cc, used by TlsTransport.
 
  private:
+  friend class TlsTransport;
   explicit ServerContext(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
@@ -140,10 +154,13 @@ class ClientContext {
  public:
   static absl::StatusOr<std::unique_ptr<ClientContext>> Create(const ClientOptions& options);
   ~ClientContext();
-  struct Impl;
-  Impl& impl() { return *impl_; }
+  // Destinations with a session kept for resumption.
+  [[nodiscard]] size_t cached_sessions() const;
+
+  struct Impl;  // Opaque: defined in tls.cc, used by TlsTransport.
 
  private:
+  friend class TlsTransport;
   explicit ClientContext(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

@@ -30,6 +30,10 @@ constexpr Row kRows[] = {
     {R::kBounceNotQueued, O::kDeferred, 451, "4.3.1", "bounce could not be queued; was: "},
     {R::kStopping, O::kDeferred, 451, "4.3.2", "delivery stopped: the daemon is shutting down"},
     {R::kNoNextHop, O::kDeferred, 451, "4.4.1", "no next hop of the "},
+    // RFC 3463 X.7.5 cryptographic failure; RFC 5248 X.7.10 encryption needed. Deferred: the
+    // next hop may be fixed, and the message is never sent in the clear meanwhile.
+    {R::kTlsFailed, O::kDeferred, 451, "4.7.5", "TLS required by the route failed "},
+    {R::kTlsNotOffered, O::kDeferred, 451, "4.7.10", "TLS required by the route: "},
     {R::kMaildirDelivered, O::kDelivered, 250, "2.0.0", "delivered to maildir as "},
     {R::kMaildirFull, O::kDeferred, 452, "4.2.2", "maildir: mailbox full or out of space"},
     {R::kMaildirRefused, O::kFailed, 550, "5.1.3", "maildir: refused, "},

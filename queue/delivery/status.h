@@ -80,6 +80,8 @@ enum class Reason : uint8_t {
   kBounceNotQueued,   // The failure report could not be spooled (+ "was: " the failure).
   kStopping,          // The daemon is stopping: queued outbound tasks are deferred.
   kNoNextHop,         // Every next hop of a route failed (+ route and last error).
+  kTlsFailed,         // tls = encrypt/verify: the handshake or verification failed (+ why).
+  kTlsNotOffered,     // tls = encrypt/verify: no STARTTLS, or it was refused (+ which hop).
   kMaildirDelivered,  // + the file name.
   kMaildirFull,       // ENOSPC or EDQUOT.
   kMaildirRefused,    // + why (the mailbox, relative to its root, would leave it).

@@ -20,6 +20,8 @@ TEST(StatusTableTest, EveryReasonHasItsReply) {
       {Reason::kBounceNotQueued, "451 4.3.1 bounce could not be queued; was: "},
       {Reason::kStopping, "451 4.3.2 delivery stopped: the daemon is shutting down"},
       {Reason::kNoNextHop, "451 4.4.1 no next hop of the "},
+      {Reason::kTlsFailed, "451 4.7.5 TLS required by the route failed "},
+      {Reason::kTlsNotOffered, "451 4.7.10 TLS required by the route: "},
       {Reason::kMaildirDelivered, "250 2.0.0 delivered to maildir as "},
       {Reason::kMaildirFull, "452 4.2.2 maildir: mailbox full or out of space"},
       {Reason::kMaildirRefused, "550 5.1.3 maildir: refused, "},

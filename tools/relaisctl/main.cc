@@ -10,6 +10,9 @@
 // safe next to a live daemon; it shows what is durable on disk right now):
 //   relaisctl spool ls   --spool DIR [--json [--body]]
 //   relaisctl spool show --spool DIR ID
+// Offline, on files (tools/relaisctl/passwd.h, tools/relaisctl/make_cert.h):
+//   relaisctl passwd [--file F] [--domains a,b] [--delete | --check] USER
+//   relaisctl make-cert --names a,b [--key-type ecdsa|rsa] [--days N] --chain F --key F
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -29,6 +32,8 @@
 #include "core/log/log.h"
 #include "queue/spool/spool.h"
 #include "tools/cli/args.h"
+#include "tools/relaisctl/make_cert.h"
+#include "tools/relaisctl/passwd.h"
 
 ABSL_FLAG(std::string, socket, "./var/run/relaisd.sock",
           "the daemon's admin socket (server.admin_socket)");
@@ -50,7 +55,11 @@ constexpr char kUsage[] =
     "       relaisctl [--socket PATH] queue flush [ID|DOMAIN]\n"
     "       relaisctl [--socket PATH] status [--json]\n"
     "       relaisctl spool ls   --spool DIR [--json [--body]]\n"
-    "       relaisctl spool show --spool DIR MESSAGE_ID\n";
+    "       relaisctl spool show --spool DIR MESSAGE_ID\n"
+    "       relaisctl passwd [--file F] [--domains a,b] USER   (password from stdin)\n"
+    "       relaisctl passwd [--file F] --delete|--check USER\n"
+    "       relaisctl make-cert --names a.example,b.example [--key-type ecdsa|rsa] [--days 365]\n"
+    "                           --chain FILE --key FILE [--force]\n";
 
 // Sends one request line to the daemon and prints its answer. Exit 0 on "OK", 1 on "ERROR"
 // or when the daemon cannot be reached.
@@ -151,6 +160,12 @@ int Main(int argc, char** argv) {
   if (words.empty() || word0 == "--help" || word0 == "-h") {
     std::fputs(kUsage, words.empty() ? stderr : stdout);
     return words.empty() ? 2 : 0;
+  }
+  if (word0 == "make-cert") {
+    return MakeCertCommand(words.subspan(1));
+  }
+  if (word0 == "passwd") {
+    return PasswdCommand(words.subspan(1));
   }
   if (word0 != "spool") {
     return DaemonCommand(words);

@@ -37,6 +37,7 @@
 #include "protocols/authcheck/authcheck.h"
 #include "protocols/dns/resolver.h"
 #include "protocols/smtp/server_session.h"
+#include "protocols/tls/tls.h"
 #include "queue/delivery/delivery.h"
 #include "queue/delivery/pools.h"
 #include "queue/routing/router.h"
@@ -99,6 +100,12 @@ struct ShardOptions {
   // DKIM keys that sign mail from trusted (unchecked) clients; this shard's own copies. Null or
   // empty: nothing is signed. Must outlive the shard.
   const std::vector<authcheck::SigningKey>* signing_keys = nullptr;
+  // Inbound TLS: per listen address (listen_fds order) its mode and trust; the certificates
+  // and the ticket secret every shard derives the same ticket keys from (no certificate: no
+  // TLS anywhere). Each shard builds its own tls::ServerContext from these at start.
+  std::vector<ListenerSecurity> listeners;
+  tls::ServerOptions tls;
+  uint32_t tls_handshake_timeout_ms = 10'000;
 };
 
 // What the core runs on; its owner provides and keeps it (the daemon: its engine's net and io,
@@ -168,7 +175,8 @@ class ShardCore final : delivery::PoolListener {
   const ShardEnv env_;
   ShardMetrics& metrics_;
   // In order of construction; each references only those above it.
-  std::unique_ptr<log::ShardLog> log_;  // Reception and session lines.
+  std::unique_ptr<log::ShardLog> log_;       // Reception and session lines.
+  std::unique_ptr<tls::ServerContext> tls_;  // Null without a certificate.
   std::unique_ptr<spool::Spool> spool_;
   std::unique_ptr<scheduler::Scheduler> scheduler_;
   std::unique_ptr<delivery::Pools> pools_;

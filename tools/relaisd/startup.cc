@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -210,6 +211,52 @@ uint32_t SessionSlots(const Config& config, uint64_t descriptor_limit) {
                           uint64_t{1} << 20}));
 }
 
+absl::StatusOr<std::string> TicketSecret(const Config& config) {
+  constexpr size_t kSecretBytesMin = 32, kSecretBytesMax = 4096;
+  if (config.tls.certificates.empty()) {
+    return std::string();
+  }
+  const std::string& path = config.tls.ticket_secret_file;
+  if (path.empty()) {
+    // One secret for this run, given to every shard: a ticket one shard issued resumes on any.
+    std::string secret(kSecretBytesMin, '\0');
+    SecureRandomFill(secret.data(), secret.size());
+    return secret;
+  }
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return absl::NotFoundError(
+        StrCat("tls.ticket_secret_file: cannot open ", path, ": ", std::strerror(errno)));
+  }
+  struct stat st {};
+  std::string secret(kSecretBytesMax + 1, '\0');
+  ssize_t n = -1;
+  if (fstat(fd, &st) == 0) {
+    n = read(fd, secret.data(), secret.size());
+  }
+  const int error = errno;
+  close(fd);
+  if (n < 0) {
+    return absl::UnavailableError(
+        StrCat("tls.ticket_secret_file: cannot read ", path, ": ", std::strerror(error)));
+  }
+  if ((st.st_mode & 077) != 0) {
+    // Whoever reads it can decrypt every resumed session's keys.
+    char mode[8];
+    std::snprintf(mode, sizeof(mode), "%04o", static_cast<unsigned>(st.st_mode & 0777));
+    return absl::FailedPreconditionError(StrCat("tls.ticket_secret_file: ", path,
+                                                " is open to group or others (mode ", mode,
+                                                "): chmod 600 it"));
+  }
+  if (static_cast<size_t>(n) < kSecretBytesMin || static_cast<size_t>(n) > kSecretBytesMax) {
+    return absl::InvalidArgumentError(StrCat("tls.ticket_secret_file: ", path, " holds ", n,
+                                             " bytes; it needs 32 to 4096 random bytes (e.g. "
+                                             "head -c 48 /dev/urandom)"));
+  }
+  secret.resize(static_cast<size_t>(n));
+  return secret;
+}
+
 Shared::Shared(const Config& config)
     : router(config.routes, config.shard.session.hostname), policy(router) {}
 
@@ -231,7 +278,13 @@ ShardOptions BaseShardOptions(const Config& config, const Environment& env, cons
   base.spool.shard_count = static_cast<uint16_t>(env.shards);
   for (const std::string& address : config.daemon.listen) {
     base.auth_by_listener.push_back(config.AuthFor(address));
+    base.listeners.push_back(config.ListenerFor(address));
   }
+  for (const TlsCertificate& certificate : config.tls.certificates) {
+    base.tls.certificates.push_back({certificate.chain, certificate.key});
+  }
+  base.tls.tickets.rotation_s = config.tls.ticket_rotation_s;
+  base.tls_handshake_timeout_ms = config.tls.handshake_timeout_ms;
   return base;
 }
 
@@ -256,6 +309,11 @@ absl::StatusOr<std::unique_ptr<Shards>> CreateShards(const Config& config, const
   all->shared.destinations = std::move(*destinations);
   all->mesh = std::make_unique<uring::Mesh>(env.shards, 10);
   all->base = BaseShardOptions(config, env, all->shared);
+  auto secret = TicketSecret(config);
+  if (!secret.ok()) {
+    return secret.status();
+  }
+  all->base.tls.tickets.secret = std::move(*secret);
   auto keys = LoadSigningKeys(config, env.shards);
   if (!keys.ok()) {
     return keys.status();

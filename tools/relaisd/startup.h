@@ -64,6 +64,11 @@ struct Sockets {
 // descriptor limit (and 2^20 entries).
 [[nodiscard]] uint32_t SessionSlots(const Config& config, uint64_t descriptor_limit);
 
+// The secret every shard derives the same session-ticket keys from: the bytes of
+// tls.ticket_secret_file (at least 32; the file must not be open to group or others), or, when
+// that is empty, 32 random bytes for this run. Empty without a certificate (no TLS).
+[[nodiscard]] absl::StatusOr<std::string> TicketSecret(const Config& config);
+
 // What every shard shares: built once, read by all, outliving the shard threads.
 struct Shared {
   explicit Shared(const Config& config);
@@ -73,7 +78,8 @@ struct Shared {
 };
 
 // The options every shard starts from: config.shard plus what only exists at run time (the
-// thread count's shares, the shared objects, one auth policy per listen address). Pure.
+// thread count's shares, the shared objects, one auth policy and one TLS mode per listen
+// address, the certificates; not the ticket secret). Pure.
 [[nodiscard]] ShardOptions BaseShardOptions(const Config& config, const Environment& env,
                                             const Shared& shared);
 
