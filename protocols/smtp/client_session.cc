@@ -8,6 +8,7 @@
 #include "core/base/check.h"
 #include "core/base/strings.h"
 #include "protocols/mime/seven_bit.h"
+#include "protocols/smtp/sasl.h"
 
 namespace relais::smtp {
 namespace {
@@ -98,6 +99,15 @@ ClientSession::ClientSession(ClientOptions options) : options_(std::move(options
   expected_.push_back({Step::kGreeting, 0});
 }
 
+ClientSession::~ClientSession() {
+  Wipe(options_.auth_password);
+  if (wipe_output_) {
+    for (Piece& piece : pieces_) {
+      Wipe(piece.owned);
+    }
+  }
+}
+
 // ---- Output ----
 
 void ClientSession::Append(std::string_view text) {
@@ -137,6 +147,9 @@ void ClientSession::ConsumeOutput(size_t bytes) {
       return;
     }
     bytes -= left;
+    if (wipe_output_) {
+      Wipe(pieces_.front().owned);  // It held an AUTH line.
+    }
     pieces_.pop_front();
     piece_offset_ = 0;
     front_shown_ = false;
@@ -153,6 +166,12 @@ void ClientSession::Send(std::string_view command_line, Step step, uint32_t inde
 
 void ClientSession::Feed(std::string_view bytes) {
   while (!bytes.empty() && phase_ != Phase::kClosed) {
+    if (phase_ == Phase::kTlsHandshake) {
+      // Sent in the clear after the 220 to STARTTLS: never read as a reply (the TLS reading of
+      // RFC 3207 4.2 for the client side; a man in the middle could inject them).
+      line_.clear();
+      return;
+    }
     const size_t newline = bytes.find('\n');
     const std::string_view part = bytes.substr(0, newline);
     if (line_.size() + part.size() > kReplyLineBytesMax) {
@@ -242,10 +261,16 @@ void ClientSession::OnReply(uint16_t code, std::string_view text) {
       return;
     case Step::kHelo:
       if (code / 100 == 2) {
-        phase_ = Phase::kReady;
+        AfterHello();
       } else {
         Fail(Describe(code, text, expect.step));
       }
+      return;
+    case Step::kStartTls:
+      OnStartTlsReply(code, text);
+      return;
+    case Step::kAuth:
+      OnAuthReply(code, text);
       return;
     case Step::kQuit:
       phase_ = Phase::kClosed;
@@ -299,14 +324,154 @@ void ClientSession::OnEhloReply(uint16_t code) {
         extensions_.enhanced_status_codes = true;
       } else if (is("STARTTLS")) {
         extensions_.starttls = true;
+      } else if (is("AUTH") || base::StartsWithIgnoreCase(keyword, "AUTH=")) {
+        // "AUTH PLAIN LOGIN", or the pre-standard "AUTH=PLAIN LOGIN" some servers still send.
+        std::string_view mechanisms = value;
+        if (keyword.size() > 5) {
+          mechanisms = l.substr(5);
+        }
+        while (!mechanisms.empty()) {
+          const size_t end = mechanisms.find(' ');
+          const std::string_view mechanism = mechanisms.substr(0, end);
+          extensions_.auth_plain =
+              extensions_.auth_plain || base::EqualsIgnoreCase(mechanism, "PLAIN");
+          extensions_.auth_login =
+              extensions_.auth_login || base::EqualsIgnoreCase(mechanism, "LOGIN");
+          mechanisms = end == std::string_view::npos ? "" : mechanisms.substr(end + 1);
+        }
       }
     }
-    phase_ = Phase::kReady;
+    AfterHello();
   } else if (code / 100 == 5 && !options_.lmtp) {
     Send(StrCat("HELO ", options_.helo_name), Step::kHelo);  // RFC 5321 3.2.
   } else {
     Fail(Describe(code, reply_text_, Step::kEhlo));
   }
+}
+
+// ---- STARTTLS and AUTH ----
+
+void ClientSession::AfterHello() {
+  phase_ = Phase::kHello;
+  if (!tls_active_ && options_.starttls != StartTls::kNo && !starttls_tried_) {
+    if (extensions_.starttls) {
+      starttls_tried_ = true;
+      Send("STARTTLS", Step::kStartTls);
+      return;
+    }
+    if (options_.starttls == StartTls::kRequired) {
+      Fail(Own(451, "4.7.10",
+               StrCat("TLS required but not offered by server ", options_.peer_name)));
+      return;
+    }
+  }
+  if (!options_.auth_user.empty() && !authenticated_) {
+    if (!tls_active_) {
+      // Credentials never go out in the clear.
+      Fail(Own(451, "4.7.10",
+               StrCat("AUTH configured but TLS not active with ", options_.peer_name,
+                      "; credentials are not sent in the clear")));
+      return;
+    }
+    if (extensions_.auth_plain) {
+      auth_stage_ = AuthStage::kPlain;
+      wipe_output_ = true;
+      std::string line =
+          StrCat("AUTH PLAIN ", EncodePlain(options_.auth_user, options_.auth_password));
+      Send(line, Step::kAuth);
+      Wipe(line);
+      return;
+    }
+    if (extensions_.auth_login) {
+      auth_stage_ = AuthStage::kLoginUser;
+      Send("AUTH LOGIN", Step::kAuth);
+      return;
+    }
+    Fail(Own(451, "4.7.0",
+             StrCat("AUTH configured but not offered (PLAIN or LOGIN) by ", options_.peer_name)));
+    return;
+  }
+  phase_ = Phase::kReady;
+}
+
+void ClientSession::OnStartTlsReply(uint16_t code, std::string_view text) {
+  if (code == 220) {
+    phase_ = Phase::kTlsHandshake;
+    starttls_taken_ = false;
+    return;
+  }
+  if (code == 421 || options_.starttls == StartTls::kRequired) {
+    Verdict reason = Describe(code, text, Step::kStartTls);
+    if (code != 421) {
+      // Whatever the server's code, this next hop cannot take the mail now: deferred.
+      reason = Own(451, "4.7.10", StrCat("TLS required but refused by server: ", reason.text));
+    }
+    Fail(std::move(reason));
+    return;
+  }
+  AfterHello();  // kIfOffered: on in plaintext.
+}
+
+bool ClientSession::TakeStartTls() {
+  if (phase_ != Phase::kTlsHandshake || starttls_taken_) {
+    return false;
+  }
+  starttls_taken_ = true;
+  return true;
+}
+
+void ClientSession::TlsStarted() {
+  RELAIS_CHECK(phase_ == Phase::kTlsHandshake) << "TlsStarted without a STARTTLS";
+  tls_active_ = true;
+  starttls_taken_ = true;
+  // RFC 3207 4.2: what the server said before TLS is forgotten; EHLO again.
+  extensions_ = ServerExtensions{};
+  line_.clear();
+  reply_lines_ = 0;
+  phase_ = Phase::kHello;
+  Send(StrCat(options_.lmtp ? "LHLO " : "EHLO ", options_.helo_name), Step::kEhlo);
+}
+
+void ClientSession::OnAuthReply(uint16_t code, std::string_view text) {
+  if (code == 235) {
+    authenticated_ = true;
+    auth_stage_ = AuthStage::kNone;
+    phase_ = Phase::kReady;
+    return;
+  }
+  if (code == 334 &&
+      (auth_stage_ == AuthStage::kLoginUser || auth_stage_ == AuthStage::kLoginPassword)) {
+    wipe_output_ = true;
+    std::string line = Base64Encode(auth_stage_ == AuthStage::kLoginUser ? options_.auth_user
+                                                                         : options_.auth_password);
+    auth_stage_ =
+        auth_stage_ == AuthStage::kLoginUser ? AuthStage::kLoginPassword : AuthStage::kNone;
+    Send(line, Step::kAuth);
+    Wipe(line);
+    return;
+  }
+  auth_stage_ = AuthStage::kNone;
+  if (code / 100 != 4 && code / 100 != 5) {
+    Fail(Own(451, "4.5.0",
+             StrCat("protocol error: ", code, " in reply to AUTH from ", options_.peer_name)));
+    return;
+  }
+  // The server's codes, typed; the owner defers (the session is not ready, no transaction).
+  Fail(Describe(code, text, Step::kAuth));
+}
+
+std::string ClientSession::Redacted(std::string_view text) const {
+  std::string out(text);
+  if (options_.auth_password.empty()) {
+    return out;
+  }
+  for (const std::string& secret : {options_.auth_password, Base64Encode(options_.auth_password),
+                                    EncodePlain(options_.auth_user, options_.auth_password)}) {
+    for (size_t at = out.find(secret); at != std::string::npos; at = out.find(secret, at + 3)) {
+      out.replace(at, secret.size(), "***");
+    }
+  }
+  return out;
 }
 
 // ---- Transactions ----
@@ -647,10 +812,18 @@ void ClientSession::FailTransaction(const Verdict& reason) {
 }
 
 void ClientSession::Fail(Verdict reason) {
+  if (reason.code < 400 || reason.code >= 600) {
+    // A 2xx or 3xx where a refusal was the only sense left (a "334" greeting): the server is
+    // out of step, and the typed verdict stays a 4xx.
+    reason = Own(451, "4.5.0", StrCat("protocol error: ", reason.text));
+  }
   if (phase_ == Phase::kTransaction) {
     FailTransaction(reason);
   }
+  error_code_ = reason.code;
+  error_enhanced_ = std::move(reason.enhanced);
   error_ = std::move(reason.text);
+  Wipe(options_.auth_password);  // No further use on this connection.
   phase_ = Phase::kClosed;
   expected_.clear();
   planned_.clear();
@@ -704,6 +877,10 @@ std::string_view ClientSession::StepName(Step step) const {
       return options_.lmtp ? "LHLO" : "EHLO";
     case Step::kHelo:
       return "HELO";
+    case Step::kStartTls:
+      return "STARTTLS";
+    case Step::kAuth:
+      return "AUTH";
     case Step::kRset:
       return "RSET";
     case Step::kMail:
@@ -724,6 +901,12 @@ std::string_view ClientSession::StepName(Step step) const {
 
 ClientSession::Verdict ClientSession::Describe(uint16_t code, std::string_view text,
                                                Step step) const {
+  // A server may echo what it was sent: our credentials never reach a log line or a bounce.
+  std::string redacted;
+  if (!options_.auth_password.empty()) {
+    redacted = Redacted(text);
+    text = redacted;
+  }
   const char cls = static_cast<char>('0' + code / 100);
   Verdict verdict;
   verdict.code = code;

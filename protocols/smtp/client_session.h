@@ -18,6 +18,20 @@
 // BDAT ... LAST), DSN (RFC 3461: parameters passed on when offered), ENHANCEDSTATUSCODES
 // (RFC 2034). EHLO falls back to HELO on a 5xx (SMTP only).
 //
+// STARTTLS (RFC 3207), as ClientOptions::starttls asks: after EHLO the session sends
+// STARTTLS when the server offers it; on 220, TakeStartTls() returns true once and the
+// session sends nothing (and drops anything more the server sent in the clear) until the owner
+// has switched the connection to TLS and calls TlsStarted(); then it sends EHLO again. With
+// kRequired, a server that does not offer STARTTLS or refuses it fails the session with
+// 451 4.7.10 (everything deferred, nothing sent in the clear); with kIfOffered a refusal
+// leaves the session in plaintext.
+// AUTH (RFC 4954), when ClientOptions carry a user: only once TLS is active, never in the
+// clear; PLAIN (initial response) when offered, else LOGIN. 235 makes the session ready; any
+// other reply, TLS not active, or AUTH not offered fails the session before any transaction
+// (the owner defers its mail: a credentials problem never bounces mail), with the server's
+// codes or a synthesized 4.7.x, typed in error_code()/error_enhanced(). The password is never
+// part of an error text.
+//
 // A reply is 3 digits, then '-' (more lines follow) or ' ' or the line end; lines end in CRLF
 // (a bare LF is tolerated, as most clients do). Anything else, a reply line over 4 KiB or a
 // reply over 64 lines, is a protocol error: the session fails and what is pending is deferred.
@@ -37,6 +51,13 @@
 
 namespace relais::smtp {
 
+// Whether to use STARTTLS (route tls = "none" / "may" / "encrypt" or "verify").
+enum class StartTls : uint8_t {
+  kNo,         // Never, even when offered.
+  kIfOffered,  // When offered; a refusal leaves the session in plaintext.
+  kRequired,   // Not offered or refused: the session fails (4.7.10), nothing sent in clear.
+};
+
 struct ClientOptions {
   std::string helo_name = "localhost";  // Our host name, for EHLO/LHLO/HELO.
   std::string peer_name;                // "127.0.0.1:25", named in result texts.
@@ -54,6 +75,11 @@ struct ClientOptions {
   uint32_t data_end_timeout_ms = 600'000;
   // 8-bit messages for a server without 8BITMIME are converted to 7 bits (protocols/mime).
   mime::SevenBitOptions seven_bit;
+  StartTls starttls = StartTls::kNo;
+  // Outbound AUTH (route auth_user / auth_password_file): empty user: no AUTH. Sent only
+  // over TLS.
+  std::string auth_user;
+  std::string auth_password;
 };
 
 // What the server offered in its EHLO/LHLO reply.
@@ -69,6 +95,8 @@ struct ServerExtensions {
   bool dsn = false;
   bool enhanced_status_codes = false;
   bool starttls = false;
+  bool auth_plain = false;  // "AUTH ... PLAIN ..." (RFC 4954).
+  bool auth_login = false;
 };
 
 struct OutgoingRecipient {
@@ -108,6 +136,9 @@ struct RecipientReply {
 class ClientSession {
  public:
   explicit ClientSession(ClientOptions options);
+  ~ClientSession();
+  ClientSession(const ClientSession&) = delete;
+  ClientSession& operator=(const ClientSession&) = delete;
 
   // Bytes from the server.
   void Feed(std::string_view bytes);
@@ -122,6 +153,19 @@ class ClientSession {
   // why, e.g. "421 4.3.2 shutting down (in reply to RCPT TO, at host:port)".
   [[nodiscard]] bool closed() const { return phase_ == Phase::kClosed; }
   [[nodiscard]] const std::string& error() const { return error_; }
+  // The codes of error(), typed: the server's reply that failed the session, or the session's
+  // own verdict (4xx for everything it decides itself). 0 / empty while not failed.
+  [[nodiscard]] uint16_t error_code() const { return error_code_; }
+  [[nodiscard]] const std::string& error_enhanced() const { return error_enhanced_; }
+
+  // True once after the server answered STARTTLS with 220: the owner switches the transport
+  // to TLS (nothing more is sent in the clear) and calls TlsStarted() when the handshake is
+  // done; the session then sends EHLO again.
+  [[nodiscard]] bool TakeStartTls();
+  void TlsStarted();
+  [[nodiscard]] bool tls_active() const { return tls_active_; }
+  // True once AUTH succeeded on this connection.
+  [[nodiscard]] bool authenticated() const { return authenticated_; }
   [[nodiscard]] const ServerExtensions& extensions() const { return extensions_; }
   // Messages started on this connection.
   [[nodiscard]] uint32_t transactions() const { return transactions_; }
@@ -155,11 +199,21 @@ class ClientSession {
   [[nodiscard]] uint32_t TimeoutMs() const;
 
  private:
-  enum class Phase : uint8_t { kGreeting, kHello, kReady, kTransaction, kQuitting, kClosed };
+  enum class Phase : uint8_t {
+    kGreeting,
+    kHello,  // EHLO, STARTTLS, AUTH.
+    kTlsHandshake,
+    kReady,
+    kTransaction,
+    kQuitting,
+    kClosed
+  };
   enum class Step : uint8_t {
     kGreeting,
     kEhlo,
     kHelo,
+    kStartTls,
+    kAuth,
     kRset,
     kMail,
     kRcpt,
@@ -184,6 +238,12 @@ class ClientSession {
   void Send(std::string_view command_line, Step step, uint32_t index = 0);
   void OnReply(uint16_t code, std::string_view text);
   void OnEhloReply(uint16_t code);
+  // After EHLO/HELO: STARTTLS, AUTH, or ready.
+  void AfterHello();
+  void OnStartTlsReply(uint16_t code, std::string_view text);
+  void OnAuthReply(uint16_t code, std::string_view text);
+  // The server's text with any trace of our credentials replaced (a server may echo them).
+  [[nodiscard]] std::string Redacted(std::string_view text) const;
   void OnTransactionReply(Step step, uint32_t index, uint16_t code, std::string_view text);
   void SendNext();
   void SendBody();
@@ -209,10 +269,21 @@ class ClientSession {
   [[nodiscard]] std::string_view StepName(Step step) const;
   [[nodiscard]] bool Precheck(size_t first_eight_bit);
 
-  const ClientOptions options_;
+  ClientOptions options_;  // Not const: the password is wiped once used.
   Phase phase_ = Phase::kGreeting;
   ServerExtensions extensions_;
   std::string error_;
+  uint16_t error_code_ = 0;
+  std::string error_enhanced_;
+
+  // STARTTLS and AUTH.
+  bool tls_active_ = false;
+  bool starttls_tried_ = false;  // Sent once per connection (refused with kIfOffered: plain).
+  bool starttls_taken_ = true;   // TakeStartTls() has reported the 220.
+  bool authenticated_ = false;
+  enum class AuthStage : uint8_t { kNone, kPlain, kLoginUser, kLoginPassword };
+  AuthStage auth_stage_ = AuthStage::kNone;
+  bool wipe_output_ = false;  // Output holds credentials: wipe it as it is consumed.
   std::deque<Piece> pieces_;
   size_t piece_offset_ = 0;
   // Set once PendingOutput has shown the front piece: it is not appended to any more, so the

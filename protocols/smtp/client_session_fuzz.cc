@@ -1,8 +1,11 @@
 // Fuzzes the outbound client with whatever a hostile server could answer: the input is the
 // server's bytes, fed in pieces whose sizes come from the input. The first byte picks SMTP or
-// LMTP and a second transaction may start on the same connection. Checks the promises the
-// delivery code relies on: every result starts with a reply code whose class matches its
-// status, a connection that is not closed is usable, and output is whole command lines.
+// LMTP and a second transaction may start on the same connection; its bits 3-4 choose
+// STARTTLS (no, if offered, required, required with AUTH). A 220 to STARTTLS is followed by
+// the handshake at once (sometimes after one more piece of input, which must produce nothing).
+// Checks the promises the delivery code relies on: every result starts with a reply code
+// whose class matches its status, a connection that is not closed is usable, output is whole
+// command lines, credentials go out only over TLS and never into an error text.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -56,6 +59,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   options.lmtp = (data[0] & 1) != 0;
   options.use_pipelining = (data[0] & 2) == 0;
   options.use_chunking = (data[0] & 4) == 0;
+  const int tls_mode = (data[0] >> 3) & 3;
+  options.starttls = tls_mode == 0   ? smtp::StartTls::kNo
+                     : tls_mode == 1 ? smtp::StartTls::kIfOffered
+                                     : smtp::StartTls::kRequired;
+  const std::string password = "fuzz-s3cret";
+  if (tls_mode == 3) {
+    options.auth_user = "fuzz";
+    options.auth_password = password;
+  }
   std::string_view input(reinterpret_cast<const char*>(data) + 1, size - 1);
 
   const std::string content = "Subject: x\r\n\r\n.dot\r\nbody \xc3\xa9\r\n";
@@ -73,7 +85,35 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     input.remove_prefix(bytes.size());
     s.Feed(bytes);
     while (s.HasOutput()) {
-      s.ConsumeOutput(s.PendingOutput().size());
+      const std::string_view out = s.PendingOutput();
+      Check(s.tls_active() || out.find("AUTH") == std::string_view::npos, out);
+      s.ConsumeOutput(out.size());
+    }
+    if (s.TakeStartTls()) {
+      Check(options.starttls != smtp::StartTls::kNo && !s.tls_active() && !s.HasOutput());
+      if (!input.empty() && (static_cast<uint8_t>(input[0]) & 1) != 0) {
+        const std::string_view clear = input.substr(0, 1 + static_cast<uint8_t>(input[0]) % 32);
+        input.remove_prefix(clear.size());
+        s.Feed(clear);  // Still in the clear: ignored.
+        Check(!s.HasOutput() && !s.closed() && !s.TakeStartTls());
+      }
+      s.TlsStarted();
+      Check(s.tls_active() && s.HasOutput());
+      while (s.HasOutput()) {
+        s.ConsumeOutput(s.PendingOutput().size());
+      }
+    }
+    if (s.closed()) {
+      Check(tls_mode != 3 || s.error().find(password) == std::string::npos, s.error());
+      Check(s.error_code() >= 400 && s.error_code() < 600 && s.error_enhanced().size() >= 5 &&
+                s.error_enhanced()[0] == static_cast<char>('0' + s.error_code() / 100),
+            s.error());
+    }
+    if (s.ready() && options.starttls == smtp::StartTls::kRequired) {
+      Check(s.tls_active());
+    }
+    if (s.ready() && tls_mode == 3) {
+      Check(s.authenticated());
     }
     if (s.transaction_done()) {
       CheckResults(s);

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "protocols/smtp/sasl.h"
+
 namespace relais::smtp {
 namespace {
 
@@ -675,6 +677,249 @@ TEST(ClientSession, QuitAfterReady) {
   s.Feed("221 bye\r\n");
   EXPECT_TRUE(s.closed());
   EXPECT_TRUE(s.error().empty());
+}
+
+// ---- STARTTLS (RFC 3207) and AUTH (RFC 4954) ----
+
+constexpr std::string_view kEhloStartTls =
+    "250-sink.example\r\n250-PIPELINING\r\n250-STARTTLS\r\n250 8BITMIME\r\n";
+
+ClientOptions TlsOptions(StartTls mode) {
+  ClientOptions o = Options();
+  o.starttls = mode;
+  return o;
+}
+
+// Greets, gets `ehlo`, and expects the session to send `expect` next.
+void Hello(ClientSession& s, std::string_view ehlo, std::string_view expect) {
+  s.Feed("220 sink.example ESMTP\r\n");
+  EXPECT_EQ(Drain(s), "EHLO relay.example\r\n");
+  s.Feed(ehlo);
+  EXPECT_EQ(Drain(s), expect);
+}
+
+// Up to a TLS session: STARTTLS answered, handshake done, EHLO sent again.
+void UpToTls(ClientSession& s) {
+  Hello(s, kEhloStartTls, "STARTTLS\r\n");
+  EXPECT_FALSE(s.ready());
+  s.Feed("220 2.0.0 Ready to start TLS\r\n");
+  ASSERT_TRUE(s.TakeStartTls());
+  EXPECT_FALSE(s.TakeStartTls());  // Once.
+  EXPECT_FALSE(s.HasOutput());
+  s.TlsStarted();
+  EXPECT_TRUE(s.tls_active());
+  EXPECT_EQ(Drain(s), "EHLO relay.example\r\n");
+}
+
+TEST(ClientSession, StartTlsWhenOfferedThenEhloAgain) {
+  ClientSession s(TlsOptions(StartTls::kIfOffered));
+  Hello(s, kEhloStartTls, "STARTTLS\r\n");
+  EXPECT_TRUE(s.extensions().starttls);
+  EXPECT_EQ(s.TimeoutMs(), 300'000u);
+  // A reply pushed in the clear after the 220 is never read as the answer to anything.
+  s.Feed("220 2.0.0 go ahead\r\n250-injected\r\n250 AUTH PLAIN\r\n");
+  EXPECT_FALSE(s.HasOutput());  // Nothing is sent until the handshake is done.
+  ASSERT_TRUE(s.TakeStartTls());
+  EXPECT_FALSE(s.tls_active());
+  s.TlsStarted();
+  EXPECT_EQ(Drain(s), "EHLO relay.example\r\n");
+  s.Feed(kEhloAll);
+  ASSERT_TRUE(s.ready());
+  EXPECT_TRUE(s.tls_active());
+  EXPECT_FALSE(s.extensions().starttls);  // What the server says over TLS counts.
+  EXPECT_TRUE(s.extensions().chunking);
+  EXPECT_FALSE(s.extensions().auth_plain);
+  // And mail goes out as usual.
+  Message m{{"b@y.example"}};
+  const OutgoingMessage out = m.Out();
+  s.Begin(out);
+  EXPECT_TRUE(Drain(s).starts_with("MAIL FROM:<a@x.example>"));
+  s.Feed("250 ok\r\n250 ok\r\n250 queued\r\n");
+  ASSERT_TRUE(s.transaction_done());
+  EXPECT_EQ(s.TakeResults()[0].status, RecipientStatus::kDelivered);
+}
+
+TEST(ClientSession, StartTlsIsNotUsedUnlessAsked) {
+  ClientSession s(Options());  // kNo, the default.
+  Hello(s, kEhloStartTls, "");
+  EXPECT_TRUE(s.ready());
+  EXPECT_FALSE(s.tls_active());
+  EXPECT_FALSE(s.TakeStartTls());
+}
+
+TEST(ClientSession, StartTlsRequiredButNotOfferedDefers) {
+  ClientSession s(TlsOptions(StartTls::kRequired));
+  Hello(s, "250-sink\r\n250 PIPELINING\r\n", "");
+  EXPECT_TRUE(s.closed());
+  EXPECT_EQ(s.error_code(), 451);
+  EXPECT_EQ(s.error_enhanced(), "4.7.10");
+  EXPECT_EQ(s.error(), "451 4.7.10 TLS required but not offered by server 192.0.2.1:25");
+}
+
+TEST(ClientSession, StartTlsRequiredAfterHeloFallbackDefers) {
+  ClientSession s(TlsOptions(StartTls::kRequired));
+  Hello(s, "500 what\r\n", "HELO relay.example\r\n");
+  s.Feed("250 ok\r\n");
+  EXPECT_TRUE(s.closed());
+  EXPECT_EQ(s.error_enhanced(), "4.7.10");
+}
+
+TEST(ClientSession, StartTlsRefused) {
+  for (const std::string reply : {"454 4.7.0 TLS not available\r\n", "502 5.5.1 no\r\n"}) {
+    {
+      ClientSession s(TlsOptions(StartTls::kRequired));
+      Hello(s, kEhloStartTls, "STARTTLS\r\n");
+      s.Feed(reply);
+      EXPECT_TRUE(s.closed()) << reply;
+      EXPECT_FALSE(s.TakeStartTls());
+      // Deferred whatever the server's class: the next hop may offer TLS again later.
+      EXPECT_EQ(s.error_code(), 451);
+      EXPECT_EQ(s.error_enhanced(), "4.7.10");
+      EXPECT_TRUE(s.error().starts_with("451 4.7.10 TLS required but refused by server: "))
+          << s.error();
+    }
+    {
+      ClientSession s(TlsOptions(StartTls::kIfOffered));
+      Hello(s, kEhloStartTls, "STARTTLS\r\n");
+      s.Feed(reply);
+      EXPECT_TRUE(s.ready()) << reply;  // On in plaintext.
+      EXPECT_FALSE(s.tls_active());
+      EXPECT_FALSE(s.HasOutput());
+    }
+  }
+  ClientSession s(TlsOptions(StartTls::kIfOffered));
+  Hello(s, kEhloStartTls, "STARTTLS\r\n");
+  s.Feed("421 4.3.2 closing\r\n");
+  EXPECT_TRUE(s.closed());
+  EXPECT_EQ(s.error_code(), 421);
+}
+
+TEST(ClientSession, ConnectionLostDuringTheHandshake) {
+  ClientSession s(TlsOptions(StartTls::kRequired));
+  Hello(s, kEhloStartTls, "STARTTLS\r\n");
+  s.Feed("220 go\r\n");
+  ASSERT_TRUE(s.TakeStartTls());
+  s.OnConnectionLost("handshake failed");
+  EXPECT_TRUE(s.closed());
+  EXPECT_EQ(s.error_code(), 451);
+  EXPECT_EQ(s.error_enhanced(), "4.4.2");
+}
+
+ClientOptions AuthClientOptions() {
+  ClientOptions o = TlsOptions(StartTls::kRequired);
+  o.auth_user = "relay@x.example";
+  o.auth_password = "p4ss w0rd";
+  return o;
+}
+
+TEST(ClientSession, AuthPlainOverTlsThenMail) {
+  ClientSession s(AuthClientOptions());
+  UpToTls(s);
+  s.Feed("250-sink\r\n250-PIPELINING\r\n250-AUTH LOGIN PLAIN\r\n250 CHUNKING\r\n");
+  EXPECT_TRUE(s.extensions().auth_plain && s.extensions().auth_login);
+  EXPECT_EQ(Drain(s), "AUTH PLAIN " + EncodePlain("relay@x.example", "p4ss w0rd") + "\r\n");
+  EXPECT_FALSE(s.ready());
+  EXPECT_EQ(s.TimeoutMs(), 300'000u);
+  s.Feed("235 2.7.0 Authentication successful\r\n");
+  ASSERT_TRUE(s.ready());
+  EXPECT_TRUE(s.authenticated());
+  Message m{{"b@y.example"}};
+  const OutgoingMessage out = m.Out();
+  s.Begin(out);
+  EXPECT_TRUE(Drain(s).starts_with("MAIL FROM:<a@x.example>\r\n"));
+}
+
+TEST(ClientSession, AuthLoginWhenPlainIsNotOffered) {
+  ClientSession s(AuthClientOptions());
+  UpToTls(s);
+  s.Feed("250-sink\r\n250 AUTH=LOGIN\r\n");  // The pre-standard spelling.
+  EXPECT_EQ(Drain(s), "AUTH LOGIN\r\n");
+  s.Feed("334 VXNlcm5hbWU6\r\n");
+  EXPECT_EQ(Drain(s), Base64Encode("relay@x.example") + "\r\n");
+  s.Feed("334 UGFzc3dvcmQ6\r\n");
+  EXPECT_EQ(Drain(s), Base64Encode("p4ss w0rd") + "\r\n");
+  s.Feed("235 2.7.0 ok\r\n");
+  EXPECT_TRUE(s.ready());
+  EXPECT_TRUE(s.authenticated());
+}
+
+// A refused login fails the session with the server's codes, typed; the owner defers the mail
+// (the session never became ready). The password appears nowhere, even when the server echoes
+// it.
+TEST(ClientSession, AuthRefusalFailsTheSessionWithoutThePassword) {
+  for (const std::string& reply :
+       {std::string("535 5.7.8 bad credentials for p4ss w0rd\r\n"),
+        std::string("454 4.7.0 try later\r\n"),
+        "535 5.7.8 echo " + EncodePlain("relay@x.example", "p4ss w0rd") + "\r\n"}) {
+    ClientSession s(AuthClientOptions());
+    UpToTls(s);
+    s.Feed("250-sink\r\n250 AUTH PLAIN\r\n");
+    Drain(s);
+    s.Feed(reply);
+    EXPECT_TRUE(s.closed());
+    EXPECT_FALSE(s.ready());
+    EXPECT_EQ(s.error_code(), std::stoi(reply.substr(0, 3)));
+    EXPECT_EQ(s.error_enhanced(), reply.substr(4, 5));
+    EXPECT_NE(s.error().find("(in reply to AUTH at 192.0.2.1:25)"), std::string::npos);
+    EXPECT_EQ(s.error().find("p4ss"), std::string::npos) << s.error();
+    EXPECT_EQ(s.error().find(EncodePlain("relay@x.example", "p4ss w0rd")), std::string::npos);
+  }
+  // Refused at the password step of LOGIN.
+  ClientSession s(AuthClientOptions());
+  UpToTls(s);
+  s.Feed("250-sink\r\n250 AUTH LOGIN\r\n");
+  Drain(s);
+  s.Feed("334 VXNlcm5hbWU6\r\n334 UGFzc3dvcmQ6\r\n");
+  Drain(s);
+  s.Feed("535 5.7.8 " + Base64Encode("p4ss w0rd") + "\r\n");
+  EXPECT_TRUE(s.closed());
+  EXPECT_EQ(s.error_code(), 535);
+  EXPECT_EQ(s.error().find(Base64Encode("p4ss w0rd")), std::string::npos) << s.error();
+}
+
+TEST(ClientSession, AuthNotOfferedFailsWithA4xx) {
+  ClientSession s(AuthClientOptions());
+  UpToTls(s);
+  s.Feed("250-sink\r\n250 AUTH CRAM-MD5\r\n");
+  EXPECT_FALSE(s.HasOutput());
+  EXPECT_TRUE(s.closed());
+  EXPECT_EQ(s.error_code(), 451);
+  EXPECT_EQ(s.error_enhanced(), "4.7.0");
+  EXPECT_EQ(s.error(),
+            "451 4.7.0 AUTH configured but not offered (PLAIN or LOGIN) by 192.0.2.1:25");
+}
+
+TEST(ClientSession, AuthIsNeverSentInTheClear) {
+  for (const StartTls mode : {StartTls::kNo, StartTls::kIfOffered}) {
+    ClientOptions o = AuthClientOptions();
+    o.starttls = mode;
+    ClientSession s(o);
+    // kIfOffered: STARTTLS offered but refused; kNo: never tried.
+    s.Feed("220 sink\r\n");
+    Drain(s);
+    s.Feed("250-sink\r\n250-STARTTLS\r\n250 AUTH PLAIN LOGIN\r\n");
+    std::string out = Drain(s);
+    if (mode == StartTls::kIfOffered) {
+      EXPECT_EQ(out, "STARTTLS\r\n");
+      s.Feed("454 4.7.0 not now\r\n");
+      out = Drain(s);
+    }
+    EXPECT_EQ(out, "");
+    EXPECT_TRUE(s.closed());
+    EXPECT_EQ(s.error_code(), 451);
+    EXPECT_EQ(s.error_enhanced(), "4.7.10");
+  }
+}
+
+TEST(ClientSession, UnexpectedAuthReplyIsAProtocolError) {
+  ClientSession s(AuthClientOptions());
+  UpToTls(s);
+  s.Feed("250-sink\r\n250 AUTH PLAIN\r\n");
+  Drain(s);
+  s.Feed("334 \r\n");  // PLAIN went with its initial response: no challenge is due.
+  EXPECT_TRUE(s.closed());
+  EXPECT_EQ(s.error_code(), 451);
+  EXPECT_EQ(s.error_enhanced(), "4.5.0");
 }
 
 }  // namespace

@@ -685,6 +685,7 @@ std::unique_ptr<TlsTransport> TlsTransport::Server(ServerContext& context) {
   RELAIS_CHECK(impl->ssl != nullptr && AttachBio(impl->ssl.get(), &impl->bio));
   SSL_set_app_data(impl->ssl.get(), impl.get());
   SSL_set_accept_state(impl->ssl.get());
+  SSL_set_shed_handshake_config(impl->ssl.get(), 1);  // Freed once the handshake is done.
   return std::unique_ptr<TlsTransport>(new TlsTransport(std::move(impl)));
 }
 
@@ -701,6 +702,7 @@ std::unique_ptr<TlsTransport> TlsTransport::Client(ClientContext& context,
   RELAIS_CHECK(ssl != nullptr && AttachBio(ssl, &impl->bio));
   SSL_set_app_data(ssl, impl.get());
   SSL_set_connect_state(ssl);
+  SSL_set_shed_handshake_config(ssl, 1);  // No renegotiation: the config goes after the handshake.
   if (!server_name.empty() && !IsAddressLiteral(server_name)) {
     SSL_set_tlsext_host_name(ssl, impl->server_name.c_str());
   }
@@ -748,7 +750,8 @@ void TlsTransport::TakeOutput(net::StreamSession& session, std::string& out) {
     const std::string_view pending = session.PendingOutput();
     if (!pending.empty()) {
       ERR_clear_error();
-      const int n = SSL_write(t.ssl.get(), pending.data(), static_cast<int>(pending.size()));
+      const int n = SSL_write(t.ssl.get(), pending.data(),
+                              static_cast<int>(std::min<size_t>(pending.size(), 1u << 30)));
       if (n > 0) {
         session.ConsumeOutput(static_cast<size_t>(n));
       } else {

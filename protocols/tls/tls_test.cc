@@ -6,6 +6,7 @@
 #include <malloc.h>
 #include <openssl/bio.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <stdlib.h>
@@ -508,6 +509,59 @@ TEST_F(TlsTest, VerifyWrongNameAndUntrustedCa) {
   }
 }
 
+// The optional client certificate goes out when a server asks for one.
+TEST_F(TlsTest, ClientCertificateIsPresented) {
+  ClientOptions options;
+  options.ca_file = "";
+  options.client_certificate = *other_;
+  auto client_context = ClientContext::Create(options);
+  ASSERT_TRUE(client_context.ok()) << client_context.status();
+  // A BoringSSL server of the test's own that requests a certificate (and accepts any).
+  bssl::UniquePtr<SSL_CTX> ctx(SSL_CTX_new(TLS_method()));
+  bssl::UniquePtr<BIO> chain_bio(BIO_new_file(ecdsa_->chain_path.c_str(), "r"));
+  bssl::UniquePtr<BIO> key_bio(BIO_new_file(ecdsa_->key_path.c_str(), "r"));
+  bssl::UniquePtr<X509> cert(PEM_read_bio_X509(chain_bio.get(), nullptr, nullptr, nullptr));
+  bssl::UniquePtr<EVP_PKEY> key(PEM_read_bio_PrivateKey(key_bio.get(), nullptr, nullptr, nullptr));
+  ASSERT_EQ(SSL_CTX_use_certificate(ctx.get(), cert.get()), 1);
+  ASSERT_EQ(SSL_CTX_use_PrivateKey(ctx.get(), key.get()), 1);
+  SSL_CTX_set_custom_verify(ctx.get(), SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT,
+                            [](SSL*, uint8_t*) { return ssl_verify_ok; });
+  bssl::UniquePtr<SSL> server(SSL_new(ctx.get()));
+  BIO* in = BIO_new(BIO_s_mem());
+  BIO* out = BIO_new(BIO_s_mem());
+  SSL_set_bio(server.get(), in, out);
+  SSL_set_accept_state(server.get());
+  Side client{TlsTransport::Client(**client_context, "mail.example.com", VerifyMode::kNone, ""),
+              {}};
+  for (int i = 0; i < 10; ++i) {
+    std::string bytes;
+    client.tls->TakeOutput(client.session, bytes);
+    BIO_write(in, bytes.data(), static_cast<int>(bytes.size()));
+    SSL_do_handshake(server.get());
+    const uint8_t* data;
+    size_t length;
+    BIO_mem_contents(out, &data, &length);
+    const std::string answer(reinterpret_cast<const char*>(data), length);
+    BIO_reset(out);
+    if (!answer.empty()) {
+      client.tls->OnReceived(answer, client.session);
+    }
+  }
+  ASSERT_EQ(client.tls->state(), TlsState::kOpen) << client.tls->failure();
+  ASSERT_FALSE(SSL_in_init(server.get()));
+  bssl::UniquePtr<X509> presented(SSL_get_peer_certificate(server.get()));
+  ASSERT_NE(presented, nullptr);
+  char name[256] = {};
+  X509_NAME_get_text_by_NID(X509_get_subject_name(presented.get()), NID_commonName, name,
+                            sizeof name);
+  EXPECT_STREQ(name, "other.example.org");
+  // A key that is not the leaf's is refused at Create, naming the file.
+  options.client_certificate = {other_->chain_path, ecdsa_->key_path};
+  auto mismatch = ClientContext::Create(options);
+  ASSERT_FALSE(mismatch.ok());
+  EXPECT_NE(mismatch.status().message().find(ecdsa_->key_path), std::string::npos);
+}
+
 TEST_F(TlsTest, CreateErrorsNameTheFile) {
   ServerOptions options;
   options.certificates = {{ecdsa_->chain_path, rsa_->key_path}};
@@ -598,6 +652,33 @@ TEST_F(TlsTest, TicketsResumeAcrossShardsAndRotate) {
   auto no_tickets = MakeServer({*ecdsa_});
   Connect(*client_context, *no_tickets, "mx:26");
   EXPECT_FALSE(Connect(*client_context, *no_tickets, "mx:26").resumed_server);
+}
+
+TEST_F(TlsTest, Tls12TicketsResumeAcrossShards) {
+  base::FakeClock clock;
+  TicketKeysOptions tickets{std::string(40, 'k'), 600, &clock};
+  auto shard_a = MakeServer({*ecdsa_, *rsa_}, tickets);
+  auto shard_b = MakeServer({*ecdsa_, *rsa_}, tickets);
+  bssl::UniquePtr<SSL_CTX> ctx(SSL_CTX_new(TLS_method()));
+  SSL_CTX_set_max_proto_version(ctx.get(), TLS1_2_VERSION);
+  SSL_CTX_set_session_cache_mode(ctx.get(), SSL_SESS_CACHE_CLIENT);
+  RawClient first(ctx.get(), "mail.example.com");
+  Side server_a{TlsTransport::Server(*shard_a), {}};
+  ASSERT_TRUE(first.Handshake(server_a));
+  bssl::UniquePtr<SSL_SESSION> session(SSL_get1_session(first.ssl.get()));
+  ASSERT_NE(session, nullptr);
+  RawClient second(ctx.get(), "mail.example.com");
+  SSL_set_session(second.ssl.get(), session.get());
+  Side server_b{TlsTransport::Server(*shard_b), {}};
+  ASSERT_TRUE(second.Handshake(server_b));
+  EXPECT_TRUE(server_b.tls->info().resumed);
+  EXPECT_EQ(server_b.tls->info().version, "TLSv1.2");
+  clock.AdvanceMs(2 * 600 * 1000);
+  RawClient third(ctx.get(), "mail.example.com");
+  SSL_set_session(third.ssl.get(), session.get());
+  Side server_c{TlsTransport::Server(*shard_a), {}};
+  ASSERT_TRUE(third.Handshake(server_c));
+  EXPECT_FALSE(server_c.tls->info().resumed);
 }
 
 TEST_F(TlsTest, ClientSessionCacheIsBounded) {

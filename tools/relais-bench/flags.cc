@@ -38,7 +38,13 @@ ABSL_FLAG(bool, progress, false, "send: print progress each second");
 ABSL_FLAG(bool, quiet, false, "send: print only the summary");
 ABSL_FLAG(std::string, hold, "", "send: connect, EHLO and keep connections idle this long");
 ABSL_FLAG(std::string, message, "", "send: the message file to send every time");
+ABSL_FLAG(bool, tls, false, "send: STARTTLS on every connection");
+ABSL_FLAG(bool, tls_implicit, false, "send, sink: TLS from the first byte (port 465 style)");
+ABSL_FLAG(bool, tls_resume, false, "send: resume TLS sessions (tickets) across connections");
+ABSL_FLAG(std::string, auth, "", "send: USER:PASS for AUTH PLAIN over TLS");
 // sink
+ABSL_FLAG(std::string, tls_cert, "", "sink: PEM certificate chain: offer STARTTLS");
+ABSL_FLAG(std::string, tls_key, "", "sink: PEM private key of --tls-cert");
 ABSL_FLAG(std::string, listen, "", "sink: HOST:PORT or /PATH to listen on");
 ABSL_FLAG(std::string, hostname, "", "sink: name in the greeting");
 ABSL_FLAG(relais::cli::Repeated, reply, {}, "sink: STAGE:CODE:FRACTION, may be repeated");

@@ -38,6 +38,7 @@
 #include "core/timer/timer_wheel.h"
 #include "core/uring/engine.h"
 #include "protocols/smtp/client_session.h"
+#include "protocols/tls/tls.h"
 #include "tools/relais-bench/commands.h"
 #include "tools/relais-bench/flags.h"
 #include "tools/relais-bench/latency_histogram.h"
@@ -57,9 +58,15 @@ constexpr const char* kSendUsage =
     "           [--messages-per-connection K] [--from ADDR] [--to-domain D] [--helo NAME]\n"
     "           [--timeout T] [--run-id ID] [--sink HOST:PORT] [--verify-timeout T]\n"
     "           [--json FILE] [--seed N] [--progress] [--quiet] [--hold T] [--message FILE]\n"
+    "           [--tls | --tls-implicit] [--tls-resume] [--auth USER:PASS]\n"
     "  --hold T opens the connections, says EHLO and keeps them idle for T (no messages).\n"
     "  --message FILE sends that message (RFC 5322, LF or CRLF) every time, with the tracking\n"
     "  header on top, instead of a generated one; --size does not apply then.\n"
+    "  --tls says STARTTLS on every connection (a server that does not offer it fails the\n"
+    "  session); --tls-implicit speaks TLS from the first byte (port 465). Certificates are not\n"
+    "  verified. --tls-resume resumes each new connection's TLS session from the last one\n"
+    "  (tickets); without it every connection makes a full handshake. --auth logs in (AUTH\n"
+    "  PLAIN, else LOGIN) after STARTTLS. The report has the handshake latency (tls).\n"
     "  Defaults: 10 connections, 1000 messages (or until --duration), 2k, 1 recipient, closed\n"
     "  loop, pipelining on, DATA (not BDAT), sources spread over 127.0.0.0/8 for a loopback\n"
     "  target. Exit status: 0 done, 1 the run failed, 2 bad usage, 3 messages were lost.\n";
@@ -94,7 +101,13 @@ struct SendOptions {
   uint64_t seed = 0;
   bool progress = false;
   bool quiet = false;
-  std::string message;  // --message: the file's message, CRLF; empty: generated messages.
+  std::string message;        // --message: the file's message, CRLF; empty: generated messages.
+  bool tls = false;           // STARTTLS.
+  bool tls_implicit = false;  // TLS from the first byte.
+  bool tls_resume = false;
+  std::string tls_server_name;  // SNI: the target's host when it is a name.
+  std::string auth_user;
+  std::string auth_password;
 };
 
 class Sender;
@@ -123,7 +136,8 @@ struct Link final : timer::Timer, net::StreamSession, net::StreamPumpOwner {
   Sender* sender;
   uint32_t index;
   std::optional<smtp::ClientSession> session;
-  std::optional<net::StreamPump> pump;  // The connection in hand.
+  std::unique_ptr<tls::TlsTransport> tls;  // Once TLS starts; outlives the pump's use of it.
+  std::optional<net::StreamPump> pump;     // The connection in hand.
   bool connecting = false;
   bool closing = false;
   bool dirty = false;
@@ -132,11 +146,14 @@ struct Link final : timer::Timer, net::StreamSession, net::StreamPumpOwner {
   bool retired = false;         // No more work: not reopened.
   bool quitting = false;        // QUIT sent for good: retired once the connection is closed.
   bool was_ready = false;
-  std::string lost_reason;  // Set when the connection failed.
+  bool starttls_due = false;  // The server said 220 to STARTTLS: switch once nothing is sent.
+  bool tls_settled = false;   // The handshake finished or failed (counted).
+  std::string lost_reason;    // Set when the connection failed.
   // Timings of the connection and message in hand (monotonic microseconds; 0: not yet).
   uint64_t connect_start_us = 0;
   uint64_t connected_us = 0;
   uint64_t ehlo_sent_us = 0;
+  uint64_t tls_start_us = 0;  // The ClientHello's turn (0: no handshake yet).
   uint64_t data_end_sent_us = 0;
   // The message in hand.
   bool in_message = false;
@@ -146,7 +163,7 @@ struct Link final : timer::Timer, net::StreamSession, net::StreamPumpOwner {
 };
 
 struct Latencies {
-  LatencyHistogram connect, ehlo, data_end, start_lag;
+  LatencyHistogram connect, ehlo, tls, data_end, start_lag;
 };
 
 json LatencyJson(const LatencyHistogram& h) {
@@ -189,6 +206,17 @@ class Sender {
       return engine.status();
     }
     engine_ = std::move(*engine);
+    if (options_.tls || options_.tls_implicit) {
+      tls::ClientOptions tls_options;
+      tls_options.ca_file = "";  // A load generator does not verify.
+      tls_options.session_cache_max = 1;
+      absl::StatusOr<std::unique_ptr<tls::ClientContext>> context =
+          tls::ClientContext::Create(tls_options);
+      if (!context.ok()) {
+        return context.status();
+      }
+      tls_context_ = std::move(*context);
+    }
     acked_.reserve(options_.messages == 0 ? 1024 : options_.messages);
     start_us_ = clock_.MonotonicMicros();
     last_ready_ms_ = clock_.MonotonicMs();
@@ -278,6 +306,9 @@ class Sender {
         ++connections_ok_;
         l.connected_us = clock_.MonotonicMicros();
         lat_.connect.Record(l.connected_us - l.connect_start_us);
+        if (l.tls != nullptr) {
+          l.tls_start_us = l.connected_us;  // Implicit TLS: the ClientHello goes first.
+        }
       }
     } else if (pump.peer_gone()) {
       Lost(l, pump.end() == net::PumpEnd::kSendFailed
@@ -314,6 +345,7 @@ class Sender {
     }
     l.closing = false;
     l.pump.reset();  // The pump touches nothing after OnPumpClosed.
+    l.tls.reset();
     l.session.reset();
     if (!l.retired && HasWork()) {
       // Straight back after a connection that worked (message cap, or cut by the server);
@@ -387,6 +419,9 @@ class Sender {
     l.lost_reason.clear();
     l.was_ready = false;
     l.ehlo_sent_us = 0;
+    l.tls_start_us = 0;
+    l.starttls_due = false;
+    l.tls_settled = false;
     l.messages_on_connection = 0;
     const int family = options_.address.ss_family;
     const io::Socket socket = engine_->net().NewStreamSocket(family);
@@ -432,13 +467,64 @@ class Sender {
     o.reply_timeout_ms = timeout;
     o.data_init_timeout_ms = timeout;
     o.data_end_timeout_ms = timeout;
+    if (options_.tls) {
+      o.starttls = smtp::StartTls::kRequired;
+    }
+    o.auth_user = options_.auth_user;
+    o.auth_password = options_.auth_password;
     l.session.emplace(std::move(o));
     l.connecting = true;
     l.connect_start_us = clock_.MonotonicMicros();
     timers_.Arm(l, clock_.MonotonicMs() + options_.timeout_ms);
     l.pump.emplace(engine_->net(), socket, l, l, &timers_);
+    if (options_.tls_implicit) {
+      l.tls = NewTls();
+      l.pump->SetTransport(*l.tls);
+    }
     l.pump->Hold();  // Closed only by BeginClose.
     l.pump->Connect(reinterpret_cast<const sockaddr*>(&options_.address), options_.address_length);
+  }
+
+  std::unique_ptr<tls::TlsTransport> NewTls() {
+    return tls::TlsTransport::Client(*tls_context_, options_.tls_server_name,
+                                     tls::VerifyMode::kNone,
+                                     options_.tls_resume ? options_.target : std::string());
+  }
+
+  // STARTTLS's switch, and the handshake's outcome. False when the link failed.
+  bool AdvanceTls(Link& l) {
+    smtp::ClientSession& s = *l.session;
+    if (s.TakeStartTls()) {
+      l.starttls_due = true;
+    }
+    if (l.starttls_due && !l.pump->sending()) {
+      l.starttls_due = false;
+      l.tls = NewTls();
+      l.pump->SetTransport(*l.tls);
+      l.tls_start_us = clock_.MonotonicMicros();
+    }
+    if (l.tls == nullptr || l.tls_settled) {
+      return true;
+    }
+    if (l.tls->TakeHandshakeDone()) {
+      l.tls_settled = true;
+      ++tls_handshakes_;
+      if (l.tls->info().resumed) {
+        ++tls_resumed_;
+      }
+      if (l.tls_start_us != 0) {
+        lat_.tls.Record(clock_.MonotonicMicros() - l.tls_start_us);
+      }
+      if (options_.tls) {
+        s.TlsStarted();  // The session says EHLO again, encrypted.
+      }
+    } else if (l.tls->state() == tls::TlsState::kFailed) {
+      l.tls_settled = true;
+      ++tls_failures_;
+      Lost(l, StrCat("TLS handshake: ", l.tls->failure()));
+      return false;
+    }
+    return true;
   }
 
   // Starts the next message on a ready connection; false when there is none to send (now).
@@ -567,6 +653,7 @@ class Sender {
       return;
     }
     smtp::ClientSession& s = *l.session;
+    (void)AdvanceTls(l);  // A failure closes the session (s.closed() below).
     if (l.in_message && s.transaction_done()) {
       Complete(l);
     }
@@ -679,6 +766,7 @@ class Sender {
   base::Random random_;
   base::SystemClock clock_;
   timer::TimerWheel timers_;
+  std::unique_ptr<tls::ClientContext> tls_context_;  // Outlives the links' transports.
   std::unique_ptr<uring::Engine> engine_;
   std::vector<std::unique_ptr<Link>> links_;
   std::vector<Link*> dirty_;
@@ -707,6 +795,9 @@ class Sender {
   uint64_t connections_ok_ = 0;
   uint64_t connect_failures_ = 0;
   uint64_t sessions_ready_ = 0;
+  uint64_t tls_handshakes_ = 0;
+  uint64_t tls_resumed_ = 0;
+  uint64_t tls_failures_ = 0;
   // When a session last became ready or a transaction ended: a server that refuses or fails
   // every session for --timeout ends the run (it would otherwise go on for ever), while one
   // that restarts (the crash loop) is waited for.
@@ -840,7 +931,10 @@ json Sender::Report(const std::optional<RunAccount>& account, const absl::Status
                  {"pipelining", options_.pipelining},
                  {"bdat", options_.bdat},
                  {"lmtp", options_.lmtp},
-                 {"bind", options_.bind ? options_.bind->ToString() : "none"}};
+                 {"bind", options_.bind ? options_.bind->ToString() : "none"},
+                 {"tls", options_.tls ? "starttls" : (options_.tls_implicit ? "implicit" : "off")},
+                 {"tls_resume", options_.tls_resume},
+                 {"auth", !options_.auth_user.empty()}};
   json replies = json::object();
   for (const auto& [code, n] : replies_) {
     replies[code] = n;
@@ -852,6 +946,9 @@ json Sender::Report(const std::optional<RunAccount>& account, const absl::Status
   json latency = {{"connect", LatencyJson(lat_.connect)},
                   {"ehlo", LatencyJson(lat_.ehlo)},
                   {"data_end", LatencyJson(lat_.data_end)}};
+  if (options_.tls || options_.tls_implicit) {
+    latency["tls_handshake"] = LatencyJson(lat_.tls);
+  }
   if (options_.rate > 0) {
     latency["start_lag"] = LatencyJson(lat_.start_lag);
   }
@@ -867,6 +964,9 @@ json Sender::Report(const std::optional<RunAccount>& account, const absl::Status
       {"bytes_per_second", seconds > 0 ? static_cast<double>(bytes_accepted_) / seconds : 0.0},
       {"connections_opened", connections_ok_},
       {"sessions_ready", sessions_ready_},
+      {"tls_handshakes", tls_handshakes_},
+      {"tls_resumed", tls_resumed_},
+      {"tls_failures", tls_failures_},
       {"replies", replies},
       {"errors", errors},
       {"latency_us", latency}};
@@ -940,6 +1040,12 @@ void Sender::PrintSummary(const json& j) const {
               static_cast<unsigned long long>(connection_lost_));
   std::printf("  throughput %.1f msg/s  %.2f MiB/s\n", s["messages_per_second"].get<double>(),
               s["bytes_per_second"].get<double>() / 1048576.0);
+  if (options_.tls || options_.tls_implicit) {
+    std::printf("  tls handshakes %llu  resumed %llu  failed %llu\n",
+                static_cast<unsigned long long>(tls_handshakes_),
+                static_cast<unsigned long long>(tls_resumed_),
+                static_cast<unsigned long long>(tls_failures_));
+  }
   std::string replies;
   for (const auto& [code, n] : replies_) {
     StrAppend(&replies, " ", code, ":", n);
@@ -959,6 +1065,7 @@ void Sender::PrintSummary(const json& j) const {
   };
   row("connect", lat_.connect);
   row("ehlo", lat_.ehlo);
+  row("tls", lat_.tls);
   row("data-end", lat_.data_end);
   row("start-lag", lat_.start_lag);
   if (j.contains("check")) {
@@ -1162,6 +1269,32 @@ absl::Status ParseSendOptions(const Flags& f, SendOptions& o) {
       o.message.append("\r\n");
     }
   }
+  o.tls = f.Has("tls");
+  o.tls_implicit = f.Has("tls-implicit");
+  o.tls_resume = f.Has("tls-resume");
+  if (o.tls && o.tls_implicit) {
+    return absl::InvalidArgumentError("--tls (STARTTLS) and --tls-implicit exclude each other");
+  }
+  if (o.tls_resume && !o.tls && !o.tls_implicit) {
+    return absl::InvalidArgumentError("--tls-resume needs --tls or --tls-implicit");
+  }
+  if (o.tls || o.tls_implicit) {
+    std::string host, port;
+    if (!o.target.starts_with('/') && net::SplitHostPort(o.target, host, port)) {
+      o.tls_server_name = host;  // The transport sends no SNI for an address.
+    }
+  }
+  if (auto v = f.Get("auth")) {
+    const size_t colon = v->find(':');
+    if (colon == std::string::npos || colon == 0) {
+      return absl::InvalidArgumentError("--auth takes USER:PASS");
+    }
+    if (!o.tls) {
+      return absl::InvalidArgumentError("--auth needs --tls: credentials go out only over TLS");
+    }
+    o.auth_user = v->substr(0, colon);
+    o.auth_password = v->substr(colon + 1);
+  }
   o.from = f.Get("from").value_or(o.from);
   o.to_domain = f.Get("to-domain").value_or(o.to_domain);
   o.helo = f.Get("helo").value_or(o.helo);
@@ -1193,13 +1326,19 @@ absl::Status ParseSendOptions(const Flags& f, SendOptions& o) {
 }  // namespace
 
 int RunSend(const std::vector<std::string>& args) {
-  absl::StatusOr<Flags> flags =
-      Flags::Parse(args, {"lmtp", "bdat", "progress", "quiet", "help"},
-                   {"target", "connections",    "messages",   "duration", "size",
-                    "rcpts",  "rate",           "pipelining", "bind",     "messages-per-connection",
-                    "from",   "to-domain",      "helo",       "timeout",  "run-id",
-                    "sink",   "verify-timeout", "json",       "seed",     "hold",
-                    "message"});
+  absl::StatusOr<Flags> flags = Flags::Parse(
+      args, {"lmtp", "bdat", "progress", "quiet", "help", "tls", "tls-implicit", "tls-resume"},
+      {"target",         "connections",
+       "messages",       "duration",
+       "size",           "rcpts",
+       "rate",           "pipelining",
+       "bind",           "messages-per-connection",
+       "from",           "to-domain",
+       "helo",           "timeout",
+       "run-id",         "sink",
+       "verify-timeout", "json",
+       "seed",           "hold",
+       "message",        "auth"});
   if (!flags.ok()) {
     return Usage(flags.status());
   }

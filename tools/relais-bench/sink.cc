@@ -2,6 +2,7 @@
 // counts what it takes by tracking header and answers as told (--reply, --delay).
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -23,6 +24,7 @@
 #include "core/net/stream_pump.h"
 #include "core/timer/timer_wheel.h"
 #include "core/uring/engine.h"
+#include "protocols/tls/tls.h"
 #include "tools/relais-bench/commands.h"
 #include "tools/relais-bench/flags.h"
 #include "tools/relais-bench/ledger.h"
@@ -37,6 +39,9 @@ constexpr const char* kSinkUsage =
     "usage: relais-bench sink [--listen HOST:PORT] [--lmtp] [--reply STEP:CODE|drop:P]...\n"
     "                         [--delay STEP:MS[-MS][:P]]... [--seed N] [--duration T]\n"
     "                         [--messages N] [--json FILE] [--hostname NAME]\n"
+    "                         [--tls-cert FILE --tls-key FILE [--tls-implicit]]\n"
+    "  --tls-cert/--tls-key offer STARTTLS (and, once TLS is on, AUTH PLAIN LOGIN taking any\n"
+    "  credentials); with --tls-implicit every connection is TLS from its first byte.\n"
     "  STEP is CONNECT, HELO, MAIL, RCPT, DATA, BODY (drop only: cut the connection mid-DATA)\n"
     "  or EOD (the reply after the data). Example: --reply RCPT:451:0.05 --reply BODY:drop:0.01\n";
 
@@ -92,7 +97,8 @@ struct Conn final : net::StreamSession, net::StreamPumpOwner {
   void Feed(std::string_view bytes) override { session.Feed(bytes); }
   [[nodiscard]] std::string_view PendingOutput() const override { return session.PendingOutput(); }
   void ConsumeOutput(size_t bytes) override { session.ConsumeOutput(bytes); }
-  [[nodiscard]] bool WantsInput() const override { return true; }
+  // Not between STARTTLS and the switch to TLS.
+  [[nodiscard]] bool WantsInput() const override { return session.WantsInput(); }
   [[nodiscard]] bool WantsClose() const override { return session.WantsClose(); }
   void EndOfInput() override {}  // The pump says input_ended(): the sink closes at once.
 
@@ -103,16 +109,23 @@ struct Conn final : net::StreamSession, net::StreamPumpOwner {
 
   Sink* sink;
   SinkSession session;
+  std::unique_ptr<tls::TlsTransport> tls;  // Once TLS starts; outlives the pump's use of it.
   net::StreamPump pump;
   bool delay_armed = false;
   bool dirty = false;
+  bool starttls_due = false;  // The 220 to STARTTLS is queued: switch once it is sent.
+  bool tls_counted = false;
+  bool auth_counted = false;
 };
 
 class Sink final : public SinkHandler, public io::SocketOp {
  public:
   Sink(SinkOptions options, std::array<std::vector<ReplyRule>, kSteps> replies,
-       std::array<std::vector<DelayRule>, kSteps> delays, uint64_t seed)
-      : options_(std::move(options)),
+       std::array<std::vector<DelayRule>, kSteps> delays, uint64_t seed,
+       std::unique_ptr<tls::ServerContext> tls_context, bool tls_implicit)
+      : tls_context_(std::move(tls_context)),
+        tls_implicit_(tls_implicit),
+        options_(std::move(options)),
         replies_(std::move(replies)),
         delays_(std::move(delays)),
         random_(seed),
@@ -181,6 +194,12 @@ class Sink final : public SinkHandler, public io::SocketOp {
     j["refused"] = refused_;
     j["dropped"] = dropped_;
     j["untracked"] = ledger_.untracked();
+    if (tls_context_ != nullptr) {
+      j["tls"] = {{"handshakes", tls_handshakes_},
+                  {"resumed", tls_resumed_},
+                  {"failed", tls_failed_},
+                  {"authenticated", authenticated_}};
+    }
     nlohmann::ordered_json runs = nlohmann::ordered_json::object();
     for (const auto& [run, account] : ledger_.runs()) {
       runs[run] = {{"messages", account.messages()},
@@ -245,6 +264,11 @@ class Sink final : public SinkHandler, public io::SocketOp {
                                          timers_, options_, *this);
       Conn& c = *conn;
       conns_.insert(conn.release());
+      if (tls_implicit_) {
+        c.tls = tls::TlsTransport::Server(*tls_context_);
+        c.pump.SetTransport(*c.tls);
+        c.session.TlsStarted();
+      }
       c.session.Start();
       MarkDirty(c);
     } else if (result != -ECANCELED) {
@@ -287,6 +311,30 @@ class Sink final : public SinkHandler, public io::SocketOp {
       pump.Abort();
       return;
     }
+    if (c.session.TakeStartTls()) {
+      c.starttls_due = true;
+    }
+    if (c.starttls_due && c.session.PendingOutput().empty() && !pump.sending()) {
+      // The 220 is out: what comes next is the ClientHello.
+      c.starttls_due = false;
+      c.tls = tls::TlsTransport::Server(*tls_context_);
+      pump.SetTransport(*c.tls);
+      c.session.TlsStarted();
+    }
+    if (c.tls != nullptr && !c.tls_counted) {
+      if (c.tls->TakeHandshakeDone()) {
+        c.tls_counted = true;
+        ++tls_handshakes_;
+        tls_resumed_ += c.tls->info().resumed ? 1 : 0;
+      } else if (c.tls->state() == tls::TlsState::kFailed) {
+        c.tls_counted = true;
+        ++tls_failed_;
+      }
+    }
+    if (c.session.authenticated() && !c.auth_counted) {
+      c.auth_counted = true;
+      ++authenticated_;
+    }
     if (c.session.delay_ms() != 0 && !c.delay_armed) {
       c.delay_armed = true;
       pump.SetDeadline(clock_.MonotonicMs() + c.session.delay_ms());
@@ -294,6 +342,9 @@ class Sink final : public SinkHandler, public io::SocketOp {
     pump.Drive();  // Sends what is pending; closes once QUIT's reply is out; reads.
   }
 
+  // Before the connections (declared first, destroyed last): their transports use it.
+  std::unique_ptr<tls::ServerContext> tls_context_;
+  const bool tls_implicit_;
   const SinkOptions options_;
   const std::array<std::vector<ReplyRule>, kSteps> replies_;
   const std::array<std::vector<DelayRule>, kSteps> delays_;
@@ -312,6 +363,10 @@ class Sink final : public SinkHandler, public io::SocketOp {
   uint64_t bytes_ = 0;
   uint64_t refused_ = 0;
   uint64_t dropped_ = 0;
+  uint64_t tls_handshakes_ = 0;
+  uint64_t tls_resumed_ = 0;
+  uint64_t tls_failed_ = 0;
+  uint64_t authenticated_ = 0;
 };
 
 void Conn::OnPumpReady(net::StreamPump&) { sink->MarkDirty(*this); }
@@ -328,7 +383,8 @@ int Usage(const absl::Status& status) {
 
 int RunSink(const std::vector<std::string>& args) {
   absl::StatusOr<Flags> flags = Flags::Parse(
-      args, {"lmtp", "help"}, {"listen", "seed", "duration", "messages", "json", "hostname"},
+      args, {"lmtp", "help", "tls-implicit"},
+      {"listen", "seed", "duration", "messages", "json", "hostname", "tls-cert", "tls-key"},
       {"reply", "delay"});
   if (!flags.ok()) {
     return Usage(flags.status());
@@ -423,15 +479,43 @@ int RunSink(const std::vector<std::string>& args) {
     if (!n.ok()) return Usage(n.status());
     messages_max = *n;
   }
-  Sink sink(options, std::move(replies), std::move(delays), seed);
+  std::unique_ptr<tls::ServerContext> tls_context;
+  const bool tls_implicit = flags->Has("tls-implicit");
+  if (flags->Has("tls-cert") != flags->Has("tls-key")) {
+    return Usage(absl::InvalidArgumentError("--tls-cert and --tls-key go together"));
+  }
+  if (tls_implicit && !flags->Has("tls-cert")) {
+    return Usage(absl::InvalidArgumentError("--tls-implicit needs --tls-cert and --tls-key"));
+  }
+  if (flags->Has("tls-cert")) {
+    tls::ServerOptions tls_options;
+    tls_options.certificates = {{*flags->Get("tls-cert"), *flags->Get("tls-key")}};
+    tls_options.tickets.secret.resize(32);
+    if (getrandom(tls_options.tickets.secret.data(), 32, 0) != 32) {
+      std::fprintf(stderr, "relais-bench sink: getrandom: %s\n", std::strerror(errno));
+      return 1;
+    }
+    absl::StatusOr<std::unique_ptr<tls::ServerContext>> created =
+        tls::ServerContext::Create(tls_options);
+    if (!created.ok()) {
+      std::fprintf(stderr, "relais-bench sink: %s\n",
+                   std::string(created.status().message()).c_str());
+      return 1;
+    }
+    tls_context = std::move(*created);
+    options.starttls = !tls_implicit;
+  }
+  Sink sink(options, std::move(replies), std::move(delays), seed, std::move(tls_context),
+            tls_implicit);
   std::string bound;
   if (absl::Status s = sink.Open(flags->Get("listen").value_or("127.0.0.1:2526"), bound); !s.ok()) {
     std::fprintf(stderr, "relais-bench sink: %s\n", std::string(s.message()).c_str());
     return 1;
   }
   InstallStopHandlers();
-  std::printf("relais-bench sink: listening on %s%s\n", bound.c_str(),
-              options.lmtp ? " (LMTP)" : "");
+  std::printf("relais-bench sink: listening on %s%s%s\n", bound.c_str(),
+              options.lmtp ? " (LMTP)" : "",
+              tls_implicit ? " (implicit TLS)" : (options.starttls ? " (STARTTLS)" : ""));
   std::fflush(stdout);
   sink.Run(duration_ms, messages_max);
   const nlohmann::ordered_json summary = sink.Summary();

@@ -88,8 +88,8 @@ void SinkSession::ConsumeOutput(size_t bytes) {
 }
 
 void SinkSession::Feed(std::string_view bytes) {
-  if (aborting_ || closing_ || phase_ == Phase::kClosed) {
-    return;
+  if (aborting_ || closing_ || phase_ == Phase::kClosed || starttls_accepted_) {
+    return;  // After STARTTLS's 220 nothing in the clear is read (RFC 3207 5, CVE-2011-0411).
   }
   if (input_offset_ < input_.size() || held_) {
     if (input_.size() - input_offset_ + bytes.size() > kBufferedInputMax) {
@@ -103,6 +103,15 @@ void SinkSession::Feed(std::string_view bytes) {
     input_offset_ = 0;
   }
   Process();
+}
+
+void SinkSession::TlsStarted() {
+  tls_ = true;
+  starttls_accepted_ = false;
+  starttls_taken_ = false;
+  greeted_ = false;  // RFC 3207 4.2: the client starts over with EHLO.
+  authenticated_ = false;
+  ResetTransaction();
 }
 
 void SinkSession::ReleaseDelayed() {
@@ -176,6 +185,27 @@ void SinkSession::Process() {
       }
       input_offset_ += newline + 1;
       HandleLine(line);
+    } else if (phase_ == Phase::kAuthLogin || phase_ == Phase::kAuthPlain) {
+      const size_t newline = in.find('\n');
+      if (newline == std::string_view::npos) {
+        if (in.size() > kCommandLineBytesMax) {
+          ReplyNow("500 5.5.6 authentication line too long\r\n");
+          closing_ = true;
+        }
+        break;
+      }
+      const std::string_view line = in.substr(0, newline);
+      input_offset_ += newline + 1;
+      if (line == "*" || line == "*\r") {
+        phase_ = Phase::kCommand;
+        ReplyNow("501 5.7.0 authentication cancelled\r\n");
+      } else if (phase_ == Phase::kAuthLogin && --auth_lines_ > 0) {
+        ReplyNow("334 UGFzc3dvcmQ6\r\n");  // "Password:"
+      } else {
+        phase_ = Phase::kCommand;
+        authenticated_ = true;
+        ReplyNow("235 2.7.0 authenticated\r\n");
+      }
     } else if (phase_ == Phase::kData) {
       // Find CRLF.CRLF. data_state_: 0 in a line, 1 after CR, 2 at a line start, 3 after a
       // '.' at a line start, 4 after ".\r" at a line start.
@@ -276,8 +306,50 @@ bool SinkSession::HandleLine(std::string_view line) {
     }
     return Reply(action, StrCat("250-", options_.hostname, "\r\n250-PIPELINING\r\n250-SIZE ",
                                 options_.message_bytes_max,
-                                "\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-ENHANCEDSTATUSCODES\r\n"
-                                "250 CHUNKING\r\n"));
+                                "\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-ENHANCEDSTATUSCODES\r\n",
+                                options_.starttls && !tls_ ? "250-STARTTLS\r\n" : "",
+                                tls_ ? "250-AUTH PLAIN LOGIN\r\n" : "", "250 CHUNKING\r\n"));
+  }
+  if (is("STARTTLS")) {
+    if (!options_.starttls || tls_) {
+      ReplyNow(tls_ ? "503 5.5.1 TLS already active\r\n" : "502 5.5.1 STARTTLS not offered\r\n");
+    } else if (!argument.empty()) {
+      ReplyNow("501 5.5.4 STARTTLS takes no argument\r\n");
+    } else if (!greeted_) {
+      ReplyNow("503 5.5.1 say EHLO first\r\n");
+    } else {
+      ReplyNow("220 2.0.0 ready to start TLS\r\n");
+      starttls_accepted_ = true;
+      starttls_taken_ = true;
+      input_.clear();  // Whatever was pipelined behind STARTTLS is dropped.
+      input_offset_ = 0;
+    }
+    return true;
+  }
+  if (is("AUTH")) {
+    const size_t end = argument.find(' ');
+    const std::string_view mechanism = argument.substr(0, end);
+    const std::string_view initial = end == std::string_view::npos ? "" : argument.substr(end + 1);
+    if (!tls_) {
+      ReplyNow("538 5.7.11 encryption required for AUTH\r\n");
+    } else if (authenticated_ || mail_ok_ || !greeted_) {
+      ReplyNow("503 5.5.1 AUTH not allowed now\r\n");
+    } else if (EqualsIgnoreCase(mechanism, "PLAIN")) {
+      if (initial.empty()) {
+        phase_ = Phase::kAuthPlain;
+        ReplyNow("334 \r\n");
+      } else {
+        authenticated_ = true;
+        ReplyNow("235 2.7.0 authenticated\r\n");
+      }
+    } else if (EqualsIgnoreCase(mechanism, "LOGIN")) {
+      phase_ = Phase::kAuthLogin;
+      auth_lines_ = initial.empty() ? 2 : 1;
+      ReplyNow(initial.empty() ? "334 VXNlcm5hbWU6\r\n" : "334 UGFzc3dvcmQ6\r\n");
+    } else {
+      ReplyNow("504 5.5.4 unknown mechanism\r\n");
+    }
+    return true;
   }
   if (is("MAIL")) {
     if (!greeted_ || mail_ok_) {

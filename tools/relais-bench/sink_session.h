@@ -12,11 +12,20 @@
 // PIPELINING (replies to a batch leave together), CHUNKING (BDAT), SIZE, 8BITMIME, SMTPUTF8,
 // ENHANCEDSTATUSCODES; RSET, NOOP, QUIT; and XSTAT RUN, whose reply is the handler's account of
 // that run. Only CRLF.CRLF ends DATA. Owned by one thread; does no I/O and reads no clock.
+//
+// With SinkOptions::starttls, EHLO offers STARTTLS (RFC 3207) until TLS is on: the 220 is
+// queued, everything the client pipelined after the command is discarded (never executed),
+// the session reads nothing more and TakeStartTls() says so once; the owner switches the
+// connection to TLS once the 220 is out and calls TlsStarted(), which forgets the EHLO (the
+// client must say it again). Once TLS is on (TlsStarted, or implicit TLS), EHLO offers
+// AUTH PLAIN LOGIN (RFC 4954) and any credentials are taken: a sink measures, it does not
+// guard.
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 
 namespace relais::bench {
 
@@ -60,6 +69,7 @@ struct SinkOptions {
   std::string hostname = "relais-bench-sink";
   bool lmtp = false;
   uint64_t message_bytes_max = 104'857'600;  // Advertised with SIZE; larger is refused (552).
+  bool starttls = false;                     // Offer STARTTLS (the owner has a TLS context).
 };
 
 class SinkSession {
@@ -83,8 +93,17 @@ class SinkSession {
   [[nodiscard]] bool WantsAbort() const { return aborting_; }
   [[nodiscard]] uint64_t messages() const { return messages_; }
 
+  // False once STARTTLS was accepted, until TlsStarted(): nothing more is read in the clear.
+  [[nodiscard]] bool WantsInput() const { return !starttls_accepted_; }
+  // True once, when the 220 to STARTTLS is queued: switch to TLS after it is sent.
+  [[nodiscard]] bool TakeStartTls() { return std::exchange(starttls_taken_, false); }
+  // The connection is encrypted now (after STARTTLS, or from the start for implicit TLS).
+  void TlsStarted();
+  [[nodiscard]] bool tls() const { return tls_; }
+  [[nodiscard]] bool authenticated() const { return authenticated_; }
+
  private:
-  enum class Phase : uint8_t { kCommand, kData, kBdat, kClosed };
+  enum class Phase : uint8_t { kCommand, kData, kBdat, kClosed, kAuthLogin, kAuthPlain };
 
   void Process();
   bool HandleLine(std::string_view line);
@@ -114,6 +133,11 @@ class SinkSession {
   bool closing_ = false;
   bool aborting_ = false;
   bool greeted_ = false;
+  bool tls_ = false;
+  bool starttls_accepted_ = false;
+  bool starttls_taken_ = false;
+  bool authenticated_ = false;
+  uint8_t auth_lines_ = 0;  // AUTH LOGIN: the lines still to come.
 
   // Transaction.
   bool mail_ok_ = false;

@@ -233,5 +233,83 @@ TEST(SinkSession, TrackingValueParsing) {
   }
 }
 
+TEST(SinkSession, StartTlsDiscardsWhatWasPipelinedAndStartsOver) {
+  SinkOptions options;
+  options.starttls = true;
+  Recorder r;
+  SinkSession s(options, r);
+  s.Start();
+  Drain(s);
+  s.Feed("STARTTLS\r\n");
+  EXPECT_TRUE(Drain(s).starts_with("503 "));  // EHLO first.
+  s.Feed("EHLO c\r\n");
+  const std::string ehlo = Drain(s);
+  EXPECT_NE(ehlo.find("250-STARTTLS\r\n"), std::string::npos);
+  EXPECT_EQ(ehlo.find("AUTH"), std::string::npos);  // Not in the clear.
+  s.Feed("AUTH PLAIN AHUAcA==\r\n");
+  EXPECT_TRUE(Drain(s).starts_with("538 "));
+  // The injection: commands behind STARTTLS in the same packet are never executed.
+  s.Feed("STARTTLS\r\nMAIL FROM:<evil@example.com>\r\n");
+  EXPECT_EQ(Drain(s), "220 2.0.0 ready to start TLS\r\n");
+  EXPECT_TRUE(s.TakeStartTls());
+  EXPECT_FALSE(s.TakeStartTls());
+  EXPECT_FALSE(s.WantsInput());
+  s.Feed("RCPT TO:<x@example.com>\r\n");  // Still in the clear: dropped.
+  EXPECT_EQ(Drain(s), "");
+  s.TlsStarted();
+  EXPECT_TRUE(s.WantsInput());
+  EXPECT_TRUE(s.tls());
+  s.Feed("MAIL FROM:<a@example.com>\r\n");
+  EXPECT_TRUE(Drain(s).starts_with("503 5.5.1 say hello first"));  // The EHLO was forgotten.
+  s.Feed("EHLO c\r\n");
+  const std::string again = Drain(s);
+  EXPECT_EQ(again.find("STARTTLS"), std::string::npos);
+  EXPECT_NE(again.find("250-AUTH PLAIN LOGIN\r\n"), std::string::npos);
+  s.Feed("STARTTLS\r\n");
+  EXPECT_TRUE(Drain(s).starts_with("503 "));
+}
+
+TEST(SinkSession, AuthPlainAndLoginOverTls) {
+  SinkOptions options;
+  Recorder r;
+  {
+    SinkSession s(options, r);
+    s.TlsStarted();  // Implicit TLS.
+    s.Start();
+    Drain(s);
+    s.Feed("EHLO c\r\nAUTH PLAIN AHUAcA==\r\n");
+    EXPECT_NE(Drain(s).find("235 2.7.0"), std::string::npos);
+    EXPECT_TRUE(s.authenticated());
+    s.Feed("AUTH PLAIN AHUAcA==\r\n");
+    EXPECT_TRUE(Drain(s).starts_with("503 "));
+  }
+  {
+    SinkSession s(options, r);
+    s.TlsStarted();
+    s.Start();
+    Drain(s);
+    s.Feed("EHLO c\r\nAUTH LOGIN\r\n");
+    EXPECT_NE(Drain(s).find("334 VXNlcm5hbWU6\r\n"), std::string::npos);
+    s.Feed("dQ==\r\n");
+    EXPECT_EQ(Drain(s), "334 UGFzc3dvcmQ6\r\n");
+    s.Feed("cA==\r\n");
+    EXPECT_EQ(Drain(s), "235 2.7.0 authenticated\r\n");
+    EXPECT_TRUE(s.authenticated());
+  }
+  {
+    SinkSession s(options, r);
+    s.TlsStarted();
+    s.Start();
+    Drain(s);
+    s.Feed("EHLO c\r\nAUTH PLAIN\r\n");
+    EXPECT_NE(Drain(s).find("334 \r\n"), std::string::npos);
+    s.Feed("*\r\n");
+    EXPECT_TRUE(Drain(s).starts_with("501 "));
+    EXPECT_FALSE(s.authenticated());
+    s.Feed("AUTH CRAM-MD5\r\n");
+    EXPECT_TRUE(Drain(s).starts_with("504 "));
+  }
+}
+
 }  // namespace
 }  // namespace relais::bench
