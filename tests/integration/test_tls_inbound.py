@@ -29,6 +29,23 @@ from tls_certs import OPENSSL, TestCerts, tls_section
 
 SWAKS = shutil.which("swaks") or "/usr/bin/swaks"
 USERS = {"alice": "correct horse", "bob": "battery staple"}
+AUTH_IN = "SMTP AUTH in relaisd's sessions ([smtp_auth] wired into the ingress)"
+# Tests written against the agreed keys whose feature had not landed when they were written:
+# skipped, with the reason, unless RELAIS_TLS_WAITING=1. Drop a name once its feature lands.
+WAITING = {
+    "test_swaks_implicit_tls_on_the_second_listener": AUTH_IN,
+    "test_swaks_auth_plain_and_login_over_tls": AUTH_IN,
+    "test_auth_is_refused_in_clear": AUTH_IN,
+    "test_smtplib_starttls_login_sendmail": AUTH_IN,
+    "test_smtplib_smtp_ssl_implicit": AUTH_IN,
+    "test_bad_password_then_lockout": AUTH_IN,
+}
+
+
+def skip_if_waiting(test, waiting):
+    reason = waiting.get(test._testMethodName)
+    if reason and not os.environ.get("RELAIS_TLS_WAITING"):
+        test.skipTest(f"waiting for {reason}")
 
 
 def write_credentials(path, users):
@@ -79,6 +96,9 @@ class TlsDaemonTest(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         cls.certs.cleanup()
+
+    def setUp(self):
+        skip_if_waiting(self, WAITING)
 
     def start(self, starttls_mode=None, auth=True, handshake_timeout="10s", auth_extra="",
               implicit=True):
