@@ -24,13 +24,13 @@ import unittest
 import postfix_peer
 from harness import Daemon, Sink, free_port, wait_for
 from postfix_peer import Postfix
-from test_tls_inbound import received_header, skip_if_waiting
+from test_tls_clients import received_header, skip_if_waiting
 from tls_certs import TestCerts, tls_section
 
 FAST_RETRY = "[queue]\nretry_first_ms = 300\nretry_max_ms = 1000\n"
 PEER_USER, PEER_PASSWORD = "relay@postfix.test", "peer pass phrase"
 OUT = "outbound TLS and AUTH on smarthost routes in the delivery path (route tls, auth_user)"
-# As in test_tls_inbound: skipped unless RELAIS_TLS_WAITING=1 until the feature lands.
+# As in test_tls_clients: skipped unless RELAIS_TLS_WAITING=1 until the feature lands.
 WAITING = {
     "test_route_tls_encrypt_with_auth": OUT,
     "test_route_tls_verify_with_the_test_ca": OUT,
