@@ -12,7 +12,7 @@ The connections (ingress, the outbound pools, the request server, relais-bench) 
 only through the one stream pump: no hand-written recv/send/close flags (hand_written_pumps).
 Third-party libraries stay in their modules: liburing in core/uring, BoringSSL in
 protocols/crypto (and the TLS transport, protocols/tls), c-ares in protocols/dns, toml++ in
-core/config; Abseil's flags only under tools/.
+core/config, libcrypt in protocols/sasl (and relaisctl); Abseil's flags only under tools/.
 """
 
 import os
@@ -62,6 +62,7 @@ def allowed(src_dir, target):
 THIRD_PARTY_HOME = {"liburing.h": {"core/uring"},
                     "openssl/": {"protocols/crypto", "protocols/tls"},
                     "ares.h": {"protocols/dns"}, "toml++/": {"core/config"},
+                    "crypt.h": {"protocols/sasl"},
                     "absl/flags/": {"tools/cli"}}
 
 

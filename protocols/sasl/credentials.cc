@@ -64,9 +64,9 @@ bool ConstantTimeEquals(std::string_view a, std::string_view b) {
 }
 
 // Hashes `password` with the method and salt of `setting` (a full crypt string). Returns false
-// when crypt fails (a malformed setting; Load refuses those). The scratch state lives on this
-// thread's stack (crypt_rn is reentrant with it) and is wiped afterwards, like the copy of the
-// password.
+// when crypt fails (a malformed setting; Load refuses those). The scratch state is this call's
+// own (crypt_rn is reentrant with it, so threads share nothing) and is wiped afterwards, like
+// the copy of the password.
 bool HashMatches(std::string_view password, const std::string& setting) {
   std::string phrase(password);                // crypt takes a C string.
   auto data = std::make_unique<crypt_data>();  // 32 KiB: off the stack of a small thread.
@@ -288,7 +288,7 @@ const Credentials::User* Credentials::Find(std::string_view user) const {
 bool Credentials::Contains(std::string_view user) const { return Find(user) != nullptr; }
 
 VerifyResult Credentials::Verify(std::string_view user, std::string_view password) const {
-  // A yescrypt setting of the default cost, for a file with no user at all.
+  // A yescrypt hash of the default cost, for a file with no user at all.
   static const std::string kDefaultDecoy =
       "$y$j9T$F5Jx5fExrKuPp53xLKQ..1$6foLM1JhGupouWKMU70wxK61Kw9ZnecbACjJwRadqM2";
   const User* found = Find(user);

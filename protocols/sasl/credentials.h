@@ -23,7 +23,7 @@
 // Verify runs crypt(3) and costs milliseconds of CPU and a few MiB of memory (yescrypt): it
 // must never run on a shard's loop (tools/relaisd/auth_verifier.h moves it to a worker). A
 // Credentials object is immutable after Load and safe to share read-only between threads;
-// Verify keeps its scratch state (struct crypt_data) on the caller's stack.
+// Verify keeps its scratch state (struct crypt_data) per call, so threads share nothing.
 #pragma once
 
 #include <cstdint>

@@ -42,7 +42,8 @@ TEST(SaslTest, PlainMessage) {
   EXPECT_EQ(c->authzid, "");
   EXPECT_EQ(c->authcid, "alice");
   EXPECT_EQ(c->password, "secret");
-  const auto z = ParsePlain("bob\0alice\0pw"s);
+  const std::string with_authzid = "bob\0alice\0pw"s;  // The views point into it.
+  const auto z = ParsePlain(with_authzid);
   ASSERT_TRUE(z.has_value());
   EXPECT_EQ(z->authzid, "bob");
   EXPECT_FALSE(ParsePlain("alice").has_value());

@@ -102,6 +102,20 @@ class RelaisctlPasswdTest(unittest.TestCase):
         self.assertIn("no user alice", r.stderr)
         self.assertEqual(passwd(self.path, "--check", "bob", password="pw bob").returncode, 0)
 
+    def test_concurrent_runs_lose_no_user(self):
+        # Each run reads, changes and replaces the whole file: without the lock, one rename
+        # would drop another run's user.
+        procs = [subprocess.Popen([RELAISCTL, "passwd", "--file", self.path, f"user{i}"],
+                                  stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True) for i in range(8)]
+        for i, p in enumerate(procs):
+            p.stdin.write(f"pw{i}\n")
+            p.stdin.close()
+        for p in procs:
+            self.assertEqual(p.wait(timeout=120), 0, p.stderr.read())
+        users = sorted(ENTRY.match(l).group(1) for l in self.lines())
+        self.assertEqual(users, sorted(f"user{i}" for i in range(8)))
+
     def test_refuses_bad_names_empty_passwords_and_open_files(self):
         for name in ("bad name", "a:b", "x" * 256, ""):
             r = passwd(self.path, name, password="pw")

@@ -3,6 +3,7 @@
 #include <crypt.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
@@ -181,13 +182,16 @@ bool WriteAll(int fd, std::string_view data) {
   return true;
 }
 
+// The directory holding `path`, where its temporary file goes and whose entry changes.
+std::string DirOf(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  return slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+}
+
 // Replaces `path` with `text` so that a crash leaves either the old file or the new one whole.
 bool WriteAtomically(const std::string& path, const std::string& text, bool exists,
                      const struct stat& old) {
-  const size_t slash = path.rfind('/');
-  const std::string dir = slash == std::string::npos ? "."
-                          : slash == 0               ? "/"
-                                                     : path.substr(0, slash);
+  const std::string dir = DirOf(path);
   std::string temp = path + ".tmp.XXXXXX";
   const int fd = ::mkostemp(temp.data(), O_CLOEXEC);  // Mode 0600 until the fchmod below.
   if (fd < 0) {
@@ -316,6 +320,20 @@ int PasswdCommand(std::span<char* const> words) {
       return 2;
     }
   }
+
+  // Two runs at once must not both read the old file and the last rename drop the other's
+  // change: hold an exclusive lock on the directory (the file itself is replaced, so a lock on
+  // it would not be seen by the next run) until the new file is in place.
+  const int lock_fd = ::open(DirOf(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (lock_fd < 0 || ::flock(lock_fd, LOCK_EX) != 0) {
+    std::fprintf(stderr, "relaisctl: cannot lock %s: %s\n", DirOf(path).c_str(),
+                 std::strerror(errno));
+    return 1;
+  }
+  struct LockGuard {
+    int fd;
+    ~LockGuard() { ::close(fd); }  // Closing releases the lock.
+  } lock{lock_fd};
 
   std::string old_text;
   bool exists = false;

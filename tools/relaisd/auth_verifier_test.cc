@@ -242,6 +242,20 @@ TEST_F(AuthVerifierTest, BusyAndUnconfiguredAreUnavailable) {
   EXPECT_EQ(verifier_->Submit("alice", "right", Ip("192.0.2.1"), a), AuthSubmit::kUnavailable);
 }
 
+TEST_F(AuthVerifierTest, AReloadDoesNotDisturbACheckInFlight) {
+  Make();
+  check_.Close();
+  Answer a;
+  ASSERT_EQ(verifier_->Submit("alice", "right", Ip("192.0.2.1"), a), AuthSubmit::kPending);
+  check_.WaitStarted(1);
+  verifier_->SetCredentials(nullptr);  // AUTH switched off by a reload meanwhile.
+  EXPECT_EQ(verifier_->credentials(), nullptr);
+  check_.Open();
+  Pump();
+  EXPECT_EQ(a.outcome, AuthOutcome::kOk);  // Answered against the snapshot it started with.
+  EXPECT_EQ(verifier_->Submit("alice", "right", Ip("192.0.2.1"), a), AuthSubmit::kUnavailable);
+}
+
 TEST_F(AuthVerifierTest, ACompletionMaySubmitAgainFromItsCallback) {
   Make();
   struct Again final : AuthCompletion {

@@ -49,6 +49,8 @@ Ingress::Ingress(const IngressOptions& options, io::Net& net, timer::TimerWheel&
   session_options_.spool_full = spool_.full_flag();
   receive_budget_.bytes_max = options.receive_bytes_max;
   session_options_.receive_budget = &receive_budget_;
+  session_options_.auth_offered = options_.auth != nullptr;
+  session_options_.require_sender_owned = options_.require_sender_owned;
   // Built once: every session keeps a reference to its listener's options.
   listener_session_options_.reserve(options_.listeners.size());
   for (const ListenerSecurity& l : options_.listeners) {
@@ -57,7 +59,7 @@ Ingress::Ingress(const IngressOptions& options, io::Net& net, timer::TimerWheel&
     // Implicit TLS is TLS already: STARTTLS is not offered again there (RFC 8314 3.3).
     o.starttls_offered = tls && l.tls != ListenerTls::kImplicit;
     o.tls_required = tls && l.tls == ListenerTls::kRequired;
-    o.auth_in_clear = o.auth_offered && l.trusted;
+    o.auth_in_clear = o.auth_offered && l.trusted;  // Local submission: AUTH without TLS.
     listener_session_options_.push_back(std::move(o));
   }
 }
@@ -286,8 +288,17 @@ void Ingress::Pump(Connection& c) {
     if (c.starttls_pending && !c.pump.sending() && c.session.PendingOutput().empty()) {
       StartTls(c);
     }
+    if (c.session.TakeAuthRequest()) {
+      StartAuth(c);
+    }
     if (c.session.TakeSenderCheck()) {
-      checks_.StartSenderCheck(c, c.session, c.client);
+      if (c.session.authenticated_user().empty()) {
+        checks_.StartSenderCheck(c, c.session, c.client);
+      } else {
+        // Submission: an authenticated user's address is not the sender's domain's to vouch
+        // for (SPF would fail a roaming user); the credentials stand for it.
+        c.session.CompleteSenderCheck(smtp::Reply::kSenderOk);
+      }
     }
     StoreMessages(c);
   }
@@ -361,6 +372,10 @@ void Ingress::OnClosed(Connection& c) {
     // The client went away (or reset) mid-handshake.
     HandshakeFailed(c, /*timed_out=*/false, c.tls->failure());
   }
+  if (c.auth_pending) {
+    options_.auth->Cancel(c);  // A hash already running still counts a failure.
+    c.auth_pending = false;
+  }
   const uint64_t duration_ms = clock_.MonotonicMs() - c.opened_ms;
   const std::string& user = c.session.authenticated_user();
   if (c.tls_handshake.empty() && user.empty()) {
@@ -399,6 +414,12 @@ void Ingress::StoreMessages(Connection& c) {
       c.session.RefuseMessage(refusal);
       continue;
     }
+    const std::string& user = c.session.authenticated_user();
+    if (!user.empty() && options_.require_sender_owned && !FromOwned(c)) {
+      c.body_hashes.reset();
+      c.session.RefuseMessage(smtp::Reply::kSenderNotOwned);
+      continue;
+    }
     if (!c.checked) {
       // Not checked by us (a trusted client, or checks off): a field claiming our identity
       // is a forgery all the same, and goes (RFC 8601 5), before any signing covers it.
@@ -410,10 +431,11 @@ void Ingress::StoreMessages(Connection& c) {
       c.session.RefuseMessage(smtp::Reply::kSpoolFailed);
     } else if (c.checked) {
       checks_.StartMessageCheck(c, c.session, c.client);  // OnMessageChecked commits or not.
-    } else if (c.trusted) {
-      // A trusted client's mail: signed for its From domain when we hold a key for it. The
-      // signatures go into the header block stored above the body (no copy of the body).
-      Commit(c, {}, checks_.Signatures(c.session.transaction().body));
+    } else if (c.trusted || !user.empty()) {
+      // A trusted or authenticated client's mail: signed with the keys that name its user, or
+      // for its From domain when we hold a key for it. The signatures go into the header block
+      // stored above the body (no copy of the body).
+      Commit(c, {}, checks_.Signatures(c.session.transaction().body, user));
     } else {
       Commit(c, {});
     }
@@ -476,13 +498,25 @@ void Ingress::OnAppendDone(Connection& c, spool::AppendOutcome outcome, const ma
     const uint64_t durable_us = clock_.MonotonicMicros() - c.commit_started_us;
     metrics_.time_to_durable.ObserveMicros(durable_us);
     if (const spool::StoredMessage* m = spool_.Find(id); m != nullptr) {
-      log_.Info("message_accepted", {{"id", id.ToString()},
-                                     {"client", m->envelope.client_address},
-                                     {"helo", m->envelope.helo},
-                                     {"sender", m->envelope.sender},
-                                     {"recipients", uint64_t{m->envelope.recipients.size()}},
-                                     {"size", c.commit_bytes},
-                                     {"durable_us", durable_us}});
+      const std::string& user = c.session.authenticated_user();
+      if (user.empty()) {
+        log_.Info("message_accepted", {{"id", id.ToString()},
+                                       {"client", m->envelope.client_address},
+                                       {"helo", m->envelope.helo},
+                                       {"sender", m->envelope.sender},
+                                       {"recipients", uint64_t{m->envelope.recipients.size()}},
+                                       {"size", c.commit_bytes},
+                                       {"durable_us", durable_us}});
+      } else {
+        log_.Info("message_accepted", {{"id", id.ToString()},
+                                       {"client", m->envelope.client_address},
+                                       {"helo", m->envelope.helo},
+                                       {"sender", m->envelope.sender},
+                                       {"recipients", uint64_t{m->envelope.recipients.size()}},
+                                       {"size", c.commit_bytes},
+                                       {"durable_us", durable_us},
+                                       {"auth_user", user}});
+      }
     }
     scheduler_.Enqueue(id);  // Only a durable message is ever delivered.
   } else {
@@ -493,6 +527,95 @@ void Ingress::OnAppendDone(Connection& c, spool::AppendOutcome outcome, const ma
     ArmSessionTimer(c);
   }
   MarkDirty(c);
+}
+
+void Ingress::StartAuth(Connection& c) {
+  if (options_.auth == nullptr) {
+    CompleteAuth(c, smtp::AuthOutcome::kTemporary);  // Not offered: cannot happen.
+    return;
+  }
+  const smtp::AuthRequest& request = c.session.auth_request();
+  switch (options_.auth->Submit(request.user, request.password, c.client, c)) {
+    case AuthSubmit::kPending:
+      c.auth_pending = true;  // The session waits; input stays unread meanwhile.
+      break;
+    case AuthSubmit::kLockedOut:
+      CompleteAuth(c, smtp::AuthOutcome::kLockedOut);
+      break;
+    case AuthSubmit::kUnavailable:
+      CompleteAuth(c, smtp::AuthOutcome::kTemporary);
+      break;
+  }
+}
+
+void Ingress::OnAuthDone(Connection& c, AuthOutcome outcome) {
+  c.auth_pending = false;
+  CompleteAuth(c,
+               outcome == AuthOutcome::kOk ? smtp::AuthOutcome::kOk : smtp::AuthOutcome::kFailed);
+  if (!c.pump.closing()) {
+    ArmSessionTimer(c);
+  }
+  MarkDirty(c);
+}
+
+void Ingress::CompleteAuth(Connection& c, smtp::AuthOutcome outcome) {
+  std::string_view result;
+  switch (outcome) {
+    case smtp::AuthOutcome::kOk:
+      metrics_.smtp_auth_success.Add();
+      result = "success";
+      break;
+    case smtp::AuthOutcome::kFailed:
+      metrics_.smtp_auth_failure.Add();
+      result = "failure";
+      break;
+    case smtp::AuthOutcome::kLockedOut:
+      metrics_.smtp_auth_locked_out.Add();
+      result = "locked_out";
+      break;
+    case smtp::AuthOutcome::kTemporary:
+      metrics_.smtp_auth_error.Add();
+      result = "error";
+      break;
+  }
+  // The name the client tried is not logged unless it was verified (a typo'd password in the
+  // user field must not end up in the logs).
+  if (!c.session.awaiting_auth()) {
+    return;  // The session was cut meanwhile (a timeout, a forced stop): nobody to answer.
+  }
+  if (outcome != smtp::AuthOutcome::kOk) {
+    log_.Info("smtp_auth", {{"client", c.client.ToString()}, {"result", result}});
+    c.session.CompleteAuth(outcome);
+    return;
+  }
+  std::vector<std::string> owned;
+  if (const sasl::Credentials* credentials = options_.auth->credentials(); credentials != nullptr) {
+    const std::span<const std::string> domains =
+        credentials->OwnedDomains(c.session.auth_request().user);
+    owned.assign(domains.begin(), domains.end());
+  }
+  c.session.CompleteAuth(outcome, std::move(owned));
+  log_.Info("smtp_auth", {{"client", c.client.ToString()},
+                          {"result", result},
+                          {"auth_user", c.session.authenticated_user()}});
+  // Submission from now on: no SPF, DKIM or DMARC check of its mail, which is signed.
+  c.checked = false;
+  c.session.SetBodyObserver(nullptr);
+}
+
+bool Ingress::FromOwned(Connection& c) {
+  const sasl::Credentials* credentials = options_.auth->credentials();
+  const std::vector<std::string> domains = authcheck::FromDomains(c.session.transaction().body);
+  if (credentials == nullptr || domains.empty()) {
+    return false;  // Nothing to show that the user owns it.
+  }
+  const std::string& user = c.session.authenticated_user();
+  for (const std::string& domain : domains) {
+    if (!credentials->OwnsDomain(user, domain)) {
+      return false;
+    }
+  }
+  return true;
 }
 
 std::string_view Ingress::Rfc5322Date() {

@@ -33,6 +33,7 @@
 #include "queue/routing/router.h"
 #include "queue/scheduler/scheduler.h"
 #include "queue/spool/spool.h"
+#include "tools/relaisd/auth_verifier.h"
 #include "tools/relaisd/connection_limiter.h"
 #include "tools/relaisd/ingress_checks.h"
 #include "tools/relaisd/shard_metrics.h"
@@ -73,6 +74,12 @@ struct IngressOptions {
   tls::ServerContext* tls = nullptr;
   // A client still handshaking this long after the handshake began is counted and closed.
   uint32_t tls_handshake_timeout_ms = 10'000;
+  // SMTP AUTH: the shard's verifier (password checks off the loop, the login limiter); null
+  // when no credentials are configured (AUTH is not offered). Must outlive the ingress.
+  AuthVerifier* auth = nullptr;
+  // smtp_auth.require_sender_owned: MAIL FROM (the session) and every From: domain (at the end
+  // of data, here) must be one the authenticated user owns, else 553 5.7.1.
+  bool require_sender_owned = false;
 };
 
 class Ingress final : net::AcceptOwner, CheckListener {
@@ -131,6 +138,15 @@ class Ingress final : net::AcceptOwner, CheckListener {
   void CheckHandshake(Connection& c);
   // The handshake ended without completing: counted by `result`, logged with `reason`.
   void HandshakeFailed(Connection& c, bool timed_out, std::string_view reason);
+  // The session decoded an AUTH exchange: the verifier checks it (the answer comes back in
+  // OnAuthDone), or refuses it at once (locked out, unavailable).
+  void StartAuth(Connection& c);
+  void OnAuthDone(Connection& c, AuthOutcome outcome);
+  // Answers the session's AUTH request, counts and logs it; a success makes the client
+  // trusted: not checked, its mail signed.
+  void CompleteAuth(Connection& c, smtp::AuthOutcome outcome);
+  // require_sender_owned: every From: domain of the message is one the user owns.
+  [[nodiscard]] bool FromOwned(Connection& c);
   // Its pump has closed: the session's end is logged, the limiter released, the slot freed.
   void OnClosed(Connection& c);
   // Starts the checks and commits the session asks for, holds the close while one is in

@@ -19,6 +19,7 @@ namespace relais::relaisd {
 struct Ingress::Connection final : net::StreamSession,
                                    net::StreamPumpOwner,
                                    spool::AppendCompletion,
+                                   AuthCompletion,
                                    CheckState {
   Connection(Ingress* in, io::Socket socket, uint32_t index, const mail::IpAddress& peer,
              uint32_t listener_index)
@@ -56,6 +57,8 @@ struct Ingress::Connection final : net::StreamSession,
   void OnAppendDone(spool::AppendOutcome outcome, const mail::MessageId& id) override {
     ingress->OnAppendDone(*this, outcome, id);
   }
+  // AuthCompletion: the verifier's answer (a pending one is cancelled when the pump closes).
+  void OnAuthDone(AuthOutcome outcome) override { ingress->OnAuthDone(*this, outcome); }
 
   // Nobody will read a reply any more: the peer reset, or the connection is being abandoned
   // (timed out). A message not yet stored must not be, and a checked one is refused.
@@ -83,6 +86,7 @@ struct Ingress::Connection final : net::StreamSession,
   std::string tls_cipher;
   bool admitted = false;  // Counted by the limiter; released on close.
   bool commit_pending = false;
+  bool auth_pending = false;  // The verifier holds an AUTH request of this session.
   bool dirty = false;
   uint64_t commit_bytes = 0;       // Of the message in the spool's batch, for the metrics.
   uint64_t commit_started_us = 0;  // When it was handed to the spool (monotonic).

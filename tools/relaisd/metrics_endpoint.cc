@@ -174,8 +174,7 @@ constexpr Part kTlsHandshakes[] = {{{"result", "full"}, {}, &M::tls_handshakes_f
 constexpr Part kSmtpAuth[] = {{{"result", "success"}, {}, &M::smtp_auth_success},
                               {{"result", "failure"}, {}, &M::smtp_auth_failure},
                               {{"result", "locked_out"}, {}, &M::smtp_auth_locked_out},
-                              {{"result", "error"}, {}, &M::smtp_auth_error},
-                              {{"result", "aborted"}, {}, &M::smtp_auth_aborted}};
+                              {{"result", "error"}, {}, &M::smtp_auth_error}};
 
 constexpr Part kAuthRefusals[] = {
     {{"method", "spf"}, {"reply", "reject"}, &M::auth_rejected_spf},
@@ -228,7 +227,7 @@ const Family kFamilies[] = {
      &M::tls_handshake_seconds},
     {"relais_smtp_auth_total",
      "SMTP AUTH attempts, by result: success, failure (535), locked_out (454, too many "
-     "failures), error (454, not verifiable now), aborted (cancelled or malformed).",
+     "failures), error (454, not verifiable now).",
      std::span<const Part>(kSmtpAuth)},
     // Spool.
     {"relais_spool_appends_total", "Records appended to the spool.", &M::spool_appends},

@@ -4,7 +4,6 @@
 #include <algorithm>
 
 #include "core/base/check.h"
-#include "core/base/strings.h"
 #include "core/log/log.h"
 
 namespace relais::relaisd {
@@ -27,6 +26,8 @@ IngressOptions IngressOptionsOf(const ShardOptions& options) {
   o.checks.relay_networks = options.session.relay_networks;
   o.checks.header_limits = options.header_limits;
   o.checks.signing_keys = options.signing_keys;
+  o.checks.user_signing_keys = options.user_signing_keys;
+  o.require_sender_owned = options.require_sender_owned;
   o.checks.hostname = options.session.hostname;
   o.listeners = options.listeners;
   o.tls_handshake_timeout_ms = options.tls_handshake_timeout_ms;
@@ -96,12 +97,13 @@ absl::StatusOr<std::unique_ptr<ShardCore>> ShardCore::Create(const ShardOptions&
       delivery::DeliveryMetrics{&m.attempts, &m.bounces, &m.maildir_mailboxes_recreated,
                                 &m.maildir_directories_forgotten, &m.time_to_delivered});
   IngressOptions ingress_options = IngressOptionsOf(options);
+  ingress_options.auth = env.auth;
   if (!options.tls.certificates.empty()) {
     // This shard's own context (no lock per connection); its ticket keys are the other
     // shards' too, derived from the one secret.
     auto tls = tls::ServerContext::Create(options.tls);
     if (!tls.ok()) {
-      return absl::Status(tls.status().code(), base::StrCat("tls: ", tls.status().message()));
+      return tls.status();  // Names the file ("tls: cannot read ...").
     }
     c.tls_ = std::move(*tls);
     ingress_options.tls = c.tls_.get();

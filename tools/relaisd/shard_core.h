@@ -106,6 +106,13 @@ struct ShardOptions {
   std::vector<ListenerSecurity> listeners;
   tls::ServerOptions tls;
   uint32_t tls_handshake_timeout_ms = 10'000;
+  // SMTP AUTH: the credentials (loaded once at start, immutable, shared read-only by every
+  // shard's verifier thread); null: AUTH is not offered. The limiter's bounds per shard.
+  std::shared_ptr<const sasl::Credentials> credentials;
+  sasl::LoginLimiterOptions login_limits;
+  bool require_sender_owned = false;
+  // Keys of [[dkim_sign]] tables with users; this shard's own copies, like signing_keys.
+  const std::vector<UserSigningKey>* user_signing_keys = nullptr;
 };
 
 // What the core runs on; its owner provides and keeps it (the daemon: its engine's net and io,
@@ -119,7 +126,10 @@ struct ShardEnv {
   dns::Resolver* resolver = nullptr;  // Null only when no policy checks anything.
   ConnectionLimiter* limiter = nullptr;
   delivery::BlockingWork* worker = nullptr;  // Results come back through OnWorkerDone.
-  uint32_t pid = 0;                          // For the reports' message ids.
+  // SMTP AUTH's password checks (its helper thread's results read by the owner's loop); null
+  // when no credentials are configured.
+  AuthVerifier* auth = nullptr;
+  uint32_t pid = 0;  // For the reports' message ids.
   // A random token from a CSPRNG (>= 96 bits) for a report's MIME boundary.
   std::function<std::string()> report_boundary;
 };

@@ -50,12 +50,11 @@ struct alignas(64) ShardMetrics {
   metrics::Histogram tls_handshake_seconds{metrics::kLatencyBoundsUs};  // Start to done.
   // SMTP AUTH (RFC 4954) verdicts: success (235), failure (535 5.7.8), locked out (454 4.7.0,
   // too many failures from the client or for the user), error (454 4.7.0: credentials could
-  // not be checked), aborted (the client cancelled with "*" or sent a malformed response).
+  // not be checked now).
   metrics::Counter smtp_auth_success;
   metrics::Counter smtp_auth_failure;
   metrics::Counter smtp_auth_locked_out;
   metrics::Counter smtp_auth_error;
-  metrics::Counter smtp_auth_aborted;
   // Spool.
   metrics::Counter spool_appends;
   metrics::Counter spool_batches;  // One write and one fdatasync each.

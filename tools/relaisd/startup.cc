@@ -108,10 +108,15 @@ uint64_t MemoryBytes() {
   return memory;
 }
 
-// Each [[dkim_sign]] key, parsed once per shard.
-absl::StatusOr<std::vector<std::vector<authcheck::SigningKey>>> LoadSigningKeys(
-    const Config& config, uint32_t shards) {
-  std::vector<std::vector<authcheck::SigningKey>> keys(shards);
+// Each [[dkim_sign]] key, parsed once per shard: those without users into `keys`, those with
+// users into `user_keys`.
+absl::Status LoadSigningKeys(const Config& config, uint32_t shards,
+                             std::vector<std::vector<authcheck::SigningKey>>& keys,
+                             std::vector<std::vector<UserSigningKey>>& user_keys) {
+  keys.clear();
+  keys.resize(shards);
+  user_keys.clear();
+  user_keys.resize(shards);
   for (const DkimSigning& d : config.dkim_sign) {
     std::ifstream in(d.key_file, std::ios::binary);
     if (!in) {
@@ -126,10 +131,15 @@ absl::StatusOr<std::vector<std::vector<authcheck::SigningKey>>> LoadSigningKeys(
         return absl::InvalidArgumentError(
             StrCat("dkim_sign: key ", d.key_file, ": ", key.status().message()));
       }
-      keys[i].push_back(authcheck::SigningKey{d.options, std::move(*key)});
+      authcheck::SigningKey signing{d.options, std::move(*key)};
+      if (d.users.empty()) {
+        keys[i].push_back(std::move(signing));
+      } else {
+        user_keys[i].push_back(UserSigningKey{d.users, std::move(signing)});
+      }
     }
   }
-  return keys;
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -285,6 +295,10 @@ ShardOptions BaseShardOptions(const Config& config, const Environment& env, cons
   }
   base.tls.tickets.rotation_s = config.tls.ticket_rotation_s;
   base.tls_handshake_timeout_ms = config.tls.handshake_timeout_ms;
+  base.login_limits.failures_before_delay = config.smtp_auth.failures_before_delay;
+  base.login_limits.lockout_failures = config.smtp_auth.lockout_failures;
+  base.login_limits.lockout_time_ms = config.smtp_auth.lockout_time_ms;
+  base.require_sender_owned = config.smtp_auth.require_sender_owned;
   return base;
 }
 
@@ -314,11 +328,21 @@ absl::StatusOr<std::unique_ptr<Shards>> CreateShards(const Config& config, const
     return secret.status();
   }
   all->base.tls.tickets.secret = std::move(*secret);
-  auto keys = LoadSigningKeys(config, env.shards);
-  if (!keys.ok()) {
-    return keys.status();
+  if (absl::Status s =
+          LoadSigningKeys(config, env.shards, all->signing_keys, all->user_signing_keys);
+      !s.ok()) {
+    return s;
   }
-  all->signing_keys = std::move(*keys);
+  if (!config.smtp_auth.credentials.empty()) {
+    // Read once here (the file is checked: mode, hash schemes; errors name file and line);
+    // every shard's verifier reads the same immutable snapshot.
+    auto credentials = sasl::Credentials::Load(config.smtp_auth.credentials);
+    if (!credentials.ok()) {
+      return absl::Status(credentials.status().code(),
+                          StrCat("smtp_auth.credentials: ", credentials.status().message()));
+    }
+    all->base.credentials = std::make_shared<const sasl::Credentials>(std::move(*credentials));
+  }
   all->running = env.shards;
   all->base.shards_running = &all->running;
   for (uint32_t i = 0; i < env.shards; ++i) {
@@ -328,6 +352,7 @@ absl::StatusOr<std::unique_ptr<Shards>> CreateShards(const Config& config, const
     options.metrics = all->metrics_blocks[i].get();
     options.all_metrics = &all->all_metrics;
     options.signing_keys = &all->signing_keys[i];
+    options.user_signing_keys = &all->user_signing_keys[i];
     auto shard = Shard::Create(options, sockets.smtp.fds_by_shard[i], all->limiter, *all->mesh);
     if (!shard.ok()) {
       return absl::Status(shard.status().code(),

@@ -95,14 +95,17 @@ struct Shards {
   // One metrics block per shard, each on cache lines of its own; read by the endpoint.
   std::vector<std::unique_ptr<ShardMetrics>> metrics_blocks;
   std::vector<const ShardMetrics*> all_metrics;
-  // DKIM signing keys, loaded once per shard so that no key is shared between threads.
+  // DKIM signing keys, loaded once per shard so that no key is shared between threads: by From
+  // domain, and those of [[dkim_sign]] tables with users.
   std::vector<std::vector<authcheck::SigningKey>> signing_keys;
+  std::vector<std::vector<UserSigningKey>> user_signing_keys;
   std::atomic<uint32_t> running{0};
   ShardOptions base;
   std::vector<std::unique_ptr<Shard>> shards;
 };
 
-// Loads the signing keys, creates and recovers each shard, and gives shard 0 the signals, the
+// Loads the signing keys, the ticket secret and the SMTP AUTH credentials, creates and recovers
+// each shard, and gives shard 0 the signals, the
 // admin socket and the metrics endpoint. Logs "listening" and "ready".
 [[nodiscard]] absl::StatusOr<std::unique_ptr<Shards>> CreateShards(const Config& config,
                                                                    const Environment& env,
