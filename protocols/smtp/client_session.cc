@@ -421,6 +421,9 @@ bool ClientSession::TakeStartTls() {
 }
 
 void ClientSession::TlsStarted() {
+  if (phase_ == Phase::kClosed) {
+    return;  // Given up (Quit, lost) while the handshake ran.
+  }
   RELAIS_CHECK(phase_ == Phase::kTlsHandshake) << "TlsStarted without a STARTTLS";
   tls_active_ = true;
   starttls_taken_ = true;
@@ -465,12 +468,16 @@ std::string ClientSession::Redacted(std::string_view text) const {
   if (options_.auth_password.empty()) {
     return out;
   }
-  for (const std::string& secret : {options_.auth_password, Base64Encode(options_.auth_password),
-                                    EncodePlain(options_.auth_user, options_.auth_password)}) {
-    for (size_t at = out.find(secret); at != std::string::npos; at = out.find(secret, at + 3)) {
-      out.replace(at, secret.size(), "***");
+  std::string encoded = Base64Encode(options_.auth_password);
+  std::string plain = EncodePlain(options_.auth_user, options_.auth_password);
+  const std::string* const secrets[] = {&options_.auth_password, &encoded, &plain};
+  for (const std::string* secret : secrets) {
+    for (size_t at = out.find(*secret); at != std::string::npos; at = out.find(*secret, at + 3)) {
+      out.replace(at, secret->size(), "***");
     }
   }
+  Wipe(encoded);
+  Wipe(plain);
   return out;
 }
 

@@ -803,6 +803,19 @@ TEST(ClientSession, ConnectionLostDuringTheHandshake) {
   EXPECT_TRUE(s.closed());
   EXPECT_EQ(s.error_code(), 451);
   EXPECT_EQ(s.error_enhanced(), "4.4.2");
+  s.TlsStarted();  // A completion that raced the loss changes nothing.
+  EXPECT_TRUE(s.closed());
+  EXPECT_FALSE(s.HasOutput());
+  // Given up by the owner mid-handshake: no QUIT in the clear, nothing more sent.
+  ClientSession q(TlsOptions(StartTls::kRequired));
+  Hello(q, kEhloStartTls, "STARTTLS\r\n");
+  q.Feed("220 go\r\n");
+  ASSERT_TRUE(q.TakeStartTls());
+  q.Quit();
+  EXPECT_TRUE(q.closed());
+  EXPECT_FALSE(q.HasOutput());
+  q.TlsStarted();
+  EXPECT_FALSE(q.HasOutput());
 }
 
 ClientOptions AuthClientOptions() {

@@ -172,7 +172,7 @@ void ServerSession::Feed(std::string_view input) {
   } else {
     input_.append(input);
     const size_t used = Process(input_);
-    input_.erase(0, used);
+    DropInput(used);
   }
 }
 
@@ -553,6 +553,12 @@ bool ServerSession::TakeStartTls() {
 
 void ServerSession::TlsStarted(std::string_view version, std::string_view cipher) {
   RELAIS_CHECK(!tls_active_) << "TLS started twice";
+  if (closing_) {
+    // A timeout or shutdown closed the session while the handshake ran: nothing to reset.
+    tls_active_ = true;
+    starttls_requested_ = false;
+    return;
+  }
   RELAIS_CHECK(phase_ == Phase::kStartTls || phase_ == Phase::kCommand)
       << "TLS started in the middle of a command";
   tls_active_ = true;
@@ -583,6 +589,7 @@ bool ServerSession::AuthOfferedNow() const {
 }
 
 void ServerSession::HandleAuth(std::string_view argument) {
+  secret_in_input_ = true;
   if (!AuthOfferedNow()) {
     // Offered once TLS is up: say so (538), rather than "not enabled".
     Send(options_.auth_offered && StartTlsOffered() ? Reply::kAuthNeedsTls
@@ -636,6 +643,7 @@ void ServerSession::HandleAuth(std::string_view argument) {
 }
 
 void ServerSession::HandleSaslResponse(std::string_view line) {
+  secret_in_input_ = true;
   const SaslStep step = sasl_step_;
   if (line == "*") {
     EndSasl();
@@ -773,13 +781,26 @@ void ServerSession::RefuseMessage(Reply reply, std::string_view argument) {
   Resume();
 }
 
+void ServerSession::DropInput(size_t used) {
+  if (secret_in_input_) {
+    // An AUTH line was read from this buffer: its bytes are zeroed, not left in the capacity
+    // that erase() keeps.
+    volatile char* p = input_.data();
+    for (size_t i = 0; i < used; ++i) {
+      p[i] = 0;
+    }
+    secret_in_input_ = false;
+  }
+  input_.erase(0, used);
+}
+
 void ServerSession::Resume() {
   if (force_close_after_answer_) {
     Send(Reply::kShuttingDown);
   }
   if (!input_.empty() && !closing_) {
     const size_t used = Process(input_);
-    input_.erase(0, used);
+    DropInput(used);
   }
 }
 

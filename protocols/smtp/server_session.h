@@ -25,9 +25,11 @@
 // listener). The session decodes the exchange and then pauses: TakeAuthRequest() returns true
 // once, auth_request() holds {mechanism, user, password}, and the owner checks the
 // credentials (never the session) and answers CompleteAuth(): 235 2.7.0, 535 5.7.8 or 454
-// 4.7.0. The password is wiped once answered. Input that arrives meanwhile waits, as during
-// a sender check. An authenticated client may relay (like relay_networks); MAIL's AUTH=
-// parameter (RFC 4954 5) is checked for xtext syntax and otherwise ignored.
+// 4.7.0. The password is wiped once answered (auth_request() keeps the mechanism and user,
+// for logs), and so are AUTH lines in the session's own input buffer; the owner's receive
+// buffers are its own to clear. Input that arrives meanwhile waits, as during a sender check. An
+// authenticated client may relay (like relay_networks); MAIL's AUTH= parameter (RFC 4954 5) is
+// checked for xtext syntax and otherwise ignored.
 //
 // Owned by one shard; not thread-safe; never does I/O, reads no clock and allocates only per
 // command line or per message (body growth), never per byte.
@@ -320,6 +322,8 @@ class ServerSession {
   void TakePlain(std::string_view encoded);
   void RequestAuth();
   void EndSasl();
+  // Removes the first `used` bytes of input_, zeroing them first when they held an AUTH line.
+  void DropInput(size_t used);
   [[nodiscard]] bool AuthOfferedNow() const;
   [[nodiscard]] bool StartTlsOffered() const {
     return (options_.starttls_offered || options_.tls_required) && !tls_active_;
@@ -386,6 +390,7 @@ class ServerSession {
   std::string tls_version_;
   std::string tls_cipher_;
   SaslStep sasl_step_ = SaslStep::kNone;
+  bool secret_in_input_ = false;  // An AUTH line was processed since input_ was last trimmed.
   bool auth_requested_ = false;
   AuthRequest auth_request_;
   std::string authenticated_user_;

@@ -1483,5 +1483,27 @@ TEST(ServerSessionTest, TraceHeaderNamesTlsAndAuthentication) {
   }
 }
 
+// The owner's timer or a shutdown may close the session while the handshake runs; the
+// handshake's completion is then harmless.
+TEST(ServerSessionTest, SessionClosedDuringTheHandshake) {
+  for (int how = 0; how < 3; ++how) {
+    Harness h(StartTlsOptions());
+    h.start_tls = false;
+    h.Run("EHLO c\r\nSTARTTLS\r\n");
+    ASSERT_EQ(h.starttls_taken, 1);
+    if (how == 0) {
+      h.session().OnTimeout();
+    } else if (how == 1) {
+      h.session().BeginShutdown();
+    } else {
+      h.session().ForceShutdown();
+    }
+    EXPECT_TRUE(h.session().WantsClose());
+    h.session().TlsStarted("TLSv1.3", "TLS_AES_128_GCM_SHA256");
+    EXPECT_TRUE(h.session().WantsClose());
+    EXPECT_EQ(Codes(h.Run("EHLO c\r\n")), (std::vector<int>{421}));
+  }
+}
+
 }  // namespace
 }  // namespace relais::smtp

@@ -3,6 +3,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -31,13 +32,44 @@ bool LineMatches(const std::string& expected, const std::string& actual) {
   return expected == actual;
 }
 
+// "O: starttls_offered auth_offered ..." sets those SessionOptions flags.
+void ApplyOptions(const std::string& text, SessionOptions& options) {
+  std::istringstream words(text);
+  std::string word;
+  while (words >> word) {
+    if (word == "starttls_offered") {
+      options.starttls_offered = true;
+    } else if (word == "tls_required") {
+      options.tls_required = true;
+    } else if (word == "auth_offered") {
+      options.auth_offered = true;
+    } else if (word == "auth_in_clear") {
+      options.auth_in_clear = true;
+    } else if (word == "require_sender_owned") {
+      options.require_sender_owned = true;
+    } else {
+      ADD_FAILURE() << "unknown option " << word;
+    }
+  }
+}
+
 void Replay(const std::filesystem::path& path) {
   std::ifstream in(path);
   ASSERT_TRUE(in) << path;
   SessionOptions options;
   options.hostname = "relais.test";
+  options.local_domains = {"example.com"};
+  for (std::string line; std::getline(in, line);) {
+    if (line.starts_with("O: ")) {
+      ApplyOptions(line.substr(3), options);
+    }
+  }
+  in.clear();
+  in.seekg(0);
   ServerSession session(options, *mail::IpAddress::Parse("192.0.2.1"));
   session.Start();
+  AuthOutcome auth_outcome = AuthOutcome::kOk;
+  std::vector<std::string> owned_domains;
   std::string pending_input;
   std::vector<std::string> output_lines;
   uint64_t committed = 0;
@@ -46,8 +78,17 @@ void Replay(const std::filesystem::path& path) {
       session.Feed(pending_input);
       pending_input.clear();
     }
-    while (session.TakeCommitRequest()) {
-      session.CompleteCommit(CommitOutcome::kDurable, mail::MessageId::Make(1, 0, ++committed));
+    bool answered = true;
+    while (answered) {
+      answered = false;
+      while (session.TakeCommitRequest()) {
+        session.CompleteCommit(CommitOutcome::kDurable, mail::MessageId::Make(1, 0, ++committed));
+        answered = true;
+      }
+      while (session.TakeAuthRequest()) {
+        session.CompleteAuth(auth_outcome, owned_domains);
+        answered = true;
+      }
     }
     std::string out(session.PendingOutput());
     session.ConsumeOutput(out.size());
@@ -73,6 +114,32 @@ void Replay(const std::filesystem::path& path) {
       pending_input += text + "\r\n";
     } else if (kind == "R:") {
       pending_input += Unescape(text);
+    } else if (kind == "O:") {
+      continue;  // Read before the session started.
+    } else if (kind == "T:") {
+      collect();
+      ASSERT_TRUE(session.TakeStartTls()) << path.filename() << ":" << lineno << ": no STARTTLS";
+      std::istringstream words(text);
+      std::string version;
+      std::string cipher;
+      words >> version >> cipher;
+      session.TlsStarted(version, cipher);
+    } else if (kind == "D:") {
+      collect();
+      EXPECT_EQ(std::to_string(session.discarded_after_starttls()), text)
+          << path.filename() << ":" << lineno;
+    } else if (kind == "A:") {
+      std::istringstream words(text);
+      std::string outcome;
+      words >> outcome;
+      auth_outcome = outcome == "failed"      ? AuthOutcome::kFailed
+                     : outcome == "temporary" ? AuthOutcome::kTemporary
+                     : outcome == "lockedout" ? AuthOutcome::kLockedOut
+                                              : AuthOutcome::kOk;
+      owned_domains.clear();
+      for (std::string domain; words >> domain;) {
+        owned_domains.push_back(domain);
+      }
     } else if (kind == "S:") {
       collect();
       ASSERT_LT(next_output, output_lines.size())
