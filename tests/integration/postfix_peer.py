@@ -7,10 +7,11 @@ instance's master, by the PID file in its own queue directory); cleanup kills th
 stop did not take. Postfix's daemons drop to the `postfix` user, so the instance needs root
 (as CI runs); tests skip otherwise.
 
-Cyrus SASL: users() writes a sasldb (saslpasswd2) and an smtpd.conf in the instance's
-directory, so its smtpd offers AUTH PLAIN LOGIN checked against them.
+Cyrus SASL: Postfix(users={...}) writes a sasldb (saslpasswd2) and an smtpd.conf into the
+instance's directory, so its smtpd offers AUTH PLAIN LOGIN checked against them.
 """
 
+import glob
 import os
 import pwd
 import shutil
@@ -41,10 +42,9 @@ def available():
 
 
 def sasl_available():
-    return os.path.exists(SASLPASSWD2) and any(
-        os.path.exists(os.path.join(d, "sasl2")) for d in ("/usr/lib/x86_64-linux-gnu",
-                                                           "/usr/lib/aarch64-linux-gnu",
-                                                           "/usr/lib/sasl2", "/usr/lib"))
+    """saslpasswd2 (sasl2-bin) and the PLAIN and sasldb plugins (libsasl2-modules[-db])."""
+    return os.path.exists(SASLPASSWD2) and all(
+        glob.glob(f"/usr/lib/*/sasl2/{name}.so*") for name in ("libplain", "libsasldb"))
 
 
 class Postfix:
@@ -95,7 +95,8 @@ class Postfix:
         if users:
             self._write_sasl(users, postfix_user)
             settings.update({"smtpd_sasl_auth_enable": "yes", "smtpd_sasl_type": "cyrus",
-                             "smtpd_sasl_path": "smtpd", "cyrus_sasl_config_path": os.path.join(self.conf, "sasl"),
+                             "smtpd_sasl_path": "smtpd",
+                             "cyrus_sasl_config_path": os.path.join(self.conf, "sasl"),
                              "smtpd_sasl_security_options": "noanonymous"})
         settings.update(main or {})
         with open(os.path.join(self.conf, "main.cf"), "w") as f:

@@ -19,7 +19,6 @@ import smtplib
 import socket
 import ssl
 import subprocess
-import tempfile
 import time
 import unittest
 import urllib.request

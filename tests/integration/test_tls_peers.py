@@ -16,7 +16,6 @@ The private Postfix instances (postfix_peer.py) need root; those tests skip othe
 
 import os
 import smtplib
-import socket
 import socketserver
 import threading
 import unittest
