@@ -442,6 +442,7 @@ class TlsSimulation {
     log_ = std::make_unique<log::ShardLog>(clock_, 0);
     relaisd::IngressOptions options;
     options.session.hostname = "mx.sim.example";
+    options.session.command_timeout_ms = 20'000;
     options.router = &router_;
     authcheck::Policy unchecked;
     unchecked.spf = unchecked.dkim = unchecked.dmarc = authcheck::Mode::kOff;
@@ -642,6 +643,26 @@ TEST(IngressTlsSimulation, ImplicitTlsGreetsOnlyOverTls) {
     EXPECT_NE(sim.Stored()[0].find("with ESMTPS"), std::string::npos);
     EXPECT_EQ(sim.metrics_.tls_handshakes_full.value(), 1u);
   });
+}
+
+// Once TLS is up the session's own timeouts apply again (the handshake deadline is gone): an
+// idle client gets its 421 over TLS after command_timeout_ms, not before.
+TEST(IngressTlsSimulation, SessionTimeoutsApplyOverTls) {
+  TlsSimulation sim(3);
+  TlsPeer p = sim.Connect(sim.implicit_listener_);
+  sim.StartTls(p);
+  ASSERT_TRUE(sim.Reply(p, "220"));
+  sim.Send(p, "EHLO client.example\r\n");
+  ASSERT_TRUE(sim.Reply(p, "250"));
+  sim.clock_.AdvanceMs(10'000);  // Past the 5 s handshake deadline, within the 20 s timeout.
+  sim.Turn();
+  EXPECT_FALSE(sim.net_.closed(p.socket));
+  sim.clock_.AdvanceMs(10'100);
+  std::string text;
+  ASSERT_TRUE(sim.Reply(p, "421", &text)) << text;
+  EXPECT_NE(text.find("4.4.2"), std::string::npos) << text;
+  ASSERT_TRUE(sim.RunUntil(p, [&] { return sim.ingress_->connections() == 0; }));
+  EXPECT_EQ(sim.metrics_.tls_handshakes_timeout.value(), 0u);
 }
 
 TEST(IngressTlsSimulation, StalledAndGarbageHandshakesAreCountedAndClosed) {

@@ -346,6 +346,10 @@ void Ingress::CheckHandshake(Connection& c) {
       c.session.TlsStarted(info.version, info.cipher);
       if (c.start_after_handshake) {
         c.session.Start();
+      } else if (c.admitted) {
+        // STARTTLS reset the session: a client that authenticated in clear (a trusted
+        // listener) is not authenticated any more, and is checked again as at connect.
+        checks_.Admit(c, c.session, c.client, c.listener);
       }
     }
     c.start_after_handshake = false;
