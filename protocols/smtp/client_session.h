@@ -163,6 +163,8 @@ class ClientSession {
   // done; the session then sends EHLO again.
   [[nodiscard]] bool TakeStartTls();
   void TlsStarted();
+  // From the 220 to STARTTLS until TlsStarted (or the session's end).
+  [[nodiscard]] bool awaiting_tls() const { return phase_ == Phase::kTlsHandshake; }
   [[nodiscard]] bool tls_active() const { return tls_active_; }
   // True once AUTH succeeded on this connection.
   [[nodiscard]] bool authenticated() const { return authenticated_; }

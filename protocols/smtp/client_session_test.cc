@@ -705,8 +705,10 @@ void UpToTls(ClientSession& s) {
   s.Feed("220 2.0.0 Ready to start TLS\r\n");
   ASSERT_TRUE(s.TakeStartTls());
   EXPECT_FALSE(s.TakeStartTls());  // Once.
+  EXPECT_TRUE(s.awaiting_tls());
   EXPECT_FALSE(s.HasOutput());
   s.TlsStarted();
+  EXPECT_FALSE(s.awaiting_tls());
   EXPECT_TRUE(s.tls_active());
   EXPECT_EQ(Drain(s), "EHLO relay.example\r\n");
 }

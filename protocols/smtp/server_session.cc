@@ -263,7 +263,7 @@ size_t ServerSession::ProcessCommands(std::string_view input) {
 size_t ServerSession::LineBytesMax(std::string_view line_start) const {
   const size_t normal = options_.command_line_bytes_max;
   if (sasl_step_ != SaslStep::kNone ||
-      (line_start.size() >= 5 && base::StartsWithIgnoreCase(line_start, "AUTH "))) {
+      (options_.auth_offered && base::StartsWithIgnoreCase(line_start, "AUTH "))) {
     return std::max(normal, kAuthLineBytesMax);
   }
   return normal;

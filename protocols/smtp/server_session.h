@@ -17,6 +17,9 @@
 // TlsStarted(version, cipher): every piece of SMTP state is forgotten (greeting, transaction,
 // HELO name, authentication) and the client must send EHLO again, which no longer offers
 // STARTTLS. For implicit TLS (RFC 8314) the owner calls TlsStarted() before Start().
+// STARTTLS is refused (503) before EHLO/HELO and inside a mail transaction (RFC 3207 4: it
+// must end a pipelined group). A session closed while the handshake ran (timeout, shutdown)
+// takes the TlsStarted() that follows as a no-op.
 // With tls_required, every command but EHLO, HELO, STARTTLS, NOOP, RSET and QUIT is refused
 // with 530 5.7.0 until TLS is active.
 //
@@ -187,6 +190,8 @@ class ServerSession {
   // `version` and `cipher` name the protocol and cipher suite for the trace header and logs.
   // Resets the SMTP state: a fresh EHLO is required.
   void TlsStarted(std::string_view version, std::string_view cipher);
+  // From the 220 to STARTTLS until TlsStarted: the session takes no input.
+  [[nodiscard]] bool awaiting_tls() const { return phase_ == Phase::kStartTls; }
   [[nodiscard]] bool tls_active() const { return tls_active_; }
   [[nodiscard]] const std::string& tls_version() const { return tls_version_; }
   [[nodiscard]] const std::string& tls_cipher() const { return tls_cipher_; }

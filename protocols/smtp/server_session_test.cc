@@ -1048,6 +1048,7 @@ TEST(ServerSessionTest, StartTlsInjectionIsDiscarded) {
   EXPECT_EQ(h.starttls_taken, 1);
   EXPECT_EQ(h.session().discarded_after_starttls(), injected.size());
   EXPECT_FALSE(h.session().WantsInput());  // Nothing until the handshake.
+  EXPECT_TRUE(h.session().awaiting_tls());
   EXPECT_FALSE(h.session().in_transaction());
   // Whatever still comes in the clear is dropped too.
   EXPECT_EQ(h.Run("RCPT TO:<c@example.com>\r\n"), "");
@@ -1329,6 +1330,10 @@ TEST(ServerSessionTest, AuthLinesMayBeLong) {
             (std::vector<int>{500, 334, 500, 250}));
   EXPECT_TRUE(k.auth_requests.empty());
   EXPECT_EQ(Codes(k.Run("NOOP " + std::string(600, 'x') + "\r\n")), (std::vector<int>{500}));
+  // Without AUTH configured, an AUTH line has the ordinary limit.
+  Harness plain;
+  EXPECT_EQ(Codes(plain.Run("EHLO c\r\nAUTH PLAIN " + std::string(600, 'A') + "\r\n")),
+            (std::vector<int>{250, 500}));
 }
 
 TEST(ServerSessionTest, InputDuringAuthWaitsForTheOwner) {
