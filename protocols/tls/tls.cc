@@ -37,12 +37,21 @@
 #include <utility>
 
 #include "core/base/check.h"
+#include "core/base/strings.h"
 
 namespace relais::tls {
 
 namespace {
 
 using bssl::UniquePtr;
+
+// At most this much of the session's output is encrypted per TakeOutput (four full records):
+// a 25 MB message goes out in steps, neither held twice nor encrypted in one loop turn.
+constexpr size_t kEncryptStepBytes = 64 * 1024;
+
+// A client session (serialized: the peer's chain, the ticket, the secrets) larger than this is
+// not kept for resumption: usual chains of one or two certificates fit.
+constexpr size_t kSessionBytesMax = 8 * 1024;
 
 // TLS 1.2 suites: ECDHE key exchange and AEAD only (TLS 1.3's are all AEAD).
 constexpr char kCipherList[] =
@@ -495,35 +504,64 @@ absl::StatusOr<std::unique_ptr<ServerContext>> ServerContext::Create(const Serve
 struct ClientContext::Impl {
   UniquePtr<SSL_CTX> ctx;
   uint32_t cache_max = 4096;
-  // Last session per destination, most recent first.
+  // Last session per destination, most recent first, kept serialized: a parsed session holds
+  // the peer's chain as X509 objects too, several times its size. Next hops are chosen by
+  // outsiders (a bounce to an address of theirs), so an entry is bounded as well as the count.
   std::list<std::string> order;
   struct Entry {
-    UniquePtr<SSL_SESSION> session;
+    std::string bytes;
     std::list<std::string>::iterator at;
   };
   std::unordered_map<std::string, Entry> cache;
 
-  void Store(const std::string& key, UniquePtr<SSL_SESSION> session) {
+  void Erase(const std::string& key) {
     auto it = cache.find(key);
     if (it != cache.end()) {
-      it->second.session = std::move(session);
+      OPENSSL_cleanse(it->second.bytes.data(), it->second.bytes.size());
+      order.erase(it->second.at);
+      cache.erase(it);
+    }
+  }
+
+  void Store(const std::string& key, const SSL_SESSION* session) {
+    uint8_t* data = nullptr;
+    size_t length = 0;
+    if (cache_max == 0 || SSL_SESSION_to_bytes(session, &data, &length) != 1 ||
+        length > kSessionBytesMax) {
+      OPENSSL_free(data);
+      Erase(key);  // A session too big to keep: none rather than a stale one.
+      return;
+    }
+    std::string bytes(reinterpret_cast<const char*>(data), length);
+    OPENSSL_cleanse(data, length);
+    OPENSSL_free(data);
+    auto it = cache.find(key);
+    if (it != cache.end()) {
+      OPENSSL_cleanse(it->second.bytes.data(), it->second.bytes.size());
+      it->second.bytes = std::move(bytes);
       order.splice(order.begin(), order, it->second.at);
       return;
     }
-    if (cache_max == 0) {
-      return;
-    }
     while (cache.size() >= cache_max) {
-      cache.erase(order.back());
-      order.pop_back();
+      Erase(order.back());
     }
     order.push_front(key);
-    cache.emplace(key, Entry{std::move(session), order.begin()});
+    cache.emplace(key, Entry{std::move(bytes), order.begin()});
   }
 
-  SSL_SESSION* Find(const std::string& key) const {
+  UniquePtr<SSL_SESSION> Find(const std::string& key) {
     auto it = cache.find(key);
-    return it == cache.end() ? nullptr : it->second.session.get();
+    if (it == cache.end()) {
+      return nullptr;
+    }
+    const std::string& bytes = it->second.bytes;
+    UniquePtr<SSL_SESSION> session(SSL_SESSION_from_bytes(
+        reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), ctx.get()));
+    if (session == nullptr) {
+      ERR_clear_error();
+      Erase(key);
+    }
+    return session;
   }
 
   static int NewSession(SSL* ssl, SSL_SESSION* session);
@@ -657,8 +695,8 @@ int ClientContext::Impl::NewSession(SSL* ssl, SSL_SESSION* session) {
       SSL_SESSION_is_resumable(session) == 0) {
     return 0;
   }
-  transport->client->Store(transport->cache_key, UniquePtr<SSL_SESSION>(session));
-  return 1;  // The cache took the reference.
+  transport->client->Store(transport->cache_key, session);
+  return 0;  // Kept serialized; the library frees the object.
 }
 
 TlsTransport::TlsTransport(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -694,7 +732,13 @@ std::unique_ptr<TlsTransport> TlsTransport::Client(ClientContext& context,
                                                    std::string_view cache_key) {
   auto impl = std::make_unique<Impl>();
   impl->client = context.impl_.get();
-  impl->cache_key = std::string(cache_key);
+  if (!cache_key.empty()) {
+    // The session is kept per destination, per name and per verification: one made without
+    // verifying (or for another name) must never be resumed where verification is asked for,
+    // since a resumption checks no certificate.
+    impl->cache_key = base::StrCat(
+        cache_key, verify == VerifyMode::kVerify ? "\nverify\n" : "\nnone\n", server_name);
+  }
   impl->server_name = std::string(server_name);
   impl->verify = verify;
   SSL* ssl = SSL_new(context.impl_->ctx.get());
@@ -718,8 +762,8 @@ std::unique_ptr<TlsTransport> TlsTransport::Client(ClientContext& context,
     SSL_set_verify(ssl, SSL_VERIFY_NONE, nullptr);
   }
   if (!impl->cache_key.empty()) {
-    if (SSL_SESSION* session = impl->client->Find(impl->cache_key)) {
-      SSL_set_session(ssl, session);
+    if (UniquePtr<SSL_SESSION> session = impl->client->Find(impl->cache_key)) {
+      SSL_set_session(ssl, session.get());  // Takes its own reference.
     }
   }
   ERR_clear_error();
@@ -751,7 +795,7 @@ void TlsTransport::TakeOutput(net::StreamSession& session, std::string& out) {
     if (!pending.empty()) {
       ERR_clear_error();
       const int n = SSL_write(t.ssl.get(), pending.data(),
-                              static_cast<int>(std::min<size_t>(pending.size(), 1u << 30)));
+                              static_cast<int>(std::min(pending.size(), kEncryptStepBytes)));
       if (n > 0) {
         session.ConsumeOutput(static_cast<size_t>(n));
       } else {
@@ -850,8 +894,12 @@ bool TlsTransport::truncated() const { return impl_->truncated; }
 
 namespace {
 
+// Writes a new file beside `path` (O_EXCL, so nothing planted there is followed) and renames
+// it over `path`: a symlink at `path` is replaced, never written through, and a reader never
+// sees half a key.
 absl::Status WriteFile(const std::string& path, std::string_view data, mode_t mode) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  std::string temp = path + ".tmp.XXXXXX";
+  const int fd = ::mkostemp(temp.data(), O_CLOEXEC);
   if (fd < 0) {
     return absl::PermissionDeniedError("tls: cannot write " + path + ": " + std::strerror(errno));
   }
@@ -866,9 +914,13 @@ absl::Status WriteFile(const std::string& path, std::string_view data, mode_t mo
       data.remove_prefix(static_cast<size_t>(n));
     }
   }
+  ok = ok && ::fsync(fd) == 0;
   ok = ::close(fd) == 0 && ok;
+  ok = ok && ::rename(temp.c_str(), path.c_str()) == 0;
   if (!ok) {
-    return absl::DataLossError("tls: cannot write " + path + ": " + std::strerror(errno));
+    const int error = errno;
+    ::unlink(temp.c_str());
+    return absl::DataLossError("tls: cannot write " + path + ": " + std::strerror(error));
   }
   return absl::OkStatus();
 }

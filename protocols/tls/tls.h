@@ -12,7 +12,9 @@
 // what the client supports) and issues stateless session tickets whose keys come from a
 // TicketKeys schedule that every shard computes alike from one secret (no state crosses
 // cores). ClientContext verifies against a CA file (the system store by default) and caches
-// one resumable session per destination.
+// one resumable session per destination, name and verification mode (a session made without
+// verifying is never resumed where verification is asked for: a resumption checks no
+// certificate).
 //
 // Per connection: a TlsTransport allocated when TLS starts (STARTTLS or implicit TLS). Its
 // record buffers are released while idle, so an idle TLS session costs the SSL object only
@@ -32,6 +34,10 @@
 //     connection closed (after any alert went out). A handshake deadline is the owner's
 //     (StreamPump::SetDeadline); the transport reads no clock.
 //   Destroy the transport after the pump has closed (it is the pump's Transport until then).
+// Writing: TakeOutput encrypts at most 64 KiB of the session's output per call (the pump calls
+// it again after each send), so a large message is neither held twice nor encrypted in one
+// loop turn; close_notify follows the last byte once the session wants to close.
+//
 // Reading: every record a receive completes is decrypted and fed to the session at once (as the
 // plain transport feeds what it received); the session's WantsInput decides whether the pump
 // reads more. The peer's close_notify is the session's EndOfInput; replies it still makes go out

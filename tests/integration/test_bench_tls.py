@@ -123,7 +123,8 @@ class BenchTlsTest(unittest.TestCase):
         self.assertEqual(summary["tls"]["failed"], 1)
         self.assertEqual(summary["tls"]["handshakes"], 0)
 
-    def check_tls_run(self, report, sink_summary, messages, connections):
+    def check_tls_run(self, report, sink_summary, messages, connections, sink_extra=0):
+        """`sink_extra`: handshakes of the XSTAT connections (over implicit TLS)."""
         s = report["summary"]
         self.assertEqual(s["accepted"], messages)
         if "check" in report:
@@ -134,7 +135,7 @@ class BenchTlsTest(unittest.TestCase):
         lat = s["latency_us"]["tls_handshake"]
         self.assertEqual(lat["count"], s["tls_handshakes"])
         self.assertTrue(0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"])
-        self.assertEqual(sink_summary["tls"]["handshakes"], s["tls_handshakes"])
+        self.assertEqual(sink_summary["tls"]["handshakes"], s["tls_handshakes"] + sink_extra)
         self.assertEqual(sink_summary["runs"][report["run_id"]]["messages"], messages)
 
     def test_send_starttls_to_the_sink(self):
@@ -159,10 +160,10 @@ class BenchTlsTest(unittest.TestCase):
 
     def test_send_implicit_tls_with_auth_refused_without_tls(self):
         sink = self.sink("--tls-implicit")
-        # No --sink: its XSTAT speaks plaintext; the sink's own summary has the count.
         report, _ = self.send(sink.address, "--tls-implicit", "--connections", "3",
-                              "--messages", "90")
-        self.check_tls_run(report, sink.stop(), 90, 3)
+                              "--messages", "90", "--sink", sink.address)
+        self.assertEqual(report["check"]["delivered"], 90)  # XSTAT over TLS too.
+        self.check_tls_run(report, sink.stop(), 90, 3, sink_extra=1)
         _, r = self.send("127.0.0.1:1", "--auth", "u:p", expect_status=2)
         self.assertIn("--auth needs --tls", r.stderr)
 
@@ -173,6 +174,27 @@ class BenchTlsTest(unittest.TestCase):
         summary = sink.stop()
         self.check_tls_run(report, summary, 20, 2)
         self.assertEqual(summary["tls"]["authenticated"], report["summary"]["connections_opened"])
+
+    def test_report_has_the_handshakes(self):
+        sink = self.sink()
+        full, _ = self.send(sink.address, "--tls", "--connections", "2", "--messages", "10",
+                            "--messages-per-connection", "1")
+        resumed, _ = self.send(sink.address, "--tls", "--tls-resume", "--connections", "2",
+                               "--messages", "10", "--messages-per-connection", "1")
+        files = sorted(os.path.join(self.tmp, f) for f in os.listdir(self.tmp))
+        r = subprocess.run([BENCH, "report", *files], capture_output=True, text=True,
+                           timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("| run | tls | handshakes | resumed |", r.stdout)
+        rows = [line for line in r.stdout.splitlines() if "| starttls |" in line]
+        self.assertEqual(len(rows), 2)
+        for row, report in zip(rows, (full, resumed)):
+            cells = [c.strip() for c in row.strip("|").split("|")]
+            self.assertEqual(int(cells[2]), report["summary"]["tls_handshakes"])
+            self.assertEqual(int(cells[3]), report["summary"]["tls_resumed"])
+            self.assertAlmostEqual(float(cells[5]),
+                                   report["summary"]["latency_us"]["tls_handshake"]["p50"] / 1000,
+                                   delta=0.001)
 
     def test_send_tls_to_a_plain_sink_fails(self):
         sink = BenchSink()

@@ -111,6 +111,29 @@ std::string Table(const std::vector<Run>& runs) {
               " | ", ms("p90"), " | ", ms("p99"), " | ", ms("p999"), " | ", ms("max"), " | ",
               Fixed(errors, 0), " | ", Fixed(lost, 0), " |\n");
   }
+  // Runs with TLS (send --tls / --tls-implicit): the handshakes, in a table of their own.
+  std::string tls;
+  for (const Run& r : runs) {
+    const json& d = r.doc;
+    const std::string mode = Text(d, {"config", "tls"});
+    if (mode.empty() || mode == "off") {
+      continue;
+    }
+    auto ms = [&](const char* key) {
+      return Fixed(Number(d, {"summary", "latency_us", "tls_handshake", key}) / 1000.0, 3);
+    };
+    StrAppend(&tls, "| ", r.label, " | ", mode, " | ",
+              Fixed(Number(d, {"summary", "tls_handshakes"}), 0), " | ",
+              Fixed(Number(d, {"summary", "tls_resumed"}), 0), " | ",
+              Fixed(Number(d, {"summary", "tls_failures"}), 0), " | ", ms("p50"), " | ", ms("p90"),
+              " | ", ms("p99"), " | ", ms("max"), " |\n");
+  }
+  if (!tls.empty()) {
+    StrAppend(&out,
+              "\n| run | tls | handshakes | resumed | failed | handshake p50 ms | p90 ms | "
+              "p99 ms | max ms |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n",
+              tls);
+  }
   return out;
 }
 

@@ -515,8 +515,8 @@ class Sender {
       if (l.tls_start_us != 0) {
         lat_.tls.Record(clock_.MonotonicMicros() - l.tls_start_us);
       }
-      if (options_.tls) {
-        s.TlsStarted();  // The session says EHLO again, encrypted.
+      if (options_.tls && !s.closed()) {  // (A session that timed out meanwhile is done.)
+        s.TlsStarted();                   // The session says EHLO again, encrypted.
       }
     } else if (l.tls->state() == tls::TlsState::kFailed) {
       l.tls_settled = true;
@@ -825,8 +825,23 @@ void Link::EndOfInput() { sender->OnEndOfInput(*this); }
 void Link::OnPumpReady(net::StreamPump&) { sender->OnPumpReady(*this); }
 void Link::OnPumpClosed(net::StreamPump&) { sender->OnClosed(*this); }
 
-// A blocking conversation with the sink for XSTAT (run once, at the end).
-absl::StatusOr<std::string> AskSink(const std::string& address, const std::string& run) {
+// The sink's side of AskSink's TLS (implicit TLS): plaintext in and out.
+struct PlainBuffer final : net::StreamSession {
+  void Feed(std::string_view bytes) override { in.append(bytes); }
+  [[nodiscard]] std::string_view PendingOutput() const override { return out; }
+  void ConsumeOutput(size_t bytes) override { out.erase(0, bytes); }
+  [[nodiscard]] bool WantsInput() const override { return true; }
+  [[nodiscard]] bool WantsClose() const override { return false; }
+  void EndOfInput() override { ended = true; }
+  std::string in;
+  std::string out;
+  bool ended = false;
+};
+
+// A blocking conversation with the sink for XSTAT (run once, at the end); over TLS when
+// `tls` (a sink with --tls-implicit).
+absl::StatusOr<std::string> AskSink(const std::string& address, const std::string& run,
+                                    tls::ClientContext* tls_context) {
   std::string host, port;
   if (!net::SplitHostPort(address, host, port)) {
     return absl::InvalidArgumentError(StrCat("--sink ", address, ": expected host:port"));
@@ -851,6 +866,22 @@ absl::StatusOr<std::string> AskSink(const std::string& address, const std::strin
   }
   std::string in;
   size_t consumed = 0;
+  std::unique_ptr<tls::TlsTransport> tls;
+  PlainBuffer plain;
+  if (tls_context != nullptr) {
+    tls = tls::TlsTransport::Client(*tls_context, "", tls::VerifyMode::kNone, "");
+  }
+  // Sends `text` (encrypted when over TLS, with whatever the handshake has to say).
+  auto send_text = [&](std::string_view text) {
+    std::string bytes(text);
+    if (tls != nullptr) {
+      plain.out.append(text);
+      bytes.clear();
+      tls->TakeOutput(plain, bytes);
+    }
+    return bytes.empty() ||
+           write(fd, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size());
+  };
   // Reads one reply; returns its text (all lines).
   auto read_reply = [&]() -> absl::StatusOr<std::string> {
     size_t start = consumed;
@@ -879,16 +910,27 @@ absl::StatusOr<std::string> AskSink(const std::string& address, const std::strin
             StrCat("sink ", address, ": ",
                    errno == EAGAIN ? "no reply within 10 s" : std::strerror(errno)));
       }
-      in.append(buffer, static_cast<size_t>(n));
+      if (tls == nullptr) {
+        in.append(buffer, static_cast<size_t>(n));
+        continue;
+      }
+      tls->OnReceived(std::string_view(buffer, static_cast<size_t>(n)), plain);
+      in.append(plain.in);
+      plain.in.clear();
+      if (tls->state() == tls::TlsState::kFailed) {
+        return absl::UnavailableError(StrCat("sink ", address, ": TLS: ", tls->failure()));
+      }
+      if (!send_text("")) {  // Handshake messages.
+        return absl::UnavailableError(StrCat("sink ", address, ": ", std::strerror(errno)));
+      }
     }
   };
-  absl::StatusOr<std::string> reply = read_reply();
-  const std::string command = StrCat("XSTAT ", run, "\r\n");
-  if (reply.ok() &&
-      write(fd, command.data(), command.size()) == static_cast<ssize_t>(command.size())) {
+  absl::StatusOr<std::string> reply = send_text("") ? read_reply()  // ClientHello, greeting.
+                                                    : absl::UnavailableError(std::strerror(errno));
+  if (reply.ok() && send_text(StrCat("XSTAT ", run, "\r\n"))) {
     reply = read_reply();
   }
-  (void)!write(fd, "QUIT\r\n", 6);
+  (void)send_text("QUIT\r\n");
   close(fd);
   return reply;
 }
@@ -896,7 +938,8 @@ absl::StatusOr<std::string> AskSink(const std::string& address, const std::strin
 absl::StatusOr<RunAccount> Sender::FetchSinkAccount() const {
   const uint64_t deadline = clock_.MonotonicMs() + options_.verify_timeout_ms;
   while (true) {
-    absl::StatusOr<std::string> reply = AskSink(options_.sink, options_.run_id);
+    absl::StatusOr<std::string> reply = AskSink(
+        options_.sink, options_.run_id, options_.tls_implicit ? tls_context_.get() : nullptr);
     if (!reply.ok()) {
       return reply.status();
     }
