@@ -6,6 +6,7 @@
   protocols/* -> core/{base,buffer,mail,metrics,log}   (never core/io, never liburing)
   queue/*     -> core/* except core/uring
   queue/delivery -> also protocols/smtp/client_session.h (the outbound SMTP/LMTP session)
+                    and protocols/tls/tls.h (the client TLS transport its links put under it)
   protocols/tls -> also core/net/stream_pump.h (the Transport seam it implements)
   tools/*     -> anything
 The connections (ingress, the outbound pools, the request server, relais-bench) drive sockets
@@ -49,8 +50,10 @@ def allowed(src_dir, target):
         return tgt in ("core/base", "core/buffer", "core/mail", "core/metrics", "core/log") or \
             (parts[0] == "protocols")
     if top == "queue":
-        if src_dir == "queue/delivery" and target == "protocols/smtp/client_session.h":
-            return True  # The room drives outbound sessions; never the engine (core/uring).
+        if src_dir == "queue/delivery" and target in ("protocols/smtp/client_session.h",
+                                                      "protocols/tls/tls.h"):
+            # The room drives outbound sessions, over TLS too; never the engine (core/uring).
+            return True
         return (parts[0] == "core" and tgt != "core/uring") or parts[0] == "queue"
     return False
 

@@ -9,6 +9,12 @@
 // so a run is a pure function of the scripts and the test's steps. What each next hop accepted is
 // recorded per recipient address (the end of the data answered 250).
 //
+// TLS: a next hop given a tls::ServerContext offers STARTTLS (RFC 3207) and, after its 220,
+// speaks through a tls::TlsTransport::Server (or refuses STARTTLS with 454, answers the
+// ClientHello with garbage, closes after its 220, or stalls in the handshake); with `auth`
+// ("user:password") it offers AUTH PLAIN LOGIN once TLS is up and answers 235, or 535 for other
+// credentials.
+//
 // Recipients choose their fate by name: an address starting with "temp" gets 450 4.2.0 at
 // RCPT, "perm" 550 5.1.1; with LMTP, "lmtptemp" and "lmtpperm" are refused after the data
 // (452 4.2.2, 550 5.2.1) while the others of the message are accepted.
@@ -19,6 +25,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -26,6 +33,8 @@
 #include "core/base/random.h"
 #include "core/io/fake_net.h"
 #include "core/io/net.h"
+#include "core/net/stream_pump.h"
+#include "protocols/tls/tls.h"
 
 namespace relais::delivery::testing {
 
@@ -39,6 +48,13 @@ struct HopScript {
   bool stall_at_data_end = false;    // The whole message arrives and is never answered.
   bool stall_data = false;           // Takes no data once DATA is answered (a full window).
   size_t send_bytes_max = SIZE_MAX;  // Takes at most this much per send (short sends).
+  // STARTTLS offered with this context (outlives the next hops); null: not offered.
+  tls::ServerContext* tls = nullptr;
+  bool refuse_starttls = false;       // 454 4.7.0 to STARTTLS.
+  bool garbage_handshake = false;     // Answers the ClientHello with bytes that are not TLS.
+  bool stall_handshake = false;       // Reads the ClientHello and never answers it.
+  bool close_after_starttls = false;  // Closes the connection right after its 220 to STARTTLS.
+  std::string auth;                   // "user:password": AUTH offered over TLS; empty: none.
 };
 
 // One next hop's behaviour for a while, drawn from `random`: one of the faults above (a
@@ -113,6 +129,7 @@ class FakeNextHops final : public io::Net {
     }
     const HopScript script = scripts_[port];
     Connection& c = connections_[socket.value()];
+    c = Connection{};
     c.socket = socket;
     c.port = port;
     c.script = script;
@@ -156,8 +173,23 @@ class FakeNextHops final : public io::Net {
       if (c.gone || bytes.empty()) {
         continue;
       }
-      c.input += bytes;
+      if (c.garbage_pending) {
+        net_->PeerSends(c.socket, "this is not a TLS record\r\n\r\n\r\n\r\n");
+        c.gone = true;
+        answered = true;
+        continue;
+      }
+      if (c.tls) {
+        c.tls->OnReceived(bytes, c.plain);
+        c.input += c.plain.in;
+        c.plain.in.clear();
+        Flush(c);  // The handshake's answers.
+        answered = true;
+      } else {
+        c.input += bytes;
+      }
       answered |= Answer(c);
+      Flush(c);
     }
     return answered;
   }
@@ -176,6 +208,18 @@ class FakeNextHops final : public io::Net {
   [[nodiscard]] const std::vector<std::string>& commands(uint16_t port) { return commands_[port]; }
 
  private:
+  // The next hop's side of a TLS connection: plaintext in (decrypted) and out (to encrypt).
+  struct PlainSide final : net::StreamSession {
+    void Feed(std::string_view bytes) override { in.append(bytes); }
+    [[nodiscard]] std::string_view PendingOutput() const override { return out; }
+    void ConsumeOutput(size_t bytes) override { out.erase(0, bytes); }
+    [[nodiscard]] bool WantsInput() const override { return true; }
+    [[nodiscard]] bool WantsClose() const override { return false; }
+    void EndOfInput() override {}
+    std::string in;
+    std::string out;
+  };
+
   struct Connection {
     io::Socket socket;
     uint16_t port = 0;
@@ -183,10 +227,81 @@ class FakeNextHops final : public io::Net {
     std::string input;
     bool in_data = false;
     bool gone = false;  // Reset, stalled for good, or closed by us: answers nothing more.
-    std::vector<std::string> accepted;  // RCPTs answered 250 in this transaction.
+    std::vector<std::string> accepted;       // RCPTs answered 250 in this transaction.
+    std::unique_ptr<tls::TlsTransport> tls;  // After STARTTLS.
+    PlainSide plain;
+    bool garbage_pending = false;  // garbage_handshake: STARTTLS answered, ClientHello awaited.
+    int auth_login_step = 0;       // AUTH LOGIN: 1 username asked, 2 password asked.
+    std::string auth_login_user;
   };
 
-  void Reply(Connection& c, std::string_view text) { net_->PeerSends(c.socket, text); }
+  void Reply(Connection& c, std::string_view text) {
+    if (c.tls) {
+      c.plain.out.append(text);
+    } else {
+      net_->PeerSends(c.socket, text);
+    }
+  }
+  // What the TLS side has to send (handshake, records) goes out.
+  void Flush(Connection& c) {
+    if (c.tls) {
+      std::string out;
+      c.tls->TakeOutput(c.plain, out);
+      if (!out.empty()) {
+        net_->PeerSends(c.socket, out);
+      }
+      if (c.tls->state() == tls::TlsState::kFailed) {
+        c.gone = true;
+      }
+    }
+  }
+
+  static std::string Base64(std::string_view in) {
+    static constexpr char kAlphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    std::string out;
+    for (size_t i = 0; i < in.size(); i += 3) {
+      uint32_t n = static_cast<uint8_t>(in[i]) << 16;
+      if (i + 1 < in.size()) n |= static_cast<uint8_t>(in[i + 1]) << 8;
+      if (i + 2 < in.size()) n |= static_cast<uint8_t>(in[i + 2]);
+      out += kAlphabet[(n >> 18) & 63];
+      out += kAlphabet[(n >> 12) & 63];
+      out += i + 1 < in.size() ? kAlphabet[(n >> 6) & 63] : '=';
+      out += i + 2 < in.size() ? kAlphabet[n & 63] : '=';
+    }
+    return out;
+  }
+
+  // AUTH PLAIN <initial response>, or AUTH LOGIN's two lines (RFC 4954, RFC 4616).
+  bool AuthLine(Connection& c, const std::string& line) {
+    const size_t colon = c.script.auth.find(':');
+    const std::string user = c.script.auth.substr(0, colon);
+    const std::string password = c.script.auth.substr(colon + 1);
+    if (c.auth_login_step == 1) {
+      c.auth_login_user = line;
+      c.auth_login_step = 2;
+      Reply(c, "334 UGFzc3dvcmQ6\r\n");
+      return true;
+    }
+    if (c.auth_login_step == 2) {
+      c.auth_login_step = 0;
+      const bool ok = c.auth_login_user == Base64(user) && line == Base64(password);
+      Reply(c, ok ? "235 2.7.0 authenticated\r\n" : "535 5.7.8 bad credentials\r\n");
+      return true;
+    }
+    if (line.starts_with("AUTH LOGIN")) {
+      c.auth_login_step = 1;
+      Reply(c, "334 VXNlcm5hbWU6\r\n");
+      return true;
+    }
+    if (line.starts_with("AUTH PLAIN ")) {
+      const bool ok =
+          line.substr(11) == Base64(std::string("\0", 1) + user + std::string("\0", 1) + password);
+      Reply(c, ok ? "235 2.7.0 authenticated\r\n" : "535 5.7.8 bad credentials\r\n");
+      return true;
+    }
+    return false;
+  }
 
   bool Answer(Connection& c) {
     bool answered = false;
@@ -205,9 +320,37 @@ class FakeNextHops final : public io::Net {
       }
       commands_[c.port].push_back(line);
       answered = true;
+      if (c.tls && !c.script.auth.empty() && AuthLine(c, line)) {
+        continue;
+      }
       const std::string verb = line.substr(0, 4);
       if (verb == "EHLO" || verb == "LHLO") {
-        Reply(c, "250-hop\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n");
+        std::string ehlo = "250-hop\r\n250-PIPELINING\r\n250-8BITMIME\r\n";
+        if (c.script.tls != nullptr && !c.tls) {
+          ehlo += "250-STARTTLS\r\n";
+        }
+        if (c.tls && !c.script.auth.empty()) {
+          ehlo += "250-AUTH PLAIN LOGIN\r\n";
+        }
+        Reply(c, ehlo + "250 ENHANCEDSTATUSCODES\r\n");
+      } else if (line == "STARTTLS" && c.script.tls != nullptr && !c.tls) {
+        if (c.script.refuse_starttls) {
+          Reply(c, "454 4.7.0 TLS not available now\r\n");
+          continue;
+        }
+        Reply(c, "220 2.0.0 ready to start TLS\r\n");
+        c.input.clear();  // RFC 3207: nothing pipelined in the clear is kept.
+        if (c.script.garbage_handshake) {
+          c.garbage_pending = true;  // The ClientHello is answered with garbage.
+        } else if (c.script.close_after_starttls) {
+          net_->PeerShutsWrite(c.socket);
+          c.gone = true;
+        } else if (c.script.stall_handshake) {
+          c.gone = true;  // Reads the ClientHello and says nothing.
+        } else {
+          c.tls = tls::TlsTransport::Server(*c.script.tls);
+        }
+        return answered;
       } else if (verb == "HELO") {
         Reply(c, "250 hop\r\n");
       } else if (verb == "MAIL") {
@@ -241,6 +384,7 @@ class FakeNextHops final : public io::Net {
         Reply(c, "250 2.0.0 reset\r\n");
       } else if (verb == "QUIT") {
         Reply(c, "221 2.0.0 bye\r\n");
+        Flush(c);  // Over TLS: the record goes before the end of the stream.
         net_->PeerShutsWrite(c.socket);
         c.gone = true;
       } else {

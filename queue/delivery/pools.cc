@@ -33,7 +33,10 @@ struct Pools::Pool {
   // Which next hop new links go to, and when all have failed (next_hops.h).
   NextHops hops{0};
   std::string last_error;  // Of the last link that failed before it was ready.
-  bool pending = false;    // On pending_pools_.
+  // Set when that failure was TLS under "encrypt"/"verify" (4.7.5, 4.7.10): the queue is
+  // deferred with it, not with 4.4.1, once every next hop failed.
+  std::optional<Status> last_tls_failure;
+  bool pending = false;  // On pending_pools_.
 };
 
 // One outbound connection: the client session, seen by its pump as a stream session, and the
@@ -74,6 +77,8 @@ struct Pools::Link final : net::StreamSession, net::StreamPumpOwner {
   const Endpoint& endpoint;
   const uint32_t endpoint_index;
   smtp::ClientSession session;
+  // After STARTTLS: declared before the pump, which uses it, so that it goes after the pump.
+  std::unique_ptr<tls::TlsTransport> tls;
   std::optional<net::StreamPump> pump;  // None when no socket could be had.
   // The message this link carries or was opened for. A link is opened only for a task no idle
   // link could take, and that task waits for it (task_begun false until the session is
@@ -86,6 +91,13 @@ struct Pools::Link final : net::StreamSession, net::StreamPumpOwner {
   bool quitting = false;  // QUIT queued: the pump closes once it is sent.
   bool closing = false;
   bool dirty = false;
+  // TLS: STARTTLS answered 220 and the transport waits for the send in flight to end; the
+  // handshake runs (until handshake_deadline_ms); it failed (why in the session's error).
+  bool tls_pending = false;
+  bool handshaking = false;
+  bool tls_failed = false;
+  std::string tls_error;  // Why it failed (the library's reason, or the timeout).
+  uint64_t handshake_deadline_ms = 0;
 };
 
 namespace {
@@ -106,6 +118,49 @@ std::string LostReason(const net::StreamPump& pump) {
 }
 
 }  // namespace
+
+// ---- TLS contexts ----
+
+void NumberClientContexts(std::vector<std::optional<Destination>>& destinations) {
+  std::vector<const tls::ClientOptions*> distinct;
+  for (std::optional<Destination>& d : destinations) {
+    if (!d || d->tls.policy == config::RouteTls::kNone) {
+      continue;
+    }
+    const tls::ClientOptions& o = d->tls.client;
+    auto same = [&](const tls::ClientOptions* x) {
+      return x->ca_file == o.ca_file &&
+             x->client_certificate.chain_path == o.client_certificate.chain_path &&
+             x->client_certificate.key_path == o.client_certificate.key_path;
+    };
+    auto it = std::find_if(distinct.begin(), distinct.end(), same);
+    d->tls.context = static_cast<uint32_t>(it - distinct.begin());
+    if (it == distinct.end()) {
+      distinct.push_back(&o);
+    }
+  }
+}
+
+absl::StatusOr<ClientContexts> MakeClientContexts(
+    const std::vector<std::optional<Destination>>& destinations) {
+  ClientContexts contexts;
+  for (const std::optional<Destination>& d : destinations) {
+    if (!d || d->tls.policy == config::RouteTls::kNone) {
+      continue;
+    }
+    if (d->tls.context >= contexts.size()) {
+      contexts.resize(d->tls.context + 1);
+    }
+    if (contexts[d->tls.context] == nullptr) {
+      auto context = tls::ClientContext::Create(d->tls.client);
+      if (!context.ok()) {
+        return context.status();
+      }
+      contexts[d->tls.context] = std::move(*context);
+    }
+  }
+  return contexts;
+}
 
 Pools::Pools(io::Net& net, timer::TimerWheel& timers, const base::Clock& clock, PoolOptions options,
              PoolListener& listener)
@@ -186,6 +241,9 @@ void Pools::DeferQueue(Pool& pool, const smtp::RecipientReply& reason) {
 }
 
 smtp::RecipientReply Pools::NoNextHop(const Pool& pool) {
+  if (pool.last_tls_failure) {
+    return ToReply(*pool.last_tls_failure);
+  }
   return ToReply(Make(Reason::kNoNextHop, StrCat(RouteName(pool.destination->route),
                                                  " route is usable; last: ", pool.last_error)));
 }
@@ -240,6 +298,28 @@ void Pools::Open(Pool& pool, PoolTask task) {
   o.data_init_timeout_ms = options_.data_init_timeout_ms;
   o.data_end_timeout_ms = options_.data_end_timeout_ms;
   o.seven_bit.nesting_max = options_.mime_nesting_max;
+  const DestinationTls& t = d.tls;
+  const std::string& hop = d.endpoints[index].hop;
+  switch (t.policy) {
+    case config::RouteTls::kNone:
+      o.starttls = smtp::StartTls::kNo;
+      break;
+    case config::RouteTls::kMay:
+      if (PlaintextFor(hop)) {
+        o.starttls = smtp::StartTls::kNo;  // Its handshake failed a short while ago.
+        ++counters_.tls_plaintext_fallbacks;
+      } else {
+        o.starttls = smtp::StartTls::kIfOffered;
+      }
+      break;
+    case config::RouteTls::kEncrypt:
+    case config::RouteTls::kVerify:
+      o.starttls = smtp::StartTls::kRequired;
+      // RFC 4954 14: credentials only over TLS (the config allows AUTH with these only).
+      o.auth_user = t.auth_user;
+      o.auth_password = t.auth_password;
+      break;
+  }
   pool.links.push_back(std::make_unique<Link>(this, &pool, index, std::move(o)));
   Link& link = *pool.links.back();
   link.task = std::move(task);
@@ -267,7 +347,12 @@ void Pools::Open(Pool& pool, PoolTask task) {
 // ---- Timeouts ----
 
 void Pools::OnTimeout(Link& link) {
-  if (link.connecting) {
+  if (link.handshaking || link.tls_pending) {
+    // The handshake's own deadline: a next hop that hangs in it must not hold the queue.
+    ++counters_.tls_handshakes_timed_out;
+    TlsFailed(link,
+              StrCat("TLS handshake timed out after ", options_.tls_handshake_timeout_ms, " ms"));
+  } else if (link.connecting) {
     link.session.OnConnectionLost("connect timed out");  // The close cancels the connect.
   } else if (link.pump->sending()) {
     link.session.OnConnectionLost(
@@ -298,6 +383,9 @@ void Pools::Process(Link& link) {
   if (link.connecting && !link.session.closed()) {
     return;
   }
+  if (link.pump) {
+    StepTls(link);
+  }
   if (link.pump && link.pump->peer_gone()) {
     link.session.OnConnectionLost(LostReason(*link.pump));  // Nothing if already closed.
   }
@@ -325,7 +413,27 @@ void Pools::Process(Link& link) {
       link.task.reset();
       Requeue(pool, std::move(task));
     }
-    if (!link.ever_ready) {
+    const config::RouteTls policy = pool.destination->tls.policy;
+    const bool required =
+        policy == config::RouteTls::kEncrypt || policy == config::RouteTls::kVerify;
+    if (!link.ever_ready && required && !link.tls && link.session.error_enhanced() == "4.7.10") {
+      // The session's typed verdict: EHLO answered without STARTTLS, or STARTTLS refused.
+      // Never in the clear.
+      ++counters_.tls_not_offered;
+      pool.last_tls_failure =
+          Make(Reason::kTlsNotOffered,
+               StrCat(link.endpoint.hop,
+                      link.session.extensions().starttls ? " refused" : " offers no", " STARTTLS"));
+    } else if (!link.ever_ready && link.tls_failed && required) {
+      pool.last_tls_failure =
+          Make(Reason::kTlsFailed, StrCat("with ", link.endpoint.hop, ": ", link.tls_error));
+    } else if (!link.ever_ready) {
+      pool.last_tls_failure.reset();
+    }
+    if (!link.ever_ready && link.tls_failed && policy == config::RouteTls::kMay) {
+      // Remembered (TlsFailed): the task goes at once to a fresh plaintext connection to the
+      // same next hop, which is not counted as down.
+    } else if (!link.ever_ready) {
       ++counters_.connect_failures;
       log::Emit(log::Level::kWarning, static_cast<int>(options_.shard), "next_hop_failed",
                 {{"route", RouteName(pool.destination->route)},
@@ -380,13 +488,113 @@ void Pools::Process(Link& link) {
   }
   // One deadline per link, for whatever it waits on now.
   const uint64_t now = clock_.MonotonicMs();
-  if (link.pump->sending()) {
+  if (link.handshaking || link.tls_pending) {
+    link.pump->SetDeadline(link.handshake_deadline_ms);  // Fixed: progress does not move it.
+  } else if (link.pump->sending()) {
     link.pump->SetDeadline(now + options_.data_block_timeout_ms);
   } else if (link.session.TimeoutMs() != 0) {
     link.pump->SetDeadline(now + link.session.TimeoutMs());
   } else {
     link.pump->SetDeadline(now + options_.idle_timeout_ms);
   }
+}
+
+// ---- TLS ----
+
+void Pools::StepTls(Link& link) {
+  if (link.session.TakeStartTls()) {
+    // RFC 3207 4: the 220 to STARTTLS came; the next bytes either way are the handshake's.
+    link.tls_pending = true;
+    link.handshake_deadline_ms = clock_.MonotonicMs() + options_.tls_handshake_timeout_ms;
+  }
+  if (link.session.closed()) {
+    if (link.tls_pending || link.handshaking) {
+      // The next hop went away after its 220 (or mid-handshake): a TLS failure, as a reset in
+      // the handshake is (Postfix counts it so too); "may" falls back.
+      ++counters_.tls_handshakes_failed;
+      TlsFailed(link, "the connection ended during the TLS handshake");
+    }
+    return;
+  }
+  if (link.tls_pending && !link.pump->sending()) {
+    link.tls_pending = false;
+    const DestinationTls& t = link.pool->destination->tls;
+    RELAIS_CHECK(t.context < contexts_.size() && contexts_[t.context] != nullptr)
+        << "a TLS destination without its client context (Pools::UseTls)";
+    const tls::VerifyMode mode =
+        t.policy == config::RouteTls::kVerify ? tls::VerifyMode::kVerify : tls::VerifyMode::kNone;
+    // The name as the route writes it, never the address: SNI, and what verify checks.
+    link.tls = tls::TlsTransport::Client(*contexts_[t.context], link.endpoint.host, mode,
+                                         link.endpoint.hop);
+    link.pump->SetTransport(*link.tls);
+    link.handshaking = true;
+  }
+  if (!link.handshaking) {
+    return;
+  }
+  if (link.tls->TakeHandshakeDone()) {
+    link.handshaking = false;
+    ++counters_.tls_handshakes_ok;
+    counters_.tls_resumed += link.tls->info().resumed ? 1 : 0;
+    link.session.TlsStarted();  // A fresh EHLO follows (RFC 3207 4.2).
+    return;
+  }
+  if (link.tls->state() == tls::TlsState::kFailed) {
+    ++counters_.tls_handshakes_failed;
+    TlsFailed(link, link.tls->failure());
+  } else if (link.pump->peer_gone() || link.pump->input_ended()) {
+    ++counters_.tls_handshakes_failed;
+    TlsFailed(link, "the next hop closed the connection");
+  }
+}
+
+void Pools::TlsFailed(Link& link, std::string_view why) {
+  link.handshaking = false;
+  link.tls_pending = false;
+  link.tls_failed = true;
+  link.tls_error = why;
+  const DestinationTls& t = link.pool->destination->tls;
+  if (t.policy == config::RouteTls::kMay) {
+    RememberPlaintext(link.endpoint.hop);
+  }
+  log::Emit(log::Level::kWarning, static_cast<int>(options_.shard), "tls_handshake_failed",
+            {{"route", RouteName(link.pool->destination->route)},
+             {"next_hop", link.endpoint.hop},
+             {"address", link.endpoint.name},
+             {"error", why},
+             {"then", t.policy == config::RouteTls::kMay ? "plaintext" : "next hop or defer"}});
+  link.session.OnConnectionLost(StrCat("TLS handshake failed: ", why));
+}
+
+bool Pools::PlaintextFor(const std::string& hop) {
+  auto it = plaintext_until_.find(hop);
+  if (it == plaintext_until_.end()) {
+    return false;
+  }
+  if (it->second <= clock_.MonotonicMs()) {
+    plaintext_until_.erase(it);  // Its time is over: TLS is tried again.
+    return false;
+  }
+  return true;
+}
+
+void Pools::RememberPlaintext(const std::string& hop) {
+  if (options_.tls_fallback_max == 0) {
+    return;
+  }
+  const uint64_t now = clock_.MonotonicMs();
+  if (!plaintext_until_.contains(hop) && plaintext_until_.size() >= options_.tls_fallback_max) {
+    // Full: expired entries go, else the one that ends first (bounded, counted).
+    std::erase_if(plaintext_until_, [now](const auto& e) { return e.second <= now; });
+    if (plaintext_until_.size() >= options_.tls_fallback_max) {
+      auto first =
+          std::min_element(plaintext_until_.begin(), plaintext_until_.end(),
+                           [](const auto& a, const auto& b) { return a.second < b.second; });
+      plaintext_until_.erase(first);
+      ++counters_.tls_fallbacks_forgotten;
+    }
+  }
+  plaintext_until_[hop] = now + options_.tls_fallback_ttl_ms;
 }
 
 void Pools::HandOut(Link& link) {

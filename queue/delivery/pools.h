@@ -21,6 +21,19 @@
 // replies become typed statuses is decided in outbound.h; the deferrals made here (stopping, no
 // usable next hop) come from the status table (status.h).
 //
+// Outbound TLS (RFC 3207) per destination, as its route says (config::RouteTls): the session
+// asks for STARTTLS as the policy says; once the next hop answered 220, the link puts a
+// tls::TlsTransport (client side, the shard's ClientContext for the route's CA file and client
+// certificate) under the session on its pump, with SNI and verification against the host name
+// the route writes (never the address), and the session resumed per "host:port" as written. The
+// handshake has its own deadline (tls_handshake_timeout_ms, fixed when it starts: a next hop that
+// hangs in it never holds the queue). When it fails (or times out): under "may" the "host:port"
+// is remembered for tls_fallback_ttl_ms (a bounded map) and the task, untouched (no transaction
+// starts before TLS is up), goes at once to a fresh plaintext connection; under "encrypt" and
+// "verify" the next hop counts as failed (failover) and, once every next hop failed, the queue is
+// deferred 451 4.7.5 (4.7.10 when the next hop did not offer STARTTLS or refused it), never sent
+// in the clear. AUTH (RFC 4954) with the route's credentials is the session's, after TLS only.
+//
 // Owned by one shard; not thread-safe. Time comes from the injected Clock; the net, timer
 // wheel and listener outlive the pools.
 #pragma once
@@ -36,10 +49,13 @@
 #include <unordered_map>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "core/base/clock.h"
+#include "core/config/route.h"
 #include "core/io/net.h"
 #include "core/timer/timer_wheel.h"
 #include "protocols/smtp/client_session.h"
+#include "protocols/tls/tls.h"
 #include "queue/delivery/delivery.h"
 #include "queue/delivery/status.h"
 
@@ -49,6 +65,22 @@ struct Endpoint {
   sockaddr_storage address{};
   socklen_t length = 0;
   std::string name;  // "192.0.2.1:25", "[2001:db8::1]:25" or "/run/lmtp.sock".
+  // The next hop as the route writes it: the host (SNI and the name verified; an address
+  // literal sends no SNI) and "host:port" (whose TLS session is resumed, and which a failed
+  // handshake under tls = "may" sends plaintext for a while).
+  std::string host;
+  std::string hop;
+};
+
+// The TLS and AUTH of one destination (its route's keys).
+struct DestinationTls {
+  config::RouteTls policy = config::RouteTls::kNone;
+  // Index into the shard's client contexts (MakeClientContexts): one per distinct
+  // (CA file, client certificate) among the destinations.
+  uint32_t context = 0;
+  tls::ClientOptions client;  // What that context is made of.
+  std::string auth_user;      // Empty: no AUTH.
+  std::string auth_password;  // Read from the route's auth_password_file at start.
 };
 
 // Where one smarthost or lmtp route sends its mail.
@@ -56,7 +88,20 @@ struct Destination {
   Route route = Route::kSmarthost;  // kSmarthost or kLmtp.
   bool lmtp = false;
   std::vector<Endpoint> endpoints;  // In the order the route lists them.
+  DestinationTls tls;
 };
+
+// One shard's TLS client contexts, by DestinationTls::context (a context caches sessions and
+// is not shared between shards).
+using ClientContexts = std::vector<std::unique_ptr<tls::ClientContext>>;
+
+// Numbers each distinct (CA file, client certificate) among the TLS destinations: sets their
+// DestinationTls::context. Once, at start, before the shards copy nothing (they share them).
+void NumberClientContexts(std::vector<std::optional<Destination>>& destinations);
+// A shard's contexts made from those options (CA bundle and certificates are read here: at
+// start, on the startup thread); an error names the file.
+[[nodiscard]] absl::StatusOr<ClientContexts> MakeClientContexts(
+    const std::vector<std::optional<Destination>>& destinations);
 
 struct PoolOptions {
   uint32_t shard = 0;
@@ -70,6 +115,12 @@ struct PoolOptions {
   uint32_t connections_max = 10;  // Per destination, this shard's share.
   uint32_t messages_per_connection_max = 100;
   uint32_t mime_nesting_max = 100;  // For 8-bit mail converted to 7 bits (protocols/mime).
+  // Outbound TLS ([tls] handshake_timeout and fallback_ttl): the whole handshake must end in
+  // this time; a "may" next hop whose handshake failed gets plaintext this long. The map of
+  // such next hops holds at most tls_fallback_max (then the one whose entry ends first goes).
+  uint32_t tls_handshake_timeout_ms = 10'000;
+  uint64_t tls_fallback_ttl_ms = 3'600'000;
+  uint32_t tls_fallback_max = 1024;
   // TCP_NODELAY on TCP connections (commands and replies are small and latency-bound): a
   // control-plane call on the descriptor, off for a Net whose sockets are not the kernel's.
   bool tcp_no_delay = true;
@@ -100,6 +151,15 @@ struct PoolCounters {
   uint64_t converted_7bit = 0;       // Messages converted for a next hop without 8BITMIME.
   uint64_t not_convertible = 0;      // ...and those that could not be (failed, 5.6.3).
   uint64_t smtputf8_not_needed = 0;  // Sent without SMTPUTF8 to a next hop without it.
+  // Outbound STARTTLS handshakes, by result.
+  uint64_t tls_handshakes_ok = 0;
+  uint64_t tls_resumed = 0;               // ...of which resumed a session of the same "host:port".
+  uint64_t tls_handshakes_failed = 0;     // Alert, verification, reset during the handshake.
+  uint64_t tls_handshakes_timed_out = 0;  // Still handshaking at tls_handshake_timeout_ms.
+  uint64_t tls_not_offered = 0;           // tls = "encrypt"/"verify" and no STARTTLS (or refused).
+  // Connections opened in plaintext to a "may" next hop remembered for a failed handshake.
+  uint64_t tls_plaintext_fallbacks = 0;
+  uint64_t tls_fallbacks_forgotten = 0;  // Entries pushed out of the full fallback map.
 };
 
 class Pools {
@@ -110,6 +170,9 @@ class Pools {
   Pools(const Pools&) = delete;
   Pools& operator=(const Pools&) = delete;
 
+  // The shard's TLS client contexts (MakeClientContexts), before the first Submit to a
+  // destination with TLS.
+  void UseTls(ClientContexts contexts) { contexts_ = std::move(contexts); }
   // Queues `task` for `destination` (which must outlive the pools).
   void Submit(const Destination& destination, PoolTask task);
   // Opens, sends, and hands out results for everything the turn's completions changed. Once
@@ -124,6 +187,8 @@ class Pools {
   [[nodiscard]] bool idle() const;
   [[nodiscard]] uint32_t connections() const { return connections_; }
   [[nodiscard]] const PoolCounters& counters() const { return counters_; }
+  // "may" next hops sent plaintext for now, after a failed handshake.
+  [[nodiscard]] size_t tls_fallbacks() const { return plaintext_until_.size(); }
 
  private:
   struct Pool;
@@ -145,6 +210,13 @@ class Pools {
   void DeferQueue(Pool& pool, const smtp::RecipientReply& reason);
   void OnTimeout(Link& link);
   [[nodiscard]] static smtp::RecipientReply NoNextHop(const Pool& pool);
+  // STARTTLS answered: the TLS transport goes under the session; the handshake's progress.
+  void StepTls(Link& link);
+  // The handshake failed or timed out (`why`): under "may" the next hop gets plaintext for a
+  // while; the session is closed either way.
+  void TlsFailed(Link& link, std::string_view why);
+  [[nodiscard]] bool PlaintextFor(const std::string& hop);
+  void RememberPlaintext(const std::string& hop);
 
   io::Net& net_;
   timer::TimerWheel& timers_;
@@ -157,6 +229,9 @@ class Pools {
   uint32_t connections_ = 0;
   bool stopping_ = false;
   PoolCounters counters_;
+  ClientContexts contexts_;
+  // "host:port" of "may" next hops whose handshake failed -> when they get TLS again (ms).
+  std::unordered_map<std::string, uint64_t> plaintext_until_;
 };
 
 // The delivery side's way out (Outbound): a route index names the destination whose pool on

@@ -6,8 +6,11 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <stdlib.h>
 
 #include <map>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,6 +33,8 @@ Endpoint Hop(uint16_t port) {
   a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   e.length = sizeof(sockaddr_in);
   e.name = "127.0.0.1:" + std::to_string(port);
+  e.host = "hop.test";
+  e.hop = "hop.test:" + std::to_string(port);
   return e;
 }
 
@@ -94,6 +99,42 @@ class Harness final : public PoolListener {
       timers_.Advance(clock_.MonotonicMs());
       Run();
     }
+  }
+
+  // The next hops' certificate (self-signed for hop.test, made once per test program) and
+  // the pools' client contexts for `d`, which trust it under tls = "verify".
+  static tls::ServerContext& ServerTls() {
+    static std::unique_ptr<tls::ServerContext> context = [] {
+      char dir[] = "/tmp/relais-pools-tls-XXXXXX";
+      EXPECT_NE(mkdtemp(dir), nullptr);
+      const std::string chain = std::string(dir) + "/chain.pem";
+      const std::string key = std::string(dir) + "/key.pem";
+      auto made = tls::MakeSelfSignedCertificate("ecdsa", {"hop.test"}, 1, chain, key);
+      EXPECT_TRUE(made.ok()) << made;
+      ChainPath() = chain;
+      tls::ServerOptions o;
+      o.certificates.push_back({chain, key});
+      o.tickets.secret = std::string(32, 'k');  // Session tickets: resumption.
+      auto c = tls::ServerContext::Create(o);
+      EXPECT_TRUE(c.ok()) << c.status();
+      return std::move(*c);
+    }();
+    return *context;
+  }
+  static std::string& ChainPath() {
+    static std::string path;
+    return path;
+  }
+  void UseTls(Destination& d, config::RouteTls policy) {
+    ServerTls();
+    d.tls.policy = policy;
+    d.tls.client.ca_file = ChainPath();
+    std::vector<std::optional<Destination>> all{d};
+    NumberClientContexts(all);
+    d.tls.context = all[0]->tls.context;
+    auto contexts = MakeClientContexts(all);
+    ASSERT_TRUE(contexts.ok()) << contexts.status();
+    pools_.UseTls(std::move(*contexts));
   }
 
   Pools& pools() { return pools_; }
@@ -405,11 +446,256 @@ TEST(Pools, AReplyToTheDataBeforeItWasSentFreesNothingASendStillReads) {
   run();
   // Once all of the body has gone out, and not before (ASan: no send reads it after).
   ASSERT_EQ(listener.done, 1);
-  run();  // Nothing is sent from the freed body (ASan).
+  run();         // Nothing is sent from the freed body (ASan).
   pools.Stop();  // The link is idle again: it says QUIT and closes.
   net.PeerSends(s, "221 bye\r\n");
   run();
   EXPECT_EQ(net.in_flight(), 0u);
+}
+
+// ---- Outbound TLS ----
+
+bool Sent(FakeNextHops& hops, uint16_t port, std::string_view command) {
+  const auto& c = hops.commands(port);
+  return std::any_of(c.begin(), c.end(),
+                     [&](const std::string& l) { return l.starts_with(command); });
+}
+
+HopScript TlsHop() {
+  HopScript s;
+  s.tls = &Harness::ServerTls();
+  return s;
+}
+
+TEST(PoolsTls, EncryptDeliversOverStartTlsAndSaysEhloAgain) {
+  Destination d{Route::kSmarthost, false, {Hop(25)}};
+  Harness h;
+  h.UseTls(d, config::RouteTls::kEncrypt);
+  h.hops().Script(25, TlsHop());
+  h.Send(d, 1, {"b@y.test"});
+  h.Run();
+  ASSERT_EQ(h.results_.size(), 1u);
+  EXPECT_EQ(h.results_[1][0].status, smtp::RecipientStatus::kDelivered) << h.results_[1][0].reply;
+  EXPECT_EQ(h.hops().delivered("b@y.test"), 1u);
+  EXPECT_EQ(h.pools().counters().tls_handshakes_ok, 1u);
+  const auto& commands = h.hops().commands(25);
+  ASSERT_GE(commands.size(), 3u);
+  EXPECT_EQ(commands[1], "STARTTLS");
+  EXPECT_TRUE(commands[2].starts_with("EHLO")) << "a fresh EHLO after TLS (RFC 3207 4.2)";
+}
+
+TEST(PoolsTls, TheNextConnectionToTheSameHopResumesTheSession) {
+  Destination d{Route::kSmarthost, false, {Hop(25)}};
+  PoolOptions o = Options();
+  o.idle_timeout_ms = 0;  // One connection per message.
+  Harness h(o);
+  h.UseTls(d, config::RouteTls::kEncrypt);
+  h.hops().Script(25, TlsHop());
+  h.Send(d, 1, {"b@y.test"});
+  h.Run();
+  h.Send(d, 2, {"c@y.test"});
+  h.Run();
+  ASSERT_EQ(h.results_.size(), 2u);
+  EXPECT_EQ(h.results_[2][0].status, smtp::RecipientStatus::kDelivered);
+  EXPECT_EQ(h.hops().connects(25), 2u);
+  EXPECT_EQ(h.pools().counters().tls_handshakes_ok, 2u);
+  EXPECT_EQ(h.pools().counters().tls_resumed, 1u);
+}
+
+TEST(PoolsTls, VerifyWithTheRightNameDelivers) {
+  Destination d{Route::kSmarthost, false, {Hop(25)}};
+  Harness h;
+  h.UseTls(d, config::RouteTls::kVerify);
+  h.hops().Script(25, TlsHop());
+  h.Send(d, 1, {"b@y.test"});
+  h.Run();
+  ASSERT_EQ(h.results_.size(), 1u);
+  EXPECT_EQ(h.results_[1][0].status, smtp::RecipientStatus::kDelivered) << h.results_[1][0].reply;
+}
+
+TEST(PoolsTls, MayFallsBackToPlaintextAtOnceAndRemembersTheHop) {
+  Destination d{Route::kSmarthost, false, {Hop(25)}};
+  PoolOptions o = Options();
+  o.tls_fallback_ttl_ms = 60'000;
+  o.idle_timeout_ms = 0;  // Each message on its own connection: the map decides each time.
+  Harness h(o);
+  h.UseTls(d, config::RouteTls::kMay);
+  HopScript s = TlsHop();
+  s.garbage_handshake = true;
+  h.hops().Script(25, s);
+  h.Send(d, 1, {"b@y.test"});
+  h.Run();
+  // The handshake failed; the untouched message went at once on a plaintext connection.
+  ASSERT_EQ(h.results_.size(), 1u);
+  EXPECT_EQ(h.results_[1][0].status, smtp::RecipientStatus::kDelivered) << h.results_[1][0].reply;
+  EXPECT_EQ(h.hops().connects(25), 2u);
+  EXPECT_EQ(h.pools().counters().tls_handshakes_failed, 1u);
+  EXPECT_EQ(h.pools().counters().tls_plaintext_fallbacks, 1u);
+  EXPECT_EQ(h.pools().counters().connect_failures, 0u) << "a fallback is no next hop failure";
+  EXPECT_EQ(h.pools().tls_fallbacks(), 1u);
+  // Remembered: the next connection does not try STARTTLS.
+  h.Send(d, 2, {"c@y.test"});
+  h.Run();
+  EXPECT_EQ(h.results_[2][0].status, smtp::RecipientStatus::kDelivered);
+  EXPECT_EQ(h.hops().connects(25), 3u);
+  EXPECT_EQ(std::count(h.hops().commands(25).begin(), h.hops().commands(25).end(), "STARTTLS"), 1);
+  EXPECT_EQ(h.pools().counters().tls_plaintext_fallbacks, 2u);
+  // Once fallback_ttl has passed, TLS is tried again (and now works).
+  h.hops().Script(25, TlsHop());
+  h.Advance(61'000);
+  h.Send(d, 3, {"e@y.test"});
+  h.Run();
+  EXPECT_EQ(h.results_[3][0].status, smtp::RecipientStatus::kDelivered);
+  EXPECT_EQ(h.pools().counters().tls_handshakes_ok, 1u);
+  EXPECT_EQ(h.pools().tls_fallbacks(), 0u);
+}
+
+TEST(PoolsTls, MayFallsBackWhenTheNextHopClosesRightAfterIts220) {
+  Destination d{Route::kSmarthost, false, {Hop(25)}};
+  Harness h;
+  h.UseTls(d, config::RouteTls::kMay);
+  HopScript s = TlsHop();
+  s.close_after_starttls = true;
+  h.hops().Script(25, s);
+  h.Send(d, 1, {"b@y.test"});
+  h.Run();
+  ASSERT_EQ(h.results_.size(), 1u);
+  EXPECT_EQ(h.results_[1][0].status, smtp::RecipientStatus::kDelivered) << h.results_[1][0].reply;
+  EXPECT_EQ(h.pools().counters().tls_handshakes_failed, 1u);
+  EXPECT_EQ(h.pools().tls_fallbacks(), 1u);
+}
+
+TEST(PoolsTls, TheFallbackMapIsBounded) {
+  Destination d{Route::kSmarthost, false, {Hop(25), Hop(26), Hop(27)}};
+  PoolOptions o = Options();
+  o.tls_fallback_max = 2;
+  o.connections_max = 1;
+  Harness h(o);
+  h.UseTls(d, config::RouteTls::kMay);
+  for (uint16_t port : {25, 26, 27}) {
+    HopScript s = TlsHop();
+    s.garbage_handshake = true;
+    h.hops().Script(port, s);
+  }
+  // Each next hop in turn: the first fails the handshake, then takes plaintext... the pool
+  // stays on it, so move the pool by refusing connects on the previous ones.
+  for (uint64_t id = 1; id <= 3; ++id) {
+    h.Send(d, id, {"b@y.test"});
+    h.Run();
+    if (id < 3) {
+      HopScript refuse;
+      refuse.refuse_connect = true;
+      h.hops().Script(static_cast<uint16_t>(24 + id), refuse);
+      h.Advance(Options().idle_timeout_ms + 100);  // The idle link to it says QUIT.
+    }
+  }
+  EXPECT_EQ(h.pools().counters().tls_handshakes_failed, 3u);
+  EXPECT_EQ(h.pools().tls_fallbacks(), 2u);
+  EXPECT_EQ(h.pools().counters().tls_fallbacks_forgotten, 1u);
+}
+
+TEST(PoolsTls, EncryptWithoutStartTlsIsDeferred4710NeverSentInTheClear) {
+  Destination d{Route::kSmarthost, false, {Hop(25)}};
+  Harness h;
+  h.UseTls(d, config::RouteTls::kEncrypt);  // The next hop offers no STARTTLS.
+  h.Send(d, 1, {"b@y.test"});
+  h.Run();
+  ASSERT_EQ(h.results_.size(), 1u);
+  const smtp::RecipientReply& r = h.results_[1][0];
+  EXPECT_EQ(r.status, smtp::RecipientStatus::kDeferred) << r.reply;
+  EXPECT_EQ(r.code, 451);
+  EXPECT_EQ(r.enhanced, "4.7.10") << r.reply;
+  EXPECT_FALSE(Sent(h.hops(), 25, "MAIL"));
+  EXPECT_EQ(h.pools().counters().tls_not_offered, 1u);
+}
+
+TEST(PoolsTls, EncryptWhenStartTlsIsRefusedIsDeferred4710) {
+  Destination d{Route::kSmarthost, false, {Hop(25)}};
+  Harness h;
+  h.UseTls(d, config::RouteTls::kEncrypt);
+  HopScript s = TlsHop();
+  s.refuse_starttls = true;
+  h.hops().Script(25, s);
+  h.Send(d, 1, {"b@y.test"});
+  h.Run();
+  ASSERT_EQ(h.results_.size(), 1u);
+  EXPECT_EQ(h.results_[1][0].status, smtp::RecipientStatus::kDeferred);
+  EXPECT_EQ(h.results_[1][0].enhanced, "4.7.10") << h.results_[1][0].reply;
+  EXPECT_FALSE(Sent(h.hops(), 25, "MAIL"));
+}
+
+TEST(PoolsTls, VerifyWithAWrongNameIsDeferred475) {
+  Destination d{Route::kSmarthost, false, {Hop(25)}};
+  d.endpoints[0].host = "wrong.test";  // The certificate names hop.test.
+  Harness h;
+  h.UseTls(d, config::RouteTls::kVerify);
+  h.hops().Script(25, TlsHop());
+  h.Send(d, 1, {"b@y.test"});
+  h.Run();
+  ASSERT_EQ(h.results_.size(), 1u);
+  const smtp::RecipientReply& r = h.results_[1][0];
+  EXPECT_EQ(r.status, smtp::RecipientStatus::kDeferred) << r.reply;
+  EXPECT_EQ(r.code, 451);
+  EXPECT_EQ(r.enhanced, "4.7.5") << r.reply;
+  EXPECT_FALSE(Sent(h.hops(), 25, "MAIL"));
+  EXPECT_EQ(h.pools().counters().tls_handshakes_failed, 1u);
+  EXPECT_EQ(h.pools().tls_fallbacks(), 0u) << "only \"may\" falls back";
+}
+
+TEST(PoolsTls, ANextHopStalledMidHandshakeIsDeferredAtTheDeadlineAndTheLinkFreed) {
+  Destination d{Route::kSmarthost, false, {Hop(25)}};
+  PoolOptions o = Options();
+  o.tls_handshake_timeout_ms = 2'000;
+  Harness h(o);
+  h.UseTls(d, config::RouteTls::kEncrypt);
+  HopScript s = TlsHop();
+  s.stall_handshake = true;
+  h.hops().Script(25, s);
+  h.Send(d, 1, {"b@y.test"});
+  h.Run();
+  EXPECT_TRUE(h.results_.empty());
+  EXPECT_EQ(h.pools().connections(), 1u);
+  h.Advance(2'100);  // Well before the 5-minute reply timeout.
+  ASSERT_EQ(h.results_.size(), 1u);
+  EXPECT_EQ(h.results_[1][0].status, smtp::RecipientStatus::kDeferred);
+  EXPECT_EQ(h.results_[1][0].enhanced, "4.7.5") << h.results_[1][0].reply;
+  EXPECT_EQ(h.pools().counters().tls_handshakes_timed_out, 1u);
+  EXPECT_EQ(h.pools().connections(), 0u);
+  EXPECT_EQ(h.net().in_flight(), 0u);
+}
+
+TEST(PoolsTls, AuthOverTlsDelivers) {
+  Destination d{Route::kSmarthost, false, {Hop(25)}};
+  d.tls.auth_user = "relay";
+  d.tls.auth_password = "s3cret";
+  Harness h;
+  h.UseTls(d, config::RouteTls::kEncrypt);
+  HopScript s = TlsHop();
+  s.auth = "relay:s3cret";
+  h.hops().Script(25, s);
+  h.Send(d, 1, {"b@y.test"});
+  h.Run();
+  ASSERT_EQ(h.results_.size(), 1u);
+  EXPECT_EQ(h.results_[1][0].status, smtp::RecipientStatus::kDelivered) << h.results_[1][0].reply;
+  EXPECT_TRUE(Sent(h.hops(), 25, "AUTH"));
+}
+
+TEST(PoolsTls, Auth535IsDeferred) {
+  Destination d{Route::kSmarthost, false, {Hop(25)}};
+  d.tls.auth_user = "relay";
+  d.tls.auth_password = "wrong";
+  Harness h;
+  h.UseTls(d, config::RouteTls::kEncrypt);
+  HopScript s = TlsHop();
+  s.auth = "relay:s3cret";
+  h.hops().Script(25, s);
+  h.Send(d, 1, {"b@y.test"});
+  h.Run();
+  ASSERT_EQ(h.results_.size(), 1u);
+  EXPECT_EQ(h.results_[1][0].status, smtp::RecipientStatus::kDeferred) << h.results_[1][0].reply;
+  EXPECT_EQ(h.results_[1][0].code / 100, 4);
+  EXPECT_FALSE(Sent(h.hops(), 25, "MAIL"));
+  EXPECT_EQ(h.hops().delivered("b@y.test"), 0u);
 }
 
 }  // namespace

@@ -1,10 +1,13 @@
 // tools/relaisd/egress.cc — see egress.h.
 #include "tools/relaisd/egress.h"
 
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/stat.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include <cstddef>
 #include <cstring>
@@ -19,6 +22,50 @@ namespace relais::relaisd {
 using net::SocketAddressText, net::SplitHostPort;
 
 using base::StrCat;
+
+namespace {
+
+// The route's outbound AUTH password: the first line of `path`, which must be a regular file
+// that others cannot read (it is a secret; the config file may be world-readable).
+absl::StatusOr<std::string> ReadPassword(const std::string& where, const std::string& path) {
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) {
+    return absl::InvalidArgumentError(
+        StrCat(where, ": auth_password_file ", path, ": ", std::strerror(errno)));
+  }
+  struct stat st {};
+  std::string text;
+  absl::Status status;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    status = absl::InvalidArgumentError(
+        StrCat(where, ": auth_password_file ", path, ": not a regular file"));
+  } else if ((st.st_mode & S_IRWXO) != 0) {
+    status = absl::InvalidArgumentError(StrCat(where, ": auth_password_file ", path,
+                                               ": others may read it (chmod o-rwx, e.g. 0600)"));
+  } else {
+    char buffer[4096];
+    ssize_t n;
+    while ((n = read(fd, buffer, sizeof(buffer))) > 0 && text.size() < 65536) {
+      text.append(buffer, static_cast<size_t>(n));
+    }
+    if (n < 0) {
+      status = absl::InvalidArgumentError(
+          StrCat(where, ": auth_password_file ", path, ": ", std::strerror(errno)));
+    }
+  }
+  close(fd);
+  if (!status.ok()) {
+    return status;
+  }
+  text = text.substr(0, text.find_first_of("\r\n"));
+  if (text.empty()) {
+    return absl::InvalidArgumentError(
+        StrCat(where, ": auth_password_file ", path, ": the first line is empty"));
+  }
+  return text;
+}
+
+}  // namespace
 
 absl::StatusOr<std::vector<std::optional<Destination>>> ResolveDestinations(
     const std::vector<config::Route>& routes) {
@@ -36,6 +83,22 @@ absl::StatusOr<std::vector<std::optional<Destination>>> ResolveDestinations(
     Destination d;
     d.lmtp = route.type == config::RouteType::kLmtp;
     d.route = d.lmtp ? delivery::Route::kLmtp : delivery::Route::kSmarthost;
+    d.tls.policy = route.tls;
+    if (!route.tls_ca_file.empty()) {
+      d.tls.client.ca_file = route.tls_ca_file;
+    } else if (route.tls != config::RouteTls::kVerify) {
+      // Nothing is verified: no CA bundle to load (nor to be missing).
+      d.tls.client.ca_file.clear();
+    }
+    d.tls.client.client_certificate = {route.tls_client_chain, route.tls_client_key};
+    d.tls.auth_user = route.auth_user;
+    if (!route.auth_password_file.empty()) {
+      auto password = ReadPassword(StrCat("route for ", route.domain), route.auth_password_file);
+      if (!password.ok()) {
+        return password.status();
+      }
+      d.tls.auth_password = std::move(*password);
+    }
     for (const std::string& hop : hops) {
       const std::string where = StrCat("route for ", route.domain, ": next hop ", hop);
       if (d.lmtp && hop.starts_with('/')) {
@@ -48,6 +111,7 @@ absl::StatusOr<std::vector<std::optional<Destination>>> ResolveDestinations(
         std::memcpy(un->sun_path, hop.data(), hop.size());
         e.length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + hop.size() + 1);
         e.name = hop;
+        e.hop = hop;
         d.endpoints.push_back(std::move(e));
         continue;
       }
@@ -70,12 +134,15 @@ absl::StatusOr<std::vector<std::optional<Destination>>> ResolveDestinations(
         std::memcpy(&e.address, a->ai_addr, a->ai_addrlen);
         e.length = a->ai_addrlen;
         e.name = net::SocketAddressText(e.address);
+        e.host = host;  // As written: SNI and the verified name, never the address.
+        e.hop = hop;
         d.endpoints.push_back(std::move(e));
       }
       freeaddrinfo(result);
     }
     out[i] = std::move(d);
   }
+  delivery::NumberClientContexts(out);
   return out;
 }
 

@@ -10,6 +10,7 @@
 #include <netinet/in.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -500,6 +501,61 @@ TEST(ResolveDestinations, ResolvesSmarthostsAndLmtpSockets) {
   EXPECT_NE(bad.status().message().find("route for a.test: next hop no-port.test"),
             std::string::npos)
       << bad.status();
+}
+
+TEST(ResolveDestinations, CarriesTheRoutesTlsAndReadsThePasswordFile) {
+  char dir[] = "/tmp/relais-egress-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string password = std::string(dir) + "/pass";
+  {
+    const int fd = open(password.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(write(fd, "s3cret\nignored\n", 15), 15);
+    close(fd);
+  }
+  std::vector<config::Route> routes(3);
+  routes[0].domain = "a.test";
+  routes[0].type = config::RouteType::kSmarthost;
+  routes[0].hosts = {"localhost:2526"};
+  routes[0].tls = config::RouteTls::kVerify;
+  routes[0].auth_user = "relay";
+  routes[0].auth_password_file = password;
+  routes[1].domain = "b.test";
+  routes[1].type = config::RouteType::kSmarthost;
+  routes[1].hosts = {"127.0.0.1:25"};
+  routes[1].tls = config::RouteTls::kMay;
+  routes[2] = routes[1];
+  routes[2].domain = "c.test";
+  auto d = ResolveDestinations(routes);
+  ASSERT_TRUE(d.ok()) << d.status();
+  const Destination& a = *(*d)[0];
+  EXPECT_EQ(a.tls.policy, config::RouteTls::kVerify);
+  EXPECT_EQ(a.tls.auth_user, "relay");
+  EXPECT_EQ(a.tls.auth_password, "s3cret");                               // The first line only.
+  EXPECT_EQ(a.tls.client.ca_file, "/etc/ssl/certs/ca-certificates.crt");  // The system store.
+  ASSERT_FALSE(a.endpoints.empty());
+  EXPECT_EQ(a.endpoints[0].host, "localhost");  // The name as written: SNI, verification.
+  EXPECT_EQ(a.endpoints[0].hop, "localhost:2526");
+  // Nothing to verify: no CA bundle; the two "may" routes share one context, not verify's.
+  const Destination& b = *(*d)[1];
+  EXPECT_TRUE(b.tls.client.ca_file.empty());
+  EXPECT_EQ(b.tls.context, (*d)[2]->tls.context);
+  EXPECT_NE(b.tls.context, a.tls.context);
+
+  // A password others may read is refused, naming the route and the file.
+  ASSERT_EQ(chmod(password.c_str(), 0644), 0);
+  auto open_to_others = ResolveDestinations(routes);
+  ASSERT_FALSE(open_to_others.ok());
+  EXPECT_NE(open_to_others.status().message().find("route for a.test: auth_password_file " +
+                                                   password + ": others may read it"),
+            std::string::npos)
+      << open_to_others.status();
+  ASSERT_EQ(unlink(password.c_str()), 0);
+  auto missing = ResolveDestinations(routes);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("route for a.test: auth_password_file"),
+            std::string::npos);
+  rmdir(dir);
 }
 
 }  // namespace

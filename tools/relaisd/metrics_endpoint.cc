@@ -187,6 +187,12 @@ constexpr Part kHeaderRefusals[] = {
     {{"limit", "header_fields_max"}, {}, &M::header_too_many_fields},
     {{"limit", "received_max"}, {}, &M::header_too_many_hops}};
 
+constexpr Part kEgressTlsHandshakes[] = {
+    {{"result", "ok"}, {}, &M::egress_tls_handshakes_ok},
+    {{"result", "failed"}, {}, &M::egress_tls_handshakes_failed},
+    {{"result", "timed_out"}, {}, &M::egress_tls_handshakes_timed_out},
+    {{"result", "not_offered"}, {}, &M::egress_tls_not_offered}};
+
 // Every family, in exposition order: its name, help and where its samples come from.
 const Family kFamilies[] = {
     // Connections.
@@ -279,6 +285,17 @@ const Family kFamilies[] = {
     {"relais_egress_smtputf8_not_needed_total",
      "Messages sent without the SMTPUTF8 their client asked for (ASCII envelope and header).",
      &M::egress_smtputf8_not_needed},
+    {"relais_egress_tls_handshakes_total",
+     "Outbound STARTTLS handshakes by result (not_offered: a route requiring TLS found no "
+     "STARTTLS, or it was refused).",
+     std::span<const Part>(kEgressTlsHandshakes)},
+    {"relais_egress_tls_resumed_total",
+     "Outbound STARTTLS handshakes that resumed the session of the same host:port.",
+     &M::egress_tls_resumed},
+    {"relais_egress_tls_plaintext_fallbacks_total",
+     "Outbound connections sent in plaintext to a tls = \"may\" next hop whose handshake "
+     "failed recently.",
+     &M::egress_tls_plaintext_fallbacks},
     {"relais_log_lines_dropped_total", "Log lines dropped because the log reader fell behind.",
      &M::log_lines_dropped},
     // Sender authentication.

@@ -82,6 +82,12 @@ absl::StatusOr<std::unique_ptr<ShardCore>> ShardCore::Create(const ShardOptions&
   egress.helo_name = options.session.hostname;
   c.pools_ = std::make_unique<delivery::Pools>(*env.net, *env.timers, clock, std::move(egress),
                                                static_cast<delivery::PoolListener&>(c));
+  // This shard's TLS client contexts (session caches are per shard; CA files read here).
+  auto contexts = delivery::MakeClientContexts(*options.destinations);
+  if (!contexts.ok()) {
+    return contexts.status();
+  }
+  c.pools_->UseTls(std::move(*contexts));
   c.outbound_ = std::make_unique<delivery::PoolsOutbound>(*c.pools_, *options.destinations);
   delivery::DeliveryOptions delivery_options;
   delivery_options.plan.shard = options.index;
@@ -210,6 +216,12 @@ void ShardCore::PublishMetrics() {
   metrics_.egress_converted_7bit.Mirror(e.converted_7bit);
   metrics_.egress_not_convertible.Mirror(e.not_convertible);
   metrics_.egress_smtputf8_not_needed.Mirror(e.smtputf8_not_needed);
+  metrics_.egress_tls_handshakes_ok.Mirror(e.tls_handshakes_ok);
+  metrics_.egress_tls_resumed.Mirror(e.tls_resumed);
+  metrics_.egress_tls_handshakes_failed.Mirror(e.tls_handshakes_failed);
+  metrics_.egress_tls_handshakes_timed_out.Mirror(e.tls_handshakes_timed_out);
+  metrics_.egress_tls_not_offered.Mirror(e.tls_not_offered);
+  metrics_.egress_tls_plaintext_fallbacks.Mirror(e.tls_plaintext_fallbacks);
   metrics_.log_lines_dropped.Mirror(log_->dropped());
 }
 

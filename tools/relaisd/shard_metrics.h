@@ -82,6 +82,13 @@ struct alignas(64) ShardMetrics {
   metrics::Counter egress_converted_7bit;       // 8-bit messages converted for a 7-bit hop.
   metrics::Counter egress_not_convertible;      // 8-bit messages failed: not convertible.
   metrics::Counter egress_smtputf8_not_needed;  // Sent without the SMTPUTF8 the client said.
+  // Outbound STARTTLS handshakes by result (queue/delivery/pools.h PoolCounters).
+  metrics::Counter egress_tls_handshakes_ok;
+  metrics::Counter egress_tls_resumed;  // ...of which resumed a session.
+  metrics::Counter egress_tls_handshakes_failed;
+  metrics::Counter egress_tls_handshakes_timed_out;
+  metrics::Counter egress_tls_not_offered;
+  metrics::Counter egress_tls_plaintext_fallbacks;  // "may" hops sent plaintext after a failure.
   metrics::Counter log_lines_dropped;           // The log reader fell behind (or stdout failed).
   // Sender authentication: results as written in Authentication-Results.
   std::array<metrics::Counter, 7> auth_spf;    // By spf::Result.
