@@ -28,16 +28,6 @@ from tls_certs import OPENSSL, TestCerts, tls_section
 
 SWAKS = shutil.which("swaks") or "/usr/bin/swaks"
 USERS = {"alice": "correct horse", "bob": "battery staple"}
-# Tests written against the agreed keys whose feature had not landed when they were written:
-# skipped, with the reason, unless RELAIS_TLS_WAITING=1. Drop a name once its feature lands.
-WAITING = {
-}
-
-
-def skip_if_waiting(test, waiting):
-    reason = waiting.get(test._testMethodName)
-    if reason and not os.environ.get("RELAIS_TLS_WAITING"):
-        test.skipTest(f"waiting for {reason}")
 
 
 def write_credentials(path, users):
@@ -88,9 +78,6 @@ class TlsDaemonTest(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         cls.certs.cleanup()
-
-    def setUp(self):
-        skip_if_waiting(self, WAITING)
 
     def start(self, starttls_mode=None, auth=True, handshake_timeout="10s", auth_extra="",
               implicit=True, threads=2):
