@@ -116,6 +116,7 @@ class Postfix:
         with open(os.path.join(self.conf, "master.cf"), "w") as f:
             f.writelines(lines)
         self.started = False
+        self.watchdog = None
 
     def _write_sasl(self, users, postfix_user):
         sasldb = os.path.join(self.conf, "sasldb2")
@@ -142,6 +143,17 @@ class Postfix:
         if result.returncode != 0:
             raise AssertionError(f"postfix start failed: {result.stderr.decode()}\n{self.log()}")
         self.started = True
+        # Should this test process die without cleaning up (a CTest timeout kills it), a
+        # watchdog stops this instance's master, by its PID, so no Postfix outlives the test.
+        pid = self.master_pid()
+        if pid is not None:
+            self.watchdog = subprocess.Popen(
+                ["sh", "-c", 'while kill -0 "$1" 2>/dev/null; do sleep 1; done; '
+                 '"$2" -c "$3" stop >/dev/null 2>&1; sleep 5; '
+                 'if grep -q master "/proc/$4/cmdline" 2>/dev/null; then kill -9 "$4"; fi',
+                 "watchdog", str(os.getpid()), POSTFIX, self.conf, str(pid)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True)
         wait_for(self._accepts, 30, "Postfix's smtpd to answer")
         return self
 
@@ -188,6 +200,9 @@ class Postfix:
                 wait_for(gone, 20, "Postfix's master to exit")
             except AssertionError:
                 os.kill(pid, signal.SIGKILL)
+        if self.watchdog is not None and self.watchdog.poll() is None:
+            self.watchdog.kill()
+            self.watchdog.wait()
         self.started = False
 
     def cleanup(self):
