@@ -11,6 +11,8 @@ import socket
 import ssl
 import subprocess
 import tempfile
+import threading
+import time
 import unittest
 
 from harness import RELAIS_BENCH as BENCH, BenchSink
@@ -195,6 +197,41 @@ class BenchTlsTest(unittest.TestCase):
             self.assertAlmostEqual(float(cells[5]),
                                    report["summary"]["latency_us"]["tls_handshake"]["p50"] / 1000,
                                    delta=0.001)
+
+    def test_send_gives_up_on_a_server_that_stalls_in_the_handshake(self):
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        self.addCleanup(listener.close)
+        stop = threading.Event()
+        self.addCleanup(stop.set)
+
+        def serve():  # Says yes to STARTTLS, then never answers the ClientHello.
+            while not stop.is_set():
+                try:
+                    c, _ = listener.accept()
+                except OSError:
+                    return
+                f = c.makefile("rb")
+                c.sendall(b"220 stall ESMTP\r\n")
+                for line in f:
+                    if line.upper().startswith(b"EHLO"):
+                        c.sendall(b"250-stall\r\n250 STARTTLS\r\n")
+                    elif line.upper().startswith(b"STARTTLS"):
+                        c.sendall(b"220 go ahead\r\n")
+                        stop.wait(30)
+                        break
+                c.close()
+
+        threading.Thread(target=serve, daemon=True).start()
+        started = time.monotonic()
+        report, r = self.send(f"127.0.0.1:{listener.getsockname()[1]}", "--tls", "--connections",
+                              "1", "--messages", "1", "--timeout", "1s", expect_status=1,
+                              timeout=30)
+        self.assertLess(time.monotonic() - started, 20)
+        self.assertGreaterEqual(report["summary"]["tls_failures"], 1)
+        self.assertTrue(any("TLS handshake" in e for e in report["summary"]["errors"]),
+                        report["summary"]["errors"])
 
     def test_send_tls_to_a_plain_sink_fails(self):
         sink = BenchSink()

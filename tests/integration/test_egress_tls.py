@@ -203,6 +203,24 @@ class EgressTlsTest(unittest.TestCase):
                                      'result="ok"') >= 1, 10, "the handshake counted")
         self.assertEqual(d.stop(), 0)
 
+    def test_the_next_connection_resumes_the_session(self):
+        hop = self.hop()
+        # One shard (each shard keeps its own session cache); idle_timeout_ms = 200 closes
+        # the first connection before the second message.
+        d = self.daemon(f"localhost:{hop.port}",
+                        f"tls = \"verify\"\ntls_ca_file = \"{self.chain}\"\n", threads=1)
+        self.send(d, "b@dst.test", "first")
+        wait_for(lambda: hop.messages(), 20, "the first message")
+        wait_for(lambda: all("QUIT" in c["commands"] for c in hop.snapshot()), 20,
+                 "the first connection to say QUIT")
+        self.send(d, "c@dst.test", "second")
+        wait_for(lambda: len(hop.messages()) == 2, 20, "the second message")
+        self.assertEqual(len([c for c in hop.snapshot() if c["tls"]]), 2)
+        wait_for(lambda: self.metric(d, "relais_egress_tls_handshakes_total",
+                                     'result="ok"') == 2, 10, "both handshakes counted")
+        self.assertEqual(self.metric(d, "relais_egress_tls_resumed_total"), 1)
+        self.assertEqual(d.stop(), 0)
+
     def test_may_falls_back_to_plaintext_when_the_handshake_fails(self):
         hop = self.hop(broken_handshake=True)
         # One shard: each shard remembers its own fallbacks (nothing is shared between them).

@@ -376,6 +376,14 @@ class Sender {
       MarkDirty(l);
       return;
     }
+    if (l.tls != nullptr && l.tls->state() == tls::TlsState::kHandshaking) {
+      // A server that stalls in the handshake (the session waits with no deadline of its own).
+      ++tls_failures_;
+      l.tls_settled = true;
+      Lost(l, StrCat("TLS handshake: no answer within ", options_.timeout_ms, " ms"));
+      MarkDirty(l);
+      return;
+    }
     if (l.session && l.session->TimeoutMs() != 0) {
       Lost(l, StrCat("no reply within ", l.session->TimeoutMs(), " ms"));
       MarkDirty(l);
@@ -695,7 +703,10 @@ class Sender {
     }
     l.pump->Drive();  // Sends the session's pending output (one send at a time), reads.
     const uint32_t timeout = s.TimeoutMs();
-    if (timeout != 0) {
+    if (l.tls != nullptr && l.tls->state() == tls::TlsState::kHandshaking && !s.closed()) {
+      const uint64_t start_ms = l.tls_start_us != 0 ? l.tls_start_us / 1000 : clock_.MonotonicMs();
+      timers_.Arm(l, start_ms + options_.timeout_ms);  // The handshake's deadline.
+    } else if (timeout != 0) {
       timers_.Arm(l, clock_.MonotonicMs() + timeout);
     } else {
       timers_.Cancel(l);

@@ -295,14 +295,14 @@ ShardOptions BaseShardOptions(const Config& config, const Environment& env, cons
   }
   base.tls.tickets.rotation_s = config.tls.ticket_rotation_s;
   base.tls_handshake_timeout_ms = config.tls.handshake_timeout_ms;
-  base.login_limits.failures_before_delay = config.smtp_auth.failures_before_delay;
-  base.login_limits.lockout_failures = config.smtp_auth.lockout_failures;
-  base.login_limits.lockout_time_ms = config.smtp_auth.lockout_time_ms;
-  base.require_sender_owned = config.smtp_auth.require_sender_owned;
   // Outbound TLS (the pools): the same handshake deadline, and how long a "may" next hop whose
   // handshake failed gets plaintext.
   base.egress.tls_handshake_timeout_ms = config.tls.handshake_timeout_ms;
   base.egress.tls_fallback_ttl_ms = uint64_t{config.tls.fallback_ttl_s} * 1000;
+  base.login_limits.failures_before_delay = config.smtp_auth.failures_before_delay;
+  base.login_limits.lockout_failures = config.smtp_auth.lockout_failures;
+  base.login_limits.lockout_time_ms = config.smtp_auth.lockout_time_ms;
+  base.require_sender_owned = config.smtp_auth.require_sender_owned;
   return base;
 }
 
