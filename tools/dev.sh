@@ -18,7 +18,8 @@ BUILD_PACKAGES=(build-essential cmake ninja-build pkg-config liburing-dev androi
   libmimalloc-dev libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev libc-ares-dev
   libtomlplusplus-dev libpsl-dev publicsuffix nlohmann-json3-dev libcrypt-dev)
 TEST_PACKAGES=(python3 swaks clang libclang-rt-14-dev gnuplot-nox dnsmasq-base python3-dkim
-  python3-nacl python3-spf libopendkim-dev strace)
+  python3-nacl python3-spf libopendkim-dev strace openssl testssl.sh sasl2-bin libsasl2-modules
+  libnet-ssleay-perl)
 # The libraries of Exim (a test client, unpacked by tools/fetch-exim.sh, never installed) and
 # nss_wrapper, which gives it its user.
 TEST_PACKAGES+=(libgnutls-dane0 libidn12 libdb5.3 libnsl2 libpcre2-8-0 libnss-wrapper)
