@@ -354,12 +354,13 @@ absl::Status RouteTlsKeys(const config::Entry& e, config::Route& route) {
     return e.Error(route.auth_user.empty() ? "auth_password_file" : "auth_user",
                    StrCat(name, "auth_user and auth_password_file go together"));
   }
-  if (!route.auth_user.empty() && route.tls != config::RouteTls::kEncrypt &&
-      route.tls != config::RouteTls::kVerify) {
-    // RFC 4954 14: credentials never cross in the clear, and "may" could fall back to it.
-    return e.Error("auth_user", StrCat(name,
-                                       "AUTH is sent only over TLS: it needs tls = \"encrypt\" or "
-                                       "\"verify\""));
+  if (!route.auth_user.empty() && route.tls != config::RouteTls::kVerify) {
+    // RFC 4954 14: credentials never cross in the clear, and "may" could fall back to it. Nor
+    // over "encrypt": it takes any certificate, so a man in the middle would get the password.
+    return e.Error("auth_user",
+                   StrCat(name,
+                          "AUTH sends the password only to a verified next hop: it needs tls = "
+                          "\"verify\" (tls_ca_file names a private CA)"));
   }
   return absl::OkStatus();
 }

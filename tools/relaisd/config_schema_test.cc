@@ -311,8 +311,6 @@ domain = "d.test"
 type = "smarthost"
 hosts = ["192.0.2.1:25"]
 tls = "encrypt"
-auth_user = "u"
-auth_password_file = "/p"
 )",
                        "t.toml");
   ASSERT_TRUE(c.ok()) << c.status();
@@ -341,11 +339,14 @@ TEST(ConfigSchemaTest, RouteTlsErrorsNameTheRoute) {
       "[[routes]]\ndomain = \"x.test\"\ntype = \"smarthost\"\nhosts = "
       "[\"mx.x.test:25\", \"[2001:db8::1]:25\"]\ntls = \"verify\"\n",
       "'[2001:db8::1]:25' is an address");
-  // AUTH only over TLS: "may" could fall back to plaintext.
+  // AUTH only to a verified next hop: "may" could fall back to plaintext, and "encrypt" takes
+  // any certificate (a man in the middle would get the password).
   ExpectError(smarthost + "auth_user = \"u\"\nauth_password_file = \"/p\"\n",
-              "routes.auth_user: route for x.test: AUTH is sent only over TLS");
+              "routes.auth_user: route for x.test: AUTH sends the password only to a verified");
   ExpectError(smarthost + "tls = \"none\"\nauth_user = \"u\"\nauth_password_file = \"/p\"\n",
-              "AUTH is sent only over TLS");
+              "it needs tls = \"verify\"");
+  ExpectError(smarthost + "tls = \"encrypt\"\nauth_user = \"u\"\nauth_password_file = \"/p\"\n",
+              "it needs tls = \"verify\"");
   ExpectError(smarthost + "tls = \"encrypt\"\nauth_user = \"u\"\n",
               "route for x.test: auth_user and auth_password_file go together");
   ExpectError(smarthost + "tls_client_chain = \"/c\"\n",
