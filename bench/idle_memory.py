@@ -13,8 +13,12 @@ shards, and the connections are split over as many relais-bench processes as the
 limit needs, each from its own /16 of 127.0.0.0/8. Where the hard limit can be raised (root
 with CAP_SYS_RESOURCE) it is, and fewer of both are needed.
 
+With --tls, each count is measured twice in the same run: plaintext sessions, then sessions
+that said STARTTLS (ECDSA P-256 certificate, TLS 1.3) and EHLO again before going idle; the
+last column is then the extra memory a TLS session costs.
+
 Usage: python3 bench/idle_memory.py [--connections 10000 100000] [--relaisd PATH]
-       [--bench PATH] [--threads N]
+       [--bench PATH] [--threads N] [--tls]
 Loopback only; every process it starts it stops by PID.
 """
 
@@ -61,7 +65,15 @@ def descriptor_limit(wanted):
         return min(wanted, hard)
 
 
-def measure(args, connections):
+def make_certificate(work):
+    chain, key = os.path.join(work, "chain.pem"), os.path.join(work, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", chain,
+                    "-days", "30", "-subj", "/CN=bench.test"], check=True, capture_output=True)
+    return chain, key
+
+
+def measure(args, connections, tls=False):
     work = tempfile.mkdtemp(prefix="relais-idle-")
     port, metrics_port = free_port(), free_port()
     config = os.path.join(work, "relais.toml")
@@ -70,6 +82,9 @@ def measure(args, connections):
                 f'[spool]\npath = "{work}/spool"\n[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n'
                 f'[limits]\nconnections_max = {connections + 1000}\n'
                 'connections_per_ip_max = 1000\n')
+        if tls:
+            chain, key = make_certificate(work)
+            f.write(f'[[tls.certificate]]\nchain = "{chain}"\nkey = "{key}"\n')
     limit = descriptor_limit(connections + 10000)
     # The kernel spreads SO_REUSEPORT connections over the shards by a hash: a margin of 10%.
     shards = max(args.threads or os.cpu_count(), -(-connections * 11 // 10 // limit))
@@ -89,7 +104,7 @@ def measure(args, connections):
             running.append(subprocess.Popen(
                 [args.bench, "send", "--target", f"127.0.0.1:{port}", "--connections",
                  str(count), "--bind", f"127.{i + 1}.0.0/16", "--hold", "600s", "--timeout",
-                 "120s", "--quiet"],
+                 "120s", "--quiet"] + (["--tls"] if tls else []),
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                 preexec_fn=raise_fd_limit(limit)))
         deadline = time.monotonic() + 300
@@ -119,7 +134,19 @@ def main():
     p.add_argument("--bench", default=os.path.join(here, "../build/tools/relais-bench/relais-bench"))
     p.add_argument("--connections", type=int, nargs="+", default=[10000, 100000])
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--tls", action="store_true", help="also measure STARTTLS sessions")
     args = p.parse_args()
+    if args.tls:
+        print("| idle sessions | relaisd shards | plaintext: per session bytes | STARTTLS: "
+              "per session bytes | extra per TLS session bytes |")
+        print("| ---: | ---: | ---: | ---: | ---: |")
+        for n in args.connections:
+            shards, _, before, after, _ = measure(args, n)
+            _, _, tls_before, tls_after, _ = measure(args, n, tls=True)
+            plain = (after - before) * 1024 / n
+            tls = (tls_after - tls_before) * 1024 / n
+            print(f"| {n} | {shards} | {plain:.0f} | {tls:.0f} | {tls - plain:.0f} |", flush=True)
+        return
     print("| idle sessions | relaisd shards | relaisd RSS before KiB | with sessions KiB | "
           "per session bytes | relais-bench processes | relais-bench RSS per connection bytes |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")

@@ -83,7 +83,7 @@ def postfix_instance(base, port, sink_port):
     etc, queue, data = (os.path.join(base, d) for d in ("etc", "queue", "data"))
     for d in (etc, queue, data):
         os.makedirs(d)
-    daemon_dir = subprocess.run(["postconf", "-h", "daemon_directory"], capture_output=True,
+    daemon_dir = subprocess.run(["postconf", "-d", "-h", "daemon_directory"], capture_output=True,
                                 text=True, check=True).stdout.strip()
     with open(os.path.join(etc, "main.cf"), "w") as f:
         f.write(f"""compatibility_level = 3.6
