@@ -237,6 +237,18 @@ std::optional<std::string> Entry::StringValue(std::string_view key) const {
   return n->value<std::string>();
 }
 
+absl::Status Entry::Bool(std::string_view key, bool& out) const {
+  const toml::node* n = impl_.table.get(key);
+  if (n == nullptr) {
+    return absl::OkStatus();
+  }
+  if (!n->is_boolean()) {
+    return Error(key, "expected true or false");
+  }
+  out = n->value<bool>().value_or(out);
+  return absl::OkStatus();
+}
+
 absl::Status Entry::Strings(std::string_view key, std::string_view array_error,
                             std::string_view element_error,
                             absl::FunctionRef<bool(std::string_view)> element_ok, bool lowercase,

@@ -86,6 +86,8 @@ class Entry {
   [[nodiscard]] absl::Status String(std::string_view key, std::string& out, bool required) const;
   // The value of `key` when it is a string; nullopt when absent or of another type.
   [[nodiscard]] std::optional<std::string> StringValue(std::string_view key) const;
+  // A boolean into `out`; absent: OK, `out` untouched; another type: "expected true or false".
+  [[nodiscard]] absl::Status Bool(std::string_view key, bool& out) const;
   // An array of strings, each passing `element_ok`, appended to `out` (lowercased when
   // `lowercase`). Absent: OK, `out` untouched. Not an array: `array_error` at the key;
   // a bad element: `element_error` at the element's line.

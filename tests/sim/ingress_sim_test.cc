@@ -22,6 +22,11 @@
 //     the limiter, the slots and the socket operations all go back to zero;
 //   - no file is written after its fdatasync failed.
 // RELAIS_SIM_SEEDS sets the number of seeds (CI: 200); RELAIS_SIM_SEED replays one seed.
+//
+// IngressTlsSimulation drives the same Ingress with TLS on (a STARTTLS listener and an implicit
+// TLS one) against a client over tls::TlsTransport, every write in seeded random pieces: the
+// STARTTLS session (with a command pipelined after STARTTLS, which must never run), the implicit
+// TLS session, a handshake that stalls until tls.handshake_timeout and one that sends garbage.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -32,6 +37,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <deque>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <string>
@@ -43,6 +49,7 @@
 #include "core/log/log.h"
 #include "core/log/shard_log.h"
 #include "core/timer/timer_wheel.h"
+#include "protocols/tls/tls.h"
 #include "queue/routing/router.h"
 #include "queue/scheduler/scheduler.h"
 #include "queue/spool/spool.h"
@@ -376,6 +383,307 @@ TEST(IngressSimulation, EveryAcknowledgedMessageStoredOnceNoConnectionLeaks) {
       static_cast<unsigned long long>(total.refused),
       static_cast<unsigned long long>(total.no_buffer));
   EXPECT_GT(total.acked, count);  // The seeds did real work.
+}
+
+// The client side of a TLS session test: plaintext the server sent, and what to send.
+class PlainSession final : public net::StreamSession {
+ public:
+  void Feed(std::string_view bytes) override { received.append(bytes); }
+  [[nodiscard]] std::string_view PendingOutput() const override { return output; }
+  void ConsumeOutput(size_t bytes) override { output.erase(0, bytes); }
+  [[nodiscard]] bool WantsInput() const override { return true; }
+  [[nodiscard]] bool WantsClose() const override { return false; }
+  void EndOfInput() override {}
+
+  std::string received;
+  std::string output;
+};
+
+struct TlsPeer {
+  io::Socket socket;
+  std::unique_ptr<tls::TlsTransport> tls;  // Null while plaintext.
+  PlainSession session;
+};
+
+class TlsSimulation {
+ public:
+  explicit TlsSimulation(uint64_t seed)
+      : rng_(seed * 0x9E3779B97F4A7C15ull + 5),
+        disk_(seed),
+        timers_(clock_.MonotonicMs(), 10),
+        router_({}, "example.org"),
+        random_(seed + 7),
+        log_fd_(memfd_create("ingress-tls-sim-log", 0)) {
+    log::SetFd(log_fd_);
+    char dir[] = "/tmp/relais_ingress_tls.XXXXXX";
+    EXPECT_NE(mkdtemp(dir), nullptr);
+    dir_ = dir;
+    tls::ServerOptions server;
+    server.certificates = {{dir_ + "/chain.pem", dir_ + "/key.pem"}};
+    EXPECT_TRUE(tls::MakeSelfSignedCertificate("ecdsa", {"mx.sim.example"}, 2,
+                                               server.certificates[0].chain_path,
+                                               server.certificates[0].key_path)
+                    .ok());
+    server.tickets.secret = std::string(32, 's');
+    auto context = tls::ServerContext::Create(server);
+    EXPECT_TRUE(context.ok()) << context.status();
+    server_context_ = std::move(*context);
+    auto client = tls::ClientContext::Create({});
+    EXPECT_TRUE(client.ok()) << client.status();
+    client_context_ = std::move(*client);
+
+    auto spool = spool::Spool::Open(spool_options_, disk_, clock_);
+    EXPECT_TRUE(spool.ok()) << spool.status();
+    spool_ = std::move(*spool);
+    EXPECT_TRUE(spool_->Recover().ok());
+    scheduler_ = std::make_unique<scheduler::Scheduler>(scheduler::SchedulerOptions{}, *spool_,
+                                                        clock_, random_);
+    limiter_ = std::make_unique<relaisd::ConnectionLimiter>(1000, 1000);
+    log_ = std::make_unique<log::ShardLog>(clock_, 0);
+    relaisd::IngressOptions options;
+    options.session.hostname = "mx.sim.example";
+    options.session.command_timeout_ms = 20'000;
+    options.router = &router_;
+    authcheck::Policy unchecked;
+    unchecked.spf = unchecked.dkim = unchecked.dmarc = authcheck::Mode::kOff;
+    options.checks.auth_by_listener = {unchecked, unchecked};
+    options.listeners = {{relaisd::ListenerTls::kStartTls, false},
+                         {relaisd::ListenerTls::kImplicit, false}};
+    options.tls = server_context_.get();
+    options.tls_handshake_timeout_ms = 5'000;
+    ingress_ =
+        std::make_unique<relaisd::Ingress>(options, net_, timers_, clock_, *spool_, *scheduler_,
+                                           nullptr, random_, *limiter_, *log_, metrics_);
+    starttls_listener_ = net_.Listener();
+    implicit_listener_ = net_.Listener();
+    ingress_->Start({starttls_listener_.value(), implicit_listener_.value()});
+  }
+  ~TlsSimulation() {
+    ingress_.reset();
+    log::SetFd(2);
+    close(log_fd_);
+    std::filesystem::remove_all(dir_);
+  }
+
+  TlsPeer Connect(io::Socket listener) {
+    sockaddr_storage from{};
+    auto* in = reinterpret_cast<sockaddr_in*>(&from);
+    in->sin_family = AF_INET;
+    in->sin_port = htons(40000);
+    in->sin_addr.s_addr = htonl(0xC0000201u);
+    TlsPeer p;
+    p.socket = net_.PeerConnects(listener, from);
+    return p;
+  }
+  void StartTls(TlsPeer& p) {
+    p.tls =
+        tls::TlsTransport::Client(*client_context_, "mx.sim.example", tls::VerifyMode::kNone, "");
+  }
+  // Runs client and server until `done` holds (false if it never does).
+  template <typename Done>
+  bool RunUntil(TlsPeer& p, Done done, int turns = 2000) {
+    for (int i = 0; i < turns; ++i) {
+      Exchange(p);
+      Turn();
+      if (done()) {
+        return true;
+      }
+    }
+    return false;
+  }
+  // Plaintext the server sent up to its reply line starting with `code` + ' ' (taken).
+  bool Reply(TlsPeer& p, std::string_view code, std::string* text = nullptr) {
+    const std::string final_line = std::string("\r\n") + std::string(code) + " ";
+    const bool ok = RunUntil(p, [&] {
+      const std::string with_start = "\r\n" + p.session.received;
+      const size_t at = with_start.find(final_line);
+      return at != std::string::npos && with_start.find("\r\n", at + 2) != std::string::npos;
+    });
+    if (text != nullptr) {
+      *text = p.session.received;
+    }
+    p.session.received.clear();
+    return ok;
+  }
+  void Send(TlsPeer& p, std::string_view bytes) { p.session.output.append(bytes); }
+  void Turn() {
+    net_.RunUntilIdle();
+    disk_.RunCompletions();
+    clock_.AdvanceMs(1);
+    timers_.Advance(clock_.MonotonicMs());
+    ingress_->PumpDirty();
+    spool_->Flush();
+    log_->Flush();
+  }
+  std::string Log() {
+    std::string text(1 << 20, '\0');
+    const ssize_t n = pread(log_fd_, text.data(), text.size(), 0);
+    text.resize(n > 0 ? static_cast<size_t>(n) : 0);
+    return text;
+  }
+  // The stored messages' header blocks (the Received: field among them).
+  std::vector<std::string> Stored() {
+    std::vector<std::string> out;
+    spool_->ForEach([&](const spool::StoredMessage& m) {
+      absl::StatusOr<std::string> body = spool_->ReadBody(m);
+      EXPECT_TRUE(body.ok());
+      out.push_back(body.ok() ? *body : "");
+    });
+    return out;
+  }
+
+  base::Random rng_;
+  SimIo disk_;
+  base::FakeClock clock_;
+  io::FakeNet net_;
+  timer::TimerWheel timers_;
+  routing::Router router_;
+  base::Random random_;
+  int log_fd_;
+  std::string dir_;
+  std::unique_ptr<tls::ServerContext> server_context_;
+  std::unique_ptr<tls::ClientContext> client_context_;
+  relaisd::ShardMetrics metrics_;
+  std::unique_ptr<relaisd::ConnectionLimiter> limiter_;
+  std::unique_ptr<log::ShardLog> log_;
+  spool::SpoolOptions spool_options_{.path = "/spool"};
+  std::unique_ptr<spool::Spool> spool_;
+  std::unique_ptr<scheduler::Scheduler> scheduler_;
+  std::unique_ptr<relaisd::Ingress> ingress_;
+  io::Socket starttls_listener_;
+  io::Socket implicit_listener_;
+
+ private:
+  // The client's bytes go to the server in random pieces; the server's to the client.
+  void Exchange(TlsPeer& p) {
+    std::string out;
+    if (p.tls != nullptr) {
+      p.tls->TakeOutput(p.session, out);
+    } else {
+      out.swap(p.session.output);
+    }
+    for (size_t at = 0; at < out.size();) {
+      const size_t n = std::min<size_t>(out.size() - at, 1 + rng_.Below(200));
+      net_.PeerSends(p.socket, std::string_view(out).substr(at, n));
+      at += n;
+    }
+    const std::string in = net_.TakeSent(p.socket);
+    if (in.empty()) {
+      return;
+    }
+    if (p.tls != nullptr) {
+      p.tls->OnReceived(in, p.session);
+    } else {
+      p.session.received += in;
+    }
+  }
+};
+
+constexpr std::string_view kMessage =
+    "MAIL FROM:<a@sim.example>\r\nRCPT TO:<r@dest.example>\r\nDATA\r\n";
+
+TEST(IngressTlsSimulation, StartTlsDiscardsPipelinedCommandsAndStoresOverTls) {
+  sim::ForEachSeed(sim::SeedsFromEnv(0, 20), [](uint64_t seed) {
+    TlsSimulation sim(seed);
+    TlsPeer p = sim.Connect(sim.starttls_listener_);
+    std::string text;
+    ASSERT_TRUE(sim.Reply(p, "220"));
+    sim.Send(p, "EHLO client.example\r\n");
+    ASSERT_TRUE(sim.Reply(p, "250", &text));
+    EXPECT_NE(text.find("STARTTLS"), std::string::npos) << text;
+    // CVE-2011-0411: the MAIL pipelined behind STARTTLS must never be executed.
+    sim.Send(p, "STARTTLS\r\nMAIL FROM:<injected@evil.example>\r\n");
+    ASSERT_TRUE(sim.Reply(p, "220", &text));
+    EXPECT_EQ(text.find("250"), std::string::npos) << text;
+    sim.StartTls(p);
+    ASSERT_TRUE(sim.RunUntil(p, [&] { return p.tls->state() == tls::TlsState::kOpen; }));
+    sim.Send(p, "RCPT TO:<r@dest.example>\r\n");
+    ASSERT_TRUE(sim.Reply(p, "503", &text)) << text;  // No MAIL was taken.
+    sim.Send(p, "EHLO client.example\r\n");
+    ASSERT_TRUE(sim.Reply(p, "250", &text));
+    EXPECT_EQ(text.find("STARTTLS"), std::string::npos) << text;  // Not offered twice.
+    sim.Send(p, kMessage);
+    ASSERT_TRUE(sim.Reply(p, "354"));
+    sim.Send(p, "Subject: over tls\r\n\r\nhello\r\n.\r\n");
+    ASSERT_TRUE(sim.Reply(p, "250", &text)) << text;
+    sim.Send(p, "QUIT\r\n");
+    ASSERT_TRUE(sim.Reply(p, "221"));
+    ASSERT_TRUE(sim.RunUntil(p, [&] { return sim.ingress_->connections() == 0; }));
+    const std::vector<std::string> stored = sim.Stored();
+    ASSERT_EQ(stored.size(), 1u);
+    EXPECT_NE(stored[0].find("with ESMTPS (version=TLSv1.3"), std::string::npos) << stored[0];
+    EXPECT_EQ(stored[0].find("injected"), std::string::npos);
+    EXPECT_EQ(sim.metrics_.tls_handshakes_full.value(), 1u);
+    EXPECT_EQ(sim.metrics_.tls_handshake_seconds.count(), 1u);
+    EXPECT_NE(sim.Log().find("\"tls_handshake\":\"ok\",\"tls_version\":\"TLSv1.3\""),
+              std::string::npos);
+  });
+}
+
+TEST(IngressTlsSimulation, ImplicitTlsGreetsOnlyOverTls) {
+  sim::ForEachSeed(sim::SeedsFromEnv(0, 20), [](uint64_t seed) {
+    TlsSimulation sim(seed);
+    TlsPeer p = sim.Connect(sim.implicit_listener_);
+    // Nothing in the clear: the greeting waits for the handshake.
+    sim.Turn();
+    EXPECT_TRUE(sim.net_.sent(p.socket).empty());
+    sim.StartTls(p);
+    std::string text;
+    ASSERT_TRUE(sim.Reply(p, "220", &text));
+    EXPECT_EQ(p.tls->state(), tls::TlsState::kOpen);
+    sim.Send(p, "EHLO client.example\r\n");
+    ASSERT_TRUE(sim.Reply(p, "250", &text));
+    EXPECT_EQ(text.find("STARTTLS"), std::string::npos) << text;
+    sim.Send(p, kMessage);
+    ASSERT_TRUE(sim.Reply(p, "354"));
+    sim.Send(p, "Subject: implicit\r\n\r\nhello\r\n.\r\nQUIT\r\n");
+    ASSERT_TRUE(sim.Reply(p, "250", &text)) << text;
+    ASSERT_TRUE(sim.RunUntil(p, [&] { return sim.ingress_->connections() == 0; }));
+    ASSERT_EQ(sim.Stored().size(), 1u);
+    EXPECT_NE(sim.Stored()[0].find("with ESMTPS"), std::string::npos);
+    EXPECT_EQ(sim.metrics_.tls_handshakes_full.value(), 1u);
+  });
+}
+
+// Once TLS is up the session's own timeouts apply again (the handshake deadline is gone): an
+// idle client gets its 421 over TLS after command_timeout_ms, not before.
+TEST(IngressTlsSimulation, SessionTimeoutsApplyOverTls) {
+  TlsSimulation sim(3);
+  TlsPeer p = sim.Connect(sim.implicit_listener_);
+  sim.StartTls(p);
+  ASSERT_TRUE(sim.Reply(p, "220"));
+  sim.Send(p, "EHLO client.example\r\n");
+  ASSERT_TRUE(sim.Reply(p, "250"));
+  sim.clock_.AdvanceMs(10'000);  // Past the 5 s handshake deadline, within the 20 s timeout.
+  sim.Turn();
+  EXPECT_FALSE(sim.net_.closed(p.socket));
+  sim.clock_.AdvanceMs(10'100);
+  std::string text;
+  ASSERT_TRUE(sim.Reply(p, "421", &text)) << text;
+  EXPECT_NE(text.find("4.4.2"), std::string::npos) << text;
+  ASSERT_TRUE(sim.RunUntil(p, [&] { return sim.ingress_->connections() == 0; }));
+  EXPECT_EQ(sim.metrics_.tls_handshakes_timeout.value(), 0u);
+}
+
+TEST(IngressTlsSimulation, StalledAndGarbageHandshakesAreCountedAndClosed) {
+  TlsSimulation sim(1);
+  TlsPeer stalled = sim.Connect(sim.implicit_listener_);
+  TlsPeer garbage = sim.Connect(sim.implicit_listener_);
+  sim.Send(garbage, "EHLO not-tls.example\r\n");
+  ASSERT_TRUE(sim.RunUntil(garbage, [&] { return sim.net_.closed(garbage.socket); }));
+  EXPECT_EQ(sim.metrics_.tls_handshakes_failed.value(), 1u);
+  // The stalled one lives until tls.handshake_timeout (5 s here), then it is cut.
+  sim.clock_.AdvanceMs(4'000);
+  sim.Turn();
+  EXPECT_FALSE(sim.net_.closed(stalled.socket));
+  sim.clock_.AdvanceMs(1'100);
+  ASSERT_TRUE(sim.RunUntil(stalled, [&] { return sim.net_.closed(stalled.socket); }));
+  EXPECT_EQ(sim.metrics_.tls_handshakes_timeout.value(), 1u);
+  ASSERT_TRUE(sim.RunUntil(stalled, [&] { return sim.ingress_->connections() == 0; }));
+  const std::string log = sim.Log();
+  EXPECT_NE(log.find("\"tls_handshake\":\"timeout\""), std::string::npos) << log;
+  EXPECT_NE(log.find("\"tls_handshake\":\"failed:"), std::string::npos) << log;
+  EXPECT_TRUE(sim.Stored().empty());
 }
 
 }  // namespace

@@ -35,6 +35,10 @@ template <auto M>
 constexpr auto Spool = &config::Field<&Config::shard, &ShardOptions::spool, M>;
 template <auto M>
 constexpr auto Auth = &config::Field<&Config::auth, M>;
+template <auto M>
+constexpr auto Tls = &config::Field<&Config::tls, M>;
+template <auto M>
+constexpr auto SmtpAuth = &config::Field<&Config::smtp_auth, M>;
 
 // The choices' words are authcheck's (relais-auth's flags take the same ones).
 using authcheck::kModeWords;
@@ -43,6 +47,10 @@ using ModeWords = std::span<const authcheck::Word<authcheck::Mode>>;
 // DKIM alone never refuses (RFC 6376 6.3): off or tag.
 constexpr ModeWords kDkimWords = ModeWords(kModeWords).first(2);
 constexpr config::Word<bool> kTempErrorWords[] = {{"accept", false}, {"defer", true}};
+constexpr config::Word<ListenerTls> kListenerTlsWords[] = {{"off", ListenerTls::kOff},
+                                                           {"starttls", ListenerTls::kStartTls},
+                                                           {"required", ListenerTls::kRequired},
+                                                           {"implicit", ListenerTls::kImplicit}};
 
 constexpr uint64_t kU64Max = ~uint64_t{0};
 constexpr config::Bounds Range(uint64_t min, uint64_t max) { return {min, max}; }
@@ -216,6 +224,31 @@ const config::Key<Config> kKeys[] = {
     {"auth", "skip_networks", Shard<&ShardOptions::auth_skip_networks>, Range(0, 100000),
      "Clients (CIDR) whose mail is not checked (local submitters); relay.networks are skipped "
      "too."},
+    {"tls", "handshake_timeout", Tls<&TlsConfig::handshake_timeout>, Range(1, 32),
+     "A client still handshaking after this long is closed (a next hop: deferred); e.g. 10s."},
+    {"tls", "ticket_rotation", Tls<&TlsConfig::ticket_rotation>, Range(1, 32),
+     "Lifetime of a session-ticket key (tickets resume for two periods); 1m to 7d."},
+    {"tls", "ticket_secret_file", Tls<&TlsConfig::ticket_secret_file>, Range(0, 4096),
+     "File of at least 32 random bytes (mode 0600 or stricter) from which the ticket keys are "
+     "derived, so that several daemons resume each other's sessions; empty: a random secret per "
+     "start, shared by the shards."},
+    {"tls", "fallback_ttl", Tls<&TlsConfig::fallback_ttl>, Range(1, 32),
+     "Routes with tls = \"may\": a next hop whose TLS handshake failed gets plaintext this "
+     "long."},
+    {"smtp_auth", "credentials", SmtpAuth<&SmtpAuthConfig::credentials>, Range(0, 4096),
+     "File of user:hash[:domain,domain] lines (yescrypt or bcrypt; relaisctl passwd writes "
+     "them), read at start; empty: AUTH is not offered."},
+    {"smtp_auth", "require_sender_owned", SmtpAuth<&SmtpAuthConfig::require_sender_owned>,
+     kNoBounds,
+     "Refuse (553 5.7.1) an authenticated user's MAIL FROM or From: domain that is not one of "
+     "the user's domains."},
+    {"smtp_auth", "failures_before_delay", SmtpAuth<&SmtpAuthConfig::failures_before_delay>,
+     Range(1, 1000), "Failed logins, per client address and per user, before answers slow down."},
+    {"smtp_auth", "lockout_failures", SmtpAuth<&SmtpAuthConfig::lockout_failures>,
+     Range(1, 100'000),
+     "Failed logins, per client address and per user, before AUTH is refused (454 4.7.0)."},
+    {"smtp_auth", "lockout_time", SmtpAuth<&SmtpAuthConfig::lockout_time>, Range(1, 32),
+     "How long a lockout lasts; e.g. 15m."},
     {"dns", "servers", Dns<&dns::ResolverOptions::servers>, Range(0, 16),
      "DNS servers, host:port; empty: those of /etc/resolv.conf."},
     {"dns", "timeout_ms", Dns<&dns::ResolverOptions::timeout_ms>, Range(10, 60'000),
@@ -291,7 +324,7 @@ absl::Status AddRoute(const config::Entry& e, Config& c) {
 }
 
 absl::Status AddDkimSigning(const config::Entry& e, Config& c) {
-  if (auto st = e.OnlyKeys({"domain", "selector", "key", "canonicalization", "headers"});
+  if (auto st = e.OnlyKeys({"domain", "selector", "key", "canonicalization", "headers", "users"});
       !st.ok()) {
     return st;
   }
@@ -349,6 +382,15 @@ absl::Status AddDkimSigning(const config::Entry& e, Config& c) {
   if (!headers.empty()) {
     o.headers = std::move(headers);  // Else the usual set (SignOptions' default).
   }
+  if (auto st = e.Strings(
+          "users", "expected an array of user names", "expected user names",
+          [](std::string_view u) {
+            return !u.empty() && u.find_first_of(": \t\r\n") == std::string_view::npos;
+          },
+          /*lowercase=*/false, d.users);
+      !st.ok()) {
+    return st;
+  }
   c.dkim_sign.push_back(std::move(d));
   return absl::OkStatus();
 }
@@ -391,10 +433,49 @@ absl::Status AddAuthListener(const config::Entry& e, Config& c) {
   return absl::OkStatus();
 }
 
+absl::Status AddTlsCertificate(const config::Entry& e, Config& c) {
+  if (auto st = e.OnlyKeys({"chain", "key"}); !st.ok()) {
+    return st;
+  }
+  TlsCertificate out;
+  if (auto st = e.String("chain", out.chain, true); !st.ok()) {
+    return st;
+  }
+  if (auto st = e.String("key", out.key, true); !st.ok()) {
+    return st;
+  }
+  c.tls.certificates.push_back(std::move(out));
+  return absl::OkStatus();
+}
+
+absl::Status AddListener(const config::Entry& e, Config& c) {
+  if (auto st = e.OnlyKeys({"listen", "tls", "trusted"}); !st.ok()) {
+    return st;
+  }
+  Listener out;
+  if (auto st = e.String("listen", out.listen, true); !st.ok()) {
+    return st;
+  }
+  if (e.Has("tls")) {
+    absl::StatusOr<size_t> i = e.Choose("tls", WordsOf(kListenerTlsWords));
+    if (!i.ok()) {
+      return i.status();
+    }
+    out.tls = kListenerTlsWords[*i].value;  // Finish checks that a certificate exists.
+  }
+  if (auto st = e.Bool("trusted", out.trusted); !st.ok()) {
+    return st;
+  }
+  c.listeners.push_back(std::move(out));
+  return absl::OkStatus();
+}
+
 const config::Array<Config> kArrays[] = {
     {"routes", [](Config& c) { c.routes.clear(); }, AddRoute},
     {"dkim_sign", [](Config& c) { c.dkim_sign.clear(); }, AddDkimSigning},
     {"auth.listener", [](Config& c) { c.auth_listeners.clear(); }, AddAuthListener},
+    {"tls.certificate", [](Config& c) { c.tls.certificates.clear(); }, AddTlsCertificate},
+    {"listener", [](Config& c) { c.listeners.clear(); }, AddListener},
 };
 
 const config::Schema<Config> kSchema{kKeys, kArrays};
@@ -405,6 +486,69 @@ std::string DefaultHostname() {
     return "localhost";
   }
   return buf;
+}
+
+// A duration key's text into `out` (in `unit_ms` units), within [min_ms, max_ms].
+absl::Status ReadDuration(std::string_view source, std::string_view key, std::string_view text,
+                          uint64_t min_ms, uint64_t max_ms, uint64_t unit_ms, uint32_t& out) {
+  const std::optional<uint64_t> ms = ParseDurationMs(text);
+  if (!ms) {
+    return absl::InvalidArgumentError(StrCat(source, ": ", key, ": '", text,
+                                             "' is not a duration (a number and ms, s, m, h "
+                                             "or d: \"10s\", \"15m\", \"1h\")"));
+  }
+  if (*ms < min_ms || *ms > max_ms || *ms % unit_ms != 0) {
+    return absl::InvalidArgumentError(StrCat(source, ": ", key, ": '", text, "' is out of range (",
+                                             min_ms / 1000, "s to ", max_ms / 1000, "s",
+                                             unit_ms > 1 ? ", whole seconds" : "", ")"));
+  }
+  out = static_cast<uint32_t>(*ms / unit_ms);
+  return absl::OkStatus();
+}
+
+// [tls], [[listener]] and [smtp_auth]: durations read, listeners checked against server.listen
+// and against the certificates they need.
+absl::Status FinishTls(Config& config, std::string_view source) {
+  constexpr uint64_t kS = 1000, kDay = 86'400 * kS;
+  TlsConfig& tls = config.tls;
+  for (auto [key, text, min, max, unit, out] :
+       {std::tuple{"tls.handshake_timeout", &tls.handshake_timeout, kS / 10, 3600 * kS, uint64_t{1},
+                   &tls.handshake_timeout_ms},
+        std::tuple{"tls.ticket_rotation", &tls.ticket_rotation, 60 * kS, 7 * kDay, kS,
+                   &tls.ticket_rotation_s},
+        std::tuple{"tls.fallback_ttl", &tls.fallback_ttl, kS, 30 * kDay, kS, &tls.fallback_ttl_s},
+        std::tuple{"smtp_auth.lockout_time", &config.smtp_auth.lockout_time, kS, kDay, uint64_t{1},
+                   &config.smtp_auth.lockout_time_ms}}) {
+    if (absl::Status s = ReadDuration(source, key, *text, min, max, unit, *out); !s.ok()) {
+      return s;
+    }
+  }
+  if (config.smtp_auth.lockout_failures < config.smtp_auth.failures_before_delay) {
+    return absl::InvalidArgumentError(StrCat(source, ": smtp_auth.lockout_failures (",
+                                             config.smtp_auth.lockout_failures,
+                                             ") is below smtp_auth.failures_before_delay (",
+                                             config.smtp_auth.failures_before_delay, ")"));
+  }
+  const std::vector<std::string>& listen = config.daemon.listen;
+  for (const Listener& l : config.listeners) {
+    if (std::find(listen.begin(), listen.end(), l.listen) == listen.end()) {
+      return absl::InvalidArgumentError(
+          StrCat(source, ": listener: '", l.listen, "' is not one of server.listen"));
+    }
+    if (std::count_if(config.listeners.begin(), config.listeners.end(),
+                      [&](const Listener& o) { return o.listen == l.listen; }) > 1) {
+      return absl::InvalidArgumentError(
+          StrCat(source, ": listener: '", l.listen, "' is given twice"));
+    }
+    if (l.tls.value_or(ListenerTls::kOff) != ListenerTls::kOff && tls.certificates.empty()) {
+      return absl::InvalidArgumentError(
+          StrCat(source, ": listener: '", l.listen, "' has tls = \"",
+                 kListenerTlsWords[static_cast<size_t>(*l.tls)].word,
+                 "\", which needs a certificate: add a [[tls.certificate]] table with chain and "
+                 "key (relaisctl make-cert makes a self-signed one)"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 // What no single key can check, and the values an empty key stands for.
@@ -427,6 +571,9 @@ absl::Status Finish(Config& config, std::string_view source) {
       return absl::InvalidArgumentError(
           StrCat(source, ": auth.listener: '", l.listen, "' is given twice"));
     }
+  }
+  if (absl::Status s = FinishTls(config, source); !s.ok()) {
+    return s;
   }
   for (const std::string& server : config.shard.dns.servers) {
     if (server.rfind(':') == std::string::npos) {
@@ -470,6 +617,44 @@ authcheck::Policy Config::AuthFor(const std::string& listen) const {
     }
   }
   return p;
+}
+
+ListenerSecurity Config::ListenerFor(const std::string& listen) const {
+  ListenerSecurity out;
+  out.tls = tls.certificates.empty() ? ListenerTls::kOff : ListenerTls::kStartTls;
+  for (const Listener& l : listeners) {
+    if (l.listen == listen) {
+      out.tls = l.tls.value_or(out.tls);
+      out.trusted = l.trusted;
+    }
+  }
+  return out;
+}
+
+std::optional<uint64_t> ParseDurationMs(std::string_view text) {
+  size_t digits = 0;
+  uint64_t value = 0;
+  while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') {
+    if (value > (~uint64_t{0}) / 10 / 86'400'000) {
+      return std::nullopt;  // Would overflow once scaled.
+    }
+    value = value * 10 + static_cast<uint64_t>(text[digits] - '0');
+    ++digits;
+  }
+  if (digits == 0) {
+    return std::nullopt;
+  }
+  static constexpr struct {
+    std::string_view unit;
+    uint64_t ms;
+  } kUnits[] = {{"ms", 1}, {"s", 1000}, {"m", 60'000}, {"h", 3'600'000}, {"d", 86'400'000}};
+  const std::string_view unit = text.substr(digits);
+  for (const auto& u : kUnits) {
+    if (unit == u.unit) {
+      return value * u.ms;
+    }
+  }
+  return std::nullopt;
 }
 
 absl::StatusOr<Config> ParseConfig(std::string_view toml_text, std::string_view source) {
@@ -517,7 +702,16 @@ std::string DefaultToml() {
       "# [[dkim_sign]]\n# domain = \"example.com\"\n# selector = \"s2026\"\n"
       "# key = \"/etc/relais/dkim/example.com.pem\"  # PKCS #8 PEM, RSA or Ed25519\n"
       "# canonicalization = \"relaxed/relaxed\"\n"
-      "# headers = [\"from\", \"to\", \"subject\", \"date\", \"message-id\"]\n");
+      "# headers = [\"from\", \"to\", \"subject\", \"date\", \"message-id\"]\n"
+      "# users = [\"alice\"]  # sign these SMTP AUTH users' mail (else: by From domain)\n"
+      "\n# TLS certificates (PEM chain, leaf first, and its key); several are chosen by SNI,\n"
+      "# then ECDSA or RSA by what the client supports. None by default (no STARTTLS):\n"
+      "# [[tls.certificate]]\n# chain = \"/etc/relais/tls/ecdsa.pem\"\n"
+      "# key = \"/etc/relais/tls/ecdsa.key\"\n"
+      "\n# Per listen address (one of server.listen): tls = off | starttls | required |\n"
+      "# implicit (default: starttls with a certificate, else off); trusted = true offers\n"
+      "# AUTH without TLS (local submission), e.g.:\n"
+      "# [[listener]]\n# listen = \"127.0.0.1:465\"\n# tls = \"implicit\"\n");
 }
 
 }  // namespace relais::relaisd

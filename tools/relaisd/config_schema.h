@@ -5,8 +5,9 @@
 // scheduler::SchedulerOptions, EgressOptions, dns::ResolverOptions, authcheck::HeaderLimits and
 // Policy, ShardOptions) or, for what only the daemon uses, of DaemonOptions; its default is that
 // member's default initializer, written once. The key list itself, its bounds and docs, the
-// [[routes]], [[dkim_sign]] and [[auth.listener]] tables and the cross-key checks (the open
-// relay refusal among them) are in config_schema.cc; core/config does the reading. Loaded on the
+// [[routes]], [[dkim_sign]], [[auth.listener]], [[tls.certificate]] and [[listener]] tables and
+// the cross-key checks (the open relay refusal, listeners that need a certificate) are in
+// config_schema.cc; core/config does the reading. Loaded on the
 // startup thread; the shards receive copies of `shard`.
 #pragma once
 
@@ -53,9 +54,52 @@ struct DaemonOptions {
 // [[dkim_sign]]: a key that signs outgoing mail (DKIM, RFC 6376): mail from trusted clients
 // (relay networks, auth.skip_networks) whose From domain is `domain` or below it gets a signature
 // with d=domain. Several entries for one domain sign twice (e.g. Ed25519 and RSA, RFC 8463).
+// With `users`, the key signs the mail of those authenticated (SMTP AUTH) users instead,
+// whatever its From domain is below `domain` or not.
 struct DkimSigning {
   dkim::SignOptions options;  // domain, selector, canonicalizations, headers (default: the usual).
   std::string key_file;       // PKCS #8 PEM, RSA or Ed25519; the algorithm follows the key.
+  std::vector<std::string> users;  // SMTP AUTH user names; empty: chosen by From domain.
+};
+
+// [[tls.certificate]]: one chain (PEM, leaf first) and its key; several are chosen by SNI,
+// then by what the client supports (ECDSA or RSA).
+struct TlsCertificate {
+  std::string chain;
+  std::string key;
+};
+
+// [tls] and its certificates. Durations are written as "10s", "15m", "1h"; the text is kept as
+// written (for --print-default-config) and read into the numeric fields at load.
+struct TlsConfig {
+  std::vector<TlsCertificate> certificates;  // None: no TLS listener, no STARTTLS.
+  std::string handshake_timeout = "10s";
+  std::string ticket_rotation = "1h";
+  // >= 32 random bytes (mode 0600 or stricter) shared by several daemons; empty: one random
+  // secret per daemon start, shared by its shards.
+  std::string ticket_secret_file;
+  std::string fallback_ttl = "1h";  // Outbound tls = "may": plaintext for a failed hop this long.
+  uint32_t handshake_timeout_ms = 10'000;
+  uint32_t ticket_rotation_s = 3600;
+  uint32_t fallback_ttl_s = 3600;
+};
+
+// [[listener]]: per-address settings of one server.listen address.
+// ListenerTls and ListenerSecurity (what the address ends up with) are Ingress's (ingress.h).
+struct Listener {
+  std::string listen;              // One of server.listen, as written there.
+  std::optional<ListenerTls> tls;  // Unset: kStartTls when a certificate exists, else kOff.
+  bool trusted = false;            // Local submission: AUTH offered without TLS.
+};
+
+// [smtp_auth]: SMTP AUTH (RFC 4954) for clients, offered over TLS or on trusted listeners.
+struct SmtpAuthConfig {
+  std::string credentials;             // user:hash[:domain,...] lines; empty: AUTH not offered.
+  bool require_sender_owned = false;   // MAIL FROM / From: domains the user owns, else 553 5.7.1.
+  uint32_t failures_before_delay = 3;  // Per client address and per user.
+  uint32_t lockout_failures = 10;
+  std::string lockout_time = "15m";
+  uint32_t lockout_time_ms = 900'000;
 };
 
 // [[auth.listener]]: the policy for the connections of one server.listen address, where it
@@ -79,10 +123,18 @@ struct Config {
   std::vector<DkimSigning> dkim_sign;
   std::vector<config::Route> routes = {
       config::Route{"*", config::RouteType::kMaildir, "./var/mail", {}, {}}};
+  TlsConfig tls;
+  std::vector<Listener> listeners;
+  SmtpAuthConfig smtp_auth;
 
   // The [auth] policy for the connections of `listen` (one of daemon.listen).
   [[nodiscard]] authcheck::Policy AuthFor(const std::string& listen) const;
+  // The TLS mode and trust of `listen` (one of daemon.listen).
+  [[nodiscard]] ListenerSecurity ListenerFor(const std::string& listen) const;
 };
+
+// "10s", "1500ms", "15m", "1h", "2d" in milliseconds; nullopt for anything else.
+[[nodiscard]] std::optional<uint64_t> ParseDurationMs(std::string_view text);
 
 // Parses TOML text; `source` names the file in error messages. Refuses, naming the keys, relay
 // rules that let any client relay to any domain unless relay.open_relay_acknowledged is set.

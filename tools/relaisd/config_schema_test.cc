@@ -406,5 +406,148 @@ cache_entries_max = 0
   EXPECT_EQ(c->shard.dns.cache_entries_max, 0u);
 }
 
+// Without the new tables nothing changes: no certificate, so every listener is plaintext
+// without STARTTLS, and AUTH is not offered (no credentials).
+TEST(ConfigSchemaTest, TlsAndAuthDefaultsKeepPlaintext) {
+  auto c = ParseConfig("", "d.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->tls.certificates.empty());
+  EXPECT_TRUE(c->listeners.empty());
+  EXPECT_EQ(c->ListenerFor("127.0.0.1:2525").tls, ListenerTls::kOff);
+  EXPECT_FALSE(c->ListenerFor("127.0.0.1:2525").trusted);
+  EXPECT_EQ(c->tls.handshake_timeout_ms, 10'000u);
+  EXPECT_EQ(c->tls.ticket_rotation_s, 3600u);
+  EXPECT_EQ(c->tls.fallback_ttl_s, 3600u);
+  EXPECT_TRUE(c->tls.ticket_secret_file.empty());
+  EXPECT_TRUE(c->smtp_auth.credentials.empty());
+  EXPECT_FALSE(c->smtp_auth.require_sender_owned);
+  EXPECT_EQ(c->smtp_auth.failures_before_delay, 3u);
+  EXPECT_EQ(c->smtp_auth.lockout_failures, 10u);
+  EXPECT_EQ(c->smtp_auth.lockout_time_ms, 900'000u);
+}
+
+TEST(ConfigSchemaTest, TlsListenersAndSmtpAuth) {
+  auto c = ParseConfig(R"(
+[server]
+listen = ["127.0.0.1:25", "127.0.0.1:465", "127.0.0.1:587", "127.0.0.1:2526"]
+[tls]
+handshake_timeout = "2500ms"
+ticket_rotation = "2h"
+ticket_secret_file = "/etc/relais/tickets.key"
+fallback_ttl = "30m"
+[[tls.certificate]]
+chain = "/etc/relais/tls/ecdsa.pem"
+key = "/etc/relais/tls/ecdsa.key"
+[[tls.certificate]]
+chain = "/etc/relais/tls/rsa.pem"
+key = "/etc/relais/tls/rsa.key"
+[[listener]]
+listen = "127.0.0.1:465"
+tls = "implicit"
+[[listener]]
+listen = "127.0.0.1:587"
+tls = "required"
+[[listener]]
+listen = "127.0.0.1:2526"
+tls = "off"
+trusted = true
+[smtp_auth]
+credentials = "/etc/relais/passwd"
+require_sender_owned = true
+failures_before_delay = 2
+lockout_failures = 5
+lockout_time = "1h"
+)",
+                       "t.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_EQ(c->tls.certificates.size(), 2u);
+  EXPECT_EQ(c->tls.certificates[0].chain, "/etc/relais/tls/ecdsa.pem");
+  EXPECT_EQ(c->tls.certificates[1].key, "/etc/relais/tls/rsa.key");
+  EXPECT_EQ(c->tls.handshake_timeout_ms, 2500u);
+  EXPECT_EQ(c->tls.ticket_rotation_s, 7200u);
+  EXPECT_EQ(c->tls.fallback_ttl_s, 1800u);
+  EXPECT_EQ(c->tls.ticket_secret_file, "/etc/relais/tickets.key");
+  // Not named by a [[listener]]: STARTTLS, since a certificate exists.
+  EXPECT_EQ(c->ListenerFor("127.0.0.1:25").tls, ListenerTls::kStartTls);
+  EXPECT_EQ(c->ListenerFor("127.0.0.1:465").tls, ListenerTls::kImplicit);
+  EXPECT_EQ(c->ListenerFor("127.0.0.1:587").tls, ListenerTls::kRequired);
+  EXPECT_EQ(c->ListenerFor("127.0.0.1:2526").tls, ListenerTls::kOff);
+  EXPECT_TRUE(c->ListenerFor("127.0.0.1:2526").trusted);
+  EXPECT_FALSE(c->ListenerFor("127.0.0.1:465").trusted);
+  EXPECT_EQ(c->smtp_auth.credentials, "/etc/relais/passwd");
+  EXPECT_TRUE(c->smtp_auth.require_sender_owned);
+  EXPECT_EQ(c->smtp_auth.failures_before_delay, 2u);
+  EXPECT_EQ(c->smtp_auth.lockout_failures, 5u);
+  EXPECT_EQ(c->smtp_auth.lockout_time_ms, 3'600'000u);
+}
+
+TEST(ConfigSchemaTest, TlsAndListenerErrors) {
+  const std::string server = "[server]\nlisten = [\"127.0.0.1:25\"]\n";
+  const std::string cert = "[[tls.certificate]]\nchain = \"c.pem\"\nkey = \"k.pem\"\n";
+  // A TLS mode without a certificate says what is missing.
+  ExpectError(server + "[[listener]]\nlisten = \"127.0.0.1:25\"\ntls = \"implicit\"\n",
+              "listener: '127.0.0.1:25' has tls = \"implicit\", which needs a certificate: add a "
+              "[[tls.certificate]]");
+  ExpectError(server + "[[listener]]\nlisten = \"127.0.0.1:25\"\ntls = \"starttls\"\n",
+              "needs a certificate");
+  ExpectError(server + cert + "[[listener]]\nlisten = \"127.0.0.1:26\"\n",
+              "listener: '127.0.0.1:26' is not one of server.listen");
+  ExpectError(server + cert + "[[listener]]\nlisten = \"127.0.0.1:25\"\ntls = \"maybe\"\n",
+              "bad.toml:8: listener.tls: 'maybe' is not one of off,starttls,required,implicit");
+  ExpectError(server + "[[listener]]\nlisten = \"127.0.0.1:25\"\ntrusted = \"yes\"\n",
+              "bad.toml:5: listener.trusted: expected true or false");
+  ExpectError(server + "[[listener]]\ntls = \"off\"\n", "listener.listen: is required");
+  ExpectError(server +
+                  "[[listener]]\nlisten = \"127.0.0.1:25\"\n[[listener]]\nlisten = "
+                  "\"127.0.0.1:25\"\n",
+              "listener: '127.0.0.1:25' is given twice");
+  ExpectError(server + "[[listener]]\nlisten = \"127.0.0.1:25\"\nport = 1\n",
+              "listener.port: unknown key");
+  ExpectError("[[tls.certificate]]\nchain = \"c.pem\"\n", "tls.certificate.key: is required");
+  ExpectError("[[tls.certificate]]\nchain = \"c.pem\"\nkey = \"k\"\npassword = \"x\"\n",
+              "tls.certificate.password: unknown key");
+  ExpectError("[tls]\nhandshake_timeout = \"10\"\n",
+              "tls.handshake_timeout: '10' is not a duration");
+  ExpectError("[tls]\nhandshake_timeout = \"2 hours\"\n", "is not a duration");
+  ExpectError("[tls]\nticket_rotation = \"10s\"\n", "tls.ticket_rotation: '10s' is out of range");
+  ExpectError("[tls]\nticket_rotation = \"90500ms\"\n", "whole seconds");
+  ExpectError("[tls]\nhandshake_timeout = 10\n", "bad.toml:2: tls.handshake_timeout");
+  ExpectError("[tls]\ncertificate = \"x\"\n", "tls.certificate: expected [[tls.certificate]]");
+  ExpectError("[smtp_auth]\nlockout_time = \"forever\"\n",
+              "smtp_auth.lockout_time: 'forever' is not a duration");
+  ExpectError("[smtp_auth]\nfailures_before_delay = 5\nlockout_failures = 4\n",
+              "smtp_auth.lockout_failures (4) is below smtp_auth.failures_before_delay (5)");
+  ExpectError("[smtp_auth]\nfailures_before_delay = 0\n",
+              "smtp_auth.failures_before_delay: 0 is out of range");
+  ExpectError("[smtp_auth]\nusers = 1\n", "smtp_auth.users: unknown key");
+}
+
+TEST(ConfigSchemaTest, ParsesDurations) {
+  EXPECT_EQ(ParseDurationMs("10s"), 10'000u);
+  EXPECT_EQ(ParseDurationMs("250ms"), 250u);
+  EXPECT_EQ(ParseDurationMs("15m"), 900'000u);
+  EXPECT_EQ(ParseDurationMs("1h"), 3'600'000u);
+  EXPECT_EQ(ParseDurationMs("2d"), 172'800'000u);
+  EXPECT_EQ(ParseDurationMs("0s"), 0u);
+  for (const char* bad :
+       {"", "s", "10", "10 s", "-1s", "1.5h", "10S", "10sec", "1h30m", "99999999999999999999d"}) {
+    EXPECT_FALSE(ParseDurationMs(bad).has_value()) << bad;
+  }
+}
+
+TEST(ConfigSchemaTest, DkimSigningByUser) {
+  auto c = ParseConfig(
+      "[[dkim_sign]]\ndomain = \"example.com\"\nselector = \"s\"\nkey = \"k\"\n"
+      "users = [\"alice\", \"bob@example.com\"]\n",
+      "t.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_EQ(c->dkim_sign.size(), 1u);
+  EXPECT_EQ(c->dkim_sign[0].users, (std::vector<std::string>{"alice", "bob@example.com"}));
+  ExpectError(
+      "[[dkim_sign]]\ndomain = \"example.com\"\nselector = \"s\"\nkey = \"k\"\n"
+      "users = [\"a:b\"]\n",
+      "bad.toml:5: dkim_sign.users: expected user names");
+}
+
 }  // namespace
 }  // namespace relais::relaisd

@@ -29,15 +29,32 @@
 #include "core/timer/timer_wheel.h"
 #include "protocols/dns/resolver.h"
 #include "protocols/smtp/server_session.h"
+#include "protocols/tls/tls.h"
 #include "queue/routing/router.h"
 #include "queue/scheduler/scheduler.h"
 #include "queue/spool/spool.h"
+#include "tools/relaisd/auth_verifier.h"
 #include "tools/relaisd/connection_limiter.h"
 #include "tools/relaisd/ingress_checks.h"
 #include "tools/relaisd/shard_metrics.h"
 #include "tools/relaisd/transfer_deadline.h"
 
 namespace relais::relaisd {
+
+// [[listener]] tls: what one listen address offers.
+enum class ListenerTls : uint8_t {
+  kOff,       // Plaintext only; STARTTLS not offered.
+  kStartTls,  // STARTTLS offered (RFC 3207).
+  kRequired,  // STARTTLS offered, and no mail transaction before it.
+  kImplicit,  // TLS from the first byte (RFC 8314: submissions on 465).
+};
+
+// What one listen address offers: its TLS mode, and whether it is trusted (local submission:
+// AUTH offered without TLS).
+struct ListenerSecurity {
+  ListenerTls tls = ListenerTls::kOff;
+  bool trusted = false;
+};
 
 // Filled by the shard from its ShardOptions (see there for each field's meaning).
 struct IngressOptions {
@@ -49,6 +66,20 @@ struct IngressOptions {
   uint32_t connections_per_shard_hard_max = 1024;
   const routing::Router* router = nullptr;  // Required: duplicate recipients go at commit.
   CheckOptions checks;
+  // By listener index (the order of Start's descriptors); a listener past the end is plaintext
+  // and untrusted.
+  std::vector<ListenerSecurity> listeners;
+  // The shard's TLS server context; null when no certificate is configured (then every
+  // listener is plaintext whatever it says). Must outlive the ingress.
+  tls::ServerContext* tls = nullptr;
+  // A client still handshaking this long after the handshake began is counted and closed.
+  uint32_t tls_handshake_timeout_ms = 10'000;
+  // SMTP AUTH: the shard's verifier (password checks off the loop, the login limiter); null
+  // when no credentials are configured (AUTH is not offered). Must outlive the ingress.
+  AuthVerifier* auth = nullptr;
+  // smtp_auth.require_sender_owned: MAIL FROM (the session) and every From: domain (at the end
+  // of data, here) must be one the authenticated user owns, else 553 5.7.1.
+  bool require_sender_owned = false;
 };
 
 class Ingress final : net::AcceptOwner, CheckListener {
@@ -96,6 +127,26 @@ class Ingress final : net::AcceptOwner, CheckListener {
 
   // Bytes from the client, fed to its session (the pump calls it through the connection).
   void OnReceived(Connection& c, std::string_view bytes);
+  // The session options of listener `listener` (its TLS and AUTH offers).
+  [[nodiscard]] const smtp::SessionOptions& SessionOptionsFor(uint32_t listener) const;
+  // Puts a TLS transport between the connection's socket and its session and arms the
+  // handshake deadline: at accept on an implicit-TLS listener, or once the 220 to STARTTLS has
+  // gone out (nothing in flight, nothing pending).
+  void StartTls(Connection& c);
+  // While handshaking: a finished handshake tells the session (and restores its deadlines), a
+  // failed one is counted and logged (the transport then closes the connection).
+  void CheckHandshake(Connection& c);
+  // The handshake ended without completing: counted by `result`, logged with `reason`.
+  void HandshakeFailed(Connection& c, bool timed_out, std::string_view reason);
+  // The session decoded an AUTH exchange: the verifier checks it (the answer comes back in
+  // OnAuthDone), or refuses it at once (locked out, unavailable).
+  void StartAuth(Connection& c);
+  void OnAuthDone(Connection& c, AuthOutcome outcome);
+  // Answers the session's AUTH request, counts and logs it; a success makes the client
+  // trusted: not checked, its mail signed.
+  void CompleteAuth(Connection& c, smtp::AuthOutcome outcome);
+  // require_sender_owned: every From: domain of the message is one the user owns.
+  [[nodiscard]] bool FromOwned(Connection& c);
   // Its pump has closed: the session's end is logged, the limiter released, the slot freed.
   void OnClosed(Connection& c);
   // Starts the checks and commits the session asks for, holds the close while one is in
@@ -126,6 +177,8 @@ class Ingress final : net::AcceptOwner, CheckListener {
   ShardMetrics& metrics_;
   smtp::ReceiveBudget receive_budget_;
   smtp::SessionOptions session_options_;
+  // Per listener: session_options_ with the listener's STARTTLS and AUTH offers.
+  std::vector<smtp::SessionOptions> listener_session_options_;
   IngressChecks checks_;
 
   std::vector<std::unique_ptr<net::Acceptor>> acceptors_;

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "protocols/authres/authres.h"
+#include "protocols/sasl/credentials.h"
 
 namespace relais::relaisd {
 namespace {
@@ -132,12 +133,35 @@ smtp::Reply IngressChecks::HeaderRefusal(std::string_view message) {
   return smtp::Reply::kOk;
 }
 
-std::string IngressChecks::Signatures(std::string_view message) {
-  if (options_.signing_keys == nullptr || options_.signing_keys->empty()) {
-    return {};
+std::string IngressChecks::Signatures(std::string_view message, std::string_view user) {
+  absl::StatusOr<std::string> signatures = std::string();
+  bool by_user = false;
+  if (!user.empty() && options_.user_signing_keys != nullptr) {
+    // The user's own keys, whatever its From domain (a key per user or per customer).
+    const std::string name = sasl::NormalizeUserName(user);
+    for (const UserSigningKey& k : *options_.user_signing_keys) {
+      if (std::none_of(k.users.begin(), k.users.end(),
+                       [&](const std::string& u) { return sasl::NormalizeUserName(u) == name; })) {
+        continue;
+      }
+      by_user = true;
+      dkim::SignOptions sign = k.key.options;
+      sign.timestamp = clock_.UnixMicros() / 1'000'000;
+      absl::StatusOr<std::string> field = dkim::Sign(message, sign, k.key.key);
+      if (!field.ok()) {
+        signatures = field.status();
+        break;
+      }
+      *signatures += *field;  // Each over the message without the others (as SignaturesFor).
+    }
   }
-  absl::StatusOr<std::string> signatures =
-      authcheck::SignaturesFor(message, *options_.signing_keys, clock_.UnixMicros() / 1'000'000);
+  if (!by_user) {
+    if (options_.signing_keys == nullptr || options_.signing_keys->empty()) {
+      return {};
+    }
+    signatures =
+        authcheck::SignaturesFor(message, *options_.signing_keys, clock_.UnixMicros() / 1'000'000);
+  }
   if (!signatures.ok()) {
     metrics_.dkim_sign_failures.Add();
     log_.Info("dkim_sign_failed", {{"error", std::string(signatures.status().message())}});

@@ -29,6 +29,12 @@
 
 namespace relais::relaisd {
 
+// A [[dkim_sign]] key with `users`: it signs the mail of those SMTP AUTH users.
+struct UserSigningKey {
+  std::vector<std::string> users;  // As written in the config.
+  authcheck::SigningKey key;
+};
+
 struct CheckOptions {
   // One policy per listen address (in listen_fds order).
   std::vector<authcheck::Policy> auth_by_listener;
@@ -39,6 +45,8 @@ struct CheckOptions {
   authcheck::HeaderLimits header_limits;
   // Sign trusted clients' mail; null or empty: nothing is signed. Must outlive the checks.
   const std::vector<authcheck::SigningKey>* signing_keys = nullptr;
+  // Keys that sign the mail of the SMTP AUTH users they name; null or empty: none.
+  const std::vector<UserSigningKey>* user_signing_keys = nullptr;
   std::string hostname;  // The SPF receiver (RFC 7208 7.3 %{r}).
 };
 
@@ -98,9 +106,11 @@ class IngressChecks final {
              uint32_t listener);
   // The reply refusing a message whose header section is over a limit (counted); kOk if none.
   [[nodiscard]] smtp::Reply HeaderRefusal(std::string_view message);
-  // The DKIM-Signature fields for a trusted client's message: empty when no key applies or
-  // signing failed (counted and logged: the message goes unsigned).
-  [[nodiscard]] std::string Signatures(std::string_view message);
+  // The DKIM-Signature fields for a trusted or authenticated client's message: with the keys
+  // that name `user` (an SMTP AUTH user; empty: none) when there are any, else with those for
+  // its From domain. Empty when no key applies or signing failed (counted and logged: the
+  // message goes unsigned).
+  [[nodiscard]] std::string Signatures(std::string_view message, std::string_view user = {});
 
   // SPF for the session's MAIL FROM; the session gets its answer and the listener hears
   // OnSenderChecked, possibly before this returns. `session` and `client` must live as long as

@@ -109,6 +109,50 @@ TEST_F(IngressChecksTest, WithTheChecksOffAnOutsiderIsNeitherCheckedNorTrusted) 
   EXPECT_TRUE(checks_.Signatures("From: a@sender.example\r\n\r\nbody\r\n").empty());
 }
 
+// [[dkim_sign]] users = [...]: an authenticated user's mail is signed with the keys naming it
+// (whatever its From domain), anyone else's with the keys for the From domain.
+TEST(IngressChecksSigningTest, KeysNamingTheUserSignItsMailElseByFromDomain) {
+  constexpr std::string_view kEd25519Pem =
+      "-----BEGIN PRIVATE KEY-----\n"
+      "MC4CAQAwBQYDK2VwBCIEIKWxAEbTXJnb0NwXdMuxOs7j1bxeV/a1BTH3fFrHgbM+\n"
+      "-----END PRIVATE KEY-----\n";
+  auto key = [&](const char* domain, const char* selector) {
+    dkim::SignOptions o;
+    o.domain = domain;
+    o.selector = selector;
+    return authcheck::SigningKey{o, *crypto::PrivateKey::FromPem(kEd25519Pem)};
+  };
+  std::vector<authcheck::SigningKey> by_domain;
+  by_domain.push_back(key("example.com", "domain"));
+  std::vector<UserSigningKey> by_user;
+  by_user.push_back(UserSigningKey{{"Alice@Example.COM"}, key("customer.example", "alice")});
+  CheckOptions options;
+  options.auth_by_listener = {authcheck::Policy{}};
+  options.signing_keys = &by_domain;
+  options.user_signing_keys = &by_user;
+  base::FakeClock clock;
+  base::Random random(1);
+  ShardMetrics metrics;
+  log::ShardLog log(clock, 0);
+  NoListener listener;
+  IngressChecks checks(options, nullptr, clock, random, metrics, log, listener);
+  const std::string message = "From: a@example.com\r\nSubject: s\r\n\r\nbody\r\n";
+  // The user (its domain part in any case) gets its own key, not the From domain's.
+  const std::string alice = checks.Signatures(message, "Alice@example.com");
+  EXPECT_NE(alice.find("d=customer.example"), std::string::npos) << alice;
+  EXPECT_NE(alice.find("s=alice"), std::string::npos) << alice;
+  EXPECT_EQ(alice.find("d=example.com"), std::string::npos) << alice;
+  // Another user, or no user: by From domain, as before.
+  const std::string bob = checks.Signatures(message, "bob@example.com");
+  EXPECT_NE(bob.find("d=example.com"), std::string::npos) << bob;
+  EXPECT_EQ(bob.find("d=customer.example"), std::string::npos) << bob;
+  EXPECT_NE(checks.Signatures(message).find("s=domain"), std::string::npos);
+  // The local part is compared exactly.
+  EXPECT_EQ(checks.Signatures(message, "alice@example.com").find("d=customer.example"),
+            std::string::npos);
+  EXPECT_EQ(metrics.dkim_signed.value(), 4u);
+}
+
 TEST_F(IngressChecksTest, HeaderOverTheHopLimitIsRefusedAndCounted) {
   EXPECT_EQ(checks_.HeaderRefusal("Received: 1\r\nReceived: 2\r\nSubject: x\r\n\r\nbody\r\n"),
             smtp::Reply::kOk);

@@ -7,6 +7,8 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <string>
 #include <string_view>
 
 #include "core/net/stream_pump.h"
@@ -17,17 +19,21 @@ namespace relais::relaisd {
 struct Ingress::Connection final : net::StreamSession,
                                    net::StreamPumpOwner,
                                    spool::AppendCompletion,
+                                   AuthCompletion,
                                    CheckState {
-  Connection(Ingress* in, io::Socket socket, uint32_t index, const mail::IpAddress& peer)
+  Connection(Ingress* in, io::Socket socket, uint32_t index, const mail::IpAddress& peer,
+             uint32_t listener_index)
       : ingress(in),
         slot(index),
         client(peer),
-        session(in->session_options_, peer),
+        listener(listener_index),
+        session(in->SessionOptionsFor(listener_index), peer),
         pump(in->net_, socket, *this, *this, &in->timers_,
              net::StreamPumpOptions{.sending_bytes_max = in->session_options_.pipeline_bytes_max}) {
   }
 
-  // StreamSession: the pump feeds the session through these.
+  // StreamSession: the pump (through the TLS transport, if any) feeds the session through
+  // these.
   void Feed(std::string_view bytes) override { ingress->OnReceived(*this, bytes); }
   [[nodiscard]] std::string_view PendingOutput() const override { return session.PendingOutput(); }
   void ConsumeOutput(size_t bytes) override { session.ConsumeOutput(bytes); }
@@ -51,6 +57,8 @@ struct Ingress::Connection final : net::StreamSession,
   void OnAppendDone(spool::AppendOutcome outcome, const mail::MessageId& id) override {
     ingress->OnAppendDone(*this, outcome, id);
   }
+  // AuthCompletion: the verifier's answer (a pending one is cancelled when the pump closes).
+  void OnAuthDone(AuthOutcome outcome) override { ingress->OnAuthDone(*this, outcome); }
 
   // Nobody will read a reply any more: the peer reset, or the connection is being abandoned
   // (timed out). A message not yet stored must not be, and a checked one is refused.
@@ -59,10 +67,26 @@ struct Ingress::Connection final : net::StreamSession,
   Ingress* ingress;
   const uint32_t slot;
   const mail::IpAddress client;
+  const uint32_t listener;  // Index of the listen address it came in on.
   smtp::ServerSession session;
-  net::StreamPump pump;   // After the session: it names it.
+  // Set when TLS starts (STARTTLS or implicit); before the pump, so that it is destroyed after
+  // the pump (which has closed by then: the connection is freed from OnPumpClosed).
+  std::unique_ptr<tls::TlsTransport> tls;
+  net::StreamPump pump;  // After the session: it names it.
+  // TLS: STARTTLS was answered and the transport waits for that 220 to go out; a handshake is
+  // under way (since handshake_started_us, monotonic); how it ended, for the session's log line
+  // ("ok", "failed:<reason>", "timeout"; empty: no TLS), with the version and cipher.
+  bool starttls_pending = false;
+  bool handshaking = false;
+  bool start_after_handshake = false;  // Implicit TLS: the greeting once TLS is up.
+  uint64_t handshake_started_us = 0;
+  uint64_t handshake_deadline_ms = 0;
+  std::string tls_handshake;
+  std::string tls_version;
+  std::string tls_cipher;
   bool admitted = false;  // Counted by the limiter; released on close.
   bool commit_pending = false;
+  bool auth_pending = false;  // The verifier holds an AUTH request of this session.
   bool dirty = false;
   uint64_t commit_bytes = 0;       // Of the message in the spool's batch, for the metrics.
   uint64_t commit_started_us = 0;  // When it was handed to the spool (monotonic).

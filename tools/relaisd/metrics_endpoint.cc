@@ -166,6 +166,16 @@ constexpr Part kRefusedConnections[] = {
     {{"reason", "shutting_down"}, {}, &M::refused_stopping},
     {{"reason", "unserved"}, {}, &M::refused_unserved}};
 
+constexpr Part kTlsHandshakes[] = {{{"result", "full"}, {}, &M::tls_handshakes_full},
+                                   {{"result", "resumed"}, {}, &M::tls_handshakes_resumed},
+                                   {{"result", "failed"}, {}, &M::tls_handshakes_failed},
+                                   {{"result", "timeout"}, {}, &M::tls_handshakes_timeout}};
+
+constexpr Part kSmtpAuth[] = {{{"result", "success"}, {}, &M::smtp_auth_success},
+                              {{"result", "failure"}, {}, &M::smtp_auth_failure},
+                              {{"result", "locked_out"}, {}, &M::smtp_auth_locked_out},
+                              {{"result", "error"}, {}, &M::smtp_auth_error}};
+
 constexpr Part kAuthRefusals[] = {
     {{"method", "spf"}, {"reply", "reject"}, &M::auth_rejected_spf},
     {{"method", "spf"}, {"reply", "defer"}, &M::auth_deferred_spf},
@@ -207,6 +217,18 @@ const Family kFamilies[] = {
     {"relais_receive_bytes", "Memory held by messages being received.", &M::receive_bytes},
     {"relais_message_durable_seconds", "From the end of a message's data to its 250 (on disk).",
      &M::time_to_durable},
+    {"relais_tls_handshakes_total",
+     "Inbound TLS handshakes (STARTTLS and implicit TLS), by result: full, resumed (session "
+     "ticket), failed, timeout (tls.handshake_timeout).",
+     std::span<const Part>(kTlsHandshakes)},
+    {"relais_tls_handshake_seconds",
+     "Inbound TLS handshake time, from its start (the 220 to STARTTLS sent, or the connection "
+     "accepted) to its end.",
+     &M::tls_handshake_seconds},
+    {"relais_smtp_auth_total",
+     "SMTP AUTH attempts, by result: success, failure (535), locked_out (454, too many "
+     "failures), error (454, not verifiable now).",
+     std::span<const Part>(kSmtpAuth)},
     // Spool.
     {"relais_spool_appends_total", "Records appended to the spool.", &M::spool_appends},
     {"relais_spool_fsyncs_total", "Spool batches made durable (one write and one fdatasync each).",

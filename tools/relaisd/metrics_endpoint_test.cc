@@ -42,7 +42,19 @@ TEST(MetricsEndpoint, LabelledFamiliesSumEachLabelOverShards) {
   a.queue_deferred.Set(7);
   a.time_to_durable.ObserveMicros(1000);
   b.time_to_durable.ObserveMicros(2000);
+  a.tls_handshakes_resumed.Add(2);
+  b.tls_handshakes_resumed.Add(1);
+  b.tls_handshakes_timeout.Add(4);
+  a.tls_handshake_seconds.ObserveMicros(3000);
+  b.smtp_auth_failure.Add(9);
+  a.smtp_auth_locked_out.Add(1);
   const std::string text = RenderMetrics({&a, &b});
+  EXPECT_NE(text.find("relais_tls_handshakes_total{result=\"resumed\"} 3\n"), std::string::npos);
+  EXPECT_NE(text.find("relais_tls_handshakes_total{result=\"timeout\"} 4\n"), std::string::npos);
+  EXPECT_NE(text.find("relais_tls_handshakes_total{result=\"full\"} 0\n"), std::string::npos);
+  EXPECT_NE(text.find("relais_tls_handshake_seconds_count 1\n"), std::string::npos);
+  EXPECT_NE(text.find("relais_smtp_auth_total{result=\"failure\"} 9\n"), std::string::npos);
+  EXPECT_NE(text.find("relais_smtp_auth_total{result=\"locked_out\"} 1\n"), std::string::npos);
   EXPECT_NE(text.find("relais_connections_refused_total{reason=\"unserved\"} 3\n"),
             std::string::npos);
   EXPECT_NE(text.find("relais_connections_refused_total{reason=\"shutting_down\"} 0\n"),

@@ -30,6 +30,21 @@ class Shard::DeliveryReader final : public uring::Completion {
   uint64_t count_ = 0;
 };
 
+// The AUTH verifier's results: its done_fd counts them (an eventfd) and is read on the ring.
+class Shard::AuthReader final : public uring::Completion {
+ public:
+  explicit AuthReader(Shard* shard) : shard_(shard) {}
+  void Arm() { shard_->engine_->Read(shard_->auth_->done_fd(), &count_, sizeof(count_), *this); }
+  void OnCqe(int32_t /*result*/, uint32_t /*flags*/) override {
+    shard_->auth_->OnDoneReadable();  // The answers go to their sessions (marked dirty).
+    Arm();
+  }
+
+ private:
+  Shard* shard_;
+  uint64_t count_ = 0;
+};
+
 // Shard 0's signals, read from the signalfd through io_uring: SIGTERM and SIGINT stop every
 // shard (a stop handoff to each of the others), SIGUSR1 reopens the log file.
 class Shard::SignalReader final : public uring::Completion {
@@ -126,6 +141,14 @@ absl::StatusOr<std::unique_ptr<Shard>> Shard::Create(const ShardOptions& options
   env.resolver = shard->resolver_ != nullptr ? &shard->resolver_->resolver() : nullptr;
   env.limiter = &shard->limiter_;
   env.worker = shard->worker_.get();
+  if (options.credentials != nullptr) {
+    AuthVerifierOptions auth;
+    auth.limiter = options.login_limits;
+    auth.shard = options.index;
+    shard->auth_ = std::make_unique<AuthVerifier>(auth, shard->timers_, shard->clock_);
+    shard->auth_->SetCredentials(options.credentials);
+    env.auth = shard->auth_.get();
+  }
   env.pid = static_cast<uint32_t>(getpid());
   // 128 bits: a sender cannot predict a report's MIME boundary.
   env.report_boundary = [] { return SecureRandomHex(16); };
@@ -145,6 +168,10 @@ void Shard::Run() {
   }
   delivery_reader_ = std::make_unique<DeliveryReader>(this);
   delivery_reader_->Arm();
+  if (auth_ != nullptr) {
+    auth_reader_ = std::make_unique<AuthReader>(this);
+    auth_reader_->Arm();
+  }
   if (admin_fd_ >= 0) {
     admin_ = std::make_unique<AdminServer>(
         *engine_, timers_, clock_, admin_fd_, options_.index, options_.count,

@@ -32,6 +32,7 @@
 #include "core/uring/mesh.h"
 #include "tools/relaisd/admin.h"
 #include "tools/relaisd/admin_service.h"
+#include "tools/relaisd/auth_verifier.h"
 #include "tools/relaisd/connection_limiter.h"
 #include "tools/relaisd/delivery_worker.h"
 #include "tools/relaisd/metrics_endpoint.h"
@@ -68,6 +69,7 @@ class Shard final {
  private:
   class SignalReader;
   class DeliveryReader;
+  class AuthReader;
 
   Shard(const ShardOptions& options, std::vector<int> listen_fds, ConnectionLimiter& limiter,
         uring::Mesh& mesh, std::unique_ptr<uring::Engine> engine);
@@ -92,11 +94,15 @@ class Shard final {
 
   std::unique_ptr<SignalReader> signal_reader_;
   base::Random random_;
+  // SMTP AUTH password checks on a helper thread (null without credentials); after the
+  // timers it holds answers on, destroyed after the core's sessions.
+  std::unique_ptr<AuthVerifier> auth_;
   // The units and the loop turn. Destroyed after the worker has finished and joined, before
   // the engine, timers and resolver it runs on.
   std::unique_ptr<ShardCore> core_;
   std::unique_ptr<DeliveryWorker> worker_;
   std::unique_ptr<DeliveryReader> delivery_reader_;
+  std::unique_ptr<AuthReader> auth_reader_;
   int signal_fd_ = -1;
   int admin_fd_ = -1;
   std::deque<std::pair<uint32_t, uring::Handoff>> outbox_;  // Handoffs a full ring refused.

@@ -26,7 +26,11 @@ IngressOptions IngressOptionsOf(const ShardOptions& options) {
   o.checks.relay_networks = options.session.relay_networks;
   o.checks.header_limits = options.header_limits;
   o.checks.signing_keys = options.signing_keys;
+  o.checks.user_signing_keys = options.user_signing_keys;
+  o.require_sender_owned = options.require_sender_owned;
   o.checks.hostname = options.session.hostname;
+  o.listeners = options.listeners;
+  o.tls_handshake_timeout_ms = options.tls_handshake_timeout_ms;
   return o;
 }
 
@@ -92,8 +96,20 @@ absl::StatusOr<std::unique_ptr<ShardCore>> ShardCore::Create(const ShardOptions&
       *c.outbound_,
       delivery::DeliveryMetrics{&m.attempts, &m.bounces, &m.maildir_mailboxes_recreated,
                                 &m.maildir_directories_forgotten, &m.time_to_delivered});
+  IngressOptions ingress_options = IngressOptionsOf(options);
+  ingress_options.auth = env.auth;
+  if (!options.tls.certificates.empty()) {
+    // This shard's own context (no lock per connection); its ticket keys are the other
+    // shards' too, derived from the one secret.
+    auto tls = tls::ServerContext::Create(options.tls);
+    if (!tls.ok()) {
+      return tls.status();  // Names the file ("tls: cannot read ...").
+    }
+    c.tls_ = std::move(*tls);
+    ingress_options.tls = c.tls_.get();
+  }
   c.ingress_ =
-      std::make_unique<Ingress>(IngressOptionsOf(options), *env.net, *env.timers, clock, *c.spool_,
+      std::make_unique<Ingress>(std::move(ingress_options), *env.net, *env.timers, clock, *c.spool_,
                                 *c.scheduler_, env.resolver, *env.random, *env.limiter, *c.log_, m);
   c.admin_service_ =
       std::make_unique<AdminService>(options.index, *c.spool_, *c.scheduler_, clock, [&c] {

@@ -37,6 +37,7 @@
 #include "protocols/authcheck/authcheck.h"
 #include "protocols/dns/resolver.h"
 #include "protocols/smtp/server_session.h"
+#include "protocols/tls/tls.h"
 #include "queue/delivery/delivery.h"
 #include "queue/delivery/pools.h"
 #include "queue/routing/router.h"
@@ -99,6 +100,19 @@ struct ShardOptions {
   // DKIM keys that sign mail from trusted (unchecked) clients; this shard's own copies. Null or
   // empty: nothing is signed. Must outlive the shard.
   const std::vector<authcheck::SigningKey>* signing_keys = nullptr;
+  // Inbound TLS: per listen address (listen_fds order) its mode and trust; the certificates
+  // and the ticket secret every shard derives the same ticket keys from (no certificate: no
+  // TLS anywhere). Each shard builds its own tls::ServerContext from these at start.
+  std::vector<ListenerSecurity> listeners;
+  tls::ServerOptions tls;
+  uint32_t tls_handshake_timeout_ms = 10'000;
+  // SMTP AUTH: the credentials (loaded once at start, immutable, shared read-only by every
+  // shard's verifier thread); null: AUTH is not offered. The limiter's bounds per shard.
+  std::shared_ptr<const sasl::Credentials> credentials;
+  sasl::LoginLimiterOptions login_limits;
+  bool require_sender_owned = false;
+  // Keys of [[dkim_sign]] tables with users; this shard's own copies, like signing_keys.
+  const std::vector<UserSigningKey>* user_signing_keys = nullptr;
 };
 
 // What the core runs on; its owner provides and keeps it (the daemon: its engine's net and io,
@@ -112,7 +126,10 @@ struct ShardEnv {
   dns::Resolver* resolver = nullptr;  // Null only when no policy checks anything.
   ConnectionLimiter* limiter = nullptr;
   delivery::BlockingWork* worker = nullptr;  // Results come back through OnWorkerDone.
-  uint32_t pid = 0;                          // For the reports' message ids.
+  // SMTP AUTH's password checks (its helper thread's results read by the owner's loop); null
+  // when no credentials are configured.
+  AuthVerifier* auth = nullptr;
+  uint32_t pid = 0;  // For the reports' message ids.
   // A random token from a CSPRNG (>= 96 bits) for a report's MIME boundary.
   std::function<std::string()> report_boundary;
 };
@@ -168,7 +185,8 @@ class ShardCore final : delivery::PoolListener {
   const ShardEnv env_;
   ShardMetrics& metrics_;
   // In order of construction; each references only those above it.
-  std::unique_ptr<log::ShardLog> log_;  // Reception and session lines.
+  std::unique_ptr<log::ShardLog> log_;       // Reception and session lines.
+  std::unique_ptr<tls::ServerContext> tls_;  // Null without a certificate.
   std::unique_ptr<spool::Spool> spool_;
   std::unique_ptr<scheduler::Scheduler> scheduler_;
   std::unique_ptr<delivery::Pools> pools_;

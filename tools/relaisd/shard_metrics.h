@@ -41,6 +41,20 @@ struct alignas(64) ShardMetrics {
   metrics::Counter receive_budget_refusals;  // receive_bytes_max: 452 4.3.1 (mirrored).
   metrics::Gauge receive_bytes;              // Message bytes held while receiving (capacity).
   metrics::Histogram time_to_durable{metrics::kLatencyBoundsUs};  // End of data to 250.
+  // Inbound TLS (STARTTLS or implicit), by result: a full handshake, a resumed one (ticket),
+  // failed (library error, alert, garbage), timed out (tls.handshake_timeout).
+  metrics::Counter tls_handshakes_full;
+  metrics::Counter tls_handshakes_resumed;
+  metrics::Counter tls_handshakes_failed;
+  metrics::Counter tls_handshakes_timeout;
+  metrics::Histogram tls_handshake_seconds{metrics::kLatencyBoundsUs};  // Start to done.
+  // SMTP AUTH (RFC 4954) verdicts: success (235), failure (535 5.7.8), locked out (454 4.7.0,
+  // too many failures from the client or for the user), error (454 4.7.0: credentials could
+  // not be checked now).
+  metrics::Counter smtp_auth_success;
+  metrics::Counter smtp_auth_failure;
+  metrics::Counter smtp_auth_locked_out;
+  metrics::Counter smtp_auth_error;
   // Spool.
   metrics::Counter spool_appends;
   metrics::Counter spool_batches;  // One write and one fdatasync each.

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -107,10 +108,15 @@ uint64_t MemoryBytes() {
   return memory;
 }
 
-// Each [[dkim_sign]] key, parsed once per shard.
-absl::StatusOr<std::vector<std::vector<authcheck::SigningKey>>> LoadSigningKeys(
-    const Config& config, uint32_t shards) {
-  std::vector<std::vector<authcheck::SigningKey>> keys(shards);
+// Each [[dkim_sign]] key, parsed once per shard: those without users into `keys`, those with
+// users into `user_keys`.
+absl::Status LoadSigningKeys(const Config& config, uint32_t shards,
+                             std::vector<std::vector<authcheck::SigningKey>>& keys,
+                             std::vector<std::vector<UserSigningKey>>& user_keys) {
+  keys.clear();
+  keys.resize(shards);
+  user_keys.clear();
+  user_keys.resize(shards);
   for (const DkimSigning& d : config.dkim_sign) {
     std::ifstream in(d.key_file, std::ios::binary);
     if (!in) {
@@ -125,10 +131,15 @@ absl::StatusOr<std::vector<std::vector<authcheck::SigningKey>>> LoadSigningKeys(
         return absl::InvalidArgumentError(
             StrCat("dkim_sign: key ", d.key_file, ": ", key.status().message()));
       }
-      keys[i].push_back(authcheck::SigningKey{d.options, std::move(*key)});
+      authcheck::SigningKey signing{d.options, std::move(*key)};
+      if (d.users.empty()) {
+        keys[i].push_back(std::move(signing));
+      } else {
+        user_keys[i].push_back(UserSigningKey{d.users, std::move(signing)});
+      }
     }
   }
-  return keys;
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -210,6 +221,52 @@ uint32_t SessionSlots(const Config& config, uint64_t descriptor_limit) {
                           uint64_t{1} << 20}));
 }
 
+absl::StatusOr<std::string> TicketSecret(const Config& config) {
+  constexpr size_t kSecretBytesMin = 32, kSecretBytesMax = 4096;
+  if (config.tls.certificates.empty()) {
+    return std::string();
+  }
+  const std::string& path = config.tls.ticket_secret_file;
+  if (path.empty()) {
+    // One secret for this run, given to every shard: a ticket one shard issued resumes on any.
+    std::string secret(kSecretBytesMin, '\0');
+    SecureRandomFill(secret.data(), secret.size());
+    return secret;
+  }
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return absl::NotFoundError(
+        StrCat("tls.ticket_secret_file: cannot open ", path, ": ", std::strerror(errno)));
+  }
+  struct stat st {};
+  std::string secret(kSecretBytesMax + 1, '\0');
+  ssize_t n = -1;
+  if (fstat(fd, &st) == 0) {
+    n = read(fd, secret.data(), secret.size());
+  }
+  const int error = errno;
+  close(fd);
+  if (n < 0) {
+    return absl::UnavailableError(
+        StrCat("tls.ticket_secret_file: cannot read ", path, ": ", std::strerror(error)));
+  }
+  if ((st.st_mode & 077) != 0) {
+    // Whoever reads it can decrypt every resumed session's keys.
+    char mode[8];
+    std::snprintf(mode, sizeof(mode), "%04o", static_cast<unsigned>(st.st_mode & 0777));
+    return absl::FailedPreconditionError(StrCat("tls.ticket_secret_file: ", path,
+                                                " is open to group or others (mode ", mode,
+                                                "): chmod 600 it"));
+  }
+  if (static_cast<size_t>(n) < kSecretBytesMin || static_cast<size_t>(n) > kSecretBytesMax) {
+    return absl::InvalidArgumentError(StrCat("tls.ticket_secret_file: ", path, " holds ", n,
+                                             " bytes; it needs 32 to 4096 random bytes (e.g. "
+                                             "head -c 48 /dev/urandom)"));
+  }
+  secret.resize(static_cast<size_t>(n));
+  return secret;
+}
+
 Shared::Shared(const Config& config)
     : router(config.routes, config.shard.session.hostname), policy(router) {}
 
@@ -231,7 +288,17 @@ ShardOptions BaseShardOptions(const Config& config, const Environment& env, cons
   base.spool.shard_count = static_cast<uint16_t>(env.shards);
   for (const std::string& address : config.daemon.listen) {
     base.auth_by_listener.push_back(config.AuthFor(address));
+    base.listeners.push_back(config.ListenerFor(address));
   }
+  for (const TlsCertificate& certificate : config.tls.certificates) {
+    base.tls.certificates.push_back({certificate.chain, certificate.key});
+  }
+  base.tls.tickets.rotation_s = config.tls.ticket_rotation_s;
+  base.tls_handshake_timeout_ms = config.tls.handshake_timeout_ms;
+  base.login_limits.failures_before_delay = config.smtp_auth.failures_before_delay;
+  base.login_limits.lockout_failures = config.smtp_auth.lockout_failures;
+  base.login_limits.lockout_time_ms = config.smtp_auth.lockout_time_ms;
+  base.require_sender_owned = config.smtp_auth.require_sender_owned;
   return base;
 }
 
@@ -256,11 +323,26 @@ absl::StatusOr<std::unique_ptr<Shards>> CreateShards(const Config& config, const
   all->shared.destinations = std::move(*destinations);
   all->mesh = std::make_unique<uring::Mesh>(env.shards, 10);
   all->base = BaseShardOptions(config, env, all->shared);
-  auto keys = LoadSigningKeys(config, env.shards);
-  if (!keys.ok()) {
-    return keys.status();
+  auto secret = TicketSecret(config);
+  if (!secret.ok()) {
+    return secret.status();
   }
-  all->signing_keys = std::move(*keys);
+  all->base.tls.tickets.secret = std::move(*secret);
+  if (absl::Status s =
+          LoadSigningKeys(config, env.shards, all->signing_keys, all->user_signing_keys);
+      !s.ok()) {
+    return s;
+  }
+  if (!config.smtp_auth.credentials.empty()) {
+    // Read once here (the file is checked: mode, hash schemes; errors name file and line);
+    // every shard's verifier reads the same immutable snapshot.
+    auto credentials = sasl::Credentials::Load(config.smtp_auth.credentials);
+    if (!credentials.ok()) {
+      return absl::Status(credentials.status().code(),
+                          StrCat("smtp_auth.credentials: ", credentials.status().message()));
+    }
+    all->base.credentials = std::make_shared<const sasl::Credentials>(std::move(*credentials));
+  }
   all->running = env.shards;
   all->base.shards_running = &all->running;
   for (uint32_t i = 0; i < env.shards; ++i) {
@@ -270,6 +352,7 @@ absl::StatusOr<std::unique_ptr<Shards>> CreateShards(const Config& config, const
     options.metrics = all->metrics_blocks[i].get();
     options.all_metrics = &all->all_metrics;
     options.signing_keys = &all->signing_keys[i];
+    options.user_signing_keys = &all->user_signing_keys[i];
     auto shard = Shard::Create(options, sockets.smtp.fds_by_shard[i], all->limiter, *all->mesh);
     if (!shard.ok()) {
       return absl::Status(shard.status().code(),

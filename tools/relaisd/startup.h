@@ -64,6 +64,11 @@ struct Sockets {
 // descriptor limit (and 2^20 entries).
 [[nodiscard]] uint32_t SessionSlots(const Config& config, uint64_t descriptor_limit);
 
+// The secret every shard derives the same session-ticket keys from: the bytes of
+// tls.ticket_secret_file (at least 32; the file must not be open to group or others), or, when
+// that is empty, 32 random bytes for this run. Empty without a certificate (no TLS).
+[[nodiscard]] absl::StatusOr<std::string> TicketSecret(const Config& config);
+
 // What every shard shares: built once, read by all, outliving the shard threads.
 struct Shared {
   explicit Shared(const Config& config);
@@ -73,7 +78,8 @@ struct Shared {
 };
 
 // The options every shard starts from: config.shard plus what only exists at run time (the
-// thread count's shares, the shared objects, one auth policy per listen address). Pure.
+// thread count's shares, the shared objects, one auth policy and one TLS mode per listen
+// address, the certificates; not the ticket secret). Pure.
 [[nodiscard]] ShardOptions BaseShardOptions(const Config& config, const Environment& env,
                                             const Shared& shared);
 
@@ -89,14 +95,17 @@ struct Shards {
   // One metrics block per shard, each on cache lines of its own; read by the endpoint.
   std::vector<std::unique_ptr<ShardMetrics>> metrics_blocks;
   std::vector<const ShardMetrics*> all_metrics;
-  // DKIM signing keys, loaded once per shard so that no key is shared between threads.
+  // DKIM signing keys, loaded once per shard so that no key is shared between threads: by From
+  // domain, and those of [[dkim_sign]] tables with users.
   std::vector<std::vector<authcheck::SigningKey>> signing_keys;
+  std::vector<std::vector<UserSigningKey>> user_signing_keys;
   std::atomic<uint32_t> running{0};
   ShardOptions base;
   std::vector<std::unique_ptr<Shard>> shards;
 };
 
-// Loads the signing keys, creates and recovers each shard, and gives shard 0 the signals, the
+// Loads the signing keys, the ticket secret and the SMTP AUTH credentials, creates and recovers
+// each shard, and gives shard 0 the signals, the
 // admin socket and the metrics endpoint. Logs "listening" and "ready".
 [[nodiscard]] absl::StatusOr<std::unique_ptr<Shards>> CreateShards(const Config& config,
                                                                    const Environment& env,

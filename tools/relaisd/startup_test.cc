@@ -2,6 +2,10 @@
 #include "tools/relaisd/startup.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
 
 namespace relais::relaisd {
 namespace {
@@ -85,6 +89,91 @@ temperror = "defer"
   const ShardOptions p = BaseShardOptions(d, env, shared_d);
   EXPECT_EQ(p.egress.connections_max, 1u);
   EXPECT_EQ(p.receive_bytes_max, 12345678u);
+}
+
+// TLS and AUTH reach every shard: one mode per listen address (default STARTTLS once a
+// certificate exists), the certificates, the ticket rotation, the limiter's bounds.
+TEST(StartupTest, ShardOptionsCarryTlsAndAuth) {
+  Config c = Parsed(R"(
+[server]
+listen = ["127.0.0.1:25", "127.0.0.1:465", "127.0.0.1:587"]
+[tls]
+ticket_rotation = "2h"
+handshake_timeout = "3s"
+[[tls.certificate]]
+chain = "/c.pem"
+key = "/k.pem"
+[[listener]]
+listen = "127.0.0.1:465"
+tls = "implicit"
+[[listener]]
+listen = "127.0.0.1:587"
+tls = "off"
+trusted = true
+[smtp_auth]
+failures_before_delay = 4
+lockout_failures = 7
+lockout_time = "30m"
+require_sender_owned = true
+)");
+  Environment env;
+  Shared shared(c);
+  const ShardOptions o = BaseShardOptions(c, env, shared);
+  ASSERT_EQ(o.listeners.size(), 3u);
+  EXPECT_EQ(o.listeners[0].tls, ListenerTls::kStartTls);
+  EXPECT_EQ(o.listeners[1].tls, ListenerTls::kImplicit);
+  EXPECT_EQ(o.listeners[2].tls, ListenerTls::kOff);
+  EXPECT_TRUE(o.listeners[2].trusted);
+  ASSERT_EQ(o.tls.certificates.size(), 1u);
+  EXPECT_EQ(o.tls.certificates[0].chain_path, "/c.pem");
+  EXPECT_EQ(o.tls.certificates[0].key_path, "/k.pem");
+  EXPECT_EQ(o.tls.tickets.rotation_s, 7200u);
+  EXPECT_TRUE(o.tls.tickets.secret.empty());  // TicketSecret's, at start.
+  EXPECT_EQ(o.tls_handshake_timeout_ms, 3000u);
+  EXPECT_EQ(o.login_limits.failures_before_delay, 4u);
+  EXPECT_EQ(o.login_limits.lockout_failures, 7u);
+  EXPECT_EQ(o.login_limits.lockout_time_ms, 1'800'000u);
+  EXPECT_TRUE(o.require_sender_owned);
+  EXPECT_EQ(o.credentials, nullptr);  // Loaded by CreateShards.
+}
+
+TEST(StartupTest, TicketSecretFromFileOrRandomPerStart) {
+  // No certificate: no TLS, no secret.
+  auto none = TicketSecret(Parsed(""));
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_TRUE(none->empty());
+  const std::string cert = "[[tls.certificate]]\nchain = \"/c\"\nkey = \"/k\"\n";
+  // No file: 32 random bytes, another value at each start.
+  auto a = TicketSecret(Parsed(cert));
+  auto b = TicketSecret(Parsed(cert));
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->size(), 32u);
+  EXPECT_NE(*a, *b);
+  char dir_template[] = "/tmp/relais_ticket_secret.XXXXXX";
+  ASSERT_NE(mkdtemp(dir_template), nullptr);
+  const std::string dir = dir_template;
+  const std::string path = dir + "/secret";
+  const std::string with_file = "[tls]\nticket_secret_file = \"" + path + "\"\n" + cert;
+  auto missing = TicketSecret(Parsed(with_file));
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find(path), std::string::npos) << missing.status();
+  const std::string bytes(48, 'x');
+  std::ofstream(path) << bytes;
+  chmod(path.c_str(), 0644);
+  auto open_to_others = TicketSecret(Parsed(with_file));
+  ASSERT_FALSE(open_to_others.ok());
+  EXPECT_NE(open_to_others.status().message().find("mode 0644"), std::string::npos)
+      << open_to_others.status();
+  chmod(path.c_str(), 0600);
+  auto read = TicketSecret(Parsed(with_file));
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(*read, bytes);  // The same file gives every daemon the same keys.
+  std::ofstream(path, std::ios::trunc) << "short";
+  auto too_short = TicketSecret(Parsed(with_file));
+  ASSERT_FALSE(too_short.ok());
+  EXPECT_NE(too_short.status().message().find("holds 5 bytes"), std::string::npos)
+      << too_short.status();
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
