@@ -128,6 +128,11 @@ TEST(LoginLimiterTest, GroupsIpv6ByPrefix64AndIpv4ByAddress) {
 TEST(LoginLimiterTest, UserKeysAreBoundedAndFoldTheDomainCase) {
   EXPECT_EQ(LoginLimiter::UserKey(std::string(10'000, 'x')).size(), 255u);
   EXPECT_EQ(LoginLimiter::UserKey("Bob@Example.COM"), "Bob@example.com");
+  // Idempotent: AuthVerifier settles with the key it kept, Begin had the raw name.
+  for (const std::string& u : {std::string(300, 'x') + "@A.B", std::string("Bob@Example.COM"),
+                               std::string(250, 'y') + "@ExampleExample.COM"}) {
+    EXPECT_EQ(LoginLimiter::UserKey(LoginLimiter::UserKey(u)), LoginLimiter::UserKey(u)) << u;
+  }
   LoginLimiter limiter(Options());
   for (int i = 0; i < 6; ++i) {
     (void)limiter.RecordFailure(Ip("192.0.2." + std::to_string(i + 1)), "Bob@EXAMPLE.com", 0);
