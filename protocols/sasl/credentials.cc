@@ -79,6 +79,19 @@ bool HashMatches(std::string_view password, const std::string& setting) {
 
 }  // namespace
 
+std::string_view HashSettings(std::string_view hash) {
+  // "$y$j9T$salt$hash", "$gy$j9T$salt$hash", "$2b$12$salthash": through the third '$'.
+  size_t end = 0;
+  for (int dollars = 0; dollars < 3; ++dollars) {
+    end = hash.find('$', end);
+    if (end == std::string_view::npos) {
+      return hash;
+    }
+    ++end;
+  }
+  return hash.substr(0, end);
+}
+
 bool ValidUserName(std::string_view user) {
   return !user.empty() && user.size() <= kUserBytesMax &&
          std::all_of(user.begin(), user.end(), UserChar);
@@ -214,6 +227,13 @@ absl::StatusOr<Credentials> Credentials::Load(const std::string& path) {
 absl::StatusOr<Credentials> Credentials::Parse(std::string_view text, std::string_view source) {
   Credentials out;
   absl::flat_hash_map<std::string, size_t> first_line;  // For the duplicate error.
+  // For the decoy: how many entries use each method and cost, and the first of them.
+  struct Settings {
+    size_t count = 0;
+    size_t order = 0;
+    std::string hash;
+  };
+  absl::flat_hash_map<std::string, Settings> settings;
   size_t line_number = 0;
   while (!text.empty()) {
     ++line_number;
@@ -269,10 +289,24 @@ absl::StatusOr<Credentials> Credentials::Parse(std::string_view text, std::strin
     if (auto [it, inserted] = first_line.emplace(key, line_number); !inserted) {
       return error(absl::StrFormat("user %s is already defined on line %d", user, it->second));
     }
-    if (out.decoy_hash_.empty()) {
-      out.decoy_hash_ = entry.hash;
+    Settings& same = settings[std::string(HashSettings(entry.hash))];
+    if (same.count++ == 0) {
+      same.order = settings.size();
+      same.hash = entry.hash;
     }
     out.users_.emplace(std::move(key), std::move(entry));
+  }
+  // The decoy: an entry of the most common method and cost (the first seen on a tie), so an
+  // unknown user costs what a typical known one does even in a file that mixes them.
+  const Settings* decoy = nullptr;
+  for (const auto& [unused, candidate] : settings) {
+    if (decoy == nullptr || candidate.count > decoy->count ||
+        (candidate.count == decoy->count && candidate.order < decoy->order)) {
+      decoy = &candidate;
+    }
+  }
+  if (decoy != nullptr) {
+    out.decoy_hash_ = decoy->hash;
   }
   return out;
 }
@@ -287,14 +321,25 @@ const Credentials::User* Credentials::Find(std::string_view user) const {
 
 bool Credentials::Contains(std::string_view user) const { return Find(user) != nullptr; }
 
-VerifyResult Credentials::Verify(std::string_view user, std::string_view password) const {
-  // A yescrypt hash of the default cost, for a file with no user at all.
-  static const std::string kDefaultDecoy =
+namespace {
+// A yescrypt hash of the default cost, for a file with no user at all.
+const std::string& DefaultDecoy() {
+  static const std::string kDecoy =
       "$y$j9T$F5Jx5fExrKuPp53xLKQ..1$6foLM1JhGupouWKMU70wxK61Kw9ZnecbACjJwRadqM2";
+  return kDecoy;
+}
+}  // namespace
+
+std::string_view Credentials::decoy_settings() const {
+  return HashSettings(decoy_hash_.empty() ? DefaultDecoy() : decoy_hash_);
+}
+
+VerifyResult Credentials::Verify(std::string_view user, std::string_view password) const {
   const User* found = Find(user);
   if (found == nullptr) {
-    // The same work as a real check, so the answer's timing does not tell which users exist.
-    (void)HashMatches(password, decoy_hash_.empty() ? kDefaultDecoy : decoy_hash_);
+    // The same work as a typical real check, so the answer's timing does not tell which users
+    // exist (the decoy has the most common method and cost of the file).
+    (void)HashMatches(password, decoy_hash_.empty() ? DefaultDecoy() : decoy_hash_);
     return VerifyResult::kUnknownUser;
   }
   // SASL PLAIN cannot carry a NUL inside a password (RFC 4616 2); crypt would stop there.

@@ -49,6 +49,8 @@ enum class [[nodiscard]] VerifyResult : uint8_t{
 [[nodiscard]] bool ValidUserName(std::string_view user);
 // The lookup form of a user name: the domain part after the last '@' lowercased.
 [[nodiscard]] std::string NormalizeUserName(std::string_view user);
+// The method and cost part of a crypt string: "$y$j9T$", "$2b$12$" (through its third '$').
+[[nodiscard]] std::string_view HashSettings(std::string_view hash);
 // "" when `hash` is a crypt(3) string Relais accepts (yescrypt or bcrypt); otherwise why not,
 // naming the scheme ("plaintext or DES", "MD5-crypt ($1$)", ...).
 [[nodiscard]] std::string RefusedHashReason(std::string_view hash);
@@ -72,7 +74,8 @@ class Credentials {
                                                          std::string_view source);
 
   // Checks `password` against `user`'s hash with crypt_rn and a constant-time comparison.
-  // An unknown user costs one hash all the same. Thread-safe; slow (milliseconds).
+  // An unknown user costs one hash all the same: against the decoy (see decoy_settings()).
+  // Thread-safe; slow (milliseconds).
   [[nodiscard]] VerifyResult Verify(std::string_view user, std::string_view password) const;
 
   // The domains `user` owns (see User::owned_domains); empty for an unknown user. The span
@@ -82,14 +85,19 @@ class Credentials {
   [[nodiscard]] bool OwnsDomain(std::string_view user, std::string_view domain) const;
 
   [[nodiscard]] size_t size() const { return users_.size(); }
+  // The method and cost of the decoy an unknown user's password is hashed against: those of
+  // the most entries (the first seen on a tie), so an unknown user costs what a typical known
+  // one does even in a file that mixes methods or costs. A file without users: yescrypt of
+  // libcrypt's default cost ("$y$j9T$").
+  [[nodiscard]] std::string_view decoy_settings() const;
   [[nodiscard]] bool Contains(std::string_view user) const;
 
  private:
   const User* Find(std::string_view user) const;
 
   absl::flat_hash_map<std::string, User> users_;  // Keyed by NormalizeUserName.
-  // What an unknown user's password is hashed against: the settings of a real entry, so the
-  // time spent is the same as for a known user.
+  // What an unknown user's password is hashed against: the hash of an entry of the most common
+  // method and cost (its result is thrown away); empty without users.
   std::string decoy_hash_;
 };
 

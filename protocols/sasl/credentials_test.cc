@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <memory>
 #include <string>
 
@@ -180,6 +181,64 @@ TEST(CredentialsTest, UnknownUserPaysOneHash) {
   const auto known = time("alice");
   const auto unknown = time("mallory");
   EXPECT_GT(unknown * 3, known);
+}
+
+// A bcrypt hash of a given cost (Hash() makes cost 5).
+std::string BcryptCost(unsigned long cost, const std::string& password) {
+  char setting[CRYPT_GENSALT_OUTPUT_SIZE];
+  EXPECT_NE(crypt_gensalt_rn("$2b$", cost, nullptr, 0, setting, sizeof(setting)), nullptr);
+  auto data = std::make_unique<crypt_data>();
+  const char* out = crypt_rn(password.c_str(), setting, data.get(), sizeof(*data));
+  EXPECT_NE(out, nullptr);
+  return out == nullptr ? "" : out;
+}
+
+TEST(CredentialsTest, HashSettingsIsTheMethodAndCost) {
+  EXPECT_EQ(HashSettings(Yescrypt()), "$y$j9T$");
+  EXPECT_EQ(HashSettings(Bcrypt()), "$2b$05$");
+  EXPECT_EQ(HashSettings("$gy$jBT$salt$hash"), "$gy$jBT$");
+  EXPECT_EQ(HashSettings("nodollar"), "nodollar");
+}
+
+// The decoy for unknown users has the method and cost of most entries, not of the first.
+TEST(CredentialsTest, DecoyFollowsTheMostCommonMethodAndCost) {
+  const std::string b4 = BcryptCost(4, "x");
+  auto mixed = Credentials::Parse(
+      "first:" + Yescrypt() + "\na:" + b4 + "\nb:" + b4 + "\nc:" + Bcrypt() + "\n", "f");
+  ASSERT_TRUE(mixed.ok()) << mixed.status();
+  EXPECT_EQ(mixed->decoy_settings(), "$2b$04$");  // Two entries, against one and one.
+  auto tie = Credentials::Parse("a:" + Bcrypt() + "\nb:" + Yescrypt() + "\n", "f");
+  ASSERT_TRUE(tie.ok());
+  EXPECT_EQ(tie->decoy_settings(), "$2b$05$");  // A tie: the first seen.
+  auto most =
+      Credentials::Parse("a:" + Bcrypt() + "\nb:" + Yescrypt() + "\nc:" + Yescrypt() + "\n", "f");
+  ASSERT_TRUE(most.ok());
+  EXPECT_EQ(most->decoy_settings(), "$y$j9T$");
+  EXPECT_EQ(Credentials().decoy_settings(), "$y$j9T$");
+}
+
+// Measured, loosely (a loaded machine): in a file of one yescrypt entry first and three cheap
+// bcrypt ones, an unknown user costs a bcrypt check, not a yescrypt one (the old decoy was the
+// first entry's hash).
+TEST(CredentialsTest, UnknownUserCostsWhatTheTypicalEntryCosts) {
+  const std::string b4 = BcryptCost(4, "x");
+  auto creds = Credentials::Parse(
+      "slow:" + Yescrypt() + "\na:" + b4 + "\nb:" + b4 + "\nc:" + b4 + "\n", "f");
+  ASSERT_TRUE(creds.ok()) << creds.status();
+  auto time = [&](const char* user) {
+    const auto start = std::chrono::steady_clock::now();
+    for (int i = 0; i < 5; ++i) {
+      (void)creds->Verify(user, "guess");
+    }
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start) / 5;
+  };
+  const auto slow = time("slow");
+  const auto typical = time("a");
+  const auto unknown = time("mallory");
+  std::printf("per check: yescrypt %.2f ms, bcrypt-4 %.2f ms, unknown user %.2f ms\n", slow.count(),
+              typical.count(), unknown.count());
+  EXPECT_LT(unknown, slow);
+  EXPECT_GT(unknown * 3, typical);
 }
 
 TEST(CredentialsTest, LoadChecksTheFileMode) {

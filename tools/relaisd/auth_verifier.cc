@@ -7,7 +7,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <memory>
 #include <optional>
+#include <utility>
 
 #include "core/base/check.h"
 
@@ -61,10 +63,15 @@ class AuthVerifier::Slot final : public timer::Timer {
 
 AuthVerifier::AuthVerifier(const AuthVerifierOptions& options, timer::TimerWheel& timers,
                            const base::Clock& clock)
+    : AuthVerifier(options, std::make_shared<sasl::LoginLimiter>(options.limiter), timers, clock) {}
+
+AuthVerifier::AuthVerifier(const AuthVerifierOptions& options,
+                           std::shared_ptr<sasl::LoginLimiter> limiter, timer::TimerWheel& timers,
+                           const base::Clock& clock)
     : options_(options),
       timers_(timers),
       clock_(clock),
-      limiter_(options.limiter),
+      limiter_(std::move(limiter)),
       slots_(new Slot[std::max<uint32_t>(options.in_flight_max, 1)]),
       jobs_(RingLog2(std::max<uint32_t>(options.in_flight_max, 1))),
       done_(RingLog2(std::max<uint32_t>(options.in_flight_max, 1))) {
@@ -77,6 +84,7 @@ AuthVerifier::AuthVerifier(const AuthVerifierOptions& options, timer::TimerWheel
   }
   wake_fd_ = eventfd(0, EFD_CLOEXEC);
   done_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  RELAIS_CHECK(limiter_ != nullptr) << "AuthVerifier without a login limiter";
   RELAIS_CHECK(wake_fd_ >= 0 && done_fd_ >= 0) << "eventfd: " << errno;
   thread_ = std::thread([this] { Loop(); });
 }
@@ -87,6 +95,17 @@ AuthVerifier::~AuthVerifier() {
   thread_.join();
   ::close(wake_fd_);
   ::close(done_fd_);
+  // The limiter may outlive this shard (it is the daemon's): attempts still pending must not
+  // stay "in flight" there for ever. One whose hash did not answer counts as a failure.
+  const uint64_t now_ms = clock_.MonotonicMs();
+  for (uint32_t i = 0; i < std::max<uint32_t>(options_.in_flight_max, 1); ++i) {
+    const Slot& slot = slots_[i];
+    if (slot.state != Slot::State::kFree) {
+      (void)limiter_->Settle(slot.client, slot.user_key,
+                             slot.state == Slot::State::kHeld && slot.outcome == AuthOutcome::kOk,
+                             now_ms);
+    }
+  }
 }
 
 void AuthVerifier::SetCredentials(std::shared_ptr<const sasl::Credentials> credentials) {
@@ -99,15 +118,27 @@ AuthSubmit AuthVerifier::Submit(std::string_view user, std::string_view password
   if (credentials_ == nullptr) {
     return AuthSubmit::kUnavailable;
   }
-  const uint64_t now_ms = clock_.MonotonicMs();
-  const sasl::LoginDecision decision = limiter_.Check(client, user, now_ms);
-  if (decision.verdict == sasl::LoginVerdict::kLockedOut) {
-    ++stats_.locked_refusals;
-    return AuthSubmit::kLockedOut;
-  }
   if (free_slots_.empty()) {
     ++stats_.busy_refusals;
     return AuthSubmit::kUnavailable;
+  }
+  const uint64_t now_ms = clock_.MonotonicMs();
+  // From here the attempt counts in the limiter as a failure in flight (so parallel attempts
+  // see each other), until Free settles it.
+  const sasl::LoginDecision decision = limiter_->Begin(client, user, now_ms);
+  stats_.limiter_evictions += decision.evictions;
+  switch (decision.verdict) {
+    case sasl::LoginVerdict::kProceed:
+      break;
+    case sasl::LoginVerdict::kLockedOut:
+      ++stats_.locked_refusals;
+      return AuthSubmit::kLockedOut;
+    case sasl::LoginVerdict::kBusy:
+      ++stats_.in_flight_refusals;
+      return AuthSubmit::kUnavailable;
+    case sasl::LoginVerdict::kTableFull:
+      ++stats_.table_full_refusals;
+      return AuthSubmit::kUnavailable;
   }
   Slot& slot = slots_[free_slots_.back()];
   free_slots_.pop_back();
@@ -116,6 +147,7 @@ AuthSubmit AuthVerifier::Submit(std::string_view user, std::string_view password
   slot.completion = &completion;
   slot.client = client;
   slot.user_key = sasl::LoginLimiter::UserKey(user);
+  slot.outcome = AuthOutcome::kBadCredentials;  // Until the hash says otherwise.
   // The answer, whatever it is, waits until then: a delay that only failures paid would tell
   // the guesser the outcome early.
   slot.release_ms = now_ms + decision.delay_ms;
@@ -157,14 +189,13 @@ void AuthVerifier::OnDoneReadable() {
     const uint64_t now_ms = clock_.MonotonicMs();
     if (result->verdict == sasl::VerifyResult::kOk) {
       ++stats_.successes;
-      limiter_.RecordSuccess(slot.client, slot.user_key);
       slot.outcome = AuthOutcome::kOk;
     } else {
       ++stats_.failures;
       stats_.unknown_users += result->verdict == sasl::VerifyResult::kUnknownUser;
-      (void)limiter_.RecordFailure(slot.client, slot.user_key, now_ms);
       slot.outcome = AuthOutcome::kBadCredentials;
     }
+    // The limiter still counts the attempt as a failure in flight; Free settles it.
     if (slot.completion == nullptr) {  // Cancelled: counted, nobody to answer.
       Free(slot);
     } else if (now_ms >= slot.release_ms) {
@@ -177,6 +208,8 @@ void AuthVerifier::OnDoneReadable() {
 }
 
 void AuthVerifier::Free(Slot& slot) {
+  stats_.lockouts += limiter_->Settle(slot.client, slot.user_key, slot.outcome == AuthOutcome::kOk,
+                                      clock_.MonotonicMs());
   slot.state = Slot::State::kFree;
   slot.completion = nullptr;
   slot.user_key.clear();
@@ -192,12 +225,7 @@ void AuthVerifier::Finish(Slot& slot) {
   completion->OnAuthDone(outcome);
 }
 
-AuthVerifierStats AuthVerifier::stats() const {
-  AuthVerifierStats out = stats_;
-  out.lockouts = limiter_.stats().lockouts;
-  out.limiter_evictions = limiter_.stats().evictions;
-  return out;
-}
+AuthVerifierStats AuthVerifier::stats() const { return stats_; }
 
 void AuthVerifier::Loop() {
   const std::string name = "relais-auth-" + std::to_string(options_.shard);

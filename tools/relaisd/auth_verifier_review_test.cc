@@ -1,7 +1,7 @@
 // tools/relaisd/auth_verifier_review_test.cc — security review: proofs of findings in the AUTH
 // brute-force defences (AuthVerifier + sasl::LoginLimiter). Each test asserts what a fix must
-// give. The open findings are DISABLED_ (the suite stays green until they are fixed); run them
-// with --gtest_also_run_disabled_tests, and drop the prefix with the fix.
+// give. Open findings are DISABLED_ (the suite stays green until they are fixed; run them with
+// --gtest_also_run_disabled_tests) and lose the prefix with the fix: all five are fixed.
 #include <poll.h>
 #include <unistd.h>
 
@@ -31,20 +31,28 @@ class AuthReviewTest : public ::testing::Test {
  protected:
   AuthReviewTest() : wheel_(clock_.MonotonicMs(), 10) {}
 
-  std::unique_ptr<AuthVerifier> Make(uint32_t in_flight_max = 64) {
+  static sasl::LoginLimiterOptions LimiterOptions() {
+    sasl::LoginLimiterOptions o;
+    o.failures_before_delay = 2;
+    o.lockout_failures = 4;
+    o.lockout_time_ms = 600'000;
+    o.delay_first_ms = 1000;
+    o.delay_max_ms = 8000;
+    return o;
+  }
+  // `shared`: the daemon's limiter, as every shard gets it; nullptr: a limiter of its own.
+  std::unique_ptr<AuthVerifier> Make(uint32_t in_flight_max = 64,
+                                     std::shared_ptr<sasl::LoginLimiter> shared = nullptr) {
     AuthVerifierOptions o;
-    o.limiter.failures_before_delay = 2;
-    o.limiter.lockout_failures = 4;
-    o.limiter.lockout_time_ms = 600'000;
-    o.limiter.delay_first_ms = 1000;
-    o.limiter.delay_max_ms = 8000;
+    o.limiter = LimiterOptions();
     o.in_flight_max = in_flight_max;
     // "alice"/"right" is the attacker's own account; everything else is wrong.
     o.check = [](const sasl::Credentials&, std::string_view u, std::string_view p) {
       return u == "alice" && p == "right" ? sasl::VerifyResult::kOk
                                           : sasl::VerifyResult::kBadPassword;
     };
-    auto v = std::make_unique<AuthVerifier>(o, wheel_, clock_);
+    auto v = shared != nullptr ? std::make_unique<AuthVerifier>(o, shared, wheel_, clock_)
+                               : std::make_unique<AuthVerifier>(o, wheel_, clock_);
     v->SetCredentials(std::make_shared<sasl::Credentials>());
     return v;
   }
@@ -71,7 +79,7 @@ class AuthReviewTest : public ::testing::Test {
 // when its hash is done. An attacker who sends AUTH on many connections at once (or pipelines
 // across connections) gets in_flight_max guesses (64 per shard) checked with no delay and no
 // lock, although lockout_failures is 4.
-TEST_F(AuthReviewTest, DISABLED_ConcurrentGuessesStopAtTheLockout) {
+TEST_F(AuthReviewTest, ConcurrentGuessesStopAtTheLockout) {
   auto v = Make();
   std::vector<Answer> answers(40);
   int checked = 0;
@@ -86,7 +94,7 @@ TEST_F(AuthReviewTest, DISABLED_ConcurrentGuessesStopAtTheLockout) {
 // connections_per_ip_max = 100 connections) takes every slot of a shard's verifier, and every
 // other client's AUTH gets 454 4.7.0 meanwhile (the hashes run one at a time on one helper
 // thread per shard, so the queue it keeps full is seconds long).
-TEST_F(AuthReviewTest, DISABLED_OneAddressCannotTakeEverySlot) {
+TEST_F(AuthReviewTest, OneAddressCannotTakeEverySlot) {
   auto v = Make(/*in_flight_max=*/64);
   std::vector<Answer> answers(64);
   int checked = 0;
@@ -106,7 +114,7 @@ TEST_F(AuthReviewTest, DISABLED_OneAddressCannotTakeEverySlot) {
 // attacker with one account of his own sprays passwords over many users from one address,
 // logging in as himself every (lockout_failures - 1) guesses: the per-address lock never
 // comes, and the per-user one never does either (one guess per user).
-TEST_F(AuthReviewTest, DISABLED_OwnLoginDoesNotClearTheAddressFailures) {
+TEST_F(AuthReviewTest, OwnLoginDoesNotClearTheAddressFailures) {
   auto v = Make();
   const auto attacker = Ip("192.0.2.7");
   int checked = 0;
@@ -129,9 +137,11 @@ TEST_F(AuthReviewTest, DISABLED_OwnLoginDoesNotClearTheAddressFailures) {
 
 // FINDING: each shard has a limiter of its own; connections of one attacker land on every
 // shard, so the lock for an address (and for a user) comes after lockout_failures x shards.
-TEST_F(AuthReviewTest, DISABLED_LockoutIsSharedByTheShards) {
-  auto shard_a = Make();
-  auto shard_b = Make();
+// (Adapted to the fix: the daemon makes one limiter and gives it to every shard's verifier.)
+TEST_F(AuthReviewTest, LockoutIsSharedByTheShards) {
+  auto limiter = std::make_shared<sasl::LoginLimiter>(LimiterOptions());
+  auto shard_a = Make(64, limiter);
+  auto shard_b = Make(64, limiter);
   for (int i = 0; i < 4; ++i) {
     Answer a;
     ASSERT_EQ(shard_a->Submit("victim", "guess", Ip("192.0.2.9"), a), AuthSubmit::kPending);
@@ -150,7 +160,7 @@ TEST_F(AuthReviewTest, DISABLED_LockoutIsSharedByTheShards) {
 // FINDING: a locked user is forgotten as soon as entries_max other failures arrive (the
 // eviction takes the oldest entry, locked or not): failures with random user names (each
 // costs the attacker one AUTH, from addresses he rotates, e.g. IPv6 /64s) unlock the victim.
-TEST(LoginLimiterReviewTest, DISABLED_EvictionDoesNotUnlockALockedUser) {
+TEST(LoginLimiterReviewTest, EvictionDoesNotUnlockALockedUser) {
   sasl::LoginLimiterOptions o;
   o.lockout_failures = 3;
   o.lockout_time_ms = 600'000;

@@ -71,7 +71,7 @@ class AuthVerifierTest : public ::testing::Test {
  protected:
   AuthVerifierTest() : wheel_(clock_.MonotonicMs(), 10) {}
 
-  void Make(uint32_t in_flight_max = 8) {
+  void Make(uint32_t in_flight_max = 8, std::shared_ptr<sasl::LoginLimiter> shared = nullptr) {
     AuthVerifierOptions o;
     o.limiter.failures_before_delay = 2;
     o.limiter.lockout_failures = 4;
@@ -82,7 +82,8 @@ class AuthVerifierTest : public ::testing::Test {
     o.check = [this](const sasl::Credentials&, std::string_view u, std::string_view p) {
       return check_(u, p);
     };
-    verifier_ = std::make_unique<AuthVerifier>(o, wheel_, clock_);
+    verifier_ = shared != nullptr ? std::make_unique<AuthVerifier>(o, shared, wheel_, clock_)
+                                  : std::make_unique<AuthVerifier>(o, wheel_, clock_);
     verifier_->SetCredentials(std::make_shared<sasl::Credentials>());
   }
 
@@ -163,9 +164,14 @@ TEST_F(AuthVerifierTest, AfterTheThresholdTheAnswerIsHeldOnTheTimerWheel) {
   EXPECT_EQ(a.calls, 3);
   EXPECT_EQ(a.outcome, AuthOutcome::kOk);
   EXPECT_EQ(verifier_->stats().delayed, 1u);
-  // The success cleared the slate: no delay now.
-  ASSERT_EQ(SubmitAndPump("alice", "wrong", "192.0.2.1", a), AuthSubmit::kPending);
+  // The success cleared the user's slate: no delay for alice from elsewhere now. The address
+  // keeps its two failures (its own login must not reset a guesser's count): still delayed.
+  ASSERT_EQ(SubmitAndPump("alice", "wrong", "198.51.100.9", a), AuthSubmit::kPending);
   EXPECT_EQ(a.calls, 4);
+  ASSERT_EQ(SubmitAndPump("carol", "wrong", "192.0.2.1", a), AuthSubmit::kPending);
+  EXPECT_EQ(a.calls, 4);
+  AdvanceMs(10'000);
+  EXPECT_EQ(a.calls, 5);
 }
 
 TEST_F(AuthVerifierTest, LockedOutAnswersAtOnceWithoutHashing) {
@@ -274,6 +280,99 @@ TEST_F(AuthVerifierTest, ACompletionMaySubmitAgainFromItsCallback) {
   EXPECT_EQ(again.second, AuthSubmit::kPending);
   Pump();
   EXPECT_EQ(again.calls, 2);
+}
+
+// Attempts still hashing count: a second one for the same user, or a third from the same
+// address, is refused at once (454) while other clients go on.
+TEST_F(AuthVerifierTest, ChecksInFlightAreCappedPerAddressAndPerUser) {
+  Make();
+  check_.Close();
+  Answer a, b, c, d, e;
+  ASSERT_EQ(verifier_->Submit("alice", "x", Ip("192.0.2.1"), a), AuthSubmit::kPending);
+  EXPECT_EQ(verifier_->Submit("alice", "y", Ip("198.51.100.1"), b), AuthSubmit::kUnavailable);
+  ASSERT_EQ(verifier_->Submit("bob", "x", Ip("192.0.2.1"), c), AuthSubmit::kPending);
+  EXPECT_EQ(verifier_->Submit("carol", "x", Ip("192.0.2.1"), d), AuthSubmit::kUnavailable);
+  ASSERT_EQ(verifier_->Submit("carol", "x", Ip("198.51.100.1"), e), AuthSubmit::kPending);
+  EXPECT_EQ(verifier_->stats().in_flight_refusals, 2u);
+  EXPECT_EQ(verifier_->stats().busy_refusals, 0u);
+  EXPECT_EQ(verifier_->pending(), 3u);
+  check_.Open();
+  while (verifier_->pending() > 0) {
+    Pump();
+  }
+  EXPECT_EQ(a.calls + c.calls + e.calls, 3);
+  EXPECT_EQ(b.calls + d.calls, 0);
+}
+
+// An answer held by a delay keeps its place in the caps until it goes out: one address cannot
+// fill the shard's slots with held answers (e.g. of its own account's right password).
+TEST_F(AuthVerifierTest, AHeldAnswerKeepsItsPlaceUntilItGoesOut) {
+  sasl::LoginLimiterOptions lo;  // Delays from 2 failures, no lock in sight.
+  lo.failures_before_delay = 2;
+  lo.lockout_failures = 10;
+  lo.delay_first_ms = 1000;
+  Make(8, std::make_shared<sasl::LoginLimiter>(lo));
+  Answer a, b, c;
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_EQ(SubmitAndPump("bob", "x", "192.0.2.1", a), AuthSubmit::kPending);
+  }
+  ASSERT_EQ(SubmitAndPump("alice", "right", "192.0.2.1", a), AuthSubmit::kPending);  // Held.
+  ASSERT_EQ(SubmitAndPump("dave", "x", "192.0.2.1", b), AuthSubmit::kPending);       // Held.
+  EXPECT_EQ(verifier_->pending(), 2u);
+  EXPECT_EQ(verifier_->Submit("erin", "x", Ip("192.0.2.1"), c), AuthSubmit::kUnavailable);
+  AdvanceMs(10'000);
+  EXPECT_EQ(a.outcome, AuthOutcome::kOk);
+  EXPECT_EQ(b.outcome, AuthOutcome::kBadCredentials);
+  ASSERT_EQ(SubmitAndPump("erin", "x", "192.0.2.1", c), AuthSubmit::kPending);
+}
+
+// The daemon's one limiter behind two shards' verifiers: failures on one count on the other,
+// and each shard's stats count its own share (their sums are the daemon's).
+TEST_F(AuthVerifierTest, ShardsShareTheDaemonsLimiter) {
+  sasl::LoginLimiterOptions lo;
+  lo.failures_before_delay = 0;
+  lo.lockout_failures = 3;
+  lo.lockout_time_ms = 60'000;
+  auto limiter = std::make_shared<sasl::LoginLimiter>(lo);
+  Make(8, limiter);
+  std::unique_ptr<AuthVerifier> first = std::move(verifier_);
+  Make(8, limiter);
+  std::unique_ptr<AuthVerifier> second = std::move(verifier_);
+  Answer a;
+  verifier_ = std::move(first);
+  ASSERT_EQ(SubmitAndPump("alice", "wrong", "192.0.2.1", a), AuthSubmit::kPending);
+  ASSERT_EQ(SubmitAndPump("alice", "wrong", "192.0.2.2", a), AuthSubmit::kPending);
+  first = std::move(verifier_);
+  verifier_ = std::move(second);
+  ASSERT_EQ(SubmitAndPump("alice", "wrong", "192.0.2.3", a), AuthSubmit::kPending);  // Locks.
+  EXPECT_EQ(verifier_->stats().lockouts, 1u);  // The user (each address failed once).
+  EXPECT_EQ(first->stats().lockouts, 0u);
+  EXPECT_EQ(first->Submit("alice", "right", Ip("203.0.113.1"), a), AuthSubmit::kLockedOut);
+  EXPECT_EQ(&first->limiter(), &verifier_->limiter());
+  EXPECT_EQ(limiter->stats().lockouts, 1u);
+  verifier_.reset();
+  EXPECT_EQ(first->Submit("alice", "right", Ip("203.0.113.1"), a), AuthSubmit::kLockedOut);
+}
+
+// A shard that goes away settles what it still had in flight in the daemon's limiter (which
+// outlives it): nothing stays "in flight" there for ever, and failures are not forgotten.
+TEST_F(AuthVerifierTest, DestructionSettlesAttemptsStillPending) {
+  sasl::LoginLimiterOptions lo;
+  lo.failures_before_delay = 1;
+  lo.lockout_failures = 3;
+  lo.lockout_time_ms = 60'000;
+  auto limiter = std::make_shared<sasl::LoginLimiter>(lo);
+  Make(8, limiter);
+  Answer a, b;
+  ASSERT_EQ(SubmitAndPump("alice", "wrong", "192.0.2.1", a), AuthSubmit::kPending);
+  ASSERT_EQ(SubmitAndPump("alice", "wrong", "192.0.2.1", b), AuthSubmit::kPending);  // Held.
+  EXPECT_EQ(verifier_->pending(), 1u);
+  verifier_.reset();
+  EXPECT_EQ(b.calls, 0);
+  // alice is not "in flight" any more, and both failures count: the third locks.
+  EXPECT_EQ(limiter->Begin(Ip("198.51.100.1"), "alice", clock_.MonotonicMs()).verdict,
+            sasl::LoginVerdict::kProceed);
+  EXPECT_EQ(limiter->Settle(Ip("198.51.100.1"), "alice", false, clock_.MonotonicMs()), 1u);
 }
 
 TEST(AuthVerifierRealTest, ChecksARealYescryptHashOnTheHelper) {

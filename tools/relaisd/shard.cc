@@ -145,7 +145,10 @@ absl::StatusOr<std::unique_ptr<Shard>> Shard::Create(const ShardOptions& options
     AuthVerifierOptions auth;
     auth.limiter = options.login_limits;
     auth.shard = options.index;
-    shard->auth_ = std::make_unique<AuthVerifier>(auth, shard->timers_, shard->clock_);
+    shard->auth_ = options.login_limiter != nullptr
+                       ? std::make_unique<AuthVerifier>(auth, options.login_limiter, shard->timers_,
+                                                        shard->clock_)
+                       : std::make_unique<AuthVerifier>(auth, shard->timers_, shard->clock_);
     shard->auth_->SetCredentials(options.credentials);
     env.auth = shard->auth_.get();
   }

@@ -107,9 +107,13 @@ struct ShardOptions {
   tls::ServerOptions tls;
   uint32_t tls_handshake_timeout_ms = 10'000;
   // SMTP AUTH: the credentials (loaded once at start, immutable, shared read-only by every
-  // shard's verifier thread); null: AUTH is not offered. The limiter's bounds per shard.
+  // shard's verifier thread); null: AUTH is not offered. The limiter's bounds.
   std::shared_ptr<const sasl::Credentials> credentials;
   sasl::LoginLimiterOptions login_limits;
+  // The daemon's ONE login limiter, made by CreateShards from login_limits and given to every
+  // shard's verifier: lockouts count per client and per user across the shards (SO_REUSEPORT
+  // spreads a client's connections over them). Null: each verifier makes its own (tests).
+  std::shared_ptr<sasl::LoginLimiter> login_limiter;
   bool require_sender_owned = false;
   // Keys of [[dkim_sign]] tables with users; this shard's own copies, like signing_keys.
   const std::vector<UserSigningKey>* user_signing_keys = nullptr;

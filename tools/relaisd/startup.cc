@@ -346,6 +346,8 @@ absl::StatusOr<std::unique_ptr<Shards>> CreateShards(const Config& config, const
                           StrCat("smtp_auth.credentials: ", credentials.status().message()));
     }
     all->base.credentials = std::make_shared<const sasl::Credentials>(std::move(*credentials));
+    // One limiter for all shards (auth_verifier.h): thresholds must not multiply by shards.
+    all->base.login_limiter = std::make_shared<sasl::LoginLimiter>(all->base.login_limits);
   }
   all->running = env.shards;
   all->base.shards_running = &all->running;

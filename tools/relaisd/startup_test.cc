@@ -134,7 +134,8 @@ require_sender_owned = true
   EXPECT_EQ(o.login_limits.lockout_failures, 7u);
   EXPECT_EQ(o.login_limits.lockout_time_ms, 1'800'000u);
   EXPECT_TRUE(o.require_sender_owned);
-  EXPECT_EQ(o.credentials, nullptr);  // Loaded by CreateShards.
+  EXPECT_EQ(o.credentials, nullptr);    // Loaded by CreateShards.
+  EXPECT_EQ(o.login_limiter, nullptr);  // Made by CreateShards, with the credentials.
 }
 
 TEST(StartupTest, TicketSecretFromFileOrRandomPerStart) {
