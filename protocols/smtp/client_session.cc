@@ -95,7 +95,10 @@ ClientSession::Verdict ClientSession::Own(uint16_t code, std::string_view enhanc
 
 namespace {}  // namespace
 
-ClientSession::ClientSession(ClientOptions options) : options_(std::move(options)) {
+ClientSession::ClientSession(ClientOptions options)
+    : options_(std::move(options)), tls_active_(options_.implicit_tls) {
+  RELAIS_CHECK(!options_.implicit_tls || options_.starttls == StartTls::kNo)
+      << "implicit TLS and STARTTLS exclude each other";
   expected_.push_back({Step::kGreeting, 0});
 }
 

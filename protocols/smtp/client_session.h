@@ -76,6 +76,10 @@ struct ClientOptions {
   // 8-bit messages for a server without 8BITMIME are converted to 7 bits (protocols/mime).
   mime::SevenBitOptions seven_bit;
   StartTls starttls = StartTls::kNo;
+  // The owner runs TLS from the first byte (implicit TLS, RFC 8314, port 465): the session is
+  // encrypted from the greeting on (tls_active(), AUTH may be sent) and never says STARTTLS
+  // (starttls must be kNo).
+  bool implicit_tls = false;
   // Outbound AUTH (route auth_user / auth_password_file): empty user: no AUTH. Sent only
   // over TLS.
   std::string auth_user;

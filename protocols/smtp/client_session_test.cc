@@ -844,6 +844,24 @@ TEST(ClientSession, AuthPlainOverTlsThenMail) {
   EXPECT_TRUE(Drain(s).starts_with("MAIL FROM:<a@x.example>\r\n"));
 }
 
+// Implicit TLS (port 465): encrypted from the greeting, so no STARTTLS and AUTH right after
+// the first EHLO.
+TEST(ClientSession, ImplicitTlsAuthenticatesAfterTheFirstEhlo) {
+  ClientOptions o = AuthClientOptions();
+  o.starttls = StartTls::kNo;
+  o.implicit_tls = true;
+  ClientSession s(o);
+  EXPECT_TRUE(s.tls_active());
+  s.Feed("220 sink ESMTP\r\n");
+  EXPECT_EQ(Drain(s), "EHLO relay.example\r\n");
+  s.Feed("250-sink\r\n250-STARTTLS\r\n250 AUTH PLAIN\r\n");
+  EXPECT_FALSE(s.TakeStartTls());
+  EXPECT_EQ(Drain(s), "AUTH PLAIN " + EncodePlain("relay@x.example", "p4ss w0rd") + "\r\n");
+  s.Feed("235 2.7.0 ok\r\n");
+  EXPECT_TRUE(s.ready());
+  EXPECT_TRUE(s.authenticated());
+}
+
 TEST(ClientSession, AuthLoginWhenPlainIsNotOffered) {
   ClientSession s(AuthClientOptions());
   UpToTls(s);

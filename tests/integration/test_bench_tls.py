@@ -177,6 +177,14 @@ class BenchTlsTest(unittest.TestCase):
         self.check_tls_run(report, summary, 20, 2)
         self.assertEqual(summary["tls"]["authenticated"], report["summary"]["connections_opened"])
 
+    def test_send_implicit_tls_with_auth(self):
+        sink = self.sink("--tls-implicit")
+        report, _ = self.send(sink.address, "--tls-implicit", "--auth", "user:secret",
+                              "--connections", "2", "--messages", "20", "--sink", sink.address)
+        summary = sink.stop()
+        self.check_tls_run(report, summary, 20, 2, sink_extra=1)
+        self.assertEqual(summary["tls"]["authenticated"], report["summary"]["connections_opened"])
+
     def test_report_has_the_handshakes(self):
         sink = self.sink()
         full, _ = self.send(sink.address, "--tls", "--connections", "2", "--messages", "10",

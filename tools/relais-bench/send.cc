@@ -478,6 +478,7 @@ class Sender {
     if (options_.tls) {
       o.starttls = smtp::StartTls::kRequired;
     }
+    o.implicit_tls = options_.tls_implicit;
     o.auth_user = options_.auth_user;
     o.auth_password = options_.auth_password;
     l.session.emplace(std::move(o));
@@ -1343,8 +1344,9 @@ absl::Status ParseSendOptions(const Flags& f, SendOptions& o) {
     if (colon == std::string::npos || colon == 0) {
       return absl::InvalidArgumentError("--auth takes USER:PASS");
     }
-    if (!o.tls) {
-      return absl::InvalidArgumentError("--auth needs --tls: credentials go out only over TLS");
+    if (!o.tls && !o.tls_implicit) {
+      return absl::InvalidArgumentError(
+          "--auth needs --tls or --tls-implicit: credentials go out only over TLS");
     }
     o.auth_user = v->substr(0, colon);
     o.auth_password = v->substr(colon + 1);
