@@ -878,5 +878,25 @@ TEST(IngressAuthReview, AResetWhileTheCheckRunsFreesTheConnectionAndTheLateAnswe
   EXPECT_EQ(sim.metrics_.smtp_auth_failure.value(), 0u);  // Nobody was answered.
 }
 
+// FINDING (low): on an implicit-TLS listener a refused connection (too many from the client,
+// too many in all, shutting down) gets no reply at all. OnAccepted's comment says the refusal
+// "waits in the session" and goes out once the handshake is done, but TlsTransport::WantsClose
+// while handshaking is session.WantsClose(): the pump closes at its first Drive, before any
+// ClientHello is read. The client sees a bare close (and retries at once) instead of 421.
+TEST(IngressAuthReview, DISABLED_AnImplicitTlsRefusalIsSentOverTls) {
+  TlsSimulation sim(15, [](TlsSimulation& s, relaisd::IngressOptions&) {
+    s.limiter_ = std::make_unique<relaisd::ConnectionLimiter>(1000, 1);  // One per client.
+  });
+  TlsPeer first = sim.Connect(sim.implicit_listener_);
+  sim.StartTls(first);
+  ASSERT_TRUE(sim.Reply(first, "220"));
+  TlsPeer second = sim.Connect(sim.implicit_listener_);
+  sim.StartTls(second);
+  std::string text;
+  EXPECT_TRUE(sim.Reply(second, "421", &text))
+      << "closed=" << sim.net_.closed(second.socket) << " received=" << text;
+  EXPECT_EQ(sim.metrics_.refused_per_ip.value(), 1u);
+}
+
 }  // namespace
 }  // namespace relais::sim
