@@ -898,5 +898,45 @@ TEST(IngressAuthReview, DISABLED_AnImplicitTlsRefusalIsSentOverTls) {
   EXPECT_EQ(sim.metrics_.refused_per_ip.value(), 1u);
 }
 
+// Sound (run under Asan): a client that resets at each step of STARTTLS (before reading the
+// 220, after it, mid-handshake, right after it) leaves no connection, slot or limiter count
+// behind, and a handshake cut short is logged as failed.
+TEST(IngressAuthReview, AResetAtEachStepOfStartTlsFreesEverything) {
+  for (int step = 0; step < 4; ++step) {
+    SCOPED_TRACE(step);
+    TlsSimulation sim(20 + static_cast<uint64_t>(step));
+    TlsPeer p = sim.Connect(sim.starttls_listener_);
+    ASSERT_TRUE(sim.Reply(p, "220"));
+    sim.Send(p, "EHLO client.example\r\n");
+    ASSERT_TRUE(sim.Reply(p, "250"));
+    sim.Send(p, "STARTTLS\r\n");
+    if (step == 0) {
+      sim.net_.StallSends(p.socket, true);  // The 220 never leaves.
+      for (int i = 0; i < 5; ++i) {
+        sim.Turn();
+      }
+    } else {
+      ASSERT_TRUE(sim.Reply(p, "220"));
+      if (step >= 2) {
+        sim.StartTls(p);
+        if (step == 2) {
+          std::string hello;
+          p.tls->TakeOutput(p.session, hello);
+          sim.net_.PeerSends(p.socket, hello.substr(0, hello.size() / 2));
+          sim.Turn();
+        } else {
+          ASSERT_TRUE(sim.RunUntil(p, [&] { return p.tls->state() == tls::TlsState::kOpen; }));
+        }
+      }
+    }
+    sim.net_.PeerResets(p.socket);
+    ASSERT_TRUE(sim.RunUntil(p, [&] { return sim.ingress_->connections() == 0; }));
+    EXPECT_EQ(sim.limiter_->active(), 0u);
+    if (step == 2) {
+      EXPECT_NE(sim.Log().find("\"tls_handshake\":\"failed:"), std::string::npos);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace relais::sim
