@@ -530,6 +530,12 @@ void Pools::StepTls(Link& link) {
     link.handshaking = true;
   }
   if (!link.handshaking) {
+    if (link.tls && link.tls->state() == tls::TlsState::kFailed) {
+      // A record failed after the handshake (a bad tag, a fatal alert): the transport closes
+      // the connection. A lost connection, not a failed handshake: "may" does not fall back,
+      // and what was not final is deferred.
+      link.session.OnConnectionLost(StrCat("TLS failed: ", link.tls->failure()));
+    }
     return;
   }
   if (link.tls->TakeHandshakeDone()) {
@@ -614,8 +620,20 @@ void Pools::HandOut(Link& link) {
 }
 
 void Pools::Closed(Link& link) {
+  if (link.task && !link.session.closed()) {
+    // Closed under the session (the transport gave up): the session hears it, so that what
+    // was not final is deferred. A peer's bytes never make a task vanish or abort the shard.
+    link.session.OnConnectionLost(link.tls && link.tls->state() == tls::TlsState::kFailed
+                                      ? StrCat("TLS failed: ", link.tls->failure())
+                                      : std::string("the connection closed"));
+  }
   if (link.task && link.task_begun && link.session.transaction_done()) {
     HandOut(link);  // Held back while a send was in flight (Process).
+  } else if (link.task) {
+    // Never started on this link: back to the front of the queue.
+    PoolTask task = std::move(*link.task);
+    link.task.reset();
+    Requeue(*link.pool, std::move(task));
   }
   Free(link);
 }

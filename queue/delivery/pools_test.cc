@@ -490,7 +490,7 @@ class HopSession final : public net::StreamSession {
 // Pools::Closed -> Free hits RELAIS_CHECK(!link.task) "a link with a task was freed" (abort).
 // Expected: the failure is the session's (OnConnectionLost), the task is requeued or
 // deferred, nothing aborts.
-TEST(PoolsTls, DISABLED_ABadRecordAfterTheHandshakeDefersTheMessageAndDoesNotAbort) {
+TEST(PoolsTls, ABadRecordAfterTheHandshakeDefersTheMessageAndDoesNotAbort) {
   io::FakeNet net;
   base::FakeClock clock;
   timer::TimerWheel timers{clock.MonotonicMs(), 5};
@@ -548,8 +548,14 @@ TEST(PoolsTls, DISABLED_ABadRecordAfterTheHandshakeDefersTheMessageAndDoesNotAbo
   EXPECT_EQ(pools.counters().tls_handshakes_ok, 1u);
   // An application-data record whose tag cannot verify.
   net.PeerSends(s, std::string("\x17\x03\x03\x00\x20", 5) + std::string(32, '\x5a'));
-  run();                        // Before the fix: abort here, "a link with a task was freed".
-  ASSERT_EQ(listener.done, 0);  // Nothing was delivered; the message waits for its retry.
+  run();  // Before the fix: abort here, "a link with a task was freed".
+  // Not delivered: deferred at once (retried later), the TLS failure named.
+  ASSERT_EQ(listener.done, 1);
+  ASSERT_EQ(listener.results.size(), 1u);
+  EXPECT_EQ(listener.results[0].status, smtp::RecipientStatus::kDeferred);
+  EXPECT_NE(listener.results[0].reply.find("TLS failed"), std::string::npos)
+      << listener.results[0].reply;
+  EXPECT_EQ(pools.counters().tls_handshakes_failed, 0u);  // A lost connection, not a handshake.
   pools.Stop();
   run();
   for (int i = 0; i < 100 && !pools.idle(); ++i) {
