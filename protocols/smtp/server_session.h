@@ -206,6 +206,8 @@ class ServerSession {
   // Answers the AUTH request; `owned_domains` (for require_sender_owned) are the domains an
   // authenticated user may send from. Wipes the password and resumes input.
   void CompleteAuth(AuthOutcome outcome, std::vector<std::string> owned_domains = {});
+  // The authenticated user's owned domains (CompleteAuth's), as patterns; empty otherwise.
+  [[nodiscard]] const std::vector<std::string>& owned_domains() const { return owned_domains_; }
   // The user the owner authenticated; empty when not authenticated.
   [[nodiscard]] const std::string& authenticated_user() const { return authenticated_user_; }
 

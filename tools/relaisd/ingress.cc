@@ -173,10 +173,16 @@ bool Ingress::OnAccepted(io::Socket socket, std::optional<mail::IpAddress> peer,
         break;
     }
   }
-  if (implicit_tls) {
-    // RFC 8314 3.3: TLS from the first byte; the greeting (or a refusal, waiting in the
-    // session) goes out encrypted once the handshake is done.
+  if (implicit_tls && c.admitted) {
+    // RFC 8314 3.3: TLS from the first byte; the greeting goes out encrypted once the
+    // handshake is done.
     StartTls(c);
+  } else if (implicit_tls) {
+    // Refused (caps, stopping): its 421 could only go out after a handshake, and a handshake
+    // costs more than a connection being refused is worth (a flood of port 465 would buy
+    // them): closed at once, counted above. Clients take a close before the greeting as a
+    // temporary failure.
+    c.pump.Abort();
   }
   ArmSessionTimer(c);
   MarkDirty(c);
@@ -437,9 +443,10 @@ void Ingress::StoreMessages(Connection& c) {
       checks_.StartMessageCheck(c, c.session, c.client);  // OnMessageChecked commits or not.
     } else if (c.trusted || !user.empty()) {
       // A trusted or authenticated client's mail: signed with the keys that name its user, or
-      // for its From domain when we hold a key for it. The signatures go into the header block
-      // stored above the body (no copy of the body).
-      Commit(c, {}, checks_.Signatures(c.session.transaction().body, user));
+      // for its From domain when we hold a key for it (and, authenticated, the user owns it). The
+      // signatures go into the header block stored above the body (no copy of the body).
+      Commit(c, {},
+             checks_.Signatures(c.session.transaction().body, user, c.session.owned_domains()));
     } else {
       Commit(c, {});
     }

@@ -4,6 +4,8 @@
 #include <functional>
 #include <utility>
 
+#include "core/mail/domain.h"
+#include "protocols/authcheck/authcheck.h"
 #include "protocols/authres/authres.h"
 #include "protocols/sasl/credentials.h"
 
@@ -133,7 +135,8 @@ smtp::Reply IngressChecks::HeaderRefusal(std::string_view message) {
   return smtp::Reply::kOk;
 }
 
-std::string IngressChecks::Signatures(std::string_view message, std::string_view user) {
+std::string IngressChecks::Signatures(std::string_view message, std::string_view user,
+                                      std::span<const std::string> owned_domains) {
   absl::StatusOr<std::string> signatures = std::string();
   bool by_user = false;
   if (!user.empty() && options_.user_signing_keys != nullptr) {
@@ -158,6 +161,20 @@ std::string IngressChecks::Signatures(std::string_view message, std::string_view
   if (!by_user) {
     if (options_.signing_keys == nullptr || options_.signing_keys->empty()) {
       return {};
+    }
+    if (!user.empty()) {
+      // Signed for its From domain only where the user owns it: else any submission user
+      // could send mail that passes DMARC for every domain the relay signs.
+      const std::vector<std::string> from = authcheck::FromDomains(message);
+      const bool owned =
+          !from.empty() && std::all_of(from.begin(), from.end(), [&](const std::string& d) {
+            return std::any_of(owned_domains.begin(), owned_domains.end(),
+                               [&](const std::string& o) { return mail::DomainMatches(o, d); });
+          });
+      if (!owned) {
+        metrics_.dkim_sign_not_owned.Add();
+        return {};
+      }
     }
     signatures =
         authcheck::SignaturesFor(message, *options_.signing_keys, clock_.UnixMicros() / 1'000'000);

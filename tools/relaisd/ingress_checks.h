@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -108,9 +109,12 @@ class IngressChecks final {
   [[nodiscard]] smtp::Reply HeaderRefusal(std::string_view message);
   // The DKIM-Signature fields for a trusted or authenticated client's message: with the keys
   // that name `user` (an SMTP AUTH user; empty: none) when there are any, else with those for
-  // its From domain. Empty when no key applies or signing failed (counted and logged: the
-  // message goes unsigned).
-  [[nodiscard]] std::string Signatures(std::string_view message, std::string_view user = {});
+  // its From domain; for an authenticated user only when it owns every From domain
+  // (`owned_domains`, patterns as the credentials file gives them): a user is never signed
+  // for a domain that is not its own. Empty when no key applies or signing failed (counted
+  // and logged: the message goes unsigned).
+  [[nodiscard]] std::string Signatures(std::string_view message, std::string_view user = {},
+                                       std::span<const std::string> owned_domains = {});
 
   // SPF for the session's MAIL FROM; the session gets its answer and the listener hears
   // OnSenderChecked, possibly before this returns. `session` and `client` must live as long as

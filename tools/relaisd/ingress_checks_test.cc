@@ -142,13 +142,20 @@ TEST(IngressChecksSigningTest, KeysNamingTheUserSignItsMailElseByFromDomain) {
   EXPECT_NE(alice.find("d=customer.example"), std::string::npos) << alice;
   EXPECT_NE(alice.find("s=alice"), std::string::npos) << alice;
   EXPECT_EQ(alice.find("d=example.com"), std::string::npos) << alice;
-  // Another user, or no user: by From domain, as before.
-  const std::string bob = checks.Signatures(message, "bob@example.com");
+  // Another user: by From domain when it owns it; no user (a trusted network): by From domain.
+  const std::vector<std::string> bob_owns = {"example.com"};
+  const std::string bob = checks.Signatures(message, "bob@example.com", bob_owns);
   EXPECT_NE(bob.find("d=example.com"), std::string::npos) << bob;
   EXPECT_EQ(bob.find("d=customer.example"), std::string::npos) << bob;
   EXPECT_NE(checks.Signatures(message).find("s=domain"), std::string::npos);
-  // The local part is compared exactly.
-  EXPECT_EQ(checks.Signatures(message, "alice@example.com").find("d=customer.example"),
+  // A user is never signed for a From domain it does not own (else any submission user could
+  // pass DMARC for every domain the relay signs): unsigned, counted.
+  const std::vector<std::string> mallory_owns = {"other.example", "*.example.net"};
+  EXPECT_EQ(checks.Signatures(message, "mallory@other.example", mallory_owns), "");
+  EXPECT_EQ(checks.Signatures(message, "mallory@other.example"), "");
+  EXPECT_EQ(metrics.dkim_sign_not_owned.value(), 2u);
+  // The local part is compared exactly: "alice" is not "Alice", so by From domain, owned.
+  EXPECT_EQ(checks.Signatures(message, "alice@example.com", bob_owns).find("d=customer.example"),
             std::string::npos);
   EXPECT_EQ(metrics.dkim_signed.value(), 4u);
 }

@@ -326,6 +326,9 @@ const Family kFamilies[] = {
      &M::dkim_signed},
     {"relais_dkim_sign_failures_total",
      "Messages stored unsigned because a DKIM key failed to sign.", &M::dkim_sign_failures},
+    {"relais_dkim_sign_not_owned_total",
+     "Authenticated users' messages left unsigned: a From domain is not the user's.",
+     &M::dkim_sign_not_owned},
     // DNS.
     {"relais_dns_lookups_total", "DNS lookups by the sender checks.", &M::dns_lookups},
     {"relais_dns_cache_hits_total", "DNS lookups answered from the cache.", &M::dns_cache_hits},

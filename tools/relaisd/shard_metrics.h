@@ -89,7 +89,7 @@ struct alignas(64) ShardMetrics {
   metrics::Counter egress_tls_handshakes_timed_out;
   metrics::Counter egress_tls_not_offered;
   metrics::Counter egress_tls_plaintext_fallbacks;  // "may" hops sent plaintext after a failure.
-  metrics::Counter log_lines_dropped;           // The log reader fell behind (or stdout failed).
+  metrics::Counter log_lines_dropped;  // The log reader fell behind (or stdout failed).
   // Sender authentication: results as written in Authentication-Results.
   std::array<metrics::Counter, 7> auth_spf;    // By spf::Result.
   std::array<metrics::Counter, 7> auth_dkim;   // By dkim::Result; the last: none (unsigned).
@@ -111,6 +111,8 @@ struct alignas(64) ShardMetrics {
   metrics::Histogram auth_check_seconds{metrics::kLatencyBoundsUs};  // End of data to verdict.
   metrics::Counter dkim_signed;         // Messages signed (with one or more signatures).
   metrics::Counter dkim_sign_failures;  // A key failed to sign: stored unsigned.
+  // An authenticated user's message not signed for a From domain the user does not own.
+  metrics::Counter dkim_sign_not_owned;
   // DNS, mirrored from the shard's resolver.
   metrics::Counter dns_lookups;
   metrics::Counter dns_cache_hits;
