@@ -663,6 +663,8 @@ struct TlsTransport::Impl {
       const int n = SSL_read(ssl.get(), plain, sizeof plain);
       if (n > 0) {
         session.Feed(std::string_view(plain, static_cast<size_t>(n)));
+        // What was decrypted may be an AUTH line (a password): not left on the stack.
+        OPENSSL_cleanse(plain, static_cast<size_t>(n));
         continue;
       }
       const int error = SSL_get_error(ssl.get(), n);
