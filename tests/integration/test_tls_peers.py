@@ -152,9 +152,10 @@ class RelaisToPostfixTest(PeerTest):
         # Postfix's Received: says TLS and AUTH; its log names our login.
         self.assertRegex(m, r"using TLSv1\.[23] with cipher")
         self.assertRegex(m, r"by postfix\.test \(Postfix\) with ESMTPSA")
-        self.assertIn(f"sasl_username={PEER_USER}", pf.log())
+        # Log lines are written a moment after what they say happened: waited for.
+        wait_for(lambda: f"sasl_username={PEER_USER}" in pf.log(), 30, "Postfix's log of the login")
         wait_for(lambda: not d.spool_messages(), 30, "relaisd's spool to drain")
-        [attempt] = self.attempts(d, "delivered")
+        [attempt] = wait_for(lambda: self.attempts(d, "delivered"), 30, "the delivery logged")
         self.assertEqual(attempt["next_hop"].rsplit(":", 1)[1], str(pf.port))
 
 
