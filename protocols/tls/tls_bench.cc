@@ -13,22 +13,13 @@
 #include <vector>
 
 #include "core/base/check.h"
+#include "core/net/buffer_session.h"
 #include "protocols/tls/tls.h"
 
 namespace relais::tls {
 namespace {
 
-class Session final : public net::StreamSession {
- public:
-  void Feed(std::string_view bytes) override { received.append(bytes); }
-  [[nodiscard]] std::string_view PendingOutput() const override { return output; }
-  void ConsumeOutput(size_t bytes) override { output.erase(0, bytes); }
-  [[nodiscard]] bool WantsInput() const override { return true; }
-  [[nodiscard]] bool WantsClose() const override { return false; }
-  void EndOfInput() override {}
-  std::string received;
-  std::string output;
-};
+using Session = net::BufferSession;
 
 struct Side {
   std::unique_ptr<TlsTransport> tls;

@@ -23,6 +23,7 @@
 
 #include "core/base/clock.h"
 #include "core/io/fake_net.h"
+#include "core/net/buffer_session.h"
 #include "core/net/stream_pump.h"
 
 namespace relais::tls {
@@ -41,33 +42,7 @@ constexpr bool kUnderAsan = false;
 constexpr bool kUnderAsan = false;
 #endif
 
-// Echoes every byte back when `echo`; closes once its output is out when `closing`.
-class Session final : public net::StreamSession {
- public:
-  void Feed(std::string_view bytes) override {
-    received.append(bytes);
-    if (echo) {
-      output.append(bytes);
-    }
-  }
-  [[nodiscard]] std::string_view PendingOutput() const override { return output; }
-  void ConsumeOutput(size_t bytes) override { output.erase(0, bytes); }
-  [[nodiscard]] bool WantsInput() const override { return !ended; }
-  [[nodiscard]] bool WantsClose() const override { return closing && output.empty(); }
-  void EndOfInput() override {
-    ended = true;
-    if (close_on_end) {
-      closing = true;
-    }
-  }
-
-  std::string received;
-  std::string output;
-  bool echo = false;
-  bool closing = false;
-  bool ended = false;
-  bool close_on_end = false;
-};
+using Session = net::BufferSession;
 
 struct Side {
   std::unique_ptr<TlsTransport> tls;

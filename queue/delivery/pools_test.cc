@@ -16,6 +16,7 @@
 
 #include "core/base/clock.h"
 #include "core/io/fake_net.h"
+#include "core/net/buffer_session.h"
 #include "core/timer/timer_wheel.h"
 #include "queue/delivery/fake_next_hops.h"
 
@@ -470,17 +471,7 @@ HopScript TlsHop() {
 // ---- Review of the outbound TLS wiring (issue 15) ----
 
 // The next hop's side of a TLS session in a hand-driven test: plaintext in and out.
-class HopSession final : public net::StreamSession {
- public:
-  void Feed(std::string_view bytes) override { received.append(bytes); }
-  [[nodiscard]] std::string_view PendingOutput() const override { return output; }
-  void ConsumeOutput(size_t bytes) override { output.erase(0, bytes); }
-  [[nodiscard]] bool WantsInput() const override { return true; }
-  [[nodiscard]] bool WantsClose() const override { return false; }
-  void EndOfInput() override {}
-  std::string received;
-  std::string output;
-};
+using HopSession = net::BufferSession;
 
 // FINDING (high): a next hop (or anyone on the path: one flipped bit fails a record's MAC)
 // that completes the TLS handshake and then sends a record that does not decrypt, or a fatal

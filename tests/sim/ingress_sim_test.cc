@@ -52,6 +52,7 @@
 #include "core/io/fake_net.h"
 #include "core/log/log.h"
 #include "core/log/shard_log.h"
+#include "core/net/buffer_session.h"
 #include "core/timer/timer_wheel.h"
 #include "protocols/tls/tls.h"
 #include "queue/routing/router.h"
@@ -391,18 +392,7 @@ TEST(IngressSimulation, EveryAcknowledgedMessageStoredOnceNoConnectionLeaks) {
 }
 
 // The client side of a TLS session test: plaintext the server sent, and what to send.
-class PlainSession final : public net::StreamSession {
- public:
-  void Feed(std::string_view bytes) override { received.append(bytes); }
-  [[nodiscard]] std::string_view PendingOutput() const override { return output; }
-  void ConsumeOutput(size_t bytes) override { output.erase(0, bytes); }
-  [[nodiscard]] bool WantsInput() const override { return true; }
-  [[nodiscard]] bool WantsClose() const override { return false; }
-  void EndOfInput() override {}
-
-  std::string received;
-  std::string output;
-};
+using PlainSession = net::BufferSession;
 
 struct TlsPeer {
   io::Socket socket;
