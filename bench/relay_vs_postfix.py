@@ -36,8 +36,8 @@ from benchlib import (Sink, free_port, machine_cpu_seconds, process_tree_cpu_sec
 
 
 def client_command(args, relay_port):
-    if getattr(args, "client_override", None):
-        return args.client_override  # A caller's own command (bench/tls_relay.py).
+    if getattr(args, "client_command", None):
+        return args.client_command(relay_port)  # A caller's own client (bench/tls_relay.py).
     if args.client == "smtp-source":
         return smtp_source_command(args, relay_port, args.reuse)
     cmd = [args.bench, "send", "--target", f"127.0.0.1:{relay_port}", "--connections",
@@ -72,8 +72,10 @@ def measure(args, relay_port, sink, relay_proc):
     return elapsed, relay, machine
 
 
-def bench_relaisd(args, sink):
-    with relaisd(args.relaisd, args.threads, f"127.0.0.1:{sink.port}") as (proc, port, _):
+def bench_relaisd(args, sink, extra=""):
+    """`extra`: TOML tables added to relaisd's config."""
+    with relaisd(args.relaisd, args.threads, f"127.0.0.1:{sink.port}", extra=extra) as (
+            proc, port, _):
         elapsed, relay, machine = measure(args, port, sink, proc)
         stop(proc)
         return elapsed, relay, machine
@@ -124,11 +126,15 @@ maillog_file = {base}/maillog
     return etc
 
 
-def bench_postfix(args, sink):
+def bench_postfix(args, sink, main_cf_extra=""):
+    """`main_cf_extra`: lines added to Postfix's main.cf."""
     base = tempfile.mkdtemp(prefix="relais-bench-postfix-")
     os.chmod(base, 0o755)
     port = free_port()
     etc = postfix_instance(base, port, sink.port)
+    if main_cf_extra:
+        with open(os.path.join(etc, "main.cf"), "a") as f:
+            f.write(main_cf_extra)
     subprocess.run(["postfix", "-c", etc, "set-permissions"], capture_output=True)
     subprocess.run(["postfix", "-c", etc, "check"], capture_output=True, check=True)
     proc = subprocess.Popen(["postfix", "-c", etc, "start-fg"], stdout=subprocess.DEVNULL,

@@ -33,8 +33,8 @@ import subprocess
 import sys
 import tempfile
 
-from benchlib import Sink, free_port, relaisd, require_postfix_tools, stop, wait_listening
-from relay_vs_postfix import measure, postfix_instance
+import relay_vs_postfix
+from benchlib import Sink, require_postfix_tools
 
 ALL_MODES = ["relaisd-plain", "relaisd-full", "relaisd-resumed", "relaisd-plain-reused",
              "relaisd-reused", "postfix-full", "postfix-resumed"]
@@ -66,40 +66,16 @@ def client_command(args, mode, port):
 
 
 def bench_relaisd(args, mode, sink, chain, key):
-    extra = ""
-    if "plain" not in mode:
-        extra = f'[[tls.certificate]]\nchain = "{chain}"\nkey = "{key}"\n'
-    with relaisd(args.relaisd, args.threads, f"127.0.0.1:{sink.port}", extra=extra) as (
-            proc, port, _):
-        args.client_override = client_command(args, mode, port)
-        result = measure(args, port, sink, proc)
-        stop(proc)
-        return result
+    args.client_command = lambda port: client_command(args, mode, port)
+    extra = "" if "plain" in mode else f'[[tls.certificate]]\nchain = "{chain}"\nkey = "{key}"\n'
+    return relay_vs_postfix.bench_relaisd(args, sink, extra)
 
 
 def bench_postfix(args, mode, sink, chain, key):
-    base = tempfile.mkdtemp(prefix="relais-bench-postfix-tls-")
-    os.chmod(base, 0o755)
-    port = free_port()
-    etc = postfix_instance(base, port, sink.port)
-    with open(os.path.join(etc, "main.cf"), "a") as f:
-        f.write(f"smtpd_tls_security_level = may\nsmtpd_tls_chain_files = {key}, {chain}\n"
-                "smtpd_tls_loglevel = 0\n")
-    subprocess.run(["postfix", "-c", etc, "set-permissions"], capture_output=True)
-    subprocess.run(["postfix", "-c", etc, "check"], capture_output=True, check=True)
-    proc = subprocess.Popen(["postfix", "-c", etc, "start-fg"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        wait_listening(port, proc, timeout=30)
-        args.client_override = client_command(args, mode, port)
-        result = measure(args, port, sink, proc)
-        stop(proc)
-        return result
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(base, ignore_errors=True)
+    args.client_command = lambda port: client_command(args, mode, port)
+    return relay_vs_postfix.bench_postfix(
+        args, sink, f"smtpd_tls_security_level = may\nsmtpd_tls_chain_files = {key}, {chain}\n"
+        "smtpd_tls_loglevel = 0\n")
 
 
 def main():
