@@ -13,36 +13,14 @@
 #include <vector>
 
 #include "core/base/check.h"
-#include "core/net/buffer_session.h"
 #include "protocols/tls/tls.h"
+#include "protocols/tls/tls_pair.h"
 
 namespace relais::tls {
 namespace {
 
-using Session = net::BufferSession;
-
-struct Side {
-  std::unique_ptr<TlsTransport> tls;
-  Session session;
-};
-
-bool Move(Side& from, Side& to) {
-  std::string bytes;
-  from.tls->TakeOutput(from.session, bytes);
-  if (!bytes.empty()) {
-    to.tls->OnReceived(bytes, to.session);
-  }
-  return !bytes.empty();
-}
-
 void Handshake(Side& client, Side& server) {
-  for (;;) {
-    const bool a = Move(client, server);  // Both ways each turn, whatever the first did.
-    const bool b = Move(server, client);
-    if (!a && !b) {
-      break;
-    }
-  }
+  RELAIS_CHECK(RunUntilQuiet(client, server));
   RELAIS_CHECK(client.tls->state() == TlsState::kOpen && server.tls->state() == TlsState::kOpen);
 }
 

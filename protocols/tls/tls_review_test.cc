@@ -13,35 +13,16 @@
 #include <vector>
 
 #include "core/base/clock.h"
-#include "core/net/buffer_session.h"
 #include "core/net/stream_pump.h"
 #include "protocols/tls/tls.h"
+#include "protocols/tls/tls_pair.h"
 
 namespace relais::tls {
 namespace {
 
 using Session = net::BufferSession;
 
-struct Side {
-  std::unique_ptr<TlsTransport> tls;
-  Session session;
-};
-
-bool Move(Side& from, Side& to) {
-  std::string bytes;
-  from.tls->TakeOutput(from.session, bytes);
-  if (bytes.empty()) return false;
-  to.tls->OnReceived(bytes, to.session);
-  return true;
-}
-
-void Pump(Side& a, Side& b) {
-  for (int i = 0; i < 1000; ++i) {
-    const bool x = Move(a, b);
-    const bool y = Move(b, a);
-    if (!x && !y) return;
-  }
-}
+void Pump(Side& a, Side& b) { (void)RunUntilQuiet(a, b, SIZE_MAX, 1000); }
 
 class TlsReviewTest : public ::testing::Test {
  protected:

@@ -23,8 +23,8 @@
 
 #include "core/base/clock.h"
 #include "core/io/fake_net.h"
-#include "core/net/buffer_session.h"
 #include "core/net/stream_pump.h"
+#include "protocols/tls/tls_pair.h"
 
 namespace relais::tls {
 namespace {
@@ -44,33 +44,8 @@ constexpr bool kUnderAsan = false;
 
 using Session = net::BufferSession;
 
-struct Side {
-  std::unique_ptr<TlsTransport> tls;
-  Session session;
-};
-
-// Moves what `from` has to send into `to`, in pieces of `chunk` bytes. False when nothing moved.
-bool Move(Side& from, Side& to, size_t chunk = SIZE_MAX) {
-  std::string bytes;
-  from.tls->TakeOutput(from.session, bytes);
-  if (bytes.empty()) {
-    return false;
-  }
-  for (size_t at = 0; at < bytes.size(); at += chunk) {
-    to.tls->OnReceived(std::string_view(bytes).substr(at, chunk), to.session);
-  }
-  return true;
-}
-
 void Pump(Side& client, Side& server, size_t chunk = SIZE_MAX) {
-  for (int i = 0; i < 100000; ++i) {
-    const bool a = Move(client, server, chunk);
-    const bool b = Move(server, client, chunk);
-    if (!a && !b) {
-      return;
-    }
-  }
-  FAIL() << "the pair never went quiet";
+  ASSERT_TRUE(RunUntilQuiet(client, server, chunk)) << "the pair never went quiet";
 }
 
 std::string Slurp(const std::string& path) {
