@@ -16,9 +16,9 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 BUILD_PACKAGES=(build-essential cmake ninja-build pkg-config liburing-dev android-libboringssl-dev
   libmimalloc-dev libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev libc-ares-dev
-  libtomlplusplus-dev libpsl-dev publicsuffix nlohmann-json3-dev libcrypt-dev)
+  libtomlplusplus-dev libpsl-dev publicsuffix nlohmann-json3-dev libcrypt-dev libre2-dev)
 TEST_PACKAGES=(python3 swaks clang libclang-rt-14-dev gnuplot-nox dnsmasq-base python3-dkim
-  python3-nacl python3-spf libopendkim-dev strace openssl testssl.sh sasl2-bin libsasl2-modules
+  python3-nacl python3-spf python3-dnslib libopendkim-dev strace openssl testssl.sh sasl2-bin libsasl2-modules
   libnet-ssleay-perl)
 # The libraries of Exim (a test client, unpacked by tools/fetch-exim.sh, never installed) and
 # nss_wrapper, which gives it its user.

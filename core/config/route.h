@@ -12,7 +12,9 @@
 
 namespace relais::config {
 
-enum class RouteType : uint8_t { kMaildir, kSmarthost, kLmtp, kReject };
+// kMx: the recipient domain's mail exchangers (RFC 5321 5.1, RFC 7505), found on the shard's
+// resolver (queue/delivery/mx.h); relayed domains no route matches are delivered this way too.
+enum class RouteType : uint8_t { kMaildir, kSmarthost, kLmtp, kReject, kMx };
 
 // Outbound TLS of a smarthost or lmtp route (RFC 3207 STARTTLS):
 //   kNone     never STARTTLS;
@@ -29,7 +31,7 @@ struct Route {
   std::string path;                // maildir: root directory.
   std::vector<std::string> hosts;  // smarthost: host:port list, tried in order.
   std::string address;             // lmtp: host:port or unix socket path.
-  // smarthost and lmtp (TCP) only. Default: kMay for smarthost, kNone for lmtp.
+  // smarthost, lmtp (TCP) and mx. Default: kMay for smarthost and mx, kNone for lmtp.
   RouteTls tls = RouteTls::kNone;
   std::string tls_ca_file;       // PEM CA bundle for kVerify; empty: the system store.
   std::string tls_client_chain;  // Optional client certificate (PEM chain, leaf first)...
@@ -38,6 +40,10 @@ struct Route {
   // read at start by the egress wiring (one line; not readable by others).
   std::string auth_user;
   std::string auth_password_file;
+  // smarthost and mx: the [[source_pool]] whose addresses and EHLO names this route's
+  // connections use (queue/delivery/sources.h); empty: the shaping rules' pool, else the
+  // system's choice of source address and [server] hostname.
+  std::string source_pool;
 };
 
 }  // namespace relais::config

@@ -70,6 +70,8 @@ struct DeliveryMetrics {
   metrics::Counter* mailboxes_recreated = nullptr;
   metrics::Counter* directories_forgotten = nullptr;
   metrics::Histogram* time_to_delivered = nullptr;  // Reception to delivery.
+  // Failed and deferred recipients by bounce class (bounce_class.h).
+  std::array<metrics::Counter, kBounceClassNames.size()>* bounce_classes = nullptr;
 };
 
 struct DeliveryOptions {
@@ -77,6 +79,8 @@ struct DeliveryOptions {
   uint32_t recipients_per_transaction_max = 100;
   // A random token from a CSPRNG (>= 96 bits) for a report's MIME boundary.
   std::function<std::string()> report_boundary;
+  // Classifies every result that is not a delivery (shared, immutable); null: all kOther.
+  const BounceClassifier* classifier = nullptr;
   // Log lines go to a channel of their own to the log writer (FlushLog); false: they stay
   // here for TakeLog (tests).
   bool log_channel = true;

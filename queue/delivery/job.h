@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/mail/envelope.h"
+#include "queue/delivery/bounce_class.h"
 #include "queue/delivery/status.h"
 #include "queue/maildir/maildir.h"
 #include "queue/spool/spool.h"
@@ -26,7 +27,11 @@ struct Item {
   bool decided = false;
   std::string address;  // The recipient.
   Route route = Route::kMaildir;
-  int32_t destination = -1;  // Route index of a smarthost/lmtp recipient.
+  int32_t destination = -1;  // Route index of a smarthost/lmtp/mx recipient.
+  // Its DestinationId (destinations.h) once resolved; 0 before, and for Maildir recipients.
+  uint32_t dest = 0;
+  // The class of a result that is not a delivery (bounce_class.h), set where the job ends.
+  BounceClass bounce_class = BounceClass::kNone;
   maildir::Delivery maildir;
   Status result;
   std::string next_hop;      // For the log: the endpoint that answered, if any.

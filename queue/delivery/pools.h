@@ -57,39 +57,10 @@
 #include "protocols/smtp/client_session.h"
 #include "protocols/tls/tls.h"
 #include "queue/delivery/delivery.h"
+#include "queue/delivery/endpoint.h"
 #include "queue/delivery/status.h"
 
 namespace relais::delivery {
-
-struct Endpoint {
-  sockaddr_storage address{};
-  socklen_t length = 0;
-  std::string name;  // "192.0.2.1:25", "[2001:db8::1]:25" or "/run/lmtp.sock".
-  // The next hop as the route writes it: the host (SNI and the name verified; an address
-  // literal sends no SNI) and "host:port" (whose TLS session is resumed, and which a failed
-  // handshake under tls = "may" sends plaintext for a while).
-  std::string host;
-  std::string hop;
-};
-
-// The TLS and AUTH of one destination (its route's keys).
-struct DestinationTls {
-  config::RouteTls policy = config::RouteTls::kNone;
-  // Index into the shard's client contexts (MakeClientContexts): one per distinct
-  // (CA file, client certificate) among the destinations.
-  uint32_t context = 0;
-  tls::ClientOptions client;  // What that context is made of.
-  std::string auth_user;      // Empty: no AUTH.
-  std::string auth_password;  // Read from the route's auth_password_file at start.
-};
-
-// Where one smarthost or lmtp route sends its mail.
-struct Destination {
-  Route route = Route::kSmarthost;  // kSmarthost or kLmtp.
-  bool lmtp = false;
-  std::vector<Endpoint> endpoints;  // In the order the route lists them.
-  DestinationTls tls;
-};
 
 // One shard's TLS client contexts, by DestinationTls::context (a context caches sessions and
 // is not shared between shards).

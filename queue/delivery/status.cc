@@ -38,6 +38,15 @@ constexpr Row kRows[] = {
     {R::kMaildirFull, O::kDeferred, 452, "4.2.2", "maildir: mailbox full or out of space"},
     {R::kMaildirRefused, O::kFailed, 550, "5.1.3", "maildir: refused, "},
     {R::kMaildirError, O::kDeferred, 451, "4.3.0", "maildir: the mailbox cannot be written now"},
+    {R::kNullMx, O::kFailed, 556, "5.1.10", "the domain accepts no mail (null MX): "},
+    {R::kNoSuchDomain, O::kFailed, 550, "5.1.2", "the domain does not exist: "},
+    {R::kDnsTemporary, O::kDeferred, 451, "4.4.3", "DNS lookup failed for now: "},
+    {R::kMxLoop, O::kFailed, 550, "5.4.6", "mail for the domain loops back to this relay: "},
+    {R::kNoMxAddress, O::kFailed, 550, "5.4.4", "no mail exchanger of the domain has an address: "},
+    {R::kHostUnresolved, O::kDeferred, 451, "4.4.3", "the next hop's name has no address now: "},
+    {R::kSuspended, O::kDeferred, 451, "4.4.5", "the destination is suspended: "},
+    {R::kBouncedByRule, O::kFailed, 550, "5.0.0", "the destination's queue was bounced: "},
+    {R::kWarmupCap, O::kDeferred, 451, "4.4.5", "every source is at its warm-up cap for "},
 };
 
 constexpr bool InOrder() {

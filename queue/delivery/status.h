@@ -33,15 +33,16 @@ inline constexpr std::array<std::string_view, 3> kOutcomeNames = {"delivered", "
 }
 
 // config::RouteType's values, then kNone.
-enum class Route : uint8_t { kMaildir, kSmarthost, kLmtp, kReject, kNone };
+enum class Route : uint8_t { kMaildir, kSmarthost, kLmtp, kReject, kMx, kNone };
 static_assert(static_cast<int>(Route::kMaildir) == static_cast<int>(config::RouteType::kMaildir) &&
               static_cast<int>(Route::kSmarthost) ==
                   static_cast<int>(config::RouteType::kSmarthost) &&
               static_cast<int>(Route::kLmtp) == static_cast<int>(config::RouteType::kLmtp) &&
-              static_cast<int>(Route::kReject) == static_cast<int>(config::RouteType::kReject));
+              static_cast<int>(Route::kReject) == static_cast<int>(config::RouteType::kReject) &&
+              static_cast<int>(Route::kMx) == static_cast<int>(config::RouteType::kMx));
 
-inline constexpr std::array<std::string_view, 5> kRouteNames = {"maildir", "smarthost", "lmtp",
-                                                                "reject", "none"};
+inline constexpr std::array<std::string_view, 6> kRouteNames = {"maildir", "smarthost", "lmtp",
+                                                                "reject",  "mx",        "none"};
 [[nodiscard]] inline std::string_view RouteName(Route route) {
   return kRouteNames[static_cast<size_t>(route)];
 }
@@ -86,6 +87,17 @@ enum class Reason : uint8_t {
   kMaildirFull,       // ENOSPC or EDQUOT.
   kMaildirRefused,    // + why (the mailbox, relative to its root, would leave it).
   kMaildirError,      // Permissions, I/O: an operator can fix it; the cause goes to the log.
+  // MX resolution (queue/delivery/mx.h), each + the domain (and what failed):
+  kNullMx,           // RFC 7505: the domain accepts no mail. 556 5.1.10.
+  kNoSuchDomain,     // NXDOMAIN for the domain. 550 5.1.2.
+  kDnsTemporary,     // SERVFAIL, timeout, ... for the domain or its every MX host. 451 4.4.3.
+  kMxLoop,           // The best MX is this relay (its names or addresses). 550 5.4.6.
+  kNoMxAddress,      // No MX host (or the implicit MX) has an address of the allowed family.
+  kHostUnresolved,   // A smarthost or LMTP host name with no address (for now). 451 4.4.3.
+  // Shaping (queue/delivery/destinations.h):
+  kSuspended,        // The destination is suspended (+ until when and why). 451 4.4.5.
+  kBouncedByRule,    // A [[shaping.reply]] rule bounced the destination's queue (+ the reply).
+  kWarmupCap,        // Every source of the pool is at its warm-up cap for the destination.
 };
 
 // The row of `reason`, its text followed by `more`.

@@ -1,0 +1,2 @@
+// queue/delivery/destinations_test.cc — tests of destinations.h. (Contract placeholder.)
+#include "queue/delivery/destinations.h"

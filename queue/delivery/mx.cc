@@ -1,0 +1,2 @@
+// queue/delivery/mx.cc — see mx.h. (Contract placeholder: the implementation lands next.)
+#include "queue/delivery/mx.h"

@@ -1,0 +1,2 @@
+// queue/delivery/sources.cc — see sources.h. (Contract placeholder: the implementation lands next.)
+#include "queue/delivery/sources.h"
