@@ -38,8 +38,12 @@
 #include "protocols/dns/resolver.h"
 #include "protocols/smtp/server_session.h"
 #include "protocols/tls/tls.h"
+#include "queue/delivery/bounce_class.h"
 #include "queue/delivery/delivery.h"
+#include "queue/delivery/destinations.h"
+#include "queue/delivery/mx.h"
 #include "queue/delivery/pools.h"
+#include "queue/delivery/sources.h"
 #include "queue/routing/router.h"
 #include "queue/scheduler/scheduler.h"
 #include "queue/spool/spool.h"
@@ -82,6 +86,16 @@ struct ShardOptions {
   // Every shard's block, for the metrics endpoint (shard 0). Must outlive the shards.
   const std::vector<const ShardMetrics*>* all_metrics = nullptr;
   uint32_t recipients_per_transaction_max = 100;
+  // MX delivery (docs/mx-delivery.md): [mx] (self_names and self_addresses with [server]
+  // hostname and the listen addresses added by the wiring), [shaping] with its rules, the
+  // [[source]] and [[source_pool]] tables. Each shard makes its own resolver, destinations and
+  // sources from these.
+  delivery::MxOptions mx;
+  delivery::ShapingOptions shaping;
+  delivery::SourceOptions sources;
+  // [bounce] class rules: one classifier made at start, immutable, shared read-only by every
+  // shard and delivery worker. Null: the shipped rules are not applied (tests).
+  const delivery::BounceClassifier* bounce_classifier = nullptr;
   uint32_t maildir_directories_known_max = 16384;  // Per delivery worker (DurableDirs bound).
   uint64_t delay_warning_ms = 4ull * 3600 * 1000;  // RFC 3461 NOTIFY=DELAY reports; 0: never.
   std::string log_file;                            // Reopened by shard 0 on SIGUSR1; empty: stdout.
