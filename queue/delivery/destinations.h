@@ -55,6 +55,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "core/base/clock.h"
 #include "queue/delivery/mx.h"
 #include "queue/delivery/status.h"
@@ -65,8 +66,8 @@ namespace relais::delivery {
 using DestinationId = uint32_t;  // 0: not known.
 
 struct Rate {
-  uint32_t count = 0;       // 0: no limit.
-  uint64_t per_ms = 1000;   // 1000 (second), 60 000 (minute) or 3 600 000 (hour).
+  uint32_t count = 0;      // 0: no limit.
+  uint64_t per_ms = 1000;  // 1000 (second), 60 000 (minute) or 3 600 000 (hour).
   // "100/s", "600/min", "10000/h", "0"; nullopt for anything else.
   [[nodiscard]] static std::optional<Rate> Parse(std::string_view text);
   [[nodiscard]] std::string ToString() const;
@@ -109,8 +110,8 @@ inline constexpr std::array<std::string_view, 3> kReplyActionWords = {"backoff",
 struct ShapingOptions {
   Limits defaults;
   bool adaptive = true;
-  uint64_t backoff_ms = 60'000;       // Quiet period after a halving.
-  uint32_t recover_after = 20;        // Deliveries in a row before one step up.
+  uint64_t backoff_ms = 60'000;        // Quiet period after a halving.
+  uint32_t recover_after = 20;         // Deliveries in a row before one step up.
   uint32_t rate_floor_per_minute = 6;  // The rate never backs off below this.
   std::vector<ShapingRule> rules;
   std::vector<ReplyRule> replies;
@@ -129,9 +130,9 @@ struct DestinationView {
   std::string name;    // For people: the first MX host, the domain, or the route's first host.
   std::string domain;  // The recipient domain it was first made for.
   DestinationState state = DestinationState::kActive;
-  std::string reason;             // Why it is backing off or suspended; empty when active.
-  uint64_t suspended_until_ms = 0;  // Monotonic; kSuspended only.
-  Limits configured;              // From the rules.
+  std::string reason;                // Why it is backing off or suspended; empty when active.
+  uint64_t suspended_until_ms = 0;   // Monotonic; kSuspended only.
+  Limits configured;                 // From the rules.
   uint32_t connections_allowed = 0;  // Now (adaptive).
   Rate rate_allowed;                 // Now (adaptive).
   uint32_t in_flight = 0;            // Attempts admitted and not yet released.
@@ -166,8 +167,13 @@ class DestinationControl {
 
 class Destinations final : public scheduler::Gate, public DestinationControl {
  public:
+  // A reply rule whose pattern does not compile never matches (Validate reports it first).
   Destinations(ShapingOptions options, const base::Clock& clock);
   ~Destinations();
+
+  // What the config schema checks: every [[shaping.reply]] pattern compiles as RE2 (the
+  // error names the rule's index and its pattern), no rule scope is malformed.
+  [[nodiscard]] static absl::Status Validate(const ShapingOptions& options);
   Destinations(const Destinations&) = delete;
   Destinations& operator=(const Destinations&) = delete;
 
@@ -210,8 +216,12 @@ class Destinations final : public scheduler::Gate, public DestinationControl {
   [[nodiscard]] std::vector<DestinationView> All() const;
   [[nodiscard]] std::vector<DestinationView> Top(size_t top, DestinationView* rest) const;
   [[nodiscard]] size_t size() const;
-  // Forgets idle destinations (see the header comment); once per loop turn is cheap.
-  void Sweep();
+  // sizeof the fixed record of one destination (the memory test and the bench report it).
+  [[nodiscard]] static size_t EntryBytes();
+  // Forgets idle destinations (see the header comment); once per loop turn is cheap (a full
+  // pass runs at most every idle_forget_ms / 10). The ids forgotten are appended to
+  // `forgotten` when given (Sources::Forget them: ids are reused).
+  void Sweep(std::vector<DestinationId>* forgotten = nullptr);
 
   // DestinationControl.
   [[nodiscard]] uint32_t ConnectionsAllowed(DestinationId id) const override;
@@ -224,20 +234,55 @@ class Destinations final : public scheduler::Gate, public DestinationControl {
  private:
   struct Entry;
   struct Compiled;  // The reply rules' RE2s.
+  // What the matching rules make of a destination, shared by every destination the same
+  // rules match (few: bounded by the rule combinations in use).
+  struct Profile {
+    Limits limits;
+    bool adaptive = true;
+    std::vector<uint16_t> replies;  // The reply rules whose scope covers it, in order.
+  };
+  struct Wake {
+    uint64_t at_ms;
+    DestinationId id;
+    bool operator>(const Wake& other) const { return at_ms > other.at_ms; }
+  };
+
+  Entry* Get(DestinationId id) const;
+  Entry* Lookup(std::string_view key_or_name) const;
+  uint32_t ProfileFor(std::string_view domain, const std::vector<MxHost>& hosts);
+  void Refill(Entry& entry, uint64_t now_ms) const;
+  void Park(DestinationId id, Entry& entry, uint64_t at_ms);
+  void WakeNow(DestinationId id, Entry& entry);
+  void Backoff(Entry& entry, std::string_view reason, uint64_t now_ms);
+  void SetRate(Entry& entry, Rate rate) const;
+  DestinationView MakeView(DestinationId id, const Entry& entry) const;
+  bool Idle(const Entry& entry, uint64_t now_ms) const;
+  void Erase(DestinationId id);
 
   const ShapingOptions options_;
   const base::Clock& clock_;
   std::unique_ptr<Compiled> compiled_;
-  std::vector<std::unique_ptr<Entry>> entries_;  // By id - 1; null: free.
-  std::unordered_map<std::string, DestinationId> by_key_;
+  std::vector<Profile> profiles_;
+  std::unordered_map<std::string, uint32_t> profile_by_rules_;  // Matched rule indices.
+  std::vector<std::unique_ptr<Entry>> entries_;                 // By id - 1; null: free.
+  std::unordered_map<std::string_view, DestinationId> by_key_;  // Views of Entry::key.
   std::vector<DestinationId> free_ids_;
+  size_t live_ = 0;
   std::vector<DestinationId> woken_;
+  std::vector<Wake> wakes_;  // A min-heap by time; stale ones are skipped.
   std::vector<DestinationId> bounced_;
+  std::vector<DestinationId> forgotten_;  // By a sweep Intern ran, until the next Sweep.
+  uint64_t next_sweep_ms_ = 0;
 };
 
 // Whether `rule`'s scope (domain pattern and mx_suffix) covers a destination made for
 // `domain` with MX hosts `hosts`. Exposed for tests and relaisctl.
 [[nodiscard]] bool RuleMatches(std::string_view rule_domain, std::string_view rule_mx_suffix,
                                std::string_view domain, const std::vector<MxHost>& hosts);
+
+// Whether a reply says the receiver wants us to slow down (the adaptive shaping's signal): a
+// 421, or a 4xx reply whose enhanced code is 4.7.x or whose text is one of the shipped
+// rate-limit phrases (case-insensitive). Exposed for tests and the bounce classes.
+[[nodiscard]] bool IsThrottleReply(uint16_t code, std::string_view enhanced, std::string_view text);
 
 }  // namespace relais::delivery
