@@ -228,7 +228,9 @@ struct Destinations::Entry {
   std::string reason;      // Of the suspension, else of the backoff.
   std::string last_reply;  // Capped at kTextBytesMax.
   uint64_t credit = 0;     // The rate's bucket (DepthCredit).
-  Rate rate;               // Allowed now.
+  // The rate allowed now, as two words (a Rate pads to 16 bytes); per_ms is at most an hour.
+  uint32_t rate_count = 0;
+  uint32_t rate_per_ms = 1000;
   uint64_t refilled_ms = 0;
   uint64_t quiet_until_ms = 0;      // No halving before (the adaptive quiet period).
   uint64_t suspended_until_ms = 0;  // 0: not suspended; kForever: until resumed.
@@ -247,6 +249,12 @@ struct Destinations::Entry {
   bool parked = false;
   bool backing_off = false;
   bool bounce_pending = false;
+
+  [[nodiscard]] Rate rate() const { return Rate{rate_count, rate_per_ms}; }
+  void SetRateFields(const Rate& rate) {
+    rate_count = rate.count;
+    rate_per_ms = static_cast<uint32_t>(std::min<uint64_t>(rate.per_ms, kHourMs));
+  }
 };
 
 struct Destinations::Compiled {
@@ -386,7 +394,7 @@ DestinationId Destinations::Intern(std::string_view key, std::string_view domain
     return it->second;
   }
   if (live_ >= options_.destinations_max) {
-    Sweep();
+    Sweep(&forgotten_);  // Handed on by the next Sweep(&forgotten).
     if (live_ >= options_.destinations_max) {
       return 0;
     }
@@ -398,7 +406,7 @@ DestinationId Destinations::Intern(std::string_view key, std::string_view domain
   entry->profile = ProfileFor(domain, hosts);
   const Limits& limits = profiles_[entry->profile].limits;
   entry->connections_allowed = std::max<uint32_t>(1, limits.connections_max);
-  entry->rate = limits.rate;
+  entry->SetRateFields(limits.rate);
   entry->credit = DepthCredit(limits.rate);
   entry->refilled_ms = now;
   entry->used_ms = now;
@@ -421,16 +429,16 @@ DestinationId Destinations::Intern(std::string_view key, std::string_view domain
 bool Destinations::Known(DestinationId id) const { return Get(id) != nullptr; }
 
 void Destinations::Refill(Entry& entry, uint64_t now_ms) const {
-  if (entry.rate.count == 0) {
+  if (entry.rate_count == 0) {
     entry.refilled_ms = now_ms;
     return;
   }
   if (now_ms > entry.refilled_ms) {
-    const uint64_t depth = DepthCredit(entry.rate);
+    const uint64_t depth = DepthCredit(entry.rate());
     const uint64_t elapsed = now_ms - entry.refilled_ms;
-    entry.credit = elapsed > depth / entry.rate.count
+    entry.credit = elapsed > depth / entry.rate_count
                        ? depth
-                       : std::min(depth, entry.credit + elapsed * entry.rate.count);
+                       : std::min(depth, entry.credit + elapsed * entry.rate_count);
   }
   entry.refilled_ms = now_ms;
 }
@@ -474,14 +482,14 @@ bool Destinations::Admit(uint32_t id) {
     Park(id, *entry, 0);
     return false;
   }
-  if (entry->rate.count != 0) {
+  if (entry->rate_count != 0) {
     Refill(*entry, now);
-    if (entry->credit < entry->rate.per_ms) {
-      const uint64_t missing = entry->rate.per_ms - entry->credit;
-      Park(id, *entry, now + (missing + entry->rate.count - 1) / entry->rate.count);
+    if (entry->credit < entry->rate_per_ms) {
+      const uint64_t missing = entry->rate_per_ms - entry->credit;
+      Park(id, *entry, now + (missing + entry->rate_count - 1) / entry->rate_count);
       return false;
     }
-    entry->credit -= entry->rate.per_ms;
+    entry->credit -= entry->rate_per_ms;
   }
   entry->parked = false;
   entry->wake_ms = 0;
@@ -627,7 +635,7 @@ DestinationView Destinations::MakeView(DestinationId id, const Entry& entry) con
   }
   view.configured = profiles_[entry.profile].limits;
   view.connections_allowed = entry.connections_allowed;
-  view.rate_allowed = Readable(entry.rate);
+  view.rate_allowed = Readable(entry.rate());
   view.in_flight = entry.in_flight;
   view.connections = entry.connections;
   view.queued = entry.queued;
@@ -721,6 +729,12 @@ void Destinations::Erase(DestinationId id) {
 }
 
 void Destinations::Sweep(std::vector<DestinationId>* forgotten) {
+  if (forgotten != &forgotten_) {
+    if (forgotten != nullptr) {
+      forgotten->insert(forgotten->end(), forgotten_.begin(), forgotten_.end());
+    }
+    forgotten_.clear();
+  }
   const uint64_t now = clock_.MonotonicMs();
   if (now < next_sweep_ms_) {
     return;
@@ -777,13 +791,13 @@ void Destinations::SetRate(Entry& entry, Rate rate) const {
   // Keep the tokens the bucket held (in the new unit), within the new depth; a destination
   // that had no rate starts with a full bucket.
   const uint64_t depth = DepthCredit(rate);
-  if (entry.rate.count == 0 || rate.count == 0) {
+  if (entry.rate_count == 0 || rate.count == 0) {
     entry.credit = depth;
   } else {
-    const long double tokens = static_cast<long double>(entry.credit) / entry.rate.per_ms;
+    const long double tokens = static_cast<long double>(entry.credit) / entry.rate_per_ms;
     entry.credit = std::min(depth, static_cast<uint64_t>(tokens * rate.per_ms));
   }
-  entry.rate = rate;
+  entry.SetRateFields(rate);
 }
 
 void Destinations::Backoff(Entry& entry, std::string_view reason, uint64_t now_ms) {
@@ -795,7 +809,7 @@ void Destinations::Backoff(Entry& entry, std::string_view reason, uint64_t now_m
   Refill(entry, now_ms);
   entry.connections_allowed = std::max<uint32_t>(1, entry.connections_allowed / 2);
   const uint64_t floor = static_cast<uint64_t>(options_.rate_floor_per_minute) * 60;
-  uint64_t per_hour = PerHour(entry.rate);
+  uint64_t per_hour = PerHour(entry.rate());
   if (per_hour == 0) {
     // No rate yet: start from what it took recently (deliveries in the last full window, or
     // this one so far). Nothing delivered lately: nothing to derive a rate from, the halved
@@ -915,7 +929,7 @@ void Destinations::OnDelivered(DestinationId id) {
   }
   const uint64_t reference = entry->rate_reference_per_hour;
   const uint64_t step = std::max<uint64_t>(1, reference / 10);
-  const uint64_t now_per_hour = PerHour(entry->rate);
+  const uint64_t now_per_hour = PerHour(entry->rate());
   bool rate_done = true;
   if (now_per_hour != 0) {
     if (now_per_hour + step >= reference) {

@@ -271,6 +271,7 @@ class Destinations final : public scheduler::Gate, public DestinationControl {
   std::vector<DestinationId> woken_;
   std::vector<Wake> wakes_;  // A min-heap by time; stale ones are skipped.
   std::vector<DestinationId> bounced_;
+  std::vector<DestinationId> forgotten_;  // By a sweep Intern ran, until the next Sweep.
   uint64_t next_sweep_ms_ = 0;
 };
 

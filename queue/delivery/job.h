@@ -28,7 +28,8 @@ struct Item {
   std::string address;  // The recipient.
   Route route = Route::kMaildir;
   int32_t destination = -1;  // Route index of a smarthost/lmtp/mx recipient.
-  // Its DestinationId (destinations.h) once resolved; 0 before, and for Maildir recipients.
+  // Its DestinationId (destinations.h) once its next hops are resolved (Delivery, before any
+  // body is read); 0 before, for Maildir recipients, and for one decided by the resolution.
   uint32_t dest = 0;
   // The class of a result that is not a delivery (bounce_class.h), set where the job ends.
   BounceClass bounce_class = BounceClass::kNone;
