@@ -1075,11 +1075,9 @@ bool Pools::idle() const {
                      [](const auto& p) { return p.second->queue.empty(); });
 }
 
-void PoolsOutbound::Submit(int32_t destination, uint64_t task_id, smtp::OutgoingMessage message) {
-  RELAIS_CHECK(destination >= 0 && static_cast<size_t>(destination) < destinations_.size());
-  const std::optional<Destination>& d = destinations_[static_cast<size_t>(destination)];
-  RELAIS_CHECK(d.has_value()) << "a network route without a destination";
-  pools_.Submit(*d, PoolTask{task_id, std::move(message)});
+void PoolsOutbound::Submit(const Destination& destination, uint64_t task_id,
+                           smtp::OutgoingMessage message) {
+  pools_.Submit(destination, PoolTask{task_id, std::move(message)});
 }
 
 }  // namespace relais::delivery

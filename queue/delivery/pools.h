@@ -287,17 +287,16 @@ class Pools {
   std::unordered_map<std::string, uint64_t> plaintext_until_;
 };
 
-// The delivery side's way out (Outbound): a route index names the destination whose pool on
-// this shard sends the task. Both references must outlive it.
+// The delivery side's way out (Outbound): the Destination Delivery hands over (its book's, or
+// a route template) names the pool on this shard that sends the task. The pools outlive it.
 class PoolsOutbound final : public Outbound {
  public:
-  PoolsOutbound(Pools& pools, const std::vector<std::optional<Destination>>& destinations)
-      : pools_(pools), destinations_(destinations) {}
-  void Submit(int32_t destination, uint64_t task_id, smtp::OutgoingMessage message) override;
+  explicit PoolsOutbound(Pools& pools) : pools_(pools) {}
+  void Submit(const Destination& destination, uint64_t task_id,
+              smtp::OutgoingMessage message) override;
 
  private:
   Pools& pools_;
-  const std::vector<std::optional<Destination>>& destinations_;
 };
 
 }  // namespace relais::delivery

@@ -88,8 +88,9 @@ absl::StatusOr<std::unique_ptr<ShardCore>> ShardCore::Create(const ShardOptions&
     return contexts.status();
   }
   c.pools_->UseTls(std::move(*contexts));
-  c.outbound_ = std::make_unique<delivery::PoolsOutbound>(*c.pools_, *options.destinations);
+  c.outbound_ = std::make_unique<delivery::PoolsOutbound>(*c.pools_);
   delivery::DeliveryOptions delivery_options;
+  delivery_options.next_hops.routes = options.destinations;  // Resolved at start (egress).
   delivery_options.plan.shard = options.index;
   delivery_options.plan.pid = env.pid;
   delivery_options.plan.hostname = options.session.hostname;
