@@ -110,7 +110,9 @@ struct Pools::Link final : net::StreamSession, net::StreamPumpOwner {
   bool connect_failed = false;     // No socket, no bind, or the connect timed out.
   bool lost = false;               // Our side ended the session (Lost).
   bool close_fed = false;          // The session's closing reply went to the control.
-  std::string last_fed;            // The last reply fed to the control.
+  // The last reply fed to the control in this transaction (a refusal that closes the session
+  // is every recipient's result and the session's error: fed once).
+  std::string last_fed;
   bool connecting = false;
   bool ever_ready = false;
   bool quitting = false;  // QUIT queued: the pump closes once it is sent.
@@ -753,6 +755,9 @@ void Pools::Process(Link& link) {
     } else if (unstarted) {
       Requeue(pool, std::move(*unstarted));
     }
+    // A rule's verdict on the reply goes first: the queue (this task with it) is deferred or
+    // bounced as the rule says, not as a failed next hop.
+    Act(pool, action, link.session.error());
     if (may_fallback) {
       // Remembered (TlsFailed): the task goes at once to a fresh plaintext connection to the
       // same next hop, which is not counted as down.
@@ -771,7 +776,6 @@ void Pools::Process(Link& link) {
         DeferQueue(pool, NoNextHop(pool));
       }
     }
-    Act(pool, action, link.session.error());
     BeginClose(link);
     if (!pool.queue.empty()) {
       MarkPending(pool);
@@ -802,6 +806,7 @@ void Pools::Process(Link& link) {
     }
     if (link.task && !link.task_begun) {
       link.task_begun = true;
+      link.last_fed.clear();  // Each transaction's replies are fed.
       link.session.Begin(link.task->task.message);
       counters_.converted_7bit += link.session.converted_7bit() ? 1 : 0;
       counters_.not_convertible += link.session.not_convertible() ? 1 : 0;
