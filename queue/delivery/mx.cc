@@ -174,7 +174,7 @@ const dns::Answer* MxEvaluation::Find(const dns::Question& question) const {
 
 MxEvaluation::State MxEvaluation::Need(std::vector<dns::Question> questions) {
   for (const dns::Question& question : questions) {
-    if (asked_.try_emplace(AnswerKey(question), true).second) {
+    if (asked_.insert(AnswerKey(question)).second) {
       ++questions_;
     }
   }
@@ -524,9 +524,14 @@ void NextHopResolver::Record(const std::string& key, const MxEvaluation& evaluat
       case Reason::kMxLoop:
         ++stats_.loops;
         break;
+      case Reason::kNoMxAddress:
+        ++stats_.no_address;
+        break;
       default:
         break;
     }
+  } else {
+    ++stats_.ok;
   }
   const Resolution& resolution = evaluation.result();
   if (resolution.ttl_seconds == 0 || options_.cache_entries_max == 0) {
