@@ -83,8 +83,8 @@ inline constexpr std::array<std::string_view, 4> kIpFamilyWords = {"any", "ipv4"
 struct MxOptions {
   IpFamily family = IpFamily::kAny;
   uint16_t port = 25;                   // The port of every MX host ([mx] port; tests: a sink's).
-  uint32_t mx_records_max = 10;         // MX records used per domain, the best first.
-  uint32_t addresses_per_host_max = 4;  // Addresses kept per host (per family).
+  uint32_t mx_records_max = 10;         // MX records used per domain, the best first (0: 1).
+  uint32_t addresses_per_host_max = 4;  // Addresses kept per host (per family) (0: 1).
   // This relay, for the loop check: its names (besides [server] hostname, which the wiring
   // adds) and its addresses (besides the listen addresses, which the wiring adds).
   std::vector<std::string> self_names;

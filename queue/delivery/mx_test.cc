@@ -373,6 +373,8 @@ TEST_F(MxTest, MxRecordsMaxBoundsTheQuestions) {
             (std::vector<std::string>{"mx49.example.net", "mx48.example.net", "mx47.example.net"}));
   EXPECT_EQ(questions_, 1u + 2u * 3u);
   EXPECT_EQ(zone_.asked.size(), 7u);
+  options_.mx_records_max = 0;  // Read as 1: never an empty candidate list.
+  EXPECT_EQ(Names(Resolve("example.com")), std::vector<std::string>{"mx49.example.net"});
 }
 
 TEST_F(MxTest, InvalidExchangeNamesSkipped) {
