@@ -174,7 +174,7 @@ const dns::Answer* MxEvaluation::Find(const dns::Question& question) const {
 
 MxEvaluation::State MxEvaluation::Need(std::vector<dns::Question> questions) {
   for (const dns::Question& question : questions) {
-    if (asked_.try_emplace(AnswerKey(question), true).second) {
+    if (asked_.insert(AnswerKey(question)).second) {
       ++questions_;
     }
   }
@@ -243,8 +243,9 @@ MxEvaluation::State MxEvaluation::OnMxAnswer(const dns::Answer& answer) {
   if (kept.empty()) {
     return Fail(self ? Reason::kMxLoop : Reason::kNoMxAddress);
   }
-  if (kept.size() > options_->mx_records_max) {
-    kept.resize(options_->mx_records_max);
+  const size_t records_max = std::max<uint32_t>(options_->mx_records_max, 1);  // 0: as 1.
+  if (kept.size() > records_max) {
+    kept.resize(records_max);
   }
   candidates_ = std::move(kept);
   stage_ = Stage::kHosts;
@@ -276,9 +277,10 @@ MxEvaluation::State MxEvaluation::RunHosts() {
         continue;
       }
       const uint8_t family = type == dns::RecordType::kA ? AF_INET : AF_INET6;
+      const uint32_t taken_max = std::max<uint32_t>(options_->addresses_per_host_max, 1);
       uint32_t taken = 0;
       for (const mail::IpAddress& address : answer.addresses) {
-        if (address.family != family || taken >= options_->addresses_per_host_max) {
+        if (address.family != family || taken >= taken_max) {
           continue;
         }
         if (!host_only_ && IsSelfAddress(address) && (!self || host.preference < *self)) {
@@ -524,9 +526,14 @@ void NextHopResolver::Record(const std::string& key, const MxEvaluation& evaluat
       case Reason::kMxLoop:
         ++stats_.loops;
         break;
+      case Reason::kNoMxAddress:
+        ++stats_.no_address;
+        break;
       default:
         break;
     }
+  } else {
+    ++stats_.ok;
   }
   const Resolution& resolution = evaluation.result();
   if (resolution.ttl_seconds == 0 || options_.cache_entries_max == 0) {

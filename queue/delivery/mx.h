@@ -58,6 +58,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "core/base/clock.h"
@@ -82,8 +83,8 @@ inline constexpr std::array<std::string_view, 4> kIpFamilyWords = {"any", "ipv4"
 struct MxOptions {
   IpFamily family = IpFamily::kAny;
   uint16_t port = 25;                   // The port of every MX host ([mx] port; tests: a sink's).
-  uint32_t mx_records_max = 10;         // MX records used per domain, the best first.
-  uint32_t addresses_per_host_max = 4;  // Addresses kept per host (per family).
+  uint32_t mx_records_max = 10;         // MX records used per domain, the best first (0: 1).
+  uint32_t addresses_per_host_max = 4;  // Addresses kept per host (per family) (0: 1).
   // This relay, for the loop check: its names (besides [server] hostname, which the wiring
   // adds) and its addresses (besides the listen addresses, which the wiring adds).
   std::vector<std::string> self_names;
@@ -161,7 +162,7 @@ class MxEvaluation {
   Stage stage_ = Stage::kStart;
   std::vector<dns::Question> needed_;
   std::unordered_map<std::string, dns::Answer> answers_;  // By "type name".
-  std::unordered_map<std::string, bool> asked_;           // Keys ever put in needed_.
+  std::unordered_set<std::string> asked_;                 // Keys ever put in needed_.
   Resolution result_;
   std::optional<Reason> reason_;
   uint32_t questions_ = 0;
@@ -198,14 +199,18 @@ class ResolverDns final : public Dns {
   dns::Resolver& resolver_;
 };
 
+// lookups counts every ResolveMx/ResolveHost call; the results below count finished
+// evaluations (a cache hit or a joined request is not counted again).
 struct NextHopResolverStats {
   uint64_t lookups = 0;
   uint64_t cache_hits = 0;
   uint64_t evaluations = 0;  // Evaluations started (joined requests are not counted again).
   uint64_t null_mx = 0;
   uint64_t nxdomain = 0;
-  uint64_t temporary = 0;
+  uint64_t temporary = 0;  // kDnsTemporary and kHostUnresolved.
   uint64_t loops = 0;
+  uint64_t ok = 0;
+  uint64_t no_address = 0;
 };
 
 // Lifetime: the resolver may be destroyed with lookups in flight, before or after its Dns.

@@ -2,7 +2,12 @@
 // NextHopResolver over a fake Dns with a fake clock.
 #include "queue/delivery/mx.h"
 
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <map>
 #include <memory>
@@ -368,6 +373,8 @@ TEST_F(MxTest, MxRecordsMaxBoundsTheQuestions) {
             (std::vector<std::string>{"mx49.example.net", "mx48.example.net", "mx47.example.net"}));
   EXPECT_EQ(questions_, 1u + 2u * 3u);
   EXPECT_EQ(zone_.asked.size(), 7u);
+  options_.mx_records_max = 0;  // Read as 1: never an empty candidate list.
+  EXPECT_EQ(Names(Resolve("example.com")), std::vector<std::string>{"mx49.example.net"});
 }
 
 TEST_F(MxTest, InvalidExchangeNamesSkipped) {
@@ -769,9 +776,187 @@ TEST_F(NextHopTest, StatsCountResults) {
   EXPECT_EQ(ResolveNow("loop.example").failure.enhanced, "5.4.6");
   EXPECT_EQ(ResolveNow("nowhere.example").failure.enhanced, "5.1.2");
   const NextHopResolverStats& stats = resolver_->stats();
+  dns_.zone.Set(RecordType::kMx, "dark.example", Mx({{10, "nowhere.example"}}));
+  EXPECT_EQ(ResolveNow("dark.example").failure.enhanced, "5.4.4");
+  EXPECT_TRUE(ResolveNow("example.com").ok());
+  EXPECT_TRUE(ResolveNow("example.com").ok());  // A cache hit: no result counted again.
   EXPECT_EQ(stats.loops, 1u);
   EXPECT_EQ(stats.nxdomain, 1u);
-  EXPECT_EQ(stats.lookups, 2u);
+  EXPECT_EQ(stats.no_address, 1u);
+  EXPECT_EQ(stats.ok, 1u);
+  EXPECT_EQ(stats.lookups, 5u);
+  EXPECT_EQ(stats.cache_hits, 1u);
+  EXPECT_EQ(stats.evaluations, 4u);
+}
+
+// --- ResolverDns over the shard's dns::Resolver ------------------------------------------------
+
+// poll() over the resolver's sockets: a shard loop in miniature.
+struct PollLoop final : dns::SocketWatcher {
+  std::map<int, short> watched;
+  void Watch(int fd, bool readable, bool writable) override {
+    if (!readable && !writable) {
+      watched.erase(fd);
+    } else {
+      watched[fd] = static_cast<short>((readable ? POLLIN : 0) | (writable ? POLLOUT : 0));
+    }
+  }
+  void RunUntil(dns::Resolver& r, const std::function<bool()>& done) {
+    for (int turns = 0; !done() && turns < 1000; ++turns) {
+      std::vector<pollfd> fds;
+      for (const auto& [fd, events] : watched) {
+        fds.push_back({fd, events, 0});
+      }
+      const int64_t timeout = r.TimeoutMs();
+      poll(fds.data(), fds.size(), timeout < 0 ? 100 : static_cast<int>(timeout));
+      for (const pollfd& p : fds) {
+        if ((p.revents & (POLLIN | POLLERR | POLLHUP)) != 0) {
+          r.OnReadable(p.fd);
+        }
+        if ((p.revents & POLLOUT) != 0) {
+          r.OnWritable(p.fd);
+        }
+      }
+      r.OnTimer();
+    }
+  }
+};
+
+// dnsmasq on a loopback port (skipped when it is not installed), as protocols/dns's tests run it.
+class ResolverDnsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const char* dnsmasq = "/usr/sbin/dnsmasq";
+    if (access(dnsmasq, X_OK) != 0) {
+      GTEST_SKIP() << "dnsmasq is not installed";
+    }
+    for (int attempt = 0; attempt < 5 && resolver_ == nullptr; ++attempt) {
+      Start(dnsmasq);
+    }
+    ASSERT_NE(resolver_, nullptr) << "dnsmasq did not start";
+  }
+  void Start(const char* dnsmasq) {
+    const int probe = socket(AF_INET, SOCK_DGRAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof(a);
+    (void)bind(probe, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+    (void)getsockname(probe, reinterpret_cast<sockaddr*>(&a), &length);
+    const uint16_t port = ntohs(a.sin_port);
+    close(probe);
+    pid_ = fork();
+    if (pid_ == 0) {
+      const std::string port_flag = "--port=" + std::to_string(port);
+      execl(dnsmasq, dnsmasq, "--no-daemon", port_flag.c_str(), "--listen-address=127.0.0.1",
+            "--bind-interfaces", "--no-resolv", "--no-hosts", "--conf-file=/dev/null",
+            "--pid-file=", "--local=/test/", "--local-ttl=60", "--mx-host=m.test,mx.m.test,10",
+            "--host-record=mx.m.test,192.0.2.1", "--host-record=a.test,192.0.2.2",
+            static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    dns::ResolverOptions options;
+    options.servers = {"127.0.0.1:" + std::to_string(port)};
+    options.timeout_ms = 300;
+    auto created = dns::Resolver::Create(options, loop_, clock_);
+    ASSERT_TRUE(created.ok()) << created.status();
+    std::unique_ptr<dns::Resolver> resolver = std::move(*created);
+    for (int i = 0; i < 100; ++i) {  // Until our dnsmasq answers with our record.
+      std::optional<dns::Answer> got;
+      resolver->Resolve({"a.test", RecordType::kA},
+                        [&](const dns::Answer& answer) { got = answer; });
+      loop_.RunUntil(*resolver, [&] { return got.has_value(); });
+      if (got && got->status == AnswerStatus::kOk) {
+        // Forget that answer: the tests below start from an empty cache.
+        clock_.AdvanceMs(61'000);
+        resolver_ = std::move(resolver);
+        return;
+      }
+      if (waitpid(pid_, nullptr, WNOHANG) == pid_) {
+        pid_ = -1;  // It could not bind: try another port.
+        return;
+      }
+      usleep(20'000);
+    }
+    Stop();
+  }
+  void Stop() {
+    if (pid_ > 0) {
+      kill(pid_, SIGTERM);
+      waitpid(pid_, nullptr, 0);
+      pid_ = -1;
+    }
+  }
+  void TearDown() override {
+    resolver_.reset();
+    Stop();
+  }
+  // The resolution of `domain`, driving the loop until the callback ran.
+  Resolution Resolve(NextHopResolver& resolver, std::string_view domain, bool* at_once) {
+    std::optional<Resolution> later;
+    std::optional<Resolution> now =
+        resolver.ResolveMx(domain, [&](const Resolution& r) { later = r; });
+    *at_once = now.has_value();
+    if (now) {
+      return *now;
+    }
+    loop_.RunUntil(*resolver_, [&] { return later.has_value(); });
+    EXPECT_TRUE(later.has_value());
+    return later.value_or(Resolution{});
+  }
+
+  pid_t pid_ = -1;
+  PollLoop loop_;
+  base::FakeClock clock_;
+  base::Random random_{3};
+  MxOptions options_;
+  std::unique_ptr<dns::Resolver> resolver_;
+};
+
+TEST_F(ResolverDnsTest, ResolvesOnTheShardResolverThenFromItsCache) {
+  ResolverDns dns(*resolver_);
+  NextHopResolver resolver(options_, dns, clock_, random_);
+  bool at_once = true;
+  Resolution r = Resolve(resolver, "m.test", &at_once);
+  EXPECT_FALSE(at_once);
+  ASSERT_TRUE(r.ok()) << r.failure.Text();
+  EXPECT_EQ(r.key, "mx.m.test");
+  EXPECT_EQ(r.hosts[0].preference, 10);
+  EXPECT_EQ(AddressTexts(r.hosts[0]), std::vector<std::string>{"192.0.2.1"});
+  r = Resolve(resolver, "a.test", &at_once);  // No MX: the implicit MX.
+  ASSERT_TRUE(r.ok()) << r.failure.Text();
+  EXPECT_TRUE(r.implicit);
+  EXPECT_EQ(AddressTexts(r.hosts[0]), std::vector<std::string>{"192.0.2.2"});
+  EXPECT_EQ(Resolve(resolver, "nothing.test", &at_once).failure.enhanced, "5.1.2");
+  // Another shard-side resolver with an empty cache: the DNS cache answers every question.
+  NextHopResolver fresh(options_, dns, clock_, random_);
+  const uint64_t sent = resolver_->stats().queries_sent;
+  r = Resolve(fresh, "m.test", &at_once);
+  EXPECT_TRUE(at_once);
+  EXPECT_EQ(r.key, "mx.m.test");
+  EXPECT_EQ(resolver_->stats().queries_sent, sent);
+}
+
+TEST(ResolverDns, DeadServerIsATemporaryFailureLater) {
+  PollLoop loop;
+  base::FakeClock clock;
+  base::Random random(1);
+  dns::ResolverOptions o;
+  o.servers = {"127.0.0.1:9"};  // Nothing answers there.
+  o.timeout_ms = 100;
+  o.tries = 1;
+  auto dead = dns::Resolver::Create(o, loop, clock);
+  ASSERT_TRUE(dead.ok());
+  ResolverDns dns(**dead);
+  MxOptions options;
+  NextHopResolver resolver(options, dns, clock, random);
+  std::optional<Resolution> got;
+  EXPECT_FALSE(
+      resolver.ResolveMx("example.com", [&](const Resolution& r) { got = r; }).has_value());
+  loop.RunUntil(**dead, [&] { return got.has_value(); });
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->failure.enhanced, "4.4.3");
+  EXPECT_EQ(resolver.cached(), 0u);
 }
 
 }  // namespace
