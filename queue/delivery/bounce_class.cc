@@ -165,16 +165,19 @@ constexpr ShippedRule kShipped[] = {
     // Gmail.
     {C::kBadMailbox, "", R"(account that you tried to reach does not exist)"},
     {C::kInactiveMailbox, "", R"(account that you tried to reach is (disabled|inactive))"},
-    {C::kQuotaIssues, "", R"(account that you tried to reach is over quota|inbox is out of storage)"},
+    {C::kQuotaIssues, "",
+     R"(account that you tried to reach is over quota|inbox is out of storage)"},
     {C::kQuotaIssues, "", R"(receiving mail (at a rate|too quickly)|exceeded .*(storage|quota))"},
-    {C::kSpamRelated, "", R"(unusual rate of unsolicited|likely unsolicited mail|likely suspicious)"},
+    {C::kSpamRelated, "",
+     R"(unusual rate of unsolicited|likely unsolicited mail|likely suspicious)"},
     {C::kContentRelated, "",
      R"(content presents a potential security issue|message (has been |was )?blocked because its content)"},
     {C::kPolicyRelated, "",
      R"(authentication information|pass authentication checks|DMARC policy|PTR record)"},
     // Microsoft (Outlook.com, Exchange Online).
     {C::kBadMailbox, "", R"(not listed in (the )?(public |domain'?s? )?(directory|address list))"},
-    {C::kSpamRelated, "", R"(\(S3\d{3}\)|\bS3(150|140|115|113)\b|banned sender|traffic not accepted from this IP)"},
+    {C::kSpamRelated, "",
+     R"(\(S3\d{3}\)|\bS3(150|140|115|113)\b|banned sender|traffic not accepted from this IP)"},
     {C::kBadMailbox, "", R"(RecipientNotFound|Recipient address rejected: Access denied)"},
     {C::kPolicyRelated, "", R"(blocked from sending from unregistered domains)"},
     // Yahoo and AOL.
@@ -351,7 +354,8 @@ absl::StatusOr<std::unique_ptr<BounceClassifier>> BounceClassifier::Create(
   for (size_t i = 0; i < std::size(kShipped); ++i) {
     const ShippedRule& r = kShipped[i];
     if (absl::Status s = add(r.klass, r.prefix, r.pattern); !s.ok()) {
-      return absl::InternalError(base::StrCat("shipped bounce rule ", i, ": ", std::string(s.message())));
+      return absl::InternalError(
+          base::StrCat("shipped bounce rule ", i, ": ", std::string(s.message())));
     }
   }
   return classifier;

@@ -61,9 +61,10 @@ enum class BounceClass : uint8_t {
   kOther,
 };
 inline constexpr std::array<std::string_view, 13> kBounceClassNames = {
-    "none",           "bad-mailbox",     "bad-domain",         "inactive-mailbox", "quota-issues",
-    "spam-related",   "policy-related",  "content-related",    "routing-errors",
-    "no-answer-from-host", "message-expired", "protocol-errors", "other"};
+    "none",           "bad-mailbox",         "bad-domain",      "inactive-mailbox",
+    "quota-issues",   "spam-related",        "policy-related",  "content-related",
+    "routing-errors", "no-answer-from-host", "message-expired", "protocol-errors",
+    "other"};
 [[nodiscard]] inline std::string_view BounceClassName(BounceClass c) {
   return kBounceClassNames[static_cast<size_t>(c)];
 }

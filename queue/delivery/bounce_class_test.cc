@@ -18,8 +18,8 @@ std::unique_ptr<BounceClassifier> Shipped() {
 }
 
 Status Reply(uint16_t code, std::string enhanced, std::string detail) {
-  return Status{code / 100 == 4 ? Outcome::kDeferred : Outcome::kFailed, code,
-                std::move(enhanced), std::move(detail)};
+  return Status{code / 100 == 4 ? Outcome::kDeferred : Outcome::kFailed, code, std::move(enhanced),
+                std::move(detail)};
 }
 
 struct Case {
@@ -96,8 +96,7 @@ TEST(BounceClassTest, RealRepliesFallInTheirClass) {
                  "Recipient address rejected: Access denied. AS(201806281) "
                  "[DM6NAM11FT012.eop-nam11.prod.protection.outlook.com]"),
            C::kBadMailbox},
-          {Reply(550, "5.5.0", "Requested action not taken: mailbox unavailable"),
-           C::kBadMailbox},
+          {Reply(550, "5.5.0", "Requested action not taken: mailbox unavailable"), C::kBadMailbox},
           {Reply(552, "5.2.2", "Mailbox size limit exceeded"), C::kQuotaIssues},
           // Yahoo and AOL.
           {Reply(421, "4.7.0",
@@ -127,17 +126,21 @@ TEST(BounceClassTest, RealRepliesFallInTheirClass) {
           {Reply(550, "", "unrouteable address"), C::kBadMailbox},
           {Reply(550, "5.1.1", "<bob@example.org>... User unknown"), C::kBadMailbox},
           {Reply(554, "5.7.1", "<bob@example.org>: Relay access denied"), C::kPolicyRelated},
-          {Reply(450, "4.2.0", "<bob@example.org>: Recipient address rejected: Greylisted, see "
-                               "http://postgrey.schweikert.ch/help/example.org.html"),
+          {Reply(450, "4.2.0",
+                 "<bob@example.org>: Recipient address rejected: Greylisted, see "
+                 "http://postgrey.schweikert.ch/help/example.org.html"),
            C::kPolicyRelated},
-          {Reply(450, "4.1.2", "<bob@nowhere.example>: Recipient address rejected: Domain not "
-                               "found"),
+          {Reply(450, "4.1.2",
+                 "<bob@nowhere.example>: Recipient address rejected: Domain not "
+                 "found"),
            C::kBadDomain},
-          {Reply(553, "5.7.1", "<alice@sender.example>: Sender address rejected: not owned by "
-                               "user bob"),
+          {Reply(553, "5.7.1",
+                 "<alice@sender.example>: Sender address rejected: not owned by "
+                 "user bob"),
            C::kPolicyRelated},
-          {Reply(554, "5.7.1", "Service unavailable; Client host [192.0.2.10] blocked using "
-                               "zen.spamhaus.org"),
+          {Reply(554, "5.7.1",
+                 "Service unavailable; Client host [192.0.2.10] blocked using "
+                 "zen.spamhaus.org"),
            C::kSpamRelated},
           {Reply(554, "5.7.1", "Blocked - see https://ipcheck.proofpoint.com/?ip=192.0.2.10"),
            C::kSpamRelated},
@@ -151,8 +154,7 @@ TEST(BounceClassTest, RealRepliesFallInTheirClass) {
           {Reply(550, "", "Your IP 192.0.2.10 is listed at bl.example (blacklist)"),
            C::kSpamRelated},
           {Reply(500, "5.5.1", "Unrecognized command"), C::kProtocolErrors},
-          {Reply(451, "4.4.2", "connection to mx.example.org given up"),
-           C::kNoAnswerFromHost},
+          {Reply(451, "4.4.2", "connection to mx.example.org given up"), C::kNoAnswerFromHost},
           {Reply(421, "4.4.1", "Connection timed out"), C::kNoAnswerFromHost},
           {Reply(554, "5.6.3", "conversion required but not supported"), C::kContentRelated},
           {Reply(550, "5.4.7", "Delivery time expired"), C::kMessageExpired},
@@ -217,8 +219,7 @@ TEST(BounceClassTest, RelaisOwnStatuses) {
           {Make(Reason::kTlsFailed, "with mx.example.org: certificate verify failed"),
            C::kPolicyRelated},
           {Make(Reason::kTlsNotOffered, "mx.example.org offers no STARTTLS"), C::kPolicyRelated},
-          {Make(Reason::kSuspended, "until 12:00 (too many spam complaints)"),
-           C::kPolicyRelated},
+          {Make(Reason::kSuspended, "until 12:00 (too many spam complaints)"), C::kPolicyRelated},
           {Make(Reason::kWarmupCap, "gmail.com"), C::kPolicyRelated},
           {Make(Reason::kRejectedByRoute), C::kPolicyRelated},
           {Make(Reason::kMaildirFull), C::kQuotaIssues},

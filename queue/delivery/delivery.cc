@@ -452,9 +452,10 @@ void Delivery::OnWorkerDone(std::unique_ptr<JobDone> done) {
   Ended(*done);
 }
 
-void Delivery::FinishHere(const Job& job) {
-  std::unique_ptr<JobDone> done = Finish(job, static_cast<int>(options_.plan.shard),
-                                         clock_.UnixMicros(), options_.report_boundary, log_lines_);
+void Delivery::FinishHere(Job& job) {
+  std::unique_ptr<JobDone> done =
+      Finish(job, static_cast<int>(options_.plan.shard), clock_.UnixMicros(),
+             options_.report_boundary, log_lines_, options_.classifier);
   Complete(*done);
   Ended(*done);
 }
@@ -481,6 +482,13 @@ void Delivery::Complete(JobDone& done) {
     if (done.results[i].outcome == Outcome::kDelivered && message != nullptr &&
         now_us > message->received_us) {
       metrics_.time_to_delivered->ObserveMicros(now_us - message->received_us);
+    }
+  }
+  if (metrics_.bounce_classes != nullptr) {
+    for (const BounceClass c : done.classes) {  // Failed and deferred recipients.
+      if (c != BounceClass::kNone) {
+        (*metrics_.bounce_classes)[static_cast<size_t>(c)].Add();
+      }
     }
   }
   scheduler_.Finish(it->second, done.results);

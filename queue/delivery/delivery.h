@@ -206,7 +206,7 @@ class Delivery {
   // Sends `job` on to where NextStep says.
   void Dispatch(std::unique_ptr<Job> job);
   void SendToNetwork(std::unique_ptr<Job> job);
-  void FinishHere(const Job& job);
+  void FinishHere(Job& job);
   // Records a finished attempt: report, metrics, scheduler.
   void Complete(JobDone& done);
   // Spools a report to the original's sender. False when the spool refused it.

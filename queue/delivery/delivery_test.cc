@@ -170,9 +170,11 @@ class DeliveryTest : public testing::Test {
     d.plan.hostname = "mx.example.net";
     d.report_boundary = [] { return std::string("0123456789abcdef"); };
     d.log_channel = false;
-    delivery_ = std::make_unique<Delivery>(
-        d, *scheduler_, *spool_, router_, clock_, worker_, outbound_,
-        DeliveryMetrics{&attempts_, &bounces_, &recreated_, &forgotten_, &time_to_delivered_});
+    d.classifier = classifier_.get();
+    DeliveryMetrics m{&attempts_, &bounces_, &recreated_, &forgotten_, &time_to_delivered_};
+    m.bounce_classes = &bounce_classes_;
+    delivery_ =
+        std::make_unique<Delivery>(d, *scheduler_, *spool_, router_, clock_, worker_, outbound_, m);
   }
 
   mail::MessageId Accept(std::vector<std::string> recipients) {
@@ -203,7 +205,8 @@ class DeliveryTest : public testing::Test {
       worker_.jobs.pop_front();
       std::string lines;
       delivery_->OnWorkerDone(RunBlocking(
-          std::move(job), deliverer_, io_, clock_, 0, [] { return "seed"; }, lines));
+          std::move(job), deliverer_, io_, clock_, 0, [] { return "seed"; }, lines,
+          classifier_.get()));
       worker_log_ += lines;
     }
   }
@@ -235,6 +238,8 @@ class DeliveryTest : public testing::Test {
   std::array<std::array<metrics::Counter, kOutcomeNames.size()>, kRouteNames.size()> attempts_;
   metrics::Counter bounces_, recreated_, forgotten_;
   metrics::Histogram time_to_delivered_{metrics::kDelayBoundsUs};
+  std::array<metrics::Counter, kBounceClassNames.size()> bounce_classes_;
+  std::unique_ptr<BounceClassifier> classifier_ = *BounceClassifier::Create("");
   std::unique_ptr<Delivery> delivery_;
   Acks acks_;
   std::string worker_log_;
@@ -314,6 +319,48 @@ TEST_F(DeliveryTest, APermanentFailureSpoolsAReportFromTheNullSender) {
   });
 }
 
+// Every recipient not delivered is classified once, where the job ends: its log line, the
+// relais_delivery_bounces_total{class} counters and its report say the same class.
+TEST_F(DeliveryTest, BounceClassesGoToTheLogTheCountersAndTheReport) {
+  Open(1 << 20);
+  Accept({"a@smart.example", "b@smart.example", "c@smart.example"});
+  delivery_->Tick();
+  ASSERT_EQ(outbound_.sent.size(), 1u);
+  delivery_->OnOutboundDone(outbound_.sent[0].id,
+                            {Reply(smtp::RecipientStatus::kDelivered, 250, "2.0.0", "ok"),
+                             Reply(smtp::RecipientStatus::kFailed, 550, "5.1.1",
+                                   "The email account that you tried to reach does not exist."),
+                             Reply(smtp::RecipientStatus::kDeferred, 421, "4.7.0",
+                                   "Client host [192.0.2.1] blocked using zen.spamhaus.org")},
+                            "h");
+  const auto count = [&](BounceClass c) { return bounce_classes_[static_cast<size_t>(c)].value(); };
+  EXPECT_EQ(count(BounceClass::kBadMailbox), 1u);
+  EXPECT_EQ(count(BounceClass::kSpamRelated), 1u);
+  EXPECT_EQ(count(BounceClass::kNone), 0u);  // Deliveries are not bounces.
+  EXPECT_EQ(count(BounceClass::kOther), 0u);
+  const std::string log = delivery_->TakeLog();
+  EXPECT_NE(
+      log.find("\"recipient\":\"a@smart.example\",\"route\":\"smarthost\",\"next_hop\":\"h\","
+               "\"outcome\":\"delivered\",\"reply\":\"250 2.0.0 ok\",\"bounce_class\":\"none\""),
+      std::string::npos)
+      << log;
+  EXPECT_NE(log.find("\"outcome\":\"failed\""), std::string::npos);
+  EXPECT_NE(log.find("\"bounce_class\":\"bad-mailbox\""), std::string::npos) << log;
+  EXPECT_NE(log.find("\"bounce_class\":\"spam-related\""), std::string::npos) << log;
+  EXPECT_EQ(bounces_.value(), 1u);
+  Commit();
+  spool_->ForEach([&](const spool::StoredMessage& m) {
+    if (!m.envelope.sender.empty()) {
+      return;  // The original (c is deferred).
+    }
+    auto body = spool_->ReadBody(m);
+    ASSERT_TRUE(body.ok());
+    EXPECT_NE(body->find("Final-Recipient: rfc822; b@smart.example\r\n"), std::string::npos);
+    EXPECT_NE(body->find("X-Relais-Bounce-Class: bad-mailbox\r\n"), std::string::npos) << *body;
+    EXPECT_EQ(body->find("spam-related"), std::string::npos);  // No delay report was due.
+  });
+}
+
 TEST_F(DeliveryTest, AnExpiredMessageFailsWithTheTableTextWithoutATransport) {
   Open(1 << 20);
   Accept({"a@smart.example"});
@@ -323,7 +370,10 @@ TEST_F(DeliveryTest, AnExpiredMessageFailsWithTheTableTextWithoutATransport) {
   EXPECT_EQ(worker_.submitted, 0);
   EXPECT_EQ(Attempts(Route::kSmarthost, Outcome::kFailed), 1u);
   EXPECT_EQ(bounces_.value(), 1u);
-  EXPECT_NE(delivery_->TakeLog().find("550 5.4.7 delivery time expired"), std::string::npos);
+  const std::string log = delivery_->TakeLog();
+  EXPECT_NE(log.find("550 5.4.7 delivery time expired"), std::string::npos);
+  EXPECT_NE(log.find("\"bounce_class\":\"message-expired\""), std::string::npos) << log;
+  EXPECT_EQ(bounce_classes_[static_cast<size_t>(BounceClass::kMessageExpired)].value(), 1u);
   Commit();  // The report's batch completes (its completion frees itself).
   EXPECT_EQ(spool_->message_count(), 1u);  // Only the report is left.
 }

@@ -77,6 +77,7 @@ struct JobDone {
   uint64_t token = 0;
   std::vector<Status> results;  // One per item.
   std::vector<Route> routes;    // One per item: its route type.
+  std::vector<BounceClass> classes;  // One per item: its bounce class (kNone: delivered).
   // An RFC 3464 report to the sender: failures (unless NOTIFY said otherwise), and the
   // successes and delays that NOTIFY asked for.
   std::string bounce;
