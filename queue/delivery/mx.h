@@ -186,8 +186,9 @@ class Dns {
 
 // The Dns of a shard: its dns::Resolver, which must outlive the adapter. NextHopResolver asks
 // FromCache first, so Resolve goes to the network; should dns::Resolver::Resolve still answer
-// from inside the call (its cache filled in between, never in one shard's turn), the answer
-// is passed on at once, which NextHopResolver accepts (see Dns).
+// from inside the call (a name c-ares refuses locally, or its cache filled in between), the
+// answer is passed on at once, which NextHopResolver accepts (see Dns), rather than deferred:
+// the adapter has no loop of its own to defer to.
 class ResolverDns final : public Dns {
  public:
   explicit ResolverDns(dns::Resolver& resolver) : resolver_(resolver) {}
