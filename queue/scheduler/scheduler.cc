@@ -28,6 +28,7 @@ void Scheduler::LoadFromSpool() {
       return;
     }
     QueueEntry& entry = it->second.entry;
+    it->second.received_us = m.received_us;
     entry.id = m.id;
     entry.attempts = m.attempts;
     entry.last_reply = m.last_reply;
@@ -45,6 +46,8 @@ void Scheduler::Enqueue(const mail::MessageId& id) {
   auto [it, inserted] = entries_.try_emplace(id);
   if (inserted) {
     it->second.entry.id = id;
+    const spool::StoredMessage* message = spool_.Find(id);
+    it->second.received_us = message != nullptr ? message->received_us : clock_.UnixMicros();
     Link(it->second, /*front=*/false);
   }
 }
@@ -320,25 +323,44 @@ QueueSummary Scheduler::Summary(std::vector<uint64_t> bucket_bounds_ms) const {
   summary.bucket_bounds_ms = std::move(bucket_bounds_ms);
   const std::vector<uint64_t>& bounds = summary.bucket_bounds_ms;
   const uint64_t now_us = clock_.UnixMicros();
-  std::unordered_map<uint32_t, QueueSummary::Row> rows;
+  // Rows by destination id through a dense index (ids are small: the destinations table
+  // reuses them), so a million entries cost one pass over the map and no hashing beyond it.
+  // Ids past kDenseMax (not made by delivery::Destinations) go through a hash map instead.
+  constexpr uint32_t kDenseMax = 1u << 22;
+  std::vector<uint32_t> row_of;  // Row index + 1; 0: none yet.
+  std::unordered_map<uint32_t, uint32_t> sparse_row_of;
+  const size_t width = bounds.size() + 1;
+  std::vector<uint64_t> counts;  // Row r's buckets at [r * width, (r + 1) * width).
   for (const auto& [id, item] : entries_) {
-    const spool::StoredMessage* message = spool_.Find(id);
-    const uint64_t received_us =
-        message != nullptr ? std::min(message->received_us, now_us) : now_us;
-    const uint64_t age_ms = (now_us - received_us) / 1000;
-    auto [row, inserted] = rows.try_emplace(item.entry.destination);
-    if (inserted) {
-      row->second.destination = item.entry.destination;
-      row->second.buckets.assign(bounds.size() + 1, 0);
+    const uint32_t destination = item.entry.destination;
+    uint32_t* slot = nullptr;
+    if (destination < kDenseMax) {
+      if (destination >= row_of.size()) {
+        row_of.resize(
+            std::min<size_t>(std::max<size_t>(destination + 1, row_of.size() * 2), kDenseMax), 0);
+      }
+      slot = &row_of[destination];
+    } else {
+      slot = &sparse_row_of[destination];
     }
+    if (*slot == 0) {
+      summary.rows.emplace_back();
+      summary.rows.back().destination = destination;
+      *slot = static_cast<uint32_t>(summary.rows.size());
+      counts.resize(counts.size() + width, 0);
+    }
+    const uint64_t age_ms = (now_us - std::min(item.received_us, now_us)) / 1000;
     // The first bucket whose bound is above the age; the last one is open-ended.
     const size_t bucket = std::upper_bound(bounds.begin(), bounds.end(), age_ms) - bounds.begin();
-    ++row->second.buckets[bucket];
-    ++row->second.total;
+    ++counts[(*slot - 1) * width + bucket];
   }
-  summary.rows.reserve(rows.size());
-  for (auto& [destination, row] : rows) {
-    summary.rows.push_back(std::move(row));
+  for (size_t r = 0; r < summary.rows.size(); ++r) {
+    QueueSummary::Row& row = summary.rows[r];
+    row.buckets.assign(counts.begin() + static_cast<ptrdiff_t>(r * width),
+                       counts.begin() + static_cast<ptrdiff_t>((r + 1) * width));
+    for (uint64_t n : row.buckets) {
+      row.total += n;
+    }
   }
   std::sort(summary.rows.begin(), summary.rows.end(), [](const auto& a, const auto& b) {
     return a.total != b.total ? a.total > b.total : a.destination < b.destination;

@@ -198,6 +198,7 @@ class Scheduler {
     QueueEntry entry;
     Item* prev = nullptr;
     Item* next = nullptr;
+    uint64_t received_us = 0;  // The spool's, kept here so that Summary reads no spool.
     Where where = Where::kNowhere;
   };
   // One destination's ready messages (FIFO: the longest waiting goes first), how many wait

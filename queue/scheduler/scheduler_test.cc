@@ -464,5 +464,16 @@ TEST_F(DestinationQueueTest, RestartPutsEveryMessageBackAtTheUnknownDestination)
   EXPECT_TRUE(gate_.asked.empty());
 }
 
+TEST_F(DestinationQueueTest, SummaryTakesAnyDestinationId) {
+  AddFor(4'000'000'000u);  // Far past the dense index: counted all the same.
+  AddFor(4'000'000'000u);
+  AddFor(2);
+  const QueueSummary s = scheduler_->Summary({5 * kMinute});
+  ASSERT_EQ(s.rows.size(), 2u);
+  EXPECT_EQ(s.rows[0].destination, 4'000'000'000u);
+  EXPECT_EQ(s.rows[0].buckets, (std::vector<uint64_t>{2, 0}));
+  EXPECT_EQ(s.rows[1].destination, 2u);
+}
+
 }  // namespace
 }  // namespace relais::scheduler
