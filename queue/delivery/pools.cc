@@ -428,13 +428,24 @@ void Pools::Dispatch(Pool& pool) {
     return;
   }
   const uint32_t per_connection = MessagesPerConnection(pool);
+  // Links over the destination's connections now (adaptive shaping lowered it) take nothing:
+  // Process has the idle ones say QUIT.
+  auto active = static_cast<uint32_t>(std::count_if(
+      pool.links.begin(), pool.links.end(),
+      [](const auto& l) { return !l->closing && !l->quitting; }));
+  const uint32_t allowed = ConnectionsAllowed(pool);
   // Idle links first: each takes one task now.
   for (auto& link : pool.links) {
     if (pool.queue.empty()) {
       return;
     }
-    if (link->open() && !link->quitting && !link->task && link->session.ready() &&
-        link->session.transactions() < per_connection) {
+    const bool idle = link->open() && !link->quitting && !link->task && link->session.ready();
+    if (idle && active > allowed) {
+      --active;
+      MarkDirty(*link);
+      continue;
+    }
+    if (idle && link->session.transactions() < per_connection) {
       if (std::optional<Item> item = TakeFor(pool, *link)) {
         link->task = std::move(item);
         link->task_begun = false;
@@ -483,8 +494,9 @@ Pools::Opened Pools::Open(Pool& pool, Item item) {
     } else {
       index = pool.hops.Pick();
     }
-    if (sources_ == nullptr || source_options_ == nullptr || d.source_pool < 0) {
-      break;
+    if (sources_ == nullptr || source_options_ == nullptr || d.source_pool < 0 ||
+        d.endpoints[index].address.ss_family == AF_UNIX) {
+      break;  // No source binding (an lmtp socket has no source address).
     }
     Sources::Refusal why = Sources::Refusal::kConnections;
     const std::optional<Sources::Choice> choice =
@@ -583,7 +595,9 @@ Pools::Opened Pools::Open(Pool& pool, Item item) {
     MarkDirty(link);
     return Opened::kOpened;
   }
-  if (source) {
+  if (source && (source_options_->sources[*source].address.family == AF_INET ||
+                 source_options_->sources[*source].address.family == AF_INET6)) {
+    // (A source without an address gives only its EHLO name.)
     const mail::IpAddress& a = source_options_->sources[*source].address;
     sockaddr_storage local{};
     socklen_t length = 0;
