@@ -962,8 +962,7 @@ class FakeControl final : public DestinationControl {
   }
   ReplyRule::Action OnReply(DestinationId /*id*/, uint16_t code, std::string_view enhanced,
                             std::string_view text) override {
-    replies.push_back(std::to_string(code) + " " + std::string(enhanced) + " " +
-                      std::string(text));
+    replies.push_back(std::to_string(code) + " " + std::string(enhanced) + " " + std::string(text));
     return code == act_on ? action : ReplyRule::Action::kBackoff;
   }
   void OnDelivered(DestinationId /*id*/) override { ++delivered; }
