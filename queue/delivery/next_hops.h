@@ -77,7 +77,7 @@ class TaskHops {
  private:
   [[nodiscard]] static bool Has(const std::vector<uint32_t>& v, uint32_t x);
 
-  std::vector<uint32_t> tried_;         // Hosts, each once.
+  std::vector<uint32_t> tried_;  // Hosts, each once.
   std::vector<uint32_t> failed_hosts_;
   std::vector<uint32_t> failed_addresses_;  // Endpoints.
 };

@@ -48,7 +48,7 @@ TEST(TaskHopsTest, AFailedAddressGoesToTheHostsNextAddressAFailedHostToTheNextHo
   task.Tried(0);
   task.AddressFailed(0, 0);
   EXPECT_EQ(task.Pick(kHosts, pool, 0), 1u);  // Host 0's second address first.
-  task.HostFailed(0);                          // It greeted 421: the whole host is done.
+  task.HostFailed(0);                         // It greeted 421: the whole host is done.
   EXPECT_EQ(task.Pick(kHosts, pool, 0), 2u);
   task.HostFailed(1);
   EXPECT_EQ(task.Pick(kHosts, pool, 0), 3u);

@@ -31,8 +31,8 @@ smtp::RecipientReply StoppingReply() { return ToReply(Make(Reason::kStopping)); 
 struct Pools::Item {
   PoolTask task;
   TaskHops hops;
-  uint64_t generation = 0;  // The pool's endpoints the record is about.
-  std::optional<smtp::RecipientReply> last;       // A connection-level failure.
+  uint64_t generation = 0;                         // The pool's endpoints the record is about.
+  std::optional<smtp::RecipientReply> last;        // A connection-level failure.
   std::vector<smtp::RecipientReply> last_results;  // A temporary reply to the transaction.
   std::string last_hop;
 };
@@ -359,8 +359,7 @@ void Pools::DeferQueue(Pool& pool, const smtp::RecipientReply& reason) {
 void Pools::Exhausted(Pool& pool, Item item) {
   std::vector<smtp::RecipientReply> results = std::move(item.last_results);
   if (results.empty()) {
-    results.assign(item.task.message.recipients.size(),
-                   item.last ? *item.last : NoNextHop(pool));
+    results.assign(item.task.message.recipients.size(), item.last ? *item.last : NoNextHop(pool));
   }
   const std::string hop = std::move(item.last_hop);
   Finish(item, std::move(results), hop);
@@ -428,13 +427,25 @@ void Pools::Dispatch(Pool& pool) {
     return;
   }
   const uint32_t per_connection = MessagesPerConnection(pool);
+  // Links over the destination's connections now (adaptive shaping lowered it) take nothing:
+  // Process has the idle ones say QUIT.
+  auto active =
+      static_cast<uint32_t>(std::count_if(pool.links.begin(), pool.links.end(), [](const auto& l) {
+        return !l->closing && !l->quitting;
+      }));
+  const uint32_t allowed = ConnectionsAllowed(pool);
   // Idle links first: each takes one task now.
   for (auto& link : pool.links) {
     if (pool.queue.empty()) {
       return;
     }
-    if (link->open() && !link->quitting && !link->task && link->session.ready() &&
-        link->session.transactions() < per_connection) {
+    const bool idle = link->open() && !link->quitting && !link->task && link->session.ready();
+    if (idle && active > allowed) {
+      --active;
+      MarkDirty(*link);
+      continue;
+    }
+    if (idle && link->session.transactions() < per_connection) {
       if (std::optional<Item> item = TakeFor(pool, *link)) {
         link->task = std::move(item);
         link->task_begun = false;
@@ -483,8 +494,9 @@ Pools::Opened Pools::Open(Pool& pool, Item item) {
     } else {
       index = pool.hops.Pick();
     }
-    if (sources_ == nullptr || source_options_ == nullptr || d.source_pool < 0) {
-      break;
+    if (sources_ == nullptr || source_options_ == nullptr || d.source_pool < 0 ||
+        d.endpoints[index].address.ss_family == AF_UNIX) {
+      break;  // No source binding (an lmtp socket has no source address).
     }
     Sources::Refusal why = Sources::Refusal::kConnections;
     const std::optional<Sources::Choice> choice =
@@ -508,7 +520,8 @@ Pools::Opened Pools::Open(Pool& pool, Item item) {
       return Opened::kWait;
     }
     // kFamily: no source of this endpoint's family; the next endpoint.
-    const std::string why_text = StrCat("no source address of the family of ", d.endpoints[index].name);
+    const std::string why_text =
+        StrCat("no source address of the family of ", d.endpoints[index].name);
     if (mx) {
       item.hops.AddressFailed(index, pool.hosts[index]);
       item.last.reset();
@@ -583,7 +596,9 @@ Pools::Opened Pools::Open(Pool& pool, Item item) {
     MarkDirty(link);
     return Opened::kOpened;
   }
-  if (source) {
+  if (source && (source_options_->sources[*source].address.family == AF_INET ||
+                 source_options_->sources[*source].address.family == AF_INET6)) {
+    // (A source without an address gives only its EHLO name.)
     const mail::IpAddress& a = source_options_->sources[*source].address;
     sockaddr_storage local{};
     socklen_t length = 0;
@@ -652,8 +667,7 @@ void Pools::Process(Link& link) {
     // Reserved for this link, never started: deferred like the queue.
     Item item = std::move(*link.task);
     link.task.reset();
-    std::vector<smtp::RecipientReply> results(item.task.message.recipients.size(),
-                                              StoppingReply());
+    std::vector<smtp::RecipientReply> results(item.task.message.recipients.size(), StoppingReply());
     Finish(item, std::move(results), "");
   }
   if (link.connecting && !link.session.closed()) {
@@ -725,8 +739,7 @@ void Pools::Process(Link& link) {
       Fresh(pool, *unstarted);
       if (current) {
         const bool at_connect =
-            link.connect_failed ||
-            (link.pump && link.pump->end() == net::PumpEnd::kConnectFailed);
+            link.connect_failed || (link.pump && link.pump->end() == net::PumpEnd::kConnectFailed);
         if (at_connect) {
           unstarted->hops.AddressFailed(link.endpoint_index, link.host());
         } else {
@@ -793,9 +806,9 @@ void Pools::Process(Link& link) {
     const uint32_t per_connection = MessagesPerConnection(pool);
     // Over the destination's connections now (adaptive shaping lowered it): QUIT rather than
     // take the next task.
-    const auto active = static_cast<uint32_t>(std::count_if(
-        pool.links.begin(), pool.links.end(),
-        [](const auto& l) { return !l->closing && !l->quitting; }));
+    const auto active = static_cast<uint32_t>(
+        std::count_if(pool.links.begin(), pool.links.end(),
+                      [](const auto& l) { return !l->closing && !l->quitting; }));
     const bool over = active > ConnectionsAllowed(pool);
     if (!link.task && !link.quitting && !stopping_ && !over &&
         link.session.transactions() < per_connection) {

@@ -17,10 +17,12 @@
 #include <vector>
 
 #include "core/base/clock.h"
+#include "core/base/random.h"
 #include "core/io/fake_net.h"
 #include "core/net/buffer_session.h"
 #include "core/timer/timer_wheel.h"
 #include "queue/delivery/fake_next_hops.h"
+#include "queue/delivery/sources_links.h"
 
 namespace relais::delivery {
 namespace {
@@ -960,8 +962,7 @@ class FakeControl final : public DestinationControl {
   }
   ReplyRule::Action OnReply(DestinationId /*id*/, uint16_t code, std::string_view enhanced,
                             std::string_view text) override {
-    replies.push_back(std::to_string(code) + " " + std::string(enhanced) + " " +
-                      std::string(text));
+    replies.push_back(std::to_string(code) + " " + std::string(enhanced) + " " + std::string(text));
     return code == act_on ? action : ReplyRule::Action::kBackoff;
   }
   void OnDelivered(DestinationId /*id*/) override { ++delivered; }
@@ -1274,6 +1275,40 @@ TEST(PoolsSources, ABindThatFailsIsAConnectFailure) {
   ASSERT_EQ(h.results_.size(), 1u);
   EXPECT_EQ(h.results_[1][0].status, smtp::RecipientStatus::kDelivered);
   EXPECT_EQ(h.next_hops_[1], "127.0.0.1:2502");
+}
+
+TEST(PoolsSources, TheShardsSourcesThroughSourcesLinks) {
+  SourceOptions options = TwoSources();
+  options.sources[0].connections_max = 1;
+  options.pools[0].members = {{0, 1}};
+  options.sources.push_back({"c", mail::IpAddress{}, "named-only.test"});  // No address.
+  options.pools.push_back({"q", {{2, 1}}});
+  base::FakeClock clock;
+  base::Random random(1);
+  Sources sources(options, clock, random);
+  SourcesLinks links(sources);
+  PoolOptions o = Options();
+  o.messages_per_connection_max = 1;
+  Harness h(o);
+  h.pools().UseSources(&links, &options);
+  Destination d = Shaped();
+  d.source_pool = 0;
+  h.Send(d, 1, {"b@y.test"});
+  h.Send(d, 2, {"c@y.test"});
+  h.Run();
+  ASSERT_EQ(h.results_.size(), 2u);
+  EXPECT_EQ(h.results_[2][0].status, smtp::RecipientStatus::kDelivered);
+  EXPECT_EQ(h.hops().sources(25), (std::vector<std::string>{"192.0.2.7", "192.0.2.7"}));
+  EXPECT_EQ(h.pools().counters().source_waits, 1u);  // One connection at a time from it.
+  Destination named = Shaped(26);
+  named.source_pool = 1;
+  h.Send(named, 3, {"e@y.test"});
+  h.Run();
+  EXPECT_EQ(h.hops().sources(26), (std::vector<std::string>{""}));
+  const auto& commands = h.hops().commands(26);
+  EXPECT_EQ(std::count(commands.begin(), commands.end(), "EHLO named-only.test"), 1);
+  h.Advance(100);
+  EXPECT_EQ(sources.size(), 0u);  // Every connection closed: no counter held.
 }
 
 }  // namespace
