@@ -675,38 +675,54 @@ std::vector<DestinationView> Destinations::All() const {
 }
 
 std::vector<DestinationView> Destinations::Top(size_t top, DestinationView* rest) const {
-  std::vector<std::pair<uint64_t, DestinationId>> order;  // (queued, id)
-  order.reserve(live_);
-  for (size_t i = 0; i < entries_.size(); ++i) {
-    if (entries_[i] != nullptr) {
-      order.emplace_back(entries_[i]->queued, static_cast<DestinationId>(i + 1));
-    }
-  }
-  const auto by_queued = [](const auto& a, const auto& b) {
+  // The `top` largest in a bounded heap (the smallest kept on top), sums of everything
+  // alongside: memory O(top) however many destinations there are.
+  using Item = std::pair<uint64_t, DestinationId>;        // (queued, id)
+  const auto before = [](const Item& a, const Item& b) {  // a ranks before b.
     return a.first != b.first ? a.first > b.first : a.second < b.second;
   };
-  const size_t n = std::min(top, order.size());
-  std::partial_sort(order.begin(), order.begin() + static_cast<ptrdiff_t>(n), order.end(),
-                    by_queued);
+  std::vector<Item> best;
+  best.reserve(std::min(top, live_));
+  DestinationView sum;
+  for (size_t i = 0; i < entries_.size(); ++i) {
+    const Entry* entry = entries_[i].get();
+    if (entry == nullptr) {
+      continue;
+    }
+    sum.queued += entry->queued;
+    sum.in_flight += entry->in_flight;
+    sum.connections += entry->connections;
+    sum.delivered += entry->delivered;
+    sum.deferred += entry->deferred;
+    sum.failed += entry->failed;
+    sum.backoffs += entry->backoffs;
+    const Item item{entry->queued, static_cast<DestinationId>(i + 1)};
+    if (best.size() < top) {
+      best.push_back(item);
+      std::push_heap(best.begin(), best.end(), before);
+    } else if (top != 0 && before(item, best.front())) {
+      std::pop_heap(best.begin(), best.end(), before);
+      best.back() = item;
+      std::push_heap(best.begin(), best.end(), before);
+    }
+  }
+  std::sort(best.begin(), best.end(), before);
   std::vector<DestinationView> views;
-  views.reserve(n);
-  for (size_t i = 0; i < n; ++i) {
-    views.push_back(MakeView(order[i].second, *Get(order[i].second)));
+  views.reserve(best.size());
+  for (const auto& [queued, id] : best) {
+    views.push_back(MakeView(id, *Get(id)));
+    sum.queued -= views.back().queued;
+    sum.in_flight -= views.back().in_flight;
+    sum.connections -= views.back().connections;
+    sum.delivered -= views.back().delivered;
+    sum.deferred -= views.back().deferred;
+    sum.failed -= views.back().failed;
+    sum.backoffs -= views.back().backoffs;
   }
   if (rest != nullptr) {
-    *rest = DestinationView{};
+    *rest = std::move(sum);
     rest->key = "other";
     rest->name = "other";
-    for (size_t i = n; i < order.size(); ++i) {
-      const Entry& entry = *Get(order[i].second);
-      rest->queued += entry.queued;
-      rest->in_flight += entry.in_flight;
-      rest->connections += entry.connections;
-      rest->delivered += entry.delivered;
-      rest->deferred += entry.deferred;
-      rest->failed += entry.failed;
-      rest->backoffs += entry.backoffs;
-    }
   }
   return views;
 }

@@ -511,8 +511,19 @@ TEST(DestinationViewTest, TopOrdersByQueuedAndAggregatesTheRest) {
   EXPECT_EQ(rest.connections, 7u);
   EXPECT_EQ(rest.in_flight, 1u);
   EXPECT_EQ(destinations.All().size(), 10u);
-  EXPECT_EQ(destinations.Top(100, &rest).size(), 10u);
+  const auto all = destinations.Top(100, &rest);
+  ASSERT_EQ(all.size(), 10u);
+  EXPECT_EQ(all.back().key, "mx0.net");
   EXPECT_EQ(rest.queued, 0u);
+  EXPECT_EQ(rest.connections, 0u);
+  EXPECT_TRUE(destinations.Top(0, &rest).empty());
+  EXPECT_EQ(rest.queued, 450u);
+  EXPECT_EQ(rest.connections, 10u);
+  // Ties go by id, so the labels stay put between scrapes.
+  destinations.SetQueued(ids[8], 90);
+  const auto tied = destinations.Top(2, nullptr);
+  EXPECT_EQ(tied[0].key, "mx8.net");
+  EXPECT_EQ(tied[1].key, "mx9.net");
 }
 
 TEST(DestinationViewTest, CountsOutcomesAndTheLastReply) {
