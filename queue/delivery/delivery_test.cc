@@ -446,6 +446,8 @@ TEST_F(DeliveryTest, ANullMxFailsAtOnceWithAReport) {
   EXPECT_EQ(bounces_.value(), 1u);
   EXPECT_NE((delivery_->TakeLog() + worker_log_).find("556 5.1.10"), std::string::npos);
   EXPECT_TRUE(delivery_->idle());
+  Commit();  // The report's batch completes (its completion frees itself).
+  EXPECT_EQ(spool_->message_count(), 1u);  // Only the report is left.
 }
 
 TEST_F(DeliveryTest, NxdomainFailsAndATemporaryDnsFailureDefers) {

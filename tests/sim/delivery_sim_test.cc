@@ -142,7 +142,9 @@ class Shard final : public PoolListener {
     pools_ = std::make_unique<Pools>(hops_, timers_, clock_, po, *this);
     po_ = po;
     outbound_ = std::make_unique<PoolsOutbound>(*pools_);
-    shaping_ = std::make_unique<Destinations>(ShapingOptions{}, clock_);
+    ShapingOptions shaping;
+    shaping.defaults.recipients_per_transaction_max = 2;  // Tasks of one and two recipients.
+    shaping_ = std::make_unique<Destinations>(shaping, clock_);
     scheduler_->SetGate(shaping_.get());
     resolver_ = std::make_unique<NextHopResolver>(MxOptions{}, dns_, clock_, random_);
     DeliveryOptions d;
