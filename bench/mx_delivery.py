@@ -19,9 +19,10 @@ has one recipient domain per run.
            in a temporary directory (as bench/relay_vs_postfix.py), and a transport map
            "d<i>.bench smtp:d<i>.bench:PORT" (an MX lookup, then that port). Target: relaisd at least
            5x Postfix's msgs/s.
-  memory   (c) MESSAGES messages over DOMAINS destinations that all stay queued (their MX
-           addresses refuse connections; retries an hour apart): relaisd's RSS (RssAnon) before
-           and after, per queued message and per destination.
+  memory   (c) MESSAGES messages that all stay queued (their MX addresses refuse
+           connections; retries an hour apart; no body kept in memory), once over DOMAINS
+           destinations and once over 100: relaisd's RssAnon before and after; per message
+           from the 100-destination run, per destination from the difference of the two.
 
 Usage: bench/mx_delivery.py spread|postfix|memory [--domains N] [--messages M]
        [--clients C] [--relaisd PATH] [--bench PATH] [--threads T]
@@ -154,13 +155,13 @@ def inject(port, messages, domains, clients):
 
 # ---- relaisd ----
 
-def start_relaisd(args, work, dns, mx_port, extra=""):
+def start_relaisd(args, work, dns, mx_port, extra="", spool_extra=""):
     port, metrics = free_port(), free_port()
     config = os.path.join(work, "relais.toml")
     with open(config, "w") as f:
         f.write(f'[server]\nlisten = ["127.0.0.1:{port}"]\nhostname = "relais.bench"\n'
                 f'admin_socket = "{work}/admin.sock"\n'
-                f'[spool]\npath = "{work}/spool"\n'
+                f'[spool]\npath = "{work}/spool"\n{spool_extra}'
                 f'[metrics]\nlisten = "127.0.0.1:{metrics}"\n'
                 '[limits]\nconnections_per_ip_max = 100000\n'
                 '[relay]\nlocal_domains = []\nnetworks = ["127.0.0.0/8"]\n'
@@ -359,34 +360,45 @@ def run_compare(args, relay):
 
 # ---- (c) memory ----
 
-def run_memory(args):
+def run_memory(args, domains):
+    """relaisd holding args.messages messages over `domains` destinations, all queued (their MX
+    addresses refuse connections, the next retry an hour away, bodies not cached in memory).
+    Returns RSS figures (KiB) before the injection and once every message was tried."""
     work = tempfile.mkdtemp(prefix="relais-mx-bench-")
     procs = []
-    dns = FakeDns(zone(args.domains), DNS_ADDRESS)
+    dns = FakeDns(zone(domains), DNS_ADDRESS)
     try:
         mx_port = free_port()  # Nothing listens there: every destination defers and waits.
         proc, port, metrics_port = start_relaisd(
             args, work, dns, mx_port,
             "[queue]\nretry_first_ms = 3600000\nretry_max_ms = 3600000\n"
-            "[shaping]\nidle_forget_ms = 86400000\n")
+            "lifetime_ms = 86400000\n"
+            "[shaping]\nidle_forget_ms = 86400000\n",
+            spool_extra="body_memory_bytes_max = 0\n")
         procs.append(proc)
         time.sleep(1)
         before = memory_kib(proc.pid)
-        inject_s = inject(port, args.messages, args.domains, args.clients)
-        # Every message tried once (refused) and now waiting for its retry.
-        deadline = time.monotonic() + 1800
-        while metric(metrics_port, "relais_delivery_attempts_total",
-                     'outcome="deferred"') < args.messages:
+        inject_s = inject(port, args.messages, domains, args.clients)
+        # Every message tried once (refused, or held by its destination's gate) and waiting:
+        # the attempts counter stops moving.
+        deadline = time.monotonic() + 3600
+        last, still = -1.0, 0
+        while still < 10:
             if time.monotonic() > deadline:
-                raise RuntimeError("not every message was tried")
+                raise RuntimeError("the daemon never settled")
+            if proc.poll() is not None:
+                raise RuntimeError(f"relaisd exited with {proc.returncode}")
+            now = metric(metrics_port, "relais_delivery_attempts_total")
+            still = still + 1 if now == last else 0
+            last = now
             time.sleep(1)
-        destinations = metric(metrics_port, "relais_destinations")
         after = memory_kib(proc.pid)
-        anon = (after["RssAnon"] - before["RssAnon"]) * 1024
-        return {"messages": args.messages, "domains": args.domains,
-                "destinations_gauge": destinations, "inject_seconds": inject_s,
+        return {"messages": args.messages, "domains": domains,
+                "destinations": metric(metrics_port, "relais_destinations"),
+                "queued": metric(metrics_port, "relais_destination_queued"),
+                "attempts": last, "inject_seconds": round(inject_s, 1),
                 "rss_anon_kib_before": before["RssAnon"], "rss_anon_kib_after": after["RssAnon"],
-                "bytes_per_message_incl_destinations": anon / args.messages}
+                "vmrss_kib_after": after["VmRSS"]}
     finally:
         stop_all(procs)
         dns.cleanup()
@@ -423,8 +435,22 @@ def main():
               f"{r['msgs_per_s']:.0f} msgs/s, Postfix {pf['msgs_per_s']:.0f} msgs/s: "
               f"{r['msgs_per_s'] / pf['msgs_per_s']:.1f}x")
     else:
-        r = run_memory(args)
-        print(json.dumps(r, indent=1))
+        # The same messages over `--domains` destinations and over 100: the difference is
+        # what the extra destinations cost; the 100-destination run, per message.
+        if args.domains <= 100:
+            sys.exit("memory: --domains must be more than 100 (e.g. 100000)")
+        many = run_memory(args, args.domains)
+        print(json.dumps(many), file=sys.stderr)
+        few = run_memory(args, 100)
+        print(json.dumps(few), file=sys.stderr)
+        per_message = (few["rss_anon_kib_after"] - few["rss_anon_kib_before"]) * 1024 / \
+            args.messages
+        per_destination = (many["rss_anon_kib_after"] - few["rss_anon_kib_after"]) * 1024 / \
+            (args.domains - 100)
+        print(f"\n{args.messages} queued messages: {per_message:.0f} bytes per message "
+              f"(RssAnon, 100 destinations); over {args.domains} destinations "
+              f"{per_destination:.0f} bytes more per destination; RssAnon "
+              f"{many['rss_anon_kib_after'] / 1024:.0f} MiB in all")
 
 
 if __name__ == "__main__":
