@@ -28,6 +28,7 @@ it prints "fake_dns: listening on ADDRESS:PORT" once both sockets are bound.
 import argparse
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -104,7 +105,6 @@ class FakeDns:
 
     def cleanup(self):
         self.stop()
-        import shutil
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -112,12 +112,12 @@ class FakeDns:
 
 def _import_dnslib():
     try:
-        import dnslib  # noqa: F401
+        import dnslib
     except ImportError:
         # Debian's python3-dnslib installs for the system interpreter; a pyenv or venv
         # interpreter running the tests does not see it, but the module is pure Python.
         sys.path.append("/usr/lib/python3/dist-packages")
-    import dnslib
+        import dnslib
     return dnslib
 
 

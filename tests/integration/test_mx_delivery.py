@@ -20,7 +20,6 @@ smarthost named by a host name resolved through the same DNS.
 
 import json
 import os
-import re
 import shutil
 import signal
 import smtplib
