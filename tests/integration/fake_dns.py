@@ -131,7 +131,8 @@ class Zone:
     def current(self):
         with self.lock:
             try:
-                mtime = os.stat(self.path).st_mtime_ns
+                st = os.stat(self.path)
+                mtime = (st.st_ino, st.st_mtime_ns)  # set_zone renames a new file over it.
             except OSError:
                 return self.names
             if mtime != self.mtime:
