@@ -291,9 +291,11 @@ class MxDeliveryTest(unittest.TestCase):
                 and (recipient is None or e.get("recipient") == recipient)]
 
     def wait_attempt(self, d, recipient, outcome, timeout=20):
-        return wait_for(lambda: self.attempts(d, outcome, recipient), timeout,
-                        f"a {outcome} delivery_attempt for {recipient}: "
-                        f"{self.attempts(d)[-5:]}")[-1]
+        try:
+            return wait_for(lambda: self.attempts(d, outcome, recipient), timeout,
+                            f"a {outcome} delivery_attempt for {recipient}")[-1]
+        except AssertionError as e:
+            raise AssertionError(f"{e}; the last attempts: {self.attempts(d)[-5:]}") from None
 
     def dsns(self, user="a"):
         inbox = os.path.join(self.local_root, "local.test", user, "new")
