@@ -7,6 +7,7 @@
   queue/*     -> core/* except core/uring
   queue/delivery -> also protocols/smtp/client_session.h (the outbound SMTP/LMTP session)
                     and protocols/tls/tls.h (the client TLS transport its links put under it)
+                    and protocols/dns/{answer,resolver}.h (MX resolution on the shard's resolver)
   protocols/tls -> also core/net/stream_pump.h (the Transport seam it implements)
   tools/*     -> anything
 The connections (ingress, the outbound pools, the request server, relais-bench) drive sockets
@@ -54,8 +55,11 @@ def allowed(src_dir, target):
             (parts[0] == "protocols")
     if top == "queue":
         if src_dir == "queue/delivery" and target in ("protocols/smtp/client_session.h",
-                                                      "protocols/tls/tls.h"):
-            # The room drives outbound sessions, over TLS too; never the engine (core/uring).
+                                                      "protocols/tls/tls.h",
+                                                      "protocols/dns/answer.h",
+                                                      "protocols/dns/resolver.h"):
+            # The room drives outbound sessions, over TLS too, and resolves MX hosts on the
+            # shard's resolver (mx.h); never the engine (core/uring).
             return True
         return (parts[0] == "core" and tgt != "core/uring") or parts[0] == "queue"
     return False

@@ -249,6 +249,47 @@ absl::Status Entry::Bool(std::string_view key, bool& out) const {
   return absl::OkStatus();
 }
 
+absl::Status Entry::Integer(std::string_view key, uint64_t min, uint64_t max, uint64_t& out) const {
+  const toml::node* n = impl_.table.get(key);
+  if (n == nullptr) {
+    return absl::OkStatus();
+  }
+  auto v = n->value<int64_t>();
+  if (!n->is_integer() || !v) {
+    return Error(key, "expected an integer");
+  }
+  if (*v < 0 || static_cast<uint64_t>(*v) < min || static_cast<uint64_t>(*v) > max) {
+    return Error(key, StrCat(*v, " is out of range [", min, ", ", max, "]"));
+  }
+  out = static_cast<uint64_t>(*v);
+  return absl::OkStatus();
+}
+
+absl::Status Entry::Integers(std::string_view key, uint64_t min, uint64_t max,
+                             std::vector<uint64_t>& out) const {
+  const toml::node* n = impl_.table.get(key);
+  if (n == nullptr) {
+    return absl::OkStatus();
+  }
+  const toml::array* array = n->as_array();
+  if (array == nullptr) {
+    return Error(key, "expected an array of integers");
+  }
+  const std::string name = StrCat(impl_.prefix, ".", key);
+  for (const toml::node& element : *array) {
+    auto v = element.value<int64_t>();
+    if (!element.is_integer() || !v) {
+      return KeyError(impl_.source, element, name, "expected an integer");
+    }
+    if (*v < 0 || static_cast<uint64_t>(*v) < min || static_cast<uint64_t>(*v) > max) {
+      return KeyError(impl_.source, element, name,
+                      StrCat(*v, " is out of range [", min, ", ", max, "]"));
+    }
+    out.push_back(static_cast<uint64_t>(*v));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Entry::Strings(std::string_view key, std::string_view array_error,
                             std::string_view element_error,
                             absl::FunctionRef<bool(std::string_view)> element_ok, bool lowercase,

@@ -88,6 +88,14 @@ class Entry {
   [[nodiscard]] std::optional<std::string> StringValue(std::string_view key) const;
   // A boolean into `out`; absent: OK, `out` untouched; another type: "expected true or false".
   [[nodiscard]] absl::Status Bool(std::string_view key, bool& out) const;
+  // An integer within [min, max] into `out`; absent: OK, `out` untouched; otherwise the errors
+  // a [table] key gives ("expected an integer", "N is out of range [min, max]").
+  [[nodiscard]] absl::Status Integer(std::string_view key, uint64_t min, uint64_t max,
+                                     uint64_t& out) const;
+  // An array of integers within [min, max] appended to `out`; absent: OK. Errors as Integer's,
+  // at the element's line ("expected an array of integers" when it is not an array).
+  [[nodiscard]] absl::Status Integers(std::string_view key, uint64_t min, uint64_t max,
+                                      std::vector<uint64_t>& out) const;
   // An array of strings, each passing `element_ok`, appended to `out` (lowercased when
   // `lowercase`). Absent: OK, `out` untouched. Not an array: `array_error` at the key;
   // a bad element: `element_error` at the element's line.

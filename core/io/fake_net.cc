@@ -46,8 +46,20 @@ void FakeNet::AcceptDirect(Socket listener, sockaddr* address, socklen_t* length
 
 Socket FakeNet::NewStreamSocket(int) { return Connected(false); }
 
+int32_t FakeNet::Bind(Socket socket, const sockaddr* address, socklen_t length) {
+  State& state = At(socket);
+  RELAIS_CHECK(!state.closed && !state.connect_started) << "bind after connect";
+  if (bind_error_ != 0) {
+    return std::exchange(bind_error_, 0);
+  }
+  state.bound = sockaddr_storage{};
+  std::memcpy(&state.bound, address, std::min<size_t>(length, sizeof(state.bound)));
+  return 0;
+}
+
 void FakeNet::Connect(Socket socket, const sockaddr* address, socklen_t length, SocketOp& op) {
   State& state = At(socket);
+  state.connect_started = true;
   state.peer = sockaddr_storage{};
   std::memcpy(&state.peer, address, std::min<size_t>(length, sizeof(state.peer)));
   Start(Kind::kConnect, socket, op);
@@ -239,6 +251,8 @@ std::string FakeNet::TakeSent(Socket socket) { return std::exchange(At(socket).s
 bool FakeNet::closed(Socket socket) const { return At(socket).closed; }
 
 const sockaddr_storage& FakeNet::connected_to(Socket socket) const { return At(socket).peer; }
+
+const sockaddr_storage& FakeNet::bound_to(Socket socket) const { return At(socket).bound; }
 
 uint32_t FakeNet::in_flight(Socket socket) const {
   return static_cast<uint32_t>(std::count_if(waiting_.begin(), waiting_.end(),

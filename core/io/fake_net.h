@@ -34,6 +34,7 @@ class FakeNet final : public Net {
   void AcceptMultishot(Socket listener, SocketOp& op) override;
   void AcceptDirect(Socket listener, sockaddr* address, socklen_t* length, SocketOp& op) override;
   [[nodiscard]] Socket NewStreamSocket(int family) override;
+  [[nodiscard]] int32_t Bind(Socket socket, const sockaddr* address, socklen_t length) override;
   void Connect(Socket socket, const sockaddr* address, socklen_t length, SocketOp& op) override;
   void Recv(Socket socket, SocketOp& op) override;
   void Send(Socket socket, std::string_view data, SocketOp& op) override;
@@ -55,6 +56,10 @@ class FakeNet final : public Net {
   Socket PeerConnects(Socket listener, const sockaddr_storage& from = {});
   // Where `socket` connected to (Connect's address), for a test that plays the next hop.
   [[nodiscard]] const sockaddr_storage& connected_to(Socket socket) const;
+  // The local address `socket` was bound to (Bind), all zero when it was not.
+  [[nodiscard]] const sockaddr_storage& bound_to(Socket socket) const;
+  // The next Bind fails with `error` (-EADDRNOTAVAIL: the source address is not ours).
+  void FailBinds(int32_t error) { bind_error_ = error; }
   void PeerSends(Socket socket, std::string_view bytes);
   void PeerShutsWrite(Socket socket);  // EOF once the bytes already sent are read.
   void PeerResets(Socket socket);      // Every operation fails with ECONNRESET from now on.
@@ -98,6 +103,8 @@ class FakeNet final : public Net {
     bool listener = false;
     std::deque<std::pair<Socket, sockaddr_storage>> backlog;  // Listener: not accepted yet.
     sockaddr_storage peer{};                                  // Connect's address.
+    sockaddr_storage bound{};                                 // Bind's address.
+    bool connect_started = false;
     size_t send_bytes_max = SIZE_MAX;
     int32_t connect_result = 0;
     bool connect_stalled = false;
@@ -114,6 +121,7 @@ class FakeNet final : public Net {
   std::map<std::pair<int32_t, bool>, State> sockets_;
   std::vector<Op> waiting_;  // In submission order.
   uint32_t failing_recvs_ = 0;
+  int32_t bind_error_ = 0;
   int32_t recv_error_ = 0;
   std::string receive_buffer_;
   uint64_t sends_ = 0;

@@ -138,6 +138,26 @@ TEST(FakeNetTest, AcceptsGiveThePeerAddressAndConnectRecordsTheTarget) {
   EXPECT_EQ(net.connected_to(out).ss_family, AF_INET);
 }
 
+TEST(FakeNetTest, BindRecordsTheSourceAddressAndCanBeMadeToFail) {
+  FakeNet net;
+  const Socket out = net.NewStreamSocket(AF_INET);
+  EXPECT_EQ(net.bound_to(out).ss_family, 0);  // Not bound.
+  sockaddr_in source{};
+  source.sin_family = AF_INET;
+  inet_pton(AF_INET, "192.0.2.7", &source.sin_addr);
+  EXPECT_EQ(net.Bind(out, reinterpret_cast<const sockaddr*>(&source), sizeof(source)), 0);
+  EXPECT_EQ(net.bound_to(out).ss_family, AF_INET);
+  EXPECT_EQ(reinterpret_cast<const sockaddr_in*>(&net.bound_to(out))->sin_addr.s_addr,
+            source.sin_addr.s_addr);
+  net.FailBinds(-EADDRNOTAVAIL);
+  const Socket other = net.NewStreamSocket(AF_INET);
+  EXPECT_EQ(net.Bind(other, reinterpret_cast<const sockaddr*>(&source), sizeof(source)),
+            -EADDRNOTAVAIL);
+  EXPECT_EQ(net.Bind(other, reinterpret_cast<const sockaddr*>(&source), sizeof(source)), 0);
+  net.CloseUnused(out);
+  net.CloseUnused(other);
+}
+
 TEST(FakeNetTest, AStalledConnectWaitsUntilCancelledOrUnstalled) {
   FakeNet net;
   sockaddr_in to{};

@@ -21,6 +21,7 @@
 
 #include <sys/socket.h>
 
+#include <cerrno>
 #include <cstdint>
 #include <string_view>
 
@@ -81,6 +82,15 @@ class Net {
                             SocketOp& op) = 0;
   // A new non-blocking stream socket (a descriptor) of `family`, or -errno in value().
   [[nodiscard]] virtual Socket NewStreamSocket(int family) = 0;
+  // Binds a socket of NewStreamSocket, before its Connect, to the local `address` (a source
+  // address; port 0). TCP sockets get IP_BIND_ADDRESS_NO_PORT, so the port is chosen at
+  // connect time, per destination, and one source address is not limited to one port range
+  // for all its connections. Synchronous (a descriptor, a control-plane call): 0 or -errno.
+  // A Net that cannot bind says -EOPNOTSUPP (the default).
+  [[nodiscard]] virtual int32_t Bind(Socket /*socket*/, const sockaddr* /*address*/,
+                                     socklen_t /*length*/) {
+    return -EOPNOTSUPP;
+  }
   // `address` stays valid until the completion runs.
   virtual void Connect(Socket socket, const sockaddr* address, socklen_t length, SocketOp& op) = 0;
   // Receives into a provided buffer (see the header comment).

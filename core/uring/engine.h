@@ -89,6 +89,7 @@ class UringNet final : public io::Net {
   void AcceptDirect(io::Socket listener, sockaddr* address, socklen_t* length,
                     io::SocketOp& op) override;
   [[nodiscard]] io::Socket NewStreamSocket(int family) override;
+  [[nodiscard]] int32_t Bind(io::Socket socket, const sockaddr* address, socklen_t length) override;
   void Connect(io::Socket socket, const sockaddr* address, socklen_t length,
                io::SocketOp& op) override;
   void Recv(io::Socket socket, io::SocketOp& op) override;

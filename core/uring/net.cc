@@ -1,5 +1,6 @@
 // core/uring/net.cc — UringNet, the socket seam on the engine (engine.h).
 #include <liburing.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -43,6 +44,19 @@ void UringNet::AcceptDirect(io::Socket listener, sockaddr* address, socklen_t* l
 io::Socket UringNet::NewStreamSocket(int family) {
   const int fd = ::socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   return io::Socket::Descriptor(fd < 0 ? -errno : fd);
+}
+
+int32_t UringNet::Bind(io::Socket socket, const sockaddr* address, socklen_t length) {
+  // NewStreamSocket's sockets are descriptors (never table slots): a plain bind(2) here, at
+  // connect time, costs one syscall per new outbound connection, on the control path.
+  RELAIS_CHECK(!socket.registered()) << "bind on a registered socket";
+  if (address->sa_family == AF_INET || address->sa_family == AF_INET6) {
+    // The port is chosen by the connect, per (source, destination): one source address is
+    // not one ephemeral port range for every next hop.
+    const int one = 1;
+    ::setsockopt(socket.value(), IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+  }
+  return ::bind(socket.value(), address, length) == 0 ? 0 : -errno;
 }
 
 void UringNet::Connect(io::Socket socket, const sockaddr* address, socklen_t length,

@@ -141,5 +141,39 @@ TEST(UringNetTest, ConnectMultishotAcceptAndCancel) {
   close(listener);
 }
 
+TEST(UringNetTest, BindSetsTheSourceAddressOfAnOutboundConnection) {
+  auto engine = MakeEngine(0);
+  ASSERT_NE(engine, nullptr);
+  io::Net& net = engine->net();
+  sockaddr_in addr{};
+  const int listener = Listener(addr);
+  ASSERT_GE(listener, 0);
+  const io::Socket out = net.NewStreamSocket(AF_INET);
+  ASSERT_TRUE(out.valid());
+  sockaddr_in source{};
+  source.sin_family = AF_INET;
+  source.sin_addr.s_addr = htonl(0x7f000002);  // 127.0.0.2: loopback, and not the default.
+  ASSERT_EQ(net.Bind(out, reinterpret_cast<const sockaddr*>(&source), sizeof(source)), 0);
+  Done connected;
+  net.Connect(out, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr), connected);
+  RunUntil(*engine, [&] { return connected.calls == 1; });
+  EXPECT_EQ(connected.result, 0);
+  sockaddr_in local{};
+  socklen_t length = sizeof(local);
+  ASSERT_EQ(getsockname(out.value(), reinterpret_cast<sockaddr*>(&local), &length), 0);
+  EXPECT_EQ(local.sin_addr.s_addr, source.sin_addr.s_addr);
+  EXPECT_NE(local.sin_port, 0);  // Chosen at connect time (IP_BIND_ADDRESS_NO_PORT).
+  // An address that is not ours is refused, synchronously.
+  const io::Socket other = net.NewStreamSocket(AF_INET);
+  sockaddr_in foreign{};
+  foreign.sin_family = AF_INET;
+  foreign.sin_addr.s_addr = htonl(0xc0000207);  // 192.0.2.7 (TEST-NET-1).
+  EXPECT_EQ(net.Bind(other, reinterpret_cast<const sockaddr*>(&foreign), sizeof(foreign)),
+            -EADDRNOTAVAIL);
+  net.CloseUnused(other);
+  net.CloseUnused(out);
+  close(listener);
+}
+
 }  // namespace
 }  // namespace relais::uring

@@ -116,6 +116,9 @@ std::string BuildReport(const ReportInput& in) {
       StrAppend(&status, "Diagnostic-Code: smtp; ", r.status.Text(), "\r\n");
     }
     StrAppend(&status, "Last-Attempt-Date: ", in.date, "\r\n");
+    if (!success && !r.bounce_class.empty() && r.bounce_class != "none") {
+      StrAppend(&status, "X-Relais-Bounce-Class: ", r.bounce_class, "\r\n");
+    }
   }
   // 3. What was sent: the whole message for a failure with RET=FULL, else the header section
   // only (the body may be large or private).

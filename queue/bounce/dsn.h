@@ -30,6 +30,10 @@ struct ReportRecipient {
   delivery::Status status;
   Action action = Action::kFailed;
   std::string orcpt;  // RFC 3461 ORCPT as received ("rfc822;" xtext); empty: none.
+  // Its bounce class (queue/delivery/bounce_class.h), a static name: "X-Relais-Bounce-Class:"
+  // (an RFC 3464 2.4 extension field) for a failed or delayed recipient; empty or "none": no
+  // field.
+  std::string_view bounce_class;
 };
 
 struct ReportInput {

@@ -92,6 +92,36 @@ TEST(DsnTest, DelayAndSuccessReports) {
   EXPECT_NE(b.find("Action: relayed\r\nStatus: 2.0.0\r\n"), std::string::npos);
 }
 
+// RFC 3464 2.4 extension field: the bounce class of each failed or delayed recipient, none for
+// a success (nor for a recipient with no class).
+TEST(DsnTest, BounceClassField) {
+  ReportInput in = Sample();
+  in.recipients = {
+      {"bob@example.com", S(550, "5.1.1", "user unknown"), Action::kFailed, "", "bad-mailbox"},
+      {"carol@example.com", S(421, "4.7.0", "[TS01] complaints"), Action::kDelayed, "",
+       "spam-related"},
+      {"dave@example.com", S(550, "5.0.0", "no"), Action::kFailed, "", ""},
+      {"erin@example.com", S(250, "2.0.0", "ok"), Action::kDelivered, "", "none"}};
+  const std::string b = BuildReport(in);
+  EXPECT_NE(b.find("Final-Recipient: rfc822; bob@example.com\r\nAction: failed\r\n"
+                   "Status: 5.1.1\r\nDiagnostic-Code: smtp; 550 5.1.1 user unknown\r\n"
+                   "Last-Attempt-Date: Thu, 26 Nov 2026 22:00:00 +0000\r\n"
+                   "X-Relais-Bounce-Class: bad-mailbox\r\n"),
+            std::string::npos)
+      << b;
+  EXPECT_NE(b.find("Action: delayed\r\nStatus: 4.7.0\r\nDiagnostic-Code: smtp; 421 4.7.0 [TS01] "
+                   "complaints\r\nLast-Attempt-Date: Thu, 26 Nov 2026 22:00:00 +0000\r\n"
+                   "X-Relais-Bounce-Class: spam-related\r\n"),
+            std::string::npos)
+      << b;
+  size_t fields = 0;
+  for (size_t at = b.find("X-Relais-Bounce-Class:"); at != std::string::npos;
+       at = b.find("X-Relais-Bounce-Class:", at + 1)) {
+    ++fields;
+  }
+  EXPECT_EQ(fields, 2u);  // Not for dave (no class) nor erin (delivered).
+}
+
 // The boundary as the report declares it, and how many lines open a part and close the whole.
 struct Structure {
   std::string boundary;

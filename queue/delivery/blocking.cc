@@ -25,7 +25,7 @@ Status MaildirStatus(const maildir::Result& r) {
 std::unique_ptr<JobDone> RunBlocking(std::unique_ptr<Job> job, maildir::Deliverer& deliverer,
                                      io::Io& io, const base::Clock& clock, int shard,
                                      const std::function<std::string()>& boundary_seed,
-                                     std::string& log_lines) {
+                                     std::string& log_lines, const BounceClassifier* classifier) {
   if (job->location) {
     // A body beyond the shard's memory budget: read here, where blocking is allowed.
     auto body = spool::ReadBodyAt(io, *job->location);
@@ -79,7 +79,7 @@ std::unique_ptr<JobDone> RunBlocking(std::unique_ptr<Job> job, maildir::Delivere
     done->unfinished = std::move(job);
     return done;
   }
-  return Finish(*job, shard, clock.UnixMicros(), boundary_seed, log_lines);
+  return Finish(*job, shard, clock.UnixMicros(), boundary_seed, log_lines, classifier);
 }
 
 }  // namespace relais::delivery

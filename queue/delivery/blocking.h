@@ -24,8 +24,10 @@ namespace relais::delivery {
 // Runs the blocking part of `job` and returns what goes back to the shard: the finished
 // results, or the job itself (JobDone::unfinished) when network recipients remain. Log lines
 // (maildir_recreated, maildir_error, delivery_attempt) are appended to `log_lines`.
+// `classifier`: as report.h's Finish takes it.
 [[nodiscard]] std::unique_ptr<JobDone> RunBlocking(
     std::unique_ptr<Job> job, maildir::Deliverer& deliverer, io::Io& io, const base::Clock& clock,
-    int shard, const std::function<std::string()>& boundary_seed, std::string& log_lines);
+    int shard, const std::function<std::string()>& boundary_seed, std::string& log_lines,
+    const BounceClassifier* classifier = nullptr);
 
 }  // namespace relais::delivery

@@ -187,5 +187,41 @@ TEST(ReportTest, NotifyDecidesWhatIsReported) {
                   ->bounce.empty());
 }
 
+// Finish is the one place that classifies: the items, JobDone::classes and the log lines
+// agree; without a classifier what is not delivered is "other".
+TEST(ReportTest, FinishClassifiesWhatIsNotDelivered) {
+  Job job;
+  job.message_id = "M2";
+  job.content = "Subject: s\r\n\r\nbody\r\n";
+  const auto item = [](std::string address, Status status) {
+    Item i;
+    i.decided = true;
+    i.address = std::move(address);
+    i.route = Route::kMx;
+    i.result = std::move(status);
+    return i;
+  };
+  job.items = {item("a@x", Status{Outcome::kDelivered, 250, "2.0.0", "ok"}),
+               item("b@x", Status{Outcome::kFailed, 552, "5.2.2", "Mailbox full"}),
+               item("c@x", Make(Reason::kNullMx, "x"))};
+  auto classifier = BounceClassifier::Create("");
+  ASSERT_TRUE(classifier.ok());
+  std::string log;
+  auto done = Finish(
+      job, 0, 1'000'000, [] { return "seed"; }, log, classifier->get());
+  EXPECT_EQ(done->classes, (std::vector<BounceClass>{BounceClass::kNone, BounceClass::kQuotaIssues,
+                                                     BounceClass::kBadDomain}));
+  EXPECT_EQ(job.items[1].bounce_class, BounceClass::kQuotaIssues);
+  EXPECT_EQ(job.items[2].bounce_class, BounceClass::kBadDomain);
+  EXPECT_NE(log.find("\"bounce_class\":\"quota-issues\""), std::string::npos) << log;
+  EXPECT_NE(log.find("\"bounce_class\":\"bad-domain\""), std::string::npos) << log;
+  EXPECT_NE(log.find("\"bounce_class\":\"none\""), std::string::npos) << log;
+  log.clear();
+  done = Finish(
+      job, 0, 1'000'000, [] { return "seed"; }, log);
+  EXPECT_EQ(done->classes, (std::vector<BounceClass>{BounceClass::kNone, BounceClass::kOther,
+                                                     BounceClass::kOther}));
+}
+
 }  // namespace
 }  // namespace relais::delivery

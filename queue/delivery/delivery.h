@@ -1,29 +1,52 @@
 // queue/delivery/delivery.h — one shard's delivery driving: due attempts from the scheduler,
-// planned into jobs (planner.h), sent through the blocking worker and the outbound pools, and
-// their results recorded (scheduler, spool, the sender's report, metrics, log lines).
+// planned into jobs (planner.h), their network recipients' next hops resolved (mx.h) and
+// shaped (destinations.h), sent through the blocking worker and the outbound pools, and their
+// results recorded (scheduler, spool, the sender's report, metrics, log lines).
 //
 // The path of one attempt (each arrow into or out of the worker is one ring hand-off):
-//   Tick ─▶ Plan ─▶ every recipient decided, body in memory ─▶ Finish here (report, log)
-//                ─▶ network recipients, body in memory ─▶ Outbound (the pools) ─▶ Finish here
-//                ─▶ a body on disk or Maildir recipients ─▶ BlockingWork (the worker thread):
-//                   read the body, deliver to Maildir ─▶ done there (Finish on the worker)
-//                   or, network recipients left ─▶ back here with the body ─▶ Outbound ─▶
-//                   Finish here
+//   Tick ─▶ Plan ─▶ Resolve ─▶ every recipient decided, body in memory ─▶ Finish here
+//                           ─▶ network recipients, body in memory ─▶ Outbound (the pools) ─▶
+//                              Finish here
+//                           ─▶ a body on disk or Maildir recipients ─▶ BlockingWork (the worker
+//                              thread): read the body, deliver to Maildir ─▶ done there (Finish
+//                              on the worker) or, network recipients left ─▶ back here with the
+//                              body ─▶ Outbound ─▶ Finish here
 // So a smarthost message whose body is on disk goes shard → worker → shard → pools → shard,
 // and one whose body is in memory never leaves the shard: a body crosses threads at most once
 // each way. Finishing records the results: a report to the sender is spooled first (from <>,
 // in the same group commit as the failures), then Scheduler::Finish.
 //
+// Resolve (before any body is read, so that mail that will wait costs no read): every pending
+// network recipient gets its next hops from the shard's NextHopResolver: an mx recipient by its
+// domain (ResolveMx), a smarthost or lmtp recipient by its route (ResolveHost per host the
+// route template names; a unix socket path needs none). Cached answers go on at once; else the
+// job waits for the resolver's callbacks (bounded by the resolver's own timeout). A failed
+// resolution decides its recipients (Resolution::failure: null MX 556 5.1.10, NXDOMAIN 550
+// 5.1.2, DNS 451 4.4.3, loop 550 5.4.6, no address 550 5.4.4; a route none of whose hosts
+// resolves: 451 4.4.3). The rest get a DestinationId (Destinations::Intern of the resolution's
+// key, or "route:<index>"; a full table defers them, kDnsTemporary with "too many
+// destinations"), and the pools' Destination object for it (destination_book.h). The message's
+// first network destination is given to the scheduler (SetDestination). A first attempt (its
+// Attempt::destination was 0) whose destination's gate refuses it (Destinations::Admit) goes
+// back with Scheduler::Requeue, unless some recipient of it is decided or goes to Maildir: no
+// body read, no attempt counted, nothing logged. An attempt admitted (by the scheduler's gate
+// when Attempt::destination was set, or here) is released exactly once when it ends
+// (Destinations::Release), and every recipient outcome of a destination is counted there.
+// Stop sends the jobs still waiting on the resolver on at once, their network recipients
+// deferred (kStopping); an answer that comes for one later is dropped.
+//
 // The shard owns it and calls it only from its loop: Tick once per turn, OnWorkerDone for each
-// result the worker hands back, OnOutboundDone for each outbound task's replies, FlushLog once
-// per turn. Not thread-safe. Time comes from the injected Clock; the blocking work and the
-// pools are reached through the two interfaces below, so tests drive it with fakes.
+// result the worker hands back, OnOutboundDone for each outbound task's replies,
+// ForgetDestinations and FlushLog once per turn. Not thread-safe. Time comes from the injected
+// Clock; the blocking work, the pools and the resolver's DNS are reached through interfaces,
+// so tests drive it with fakes.
 #pragma once
 
 #include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -32,7 +55,11 @@
 #include "core/log/log.h"
 #include "core/metrics/metrics.h"
 #include "protocols/smtp/client_session.h"
+#include "queue/delivery/destination_book.h"
+#include "queue/delivery/destinations.h"
+#include "queue/delivery/endpoint.h"
 #include "queue/delivery/job.h"
+#include "queue/delivery/mx.h"
 #include "queue/delivery/outbound.h"
 #include "queue/delivery/planner.h"
 #include "queue/routing/router.h"
@@ -51,12 +78,13 @@ class BlockingWork {
   ~BlockingWork() = default;
 };
 
-// The outbound pools (pools.h): sends `message` to the destination of route
-// `destination`; the replies come back through Delivery::OnOutboundDone(task_id, ...), never
-// from inside Submit. The message's views stay valid until then.
+// The outbound pools (pools.h): sends `message` to `destination` (which stays valid until the
+// replies came back); the replies come back through Delivery::OnOutboundDone(task_id, ...),
+// never from inside Submit. The message's views stay valid until then.
 class Outbound {
  public:
-  virtual void Submit(int32_t destination, uint64_t task_id, smtp::OutgoingMessage message) = 0;
+  virtual void Submit(const Destination& destination, uint64_t task_id,
+                      smtp::OutgoingMessage message) = 0;
 
  protected:
   ~Outbound() = default;
@@ -74,9 +102,24 @@ struct DeliveryMetrics {
   std::array<metrics::Counter, kBounceClassNames.size()>* bounce_classes = nullptr;
 };
 
+// Where network recipients go: the shard's resolver and destinations, and the route templates.
+struct DeliveryNextHops {
+  // Both set, or both null: then (tools and tests that deliver by address only) every network
+  // recipient goes to its route template as is (its endpoints filled in by the caller), with
+  // no DestinationId, no shaping and DeliveryOptions::recipients_per_transaction_max.
+  NextHopResolver* resolver = nullptr;
+  Destinations* destinations = nullptr;
+  // By route index (tools/relaisd/egress): TLS, AUTH, source pool, and for smarthost and lmtp
+  // routes the hosts as written (Destination::names). Must outlive the Delivery.
+  const std::vector<std::optional<Destination>>* routes = nullptr;
+  uint16_t mx_port = 25;               // [mx] port.
+  uint32_t hosts_per_attempt_max = 5;  // [mx] hosts_per_attempt_max (0: all).
+};
+
 struct DeliveryOptions {
   PlanOptions plan;
-  uint32_t recipients_per_transaction_max = 100;
+  DeliveryNextHops next_hops;
+  uint32_t recipients_per_transaction_max = 100;  // Without a resolver (see DeliveryNextHops).
   // A random token from a CSPRNG (>= 96 bits) for a report's MIME boundary.
   std::function<std::string()> report_boundary;
   // Classifies every result that is not a delivery (shared, immutable); null: all kOther.
@@ -102,14 +145,22 @@ class Delivery {
   // One outbound task's replies, one per recipient of its message.
   void OnOutboundDone(uint64_t task_id, std::vector<smtp::RecipientReply>&& replies,
                       std::string_view next_hop);
-  // No new attempt from now on; those in flight finish.
-  void Stop() { stopping_ = true; }
+  // No new attempt from now on; those in flight finish (those waiting on the resolver at once,
+  // deferred).
+  void Stop();
+  // Frees the Destination objects of destinations that Destinations forgot (after its Sweep)
+  // or that a newer resolution replaced, once no task holds them; `forget` runs on each first
+  // (Pools::Forget). Once per loop turn; it scans the book at most once a second.
+  void ForgetDestinations(const std::function<void(const Destination&)>& forget);
   // Hands this turn's log lines to the writer. Once per loop turn.
   void FlushLog();
   // No attempt in flight and every log line written.
   [[nodiscard]] bool idle() const;
   [[nodiscard]] size_t in_flight() const { return attempts_.size(); }
   [[nodiscard]] uint64_t attempts_started() const { return attempts_started_; }
+  // Jobs waiting for the resolver.
+  [[nodiscard]] size_t resolving() const { return resolving_.size(); }
+  [[nodiscard]] const DestinationBook& book() const { return book_; }
   // The log lines not flushed (log_channel false).
   [[nodiscard]] std::string TakeLog() { return std::move(log_lines_); }
 
@@ -123,11 +174,39 @@ class Delivery {
     uint64_t token = 0;  // Its job.
     Part part;
   };
+  // One question a job waits for: a domain's MX hosts, or one host of a route.
+  struct Lookup {
+    bool mx = false;
+    std::string name;  // The domain (lower case), or the host as the route writes it.
+    int32_t route = -1;
+    uint32_t host = 0;  // Which of the route's names.
+    std::optional<Resolution> answer;
+  };
+  struct Resolving {
+    std::unique_ptr<Job> job;
+    std::vector<Lookup> lookups;
+    uint32_t outstanding = 0;
+  };
+  // A job's destinations, from its resolution to its end.
+  struct Shaped {
+    uint32_t admitted = 0;                 // To Release when the attempt ends.
+    std::vector<uint32_t> dests;           // Per item (0: none).
+    std::vector<const Destination*> held;  // Its Destination objects (book_.Acquire).
+  };
 
+  // Asks the resolver for the job's network recipients; goes on at once when it answered.
+  void Resolve(std::unique_ptr<Job> job);
+  void OnResolved(uint64_t token, size_t lookup, const Resolution& resolution);
+  // Every answer is in: destinations, admission, then Dispatch (or Requeue).
+  void Resolved(std::unique_ptr<Job> job, std::vector<Lookup>& lookups);
+  // The route template of route index `route` (a default one of `type` when it has none).
+  [[nodiscard]] const Destination& Template(int32_t route, Route type) const;
+  // After Complete: per-destination counts, Release, the held objects dropped.
+  void Ended(const JobDone& done);
   // Sends `job` on to where NextStep says.
   void Dispatch(std::unique_ptr<Job> job);
   void SendToNetwork(std::unique_ptr<Job> job);
-  void FinishHere(const Job& job);
+  void FinishHere(Job& job);
   // Records a finished attempt: report, metrics, scheduler.
   void Complete(JobDone& done);
   // Spools a report to the original's sender. False when the spool refused it.
@@ -144,6 +223,13 @@ class Delivery {
   std::unordered_map<uint64_t, scheduler::Attempt> attempts_;  // By job token.
   std::unordered_map<uint64_t, NetworkJob> network_jobs_;      // By job token.
   std::unordered_map<uint64_t, Task> tasks_;                   // By task id.
+  std::unordered_map<uint64_t, Resolving> resolving_;          // By job token.
+  std::unordered_map<uint64_t, Shaped> shaped_;                // By job token.
+  DestinationBook book_;
+  uint64_t next_forget_ms_ = 0;
+  // The resolver's callbacks hold a weak reference: one that runs after the Delivery is gone
+  // does nothing.
+  std::shared_ptr<int> alive_ = std::make_shared<int>(0);
   uint64_t next_token_ = 1;
   uint64_t next_task_ = 1;
   uint64_t attempts_started_ = 0;

@@ -10,8 +10,10 @@
 // suspended or rate-limited destination holds only its own mail, never another's.
 //
 // Limits (ShapingOptions defaults, then every matching [[shaping.rule]] in file order, each
-// overriding the keys it sets; a rule matches the recipient domain (exact or "*.suffix") or
-// the destination's MX host names (mx_suffix, e.g. ".google.com": any MX host ending so)):
+// overriding the keys it sets; a rule matches the recipient domain (exact, or "*.suffix": a
+// name below it, not the suffix itself) and the destination's MX host names (mx_suffix, e.g.
+// ".google.com": any MX host ending so; without the leading dot: that name or one below it);
+// an unset one matches anything. Destinations the same rules match share one profile):
 //   connections_max               concurrent connections (this shard's share);
 //   messages_per_connection_max   then the connection says QUIT and a new one is opened;
 //   recipients_per_transaction_max
@@ -27,21 +29,28 @@
 // "rate limit", "too many (connections|messages)", "try again later", "throttl", "deferred due
 // to", ...), halves connections_allowed (at least 1) and the rate (at least
 // rate_floor_per_minute when a rate is set; a destination without a configured rate gets one,
-// derived from its recent delivered rate), and starts a quiet period (backoff_ms) during
-// which nothing more is halved; then every `recover_after` deliveries in a row without such a
-// reply add one connection back and 10% of the configured rate, up to the configured limits.
-// [[shaping.reply]] rules (RE2 patterns on "code enhanced text", optionally scoped like the
+// derived from its recent delivered rate: half of its deliveries in the last minute, none
+// when it delivered nothing lately), and starts a quiet period (backoff_ms) during which
+// nothing more is halved; then every `recover_after` deliveries in a row (counted after the
+// quiet period) without such a reply add one connection back and 10% of the configured rate
+// (of the derived one's starting point when none is configured; reaching it drops the limit),
+// up to the configured limits. Adaptive rates are kept per hour (views show them in the
+// largest unit that divides them).
+// [[shaping.reply]] rules (RE2 patterns on "code enhanced text" of one reply, the enhanced
+// code left out when there is none; first matching rule wins; optionally scoped like the
 // limit rules) can instead suspend the destination for a time (no attempt is admitted; its
 // queue waits, counted) or bounce its queue (every message waiting for it is returned with
 // kBouncedByRule). State and reason are kept for operators: kActive, kBackingOff (limits
 // below the configured ones), kSuspended (until when, and why: the rule, the reply, or
 // relaisctl dest suspend).
 //
-// Memory: a destination costs its key and a fixed record (~300 bytes); one with nothing
+// Memory: a destination costs its key and a fixed record (304 bytes); one with nothing
 // queued, in flight or connected, and not suspended, is forgotten after idle_forget_ms (its
 // adaptive state with it), and the table never holds more than destinations_max: a new
 // destination beyond it is refused (the caller defers, kDnsTemporary-like) rather than
-// growing without bound. Measured at 100 000 destinations in bench/RESULTS.md.
+// growing without bound (a full table sweeps once first). Measured at 100 000 destinations
+// (destinations_test, OneHundredThousandDestinations...): about 460 bytes of heap each with a
+// 51-byte key, all of it given back by the sweep that forgets them.
 //
 // Owned by one shard; not thread-safe; time from the injected Clock. Tests: fake clock.
 #pragma once
@@ -55,6 +64,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "core/base/clock.h"
 #include "queue/delivery/mx.h"
 #include "queue/delivery/status.h"
@@ -65,8 +75,8 @@ namespace relais::delivery {
 using DestinationId = uint32_t;  // 0: not known.
 
 struct Rate {
-  uint32_t count = 0;       // 0: no limit.
-  uint64_t per_ms = 1000;   // 1000 (second), 60 000 (minute) or 3 600 000 (hour).
+  uint32_t count = 0;      // 0: no limit.
+  uint64_t per_ms = 1000;  // 1000 (second), 60 000 (minute) or 3 600 000 (hour).
   // "100/s", "600/min", "10000/h", "0"; nullopt for anything else.
   [[nodiscard]] static std::optional<Rate> Parse(std::string_view text);
   [[nodiscard]] std::string ToString() const;
@@ -109,8 +119,8 @@ inline constexpr std::array<std::string_view, 3> kReplyActionWords = {"backoff",
 struct ShapingOptions {
   Limits defaults;
   bool adaptive = true;
-  uint64_t backoff_ms = 60'000;       // Quiet period after a halving.
-  uint32_t recover_after = 20;        // Deliveries in a row before one step up.
+  uint64_t backoff_ms = 60'000;        // Quiet period after a halving.
+  uint32_t recover_after = 20;         // Deliveries in a row before one step up.
   uint32_t rate_floor_per_minute = 6;  // The rate never backs off below this.
   std::vector<ShapingRule> rules;
   std::vector<ReplyRule> replies;
@@ -129,9 +139,9 @@ struct DestinationView {
   std::string name;    // For people: the first MX host, the domain, or the route's first host.
   std::string domain;  // The recipient domain it was first made for.
   DestinationState state = DestinationState::kActive;
-  std::string reason;             // Why it is backing off or suspended; empty when active.
-  uint64_t suspended_until_ms = 0;  // Monotonic; kSuspended only.
-  Limits configured;              // From the rules.
+  std::string reason;                // Why it is backing off or suspended; empty when active.
+  uint64_t suspended_until_ms = 0;   // Monotonic; kSuspended only.
+  Limits configured;                 // From the rules.
   uint32_t connections_allowed = 0;  // Now (adaptive).
   Rate rate_allowed;                 // Now (adaptive).
   uint32_t in_flight = 0;            // Attempts admitted and not yet released.
@@ -166,8 +176,13 @@ class DestinationControl {
 
 class Destinations final : public scheduler::Gate, public DestinationControl {
  public:
+  // A reply rule whose pattern does not compile never matches (Validate reports it first).
   Destinations(ShapingOptions options, const base::Clock& clock);
   ~Destinations();
+
+  // What the config schema checks: every [[shaping.reply]] pattern compiles as RE2 (the
+  // error names the rule's index and its pattern), no rule scope is malformed.
+  [[nodiscard]] static absl::Status Validate(const ShapingOptions& options);
   Destinations(const Destinations&) = delete;
   Destinations& operator=(const Destinations&) = delete;
 
@@ -195,7 +210,9 @@ class Destinations final : public scheduler::Gate, public DestinationControl {
   [[nodiscard]] std::vector<DestinationId> TakeWoken();
   [[nodiscard]] int64_t MsUntilWake() const;
 
-  // relaisctl dest suspend|resume (by key or name; false: not known here).
+  // relaisctl dest suspend|resume (by key, or name case-insensitively; false: not known
+  // here). A duration of 0 suspends until resumed; an empty reason says "suspended by an
+  // operator".
   bool Suspend(std::string_view key_or_name, uint64_t duration_ms, std::string_view reason);
   bool Resume(std::string_view key_or_name);
   // The destinations whose queue a reply rule bounced since the last call: the caller returns
@@ -210,8 +227,12 @@ class Destinations final : public scheduler::Gate, public DestinationControl {
   [[nodiscard]] std::vector<DestinationView> All() const;
   [[nodiscard]] std::vector<DestinationView> Top(size_t top, DestinationView* rest) const;
   [[nodiscard]] size_t size() const;
-  // Forgets idle destinations (see the header comment); once per loop turn is cheap.
-  void Sweep();
+  // sizeof the fixed record of one destination (the memory test and the bench report it).
+  [[nodiscard]] static size_t EntryBytes();
+  // Forgets idle destinations (see the header comment); once per loop turn is cheap (a full
+  // pass runs at most every idle_forget_ms / 10). The ids forgotten are appended to
+  // `forgotten` when given (Sources::Forget them: ids are reused).
+  void Sweep(std::vector<DestinationId>* forgotten = nullptr);
 
   // DestinationControl.
   [[nodiscard]] uint32_t ConnectionsAllowed(DestinationId id) const override;
@@ -224,20 +245,55 @@ class Destinations final : public scheduler::Gate, public DestinationControl {
  private:
   struct Entry;
   struct Compiled;  // The reply rules' RE2s.
+  // What the matching rules make of a destination, shared by every destination the same
+  // rules match (few: bounded by the rule combinations in use).
+  struct Profile {
+    Limits limits;
+    bool adaptive = true;
+    std::vector<uint16_t> replies;  // The reply rules whose scope covers it, in order.
+  };
+  struct Wake {
+    uint64_t at_ms;
+    DestinationId id;
+    bool operator>(const Wake& other) const { return at_ms > other.at_ms; }
+  };
+
+  Entry* Get(DestinationId id) const;
+  Entry* Lookup(std::string_view key_or_name) const;
+  uint32_t ProfileFor(std::string_view domain, const std::vector<MxHost>& hosts);
+  void Refill(Entry& entry, uint64_t now_ms) const;
+  void Park(DestinationId id, Entry& entry, uint64_t at_ms);
+  void WakeNow(DestinationId id, Entry& entry);
+  void Backoff(Entry& entry, std::string_view reason, uint64_t now_ms);
+  void SetRate(Entry& entry, Rate rate) const;
+  DestinationView MakeView(DestinationId id, const Entry& entry) const;
+  bool Idle(const Entry& entry, uint64_t now_ms) const;
+  void Erase(DestinationId id);
 
   const ShapingOptions options_;
   const base::Clock& clock_;
   std::unique_ptr<Compiled> compiled_;
-  std::vector<std::unique_ptr<Entry>> entries_;  // By id - 1; null: free.
-  std::unordered_map<std::string, DestinationId> by_key_;
+  std::vector<Profile> profiles_;
+  std::unordered_map<std::string, uint32_t> profile_by_rules_;  // Matched rule indices.
+  std::vector<std::unique_ptr<Entry>> entries_;                 // By id - 1; null: free.
+  std::unordered_map<std::string_view, DestinationId> by_key_;  // Views of Entry::key.
   std::vector<DestinationId> free_ids_;
+  size_t live_ = 0;
   std::vector<DestinationId> woken_;
+  std::vector<Wake> wakes_;  // A min-heap by time; stale ones are skipped.
   std::vector<DestinationId> bounced_;
+  std::vector<DestinationId> forgotten_;  // By a sweep Intern ran, until the next Sweep.
+  uint64_t next_sweep_ms_ = 0;
 };
 
 // Whether `rule`'s scope (domain pattern and mx_suffix) covers a destination made for
 // `domain` with MX hosts `hosts`. Exposed for tests and relaisctl.
 [[nodiscard]] bool RuleMatches(std::string_view rule_domain, std::string_view rule_mx_suffix,
                                std::string_view domain, const std::vector<MxHost>& hosts);
+
+// Whether a reply says the receiver wants us to slow down (the adaptive shaping's signal): a
+// 421, or a 4xx reply whose enhanced code is 4.7.x or whose text is one of the shipped
+// rate-limit phrases (case-insensitive). Exposed for tests and the bounce classes.
+[[nodiscard]] bool IsThrottleReply(uint16_t code, std::string_view enhanced, std::string_view text);
 
 }  // namespace relais::delivery

@@ -20,6 +20,7 @@
 // (452 4.2.2, 550 5.2.1) while the others of the message are accepted.
 #pragma once
 
+#include <arpa/inet.h>
 #include <netinet/in.h>
 
 #include <cerrno>
@@ -55,6 +56,9 @@ struct HopScript {
   bool stall_handshake = false;       // Reads the ClientHello and never answers it.
   bool close_after_starttls = false;  // Closes the connection right after its 220 to STARTTLS.
   std::string auth;                   // "user:password": AUTH offered over TLS; empty: none.
+  // 4xx/5xx: MAIL, or the end of the data, answered so (with "<code> <X>.3.0 try later").
+  uint16_t mail_code = 250;
+  uint16_t data_end_code = 250;
 };
 
 // One next hop's behaviour for a while, drawn from `random`: one of the faults above (a
@@ -121,6 +125,10 @@ class FakeNextHops final : public io::Net {
   [[nodiscard]] io::Socket NewStreamSocket(int family) override {
     return net_->NewStreamSocket(family);
   }
+  [[nodiscard]] int32_t Bind(io::Socket socket, const sockaddr* address,
+                             socklen_t length) override {
+    return net_->Bind(socket, address, length);
+  }
   void Connect(io::Socket socket, const sockaddr* address, socklen_t length,
                io::SocketOp& op) override {
     uint16_t port = 0;
@@ -134,6 +142,7 @@ class FakeNextHops final : public io::Net {
     c.port = port;
     c.script = script;
     ++connects_[port];
+    sources_[port].push_back(AddressText(net_->bound_to(socket)));
     if (script.refuse_connect) {
       net_->SetConnectResult(socket, -ECONNREFUSED);
       c.gone = true;
@@ -200,6 +209,8 @@ class FakeNextHops final : public io::Net {
     return it == delivered_.end() ? 0 : it->second;
   }
   [[nodiscard]] const std::map<std::string, uint32_t>& deliveries() const { return delivered_; }
+  // The local address each connection to `port` was bound to, in order ("" when unbound).
+  [[nodiscard]] const std::vector<std::string>& sources(uint16_t port) { return sources_[port]; }
   [[nodiscard]] uint32_t connects(uint16_t port) const {
     auto it = connects_.find(port);
     return it == connects_.end() ? 0 : it->second;
@@ -226,6 +237,7 @@ class FakeNextHops final : public io::Net {
     HopScript script;
     std::string input;
     bool in_data = false;
+    bool mail_refused = false;
     bool gone = false;  // Reset, stalled for good, or closed by us: answers nothing more.
     std::vector<std::string> accepted;       // RCPTs answered 250 in this transaction.
     std::unique_ptr<tls::TlsTransport> tls;  // After STARTTLS.
@@ -254,6 +266,17 @@ class FakeNextHops final : public io::Net {
         c.gone = true;
       }
     }
+  }
+
+  static std::string AddressText(const sockaddr_storage& a) {
+    char text[INET6_ADDRSTRLEN] = {};
+    if (a.ss_family == AF_INET) {
+      inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&a)->sin_addr, text, sizeof(text));
+    } else if (a.ss_family == AF_INET6) {
+      inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&a)->sin6_addr, text,
+                sizeof(text));
+    }
+    return text;
   }
 
   static std::string Base64(std::string_view in) {
@@ -355,12 +378,15 @@ class FakeNextHops final : public io::Net {
         Reply(c, "250 hop\r\n");
       } else if (verb == "MAIL") {
         c.accepted.clear();
-        Reply(c, "250 2.1.0 ok\r\n");
+        c.mail_refused = c.script.mail_code != 250;
+        Reply(c, c.mail_refused ? Refusal(c.script.mail_code) : "250 2.1.0 ok\r\n");
       } else if (verb == "RCPT") {
         const size_t lt = line.find('<');
         const size_t gt = line.find('>', lt);
         const std::string address = line.substr(lt + 1, gt - lt - 1);
-        if (address.starts_with("temp")) {
+        if (c.mail_refused) {
+          Reply(c, "503 5.5.1 MAIL first\r\n");
+        } else if (address.starts_with("temp")) {
           Reply(c, "450 4.2.0 mailbox busy\r\n");
         } else if (address.starts_with("perm")) {
           Reply(c, "550 5.1.1 no such user\r\n");
@@ -394,6 +420,10 @@ class FakeNextHops final : public io::Net {
     return answered;
   }
 
+  static std::string Refusal(uint16_t code) {
+    return std::to_string(code) + " " + std::to_string(code / 100) + ".3.0 try later\r\n";
+  }
+
   void EndOfData(Connection& c) {
     if (c.script.reset_at_data_end) {
       net_->PeerResets(c.socket);
@@ -404,7 +434,9 @@ class FakeNextHops final : public io::Net {
       c.gone = true;
       return;
     }
-    if (!c.script.lmtp) {
+    if (!c.script.lmtp && c.script.data_end_code != 250) {
+      Reply(c, Refusal(c.script.data_end_code));
+    } else if (!c.script.lmtp) {
       for (const std::string& address : c.accepted) {
         ++delivered_[address];
       }
@@ -430,6 +462,7 @@ class FakeNextHops final : public io::Net {
   std::map<int32_t, Connection> connections_;
   std::map<std::string, uint32_t> delivered_;
   std::map<uint16_t, uint32_t> connects_;
+  std::map<uint16_t, std::vector<std::string>> sources_;
   std::map<uint16_t, std::vector<std::string>> commands_;
 };
 

@@ -28,7 +28,8 @@ struct Item {
   std::string address;  // The recipient.
   Route route = Route::kMaildir;
   int32_t destination = -1;  // Route index of a smarthost/lmtp/mx recipient.
-  // Its DestinationId (destinations.h) once resolved; 0 before, and for Maildir recipients.
+  // Its DestinationId (destinations.h) once its next hops are resolved (Delivery, before any
+  // body is read); 0 before, for Maildir recipients, and for one decided by the resolution.
   uint32_t dest = 0;
   // The class of a result that is not a delivery (bounce_class.h), set where the job ends.
   BounceClass bounce_class = BounceClass::kNone;
@@ -76,6 +77,7 @@ struct JobDone {
   uint64_t token = 0;
   std::vector<Status> results;  // One per item.
   std::vector<Route> routes;    // One per item: its route type.
+  std::vector<BounceClass> classes;  // One per item: its bounce class (kNone: delivered).
   // An RFC 3464 report to the sender: failures (unless NOTIFY said otherwise), and the
   // successes and delays that NOTIFY asked for.
   std::string bounce;

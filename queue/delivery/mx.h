@@ -20,9 +20,26 @@
 //   - at most mx_records_max MX records are looked at (the best ones), at most
 //     addresses_per_host_max addresses kept per host, so a hostile zone costs a bounded number
 //     of questions; CNAMEs are followed by the resolver.
-// Host names are checked before use (letters, digits, '-', '.', '_'; at most 253 bytes); an MX
-// record naming anything else is skipped. An address literal host ("[192.0.2.1]", "::1") is
-// used as is.
+// Host names are checked before use (letters, digits, '-', '.', '_'; at most 253 bytes, labels
+// of 1 to 63); an MX record naming anything else is skipped (only skipped records: no valid
+// host → kNoMxAddress; never the implicit MX). An address literal host ("[192.0.2.1]",
+// "[IPv6:2001:db8::1]", "::1", "192.0.2.1") is used as is, without DNS: one MxHost named by the
+// address's text ("192.0.2.1", "2001:db8::1"), kept for ttl_max_seconds; as a recipient domain
+// it is still loop-checked and filtered by the IpFamily. A recipient domain that is not a
+// valid name is kNoSuchDomain without a question (a host route's: kHostUnresolved).
+//
+// Details the RFCs leave open, as decided here:
+//   - null MX: a single record whose exchange is "." (or empty), whatever its preference;
+//   - an exchange named twice keeps its lowest preference;
+//   - the loop check by name happens before the address lookups (a dropped record costs no
+//     question), by address once the addresses are in (the lowest preference of a host with one
+//     of self_addresses); records dropped by either are never asked for or used;
+//   - addresses: A and AAAA answers keep only addresses of their own family, in the DNS's
+//     order, at most addresses_per_host_max each; kAny puts IPv4 first, kPreferIpv6 IPv6 first;
+//   - ttl_seconds: the smallest TTL among the answers the evaluation got (a no-data or NXDOMAIN
+//     answer with TTL 0 does not count: dns::Resolver hands a fresh negative answer without
+//     its TTL and caches it itself), at most ttl_max_seconds; 0 when nothing counted, and on
+//     kDnsTemporary / kHostUnresolved.
 //
 // NextHopResolver is one shard's driver: it runs evaluations on a Dns (the shard's
 // dns::Resolver behind an adapter; a fake in tests), caches finished resolutions by domain for
@@ -41,12 +58,14 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "core/base/clock.h"
 #include "core/base/random.h"
 #include "core/mail/ip_network.h"
 #include "protocols/dns/answer.h"
+#include "protocols/dns/resolver.h"
 #include "queue/delivery/status.h"
 
 namespace relais::delivery {
@@ -64,8 +83,8 @@ inline constexpr std::array<std::string_view, 4> kIpFamilyWords = {"any", "ipv4"
 struct MxOptions {
   IpFamily family = IpFamily::kAny;
   uint16_t port = 25;                   // The port of every MX host ([mx] port; tests: a sink's).
-  uint32_t mx_records_max = 10;         // MX records used per domain, the best first.
-  uint32_t addresses_per_host_max = 4;  // Addresses kept per host (per family).
+  uint32_t mx_records_max = 10;         // MX records used per domain, the best first (0: 1).
+  uint32_t addresses_per_host_max = 4;  // Addresses kept per host (per family) (0: 1).
   // This relay, for the loop check: its names (besides [server] hostname, which the wiring
   // adds) and its addresses (besides the listen addresses, which the wiring adds).
   std::vector<std::string> self_names;
@@ -116,26 +135,45 @@ class MxEvaluation {
   [[nodiscard]] const Resolution& result() const { return result_; }
   // Questions asked so far (bounded: 1 + 2 * mx_records_max).
   [[nodiscard]] uint32_t questions() const { return questions_; }
+  // Once kDone: the reason of result().failure, nullopt when the result is ok.
+  [[nodiscard]] std::optional<Reason> failure_reason() const { return reason_; }
 
  private:
+  enum class Stage : uint8_t { kStart, kMx, kHosts, kDone };
+
   MxEvaluation(std::string_view name, const MxOptions& options, base::Random& random,
                bool host_only);
+  // Asks `questions` (those not yet answered); counts the ones never asked before.
+  State Need(std::vector<dns::Question> questions);
+  [[nodiscard]] const dns::Answer* Find(const dns::Question& question) const;
+  State OnMxAnswer(const dns::Answer& answer);
+  State RunHosts();
+  State Fail(Reason reason);
+  State Succeed(std::vector<MxHost> hosts);
+  void SetLiteral(const mail::IpAddress& address);
+  [[nodiscard]] bool IsSelfName(const std::string& name) const;
+  [[nodiscard]] bool IsSelfAddress(const mail::IpAddress& address) const;
+  [[nodiscard]] uint32_t TtlOfAnswers() const;
 
   const MxOptions* options_;
   base::Random* random_;
-  std::string domain_;
+  std::string domain_;  // QuestionKey form.
   bool host_only_ = false;
+  Stage stage_ = Stage::kStart;
   std::vector<dns::Question> needed_;
   std::unordered_map<std::string, dns::Answer> answers_;  // By "type name".
+  std::unordered_set<std::string> asked_;                 // Keys ever put in needed_.
   Resolution result_;
+  std::optional<Reason> reason_;
   uint32_t questions_ = 0;
-  uint8_t stage_ = 0;
-  std::vector<MxHost> candidates_;
+  std::vector<MxHost> candidates_;  // After the MX step: the hosts to look up, in order.
 };
 
-// The DNS the resolver drives (the shard's dns::Resolver through an adapter in the wiring;
-// fakes in tests). FromCache answers at once or says it cannot; Resolve answers later, never
-// from inside the call.
+// The DNS the resolver drives (the shard's dns::Resolver through ResolverDns; fakes in tests).
+// FromCache answers at once or says it cannot; Resolve answers later, exactly once. Resolve
+// should not answer from inside the call, but NextHopResolver tolerates it (it takes the answer
+// and goes on; its own callers are still never called back from inside ResolveMx/ResolveHost).
+// A Dns destroyed with lookups in flight may drop their callbacks (dns::Resolver does).
 class Dns {
  public:
   [[nodiscard]] virtual std::optional<dns::Answer> FromCache(const dns::Question& question) = 0;
@@ -146,16 +184,41 @@ class Dns {
   ~Dns() = default;
 };
 
+// The Dns of a shard: its dns::Resolver, which must outlive the adapter. NextHopResolver asks
+// FromCache first, so Resolve goes to the network; should dns::Resolver::Resolve still answer
+// from inside the call (a name c-ares refuses locally, or its cache filled in between), the
+// answer is passed on at once, which NextHopResolver accepts (see Dns), rather than deferred:
+// the adapter has no loop of its own to defer to.
+class ResolverDns final : public Dns {
+ public:
+  explicit ResolverDns(dns::Resolver& resolver) : resolver_(resolver) {}
+  [[nodiscard]] std::optional<dns::Answer> FromCache(const dns::Question& question) override;
+  void Resolve(const dns::Question& question,
+               std::function<void(const dns::Answer&)> done) override;
+
+ private:
+  dns::Resolver& resolver_;
+};
+
+// lookups counts every ResolveMx/ResolveHost call; the results below count finished
+// evaluations (a cache hit or a joined request is not counted again).
 struct NextHopResolverStats {
   uint64_t lookups = 0;
   uint64_t cache_hits = 0;
   uint64_t evaluations = 0;  // Evaluations started (joined requests are not counted again).
   uint64_t null_mx = 0;
   uint64_t nxdomain = 0;
-  uint64_t temporary = 0;
+  uint64_t temporary = 0;  // kDnsTemporary and kHostUnresolved.
   uint64_t loops = 0;
+  uint64_t ok = 0;
+  uint64_t no_address = 0;
 };
 
+// Lifetime: the resolver may be destroyed with lookups in flight, before or after its Dns.
+// The requests in flight then end without their callbacks; a Dns answer arriving later is
+// ignored (each one holds the resolver's alive flag). A callback may call ResolveMx /
+// ResolveHost again (the finished entry is cached, or gone, by then) or destroy the resolver
+// (the remaining callbacks of that evaluation are then not called).
 class NextHopResolver {
  public:
   using Callback = std::function<void(const Resolution&)>;
@@ -186,8 +249,14 @@ class NextHopResolver {
     std::list<std::string>::iterator lru;
   };
 
-  std::optional<Resolution> Start(std::string key, MxEvaluation evaluation, Callback done);
-  void Drive(const std::string& key);
+  std::optional<Resolution> Lookup(std::string key, bool host, std::string_view name,
+                                   Callback done);
+  // Runs `running`'s evaluation as far as the answers at hand allow; true once it is done.
+  bool Drive(Running& running);
+  void OnAnswer(const std::string& key, uint64_t id, const dns::Question& question,
+                const dns::Answer& answer);
+  // Counts and caches a finished evaluation.
+  void Record(const std::string& key, const MxEvaluation& evaluation);
 
   const MxOptions options_;
   Dns& dns_;
@@ -196,6 +265,10 @@ class NextHopResolver {
   std::unordered_map<std::string, Cached> cache_;  // By "mx:domain" or "host:name".
   std::list<std::string> lru_;                     // Most recent first.
   std::unordered_map<std::string, std::unique_ptr<Running>> running_;
+  uint64_t next_id_ = 1;
+  // False once the resolver is gone. shared_ptr because the Dns's pending callbacks hold it and
+  // may run after the destructor (a Dns that outlives the resolver); one shard only.
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   NextHopResolverStats stats_;
 };
 

@@ -33,18 +33,20 @@ smtp::RecipientReply ToReply(const Status& status) {
   return r;
 }
 
-std::vector<Part> SplitByDestination(const Job& job, uint32_t recipients_max) {
+std::vector<Part> SplitByDestination(const Job& job,
+                                     const std::function<uint32_t(uint32_t dest)>& recipients_max) {
   std::vector<Part> parts;
   for (uint32_t i = 0; i < job.items.size(); ++i) {
     const Item& item = job.items[i];
     if (!item.pending_network()) {
       continue;
     }
+    const uint32_t max = std::max<uint32_t>(1, recipients_max(item.dest));
     auto it = std::find_if(parts.begin(), parts.end(), [&](const Part& p) {
-      return p.destination == item.destination && p.items.size() < recipients_max;
+      return p.destination == item.destination && p.dest == item.dest && p.items.size() < max;
     });
     if (it == parts.end()) {
-      parts.push_back({item.destination, {}});
+      parts.push_back({item.destination, item.dest, {}});
       it = parts.end() - 1;
     }
     it->items.push_back(i);

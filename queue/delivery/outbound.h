@@ -1,5 +1,6 @@
 // queue/delivery/outbound.h — the pure side of delivery over SMTP and LMTP: a job's network
-// recipients split into tasks (one per destination and per recipients_per_transaction_max),
+// recipients split into tasks (one per destination and per that destination's
+// recipients_per_transaction_max),
 // each task's outgoing message, and the replies back as typed statuses.
 //
 // The connection pools (pools.h, behind delivery::Outbound) drive smtp::ClientSession; what they
@@ -8,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string_view>
 #include <vector>
 
@@ -20,12 +22,18 @@ namespace relais::delivery {
 // The recipients of one outbound transaction.
 struct Part {
   int32_t destination = -1;     // Route index.
+  uint32_t dest = 0;            // DestinationId (Item::dest; 0: not resolved).
   std::vector<uint32_t> items;  // Indices into the job's items, in the task's order.
 };
 
-// The job's pending network recipients, grouped by destination in order of first appearance,
-// at most `recipients_max` per part.
-[[nodiscard]] std::vector<Part> SplitByDestination(const Job& job, uint32_t recipients_max);
+// The job's pending network recipients, grouped by destination (Item::dest, and the route
+// index) in order of first appearance, at most `recipients_max(dest)` per part (at least 1).
+[[nodiscard]] std::vector<Part> SplitByDestination(
+    const Job& job, const std::function<uint32_t(uint32_t dest)>& recipients_max);
+// The same with one limit for every destination.
+[[nodiscard]] inline std::vector<Part> SplitByDestination(const Job& job, uint32_t recipients_max) {
+  return SplitByDestination(job, [recipients_max](uint32_t) { return recipients_max; });
+}
 
 // The message of one part: views into `job`, which must outlive the transaction.
 [[nodiscard]] smtp::OutgoingMessage Outgoing(const Job& job, const Part& part);

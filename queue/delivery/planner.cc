@@ -57,7 +57,8 @@ std::unique_ptr<Job> Plan(const scheduler::Attempt& attempt, const spool::Stored
     } else if (route->type == config::RouteType::kReject) {
       item.result = Make(Reason::kRejectedByRoute);
     } else if (route->type == config::RouteType::kSmarthost ||
-               route->type == config::RouteType::kLmtp) {
+               route->type == config::RouteType::kLmtp || route->type == config::RouteType::kMx) {
+      // A network recipient: its next hops are resolved on the shard before any body is read.
       item.decided = false;
       item.destination = static_cast<int32_t>(router.IndexOf(*route));
       item.notify_text = mail::NotifyText(recipient.notify);  // Passed on to the next hop.

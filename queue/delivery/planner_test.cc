@@ -164,5 +164,41 @@ TEST(OutboundPartsTest, OneTaskPerDestinationAndPerRecipientsMax) {
   EXPECT_FALSE(job->items[3].decided);
 }
 
+TEST(PlannerTest, AnMxRouteIsANetworkRouteLikeASmarthost) {
+  const routing::Router router({{"local.example", config::RouteType::kMaildir, "/mail", {}, ""},
+                                {"*", config::RouteType::kMx, "", {}, ""}},
+                               "local.example");
+  spool::StoredMessage m = Message({"a@example.org", "b@local.example"});
+  m.envelope.recipients[0].notify = mail::kNotifyFailure;
+  const auto job = Plan(AttemptOf(m), m, {true, std::nullopt}, false, router, Options(), 1, 5);
+  EXPECT_TRUE(job->items[0].pending_network());
+  EXPECT_EQ(job->items[0].route, Route::kMx);
+  EXPECT_EQ(job->items[0].destination, 1);
+  EXPECT_EQ(job->items[0].dest, 0u);  // Resolved by the Delivery unit, not here.
+  EXPECT_EQ(job->items[0].notify_text, "FAILURE");
+  EXPECT_TRUE(job->items[1].pending_maildir());
+}
+
+TEST(OutboundPartsTest, GroupsByDestinationIdWithEachDestinationsLimit) {
+  const routing::Router router({{"*", config::RouteType::kMx, "", {}, ""}}, "local.example");
+  const spool::StoredMessage m = Message(
+      {"a@one.example", "b@two.example", "c@one.example", "d@two.example", "e@one.example"});
+  auto job = Plan(AttemptOf(m), m, {true, std::nullopt}, false, router, Options(), 1, 5);
+  // one.example and two.example resolved to destinations 7 and 9 (one route, two MX sets).
+  for (Item& item : job->items) {
+    item.dest = item.address.ends_with("one.example") ? 7 : 9;
+  }
+  const std::vector<Part> parts =
+      SplitByDestination(*job, [](uint32_t dest) { return dest == 7 ? 2u : 100u; });
+  ASSERT_EQ(parts.size(), 3u);
+  EXPECT_EQ(parts[0].dest, 7u);
+  EXPECT_EQ(parts[0].items, (std::vector<uint32_t>{0, 2}));
+  EXPECT_EQ(parts[1].dest, 9u);
+  EXPECT_EQ(parts[1].items, (std::vector<uint32_t>{1, 3}));
+  EXPECT_EQ(parts[2].dest, 7u);
+  EXPECT_EQ(parts[2].items, (std::vector<uint32_t>{4}));
+  EXPECT_EQ(parts[2].destination, 0);  // The route index stays with the part.
+}
+
 }  // namespace
 }  // namespace relais::delivery

@@ -13,6 +13,32 @@
 // greeting and EHLO are done moves the pool to the next one; when every next hop failed in a
 // row, the queued tasks are deferred with the last error (the scheduler retries them later).
 //
+// An mx destination (Route::kMx) fails over per task instead (next_hops.h, TaskHops): its
+// endpoints are the MX hosts by preference, each host's addresses in order. A task whose
+// connect failed goes to the host's next address; one whose host greeted with anything but
+// 220 (421), failed before it was ready, or answered the whole transaction with a temporary
+// reply (4xx to MAIL or to the end of the data, every RCPT 4xx) goes to the next host, up to
+// Destination::hosts_per_attempt_max distinct hosts (0: all); then its results are the last
+// temporary reply (the scheduler retries it). An idle link takes a queued task only if that
+// task may go to the link's host. A Destination's endpoints may be replaced between Submits
+// (re-resolution): the pool sees the change (count, names, hosts) and starts its records over.
+//
+// Shaping (UseControl; destinations.h): per destination id, the links are capped by
+// DestinationControl::ConnectionsAllowed (read at each dispatch: adaptive shaping lowers it,
+// and a link over the cap says QUIT instead of taking the next task), messages per connection
+// by MessagesPerConnection; links opening and closing are counted to it; every reply of 400
+// or more a next hop gives (greeting, EHLO, the transaction's, each recipient's) goes to
+// OnReply, once per distinct reply per link, never the session's own verdicts on a lost
+// connection; a message accepted calls OnDelivered. OnReply saying kSuspend defers the
+// destination's queued tasks (kSuspended), kBounce fails them (kBouncedByRule); tasks on links
+// finish. Without a control, or for a destination of id 0, PoolOptions' limits apply.
+//
+// Sources (UseSources; sources.h): a new link of a destination with a source_pool picks a
+// source of the endpoint's family, binds its address before the connect (io::Net::Bind) and
+// says its EHLO name (empty: helo_name). No source under its connection limit: the task waits
+// in the queue for a link of the destination to close; every source at its warm-up cap: the
+// queue is deferred (kWarmupCap); none of the family: the next endpoint is tried.
+//
 // A task's results arrive through PoolListener::OnPoolDone once per task, never from inside
 // Submit; when its link fails while part of the message is being sent, only once that send
 // has ended (large content is sent from the caller's memory, which the results free). Timeouts per
@@ -57,7 +83,9 @@
 #include "protocols/smtp/client_session.h"
 #include "protocols/tls/tls.h"
 #include "queue/delivery/delivery.h"
+#include "queue/delivery/destinations.h"
 #include "queue/delivery/endpoint.h"
+#include "queue/delivery/sources.h"
 #include "queue/delivery/status.h"
 
 namespace relais::delivery {
@@ -118,6 +146,8 @@ struct PoolCounters {
   uint64_t connect_failures = 0;
   uint64_t transactions = 0;
   uint64_t tasks_retried = 0;        // Moved off a cached connection that had gone stale.
+  uint64_t tasks_failed_over = 0;    // mx: moved to another address or host of the destination.
+  uint64_t source_waits = 0;         // A task waited: every source at its connection limit.
   uint64_t connections_unused = 0;   // Greeted, then closed without carrying a message.
   uint64_t converted_7bit = 0;       // Messages converted for a next hop without 8BITMIME.
   uint64_t not_convertible = 0;      // ...and those that could not be (failed, 5.6.3).
@@ -133,6 +163,20 @@ struct PoolCounters {
   uint64_t tls_fallbacks_forgotten = 0;  // Entries pushed out of the full fallback map.
 };
 
+// The pools' side of the source pools (sources.h), as an interface so that the pools' tests
+// use a fake: SourcesLinks (sources_links.h) passes it to a shard's Sources.
+class LinkSources {
+ public:
+  [[nodiscard]] virtual std::optional<Sources::Choice> Pick(int32_t pool, uint32_t destination,
+                                                            int family, Sources::Refusal* why) = 0;
+  virtual void Opened(uint32_t source, uint32_t destination) = 0;
+  virtual void Closed(uint32_t source, uint32_t destination) = 0;
+  virtual void Sent(uint32_t source, uint32_t destination) = 0;
+
+ protected:
+  ~LinkSources() = default;
+};
+
 class Pools {
  public:
   Pools(io::Net& net, timer::TimerWheel& timers, const base::Clock& clock, PoolOptions options,
@@ -144,8 +188,19 @@ class Pools {
   // The shard's TLS client contexts (MakeClientContexts), before the first Submit to a
   // destination with TLS.
   void UseTls(ClientContexts contexts) { contexts_ = std::move(contexts); }
+  // The shard's shaping (Destinations), before the first Submit; null: PoolOptions' limits.
+  void UseControl(DestinationControl* control) { control_ = control; }
+  // The shard's source pools and what they are made of (the addresses and EHLO names),
+  // before the first Submit; both outlive the pools. Null: no source binding.
+  void UseSources(LinkSources* sources, const SourceOptions* options) {
+    sources_ = sources;
+    source_options_ = options;
+  }
   // Queues `task` for `destination` (which must outlive the pools).
   void Submit(const Destination& destination, PoolTask task);
+  // The destination is about to be freed: its pool record goes. It must be idle (no link, no
+  // task); a destination the pools never saw is fine.
+  void Forget(const Destination& destination);
   // Opens, sends, and hands out results for everything the turn's completions changed. Once
   // per loop turn, after the completions ran.
   void Pump();
@@ -164,9 +219,32 @@ class Pools {
  private:
   struct Pool;
   struct Link;
+  struct Item;
+  enum class Opened : uint8_t { kOpened, kWait };
 
   void Dispatch(Pool& pool);
-  void Open(Pool& pool, PoolTask task);
+  // A new link for `item` (or its results, when no endpoint is left for it); kWait: the item
+  // went back to the queue, and nothing more opens this turn.
+  Opened Open(Pool& pool, Item item);
+  // The endpoints of the pool's destination changed (or were never seen): records restart.
+  void Refresh(Pool& pool);
+  // The item's host record is about the pool's current endpoints.
+  void Fresh(const Pool& pool, Item& item) const;
+  // The first queued item `link` may carry.
+  [[nodiscard]] std::optional<Item> TakeFor(Pool& pool, const Link& link);
+  // The item has no endpoint left in this attempt: its results are the last temporary reply.
+  void Exhausted(Pool& pool, Item item);
+  // Shaping and source limits of the pool's destination, now.
+  [[nodiscard]] uint32_t ConnectionsAllowed(const Pool& pool) const;
+  [[nodiscard]] uint32_t MessagesPerConnection(const Pool& pool) const;
+  // A reply of a next hop to the control (once per distinct reply per link); what it says.
+  ReplyRule::Action Feed(Link& link, uint16_t code, std::string_view enhanced,
+                         std::string_view reply);
+  // The control said kSuspend or kBounce after `reply`: the queue is deferred or failed.
+  void Act(Pool& pool, ReplyRule::Action action, std::string_view reply);
+  // The pool's session lost its connection (our side decided it): the session's verdicts on
+  // it are not the next hop's replies.
+  static void Lost(Link& link, std::string_view why);
   void Process(Link& link);
   // Hands the link's finished task to the listener (or back to the queue when the link was
   // stale before anything of it was answered).
@@ -177,7 +255,8 @@ class Pools {
   void Free(Link& link);
   void MarkDirty(Link& link);
   void MarkPending(Pool& pool);
-  void Requeue(Pool& pool, PoolTask task);
+  void Requeue(Pool& pool, Item item);
+  void Finish(Item& item, std::vector<smtp::RecipientReply>&& results, std::string_view hop);
   void DeferQueue(Pool& pool, const smtp::RecipientReply& reason);
   void OnTimeout(Link& link);
   [[nodiscard]] static smtp::RecipientReply NoNextHop(const Pool& pool);
@@ -201,21 +280,23 @@ class Pools {
   bool stopping_ = false;
   PoolCounters counters_;
   ClientContexts contexts_;
+  DestinationControl* control_ = nullptr;
+  LinkSources* sources_ = nullptr;
+  const SourceOptions* source_options_ = nullptr;
   // "host:port" of "may" next hops whose handshake failed -> when they get TLS again (ms).
   std::unordered_map<std::string, uint64_t> plaintext_until_;
 };
 
-// The delivery side's way out (Outbound): a route index names the destination whose pool on
-// this shard sends the task. Both references must outlive it.
+// The delivery side's way out (Outbound): the Destination Delivery hands over (its book's, or
+// a route template) names the pool on this shard that sends the task. The pools outlive it.
 class PoolsOutbound final : public Outbound {
  public:
-  PoolsOutbound(Pools& pools, const std::vector<std::optional<Destination>>& destinations)
-      : pools_(pools), destinations_(destinations) {}
-  void Submit(int32_t destination, uint64_t task_id, smtp::OutgoingMessage message) override;
+  explicit PoolsOutbound(Pools& pools) : pools_(pools) {}
+  void Submit(const Destination& destination, uint64_t task_id,
+              smtp::OutgoingMessage message) override;
 
  private:
   Pools& pools_;
-  const std::vector<std::optional<Destination>>& destinations_;
 };
 
 }  // namespace relais::delivery

@@ -8,6 +8,8 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <map>
 #include <memory>
 #include <optional>
@@ -15,10 +17,12 @@
 #include <vector>
 
 #include "core/base/clock.h"
+#include "core/base/random.h"
 #include "core/io/fake_net.h"
 #include "core/net/buffer_session.h"
 #include "core/timer/timer_wheel.h"
 #include "queue/delivery/fake_next_hops.h"
+#include "queue/delivery/sources_links.h"
 
 namespace relais::delivery {
 namespace {
@@ -139,6 +143,8 @@ class Harness final : public PoolListener {
   }
 
   Pools& pools() { return pools_; }
+  // One Pump without completions: what the pools decided at once.
+  void Pools_PumpOnce() { pools_.Pump(); }
   FakeNextHops& hops() { return hops_; }
   io::FakeNet& net() { return net_; }
   std::map<uint64_t, std::vector<smtp::RecipientReply>> results_;
@@ -787,6 +793,522 @@ TEST(PoolsTls, Auth535IsDeferred) {
   EXPECT_EQ(h.results_[1][0].code / 100, 4);
   EXPECT_FALSE(Sent(h.hops(), 25, "MAIL"));
   EXPECT_EQ(h.hops().delivered("b@y.test"), 0u);
+}
+
+// ---- MX destinations: failover per task ----
+
+Endpoint MxHop(uint16_t port, uint32_t host) {
+  Endpoint e = Hop(port);
+  e.host_index = host;
+  e.host = "mx" + std::to_string(host) + ".test";
+  return e;
+}
+
+Destination Mx(std::vector<Endpoint> endpoints, uint32_t hosts_max = 0) {
+  Destination d{Route::kMx, false, std::move(endpoints)};
+  d.id = 7;
+  d.hosts_per_attempt_max = hosts_max;
+  return d;
+}
+
+TEST(PoolsMx, ConnectRefusedGoesToTheSecondHost) {
+  Destination d = Mx({MxHop(2501, 0), MxHop(2502, 1)});
+  Harness h;
+  h.hops().Script(2501, HopScript{.refuse_connect = true});
+  h.Send(d, 1, {"b@y.test"});
+  h.Run();
+  ASSERT_EQ(h.results_.size(), 1u);
+  EXPECT_EQ(h.results_[1][0].status, smtp::RecipientStatus::kDelivered);
+  EXPECT_EQ(h.next_hops_[1], "127.0.0.1:2502");
+  EXPECT_EQ(h.pools().counters().tasks_failed_over, 1u);
+}
+
+TEST(PoolsMx, Greeting421GoesToTheNextHostNotTheSameHostsOtherAddress) {
+  Destination d = Mx({MxHop(2501, 0), MxHop(2502, 0), MxHop(2503, 1)});
+  Harness h;
+  h.hops().Script(2501, HopScript{.greeting_code = 421});
+  h.Send(d, 1, {"b@y.test"});
+  h.Run();
+  ASSERT_EQ(h.results_.size(), 1u);
+  EXPECT_EQ(h.results_[1][0].status, smtp::RecipientStatus::kDelivered);
+  EXPECT_EQ(h.next_hops_[1], "127.0.0.1:2503");
+  EXPECT_EQ(h.hops().connects(2502), 0u);  // The host said 421: its other address is skipped.
+}
+
+TEST(PoolsMx, AHostsSecondAddressIsTriedBeforeTheNextHost) {
+  Destination d = Mx({MxHop(2501, 0), MxHop(2502, 0), MxHop(2503, 1)});
+  Harness h;
+  h.hops().Script(2501, HopScript{.refuse_connect = true});
+  h.Send(d, 1, {"b@y.test"});
+  h.Run();
+  ASSERT_EQ(h.results_.size(), 1u);
+  EXPECT_EQ(h.results_[1][0].status, smtp::RecipientStatus::kDelivered);
+  EXPECT_EQ(h.next_hops_[1], "127.0.0.1:2502");
+  EXPECT_EQ(h.hops().connects(2503), 0u);
+}
+
+TEST(PoolsMx, A451ToMailGoesToTheNextHost) {
+  Destination d = Mx({MxHop(2501, 0), MxHop(2502, 1)});
+  Harness h;
+  h.hops().Script(2501, HopScript{.mail_code = 451});
+  h.Send(d, 1, {"b@y.test", "c@y.test"});
+  h.Run();
+  ASSERT_EQ(h.results_.size(), 1u);
+  EXPECT_EQ(h.results_[1][0].status, smtp::RecipientStatus::kDelivered);
+  EXPECT_EQ(h.results_[1][1].status, smtp::RecipientStatus::kDelivered);
+  EXPECT_EQ(h.next_hops_[1], "127.0.0.1:2502");
+  EXPECT_EQ(h.hops().delivered("b@y.test"), 1u);
+  EXPECT_EQ(h.hops().connects(2501), 1u);
+}
+
+TEST(PoolsMx, A451ToTheEndOfTheDataGoesToTheNextHost) {
+  Destination d = Mx({MxHop(2501, 0), MxHop(2502, 1)});
+  Harness h;
+  h.hops().Script(2501, HopScript{.data_end_code = 451});
+  h.Send(d, 1, {"b@y.test"});
+  h.Run();
+  ASSERT_EQ(h.results_.size(), 1u);
+  EXPECT_EQ(h.results_[1][0].status, smtp::RecipientStatus::kDelivered);
+  EXPECT_EQ(h.next_hops_[1], "127.0.0.1:2502");
+  EXPECT_EQ(h.hops().delivered("b@y.test"), 1u);  // Only the second host took it.
+}
+
+TEST(PoolsMx, APartlyAcceptedTransactionIsNotSentAgainElsewhere) {
+  Destination d = Mx({MxHop(2501, 0), MxHop(2502, 1)});
+  Harness h;
+  h.Send(d, 1, {"b@y.test", "temp@y.test"});
+  h.Run();
+  ASSERT_EQ(h.results_.size(), 1u);
+  EXPECT_EQ(h.results_[1][0].status, smtp::RecipientStatus::kDelivered);
+  EXPECT_EQ(h.results_[1][1].status, smtp::RecipientStatus::kDeferred);
+  EXPECT_EQ(h.hops().connects(2502), 0u);
+}
+
+TEST(PoolsMx, HostsPerAttemptMaxLeavesTheThirdHostUntriedAndKeepsTheLastReply) {
+  Destination d = Mx({MxHop(2501, 0), MxHop(2502, 1), MxHop(2503, 2)}, 2);
+  Harness h;
+  h.hops().Script(2501, HopScript{.greeting_code = 421});
+  h.hops().Script(2502, HopScript{.mail_code = 452});
+  h.Send(d, 1, {"b@y.test"});
+  h.Run();
+  ASSERT_EQ(h.results_.size(), 1u);
+  EXPECT_EQ(h.results_[1][0].status, smtp::RecipientStatus::kDeferred);
+  EXPECT_TRUE(h.results_[1][0].reply.starts_with("452 4.3.0 try later")) << h.results_[1][0].reply;
+  EXPECT_EQ(h.next_hops_[1], "127.0.0.1:2502");
+  EXPECT_EQ(h.hops().connects(2503), 0u);
+  // Without the limit, every host is tried: the third takes it.
+  Destination all = Mx({MxHop(2501, 0), MxHop(2502, 1), MxHop(2503, 2)}, 0);
+  h.Send(all, 2, {"c@y.test"});
+  h.Run();
+  EXPECT_EQ(h.results_[2][0].status, smtp::RecipientStatus::kDelivered);
+  EXPECT_EQ(h.next_hops_[2], "127.0.0.1:2503");
+}
+
+TEST(PoolsMx, EveryRcpt4xxEverywhereIsDeferredWithTheLastHostsReply) {
+  Destination d = Mx({MxHop(2501, 0), MxHop(2502, 1)});
+  Harness h;
+  h.Send(d, 1, {"temp@y.test"});
+  h.Run();
+  ASSERT_EQ(h.results_.size(), 1u);
+  EXPECT_EQ(h.results_[1][0].status, smtp::RecipientStatus::kDeferred);
+  EXPECT_EQ(h.results_[1][0].code, 450);
+  EXPECT_EQ(h.hops().connects(2501), 1u);
+  EXPECT_EQ(h.hops().connects(2502), 1u);
+  EXPECT_EQ(h.next_hops_[1], "127.0.0.1:2502");
+}
+
+TEST(PoolsMx, EveryHostRefusingDefersWithNoNextHop) {
+  Destination d = Mx({MxHop(2501, 0), MxHop(2502, 1)});
+  Harness h;
+  h.hops().Script(2501, HopScript{.refuse_connect = true});
+  h.hops().Script(2502, HopScript{.refuse_connect = true});
+  h.Send(d, 1, {"b@y.test"});
+  h.Run();
+  ASSERT_EQ(h.results_.size(), 1u);
+  EXPECT_EQ(h.results_[1][0].status, smtp::RecipientStatus::kDeferred);
+  EXPECT_TRUE(h.results_[1][0].reply.starts_with("451 4.4.1 no next hop of the mx route"))
+      << h.results_[1][0].reply;
+  EXPECT_TRUE(h.pools().idle());
+}
+
+TEST(PoolsMx, ReplacedEndpointsAreUsedSafely) {
+  Destination d = Mx({MxHop(2501, 0), MxHop(2502, 1), MxHop(2503, 2)});
+  Harness h;
+  h.hops().Script(2501, HopScript{.refuse_connect = true});
+  h.Send(d, 1, {"b@y.test"});
+  h.Run();
+  ASSERT_EQ(h.next_hops_[1], "127.0.0.1:2502");
+  // Re-resolution: one host now, elsewhere (the old link to 2502 is still idle).
+  d.endpoints = {MxHop(2601, 0)};
+  h.Send(d, 2, {"c@y.test"});
+  h.Run();
+  ASSERT_EQ(h.results_.size(), 2u);
+  EXPECT_EQ(h.results_[2][0].status, smtp::RecipientStatus::kDelivered);
+  EXPECT_EQ(h.hops().delivered("c@y.test"), 1u);
+}
+
+// ---- Shaping: the destination's control ----
+
+class FakeControl final : public DestinationControl {
+ public:
+  uint32_t ConnectionsAllowed(DestinationId id) const override {
+    EXPECT_EQ(id, 7u);
+    return allowed;
+  }
+  uint32_t MessagesPerConnection(DestinationId /*id*/) const override { return per_connection; }
+  void ConnectionCount(DestinationId /*id*/, bool opened) override {
+    open += opened ? 1 : -1;
+    peak = std::max(peak, open);
+  }
+  ReplyRule::Action OnReply(DestinationId /*id*/, uint16_t code, std::string_view enhanced,
+                            std::string_view text) override {
+    replies.push_back(std::to_string(code) + " " + std::string(enhanced) + " " + std::string(text));
+    return code == act_on ? action : ReplyRule::Action::kBackoff;
+  }
+  void OnDelivered(DestinationId /*id*/) override { ++delivered; }
+
+  uint32_t allowed = 10;
+  uint32_t per_connection = 100;
+  int open = 0;
+  int peak = 0;
+  uint32_t delivered = 0;
+  std::vector<std::string> replies;
+  uint16_t act_on = 0;
+  ReplyRule::Action action = ReplyRule::Action::kBackoff;
+};
+
+Destination Shaped(uint16_t port = 25) {
+  Destination d{Route::kSmarthost, false, {Hop(port)}};
+  d.id = 7;
+  return d;
+}
+
+TEST(PoolsShaping, ConnectionsAreCappedByTheControlAndReReadWhenItDrops) {
+  FakeControl control;
+  control.allowed = 2;
+  PoolOptions o = Options();
+  o.data_end_timeout_ms = 1'000;
+  Harness h(o);
+  h.pools().UseControl(&control);
+  Destination d = Shaped();
+  h.hops().Script(25, HopScript{.stall_at_data_end = true});
+  for (uint64_t id = 1; id <= 5; ++id) {
+    h.Send(d, id, {"b@y.test"});
+  }
+  h.Run();
+  EXPECT_EQ(h.hops().connects(25), 2u);
+  EXPECT_EQ(control.peak, 2);
+  EXPECT_EQ(control.open, 2);
+  h.hops().Script(25, HopScript{});
+  h.Advance(1'100);  // Both links give up; new ones take the rest.
+  ASSERT_EQ(h.results_.size(), 5u);
+  EXPECT_EQ(control.peak, 2);
+  EXPECT_EQ(h.pools().connections(), 2u);  // Idle.
+  // Adaptive shaping halved it: one link at a time now, the surplus one says QUIT.
+  control.allowed = 1;
+  for (uint64_t id = 6; id <= 9; ++id) {
+    h.Send(d, id, {"c@y.test"});
+  }
+  h.Run();
+  EXPECT_EQ(h.results_.size(), 9u);
+  EXPECT_EQ(h.pools().connections(), 1u);
+  EXPECT_EQ(control.open, 1);
+  EXPECT_EQ(h.hops().connects(25), 4u);  // None more opened.
+  h.Advance(o.idle_timeout_ms + 100);
+  EXPECT_EQ(control.open, 0);
+}
+
+TEST(PoolsShaping, MessagesPerConnectionComeFromTheControl) {
+  FakeControl control;
+  control.per_connection = 2;
+  control.allowed = 1;
+  Harness h;
+  h.pools().UseControl(&control);
+  Destination d = Shaped();
+  for (uint64_t id = 1; id <= 5; ++id) {
+    h.Send(d, id, {"b@y.test"});
+  }
+  h.Run();
+  h.Advance(100);
+  ASSERT_EQ(h.results_.size(), 5u);
+  EXPECT_EQ(h.hops().connects(25), 3u);  // 2 + 2 + 1.
+  EXPECT_EQ(control.delivered, 5u);
+  EXPECT_EQ(control.peak, 1);
+}
+
+TEST(PoolsShaping, A421GreetingAndRefusalsAreFedToTheControl) {
+  FakeControl control;
+  Harness h;
+  h.pools().UseControl(&control);
+  Destination d = Shaped();
+  h.hops().Script(25, HopScript{.greeting_code = 421});
+  h.Send(d, 1, {"b@y.test"});
+  h.Run();
+  ASSERT_EQ(control.replies.size(), 1u);
+  EXPECT_TRUE(control.replies[0].starts_with("421 4.3.2 busy, try later")) << control.replies[0];
+  h.hops().Script(25, HopScript{.mail_code = 451});
+  h.Send(d, 2, {"b@y.test", "c@y.test"});
+  h.Run();
+  ASSERT_EQ(control.replies.size(), 2u);  // Once for the whole transaction.
+  EXPECT_TRUE(control.replies[1].starts_with("451 4.3.0 try later")) << control.replies[1];
+  h.Send(d, 3, {"b@y.test"});  // The same link: the same refusal is fed again.
+  h.Run();
+  ASSERT_EQ(control.replies.size(), 3u);
+  Destination other = Shaped(26);
+  h.Send(other, 4, {"perm@y.test", "c@y.test"});
+  h.Run();
+  ASSERT_EQ(control.replies.size(), 4u);
+  EXPECT_TRUE(control.replies[3].starts_with("550 5.1.1 no such user")) << control.replies[3];
+  EXPECT_EQ(control.delivered, 1u);
+}
+
+TEST(PoolsShaping, ASuspendingReplyDefersTheQueue) {
+  FakeControl control;
+  control.allowed = 1;
+  control.act_on = 451;
+  control.action = ReplyRule::Action::kSuspend;
+  Harness h;
+  h.pools().UseControl(&control);
+  Destination d = Shaped();
+  h.hops().Script(25, HopScript{.mail_code = 451});
+  for (uint64_t id = 1; id <= 3; ++id) {
+    h.Send(d, id, {"b@y.test"});
+  }
+  h.Run();
+  ASSERT_EQ(h.results_.size(), 3u);
+  EXPECT_EQ(h.results_[1][0].code, 451);  // Its own reply.
+  for (uint64_t id : {2, 3}) {
+    EXPECT_EQ(h.results_[id][0].status, smtp::RecipientStatus::kDeferred);
+    EXPECT_TRUE(h.results_[id][0].reply.starts_with("451 4.4.5 the destination is suspended"))
+        << h.results_[id][0].reply;
+  }
+}
+
+TEST(PoolsShaping, ABouncingReplyFailsTheQueue) {
+  FakeControl control;
+  control.allowed = 1;
+  control.act_on = 421;
+  control.action = ReplyRule::Action::kBounce;
+  Harness h;
+  h.pools().UseControl(&control);
+  Destination d = Shaped();
+  h.hops().Script(25, HopScript{.greeting_code = 421});
+  h.Send(d, 1, {"b@y.test"});
+  h.Send(d, 2, {"c@y.test"});
+  h.Run();
+  ASSERT_EQ(h.results_.size(), 2u);
+  for (uint64_t id : {1, 2}) {
+    EXPECT_EQ(h.results_[id][0].status, smtp::RecipientStatus::kFailed);
+    EXPECT_TRUE(h.results_[id][0].reply.starts_with("550 5.0.0 the destination's queue was"))
+        << h.results_[id][0].reply;
+  }
+}
+
+TEST(PoolsShaping, ForgetDropsAnIdleDestination) {
+  Harness h;
+  auto d = std::make_unique<Destination>(Shaped());
+  h.Send(*d, 1, {"b@y.test"});
+  h.Run();
+  h.Advance(Options().idle_timeout_ms + 100);
+  ASSERT_TRUE(h.pools().idle());
+  h.pools().Forget(*d);
+  d.reset();
+  Destination other = Shaped(26);
+  h.pools().Forget(other);  // Never seen: nothing to do.
+  h.Send(other, 2, {"c@y.test"});
+  h.Run();
+  EXPECT_EQ(h.results_[2][0].status, smtp::RecipientStatus::kDelivered);
+}
+
+TEST(PoolsShapingDeathTest, ForgetOfABusyDestinationIsABug) {
+  EXPECT_DEATH(
+      {
+        Harness h;
+        Destination d = Shaped();
+        h.Send(d, 1, {"b@y.test"});
+        h.pools().Forget(d);
+      },
+      "Forget of a destination with links or tasks");
+}
+
+// ---- Sources ----
+
+class FakeSources final : public LinkSources {
+ public:
+  std::optional<Sources::Choice> Pick(int32_t pool, uint32_t destination, int family,
+                                      Sources::Refusal* why) override {
+    EXPECT_EQ(pool, 0);
+    EXPECT_EQ(destination, 7u);
+    EXPECT_EQ(family, AF_INET);
+    if (family_refusals > 0) {
+      --family_refusals;
+      *why = Sources::Refusal::kFamily;
+      return std::nullopt;
+    }
+    if (warmup) {
+      *why = Sources::Refusal::kWarmup;
+      return std::nullopt;
+    }
+    if (connections_max != 0 && open >= connections_max) {
+      *why = Sources::Refusal::kConnections;
+      return std::nullopt;
+    }
+    return Sources::Choice{next++ % 2};
+  }
+  void Opened(uint32_t /*source*/, uint32_t /*destination*/) override { ++open; }
+  void Closed(uint32_t /*source*/, uint32_t /*destination*/) override { --open; }
+  void Sent(uint32_t source, uint32_t /*destination*/) override { ++sent[source]; }
+
+  uint32_t next = 0;
+  uint32_t open = 0;
+  uint32_t connections_max = 0;
+  bool warmup = false;
+  uint32_t family_refusals = 0;
+  std::map<uint32_t, uint32_t> sent;
+};
+
+SourceOptions TwoSources() {
+  SourceOptions o;
+  o.sources.push_back({"a", *mail::IpAddress::Parse("192.0.2.7"), "out7.test"});
+  o.sources.push_back({"b", *mail::IpAddress::Parse("192.0.2.8"), ""});
+  o.pools.push_back({"p", {{0, 1}, {1, 1}}});
+  return o;
+}
+
+TEST(PoolsSources, LinksBindTheSourceAndSayItsEhloName) {
+  FakeSources sources;
+  const SourceOptions options = TwoSources();
+  PoolOptions o = Options();
+  o.messages_per_connection_max = 1;
+  Harness h(o);
+  h.pools().UseSources(&sources, &options);
+  Destination d = Shaped();
+  d.source_pool = 0;
+  h.Send(d, 1, {"b@y.test"});
+  h.Send(d, 2, {"c@y.test"});
+  h.Run();
+  ASSERT_EQ(h.results_.size(), 2u);
+  EXPECT_EQ(h.results_[1][0].status, smtp::RecipientStatus::kDelivered);
+  EXPECT_EQ(h.hops().sources(25), (std::vector<std::string>{"192.0.2.7", "192.0.2.8"}));
+  const auto& commands = h.hops().commands(25);
+  EXPECT_EQ(std::count(commands.begin(), commands.end(), "EHLO out7.test"), 1);
+  EXPECT_EQ(std::count(commands.begin(), commands.end(), "EHLO relay.test"), 1);  // Empty: ours.
+  EXPECT_EQ(sources.sent[0], 1u);
+  EXPECT_EQ(sources.sent[1], 1u);
+  h.Advance(100);
+  EXPECT_EQ(sources.open, 0u);
+  // Without a source pool, nothing is bound.
+  Destination plain = Shaped(26);
+  h.Send(plain, 3, {"e@y.test"});
+  h.Run();
+  EXPECT_EQ(h.hops().sources(26), (std::vector<std::string>{""}));
+}
+
+TEST(PoolsSources, EverySourceAtItsConnectionLimitMakesTheTaskWait) {
+  FakeSources sources;
+  sources.connections_max = 1;
+  const SourceOptions options = TwoSources();
+  PoolOptions o = Options();
+  o.messages_per_connection_max = 1;
+  Harness h(o);
+  h.pools().UseSources(&sources, &options);
+  Destination d = Shaped();
+  d.source_pool = 0;
+  h.Send(d, 1, {"b@y.test"});
+  h.Send(d, 2, {"c@y.test"});
+  h.Pools_PumpOnce();
+  EXPECT_EQ(h.pools().connections(), 1u);  // The second waits for the first to close.
+  EXPECT_EQ(h.pools().counters().source_waits, 1u);
+  h.Run();
+  ASSERT_EQ(h.results_.size(), 2u);
+  EXPECT_EQ(h.results_[2][0].status, smtp::RecipientStatus::kDelivered);
+  EXPECT_EQ(h.hops().connects(25), 2u);
+}
+
+TEST(PoolsSources, EverySourceAtItsWarmupCapDefersTheQueue) {
+  FakeSources sources;
+  sources.warmup = true;
+  const SourceOptions options = TwoSources();
+  Harness h;
+  h.pools().UseSources(&sources, &options);
+  Destination d = Shaped();
+  d.source_pool = 0;
+  h.Send(d, 1, {"b@y.test"});
+  h.Send(d, 2, {"c@y.test"});
+  h.Run();
+  ASSERT_EQ(h.results_.size(), 2u);
+  for (uint64_t id : {1, 2}) {
+    EXPECT_EQ(h.results_[id][0].status, smtp::RecipientStatus::kDeferred);
+    EXPECT_TRUE(h.results_[id][0].reply.starts_with(
+        "451 4.4.5 every source is at its warm-up cap for hop.test"))
+        << h.results_[id][0].reply;
+  }
+  EXPECT_EQ(h.hops().connects(25), 0u);
+}
+
+TEST(PoolsSources, NoSourceOfTheFamilyTriesTheNextEndpoint) {
+  FakeSources sources;
+  sources.family_refusals = 1;
+  const SourceOptions options = TwoSources();
+  Harness h;
+  h.pools().UseSources(&sources, &options);
+  Destination d = Mx({MxHop(2501, 0), MxHop(2502, 1)});
+  d.source_pool = 0;
+  h.Send(d, 1, {"b@y.test"});
+  h.Run();
+  ASSERT_EQ(h.results_.size(), 1u);
+  EXPECT_EQ(h.results_[1][0].status, smtp::RecipientStatus::kDelivered);
+  EXPECT_EQ(h.next_hops_[1], "127.0.0.1:2502");
+  EXPECT_EQ(h.hops().connects(2501), 0u);
+}
+
+TEST(PoolsSources, ABindThatFailsIsAConnectFailure) {
+  FakeSources sources;
+  const SourceOptions options = TwoSources();
+  Harness h;
+  h.pools().UseSources(&sources, &options);
+  Destination d = Mx({MxHop(2501, 0), MxHop(2502, 1)});
+  d.source_pool = 0;
+  h.net().FailBinds(-EADDRNOTAVAIL);
+  h.Send(d, 1, {"b@y.test"});
+  h.Run();
+  ASSERT_EQ(h.results_.size(), 1u);
+  EXPECT_EQ(h.results_[1][0].status, smtp::RecipientStatus::kDelivered);
+  EXPECT_EQ(h.next_hops_[1], "127.0.0.1:2502");
+}
+
+TEST(PoolsSources, TheShardsSourcesThroughSourcesLinks) {
+  SourceOptions options = TwoSources();
+  options.sources[0].connections_max = 1;
+  options.pools[0].members = {{0, 1}};
+  options.sources.push_back({"c", mail::IpAddress{}, "named-only.test"});  // No address.
+  options.pools.push_back({"q", {{2, 1}}});
+  base::FakeClock clock;
+  base::Random random(1);
+  Sources sources(options, clock, random);
+  SourcesLinks links(sources);
+  PoolOptions o = Options();
+  o.messages_per_connection_max = 1;
+  Harness h(o);
+  h.pools().UseSources(&links, &options);
+  Destination d = Shaped();
+  d.source_pool = 0;
+  h.Send(d, 1, {"b@y.test"});
+  h.Send(d, 2, {"c@y.test"});
+  h.Run();
+  ASSERT_EQ(h.results_.size(), 2u);
+  EXPECT_EQ(h.results_[2][0].status, smtp::RecipientStatus::kDelivered);
+  EXPECT_EQ(h.hops().sources(25), (std::vector<std::string>{"192.0.2.7", "192.0.2.7"}));
+  EXPECT_EQ(h.pools().counters().source_waits, 1u);  // One connection at a time from it.
+  Destination named = Shaped(26);
+  named.source_pool = 1;
+  h.Send(named, 3, {"e@y.test"});
+  h.Run();
+  EXPECT_EQ(h.hops().sources(26), (std::vector<std::string>{""}));
+  const auto& commands = h.hops().commands(26);
+  EXPECT_EQ(std::count(commands.begin(), commands.end(), "EHLO named-only.test"), 1);
+  h.Advance(100);
+  EXPECT_EQ(sources.size(), 0u);  // Every connection closed: no counter held.
 }
 
 }  // namespace

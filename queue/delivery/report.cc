@@ -10,13 +10,20 @@
 
 namespace relais::delivery {
 
-std::unique_ptr<JobDone> Finish(const Job& job, int shard, uint64_t now_us,
+std::unique_ptr<JobDone> Finish(Job& job, int shard, uint64_t now_us,
                                 const std::function<std::string()>& boundary_seed,
-                                std::string& log_lines) {
+                                std::string& log_lines, const BounceClassifier* classifier) {
   auto done = std::make_unique<JobDone>();
   done->token = job.token;
-  for (const Item& item : job.items) {
+  for (Item& item : job.items) {
     RELAIS_CHECK(item.decided) << "a job finished with an undecided recipient";
+    // The one place a result is classified: what the log line, the metric and the report say.
+    if (item.result.outcome == Outcome::kDelivered) {
+      item.bounce_class = BounceClass::kNone;
+    } else {
+      item.bounce_class =
+          classifier != nullptr ? classifier->Classify(item.result) : BounceClass::kOther;
+    }
     // One line per recipient and attempt, whoever decided it.
     log::AppendFormatted(log_lines, now_us, log::Level::kInfo, shard, "delivery_attempt",
                          {{"id", job.message_id},
@@ -25,9 +32,11 @@ std::unique_ptr<JobDone> Finish(const Job& job, int shard, uint64_t now_us,
                           {"next_hop", item.next_hop},
                           {"outcome", OutcomeName(item.result.outcome)},
                           {"reply", item.result.Text()},
+                          {"bounce_class", BounceClassName(item.bounce_class)},
                           {"duration_us", item.duration_us}});
     done->results.push_back(item.result);
     done->routes.push_back(item.route);
+    done->classes.push_back(item.bounce_class);
   }
   if (job.sender.empty()) {
     return done;  // RFC 5321 6.1: no report to <>.
@@ -61,7 +70,8 @@ std::unique_ptr<JobDone> Finish(const Job& job, int shard, uint64_t now_us,
           item.route == Route::kSmarthost ? bounce::Action::kRelayed : bounce::Action::kDelivered;
     }
     if (action) {
-      in.recipients.push_back({item.address, result, *action, item.orcpt});
+      in.recipients.push_back(
+          {item.address, result, *action, item.orcpt, BounceClassName(item.bounce_class)});
     }
   }
   if (in.recipients.empty()) {

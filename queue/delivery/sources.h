@@ -37,9 +37,9 @@ namespace relais::delivery {
 struct Source {
   std::string name;
   mail::IpAddress address;
-  std::string ehlo;                 // Empty: [server] hostname.
-  uint32_t connections_max = 0;     // Per destination, this shard's share; 0: no limit.
-  uint32_t warmup_per_day = 0;      // Messages per destination per day, this shard's share; 0: none.
+  std::string ehlo;              // Empty: [server] hostname.
+  uint32_t connections_max = 0;  // Per destination, this shard's share; 0: no limit.
+  uint32_t warmup_per_day = 0;   // Messages per destination per day, this shard's share; 0: none.
 };
 
 struct SourcePool {
@@ -68,7 +68,11 @@ class Sources {
   Sources(const SourceOptions& options, const base::Clock& clock, base::Random& random);
 
   // A source of pool `pool` for a new connection to destination `destination` (an opaque id)
-  // at an address of family `family` (AF_INET or AF_INET6); nullopt and `why` when none may.
+  // at an address of family `family` (AF_INET or AF_INET6); nullopt and `why` when none may
+  // (kConnections when one at its connection limit would do once a connection closes, else
+  // kWarmup when one is at its cap for the day, else kFamily: none of that family, or no such
+  // pool). A source with no address (family 0) goes with either family. Weights below 1
+  // count as 1.
   [[nodiscard]] std::optional<Choice> Pick(int32_t pool, uint32_t destination, int family,
                                            Refusal* why);
   // Bookkeeping for the limits: a connection from `source` to `destination` opened or closed;
@@ -82,18 +86,27 @@ class Sources {
   [[nodiscard]] uint64_t MsUntilNextDay() const;
 
   [[nodiscard]] const SourceOptions& options() const { return options_; }
+  // (source, destination) counters held now (tests: they go with Closed and Forget).
+  [[nodiscard]] size_t size() const;
 
  private:
   struct Use {
+    uint32_t source = 0;
     uint32_t connections = 0;
-    uint32_t sent_today = 0;
-    uint64_t day = 0;
+    uint32_t sent_today = 0;  // Warm-up sources only.
+    uint32_t day = 0;         // UTC days since the epoch that sent_today counts.
   };
+
+  [[nodiscard]] uint32_t Today() const;
+  Use* Find(uint32_t source, uint32_t destination);
+  Use& Make(uint32_t source, uint32_t destination);
+  void Drop(uint32_t source, uint32_t destination);
 
   const SourceOptions& options_;
   const base::Clock& clock_;
   base::Random& random_;
-  std::unordered_map<uint64_t, Use> use_;  // By (source << 32 | destination).
+  // By destination: the sources with a connection open to it, or a warm-up count today.
+  std::unordered_map<uint32_t, std::vector<Use>> use_;
 };
 
 }  // namespace relais::delivery

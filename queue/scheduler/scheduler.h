@@ -22,12 +22,16 @@
 // rate-limited destination costs one refused Admit per wake, never a scan of its queue, and
 // never holds up another destination's mail (no head-of-line blocking). The in-flight cap
 // (attempts_in_flight_max) bounds the bodies in memory; the gate bounds each destination's
-// share of it. An attempt the caller could not run because its destination refused it after
-// planning (first attempts, whose destination was 0) goes back with Requeue: to the front of
-// that destination's queue, no attempt counted, no deferral recorded. The destination is kept
-// in memory only: after a restart every message starts at 0 and is planned once again.
-// Memory per queued message: its QueueEntry and one queue slot (measured at 1 000 000
-// messages in bench/RESULTS.md).
+// share of it. Every attempt handed out for a destination other than 0 has been admitted by
+// the gate (when there is one), give-ups (expired, returned) included, so the caller releases
+// exactly the attempts whose Attempt::destination is not 0. An attempt the caller could not
+// run because its destination refused it after planning (first attempts, whose destination
+// was 0) goes back with Requeue: to the front of that destination's queue, no attempt
+// counted, no deferral recorded, and the destination parked (its gate has just said no) until
+// Wake. The destination is kept in memory only: after a restart every message starts at 0 and
+// is planned once again. A held message waits in no queue and is not counted as waiting.
+// Memory per queued message: its QueueEntry and two queue links (measured at 1 000 000
+// messages in bench/RESULTS.md: bench/scheduler_bench.cc).
 #pragma once
 
 #include <cstdint>
@@ -72,7 +76,7 @@ class Gate {
 
 struct Attempt {
   mail::MessageId id;
-  uint32_t destination = 0;  // The destination it was queued for (0: not known yet).
+  uint32_t destination = 0;          // The destination it was queued for (0: not known yet).
   std::vector<uint32_t> recipients;  // Indices into the message's envelope.
   // Do not deliver: report every recipient failed (and bounce). kExpired: the queue lifetime
   // is over; kReturned: an operator asked for it (relaisctl queue bounce).
@@ -131,7 +135,8 @@ class Scheduler {
   // Where `id`'s mail goes (the planner's resolution): later readiness queues it there.
   void SetDestination(const mail::MessageId& id, uint32_t destination);
   // An attempt that did not run (its destination refused it after planning): back to the
-  // front of `destination`'s queue; no attempt counted, nothing recorded in the spool.
+  // front of `destination`'s queue; no attempt counted, nothing recorded in the spool. With a
+  // gate set, `destination` (not 0) is parked until Wake names it.
   void Requeue(const Attempt& attempt, uint32_t destination);
   // A parked destination may take attempts again (its gate opened).
   void Wake(uint32_t destination);
@@ -143,11 +148,14 @@ class Scheduler {
   template <typename Fn>
   void ForEachDestination(Fn&& fn) const {
     for (const auto& [destination, queue] : queues_) {
-      fn(destination, queue.waiting);
+      if (queue.waiting > 0) {
+        fn(destination, queue.waiting);
+      }
     }
   }
-  // The qshape-like summary of every queued message. Linear in the queue; at 1 000 000
-  // messages well inside a second (bench/RESULTS.md).
+  // The qshape-like summary of every message the scheduler knows (ready, deferred, held or in
+  // flight), by the destination it waits for; ages since reception (the spool's received_us).
+  // Linear in the queue; at 1 000 000 messages well inside a second (bench/RESULTS.md).
   [[nodiscard]] QueueSummary Summary(std::vector<uint64_t> bucket_bounds_ms) const;
   // Makes every deferred message ready now (relaisctl queue flush).
   void FlushAll();
@@ -165,14 +173,14 @@ class Scheduler {
   void MarkDelayReported(const mail::MessageId& id);
   template <typename Fn>
   void ForEachEntry(Fn&& fn) const {
-    for (const auto& [id, entry] : entries_) {
-      fn(entry);
+    for (const auto& [id, item] : entries_) {
+      fn(item.entry);
     }
   }
 
   // Milliseconds until the next deferred message is due; -1 when none is waiting.
   [[nodiscard]] int64_t MsUntilNextDue() const;
-  [[nodiscard]] size_t ready() const { return ready_.size(); }  // The rework: ready_count_.
+  [[nodiscard]] size_t ready() const { return ready_count_; }
   [[nodiscard]] size_t deferred() const { return deferred_.size(); }
   [[nodiscard]] uint32_t in_flight() const { return in_flight_; }
   [[nodiscard]] const SchedulerStats& stats() const { return stats_; }
@@ -181,29 +189,51 @@ class Scheduler {
   [[nodiscard]] uint64_t BackoffMs(uint32_t attempt) const;
 
  private:
-  void MakeReady(const mail::MessageId& id);
-
-  // One destination's ready messages (FIFO: the longest waiting goes first), whether it is
-  // parked (its gate refused) and in the round robin, and how many messages wait for it in
-  // all (ready and deferred).
+  // A message the scheduler knows, and its place: in its destination's ready FIFO (an
+  // intrusive doubly linked list through the items, so Hold, Forget and SetDestination unlink
+  // it in O(1)), in deferred_, or neither (in flight or held). Map nodes never move, so the
+  // links stay valid while the item lives.
+  enum class Where : uint8_t { kNowhere, kReady, kDeferred };
+  struct Item {
+    QueueEntry entry;
+    Item* prev = nullptr;
+    Item* next = nullptr;
+    uint64_t received_us = 0;  // The spool's, kept here so that Summary reads no spool.
+    Where where = Where::kNowhere;
+  };
+  // One destination's ready messages (FIFO: the longest waiting goes first), how many wait
+  // for it in all (ready and deferred), whether it is parked (its gate refused) and whether
+  // it is in turn_. Erased once nothing waits and it is not in turn_.
   struct DestinationQueue {
-    std::deque<mail::MessageId> ready;
+    Item* head = nullptr;
+    Item* tail = nullptr;
+    uint64_t ready = 0;
     uint64_t waiting = 0;
     bool parked = false;
     bool in_turn = false;
   };
 
+  void MakeReady(Item& item);
+  // Puts `item` (kNowhere) at the back (or front) of its destination's ready FIFO.
+  void Link(Item& item, bool front);
+  // Takes `item` out of wherever it waits (kReady or kDeferred); no-op for kNowhere.
+  void Detach(Item& item);
+  void Defer(Item& item, uint64_t due_ms);
+  void MaybeErase(uint32_t destination);
+  void Erase(std::unordered_map<mail::MessageId, Item, mail::MessageIdHash>::iterator it);
+  // The first item of `queue` that can be attempted, and its message; drops the ones the spool
+  // has retired (or with nothing pending) on the way. Null when none is left.
+  Item* Head(DestinationQueue& queue, const spool::StoredMessage*& message);
+
   const SchedulerOptions options_;
   spool::Spool& spool_;
   const base::Clock& clock_;
   base::Random& random_;
-  std::unordered_map<mail::MessageId, QueueEntry, mail::MessageIdHash> entries_;
-  // The implementation owns the details; the contract is the header comment. E.g.:
-  std::unordered_map<uint32_t, DestinationQueue> queues_;  // Erased once empty.
+  std::unordered_map<mail::MessageId, Item, mail::MessageIdHash> entries_;
+  std::unordered_map<uint32_t, DestinationQueue> queues_;
   std::deque<uint32_t> turn_;  // Destinations with ready mail, not parked, in turn order.
   size_t ready_count_ = 0;
   Gate* gate_ = nullptr;
-  std::deque<mail::MessageId> ready_;  // Replaced by queues_ (kept only until the rework).
   std::set<std::pair<uint64_t, mail::MessageId>> deferred_;  // By due time.
   uint32_t in_flight_ = 0;
   SchedulerStats stats_;

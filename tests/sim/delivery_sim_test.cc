@@ -56,16 +56,27 @@ using testing::RandomHopScript;
 
 constexpr uint16_t kPorts[] = {25, 26};
 
-Endpoint Hop(uint16_t port) {
-  Endpoint e;
-  auto* a = reinterpret_cast<sockaddr_in*>(&e.address);
-  a->sin_family = AF_INET;
-  a->sin_port = htons(port);
-  a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  e.length = sizeof(sockaddr_in);
-  e.name = base::StrCat("127.0.0.1:", port);
-  return e;
-}
+// The shard's DNS: the next hops are address literals, which the resolver answers without
+// asking; anything else is answered "temporary failure" on the next turn.
+class LiteralsOnlyDns final : public Dns {
+ public:
+  std::optional<dns::Answer> FromCache(const dns::Question&) override { return std::nullopt; }
+  void Resolve(const dns::Question&, std::function<void(const dns::Answer&)> done) override {
+    pending_.push_back(std::move(done));
+  }
+  bool Run() {
+    const bool any = !pending_.empty();
+    while (!pending_.empty()) {
+      auto done = std::move(pending_.front());
+      pending_.pop_front();
+      done(dns::Answer{});
+    }
+    return any;
+  }
+
+ private:
+  std::deque<std::function<void(const dns::Answer&)>> pending_;
+};
 
 struct Acks final : spool::AppendCompletion {
   void OnAppendDone(spool::AppendOutcome, const mail::MessageId&) override {}
@@ -86,7 +97,10 @@ class Shard final : public PoolListener {
                  {"local.example", config::RouteType::kMaildir, "/mail", {}, ""}},
                 "local.example"),
         worker_(io_, clock_) {
-    destinations_.push_back(Destination{Route::kSmarthost, false, {Hop(25), Hop(26)}});
+    // The route template: its hosts as written, resolved on the shard.
+    Destination smarthost;
+    smarthost.names = {{"127.0.0.1", kPorts[0], ""}, {"127.0.0.1", kPorts[1], ""}};
+    destinations_.push_back(std::move(smarthost));
     destinations_.emplace_back(std::nullopt);
   }
 
@@ -127,8 +141,16 @@ class Shard final : public PoolListener {
                                          : 1 + static_cast<uint32_t>(random_.Below(5));
     pools_ = std::make_unique<Pools>(hops_, timers_, clock_, po, *this);
     po_ = po;
-    outbound_ = std::make_unique<PoolsOutbound>(*pools_, destinations_);
+    outbound_ = std::make_unique<PoolsOutbound>(*pools_);
+    ShapingOptions shaping;
+    shaping.defaults.recipients_per_transaction_max = 2;  // Tasks of one and two recipients.
+    shaping_ = std::make_unique<Destinations>(shaping, clock_);
+    scheduler_->SetGate(shaping_.get());
+    resolver_ = std::make_unique<NextHopResolver>(MxOptions{}, dns_, clock_, random_);
     DeliveryOptions d;
+    d.next_hops.resolver = resolver_.get();
+    d.next_hops.destinations = shaping_.get();
+    d.next_hops.routes = &destinations_;
     d.plan.hostname = "mx.example.net";
     d.report_boundary = [] { return std::string("0123456789abcdef"); };
     d.log_channel = false;
@@ -164,6 +186,7 @@ class Shard final : public PoolListener {
     ++crashes_;
     io_.Kill();
     delivery_.reset();
+    resolver_.reset();
     outbound_.reset();
     hops_.Crashed();
     pools_.reset();
@@ -171,6 +194,7 @@ class Shard final : public PoolListener {
     while (io_.RunCompletions() > 0) {  // The dead program hears only failures.
     }
     scheduler_.reset();
+    shaping_.reset();
     spool_.reset();
     io_.Reboot();
     net_ = std::make_unique<io::FakeNet>();
@@ -233,6 +257,10 @@ class Shard final : public PoolListener {
     for (int guard = 0; guard < 1'000'000; ++guard) {
       bool moved = false;
       pools_->Pump();
+      moved |= dns_.Run();
+      for (DestinationId id : shaping_->TakeWoken()) {
+        scheduler_->Wake(id);
+      }
       moved |= hops_.Serve();
       moved |= net_->Step();
       spool_->Flush();
@@ -345,6 +373,9 @@ class Shard final : public PoolListener {
   std::vector<std::optional<Destination>> destinations_;
   std::unique_ptr<spool::Spool> spool_;
   std::unique_ptr<scheduler::Scheduler> scheduler_;
+  LiteralsOnlyDns dns_;
+  std::unique_ptr<Destinations> shaping_;  // The gate, and the destinations' limits.
+  std::unique_ptr<NextHopResolver> resolver_;
   sim::SimWorker worker_;
   std::unique_ptr<Pools> pools_;
   std::unique_ptr<PoolsOutbound> outbound_;

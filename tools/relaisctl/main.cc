@@ -2,10 +2,17 @@
 //
 // Talking to the running daemon over its admin socket (server.admin_socket, mode 0600; only
 // a peer running as our user or root is trusted, SO_PEERCRED):
-//   relaisctl [--socket PATH] queue ls [--state S] [--domain D] [--sender A] [--json]
+//   relaisctl [--socket PATH] queue ls [--state S] [--domain D] [--sender A]
+//                                      [--destination X] [--older-than DURATION] [--json]
+//   relaisctl [--socket PATH] queue summary [--json]
 //   relaisctl [--socket PATH] queue show|delete|bounce|hold|release ID [--json]
 //   relaisctl [--socket PATH] queue flush [ID|DOMAIN]
+//   relaisctl [--socket PATH] dest ls [--json] | dest show KEY|NAME [--json]
+//   relaisctl [--socket PATH] dest suspend KEY|NAME [--for DURATION] [--reason TEXT]
+//   relaisctl [--socket PATH] dest resume KEY|NAME
 //   relaisctl [--socket PATH] status [--json]
+// The request line's syntax is tools/relaisd/admin.h's; the answers' shapes are documented
+// in docs/mx-delivery.md (relaisctl).
 // Offline, on a spool directory (read-only recovery: nothing is truncated or deleted, so it is
 // safe next to a live daemon; it shows what is durable on disk right now):
 //   relaisctl spool ls   --spool DIR [--json [--body]]
@@ -39,7 +46,13 @@ ABSL_FLAG(std::string, socket, "./var/run/relaisd.sock",
           "the daemon's admin socket (server.admin_socket)");
 ABSL_FLAG(bool, json, false, "answer in JSON");
 ABSL_FLAG(std::string, state, "",
-          "queue ls: only messages in this state (queued, deferred, held, active)");
+          "queue ls: only messages in this state (ready, deferred, held, in-flight)");
+ABSL_FLAG(std::string, destination, "",
+          "queue ls: only messages waiting for this destination (key or name; unrouted)");
+ABSL_FLAG(std::string, older_than, "",
+          "queue ls: only messages received longer ago than this (30m, 2h, 1d)");
+ABSL_FLAG(std::string, for, "", "dest suspend: for how long (30m, 2h, 1d; default: until resumed)");
+ABSL_FLAG(std::string, reason, "", "dest suspend: why, for the views and the log");
 ABSL_FLAG(std::string, domain, "", "queue ls: only messages with a recipient in this domain");
 ABSL_FLAG(std::string, sender, "", "queue ls: only messages from this sender");
 ABSL_FLAG(std::string, spool, "", "spool ls|show: the spool directory, read without a daemon");
@@ -49,10 +62,16 @@ namespace relais::relaisctl {
 namespace {
 
 constexpr char kUsage[] =
-    "usage: relaisctl [--socket PATH] queue ls [--state queued|deferred|held|active]\n"
-    "                 [--domain D] [--sender A] [--json]\n"
+    "usage: relaisctl [--socket PATH] queue ls [--state ready|deferred|held|in-flight]\n"
+    "                 [--domain D] [--sender A] [--destination KEY|NAME|unrouted]\n"
+    "                 [--older-than 30m|2h|1d] [--json]\n"
+    "       relaisctl [--socket PATH] queue summary [--json]\n"
     "       relaisctl [--socket PATH] queue show|delete|bounce|hold|release ID [--json]\n"
     "       relaisctl [--socket PATH] queue flush [ID|DOMAIN]\n"
+    "       relaisctl [--socket PATH] dest ls [--json]\n"
+    "       relaisctl [--socket PATH] dest show KEY|NAME [--json]\n"
+    "       relaisctl [--socket PATH] dest suspend KEY|NAME [--for 30m] [--reason TEXT]\n"
+    "       relaisctl [--socket PATH] dest resume KEY|NAME\n"
     "       relaisctl [--socket PATH] status [--json]\n"
     "       relaisctl spool ls   --spool DIR [--json [--body]]\n"
     "       relaisctl spool show --spool DIR MESSAGE_ID\n"
@@ -123,21 +142,35 @@ int AskDaemon(const std::string& socket_path, const std::string& request) {
 
 // Builds the admin request line from command-line words: the words, then the flags.
 int DaemonCommand(std::span<char* const> words) {
-  constexpr std::string_view kFlags[] = {"socket", "json", "state", "domain", "sender"};
+  constexpr std::string_view kFlags[] = {"socket",      "json",       "state", "domain", "sender",
+                                         "destination", "older-than", "for",   "reason"};
   absl::StatusOr<cli::Args> args = cli::Parse(words, kFlags);
   if (!args.ok() || args->help) {
     std::fputs(kUsage, stderr);
     return 2;
   }
   std::string request = base::StrJoin(args->positional, " ");
-  for (auto [name, flag] : {std::pair{"state", &FLAGS_state}, std::pair{"domain", &FLAGS_domain},
-                            std::pair{"sender", &FLAGS_sender}}) {
+  for (auto [name, flag] :
+       {std::pair{"state", &FLAGS_state}, std::pair{"domain", &FLAGS_domain},
+        std::pair{"sender", &FLAGS_sender}, std::pair{"destination", &FLAGS_destination},
+        std::pair{"older-than", &FLAGS_older_than}, std::pair{"for", &FLAGS_for}}) {
     if (args->given.contains(name)) {
       base::StrAppend(&request, request.empty() ? "" : " ", name, "=", absl::GetFlag(*flag));
     }
   }
   if (absl::GetFlag(FLAGS_json)) {
     base::StrAppend(&request, request.empty() ? "" : " ", "json");
+  }
+  if (args->given.contains("reason")) {
+    // Last: the daemon takes the rest of the line as the reason, spaces and all.
+    base::StrAppend(&request, request.empty() ? "" : " ", "reason=", absl::GetFlag(FLAGS_reason));
+  }
+  // One request is one line: a value with a line break (or another control byte) would be
+  // read as something else.
+  if (std::any_of(request.begin(), request.end(),
+                  [](char c) { return static_cast<unsigned char>(c) < 0x20; })) {
+    std::fputs("relaisctl: control characters are not allowed in arguments\n", stderr);
+    return 2;
   }
   return AskDaemon(absl::GetFlag(FLAGS_socket), request);
 }

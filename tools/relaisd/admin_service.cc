@@ -8,12 +8,41 @@
 namespace relais::relaisd {
 
 AdminService::AdminService(uint32_t shard, spool::Spool& spool, scheduler::Scheduler& scheduler,
-                           const base::Clock& clock, std::function<ShardCounts()> counts)
+                           const base::Clock& clock, std::function<ShardCounts()> counts,
+                           delivery::Destinations* destinations)
     : shard_(shard),
       spool_(spool),
       scheduler_(scheduler),
       clock_(clock),
-      counts_(std::move(counts)) {}
+      counts_(std::move(counts)),
+      destinations_(destinations) {}
+
+const std::string& AdminService::DestinationName(uint32_t destination) const {
+  auto [it, inserted] = names_.try_emplace(destination);
+  if (inserted && destination != 0 && destinations_ != nullptr) {
+    if (auto view = destinations_->View(destination)) {
+      it->second = view->name.empty() ? view->key : view->name;
+    }
+  }
+  return it->second;
+}
+
+std::optional<uint32_t> AdminService::FindDestination(std::string_view key_or_name) const {
+  if (key_or_name == "unrouted") {
+    return 0;
+  }
+  if (destinations_ == nullptr) {
+    return std::nullopt;
+  }
+  auto view = destinations_->Find(key_or_name);
+  return view ? std::optional<uint32_t>(view->id) : std::nullopt;
+}
+
+std::unordered_map<uint32_t, uint64_t> AdminService::Waiting() const {
+  std::unordered_map<uint32_t, uint64_t> waiting;
+  scheduler_.ForEachDestination([&](uint32_t d, uint64_t n) { waiting[d] = n; });
+  return waiting;
+}
 
 MessageView AdminService::View(const spool::StoredMessage& m) const {
   MessageView v;
@@ -29,6 +58,7 @@ MessageView AdminService::View(const spool::StoredMessage& m) const {
   if (const scheduler::QueueEntry* e = scheduler_.Entry(m.id)) {
     v.attempts = e->attempts;
     v.last_reply = e->last_reply;
+    v.destination = DestinationName(e->destination);
     const uint64_t now = clock_.MonotonicMs();
     if (e->in_flight) {
       v.state = "active";
@@ -46,6 +76,8 @@ MessageView AdminService::View(const spool::StoredMessage& m) const {
 std::unique_ptr<AdminAnswer> AdminService::Answer(const AdminQuery& q) {
   auto answer = std::make_unique<AdminAnswer>();
   answer->request = q.request;
+  answer->now_ms = clock_.MonotonicMs();
+  names_.clear();  // Names may have changed since the last answer.
   auto has_domain = [&](const spool::StoredMessage& m, std::string_view domain) {
     for (size_t i = 0; i < m.envelope.recipients.size(); ++i) {
       const std::string& a = m.envelope.recipients[i].address;
@@ -59,16 +91,102 @@ std::unique_ptr<AdminAnswer> AdminService::Answer(const AdminQuery& q) {
   };
   const spool::StoredMessage* one = q.id ? spool_.Find(*q.id) : nullptr;
   switch (q.op) {
-    case AdminOp::kList:
+    case AdminOp::kList: {
+      std::optional<uint32_t> destination;
+      if (!q.destination.empty()) {
+        destination = FindDestination(q.destination);
+        if (!destination) {
+          break;  // Not a destination of this shard: none of its messages waits for it.
+        }
+      }
+      const uint64_t now_us = clock_.UnixMicros();
+      const uint64_t older_than_us = q.older_than_ms * 1000;
       spool_.ForEach([&](const spool::StoredMessage& m) {
+        // The cheap filters first: a million messages may be queued.
+        if (q.older_than_ms != 0 &&
+            (m.received_us > now_us || now_us - m.received_us <= older_than_us)) {
+          return;
+        }
+        if (destination) {
+          const scheduler::QueueEntry* e = scheduler_.Entry(m.id);
+          if (e == nullptr || e->destination != *destination) {
+            return;
+          }
+        }
+        if ((!q.sender.empty() && !base::EqualsIgnoreCase(q.sender, m.envelope.sender)) ||
+            (!q.domain.empty() && !has_domain(m, q.domain))) {
+          return;
+        }
         MessageView v = View(m);
-        if ((q.state.empty() || v.state == q.state) &&
-            (q.sender.empty() || base::EqualsIgnoreCase(q.sender, v.sender)) &&
-            (q.domain.empty() || has_domain(m, q.domain))) {
+        if (q.state.empty() || v.state == q.state) {
           answer->messages.push_back(std::move(v));
         }
       });
       break;
+    }
+    case AdminOp::kSummary: {
+      const scheduler::QueueSummary summary = scheduler_.Summary(SummaryBucketBoundsMs());
+      answer->summary.reserve(summary.rows.size());
+      for (const scheduler::QueueSummary::Row& row : summary.rows) {
+        SummaryRow r;
+        r.total = row.total;
+        r.buckets = row.buckets;
+        if (row.destination == 0) {
+          r.name = "(not yet routed)";
+        } else if (auto view = destinations_ != nullptr ? destinations_->View(row.destination)
+                                                        : std::nullopt) {
+          r.key = view->key;
+          r.name = view->name.empty() ? view->key : view->name;
+        } else {
+          r.key = "?";  // Forgotten while mail waits for it: should not happen.
+          r.name = "(unknown destination)";
+        }
+        answer->summary.push_back(std::move(r));
+      }
+      break;
+    }
+    case AdminOp::kDestList:
+    case AdminOp::kDestShow: {
+      if (destinations_ == nullptr) {
+        answer->no_destinations = true;
+        break;
+      }
+      const auto waiting = Waiting();
+      auto add = [&](delivery::DestinationView view) {
+        auto it = waiting.find(view.id);
+        view.queued = it == waiting.end() ? 0 : it->second;
+        answer->destinations.push_back(std::move(view));
+      };
+      if (q.op == AdminOp::kDestList) {
+        for (delivery::DestinationView& view : destinations_->All()) {
+          add(std::move(view));
+        }
+      } else if (auto view = destinations_->Find(q.destination)) {
+        add(std::move(*view));
+      }
+      break;
+    }
+    case AdminOp::kDestSuspend:
+    case AdminOp::kDestResume: {
+      if (destinations_ == nullptr) {
+        answer->no_destinations = true;
+        break;
+      }
+      const bool done =
+          q.op == AdminOp::kDestSuspend
+              ? destinations_->Suspend(q.destination, q.duration_ms,  // 0: until resumed.
+                                       q.reason.empty() ? std::string("relaisctl")
+                                                        : base::StrCat("relaisctl: ", q.reason))
+              : destinations_->Resume(q.destination);
+      if (done) {
+        answer->affected = 1;
+        // The log escapes the client's text (JSON); the parser bounded it.
+        log::Emit(log::Level::kInfo, static_cast<int>(shard_),
+                  q.op == AdminOp::kDestSuspend ? "destination_suspended" : "destination_resumed",
+                  {{"destination", q.destination}, {"reason", q.reason}});
+      }
+      break;
+    }
     case AdminOp::kShow:
       if (one != nullptr) {
         answer->messages.push_back(View(*one));

@@ -1,18 +1,20 @@
 // tools/relaisd/admin_service.h — relaisctl's requests, answered.
 //
 // AdminService (one per shard) answers a query about its own shard's queue: it reads the spool
-// and the scheduler, and acts only through them (flush, hold, release, bounce, delete). It
-// never sees the shard itself: what the status line counts beyond the queue comes from a
-// callback. AdminServer (shard 0 only) serves the admin socket: it reads one request line per
-// client (admin.h's syntax), sends the query to every shard it names, answers its own shard's
-// part at once, and responds once every answer is in. The handoffs that carry queries and
-// answers between shards are the shard's wiring (HandoffKind in shard.h).
-// Both belong to one shard's thread; not thread-safe.
+// and the scheduler, and acts only through them (flush, hold, release, bounce, delete), and
+// about its destinations (dest ls|show|suspend|resume, and the names in queue summary and
+// queue ls) through delivery::Destinations. It never sees the shard itself: what the status
+// line counts beyond the queue comes from a callback. AdminServer (shard 0 only) serves the admin
+// socket: it reads one request line per client (admin.h's syntax), sends the query to every shard
+// it names, answers its own shard's part at once, and responds once every answer is in. The
+// handoffs that carry queries and answers between shards are the shard's wiring (HandoffKind in
+// shard.h). Both belong to one shard's thread; not thread-safe.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -22,6 +24,7 @@
 #include "core/net/request_server.h"
 #include "core/timer/timer_wheel.h"
 #include "core/uring/engine.h"
+#include "queue/delivery/destinations.h"
 #include "queue/scheduler/scheduler.h"
 #include "queue/spool/spool.h"
 #include "tools/relaisd/admin.h"
@@ -38,8 +41,11 @@ struct ShardCounts {
 class AdminService final {
  public:
   // All references must outlive the service; `counts` is called while answering a status.
+  // `destinations` (may be null: the dest commands then answer that there is none) must
+  // outlive it too.
   AdminService(uint32_t shard, spool::Spool& spool, scheduler::Scheduler& scheduler,
-               const base::Clock& clock, std::function<ShardCounts()> counts);
+               const base::Clock& clock, std::function<ShardCounts()> counts,
+               delivery::Destinations* destinations = nullptr);
 
   // This shard's answer to `query`. A delete records the message's pending recipients as
   // failed (no bounce: the operator chose to drop it); like every outcome it becomes durable
@@ -49,11 +55,20 @@ class AdminService final {
   [[nodiscard]] MessageView View(const spool::StoredMessage& message) const;
 
  private:
+  // The name relaisctl shows for a destination of this shard ("" for 0), cached per answer.
+  const std::string& DestinationName(uint32_t destination) const;
+  // The destination `key_or_name` names here: 0 for "unrouted", nullopt when unknown.
+  [[nodiscard]] std::optional<uint32_t> FindDestination(std::string_view key_or_name) const;
+  // Messages waiting for each destination (the scheduler's count), for the views.
+  [[nodiscard]] std::unordered_map<uint32_t, uint64_t> Waiting() const;
+
   const uint32_t shard_;
   spool::Spool& spool_;
   scheduler::Scheduler& scheduler_;
   const base::Clock& clock_;
   const std::function<ShardCounts()> counts_;
+  delivery::Destinations* const destinations_;
+  mutable std::unordered_map<uint32_t, std::string> names_;
 };
 
 // relaisctl's way in: one request line per connection, answered once every shard it names has

@@ -150,6 +150,8 @@ bool Covers(std::string_view outer, std::string_view inner) {
 // Open: a client anywhere may have mail for any domain taken and sent on to another host.
 }  // namespace
 
+bool AnywherePattern(std::string_view pattern) { return Anywhere(pattern); }
+
 std::string OpenRelayProblem(const Config& config) {
   const smtp::SessionOptions& c = config.shard.session;
   std::vector<std::string> reasons;
@@ -184,11 +186,15 @@ std::string OpenRelayProblem(const Config& config) {
                       [&](std::string_view k) { return Covers(k, seen); })) {
         continue;  // An earlier route takes all of them.
       }
-      if (r.type == config::RouteType::kSmarthost || r.type == config::RouteType::kLmtp) {
+      if (r.type == config::RouteType::kSmarthost || r.type == config::RouteType::kLmtp ||
+          r.type == config::RouteType::kMx) {
+        // The implicit mx route (the file has no "*" route) counts like one written.
         reasons.push_back(StrCat("relay.local_domains holds \"", local, "\" and routes[", i,
                                  "] (domain \"", r.domain, "\") sends domains under \"", seen,
                                  "\" to ",
-                                 r.type == config::RouteType::kSmarthost ? "a smarthost" : "LMTP"));
+                                 r.type == config::RouteType::kSmarthost ? "a smarthost"
+                                 : r.type == config::RouteType::kLmtp    ? "LMTP"
+                                                                         : "their MX hosts"));
         break;
       }
       kept.push_back(seen);

@@ -13,6 +13,7 @@
 #include "core/base/strings.h"
 #include "core/config/config.h"
 #include "core/net/net_address.h"
+#include "re2/re2.h"
 
 namespace relais::relaisd {
 namespace {
@@ -42,6 +43,15 @@ template <auto M>
 constexpr auto Tls = &config::Field<&Config::tls, M>;
 template <auto M>
 constexpr auto SmtpAuth = &config::Field<&Config::smtp_auth, M>;
+template <auto M>
+constexpr auto Mx = &config::Field<&Config::shard, &ShardOptions::mx, M>;
+template <auto M>
+constexpr auto MxText = &config::Field<&Config::mx, M>;
+template <auto M>
+constexpr auto Shaping = &config::Field<&Config::shard, &ShardOptions::shaping, M>;
+template <auto M>
+constexpr auto Limit =
+    &config::Field<&Config::shard, &ShardOptions::shaping, &delivery::ShapingOptions::defaults, M>;
 
 // The choices' words are authcheck's (relais-auth's flags take the same ones).
 using authcheck::kModeWords;
@@ -54,6 +64,14 @@ constexpr config::Word<ListenerTls> kListenerTlsWords[] = {{"off", ListenerTls::
                                                            {"starttls", ListenerTls::kStartTls},
                                                            {"required", ListenerTls::kRequired},
                                                            {"implicit", ListenerTls::kImplicit}};
+
+// [mx] ip_family: mx.h's words.
+using delivery::IpFamily;
+constexpr config::Word<IpFamily> kIpFamilyChoices[] = {
+    {delivery::kIpFamilyWords[0], IpFamily::kAny},
+    {delivery::kIpFamilyWords[1], IpFamily::kIpv4},
+    {delivery::kIpFamilyWords[2], IpFamily::kIpv6},
+    {delivery::kIpFamilyWords[3], IpFamily::kPreferIpv6}};
 
 constexpr uint64_t kU64Max = ~uint64_t{0};
 constexpr config::Bounds Range(uint64_t min, uint64_t max) { return {min, max}; }
@@ -195,6 +213,57 @@ const config::Key<Config> kKeys[] = {
     {"delivery", "mime_nesting_max", Egress<&EgressOptions::mime_nesting_max>, Range(1, 1000),
      "MIME nesting levels entered when 8-bit mail is converted to 7 bits for a next hop "
      "without 8BITMIME; 8-bit content deeper down is bounced (5.6.3)."},
+    {"mx", "ip_family",
+     &config::ChoiceField<kIpFamilyChoices, &Config::shard, &ShardOptions::mx,
+                          &delivery::MxOptions::family>,
+     kNoBounds,
+     "Addresses of MX hosts connected to: any (IPv4 first), ipv4, ipv6, or prefer-ipv6."},
+    {"mx", "port", MxText<&MxConfig::port>, Range(1, 65535),
+     "Port of every MX host (25; another only for tests)."},
+    {"mx", "hosts_per_attempt_max", MxText<&MxConfig::hosts_per_attempt_max>, Range(1, 100),
+     "MX hosts tried per delivery attempt (in preference order) before the mail is deferred."},
+    {"mx", "mx_records_max", Mx<&delivery::MxOptions::mx_records_max>, Range(1, 100),
+     "MX records looked at per domain, the best first (bounds the DNS questions per domain)."},
+    {"mx", "addresses_per_host_max", Mx<&delivery::MxOptions::addresses_per_host_max>, Range(1, 64),
+     "Addresses kept per MX host and address family."},
+    {"mx", "self_names", Mx<&delivery::MxOptions::self_names>, Range(0, 1000),
+     "Names of this relay besides server.hostname: an MX host so named ends the MX list "
+     "(RFC 5321 5.1; only it or worse: 550 5.4.6)."},
+    {"mx", "self_addresses", MxText<&MxConfig::self_addresses>, Range(0, 1000),
+     "Addresses of this relay besides the server.listen ones (e.g. behind NAT), for the same "
+     "loop check."},
+    {"mx", "cache_entries_max", Mx<&delivery::MxOptions::cache_entries_max>, Range(0, 100'000'000),
+     "Finished MX resolutions cached per shard (for their TTL)."},
+    {"shaping", "connections_max", Limit<&delivery::Limits::connections_max>, Range(1, 100'000),
+     "Concurrent connections to one destination (its MX hosts, or a route), per shard."},
+    {"shaping", "messages_per_connection_max",
+     Limit<&delivery::Limits::messages_per_connection_max>, Range(1, 1'000'000),
+     "Messages sent over one connection to a destination before a new one is opened."},
+    {"shaping", "recipients_per_transaction_max",
+     Limit<&delivery::Limits::recipients_per_transaction_max>, Range(1, 100'000),
+     "Recipients per transaction to a destination; more go in further transactions."},
+    {"shaping", "rate", MxText<&MxConfig::rate>, Range(1, 32),
+     "Messages per destination and shard: \"100/s\", \"600/min\", \"10000/h\"; \"0\": no limit."},
+    {"shaping", "adaptive", Shaping<&delivery::ShapingOptions::adaptive>, kNoBounds,
+     "Halve a destination's connections and rate on 421s and rate-limit replies, recover "
+     "slowly."},
+    {"shaping", "backoff_ms", Shaping<&delivery::ShapingOptions::backoff_ms>,
+     Range(1000, 86'400'000), "Quiet period after a halving (no further halving)."},
+    {"shaping", "recover_after", Shaping<&delivery::ShapingOptions::recover_after>,
+     Range(1, 1'000'000),
+     "Deliveries in a row, without a rate-limit reply, before one connection (and 10% of the "
+     "rate) comes back."},
+    {"shaping", "rate_floor_per_minute", Shaping<&delivery::ShapingOptions::rate_floor_per_minute>,
+     Range(1, 1'000'000), "The adaptive rate never goes below this many messages a minute."},
+    {"shaping", "idle_forget_ms", Shaping<&delivery::ShapingOptions::idle_forget_ms>,
+     Range(1000, 86'400'000 * 7ull),
+     "A destination with nothing queued, in flight or connected is forgotten after this long."},
+    {"shaping", "destinations_max", Shaping<&delivery::ShapingOptions::destinations_max>,
+     Range(1, 100'000'000),
+     "Destinations per shard; beyond it mail for a new destination is deferred."},
+    {"bounce", "class_rules_file", MxText<&MxConfig::class_rules_file>, Range(0, 4096),
+     "File of bounce class rules (\"<class> <enhanced-prefix|-> <RE2 pattern>\" per line), "
+     "tried before the shipped ones; read at start. Empty: the shipped rules only."},
     {"auth", "spf", &config::ChoiceField<kModeWords, &Config::auth, &authcheck::Policy::spf>,
      kNoBounds,
      "SPF of MAIL FROM (or HELO for the null sender): off, tag (recorded in "
@@ -296,20 +365,29 @@ bool AddressLiteral(std::string_view hop) {
 // which route ("route for x.com") besides the key and line.
 absl::Status RouteTlsKeys(const config::Entry& e, config::Route& route) {
   const std::string name = StrCat("route for ", route.domain, ": ");
-  const bool network =
-      route.type == config::RouteType::kSmarthost || route.type == config::RouteType::kLmtp;
+  const bool network = route.type == config::RouteType::kSmarthost ||
+                       route.type == config::RouteType::kLmtp ||
+                       route.type == config::RouteType::kMx;
   for (std::string_view key : {"tls", "tls_ca_file", "tls_client_chain", "tls_client_key",
                                "auth_user", "auth_password_file"}) {
     if (!network && e.Has(key)) {
-      return e.Error(key, StrCat(name, "only smarthost and lmtp routes take it"));
+      return e.Error(key, StrCat(name, "only smarthost, lmtp and mx routes take it"));
+    }
+  }
+  if (e.Has("source_pool")) {
+    if (route.type != config::RouteType::kSmarthost && route.type != config::RouteType::kMx) {
+      return e.Error("source_pool", StrCat(name, "only smarthost and mx routes take it"));
+    }
+    if (auto st = e.String("source_pool", route.source_pool, false); !st.ok()) {
+      return st;
     }
   }
   if (!network) {
     return absl::OkStatus();
   }
   const bool unix_socket = route.type == config::RouteType::kLmtp && route.address.starts_with('/');
-  route.tls = route.type == config::RouteType::kSmarthost ? config::RouteTls::kMay
-                                                          : config::RouteTls::kNone;
+  route.tls =
+      route.type == config::RouteType::kLmtp ? config::RouteTls::kNone : config::RouteTls::kMay;
   static constexpr std::string_view kTlsWords[] = {"none", "may", "encrypt", "verify"};
   if (e.Has("tls")) {
     auto chosen = e.Choose("tls", kTlsWords);
@@ -366,9 +444,9 @@ absl::Status RouteTlsKeys(const config::Entry& e, config::Route& route) {
 }
 
 absl::Status AddRoute(const config::Entry& e, Config& c) {
-  if (auto st =
-          e.OnlyKeys({"domain", "type", "path", "hosts", "address", "tls", "tls_ca_file",
-                      "tls_client_chain", "tls_client_key", "auth_user", "auth_password_file"});
+  if (auto st = e.OnlyKeys({"domain", "type", "path", "hosts", "address", "tls", "tls_ca_file",
+                            "tls_client_chain", "tls_client_key", "auth_user", "auth_password_file",
+                            "source_pool"});
       !st.ok()) {
     return st;
   }
@@ -393,6 +471,8 @@ absl::Status AddRoute(const config::Entry& e, Config& c) {
     st = e.String("address", route.address, true);
   } else if (type == "reject") {
     route.type = config::RouteType::kReject;
+  } else if (type == "mx") {
+    route.type = config::RouteType::kMx;  // The recipient domain's MX hosts (docs/mx-delivery.md).
   } else if (type == "smarthost") {
     route.type = config::RouteType::kSmarthost;
     constexpr std::string_view kNeedsHosts =
@@ -405,7 +485,8 @@ absl::Status AddRoute(const config::Entry& e, Config& c) {
       st = e.Error("hosts", kNeedsHosts);
     }
   } else {
-    return e.Error("type", StrCat("'", type, "' is not one of maildir, smarthost, lmtp, reject"));
+    return e.Error("type",
+                   StrCat("'", type, "' is not one of maildir, smarthost, lmtp, reject, mx"));
   }
   if (st.ok()) {
     st = RouteTlsKeys(e, route);
@@ -563,12 +644,237 @@ absl::Status AddListener(const config::Entry& e, Config& c) {
   return absl::OkStatus();
 }
 
+// The scope keys of a [[shaping.rule]] or [[shaping.reply]]: a recipient domain pattern and an
+// MX host name suffix (lower case).
+absl::Status ShapingScope(const config::Entry& e, std::string& domain, std::string& mx_suffix) {
+  if (auto st = e.String("domain", domain, false); !st.ok()) {
+    return st;
+  }
+  domain = base::AsciiStrToLower(domain);
+  if (!domain.empty() && !config::ValidDomainPattern(domain)) {
+    return e.Error("domain", StrCat("'", domain, "' is not a domain, *.domain or *"));
+  }
+  if (auto st = e.String("mx_suffix", mx_suffix, false); !st.ok()) {
+    return st;
+  }
+  mx_suffix = base::AsciiStrToLower(mx_suffix);
+  for (char ch : mx_suffix) {
+    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '-' && ch != '.' && ch != '_') {
+      return e.Error("mx_suffix",
+                     StrCat("'", mx_suffix, "' is not a host name suffix (e.g. \".google.com\")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// A rate key's text ("100/s", "600/min", "10000/h", "0").
+absl::Status ReadRate(const config::Entry& e, std::string_view key,
+                      std::optional<delivery::Rate>& out) {
+  std::string text;
+  if (auto st = e.String(key, text, false); !st.ok() || text.empty()) {
+    return st;
+  }
+  out = delivery::Rate::Parse(text);
+  if (!out) {
+    return e.Error(key, StrCat("'", text,
+                               "' is not a rate (\"100/s\", \"600/min\", \"10000/h\" "
+                               "or \"0\")"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status AddShapingRule(const config::Entry& e, Config& c) {
+  if (auto st = e.OnlyKeys({"domain", "mx_suffix", "connections_max", "messages_per_connection_max",
+                            "recipients_per_transaction_max", "rate", "source_pool", "adaptive"});
+      !st.ok()) {
+    return st;
+  }
+  delivery::ShapingRule rule;
+  if (auto st = ShapingScope(e, rule.domain, rule.mx_suffix); !st.ok()) {
+    return st;
+  }
+  for (auto [key, value, max] :
+       {std::tuple{"connections_max", &rule.connections_max, uint64_t{100'000}},
+        std::tuple{"messages_per_connection_max", &rule.messages_per_connection_max,
+                   uint64_t{1'000'000}},
+        std::tuple{"recipients_per_transaction_max", &rule.recipients_per_transaction_max,
+                   uint64_t{100'000}}}) {
+    if (!e.Has(key)) {
+      continue;
+    }
+    uint64_t v = 0;
+    if (auto st = e.Integer(key, 1, max, v); !st.ok()) {
+      return st;
+    }
+    *value = static_cast<uint32_t>(v);
+  }
+  if (auto st = ReadRate(e, "rate", rule.rate); !st.ok()) {
+    return st;
+  }
+  if (e.Has("source_pool")) {
+    std::string pool;
+    if (auto st = e.String("source_pool", pool, true); !st.ok()) {
+      return st;
+    }
+    rule.source_pool = std::move(pool);  // Finish checks that the pool exists.
+  }
+  if (e.Has("adaptive")) {
+    bool adaptive = true;
+    if (auto st = e.Bool("adaptive", adaptive); !st.ok()) {
+      return st;
+    }
+    rule.adaptive = adaptive;
+  }
+  c.shard.shaping.rules.push_back(std::move(rule));
+  return absl::OkStatus();
+}
+
+absl::Status AddShapingReply(const config::Entry& e, Config& c) {
+  if (auto st = e.OnlyKeys({"pattern", "action", "suspend_ms", "domain", "mx_suffix"}); !st.ok()) {
+    return st;
+  }
+  delivery::ReplyRule rule;
+  if (auto st = e.String("pattern", rule.pattern, true); !st.ok()) {
+    return st;
+  }
+  // The destinations' matcher compiles the same text the same way (RE2, linear time).
+  if (const RE2 re(rule.pattern, RE2::Quiet); !re.ok()) {
+    return e.Error("pattern", StrCat("'", rule.pattern, "' is not an RE2 pattern: ", re.error()));
+  }
+  absl::StatusOr<size_t> action = e.Choose("action", delivery::kReplyActionWords);
+  if (!action.ok()) {
+    return action.status();
+  }
+  rule.action = static_cast<delivery::ReplyRule::Action>(*action);
+  if (auto st = e.Integer("suspend_ms", 1000, 7 * 86'400'000ull, rule.suspend_ms); !st.ok()) {
+    return st;
+  }
+  if (e.Has("suspend_ms") && rule.action != delivery::ReplyRule::Action::kSuspend) {
+    return e.Error("suspend_ms", "only action = \"suspend\" takes it");
+  }
+  if (auto st = ShapingScope(e, rule.domain, rule.mx_suffix); !st.ok()) {
+    return st;
+  }
+  c.shard.shaping.replies.push_back(std::move(rule));
+  return absl::OkStatus();
+}
+
+// Names of sources and pools: letters, digits, '-', '_', '.'.
+bool ValidName(std::string_view name) {
+  return !name.empty() && name.size() <= 64 && std::all_of(name.begin(), name.end(), [](char ch) {
+    return std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_' || ch == '.';
+  });
+}
+
+absl::Status AddSource(const config::Entry& e, Config& c) {
+  if (auto st = e.OnlyKeys({"name", "address", "ehlo", "connections_max", "warmup_per_day"});
+      !st.ok()) {
+    return st;
+  }
+  delivery::Source source;
+  if (auto st = e.String("name", source.name, true); !st.ok()) {
+    return st;
+  }
+  if (!ValidName(source.name)) {
+    return e.Error("name", StrCat("'", source.name, "' is not a name (letters, digits, - _ .)"));
+  }
+  if (c.shard.sources.sources.size() >= kSourcesMax) {
+    return e.Error("name", StrCat("more than ", kSourcesMax, " sources"));
+  }
+  for (const delivery::Source& other : c.shard.sources.sources) {
+    if (other.name == source.name) {
+      return e.Error("name", StrCat("'", source.name, "' is given twice"));
+    }
+  }
+  std::string address;
+  if (auto st = e.String("address", address, true); !st.ok()) {
+    return st;
+  }
+  std::optional<mail::IpAddress> parsed = mail::IpAddress::Parse(address);
+  if (!parsed) {
+    return e.Error("address", StrCat("'", address, "' is not an IPv4 or IPv6 address"));
+  }
+  source.address = *parsed;
+  if (auto st = e.String("ehlo", source.ehlo, false); !st.ok()) {
+    return st;
+  }
+  source.ehlo = base::AsciiStrToLower(source.ehlo);
+  if (!source.ehlo.empty() &&
+      (source.ehlo.find('*') != std::string::npos || !config::ValidDomainPattern(source.ehlo))) {
+    return e.Error("ehlo", StrCat("'", source.ehlo, "' is not a host name"));
+  }
+  for (auto [key, value] : {std::pair{"connections_max", &source.connections_max},
+                            std::pair{"warmup_per_day", &source.warmup_per_day}}) {
+    uint64_t v = *value;
+    if (auto st = e.Integer(key, 0, 100'000'000, v); !st.ok()) {
+      return st;
+    }
+    *value = static_cast<uint32_t>(v);
+  }
+  c.shard.sources.sources.push_back(std::move(source));
+  return absl::OkStatus();
+}
+
+// Sources are named by their names here; Finish turns them into indices (a [[source]] may come
+// after the pool in the file).
+absl::Status AddSourcePool(const config::Entry& e, Config& c) {
+  if (auto st = e.OnlyKeys({"name", "sources", "weights"}); !st.ok()) {
+    return st;
+  }
+  delivery::SourcePool pool;
+  if (auto st = e.String("name", pool.name, true); !st.ok()) {
+    return st;
+  }
+  if (!ValidName(pool.name)) {
+    return e.Error("name", StrCat("'", pool.name, "' is not a name (letters, digits, - _ .)"));
+  }
+  for (const delivery::SourcePool& other : c.shard.sources.pools) {
+    if (other.name == pool.name) {
+      return e.Error("name", StrCat("'", pool.name, "' is given twice"));
+    }
+  }
+  constexpr std::string_view kNeedsSources =
+      "a source pool needs a non-empty array of source names";
+  std::vector<std::string> names;
+  if (auto st = e.Strings("sources", kNeedsSources, "expected source names", ValidName,
+                          /*lowercase=*/false, names);
+      !st.ok()) {
+    return st;
+  }
+  if (names.empty()) {
+    return e.Error("sources", kNeedsSources);
+  }
+  std::vector<uint64_t> weights;
+  if (auto st = e.Integers("weights", 1, 1'000'000, weights); !st.ok()) {
+    return st;
+  }
+  if (!weights.empty() && weights.size() != names.size()) {
+    return e.Error("weights",
+                   StrCat("has ", weights.size(), " entries for ", names.size(), " sources"));
+  }
+  for (size_t i = 0; i < names.size(); ++i) {
+    pool.members.push_back({0, weights.empty() ? 1u : static_cast<uint32_t>(weights[i])});
+  }
+  c.shard.sources.pools.push_back(std::move(pool));
+  c.mx.pool_sources.push_back(std::move(names));
+  return absl::OkStatus();
+}
+
 const config::Array<Config> kArrays[] = {
     {"routes", [](Config& c) { c.routes.clear(); }, AddRoute},
     {"dkim_sign", [](Config& c) { c.dkim_sign.clear(); }, AddDkimSigning},
     {"auth.listener", [](Config& c) { c.auth_listeners.clear(); }, AddAuthListener},
     {"tls.certificate", [](Config& c) { c.tls.certificates.clear(); }, AddTlsCertificate},
     {"listener", [](Config& c) { c.listeners.clear(); }, AddListener},
+    {"shaping.rule", [](Config& c) { c.shard.shaping.rules.clear(); }, AddShapingRule},
+    {"shaping.reply", [](Config& c) { c.shard.shaping.replies.clear(); }, AddShapingReply},
+    {"source", [](Config& c) { c.shard.sources.sources.clear(); }, AddSource},
+    {"source_pool",
+     [](Config& c) {
+       c.shard.sources.pools.clear();
+       c.mx.pool_sources.clear();
+     },
+     AddSourcePool},
 };
 
 const config::Schema<Config> kSchema{kKeys, kArrays};
@@ -644,6 +950,86 @@ absl::Status FinishTls(Config& config, std::string_view source) {
   return absl::OkStatus();
 }
 
+// [mx], [shaping] and the sources: values read as written converted into the modules' options,
+// names checked against the tables they name, and the implicit mx route.
+absl::Status FinishMx(Config& config, std::string_view source) {
+  ShardOptions& shard = config.shard;
+  shard.mx.port = static_cast<uint16_t>(config.mx.port);
+  for (std::string& name : shard.mx.self_names) {
+    name = base::AsciiStrToLower(name);
+    if (name.ends_with('.')) {
+      name.pop_back();
+    }
+  }
+  shard.mx.self_addresses.clear();
+  for (const std::string& text : config.mx.self_addresses) {
+    std::optional<mail::IpAddress> address = mail::IpAddress::Parse(text);
+    if (!address) {
+      return absl::InvalidArgumentError(
+          StrCat(source, ": mx.self_addresses: '", text, "' is not an IPv4 or IPv6 address"));
+    }
+    shard.mx.self_addresses.push_back(*address);
+  }
+  std::optional<delivery::Rate> rate = delivery::Rate::Parse(config.mx.rate);
+  if (!rate) {
+    return absl::InvalidArgumentError(StrCat(source, ": shaping.rate: '", config.mx.rate,
+                                             "' is not a rate (\"100/s\", \"600/min\", "
+                                             "\"10000/h\" or \"0\")"));
+  }
+  shard.shaping.defaults.rate = *rate;
+  // What the destinations will compile, checked as they check it (each pattern was already
+  // compiled with its line in the error).
+  if (absl::Status s = delivery::Destinations::Validate(shard.shaping); !s.ok()) {
+    return absl::InvalidArgumentError(StrCat(source, ": shaping: ", s.message()));
+  }
+  delivery::SourceOptions& sources = shard.sources;
+  for (size_t p = 0; p < sources.pools.size(); ++p) {
+    const std::vector<std::string>& names = config.mx.pool_sources[p];
+    for (size_t m = 0; m < names.size(); ++m) {
+      const auto found =
+          std::find_if(sources.sources.begin(), sources.sources.end(),
+                       [&](const delivery::Source& s) { return s.name == names[m]; });
+      if (found == sources.sources.end()) {
+        return absl::InvalidArgumentError(StrCat(source, ": source_pool '", sources.pools[p].name,
+                                                 "': no [[source]] is named '", names[m], "'"));
+      }
+      sources.pools[p].members[m].source = static_cast<uint32_t>(found - sources.sources.begin());
+    }
+  }
+  const auto pool_known = [&](const std::string& name) {
+    return std::any_of(sources.pools.begin(), sources.pools.end(),
+                       [&](const delivery::SourcePool& p) { return p.name == name; });
+  };
+  for (const config::Route& r : config.routes) {
+    if (!r.source_pool.empty() && !pool_known(r.source_pool)) {
+      return absl::InvalidArgumentError(StrCat(source, ": route for ", r.domain, ": source_pool '",
+                                               r.source_pool, "' is not a [[source_pool]]"));
+    }
+  }
+  for (const delivery::ShapingRule& rule : shard.shaping.rules) {
+    if (rule.source_pool && !pool_known(*rule.source_pool)) {
+      return absl::InvalidArgumentError(StrCat(
+          source, ": shaping.rule (domain \"", rule.domain, "\", mx_suffix \"", rule.mx_suffix,
+          "\"): source_pool '", *rule.source_pool, "' is not a [[source_pool]]"));
+    }
+  }
+  // A relayed domain no route matches goes to its MX hosts. Who may relay is the RCPT rules'
+  // decision (relay.domains, relay.networks, AUTH), made before the router is asked. Not when
+  // local_domains takes anyone's domains (the quick start's "*"): those are all ours, kept or
+  // refused (550 5.1.2 with no route), never sent on by MX, which would relay for anyone.
+  const std::vector<std::string>& local = shard.session.local_domains;
+  if (std::none_of(config.routes.begin(), config.routes.end(),
+                   [](const config::Route& r) { return r.domain == "*"; }) &&
+      std::none_of(local.begin(), local.end(), AnywherePattern)) {
+    config::Route mx;
+    mx.domain = "*";
+    mx.type = config::RouteType::kMx;
+    mx.tls = config::RouteTls::kMay;
+    config.routes.push_back(std::move(mx));
+  }
+  return absl::OkStatus();
+}
+
 // What no single key can check, and the values an empty key stands for.
 absl::Status Finish(Config& config, std::string_view source) {
   std::string& hostname = config.shard.session.hostname;
@@ -679,6 +1065,9 @@ absl::Status Finish(Config& config, std::string_view source) {
       return absl::InvalidArgumentError(
           StrCat(source, ": server.listen: '", l, "' is not host:port"));
     }
+  }
+  if (absl::Status s = FinishMx(config, source); !s.ok()) {
+    return s;
   }
   if (!config.daemon.open_relay_acknowledged) {
     if (std::string problem = OpenRelayProblem(config); !problem.empty()) {
@@ -785,8 +1174,18 @@ std::string DefaultToml() {
       "# relay.local_domains, whose default in a file is [] (no domain is local).\n",
       config::Print(kSchema, std::move(defaults)),
       "\n# Recipient domain -> destination; the first matching route wins.\n"
-      "# type: maildir (path), smarthost (hosts), lmtp (address), reject.\n"
+      "# type: maildir (path), smarthost (hosts), lmtp (address), reject, mx (the domain's\n"
+      "# MX hosts). A file without a \"*\" route ends with {domain = \"*\", type = \"mx\"}\n"
+      "# (unless relay.local_domains takes every domain, as here).\n"
       "[[routes]]\ndomain = \"*\"\ntype = \"maildir\"\npath = \"./var/mail\"\n"
+      "\n# MX delivery: limits per destination (its MX hosts) over [shaping]'s, replies that\n"
+      "# suspend or bounce a destination, source addresses (docs/mx-delivery.md), e.g.:\n"
+      "# [[shaping.rule]]\n# mx_suffix = \".google.com\"  # and/or domain = \"*.example.com\"\n"
+      "# connections_max = 5\n# rate = \"300/min\"\n"
+      "# [[shaping.reply]]\n# pattern = \"(?i)temporarily suspended\"  # RE2\n"
+      "# action = \"suspend\"  # backoff | suspend | bounce\n# suspend_ms = 900000\n"
+      "# [[source]]\n# name = \"s1\"\n# address = \"192.0.2.10\"\n# ehlo = \"mta1.example.com\"\n"
+      "# [[source_pool]]\n# name = \"out\"\n# sources = [\"s1\"]\n"
       "\n# [[auth.listener]] tables override [auth]'s spf, dkim, dmarc and temperror for\n"
       "# the connections of one server.listen address, e.g.:\n"
       "# [[auth.listener]]\n# listen = \"0.0.0.0:587\"\n# dmarc = \"off\"\n"

@@ -7,7 +7,11 @@
 // member's default initializer, written once. The key list itself, its bounds and docs, the
 // [[routes]], [[dkim_sign]], [[auth.listener]], [[tls.certificate]] and [[listener]] tables and
 // the cross-key checks (the open relay refusal, listeners that need a certificate) are in
-// config_schema.cc; core/config does the reading. Loaded on the
+// config_schema.cc; core/config does the reading. MX delivery's tables ([mx], [shaping],
+// [[shaping.rule]], [[shaping.reply]], [[source]], [[source_pool]], [bounce]) fill
+// shard.mx, shard.shaping and shard.sources (docs/mx-delivery.md, "Configuration"); a file
+// whose routes have no catch-all ("*") route gets the implicit {domain = "*", type = "mx"}
+// last. Loaded on the
 // startup thread; the shards receive copies of `shard`.
 #pragma once
 
@@ -111,6 +115,19 @@ struct AuthListener {
   std::optional<bool> defer_temperror;  // temperror = "defer" | "accept".
 };
 
+// [mx], [shaping] and [bounce] values the file writes in another form than the module's member
+// holds (a port, addresses, a rate, a file, pool members by name): read as written, then
+// converted into shard.mx, shard.shaping and shard.sources at load (and the rules file read
+// at start, startup.cc).
+struct MxConfig {
+  uint32_t port = 25;                       // Into shard.mx.port.
+  uint32_t hosts_per_attempt_max = 5;       // Into every mx route's template (egress).
+  std::vector<std::string> self_addresses;  // Into shard.mx.self_addresses.
+  std::string rate = "0";                   // [shaping] rate, into shard.shaping.defaults.rate.
+  std::string class_rules_file;             // [bounce]: read at start.
+  std::vector<std::vector<std::string>> pool_sources;  // Per [[source_pool]], its sources' names.
+};
+
 // The whole file. `shard` holds every module's options; main fills in what only exists at run
 // time (the shard's index, pointers to shared objects, values derived from the thread count).
 struct Config {
@@ -126,6 +143,7 @@ struct Config {
   TlsConfig tls;
   std::vector<Listener> listeners;
   SmtpAuthConfig smtp_auth;
+  MxConfig mx;
 
   // The [auth] policy for the connections of `listen` (one of daemon.listen).
   [[nodiscard]] authcheck::Policy AuthFor(const std::string& listen) const;
@@ -151,5 +169,8 @@ struct Config {
 // Empty when the relay rules are closed; otherwise what opens them, naming the keys
 // (config_open_relay.cc).
 [[nodiscard]] std::string OpenRelayProblem(const Config& config);
+// True for a domain pattern that takes a whole top-level domain or public suffix, or more ("*",
+// "*.com", "*.co.uk"): domains anyone may register (config_open_relay.cc).
+[[nodiscard]] bool AnywherePattern(std::string_view pattern);
 
 }  // namespace relais::relaisd

@@ -5,6 +5,11 @@
 #include <fstream>
 #include <sstream>
 
+#include "core/base/strings.h"
+#include "protocols/smtp/server_session.h"
+#include "queue/routing/router.h"
+#include "tools/relaisd/recipient_policy.h"
+
 namespace relais::relaisd {
 namespace {
 
@@ -178,6 +183,10 @@ TEST(ConfigSchemaTest, OpenRelayIsRefusedUnlessAcknowledged) {
       // The reported one: a smarthost "*" route while every domain is local.
       {"[relay]\nlocal_domains = [\"*\"]\n" + smarthost, "relay.local_domains"},
       {"[relay]\nlocal_domains = [\"*\"]\n" + lmtp, "routes[0]"},
+      // An mx route sends on what it takes, like a smarthost.
+      {"[relay]\nlocal_domains = [\"*\"]\n" + RouteToml("*", "mx"), "to their MX hosts"},
+      {"[relay]\nlocal_domains = [\"*.com\"]\n" + RouteToml("*.com", "mx") + maildir,
+       "routes[0] (domain \"*.com\")"},
       {"[relay]\nlocal_domains = [\"example.net\", \"*\"]\n" + local_route + smarthost,
        "routes[1]"},
       {"[relay]\nrelay_domains = [\"*\"]\n", "relay.relay_domains"},
@@ -314,7 +323,8 @@ tls = "encrypt"
 )",
                        "t.toml");
   ASSERT_TRUE(c.ok()) << c.status();
-  ASSERT_EQ(c->routes.size(), 4u);
+  ASSERT_EQ(c->routes.size(), 5u);  // And the implicit mx route (no "*" route).
+  EXPECT_EQ(c->routes[4].type, RouteType::kMx);
   const config::Route& a = c->routes[0];
   EXPECT_EQ(a.tls, config::RouteTls::kVerify);
   EXPECT_EQ(a.tls_ca_file, "/etc/relais/ca.pem");
@@ -355,7 +365,7 @@ TEST(ConfigSchemaTest, RouteTlsErrorsNameTheRoute) {
   ExpectError(smarthost + "tls = \"none\"\ntls_client_chain = \"/c\"\ntls_client_key = \"/k\"\n",
               "a client certificate needs tls");
   ExpectError("[[routes]]\ndomain = \"m.test\"\ntype = \"maildir\"\npath = \"/m\"\ntls = \"may\"\n",
-              "routes.tls: route for m.test: only smarthost and lmtp routes take it");
+              "routes.tls: route for m.test: only smarthost, lmtp and mx routes take it");
   ExpectError(
       "[[routes]]\ndomain = \"l.test\"\ntype = \"lmtp\"\naddress = \"/run/l\"\n"
       "tls = \"encrypt\"\n",
@@ -623,6 +633,330 @@ TEST(ConfigSchemaTest, DkimSigningByUser) {
       "[[dkim_sign]]\ndomain = \"example.com\"\nselector = \"s\"\nkey = \"k\"\n"
       "users = [\"a:b\"]\n",
       "bad.toml:5: dkim_sign.users: expected user names");
+}
+
+TEST(ConfigSchemaTest, MxShapingAndBounceKeys) {
+  auto c = ParseConfig(R"([mx]
+ip_family = "prefer-ipv6"
+port = 2525
+hosts_per_attempt_max = 3
+mx_records_max = 7
+addresses_per_host_max = 2
+self_names = ["MX1.Example.COM."]
+self_addresses = ["192.0.2.7", "2001:db8::7"]
+cache_entries_max = 500
+[shaping]
+connections_max = 4
+messages_per_connection_max = 50
+recipients_per_transaction_max = 20
+rate = "600/min"
+adaptive = false
+backoff_ms = 30000
+recover_after = 5
+rate_floor_per_minute = 3
+idle_forget_ms = 120000
+destinations_max = 1000
+[bounce]
+class_rules_file = "/etc/relais/bounce-classes"
+)",
+                       "mx.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  const delivery::MxOptions& mx = c->shard.mx;
+  EXPECT_EQ(mx.family, delivery::IpFamily::kPreferIpv6);
+  EXPECT_EQ(mx.port, 2525);
+  EXPECT_EQ(c->mx.hosts_per_attempt_max, 3u);
+  EXPECT_EQ(mx.mx_records_max, 7u);
+  EXPECT_EQ(mx.addresses_per_host_max, 2u);
+  EXPECT_EQ(mx.self_names, std::vector<std::string>{"mx1.example.com"});
+  ASSERT_EQ(mx.self_addresses.size(), 2u);
+  EXPECT_EQ(mx.self_addresses[0], *mail::IpAddress::Parse("192.0.2.7"));
+  EXPECT_EQ(mx.self_addresses[1], *mail::IpAddress::Parse("2001:db8::7"));
+  EXPECT_EQ(mx.cache_entries_max, 500u);
+  const delivery::ShapingOptions& shaping = c->shard.shaping;
+  EXPECT_EQ(shaping.defaults.connections_max, 4u);
+  EXPECT_EQ(shaping.defaults.messages_per_connection_max, 50u);
+  EXPECT_EQ(shaping.defaults.recipients_per_transaction_max, 20u);
+  EXPECT_EQ(shaping.defaults.rate, (delivery::Rate{600, 60'000}));
+  EXPECT_FALSE(shaping.adaptive);
+  EXPECT_EQ(shaping.backoff_ms, 30'000u);
+  EXPECT_EQ(shaping.recover_after, 5u);
+  EXPECT_EQ(shaping.rate_floor_per_minute, 3u);
+  EXPECT_EQ(shaping.idle_forget_ms, 120'000u);
+  EXPECT_EQ(shaping.destinations_max, 1000u);
+  EXPECT_EQ(c->mx.class_rules_file, "/etc/relais/bounce-classes");
+
+  // The defaults are the modules' own.
+  auto d = ParseConfig("", "d.toml");
+  ASSERT_TRUE(d.ok()) << d.status();
+  const delivery::MxOptions mx_defaults;
+  EXPECT_EQ(d->shard.mx.family, mx_defaults.family);
+  EXPECT_EQ(d->shard.mx.port, mx_defaults.port);
+  EXPECT_EQ(d->shard.mx.mx_records_max, mx_defaults.mx_records_max);
+  EXPECT_EQ(d->shard.mx.cache_entries_max, mx_defaults.cache_entries_max);
+  const delivery::ShapingOptions shaping_defaults;
+  EXPECT_EQ(d->shard.shaping.defaults.connections_max, shaping_defaults.defaults.connections_max);
+  EXPECT_EQ(d->shard.shaping.defaults.rate, shaping_defaults.defaults.rate);
+  EXPECT_EQ(d->shard.shaping.backoff_ms, shaping_defaults.backoff_ms);
+  EXPECT_EQ(d->shard.shaping.destinations_max, shaping_defaults.destinations_max);
+  EXPECT_TRUE(d->shard.shaping.adaptive);
+
+  ExpectError("[mx]\nip_family = \"ipv5\"\n",
+              "bad.toml:2: mx.ip_family: 'ipv5' is not one of any,ipv4,ipv6,prefer-ipv6");
+  ExpectError("[mx]\nport = 0\n", "bad.toml:2: mx.port: 0 is out of range");
+  ExpectError("[mx]\nport = 65536\n", "mx.port: 65536 is out of range");
+  ExpectError("[mx]\nhosts_per_attempt_max = 0\n", "mx.hosts_per_attempt_max");
+  ExpectError("[mx]\nself_addresses = [\"mx.example.com\"]\n",
+              "mx.self_addresses: 'mx.example.com' is not an IPv4 or IPv6 address");
+  ExpectError("[shaping]\nrate = \"fast\"\n", "shaping.rate: 'fast' is not a rate");
+  ExpectError("[shaping]\nrate = \"10/day\"\n", "shaping.rate: '10/day' is not a rate");
+  ExpectError("[shaping]\nconnections_max = 0\n", "shaping.connections_max: 0 is out of range");
+  ExpectError("[shaping]\nadaptive = \"yes\"\n", "shaping.adaptive");
+  ExpectError("[bounce]\nrules = \"x\"\n", "bounce.rules: unknown key");
+}
+
+TEST(ConfigSchemaTest, ShapingRulesAndReplyRules) {
+  auto c = ParseConfig(R"([[source]]
+name = "s1"
+address = "192.0.2.10"
+[[source_pool]]
+name = "warm"
+sources = ["s1"]
+[[shaping.rule]]
+mx_suffix = ".Google.com"
+connections_max = 5
+rate = "300/min"
+source_pool = "warm"
+[[shaping.rule]]
+domain = "*.Example.com"
+messages_per_connection_max = 10
+recipients_per_transaction_max = 50
+adaptive = false
+[[shaping.reply]]
+pattern = "(?i)temporarily suspended"
+action = "suspend"
+suspend_ms = 900000
+mx_suffix = ".example.net"
+[[shaping.reply]]
+pattern = "^550 5\\.7\\.1 .*blocked"
+action = "bounce"
+domain = "example.org"
+[[shaping.reply]]
+pattern = "slow down"
+action = "backoff"
+)",
+                       "s.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  const std::vector<delivery::ShapingRule>& rules = c->shard.shaping.rules;
+  ASSERT_EQ(rules.size(), 2u);
+  EXPECT_EQ(rules[0].mx_suffix, ".google.com");
+  EXPECT_TRUE(rules[0].domain.empty());
+  EXPECT_EQ(rules[0].connections_max, 5u);
+  EXPECT_EQ(rules[0].rate, (delivery::Rate{300, 60'000}));
+  EXPECT_EQ(rules[0].source_pool, "warm");
+  EXPECT_FALSE(rules[0].messages_per_connection_max.has_value());  // Unset: left as it was.
+  EXPECT_FALSE(rules[0].adaptive.has_value());
+  EXPECT_EQ(rules[1].domain, "*.example.com");
+  EXPECT_EQ(rules[1].messages_per_connection_max, 10u);
+  EXPECT_EQ(rules[1].recipients_per_transaction_max, 50u);
+  EXPECT_EQ(rules[1].adaptive, false);
+  EXPECT_FALSE(rules[1].connections_max.has_value());
+  EXPECT_FALSE(rules[1].rate.has_value());
+  const std::vector<delivery::ReplyRule>& replies = c->shard.shaping.replies;
+  ASSERT_EQ(replies.size(), 3u);
+  EXPECT_EQ(replies[0].pattern, "(?i)temporarily suspended");
+  EXPECT_EQ(replies[0].action, delivery::ReplyRule::Action::kSuspend);
+  EXPECT_EQ(replies[0].suspend_ms, 900'000u);
+  EXPECT_EQ(replies[0].mx_suffix, ".example.net");
+  EXPECT_EQ(replies[1].action, delivery::ReplyRule::Action::kBounce);
+  EXPECT_EQ(replies[1].domain, "example.org");
+  EXPECT_EQ(replies[2].action, delivery::ReplyRule::Action::kBackoff);
+  EXPECT_EQ(replies[2].suspend_ms, delivery::ReplyRule{}.suspend_ms);
+
+  const std::string reply = "[[shaping.reply]]\naction = \"suspend\"\n";
+  // A bad pattern is refused at load, naming the table, the line and RE2's complaint.
+  ExpectError(reply + "pattern = \"(unclosed\"\n",
+              "bad.toml:3: shaping.reply.pattern: '(unclosed' is not an RE2 pattern: missing )");
+  ExpectError("[[shaping.reply]]\npattern = \"x\"\naction = \"drop\"\n",
+              "bad.toml:3: shaping.reply.action: 'drop' is not one of backoff,suspend,bounce");
+  ExpectError("[[shaping.reply]]\npattern = \"x\"\n", "shaping.reply.action: is required");
+  ExpectError("[[shaping.reply]]\naction = \"bounce\"\n", "shaping.reply.pattern: is required");
+  ExpectError("[[shaping.reply]]\npattern = \"x\"\naction = \"bounce\"\nsuspend_ms = 60000\n",
+              "shaping.reply.suspend_ms: only action = \"suspend\" takes it");
+  ExpectError(reply + "pattern = \"x\"\nsuspend_ms = 10\n",
+              "shaping.reply.suspend_ms: 10 is out of range");
+  ExpectError(reply + "pattern = \"x\"\nwhen = 1\n", "shaping.reply.when: unknown key");
+  ExpectError("[[shaping.rule]]\nconnections_max = 0\n",
+              "bad.toml:2: shaping.rule.connections_max: 0 is out of range");
+  ExpectError("[[shaping.rule]]\nconnections_max = \"5\"\n",
+              "shaping.rule.connections_max: expected an integer");
+  ExpectError("[[shaping.rule]]\nrate = \"lots\"\n", "shaping.rule.rate: 'lots' is not a rate");
+  ExpectError("[[shaping.rule]]\ndomain = \"bad domain\"\n", "shaping.rule.domain");
+  ExpectError("[[shaping.rule]]\nmx_suffix = \"*.google.com\"\n", "shaping.rule.mx_suffix");
+  ExpectError("[[shaping.rule]]\nadaptive = 1\n", "shaping.rule.adaptive: expected true or false");
+  ExpectError("[[shaping.rule]]\nsource_pool = \"cold\"\n",
+              "shaping.rule (domain \"\", mx_suffix \"\"): source_pool 'cold' is not a "
+              "[[source_pool]]");
+}
+
+TEST(ConfigSchemaTest, SourcesAndPools) {
+  // A pool may come before the sources it names.
+  auto c = ParseConfig(R"([[source_pool]]
+name = "out"
+sources = ["s1", "s2"]
+weights = [3, 1]
+[[source_pool]]
+name = "one"
+sources = ["s2"]
+[[source]]
+name = "s1"
+address = "192.0.2.10"
+ehlo = "MTA1.example.com"
+connections_max = 20
+warmup_per_day = 5000
+[[source]]
+name = "s2"
+address = "2001:db8::10"
+[[routes]]
+domain = "*"
+type = "mx"
+source_pool = "out"
+)",
+                       "p.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  const delivery::SourceOptions& o = c->shard.sources;
+  ASSERT_EQ(o.sources.size(), 2u);
+  EXPECT_EQ(o.sources[0].name, "s1");
+  EXPECT_EQ(o.sources[0].address, *mail::IpAddress::Parse("192.0.2.10"));
+  EXPECT_EQ(o.sources[0].ehlo, "mta1.example.com");
+  EXPECT_EQ(o.sources[0].connections_max, 20u);
+  EXPECT_EQ(o.sources[0].warmup_per_day, 5000u);
+  EXPECT_TRUE(o.sources[1].ehlo.empty());  // server.hostname.
+  EXPECT_EQ(o.sources[1].connections_max, 0u);
+  ASSERT_EQ(o.pools.size(), 2u);
+  EXPECT_EQ(o.pools[0].name, "out");
+  ASSERT_EQ(o.pools[0].members.size(), 2u);
+  EXPECT_EQ(o.pools[0].members[0].source, 0u);
+  EXPECT_EQ(o.pools[0].members[0].weight, 3u);
+  EXPECT_EQ(o.pools[0].members[1].source, 1u);
+  EXPECT_EQ(o.pools[0].members[1].weight, 1u);
+  ASSERT_EQ(o.pools[1].members.size(), 1u);
+  EXPECT_EQ(o.pools[1].members[0].source, 1u);
+  EXPECT_EQ(o.pools[1].members[0].weight, 1u);  // Default.
+  ASSERT_EQ(c->routes.size(), 1u);
+  EXPECT_EQ(c->routes[0].type, RouteType::kMx);
+  EXPECT_EQ(c->routes[0].source_pool, "out");
+  EXPECT_EQ(c->routes[0].tls, config::RouteTls::kMay);  // The mx default.
+
+  const std::string s1 = "[[source]]\nname = \"s1\"\naddress = \"192.0.2.10\"\n";
+  ExpectError("[[source_pool]]\nname = \"out\"\nsources = [\"s1\", \"s9\"]\n" + s1,
+              "bad.toml: source_pool 'out': no [[source]] is named 's9'");
+  ExpectError(s1 + "[[routes]]\ndomain = \"*\"\ntype = \"mx\"\nsource_pool = \"nope\"\n",
+              "route for *: source_pool 'nope' is not a [[source_pool]]");
+  ExpectError(s1 + "[[source_pool]]\nname = \"p\"\nsources = [\"s1\"]\nweights = [1, 2]\n",
+              "source_pool.weights: has 2 entries for 1 sources");
+  ExpectError(s1 + "[[source_pool]]\nname = \"p\"\nsources = [\"s1\"]\nweights = [0]\n",
+              "source_pool.weights: 0 is out of range");
+  ExpectError(s1 + "[[source_pool]]\nname = \"p\"\nsources = []\n",
+              "source_pool.sources: a source pool needs a non-empty array of source names");
+  ExpectError(s1 + "[[source_pool]]\nname = \"p\"\n", "source_pool.sources");
+  ExpectError(s1 + s1, "bad.toml:5: source.name: 's1' is given twice");
+  ExpectError("[[source]]\nname = \"s1\"\naddress = \"mta1.example.com\"\n",
+              "bad.toml:3: source.address: 'mta1.example.com' is not an IPv4 or IPv6 address");
+  ExpectError("[[source]]\nname = \"s 1\"\naddress = \"192.0.2.1\"\n", "source.name");
+  ExpectError(s1 + "ehlo = \"*.example.com\"\n", "source.ehlo: '*.example.com' is not a host name");
+  ExpectError(s1 + "connections_max = -1\n", "source.connections_max");
+  ExpectError("[[source]]\naddress = \"192.0.2.1\"\n", "source.name: is required");
+  // source_pool is for the routes that connect out by SMTP.
+  ExpectError(s1 + "[[source_pool]]\nname = \"p\"\nsources = [\"s1\"]\n" +
+                  RouteToml("a.test", "lmtp") + "source_pool = \"p\"\n",
+              "routes.source_pool: route for a.test: only smarthost and mx routes take it");
+}
+
+TEST(ConfigSchemaTest, RoutesOfTypeMx) {
+  auto c = ParseConfig(R"([[routes]]
+domain = "*.example.net"
+type = "mx"
+tls = "verify"
+tls_ca_file = "/etc/relais/ca.pem"
+[[routes]]
+domain = "*"
+type = "mx"
+tls = "none"
+)",
+                       "m.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_EQ(c->routes.size(), 2u);  // A "*" route of its own: nothing implicit.
+  EXPECT_EQ(c->routes[0].type, RouteType::kMx);
+  EXPECT_EQ(c->routes[0].tls, config::RouteTls::kVerify);
+  EXPECT_EQ(c->routes[0].tls_ca_file, "/etc/relais/ca.pem");
+  EXPECT_EQ(c->routes[1].tls, config::RouteTls::kNone);
+  ExpectError(RouteToml("a.test", "mx") + "tls = \"sometimes\"\n", "routes.tls: route for a.test");
+  ExpectError(RouteToml("a.test", "maildir") + "tls = \"may\"\n",
+              "only smarthost, lmtp and mx routes take it");
+  ExpectError(RouteToml("a.test", "bounce"),
+              "'bounce' is not one of maildir, smarthost, lmtp, reject, mx");
+}
+
+// A relayed domain no route matches goes to its MX hosts: a file without a "*" route ends with
+// the implicit one. The quick start's "*" maildir route, and files whose local_domains take
+// every domain, keep theirs (those domains are ours, never sent on).
+TEST(ConfigSchemaTest, ImplicitMxRoute) {
+  const std::string production =
+      "[relay]\nlocal_domains = [\"local.test\"]\nnetworks = [\"10.0.0.0/8\"]\n" +
+      RouteToml("local.test", "maildir") + RouteToml("*.corp.test", "smarthost");
+  auto c = ParseConfig(production, "p.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_EQ(c->routes.size(), 3u);
+  EXPECT_EQ(c->routes[2].domain, "*");
+  EXPECT_EQ(c->routes[2].type, RouteType::kMx);
+  EXPECT_EQ(c->routes[2].tls, config::RouteTls::kMay);
+  EXPECT_TRUE(c->routes[2].source_pool.empty());
+
+  auto with_catch_all = ParseConfig(production + RouteToml("*", "reject"), "p.toml");
+  ASSERT_TRUE(with_catch_all.ok()) << with_catch_all.status();
+  ASSERT_EQ(with_catch_all->routes.size(), 3u);
+  EXPECT_EQ(with_catch_all->routes[2].type, RouteType::kReject);
+
+  auto quick = QuickStart();
+  ASSERT_TRUE(quick.ok()) << quick.status();
+  ASSERT_EQ(quick->routes.size(), 1u);
+  EXPECT_EQ(quick->routes[0].type, RouteType::kMaildir);
+
+  auto every_domain_local = ParseConfig(
+      "[relay]\nlocal_domains = [\"*\"]\n" + RouteToml("example.com", "maildir"), "l.toml");
+  ASSERT_TRUE(every_domain_local.ok()) << every_domain_local.status();
+  ASSERT_EQ(every_domain_local->routes.size(), 1u);  // Unrouted domains: 550 5.1.2 as before.
+}
+
+// The implicit mx route relays only what the RCPT rules let through: a stranger is refused
+// relaying (554 5.7.1) before the router is asked; a relay network client, and mail for a local
+// domain, are taken.
+TEST(ConfigSchemaTest, ImplicitMxRouteRelaysNothingForStrangers) {
+  auto c = ParseConfig(
+      "[server]\nhostname = \"mx.local.test\"\n"
+      "[relay]\nlocal_domains = [\"local.test\"]\nnetworks = [\"10.0.0.0/8\"]\n" +
+          RouteToml("local.test", "maildir"),
+      "p.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_EQ(c->routes.back().type, RouteType::kMx);
+  EXPECT_EQ(OpenRelayProblem(*c), "");
+  routing::Router router(c->routes, c->shard.session.hostname);
+  RouterPolicy policy(router);
+  smtp::SessionOptions options = c->shard.session;
+  options.recipient_policy = &policy;
+  const auto rcpt = [&](std::string_view client, std::string_view to) {
+    smtp::ServerSession session(options, *mail::IpAddress::Parse(client));
+    session.Start();
+    session.ConsumeOutput(session.PendingOutput().size());
+    session.Feed(
+        base::StrCat("EHLO client.test\r\nMAIL FROM:<a@sender.test>\r\nRCPT TO:<", to, ">\r\n"));
+    const std::string out(session.PendingOutput());
+    const size_t last = out.rfind("\r\n", out.size() - 3);
+    return out.substr(last == std::string::npos ? 0 : last + 2, 3);
+  };
+  EXPECT_EQ(rcpt("198.51.100.7", "victim@gmail.example"), "554");  // A stranger: no relaying.
+  EXPECT_EQ(rcpt("198.51.100.7", "bob@local.test"), "250");        // Ours.
+  EXPECT_EQ(rcpt("10.1.2.3", "friend@gmail.example"), "250");      // A relay client: by MX.
 }
 
 }  // namespace

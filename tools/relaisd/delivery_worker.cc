@@ -23,9 +23,11 @@ void Signal(int fd) {
 }  // namespace
 
 DeliveryWorker::DeliveryWorker(uint32_t shard, uint32_t capacity_log2,
-                               uint32_t directories_known_max)
+                               uint32_t directories_known_max,
+                               const delivery::BounceClassifier* classifier)
     : shard_(shard),
       directories_known_max_(directories_known_max),
+      classifier_(classifier),
       jobs_(capacity_log2),
       done_(capacity_log2) {
   wake_fd_ = eventfd(0, EFD_CLOEXEC);
@@ -81,8 +83,9 @@ void DeliveryWorker::Loop() {
     (void)n;
     std::string log_lines;  // The batch's log lines, written once at its end.
     while (auto job = jobs_.TryPop()) {
-      std::unique_ptr<delivery::JobDone> done = delivery::RunBlocking(
-          std::move(*job), deliverer, io, clock, static_cast<int>(shard_), boundary, log_lines);
+      std::unique_ptr<delivery::JobDone> done =
+          delivery::RunBlocking(std::move(*job), deliverer, io, clock, static_cast<int>(shard_),
+                                boundary, log_lines, classifier_);
       done->mailboxes_recreated = deliverer.mailboxes_recreated() - recreated_reported;
       done->directories_forgotten = deliverer.directory_stats().evictions - forgotten_reported;
       recreated_reported = deliverer.mailboxes_recreated();

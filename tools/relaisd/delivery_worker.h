@@ -24,7 +24,10 @@ namespace relais::relaisd {
 class DeliveryWorker final : public delivery::BlockingWork {
  public:
   // `directories_known_max`: Maildir directories remembered as durable (io::DurableDirs).
-  DeliveryWorker(uint32_t shard, uint32_t capacity_log2, uint32_t directories_known_max = 16384);
+  // `classifier` (shared, immutable, outlives the worker) classifies the results of the jobs
+  // finished here; null: every one not delivered is kOther.
+  DeliveryWorker(uint32_t shard, uint32_t capacity_log2, uint32_t directories_known_max = 16384,
+                 const delivery::BounceClassifier* classifier = nullptr);
   ~DeliveryWorker();  // Finishes the job in hand, then joins.
   DeliveryWorker(const DeliveryWorker&) = delete;
   DeliveryWorker& operator=(const DeliveryWorker&) = delete;
@@ -43,6 +46,7 @@ class DeliveryWorker final : public delivery::BlockingWork {
 
   const uint32_t shard_;
   const uint32_t directories_known_max_;
+  const delivery::BounceClassifier* const classifier_;
   ring::SpscRing<std::unique_ptr<delivery::Job>> jobs_;
   ring::SpscRing<std::unique_ptr<delivery::JobDone>> done_;
   int wake_fd_ = -1;

@@ -9,12 +9,14 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstring>
 #include <string>
 #include <utility>
 
 #include "core/base/strings.h"
+#include "core/mail/ip_network.h"
 #include "core/net/net_address.h"
 
 namespace relais::relaisd {
@@ -67,22 +69,38 @@ absl::StatusOr<std::string> ReadPassword(const std::string& where, const std::st
 
 }  // namespace
 
-absl::StatusOr<std::vector<std::optional<Destination>>> ResolveDestinations(
-    const std::vector<config::Route>& routes) {
+absl::StatusOr<std::vector<std::optional<Destination>>> MakeRouteTemplates(
+    const std::vector<config::Route>& routes, uint32_t hosts_per_attempt_max,
+    const delivery::SourceOptions& sources) {
   std::vector<std::optional<Destination>> out(routes.size());
   for (size_t i = 0; i < routes.size(); ++i) {
     const config::Route& route = routes[i];
     std::vector<std::string> hops;
+    Destination d;
     if (route.type == config::RouteType::kSmarthost) {
       hops = route.hosts;
+      d.route = delivery::Route::kSmarthost;
     } else if (route.type == config::RouteType::kLmtp) {
       hops = {route.address};
+      d.route = delivery::Route::kLmtp;
+      d.lmtp = true;
+    } else if (route.type == config::RouteType::kMx) {
+      d.route = delivery::Route::kMx;
+      d.hosts_per_attempt_max = hosts_per_attempt_max;
     } else {
       continue;
     }
-    Destination d;
-    d.lmtp = route.type == config::RouteType::kLmtp;
-    d.route = d.lmtp ? delivery::Route::kLmtp : delivery::Route::kSmarthost;
+    if (!route.source_pool.empty()) {
+      for (size_t p = 0; p < sources.pools.size(); ++p) {
+        if (sources.pools[p].name == route.source_pool) {
+          d.source_pool = static_cast<int32_t>(p);
+        }
+      }
+      if (d.source_pool < 0) {
+        return absl::InvalidArgumentError(StrCat("route for ", route.domain, ": source_pool '",
+                                                 route.source_pool, "' is not a [[source_pool]]"));
+      }
+    }
     d.tls.policy = route.tls;
     if (!route.tls_ca_file.empty()) {
       d.tls.client.ca_file = route.tls_ca_file;
@@ -99,7 +117,8 @@ absl::StatusOr<std::vector<std::optional<Destination>>> ResolveDestinations(
       }
       d.tls.auth_password = std::move(*password);
     }
-    for (const std::string& hop : hops) {
+    for (uint32_t h = 0; h < hops.size(); ++h) {
+      const std::string& hop = hops[h];
       const std::string where = StrCat("route for ", route.domain, ": next hop ", hop);
       if (d.lmtp && hop.starts_with('/')) {
         Endpoint e;
@@ -112,30 +131,37 @@ absl::StatusOr<std::vector<std::optional<Destination>>> ResolveDestinations(
         e.length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + hop.size() + 1);
         e.name = hop;
         e.hop = hop;
+        e.host_index = h;
         d.endpoints.push_back(std::move(e));
+        d.names.push_back(delivery::HostPort{"", 0, hop});
         continue;
       }
       std::string host, port;
-      if (!net::SplitHostPort(hop, host, port)) {
+      uint32_t port_number = 0;
+      if (!net::SplitHostPort(hop, host, port) || host.empty() || port.empty() || port.size() > 5 ||
+          !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
+          (port_number = static_cast<uint32_t>(std::stoul(port))) == 0 || port_number > 65535) {
         return absl::InvalidArgumentError(
             StrCat(where, ": expected host:port, [v6]:port", d.lmtp ? " or a socket path" : ""));
       }
+      d.names.push_back(delivery::HostPort{host, static_cast<uint16_t>(port_number), ""});
+      // An address literal needs no lookup: its endpoint now. Names are the shard's to resolve.
       addrinfo hints{};
       hints.ai_family = AF_UNSPEC;
       hints.ai_socktype = SOCK_STREAM;
-      hints.ai_flags = AI_NUMERICSERV;
+      hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
       addrinfo* result = nullptr;
-      const int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &result);
-      if (rc != 0 || result == nullptr) {
-        return absl::InvalidArgumentError(StrCat(where, ": cannot resolve: ", gai_strerror(rc)));
+      if (getaddrinfo(host.c_str(), port.c_str(), &hints, &result) != 0 || result == nullptr) {
+        continue;
       }
       for (addrinfo* a = result; a != nullptr; a = a->ai_next) {
         Endpoint e;
         std::memcpy(&e.address, a->ai_addr, a->ai_addrlen);
         e.length = a->ai_addrlen;
         e.name = net::SocketAddressText(e.address);
-        e.host = host;  // As written: SNI and the verified name, never the address.
+        e.host = host;  // As written: SNI (none for an address) and the verified name.
         e.hop = hop;
+        e.host_index = h;
         d.endpoints.push_back(std::move(e));
       }
       freeaddrinfo(result);
@@ -144,6 +170,23 @@ absl::StatusOr<std::vector<std::optional<Destination>>> ResolveDestinations(
   }
   delivery::NumberClientContexts(out);
   return out;
+}
+
+bool NeedsDns(const std::vector<std::optional<Destination>>& templates) {
+  for (const std::optional<Destination>& d : templates) {
+    if (!d) {
+      continue;
+    }
+    if (d->route == delivery::Route::kMx) {
+      return true;
+    }
+    for (const delivery::HostPort& name : d->names) {
+      if (!name.host.empty() && !mail::IpAddress::Parse(name.host)) {
+        return true;
+      }
+    }
+  }
+  return false;
 }
 
 }  // namespace relais::relaisd

@@ -480,30 +480,84 @@ TEST(Egress, StopDefersWhatIsQueued) {
   ASSERT_TRUE(h.RunUntil([&] { return h.egress().idle(); }));
 }
 
-TEST(ResolveDestinations, ResolvesSmarthostsAndLmtpSockets) {
+TEST(MakeRouteTemplates, NamesAreKeptAsWrittenAndLiteralsFilledIn) {
   std::vector<config::Route> routes = {
-      {"a.test", config::RouteType::kSmarthost, "", {"127.0.0.1:2526", "[::1]:25"}, ""},
+      {"a.test",
+       config::RouteType::kSmarthost,
+       "",
+       {"127.0.0.1:2526", "[::1]:25", "mx.a.test:587"},
+       ""},
       {"b.test", config::RouteType::kLmtp, "", {}, "/run/dovecot/lmtp"},
+      {"*.c.test", config::RouteType::kLmtp, "", {}, "localhost:24"},
       {"*", config::RouteType::kMaildir, "./var/mail", {}, ""}};
-  auto d = ResolveDestinations(routes);
+  auto d = MakeRouteTemplates(routes, 5, {});
   ASSERT_TRUE(d.ok()) << d.status();
   ASSERT_TRUE((*d)[0].has_value());
+  // Address literals need no lookup: endpoints now. The name waits for the shard's resolver.
   ASSERT_EQ((*d)[0]->endpoints.size(), 2u);
   EXPECT_EQ((*d)[0]->endpoints[0].name, "127.0.0.1:2526");
   EXPECT_EQ((*d)[0]->endpoints[1].name, "[::1]:25");
+  EXPECT_EQ((*d)[0]->endpoints[1].host_index, 1u);
+  ASSERT_EQ((*d)[0]->names.size(), 3u);
+  EXPECT_EQ((*d)[0]->names[0].host, "127.0.0.1");
+  EXPECT_EQ((*d)[0]->names[1].host, "::1");
+  EXPECT_EQ((*d)[0]->names[2].host, "mx.a.test");
+  EXPECT_EQ((*d)[0]->names[2].port, 587);
+  EXPECT_EQ((*d)[0]->route, delivery::Route::kSmarthost);
   EXPECT_TRUE((*d)[1]->lmtp);
   EXPECT_EQ((*d)[1]->endpoints[0].name, "/run/dovecot/lmtp");
-  EXPECT_FALSE((*d)[2].has_value());
+  ASSERT_EQ((*d)[1]->names.size(), 1u);
+  EXPECT_EQ((*d)[1]->names[0].path, "/run/dovecot/lmtp");
+  // "localhost" is no longer resolved at start: no endpoint, the name for the shard.
+  EXPECT_TRUE((*d)[2]->endpoints.empty());
+  ASSERT_EQ((*d)[2]->names.size(), 1u);
+  EXPECT_EQ((*d)[2]->names[0].host, "localhost");
+  EXPECT_EQ((*d)[2]->names[0].port, 24);
+  EXPECT_FALSE((*d)[3].has_value());
 
-  routes[0].hosts = {"no-port.test"};
-  auto bad = ResolveDestinations(routes);
-  ASSERT_FALSE(bad.ok());
-  EXPECT_NE(bad.status().message().find("route for a.test: next hop no-port.test"),
-            std::string::npos)
-      << bad.status();
+  for (const char* bad_hop : {"no-port.test", "host:0", "host:65536", "host:x25", ":25"}) {
+    routes[0].hosts = {bad_hop};
+    auto bad = MakeRouteTemplates(routes, 5, {});
+    ASSERT_FALSE(bad.ok()) << bad_hop;
+    EXPECT_NE(bad.status().message().find(std::string("route for a.test: next hop ") + bad_hop),
+              std::string::npos)
+        << bad.status();
+  }
 }
 
-TEST(ResolveDestinations, CarriesTheRoutesTlsAndReadsThePasswordFile) {
+TEST(MakeRouteTemplates, MxRoutesGetAnEmptyTemplateWithTheirTlsAndSourcePool) {
+  delivery::SourceOptions sources;
+  sources.sources.push_back({"s1", *mail::IpAddress::Parse("192.0.2.10"), "", 0, 0});
+  sources.pools.push_back({"warm", {{0, 1}}});
+  sources.pools.push_back({"out", {{0, 3}}});
+  std::vector<config::Route> routes(2);
+  routes[0].domain = "*.example";
+  routes[0].type = config::RouteType::kMx;
+  routes[0].tls = config::RouteTls::kEncrypt;
+  routes[0].source_pool = "out";
+  routes[1].domain = "*";
+  routes[1].type = config::RouteType::kMx;
+  routes[1].tls = config::RouteTls::kMay;
+  auto d = MakeRouteTemplates(routes, 3, sources);
+  ASSERT_TRUE(d.ok()) << d.status();
+  const Destination& a = *(*d)[0];
+  EXPECT_EQ(a.route, delivery::Route::kMx);
+  EXPECT_TRUE(a.endpoints.empty());
+  EXPECT_TRUE(a.names.empty());
+  EXPECT_EQ(a.tls.policy, config::RouteTls::kEncrypt);
+  EXPECT_EQ(a.source_pool, 1);
+  EXPECT_EQ(a.hosts_per_attempt_max, 3u);
+  EXPECT_EQ((*d)[1]->source_pool, -1);
+  EXPECT_EQ((*d)[1]->tls.policy, config::RouteTls::kMay);
+
+  routes[1].source_pool = "cold";
+  auto unknown = MakeRouteTemplates(routes, 3, sources);
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(unknown.status().message().find("route for *: source_pool 'cold'"), std::string::npos)
+      << unknown.status();
+}
+
+TEST(MakeRouteTemplates, CarriesTheRoutesTlsAndReadsThePasswordFile) {
   char dir[] = "/tmp/relais-egress-XXXXXX";
   ASSERT_NE(mkdtemp(dir), nullptr);
   const std::string password = std::string(dir) + "/pass";
@@ -526,16 +580,17 @@ TEST(ResolveDestinations, CarriesTheRoutesTlsAndReadsThePasswordFile) {
   routes[1].tls = config::RouteTls::kMay;
   routes[2] = routes[1];
   routes[2].domain = "c.test";
-  auto d = ResolveDestinations(routes);
+  auto d = MakeRouteTemplates(routes, 5, {});
   ASSERT_TRUE(d.ok()) << d.status();
   const Destination& a = *(*d)[0];
   EXPECT_EQ(a.tls.policy, config::RouteTls::kVerify);
   EXPECT_EQ(a.tls.auth_user, "relay");
   EXPECT_EQ(a.tls.auth_password, "s3cret");                               // The first line only.
   EXPECT_EQ(a.tls.client.ca_file, "/etc/ssl/certs/ca-certificates.crt");  // The system store.
-  ASSERT_FALSE(a.endpoints.empty());
-  EXPECT_EQ(a.endpoints[0].host, "localhost");  // The name as written: SNI, verification.
-  EXPECT_EQ(a.endpoints[0].hop, "localhost:2526");
+  EXPECT_TRUE(a.endpoints.empty());                                       // Resolved on the shard.
+  ASSERT_EQ(a.names.size(), 1u);
+  EXPECT_EQ(a.names[0].host, "localhost");  // The name as written: SNI, verification.
+  EXPECT_EQ(a.names[0].port, 2526);
   // Nothing to verify: no CA bundle; the two "may" routes share one context, not verify's.
   const Destination& b = *(*d)[1];
   EXPECT_TRUE(b.tls.client.ca_file.empty());
@@ -544,14 +599,14 @@ TEST(ResolveDestinations, CarriesTheRoutesTlsAndReadsThePasswordFile) {
 
   // A password others may read is refused, naming the route and the file.
   ASSERT_EQ(chmod(password.c_str(), 0644), 0);
-  auto open_to_others = ResolveDestinations(routes);
+  auto open_to_others = MakeRouteTemplates(routes, 5, {});
   ASSERT_FALSE(open_to_others.ok());
   EXPECT_NE(open_to_others.status().message().find("route for a.test: auth_password_file " +
                                                    password + ": others may read it"),
             std::string::npos)
       << open_to_others.status();
   ASSERT_EQ(unlink(password.c_str()), 0);
-  auto missing = ResolveDestinations(routes);
+  auto missing = MakeRouteTemplates(routes, 5, {});
   ASSERT_FALSE(missing.ok());
   EXPECT_NE(missing.status().message().find("route for a.test: auth_password_file"),
             std::string::npos);

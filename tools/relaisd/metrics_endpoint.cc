@@ -158,6 +158,64 @@ void TempErrorActions(TextWriter& w, const Shards& shards, std::string_view name
   }
 }
 
+void BounceClasses(TextWriter& w, const Shards& shards, std::string_view name) {
+  // kNone is a delivery, never a bounce.
+  for (size_t c = 1; c < delivery::kBounceClassNames.size(); ++c) {
+    w.Sample(name, {{"class", delivery::kBounceClassNames[c]}},
+             SumOf(
+                 shards, [c](const ShardMetrics& s) -> auto& { return s.bounce_classes[c]; }));
+  }
+}
+
+void MxLookups(TextWriter& w, const Shards& shards, std::string_view name) {
+  for (size_t r = 0; r < kMxResultNames.size(); ++r) {
+    w.Sample(name, {{"result", kMxResultNames[r]}},
+             SumOf(
+                 shards, [r](const ShardMetrics& s) -> auto& { return s.mx_lookups[r]; }));
+  }
+}
+
+void DestinationsByState(TextWriter& w, const Shards& shards, std::string_view name) {
+  for (size_t i = 0; i < shards.size(); ++i) {
+    const std::string core = base::StrCat(i);
+    for (size_t st = 0; st < delivery::kDestinationStateNames.size(); ++st) {
+      w.SampleSigned(name, {{"core", core}, {"state", delivery::kDestinationStateNames[st]}},
+                     shards[i]->destinations[st].value());
+    }
+  }
+}
+
+// The bounded destination families: each shard's top destinations and its "other".
+void DestinationSamples(TextWriter& w, const Shards& shards, std::string_view name,
+                        int64_t DestinationSample::*field) {
+  for (size_t i = 0; i < shards.size(); ++i) {
+    const std::string core = base::StrCat(i);
+    for (const DestinationSample& d : shards[i]->TopDestinations()) {
+      w.SampleSigned(name, {{"core", core}, {"destination", d.name}}, d.*field);
+    }
+  }
+}
+
+void DestinationQueued(TextWriter& w, const Shards& shards, std::string_view name) {
+  DestinationSamples(w, shards, name, &DestinationSample::queued);
+}
+
+void DestinationConnections(TextWriter& w, const Shards& shards, std::string_view name) {
+  DestinationSamples(w, shards, name, &DestinationSample::connections);
+}
+
+void SourceConnections(TextWriter& w, const Shards& shards, std::string_view name) {
+  if (shards.empty()) {
+    return;
+  }
+  const std::vector<std::string>& names = shards[0]->source_names;  // The same on every shard.
+  for (size_t i = 0; i < names.size() && i < kSourcesMax; ++i) {
+    w.Sample(name, {{"source", names[i]}},
+             SumOf(
+                 shards, [i](const ShardMetrics& s) -> auto& { return s.source_connections[i]; }));
+  }
+}
+
 using M = ShardMetrics;
 
 constexpr Part kRefusedConnections[] = {
@@ -264,6 +322,30 @@ const Family kFamilies[] = {
     {"relais_delivery_seconds",
      "From a message's reception to a recipient's delivery, retries included.",
      &M::time_to_delivered},
+    {"relais_delivery_bounces_total",
+     "Recipients failed or deferred, by bounce class (the shipped rules and "
+     "bounce.class_rules_file).",
+     Custom{"counter", BounceClasses}},
+    {"relais_mx_lookups_total",
+     "MX resolutions of recipient domains, by result (ok, null_mx, nxdomain, temporary, loop, "
+     "no_address).",
+     Custom{"counter", MxLookups}},
+    {"relais_destinations", "Destinations known, by state (per core).",
+     Custom{"gauge", DestinationsByState}},
+    {"relais_destination_backoffs_total",
+     "Times the adaptive shaping halved a destination's connections and rate.",
+     &M::destination_backoffs},
+    {"relais_destination_suspensions_total",
+     "Times a destination was suspended (a [[shaping.reply]] rule or relaisctl dest suspend).",
+     &M::destination_suspensions},
+    {"relais_destination_queued",
+     "Messages waiting for a destination: each core's 10 with the most, and \"other\".",
+     Custom{"gauge", DestinationQueued}},
+    {"relais_destination_connections",
+     "Connections open to a destination: each core's 10 with the most queued, and \"other\".",
+     Custom{"gauge", DestinationConnections}},
+    {"relais_source_connections_total", "Outbound connections opened from each [[source]].",
+     Custom{"counter", SourceConnections}},
     {"relais_egress_connections_opened_total", "Outbound SMTP/LMTP connections opened.",
      &M::egress_connections_opened},
     {"relais_egress_connect_failures_total",

@@ -76,6 +76,51 @@ TEST(MetricsEndpoint, LabelledFamiliesSumEachLabelOverShards) {
             text.rfind("# TYPE relais_connections_refused_total counter\n"));
 }
 
+TEST(MetricsEndpoint, MxDeliveryFamiliesHaveBoundedLabels) {
+  ShardMetrics a, b;
+  a.bounce_classes[static_cast<size_t>(delivery::BounceClass::kBadMailbox)].Add(2);
+  b.bounce_classes[static_cast<size_t>(delivery::BounceClass::kBadMailbox)].Add(3);
+  b.bounce_classes[static_cast<size_t>(delivery::BounceClass::kSpamRelated)].Add(1);
+  a.mx_lookups[0].Add(10);  // ok
+  b.mx_lookups[1].Add(1);   // null_mx
+  a.mx_lookups[5].Add(2);   // no_address
+  a.destinations[static_cast<size_t>(delivery::DestinationState::kActive)].Set(40);
+  b.destinations[static_cast<size_t>(delivery::DestinationState::kSuspended)].Set(2);
+  a.destination_backoffs.Add(3);
+  b.destination_suspensions.Add(1);
+  a.source_names = b.source_names = {"s1", "s2"};
+  a.source_connections[0].Add(4);
+  b.source_connections[1].Add(5);
+  a.SetTopDestinations({{"mx.big.example", 900, 10}, {"other", 12, 3}});
+  b.SetTopDestinations({{"aspmx.l.google.com", 5, 2}});
+  const std::string text = RenderMetrics({&a, &b});
+  EXPECT_NE(text.find("relais_delivery_bounces_total{class=\"bad-mailbox\"} 5\n"),
+            std::string::npos);
+  EXPECT_NE(text.find("relais_delivery_bounces_total{class=\"spam-related\"} 1\n"),
+            std::string::npos);
+  EXPECT_EQ(text.find("relais_delivery_bounces_total{class=\"none\"}"), std::string::npos);
+  EXPECT_NE(text.find("relais_mx_lookups_total{result=\"ok\"} 10\n"), std::string::npos);
+  EXPECT_NE(text.find("relais_mx_lookups_total{result=\"null_mx\"} 1\n"), std::string::npos);
+  EXPECT_NE(text.find("relais_mx_lookups_total{result=\"no_address\"} 2\n"), std::string::npos);
+  EXPECT_NE(text.find("relais_destinations{core=\"0\",state=\"active\"} 40\n"), std::string::npos);
+  EXPECT_NE(text.find("relais_destinations{core=\"1\",state=\"suspended\"} 2\n"),
+            std::string::npos);
+  EXPECT_NE(text.find("\nrelais_destination_backoffs_total 3\n"), std::string::npos);
+  EXPECT_NE(text.find("\nrelais_destination_suspensions_total 1\n"), std::string::npos);
+  EXPECT_NE(
+      text.find("relais_destination_queued{core=\"0\",destination=\"mx.big.example\"} 900\n"
+                "relais_destination_queued{core=\"0\",destination=\"other\"} 12\n"
+                "relais_destination_queued{core=\"1\",destination=\"aspmx.l.google.com\"} 5\n"),
+      std::string::npos);
+  EXPECT_NE(
+      text.find("relais_destination_connections{core=\"0\",destination=\"mx.big.example\"} 10\n"),
+      std::string::npos);
+  EXPECT_NE(text.find("relais_source_connections_total{source=\"s1\"} 4\n"
+                      "relais_source_connections_total{source=\"s2\"} 5\n"),
+            std::string::npos);
+  EXPECT_NE(text.find("# TYPE relais_destination_queued gauge\n"), std::string::npos);
+}
+
 TEST(MetricsEndpoint, Routes) {
   ShardMetrics a;
   const std::vector<const ShardMetrics*> shards = {&a};

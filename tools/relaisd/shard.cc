@@ -122,7 +122,9 @@ absl::StatusOr<std::unique_ptr<Shard>> Shard::Create(const ShardOptions& options
   }
   std::unique_ptr<Shard> shard(
       new Shard(options, std::move(listen_fds), limiter, mesh, std::move(*engine)));
-  if (AnyChecks(options.auth_by_listener)) {
+  // The sender checks need DNS, and so do next hops: MX routes, and host names of smarthost
+  // and lmtp routes (resolved here, on the shard, not at start).
+  if (AnyChecks(options.auth_by_listener) || NeedsDns(*options.destinations)) {
     auto resolver = ShardResolver::Create(*shard->engine_, options.dns, shard->clock_);
     if (!resolver.ok()) {
       return absl::InvalidArgumentError(base::StrCat("dns: ", resolver.status().message()));

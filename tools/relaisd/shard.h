@@ -88,7 +88,7 @@ class Shard final {
   ConnectionLimiter& limiter_;
   std::unique_ptr<uring::Engine> engine_;
   base::SystemClock clock_;
-  std::unique_ptr<ShardResolver> resolver_;  // Null when every check is off.
+  std::unique_ptr<ShardResolver> resolver_;  // Null when no check and no next hop needs DNS.
   timer::TimerWheel timers_;
   uring::MeshPort port_;
 

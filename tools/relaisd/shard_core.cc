@@ -34,7 +34,36 @@ IngressOptions IngressOptionsOf(const ShardOptions& options) {
   return o;
 }
 
+constexpr uint64_t kSecondMs = 1000;
+constexpr uint32_t kCensusSeconds = 10;  // All destinations' views: every 10 s (linear).
+
 }  // namespace
+
+// The pools' sources (delivery::SourcesLinks' job), counting each source's connections for
+// relais_source_connections_total.
+class ShardCore::SourceLinks final : public delivery::LinkSources {
+ public:
+  SourceLinks(delivery::Sources& sources, ShardMetrics& metrics)
+      : sources_(sources), metrics_(metrics) {}
+  [[nodiscard]] std::optional<delivery::Sources::Choice> Pick(
+      int32_t pool, uint32_t destination, int family, delivery::Sources::Refusal* why) override {
+    return sources_.Pick(pool, destination, family, why);
+  }
+  void Opened(uint32_t source, uint32_t destination) override {
+    sources_.Opened(source, destination);
+    if (source < metrics_.source_connections.size()) {
+      metrics_.source_connections[source].Add();
+    }
+  }
+  void Closed(uint32_t source, uint32_t destination) override {
+    sources_.Closed(source, destination);
+  }
+  void Sent(uint32_t source, uint32_t destination) override { sources_.Sent(source, destination); }
+
+ private:
+  delivery::Sources& sources_;
+  ShardMetrics& metrics_;
+};
 
 ShardCore::ShardCore(const ShardOptions& options, const ShardEnv& env)
     : options_(options), env_(env), metrics_(*options.metrics) {}
@@ -77,6 +106,20 @@ absl::StatusOr<std::unique_ptr<ShardCore>> ShardCore::Create(const ShardOptions&
   c.scheduler_ =
       std::make_unique<scheduler::Scheduler>(options.scheduler, *c.spool_, clock, *env.random);
   c.scheduler_->LoadFromSpool();
+  // MX delivery. Each shard resolves, shapes and picks sources on its own.
+  delivery::Dns* dns = env.dns;
+  if (dns == nullptr && env.resolver != nullptr) {
+    c.resolver_dns_ = std::make_unique<delivery::ResolverDns>(*env.resolver);
+    dns = c.resolver_dns_.get();
+  }
+  if (dns != nullptr) {
+    c.next_hops_ =
+        std::make_unique<delivery::NextHopResolver>(c.options_.mx, *dns, clock, *env.random);
+  }
+  c.destinations_ = std::make_unique<delivery::Destinations>(c.options_.shaping, clock);
+  c.scheduler_->SetGate(c.destinations_.get());
+  c.sources_ = std::make_unique<delivery::Sources>(c.options_.sources, clock, *env.random);
+  c.source_links_ = std::make_unique<SourceLinks>(*c.sources_, *options.metrics);
   EgressOptions egress = options.egress;
   egress.shard = options.index;
   egress.helo_name = options.session.hostname;
@@ -88,20 +131,34 @@ absl::StatusOr<std::unique_ptr<ShardCore>> ShardCore::Create(const ShardOptions&
     return contexts.status();
   }
   c.pools_->UseTls(std::move(*contexts));
-  c.outbound_ = std::make_unique<delivery::PoolsOutbound>(*c.pools_, *options.destinations);
+  c.pools_->UseControl(c.destinations_.get());
+  if (!c.options_.sources.pools.empty()) {
+    c.pools_->UseSources(c.source_links_.get(), &c.options_.sources);
+  }
+  c.outbound_ = std::make_unique<delivery::PoolsOutbound>(*c.pools_);
   delivery::DeliveryOptions delivery_options;
+  // Route templates (egress); names and MX hosts resolved here on the shard's resolver. With
+  // no DNS (no route needs it), the templates' endpoints are used as they are.
+  delivery_options.next_hops.routes = options.destinations;
+  delivery_options.next_hops.resolver = c.next_hops_.get();
+  delivery_options.next_hops.destinations =
+      c.next_hops_ != nullptr ? c.destinations_.get() : nullptr;
+  delivery_options.next_hops.mx_port = options.mx.port;
+  delivery_options.next_hops.hosts_per_attempt_max = options.hosts_per_attempt_max;
   delivery_options.plan.shard = options.index;
   delivery_options.plan.pid = env.pid;
   delivery_options.plan.hostname = options.session.hostname;
   delivery_options.plan.delay_warning_ms = options.delay_warning_ms;
   delivery_options.recipients_per_transaction_max = options.recipients_per_transaction_max;
   delivery_options.report_boundary = env.report_boundary;
+  delivery_options.classifier = options.bounce_classifier;
   ShardMetrics& m = *options.metrics;
   c.delivery_ = std::make_unique<delivery::Delivery>(
       std::move(delivery_options), *c.scheduler_, *c.spool_, *options.router, clock, *env.worker,
       *c.outbound_,
       delivery::DeliveryMetrics{&m.attempts, &m.bounces, &m.maildir_mailboxes_recreated,
-                                &m.maildir_directories_forgotten, &m.time_to_delivered});
+                                &m.maildir_directories_forgotten, &m.time_to_delivered,
+                                &m.bounce_classes});
   IngressOptions ingress_options = IngressOptionsOf(options);
   ingress_options.auth = env.auth;
   if (!options.tls.certificates.empty()) {
@@ -117,11 +174,13 @@ absl::StatusOr<std::unique_ptr<ShardCore>> ShardCore::Create(const ShardOptions&
   c.ingress_ =
       std::make_unique<Ingress>(std::move(ingress_options), *env.net, *env.timers, clock, *c.spool_,
                                 *c.scheduler_, env.resolver, *env.random, *env.limiter, *c.log_, m);
-  c.admin_service_ =
-      std::make_unique<AdminService>(options.index, *c.spool_, *c.scheduler_, clock, [&c] {
+  c.admin_service_ = std::make_unique<AdminService>(
+      options.index, *c.spool_, *c.scheduler_, clock,
+      [&c] {
         return ShardCounts{c.ingress_->connections(), c.metrics_.messages_accepted.value(),
                            c.delivery_->attempts_started()};
-      });
+      },
+      c.destinations_.get());
   return core;
 }
 
@@ -135,6 +194,10 @@ int64_t ShardCore::MsUntilWork(int64_t bound_ms) const {
   if (next_retry >= 0 && next_retry < timeout_ms) {
     timeout_ms = next_retry;
   }
+  const int64_t next_wake = destinations_->MsUntilWake();  // A parked destination reopens.
+  if (next_wake >= 0 && next_wake < timeout_ms) {
+    timeout_ms = next_wake;
+  }
   if (ingress_->busy() || pools_->busy()) {
     return 0;
   }
@@ -146,7 +209,22 @@ void ShardCore::Turn() {
   env_.timers->Advance(now);
   ingress_->RetryAccepts(now);
   ingress_->PumpDirty();
+  // Destinations whose gate opened (a suspension ended, a token refilled, an attempt was
+  // released) take attempts again; those a reply rule bounced return their queues.
+  for (const delivery::DestinationId id : destinations_->TakeWoken()) {
+    scheduler_->Wake(id);
+  }
+  for (const delivery::DestinationId id : destinations_->TakeBounced()) {
+    scheduler_->ReturnDestination(id);
+  }
+  if (now >= next_second_ms_) {
+    next_second_ms_ = now + kSecondMs;
+    EverySecond(now);
+  }
   delivery_->Tick();
+  // Destination objects of forgotten (or re-resolved) destinations, once no task holds them:
+  // the pools drop their record first.
+  delivery_->ForgetDestinations([this](const delivery::Destination& d) { pools_->Forget(d); });
   pools_->Pump();
   PublishMetrics();
   // Everything appended this turn (messages and delivery outcomes) shares one write and one
@@ -194,6 +272,64 @@ void ShardCore::OnPoolDone(uint64_t id, std::vector<smtp::RecipientReply>&& resu
   delivery_->OnOutboundDone(id, std::move(results), next_hop);
 }
 
+void ShardCore::EverySecond(uint64_t now_ms) {
+  (void)now_ms;
+  // Queued counts for the views and metrics; a destination whose queue emptied gets 0.
+  std::vector<uint32_t> seen;
+  scheduler_->ForEachDestination([&](uint32_t id, uint64_t waiting) {
+    if (id != 0 && destinations_->Known(id)) {
+      destinations_->SetQueued(id, waiting);
+      seen.push_back(id);
+    }
+  });
+  std::sort(seen.begin(), seen.end());
+  for (const uint32_t id : queued_set_) {
+    if (!std::binary_search(seen.begin(), seen.end(), id) && destinations_->Known(id)) {
+      destinations_->SetQueued(id, 0);
+    }
+  }
+  queued_set_ = std::move(seen);
+  std::vector<delivery::DestinationId> forgotten;
+  destinations_->Sweep(&forgotten);
+  for (const delivery::DestinationId id : forgotten) {
+    sources_->Forget(id);
+    census_.erase(id);
+  }
+  // The bounded destination families: the top by queued, then "other".
+  delivery::DestinationView rest;
+  std::vector<DestinationSample> samples;
+  for (const delivery::DestinationView& v : destinations_->Top(kTopDestinations, &rest)) {
+    samples.push_back({v.name.empty() ? v.key : v.name, static_cast<int64_t>(v.queued),
+                       static_cast<int64_t>(v.connections)});
+  }
+  if (destinations_->size() > samples.size()) {
+    samples.push_back(
+        {"other", static_cast<int64_t>(rest.queued), static_cast<int64_t>(rest.connections)});
+  }
+  metrics_.SetTopDestinations(std::move(samples));
+  // Every destination's state and backoffs (linear: not every second). A suspension that
+  // starts and ends between two censuses is not counted.
+  if (seconds_++ % kCensusSeconds != 0) {
+    return;
+  }
+  std::array<int64_t, delivery::kDestinationStateNames.size()> by_state{};
+  for (const delivery::DestinationView& v : destinations_->All()) {
+    ++by_state[static_cast<size_t>(v.state)];
+    auto [it, added] = census_.try_emplace(v.id, 0, delivery::DestinationState::kActive);
+    if (v.backoffs > it->second.first) {
+      metrics_.destination_backoffs.Add(v.backoffs - it->second.first);
+    }
+    if (v.state == delivery::DestinationState::kSuspended &&
+        it->second.second != delivery::DestinationState::kSuspended) {
+      metrics_.destination_suspensions.Add();
+    }
+    it->second = {v.backoffs, v.state};
+  }
+  for (size_t i = 0; i < by_state.size(); ++i) {
+    metrics_.destinations[i].Set(by_state[i]);
+  }
+}
+
 void ShardCore::PublishMetrics() {
   ingress_->PublishMetrics();
   const spool::SpoolStats& st = spool_->stats();
@@ -223,6 +359,15 @@ void ShardCore::PublishMetrics() {
   metrics_.egress_tls_not_offered.Mirror(e.tls_not_offered);
   metrics_.egress_tls_plaintext_fallbacks.Mirror(e.tls_plaintext_fallbacks);
   metrics_.log_lines_dropped.Mirror(log_->dropped());
+  if (next_hops_ != nullptr) {
+    const delivery::NextHopResolverStats& r = next_hops_->stats();
+    const uint64_t failed = r.null_mx + r.nxdomain + r.temporary + r.loops;
+    metrics_.mx_lookups[0].Mirror(r.evaluations > failed ? r.evaluations - failed : 0);
+    metrics_.mx_lookups[1].Mirror(r.null_mx);
+    metrics_.mx_lookups[2].Mirror(r.nxdomain);
+    metrics_.mx_lookups[3].Mirror(r.temporary);
+    metrics_.mx_lookups[4].Mirror(r.loops);
+  }
 }
 
 }  // namespace relais::relaisd

@@ -24,6 +24,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -38,8 +40,12 @@
 #include "protocols/dns/resolver.h"
 #include "protocols/smtp/server_session.h"
 #include "protocols/tls/tls.h"
+#include "queue/delivery/bounce_class.h"
 #include "queue/delivery/delivery.h"
+#include "queue/delivery/destinations.h"
+#include "queue/delivery/mx.h"
 #include "queue/delivery/pools.h"
+#include "queue/delivery/sources.h"
 #include "queue/routing/router.h"
 #include "queue/scheduler/scheduler.h"
 #include "queue/spool/spool.h"
@@ -82,6 +88,17 @@ struct ShardOptions {
   // Every shard's block, for the metrics endpoint (shard 0). Must outlive the shards.
   const std::vector<const ShardMetrics*>* all_metrics = nullptr;
   uint32_t recipients_per_transaction_max = 100;
+  // MX delivery (docs/mx-delivery.md): [mx] (self_names and self_addresses with [server]
+  // hostname and the listen addresses added by the wiring), [shaping] with its rules, the
+  // [[source]] and [[source_pool]] tables. Each shard makes its own resolver, destinations and
+  // sources from these.
+  delivery::MxOptions mx;
+  delivery::ShapingOptions shaping;
+  delivery::SourceOptions sources;
+  uint32_t hosts_per_attempt_max = 5;  // [mx]: MX hosts tried per attempt.
+  // [bounce] class rules: one classifier made at start, immutable, shared read-only by every
+  // shard and delivery worker. Null: the shipped rules are not applied (tests).
+  const delivery::BounceClassifier* bounce_classifier = nullptr;
   uint32_t maildir_directories_known_max = 16384;  // Per delivery worker (DurableDirs bound).
   uint64_t delay_warning_ms = 4ull * 3600 * 1000;  // RFC 3461 NOTIFY=DELAY reports; 0: never.
   std::string log_file;                            // Reopened by shard 0 on SIGUSR1; empty: stdout.
@@ -127,7 +144,12 @@ struct ShardEnv {
   const base::Clock* clock = nullptr;
   timer::TimerWheel* timers = nullptr;
   base::Random* random = nullptr;
-  dns::Resolver* resolver = nullptr;  // Null only when no policy checks anything.
+  // Null only when no policy checks anything and no route needs DNS (no mx route, no host
+  // name in a smarthost or lmtp route).
+  dns::Resolver* resolver = nullptr;
+  // Next hops' DNS when there is no resolver (the simulation's fake); with a resolver the core
+  // makes its own adapter (delivery::ResolverDns). Null with no resolver: no MX delivery.
+  delivery::Dns* dns = nullptr;
   ConnectionLimiter* limiter = nullptr;
   delivery::BlockingWork* worker = nullptr;  // Results come back through OnWorkerDone.
   // SMTP AUTH's password checks (its helper thread's results read by the owner's loop); null
@@ -176,14 +198,22 @@ class ShardCore final : delivery::PoolListener {
   [[nodiscard]] delivery::Pools& pools() { return *pools_; }
   [[nodiscard]] delivery::Delivery& delivery() { return *delivery_; }
   [[nodiscard]] AdminService& admin_service() { return *admin_service_; }
+  [[nodiscard]] delivery::Destinations& destinations() { return *destinations_; }
+  // Null when the shard has no DNS (ShardEnv::resolver and dns both null).
+  [[nodiscard]] delivery::NextHopResolver* next_hops() { return next_hops_.get(); }
   [[nodiscard]] log::ShardLog& log() { return *log_; }
 
  private:
   ShardCore(const ShardOptions& options, const ShardEnv& env);
   void OnPoolDone(uint64_t id, std::vector<smtp::RecipientReply>&& results,
                   std::string_view next_hop) override;
+  class SourceLinks;  // The pools' LinkSources over sources_, counting connections per source.
+
   // Gauges and mirrored totals, once per loop turn.
   void PublishMetrics();
+  // The destinations' bookkeeping once a second: queued counts from the scheduler, idle ones
+  // forgotten, the bounded destination metrics.
+  void EverySecond(uint64_t now_ms);
 
   const ShardOptions options_;
   const ShardEnv env_;
@@ -193,11 +223,23 @@ class ShardCore final : delivery::PoolListener {
   std::unique_ptr<tls::ServerContext> tls_;  // Null without a certificate.
   std::unique_ptr<spool::Spool> spool_;
   std::unique_ptr<scheduler::Scheduler> scheduler_;
+  // MX delivery: the next hops' DNS (an adapter over env.resolver, or env.dns), their
+  // resolver, the destinations (the scheduler's gate and the pools' shaping) and the sources.
+  std::unique_ptr<delivery::ResolverDns> resolver_dns_;
+  std::unique_ptr<delivery::NextHopResolver> next_hops_;
+  std::unique_ptr<delivery::Destinations> destinations_;
+  std::unique_ptr<delivery::Sources> sources_;
+  std::unique_ptr<SourceLinks> source_links_;
   std::unique_ptr<delivery::Pools> pools_;
   std::unique_ptr<delivery::PoolsOutbound> outbound_;
   std::unique_ptr<delivery::Delivery> delivery_;
   std::unique_ptr<Ingress> ingress_;  // Inbound SMTP: sessions, checks, commits.
   std::unique_ptr<AdminService> admin_service_;
+  uint64_t next_second_ms_ = 0;
+  uint32_t seconds_ = 0;
+  std::vector<uint32_t> queued_set_;  // Destinations given a queued count last second.
+  // Backoffs and state per destination at the last census, for the monotonic totals.
+  std::unordered_map<uint32_t, std::pair<uint64_t, delivery::DestinationState>> census_;
   bool stopping_ = false;
   bool forced_ = false;
   uint64_t stop_deadline_ms_ = 0;

@@ -4,15 +4,23 @@
 // One block per shard, on cache lines of its own; the shard is the only writer. The metrics
 // endpoint (tools/relaisd/metrics_endpoint) reads every block, sums where a core label would
 // not help, and writes the text exposition format. Label values come from fixed sets (reply
-// class, refusal reason, route type, outcome, queue state): no per-recipient or per-client
-// series.
+// class, refusal reason, route type, outcome, queue state, bounce class, MX lookup result,
+// destination state, configured source): no per-recipient or per-client series. The one
+// labelled by destination is bounded: the shard's kTopDestinations destinations with the most
+// queued, and "other" for the rest, published once a second under a mutex of its own (names
+// are strings; the scrape copies them).
 #pragma once
 
 #include <array>
 #include <cstdint>
+#include <mutex>
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include "core/metrics/metrics.h"
+#include "queue/delivery/bounce_class.h"
+#include "queue/delivery/destinations.h"
 #include "queue/delivery/status.h"
 
 namespace relais::relaisd {
@@ -21,6 +29,21 @@ namespace relais::relaisd {
 // indexed by delivery::Route and delivery::Outcome.
 inline constexpr const auto& kRouteNames = delivery::kRouteNames;
 inline constexpr const auto& kOutcomeNames = delivery::kOutcomeNames;
+
+// relais_mx_lookups_total's results (NextHopResolverStats, queue/delivery/mx.h).
+inline constexpr std::array<std::string_view, 6> kMxResultNames = {
+    "ok", "null_mx", "nxdomain", "temporary", "loop", "no_address"};
+// Destinations labelled by name in relais_destination_queued and _connections, per shard.
+inline constexpr size_t kTopDestinations = 10;
+// [[source]] tables counted by relais_source_connections_total (the schema's bound).
+inline constexpr size_t kSourcesMax = 256;
+
+// One destination's sample in the bounded destination families.
+struct DestinationSample {
+  std::string name;  // A destination's name, or "other".
+  int64_t queued = 0;
+  int64_t connections = 0;
+};
 
 struct alignas(64) ShardMetrics {
   // Connections.
@@ -113,12 +136,37 @@ struct alignas(64) ShardMetrics {
   metrics::Counter dkim_sign_failures;  // A key failed to sign: stored unsigned.
   // An authenticated user's message not signed for a From domain the user does not own.
   metrics::Counter dkim_sign_not_owned;
+  // MX delivery (docs/mx-delivery.md, "Metrics").
+  // Failed and deferred recipients by bounce class (delivery::DeliveryMetrics::bounce_classes).
+  std::array<metrics::Counter, delivery::kBounceClassNames.size()> bounce_classes;
+  std::array<metrics::Counter, kMxResultNames.size()> mx_lookups;  // By kMxResultNames.
+  // Destinations by state (kDestinationStateNames) and the adaptive shaping's totals.
+  std::array<metrics::Gauge, delivery::kDestinationStateNames.size()> destinations;
+  metrics::Counter destination_backoffs;
+  metrics::Counter destination_suspensions;
+  // Connections opened from each [[source]] (by index; names below, fixed at start).
+  std::array<metrics::Counter, kSourcesMax> source_connections;
+  std::vector<std::string> source_names;  // Set before the shard starts; then read-only.
+  // The top destinations by queued, then "other" (when there are more); SetTopDestinations
+  // by the shard, TopDestinations by the scrape.
+  void SetTopDestinations(std::vector<DestinationSample> samples) {
+    std::lock_guard lock(top_mutex_);
+    top_destinations_.swap(samples);
+  }
+  [[nodiscard]] std::vector<DestinationSample> TopDestinations() const {
+    std::lock_guard lock(top_mutex_);
+    return top_destinations_;
+  }
   // DNS, mirrored from the shard's resolver.
   metrics::Counter dns_lookups;
   metrics::Counter dns_cache_hits;
   metrics::Counter dns_queries;
   metrics::Counter dns_temporary_failures;
   metrics::Gauge dns_cache_entries;
+
+ private:
+  mutable std::mutex top_mutex_;
+  std::vector<DestinationSample> top_destinations_;
 };
 
 }  // namespace relais::relaisd

@@ -18,10 +18,12 @@
 #include <thread>
 
 #include "core/base/strings.h"
+#include "core/config/config.h"
 #include "core/io/durable_dirs.h"
 #include "core/io/posix_io.h"
 #include "core/log/log.h"
 #include "core/mail/message_id.h"
+#include "core/net/net_address.h"
 #include "core/uring/engine.h"
 #include "tools/relaisd/admin_socket.h"
 #include "tools/relaisd/egress.h"
@@ -270,6 +272,26 @@ absl::StatusOr<std::string> TicketSecret(const Config& config) {
 Shared::Shared(const Config& config)
     : router(config.routes, config.shard.session.hostname), policy(router) {}
 
+absl::StatusOr<std::unique_ptr<const delivery::BounceClassifier>> LoadBounceClassifier(
+    const Config& config) {
+  const std::string& path = config.mx.class_rules_file;
+  std::string rules;
+  if (!path.empty()) {
+    absl::StatusOr<std::string> text = config::ReadFile(path);
+    if (!text.ok()) {
+      return absl::Status(text.status().code(),
+                          StrCat("bounce.class_rules_file: ", text.status().message()));
+    }
+    rules = std::move(*text);
+  }
+  auto classifier = delivery::BounceClassifier::Create(rules);
+  if (!classifier.ok()) {
+    return absl::Status(classifier.status().code(), StrCat("bounce.class_rules_file ", path, ": ",
+                                                           classifier.status().message()));
+  }
+  return std::unique_ptr<const delivery::BounceClassifier>(std::move(*classifier));
+}
+
 ShardOptions BaseShardOptions(const Config& config, const Environment& env, const Shared& shared) {
   ShardOptions base = config.shard;
   base.count = env.shards;
@@ -282,6 +304,29 @@ ShardOptions BaseShardOptions(const Config& config, const Environment& env, cons
   base.stress_connections = config.daemon.connections_max / 2;  // Past half: under stress.
   base.router = &shared.router;
   base.destinations = &shared.destinations;
+  base.bounce_classifier = shared.bounce_classifier.get();
+  base.hosts_per_attempt_max = config.mx.hosts_per_attempt_max;
+  // The MX loop check (RFC 5321 5.1): this relay is its hostname and the addresses it listens
+  // on (a wildcard names no one address; [mx] self_addresses covers NAT and the like).
+  const std::string& hostname = config.shard.session.hostname;
+  if (!hostname.empty() && std::find(base.mx.self_names.begin(), base.mx.self_names.end(),
+                                     base::AsciiStrToLower(hostname)) == base.mx.self_names.end()) {
+    base.mx.self_names.push_back(base::AsciiStrToLower(hostname));
+  }
+  for (const std::string& listen : config.daemon.listen) {
+    std::string host, port;
+    if (!net::SplitHostPort(listen, host, port)) {
+      continue;
+    }
+    std::optional<mail::IpAddress> address = mail::IpAddress::Parse(host);
+    const bool wildcard = address && std::all_of(address->bytes.begin(), address->bytes.end(),
+                                                 [](uint8_t b) { return b == 0; });
+    if (address && !wildcard &&
+        std::find(base.mx.self_addresses.begin(), base.mx.self_addresses.end(), *address) ==
+            base.mx.self_addresses.end()) {
+      base.mx.self_addresses.push_back(*address);
+    }
+  }
   // The cap is for all shards together; each shard keeps at least one connection.
   base.egress.connections_max =
       std::max<uint32_t>(1, config.daemon.connections_per_destination_max / env.shards);
@@ -320,11 +365,17 @@ absl::StatusOr<std::unique_ptr<Shards>> CreateShards(const Config& config, const
     all->metrics_blocks.push_back(std::make_unique<ShardMetrics>());
     all->all_metrics.push_back(all->metrics_blocks.back().get());
   }
-  auto destinations = ResolveDestinations(all->shared.router.routes());
+  auto destinations = MakeRouteTemplates(all->shared.router.routes(),
+                                         config.mx.hosts_per_attempt_max, config.shard.sources);
   if (!destinations.ok()) {
     return destinations.status();
   }
   all->shared.destinations = std::move(*destinations);
+  auto classifier = LoadBounceClassifier(config);
+  if (!classifier.ok()) {
+    return classifier.status();
+  }
+  all->shared.bounce_classifier = std::move(*classifier);
   all->mesh = std::make_unique<uring::Mesh>(env.shards, 10);
   all->base = BaseShardOptions(config, env, all->shared);
   auto secret = TicketSecret(config);

@@ -74,12 +74,21 @@ struct Shared {
   explicit Shared(const Config& config);
   routing::Router router;
   RouterPolicy policy;
-  std::vector<std::optional<Destination>> destinations;  // By route index.
+  // The destination template of every route, by route index (egress.h).
+  std::vector<std::optional<Destination>> destinations;
+  // [bounce]: the shipped rules after class_rules_file's; made by CreateShards.
+  std::unique_ptr<const delivery::BounceClassifier> bounce_classifier;
 };
+
+// The bounce classifier: bounce.class_rules_file read (when set) before the shipped rules. An
+// error names the file (and the line, from the classifier).
+[[nodiscard]] absl::StatusOr<std::unique_ptr<const delivery::BounceClassifier>>
+LoadBounceClassifier(const Config& config);
 
 // The options every shard starts from: config.shard plus what only exists at run time (the
 // thread count's shares, the shared objects, one auth policy and one TLS mode per listen
-// address, the certificates; not the ticket secret). Pure.
+// address, the certificates; not the ticket secret; [mx] self_names and self_addresses with
+// server.hostname and the listen addresses that are not wildcards added). Pure.
 [[nodiscard]] ShardOptions BaseShardOptions(const Config& config, const Environment& env,
                                             const Shared& shared);
 
