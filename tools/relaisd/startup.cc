@@ -315,7 +315,7 @@ ShardOptions BaseShardOptions(const Config& config, const Environment& env, cons
   }
   for (const std::string& listen : config.daemon.listen) {
     std::string host, port;
-    if (!net::SplitHostPort(listen, host, port)) {
+    if (!net::SplitHostPort(listen, host, port, /*allow_port_zero=*/true)) {
       continue;
     }
     std::optional<mail::IpAddress> address = mail::IpAddress::Parse(host);
