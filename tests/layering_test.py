@@ -7,7 +7,8 @@
   queue/*     -> core/* except core/uring
   queue/delivery -> also protocols/smtp/client_session.h (the outbound SMTP/LMTP session)
                     and protocols/tls/tls.h (the client TLS transport its links put under it)
-                    and protocols/dns/{answer,resolver}.h (MX resolution on the shard's resolver)
+                    and protocols/dns/{answer,resolver,hosts_file}.h (MX resolution on the
+                    shard's resolver; route host names from the hosts file first)
   protocols/tls -> also core/net/stream_pump.h (the Transport seam it implements)
   tools/*     -> anything
 The connections (ingress, the outbound pools, the request server, relais-bench) drive sockets
@@ -57,6 +58,7 @@ def allowed(src_dir, target):
         if src_dir == "queue/delivery" and target in ("protocols/smtp/client_session.h",
                                                       "protocols/tls/tls.h",
                                                       "protocols/dns/answer.h",
+                                                      "protocols/dns/hosts_file.h",
                                                       "protocols/dns/resolver.h"):
             # The room drives outbound sessions, over TLS too, and resolves MX hosts on the
             # shard's resolver (mx.h); never the engine (core/uring).

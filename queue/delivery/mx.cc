@@ -115,7 +115,39 @@ MxEvaluation::MxEvaluation(std::string_view name, const MxOptions& options, base
   }
   if (!ValidHostName(domain_)) {
     (void)Fail(host_only_ ? Reason::kHostUnresolved : Reason::kNoSuchDomain);
+    return;
   }
+  if (host_only_) {
+    (void)FromHostsTable();
+  }
+}
+
+bool MxEvaluation::FromHostsTable() {
+  static const dns::HostsTable kDefault;  // Only localhost: for options without a table.
+  const dns::HostsTable& table = options_->hosts ? *options_->hosts : kDefault;
+  const std::vector<mail::IpAddress>* found = table.Find(domain_);
+  if (found == nullptr) {
+    return false;
+  }
+  // As a DNS answer's: the families in TypesOf's order, each in file order, bounded.
+  MxHost host{domain_, 0, {}};
+  const uint32_t taken_max = std::max<uint32_t>(options_->addresses_per_host_max, 1);
+  for (const dns::RecordType type : TypesOf(options_->family)) {
+    const uint8_t family = type == dns::RecordType::kA ? AF_INET : AF_INET6;
+    uint32_t taken = 0;
+    for (const mail::IpAddress& address : *found) {
+      if (address.family == family && taken < taken_max) {
+        host.addresses.push_back(address);
+        ++taken;
+      }
+    }
+  }
+  if (host.addresses.empty()) {
+    return false;  // Named only with another family: DNS may know better (as glibc's files).
+  }
+  (void)Succeed({std::move(host)});
+  result_.ttl_seconds = options_->ttl_max_seconds;
+  return true;
 }
 
 void MxEvaluation::SetLiteral(const mail::IpAddress& address) {

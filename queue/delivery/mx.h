@@ -28,6 +28,14 @@
 // it is still loop-checked and filtered by the IpFamily. A recipient domain that is not a
 // valid name is kNoSuchDomain without a question (a host route's: kHostUnresolved).
 //
+// A route's host name (ForHost only) is looked up in the hosts file first (MxOptions::hosts,
+// dns/hosts_file.h; "localhost" is always there, RFC 6761 6.3), as Postfix's smtp_host_lookup
+// = dns, native does for a relayhost: a name the table names with an address of an allowed
+// family answers at once, without a DNS question, its addresses ordered and bounded as a DNS
+// answer's would be, kept for ttl_max_seconds. A name the table lacks (or names only with
+// addresses of another family) goes to DNS as before. MX host names and recipient domains never
+// look at the table (RFC 5321 5: the mail exchangers are DNS's word).
+//
 // Details the RFCs leave open, as decided here:
 //   - null MX: a single record whose exchange is "." (or empty), whatever its preference;
 //   - an exchange named twice keeps its lowest preference;
@@ -65,6 +73,7 @@
 #include "core/base/random.h"
 #include "core/mail/ip_network.h"
 #include "protocols/dns/answer.h"
+#include "protocols/dns/hosts_file.h"
 #include "protocols/dns/resolver.h"
 #include "queue/delivery/status.h"
 
@@ -91,6 +100,9 @@ struct MxOptions {
   std::vector<mail::IpAddress> self_addresses;
   size_t cache_entries_max = 100'000;  // NextHopResolver's finished resolutions.
   uint32_t ttl_max_seconds = 3600;     // A resolution is kept at most this long.
+  // The hosts file, read once at start and shared read-only by every shard; route host names
+  // only. Null: no file, only the localhost default.
+  std::shared_ptr<const dns::HostsTable> hosts;
 };
 
 // One host to try, with its addresses in the order to try them.
@@ -151,6 +163,8 @@ class MxEvaluation {
   State Fail(Reason reason);
   State Succeed(std::vector<MxHost> hosts);
   void SetLiteral(const mail::IpAddress& address);
+  // A route host the hosts file names with an allowed address: done; else false.
+  bool FromHostsTable();
   [[nodiscard]] bool IsSelfName(const std::string& name) const;
   [[nodiscard]] bool IsSelfAddress(const mail::IpAddress& address) const;
   [[nodiscard]] uint32_t TtlOfAnswers() const;

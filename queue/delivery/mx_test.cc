@@ -492,6 +492,73 @@ TEST_F(MxTest, ForHostAsksOnlyAddressesAndNeverLoops) {
   EXPECT_EQ(m.failure.enhanced, "4.4.3");
 }
 
+TEST_F(MxTest, ForHostAnswersFromTheHostsFileWithoutDns) {
+  options_.hosts = std::make_shared<const dns::HostsTable>(dns::HostsTable::Parse(
+      "192.0.2.30 relay.example relay\n2001:db8::30 relay.example\n192.0.2.31 relay.example\n"));
+  options_.ttl_max_seconds = 900;
+  // DNS would say otherwise: never asked.
+  zone_.Set(RecordType::kA, "relay.example", Addresses({"198.51.100.1"}));
+  MxEvaluation evaluation = MxEvaluation::ForHost("Relay.Example.", options_, random_);
+  const Resolution& r = Evaluate(evaluation, zone_);
+  ASSERT_TRUE(r.ok()) << r.failure.Text();
+  EXPECT_TRUE(zone_.asked.empty());
+  EXPECT_EQ(evaluation.questions(), 0u);
+  EXPECT_EQ(r.key, "relay.example");
+  EXPECT_FALSE(r.implicit);
+  EXPECT_EQ(r.ttl_seconds, 900u);
+  // IPv4 first (kAny), each family in file order.
+  EXPECT_EQ(AddressTexts(r.hosts[0]),
+            (std::vector<std::string>{"192.0.2.30", "192.0.2.31", "2001:db8::30"}));
+  // The family rules apply as to a DNS answer: IPv6 first, one address per family.
+  options_.family = IpFamily::kPreferIpv6;
+  options_.addresses_per_host_max = 1;
+  MxEvaluation v6 = MxEvaluation::ForHost("relay.example", options_, random_);
+  EXPECT_EQ(AddressTexts(Evaluate(v6, zone_).hosts[0]),
+            (std::vector<std::string>{"2001:db8::30", "192.0.2.30"}));
+  // Named only with IPv4 under ipv6: DNS is asked, as it would be without the file.
+  options_.family = IpFamily::kIpv6;
+  zone_.Set(RecordType::kAaaa, "relay", Addresses({"2001:db8::99"}));
+  MxEvaluation only_v4 = MxEvaluation::ForHost("relay", options_, random_);
+  const Resolution& o = Evaluate(only_v4, zone_);
+  EXPECT_EQ(zone_.asked, std::vector<std::string>{Key(RecordType::kAaaa, "relay")});
+  EXPECT_EQ(AddressTexts(o.hosts[0]), std::vector<std::string>{"2001:db8::99"});
+}
+
+TEST_F(MxTest, ForHostLocalhostWithoutAnEntry) {
+  // No table at all, and a table from a file that does not name localhost (RFC 6761 6.3).
+  for (const bool table : {false, true}) {
+    options_.hosts =
+        table ? std::make_shared<const dns::HostsTable>(dns::HostsTable::Parse("192.0.2.1 other\n"))
+              : nullptr;
+    MxEvaluation evaluation = MxEvaluation::ForHost("LocalHost", options_, random_);
+    const Resolution& r = Evaluate(evaluation, zone_);
+    ASSERT_TRUE(r.ok()) << r.failure.Text();
+    EXPECT_EQ(r.hosts[0].name, "localhost");
+    EXPECT_EQ(AddressTexts(r.hosts[0]), (std::vector<std::string>{"127.0.0.1", "::1"}));
+  }
+  EXPECT_TRUE(zone_.asked.empty());
+}
+
+TEST_F(MxTest, MxLookupsNeverUseTheHostsFile) {
+  options_.hosts = std::make_shared<const dns::HostsTable>(
+      dns::HostsTable::Parse("192.0.2.40 example.com mx.example.net\n"));
+  // The recipient domain's MX, and its MX host's addresses, come from DNS only.
+  zone_.Set(RecordType::kMx, "example.com", Mx({{10, "mx.example.net"}}));
+  zone_.Set(RecordType::kA, "mx.example.net", Addresses({"198.51.100.7"}));
+  Resolution r = Resolve("example.com");
+  ASSERT_TRUE(r.ok()) << r.failure.Text();
+  EXPECT_EQ(AddressTexts(r.hosts[0]), std::vector<std::string>{"198.51.100.7"});
+  EXPECT_EQ(questions_, 3u);
+  // Even "localhost" as a recipient domain is a DNS question (NXDOMAIN here).
+  EXPECT_EQ(Resolve("localhost").failure.enhanced, "5.1.2");
+  EXPECT_EQ(questions_, 1u);
+  // A domain whose implicit MX the table names: DNS has no address, so none.
+  zone_.Set(RecordType::kMx, "example.com", WithStatus(AnswerStatus::kNoData));
+  zone_.Set(RecordType::kA, "example.com", WithStatus(AnswerStatus::kNoData));
+  zone_.Set(RecordType::kAaaa, "example.com", WithStatus(AnswerStatus::kNoData));
+  EXPECT_EQ(Resolve("example.com").failure.enhanced, "5.4.4");
+}
+
 TEST_F(MxTest, UnaskedAnswersAreIgnored) {
   zone_.Set(RecordType::kMx, "example.com", Mx({{10, "a.example.net"}}));
   zone_.Set(RecordType::kA, "a.example.net", Addresses({"192.0.2.1"}));
@@ -766,6 +833,29 @@ TEST_F(NextHopTest, ResolveHost) {
   ASSERT_TRUE(gone.has_value());
   EXPECT_EQ(gone->failure.code, 451);
   EXPECT_FALSE(resolver_->ResolveHost("gone.example", [](const Resolution&) {}).has_value());
+  dns_.Flush();
+}
+
+TEST_F(NextHopTest, ResolveHostFromTheHostsFileAsksNoDns) {
+  options_.hosts = std::make_shared<const dns::HostsTable>(
+      dns::HostsTable::Parse("# pinned\n192.0.2.50 smarthost.example\n"));
+  resolver_ = std::make_unique<NextHopResolver>(options_, dns_, clock_, random_);
+  dns_.zone.Set(RecordType::kA, "smarthost.example", Addresses({"198.51.100.9"}, 60));
+  bool called = false;
+  const std::optional<Resolution> now =
+      resolver_->ResolveHost("smarthost.example", [&](const Resolution&) { called = true; });
+  ASSERT_TRUE(now.has_value());
+  ASSERT_TRUE(now->ok());
+  EXPECT_EQ(AddressTexts(now->hosts[0]), std::vector<std::string>{"192.0.2.50"});
+  const std::optional<Resolution> localhost = resolver_->ResolveHost("localhost", {});
+  ASSERT_TRUE(localhost.has_value());
+  EXPECT_EQ(AddressTexts(localhost->hosts[0]), (std::vector<std::string>{"127.0.0.1", "::1"}));
+  EXPECT_EQ(dns_.resolves, 0);
+  EXPECT_TRUE(dns_.pending.empty());
+  EXPECT_FALSE(called);
+  // The MX lookup of the same name still goes to DNS.
+  EXPECT_FALSE(resolver_->ResolveMx("smarthost.example", [](const Resolution&) {}).has_value());
+  EXPECT_GT(dns_.resolves, 0);
   dns_.Flush();
 }
 

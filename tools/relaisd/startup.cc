@@ -270,7 +270,9 @@ absl::StatusOr<std::string> TicketSecret(const Config& config) {
 }
 
 Shared::Shared(const Config& config)
-    : router(config.routes, config.shard.session.hostname), policy(router) {}
+    : router(config.routes, config.shard.session.hostname),
+      policy(router),
+      hosts(std::make_shared<const dns::HostsTable>(dns::ReadHostsFile("/etc/hosts"))) {}
 
 absl::StatusOr<std::unique_ptr<const delivery::BounceClassifier>> LoadBounceClassifier(
     const Config& config) {
@@ -306,6 +308,7 @@ ShardOptions BaseShardOptions(const Config& config, const Environment& env, cons
   base.destinations = &shared.destinations;
   base.bounce_classifier = shared.bounce_classifier.get();
   base.hosts_per_attempt_max = config.mx.hosts_per_attempt_max;
+  base.mx.hosts = shared.hosts;  // Route host names: the hosts file before DNS.
   // The MX loop check (RFC 5321 5.1): this relay is its hostname and the addresses it listens
   // on (a wildcard names no one address; [mx] self_addresses covers NAT and the like).
   const std::string& hostname = config.shard.session.hostname;

@@ -20,6 +20,7 @@
 #include "core/net/listener.h"
 #include "core/uring/mesh.h"
 #include "protocols/authcheck/authcheck.h"
+#include "protocols/dns/hosts_file.h"
 #include "queue/routing/router.h"
 #include "tools/relaisd/config_schema.h"
 #include "tools/relaisd/connection_limiter.h"
@@ -78,6 +79,8 @@ struct Shared {
   std::vector<std::optional<Destination>> destinations;
   // [bounce]: the shipped rules after class_rules_file's; made by CreateShards.
   std::unique_ptr<const delivery::BounceClassifier> bounce_classifier;
+  // /etc/hosts, read once here: route host names are looked up in it before DNS (mx.h).
+  std::shared_ptr<const dns::HostsTable> hosts;
 };
 
 // The bounce classifier: bounce.class_rules_file read (when set) before the shipped rules. An
