@@ -361,6 +361,44 @@ void Delivery::Ended(const JobDone& done) {
   shaped_.erase(it);
 }
 
+void Delivery::Upkeep(std::vector<DestinationId>* forgotten) {
+  Destinations* destinations = options_.next_hops.destinations;
+  if (destinations == nullptr) {
+    return;
+  }
+  for (const DestinationId id : destinations->TakeWoken()) {
+    scheduler_.Wake(id);
+  }
+  for (const DestinationId id : destinations->TakeBounced()) {
+    scheduler_.ReturnDestination(id);
+  }
+  const uint64_t now_ms = clock_.MonotonicMs();
+  if (now_ms < next_upkeep_ms_) {
+    return;
+  }
+  next_upkeep_ms_ = now_ms + 1000;
+  std::vector<uint32_t> seen;
+  scheduler_.ForEachDestination([&](uint32_t id, uint64_t waiting) {
+    if (id != 0 && destinations->Known(id)) {
+      destinations->SetQueued(id, waiting);
+      seen.push_back(id);
+    }
+  });
+  std::sort(seen.begin(), seen.end());
+  for (const uint32_t id : queued_set_) {
+    if (!std::binary_search(seen.begin(), seen.end(), id) && destinations->Known(id)) {
+      destinations->SetQueued(id, 0);
+    }
+  }
+  queued_set_ = std::move(seen);
+  destinations->Sweep(forgotten);
+  // Forgotten destinations that were parked are woken (their mail asks again, admitted as
+  // unknown, re-resolved and re-interned).
+  for (const DestinationId id : destinations->TakeWoken()) {
+    scheduler_.Wake(id);
+  }
+}
+
 void Delivery::ForgetDestinations(const std::function<void(const Destination&)>& forget) {
   Destinations* destinations = options_.next_hops.destinations;
   const uint64_t now_ms = clock_.MonotonicMs();

@@ -37,9 +37,9 @@
 //
 // The shard owns it and calls it only from its loop: Tick once per turn, OnWorkerDone for each
 // result the worker hands back, OnOutboundDone for each outbound task's replies,
-// ForgetDestinations and FlushLog once per turn. Not thread-safe. Time comes from the injected
-// Clock; the blocking work, the pools and the resolver's DNS are reached through interfaces,
-// so tests drive it with fakes.
+// Upkeep, ForgetDestinations and FlushLog once per turn. Not thread-safe. Time comes from the
+// injected Clock; the blocking work, the pools and the resolver's DNS are reached through
+// interfaces, so tests drive it with fakes.
 #pragma once
 
 #include <array>
@@ -148,6 +148,15 @@ class Delivery {
   // No new attempt from now on; those in flight finish (those waiting on the resolver at once,
   // deferred).
   void Stop();
+  // The destinations' side of the loop turn (the daemon's shard and the sims call it once per
+  // turn, before Tick): destinations whose gate opened (a suspension ended, a token refilled,
+  // an attempt was released, the destination was forgotten) are woken in the scheduler, those
+  // a reply rule bounced return their queues; once a second the scheduler's counts of waiting
+  // messages go to the destinations (fresh right before the sweep, 0 for a queue that emptied,
+  // so that none is forgotten while mail waits for it) and idle destinations are forgotten
+  // (their ids appended to `forgotten` when given: Sources::Forget them). No-op without
+  // destinations.
+  void Upkeep(std::vector<DestinationId>* forgotten = nullptr);
   // Frees the Destination objects of destinations that Destinations forgot (after its Sweep)
   // or that a newer resolution replaced, once no task holds them; `forget` runs on each first
   // (Pools::Forget). Once per loop turn; it scans the book at most once a second.
@@ -227,6 +236,8 @@ class Delivery {
   std::unordered_map<uint64_t, Shaped> shaped_;                // By job token.
   DestinationBook book_;
   uint64_t next_forget_ms_ = 0;
+  uint64_t next_upkeep_ms_ = 0;
+  std::vector<uint32_t> queued_set_;  // Destinations given a queued count last time, sorted.
   // The resolver's callbacks hold a weak reference: one that runs after the Delivery is gone
   // does nothing.
   std::shared_ptr<int> alive_ = std::make_shared<int>(0);

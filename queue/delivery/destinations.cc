@@ -491,8 +491,10 @@ bool Destinations::Admit(uint32_t id) {
     }
     entry->credit -= entry->rate_per_ms;
   }
-  entry->parked = false;
-  entry->wake_ms = 0;
+  // Admitted while parked: the scheduler's queue may still be parked on this destination (an
+  // attempt planned from the unknown destination asked here, not the scheduler), and the wake
+  // it waits for is now stale. Woken, so that it asks again (at worst one refused Admit).
+  WakeNow(id, *entry);
   ++entry->in_flight;
   return true;
 }
@@ -738,6 +740,12 @@ bool Destinations::Idle(const Entry& entry, uint64_t now_ms) const {
 
 void Destinations::Erase(DestinationId id) {
   Entry* entry = Get(id);
+  if (entry->parked) {
+    // The scheduler may still hold its queue parked: woken, its mail asks again (admitted as
+    // unknown, re-resolved and re-interned), rather than waiting for a wake of an entry that
+    // no longer exists.
+    woken_.push_back(id);
+  }
   by_key_.erase(std::string_view(entry->key));
   entries_[id - 1].reset();
   free_ids_.push_back(id);

@@ -205,8 +205,10 @@ class Destinations final : public scheduler::Gate, public DestinationControl {
   void SetQueued(DestinationId id, uint64_t queued);
 
   // Destinations parked by a refused Admit that may take an attempt again now (a suspension
-  // ended, a token refilled, an attempt was released): the caller wakes them in the
-  // scheduler. And how long until the next one may, -1: none waiting on time.
+  // ended, a token refilled, an attempt was released, an Admit from elsewhere succeeded so the
+  // wake the scheduler waited for went stale, or the destination was forgotten: its id is
+  // unknown, so admitted): the caller wakes them in the scheduler. And how long until the next one
+  // may, -1: none waiting on time.
   [[nodiscard]] std::vector<DestinationId> TakeWoken();
   [[nodiscard]] int64_t MsUntilWake() const;
 

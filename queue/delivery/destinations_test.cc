@@ -164,6 +164,27 @@ TEST(DestinationTest, TokenBucketPacesAttemptsAndWakesWhenATokenRefills) {
   EXPECT_EQ(AdmitAll(destinations, id), 2);
 }
 
+// An attempt planned from the unknown destination asks Admit itself (Delivery::Resolved), not
+// the scheduler: admitted while the destination is parked, it must wake the scheduler's queue
+// parked on it, or that queue waits for a wake that has gone stale (the mail stranded).
+TEST(DestinationTest, AnAdmitWhileParkedWakesTheParkedQueue) {
+  ShapingOptions options = Defaults();
+  options.defaults.rate = Rate{1, 1'000};  // 1/s: bucket depth 1.
+  base::FakeClock clock;
+  Destinations destinations(options, clock);
+  const DestinationId id = destinations.Intern("mx.a.net", "a.net", Hosts({}), "");
+  EXPECT_TRUE(destinations.Admit(id));
+  EXPECT_FALSE(destinations.Admit(id));  // The scheduler parks its queue: wake at +1 s.
+  clock.AdvanceMs(1'000);
+  EXPECT_TRUE(destinations.Admit(id));  // Another caller takes the refilled token first.
+  EXPECT_EQ(destinations.TakeWoken(), std::vector<DestinationId>{id});
+  EXPECT_TRUE(destinations.TakeWoken().empty());
+  // The scheduler's queue asks again: refused, parked, and woken when the next token comes.
+  EXPECT_FALSE(destinations.Admit(id));
+  clock.AdvanceMs(1'000);
+  EXPECT_EQ(destinations.TakeWoken(), std::vector<DestinationId>{id});
+}
+
 TEST(DestinationTest, SlowRatesStillHaveADepthOfOne) {
   ShapingOptions options = Defaults();
   options.defaults.rate = Rate{10, 3'600'000};  // One per 6 minutes.
@@ -576,6 +597,31 @@ TEST(DestinationSweepTest, ForgetsIdleDestinationsOnlyAndReusesTheirIds) {
   clock.AdvanceMs(60'000);
   destinations.Sweep();
   EXPECT_EQ(destinations.size(), 0u);
+}
+
+// A destination forgotten while parked (the sweep saw nothing queued for it) is woken: the
+// scheduler's queue parked on it asks again (an unknown id is admitted; the attempt
+// re-resolves), instead of waiting for a wake of an entry that no longer exists, or of one
+// that reused its id.
+TEST(DestinationSweepTest, ForgettingAParkedDestinationWakesIt) {
+  ShapingOptions options = Defaults();
+  options.idle_forget_ms = 10'000;
+  options.defaults.rate = Rate{1, 3'600'000};  // 1/h: the next token in an hour.
+  base::FakeClock clock;
+  Destinations destinations(options, clock);
+  const DestinationId id = destinations.Intern("mx.a.net", "a.net", Hosts({}), "");
+  EXPECT_TRUE(destinations.Admit(id));
+  destinations.Release(id);
+  EXPECT_FALSE(destinations.Admit(id));  // Parked until a token, in an hour.
+  clock.AdvanceMs(10'000);
+  std::vector<DestinationId> forgotten;
+  destinations.Sweep(&forgotten);
+  EXPECT_EQ(forgotten, std::vector<DestinationId>{id});
+  EXPECT_EQ(destinations.TakeWoken(), std::vector<DestinationId>{id});
+  EXPECT_TRUE(destinations.Admit(id));  // Unknown now: admitted.
+  // Its id reused by another destination: not parked, admitted on its own terms.
+  EXPECT_EQ(destinations.Intern("mx.b.net", "b.net", Hosts({}), ""), id);
+  EXPECT_TRUE(destinations.Admit(id));
 }
 
 TEST(DestinationSweepTest, TheTableIsBoundedByDestinationsMax) {

@@ -1,6 +1,7 @@
 #include "queue/scheduler/scheduler.h"
 
 #include <algorithm>
+#include <limits>
 #include <unordered_map>
 
 #include "core/base/check.h"
@@ -148,8 +149,25 @@ Scheduler::Item* Scheduler::Head(DestinationQueue& queue, const spool::StoredMes
   return nullptr;
 }
 
+void Scheduler::Park(uint32_t destination, DestinationQueue& queue) {
+  queue.parked = true;
+  if (options_.parked_recheck_ms != 0) {
+    queue.parked_ms = clock_.MonotonicMs();
+    recheck_.emplace_back(queue.parked_ms + options_.parked_recheck_ms, destination);
+  }
+}
+
 std::optional<Attempt> Scheduler::Next() {
   const uint64_t now = clock_.MonotonicMs();
+  while (!recheck_.empty() && recheck_.front().first <= now) {
+    const uint32_t destination = recheck_.front().second;
+    recheck_.pop_front();
+    auto q = queues_.find(destination);
+    if (q != queues_.end() && q->second.parked &&
+        q->second.parked_ms + options_.parked_recheck_ms <= now) {
+      Wake(destination);  // Its gate never woke it: asked again.
+    }
+  }
   while (!deferred_.empty() && deferred_.begin()->first <= now) {
     Item& item = entries_.at(deferred_.begin()->second);
     Detach(item);
@@ -172,7 +190,7 @@ std::optional<Attempt> Scheduler::Next() {
       continue;
     }
     if (destination != 0 && gate_ != nullptr && !gate_->Admit(destination)) {
-      q->second.parked = true;  // Its queue waits, untouched, until Wake names it.
+      Park(destination, q->second);  // Its queue waits, untouched, until Wake names it.
       continue;
     }
     Detach(*item);  // May erase the queue: `q` is not used after this.
@@ -285,7 +303,7 @@ void Scheduler::Requeue(const Attempt& attempt, uint32_t destination) {
   if (destination != 0 && gate_ != nullptr) {
     // Its gate has just refused it (that is why it is back): parked until Wake names it, as if
     // Next had asked.
-    queues_[destination].parked = true;
+    Park(destination, queues_[destination]);
   }
   if (!entry.held) {
     Link(it->second, /*front=*/true);
@@ -437,11 +455,17 @@ void Scheduler::FlushAll() {
 }
 
 int64_t Scheduler::MsUntilNextDue() const {
-  if (deferred_.empty()) {
+  if (deferred_.empty() && recheck_.empty()) {
     return -1;
   }
+  uint64_t due = std::numeric_limits<uint64_t>::max();
+  if (!deferred_.empty()) {
+    due = deferred_.begin()->first;
+  }
+  if (!recheck_.empty()) {
+    due = std::min(due, recheck_.front().first);
+  }
   const uint64_t now = clock_.MonotonicMs();
-  const uint64_t due = deferred_.begin()->first;
   return due > now ? static_cast<int64_t>(due - now) : 0;
 }
 

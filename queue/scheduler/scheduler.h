@@ -28,7 +28,9 @@
 // run because its destination refused it after planning (first attempts, whose destination
 // was 0) goes back with Requeue: to the front of that destination's queue, no attempt
 // counted, no deferral recorded, and the destination parked (its gate has just said no) until
-// Wake. The destination is kept in memory only: after a restart every message starts at 0 and
+// Wake. As a safety net, a destination parked for parked_recheck_ms is asked again all the
+// same (MsUntilNextDue counts that time), so mail never waits forever on a wake that a gate
+// lost. The destination is kept in memory only: after a restart every message starts at 0 and
 // is planned once again. A held message waits in no queue and is not counted as waiting.
 // Memory per queued message: its QueueEntry and two queue links (measured at 1 000 000
 // messages in bench/RESULTS.md: bench/scheduler_bench.cc).
@@ -57,6 +59,10 @@ struct SchedulerOptions {
   uint64_t lifetime_ms = 5ull * 24 * 3600 * 1000;  // until 5 days after reception.
   uint32_t jitter_percent = 10;                    // Each delay varies by up to this much.
   uint32_t attempts_in_flight_max = 512;
+  // A parked destination is asked again after this long even if its gate never woke it: a
+  // safety net (the gate's wakes are what normally reopen it), so that no mistake of
+  // bookkeeping strands mail. 0: never.
+  uint64_t parked_recheck_ms = 60'000;
 };
 
 // A recipient's result is the typed delivery status (queue/delivery/status.h); of a deferral
@@ -178,7 +184,8 @@ class Scheduler {
     }
   }
 
-  // Milliseconds until the next deferred message is due; -1 when none is waiting.
+  // Milliseconds until the next deferred message is due or a parked destination is to be
+  // asked again (parked_recheck_ms); -1 when neither is waiting.
   [[nodiscard]] int64_t MsUntilNextDue() const;
   [[nodiscard]] size_t ready() const { return ready_count_; }
   [[nodiscard]] size_t deferred() const { return deferred_.size(); }
@@ -211,6 +218,7 @@ class Scheduler {
     uint64_t waiting = 0;
     bool parked = false;
     bool in_turn = false;
+    uint64_t parked_ms = 0;  // When it was parked last.
   };
 
   void MakeReady(Item& item);
@@ -220,6 +228,8 @@ class Scheduler {
   void Detach(Item& item);
   void Defer(Item& item, uint64_t due_ms);
   void MaybeErase(uint32_t destination);
+  // Its gate refused: parked until Wake (or parked_recheck_ms).
+  void Park(uint32_t destination, DestinationQueue& queue);
   void Erase(std::unordered_map<mail::MessageId, Item, mail::MessageIdHash>::iterator it);
   // The first item of `queue` that can be attempted, and its message; drops the ones the spool
   // has retired (or with nothing pending) on the way. Null when none is left.
@@ -235,6 +245,9 @@ class Scheduler {
   size_t ready_count_ = 0;
   Gate* gate_ = nullptr;
   std::set<std::pair<uint64_t, mail::MessageId>> deferred_;  // By due time.
+  // Parked destinations to ask again (due time, destination), by due time (a constant delay
+  // after each park); stale ones (woken meanwhile, or parked again later) are skipped.
+  std::deque<std::pair<uint64_t, uint32_t>> recheck_;
   uint32_t in_flight_ = 0;
   SchedulerStats stats_;
 };

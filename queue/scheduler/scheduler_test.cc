@@ -322,6 +322,41 @@ TEST_F(DestinationQueueTest, WakeLetsAParkedDestinationGoOn) {
   EXPECT_EQ(Drain(), (std::vector<mail::MessageId>{a1, a2}));
 }
 
+// A gate that refused and then never wakes the destination (a wake lost in its bookkeeping)
+// must not strand the mail: the parked destination is asked again after parked_recheck_ms.
+TEST_F(DestinationQueueTest, AParkedDestinationNobodyWakesIsAskedAgainAfterTheRecheckTime) {
+  gate_.refused = {1};
+  const auto a1 = AddFor(1);
+  const auto a2 = AddFor(1);
+  EXPECT_FALSE(scheduler_->Next().has_value());  // Parked.
+  const uint64_t recheck = SchedulerOptions{}.parked_recheck_ms;
+  ASSERT_GT(recheck, 0u);
+  EXPECT_EQ(scheduler_->MsUntilNextDue(), static_cast<int64_t>(recheck));
+  gate_.refused.clear();  // It would admit now, but nothing calls Wake.
+  clock_.AdvanceMs(recheck - 1);
+  EXPECT_FALSE(scheduler_->Next().has_value());
+  clock_.AdvanceMs(1);
+  EXPECT_EQ(Drain(), (std::vector<mail::MessageId>{a1, a2}));
+  EXPECT_EQ(std::count(gate_.asked.begin(), gate_.asked.end(), 1u), 3);
+}
+
+// The recheck of an old park does not cut short a later one.
+TEST_F(DestinationQueueTest, TheRecheckCountsFromTheLastPark) {
+  gate_.refused = {1};
+  AddFor(1);
+  EXPECT_FALSE(scheduler_->Next().has_value());  // Parked at 0.
+  const uint64_t recheck = SchedulerOptions{}.parked_recheck_ms;
+  clock_.AdvanceMs(recheck / 2);
+  scheduler_->Wake(1);
+  EXPECT_FALSE(scheduler_->Next().has_value());  // Asked, refused: parked again at recheck / 2.
+  clock_.AdvanceMs(recheck / 2);
+  EXPECT_FALSE(scheduler_->Next().has_value());  // The first park's recheck: stale, not asked.
+  EXPECT_EQ(std::count(gate_.asked.begin(), gate_.asked.end(), 1u), 2);
+  clock_.AdvanceMs(recheck / 2);
+  EXPECT_FALSE(scheduler_->Next().has_value());  // The second's: asked (and refused again).
+  EXPECT_EQ(std::count(gate_.asked.begin(), gate_.asked.end(), 1u), 3);
+}
+
 TEST_F(DestinationQueueTest, RequeueGoesToTheFrontAndUndoesTheAttempt) {
   const auto c = AddFor(5);  // Already waiting for destination 5.
   gate_.refused = {5};

@@ -4,7 +4,10 @@
 // a seed (fake_next_hops.h): they accept, refuse recipients for now or for good, greet with 421,
 // refuse the connect, never greet, reset at the end of the data, never answer it, stop taking
 // data, and take a few bytes per send; the scripts change as the run goes. Then the faults stop
-// and the queue drains.
+// and the queue drains. Shaping is wired as in the daemon: the destinations gate the scheduler
+// and shape the pools (adaptive, UseControl), and the loop turn runs Delivery::Upkeep (wakes,
+// queued counts, idle destinations forgotten after 30 s) and sleeps until the next timer, retry
+// or wake (as ShardCore::MsUntilWork).
 //
 // The invariant, per seed: no recipient is delivered twice unless a crash came in between
 // (half the seeds kill the program once, kill -9 style, and run it again on what the disk
@@ -144,8 +147,10 @@ class Shard final : public PoolListener {
     outbound_ = std::make_unique<PoolsOutbound>(*pools_);
     ShapingOptions shaping;
     shaping.defaults.recipients_per_transaction_max = 2;  // Tasks of one and two recipients.
+    shaping.idle_forget_ms = 30'000;                      // Destinations come and go within a run.
     shaping_ = std::make_unique<Destinations>(shaping, clock_);
     scheduler_->SetGate(shaping_.get());
+    pools_->UseControl(shaping_.get());  // Adaptive shaping (on by default) as in the daemon.
     resolver_ = std::make_unique<NextHopResolver>(MxOptions{}, dns_, clock_, random_);
     DeliveryOptions d;
     d.next_hops.resolver = resolver_.get();
@@ -251,16 +256,17 @@ class Shard final : public PoolListener {
     }
   }
 
-  // One loop turn's work, until nothing moves without time passing.
+  // One loop turn's work, until nothing moves without time passing. The destinations' upkeep
+  // and the book's sweep as the daemon's shard runs them (tools/relaisd/shard_core.cc).
   void Settle() {
+    delivery_->Upkeep();
     delivery_->Tick();
     for (int guard = 0; guard < 1'000'000; ++guard) {
       bool moved = false;
+      delivery_->Upkeep();
+      delivery_->ForgetDestinations([this](const Destination& d) { pools_->Forget(d); });
       pools_->Pump();
       moved |= dns_.Run();
-      for (DestinationId id : shaping_->TakeWoken()) {
-        scheduler_->Wake(id);
-      }
       moved |= hops_.Serve();
       moved |= net_->Step();
       spool_->Flush();
@@ -276,9 +282,25 @@ class Shard final : public PoolListener {
     }
     ADD_FAILURE() << "seed " << seed_ << ": no quiescence";
   }
+  // Time passes as the daemon's loop lets it: in steps to the next timer, retry or wake of a
+  // parked destination (ShardCore::MsUntilWork), the work of each step done.
   void Pass(uint64_t ms) {
-    clock_.AdvanceMs(ms);
-    timers_.Advance(clock_.MonotonicMs());
+    const uint64_t end = clock_.MonotonicMs() + ms;
+    while (clock_.MonotonicMs() < end) {
+      const uint64_t now = clock_.MonotonicMs();
+      int64_t step = static_cast<int64_t>(end - now);
+      for (const int64_t until :
+           {timers_.MsUntilNextTick(now), scheduler_->MsUntilNextDue(), shaping_->MsUntilWake()}) {
+        if (until >= 0 && until < step) {
+          step = until;
+        }
+      }
+      clock_.AdvanceMs(static_cast<uint64_t>(std::max<int64_t>(step, 1)));
+      timers_.Advance(clock_.MonotonicMs());
+      if (clock_.MonotonicMs() < end) {
+        Settle();
+      }
+    }
   }
 
   void Run() {

@@ -88,6 +88,28 @@ delivery::Endpoint Hop(uint16_t port) {
   return e;
 }
 
+// The shard's next hops' DNS: the route hosts are address literals, which the resolver
+// answers without asking; anything else is answered "temporary failure" on the next turn.
+class LiteralsOnlyDns final : public delivery::Dns {
+ public:
+  std::optional<dns::Answer> FromCache(const dns::Question&) override { return std::nullopt; }
+  void Resolve(const dns::Question&, std::function<void(const dns::Answer&)> done) override {
+    pending_.push_back(std::move(done));
+  }
+  bool Run() {
+    const bool any = !pending_.empty();
+    while (!pending_.empty()) {
+      auto done = std::move(pending_.front());
+      pending_.erase(pending_.begin());
+      done(dns::Answer{});
+    }
+    return any;
+  }
+
+ private:
+  std::vector<std::function<void(const dns::Answer&)>> pending_;
+};
+
 struct Result {
   uint64_t clients = 0;
   uint64_t acked = 0;
@@ -112,8 +134,10 @@ class ShardSim {
                 "sim.example"),
         worker_(disk_, clock_) {
     for (int i = 0; i < 2; ++i) {
-      destinations_.push_back(
-          delivery::Destination{delivery::Route::kSmarthost, false, {Hop(25), Hop(26)}});
+      // Resolved on the shard (its resolver, destinations and shaping, as in the daemon).
+      delivery::Destination route{delivery::Route::kSmarthost, false, {}};
+      route.names = {{"127.0.0.1", 25, ""}, {"127.0.0.1", 26, ""}};
+      destinations_.push_back(std::move(route));
     }
     destinations_.emplace_back(std::nullopt);  // The Maildir route.
   }
@@ -147,6 +171,7 @@ class ShardSim {
   SimClients players_{*net_, rng_};
   routing::Router router_;
   std::vector<std::optional<delivery::Destination>> destinations_;
+  LiteralsOnlyDns dns_;
   SimWorker worker_;
   relaisd::ShardMetrics metrics_;
   std::unique_ptr<relaisd::ConnectionLimiter> limiter_;
@@ -187,6 +212,7 @@ void ShardSim::Configure() {
   o.scheduler.retry_max_ms = 10 * 60'000;
   o.router = &router_;
   o.destinations = &destinations_;
+  o.shaping.idle_forget_ms = 30'000;  // Destinations come and go within a run.
   o.egress.tcp_no_delay = false;
   o.egress.connect_timeout_ms = 10'000;
   o.egress.reply_timeout_ms = 30'000;
@@ -212,6 +238,7 @@ void ShardSim::Start() {
                                                           tight_limits_ ? 2 : 1000);
   timers_ = std::make_unique<timer::TimerWheel>(clock_.MonotonicMs(), 100);
   relaisd::ShardEnv env;
+  env.dns = &dns_;
   env.net = &hops_;
   env.io = &disk_;
   env.clock = &clock_;
@@ -331,6 +358,7 @@ bool ShardSim::Turn() {
   if (rng_.Below(disk_turns_) == 0) {
     progress |= disk_.RunCompletions() > 0;
   }
+  progress |= dns_.Run();
   progress |= worker_.Run([&](std::unique_ptr<delivery::JobDone> done) {
     core_->OnWorkerDone(std::move(done));
   }) > 0;

@@ -209,13 +209,13 @@ void ShardCore::Turn() {
   env_.timers->Advance(now);
   ingress_->RetryAccepts(now);
   ingress_->PumpDirty();
-  // Destinations whose gate opened (a suspension ended, a token refilled, an attempt was
-  // released) take attempts again; those a reply rule bounced return their queues.
-  for (const delivery::DestinationId id : destinations_->TakeWoken()) {
-    scheduler_->Wake(id);
-  }
-  for (const delivery::DestinationId id : destinations_->TakeBounced()) {
-    scheduler_->ReturnDestination(id);
+  // Destinations whose gate opened take attempts again, those a reply rule bounced return
+  // their queues; once a second queued counts, then idle destinations are forgotten.
+  std::vector<delivery::DestinationId> forgotten;
+  delivery_->Upkeep(&forgotten);
+  for (const delivery::DestinationId id : forgotten) {
+    sources_->Forget(id);
+    census_.erase(id);
   }
   if (now >= next_second_ms_) {
     next_second_ms_ = now + kSecondMs;
@@ -274,27 +274,6 @@ void ShardCore::OnPoolDone(uint64_t id, std::vector<smtp::RecipientReply>&& resu
 
 void ShardCore::EverySecond(uint64_t now_ms) {
   (void)now_ms;
-  // Queued counts for the views and metrics; a destination whose queue emptied gets 0.
-  std::vector<uint32_t> seen;
-  scheduler_->ForEachDestination([&](uint32_t id, uint64_t waiting) {
-    if (id != 0 && destinations_->Known(id)) {
-      destinations_->SetQueued(id, waiting);
-      seen.push_back(id);
-    }
-  });
-  std::sort(seen.begin(), seen.end());
-  for (const uint32_t id : queued_set_) {
-    if (!std::binary_search(seen.begin(), seen.end(), id) && destinations_->Known(id)) {
-      destinations_->SetQueued(id, 0);
-    }
-  }
-  queued_set_ = std::move(seen);
-  std::vector<delivery::DestinationId> forgotten;
-  destinations_->Sweep(&forgotten);
-  for (const delivery::DestinationId id : forgotten) {
-    sources_->Forget(id);
-    census_.erase(id);
-  }
   // The bounded destination families: the top by queued, then "other".
   delivery::DestinationView rest;
   std::vector<DestinationSample> samples;

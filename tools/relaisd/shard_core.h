@@ -237,7 +237,6 @@ class ShardCore final : delivery::PoolListener {
   std::unique_ptr<AdminService> admin_service_;
   uint64_t next_second_ms_ = 0;
   uint32_t seconds_ = 0;
-  std::vector<uint32_t> queued_set_;  // Destinations given a queued count last second.
   // Backoffs and state per destination at the last census, for the monotonic totals.
   std::unordered_map<uint32_t, std::pair<uint64_t, delivery::DestinationState>> census_;
   bool stopping_ = false;
