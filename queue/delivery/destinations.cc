@@ -24,6 +24,8 @@ constexpr uint64_t kDeliveryWindowMs = kMinuteMs;
 // Reasons and last replies are for people; a hostile next hop does not get to grow them.
 constexpr size_t kTextBytesMax = 200;
 constexpr uint64_t kForever = std::numeric_limits<uint64_t>::max();
+constexpr size_t kStandingMax = 256;      // Suspensions of destinations not known yet.
+constexpr size_t kStandingKeyMax = 1024;  // Bytes of one such key or name.
 
 // What receivers say when they want us to slow down (matched case-insensitively in the text
 // of a temporary reply). Kept in one place; [[shaping.reply]] rules extend it per site.
@@ -419,6 +421,14 @@ DestinationId Destinations::Intern(std::string_view key, std::string_view domain
     entries_.emplace_back();
     id = static_cast<DestinationId>(entries_.size());
   }
+  for (const Standing& s : standing_) {
+    if (s.until_ms > now &&
+        (s.key_or_name == entry->key || EqualsIgnoreCase(s.key_or_name, entry->name))) {
+      entry->suspended_until_ms = s.until_ms;
+      entry->reason = s.reason;
+      break;
+    }
+  }
   const std::string_view view = entry->key;
   entries_[id - 1] = std::move(entry);
   by_key_.emplace(view, id);
@@ -576,19 +586,30 @@ int64_t Destinations::MsUntilWake() const {
 
 bool Destinations::Suspend(std::string_view key_or_name, uint64_t duration_ms,
                            std::string_view reason) {
+  const uint64_t now = clock_.MonotonicMs();
+  const uint64_t until =
+      duration_ms == 0 || duration_ms >= kForever - now ? kForever : now + duration_ms;
+  const std::string why =
+      reason.empty() ? std::string("suspended by an operator") : Capped(reason);
   Entry* entry = Lookup(key_or_name);
   if (entry == nullptr) {
+    std::erase_if(standing_, [&](const Standing& s) {
+      return s.until_ms <= now || EqualsIgnoreCase(s.key_or_name, key_or_name);
+    });
+    if (standing_.size() < kStandingMax) {
+      standing_.push_back({std::string(key_or_name.substr(0, kStandingKeyMax)), until, why});
+    }
     return false;
   }
-  const uint64_t now = clock_.MonotonicMs();
-  entry->suspended_until_ms =
-      duration_ms == 0 || duration_ms >= kForever - now ? kForever : now + duration_ms;
-  entry->reason = reason.empty() ? std::string("suspended by an operator") : Capped(reason);
+  entry->suspended_until_ms = until;
+  entry->reason = why;
   entry->used_ms = now;
   return true;
 }
 
 bool Destinations::Resume(std::string_view key_or_name) {
+  std::erase_if(standing_,
+                [&](const Standing& s) { return EqualsIgnoreCase(s.key_or_name, key_or_name); });
   Entry* entry = Lookup(key_or_name);
   if (entry == nullptr) {
     return false;

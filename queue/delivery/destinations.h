@@ -285,6 +285,15 @@ class Destinations final : public scheduler::Gate, public DestinationControl {
   std::vector<Wake> wakes_;  // A min-heap by time; stale ones are skipped.
   std::vector<DestinationId> bounced_;
   std::vector<DestinationId> forgotten_;  // By a sweep Intern ran, until the next Sweep.
+  // Operator suspensions of destinations this shard did not know when they were asked for
+  // (relaisctl reaches every shard; SO_REUSEPORT and the resolver's timing decide which shard
+  // meets a destination first): applied when one is interned under that key or name.
+  struct Standing {
+    std::string key_or_name;
+    uint64_t until_ms = 0;
+    std::string reason;
+  };
+  std::vector<Standing> standing_;  // At most kStandingMax; expired ones dropped.
   uint64_t next_sweep_ms_ = 0;
 };
 

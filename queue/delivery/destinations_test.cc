@@ -260,6 +260,28 @@ TEST(DestinationTest, ResumeByKeyEndsASuspensionAndWakes) {
   EXPECT_FALSE(destinations.Resume("nowhere"));
 }
 
+// relaisctl reaches every shard; one that meets the destination only later suspends it too.
+TEST(DestinationTest, ASuspensionOfAnUnknownDestinationAppliesWhenItAppears) {
+  base::FakeClock clock;
+  Destinations destinations(Defaults(), clock);
+  EXPECT_FALSE(destinations.Suspend("MX1", 60'000, "relaisctl: maintenance"));
+  const DestinationId id = destinations.Intern("mx1.a.net,mx2.a.net", "a.net", Hosts({}), "mx1");
+  EXPECT_FALSE(destinations.Admit(id));
+  EXPECT_EQ(destinations.View(id)->state, DestinationState::kSuspended);
+  EXPECT_EQ(destinations.View(id)->reason, "relaisctl: maintenance");
+  clock.AdvanceMs(60'000);
+  EXPECT_TRUE(destinations.Admit(id));  // It ended on time.
+  // Expired or resumed standing suspensions do not apply.
+  EXPECT_FALSE(destinations.Suspend("mx.b.net", 1'000, ""));
+  clock.AdvanceMs(1'000);
+  const DestinationId b = destinations.Intern("mx.b.net", "b.net", Hosts({}), "");
+  EXPECT_TRUE(destinations.Admit(b));
+  EXPECT_FALSE(destinations.Suspend("mx.c.net", 0, ""));
+  EXPECT_FALSE(destinations.Resume("mx.c.net"));
+  const DestinationId c = destinations.Intern("mx.c.net", "c.net", Hosts({}), "");
+  EXPECT_TRUE(destinations.Admit(c));
+}
+
 TEST(DestinationAdaptiveTest, A421HalvesThenQuietThenRecoversAdditively) {
   ShapingOptions options = Defaults();
   options.defaults.connections_max = 8;
